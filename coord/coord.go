@@ -1,0 +1,133 @@
+// Package coord defines the coordination service KVStore relies on: sessions
+// with a local deadline, ephemeral membership, leader election with a strictly
+// increasing epoch, and the persistent voter record. The KV data never lives in
+// the coordinator.
+//
+// Backends live in sub-packages (etcdcoord; zkcoord later). Every backend must
+// pass the conformance suite in coordtest.
+package coord
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors returned by backends. Match them with errors.Is.
+var (
+	// ErrSessionExpired means the coordinator no longer holds the session: its
+	// ephemeral entries are gone and it will never come back.
+	ErrSessionExpired = errors.New("coord: session expired")
+	// ErrSessionClosed means the session was closed by its owner.
+	ErrSessionClosed = errors.New("coord: session closed")
+	// ErrNotLeader means a fenced write was refused because the caller's
+	// election entry no longer exists or no longer carries the given epoch.
+	ErrNotLeader = errors.New("coord: not the leader (fencing check failed)")
+	// ErrConflict means a compare-and-swap lost: the record changed since it
+	// was read.
+	ErrConflict = errors.New("coord: record changed concurrently")
+)
+
+// Coordinator is a connection to the coordination service. It is safe for
+// concurrent use. Close releases the connection; sessions opened from it must
+// be closed (or abandoned) first.
+type Coordinator interface {
+	// NewSession opens a session whose ephemeral entries live while the
+	// coordinator hears from it at least once per ttl.
+	NewSession(ctx context.Context, ttl time.Duration) (Session, error)
+	// Voters reads the voter record. A record that was never written is
+	// returned as Voters{} with Version 0 and no error.
+	Voters(ctx context.Context) (Voters, error)
+	// CreateVoters writes the first voter record; it fails with ErrConflict if
+	// one exists already. Used once, by the node that bootstraps the cluster.
+	CreateVoters(ctx context.Context, ids []string) error
+	// Close releases the connection. It does not revoke sessions: a session
+	// that is not closed expires by its TTL, as after a crash.
+	Close() error
+}
+
+// Voters is the persistent voter record: the set of node ids whose majority
+// every commit and every takeover needs. Version changes with every write and
+// is what compare-and-swap compares.
+type Voters struct {
+	IDs     []string
+	Version int64
+}
+
+// Contains reports whether id is a voter.
+func (v Voters) Contains(id string) bool {
+	for _, x := range v.IDs {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Member is one live node: its id and the address of its node-to-node RPC
+// service.
+type Member struct {
+	ID   string
+	Addr string
+}
+
+// Leader names the current leader and its epoch. The zero value means no
+// leader is known.
+type Leader struct {
+	ID    string
+	Epoch int64
+}
+
+// View is what a node observes of the cluster: the current leader (from the
+// election) and the live members. Backends deliver a complete View on every
+// change, never a delta.
+type View struct {
+	Leader  Leader
+	Members map[string]string // id -> RPC address
+}
+
+// Session is one coordinator session. Its ephemeral entries (membership,
+// election candidacy) vanish when it ends.
+//
+// Liveness contract: Deadline is computed on the local monotonic clock from
+// the time the last successful keep-alive request was SENT, plus the TTL the
+// coordinator granted, minus a drift margin. While time.Now() is before
+// Deadline the coordinator still holds the session, provided clock rates on
+// the two machines differ by less than the margin. Callers must never trust a
+// "connected" flag instead.
+type Session interface {
+	// Deadline is the local time until which the session is known live.
+	Deadline() time.Time
+	// Changed returns a channel that is closed (and replaced) whenever the
+	// session's state may have changed: a keep-alive succeeded or failed, the
+	// connection was lost or restored, or the session expired.
+	Changed() <-chan struct{}
+	// Done is closed when the session has ended for good (expired or closed).
+	Done() <-chan struct{}
+	// Err returns why Done was closed (ErrSessionExpired or ErrSessionClosed), or nil.
+	Err() error
+	// Healthy reports whether the last keep-alive succeeded and no connection
+	// loss has been seen since. A false value is a reason to suspend even
+	// before Deadline passes.
+	Healthy() bool
+
+	// Register creates the ephemeral membership entry id -> addr.
+	Register(ctx context.Context, m Member) error
+	// Campaign enters the election as id and blocks until this session leads,
+	// then returns the epoch, which is strictly greater than every earlier
+	// leader's epoch. It returns an error if ctx ends or the session ends.
+	Campaign(ctx context.Context, id string) (epoch int64, err error)
+	// Resign gives up leadership (or candidacy) held by this session.
+	Resign(ctx context.Context) error
+	// SetVoters replaces the voter record if it still has version
+	// prev.Version and this session still leads with epoch (fencing). Errors:
+	// ErrConflict, ErrNotLeader.
+	SetVoters(ctx context.Context, epoch int64, prev Voters, ids []string) error
+	// Watch delivers the current View at once and then after every change,
+	// until ctx ends. The channel is closed when the watch stops.
+	Watch(ctx context.Context) <-chan View
+
+	// Close ends the session and deletes its ephemeral entries (best effort,
+	// bounded by ctx).
+	Close(ctx context.Context) error
+}
