@@ -1,0 +1,438 @@
+// Package cluster runs N KVStore nodes and their coordinator in one process,
+// with every fault real and switchable per node: each node reaches the
+// coordinator through its own TCP proxy (zk-down really cuts it), each
+// node's inbound RPC can be switched off (rmi-down), and nodes can be killed
+// (memory lost) and restarted with the same id. The shell, the tests and the
+// benchmarks all use it, so each fault has one implementation.
+//
+// Lifecycle: New starts the coordinator (an embedded etcd unless Options
+// names external endpoints) and the first nodes; Close stops every node, then
+// the proxies, then the coordinator, and removes temporary data.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/coord/etcdcoord"
+	"github.com/kvstore/kvstore/etcdembed"
+	"github.com/kvstore/kvstore/faultproxy"
+	"github.com/kvstore/kvstore/node"
+)
+
+// ErrNoSuchNode is returned for a node number that was never created.
+var ErrNoSuchNode = errors.New("cluster: no such node")
+
+// Options configure a Cluster.
+type Options struct {
+	// Nodes is how many nodes New starts (default 1).
+	Nodes int
+	// Etcd lists external etcd endpoints; empty starts an embedded etcd
+	// with data in a temporary directory.
+	Etcd []string
+	// Prefix is the coordinator key prefix (default "/kvstore/<Cluster>/").
+	Prefix string
+	// Node adjusts each node's configuration (timeouts, faults) before it
+	// starts; ID, Coordinator and Logger are set by the cluster.
+	Node func(*node.Config)
+	// Logger receives the nodes' logs (default: discarded).
+	Logger *slog.Logger
+}
+
+// Cluster is a set of numbered nodes sharing one coordinator. Its methods
+// are safe for concurrent use.
+type Cluster struct {
+	opts     Options
+	etcd     *etcdembed.Server
+	endpoint []string
+
+	mu    sync.Mutex // guards slots
+	slots []*slot
+}
+
+// slot is one node number: its fault switches survive kill and restart.
+type slot struct {
+	num   int
+	id    string
+	proxy *faultproxy.Proxy // between the node and the coordinator
+
+	mu      sync.Mutex // guards the fields below
+	coord   *etcdcoord.Coordinator
+	node    *node.Node // nil while killed
+	rmiDown bool
+	zkDown  bool
+}
+
+// New starts the coordinator and opts.Nodes nodes, waiting until they serve.
+// On error nothing is left running.
+func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	if opts.Nodes <= 0 {
+		opts.Nodes = 1
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Cluster{opts: opts, endpoint: opts.Etcd}
+	defer func() {
+		if err != nil {
+			_ = c.Close()
+		}
+	}()
+	if len(c.endpoint) == 0 {
+		cfg := etcdembed.DefaultConfig()
+		if c.etcd, err = etcdembed.Start(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("cluster: start etcd: %w", err)
+		}
+		c.endpoint = []string{c.etcd.Endpoint()}
+	}
+	for i := 0; i < opts.Nodes; i++ {
+		if _, err := c.NewNode(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Endpoints are the coordinator's client endpoints (host:port).
+func (c *Cluster) Endpoints() []string { return c.endpoint }
+
+func (c *Cluster) nodeConfig(s *slot) node.Config {
+	cfg := node.DefaultConfig()
+	if c.opts.Node != nil {
+		c.opts.Node(&cfg)
+	}
+	cfg.ID = s.id
+	cfg.Logger = c.opts.Logger
+	return cfg
+}
+
+func (c *Cluster) prefix(cfg node.Config) string {
+	if c.opts.Prefix != "" {
+		return c.opts.Prefix
+	}
+	return "/kvstore/" + cfg.Cluster + "/"
+}
+
+// NewNode creates and starts one more node and waits until it serves and
+// the leader has made it a voter. It returns the node's number.
+func (c *Cluster) NewNode(ctx context.Context) (int, error) {
+	c.mu.Lock()
+	num := len(c.slots)
+	s := &slot{num: num, id: fmt.Sprintf("n%d", num)}
+	c.slots = append(c.slots, s)
+	c.mu.Unlock()
+	p, err := faultproxy.New(c.endpoint[0])
+	if err != nil {
+		return num, fmt.Errorf("cluster: node %d: proxy: %w", num, err)
+	}
+	s.proxy = p
+	if err := c.start(ctx, s); err != nil {
+		return num, err
+	}
+	if err := c.waitVoter(ctx, s); err != nil {
+		return num, err
+	}
+	return num, nil
+}
+
+// start creates the slot's coordinator connection and node and starts it.
+func (c *Cluster) start(ctx context.Context, s *slot) error {
+	cfg := c.nodeConfig(s)
+	co, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: []string{s.proxy.Addr()}, Prefix: c.prefix(cfg)})
+	if err != nil {
+		return fmt.Errorf("cluster: node %d: coordinator: %w", s.num, err)
+	}
+	cfg.Coordinator = co
+	n, err := node.New(cfg)
+	if err != nil {
+		_ = co.Close()
+		return fmt.Errorf("cluster: node %d: %w", s.num, err)
+	}
+	s.mu.Lock()
+	n.SetRPCDown(s.rmiDown)
+	s.mu.Unlock()
+	if err := n.Start(ctx); err != nil {
+		n.Kill()
+		_ = co.Close()
+		return fmt.Errorf("cluster: node %d: %w", s.num, err)
+	}
+	s.mu.Lock()
+	s.coord, s.node = co, n
+	s.mu.Unlock()
+	if err := n.WaitServing(ctx); err != nil {
+		return fmt.Errorf("cluster: node %d: %w", s.num, err)
+	}
+	return nil
+}
+
+func (c *Cluster) waitVoter(ctx context.Context, s *slot) error {
+	s.mu.Lock()
+	co := s.coord
+	s.mu.Unlock()
+	var last error
+	for {
+		v, err := co.Voters(ctx)
+		if err == nil && v.Contains(s.id) {
+			return nil
+		}
+		if err != nil {
+			last = err
+		} else {
+			last = fmt.Errorf("voters are %v", v.IDs)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: node %d did not become a voter (%v): %w", s.num, last, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) slot(n int) (*slot, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n < 0 || n >= len(c.slots) {
+		return nil, fmt.Errorf("%w %d", ErrNoSuchNode, n)
+	}
+	return c.slots[n], nil
+}
+
+// Node returns node n, or an error if it does not exist or is killed.
+func (c *Cluster) Node(n int) (*node.Node, error) {
+	s, err := c.slot(n)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.node == nil {
+		return nil, fmt.Errorf("cluster: node %d is killed", n)
+	}
+	return s.node, nil
+}
+
+// Size is how many node numbers exist (killed ones included).
+func (c *Cluster) Size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.slots)
+}
+
+// Get reads key through node n.
+func (c *Cluster) Get(ctx context.Context, n int, key string) (string, bool, error) {
+	nd, err := c.Node(n)
+	if err != nil {
+		return "", false, err
+	}
+	return nd.Get(ctx, key)
+}
+
+// Put sets key through node n.
+func (c *Cluster) Put(ctx context.Context, n int, key, value string) error {
+	nd, err := c.Node(n)
+	if err != nil {
+		return err
+	}
+	return nd.Set(ctx, key, value)
+}
+
+// Delete removes key through node n.
+func (c *Cluster) Delete(ctx context.Context, n int, key string) error {
+	nd, err := c.Node(n)
+	if err != nil {
+		return err
+	}
+	return nd.Delete(ctx, key)
+}
+
+// NodeInfo describes one node for `list`.
+type NodeInfo struct {
+	Num   int
+	ID    string
+	Addr  string
+	Role  string // "leader" or "follower"
+	State string // "ok", "zk-down", "rmi-down", "suspended", "recovering", "stopped", ...
+}
+
+// List describes every node in number order.
+func (c *Cluster) List() []NodeInfo {
+	c.mu.Lock()
+	slots := append([]*slot(nil), c.slots...)
+	c.mu.Unlock()
+	out := make([]NodeInfo, 0, len(slots))
+	for _, s := range slots {
+		s.mu.Lock()
+		info := NodeInfo{Num: s.num, ID: s.id, Role: "follower", State: "stopped", Addr: "-"}
+		if nd := s.node; nd != nil {
+			info.Addr = nd.Addr()
+			if nd.IsLeader() {
+				info.Role = "leader"
+			}
+			var states []string
+			if s.zkDown {
+				states = append(states, "zk-down")
+			}
+			if s.rmiDown {
+				states = append(states, "rmi-down")
+			}
+			if st := nd.State(); st != node.StateOK || len(states) == 0 {
+				states = append(states, string(st))
+			}
+			if nd.Recovering() {
+				states = append(states, "recovering")
+			}
+			info.State = join(states)
+		}
+		s.mu.Unlock()
+		out = append(out, info)
+	}
+	return out
+}
+
+func join(ss []string) string {
+	out := ""
+	for i, s := range ss {
+		if i > 0 {
+			out += ","
+		}
+		out += s
+	}
+	return out
+}
+
+// RmiDown stops node n's inbound node-to-node RPC.
+func (c *Cluster) RmiDown(n int) error { return c.setRmi(n, true) }
+
+// RmiUp resumes node n's inbound node-to-node RPC.
+func (c *Cluster) RmiUp(n int) error { return c.setRmi(n, false) }
+
+func (c *Cluster) setRmi(n int, down bool) error {
+	s, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rmiDown = down
+	if s.node != nil {
+		s.node.SetRPCDown(down)
+	}
+	return nil
+}
+
+// ZkDown cuts node n's connection to the coordinator.
+func (c *Cluster) ZkDown(n int) error { return c.setZk(n, true) }
+
+// ZkUp restores node n's connection to the coordinator.
+func (c *Cluster) ZkUp(n int) error { return c.setZk(n, false) }
+
+func (c *Cluster) setZk(n int, down bool) error {
+	s, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.zkDown = down
+	s.proxy.SetDown(down)
+	return nil
+}
+
+// Kill crashes node n: its memory is lost and its session expires by TTL.
+func (c *Cluster) Kill(n int) error {
+	s, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	nd, co := s.node, s.coord
+	s.node, s.coord = nil, nil
+	s.mu.Unlock()
+	if nd == nil {
+		return fmt.Errorf("cluster: node %d is already killed", n)
+	}
+	nd.Kill()
+	_ = co.Close()
+	return nil
+}
+
+// Restart starts killed node n again with the same id (and an empty
+// store) and waits until it serves.
+func (c *Cluster) Restart(ctx context.Context, n int) error {
+	s, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	running := s.node != nil
+	s.mu.Unlock()
+	if running {
+		return fmt.Errorf("cluster: node %d is running (kill it first)", n)
+	}
+	return c.start(ctx, s)
+}
+
+// Leader waits for a serving leader and returns its number and epoch.
+func (c *Cluster) Leader(ctx context.Context) (int, int64, error) {
+	for {
+		c.mu.Lock()
+		slots := append([]*slot(nil), c.slots...)
+		c.mu.Unlock()
+		for _, s := range slots {
+			s.mu.Lock()
+			nd := s.node
+			s.mu.Unlock()
+			if nd != nil && nd.IsLeader() {
+				return s.num, nd.Leader().Epoch, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return -1, 0, fmt.Errorf("cluster: no serving leader: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Close stops every node (gracefully), then the proxies and coordinator
+// connections, then the embedded coordinator, removing its data.
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	slots := c.slots
+	c.slots = nil
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range slots {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.mu.Lock()
+			nd, co := s.node, s.coord
+			s.node, s.coord = nil, nil
+			s.mu.Unlock()
+			if nd != nil {
+				_ = nd.Close(ctx)
+			}
+			if co != nil {
+				_ = co.Close()
+			}
+			if s.proxy != nil {
+				_ = s.proxy.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if c.etcd != nil {
+		return c.etcd.Close()
+	}
+	return nil
+}
+
+var _ coord.Coordinator = (*etcdcoord.Coordinator)(nil)

@@ -1,0 +1,367 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/internal/soon"
+)
+
+// newCluster starts an n-node cluster for one test and closes it at the end.
+// KVSTORE_TEST_LOG=debug shows the nodes' logs.
+func newCluster(t *testing.T, n int, opts ...func(*Options)) *Cluster {
+	t.Helper()
+	o := Options{Nodes: n}
+	if lvl := os.Getenv("KVSTORE_TEST_LOG"); lvl != "" {
+		var l slog.Level
+		_ = l.UnmarshalText([]byte(lvl))
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := New(ctx, o)
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	})
+	return c
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustPut(t *testing.T, c *Cluster, n int, k, v string) {
+	t.Helper()
+	if err := c.Put(ctxT(t, 20*time.Second), n, k, v); err != nil {
+		t.Fatalf("put %d %s %s: %v", n, k, v, err)
+	}
+}
+
+func expectGet(t *testing.T, c *Cluster, n int, k, want string) {
+	t.Helper()
+	got, found, err := c.Get(ctxT(t, 20*time.Second), n, k)
+	if err != nil {
+		t.Fatalf("get %d %s: %v", n, k, err)
+	}
+	if want == "" && found {
+		t.Fatalf("get %d %s = %q, want no value", n, k, got)
+	}
+	if want != "" && (!found || got != want) {
+		t.Fatalf("get %d %s = %q (found %v), want %q", n, k, got, found, want)
+	}
+}
+
+func leaderOf(t *testing.T, c *Cluster) int {
+	t.Helper()
+	n, _, err := c.Leader(ctxT(t, 20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// followers returns the node numbers that are not the leader.
+func followers(t *testing.T, c *Cluster) []int {
+	ld := leaderOf(t, c)
+	var out []int
+	for i := 0; i < c.Size(); i++ {
+		if i != ld {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+func TestWriteThroughAnyNodeReadEverywhere(t *testing.T) {
+	c := newCluster(t, 3)
+	for i := 0; i < 3; i++ {
+		mustPut(t, c, i, fmt.Sprint("k", i), fmt.Sprint("v", i))
+	}
+	for i := 0; i < 3; i++ {
+		for j := 0; j < 3; j++ {
+			expectGet(t, c, j, fmt.Sprint("k", i), fmt.Sprint("v", i))
+		}
+	}
+	expectGet(t, c, 1, "missing", "")
+	if err := c.Delete(ctxT(t, 10*time.Second), 2, "k0"); err != nil {
+		t.Fatal(err)
+	}
+	for j := 0; j < 3; j++ {
+		expectGet(t, c, j, "k0", "")
+	}
+}
+
+func TestSecondReadOnFollowerIsACacheHit(t *testing.T) {
+	c := newCluster(t, 3)
+	f := followers(t, c)[0]
+	mustPut(t, c, leaderOf(t, c), "k", "v")
+	nd, _ := c.Node(f)
+	before := nd.Stats()
+	expectGet(t, c, f, "k", "v")
+	mid := nd.Stats()
+	expectGet(t, c, f, "k", "v")
+	after := nd.Stats()
+	if mid.CacheMisses != before.CacheMisses+1 || mid.CacheHits != before.CacheHits {
+		t.Fatalf("first read: want one miss, stats %+v -> %+v", before, mid)
+	}
+	if after.CacheHits != mid.CacheHits+1 || after.CacheMisses != mid.CacheMisses {
+		t.Fatalf("second read: want one hit, stats %+v -> %+v", mid, after)
+	}
+	// The writer's own node caches what it wrote.
+	mustPut(t, c, f, "w", "mine")
+	s0 := nd.Stats()
+	expectGet(t, c, f, "w", "mine")
+	if s1 := nd.Stats(); s1.CacheHits != s0.CacheHits+1 {
+		t.Fatalf("read after own write was not a cache hit: %+v -> %+v", s0, s1)
+	}
+}
+
+func TestPutInvalidatesEveryCachedCopy(t *testing.T) {
+	c := newCluster(t, 3)
+	for round := 0; round < 5; round++ {
+		val := fmt.Sprint("v", round)
+		mustPut(t, c, round%3, "k", val)
+		// Read twice everywhere: the second read is from cache and must
+		// already show the new value.
+		for j := 0; j < 3; j++ {
+			expectGet(t, c, j, "k", val)
+			expectGet(t, c, j, "k", val)
+		}
+	}
+	var hits uint64
+	for j := 0; j < 3; j++ {
+		nd, _ := c.Node(j)
+		hits += nd.Stats().CacheHits
+	}
+	if hits == 0 {
+		t.Fatal("no read was served from a cache: the test proves nothing")
+	}
+}
+
+func TestZkDownFollowerFailsFastAndRejoins(t *testing.T) {
+	c := newCluster(t, 3)
+	ld := leaderOf(t, c)
+	f := followers(t, c)[0]
+	mustPut(t, c, ld, "k", "before")
+	expectGet(t, c, f, "k", "before")
+
+	// A pending operation: with the leader's inbound RPC down, a put on f
+	// waits for the leader. Cutting f from the coordinator must fail it.
+	if err := c.RmiDown(ld); err != nil {
+		t.Fatal(err)
+	}
+	pending := make(chan error, 1)
+	go func() { pending <- c.Put(context.Background(), f, "k", "pending") }()
+
+	if err := c.ZkDown(f); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	soon.Succeeds(t, 2*time.Second, func() error {
+		_, _, err := c.Get(ctxT(t, time.Second), f, "k")
+		if !errors.Is(err, kvstore.ErrPartitioned) {
+			return fmt.Errorf("get on zk-down node: %v, want ErrPartitioned", err)
+		}
+		return nil
+	})
+	t.Logf("node %d refused reads %v after the cut", f, time.Since(cut).Round(time.Millisecond))
+	select {
+	case err := <-pending:
+		if !errors.Is(err, kvstore.ErrPartitioned) {
+			t.Fatalf("pending put: %v, want ErrPartitioned", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("pending put on the zk-down node still hangs")
+	}
+	start := time.Now()
+	err := c.Put(ctxT(t, 5*time.Second), f, "k", "x")
+	if !errors.Is(err, kvstore.ErrPartitioned) {
+		t.Fatalf("put on zk-down node: %v, want ErrPartitioned", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("put on zk-down node took %v to fail", d)
+	}
+	if err := c.RmiUp(ld); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, c, ld, "k", "during")
+
+	if err := c.ZkUp(f); err != nil {
+		t.Fatal(err)
+	}
+	soon.Succeeds(t, 15*time.Second, func() error {
+		got, _, err := c.Get(ctxT(t, 2*time.Second), f, "k")
+		if err != nil {
+			return err
+		}
+		// "pending" may or may not have been applied (outcome unknown
+		// only if it was sent); "during" was written after it.
+		if got != "during" {
+			return fmt.Errorf("get = %q, want %q", got, "during")
+		}
+		return nil
+	})
+	mustPut(t, c, f, "k", "after")
+	expectGet(t, c, ld, "k", "after")
+}
+
+// failLeader takes the leader out (zk-down or kill) and checks the other
+// two elect a new one and lose nothing.
+func failLeader(t *testing.T, how string) {
+	c := newCluster(t, 3)
+	ld := leaderOf(t, c)
+	for i := 0; i < 20; i++ {
+		mustPut(t, c, i%3, fmt.Sprint("k", i), fmt.Sprint("v", i))
+	}
+	var err error
+	if how == "kill" {
+		err = c.Kill(ld)
+	} else {
+		err = c.ZkDown(ld)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := (ld + 1) % 3
+	start := time.Now()
+	if err := c.Put(ctxT(t, 15*time.Second), other, "after", "failover"); err != nil {
+		t.Fatalf("put on node %d after %s of leader %d: %v", other, how, ld, err)
+	}
+	t.Logf("first write acknowledged %v after the %s of the leader", time.Since(start).Round(time.Millisecond), how)
+	nl := leaderOf(t, c)
+	if nl == ld {
+		t.Fatalf("leader is still %d", ld)
+	}
+	for _, j := range []int{other, (ld + 2) % 3} {
+		for i := 0; i < 20; i++ {
+			expectGet(t, c, j, fmt.Sprint("k", i), fmt.Sprint("v", i))
+		}
+		expectGet(t, c, j, "after", "failover")
+	}
+	if how == "kill" {
+		if err := c.Restart(ctxT(t, 20*time.Second), ld); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := c.ZkUp(ld); err != nil {
+		t.Fatal(err)
+	}
+	// The old leader comes back as a follower and catches up.
+	soon.Succeeds(t, 15*time.Second, func() error {
+		got, _, err := c.Get(ctxT(t, 2*time.Second), ld, "after")
+		if err != nil || got != "failover" {
+			return fmt.Errorf("get on returning node: %q %v", got, err)
+		}
+		return nil
+	})
+	for i := 0; i < 20; i++ {
+		expectGet(t, c, ld, fmt.Sprint("k", i), fmt.Sprint("v", i))
+	}
+	nlNode, _ := c.Node(leaderOf(t, c))
+	old, _ := c.Node(ld)
+	soon.Succeeds(t, 10*time.Second, func() error {
+		if a, b := old.Applied(), nlNode.Applied(); a != b {
+			return fmt.Errorf("returning node applied %s, leader %s", a, b)
+		}
+		return nil
+	})
+}
+
+func TestZkDownLeaderFailsOver(t *testing.T) { failLeader(t, "zk-down") }
+
+func TestKillLeaderFailsOverAndRestartCatchesUp(t *testing.T) { failLeader(t, "kill") }
+
+func TestRmiDownHolderDelaysWriteByLeaseOnly(t *testing.T) {
+	c := newCluster(t, 3)
+	ld := leaderOf(t, c)
+	fs := followers(t, c)
+	holder, writer := fs[0], fs[1]
+	mustPut(t, c, ld, "k", "old")
+	expectGet(t, c, holder, "k", "old")
+	nd, _ := c.Node(holder)
+	h0 := nd.Stats().CacheHits
+	expectGet(t, c, holder, "k", "old")
+	if nd.Stats().CacheHits != h0+1 {
+		t.Fatal("holder did not cache the key: the test proves nothing")
+	}
+	if err := c.RmiDown(holder); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := c.Put(ctxT(t, 10*time.Second), writer, "k", "new"); err != nil {
+		t.Fatalf("put while a holder is rmi-down: %v", err)
+	}
+	t.Logf("put with an unreachable holder took %v", time.Since(start).Round(time.Millisecond))
+	for i := 0; i < 3; i++ {
+		expectGet(t, c, holder, "k", "new")
+	}
+	if err := c.RmiUp(holder); err != nil {
+		t.Fatal(err)
+	}
+	// Once the leader reaches it again, the holder caches again.
+	soon.Succeeds(t, 10*time.Second, func() error {
+		expectGet(t, c, holder, "k", "new")
+		before := nd.Stats().CacheHits
+		expectGet(t, c, holder, "k", "new")
+		if nd.Stats().CacheHits == before {
+			return errors.New("second read after rmi-up was not a cache hit")
+		}
+		return nil
+	})
+}
+
+func TestMinorityFailureLosesNothingMajorityFailureSaysNoQuorum(t *testing.T) {
+	c := newCluster(t, 3, func(o *Options) {})
+	ld := leaderOf(t, c)
+	fs := followers(t, c)
+	for i := 0; i < 10; i++ {
+		mustPut(t, c, i%3, fmt.Sprint("k", i), fmt.Sprint("v", i))
+	}
+	if err := c.Kill(fs[0]); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, c, fs[1], "k10", "v10")
+	for i := 0; i <= 10; i++ {
+		expectGet(t, c, ld, fmt.Sprint("k", i), fmt.Sprint("v", i))
+		expectGet(t, c, fs[1], fmt.Sprint("k", i), fmt.Sprint("v", i))
+	}
+	if err := c.Kill(fs[1]); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err := c.Put(ctxT(t, 30*time.Second), ld, "k11", "v11")
+	if !errors.Is(err, kvstore.ErrNoQuorum) {
+		t.Fatalf("put with 1 of 3 voters: %v, want ErrNoQuorum", err)
+	}
+	if !errors.Is(err, kvstore.ErrOutcomeUnknown) {
+		t.Fatalf("a write that reached the leader but no majority must be outcome-unknown: %v", err)
+	}
+	t.Logf("no-quorum error after %v: %v", time.Since(start).Round(time.Millisecond), err)
+}
+
+func TestBadInputIsRefused(t *testing.T) {
+	c := newCluster(t, 1)
+	if err := c.Put(ctxT(t, 5*time.Second), 0, "", "v"); !errors.Is(err, kvstore.ErrBadRequest) {
+		t.Fatalf("empty key: %v", err)
+	}
+	if _, _, err := c.Get(ctxT(t, 5*time.Second), 7, "k"); !errors.Is(err, ErrNoSuchNode) {
+		t.Fatalf("no such node: %v", err)
+	}
+	mustPut(t, c, 0, "k", "v")
+	expectGet(t, c, 0, "k", "v")
+}

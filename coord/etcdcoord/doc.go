@@ -1,0 +1,59 @@
+// Package etcdcoord implements coord.Coordinator on etcd, through the
+// go.etcd.io/etcd/client/v3 client.
+//
+// # Keys
+//
+// Every key lives under Config.Prefix (default "/kvstore/default/"):
+//
+//	members/<id>          -> RPC address, attached to the session's lease
+//	election/<lease hex>  -> candidate id, attached to the session's lease
+//	                         (client/v3/concurrency.Election)
+//	voters                -> {"ids":[...]}, persistent; Version = ModRevision
+//
+// The leader is the election key with the lowest create revision; its create
+// revision is the epoch, which therefore strictly increases from one leader to
+// the next. SetVoters is fenced: its transaction succeeds only while this
+// session's election key still exists with that create revision and no older
+// candidate key exists.
+//
+// # Session liveness
+//
+// A session is an etcd lease. The session grants the lease itself and runs
+// its own keep-alive loop: every TTL/3 it records the send time and calls
+// KeepAliveOnce. On success Deadline becomes send time + TTL*(1-DriftMargin),
+// with the TTL from the response; on ErrLeaseNotFound the session is expired
+// (Done closes, Err is coord.ErrSessionExpired); on any other failure Healthy
+// turns false, Deadline stays, and the loop retries every 150 ms. A lost gRPC
+// connection also turns Healthy false at once, and a restored one triggers an
+// immediate keep-alive. The concurrency.Session wrapped around the lease (the
+// election needs one) runs the client's own KeepAlive stream as well; that only
+// helps keep the lease, it never moves Deadline.
+//
+// The drift margin assumes the local clock and the etcd leader's clock run at
+// rates that differ by less than DriftMargin over one TTL.
+//
+// # Election and watch
+//
+// Campaign runs concurrency.Election.Campaign in a goroutine owned by the
+// session, so it returns promptly when its ctx or the session ends even while
+// the connection is down; a candidacy nobody waits for any more is withdrawn
+// by that goroutine. A won Campaign is checked (the key must still exist)
+// before it is reported.
+//
+// Watch reads the whole prefix, sends a complete View, then follows an etcd
+// watch from the next revision and sends a complete View after every change
+// of members or leader. A broken watch (compaction, lost etcd leader) is
+// re-established from a fresh read with backoff. The channel holds one View
+// and a newer View replaces an unread one, so a slow reader never blocks the
+// watch and always gets the latest. A watch also stops when its session ends.
+//
+// # Lifecycle and goroutines
+//
+// New dials and checks that etcd answers. Every goroutine is owned: the
+// connection-state watcher by the Coordinator; one keep-alive loop per
+// session, one per Watch and one per Campaign in flight by their session and
+// the Coordinator. Session.Close stops and waits for the session's goroutines
+// (bounded by its ctx), and Coordinator.Close closes the client, which ends
+// whatever is left, and waits for all of them. Coordinator.Close does not
+// revoke sessions: their leases expire by TTL, as after a crash.
+package etcdcoord

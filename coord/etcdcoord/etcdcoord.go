@@ -1,0 +1,309 @@
+package etcdcoord
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/connectivity"
+
+	"github.com/kvstore/kvstore/coord"
+)
+
+// Config configures a Coordinator. Zero fields take the defaults of
+// DefaultConfig; Endpoints is required.
+type Config struct {
+	// Endpoints are the etcd client URLs ("http://127.0.0.1:2379") or
+	// host:port pairs.
+	Endpoints []string
+	// Prefix is the cluster's key prefix; every key lives under it. It must
+	// end in "/". Default "/kvstore/default/".
+	Prefix string
+	// DialTimeout bounds New's connection check. Default 5 s.
+	DialTimeout time.Duration
+	// DriftMargin is the fraction of the granted TTL subtracted from every
+	// session deadline, to cover clock-rate differences between this machine
+	// and etcd. In [0, 1); 0 means the default, 0.1.
+	DriftMargin float64
+	// KeepAliveTime is the gRPC transport ping interval that detects a
+	// black-holed connection. grpc-go raises anything below 10 s to 10 s (with
+	// a warning), so that is the default and the minimum. Session liveness
+	// does not depend on it: the keep-alive loop notices within TTL/3.
+	KeepAliveTime time.Duration
+	// KeepAliveTimeout is how long a transport ping may go unanswered before
+	// the connection is closed and redialed. Default 1 s.
+	KeepAliveTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults: prefix "/kvstore/default/", dial timeout
+// 5 s, drift margin 0.1, transport keep-alive 10 s / 1 s. Endpoints must still
+// be set.
+func DefaultConfig() Config {
+	return Config{
+		Prefix:           "/kvstore/default/",
+		DialTimeout:      5 * time.Second,
+		DriftMargin:      0.1,
+		KeepAliveTime:    10 * time.Second,
+		KeepAliveTimeout: time.Second,
+	}
+}
+
+// withDefaults returns cfg with zero fields replaced by the defaults.
+func (cfg Config) withDefaults() Config {
+	d := DefaultConfig()
+	if cfg.Prefix == "" {
+		cfg.Prefix = d.Prefix
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = d.DialTimeout
+	}
+	if cfg.DriftMargin == 0 {
+		cfg.DriftMargin = d.DriftMargin
+	}
+	if cfg.KeepAliveTime == 0 {
+		cfg.KeepAliveTime = d.KeepAliveTime
+	}
+	if cfg.KeepAliveTimeout == 0 {
+		cfg.KeepAliveTimeout = d.KeepAliveTimeout
+	}
+	return cfg
+}
+
+// Validate reports the first invalid field, by name. Zero fields are valid
+// (they take defaults), except Endpoints.
+func (cfg Config) Validate() error {
+	switch {
+	case len(cfg.Endpoints) == 0:
+		return errors.New("etcdcoord: Config.Endpoints is empty")
+	case cfg.Prefix != "" && !strings.HasSuffix(cfg.Prefix, "/"):
+		return fmt.Errorf("etcdcoord: Config.Prefix %q must end in \"/\"", cfg.Prefix)
+	case cfg.DialTimeout < 0:
+		return fmt.Errorf("etcdcoord: Config.DialTimeout must not be negative, got %v", cfg.DialTimeout)
+	case cfg.DriftMargin < 0 || cfg.DriftMargin >= 1 || math.IsNaN(cfg.DriftMargin):
+		return fmt.Errorf("etcdcoord: Config.DriftMargin must be in [0, 1), got %v", cfg.DriftMargin)
+	case cfg.KeepAliveTime < 0:
+		return fmt.Errorf("etcdcoord: Config.KeepAliveTime must not be negative, got %v", cfg.KeepAliveTime)
+	case cfg.KeepAliveTimeout < 0:
+		return fmt.Errorf("etcdcoord: Config.KeepAliveTimeout must not be negative, got %v", cfg.KeepAliveTimeout)
+	}
+	return nil
+}
+
+// keys are the etcd keys of one cluster, all under its prefix.
+type keys struct {
+	prefix   string
+	members  string // members/<id>
+	election string // the election's prefix as concurrency.NewElection wants it (no trailing "/")
+	elecDir  string // election + "/": every candidate key starts with it
+	voters   string
+}
+
+func newKeys(prefix string) keys {
+	return keys{
+		prefix:   prefix,
+		members:  prefix + "members/",
+		election: prefix + "election",
+		elecDir:  prefix + "election/",
+		voters:   prefix + "voters",
+	}
+}
+
+// Coordinator is a coord.Coordinator backed by an etcd client. It is safe for
+// concurrent use.
+type Coordinator struct {
+	cfg    Config
+	keys   keys
+	client *clientv3.Client
+	conn   connState
+
+	// wg counts every goroutine started by the Coordinator or its sessions.
+	wg sync.WaitGroup
+
+	mu     sync.Mutex // guards closed, and orders wg.Add before wg.Wait
+	closed bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ coord.Coordinator = (*Coordinator)(nil)
+
+// New dials etcd and checks, bounded by ctx and Config.DialTimeout, that it
+// answers. The client reconnects with a backoff capped at 1 s, so a node
+// notices quickly when a cut connection is restored.
+func New(ctx context.Context, cfg Config) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	client, err := clientv3.New(clientv3.Config{
+		Endpoints:            cfg.Endpoints,
+		DialTimeout:          cfg.DialTimeout,
+		DialKeepAliveTime:    cfg.KeepAliveTime,
+		DialKeepAliveTimeout: cfg.KeepAliveTimeout,
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff: backoff.Config{
+				BaseDelay:  100 * time.Millisecond,
+				Multiplier: 1.6,
+				Jitter:     0.2,
+				MaxDelay:   time.Second,
+			},
+			MinConnectTimeout: time.Second,
+		})},
+		Logger: zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcdcoord: dial %v: %w", cfg.Endpoints, err)
+	}
+	c := &Coordinator{cfg: cfg, keys: newKeys(cfg.Prefix), client: client}
+	c.conn.changed = make(chan struct{})
+	c.goFunc(nil, c.watchConn)
+
+	cctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	if _, err := client.Get(cctx, c.keys.voters); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("etcdcoord: reach etcd at %v: %w", cfg.Endpoints, err)
+	}
+	return c, nil
+}
+
+// Close closes the client, which ends every goroutine of the Coordinator and
+// its sessions, and waits for them. It does not revoke sessions: a session
+// that was not closed keeps its entries until its TTL runs out, as after a
+// crash; its Done closes with coord.ErrSessionClosed. Close is idempotent.
+func (c *Coordinator) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		c.mu.Unlock()
+		if err := c.client.Close(); err != nil && !errors.Is(err, context.Canceled) {
+			c.closeErr = fmt.Errorf("etcdcoord: close client: %w", err)
+		}
+		c.wg.Wait()
+	})
+	return c.closeErr
+}
+
+// goFunc runs f in a goroutine counted by c.wg and, if non-nil, by owner. It
+// reports false, and runs nothing, once the Coordinator is closed.
+func (c *Coordinator) goFunc(owner *sync.WaitGroup, f func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	if owner != nil {
+		owner.Add(1)
+	}
+	go func() {
+		defer c.wg.Done()
+		if owner != nil {
+			defer owner.Done()
+		}
+		f()
+	}()
+	return true
+}
+
+// votersRecord is the JSON form of the voters key.
+type votersRecord struct {
+	IDs []string `json:"ids"`
+}
+
+// Voters reads the voter record; Version is the key's ModRevision. A record
+// never written is Voters{} with no error.
+func (c *Coordinator) Voters(ctx context.Context) (coord.Voters, error) {
+	resp, err := c.client.Get(ctx, c.keys.voters)
+	if err != nil {
+		return coord.Voters{}, fmt.Errorf("etcdcoord: read voters: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return coord.Voters{}, nil
+	}
+	kv := resp.Kvs[0]
+	var rec votersRecord
+	if err := json.Unmarshal(kv.Value, &rec); err != nil {
+		return coord.Voters{}, fmt.Errorf("etcdcoord: decode voters %q: %w", kv.Value, err)
+	}
+	return coord.Voters{IDs: rec.IDs, Version: kv.ModRevision}, nil
+}
+
+// CreateVoters writes the first voter record, or fails with coord.ErrConflict
+// if one exists.
+func (c *Coordinator) CreateVoters(ctx context.Context, ids []string) error {
+	val, err := encodeVoters(ids)
+	if err != nil {
+		return err
+	}
+	resp, err := c.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(c.keys.voters), "=", 0)).
+		Then(clientv3.OpPut(c.keys.voters, val)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("etcdcoord: create voters: %w", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("etcdcoord: create voters: record exists: %w", coord.ErrConflict)
+	}
+	return nil
+}
+
+func encodeVoters(ids []string) (string, error) {
+	if ids == nil {
+		ids = []string{}
+	}
+	b, err := json.Marshal(votersRecord{IDs: ids})
+	if err != nil {
+		return "", fmt.Errorf("etcdcoord: encode voters: %w", err)
+	}
+	return string(b), nil
+}
+
+// connState tracks whether the client's gRPC connection is ready.
+type connState struct {
+	mu      sync.Mutex
+	ready   bool          // guarded by mu
+	changed chan struct{} // guarded by mu; closed and replaced when ready changes
+}
+
+// get returns the current state and a channel closed when it next changes.
+func (s *connState) get() (bool, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ready, s.changed
+}
+
+func (s *connState) set(ready bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ready != ready {
+		s.ready = ready
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+}
+
+// watchConn follows the gRPC connection's state until the client closes.
+func (c *Coordinator) watchConn() {
+	conn := c.client.ActiveConnection()
+	st := conn.GetState()
+	for {
+		c.conn.set(st == connectivity.Ready)
+		if !conn.WaitForStateChange(c.client.Ctx(), st) {
+			c.conn.set(false)
+			return
+		}
+		st = conn.GetState()
+	}
+}

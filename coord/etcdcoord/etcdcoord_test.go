@@ -1,0 +1,406 @@
+package etcdcoord_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+
+	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/coord/coordtest"
+	"github.com/kvstore/kvstore/coord/etcdcoord"
+	"github.com/kvstore/kvstore/etcdembed"
+)
+
+// endpoint is the client URL of the etcd server TestMain starts for all tests.
+var endpoint string
+
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	srv, err := etcdembed.Start(ctx, etcdembed.DefaultConfig())
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start etcd:", err)
+		return 1
+	}
+	endpoint = srv.ClientURL()
+	code := m.Run()
+	if err := srv.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "close etcd:", err)
+		code = 1
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+// prefixes maps each *testing.T to its namespace; with -count=N every run of
+// a test gets a fresh one on the shared server.
+var prefixes sync.Map
+
+// prefixFor gives each test its own namespace.
+func prefixFor(t *testing.T) string {
+	p, _ := prefixes.LoadOrStore(t, fmt.Sprintf("/coordtest/%s/%d/", strings.ReplaceAll(t.Name(), "/", "_"), time.Now().UnixNano()))
+	return p.(string)
+}
+
+func newCoord(t *testing.T) *etcdcoord.Coordinator {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: []string{endpoint}, Prefix: prefixFor(t)})
+	if err != nil {
+		t.Fatalf("etcdcoord.New: %v", err)
+	}
+	return c
+}
+
+func TestConformance(t *testing.T) {
+	coordtest.Run(t, func(t *testing.T) coord.Coordinator { return newCoord(t) })
+}
+
+// rawClient is a plain etcd client for reaching behind the Coordinator.
+func rawClient(t *testing.T) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func newSession(t *testing.T, c coord.Coordinator) coord.Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := c.NewSession(ctx, coordtest.TTL)
+	if err != nil {
+		t.Fatalf("NewSession: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Close(ctx)
+	})
+	return s
+}
+
+// leaseOf finds the lease behind a session through its member entry.
+func leaseOf(t *testing.T, cli *clientv3.Client, s coord.Session, id string) clientv3.LeaseID {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Register(ctx, coord.Member{ID: id, Addr: "addr-" + id}); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	resp, err := cli.Get(ctx, prefixFor(t)+"members/"+id)
+	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("member key: %v %v", resp, err)
+	}
+	return clientv3.LeaseID(resp.Kvs[0].Lease)
+}
+
+// A lease revoked behind the session's back ends it with ErrSessionExpired,
+// and a Campaign in flight returns promptly.
+func TestRevokedLeaseExpiresSession(t *testing.T) {
+	c := newCoord(t)
+	t.Cleanup(func() { c.Close() })
+	cli := rawClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	leader, s := newSession(t, c), newSession(t, c)
+	if _, err := leader.Campaign(ctx, "leader"); err != nil {
+		t.Fatalf("Campaign: %v", err)
+	}
+	lease := leaseOf(t, cli, s, "s")
+	campaignErr := make(chan error, 1)
+	go func() {
+		_, err := s.Campaign(ctx, "s")
+		campaignErr <- err
+	}()
+
+	changed := s.Changed()
+	if _, err := cli.Revoke(ctx, lease); err != nil {
+		t.Fatalf("Revoke: %v", err)
+	}
+	select {
+	case <-s.Done():
+	case <-time.After(coordtest.TTL):
+		t.Fatalf("session not Done within %v of its lease being revoked", coordtest.TTL)
+	}
+	if !errors.Is(s.Err(), coord.ErrSessionExpired) {
+		t.Fatalf("Err = %v, want ErrSessionExpired", s.Err())
+	}
+	select {
+	case <-changed:
+	default:
+		t.Fatal("Changed not signaled on expiry")
+	}
+	if s.Healthy() || time.Now().Before(s.Deadline()) {
+		t.Fatalf("expired session: Healthy=%v, deadline in %v", s.Healthy(), time.Until(s.Deadline()))
+	}
+	select {
+	case err := <-campaignErr:
+		if !errors.Is(err, coord.ErrSessionExpired) {
+			t.Fatalf("Campaign = %v, want ErrSessionExpired", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Campaign did not return after the session expired")
+	}
+	if err := s.Register(ctx, coord.Member{ID: "s", Addr: "x"}); !errors.Is(err, coord.ErrSessionExpired) {
+		t.Fatalf("Register after expiry = %v, want ErrSessionExpired", err)
+	}
+}
+
+// SetVoters is fenced by etcd itself, not only by the session's own idea of
+// its leadership: with the election key deleted behind its back, the
+// transaction fails with ErrNotLeader.
+func TestSetVotersFencedByEtcd(t *testing.T) {
+	c := newCoord(t)
+	t.Cleanup(func() { c.Close() })
+	cli := rawClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	if err := c.CreateVoters(ctx, []string{"a"}); err != nil {
+		t.Fatalf("CreateVoters: %v", err)
+	}
+	v, err := c.Voters(ctx)
+	if err != nil {
+		t.Fatalf("Voters: %v", err)
+	}
+	s := newSession(t, c)
+	epoch, err := s.Campaign(ctx, "a")
+	if err != nil {
+		t.Fatalf("Campaign: %v", err)
+	}
+	if _, err := cli.Delete(ctx, prefixFor(t)+"election/", clientv3.WithPrefix()); err != nil {
+		t.Fatalf("delete election keys: %v", err)
+	}
+	if err := s.SetVoters(ctx, epoch, v, []string{"a", "b"}); !errors.Is(err, coord.ErrNotLeader) {
+		t.Fatalf("SetVoters without the election key = %v, want ErrNotLeader", err)
+	}
+	// The refused write left the record alone.
+	if got, err := c.Voters(ctx); err != nil || got.Version != v.Version {
+		t.Fatalf("record changed: %+v %v", got, err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg   etcdcoord.Config
+		field string
+	}{
+		{etcdcoord.Config{}, "Endpoints"},
+		{etcdcoord.Config{Endpoints: []string{"x"}, Prefix: "/no-slash"}, "Prefix"},
+		{etcdcoord.Config{Endpoints: []string{"x"}, DriftMargin: 1}, "DriftMargin"},
+		{etcdcoord.Config{Endpoints: []string{"x"}, DriftMargin: -0.1}, "DriftMargin"},
+		{etcdcoord.Config{Endpoints: []string{"x"}, DialTimeout: -1}, "DialTimeout"},
+	} {
+		if err := tc.cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("Validate(%+v) = %v, want an error naming %s", tc.cfg, err, tc.field)
+		}
+	}
+}
+
+func TestNewFailsWhenUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: []string{"127.0.0.1:1"}, DialTimeout: 500 * time.Millisecond})
+	if err == nil {
+		c.Close()
+		t.Fatal("New succeeded with nothing listening")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("New took %v to fail, want about DialTimeout", d)
+	}
+}
+
+// cutProxy is a TCP proxy whose connections can be cut: while down it
+// closes every connection, existing and new. (A test-local stand-in for the
+// project's fault-injecting proxy.)
+type cutProxy struct {
+	l      net.Listener
+	target string
+
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("proxy listen: %v", err)
+	}
+	p := &cutProxy{l: l, target: target, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.serve()
+	t.Cleanup(func() {
+		l.Close()
+		p.setDown(true)
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.l.Addr().String() }
+
+func (p *cutProxy) serve() {
+	defer p.wg.Done()
+	for {
+		in, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.down {
+			p.mu.Unlock()
+			in.Close()
+			continue
+		}
+		out, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			in.Close()
+			continue
+		}
+		p.conns[in], p.conns[out] = struct{}{}, struct{}{}
+		p.wg.Add(2)
+		p.mu.Unlock()
+		go p.pipe(in, out)
+		go p.pipe(out, in)
+	}
+}
+
+func (p *cutProxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+// setDown cuts every connection (and refuses new ones) or lets them through.
+func (p *cutProxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			c.Close()
+		}
+	}
+}
+
+// A cut connection makes the session unhealthy at once and freezes its
+// deadline; restored within the TTL, the session lives on and is healthy
+// again within about a second; cut for longer, its deadline passes before
+// etcd deletes its entries, and it ends with ErrSessionExpired.
+func TestConnectionCut(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	proxy := newCutProxy(t, strings.TrimPrefix(endpoint, "http://"))
+	c, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: []string{proxy.addr()}, Prefix: prefixFor(t)})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	s := newSession(t, c)
+	if err := s.Register(ctx, coord.Member{ID: "n1", Addr: "a1"}); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	observer := newCoord(t)
+	t.Cleanup(func() { observer.Close() })
+	views := newSession(t, observer).Watch(ctx)
+	coordtest.WaitView(t, views, coordtest.Slack, "n1 registered", func(v coord.View) error {
+		if v.Members["n1"] != "a1" {
+			return fmt.Errorf("members %v", v.Members)
+		}
+		return nil
+	})
+
+	// A short cut.
+	proxy.setDown(true)
+	coordtest.WaitFor(t, 500*time.Millisecond, "unhealthy after the cut", func() error {
+		if s.Healthy() {
+			return errors.New("still Healthy")
+		}
+		return nil
+	})
+	time.Sleep(coordtest.TTL / 4) // the outage itself, not an assertion
+	restored := time.Now()
+	proxy.setDown(false)
+	coordtest.WaitFor(t, 2*time.Second, "healthy after the connection is restored", func() error {
+		if !s.Healthy() {
+			return errors.New("not Healthy")
+		}
+		return nil
+	})
+	t.Logf("healthy again %v after the connection was restored", time.Since(restored).Round(time.Millisecond))
+	if err := s.Err(); err != nil {
+		t.Fatalf("session ended by a short cut: %v", err)
+	}
+	if !time.Now().Before(s.Deadline()) {
+		t.Fatal("deadline not renewed after the cut")
+	}
+
+	// A cut longer than the TTL.
+	proxy.setDown(true)
+	coordtest.WaitFor(t, 500*time.Millisecond, "unhealthy after the second cut", func() error {
+		if s.Healthy() {
+			return errors.New("still Healthy")
+		}
+		return nil
+	})
+	frozen := s.Deadline()
+	coordtest.WaitView(t, views, coordtest.TTL+coordtest.Slack, "n1 expired", func(v coord.View) error {
+		if _, ok := v.Members["n1"]; ok {
+			return fmt.Errorf("members %v", v.Members)
+		}
+		return nil
+	})
+	gone := time.Now()
+	if d := s.Deadline(); !d.Equal(frozen) {
+		t.Fatalf("deadline moved from %v to %v while cut off", frozen, d)
+	}
+	if !frozen.Before(gone) {
+		t.Fatalf("etcd deleted the session's entries %v before its local deadline", frozen.Sub(gone))
+	}
+	t.Logf("local deadline passed %v before etcd deleted the member", gone.Sub(frozen).Round(time.Millisecond))
+	proxy.setDown(false)
+	select {
+	case <-s.Done():
+	case <-time.After(coordtest.Slack):
+		t.Fatal("session not Done after reconnecting to find its lease gone")
+	}
+	if !errors.Is(s.Err(), coord.ErrSessionExpired) {
+		t.Fatalf("Err = %v, want ErrSessionExpired", s.Err())
+	}
+}

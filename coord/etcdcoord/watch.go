@@ -1,0 +1,139 @@
+package etcdcoord
+
+import (
+	"context"
+	"maps"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/kvstore/kvstore/coord"
+)
+
+// Re-watch backoff bounds, after a watch breaks (compaction, lost leader,
+// connection trouble).
+const (
+	watchRetryMin = 50 * time.Millisecond
+	watchRetryMax = time.Second
+)
+
+// viewState is the part of the keyspace a View is built from, maintained
+// from a Get and then from watch events.
+type viewState struct {
+	keys       keys
+	members    map[string]string    // id -> addr
+	candidates map[string]candidate // election key -> candidate
+}
+
+type candidate struct {
+	id  string
+	rev int64 // create revision
+}
+
+func newViewState(k keys) *viewState {
+	return &viewState{keys: k, members: map[string]string{}, candidates: map[string]candidate{}}
+}
+
+func (st *viewState) put(kv *mvccpb.KeyValue) {
+	key := string(kv.Key)
+	if id, ok := strings.CutPrefix(key, st.keys.members); ok {
+		st.members[id] = string(kv.Value)
+	} else if strings.HasPrefix(key, st.keys.elecDir) {
+		st.candidates[key] = candidate{id: string(kv.Value), rev: kv.CreateRevision}
+	}
+}
+
+func (st *viewState) del(key string) {
+	if id, ok := strings.CutPrefix(key, st.keys.members); ok {
+		delete(st.members, id)
+	} else {
+		delete(st.candidates, key)
+	}
+}
+
+// view builds a View: the leader is the candidate with the lowest create
+// revision, which is also the epoch. Members is a fresh map.
+func (st *viewState) view() coord.View {
+	var leader coord.Leader
+	for _, c := range st.candidates {
+		if leader.Epoch == 0 || c.rev < leader.Epoch {
+			leader = coord.Leader{ID: c.id, Epoch: c.rev}
+		}
+	}
+	return coord.View{Leader: leader, Members: maps.Clone(st.members)}
+}
+
+// watchView sends a full View on out at once and after every change, until
+// ctx ends. A broken watch is re-established from a fresh Get, with backoff.
+func (c *Coordinator) watchView(ctx context.Context, out chan coord.View) {
+	var last *coord.View
+	send := func(v coord.View) {
+		if last != nil && last.Leader == v.Leader && maps.Equal(last.Members, v.Members) {
+			return
+		}
+		last = &v
+		sendLatest(out, v)
+	}
+	retry := watchRetryMin
+	for ctx.Err() == nil {
+		if c.watchOnce(ctx, send) {
+			retry = watchRetryMin
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, watchRetryMax)
+	}
+}
+
+// watchOnce reads the whole prefix, then follows it with a watch until the
+// watch breaks or ctx ends. It reports whether the read succeeded.
+func (c *Coordinator) watchOnce(ctx context.Context, send func(coord.View)) bool {
+	resp, err := c.client.Get(ctx, c.keys.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return false
+	}
+	st := newViewState(c.keys)
+	for _, kv := range resp.Kvs {
+		st.put(kv)
+	}
+	send(st.view())
+
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := c.client.Watch(clientv3.WithRequireLeader(wctx), c.keys.prefix,
+		clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
+	for wr := range wch {
+		if wr.Err() != nil {
+			return true
+		}
+		for _, ev := range wr.Events {
+			switch ev.Type {
+			case mvccpb.PUT:
+				st.put(ev.Kv)
+			case mvccpb.DELETE:
+				st.del(string(ev.Kv.Key))
+			}
+		}
+		send(st.view())
+	}
+	return true
+}
+
+// sendLatest puts v into the 1-buffered out, replacing a View the receiver
+// has not taken yet. It never blocks: the caller is out's only sender.
+func sendLatest(out chan coord.View, v coord.View) {
+	select {
+	case out <- v:
+		return
+	default:
+	}
+	select {
+	case <-out:
+	default:
+	}
+	out <- v
+}

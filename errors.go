@@ -1,0 +1,35 @@
+// Package kvstore holds what both sides of KVStore share: the sentinel errors
+// every API returns. The server lives in package node, the protocol in rpc,
+// the coordinator backends in coord.
+package kvstore
+
+import "errors"
+
+// Sentinel errors. Match them with errors.Is: APIs wrap them with context.
+//
+// Errors fall into two classes. Definite failures (ErrPartitioned before the
+// request left the node, ErrNoLeader, ErrBadRequest, ErrStopped) mean the
+// operation was not applied. An error that also matches ErrOutcomeUnknown
+// means a write may or may not have been applied; retrying it with the same
+// request id is safe, because the leader deduplicates.
+var (
+	// ErrPartitioned: the node cannot prove it still holds a live coordinator
+	// session, so it does not serve.
+	ErrPartitioned = errors.New("kvstore: node is partitioned from the coordinator")
+	// ErrNoLeader: no leader was elected within the operation's deadline.
+	ErrNoLeader = errors.New("kvstore: no leader")
+	// ErrNoQuorum: a majority of the voters could not be reached in time.
+	ErrNoQuorum = errors.New("kvstore: no quorum (a majority of voters is unreachable)")
+	// ErrNotLeader: the request reached a node that no longer leads.
+	ErrNotLeader = errors.New("kvstore: not the leader")
+	// ErrTimeout: the operation's deadline passed.
+	ErrTimeout = errors.New("kvstore: timed out")
+	// ErrOutcomeUnknown: a write may or may not have been applied.
+	ErrOutcomeUnknown = errors.New("kvstore: outcome unknown")
+	// ErrStopped: the node was stopped or killed.
+	ErrStopped = errors.New("kvstore: node stopped")
+	// ErrStaleEpoch: a message from an older leader was refused.
+	ErrStaleEpoch = errors.New("kvstore: stale epoch")
+	// ErrBadRequest: the request is malformed (empty key, wrong cluster...).
+	ErrBadRequest = errors.New("kvstore: bad request")
+)

@@ -1,0 +1,143 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/kvstore/kvstore/coord"
+)
+
+// Config configures a Node. Start from DefaultConfig and set ID and
+// Coordinator; Validate names the first bad field.
+type Config struct {
+	// ID names the node in the cluster; it must be stable across restarts.
+	ID string
+	// Cluster is the cluster name every node-to-node message carries; a node
+	// refuses messages for another cluster.
+	Cluster string
+	// ListenAddr is where the node-to-node gRPC service listens
+	// (default "127.0.0.1:0": a free loopback port).
+	ListenAddr string
+	// AdvertiseAddr is the address other nodes dial; empty means the
+	// listener's address.
+	AdvertiseAddr string
+	// Coordinator is the coordination service. The node does not own it:
+	// the caller closes it after the node has stopped.
+	Coordinator coord.Coordinator
+
+	// SessionTTL is the coordinator session TTL (default 2s, at least 1s).
+	SessionTTL time.Duration
+	// LeaseDuration is how long a cached copy may be read after its fetch
+	// was sent (default 2s).
+	LeaseDuration time.Duration
+	// ClockDrift bounds the relative clock rate difference between any two
+	// nodes (default 0.05, i.e. 5%). The leader keeps a lease for
+	// LeaseDuration*(1+ClockDrift) after granting it; a follower trusts it for
+	// LeaseDuration after sending its request. Leases are safe only while
+	// clock rates really differ by less than this.
+	ClockDrift float64
+	// OpTimeout bounds an operation with no deadline of its own, including
+	// the wait for a leader during an election (default 15s).
+	OpTimeout time.Duration
+	// QuorumTimeout is how long a write waits for a majority before it fails
+	// with ErrNoQuorum (outcome unknown) (default 5s).
+	QuorumTimeout time.Duration
+	// RPCTimeout bounds one node-to-node call (default 1s).
+	RPCTimeout time.Duration
+	// Heartbeat is how often the leader contacts an idle follower
+	// (default 200ms).
+	Heartbeat time.Duration
+	// MaxBatch is the most entries the leader sends in one Append
+	// (default 1024).
+	MaxBatch int
+	// MaxLog is how many entries the leader keeps for followers that lag;
+	// a follower further behind gets a snapshot (default 100000).
+	MaxLog int
+	// MaxRequests is how many request ids the store remembers to apply a
+	// retried write once (default 65536).
+	MaxRequests int
+
+	// Logger receives structured logs (default: discard).
+	Logger *slog.Logger
+	// Now is the clock used for leases and deadlines (default time.Now). It
+	// must return times with a monotonic reading.
+	Now func() time.Time
+	// Faults break the protocol on purpose, for tests that prove the
+	// checker catches the breakage. Never set in production.
+	Faults Faults
+}
+
+// Faults are deliberate protocol bugs, switched on only by tests that show
+// the linearizability checker notices them.
+type Faults struct {
+	// SkipInvalidation acknowledges writes without waiting for holders of
+	// cached copies to drop them.
+	SkipInvalidation bool
+	// IgnoreLease lets a follower serve a cached copy after its lease and
+	// session have expired.
+	IgnoreLease bool
+	// SkipTakeoverWait lets a new leader serve before leases granted under
+	// older epochs have expired.
+	SkipTakeoverWait bool
+	// LiveMajority counts a majority of reachable nodes instead of voters.
+	LiveMajority bool
+}
+
+// DefaultConfig returns a Config with every default filled in except ID and
+// Coordinator.
+func DefaultConfig() Config {
+	return Config{
+		Cluster:       "default",
+		ListenAddr:    "127.0.0.1:0",
+		SessionTTL:    2 * time.Second,
+		LeaseDuration: 2 * time.Second,
+		ClockDrift:    0.05,
+		OpTimeout:     15 * time.Second,
+		QuorumTimeout: 5 * time.Second,
+		RPCTimeout:    time.Second,
+		Heartbeat:     200 * time.Millisecond,
+		MaxBatch:      1024,
+		MaxLog:        100000,
+		MaxRequests:   65536,
+	}
+}
+
+// Validate checks c and names the first bad field.
+func (c Config) Validate() error {
+	switch {
+	case c.ID == "":
+		return errors.New("node: config: ID is empty")
+	case c.Cluster == "":
+		return errors.New("node: config: Cluster is empty")
+	case c.Coordinator == nil:
+		return errors.New("node: config: Coordinator is nil")
+	case c.ListenAddr == "":
+		return errors.New("node: config: ListenAddr is empty")
+	case c.SessionTTL < time.Second:
+		return fmt.Errorf("node: config: SessionTTL %v is under 1s", c.SessionTTL)
+	case c.LeaseDuration <= 0:
+		return fmt.Errorf("node: config: LeaseDuration %v must be positive", c.LeaseDuration)
+	case c.ClockDrift < 0 || c.ClockDrift >= 1:
+		return fmt.Errorf("node: config: ClockDrift %v must be in [0, 1)", c.ClockDrift)
+	case c.OpTimeout <= 0:
+		return fmt.Errorf("node: config: OpTimeout %v must be positive", c.OpTimeout)
+	case c.QuorumTimeout <= 0:
+		return fmt.Errorf("node: config: QuorumTimeout %v must be positive", c.QuorumTimeout)
+	case c.RPCTimeout <= 0:
+		return fmt.Errorf("node: config: RPCTimeout %v must be positive", c.RPCTimeout)
+	case c.Heartbeat <= 0 || c.Heartbeat >= c.SessionTTL:
+		return fmt.Errorf("node: config: Heartbeat %v must be positive and under SessionTTL", c.Heartbeat)
+	case c.MaxBatch <= 0:
+		return fmt.Errorf("node: config: MaxBatch %d must be positive", c.MaxBatch)
+	case c.MaxLog <= 0:
+		return fmt.Errorf("node: config: MaxLog %d must be positive", c.MaxLog)
+	}
+	return nil
+}
+
+// leaderLease is how long the leader counts a lease it grants now.
+func (c Config) leaderLease() time.Duration {
+	return time.Duration(float64(c.LeaseDuration) * (1 + c.ClockDrift))
+}

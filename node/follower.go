@@ -1,0 +1,429 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/rpc"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+	"github.com/kvstore/kvstore/store"
+)
+
+// peerServer implements kvpb.PeerServer for a node.
+type peerServer struct {
+	kvpb.UnimplementedPeerServer
+	n *Node
+}
+
+func (s *peerServer) checkCluster(c string) error {
+	if c != s.n.cfg.Cluster {
+		return fmt.Errorf("%w: message for cluster %q reached cluster %q", kvstore.ErrBadRequest, c, s.n.cfg.Cluster)
+	}
+	return nil
+}
+
+// promise raises acceptedEpoch to epoch (dropping the cache, which was
+// granted under an older leader). Callers hold n.mu.
+func (n *Node) promiseLocked(epoch int64) {
+	if epoch > n.acceptedEpoch {
+		n.acceptedEpoch = epoch
+		n.acceptedEpochA.Store(epoch)
+		n.dropCache()
+	}
+}
+
+// Prepare implements the first step of a takeover (DESIGN.md).
+func (s *peerServer) Prepare(_ context.Context, req *kvpb.PrepareRequest) (*kvpb.PrepareResponse, error) {
+	if err := s.checkCluster(req.Cluster); err != nil {
+		return nil, err
+	}
+	return s.n.prepare(req.Epoch), nil
+}
+
+func (n *Node) prepare(epoch int64) *kvpb.PrepareResponse {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if epoch < n.acceptedEpoch {
+		return &kvpb.PrepareResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, NodeId: n.cfg.ID}
+	}
+	n.promiseLocked(epoch)
+	return &kvpb.PrepareResponse{
+		Ok:            true,
+		AcceptedEpoch: n.acceptedEpoch,
+		Applied:       toPos(n.store.Applied()),
+		Recovering:    n.recovering,
+		NodeId:        n.cfg.ID,
+	}
+}
+
+// Append applies entries or a snapshot from the leader of req.Epoch.
+func (s *peerServer) Append(_ context.Context, req *kvpb.AppendRequest) (*kvpb.AppendResponse, error) {
+	if err := s.checkCluster(req.Cluster); err != nil {
+		return nil, err
+	}
+	return s.n.append(req)
+}
+
+func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if req.Epoch < n.acceptedEpoch {
+		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, nil
+	}
+	n.promiseLocked(req.Epoch)
+	applied := n.store.Applied()
+	if req.Snapshot != nil {
+		snap := fromSnapshot(req.Snapshot)
+		// Within one leader's epoch history is linear: never go back.
+		if !(applied.Epoch == req.Epoch && snap.Applied.Less(applied)) {
+			n.store.Restore(snap)
+			n.recovering = false
+			n.dropCache()
+		}
+		return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, nil
+	}
+	if fromPos(req.Prev) != applied {
+		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied)}, nil
+	}
+	for _, pe := range req.Entries {
+		e := fromEntry(pe)
+		if _, err := n.store.Apply(e); err != nil {
+			return nil, fmt.Errorf("%w: %w", kvstore.ErrBadRequest, err)
+		}
+		if e.Op != store.OpNoop {
+			n.invalidate(e.Key, e.Version)
+		}
+	}
+	if len(req.Entries) > 0 {
+		// This node now holds a prefix of the current leader's history.
+		n.recovering = false
+	}
+	return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, nil
+}
+
+// GetSnapshot returns the node's whole state to the leader of req.Epoch.
+func (s *peerServer) GetSnapshot(_ context.Context, req *kvpb.GetSnapshotRequest) (*kvpb.Snapshot, error) {
+	if err := s.checkCluster(req.Cluster); err != nil {
+		return nil, err
+	}
+	n := s.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if req.Epoch < n.acceptedEpoch {
+		return nil, fmt.Errorf("node %s: snapshot for epoch %d, promised %d: %w", n.cfg.ID, req.Epoch, n.acceptedEpoch, kvstore.ErrStaleEpoch)
+	}
+	n.promiseLocked(req.Epoch)
+	return toSnapshot(n.store.Snapshot()), nil
+}
+
+// Fetch serves a read at the leader.
+func (s *peerServer) Fetch(ctx context.Context, req *kvpb.FetchRequest) (*kvpb.FetchResponse, error) {
+	if err := s.checkCluster(req.Cluster); err != nil {
+		return nil, err
+	}
+	l := s.n.lead.Load()
+	if l == nil {
+		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
+	}
+	r, err := l.read(ctx, req.Key, req.FromId)
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.FetchResponse{Value: r.value, Found: r.found, Version: toPos(r.version), Epoch: l.epoch, LeaseMs: r.lease.Milliseconds()}, nil
+}
+
+// Write serves a forwarded write at the leader.
+func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteResponse, error) {
+	if err := s.checkCluster(req.Cluster); err != nil {
+		return nil, err
+	}
+	if req.Key == "" || (req.Op != kvpb.Op_OP_SET && req.Op != kvpb.Op_OP_DELETE) {
+		return nil, fmt.Errorf("%w: empty key or bad op", kvstore.ErrBadRequest)
+	}
+	l := s.n.lead.Load()
+	if l == nil {
+		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
+	}
+	r, err := l.write(ctx, storeOp(req.Op), req.Key, req.Value, req.ReqId, req.FromId)
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.WriteResponse{Version: toPos(r.version), Epoch: l.epoch, LeaseMs: r.lease.Milliseconds()}, nil
+}
+
+// cachedGet is the local read path: no allocation, one read lock. ok is
+// false when the key must be fetched from the leader.
+func (n *Node) cachedGet(key string) (value string, found, ok bool) {
+	st := n.serving.Load()
+	now := n.now()
+	if !n.cfg.Faults.IgnoreLease {
+		if st.state != StateOK || st.sess == nil || !now.Before(st.sess.Deadline()) {
+			return "", false, false
+		}
+		if n.view.Load().leader.Epoch != n.acceptedEpochA.Load() {
+			return "", false, false
+		}
+	}
+	n.cacheMu.RLock()
+	e, hit := n.cache[key]
+	n.cacheMu.RUnlock()
+	if !hit || (!n.cfg.Faults.IgnoreLease && !now.Before(e.expiry)) {
+		return "", false, false
+	}
+	n.hits.Add(1)
+	return e.value, e.found, true
+}
+
+// dropCache forgets every cached copy.
+func (n *Node) dropCache() {
+	if n.cfg.Faults.IgnoreLease {
+		return
+	}
+	n.cacheMu.Lock()
+	clear(n.cache)
+	n.cacheMu.Unlock()
+}
+
+// invalidate drops key's cached copy if it is older than v.
+func (n *Node) invalidate(key string, v store.Version) {
+	n.cacheMu.Lock()
+	if e, ok := n.cache[key]; ok && e.version.Less(v) {
+		delete(n.cache, key)
+	}
+	n.cacheMu.Unlock()
+}
+
+// install caches a value the leader of epoch handed out as committed, unless
+// it is older than what this node has applied or cached since (a reply that
+// overtook an invalidation). sent is when the request left this node: the
+// lease runs from then.
+func (n *Node) install(key, value string, found bool, v store.Version, epoch int64, lease time.Duration, sent time.Time) {
+	if lease <= 0 {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if epoch != n.acceptedEpoch {
+		return
+	}
+	if it, ok := n.store.Get(key); ok && v.Less(it.Version) {
+		return
+	}
+	n.cacheMu.Lock()
+	if e, ok := n.cache[key]; !ok || !v.Less(e.version) {
+		n.cache[key] = cacheEntry{value: value, found: found, version: v, expiry: sent.Add(lease)}
+	}
+	n.cacheMu.Unlock()
+}
+
+// leaderTarget waits until a leader is known and returns it: this node's
+// leader role, or the address of another node.
+func (n *Node) leaderTarget(ctx context.Context) (*leader, string, error) {
+	for {
+		ch := n.changed()
+		v := n.view.Load()
+		if v.leader.ID == n.cfg.ID {
+			if l := n.lead.Load(); l != nil && l.epoch == v.leader.Epoch {
+				return l, "", nil
+			}
+		} else if addr := v.members[v.leader.ID]; v.leader.ID != "" && addr != "" {
+			return nil, addr, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+				return nil, "", fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrNoLeader, kvstore.ErrTimeout)
+			}
+			return nil, "", ctxErr(ctx)
+		}
+	}
+}
+
+// retryPause waits a little before the next attempt, or returns ctx's error.
+func (n *Node) retryPause(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	case <-n.changed():
+		return nil
+	case <-time.After(n.cfg.Heartbeat / 2):
+		return nil
+	}
+}
+
+// get reads key from the leader (or as the leader) and caches the reply.
+func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
+	var lastErr error
+	for {
+		l, addr, err := n.leaderTarget(ctx)
+		if err != nil {
+			return "", false, joinLast(err, lastErr)
+		}
+		if l != nil {
+			r, err := l.read(ctx, key, n.cfg.ID)
+			if err == nil {
+				n.leaderReads.Add(1)
+				return r.value, r.found, nil
+			}
+			if !retryable(err) {
+				return "", false, err
+			}
+			lastErr = err
+		} else {
+			sent := n.now()
+			resp, err := n.fetch(ctx, addr, key)
+			if err == nil {
+				n.misses.Add(1)
+				n.install(key, resp.Value, resp.Found, fromPos(resp.Version), resp.Epoch, time.Duration(resp.LeaseMs)*time.Millisecond, sent)
+				return resp.Value, resp.Found, nil
+			}
+			if !retryable(err) {
+				return "", false, err
+			}
+			lastErr = err
+		}
+		if err := n.retryPause(ctx); err != nil {
+			return "", false, joinLast(err, lastErr)
+		}
+	}
+}
+
+func (n *Node) fetch(ctx context.Context, addr, key string) (*kvpb.FetchResponse, error) {
+	c, err := n.pool.Peer(addr)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.Fetch(ctx, &kvpb.FetchRequest{Cluster: n.cfg.Cluster, Key: key, FromId: n.cfg.ID})
+	return resp, rpc.FromStatus(err)
+}
+
+// forwardWrite sends a write to the leader (or applies it as the leader),
+// retrying with the same request id until it is acknowledged, fails
+// definitely, or ctx ends. Once an attempt may have reached the leader, a
+// failure is reported as outcome unknown.
+func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID string) error {
+	var lastErr error
+	sentOnce := false
+	fail := func(err error) error {
+		err = joinLast(err, lastErr)
+		if sentOnce && !errors.Is(err, kvstore.ErrOutcomeUnknown) {
+			return fmt.Errorf("%w: %w", kvstore.ErrOutcomeUnknown, err)
+		}
+		return err
+	}
+	for {
+		l, addr, err := n.leaderTarget(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		sent := n.now()
+		var ver store.Version
+		var epoch int64
+		var lease time.Duration
+		if l != nil {
+			sentOnce = true
+			var r writeResult
+			r, err = l.write(ctx, storeOp(op), key, value, reqID, n.cfg.ID)
+			ver, epoch, lease = r.version, l.epoch, r.lease
+		} else {
+			var c kvpb.PeerClient
+			if c, err = n.pool.Peer(addr); err == nil {
+				sentOnce = true
+				var resp *kvpb.WriteResponse
+				resp, err = c.Write(ctx, &kvpb.WriteRequest{Cluster: n.cfg.Cluster, Op: op, Key: key, Value: value, ReqId: reqID, FromId: n.cfg.ID})
+				err = rpc.FromStatus(err)
+				if err == nil {
+					ver, epoch, lease = fromPos(resp.Version), resp.Epoch, time.Duration(resp.LeaseMs)*time.Millisecond
+				}
+			}
+		}
+		if err == nil {
+			// The writer's node caches the value it wrote (DESIGN.md, Writes).
+			n.install(key, value, op == kvpb.Op_OP_SET, ver, epoch, lease, sent)
+			return nil
+		}
+		if !retryable(err) {
+			return fail(err)
+		}
+		lastErr = err
+		if err := n.retryPause(ctx); err != nil {
+			return fail(err)
+		}
+	}
+}
+
+// retryable reports whether an attempt may be retried (with the same
+// request id): the leader moved, is electing, or could not be reached. This
+// node's own partition or stop ends the operation's context, which the
+// retry loop checks.
+func retryable(err error) bool {
+	return !errors.Is(err, kvstore.ErrBadRequest) && !errors.Is(err, kvstore.ErrNoQuorum)
+}
+
+// joinLast adds the last attempt's error to err's message, for diagnosis.
+func joinLast(err, last error) error {
+	if last == nil || errors.Is(err, last) {
+		return err
+	}
+	return fmt.Errorf("%w (last attempt: %v)", err, last)
+}
+
+func storeOp(op kvpb.Op) store.Op {
+	switch op {
+	case kvpb.Op_OP_SET:
+		return store.OpSet
+	case kvpb.Op_OP_DELETE:
+		return store.OpDelete
+	}
+	return store.OpNoop
+}
+
+func pbOp(op store.Op) kvpb.Op {
+	switch op {
+	case store.OpSet:
+		return kvpb.Op_OP_SET
+	case store.OpDelete:
+		return kvpb.Op_OP_DELETE
+	}
+	return kvpb.Op_OP_NOOP
+}
+
+func toPos(v store.Version) *kvpb.Position { return &kvpb.Position{Epoch: v.Epoch, Seq: v.Seq} }
+
+func fromPos(p *kvpb.Position) store.Version {
+	return store.Version{Epoch: p.GetEpoch(), Seq: p.GetSeq()}
+}
+
+func toEntry(e store.Entry) *kvpb.Entry {
+	return &kvpb.Entry{Epoch: e.Version.Epoch, Seq: e.Version.Seq, Op: pbOp(e.Op), Key: e.Key, Value: e.Value, ReqId: e.ReqID}
+}
+
+func fromEntry(e *kvpb.Entry) store.Entry {
+	return store.Entry{Version: store.Version{Epoch: e.Epoch, Seq: e.Seq}, Op: storeOp(e.Op), Key: e.Key, Value: e.Value, ReqID: e.ReqId}
+}
+
+func toSnapshot(s store.Snapshot) *kvpb.Snapshot {
+	out := &kvpb.Snapshot{Applied: toPos(s.Applied), Items: make([]*kvpb.Item, 0, len(s.Items)), Requests: make([]*kvpb.Request, 0, len(s.Requests))}
+	for k, it := range s.Items {
+		out.Items = append(out.Items, &kvpb.Item{Key: k, Value: it.Value, Deleted: it.Deleted, Version: toPos(it.Version)})
+	}
+	for _, r := range s.Requests {
+		out.Requests = append(out.Requests, &kvpb.Request{Id: r.ID, Version: toPos(r.Version)})
+	}
+	return out
+}
+
+func fromSnapshot(p *kvpb.Snapshot) store.Snapshot {
+	s := store.Snapshot{Applied: fromPos(p.Applied), Items: make(map[string]store.Item, len(p.Items)), Requests: make([]store.Request, 0, len(p.Requests))}
+	for _, it := range p.Items {
+		s.Items[it.Key] = store.Item{Value: it.Value, Deleted: it.Deleted, Version: fromPos(it.Version)}
+	}
+	for _, r := range p.Requests {
+		s.Requests = append(s.Requests, store.Request{ID: r.Id, Version: fromPos(r.Version)})
+	}
+	return s
+}

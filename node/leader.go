@@ -1,0 +1,806 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/quorum"
+	"github.com/kvstore/kvstore/rpc"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+	"github.com/kvstore/kvstore/store"
+)
+
+// keyStripes is how many locks serialize operations per key.
+const keyStripes = 1024
+
+var errLeadershipEnded = errors.New("leadership ended")
+
+// leader is the leader role of a node for one epoch. It lives from the
+// election until the session is in doubt or a newer epoch is seen.
+type leader struct {
+	n         *Node
+	epoch     int64
+	sess      coord.Session
+	ctx       context.Context // ends with the leadership
+	cancel    context.CancelCauseFunc
+	wg        sync.WaitGroup // replicators
+	electedAt time.Time
+	seed      maphash.Seed
+
+	// keys serialize writes and reads per key (striped).
+	keys [keyStripes]sync.Mutex
+
+	// mu guards everything below. Lock order: mu, then n.mu.
+	mu          sync.Mutex
+	started     bool
+	voters      coord.Voters
+	log         []store.Entry // entries after base, in seq order
+	base        store.Version // position just before log[0]
+	lastSeq     uint64
+	noopSeq     uint64
+	commit      uint64
+	serving     bool
+	takeoverErr error
+	peers       map[string]*peer
+	holders     map[string]map[string]time.Time // key -> node id -> lease end (leader clock)
+	changedCh   chan struct{}                   // closed and replaced on progress
+}
+
+// peer is the leader's view of one follower.
+type peer struct {
+	id        string
+	match     uint64 // highest seq of this epoch's history it has applied
+	next      uint64 // next seq to send
+	snapshot  bool   // it needs a snapshot
+	reachable bool   // its last Append succeeded
+	wake      chan struct{}
+}
+
+type writeResult struct {
+	version store.Version
+	lease   time.Duration
+}
+
+type readResult struct {
+	value   string
+	found   bool
+	version store.Version
+	lease   time.Duration
+}
+
+// runLeader leads for epoch until leadership ends.
+func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) {
+	var st *servingState
+	for {
+		ch := n.changed()
+		if st = n.serving.Load(); st.state == StateOK && st.sess == sess {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+	lctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(st.ctx, func() { cancel(context.Cause(st.ctx)) })
+	l := &leader{
+		n: n, epoch: epoch, sess: sess, ctx: lctx, cancel: cancel,
+		electedAt: n.now(), seed: maphash.MakeSeed(),
+		peers: make(map[string]*peer), holders: make(map[string]map[string]time.Time),
+		changedCh: make(chan struct{}),
+	}
+	n.lead.Store(l)
+	defer func() {
+		cancel(errLeadershipEnded)
+		stop()
+		l.wg.Wait()
+		n.lead.CompareAndSwap(l, nil)
+		l.mu.Lock()
+		l.broadcastLocked()
+		l.mu.Unlock()
+		n.notify()
+		n.log.Info("leadership ended", "epoch", epoch, "cause", context.Cause(lctx))
+	}()
+	if err := l.takeover(); err != nil {
+		n.log.Warn("takeover failed", "epoch", epoch, "err", err)
+		return
+	}
+	n.log.Info("leading", "epoch", epoch)
+	n.notify()
+	l.maintain()
+}
+
+func (l *leader) isServing() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.serving && l.ctx.Err() == nil
+}
+
+func (l *leader) broadcastLocked() {
+	close(l.changedCh)
+	l.changedCh = make(chan struct{})
+}
+
+func (l *leader) setTakeoverErr(err error) {
+	l.mu.Lock()
+	l.takeoverErr = err
+	l.broadcastLocked()
+	l.mu.Unlock()
+	l.n.log.Debug("takeover attempt failed", "epoch", l.epoch, "err", err)
+}
+
+// takeover runs steps 1-5 of DESIGN.md's leader takeover.
+func (l *leader) takeover() error {
+	n := l.n
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-l.ctx.Done():
+			case <-time.After(n.cfg.Heartbeat):
+			}
+		}
+		if l.ctx.Err() != nil {
+			return context.Cause(l.ctx)
+		}
+		rctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+		voters, err := n.cfg.Coordinator.Voters(rctx)
+		cancel()
+		if err != nil {
+			l.setTakeoverErr(fmt.Errorf("read voters: %w", err))
+			continue
+		}
+		targets := make(map[string]string)
+		for id, addr := range n.view.Load().members {
+			targets[id] = addr
+		}
+		for _, id := range voters.IDs {
+			if _, ok := targets[id]; !ok {
+				targets[id] = "" // a voter with no live session: cannot be asked
+			}
+		}
+		// Step 1: prepare.
+		resps := l.prepareAll(targets)
+		yes := make(map[string]bool)
+		var best *kvpb.PrepareResponse
+		for id, r := range resps {
+			if !r.Ok {
+				if r.AcceptedEpoch > l.epoch {
+					return fmt.Errorf("%s promised epoch %d > %d: %w", id, r.AcceptedEpoch, l.epoch, kvstore.ErrStaleEpoch)
+				}
+				continue
+			}
+			if r.Recovering || !voters.Contains(id) {
+				continue
+			}
+			yes[id] = true
+			if best == nil || fromPos(best.Applied).Less(fromPos(r.Applied)) ||
+				(fromPos(best.Applied) == fromPos(r.Applied) && id == n.cfg.ID) {
+				best = r
+			}
+		}
+		if !quorum.HasMajority(voters.IDs, yes) {
+			l.setTakeoverErr(fmt.Errorf("%w: %d of %d voters %v answered prepare(%d) with their data", kvstore.ErrNoQuorum, len(yes), len(voters.IDs), voters.IDs, l.epoch))
+			continue
+		}
+		// Step 2: adopt the most up-to-date voter's state.
+		want := fromPos(best.Applied)
+		if n.Applied() != want {
+			snap, err := l.pullSnapshot(targets[best.NodeId], want)
+			if err != nil {
+				l.setTakeoverErr(fmt.Errorf("pull snapshot from %s: %w", best.NodeId, err))
+				continue
+			}
+			n.mu.Lock()
+			n.store.Restore(snap)
+			n.mu.Unlock()
+		}
+		n.mu.Lock()
+		n.recovering = false
+		n.mu.Unlock()
+		allAnswered := true
+		for id := range targets {
+			if r, ok := resps[id]; !ok || !r.Ok {
+				allAnswered = false
+			}
+		}
+		// Step 3: seal the epoch with a no-op and replicate it.
+		l.start(voters, targets)
+		return l.awaitServing(allAnswered)
+	}
+}
+
+// prepareAll sends Prepare(epoch) to every target with an address (and to
+// this node directly) and returns the answers that came back in time.
+func (l *leader) prepareAll(targets map[string]string) map[string]*kvpb.PrepareResponse {
+	n := l.n
+	var mu sync.Mutex
+	out := make(map[string]*kvpb.PrepareResponse)
+	var wg sync.WaitGroup
+	for id, addr := range targets {
+		if id == n.cfg.ID {
+			out[id] = n.prepare(l.epoch)
+			continue
+		}
+		if addr == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := n.pool.Peer(addr)
+			if err != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+			defer cancel()
+			r, err := c.Prepare(ctx, &kvpb.PrepareRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: n.cfg.ID})
+			if err != nil || r.NodeId != id {
+				return
+			}
+			mu.Lock()
+			out[id] = r
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (l *leader) pullSnapshot(addr string, want store.Version) (store.Snapshot, error) {
+	n := l.n
+	if addr == "" {
+		return store.Snapshot{}, errors.New("no address")
+	}
+	c, err := n.pool.Peer(addr)
+	if err != nil {
+		return store.Snapshot{}, err
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, 10*n.cfg.RPCTimeout)
+	defer cancel()
+	p, err := c.GetSnapshot(ctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch})
+	if err != nil {
+		return store.Snapshot{}, rpc.FromStatus(err)
+	}
+	snap := fromSnapshot(p)
+	if snap.Applied != want {
+		return store.Snapshot{}, fmt.Errorf("snapshot at %s, prepared at %s", snap.Applied, want)
+	}
+	return snap, nil
+}
+
+// start appends the epoch's no-op entry and starts one replicator per peer.
+func (l *leader) start(voters coord.Voters, targets map[string]string) {
+	n := l.n
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.voters = voters
+	n.mu.Lock()
+	l.base = n.store.Applied()
+	noop := store.Entry{Version: store.Version{Epoch: l.epoch, Seq: l.base.Seq + 1}, Op: store.OpNoop}
+	if _, err := n.store.Apply(noop); err != nil {
+		panic(err) // cannot happen: the no-op follows the store's own position
+	}
+	n.mu.Unlock()
+	l.log = []store.Entry{noop}
+	l.lastSeq, l.noopSeq = noop.Version.Seq, noop.Version.Seq
+	l.started = true
+	for id := range targets {
+		l.addPeerLocked(id)
+	}
+	l.recomputeCommitLocked()
+}
+
+func (l *leader) addPeerLocked(id string) {
+	if id == l.n.cfg.ID || l.peers[id] != nil {
+		return
+	}
+	p := &peer{id: id, next: l.noopSeq, wake: make(chan struct{}, 1)}
+	l.peers[id] = p
+	l.wg.Add(1)
+	go l.replicate(p)
+}
+
+// viewChanged starts replicating to members that joined.
+func (l *leader) viewChanged(v coord.View) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.started || l.ctx.Err() != nil {
+		return
+	}
+	for id := range v.Members {
+		l.addPeerLocked(id)
+	}
+}
+
+// awaitServing finishes the takeover: the no-op committed by a majority of
+// voters, then (unless every node answered Prepare) the wait for leases
+// granted under older epochs.
+func (l *leader) awaitServing(allAnswered bool) error {
+	n := l.n
+	deadline := n.now().Add(n.cfg.QuorumTimeout)
+	for {
+		l.mu.Lock()
+		ok := l.commit >= l.noopSeq
+		ch := l.changedCh
+		l.mu.Unlock()
+		if ok {
+			break
+		}
+		if n.now().After(deadline) {
+			l.setTakeoverErr(fmt.Errorf("%w: the epoch's no-op is not on a majority of voters", kvstore.ErrNoQuorum))
+			deadline = n.now().Add(n.cfg.QuorumTimeout)
+		}
+		select {
+		case <-ch:
+		case <-l.ctx.Done():
+			return context.Cause(l.ctx)
+		case <-time.After(time.Until(deadline)):
+		}
+	}
+	if !allAnswered && !n.cfg.Faults.SkipTakeoverWait {
+		wait := l.electedAt.Add(n.cfg.leaderLease()).Sub(n.now())
+		if wait > 0 {
+			n.log.Info("waiting out leases of older epochs", "wait", wait.Round(time.Millisecond))
+			select {
+			case <-time.After(wait):
+			case <-l.ctx.Done():
+				return context.Cause(l.ctx)
+			}
+		}
+	}
+	l.mu.Lock()
+	l.serving = true
+	l.takeoverErr = nil
+	l.broadcastLocked()
+	l.mu.Unlock()
+	return nil
+}
+
+// maintain does the leader's periodic duties until leadership ends: adding
+// caught-up members to the voter record and trimming the log.
+func (l *leader) maintain() {
+	n := l.n
+	t := time.NewTicker(n.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-t.C:
+		}
+		l.maybeAddVoter()
+		l.trimLog()
+	}
+}
+
+// maybeAddVoter adds one member that is not a voter, once it holds
+// everything committed (DESIGN.md, Voters).
+func (l *leader) maybeAddVoter() {
+	n := l.n
+	l.mu.Lock()
+	var cand string
+	for id, p := range l.peers {
+		if !l.voters.Contains(id) && p.reachable && p.match >= l.commit && n.view.Load().members[id] != "" {
+			cand = id
+			break
+		}
+	}
+	prev := l.voters
+	l.mu.Unlock()
+	if cand == "" {
+		return
+	}
+	ids := append(slices.Clone(prev.IDs), cand)
+	ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+	defer cancel()
+	err := l.sess.SetVoters(ctx, l.epoch, prev, ids)
+	if errors.Is(err, coord.ErrNotLeader) {
+		l.cancel(fmt.Errorf("voter change refused: %w", err))
+		return
+	}
+	if err != nil && !errors.Is(err, coord.ErrConflict) {
+		n.log.Debug("add voter failed", "id", cand, "err", err)
+		return
+	}
+	v, err := n.cfg.Coordinator.Voters(ctx)
+	if err != nil {
+		return
+	}
+	l.mu.Lock()
+	l.voters = v
+	l.recomputeCommitLocked()
+	l.mu.Unlock()
+	n.log.Info("voters changed", "voters", v.IDs)
+}
+
+// trimLog drops entries every peer has, and entries beyond MaxLog (peers
+// that lag that far get a snapshot).
+func (l *leader) trimLog() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cut := l.lastSeq
+	for _, p := range l.peers {
+		cut = min(cut, p.match)
+	}
+	if keep := uint64(l.n.cfg.MaxLog); l.lastSeq > keep {
+		cut = max(cut, l.lastSeq-keep)
+	}
+	if cut <= l.base.Seq+1024 && len(l.log) <= l.n.cfg.MaxLog {
+		return
+	}
+	if cut <= l.base.Seq {
+		return
+	}
+	i := int(cut - l.base.Seq)
+	l.base = l.log[i-1].Version
+	l.log = slices.Clone(l.log[i:])
+}
+
+// posAt is the position of seq in this epoch's history, if the log has it.
+func (l *leader) posAtLocked(seq uint64) (store.Version, bool) {
+	if seq == l.base.Seq {
+		return l.base, true
+	}
+	if seq < l.base.Seq || seq > l.lastSeq {
+		return store.Version{}, false
+	}
+	return l.log[seq-l.base.Seq-1].Version, true
+}
+
+// replicate streams entries to one peer, in order, one call at a time.
+func (l *leader) replicate(p *peer) {
+	defer l.wg.Done()
+	n := l.n
+	hb := time.NewTicker(n.cfg.Heartbeat)
+	defer hb.Stop()
+	for l.ctx.Err() == nil {
+		req := l.buildAppend(p)
+		var resp *kvpb.AppendResponse
+		err := errors.New("no address")
+		if addr := n.view.Load().members[p.id]; addr != "" {
+			var c kvpb.PeerClient
+			if c, err = n.pool.Peer(addr); err == nil {
+				ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+				resp, err = c.Append(ctx, req)
+				cancel()
+			}
+		}
+		more := l.handleAppend(p, req, resp, err)
+		if err == nil && more {
+			continue
+		}
+		if err == nil {
+			select {
+			case <-p.wake:
+				continue
+			case <-hb.C:
+				continue
+			case <-l.ctx.Done():
+				return
+			}
+		}
+		select { // after an error, retry at the heartbeat pace only
+		case <-hb.C:
+		case <-l.ctx.Done():
+			return
+		}
+	}
+}
+
+func (l *leader) buildAppend(p *peer) *kvpb.AppendRequest {
+	n := l.n
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	req := &kvpb.AppendRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: n.cfg.ID}
+	prev, ok := l.posAtLocked(p.next - 1)
+	if p.snapshot || !ok {
+		n.mu.Lock()
+		req.Snapshot = toSnapshot(n.store.Snapshot())
+		n.mu.Unlock()
+		return req
+	}
+	req.Prev = toPos(prev)
+	last := min(l.lastSeq, p.next-1+uint64(n.cfg.MaxBatch))
+	for s := p.next; s <= last; s++ {
+		req.Entries = append(req.Entries, toEntry(l.log[s-l.base.Seq-1]))
+	}
+	return req
+}
+
+// handleAppend records a peer's answer; more reports whether entries are
+// waiting to be sent to it.
+func (l *leader) handleAppend(p *peer, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, err error) (more bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		if p.reachable {
+			l.n.log.Debug("peer unreachable", "peer", p.id, "err", err)
+		}
+		p.reachable = false
+		return false
+	}
+	if resp.AcceptedEpoch > l.epoch {
+		l.cancel(fmt.Errorf("%s promised epoch %d: %w", p.id, resp.AcceptedEpoch, kvstore.ErrStaleEpoch))
+		return false
+	}
+	p.reachable = true
+	applied := fromPos(resp.Applied)
+	ours := (applied.Epoch == l.epoch || applied == l.base) && applied.Seq >= l.base.Seq && applied.Seq <= l.lastSeq
+	switch {
+	case ours:
+		p.match, p.next, p.snapshot = applied.Seq, applied.Seq+1, false
+	case resp.Ok && req.Snapshot != nil:
+		p.match, p.next, p.snapshot = applied.Seq, applied.Seq+1, false
+	default:
+		// Not on this epoch's history (or lost its memory): start over.
+		p.match, p.snapshot = 0, true
+	}
+	l.recomputeCommitLocked()
+	return p.snapshot || p.next <= l.lastSeq
+}
+
+func (l *leader) recomputeCommitLocked() {
+	n := l.n
+	match := map[string]uint64{n.cfg.ID: l.lastSeq}
+	for id, p := range l.peers {
+		match[id] = p.match
+	}
+	voters := l.voters.IDs
+	if n.cfg.Faults.LiveMajority {
+		voters = []string{n.cfg.ID}
+		for id, p := range l.peers {
+			if p.reachable {
+				voters = append(voters, id)
+			}
+		}
+	}
+	if c := quorum.Committed(voters, match); c > l.commit && c >= l.noopSeq {
+		l.commit = c
+	}
+	l.broadcastLocked()
+}
+
+func (l *leader) keyLock(key string) *sync.Mutex {
+	return &l.keys[maphash.String(l.seed, key)%keyStripes]
+}
+
+// checkLive fails unless this node still leads with a live session.
+func (l *leader) checkLive() error {
+	if l.ctx.Err() != nil {
+		return fmt.Errorf("node %s: %w (epoch %d ended)", l.n.cfg.ID, kvstore.ErrNotLeader, l.epoch)
+	}
+	if !l.n.sessionLive(l.n.serving.Load()) {
+		return fmt.Errorf("node %s: %w: %w", l.n.cfg.ID, kvstore.ErrNotLeader, kvstore.ErrPartitioned)
+	}
+	return nil
+}
+
+// waitServing waits for the takeover to finish. If a majority stays out of
+// reach for QuorumTimeout it fails with ErrNoQuorum (nothing was applied).
+func (l *leader) waitServing(ctx context.Context) error {
+	start := l.n.now()
+	for {
+		l.mu.Lock()
+		serving, terr, ch := l.serving, l.takeoverErr, l.changedCh
+		l.mu.Unlock()
+		if err := l.checkLive(); err != nil {
+			return err
+		}
+		if serving {
+			return nil
+		}
+		if errors.Is(terr, kvstore.ErrNoQuorum) && l.n.now().Sub(start) > l.n.cfg.QuorumTimeout {
+			return fmt.Errorf("node %s (leader, epoch %d): %w", l.n.cfg.ID, l.epoch, terr)
+		}
+		select {
+		case <-ch:
+		case <-l.ctx.Done():
+		case <-ctx.Done():
+			return joinLast(ctxErr(ctx), terr)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// write appends a set or delete, waits until a majority of voters hold it
+// and every holder of a cached copy has dropped it (or its lease ended), and
+// grants the writer a lease on the new value.
+func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from string) (writeResult, error) {
+	n := l.n
+	if err := l.waitServing(ctx); err != nil {
+		return writeResult{}, err
+	}
+	km := l.keyLock(key)
+	km.Lock()
+	defer km.Unlock()
+	if err := l.checkLive(); err != nil {
+		return writeResult{}, err
+	}
+	l.mu.Lock()
+	n.mu.Lock()
+	ver, dup := n.store.Request(reqID)
+	dup = dup && reqID != ""
+	if !dup {
+		e := store.Entry{Version: store.Version{Epoch: l.epoch, Seq: l.lastSeq + 1}, Op: op, Key: key, Value: value, ReqID: reqID}
+		if _, err := n.store.Apply(e); err != nil {
+			panic(err) // cannot happen: the leader's store is at lastSeq
+		}
+		ver = e.Version
+		l.log = append(l.log, e)
+		l.lastSeq = e.Version.Seq
+	}
+	n.mu.Unlock()
+	l.recomputeCommitLocked()
+	for _, p := range l.peers {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+	l.mu.Unlock()
+	if err := l.awaitWrite(ctx, key, ver.Seq); err != nil {
+		return writeResult{version: ver}, err
+	}
+	if dup {
+		// A retry of a write that was already applied: the value may have
+		// been overwritten since, so the writer may not cache it.
+		return writeResult{version: ver}, nil
+	}
+	return writeResult{version: ver, lease: l.grant(key, from)}, nil
+}
+
+// awaitWrite waits until seq is committed and no holder can still read an
+// older copy of key. The second wait always completes (it is bounded by the
+// lease), even when the first fails, so that a value never becomes visible
+// while an old copy may still be served.
+func (l *leader) awaitWrite(ctx context.Context, key string, seq uint64) error {
+	n := l.n
+	qDeadline := n.now().Add(n.cfg.QuorumTimeout)
+	var commitErr error
+	for {
+		now := n.now()
+		l.mu.Lock()
+		committed := l.commit >= seq
+		pending, next := l.pendingHoldersLocked(key, seq, now)
+		ch := l.changedCh
+		l.mu.Unlock()
+		if committed && pending == 0 {
+			return nil
+		}
+		if l.ctx.Err() != nil {
+			// A new leader waits out every lease of this epoch.
+			return fmt.Errorf("%w: node %s: %w (epoch %d ended: %v)", kvstore.ErrOutcomeUnknown, n.cfg.ID, kvstore.ErrNotLeader, l.epoch, context.Cause(l.ctx))
+		}
+		if !committed && commitErr == nil {
+			if ctx.Err() != nil {
+				commitErr = fmt.Errorf("%w: %w", kvstore.ErrOutcomeUnknown, ctxErr(ctx))
+			} else if !now.Before(qDeadline) {
+				commitErr = fmt.Errorf("%w: %w: write %d not on a majority of voters after %v", kvstore.ErrOutcomeUnknown, kvstore.ErrNoQuorum, seq, n.cfg.QuorumTimeout)
+			}
+		}
+		if commitErr != nil && pending == 0 {
+			return commitErr
+		}
+		wake := time.Hour
+		if pending > 0 {
+			wake = next.Sub(now)
+		}
+		var ctxDone <-chan struct{}
+		if commitErr == nil {
+			wake = min(wake, qDeadline.Sub(now))
+			ctxDone = ctx.Done()
+		}
+		t := time.NewTimer(max(wake, time.Millisecond))
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-l.ctx.Done():
+		case <-ctxDone:
+		}
+		t.Stop()
+	}
+}
+
+// pendingHoldersLocked forgets holders of key that have applied seq or whose
+// lease ended, and counts the rest; next is the earliest end of their leases.
+func (l *leader) pendingHoldersLocked(key string, seq uint64, now time.Time) (pending int, next time.Time) {
+	hs := l.holders[key]
+	for id, end := range hs {
+		p := l.peers[id]
+		if l.n.cfg.Faults.SkipInvalidation || (p != nil && p.match >= seq) || !now.Before(end) {
+			delete(hs, id)
+			continue
+		}
+		if pending == 0 || end.Before(next) {
+			next = end
+		}
+		pending++
+	}
+	if len(hs) == 0 {
+		delete(l.holders, key)
+	}
+	return pending, next
+}
+
+// grant records node id as a holder of key and returns the lease it may
+// use, or 0 when it may not cache (unknown or unreachable node).
+func (l *leader) grant(key, id string) time.Duration {
+	n := l.n
+	if id == "" || id == n.cfg.ID {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if p := l.peers[id]; p == nil || !p.reachable {
+		return 0
+	}
+	hs := l.holders[key]
+	if hs == nil {
+		hs = make(map[string]time.Time)
+		l.holders[key] = hs
+	}
+	hs[id] = n.now().Add(n.cfg.leaderLease())
+	return n.cfg.LeaseDuration
+}
+
+// read returns key's committed value and grants node from a lease on it.
+func (l *leader) read(ctx context.Context, key, from string) (readResult, error) {
+	n := l.n
+	if err := l.waitServing(ctx); err != nil {
+		return readResult{}, err
+	}
+	km := l.keyLock(key)
+	km.Lock()
+	defer km.Unlock()
+	if err := l.checkLive(); err != nil {
+		return readResult{}, err
+	}
+	n.mu.Lock()
+	it, ok := n.store.Get(key)
+	n.mu.Unlock()
+	if ok {
+		// The value may come from a write that failed to reach a majority:
+		// serve it only once committed.
+		if err := l.awaitCommit(ctx, it.Version.Seq); err != nil {
+			return readResult{}, err
+		}
+	}
+	return readResult{value: it.Value, found: ok && !it.Deleted, version: it.Version, lease: l.grant(key, from)}, nil
+}
+
+func (l *leader) awaitCommit(ctx context.Context, seq uint64) error {
+	n := l.n
+	deadline := n.now().Add(n.cfg.QuorumTimeout)
+	for {
+		l.mu.Lock()
+		ok, ch := l.commit >= seq, l.changedCh
+		l.mu.Unlock()
+		if ok {
+			return nil
+		}
+		if err := l.checkLive(); err != nil {
+			return err
+		}
+		wait := deadline.Sub(n.now())
+		if wait <= 0 {
+			return fmt.Errorf("node %s: %w: entry %d not on a majority of voters", n.cfg.ID, kvstore.ErrNoQuorum, seq)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctxErr(ctx)
+		}
+		t.Stop()
+	}
+}

@@ -1,0 +1,566 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/rpc"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+	"github.com/kvstore/kvstore/store"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// State is a node's serving state.
+type State string
+
+// Node states.
+const (
+	StateStarting  State = "starting"  // no coordinator session yet
+	StateOK        State = "ok"        // serving
+	StateSuspended State = "suspended" // cannot prove its session is live
+	StateStopped   State = "stopped"   // closed or killed
+)
+
+// Stats are a node's counters.
+type Stats struct {
+	CacheHits   uint64 // reads served from the local cache
+	CacheMisses uint64 // reads that went to the leader
+	LeaderReads uint64 // reads served by this node as leader
+	Writes      uint64 // writes acknowledged through this node
+}
+
+// Node is one KVStore replica. Create it with New, run it with Start, stop
+// it with Close (graceful) or Kill (crash). All methods are safe for
+// concurrent use.
+type Node struct {
+	cfg Config
+	log *slog.Logger
+	now func() time.Time
+
+	lis  net.Listener
+	srv  *grpc.Server
+	addr string
+	pool *rpc.Pool
+
+	ctx    context.Context // canceled by Close or Kill
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+	killed atomic.Bool
+
+	rpcDown atomic.Bool // inbound node-to-node RPC refused (rmi-down)
+
+	// serving is the current serving state; its ctx is canceled (with cause
+	// ErrPartitioned or ErrStopped) the moment the node stops serving.
+	serving atomic.Pointer[servingState]
+
+	// view is the latest cluster view from the coordinator.
+	view atomic.Pointer[viewState]
+
+	// mu guards store, acceptedEpoch, recovering and viewCh. Lock order:
+	// leader.mu, then mu, then cacheMu.
+	mu            sync.Mutex
+	store         *store.Store
+	acceptedEpoch int64
+	recovering    bool
+	viewCh        chan struct{} // closed and replaced when view or serving changes
+
+	// cacheMu guards cache. acceptedEpochA mirrors acceptedEpoch for the
+	// lock-free check on the read path.
+	cacheMu        sync.RWMutex
+	cache          map[string]cacheEntry
+	acceptedEpochA atomic.Int64
+
+	lead atomic.Pointer[leader] // non-nil while this node leads
+
+	reqSeq atomic.Uint64
+	incarn string
+
+	hits, misses, leaderReads, writes atomic.Uint64
+}
+
+type servingState struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	sess   coord.Session // nil before the first session
+	state  State
+}
+
+type viewState struct {
+	leader  coord.Leader
+	members map[string]string
+}
+
+type cacheEntry struct {
+	value   string
+	found   bool
+	version store.Version
+	expiry  time.Time
+}
+
+// New validates cfg, binds the listener and returns a node that is not yet
+// running. Nothing is leaked if it fails.
+func New(cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: listen: %w", cfg.ID, err)
+	}
+	addr := cfg.AdvertiseAddr
+	if addr == "" {
+		addr = lis.Addr().String()
+	}
+	n := &Node{
+		cfg:    cfg,
+		log:    cfg.Logger.With("node", cfg.ID),
+		now:    cfg.Now,
+		lis:    lis,
+		addr:   addr,
+		pool:   rpc.NewPool(),
+		store:  store.New(cfg.MaxRequests),
+		cache:  make(map[string]cacheEntry),
+		viewCh: make(chan struct{}),
+		incarn: strconv.FormatInt(time.Now().UnixNano(), 36),
+	}
+	n.ctx, n.cancel = context.WithCancelCause(context.Background())
+	n.srv = grpc.NewServer(
+		grpc.UnaryInterceptor(n.intercept),
+		grpc.MaxRecvMsgSize(rpc.MaxMsgSize),
+		grpc.MaxSendMsgSize(rpc.MaxMsgSize),
+	)
+	kvpb.RegisterPeerServer(n.srv, &peerServer{n: n})
+	down, cancel := context.WithCancelCause(context.Background())
+	cancel(fmt.Errorf("node %s: %w (no session yet)", cfg.ID, kvstore.ErrPartitioned))
+	n.serving.Store(&servingState{ctx: down, cancel: cancel, state: StateStarting})
+	n.view.Store(&viewState{})
+	return n, nil
+}
+
+// ID is the node's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// Addr is the address of the node's node-to-node RPC service.
+func (n *Node) Addr() string { return n.addr }
+
+// Start serves RPC, bootstraps the voter record if there is none, and starts
+// the session loop. It returns once the node is running; use WaitServing to
+// wait until it serves.
+func (n *Node) Start(ctx context.Context) error {
+	voters, err := n.cfg.Coordinator.Voters(ctx)
+	if err != nil {
+		return fmt.Errorf("node %s: read voters: %w", n.cfg.ID, err)
+	}
+	if voters.Version == 0 {
+		err := n.cfg.Coordinator.CreateVoters(ctx, []string{n.cfg.ID})
+		switch {
+		case err == nil:
+			n.log.Info("bootstrapped the voter record", "voters", []string{n.cfg.ID})
+		case errors.Is(err, coord.ErrConflict):
+			if voters, err = n.cfg.Coordinator.Voters(ctx); err != nil {
+				return fmt.Errorf("node %s: read voters: %w", n.cfg.ID, err)
+			}
+			n.recovering = voters.Contains(n.cfg.ID)
+		default:
+			return fmt.Errorf("node %s: create voters: %w", n.cfg.ID, err)
+		}
+	} else if voters.Contains(n.cfg.ID) {
+		// A voter that comes back without its store must not count toward
+		// any majority until a leader has reconciled it (DESIGN.md, Restarts).
+		n.recovering = true
+		n.log.Warn("restarted without data: recovering until a leader reconciles this node")
+	}
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		_ = n.srv.Serve(n.lis)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.sessionLoop()
+	}()
+	return nil
+}
+
+// Close stops the node gracefully: it stops serving (pending operations
+// fail with ErrStopped), resigns leadership and closes its session so that
+// another node takes over at once, stops the RPC server, and waits for every
+// goroutine. It is idempotent.
+func (n *Node) Close(ctx context.Context) error {
+	if !n.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	n.stop(fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrStopped))
+	done := make(chan struct{})
+	go func() { n.srv.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		n.srv.Stop()
+		<-done
+	}
+	n.wg.Wait()
+	n.pool.Close()
+	return nil
+}
+
+// Kill crashes the node: no resignation, no session revocation (the
+// coordinator expires it after its TTL), the RPC server dropped at once and
+// the in-memory state abandoned. It waits for the node's goroutines.
+func (n *Node) Kill() {
+	if !n.closed.CompareAndSwap(false, true) {
+		return
+	}
+	n.killed.Store(true)
+	n.srv.Stop()
+	n.stop(fmt.Errorf("node %s: %w (killed)", n.cfg.ID, kvstore.ErrStopped))
+	n.wg.Wait()
+	n.pool.Close()
+}
+
+func (n *Node) stop(cause error) {
+	n.cancel(cause)
+	n.setServing(nil, StateStopped, cause)
+}
+
+// SetRPCDown stops (true) or resumes (false) the node's inbound
+// node-to-node RPC: calls to it fail with Unavailable, its own outbound calls
+// still work. This is the shell's rmi-down.
+func (n *Node) SetRPCDown(down bool) { n.rpcDown.Store(down) }
+
+// RPCDown reports whether inbound RPC is switched off.
+func (n *Node) RPCDown() bool { return n.rpcDown.Load() }
+
+func (n *Node) intercept(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if n.rpcDown.Load() {
+		return nil, status.Error(codes.Unavailable, "node "+n.cfg.ID+": inbound RPC is down")
+	}
+	resp, err := h(ctx, req)
+	return resp, rpc.ToStatus(err)
+}
+
+// State is the node's serving state.
+func (n *Node) State() State { return n.serving.Load().state }
+
+// IsLeader reports whether this node currently leads and serves.
+func (n *Node) IsLeader() bool {
+	l := n.lead.Load()
+	return l != nil && l.isServing()
+}
+
+// Leader is the leader this node currently sees.
+func (n *Node) Leader() coord.Leader { return n.view.Load().leader }
+
+// Stats returns the node's counters.
+func (n *Node) Stats() Stats {
+	return Stats{
+		CacheHits:   n.hits.Load(),
+		CacheMisses: n.misses.Load(),
+		LeaderReads: n.leaderReads.Load(),
+		Writes:      n.writes.Load(),
+	}
+}
+
+// Applied is the position of the last entry this node applied.
+func (n *Node) Applied() store.Version {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.store.Applied()
+}
+
+// Recovering reports whether the node lost its store and waits to be
+// reconciled by a leader.
+func (n *Node) Recovering() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.recovering
+}
+
+// changed returns the channel closed at the next view or serving change.
+func (n *Node) changed() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.viewCh
+}
+
+func (n *Node) notify() {
+	n.mu.Lock()
+	close(n.viewCh)
+	n.viewCh = make(chan struct{})
+	n.mu.Unlock()
+}
+
+// WaitServing waits until the node serves and sees a serving leader (itself
+// or another), or ctx ends.
+func (n *Node) WaitServing(ctx context.Context) error {
+	for {
+		ch := n.changed()
+		if n.State() == StateOK && n.Leader().ID != "" {
+			if l := n.Leader(); l.ID != n.cfg.ID || n.IsLeader() {
+				return nil
+			}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("node %s: not serving (state %s, leader %q): %w", n.cfg.ID, n.State(), n.Leader().ID, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+			// The leader's serving flag is not part of the view; poll it.
+		}
+	}
+}
+
+// sessionLoop keeps a coordinator session open for the node's lifetime.
+func (n *Node) sessionLoop() {
+	backoff := 50 * time.Millisecond
+	for n.ctx.Err() == nil {
+		sess, err := n.cfg.Coordinator.NewSession(n.ctx, n.cfg.SessionTTL)
+		if err == nil {
+			rctx, cancel := context.WithTimeout(n.ctx, n.cfg.SessionTTL)
+			err = sess.Register(rctx, coord.Member{ID: n.cfg.ID, Addr: n.addr})
+			cancel()
+			if err != nil {
+				n.closeSession(sess)
+			}
+		}
+		if err != nil {
+			if n.ctx.Err() == nil {
+				n.log.Debug("coordinator session failed", "err", err)
+			}
+			select {
+			case <-n.ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, time.Second)
+			continue
+		}
+		backoff = 50 * time.Millisecond
+		n.runSession(sess)
+		n.closeSession(sess)
+	}
+}
+
+func (n *Node) closeSession(sess coord.Session) {
+	if n.killed.Load() {
+		return // a crash revokes nothing
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.RPCTimeout)
+	defer cancel()
+	_ = sess.Close(ctx)
+}
+
+// runSession serves under one session until it ends or the node stops.
+func (n *Node) runSession(sess coord.Session) {
+	sctx, cancel := context.WithCancel(n.ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for v := range sess.Watch(sctx) {
+			n.setView(v)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		n.campaignLoop(sctx, sess)
+	}()
+	for {
+		ch := sess.Changed()
+		deadline := sess.Deadline()
+		now := n.now()
+		if sess.Healthy() && now.Before(deadline) {
+			if n.State() != StateOK {
+				n.log.Info("serving", "deadline_in", deadline.Sub(now).Round(time.Millisecond))
+				n.setServing(sess, StateOK, nil)
+			}
+		} else if n.State() == StateOK {
+			n.log.Warn("suspended: coordinator session in doubt", "healthy", sess.Healthy(), "deadline_passed", !now.Before(deadline))
+			n.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrPartitioned))
+		}
+		wait := deadline.Sub(now)
+		if wait <= 0 {
+			wait = time.Hour
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ch:
+		case <-timer.C:
+		case <-sess.Done():
+			timer.Stop()
+			n.log.Warn("coordinator session ended", "err", sess.Err())
+			n.setServing(nil, StateSuspended, fmt.Errorf("node %s: %w (session expired)", n.cfg.ID, kvstore.ErrPartitioned))
+			return
+		case <-n.ctx.Done():
+			timer.Stop()
+			return
+		}
+		timer.Stop()
+	}
+}
+
+// setServing switches the serving state. Leaving StateOK cancels every
+// pending operation with cause, drops the cache and ends leadership.
+func (n *Node) setServing(sess coord.Session, st State, cause error) {
+	old := n.serving.Load()
+	if st == StateOK {
+		ctx, cancel := context.WithCancelCause(n.ctx)
+		n.serving.Store(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
+	} else {
+		if n.closed.Load() && st != StateStopped {
+			return
+		}
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(cause)
+		n.serving.Store(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
+		old.cancel(cause)
+		n.dropCache()
+	}
+	n.notify()
+}
+
+func (n *Node) setView(v coord.View) {
+	n.view.Store(&viewState{leader: v.Leader, members: v.Members})
+	if l := n.lead.Load(); l != nil {
+		l.viewChanged(v)
+	}
+	n.notify()
+}
+
+// campaignLoop runs for one session: campaign, lead until leadership ends,
+// resign, and campaign again.
+func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
+	for ctx.Err() == nil {
+		epoch, err := sess.Campaign(ctx, n.cfg.ID)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sess.Done():
+				return
+			case <-time.After(n.cfg.Heartbeat):
+				continue
+			}
+		}
+		n.log.Info("elected", "epoch", epoch)
+		n.runLeader(ctx, sess, epoch)
+		// Leadership ended while the session may live on: give the key up
+		// so the next leader gets a fresh epoch.
+		for ctx.Err() == nil {
+			rctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
+			err := sess.Resign(rctx)
+			cancel()
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-sess.Done():
+				return
+			case <-time.After(n.cfg.Heartbeat):
+			}
+		}
+	}
+}
+
+// sessionLive reports whether the node may serve now: it is in StateOK and
+// its session is live by the local deadline.
+func (n *Node) sessionLive(st *servingState) bool {
+	return st.state == StateOK && st.sess != nil && n.now().Before(st.sess.Deadline())
+}
+
+// opContext derives the context of one operation: it has the node's
+// OpTimeout unless ctx has a deadline, and it is canceled with
+// ErrPartitioned / ErrStopped the moment the node stops serving.
+func (n *Node) opContext(ctx context.Context) (context.Context, func(), error) {
+	st := n.serving.Load()
+	if st.ctx.Err() != nil {
+		return nil, nil, context.Cause(st.ctx)
+	}
+	if !n.sessionLive(st) {
+		return nil, nil, fmt.Errorf("node %s: %w (session deadline passed)", n.cfg.ID, kvstore.ErrPartitioned)
+	}
+	var cancelT context.CancelFunc = func() {}
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancelT = context.WithTimeout(ctx, n.cfg.OpTimeout)
+	}
+	octx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(st.ctx, func() { cancel(context.Cause(st.ctx)) })
+	return octx, func() { stop(); cancel(nil); cancelT() }, nil
+}
+
+// ctxErr turns the end of an operation's context into the error to return.
+func ctxErr(ctx context.Context) error {
+	cause := context.Cause(ctx)
+	if errors.Is(cause, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", kvstore.ErrTimeout, cause)
+	}
+	return cause
+}
+
+// Get returns key's value through this node. A key cached here under a
+// valid lease is answered from memory; otherwise the leader is asked.
+func (n *Node) Get(ctx context.Context, key string) (value string, found bool, err error) {
+	if key == "" {
+		return "", false, fmt.Errorf("%w: empty key", kvstore.ErrBadRequest)
+	}
+	if v, f, ok := n.cachedGet(key); ok {
+		return v, f, nil
+	}
+	octx, done, err := n.opContext(ctx)
+	if err != nil {
+		return "", false, err
+	}
+	defer done()
+	return n.get(octx, key)
+}
+
+// Set sets key to value through this node. It returns once a majority of
+// voters hold the write and every cached copy of the key was invalidated.
+func (n *Node) Set(ctx context.Context, key, value string) error {
+	return n.write(ctx, kvpb.Op_OP_SET, key, value)
+}
+
+// Delete removes key through this node, with Set's guarantees.
+func (n *Node) Delete(ctx context.Context, key string) error {
+	return n.write(ctx, kvpb.Op_OP_DELETE, key, "")
+}
+
+func (n *Node) write(ctx context.Context, op kvpb.Op, key, value string) error {
+	if key == "" {
+		return fmt.Errorf("%w: empty key", kvstore.ErrBadRequest)
+	}
+	octx, done, err := n.opContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	reqID := n.cfg.ID + "." + n.incarn + "." + strconv.FormatUint(n.reqSeq.Add(1), 36)
+	if err := n.forwardWrite(octx, op, key, value, reqID); err != nil {
+		return err
+	}
+	n.writes.Add(1)
+	return nil
+}

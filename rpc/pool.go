@@ -1,0 +1,75 @@
+package rpc
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kvstore/kvstore/rpc/kvpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// MaxMsgSize bounds one node-to-node message (snapshots travel whole).
+const MaxMsgSize = 512 << 20
+
+// Pool keeps one gRPC client connection per peer address. It is safe for
+// concurrent use; Close closes every connection.
+type Pool struct {
+	mu     sync.Mutex // guards conns and closed
+	conns  map[string]*grpc.ClientConn
+	closed bool
+}
+
+// NewPool returns an empty pool.
+func NewPool() *Pool { return &Pool{conns: make(map[string]*grpc.ClientConn)} }
+
+// Peer returns a client for the Peer service at addr.
+func (p *Pool) Peer(addr string) (kvpb.PeerClient, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, fmt.Errorf("rpc: pool closed")
+	}
+	if cc, ok := p.conns[addr]; ok {
+		return kvpb.NewPeerClient(cc), nil
+	}
+	cc, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize)),
+		// Reconnect fast once a peer is back: the default backoff grows to 2 minutes.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: time.Second,
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
+	}
+	p.conns[addr] = cc
+	return kvpb.NewPeerClient(cc), nil
+}
+
+// Forget closes and drops the connection to addr (a peer that moved).
+func (p *Pool) Forget(addr string) {
+	p.mu.Lock()
+	cc := p.conns[addr]
+	delete(p.conns, addr)
+	p.mu.Unlock()
+	if cc != nil {
+		_ = cc.Close()
+	}
+}
+
+// Close closes every connection; later Peer calls fail.
+func (p *Pool) Close() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.closed = true
+	p.mu.Unlock()
+	for _, cc := range conns {
+		_ = cc.Close()
+	}
+}
