@@ -1,0 +1,128 @@
+// Command kvstore runs KVStore. With no arguments it starts the interactive
+// shell of the original system: an embedded coordinator (etcd) and node 0,
+// with commands to add nodes and inject faults (see `help` in the shell).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/kvstore/kvstore/cluster"
+	"github.com/kvstore/kvstore/node"
+	"github.com/kvstore/kvstore/shell"
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+type shellFlags struct {
+	nodes     int
+	etcd      []string
+	cluster   string
+	ttl       time.Duration
+	lease     time.Duration
+	opTimeout time.Duration
+	logLevel  string
+	history   string
+}
+
+func newRootCmd() *cobra.Command {
+	var f shellFlags
+	cmd := &cobra.Command{
+		Use:   "kvstore",
+		Short: "KVStore: a strongly consistent, cache-friendly distributed key-value store",
+		Long: `KVStore with no arguments starts the interactive shell: an embedded etcd
+coordinator and node 0 in this process. Type 'help' in the shell for its
+commands. When standard input is not a terminal, commands are read from it
+and no prompt is printed, e.g.:
+
+    printf 'put 0 a 1\nget 0 a\n' | kvstore`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runShell(cmd.Context(), f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&f.nodes, "nodes", 1, "nodes to start before the prompt")
+	fl.StringSliceVar(&f.etcd, "etcd", nil, "external etcd endpoints (host:port,...); default: an embedded etcd")
+	fl.StringVar(&f.cluster, "cluster", "default", "cluster name (coordinator key prefix /kvstore/<name>/)")
+	fl.DurationVar(&f.ttl, "session-ttl", 2*time.Second, "coordinator session TTL")
+	fl.DurationVar(&f.lease, "lease", 2*time.Second, "read lease of a cached copy")
+	fl.DurationVar(&f.opTimeout, "op-timeout", 15*time.Second, "how long an operation may wait (e.g. for an election)")
+	fl.StringVar(&f.logLevel, "log-level", "", "node logs on standard error at this level (debug, info, warn, error); default none")
+	fl.StringVar(&f.history, "history", "", "shell history file (interactive only)")
+	return cmd
+}
+
+func runShell(ctx context.Context, f shellFlags) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.DiscardHandler)
+	if f.logLevel != "" {
+		var lvl slog.Level
+		if err := lvl.UnmarshalText([]byte(f.logLevel)); err != nil {
+			return fmt.Errorf("--log-level: %w", err)
+		}
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	}
+	opts := cluster.Options{
+		Nodes:  f.nodes,
+		Etcd:   f.etcd,
+		Logger: logger,
+		Node: func(c *node.Config) {
+			c.Cluster = f.cluster
+			c.SessionTTL = f.ttl
+			c.LeaseDuration = f.lease
+			c.OpTimeout = f.opTimeout
+		},
+	}
+	if f.nodes < 1 {
+		return errors.New("--nodes must be at least 1")
+	}
+	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	c, err := cluster.New(startCtx, opts)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	interactive := shell.IsTerminal(os.Stdin)
+	return shell.Run(ctx, backend{c}, shell.Config{
+		In:             os.Stdin,
+		Out:            os.Stdout,
+		Err:            os.Stderr,
+		Interactive:    interactive,
+		CommandTimeout: f.opTimeout + 5*time.Second,
+		HistoryFile:    f.history,
+	})
+}
+
+// backend adapts a cluster to the shell.
+type backend struct{ *cluster.Cluster }
+
+func (b backend) List() []shell.NodeInfo {
+	var out []shell.NodeInfo
+	for _, n := range b.Cluster.List() {
+		out = append(out, shell.NodeInfo{Num: n.Num, ID: n.ID, Addr: n.Addr, Role: n.Role, State: n.State})
+	}
+	return out
+}
+
+var _ shell.Backend = backend{}
+
