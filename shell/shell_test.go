@@ -1,0 +1,309 @@
+package shell
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var rewrite = flag.Bool("rewrite", false, "rewrite the golden transcripts in testdata/")
+
+// fakeBackend is the in-memory twin of a cluster: one map, numbered nodes
+// with fault flags that make operations fail the way a real node does.
+type fakeBackend struct {
+	mu     sync.Mutex
+	data   map[string]string
+	nodes  []*fakeNode
+	leader int
+	epoch  int64
+}
+
+type fakeNode struct {
+	rmiDown, zkDown, killed bool
+}
+
+func newFake() *fakeBackend {
+	return &fakeBackend{data: map[string]string{}, nodes: []*fakeNode{{}}, epoch: 1}
+}
+
+func (f *fakeBackend) node(n int) (*fakeNode, error) {
+	if n >= len(f.nodes) {
+		return nil, fmt.Errorf("no such node %d", n)
+	}
+	nd := f.nodes[n]
+	switch {
+	case nd.killed:
+		return nil, fmt.Errorf("node %d is killed", n)
+	case nd.zkDown:
+		return nil, fmt.Errorf("node n%d: kvstore: node is partitioned from the coordinator", n)
+	}
+	return nd, nil
+}
+
+func (f *fakeBackend) Get(_ context.Context, n int, key string) (string, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.node(n); err != nil {
+		return "", false, err
+	}
+	v, ok := f.data[key]
+	return v, ok, nil
+}
+
+func (f *fakeBackend) Put(_ context.Context, n int, key, value string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.node(n); err != nil {
+		return err
+	}
+	f.data[key] = value
+	return nil
+}
+
+func (f *fakeBackend) Delete(_ context.Context, n int, key string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, err := f.node(n); err != nil {
+		return err
+	}
+	delete(f.data, key)
+	return nil
+}
+
+func (f *fakeBackend) List() []NodeInfo {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []NodeInfo
+	for i, nd := range f.nodes {
+		info := NodeInfo{Num: i, ID: fmt.Sprint("n", i), Addr: fmt.Sprintf("127.0.0.1:%d", 7000+i), Role: "follower", State: "ok"}
+		if i == f.leader {
+			info.Role = "leader"
+		}
+		var st []string
+		if nd.zkDown {
+			st = append(st, "zk-down")
+		}
+		if nd.rmiDown {
+			st = append(st, "rmi-down")
+		}
+		if nd.killed {
+			st = []string{"stopped"}
+		}
+		if len(st) > 0 {
+			info.State = strings.Join(st, ",")
+		}
+		out = append(out, info)
+	}
+	return out
+}
+
+func (f *fakeBackend) NewNode(context.Context) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.nodes = append(f.nodes, &fakeNode{})
+	return len(f.nodes) - 1, nil
+}
+
+func (f *fakeBackend) set(n int, fn func(*fakeNode)) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if n >= len(f.nodes) {
+		return fmt.Errorf("no such node %d", n)
+	}
+	fn(f.nodes[n])
+	return nil
+}
+
+func (f *fakeBackend) RmiDown(n int) error { return f.set(n, func(x *fakeNode) { x.rmiDown = true }) }
+func (f *fakeBackend) RmiUp(n int) error   { return f.set(n, func(x *fakeNode) { x.rmiDown = false }) }
+func (f *fakeBackend) ZkDown(n int) error  { return f.set(n, func(x *fakeNode) { x.zkDown = true }) }
+func (f *fakeBackend) ZkUp(n int) error    { return f.set(n, func(x *fakeNode) { x.zkDown = false }) }
+func (f *fakeBackend) Kill(n int) error    { return f.set(n, func(x *fakeNode) { x.killed = true }) }
+func (f *fakeBackend) Restart(_ context.Context, n int) error {
+	return f.set(n, func(x *fakeNode) { x.killed = false })
+}
+
+func (f *fakeBackend) Leader(context.Context) (int, int64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leader, f.epoch, nil
+}
+
+// TestGolden runs every testdata/*.txt transcript. A transcript has a
+// "-- in --" section (the script) and an "-- out --" section (standard
+// output and standard error, interleaved as written). Regenerate with
+// `go test ./shell -rewrite` and review the diff.
+func TestGolden(t *testing.T) {
+	files, _ := filepath.Glob("testdata/*.txt")
+	if len(files) == 0 {
+		t.Fatal("no transcripts in testdata/")
+	}
+	for _, path := range files {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			in, want, ok := strings.Cut(string(raw), "-- out --\n")
+			if !ok || !strings.HasPrefix(in, "-- in --\n") {
+				t.Fatalf("%s: want sections '-- in --' and '-- out --'", path)
+			}
+			in = strings.TrimPrefix(in, "-- in --\n")
+			var out bytes.Buffer
+			err = Run(context.Background(), newFake(), Config{In: strings.NewReader(in), Out: &out, Err: &out})
+			if err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			if *rewrite {
+				if err := os.WriteFile(path, []byte("-- in --\n"+in+"-- out --\n"+out.String()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if got := out.String(); got != want {
+				t.Errorf("%s: output differs\n--- got ---\n%s--- want ---\n%s", path, got, want)
+			}
+		})
+	}
+}
+
+func TestNoPromptOffATerminal(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := Run(context.Background(), newFake(), Config{In: strings.NewReader("put 0 a 1\nget 0 a\n"), Out: &out, Err: &errOut})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "OK\n1\n" || errOut.Len() != 0 {
+		t.Fatalf("stdout %q stderr %q, want exactly \"OK\\n1\\n\" and nothing", out.String(), errOut.String())
+	}
+}
+
+func TestErrorsGoToStderrOnOneLine(t *testing.T) {
+	var out, errOut bytes.Buffer
+	b := &multiLineErr{fakeBackend: newFake()}
+	err := Run(context.Background(), b, Config{In: strings.NewReader("get 0 a\nput 0 a 1\n"), Out: &out, Err: &errOut})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errOut.String() != "error: first line second line\n" || out.String() != "OK\n" {
+		t.Fatalf("stdout %q stderr %q", out.String(), errOut.String())
+	}
+}
+
+type multiLineErr struct{ *fakeBackend }
+
+func (m *multiLineErr) Get(context.Context, int, string) (string, bool, error) {
+	return "", false, errors.New("first line\nsecond line")
+}
+
+func TestRunReturnsWhenContextEnds(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var out bytes.Buffer
+	go func() { done <- Run(ctx, newFake(), Config{In: pr, Out: &out, Err: &out}) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after its context was canceled")
+	}
+}
+
+func TestCommandTimeoutReachesBackend(t *testing.T) {
+	var out bytes.Buffer
+	b := &slowBackend{fakeBackend: newFake()}
+	err := Run(context.Background(), b, Config{In: strings.NewReader("get 0 a\n"), Out: &out, Err: &out, CommandTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "error: ") || !strings.Contains(out.String(), "deadline") {
+		t.Fatalf("output %q, want a deadline error", out.String())
+	}
+}
+
+type slowBackend struct{ *fakeBackend }
+
+func (s *slowBackend) Get(ctx context.Context, _ int, _ string) (string, bool, error) {
+	<-ctx.Done()
+	return "", false, ctx.Err()
+}
+
+func TestHelpListsEveryCommand(t *testing.T) {
+	h := Help()
+	var names []string
+	for _, s := range specs {
+		names = append(names, s.name)
+		if !strings.Contains(h, s.name) {
+			t.Errorf("help does not list %s", s.name)
+		}
+	}
+	sort.Strings(names)
+	want := []string{"delete", "get", "help", "kill", "leader", "list", "new-client", "put", "quit", "restart", "rmi-down", "rmi-up", "zk-down", "zk-up"}
+	if strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Fatalf("commands %v, want %v", names, want)
+	}
+}
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want Command
+		err  string
+	}{
+		{"put 0 k a  b ", Command{Name: "put", Node: 0, Key: "k", Value: "a  b "}, ""},
+		{"  get 12 key\r\n", Command{Name: "get", Node: 12, Key: "key"}, ""},
+		{"exit", Command{Name: "quit"}, ""},
+		{"# comment", Command{}, ""},
+		{"", Command{}, ""},
+		{"put 0 k", Command{}, "usage: put <n> <key> <value>"},
+		{"put 0 k ", Command{}, "usage: put <n> <key> <value>"},
+		{"get -1 k", Command{}, "bad node number"},
+		{"get 0 k extra", Command{}, "usage: get <n> <key>"},
+		{"list now", Command{}, "usage: list"},
+		{"frob", Command{}, "unknown command \"frob\""},
+	} {
+		got, err := Parse(tc.line)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Parse(%q) error %v, want %q", tc.line, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("Parse(%q) = %+v, %v; want %+v", tc.line, got, err, tc.want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"put 0 k v", "get 1 k", "put 3 key value with  spaces", "rmi-down 2", "list", "", "# x", "put 0 k \t"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		cmd, err := Parse(line)
+		if err != nil || cmd.Name != "put" {
+			return
+		}
+		// A parsed put round-trips: re-parsing its canonical form gives the
+		// same command.
+		again, err := Parse(fmt.Sprintf("put %d %s %s", cmd.Node, cmd.Key, cmd.Value))
+		if err != nil || again != cmd {
+			t.Fatalf("put %+v does not round-trip: %+v %v", cmd, again, err)
+		}
+	})
+}
