@@ -1,9 +1,11 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/kvstore/kvstore/coord"
@@ -58,6 +60,10 @@ type Config struct {
 	// MaxRequests is how many request ids the store remembers to apply a
 	// retried write once (default 65536).
 	MaxRequests int
+
+	// Dial, if set, makes every outbound node-to-node connection; the test
+	// cluster routes them through fault-injecting proxies.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 
 	// Logger receives structured logs (default: discard).
 	Logger *slog.Logger

@@ -136,7 +136,7 @@ func New(cfg Config) (*Node, error) {
 		now:    cfg.Now,
 		lis:    lis,
 		addr:   addr,
-		pool:   rpc.NewPool(),
+		pool:   rpc.NewPool(cfg.Dial),
 		store:  store.New(cfg.MaxRequests),
 		cache:  make(map[string]cacheEntry),
 		viewCh: make(chan struct{}),

@@ -1,7 +1,9 @@
 package rpc
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -17,13 +19,18 @@ const MaxMsgSize = 512 << 20
 // Pool keeps one gRPC client connection per peer address. It is safe for
 // concurrent use; Close closes every connection.
 type Pool struct {
+	dial func(ctx context.Context, addr string) (net.Conn, error) // nil: plain TCP
+
 	mu     sync.Mutex // guards conns and closed
 	conns  map[string]*grpc.ClientConn
 	closed bool
 }
 
-// NewPool returns an empty pool.
-func NewPool() *Pool { return &Pool{conns: make(map[string]*grpc.ClientConn)} }
+// NewPool returns an empty pool. dial, if not nil, makes every connection
+// (tests route it through fault-injecting proxies).
+func NewPool(dial func(ctx context.Context, addr string) (net.Conn, error)) *Pool {
+	return &Pool{dial: dial, conns: make(map[string]*grpc.ClientConn)}
+}
 
 // Peer returns a client for the Peer service at addr.
 func (p *Pool) Peer(addr string) (kvpb.PeerClient, error) {
@@ -35,7 +42,7 @@ func (p *Pool) Peer(addr string) (kvpb.PeerClient, error) {
 	if cc, ok := p.conns[addr]; ok {
 		return kvpb.NewPeerClient(cc), nil
 	}
-	cc, err := grpc.NewClient(addr,
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize)),
 		// Reconnect fast once a peer is back: the default backoff grows to 2 minutes.
@@ -43,7 +50,11 @@ func (p *Pool) Peer(addr string) (kvpb.PeerClient, error) {
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: time.Second,
 		}),
-	)
+	}
+	if p.dial != nil {
+		opts = append(opts, grpc.WithContextDialer(p.dial))
+	}
+	cc, err := grpc.NewClient("passthrough:///"+addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
 	}

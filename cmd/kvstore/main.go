@@ -125,4 +125,3 @@ func (b backend) List() []shell.NodeInfo {
 }
 
 var _ shell.Backend = backend{}
-
