@@ -51,6 +51,8 @@ type Cluster struct {
 	etcd     *etcdembed.Server
 	endpoint []string
 
+	links *links // node-to-node proxies
+
 	mu    sync.Mutex // guards slots
 	slots []*slot
 }
@@ -78,6 +80,7 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Cluster{opts: opts, endpoint: opts.Etcd}
+	c.links = newLinks(c)
 	defer func() {
 		if err != nil {
 			_ = c.Close()
@@ -108,6 +111,7 @@ func (c *Cluster) nodeConfig(s *slot) node.Config {
 	}
 	cfg.ID = s.id
 	cfg.Logger = c.opts.Logger
+	cfg.Dial = c.links.dialer(s.id)
 	return cfg
 }
 
@@ -429,6 +433,7 @@ func (c *Cluster) Close() error {
 		}()
 	}
 	wg.Wait()
+	c.links.close()
 	if c.etcd != nil {
 		return c.etcd.Close()
 	}

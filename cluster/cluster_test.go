@@ -11,6 +11,7 @@ import (
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/node"
 )
 
 // newCluster starts an n-node cluster for one test and closes it at the end.
@@ -364,4 +365,52 @@ func TestBadInputIsRefused(t *testing.T) {
 	}
 	mustPut(t, c, 0, "k", "v")
 	expectGet(t, c, 0, "k", "v")
+}
+
+func TestPartitionedLeaderStepsDownMajoritySideServes(t *testing.T) {
+	c := newCluster(t, 3, func(o *Options) {
+		o.Node = func(cfg *node.Config) { cfg.QuorumTimeout = time.Second }
+	})
+	ld := leaderOf(t, c)
+	fs := followers(t, c)
+	mustPut(t, c, fs[0], "k", "before")
+	// Node-to-node traffic between the leader and the others is dropped in
+	// both directions; everyone still reaches the coordinator.
+	if err := c.Partition(true, []int{ld}, fs); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := c.Put(ctxT(t, 30*time.Second), fs[1], "k", "during"); err != nil {
+		t.Fatalf("put on the majority side: %v", err)
+	}
+	t.Logf("majority side acknowledged a write %v after the partition", time.Since(start).Round(time.Millisecond))
+	if nl := leaderOf(t, c); nl == ld {
+		t.Fatalf("the partitioned node %d still leads", ld)
+	}
+	expectGet(t, c, fs[0], "k", "during")
+	c.HealPartition()
+	soon.Succeeds(t, 15*time.Second, func() error {
+		got, _, err := c.Get(ctxT(t, 2*time.Second), ld, "k")
+		if err != nil || got != "during" {
+			return fmt.Errorf("get on the healed node: %q %v", got, err)
+		}
+		return nil
+	})
+}
+
+func TestOneWayPartitionKeepsReadsFresh(t *testing.T) {
+	c := newCluster(t, 3)
+	ld := leaderOf(t, c)
+	f := followers(t, c)[0]
+	mustPut(t, c, ld, "k", "v1")
+	expectGet(t, c, f, "k", "v1")
+	expectGet(t, c, f, "k", "v1") // cached now
+	// The leader can no longer call f (no invalidation reaches it), but f
+	// can still call the leader.
+	if err := c.PartitionOneWay(false, []int{ld}, []int{f}); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, c, ld, "k", "v2")
+	expectGet(t, c, f, "k", "v2")
+	c.HealPartition()
 }

@@ -140,7 +140,14 @@ func (l *leader) setTakeoverErr(err error) {
 // takeover runs steps 1-5 of DESIGN.md's leader takeover.
 func (l *leader) takeover() error {
 	n := l.n
+	giveUp := n.now().Add(l.stepDownAfter())
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 && n.now().After(giveUp) {
+			l.mu.Lock()
+			err := l.takeoverErr
+			l.mu.Unlock()
+			return fmt.Errorf("giving up leadership: %w", err)
+		}
 		if attempt > 0 {
 			select {
 			case <-l.ctx.Done():
@@ -226,7 +233,10 @@ func (l *leader) prepareAll(targets map[string]string) map[string]*kvpb.PrepareR
 	var wg sync.WaitGroup
 	for id, addr := range targets {
 		if id == n.cfg.ID {
-			out[id] = n.prepare(l.epoch)
+			r := n.prepare(l.epoch)
+			mu.Lock()
+			out[id] = r
+			mu.Unlock()
 			continue
 		}
 		if addr == "" {
@@ -335,7 +345,11 @@ func (l *leader) awaitServing(allAnswered bool) error {
 			break
 		}
 		if n.now().After(deadline) {
-			l.setTakeoverErr(fmt.Errorf("%w: the epoch's no-op is not on a majority of voters", kvstore.ErrNoQuorum))
+			err := fmt.Errorf("%w: the epoch's no-op is not on a majority of voters", kvstore.ErrNoQuorum)
+			l.setTakeoverErr(err)
+			if n.now().Sub(l.electedAt) > l.stepDownAfter() {
+				return fmt.Errorf("giving up leadership: %w", err)
+			}
 			deadline = n.now().Add(n.cfg.QuorumTimeout)
 		}
 		select {
@@ -370,15 +384,41 @@ func (l *leader) maintain() {
 	n := l.n
 	t := time.NewTicker(n.cfg.Heartbeat)
 	defer t.Stop()
+	lastMajority := n.now()
 	for {
 		select {
 		case <-l.ctx.Done():
 			return
 		case <-t.C:
 		}
+		if l.reachesMajority() {
+			lastMajority = n.now()
+		} else if cut := n.now().Sub(lastMajority); cut > l.stepDownAfter() {
+			// Cut off from the voters but not from the coordinator: give
+			// another node the chance to lead a majority.
+			l.cancel(fmt.Errorf("%w: no majority of voters reached for %v", kvstore.ErrNoQuorum, cut.Round(time.Millisecond)))
+			return
+		}
 		l.maybeAddVoter()
 		l.trimLog()
 	}
+}
+
+// stepDownAfter is how long a leader stays without a majority before it
+// gives up leadership. It is longer than QuorumTimeout so that the writes
+// waiting on it fail with ErrNoQuorum first.
+func (l *leader) stepDownAfter() time.Duration { return 2 * l.n.cfg.QuorumTimeout }
+
+// reachesMajority reports whether this node and the peers whose last call
+// succeeded make a majority of the voters.
+func (l *leader) reachesMajority() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	yes := map[string]bool{l.n.cfg.ID: true}
+	for id, p := range l.peers {
+		yes[id] = p.reachable
+	}
+	return quorum.HasMajority(l.voters.IDs, yes)
 }
 
 // maybeAddVoter adds one member that is not a voter, once it holds

@@ -1,0 +1,208 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/kvstore/kvstore/faultproxy"
+)
+
+// links routes every node-to-node connection through its own proxy, one per
+// (source node, destination address), so that partitions and delays are real
+// TCP faults. Blocking src->dst cuts src's calls to dst; dst's calls to src
+// (and their replies) still flow: a one-way partition in RPC terms.
+type links struct {
+	c *Cluster
+
+	mu      sync.Mutex // guards the fields below
+	proxies map[linkKey]*faultproxy.Proxy
+	blocked map[[2]string]bool // (src id, dst id)
+	drop    bool               // blocked links black-hole instead of refusing
+	delay   time.Duration
+}
+
+type linkKey struct{ src, dstAddr string }
+
+func newLinks(c *Cluster) *links {
+	return &links{c: c, proxies: make(map[linkKey]*faultproxy.Proxy), blocked: make(map[[2]string]bool)}
+}
+
+// dialer returns the Dial function of node src.
+func (l *links) dialer(src string) func(ctx context.Context, addr string) (net.Conn, error) {
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		p, err := l.proxy(src, addr)
+		if err != nil {
+			return nil, err
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", p.Addr())
+	}
+}
+
+func (l *links) proxy(src, addr string) (*faultproxy.Proxy, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := linkKey{src, addr}
+	if p := l.proxies[k]; p != nil {
+		return p, nil
+	}
+	p, err := faultproxy.New(addr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: link %s -> %s: %w", src, addr, err)
+	}
+	l.proxies[k] = p
+	l.applyLocked(k, p)
+	return p, nil
+}
+
+// applyLocked sets one proxy to the current fault state.
+func (l *links) applyLocked(k linkKey, p *faultproxy.Proxy) {
+	dst := l.c.idOfAddr(k.dstAddr)
+	cut := dst != "" && l.blocked[[2]string{k.src, dst}]
+	p.SetDelay(l.delay)
+	if l.drop {
+		p.SetDown(false)
+		p.SetBlackhole(cut)
+	} else {
+		p.SetBlackhole(false)
+		p.SetDown(cut)
+	}
+}
+
+func (l *links) applyAllLocked() {
+	for k, p := range l.proxies {
+		l.applyLocked(k, p)
+	}
+}
+
+// set replaces the blocked pairs (and the mode) and applies them.
+func (l *links) set(blocked map[[2]string]bool, drop bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.blocked, l.drop = blocked, drop
+	l.applyAllLocked()
+}
+
+func (l *links) setDelay(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.delay = d
+	l.applyAllLocked()
+}
+
+func (l *links) close() {
+	l.mu.Lock()
+	ps := l.proxies
+	l.proxies = map[linkKey]*faultproxy.Proxy{}
+	l.mu.Unlock()
+	for _, p := range ps {
+		_ = p.Close()
+	}
+}
+
+// idOfAddr maps a node's RPC address to its id ("" if unknown).
+func (c *Cluster) idOfAddr(addr string) string {
+	c.mu.Lock()
+	slots := append([]*slot(nil), c.slots...)
+	c.mu.Unlock()
+	for _, s := range slots {
+		s.mu.Lock()
+		nd := s.node
+		s.mu.Unlock()
+		if nd != nil && nd.Addr() == addr {
+			return s.id
+		}
+	}
+	return ""
+}
+
+// Partition splits the nodes into groups that cannot reach each other, in
+// both directions. Nodes not named in any group form one more group. With
+// drop, messages across the cut vanish (calls time out); without, the
+// connections are refused (calls fail fast).
+func (c *Cluster) Partition(drop bool, groups ...[]int) error {
+	group := make(map[string]int)
+	for gi, g := range groups {
+		for _, n := range g {
+			s, err := c.slot(n)
+			if err != nil {
+				return err
+			}
+			group[s.id] = gi + 1
+		}
+	}
+	ids := c.ids()
+	blocked := make(map[[2]string]bool)
+	for _, a := range ids {
+		for _, b := range ids {
+			if a != b && group[a] != group[b] {
+				blocked[[2]string{a, b}] = true
+			}
+		}
+	}
+	c.links.set(blocked, drop)
+	return nil
+}
+
+// PartitionOneWay cuts the calls of every node in from to every node in
+// to; calls the other way still work.
+func (c *Cluster) PartitionOneWay(drop bool, from, to []int) error {
+	blocked := make(map[[2]string]bool)
+	for _, a := range from {
+		sa, err := c.slot(a)
+		if err != nil {
+			return err
+		}
+		for _, b := range to {
+			sb, err := c.slot(b)
+			if err != nil {
+				return err
+			}
+			if a != b {
+				blocked[[2]string{sa.id, sb.id}] = true
+			}
+		}
+	}
+	c.links.set(blocked, drop)
+	return nil
+}
+
+// HealPartition removes every node-to-node cut.
+func (c *Cluster) HealPartition() { c.links.set(map[[2]string]bool{}, false) }
+
+// SetLinkDelay adds d of latency to every node-to-node message (0 removes it).
+func (c *Cluster) SetLinkDelay(d time.Duration) { c.links.setDelay(d) }
+
+func (c *Cluster) ids() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids := make([]string, len(c.slots))
+	for i, s := range c.slots {
+		ids[i] = s.id
+	}
+	return ids
+}
+
+// Heal removes every fault: partitions, delays, zk-down and rmi-down, and
+// restarts killed nodes.
+func (c *Cluster) Heal(ctx context.Context) error {
+	c.HealPartition()
+	c.SetLinkDelay(0)
+	for i := 0; i < c.Size(); i++ {
+		if err := c.ZkUp(i); err != nil {
+			return err
+		}
+		if err := c.RmiUp(i); err != nil {
+			return err
+		}
+		if _, err := c.Node(i); err != nil {
+			if err := c.Restart(ctx, i); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
