@@ -441,3 +441,48 @@ func (c *Cluster) Close() error {
 }
 
 var _ coord.Coordinator = (*etcdcoord.Coordinator)(nil)
+
+// WaitHealthy waits until every node runs, serves, is not recovering, a
+// leader serves, and every node has applied what the leader has.
+func (c *Cluster) WaitHealthy(ctx context.Context) error {
+	var last error
+	for {
+		last = c.healthy(ctx)
+		if last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster not healthy: %w (%v)", last, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Cluster) healthy(ctx context.Context) error {
+	ld, _, err := c.Leader(ctx)
+	if err != nil {
+		return err
+	}
+	lnode, err := c.Node(ld)
+	if err != nil {
+		return err
+	}
+	want := lnode.Applied()
+	for i := 0; i < c.Size(); i++ {
+		nd, err := c.Node(i)
+		if err != nil {
+			return err
+		}
+		if nd.State() != node.StateOK {
+			return fmt.Errorf("node %d is %s", i, nd.State())
+		}
+		if nd.Recovering() {
+			return fmt.Errorf("node %d is recovering", i)
+		}
+		if got := nd.Applied(); got != want {
+			return fmt.Errorf("node %d applied %s, leader %d has %s", i, got, ld, want)
+		}
+	}
+	return nil
+}

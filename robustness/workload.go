@@ -1,0 +1,126 @@
+// Package robustness runs KVStore under random faults and checks what
+// clients saw, in the style of Jepsen and etcd's robustness tests: a nemesis
+// plays a seeded fault schedule while concurrent clients spread over every
+// node read, write and delete a small key space; every operation is recorded
+// with its call and return times and the history is checked for
+// linearizability (Porcupine) and, after healing, for durability.
+//
+// The suite itself lives in robustness_test.go; this file holds the
+// workload.
+package robustness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/linearizability"
+)
+
+// Client is what the workload drives; *cluster.Cluster implements it.
+type Client interface {
+	Size() int
+	Get(ctx context.Context, n int, key string) (string, bool, error)
+	Put(ctx context.Context, n int, key, value string) error
+	Delete(ctx context.Context, n int, key string) error
+}
+
+// Workload configures the clients.
+type Workload struct {
+	Clients   int           // concurrent clients, spread over the nodes
+	Keys      int           // size of the key space (small, so operations overlap)
+	OpTimeout time.Duration // per operation
+	Pause     time.Duration // mean think time between a client's operations
+	Seed      uint64
+}
+
+// Stats count what the workload did.
+type Stats struct {
+	Ops, Failed, Unknown int64
+}
+
+// Run drives the clients until ctx ends, recording into rec.
+func (w Workload) Run(ctx context.Context, c Client, rec *linearizability.Recorder) Stats {
+	var st struct{ ops, failed, unknown atomic.Int64 }
+	var wg sync.WaitGroup
+	for i := 0; i < w.Clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(w.Seed, uint64(i)))
+			node := i % c.Size()
+			for seq := 0; ctx.Err() == nil; seq++ {
+				key := fmt.Sprint("k", r.IntN(w.Keys))
+				var in linearizability.Input
+				switch x := r.IntN(10); {
+				case x < 5:
+					in = linearizability.Input{Kind: linearizability.Get, Key: key}
+				case x < 9:
+					in = linearizability.Input{Kind: linearizability.Put, Key: key, Value: fmt.Sprintf("c%d-%d", i, seq)}
+				default:
+					in = linearizability.Input{Kind: linearizability.Delete, Key: key}
+				}
+				st.ops.Add(1)
+				switch w.do(c, rec, i, node, in) {
+				case outcomeFailed:
+					st.failed.Add(1)
+				case outcomeUnknown:
+					st.unknown.Add(1)
+				}
+				if w.Pause > 0 {
+					t := time.NewTimer(time.Duration(r.Int64N(int64(2 * w.Pause))))
+					select {
+					case <-ctx.Done():
+					case <-t.C:
+					}
+					t.Stop()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return Stats{Ops: st.ops.Load(), Failed: st.failed.Load(), Unknown: st.unknown.Load()}
+}
+
+type outcome int
+
+const (
+	outcomeOK outcome = iota
+	outcomeFailed
+	outcomeUnknown
+)
+
+func (w Workload) do(c Client, rec *linearizability.Recorder, client, node int, in linearizability.Input) outcome {
+	octx, cancel := context.WithTimeout(context.Background(), w.OpTimeout)
+	defer cancel()
+	p := rec.Begin(client, in)
+	var err error
+	var out linearizability.Output
+	switch in.Kind {
+	case linearizability.Get:
+		out.Value, out.Found, err = c.Get(octx, node, in.Key)
+	case linearizability.Put:
+		err = c.Put(octx, node, in.Key, in.Value)
+	case linearizability.Delete:
+		err = c.Delete(octx, node, in.Key)
+	}
+	switch {
+	case err == nil:
+		p.End(out)
+		return outcomeOK
+	case in.Kind != linearizability.Get && errors.Is(err, kvstore.ErrOutcomeUnknown):
+		out.Unknown, out.Err = true, err.Error()
+		p.End(out)
+		return outcomeUnknown
+	default:
+		// A read has no effect; a write that failed definitely was not
+		// applied.
+		p.Drop()
+		return outcomeFailed
+	}
+}
