@@ -335,6 +335,21 @@ func (c *Cluster) ZkDown(n int) error { return c.setZk(n, true) }
 // ZkUp restores node n's connection to the coordinator.
 func (c *Cluster) ZkUp(n int) error { return c.setZk(n, false) }
 
+// ZkStall makes node n's connection to the coordinator stop answering
+// (bytes are swallowed, the connection stays open) until ZkUp: the node
+// notices only when its keep-alives time out.
+func (c *Cluster) ZkStall(n int) error {
+	s, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.zkDown = true
+	s.proxy.SetBlackhole(true)
+	return nil
+}
+
 func (c *Cluster) setZk(n int, down bool) error {
 	s, err := c.slot(n)
 	if err != nil {
@@ -343,6 +358,9 @@ func (c *Cluster) setZk(n int, down bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.zkDown = down
+	if !down {
+		s.proxy.SetBlackhole(false)
+	}
 	s.proxy.SetDown(down)
 	return nil
 }
@@ -363,6 +381,36 @@ func (c *Cluster) Kill(n int) error {
 	nd.Kill()
 	_ = co.Close()
 	return nil
+}
+
+// Stop stops node n gracefully: a leader resigns at once, so the next
+// election needs no TTL to pass (a rolling restart). Restart starts it again.
+func (c *Cluster) Stop(n int) error {
+	s, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	nd, co := s.node, s.coord
+	s.node, s.coord = nil, nil
+	s.mu.Unlock()
+	if nd == nil {
+		return fmt.Errorf("cluster: node %d is already stopped", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = nd.Close(ctx)
+	_ = co.Close()
+	return err
+}
+
+// Resign makes node n hand leadership over if it leads.
+func (c *Cluster) Resign(ctx context.Context, n int) error {
+	nd, err := c.Node(n)
+	if err != nil {
+		return err
+	}
+	return nd.Resign(ctx)
 }
 
 // Restart starts killed node n again with the same id (and an empty

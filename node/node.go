@@ -258,6 +258,33 @@ func (n *Node) intercept(ctx context.Context, req any, _ *grpc.UnaryServerInfo, 
 	return resp, rpc.ToStatus(err)
 }
 
+// errResigned ends a leadership given up on purpose.
+var errResigned = errors.New("leadership handed over (resign)")
+
+// Resign hands leadership over: if this node leads, it stops leading at
+// once (pending writes fail as outcome unknown), gives up its election key
+// so another node is elected without waiting for a TTL, and stays on as a
+// follower. It returns once the key is given up, or ctx ends. A rolling
+// restart calls it before stopping a leader.
+func (n *Node) Resign(ctx context.Context) error {
+	l := n.lead.Load()
+	if l == nil {
+		return nil
+	}
+	l.cancel(errResigned)
+	for {
+		ch := n.changed()
+		if v := n.view.Load(); v.leader.ID != n.cfg.ID || v.leader.Epoch != l.epoch {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("node %s: resign: %w", n.cfg.ID, ctx.Err())
+		}
+	}
+}
+
 // State is the node's serving state.
 func (n *Node) State() State { return n.serving.Load().state }
 

@@ -33,10 +33,14 @@ type Client interface {
 // Workload configures the clients.
 type Workload struct {
 	Clients   int           // concurrent clients, spread over the nodes
+	Readers   int           // how many of them only read (the last ones)
 	Keys      int           // size of the key space (small, so operations overlap)
-	OpTimeout time.Duration // per operation
-	Pause     time.Duration // mean think time between a client's operations
-	Seed      uint64
+	OpTimeout time.Duration // per write
+	// ReadTimeout bounds a read (default OpTimeout). Reads have no effect,
+	// so a short one keeps clients sampling while a fetch is stuck.
+	ReadTimeout time.Duration
+	Pause       time.Duration // mean think time between a client's operations
+	Seed        uint64
 }
 
 // Stats count what the workload did.
@@ -54,11 +58,14 @@ func (w Workload) Run(ctx context.Context, c Client, rec *linearizability.Record
 			defer wg.Done()
 			r := rand.New(rand.NewPCG(w.Seed, uint64(i)))
 			node := i % c.Size()
+			if i >= w.Clients-w.Readers {
+				node = (i - (w.Clients - w.Readers)) % c.Size()
+			}
 			for seq := 0; ctx.Err() == nil; seq++ {
 				key := fmt.Sprint("k", r.IntN(w.Keys))
 				var in linearizability.Input
 				switch x := r.IntN(10); {
-				case x < 5:
+				case x < 5 || i >= w.Clients-w.Readers:
 					in = linearizability.Input{Kind: linearizability.Get, Key: key}
 				case x < 9:
 					in = linearizability.Input{Kind: linearizability.Put, Key: key, Value: fmt.Sprintf("c%d-%d", i, seq)}
@@ -96,7 +103,11 @@ const (
 )
 
 func (w Workload) do(c Client, rec *linearizability.Recorder, client, node int, in linearizability.Input) outcome {
-	octx, cancel := context.WithTimeout(context.Background(), w.OpTimeout)
+	timeout := w.OpTimeout
+	if in.Kind == linearizability.Get && w.ReadTimeout > 0 {
+		timeout = w.ReadTimeout
+	}
+	octx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	p := rec.Begin(client, in)
 	var err error
