@@ -1,0 +1,62 @@
+// Package node is a KVStore replica: the replicated store, the read cache,
+// the leader role when elected, and the node-to-node gRPC service. The same
+// Node runs in the shell, in tests (package cluster) and in a standalone
+// process.
+//
+// # Lifecycle
+//
+//	n, err := node.New(cfg)   // validates cfg, binds the RPC listener
+//	err = n.Start(ctx)        // bootstraps the voter record if there is none, serves RPC, opens a session
+//	err = n.WaitServing(ctx)  // optional: wait until it serves and sees a leader
+//	v, found, err := n.Get(ctx, "k")
+//	err = n.Set(ctx, "k", "v")
+//	err = n.Delete(ctx, "k")
+//	err = n.Resign(ctx)       // hand leadership over (rolling restart)
+//	err = n.Close(ctx)        // graceful: resigns, revokes the session, waits for goroutines
+//	n.Kill()                  // crash: nothing revoked, memory abandoned
+//
+// Every goroutine a Node starts is stopped and awaited by Close or Kill. All
+// methods are safe for concurrent use. The Coordinator in Config is not
+// owned by the node.
+//
+// # Serving
+//
+// A node serves only while it can prove its coordinator session is live:
+// the session's Deadline (measured on the local monotonic clock from when the
+// last keep-alive was sent) is in the future and the last keep-alive
+// succeeded. The moment that stops being true the node suspends: every
+// pending operation fails with kvstore.ErrPartitioned (writes that may have
+// reached the leader also match kvstore.ErrOutcomeUnknown), the cache is
+// dropped, and leadership ends. It resumes by itself when the session is
+// healthy again, or opens a new session if the old one expired. The
+// replicated store is never dropped: it is what makes writes survive.
+//
+// # Protocol
+//
+// DESIGN.md (shared with the project) states the protocol; leader.go and
+// follower.go implement it. Three choices go beyond its text:
+//
+//   - Reconciliation is by snapshot. A follower whose position is not on the
+//     leader's history (or is further behind than the leader's log) receives
+//     the leader's whole state; DESIGN.md's digest-and-diff is an
+//     optimisation left for later.
+//   - The replication stream is the invalidation. Applying an entry drops the
+//     key's cached copy if it is older, so a write waits for each holder of
+//     the key to have applied it (or for the holder's lease to end) rather
+//     than sending a separate invalidation message.
+//   - Each new leader appends a no-op entry in its epoch and serves only once
+//     a majority applied it (Raft's rule for committing older entries); a
+//     follower's position is (epoch of its last entry, seq), and positions
+//     order the takeover's choice of the most up-to-date voter.
+//
+// Reads served by a follower from cache also require that the follower has
+// accepted the epoch it currently sees as the leader's: a follower that
+// learns of a new leader stops serving its cache at once, before any lease
+// ends.
+//
+// # Faults for tests
+//
+// Config.Faults switches deliberate protocol bugs on. They exist only so
+// that the robustness suite can show it catches them; never set them
+// elsewhere.
+package node
