@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"go.uber.org/zap/zapcore"
@@ -40,7 +41,25 @@ func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.Che
 	return ce
 }
 
+// benignAtStart reports the error etcd logs when its storage-version
+// monitor runs before the backend has committed the first term (a fresh
+// member, closed or busy right after start); the monitor retries later.
+func benignAtStart(e zapcore.Entry, fields []zapcore.Field) bool {
+	if e.Message != "failed to update storage version" {
+		return false
+	}
+	for _, f := range fields {
+		if err, ok := f.Interface.(error); ok && strings.Contains(err.Error(), "missing term information") {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	if benignAtStart(e, fields) {
+		return nil
+	}
 	enc := zapcore.NewMapObjectEncoder()
 	for _, f := range c.fields {
 		f.AddTo(enc)
