@@ -3,7 +3,7 @@
 // increasing epoch, and the persistent voter record. The KV data never lives in
 // the coordinator.
 //
-// Backends live in sub-packages (etcdcoord; zkcoord later). Every backend must
+// Backends live in sub-packages (etcdcoord, zkcoord). Every backend must
 // pass the conformance suite in coordtest.
 package coord
 
@@ -130,4 +130,20 @@ type Session interface {
 	// Close ends the session and deletes its ephemeral entries (best effort,
 	// bounded by ctx).
 	Close(ctx context.Context) error
+}
+
+// SendLatest puts v into the 1-buffered out, replacing a View the receiver
+// has not taken yet, so a slow reader never blocks a watch and always gets
+// the latest View. It never blocks: the caller must be out's only sender.
+func SendLatest(out chan View, v View) {
+	select {
+	case out <- v:
+		return
+	default:
+	}
+	select {
+	case <-out:
+	default:
+	}
+	out <- v
 }

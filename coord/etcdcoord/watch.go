@@ -74,7 +74,7 @@ func (c *Coordinator) watchView(ctx context.Context, out chan coord.View) {
 			return
 		}
 		last = &v
-		sendLatest(out, v)
+		coord.SendLatest(out, v)
 	}
 	retry := watchRetryMin
 	for ctx.Err() == nil {
@@ -121,19 +121,4 @@ func (c *Coordinator) watchOnce(ctx context.Context, send func(coord.View)) bool
 		send(st.view())
 	}
 	return true
-}
-
-// sendLatest puts v into the 1-buffered out, replacing a View the receiver
-// has not taken yet. It never blocks: the caller is out's only sender.
-func sendLatest(out chan coord.View, v coord.View) {
-	select {
-	case out <- v:
-		return
-	default:
-	}
-	select {
-	case <-out:
-	default:
-	}
-	out <- v
 }

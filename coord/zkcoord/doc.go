@@ -1,0 +1,68 @@
+// Package zkcoord implements coord.Coordinator on Apache ZooKeeper, through
+// the github.com/go-zookeeper/zk client.
+//
+// # Znodes
+//
+// Every znode lives under Config.Prefix (default "/kvstore/default"; a
+// chroot from the connect string is part of it):
+//
+//	members/<id>              -> RPC address; ephemeral
+//	election/n_<guid>_<seq>   -> candidate id; ephemeral sequential
+//	voters                    -> {"ids":[...]}; persistent, Version = data version + 1
+//
+// # Sessions
+//
+// Each coord.Session is a ZooKeeper session on a connection of its own, with
+// the session timeout the caller asks for as its TTL (the ensemble clamps it
+// to [minSessionTimeout, maxSessionTimeout]; the negotiated value, tau, is
+// read off the connect response). The session runs its own keep-alive loop:
+// every tau/4, and at once after a reconnect, it records the send time and
+// sends a sync request, which touches the session like any request. On an
+// answer that arrives at least tau/4 before the current deadline (a follower
+// reports touches to the ensemble's leader, which alone expires sessions, at
+// the leader's next ping, every tickTime/2 <= tau/4), Deadline becomes send
+// time + tau*(1-DriftMargin).
+//
+// The connection's states map onto the session as the design requires:
+// Disconnected turns Healthy false at once (the node suspends); Expired, or a
+// new session id after a reconnect, ends the session with
+// coord.ErrSessionExpired (the node flushes). If the deadline passes with no
+// renewal, the session also ends as expired and its connection is closed,
+// whatever the ensemble may still think (as Curator's LOST state): a session
+// the node was told is gone never comes back, so no node trusts ephemeral
+// znodes it can no longer vouch for.
+//
+// # Election
+//
+// The standard recipe: a candidate creates an ephemeral sequential znode
+// holding its id and leads when its znode has the lowest sequence number;
+// until then it watches only its predecessor with exists, so one departure
+// wakes one candidate (no herd effect). The epoch is the leader znode's
+// czxid, which strictly increases from one leader to the next: a successor's
+// znode was created after its predecessor's. The znode name carries a random
+// guid, so a create whose answer was lost with the connection is found again
+// instead of leaving an orphan candidate that would block the election until
+// the session ends.
+//
+// SetVoters is fenced in one multi-op: a version check of the leader's
+// election znode (it must still exist; sequential names are never reused, and
+// no older candidate can appear once it won) and a setData of the record
+// with the version read before (compare-and-swap).
+//
+// # Watch
+//
+// Watch keeps one child watch on members/ and one on election/, and re-reads
+// only the part whose watch fired. The channel holds one View and a newer
+// View replaces an unread one. A watch also stops when its session ends.
+//
+// # Lifecycle and goroutines
+//
+// The client's calls take no context: each runs in a goroutine owned by the
+// Coordinator, and the caller waits for it or for its ctx. Session.Close
+// stops the session's goroutines and closes its connection with a
+// closeSession request, so the ensemble deletes its ephemeral znodes at once.
+// Coordinator.Close abandons sessions still open (their TCP connections are
+// dropped without closeSession, so their znodes live until the session
+// timeout, as after a crash), closes its own connection and waits for every
+// goroutine.
+package zkcoord

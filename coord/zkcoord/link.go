@@ -1,0 +1,195 @@
+package zkcoord
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// link is one ZooKeeper client connection, and so one ZooKeeper session,
+// with its TCP connections tracked so that it can be abandoned as a crash
+// would (no closeSession sent) and with the session timeout the server
+// negotiated read off the wire.
+type link struct {
+	conn *zk.Conn
+
+	mu      sync.Mutex // guards the fields below
+	raw     map[*sniffConn]struct{}
+	cut     bool          // abandoned: dial nothing more
+	sid     int64         // session id of the latest connect response
+	timeout time.Duration // session timeout of the latest connect response
+}
+
+// errAbandoned refuses dials of an abandoned link.
+var errAbandoned = errors.New("zkcoord: connection abandoned")
+
+// dial connects to servers asking for a session of timeout and waits,
+// bounded by ctx, until the ensemble grants one. onEvent, if set, sees every
+// session event, synchronously on the client's event loop: it must not block.
+func dial(ctx context.Context, servers []string, timeout time.Duration, onEvent func(zk.Event)) (*link, error) {
+	l := &link{raw: map[*sniffConn]struct{}{}}
+	granted := make(chan struct{})
+	var once sync.Once
+	cb := func(ev zk.Event) {
+		if ev.Type == zk.EventSession && ev.State == zk.StateHasSession {
+			once.Do(func() { close(granted) })
+		}
+		if onEvent != nil {
+			onEvent(ev)
+		}
+	}
+	conn, _, err := zk.Connect(servers, timeout,
+		zk.WithDialer(l.dialRaw), zk.WithHostProvider(&hostProvider{}), zk.WithLogger(nopLogger{}), zk.WithLogInfo(false), zk.WithEventCallback(cb))
+	if err != nil {
+		return nil, err
+	}
+	l.conn = conn
+	select {
+	case <-granted:
+		return l, nil
+	case <-ctx.Done():
+		l.abandon()
+		return nil, ctx.Err()
+	}
+}
+
+// session returns the id and timeout of the session the server granted on
+// the latest connection.
+func (l *link) session() (int64, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sid, l.timeout
+}
+
+func (l *link) dialRaw(network, addr string, timeout time.Duration) (net.Conn, error) {
+	l.mu.Lock()
+	cut := l.cut
+	l.mu.Unlock()
+	if cut {
+		return nil, errAbandoned
+	}
+	c, err := net.DialTimeout(network, addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	sc := &sniffConn{Conn: c, l: l}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cut {
+		_ = c.Close()
+		return nil, errAbandoned
+	}
+	l.raw[sc] = struct{}{}
+	return sc, nil
+}
+
+// close ends the session gracefully: the client sends closeSession, so the
+// ensemble deletes its ephemeral znodes at once. It may take a second when
+// the connection is down.
+func (l *link) close() { l.conn.Close() }
+
+// abandon drops the TCP connections without ending the session, as a crash
+// would: the ensemble keeps its ephemeral znodes until the session times out.
+func (l *link) abandon() {
+	l.mu.Lock()
+	l.cut = true
+	for c := range l.raw {
+		_ = c.Conn.Close()
+	}
+	l.mu.Unlock()
+	l.conn.Close()
+}
+
+// sniffConn reads the server's connect response as it passes: the first
+// frame on every connection is [len][protocolVersion][timeOut][sessionId]...,
+// and the client library does not expose the negotiated timeOut.
+type sniffConn struct {
+	net.Conn
+	l    *link
+	hdr  []byte // the first bytes read, until the connect response is parsed
+	done bool
+}
+
+const connectResponseHead = 4 + 4 + 4 + 8 // len, protocolVersion, timeOut, sessionId
+
+// Read is called by one goroutine at a time (the client's handshake, then
+// its receive loop).
+func (c *sniffConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if !c.done && n > 0 {
+		c.hdr = append(c.hdr, p[:n]...)
+		if len(c.hdr) >= connectResponseHead {
+			c.done = true
+			timeout := time.Duration(int32(binary.BigEndian.Uint32(c.hdr[8:12]))) * time.Millisecond
+			sid := int64(binary.BigEndian.Uint64(c.hdr[12:20]))
+			c.hdr = nil
+			c.l.mu.Lock()
+			c.l.sid, c.l.timeout = sid, timeout
+			c.l.mu.Unlock()
+		}
+	}
+	return n, err
+}
+
+func (c *sniffConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.raw, c)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// nopLogger silences the client library, which logs every reconnect.
+type nopLogger struct{}
+
+func (nopLogger) Printf(string, ...any) {}
+
+// hostProvider hands the client its servers in a random order, like the
+// client's default, but with a retry budget that suits short session
+// timeouts: after a connection is lost every server is tried once at once,
+// and only then does the client pause (a second) before each further round.
+// The default pauses before the first reconnect when there is one server,
+// which alone can eat half of a two-second session timeout.
+type hostProvider struct {
+	mu       sync.Mutex
+	servers  []string
+	curr     int
+	attempts int // since the last successful connection
+}
+
+func (hp *hostProvider) Init(servers []string) error {
+	if len(servers) == 0 {
+		return errors.New("zkcoord: no servers")
+	}
+	hp.servers = slices.Clone(servers)
+	rand.Shuffle(len(hp.servers), func(i, j int) { hp.servers[i], hp.servers[j] = hp.servers[j], hp.servers[i] })
+	hp.curr = -1
+	return nil
+}
+
+func (hp *hostProvider) Len() int {
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	return len(hp.servers)
+}
+
+// Next returns the next server; retryStart asks the client to pause first.
+func (hp *hostProvider) Next() (server string, retryStart bool) {
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	hp.curr = (hp.curr + 1) % len(hp.servers)
+	hp.attempts++
+	return hp.servers[hp.curr], hp.attempts > len(hp.servers)
+}
+
+func (hp *hostProvider) Connected() {
+	hp.mu.Lock()
+	defer hp.mu.Unlock()
+	hp.attempts = 0
+}

@@ -1,0 +1,696 @@
+package zkcoord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/kvstore/kvstore/coord"
+)
+
+// retryInterval is how soon a failed keep-alive or ZooKeeper call is retried.
+const retryInterval = 100 * time.Millisecond
+
+// session is a coord.Session on one ZooKeeper session (one link).
+type session struct {
+	c   *Coordinator
+	l   *link
+	sid int64         // the ZooKeeper session id; any other id means this one is gone
+	tau time.Duration // the negotiated session timeout
+
+	// ctx is canceled when the session ends; it stops the keep-alive loop,
+	// campaigns and watches.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // this session's goroutines
+	kick   chan struct{}  // 1-buffered: renew now (the connection came back)
+
+	// started is set once l, sid and tau are; events before it concern the
+	// session being set up.
+	started atomic.Bool
+	// linkClosed is closed once the link's close or abandon has returned.
+	linkClosed chan struct{}
+
+	linkOnce sync.Once // the link is closed or abandoned once
+
+	mu       sync.Mutex // guards the fields below
+	deadline time.Time
+	healthy  bool
+	changed  chan struct{} // closed and replaced on every state change
+	done     chan struct{} // closed when err is set
+	err      error         // why the session ended; nil while live
+	closing  bool          // Close was called
+	leader   *leadership   // non-nil while this session leads
+	campaign *campaignRun  // the campaign in flight, nil if none
+}
+
+// leadership is the election znode this session won.
+type leadership struct {
+	path  string
+	epoch int64 // the znode's czxid
+}
+
+// campaignRun is one campaign goroutine.
+type campaignRun struct {
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the goroutine has finished, leadership settled
+}
+
+var _ coord.Session = (*session)(nil)
+
+// NewSession opens a ZooKeeper connection asking for a session timeout of
+// ttl (the ensemble clamps it to its [minSessionTimeout, maxSessionTimeout],
+// by default 2 to 20 ticks) and starts the session's keep-alive loop. The
+// first deadline is measured from when the connection attempt began.
+func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.Session, error) {
+	if ttl <= 0 {
+		return nil, fmt.Errorf("zkcoord: new session: ttl must be positive, got %v", ttl)
+	}
+	s := &session{
+		c:          c,
+		kick:       make(chan struct{}, 1),
+		linkClosed: make(chan struct{}),
+		healthy:    true,
+		changed:    make(chan struct{}),
+		done:       make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	sent := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	defer cancel()
+	l, err := dial(cctx, c.cfg.Servers, ttl, s.onEvent)
+	if err != nil {
+		s.cancel()
+		return nil, fmt.Errorf("zkcoord: new session: %w", err)
+	}
+	s.l = l
+	s.sid, s.tau = l.session()
+	s.mu.Lock()
+	s.deadline = sent.Add(c.liveFor(s.tau))
+	s.mu.Unlock()
+	s.started.Store(true)
+
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		s.end(coord.ErrSessionClosed)
+		l.abandon()
+		return nil, fmt.Errorf("zkcoord: new session: %w", errClosed)
+	}
+	c.sessions[s] = struct{}{}
+	c.mu.Unlock()
+	if !s.goFunc(s.keepAlive) {
+		s.abandon()
+		return nil, fmt.Errorf("zkcoord: new session: %w", errClosed)
+	}
+	return s, nil
+}
+
+// liveFor is how long after a keep-alive is sent the session is known live.
+func (c *Coordinator) liveFor(tau time.Duration) time.Duration {
+	return time.Duration(float64(tau) * (1 - c.cfg.DriftMargin))
+}
+
+// touchLag bounds how long after a server answers a request the ensemble's
+// leader, which alone expires sessions, learns that the session was touched:
+// a follower reports touches at the leader's next ping, every tickTime/2, and
+// the session timeout is at least two ticks.
+func touchLag(tau time.Duration) time.Duration { return tau / 4 }
+
+// onEvent handles the connection's session events, on the client's event
+// loop: it must not block.
+func (s *session) onEvent(ev zk.Event) {
+	if ev.Type != zk.EventSession {
+		return
+	}
+	if !s.started.Load() {
+		if ev.State == zk.StateDisconnected {
+			s.setHealthy(false)
+		}
+		return
+	}
+	switch ev.State {
+	case zk.StateDisconnected, zk.StateConnecting:
+		s.setHealthy(false)
+	case zk.StateHasSession:
+		if sid, _ := s.l.session(); sid != s.sid {
+			// The client replaced an expired session by a new one.
+			s.expire()
+			return
+		}
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	case zk.StateExpired:
+		s.expire()
+	}
+}
+
+// expire ends the session as expired and closes its connection, which would
+// otherwise go on with a new session of the client's making.
+func (s *session) expire() {
+	s.end(coord.ErrSessionExpired)
+	s.closeLink(true)
+}
+
+// closeLink closes the link once: gracefully (closeSession, so the ensemble
+// deletes the ephemeral znodes at once) or abandoned (as a crash would). It
+// runs in a goroutine owned by the Coordinator, since a graceful close can
+// take a second and may be asked for from the client's event loop.
+func (s *session) closeLink(graceful bool) {
+	s.linkOnce.Do(func() {
+		f := s.l.abandon
+		if graceful {
+			f = s.l.close
+		}
+		run := func() {
+			f()
+			close(s.linkClosed)
+		}
+		if !s.c.goFunc(nil, run) {
+			f = s.l.abandon // the Coordinator is closing: nothing may linger
+			run()
+		}
+	})
+}
+
+// abandon ends the session as closed without telling the ensemble, so its
+// ephemeral znodes live until the session times out, as after a crash.
+func (s *session) abandon() {
+	s.end(coord.ErrSessionClosed)
+	s.linkOnce.Do(func() {
+		s.l.abandon()
+		close(s.linkClosed)
+	})
+	s.c.mu.Lock()
+	delete(s.c.sessions, s)
+	s.c.mu.Unlock()
+}
+
+// Deadline implements coord.Session.
+func (s *session) Deadline() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.deadline
+}
+
+// Changed implements coord.Session.
+func (s *session) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// Done implements coord.Session.
+func (s *session) Done() <-chan struct{} { return s.done }
+
+// Err implements coord.Session.
+func (s *session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Healthy implements coord.Session.
+func (s *session) Healthy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.healthy && s.err == nil
+}
+
+// notifyLocked closes and replaces the Changed channel. s.mu must be held.
+func (s *session) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// end ends the session with err unless it has ended already, and reports
+// whether this call ended it. The deadline is pulled back to now.
+func (s *session) end(err error) bool {
+	s.mu.Lock()
+	first := s.err == nil
+	if first {
+		s.err = err
+		s.healthy = false
+		if now := time.Now(); s.deadline.After(now) {
+			s.deadline = now
+		}
+		close(s.done)
+		s.notifyLocked()
+	}
+	s.mu.Unlock()
+	s.cancel()
+	return first
+}
+
+func (s *session) setHealthy(healthy bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil && s.healthy != healthy {
+		s.healthy = healthy
+		s.notifyLocked()
+	}
+}
+
+// renewed records a keep-alive sent at sent and answered at answered. It
+// counts only if the answer came early enough that the ensemble's leader
+// heard of the touch before the current deadline; then the session is live
+// until sent + tau, less the drift margin.
+func (s *session) renewed(sent, answered time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil || answered.Add(touchLag(s.tau)).After(s.deadline) {
+		return
+	}
+	if d := sent.Add(s.c.liveFor(s.tau)); d.After(s.deadline) {
+		s.deadline = d
+	}
+	s.healthy = true
+	s.notifyLocked()
+}
+
+// keepAlive is the session's keep-alive loop and the only writer of the
+// deadline. Every tau/4 (at once after a reconnect) it sends a sync request,
+// which touches the session like any request. If the deadline passes with no
+// renewal, the session ends as expired, whatever the ensemble may still
+// think: a node that was told its session is gone never gets it back (as
+// Curator's LOST state).
+func (s *session) keepAlive() {
+	interval := s.tau / 4
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	expiry := time.NewTimer(time.Until(s.Deadline()))
+	defer expiry.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-expiry.C:
+			if time.Now().Before(s.Deadline()) {
+				expiry.Reset(time.Until(s.Deadline()))
+				continue
+			}
+			s.expire()
+			return
+		case <-s.kick:
+		case <-timer.C:
+		}
+		next := interval
+		if !s.renew(expiry.C) {
+			next = retryInterval
+		}
+		expiry.Reset(time.Until(s.Deadline()))
+		timer.Reset(next)
+	}
+}
+
+// renew sends one sync and waits for its answer (or for the session to end,
+// or for expired to fire). It reports whether the session was renewed.
+func (s *session) renew(expired <-chan time.Time) bool {
+	sent := time.Now()
+	res := make(chan error, 1)
+	if !s.c.goFunc(nil, func() {
+		_, err := s.l.conn.Sync(s.c.paths.prefix)
+		res <- err
+	}) {
+		return false
+	}
+	// An answer slower than the keep-alive period (a stalled connection)
+	// turns Healthy false while the wait goes on.
+	slow := time.NewTimer(s.tau / 4)
+	defer slow.Stop()
+	for {
+		select {
+		case <-slow.C:
+			s.setHealthy(false)
+			continue
+		case err := <-res:
+			return s.answered(sent, err)
+		case <-s.ctx.Done():
+		case <-expired:
+			if !time.Now().Before(s.Deadline()) {
+				s.expire()
+			}
+		}
+		return false
+	}
+}
+
+// answered handles the answer to a keep-alive sent at sent, and reports
+// whether the session was renewed.
+func (s *session) answered(sent time.Time, err error) bool {
+	if sid, _ := s.l.session(); err == nil && sid == s.sid {
+		s.renewed(sent, time.Now())
+		return time.Now().Before(s.Deadline())
+	}
+	if errors.Is(err, zk.ErrSessionExpired) {
+		s.expire()
+	} else {
+		s.setHealthy(false)
+	}
+	return false
+}
+
+// goFunc runs f as a goroutine owned by the session (and the Coordinator).
+// It reports false, running nothing, once the session has ended.
+func (s *session) goFunc(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return false
+	}
+	return s.c.goFunc(&s.wg, f)
+}
+
+// call runs a blocking ZooKeeper call for op, bounded by ctx and by the
+// session's life, and wraps its error. A ZooKeeper ErrSessionExpired ends
+// the session.
+func (s *session) call(ctx context.Context, op string, f func() error) error {
+	if err := s.Err(); err != nil {
+		return fmt.Errorf("zkcoord: %s: %w", op, err)
+	}
+	ctx, stop := s.bound(ctx)
+	defer stop()
+	err := do(ctx, s.c, f)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, zk.ErrSessionExpired):
+		s.expire()
+		return fmt.Errorf("zkcoord: %s: %w: %w", op, coord.ErrSessionExpired, err)
+	case s.ctx.Err() != nil && errors.Is(err, context.Canceled):
+		return fmt.Errorf("zkcoord: %s: %w", op, s.Err())
+	}
+	return fmt.Errorf("zkcoord: %s: %w", op, err)
+}
+
+// bound returns ctx, also canceled when the session ends.
+func (s *session) bound(ctx context.Context) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(s.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// Register creates the ephemeral znode members/<id> holding addr. A znode
+// left by an earlier session (a crashed incarnation of the same node) is
+// replaced, and so is this session's own if the address changed: an
+// address never changes in place, so watchers see every change as a child
+// event.
+func (s *session) Register(ctx context.Context, m coord.Member) error {
+	if m.ID == "" || containsSlash(m.ID) {
+		return fmt.Errorf("zkcoord: register: bad member id %q (empty or containing /)", m.ID)
+	}
+	op := "register " + m.ID
+	p := s.c.paths.members + "/" + m.ID
+	for {
+		err := s.call(ctx, op, func() error {
+			_, err := s.l.conn.Create(p, []byte(m.Addr), zk.FlagEphemeral, acl)
+			return err
+		})
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, zk.ErrNodeExists) {
+			return err
+		}
+		var data []byte
+		var stat *zk.Stat
+		err = s.call(ctx, op, func() (err error) {
+			data, stat, err = s.l.conn.Get(p)
+			return err
+		})
+		switch {
+		case errors.Is(err, zk.ErrNoNode):
+			continue
+		case err != nil:
+			return err
+		case stat.EphemeralOwner == s.sid && string(data) == m.Addr:
+			return nil
+		}
+		err = s.call(ctx, op, func() error { return s.l.conn.Delete(p, stat.Version) })
+		if err != nil && !errors.Is(err, zk.ErrNoNode) && !errors.Is(err, zk.ErrBadVersion) {
+			return err
+		}
+	}
+}
+
+func containsSlash(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '/' {
+			return true
+		}
+	}
+	return false
+}
+
+// campaignResult is what a campaign goroutine hands to its caller.
+type campaignResult struct {
+	epoch int64
+	err   error
+}
+
+// Campaign enters the election as id and blocks until this session leads,
+// then returns the epoch (the czxid of its election znode). The ZooKeeper
+// calls run in a goroutine owned by the session, which withdraws the
+// candidacy when nobody waits for the result any more. A second Campaign on
+// the same session waits for the first to finish, then returns at once with
+// the same epoch if the first won.
+func (s *session) Campaign(ctx context.Context, id string) (int64, error) {
+	if id == "" {
+		return 0, errors.New("zkcoord: campaign: empty id")
+	}
+	run, cctx, err := s.startCampaign(ctx)
+	if err != nil {
+		return 0, err
+	}
+	result := make(chan campaignResult) // unbuffered: a result is taken by the caller or given back
+	if !s.goFunc(func() { s.runCampaign(cctx, run, id, result) }) {
+		s.finishCampaign(run)
+		return 0, fmt.Errorf("zkcoord: campaign: %w", s.Err())
+	}
+	select {
+	case r := <-result:
+		return r.epoch, r.err
+	case <-ctx.Done():
+		run.cancel()
+		return 0, fmt.Errorf("zkcoord: campaign: %w", ctx.Err())
+	case <-s.done:
+		return 0, fmt.Errorf("zkcoord: campaign: %w", s.Err())
+	}
+}
+
+// startCampaign registers a new campaign run once no other is in flight.
+func (s *session) startCampaign(ctx context.Context) (*campaignRun, context.Context, error) {
+	for {
+		s.mu.Lock()
+		if s.err != nil {
+			err := s.err
+			s.mu.Unlock()
+			return nil, nil, fmt.Errorf("zkcoord: campaign: %w", err)
+		}
+		prev := s.campaign
+		if prev == nil {
+			cctx, cancel := context.WithCancel(s.ctx)
+			run := &campaignRun{cancel: cancel, done: make(chan struct{})}
+			s.campaign = run
+			s.mu.Unlock()
+			return run, cctx, nil
+		}
+		s.mu.Unlock()
+		select {
+		case <-prev.done:
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("zkcoord: campaign: %w", ctx.Err())
+		case <-s.done:
+		}
+	}
+}
+
+// finishCampaign unregisters run and marks it done.
+func (s *session) finishCampaign(run *campaignRun) {
+	s.mu.Lock()
+	if s.campaign == run {
+		s.campaign = nil
+	}
+	s.mu.Unlock()
+	run.cancel()
+	close(run.done)
+}
+
+// runCampaign runs one campaign and hands the result to the caller over
+// result. A candidate znode it leaves behind that was not handed over as a
+// win is deleted.
+func (s *session) runCampaign(ctx context.Context, run *campaignRun, id string, result chan<- campaignResult) {
+	defer s.finishCampaign(run)
+	s.mu.Lock()
+	held := s.leader
+	s.mu.Unlock()
+	var r campaignResult
+	var cand *candidacy
+	if held != nil {
+		r.epoch = held.epoch // a second Campaign of a leading session
+	} else {
+		cand = newCandidacy(s, id)
+		held, r.err = cand.run(ctx)
+		if r.err == nil {
+			r.epoch = held.epoch
+		}
+	}
+	select {
+	case result <- r:
+		if r.err == nil {
+			return
+		}
+	case <-ctx.Done():
+		if r.err == nil {
+			s.mu.Lock()
+			if s.leader == held {
+				s.leader = nil
+			}
+			s.mu.Unlock()
+		}
+	}
+	if cand != nil {
+		cand.withdraw()
+	}
+}
+
+// Resign cancels a campaign in flight (whose goroutine then withdraws the
+// candidacy) and waits for it, then deletes the election znode if this
+// session leads. If the delete fails the session still counts as leading,
+// so Resign can be retried.
+func (s *session) Resign(ctx context.Context) error {
+	s.mu.Lock()
+	run := s.campaign
+	s.mu.Unlock()
+	if run != nil {
+		run.cancel()
+		select {
+		case <-run.done:
+		case <-ctx.Done():
+			return fmt.Errorf("zkcoord: resign: waiting for the campaign to stop: %w", ctx.Err())
+		}
+	}
+	s.mu.Lock()
+	l := s.leader
+	s.mu.Unlock()
+	if l == nil {
+		return nil
+	}
+	err := s.call(ctx, "resign", func() error { return s.l.conn.Delete(l.path, 0) })
+	if err != nil && !errors.Is(err, zk.ErrNoNode) {
+		return err
+	}
+	s.mu.Lock()
+	if s.leader == l {
+		s.leader = nil
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// SetVoters writes the voter record in one multi-op: a version check of this
+// session's election znode (it must still exist: sequential names are never
+// reused, and no older candidate can appear after it won) and a versioned
+// setData of the record. The failing op tells ErrNotLeader from ErrConflict.
+func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters, ids []string) error {
+	if err := s.Err(); err != nil {
+		return fmt.Errorf("zkcoord: set voters: %w: %w", coord.ErrNotLeader, err)
+	}
+	s.mu.Lock()
+	l := s.leader
+	s.mu.Unlock()
+	if epoch <= 0 || l == nil || l.epoch != epoch {
+		return fmt.Errorf("zkcoord: set voters: session does not lead with epoch %d: %w", epoch, coord.ErrNotLeader)
+	}
+	if prev.Version <= 0 || prev.Version > 1<<31 {
+		return fmt.Errorf("zkcoord: set voters: version %d was never read from a record: %w", prev.Version, coord.ErrConflict)
+	}
+	val, err := encodeVoters(ids)
+	if err != nil {
+		return err
+	}
+	var resp []zk.MultiResponse
+	err = s.call(ctx, "set voters", func() (err error) {
+		resp, err = s.l.conn.Multi(
+			&zk.CheckVersionRequest{Path: l.path, Version: 0},
+			&zk.SetDataRequest{Path: s.c.paths.voters, Data: val, Version: int32(prev.Version - 1)},
+		)
+		return err
+	})
+	if err == nil {
+		return nil
+	}
+	if len(resp) == 2 {
+		if resp[0].Error != nil {
+			return fmt.Errorf("zkcoord: set voters: election znode %s is gone: %w", l.path, coord.ErrNotLeader)
+		}
+		if resp[1].Error != nil {
+			return fmt.Errorf("zkcoord: set voters: version %d is stale (%w): %w", prev.Version, resp[1].Error, coord.ErrConflict)
+		}
+	}
+	return err
+}
+
+// Watch implements coord.Session. The watch also stops when the session ends.
+func (s *session) Watch(ctx context.Context) <-chan coord.View {
+	out := make(chan coord.View, 1)
+	wctx, stop := s.bound(ctx)
+	if !s.goFunc(func() {
+		defer close(out)
+		defer stop()
+		s.watchView(wctx, out)
+	}) {
+		stop()
+		close(out)
+	}
+	return out
+}
+
+// Close ends the session: it stops the keep-alive loop, campaigns and
+// watches, deletes the election znode if leading, and closes the connection
+// with a closeSession request, which deletes every ephemeral znode at once;
+// all bounded by ctx. A session that had already ended deletes nothing.
+// Close is idempotent; later calls return nil.
+func (s *session) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closing = true
+	s.mu.Unlock()
+
+	var errs []error
+	// closeSession removes the election znode with every other ephemeral.
+	// After an expiry the link is closed already.
+	s.end(coord.ErrSessionClosed)
+	s.closeLink(true)
+	s.mu.Lock()
+	s.leader = nil
+	s.mu.Unlock()
+	s.c.mu.Lock()
+	delete(s.c.sessions, s)
+	s.c.mu.Unlock()
+	waited := make(chan struct{})
+	waitAll := func() {
+		s.wg.Wait()
+		<-s.linkClosed
+		close(waited)
+	}
+	if !s.c.goFunc(nil, waitAll) {
+		waitAll() // the Coordinator is closed: nothing can block for long
+	}
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("zkcoord: close session: waiting for goroutines: %w", ctx.Err()))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,325 @@
+package zkcoord
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/kvstore/kvstore/coord"
+)
+
+// Config configures a Coordinator. Zero fields take the defaults of
+// DefaultConfig; Servers is required.
+type Config struct {
+	// Servers are the ensemble's client addresses, host:port.
+	Servers []string
+	// Prefix is the cluster's znode path, chroot included: every znode lives
+	// under it. It starts with "/" and does not end with one. Default
+	// "/kvstore/default".
+	Prefix string
+	// DialTimeout bounds New's wait for a first session. Default 5 s.
+	DialTimeout time.Duration
+	// DriftMargin is the fraction of the negotiated session timeout
+	// subtracted from every session deadline, to cover clock-rate
+	// differences between this machine and the ensemble. In [0, 0.5); 0
+	// means the default, 0.1.
+	DriftMargin float64
+}
+
+// DefaultConfig returns the defaults: prefix "/kvstore/default", dial timeout
+// 5 s, drift margin 0.1. Servers must still be set.
+func DefaultConfig() Config {
+	return Config{Prefix: "/kvstore/default", DialTimeout: 5 * time.Second, DriftMargin: 0.1}
+}
+
+func (cfg Config) withDefaults() Config {
+	d := DefaultConfig()
+	if cfg.Prefix == "" {
+		cfg.Prefix = d.Prefix
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = d.DialTimeout
+	}
+	if cfg.DriftMargin == 0 {
+		cfg.DriftMargin = d.DriftMargin
+	}
+	return cfg
+}
+
+// Validate reports the first invalid field, by name. Zero fields are valid
+// (they take defaults), except Servers.
+func (cfg Config) Validate() error {
+	switch {
+	case len(cfg.Servers) == 0:
+		return errors.New("zkcoord: Config.Servers is empty")
+	case cfg.Prefix != "" && validPath(cfg.Prefix) != nil:
+		return fmt.Errorf("zkcoord: Config.Prefix: %w", validPath(cfg.Prefix))
+	case cfg.DialTimeout < 0:
+		return fmt.Errorf("zkcoord: Config.DialTimeout must not be negative, got %v", cfg.DialTimeout)
+	case cfg.DriftMargin < 0 || cfg.DriftMargin >= 0.5 || math.IsNaN(cfg.DriftMargin):
+		return fmt.Errorf("zkcoord: Config.DriftMargin must be in [0, 0.5), got %v", cfg.DriftMargin)
+	}
+	for _, s := range cfg.Servers {
+		if s == "" || strings.ContainsAny(s, "/, ") {
+			return fmt.Errorf("zkcoord: Config.Servers: bad address %q (want host:port)", s)
+		}
+	}
+	return nil
+}
+
+// validPath checks an absolute znode path of at least one component.
+func validPath(p string) error {
+	if !strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") || strings.Contains(p, "//") {
+		return fmt.Errorf("%q must start with \"/\", not end with one, and have no empty component", p)
+	}
+	return nil
+}
+
+// ParseConnectString splits a ZooKeeper connect string,
+// "host:port[,host:port...][/chroot]", into its servers and its chroot path
+// ("" when there is none).
+func ParseConnectString(s string) (servers []string, chroot string, err error) {
+	hosts := s
+	if i := strings.Index(s, "/"); i >= 0 {
+		hosts, chroot = s[:i], s[i:]
+		if chroot == "/" {
+			chroot = ""
+		} else if err := validPath(chroot); err != nil {
+			return nil, "", fmt.Errorf("zkcoord: connect string %q: chroot %w", s, err)
+		}
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			continue
+		}
+		if !strings.Contains(h, ":") {
+			h += ":2181"
+		}
+		servers = append(servers, h)
+	}
+	if len(servers) == 0 {
+		return nil, "", fmt.Errorf("zkcoord: connect string %q names no server", s)
+	}
+	return servers, chroot, nil
+}
+
+// paths are the znodes of one cluster, all under its prefix.
+type paths struct {
+	prefix    string
+	members   string // members/<id>
+	election  string // election/n_<seq>
+	candidate string // what a candidate's sequential znode is created as
+	voters    string
+}
+
+func newPaths(prefix string) paths {
+	return paths{
+		prefix:    prefix,
+		members:   prefix + "/members",
+		election:  prefix + "/election",
+		candidate: prefix + "/election/n_",
+		voters:    prefix + "/voters",
+	}
+}
+
+// acl is every znode's ACL: open, like the rest of a loopback test setup.
+// (Authentication to the ensemble is issue territory of its own.)
+var acl = zk.WorldACL(zk.PermAll)
+
+// Coordinator is a coord.Coordinator backed by a ZooKeeper ensemble. It is
+// safe for concurrent use. Each Session has a ZooKeeper connection (and so a
+// ZooKeeper session) of its own; the Coordinator keeps one more for the voter
+// record.
+type Coordinator struct {
+	cfg   Config
+	paths paths
+	admin *link // Voters and CreateVoters
+
+	// wg counts every goroutine started by the Coordinator or its sessions.
+	wg sync.WaitGroup
+
+	mu       sync.Mutex // guards the fields below, and orders wg.Add before wg.Wait
+	closed   bool
+	sessions map[*session]struct{}
+
+	closeOnce sync.Once
+}
+
+var _ coord.Coordinator = (*Coordinator)(nil)
+
+// New connects to the ensemble, waits (bounded by ctx and DialTimeout) for a
+// ZooKeeper session, and creates the cluster's parent znodes if they are
+// missing.
+func New(ctx context.Context, cfg Config) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	c := &Coordinator{cfg: cfg, paths: newPaths(cfg.Prefix), sessions: map[*session]struct{}{}}
+	cctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	admin, err := dial(cctx, cfg.Servers, 10*time.Second, nil)
+	if err != nil {
+		return nil, fmt.Errorf("zkcoord: reach ZooKeeper at %v: %w", cfg.Servers, err)
+	}
+	c.admin = admin
+	for _, p := range []string{c.paths.members, c.paths.election} {
+		if err := c.ensure(cctx, p); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// ensure creates p and its missing ancestors as persistent znodes.
+func (c *Coordinator) ensure(ctx context.Context, p string) error {
+	for i := 1; i <= len(p); i++ {
+		if i < len(p) && p[i] != '/' {
+			continue
+		}
+		part := p[:i]
+		err := do(ctx, c, func() error {
+			_, err := c.admin.conn.Create(part, nil, 0, acl)
+			return err
+		})
+		if err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			return fmt.Errorf("zkcoord: create %s: %w", part, err)
+		}
+	}
+	return nil
+}
+
+// Close abandons every session that was not closed (its TCP connections are
+// dropped without a closeSession request, so ZooKeeper keeps its ephemeral
+// znodes until the session timeout, as after a crash; its Done closes with
+// coord.ErrSessionClosed), closes the Coordinator's own connection and waits
+// for every goroutine. Close is idempotent.
+func (c *Coordinator) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		sessions := make([]*session, 0, len(c.sessions))
+		for s := range c.sessions {
+			sessions = append(sessions, s)
+		}
+		c.mu.Unlock()
+		for _, s := range sessions {
+			s.abandon()
+		}
+		if c.admin != nil {
+			c.admin.close()
+		}
+		c.wg.Wait()
+	})
+	return nil
+}
+
+// goFunc runs f in a goroutine counted by c.wg and, if non-nil, by owner. It
+// reports false, and runs nothing, once the Coordinator is closed.
+func (c *Coordinator) goFunc(owner *sync.WaitGroup, f func()) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.wg.Add(1)
+	if owner != nil {
+		owner.Add(1)
+	}
+	go func() {
+		defer c.wg.Done()
+		if owner != nil {
+			defer owner.Done()
+		}
+		f()
+	}()
+	return true
+}
+
+// errClosed is returned by calls made after Close.
+var errClosed = errors.New("zkcoord: coordinator closed")
+
+// do runs f, a blocking ZooKeeper call, in a goroutine owned by c and waits
+// for it or for ctx. The client's calls take no context; each ends by itself
+// once its connection answers, breaks or closes, so f never runs for long
+// after ctx ends.
+func do(ctx context.Context, c *Coordinator, f func() error) error {
+	res := make(chan error, 1)
+	if !c.goFunc(nil, func() { res <- f() }) {
+		return errClosed
+	}
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// votersRecord is the JSON form of the voters znode.
+type votersRecord struct {
+	IDs []string `json:"ids"`
+}
+
+func encodeVoters(ids []string) ([]byte, error) {
+	if ids == nil {
+		ids = []string{}
+	}
+	b, err := json.Marshal(votersRecord{IDs: ids})
+	if err != nil {
+		return nil, fmt.Errorf("zkcoord: encode voters: %w", err)
+	}
+	return b, nil
+}
+
+// Voters reads the voter record. Version is the znode's data version plus
+// one, so that 0 still means "never written". A record never written is
+// Voters{} with no error.
+func (c *Coordinator) Voters(ctx context.Context) (coord.Voters, error) {
+	var data []byte
+	var stat *zk.Stat
+	err := do(ctx, c, func() (err error) {
+		data, stat, err = c.admin.conn.Get(c.paths.voters)
+		return err
+	})
+	if errors.Is(err, zk.ErrNoNode) {
+		return coord.Voters{}, nil
+	}
+	if err != nil {
+		return coord.Voters{}, fmt.Errorf("zkcoord: read voters: %w", err)
+	}
+	var rec votersRecord
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return coord.Voters{}, fmt.Errorf("zkcoord: decode voters %q: %w", data, err)
+	}
+	return coord.Voters{IDs: rec.IDs, Version: int64(stat.Version) + 1}, nil
+}
+
+// CreateVoters writes the first voter record, or fails with coord.ErrConflict
+// if one exists.
+func (c *Coordinator) CreateVoters(ctx context.Context, ids []string) error {
+	val, err := encodeVoters(ids)
+	if err != nil {
+		return err
+	}
+	err = do(ctx, c, func() error {
+		_, err := c.admin.conn.Create(c.paths.voters, val, 0, acl)
+		return err
+	})
+	if errors.Is(err, zk.ErrNodeExists) {
+		return fmt.Errorf("zkcoord: create voters: record exists: %w", coord.ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("zkcoord: create voters: %w", err)
+	}
+	return nil
+}
