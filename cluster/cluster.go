@@ -5,9 +5,11 @@
 // (memory lost) and restarted with the same id. The shell, the tests and the
 // benchmarks all use it, so each fault has one implementation.
 //
-// Lifecycle: New starts the coordinator (an embedded etcd unless Options
-// names external endpoints) and the first nodes; Close stops every node, then
-// the proxies, then the coordinator, and removes temporary data.
+// The coordinator is etcd or ZooKeeper (Options.Backend). Lifecycle: New
+// starts the coordinator (an embedded etcd, or a ZooKeeper server from
+// Debian's package, unless Options names external servers) and the first
+// nodes; Close stops every node, then the proxies, then the coordinator, and
+// removes temporary data.
 package cluster
 
 import (
@@ -20,22 +22,45 @@ import (
 
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/coord/etcdcoord"
+	"github.com/kvstore/kvstore/coord/zkcoord"
 	"github.com/kvstore/kvstore/etcdembed"
 	"github.com/kvstore/kvstore/faultproxy"
 	"github.com/kvstore/kvstore/node"
+	"github.com/kvstore/kvstore/zkserver"
 )
 
 // ErrNoSuchNode is returned for a node number that was never created.
 var ErrNoSuchNode = errors.New("cluster: no such node")
 
+// Backend names a coordinator kind.
+type Backend string
+
+// The coordinator backends.
+const (
+	Etcd      Backend = "etcd"
+	ZooKeeper Backend = "zookeeper"
+)
+
+// Backends lists every coordinator backend, for tests that run over all.
+var Backends = []Backend{Etcd, ZooKeeper}
+
 // Options configure a Cluster.
 type Options struct {
 	// Nodes is how many nodes New starts (default 1).
 	Nodes int
-	// Etcd lists external etcd endpoints; empty starts an embedded etcd
-	// with data in a temporary directory.
+	// Backend is the coordinator: Etcd (the default) or ZooKeeper. It is
+	// ZooKeeper when ZooKeeper servers are given.
+	Backend Backend
+	// Etcd lists external etcd endpoints; empty (with Backend Etcd) starts
+	// an embedded etcd with data in a temporary directory.
 	Etcd []string
-	// Prefix is the coordinator key prefix (default "/kvstore/<Cluster>/").
+	// ZooKeeper lists the client addresses (host:port) of an external
+	// ZooKeeper ensemble; empty with Backend ZooKeeper starts a standalone
+	// ZooKeeper server from Debian's package, data in a temporary directory.
+	ZooKeeper []string
+	// Prefix is where the cluster lives in the coordinator: a key prefix for
+	// etcd (default "/kvstore/<Cluster>/"), a znode path for ZooKeeper
+	// (default "/kvstore/<Cluster>"; a chroot goes in front of it).
 	Prefix string
 	// Node adjusts each node's configuration (timeouts, faults) before it
 	// starts; ID, Coordinator and Logger are set by the cluster.
@@ -49,7 +74,8 @@ type Options struct {
 type Cluster struct {
 	opts     Options
 	etcd     *etcdembed.Server
-	endpoint []string
+	zk       *zkserver.Ensemble
+	endpoint []string // the coordinator's client addresses
 
 	links *links // node-to-node proxies
 
@@ -59,12 +85,14 @@ type Cluster struct {
 
 // slot is one node number: its fault switches survive kill and restart.
 type slot struct {
-	num   int
-	id    string
-	proxy *faultproxy.Proxy // between the node and the coordinator
+	num int
+	id  string
+	// proxies stand between the node and the coordinator, one per
+	// coordinator address; a coordinator fault acts on all of them.
+	proxies []*faultproxy.Proxy
 
 	mu      sync.Mutex // guards the fields below
-	coord   *etcdcoord.Coordinator
+	coord   coord.Coordinator
 	node    *node.Node // nil while killed
 	rmiDown bool
 	zkDown  bool
@@ -79,19 +107,29 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Cluster{opts: opts, endpoint: opts.Etcd}
+	if opts.Backend == "" && len(opts.ZooKeeper) > 0 {
+		opts.Backend = ZooKeeper
+	}
+	if opts.Backend == "" {
+		opts.Backend = Etcd
+	}
+	switch {
+	case opts.Backend != Etcd && opts.Backend != ZooKeeper:
+		return nil, fmt.Errorf("cluster: unknown coordinator backend %q (want %q or %q)", opts.Backend, Etcd, ZooKeeper)
+	case len(opts.Etcd) > 0 && len(opts.ZooKeeper) > 0:
+		return nil, errors.New("cluster: both etcd endpoints and ZooKeeper servers given; choose one coordinator")
+	case opts.Backend == ZooKeeper && len(opts.Etcd) > 0:
+		return nil, errors.New("cluster: etcd endpoints given for the ZooKeeper backend")
+	}
+	c := &Cluster{opts: opts}
 	c.links = newLinks(c)
 	defer func() {
 		if err != nil {
 			_ = c.Close()
 		}
 	}()
-	if len(c.endpoint) == 0 {
-		cfg := etcdembed.DefaultConfig()
-		if c.etcd, err = etcdembed.Start(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("cluster: start etcd: %w", err)
-		}
-		c.endpoint = []string{c.etcd.Endpoint()}
+	if err := c.startCoordinator(ctx); err != nil {
+		return nil, err
 	}
 	for i := 0; i < opts.Nodes; i++ {
 		if _, err := c.NewNode(ctx); err != nil {
@@ -100,6 +138,34 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	return c, nil
 }
+
+// startCoordinator uses the external coordinator named in the options, or
+// starts one.
+func (c *Cluster) startCoordinator(ctx context.Context) error {
+	var err error
+	switch c.opts.Backend {
+	case ZooKeeper:
+		c.endpoint = c.opts.ZooKeeper
+		if len(c.endpoint) == 0 {
+			if c.zk, err = zkserver.Start(ctx, zkserver.DefaultConfig()); err != nil {
+				return fmt.Errorf("cluster: start ZooKeeper: %w", err)
+			}
+			c.endpoint = c.zk.Servers()
+		}
+	default:
+		c.endpoint = c.opts.Etcd
+		if len(c.endpoint) == 0 {
+			if c.etcd, err = etcdembed.Start(ctx, etcdembed.DefaultConfig()); err != nil {
+				return fmt.Errorf("cluster: start etcd: %w", err)
+			}
+			c.endpoint = []string{c.etcd.Endpoint()}
+		}
+	}
+	return nil
+}
+
+// Backend is the coordinator kind.
+func (c *Cluster) Backend() Backend { return c.opts.Backend }
 
 // Endpoints are the coordinator's client endpoints (host:port).
 func (c *Cluster) Endpoints() []string { return c.endpoint }
@@ -116,10 +182,25 @@ func (c *Cluster) nodeConfig(s *slot) node.Config {
 }
 
 func (c *Cluster) prefix(cfg node.Config) string {
-	if c.opts.Prefix != "" {
+	switch {
+	case c.opts.Prefix != "":
 		return c.opts.Prefix
+	case c.opts.Backend == ZooKeeper:
+		return "/kvstore/" + cfg.Cluster
 	}
 	return "/kvstore/" + cfg.Cluster + "/"
+}
+
+// dialCoordinator connects to the coordinator through the slot's proxies.
+func (c *Cluster) dialCoordinator(ctx context.Context, s *slot, prefix string) (coord.Coordinator, error) {
+	addrs := make([]string, len(s.proxies))
+	for i, p := range s.proxies {
+		addrs[i] = p.Addr()
+	}
+	if c.opts.Backend == ZooKeeper {
+		return zkcoord.New(ctx, zkcoord.Config{Servers: addrs, Prefix: prefix})
+	}
+	return etcdcoord.New(ctx, etcdcoord.Config{Endpoints: addrs, Prefix: prefix})
 }
 
 // NewNode creates and starts one more node and waits until it serves and
@@ -130,11 +211,13 @@ func (c *Cluster) NewNode(ctx context.Context) (int, error) {
 	s := &slot{num: num, id: fmt.Sprintf("n%d", num)}
 	c.slots = append(c.slots, s)
 	c.mu.Unlock()
-	p, err := faultproxy.New(c.endpoint[0])
-	if err != nil {
-		return num, fmt.Errorf("cluster: node %d: proxy: %w", num, err)
+	for _, ep := range c.endpoint {
+		p, err := faultproxy.New(ep)
+		if err != nil {
+			return num, fmt.Errorf("cluster: node %d: proxy: %w", num, err)
+		}
+		s.proxies = append(s.proxies, p)
 	}
-	s.proxy = p
 	if err := c.start(ctx, s); err != nil {
 		return num, err
 	}
@@ -147,7 +230,7 @@ func (c *Cluster) NewNode(ctx context.Context) (int, error) {
 // start creates the slot's coordinator connection and node and starts it.
 func (c *Cluster) start(ctx context.Context, s *slot) error {
 	cfg := c.nodeConfig(s)
-	co, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: []string{s.proxy.Addr()}, Prefix: c.prefix(cfg)})
+	co, err := c.dialCoordinator(ctx, s, c.prefix(cfg))
 	if err != nil {
 		return fmt.Errorf("cluster: node %d: coordinator: %w", s.num, err)
 	}
@@ -346,7 +429,9 @@ func (c *Cluster) ZkStall(n int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.zkDown = true
-	s.proxy.SetBlackhole(true)
+	for _, p := range s.proxies {
+		p.SetBlackhole(true)
+	}
 	return nil
 }
 
@@ -358,10 +443,12 @@ func (c *Cluster) setZk(n int, down bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.zkDown = down
-	if !down {
-		s.proxy.SetBlackhole(false)
+	for _, p := range s.proxies {
+		if !down {
+			p.SetBlackhole(false)
+		}
+		p.SetDown(down)
 	}
-	s.proxy.SetDown(down)
 	return nil
 }
 
@@ -475,20 +562,22 @@ func (c *Cluster) Close() error {
 			if co != nil {
 				_ = co.Close()
 			}
-			if s.proxy != nil {
-				_ = s.proxy.Close()
+			for _, p := range s.proxies {
+				_ = p.Close()
 			}
 		}()
 	}
 	wg.Wait()
 	c.links.close()
+	var errs []error
 	if c.etcd != nil {
-		return c.etcd.Close()
+		errs = append(errs, c.etcd.Close())
 	}
-	return nil
+	if c.zk != nil {
+		errs = append(errs, c.zk.Close())
+	}
+	return errors.Join(errs...)
 }
-
-var _ coord.Coordinator = (*etcdcoord.Coordinator)(nil)
 
 // WaitHealthy waits until every node runs, serves, is not recovering, a
 // leader serves, and every node has applied what the leader has.

@@ -30,6 +30,7 @@ const defaultSchedules = 10
 
 // run is one schedule's setup and outcome.
 type run struct {
+	backend  cluster.Backend
 	seed     uint64
 	nodes    int
 	faults   node.Faults
@@ -74,7 +75,13 @@ func play(t *testing.T, r *run) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := cluster.New(ctx, cluster.Options{Nodes: r.nodes, Node: nodeConfig(r.faults), Logger: logger()})
+	opts := cluster.Options{Nodes: r.nodes, Backend: r.backend, Node: nodeConfig(r.faults), Logger: logger()}
+	if r.backend == cluster.ZooKeeper {
+		// The package's ZooKeeper server; each run in its own namespace.
+		opts.ZooKeeper = testZK.Servers(t)
+		opts.Prefix = fmt.Sprintf("/kvstore-robustness/%d-%d", r.seed, time.Now().UnixNano())
+	}
+	c, err := cluster.New(ctx, opts)
 	if err != nil {
 		t.Fatalf("seed %d: start cluster: %v", r.seed, err)
 	}
@@ -167,8 +174,8 @@ func play(t *testing.T, r *run) {
 	}
 	hpath := filepath.Join(dir, "history.json")
 	_ = linearizability.SaveHistory(hpath, h)
-	r.violation = fmt.Sprintf("seed %d (replay: KVSTORE_SEED=%d KVSTORE_SCHEDULES=1)\nschedule: %s\nhistory: %s\n%s\nevents:\n  %s",
-		r.seed, r.seed, r.schedule, hpath, strings.Join(problems, "\n"), strings.Join(events, "\n  "))
+	r.violation = fmt.Sprintf("backend %s, seed %d (replay: KVSTORE_SEED=%d KVSTORE_SCHEDULES=1 go test -run '/%s$' ./robustness)\nschedule: %s\nhistory: %s\n%s\nevents:\n  %s",
+		r.backend, r.seed, r.seed, r.backend, r.schedule, hpath, strings.Join(problems, "\n"), strings.Join(events, "\n  "))
 }
 
 func baseSeed(t *testing.T) uint64 {
@@ -194,8 +201,12 @@ func summary(t *testing.T, line string) {
 }
 
 // TestLinearizableUnderFaults is the randomized suite: every schedule's
-// history must be linearizable and durable.
+// history must be linearizable and durable, on every backend.
 func TestLinearizableUnderFaults(t *testing.T) {
+	eachBackend(t, testLinearizableUnderFaults)
+}
+
+func testLinearizableUnderFaults(t *testing.T, b cluster.Backend) {
 	base := baseSeed(t)
 	t.Logf("base seed %d", base)
 	schedules := defaultSchedules
@@ -212,7 +223,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	}
 	var histories, ops, faults, violations int
 	for i := 0; i < schedules || time.Now().Before(soakUntil); i++ {
-		r := &run{seed: base + uint64(i), nodes: 3, steps: 2, minHold: 500 * time.Millisecond, maxHold: 3 * time.Second, workload: time.Second}
+		r := &run{backend: b, seed: base + uint64(i), nodes: 3, steps: 2, minHold: 500 * time.Millisecond, maxHold: 3 * time.Second, workload: time.Second}
 		if i%5 == 4 {
 			r.nodes = 5
 		}
@@ -225,7 +236,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 			t.Errorf("violation:\n%s", r.violation)
 		}
 	}
-	summary(t, fmt.Sprintf("linearizability: %d histories, %d ops, %d faults, %d violations", histories, ops, faults, violations))
+	summary(t, fmt.Sprintf("linearizability: %d histories, %d ops, %d faults, %d violations (%s)", histories, ops, faults, violations, b))
 	if histories >= 10 && ops < 5000 {
 		t.Errorf("only %d operations in %d histories: the workload is too thin to prove much", ops, histories)
 	}
@@ -235,6 +246,10 @@ func TestLinearizableUnderFaults(t *testing.T) {
 // at a time, and requires the suite to report a violation for each: a green
 // run of TestLinearizableUnderFaults means something only if this passes.
 func TestCheckerCatchesBrokenProtocol(t *testing.T) {
+	eachBackend(t, testCheckerCatchesBrokenProtocol)
+}
+
+func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend) {
 	base := baseSeed(t)
 	// Each case catches its bug in most schedules (measured: 70% to 100%);
 	// a miss in 5 in a row means the suite lost its teeth.
@@ -269,11 +284,11 @@ func TestCheckerCatchesBrokenProtocol(t *testing.T) {
 				if tc.kinds[0] == nemesis.HandOver {
 					nodes = 5
 				}
-				r := &run{seed: base + uint64(100*ci+attempt), nodes: nodes, faults: tc.faults, kinds: tc.kinds,
+				r := &run{backend: b, seed: base + uint64(100*ci+attempt), nodes: nodes, faults: tc.faults, kinds: tc.kinds,
 					steps: tc.steps, minHold: tc.hold, maxHold: tc.hold + time.Millisecond, workload: time.Second}
 				play(t, r)
 				if r.violation != "" {
-					summary(t, fmt.Sprintf("linearizability: fault %s caught with seed %d after %d ops", tc.name, r.seed, r.ops))
+					summary(t, fmt.Sprintf("linearizability: fault %s caught with seed %d after %d ops (%s)", tc.name, r.seed, r.ops, b))
 					t.Logf("%s", r.violation)
 					return
 				}

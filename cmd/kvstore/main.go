@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore/cluster"
+	"github.com/kvstore/kvstore/coord/zkcoord"
 	"github.com/kvstore/kvstore/node"
 	"github.com/kvstore/kvstore/shell"
 	"github.com/spf13/cobra"
@@ -29,6 +30,8 @@ func main() {
 type shellFlags struct {
 	nodes     int
 	etcd      []string
+	zookeeper string
+	backend   string
 	cluster   string
 	ttl       time.Duration
 	lease     time.Duration
@@ -47,7 +50,12 @@ coordinator and node 0 in this process. Type 'help' in the shell for its
 commands. When standard input is not a terminal, commands are read from it
 and no prompt is printed, e.g.:
 
-    printf 'put 0 a 1\nget 0 a\n' | kvstore`,
+    printf 'put 0 a 1\nget 0 a\n' | kvstore
+
+With --zookeeper host:port[,host:port...][/chroot] the nodes use that
+ZooKeeper ensemble instead of etcd (--etcd names an external etcd); with
+--backend zookeeper alone the shell starts a local ZooKeeper server from
+Debian's zookeeper package.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -58,7 +66,9 @@ and no prompt is printed, e.g.:
 	fl := cmd.Flags()
 	fl.IntVar(&f.nodes, "nodes", 1, "nodes to start before the prompt")
 	fl.StringSliceVar(&f.etcd, "etcd", nil, "external etcd endpoints (host:port,...); default: an embedded etcd")
-	fl.StringVar(&f.cluster, "cluster", "default", "cluster name (coordinator key prefix /kvstore/<name>/)")
+	fl.StringVar(&f.zookeeper, "zookeeper", "", "an external ZooKeeper ensemble, host:port[,host:port...][/chroot], instead of etcd")
+	fl.StringVar(&f.backend, "backend", "", `coordinator: "etcd" or "zookeeper"; "zookeeper" without --zookeeper starts a local ZooKeeper server (Debian package zookeeper)`)
+	fl.StringVar(&f.cluster, "cluster", "default", "cluster name (the cluster lives under /kvstore/<name> in the coordinator)")
 	fl.DurationVar(&f.ttl, "session-ttl", 2*time.Second, "coordinator session TTL")
 	fl.DurationVar(&f.lease, "lease", 2*time.Second, "read lease of a cached copy")
 	fl.DurationVar(&f.opTimeout, "op-timeout", 15*time.Second, "how long an operation may wait (e.g. for an election)")
@@ -81,10 +91,17 @@ func runShell(ctx context.Context, f shellFlags) error {
 		}
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	}
+	coordOpts, err := coordinatorOptions(f)
+	if err != nil {
+		return err
+	}
 	opts := cluster.Options{
-		Nodes:  f.nodes,
-		Etcd:   f.etcd,
-		Logger: logger,
+		Nodes:     f.nodes,
+		Backend:   coordOpts.Backend,
+		Etcd:      coordOpts.Etcd,
+		ZooKeeper: coordOpts.ZooKeeper,
+		Prefix:    coordOpts.Prefix,
+		Logger:    logger,
 		Node: func(c *node.Config) {
 			c.Cluster = f.cluster
 			c.SessionTTL = f.ttl
@@ -111,6 +128,38 @@ func runShell(ctx context.Context, f shellFlags) error {
 		CommandTimeout: f.opTimeout + 5*time.Second,
 		HistoryFile:    f.history,
 	})
+}
+
+// coordinatorOptions turns the coordinator flags into cluster options:
+// backend, servers and, for ZooKeeper, the prefix under the chroot.
+func coordinatorOptions(f shellFlags) (cluster.Options, error) {
+	var o cluster.Options
+	switch f.backend {
+	case "", string(cluster.Etcd), string(cluster.ZooKeeper):
+		o.Backend = cluster.Backend(f.backend)
+	default:
+		return o, fmt.Errorf("--backend %q: want %q or %q", f.backend, cluster.Etcd, cluster.ZooKeeper)
+	}
+	if f.zookeeper == "" {
+		o.Etcd = f.etcd
+		if o.Backend == cluster.ZooKeeper && len(f.etcd) > 0 {
+			return o, errors.New("--etcd given with --backend zookeeper")
+		}
+		return o, nil
+	}
+	if len(f.etcd) > 0 {
+		return o, errors.New("--etcd and --zookeeper both given: choose one coordinator")
+	}
+	if o.Backend == cluster.Etcd {
+		return o, errors.New("--zookeeper given with --backend etcd")
+	}
+	servers, chroot, err := zkcoord.ParseConnectString(f.zookeeper)
+	if err != nil {
+		return o, fmt.Errorf("--zookeeper: %w", err)
+	}
+	o.Backend, o.ZooKeeper = cluster.ZooKeeper, servers
+	o.Prefix = chroot + "/kvstore/" + f.cluster
+	return o, nil
 }
 
 // backend adapts a cluster to the shell.

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kvstore/kvstore/zkserver"
 )
 
 // buildBinary builds the kvstore command once per test.
@@ -21,9 +24,9 @@ func buildBinary(t *testing.T) string {
 }
 
 // runScript pipes script into the binary, as `printf ... | kvstore` does.
-func runScript(t *testing.T, bin, script string) (stdout, stderr string) {
+func runScript(t *testing.T, bin, script string, args ...string) (stdout, stderr string) {
 	t.Helper()
-	cmd := exec.Command(bin)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdin = strings.NewReader(script)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
@@ -52,8 +55,47 @@ func TestReadmePipeline(t *testing.T) {
 	}
 }
 
+// TestShellSurvivesFaults runs the same script on every coordinator: the
+// embedded etcd, an external ZooKeeper server named by --zookeeper (with a
+// chroot), and a ZooKeeper server the shell starts itself.
 func TestShellSurvivesFaults(t *testing.T) {
 	bin := buildBinary(t)
+	for _, tc := range []struct {
+		name string
+		args func(t *testing.T) []string
+	}{
+		{"etcd", func(*testing.T) []string { return nil }},
+		{"zookeeper-external", func(t *testing.T) []string {
+			return []string{"--zookeeper", strings.Join(startZooKeeper(t), ",") + "/shelltest"}
+		}},
+		{"zookeeper-local", func(t *testing.T) []string {
+			zkserver.SkipIfUnavailable(t)
+			return []string{"--backend", "zookeeper"}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { shellSurvivesFaults(t, bin, tc.args(t)) })
+	}
+}
+
+// startZooKeeper starts a standalone ZooKeeper server for one test.
+func startZooKeeper(t *testing.T) []string {
+	t.Helper()
+	zkserver.SkipIfUnavailable(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := zkserver.StartEnsemble(ctx, zkserver.DefaultConfig(), 1)
+	if err != nil {
+		t.Fatalf("start ZooKeeper: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("close ZooKeeper: %v", err)
+		}
+	})
+	return srv.Servers()
+}
+
+func shellSurvivesFaults(t *testing.T, bin string, args []string) {
 	// Three nodes; cut the leader (node 0) from the coordinator; the others
 	// elect a new leader and keep the data. (Rejoining after zk-up is checked
 	// with a deadline in package cluster.)
@@ -71,12 +113,35 @@ func TestShellSurvivesFaults(t *testing.T) {
 		"get 1 k",
 		"bogus",
 	}, "\n") + "\n"
-	out, errOut := runScript(t, bin, script)
+	out, errOut := runScript(t, bin, script, args...)
 	want := "1\n2\nOK\nbefore\nOK\nOK\nafter\nOK\nOK\nafter\nOK\nafter\n"
 	if out != want {
 		t.Fatalf("stdout:\n%s\nwant:\n%s\nstderr:\n%s", out, want, errOut)
 	}
 	if errOut != "error: unknown command \"bogus\" (try help)\n" {
 		t.Fatalf("stderr %q", errOut)
+	}
+}
+
+// TestCoordinatorFlagErrors checks that contradictory or malformed
+// coordinator flags fail at once with a message naming the flag.
+func TestCoordinatorFlagErrors(t *testing.T) {
+	bin := buildBinary(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--etcd", "127.0.0.1:1", "--zookeeper", "127.0.0.1:2"}, "choose one coordinator"},
+		{[]string{"--zookeeper", "127.0.0.1:2/bad/"}, "--zookeeper"},
+		{[]string{"--zookeeper", "/only-chroot"}, "--zookeeper"},
+		{[]string{"--backend", "consul"}, "--backend"},
+		{[]string{"--backend", "etcd", "--zookeeper", "127.0.0.1:2"}, "--backend etcd"},
+	} {
+		cmd := exec.Command(bin, tc.args...)
+		cmd.Stdin = strings.NewReader("")
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("kvstore %v: %v, output %q; want a failure mentioning %q", tc.args, err, out, tc.want)
+		}
 	}
 }
