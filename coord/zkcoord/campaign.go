@@ -100,20 +100,22 @@ func (c *candidacy) run(ctx context.Context) (*leadership, error) {
 		case i == 0:
 			return c.claim(ctx)
 		}
+		// A data watch, not an exists watch: on a predecessor that is
+		// gone already it sets nothing (an exists watch would wait for a
+		// name that is never reused).
 		pred := s.c.paths.election + "/" + cands[i-1].name
-		var exists bool
 		var ch <-chan zk.Event
 		err = s.call(ctx, "campaign: watch predecessor", func() (err error) {
-			exists, _, ch, err = s.l.conn.ExistsW(pred)
+			_, _, ch, err = s.l.conn.GetW(pred)
 			return err
 		})
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
 		if err != nil {
 			if err := c.retryable(ctx, err); err != nil {
 				return nil, err
 			}
-			continue
-		}
-		if !exists {
 			continue
 		}
 		select {
@@ -205,7 +207,7 @@ func (c *candidacy) create(ctx context.Context) error {
 				return nil
 			}
 			if errors.Is(r.err, zk.ErrSessionExpired) {
-				s.expire()
+				s.expired()
 				return fmt.Errorf("zkcoord: campaign: %w: %w", coord.ErrSessionExpired, r.err)
 			}
 			if lostAnswer(r.err) {
@@ -226,11 +228,17 @@ func lostAnswer(err error) bool {
 	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrClosing) || errors.Is(err, zk.ErrNoServer)
 }
 
-// lookup finds our znode by its guid; "" if there is none.
+// lookup finds our znode by its guid; "" if there is none. It syncs first:
+// the lost create may have gone through another server, and once the
+// session has moved to this one, ZooKeeper refuses any request still coming
+// from the old one, so after the sync the answer is final.
 func (c *candidacy) lookup(ctx context.Context) (string, error) {
 	s := c.s
 	var names []string
 	err := s.call(ctx, "campaign: look for own candidate", func() (err error) {
+		if _, err := s.l.conn.Sync(s.c.paths.election); err != nil {
+			return err
+		}
 		names, _, err = s.l.conn.Children(s.c.paths.election)
 		return err
 	})

@@ -15,22 +15,38 @@
 // Each coord.Session is a ZooKeeper session on a connection of its own, with
 // the session timeout the caller asks for as its TTL (the ensemble clamps it
 // to [minSessionTimeout, maxSessionTimeout]; the negotiated value, tau, is
-// read off the connect response). The session runs its own keep-alive loop:
-// every tau/4, and at once after a reconnect, it records the send time and
-// sends a sync request, which touches the session like any request. On an
-// answer that arrives at least tau/4 before the current deadline (a follower
-// reports touches to the ensemble's leader, which alone expires sessions, at
-// the leader's next ping, every tickTime/2 <= tau/4), Deadline becomes send
-// time + tau*(1-DriftMargin).
+// read off each connect response, as is the time the connect request was
+// written). Deadline is sent + tau*(1-DriftMargin) for the latest touch that
+// provably reached the ensemble's leader, which alone expires sessions:
+//
+//   - a handshake: the leader creates or revalidates the session (touching
+//     it, with the timeout negotiated on that connection) after the connect
+//     request was written;
+//   - keep-alive k-1, once keep-alive k on the same connection is answered
+//     before the deadline, if k was sent at least tau/4 after k-1's answer.
+//     The keep-alive is a sync, which the server must pass to the leader. A
+//     follower server reports the touches it saw at the leader's next ping
+//     (every tickTime/2 <= tau/4) on the same connection that carries k's
+//     sync, so k-1's touch reached the leader before k's answer; a follower
+//     that fails before the ping loses the touch, which is why k-1's own
+//     answer proves nothing.
+//
+// Keep-alives go every tau/4, and at once after a reconnect; one unanswered
+// for tau/4 turns Healthy false and drops the connection, so the client moves
+// to another server while the deadline still allows. After a lost
+// connection the client tries every server twice at once, and pauses a
+// second only before each further round.
 //
 // The connection's states map onto the session as the design requires:
 // Disconnected turns Healthy false at once (the node suspends); Expired, or a
 // new session id after a reconnect, ends the session with
-// coord.ErrSessionExpired (the node flushes). If the deadline passes with no
-// renewal, the session also ends as expired and its connection is closed,
-// whatever the ensemble may still think (as Curator's LOST state): a session
-// the node was told is gone never comes back, so no node trusts ephemeral
-// znodes it can no longer vouch for.
+// coord.ErrSessionExpired (the node flushes), and further dials are refused
+// at once, so the client cannot open a new session and send queued requests
+// in it. If the deadline passes with no renewal, the session also ends as
+// expired and its connection is closed with closeSession, whatever the
+// ensemble may still think (as Curator's LOST state): a session the node was
+// told is gone never comes back, so no node trusts ephemeral znodes it can no
+// longer vouch for.
 //
 // # Election
 //
@@ -41,13 +57,17 @@
 // czxid, which strictly increases from one leader to the next: a successor's
 // znode was created after its predecessor's. The znode name carries a random
 // guid, so a create whose answer was lost with the connection is found again
-// instead of leaving an orphan candidate that would block the election until
-// the session ends.
+// (after a sync: once the session has moved to another server, ZooKeeper
+// refuses requests still coming from the old one) instead of leaving an
+// orphan candidate that would block the election until the session ends.
 //
 // SetVoters is fenced in one multi-op: a version check of the leader's
 // election znode (it must still exist; sequential names are never reused, and
 // no older candidate can appear once it won) and a setData of the record
 // with the version read before (compare-and-swap).
+//
+// The voter record is read with a sync first, so a read through a lagging
+// follower still sees every acknowledged write.
 //
 // # Watch
 //

@@ -19,12 +19,22 @@ import (
 // negotiated read off the wire.
 type link struct {
 	conn *zk.Conn
+	// handshake bounds the wait for a connect response, so that a server
+	// that accepts connections but does not answer is given up on in time to
+	// try another (the client itself waits 20 session timeouts/3).
+	handshake time.Duration
 
-	mu      sync.Mutex // guards the fields below
-	raw     map[*sniffConn]struct{}
-	cut     bool          // abandoned: dial nothing more
-	sid     int64         // session id of the latest connect response
-	timeout time.Duration // session timeout of the latest connect response
+	mu   sync.Mutex // guards the fields below
+	raw  map[*sniffConn]struct{}
+	cut  bool     // refusing: dial nothing more
+	last connInfo // from the latest connect response
+}
+
+// connInfo is what one connection's handshake established.
+type connInfo struct {
+	sid     int64         // the session id the server granted or revalidated
+	timeout time.Duration // the session timeout it negotiated
+	sent    time.Time     // when the connect request was written
 }
 
 // errAbandoned refuses dials of an abandoned link.
@@ -34,7 +44,7 @@ var errAbandoned = errors.New("zkcoord: connection abandoned")
 // bounded by ctx, until the ensemble grants one. onEvent, if set, sees every
 // session event, synchronously on the client's event loop: it must not block.
 func dial(ctx context.Context, servers []string, timeout time.Duration, onEvent func(zk.Event)) (*link, error) {
-	l := &link{raw: map[*sniffConn]struct{}{}}
+	l := &link{raw: map[*sniffConn]struct{}{}, handshake: max(timeout/2, 200*time.Millisecond)}
 	granted := make(chan struct{})
 	var once sync.Once
 	cb := func(ev zk.Event) {
@@ -60,12 +70,11 @@ func dial(ctx context.Context, servers []string, timeout time.Duration, onEvent 
 	}
 }
 
-// session returns the id and timeout of the session the server granted on
-// the latest connection.
-func (l *link) session() (int64, time.Duration) {
+// info returns what the latest connection's handshake established.
+func (l *link) info() connInfo {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.sid, l.timeout
+	return l.last
 }
 
 func (l *link) dialRaw(network, addr string, timeout time.Duration) (net.Conn, error) {
@@ -98,23 +107,64 @@ func (l *link) close() { l.conn.Close() }
 // abandon drops the TCP connections without ending the session, as a crash
 // would: the ensemble keeps its ephemeral znodes until the session times out.
 func (l *link) abandon() {
+	l.refuse()
+	l.conn.Close()
+}
+
+// refuse drops the TCP connections and refuses every later dial, at once
+// and without blocking: safe on the client's event loop. Called when the
+// session expired, it keeps the client from opening a new session and
+// sending queued requests in it.
+func (l *link) refuse() {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.cut = true
 	for c := range l.raw {
 		_ = c.Conn.Close()
 	}
-	l.mu.Unlock()
-	l.conn.Close()
+}
+
+// drop closes the current TCP connections, so that the client reconnects,
+// to the next server first.
+func (l *link) drop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.raw {
+		_ = c.Conn.Close()
+	}
 }
 
 // sniffConn reads the server's connect response as it passes: the first
 // frame on every connection is [len][protocolVersion][timeOut][sessionId]...,
-// and the client library does not expose the negotiated timeOut.
+// and the client library does not expose the negotiated timeOut. It also
+// notes when the connect request was written (a successful handshake
+// touches the session at the ensemble's leader after that) and bounds the
+// wait for the response.
 type sniffConn struct {
 	net.Conn
 	l    *link
 	hdr  []byte // the first bytes read, until the connect response is parsed
+	sent time.Time
 	done bool
+}
+
+// Write is called by one goroutine at a time (the client's handshake, then
+// its send loop).
+func (c *sniffConn) Write(p []byte) (int, error) {
+	if c.sent.IsZero() {
+		c.sent = time.Now()
+	}
+	return c.Conn.Write(p)
+}
+
+// SetReadDeadline shortens the client's deadline for the connect response.
+func (c *sniffConn) SetReadDeadline(t time.Time) error {
+	if !c.done && !t.IsZero() {
+		if limit := time.Now().Add(c.l.handshake); limit.Before(t) {
+			t = limit
+		}
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 const connectResponseHead = 4 + 4 + 4 + 8 // len, protocolVersion, timeOut, sessionId
@@ -131,7 +181,7 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 			sid := int64(binary.BigEndian.Uint64(c.hdr[12:20]))
 			c.hdr = nil
 			c.l.mu.Lock()
-			c.l.sid, c.l.timeout = sid, timeout
+			c.l.last = connInfo{sid: sid, timeout: timeout, sent: c.sent}
 			c.l.mu.Unlock()
 		}
 	}
@@ -152,10 +202,11 @@ func (nopLogger) Printf(string, ...any) {}
 
 // hostProvider hands the client its servers in a random order, like the
 // client's default, but with a retry budget that suits short session
-// timeouts: after a connection is lost every server is tried once at once,
-// and only then does the client pause (a second) before each further round.
-// The default pauses before the first reconnect when there is one server,
-// which alone can eat half of a two-second session timeout.
+// timeouts: after a connection is lost every server is tried twice at once
+// (the first try may have been spent on a stalled server that has just come
+// back), and only then does the client pause, a second, before each further
+// round. The default pauses before the first reconnect when there is one
+// server, which alone can eat half of a two-second session timeout.
 type hostProvider struct {
 	mu       sync.Mutex
 	servers  []string
@@ -185,7 +236,7 @@ func (hp *hostProvider) Next() (server string, retryStart bool) {
 	defer hp.mu.Unlock()
 	hp.curr = (hp.curr + 1) % len(hp.servers)
 	hp.attempts++
-	return hp.servers[hp.curr], hp.attempts > len(hp.servers)
+	return hp.servers[hp.curr], hp.attempts > 2*len(hp.servers)
 }
 
 func (hp *hostProvider) Connected() {

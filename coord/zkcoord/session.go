@@ -20,8 +20,7 @@ const retryInterval = 100 * time.Millisecond
 type session struct {
 	c   *Coordinator
 	l   *link
-	sid int64         // the ZooKeeper session id; any other id means this one is gone
-	tau time.Duration // the negotiated session timeout
+	sid int64 // the ZooKeeper session id; any other id means this one is gone
 
 	// ctx is canceled when the session ends; it stops the keep-alive loop,
 	// campaigns and watches.
@@ -30,7 +29,7 @@ type session struct {
 	wg     sync.WaitGroup // this session's goroutines
 	kick   chan struct{}  // 1-buffered: renew now (the connection came back)
 
-	// started is set once l, sid and tau are; events before it concern the
+	// started is set once l and sid are; events before it concern the
 	// session being set up.
 	started atomic.Bool
 	// linkClosed is closed once the link's close or abandon has returned.
@@ -38,7 +37,10 @@ type session struct {
 
 	linkOnce sync.Once // the link is closed or abandoned once
 
-	mu       sync.Mutex // guards the fields below
+	mu       sync.Mutex    // guards the fields below
+	tau      time.Duration // the session timeout negotiated on the current connection
+	gen      int           // connection generation: +1 on every loss and every new connection
+	last     *touch        // the latest answered keep-alive on this generation
 	deadline time.Time
 	healthy  bool
 	changed  chan struct{} // closed and replaced on every state change
@@ -47,6 +49,12 @@ type session struct {
 	closing  bool          // Close was called
 	leader   *leadership   // non-nil while this session leads
 	campaign *campaignRun  // the campaign in flight, nil if none
+}
+
+// touch is one answered keep-alive.
+type touch struct {
+	gen            int
+	sent, answered time.Time
 }
 
 // leadership is the election znode this session won.
@@ -66,7 +74,8 @@ var _ coord.Session = (*session)(nil)
 // NewSession opens a ZooKeeper connection asking for a session timeout of
 // ttl (the ensemble clamps it to its [minSessionTimeout, maxSessionTimeout],
 // by default 2 to 20 ticks) and starts the session's keep-alive loop. The
-// first deadline is measured from when the connection attempt began.
+// first deadline is measured from when the connect request was written: the
+// ensemble's leader creates the session after that.
 func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.Session, error) {
 	if ttl <= 0 {
 		return nil, fmt.Errorf("zkcoord: new session: ttl must be positive, got %v", ttl)
@@ -80,7 +89,6 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 		done:       make(chan struct{}),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	sent := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
 	l, err := dial(cctx, c.cfg.Servers, ttl, s.onEvent)
@@ -89,11 +97,14 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 		return nil, fmt.Errorf("zkcoord: new session: %w", err)
 	}
 	s.l = l
-	s.sid, s.tau = l.session()
+	info := l.info()
+	s.sid = info.sid
 	s.mu.Lock()
-	s.deadline = sent.Add(c.liveFor(s.tau))
+	s.tau = info.timeout
+	s.deadline = info.sent.Add(c.liveFor(info.timeout))
 	s.mu.Unlock()
 	s.started.Store(true)
+	s.kick <- struct{}{} // the first keep-alive goes out at once
 
 	c.mu.Lock()
 	if c.closed {
@@ -111,16 +122,10 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 	return s, nil
 }
 
-// liveFor is how long after a keep-alive is sent the session is known live.
+// liveFor is how long after a proven touch the session is known live.
 func (c *Coordinator) liveFor(tau time.Duration) time.Duration {
 	return time.Duration(float64(tau) * (1 - c.cfg.DriftMargin))
 }
-
-// touchLag bounds how long after a server answers a request the ensemble's
-// leader, which alone expires sessions, learns that the session was touched:
-// a follower reports touches at the leader's next ping, every tickTime/2, and
-// the session timeout is at least two ticks.
-func touchLag(tau time.Duration) time.Duration { return tau / 4 }
 
 // onEvent handles the connection's session events, on the client's event
 // loop: it must not block.
@@ -136,27 +141,61 @@ func (s *session) onEvent(ev zk.Event) {
 	}
 	switch ev.State {
 	case zk.StateDisconnected, zk.StateConnecting:
-		s.setHealthy(false)
+		s.lost()
 	case zk.StateHasSession:
-		if sid, _ := s.l.session(); sid != s.sid {
+		info := s.l.info()
+		if info.sid != s.sid {
 			// The client replaced an expired session by a new one.
-			s.expire()
+			s.expired()
 			return
 		}
+		s.reconnected(info)
 		select {
 		case s.kick <- struct{}{}:
 		default:
 		}
 	case zk.StateExpired:
-		s.expire()
+		s.expired()
 	}
 }
 
-// expire ends the session as expired and closes its connection, which would
-// otherwise go on with a new session of the client's making.
-func (s *session) expire() {
+// lost records a lost connection: the session is in doubt at once.
+func (s *session) lost() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	s.last = nil
+	if s.err == nil && s.healthy {
+		s.healthy = false
+		s.notifyLocked()
+	}
+}
+
+// reconnected records a new connection on which the ensemble revalidated
+// the session: its leader touched it, with the timeout negotiated on this
+// connection, after the connect request was written. That timeout applies
+// from now on, even if it is shorter than the last one.
+func (s *session) reconnected(info connInfo) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen++
+	s.last = nil
+	s.tau = info.timeout
+	if s.err != nil || !time.Now().Before(s.deadline) {
+		return // ended, or about to end by its deadline: never resurrected
+	}
+	s.deadline = info.sent.Add(s.c.liveFor(info.timeout))
+	s.healthy = true
+	s.notifyLocked()
+}
+
+// expired ends the session as expired by the ensemble. It refuses further
+// dials at once, before the client can open a new session and send queued
+// requests in it, then drops the connection.
+func (s *session) expired() {
+	s.l.refuse()
 	s.end(coord.ErrSessionExpired)
-	s.closeLink(true)
+	s.closeLink(false)
 }
 
 // closeLink closes the link once: gracefully (closeSession, so the ensemble
@@ -258,32 +297,57 @@ func (s *session) setHealthy(healthy bool) {
 	}
 }
 
-// renewed records a keep-alive sent at sent and answered at answered. It
-// counts only if the answer came early enough that the ensemble's leader
-// heard of the touch before the current deadline; then the session is live
-// until sent + tau, less the drift margin.
-func (s *session) renewed(sent, answered time.Time) {
+// interval is the keep-alive period, a quarter of the session timeout: at
+// least half a tick, the longest a follower server waits before it reports
+// the touches it saw to the ensemble's leader (at the leader's next ping).
+func (s *session) interval() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.err != nil || answered.Add(touchLag(s.tau)).After(s.deadline) {
-		return
-	}
-	if d := sent.Add(s.c.liveFor(s.tau)); d.After(s.deadline) {
-		s.deadline = d
-	}
-	s.healthy = true
-	s.notifyLocked()
+	return s.tau / 4
 }
 
-// keepAlive is the session's keep-alive loop and the only writer of the
-// deadline. Every tau/4 (at once after a reconnect) it sends a sync request,
-// which touches the session like any request. If the deadline passes with no
-// renewal, the session ends as expired, whatever the ensemble may still
-// think: a node that was told its session is gone never gets it back (as
-// Curator's LOST state).
+// answered records keep-alive k, sent at sent on connection generation gen
+// and answered now, and reports whether it counted.
+//
+// A sync answered by a follower server proves that the session existed, not
+// that the leader, which alone expires sessions, was told of the touch: the
+// follower reports touches at the leader's next ping, and a follower that
+// fails first loses them. So the deadline moves on the touch of keep-alive
+// k-1 on the same connection, once keep-alive k, sent at least a quarter
+// timeout (>= half a tick, one ping period) after k-1's answer, comes back:
+// k-1's touch went to the leader ahead of k's sync on the follower's one
+// connection to it, before the current deadline. (A reconnect proves a
+// touch by itself: see reconnected.)
+func (s *session) answered(gen int, sent time.Time) bool {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil || gen != s.gen || !now.Before(s.deadline) {
+		if s.err == nil && s.healthy {
+			s.healthy = false
+			s.notifyLocked()
+		}
+		return false
+	}
+	if p := s.last; p != nil && p.gen == gen && sent.Sub(p.answered) >= s.tau/4 {
+		if d := p.sent.Add(s.c.liveFor(s.tau)); d.After(s.deadline) {
+			s.deadline = d
+		}
+	}
+	s.last = &touch{gen: gen, sent: sent, answered: now}
+	s.healthy = true
+	s.notifyLocked()
+	return true
+}
+
+// keepAlive is the session's keep-alive loop. Every quarter timeout (at once
+// after a reconnect) it sends a sync, which touches the session like any
+// request and, unlike a ping, needs the server to reach the ensemble's
+// leader. If the deadline passes with no renewal, the session ends as
+// expired, whatever the ensemble may still think: a node that was told its
+// session is gone never gets it back (as Curator's LOST state).
 func (s *session) keepAlive() {
-	interval := s.tau / 4
-	timer := time.NewTimer(interval)
+	timer := time.NewTimer(s.interval())
 	defer timer.Stop()
 	expiry := time.NewTimer(time.Until(s.Deadline()))
 	defer expiry.Stop()
@@ -296,13 +360,16 @@ func (s *session) keepAlive() {
 				expiry.Reset(time.Until(s.Deadline()))
 				continue
 			}
-			s.expire()
+			s.end(coord.ErrSessionExpired)
+			// The ensemble may still hold the session: closeSession
+			// deletes its znodes now rather than a timeout later.
+			s.closeLink(true)
 			return
 		case <-s.kick:
 		case <-timer.C:
 		}
-		next := interval
-		if !s.renew(expiry.C) {
+		next := s.interval()
+		if !s.renew() {
 			next = retryInterval
 		}
 		expiry.Reset(time.Until(s.Deadline()))
@@ -310,9 +377,15 @@ func (s *session) keepAlive() {
 	}
 }
 
-// renew sends one sync and waits for its answer (or for the session to end,
-// or for expired to fire). It reports whether the session was renewed.
-func (s *session) renew(expired <-chan time.Time) bool {
+// renew sends one sync and waits for its answer or for the session to end.
+// An answer slower than the keep-alive period (a stalled server) turns
+// Healthy false and drops the connection, so the client moves to another
+// server while the deadline still allows; the wait goes on. It reports
+// whether the keep-alive counted.
+func (s *session) renew() bool {
+	s.mu.Lock()
+	gen := s.gen
+	s.mu.Unlock()
 	sent := time.Now()
 	res := make(chan error, 1)
 	if !s.c.goFunc(nil, func() {
@@ -321,40 +394,27 @@ func (s *session) renew(expired <-chan time.Time) bool {
 	}) {
 		return false
 	}
-	// An answer slower than the keep-alive period (a stalled connection)
-	// turns Healthy false while the wait goes on.
-	slow := time.NewTimer(s.tau / 4)
+	slow := time.NewTimer(s.interval())
 	defer slow.Stop()
 	for {
 		select {
 		case <-slow.C:
 			s.setHealthy(false)
+			s.l.drop()
 			continue
 		case err := <-res:
-			return s.answered(sent, err)
-		case <-s.ctx.Done():
-		case <-expired:
-			if !time.Now().Before(s.Deadline()) {
-				s.expire()
+			switch {
+			case err == nil && s.l.info().sid == s.sid:
+				return s.answered(gen, sent)
+			case errors.Is(err, zk.ErrSessionExpired):
+				s.expired()
+			default:
+				s.setHealthy(false)
 			}
+		case <-s.ctx.Done():
 		}
 		return false
 	}
-}
-
-// answered handles the answer to a keep-alive sent at sent, and reports
-// whether the session was renewed.
-func (s *session) answered(sent time.Time, err error) bool {
-	if sid, _ := s.l.session(); err == nil && sid == s.sid {
-		s.renewed(sent, time.Now())
-		return time.Now().Before(s.Deadline())
-	}
-	if errors.Is(err, zk.ErrSessionExpired) {
-		s.expire()
-	} else {
-		s.setHealthy(false)
-	}
-	return false
 }
 
 // goFunc runs f as a goroutine owned by the session (and the Coordinator).
@@ -382,7 +442,7 @@ func (s *session) call(ctx context.Context, op string, f func() error) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, zk.ErrSessionExpired):
-		s.expire()
+		s.expired()
 		return fmt.Errorf("zkcoord: %s: %w: %w", op, coord.ErrSessionExpired, err)
 	case s.ctx.Err() != nil && errors.Is(err, context.Canceled):
 		return fmt.Errorf("zkcoord: %s: %w", op, s.Err())
@@ -616,18 +676,22 @@ func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters,
 	if err != nil {
 		return err
 	}
-	var resp []zk.MultiResponse
-	err = s.call(ctx, "set voters", func() (err error) {
-		resp, err = s.l.conn.Multi(
+	err = s.call(ctx, "set voters", func() error {
+		resp, err := s.l.conn.Multi(
 			&zk.CheckVersionRequest{Path: l.path, Version: 0},
 			&zk.SetDataRequest{Path: s.c.paths.voters, Data: val, Version: int32(prev.Version - 1)},
 		)
-		return err
+		if err != nil {
+			return &multiError{resp: resp, err: err}
+		}
+		return nil
 	})
 	if err == nil {
 		return nil
 	}
-	if len(resp) == 2 {
+	var me *multiError
+	if errors.As(err, &me) && len(me.resp) == 2 {
+		resp := me.resp
 		if resp[0].Error != nil {
 			return fmt.Errorf("zkcoord: set voters: election znode %s is gone: %w", l.path, coord.ErrNotLeader)
 		}
@@ -637,6 +701,16 @@ func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters,
 	}
 	return err
 }
+
+// multiError carries a failed multi-op's per-op results with its error, out
+// of the goroutine that ran it.
+type multiError struct {
+	resp []zk.MultiResponse
+	err  error
+}
+
+func (e *multiError) Error() string { return e.err.Error() }
+func (e *multiError) Unwrap() error { return e.err }
 
 // Watch implements coord.Session. The watch also stops when the session ends.
 func (s *session) Watch(ctx context.Context) <-chan coord.View {

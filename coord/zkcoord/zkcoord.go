@@ -115,7 +115,7 @@ func ParseConnectString(s string) (servers []string, chroot string, err error) {
 type paths struct {
 	prefix    string
 	members   string // members/<id>
-	election  string // election/n_<seq>
+	election  string // election/n_<guid>_<seq>
 	candidate string // what a candidate's sequential znode is created as
 	voters    string
 }
@@ -281,16 +281,31 @@ func encodeVoters(ids []string) ([]byte, error) {
 	return b, nil
 }
 
-// Voters reads the voter record. Version is the znode's data version plus
-// one, so that 0 still means "never written". A record never written is
-// Voters{} with no error.
+// Voters reads the voter record, linearizably (sync, then get). Version is
+// the znode's data version plus one, so that 0 still means "never written".
+// A record never written is Voters{} with no error.
 func (c *Coordinator) Voters(ctx context.Context) (coord.Voters, error) {
 	var data []byte
 	var stat *zk.Stat
-	err := do(ctx, c, func() (err error) {
+	read := func() (err error) {
+		// The admin connection may sit on a lagging follower: sync first,
+		// so that the read sees every write acknowledged before it began.
+		if _, err := c.admin.conn.Sync(c.paths.prefix); err != nil {
+			return err
+		}
 		data, stat, err = c.admin.conn.Get(c.paths.voters)
 		return err
-	})
+	}
+	err := do(ctx, c, read)
+	for lostAnswer(err) {
+		// A read is safe to retry while the client finds another server.
+		select {
+		case <-ctx.Done():
+			return coord.Voters{}, fmt.Errorf("zkcoord: read voters: %w (after %w)", ctx.Err(), err)
+		case <-time.After(retryInterval):
+		}
+		err = do(ctx, c, read)
+	}
 	if errors.Is(err, zk.ErrNoNode) {
 		return coord.Voters{}, nil
 	}
