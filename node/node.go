@@ -149,6 +149,7 @@ func New(cfg Config) (*Node, error) {
 		grpc.MaxSendMsgSize(rpc.MaxMsgSize),
 	)
 	kvpb.RegisterPeerServer(n.srv, &peerServer{n: n})
+	kvpb.RegisterKVServer(n.srv, &clientServer{n: n})
 	down, cancel := context.WithCancelCause(context.Background())
 	cancel(fmt.Errorf("node %s: %w (no session yet)", cfg.ID, kvstore.ErrPartitioned))
 	n.serving.Store(&servingState{ctx: down, cancel: cancel, state: StateStarting})
@@ -159,7 +160,8 @@ func New(cfg Config) (*Node, error) {
 // ID is the node's id.
 func (n *Node) ID() string { return n.cfg.ID }
 
-// Addr is the address of the node's node-to-node RPC service.
+// Addr is the address of the node's gRPC server: the node-to-node service
+// and the client service (kvpb.KV).
 func (n *Node) Addr() string { return n.addr }
 
 // Start serves RPC, bootstraps the voter record if there is none, and starts
@@ -250,8 +252,8 @@ func (n *Node) SetRPCDown(down bool) { n.rpcDown.Store(down) }
 // RPCDown reports whether inbound RPC is switched off.
 func (n *Node) RPCDown() bool { return n.rpcDown.Load() }
 
-func (n *Node) intercept(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if n.rpcDown.Load() {
+func (n *Node) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if n.rpcDown.Load() && peerMethod(info) {
 		return nil, status.Error(codes.Unavailable, "node "+n.cfg.ID+": inbound RPC is down")
 	}
 	resp, err := h(ctx, req)
@@ -576,6 +578,11 @@ func (n *Node) Delete(ctx context.Context, key string) error {
 }
 
 func (n *Node) write(ctx context.Context, op kvpb.Op, key, value string) error {
+	return n.writeAs(ctx, op, key, value, "")
+}
+
+// writeAs writes under request id reqID, or a fresh one if it is empty.
+func (n *Node) writeAs(ctx context.Context, op kvpb.Op, key, value, reqID string) error {
 	if key == "" {
 		return fmt.Errorf("%w: empty key", kvstore.ErrBadRequest)
 	}
@@ -584,7 +591,9 @@ func (n *Node) write(ctx context.Context, op kvpb.Op, key, value string) error {
 		return err
 	}
 	defer done()
-	reqID := n.cfg.ID + "." + n.incarn + "." + strconv.FormatUint(n.reqSeq.Add(1), 36)
+	if reqID == "" {
+		reqID = n.cfg.ID + "." + n.incarn + "." + strconv.FormatUint(n.reqSeq.Add(1), 36)
+	}
 	if err := n.forwardWrite(octx, op, key, value, reqID); err != nil {
 		return err
 	}

@@ -8,4 +8,4 @@
 //	go install google.golang.org/grpc/cmd/protoc-gen-go-grpc
 package kvpb
 
-//go:generate protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative kvstore_peer.proto
+//go:generate protoc --go_out=. --go_opt=paths=source_relative --go-grpc_out=. --go-grpc_opt=paths=source_relative kvstore_peer.proto kvstore_client.proto

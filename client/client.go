@@ -1,0 +1,288 @@
+// Package client is the Go client of KVStore: Get, Put and Delete against
+// any node of a cluster, through the nodes' public gRPC service (kvpb.KV).
+//
+//	c, err := client.New(client.Config{Endpoints: []string{"10.0.0.1:7000", "10.0.0.2:7000"}})
+//	if err != nil { ... }
+//	defer c.Close()
+//	if err := c.Put(ctx, "k", "v"); err != nil { ... }
+//	v, found, err := c.Get(ctx, "k")
+//
+// A call goes to one endpoint and moves on to the next when that node
+// cannot serve (unreachable, partitioned from the coordinator, stopped),
+// until it succeeds, fails for good, or ctx ends. Every write carries a
+// request id kept across these attempts, so a write retried on another node
+// is applied once. Errors match the kvstore sentinels with errors.Is
+// (re-exported here: ErrPartitioned, ErrNoQuorum, ErrTimeout, ...); a write
+// error that also matches ErrOutcomeUnknown may or may not have been
+// applied.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/rpc"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+)
+
+// The errors calls return, to match with errors.Is. They are the kvstore
+// package's sentinels.
+var (
+	ErrPartitioned    = kvstore.ErrPartitioned
+	ErrNoLeader       = kvstore.ErrNoLeader
+	ErrNoQuorum       = kvstore.ErrNoQuorum
+	ErrTimeout        = kvstore.ErrTimeout
+	ErrOutcomeUnknown = kvstore.ErrOutcomeUnknown
+	ErrStopped        = kvstore.ErrStopped
+	ErrBadRequest     = kvstore.ErrBadRequest
+	// ErrUnavailable: no endpoint could serve the call before its deadline.
+	ErrUnavailable = errors.New("client: no endpoint available")
+	// ErrClosed: the client was closed.
+	ErrClosed = errors.New("client: closed")
+)
+
+// Config configures a Client.
+type Config struct {
+	// Endpoints are nodes' RPC addresses, host:port. At least one.
+	Endpoints []string
+	// Timeout bounds a call whose ctx has no deadline (default 20 s: more
+	// than a node's default wait for a leader).
+	Timeout time.Duration
+	// RetryPause is the pause after every endpoint failed once, before the
+	// next round (default 100 ms).
+	RetryPause time.Duration
+}
+
+// Client is a connection to a KVStore cluster. It is safe for concurrent
+// use.
+type Client struct {
+	cfg   Config
+	conns []*grpc.ClientConn
+	kvs   []kvpb.KVClient
+	next  atomic.Uint32 // the endpoint to try first
+	idPfx string        // this client's request-id prefix
+	seq   atomic.Uint64
+
+	closeOnce sync.Once
+	closed    atomic.Bool
+}
+
+// New returns a client for cfg.Endpoints. It does not dial yet: connections
+// are made on first use and re-made as needed.
+func New(cfg Config) (*Client, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("client: Config.Endpoints is empty")
+	}
+	if cfg.Timeout < 0 || cfg.RetryPause < 0 {
+		return nil, errors.New("client: Config.Timeout and RetryPause must not be negative")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 20 * time.Second
+	}
+	if cfg.RetryPause == 0 {
+		cfg.RetryPause = 100 * time.Millisecond
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	c := &Client{cfg: cfg, idPfx: hex.EncodeToString(b[:]) + "."}
+	for _, ep := range cfg.Endpoints {
+		if ep == "" {
+			c.Close()
+			return nil, errors.New("client: empty endpoint")
+		}
+		cc, err := grpc.NewClient("passthrough:///"+ep,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+				MinConnectTimeout: time.Second,
+			}))
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("client: endpoint %q: %w", ep, err)
+		}
+		c.conns = append(c.conns, cc)
+		c.kvs = append(c.kvs, kvpb.NewKVClient(cc))
+	}
+	return c, nil
+}
+
+// Close closes every connection. Calls in flight fail.
+func (c *Client) Close() error {
+	var errs []error
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		for _, cc := range c.conns {
+			errs = append(errs, cc.Close())
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Get reads key: its value and whether it has one.
+func (c *Client) Get(ctx context.Context, key string) (value string, found bool, err error) {
+	err = c.do(ctx, "get "+key, false, func(ctx context.Context, kv kvpb.KVClient) error {
+		resp, err := kv.Get(ctx, &kvpb.GetRequest{Key: key})
+		if err == nil {
+			value, found = resp.Value, resp.Found
+		}
+		return err
+	})
+	return value, found, err
+}
+
+// Put sets key to value.
+func (c *Client) Put(ctx context.Context, key, value string) error {
+	id := c.requestID()
+	return c.do(ctx, "put "+key, true, func(ctx context.Context, kv kvpb.KVClient) error {
+		_, err := kv.Put(ctx, &kvpb.PutRequest{Key: key, Value: value, RequestId: id})
+		return err
+	})
+}
+
+// Delete removes key.
+func (c *Client) Delete(ctx context.Context, key string) error {
+	id := c.requestID()
+	return c.do(ctx, "delete "+key, true, func(ctx context.Context, kv kvpb.KVClient) error {
+		_, err := kv.Delete(ctx, &kvpb.DeleteRequest{Key: key, RequestId: id})
+		return err
+	})
+}
+
+// Member is one live node.
+type Member struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+}
+
+// Status is what one node reports of itself and of the cluster.
+type Status struct {
+	Endpoint string   `json:"endpoint"`
+	ID       string   `json:"id"`
+	Cluster  string   `json:"cluster"`
+	State    string   `json:"state"`
+	IsLeader bool     `json:"is_leader"`
+	Leader   string   `json:"leader"`
+	Epoch    int64    `json:"epoch"`
+	Members  []Member `json:"members"`
+}
+
+// Status asks the first endpoint that answers for its status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
+	err := c.do(ctx, "status", false, func(ctx context.Context, kv kvpb.KVClient) error {
+		resp, err := kv.Status(ctx, &kvpb.StatusRequest{})
+		if err != nil {
+			return err
+		}
+		st = Status{ID: resp.Id, Cluster: resp.Cluster, State: resp.State, IsLeader: resp.IsLeader, Leader: resp.LeaderId, Epoch: resp.Epoch}
+		for _, m := range resp.Members {
+			st.Members = append(st.Members, Member{ID: m.Id, Addr: m.Addr})
+		}
+		return nil
+	})
+	if err == nil {
+		st.Endpoint = c.cfg.Endpoints[c.current()]
+	}
+	return st, err
+}
+
+func (c *Client) requestID() string {
+	return c.idPfx + strconv.FormatUint(c.seq.Add(1), 36)
+}
+
+func (c *Client) current() int { return int(c.next.Load()) % len(c.kvs) }
+
+// do runs call on one endpoint after another until it succeeds, fails for
+// good, or ctx ends. A write error seen on any attempt makes a later
+// failure outcome-unknown.
+func (c *Client) do(ctx context.Context, op string, write bool, call func(context.Context, kvpb.KVClient) error) error {
+	if c.closed.Load() {
+		return fmt.Errorf("client: %s: %w", op, ErrClosed)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+	}
+	var last error
+	unknown := false
+	for round := 0; ; round++ {
+		for i := 0; i < len(c.kvs); i++ {
+			idx := c.current()
+			err := rpc.FromStatus(call(ctx, c.kvs[idx]))
+			if err == nil {
+				return nil
+			}
+			if write && maybeApplied(err) {
+				unknown = true
+			}
+			last = fmt.Errorf("%s: %w", c.cfg.Endpoints[idx], err)
+			if ctx.Err() != nil || !failover(err) {
+				return c.fail(ctx, op, last, write && unknown)
+			}
+			c.next.CompareAndSwap(uint32(idx), uint32(idx+1)%uint32(len(c.kvs)))
+		}
+		select {
+		case <-ctx.Done():
+			return c.fail(ctx, op, last, write && unknown)
+		case <-time.After(c.cfg.RetryPause):
+		}
+	}
+}
+
+// fail builds a call's final error.
+func (c *Client) fail(ctx context.Context, op string, last error, unknown bool) error {
+	err := last
+	if ctx.Err() != nil && !errors.Is(err, ErrTimeout) && !errors.Is(err, context.Canceled) {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (%w): %w", ErrTimeout, ErrUnavailable, last)
+		} else {
+			err = fmt.Errorf("%w: %w", ctx.Err(), last)
+		}
+	}
+	if unknown && !errors.Is(err, ErrOutcomeUnknown) {
+		err = fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
+	}
+	return fmt.Errorf("client: %s: %w", op, err)
+}
+
+// failover reports whether another endpoint may serve a call that failed
+// with err: this node cannot serve now (unreachable, partitioned, stopped),
+// or a write's outcome is unknown for a reason another node may not share
+// (its leader went away mid-write); the request id makes the retry safe.
+// Other errors (bad request, no quorum, timeout) would be the same
+// elsewhere.
+func failover(err error) bool {
+	switch {
+	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrNoQuorum), errors.Is(err, ErrTimeout), errors.Is(err, ErrNoLeader):
+		return false
+	case errors.Is(err, ErrPartitioned), errors.Is(err, ErrStopped), errors.Is(err, ErrOutcomeUnknown):
+		return true
+	}
+	return status.Code(err) == codes.Unavailable // transport: refused, reset
+}
+
+// maybeApplied reports whether a write that failed with err may have been
+// applied: anything but a definite refusal. (A transport failure may have
+// come after the request left.)
+func maybeApplied(err error) bool {
+	if errors.Is(err, ErrOutcomeUnknown) {
+		return true
+	}
+	definite := errors.Is(err, ErrBadRequest) || errors.Is(err, ErrPartitioned) || errors.Is(err, ErrStopped) || errors.Is(err, ErrNoLeader)
+	return !definite
+}

@@ -1,0 +1,178 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/kvstore/kvstore/client"
+	"github.com/kvstore/kvstore/cluster"
+	"github.com/kvstore/kvstore/internal/soon"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func newCluster(t *testing.T, n int) *cluster.Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := cluster.New(ctx, cluster.Options{Nodes: n})
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func addr(t *testing.T, c *cluster.Cluster, i int) string {
+	t.Helper()
+	nd, err := c.Node(i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nd.Addr()
+}
+
+func newClient(t *testing.T, endpoints ...string) *client.Client {
+	t.Helper()
+	cl, err := client.New(client.Config{Endpoints: endpoints, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestPutGetDeleteThroughEveryNode(t *testing.T) {
+	c := newCluster(t, 3)
+	var cls []*client.Client
+	for i := 0; i < 3; i++ {
+		cls = append(cls, newClient(t, addr(t, c, i)))
+	}
+	for i, cl := range cls {
+		if err := cl.Put(ctxT(t, 10*time.Second), fmt.Sprint("k", i), fmt.Sprint("v", i)); err != nil {
+			t.Fatalf("put through node %d: %v", i, err)
+		}
+	}
+	for j, cl := range cls {
+		for i := 0; i < 3; i++ {
+			v, found, err := cl.Get(ctxT(t, 10*time.Second), fmt.Sprint("k", i))
+			if err != nil || !found || v != fmt.Sprint("v", i) {
+				t.Fatalf("get k%d through node %d = %q %v %v", i, j, v, found, err)
+			}
+		}
+	}
+	if err := cls[2].Delete(ctxT(t, 10*time.Second), "k0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, found, err := cls[1].Get(ctxT(t, 10*time.Second), "k0"); err != nil || found {
+		t.Fatalf("get after delete: found %v, %v", found, err)
+	}
+	st, err := cls[0].Status(ctxT(t, 10*time.Second))
+	if err != nil || st.ID != "n0" || len(st.Members) != 3 || st.Leader == "" || st.Epoch <= 0 {
+		t.Fatalf("status = %+v, %v", st, err)
+	}
+}
+
+// deadEndpoint is an address where nothing listens.
+func deadEndpoint(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := l.Addr().String()
+	l.Close()
+	return a
+}
+
+func TestFailsOverToTheNextEndpoint(t *testing.T) {
+	c := newCluster(t, 3)
+	// A dead endpoint first, then a node cut off from the coordinator, then
+	// a healthy one: the client must end up there.
+	if err := c.ZkDown(1); err != nil {
+		t.Fatal(err)
+	}
+	cl := newClient(t, deadEndpoint(t), addr(t, c, 1), addr(t, c, 2))
+	soon.Succeeds(t, 5*time.Second, func() error {
+		_, _, err := c.Get(ctxT(t, time.Second), 1, "x")
+		if err == nil {
+			return errors.New("node 1 still serves")
+		}
+		return nil
+	})
+	if err := cl.Put(ctxT(t, 10*time.Second), "k", "v"); err != nil {
+		t.Fatalf("put with two bad endpoints first: %v", err)
+	}
+	v, found, err := cl.Get(ctxT(t, 10*time.Second), "k")
+	if err != nil || !found || v != "v" {
+		t.Fatalf("get = %q %v %v", v, found, err)
+	}
+}
+
+func TestRetriedWriteIsAppliedOnce(t *testing.T) {
+	c := newCluster(t, 3)
+	n1, _ := c.Node(1)
+	n2, _ := c.Node(2)
+	ctx := ctxT(t, 20*time.Second)
+	if err := n1.SetWithID(ctx, "req-1", "k", "first"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.SetWithID(ctx, "req-2", "k", "second"); err != nil {
+		t.Fatal(err)
+	}
+	// The retry of req-1, through another node, must not undo req-2.
+	if err := n2.SetWithID(ctx, "req-1", "k", "first"); err != nil {
+		t.Fatalf("retry of req-1: %v", err)
+	}
+	for i := 0; i < 3; i++ {
+		if v, _, err := c.Get(ctx, i, "k"); err != nil || v != "second" {
+			t.Fatalf("node %d reads %q (%v) after a retried write; want %q", i, v, err, "second")
+		}
+	}
+}
+
+func TestErrorsAreTyped(t *testing.T) {
+	c := newCluster(t, 3)
+	cl := newClient(t, addr(t, c, 0))
+	if err := cl.Put(ctxT(t, 5*time.Second), "", "v"); !errors.Is(err, client.ErrBadRequest) {
+		t.Fatalf("empty key: %v, want ErrBadRequest", err)
+	}
+	// Only the partitioned node as endpoint: the error says so.
+	if err := c.ZkDown(0); err != nil {
+		t.Fatal(err)
+	}
+	soon.Succeeds(t, 5*time.Second, func() error {
+		_, _, err := cl.Get(ctxT(t, 2*time.Second), "k")
+		if !errors.Is(err, client.ErrPartitioned) {
+			return fmt.Errorf("get through a partitioned node: %v, want ErrPartitioned", err)
+		}
+		return nil
+	})
+	if err := c.ZkUp(0); err != nil {
+		t.Fatal(err)
+	}
+	// No endpoint at all answers: ErrTimeout and ErrUnavailable.
+	dead := newClient(t, deadEndpoint(t))
+	_, _, err := dead.Get(ctxT(t, time.Second), "k")
+	if !errors.Is(err, client.ErrTimeout) || !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("get with no live endpoint: %v, want ErrTimeout and ErrUnavailable", err)
+	}
+	if err := dead.Put(ctxT(t, time.Second), "k", "v"); !errors.Is(err, client.ErrOutcomeUnknown) {
+		t.Fatalf("put with no live endpoint: %v, want ErrOutcomeUnknown (a refused connection cannot be told from a reset)", err)
+	}
+	dead.Close()
+	if err := dead.Put(ctxT(t, time.Second), "k", "v"); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("put on a closed client: %v, want ErrClosed", err)
+	}
+}
