@@ -23,7 +23,7 @@ import (
 func main() {
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -74,6 +74,8 @@ Debian's zookeeper package.`,
 	fl.DurationVar(&f.opTimeout, "op-timeout", 15*time.Second, "how long an operation may wait (e.g. for an election)")
 	fl.StringVar(&f.logLevel, "log-level", "", "node logs on standard error at this level (debug, info, warn, error); default none")
 	fl.StringVar(&f.history, "history", "", "shell history file (interactive only)")
+	cmd.AddCommand(newNodeCmd())
+	cmd.AddCommand(ctlCommands()...)
 	return cmd
 }
 

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kvstore/kvstore/client"
+)
+
+// Exit codes of the command-line client.
+const (
+	exitOK       = 0
+	exitFailed   = 1 // the operation failed and was not applied
+	exitUsage    = 2 // bad command line
+	exitNotFound = 3 // get: the key has no value
+	exitUnknown  = 4 // a write failed and may or may not have been applied
+)
+
+// exitError carries a process exit code out of a command.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// exitCode maps an error from a command to the process exit code.
+func exitCode(err error) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, client.ErrOutcomeUnknown):
+		return exitUnknown
+	}
+	return exitFailed
+}
+
+type ctlFlags struct {
+	endpoints []string
+	timeout   time.Duration
+	json      bool
+}
+
+// ctlCommands are the command-line client's commands, in the spirit of
+// etcdctl: get, put, delete, leader, members.
+func ctlCommands() []*cobra.Command {
+	var f ctlFlags
+	withFlags := func(cmd *cobra.Command) *cobra.Command {
+		fl := cmd.Flags()
+		fl.StringSliceVar(&f.endpoints, "endpoints", []string{"127.0.0.1:7000"}, "nodes' addresses (host:port,...); the client moves to the next when one cannot serve")
+		fl.DurationVar(&f.timeout, "timeout", 20*time.Second, "how long the command may take")
+		fl.BoolVar(&f.json, "json", false, "print the result as JSON")
+		cmd.Args = exactArgs(len(argNames(cmd)))
+		cmd.SilenceUsage, cmd.SilenceErrors = true, true
+		cmd.PreRunE = func(cmd *cobra.Command, _ []string) error { return bindEnv(cmd) }
+		return cmd
+	}
+	run := func(cmd *cobra.Command, do func(ctx context.Context, c *client.Client, out io.Writer) error) error {
+		c, err := client.New(client.Config{Endpoints: f.endpoints, Timeout: f.timeout})
+		if err != nil {
+			return &exitError{exitUsage, err}
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+		defer cancel()
+		return do(ctx, c, cmd.OutOrStdout())
+	}
+	get := withFlags(&cobra.Command{
+		Use:   "get <key>",
+		Short: "Read a key (prints its value; exit code 3 if it has none)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(cmd, func(ctx context.Context, c *client.Client, out io.Writer) error {
+				v, found, err := c.Get(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if f.json {
+					if err := printJSON(out, map[string]any{"key": args[0], "value": v, "found": found}); err != nil {
+						return err
+					}
+				} else if found {
+					fmt.Fprintln(out, v)
+				}
+				if !found {
+					return &exitError{exitNotFound, fmt.Errorf("key %q has no value", args[0])}
+				}
+				return nil
+			})
+		},
+	})
+	put := withFlags(&cobra.Command{
+		Use:   "put <key> <value>",
+		Short: "Set a key (exit code 4 if the outcome is unknown)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(cmd, func(ctx context.Context, c *client.Client, out io.Writer) error {
+				if err := c.Put(ctx, args[0], args[1]); err != nil {
+					return err
+				}
+				return printOK(out, f.json)
+			})
+		},
+	})
+	del := withFlags(&cobra.Command{
+		Use:   "delete <key>",
+		Short: "Remove a key (exit code 4 if the outcome is unknown)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(cmd, func(ctx context.Context, c *client.Client, out io.Writer) error {
+				if err := c.Delete(ctx, args[0]); err != nil {
+					return err
+				}
+				return printOK(out, f.json)
+			})
+		},
+	})
+	leader := withFlags(&cobra.Command{
+		Use:   "leader",
+		Short: "Print the leader's id and epoch, as the first endpoint that answers sees them",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd, func(ctx context.Context, c *client.Client, out io.Writer) error {
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if st.Leader == "" {
+					return fmt.Errorf("%s sees no leader: %w", st.Endpoint, client.ErrNoLeader)
+				}
+				if f.json {
+					return printJSON(out, map[string]any{"leader": st.Leader, "epoch": st.Epoch, "seen_by": st.ID})
+				}
+				_, err = fmt.Fprintf(out, "%s epoch %d\n", st.Leader, st.Epoch)
+				return err
+			})
+		},
+	})
+	members := withFlags(&cobra.Command{
+		Use:   "members",
+		Short: "List the live members (id, address, leader or follower)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return run(cmd, func(ctx context.Context, c *client.Client, out io.Writer) error {
+				st, err := c.Status(ctx)
+				if err != nil {
+					return err
+				}
+				slices.SortFunc(st.Members, func(a, b client.Member) int {
+					if a.ID < b.ID {
+						return -1
+					}
+					if a.ID > b.ID {
+						return 1
+					}
+					return 0
+				})
+				if f.json {
+					return printJSON(out, st)
+				}
+				for _, m := range st.Members {
+					role := "follower"
+					if m.ID == st.Leader {
+						role = "leader"
+					}
+					if _, err := fmt.Fprintf(out, "%s %s %s\n", m.ID, m.Addr, role); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		},
+	})
+	return []*cobra.Command{get, put, del, leader, members}
+}
+
+// argNames are the <placeholders> in a command's Use line.
+func argNames(cmd *cobra.Command) []string {
+	var out []string
+	for _, w := range strings.Fields(cmd.Use)[1:] {
+		if len(w) > 2 && w[0] == '<' {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// exactArgs is cobra.ExactArgs with a usage exit code.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return &exitError{exitUsage, fmt.Errorf("usage: kvstore %s", cmd.Use)}
+		}
+		return nil
+	}
+}
+
+func printOK(out io.Writer, asJSON bool) error {
+	if asJSON {
+		return printJSON(out, map[string]any{"ok": true})
+	}
+	_, err := fmt.Fprintln(out, "OK")
+	return err
+}
+
+func printJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	return enc.Encode(v)
+}
