@@ -16,6 +16,7 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // startAttempts bounds how often Start retries when a port it picked was
@@ -38,7 +39,8 @@ type Config struct {
 	// minimum lease TTL is 1.5 election timeouts, rounded up to a second.
 	ElectionTimeout time.Duration
 	// Logger, if non-nil, receives etcd's log records of level error and
-	// above. If nil, etcd logs nothing.
+	// above (for StartMember: every record its handler enables). If nil,
+	// etcd logs nothing.
 	Logger *slog.Logger
 }
 
@@ -69,11 +71,12 @@ func (cfg Config) Validate() error {
 
 // Server is a running embedded etcd server. Close it when done.
 type Server struct {
-	etcd      *embed.Etcd
-	clientURL url.URL
-	dir       string
-	removeDir bool         // Start created dir, so Close removes it
-	closing   *atomic.Bool // set when Close starts; quiets the log forwarder
+	etcd       *embed.Etcd
+	clientURLs []url.URL // advertised; at least one
+	dir        string
+	removeDir  bool         // Start created dir, so Close removes it
+	closing    *atomic.Bool // set when Close starts; quiets the log forwarder
+	election   time.Duration
 
 	closeOnce sync.Once
 	closeErr  error
@@ -142,8 +145,18 @@ func startOnce(ctx context.Context, cfg Config, dir string) (*Server, error) {
 	ec.EnableGRPCGateway = false
 	ec.LogLevel = "error"
 	closing := new(atomic.Bool)
-	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger(cfg.Logger, closing))
+	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger(cfg.Logger, closing, zapcore.ErrorLevel))
 
+	e, err := startReady(ctx, ec, closing)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{etcd: e, clientURLs: []url.URL{clientURL}, dir: dir, closing: closing, election: cfg.ElectionTimeout}, nil
+}
+
+// startReady starts etcd with ec and waits until it is ready to serve
+// clients, bounded by ctx. On error it stops etcd again and waits for it.
+func startReady(ctx context.Context, ec *embed.Config, closing *atomic.Bool) (*embed.Etcd, error) {
 	// StartEtcd closes everything it started when it fails.
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
@@ -151,44 +164,73 @@ func startOnce(ctx context.Context, cfg Config, dir string) (*Server, error) {
 	}
 	select {
 	case <-e.Server.ReadyNotify():
-		return &Server{etcd: e, clientURL: clientURL, dir: dir, closing: closing}, nil
+		return e, nil
 	case err = <-e.Err():
 		err = fmt.Errorf("etcdembed: etcd failed before ready: %w", err)
+	case <-e.Server.StopNotify():
+		err = errors.New("etcdembed: etcd stopped before ready")
 	case <-ctx.Done():
 		err = fmt.Errorf("etcdembed: waiting for etcd to be ready: %w", ctx.Err())
 	}
 	closing.Store(true)
+	// Stop the server before Close: etcd's client servers start only once
+	// it is ready or stopping, and Close waits for them first, so Close
+	// alone would hang on a member still waiting for its quorum.
+	e.Server.HardStop()
 	e.Close()
 	<-e.Server.StopNotify()
 	return nil, err
 }
 
-// ClientURL returns the URL clients dial, e.g. "http://127.0.0.1:2379".
-func (s *Server) ClientURL() string { return s.clientURL.String() }
+// ClientURL returns the URL clients dial, e.g. "http://127.0.0.1:2379": the
+// first advertised client URL.
+func (s *Server) ClientURL() string { return s.clientURLs[0].String() }
+
+// ClientURLs returns every advertised client URL.
+func (s *Server) ClientURLs() []string {
+	urls := make([]string, len(s.clientURLs))
+	for i, u := range s.clientURLs {
+		urls[i] = u.String()
+	}
+	return urls
+}
 
 // Endpoint returns the client address in host:port form, e.g.
-// "127.0.0.1:2379", as TCP proxies want it.
-func (s *Server) Endpoint() string { return s.clientURL.Host }
+// "127.0.0.1:2379", as TCP proxies want it: the host of ClientURL.
+func (s *Server) Endpoint() string { return s.clientURLs[0].Host }
 
 // Dir returns the data directory.
 func (s *Server) Dir() string { return s.dir }
 
+// Err returns a channel that receives an error when etcd stops serving on
+// its own, e.g. a listener fails. Close closes it.
+func (s *Server) Err() <-chan error { return s.etcd.Err() }
+
+// Done returns a channel that is closed when the etcd server has stopped:
+// after Close, or on its own, e.g. when this member was removed from its
+// cluster or hit a fatal error.
+func (s *Server) Done() <-chan struct{} { return s.etcd.Server.StopNotify() }
+
 // Close shuts the server down and waits for it, in this order:
 //
-//  1. stop the client gRPC and HTTP servers (in-flight requests get etcd's
+//  1. if this member leads a cluster with other voting members, hand
+//     leadership to the best-connected one (see handOver); with one member
+//     this is skipped;
+//  2. stop the client gRPC and HTTP servers (in-flight requests get etcd's
 //     request timeout) and close the client listeners;
-//  2. stop the etcd server: raft, the apply loop, the lessor and the peer
-//     transport (leadership transfer is skipped: there is one member);
-//  3. close the peer listeners (idle peer connections get up to 1 s);
-//  4. wait for every serving goroutine, then for the server's StopNotify;
-//  5. remove the data directory if Start created it.
+//  3. stop the etcd server: raft, the apply loop, the lessor and the peer
+//     transport;
+//  4. close the peer listeners (idle peer connections get up to 1 s);
+//  5. wait for every serving goroutine, then for the server's StopNotify;
+//  6. remove the data directory if Start created it.
 //
-// Steps 1-4 are embed.Etcd.Close. While it runs, etcd's reports of the
+// Steps 2-5 are embed.Etcd.Close. While Close runs, etcd's reports of the
 // listeners it closes are not forwarded to Config.Logger. Close is
 // idempotent: later calls return the first call's result.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.closing.Store(true)
+		s.handOver()
 		s.etcd.Close()
 		<-s.etcd.Server.StopNotify()
 		if s.removeDir {
@@ -198,6 +240,30 @@ func (s *Server) Close() error {
 		}
 	})
 	return s.closeErr
+}
+
+// handOver hands leadership to another voting member if this one leads, so
+// that the cluster need not wait an election timeout for a new leader. etcd's
+// Close does this too, but if the transferee does not take over (say it is
+// stopping as well) it polls for etcd's whole request timeout, 5 s + 2
+// election timeouts. raft itself gives up a transfer after one election
+// timeout, so handOver waits two, then stops the server, which ends the
+// transfer; Close's own attempt then finds the server stopped.
+func (s *Server) handOver() {
+	done := make(chan error, 1)
+	go func() { done <- s.etcd.Server.TryTransferLeadershipOnShutdown() }()
+	timer := time.NewTimer(2 * s.election)
+	defer timer.Stop()
+	var err error
+	select {
+	case err = <-done:
+	case <-timer.C:
+		s.etcd.Server.HardStop()
+		err = fmt.Errorf("no new leader after %v: %w", 2*s.election, <-done)
+	}
+	if err != nil {
+		s.etcd.GetLogger().Warn("leadership transfer failed", zap.Error(err))
+	}
 }
 
 // freePorts returns n distinct loopback TCP ports that were free a moment ago.
@@ -223,10 +289,11 @@ func isAddrInUse(err error) bool {
 }
 
 // zapLogger returns the logger handed to etcd: a no-op one, or one that
-// forwards error-level records to l until closing is set.
-func zapLogger(l *slog.Logger, closing *atomic.Bool) *zap.Logger {
+// forwards records of level floor and above to l (error-level ones only
+// until closing is set).
+func zapLogger(l *slog.Logger, closing *atomic.Bool, floor zapcore.Level) *zap.Logger {
 	if l == nil {
 		return zap.NewNop()
 	}
-	return zap.New(&slogCore{log: l, closing: closing})
+	return zap.New(&slogCore{log: l, closing: closing, floor: floor})
 }

@@ -2,7 +2,9 @@ package etcdembed
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -10,28 +12,30 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// slogCore is a zapcore.Core that forwards etcd's error-level (and higher)
-// records to a slog.Logger, so etcd stays quiet unless something is wrong.
-// Once closing is set, only records above error level pass: etcd reports every
-// listener it closes on shutdown as an error.
+// slogCore is a zapcore.Core that forwards etcd's records of level floor and
+// higher to a slog.Logger, if its handler enables them. Start uses floor
+// error, so etcd stays quiet unless something is wrong; StartMember uses
+// debug and leaves the choice to the handler. Once closing is set,
+// error-level records are dropped: etcd reports every listener it closes on
+// shutdown as an error, and so are the warnings about them.
 type slogCore struct {
 	log     *slog.Logger
 	closing *atomic.Bool    // shared with the Server; set when Close starts
+	floor   zapcore.Level   // lowest level forwarded
 	fields  []zapcore.Field // from With, prepended to every record
 }
 
 var _ zapcore.Core = (*slogCore)(nil)
 
 func (c *slogCore) Enabled(l zapcore.Level) bool {
-	floor := zapcore.ErrorLevel
-	if c.closing.Load() {
-		floor = zapcore.DPanicLevel
+	if l < c.floor || (l == zapcore.ErrorLevel && c.closing.Load()) {
+		return false
 	}
-	return l >= floor && c.log.Enabled(context.Background(), slogLevel(l))
+	return c.log.Enabled(context.Background(), slogLevel(l))
 }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{log: c.log, closing: c.closing, fields: append(slices.Clip(c.fields), fields...)}
+	return &slogCore{log: c.log, closing: c.closing, floor: c.floor, fields: append(slices.Clip(c.fields), fields...)}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -56,8 +60,21 @@ func benignAtStart(e zapcore.Entry, fields []zapcore.Field) bool {
 	return false
 }
 
+// closedListener reports a record about a listener that was closed, e.g.
+// "stopping insecure grpc server due to error" with "use of closed network
+// connection", which etcd logs as a warning for every client listener it
+// closes on shutdown.
+func closedListener(fields []zapcore.Field) bool {
+	for _, f := range fields {
+		if err, ok := f.Interface.(error); ok && (errors.Is(err, net.ErrClosed) || strings.Contains(err.Error(), "use of closed network connection")) {
+			return true
+		}
+	}
+	return false
+}
+
 func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
-	if benignAtStart(e, fields) {
+	if benignAtStart(e, fields) || (c.closing.Load() && closedListener(fields)) {
 		return nil
 	}
 	enc := zapcore.NewMapObjectEncoder()

@@ -75,6 +75,7 @@ Debian's zookeeper package.`,
 	fl.StringVar(&f.logLevel, "log-level", "", "node logs on standard error at this level (debug, info, warn, error); default none")
 	fl.StringVar(&f.history, "history", "", "shell history file (interactive only)")
 	cmd.AddCommand(newNodeCmd())
+	cmd.AddCommand(newCoordinatorCmd())
 	cmd.AddCommand(ctlCommands()...)
 	return cmd
 }
