@@ -15,12 +15,7 @@ import (
 
 	"github.com/kvstore/kvstore/etcdembed"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
-
-// coordinatorEnvPrefix prefixes the environment variable of every
-// coordinator flag: --initial-cluster is KVSTORE_INITIAL_CLUSTER.
-const coordinatorEnvPrefix = "KVSTORE_"
 
 type coordinatorFlags struct {
 	name                string
@@ -64,7 +59,7 @@ name in upper case with underscores, e.g. KVSTORE_INITIAL_CLUSTER. A flag on
 the command line wins over its variable.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			from, err := applyCoordinatorEnv(cmd.Flags(), os.LookupEnv)
+			from, err := applyEnv(cmd.Flags(), os.LookupEnv)
 			if err != nil {
 				return err
 			}
@@ -95,42 +90,8 @@ the command line wins over its variable.`,
 	fl.UintVar(&f.heartbeatMs, "heartbeat-interval", uint(dflt.HeartbeatInterval/time.Millisecond), "raft heartbeat interval in milliseconds")
 	fl.UintVar(&f.electionMs, "election-timeout", uint(dflt.ElectionTimeout/time.Millisecond), "raft election timeout in milliseconds (at least 5 heartbeat intervals; the minimum session TTL is 1.5 of it, rounded up to a second)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level on standard error: debug, info, warn or error")
-	fl.VisitAll(func(fl *pflag.Flag) {
-		fl.Usage += " [$" + coordinatorEnvName(fl.Name) + "]"
-	})
+	documentEnv(cmd)
 	return cmd
-}
-
-// coordinatorEnvName returns the environment variable of a coordinator flag.
-func coordinatorEnvName(flag string) string {
-	return coordinatorEnvPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
-// applyCoordinatorEnv sets every flag not given on the command line from its
-// environment variable, if that is set. It returns how to name each flag's
-// source in error messages: "--flag" or the variable's name.
-func applyCoordinatorEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) (from func(flag string) string, err error) {
-	fromEnv := map[string]bool{}
-	fs.VisitAll(func(fl *pflag.Flag) {
-		if err != nil || fl.Changed || fl.Name == "help" {
-			return
-		}
-		v, ok := lookup(coordinatorEnvName(fl.Name))
-		if !ok {
-			return
-		}
-		if serr := fs.Set(fl.Name, v); serr != nil {
-			err = fmt.Errorf("%s=%q: %w", coordinatorEnvName(fl.Name), v, serr)
-			return
-		}
-		fromEnv[fl.Name] = true
-	})
-	return func(flag string) string {
-		if fromEnv[flag] {
-			return coordinatorEnvName(flag)
-		}
-		return "--" + flag
-	}, err
 }
 
 // memberConfig checks the flags and turns them into a member config and a

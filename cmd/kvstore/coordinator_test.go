@@ -56,7 +56,7 @@ func (p *coordProc) output() string {
 func coordEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, coordinatorEnvPrefix) {
+		if !strings.HasPrefix(kv, "KVSTORE_") {
 			env = append(env, kv)
 		}
 	}

@@ -65,6 +65,7 @@ func ctlCommands() []*cobra.Command {
 		cmd.Args = exactArgs(len(argNames(cmd)))
 		cmd.SilenceUsage, cmd.SilenceErrors = true, true
 		cmd.PreRunE = func(cmd *cobra.Command, _ []string) error { return bindEnv(cmd) }
+		documentEnv(cmd)
 		return cmd
 	}
 	run := func(cmd *cobra.Command, do func(ctx context.Context, c *client.Client, out io.Writer) error) error {

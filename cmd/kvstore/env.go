@@ -19,18 +19,40 @@ func envName(name string) string {
 // bindEnv sets every flag of cmd not given on the command line from its
 // environment variable, if that is set. A bad value is an error naming both.
 func bindEnv(cmd *cobra.Command) error {
-	var err error
-	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if err != nil || f.Changed {
+	_, err := applyEnv(cmd.Flags(), os.LookupEnv)
+	return err
+}
+
+// applyEnv sets every flag not given on the command line from its
+// environment variable, if that is set. It returns how to name each flag's
+// source in error messages: "--flag" or the variable's name.
+func applyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) (from func(flag string) string, err error) {
+	fromEnv := map[string]bool{}
+	fs.VisitAll(func(fl *pflag.Flag) {
+		if err != nil || fl.Changed || fl.Name == "help" {
 			return
 		}
-		v, ok := os.LookupEnv(envName(f.Name))
+		v, ok := lookup(envName(fl.Name))
 		if !ok {
 			return
 		}
-		if serr := cmd.Flags().Set(f.Name, v); serr != nil {
-			err = fmt.Errorf("%s=%q (for --%s): %w", envName(f.Name), v, f.Name, serr)
+		if serr := fs.Set(fl.Name, v); serr != nil {
+			err = fmt.Errorf("%s=%q (for --%s): %w", envName(fl.Name), v, fl.Name, serr)
+			return
 		}
+		fromEnv[fl.Name] = true
 	})
-	return err
+	return func(flag string) string {
+		if fromEnv[flag] {
+			return envName(flag)
+		}
+		return "--" + flag
+	}, err
+}
+
+// documentEnv adds each flag's variable to its help text.
+func documentEnv(cmd *cobra.Command) {
+	cmd.Flags().VisitAll(func(fl *pflag.Flag) {
+		fl.Usage += " [$" + envName(fl.Name) + "]"
+	})
 }
