@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -27,7 +28,16 @@ func (n *Node) DeleteWithID(ctx context.Context, reqID, key string) error {
 	return n.writeWithID(ctx, kvpb.Op_OP_DELETE, reqID, key, "")
 }
 
+// writeWithID is every client write's entry point: Set, Delete and their
+// WithID forms. It records the operation in the node's metrics.
 func (n *Node) writeWithID(ctx context.Context, op kvpb.Op, reqID, key, value string) error {
+	start := time.Now()
+	err := n.doWriteWithID(ctx, op, reqID, key, value)
+	n.met.observe(writeKind(op), start, err)
+	return err
+}
+
+func (n *Node) doWriteWithID(ctx context.Context, op kvpb.Op, reqID, key, value string) error {
 	if reqID == "" {
 		return n.write(ctx, op, key, value)
 	}

@@ -54,6 +54,18 @@
 // learns of a new leader stops serving its cache at once, before any lease
 // ends.
 //
+// # Metrics
+//
+// Each Node keeps its own Prometheus metrics (names starting kvstore_) and
+// hands them out with Collectors; nothing is registered globally, so several
+// nodes can live in one process. Register one node's collectors in one
+// registry (package ops serves it over HTTP, with Ready as the readiness
+// probe). A client operation is counted by the node the client called:
+// a write forwarded to the leader is counted there, not at the leader. The
+// leader counts the invalidations a write needs and the writes held until a
+// holder's lease ended. Cache hits and misses are the Stats counters, read
+// at scrape time. Counting costs a cached read no lock and no allocation.
+//
 // # Faults for tests
 //
 // Config.Faults switches deliberate protocol bugs on. They exist only so

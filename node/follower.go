@@ -74,6 +74,7 @@ func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, error) {
 		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, nil
 	}
 	n.promiseLocked(req.Epoch)
+	n.met.appended(n.now())
 	applied := n.store.Applied()
 	if req.Snapshot != nil {
 		snap := fromSnapshot(req.Snapshot)
@@ -192,6 +193,7 @@ func (n *Node) invalidate(key string, v store.Version) {
 	n.cacheMu.Lock()
 	if e, ok := n.cache[key]; ok && e.version.Less(v) {
 		delete(n.cache, key)
+		n.met.invalidationsApplied.Inc()
 	}
 	n.cacheMu.Unlock()
 }

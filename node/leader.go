@@ -60,6 +60,7 @@ type peer struct {
 	next      uint64 // next seq to send
 	snapshot  bool   // it needs a snapshot
 	reachable bool   // its last Append succeeded
+	answered  bool   // it answered an Append in this epoch (match is known)
 	wake      chan struct{}
 }
 
@@ -571,7 +572,7 @@ func (l *leader) handleAppend(p *peer, req *kvpb.AppendRequest, resp *kvpb.Appen
 		l.cancel(fmt.Errorf("%s promised epoch %d: %w", p.id, resp.AcceptedEpoch, kvstore.ErrStaleEpoch))
 		return false
 	}
-	p.reachable = true
+	p.reachable, p.answered = true, true
 	applied := fromPos(resp.Applied)
 	ours := (applied.Epoch == l.epoch || applied == l.base) && applied.Seq >= l.base.Seq && applied.Seq <= l.lastSeq
 	switch {
@@ -676,6 +677,9 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		ver = e.Version
 		l.log = append(l.log, e)
 		l.lastSeq = e.Version.Seq
+		if !n.cfg.Faults.SkipInvalidation {
+			n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, n.now())))
+		}
 	}
 	n.mu.Unlock()
 	l.recomputeCommitLocked()
@@ -705,14 +709,31 @@ func (l *leader) awaitWrite(ctx context.Context, key string, seq uint64) error {
 	n := l.n
 	qDeadline := n.now().Add(n.cfg.QuorumTimeout)
 	var commitErr error
+	// For kvstore_lease_waits_total: blocked is when only holders still
+	// kept the write waiting (its commit settled, one way or the other);
+	// leaseEnded is set when a holder that was pending then was forgotten
+	// because its lease ran out, not because it applied the write. Holders of
+	// key cannot be added meanwhile: grants take the key's lock, held here.
+	var blocked time.Time
+	leaseEnded := false
+	settled := func(now time.Time) {
+		if leaseEnded {
+			n.met.leaseWaits.Inc()
+			n.met.leaseWaitSeconds.Add(now.Sub(blocked).Seconds())
+		}
+	}
 	for {
 		now := n.now()
 		l.mu.Lock()
 		committed := l.commit >= seq
-		pending, next := l.pendingHoldersLocked(key, seq, now)
+		pending, next, expired := l.pendingHoldersLocked(key, seq, now)
 		ch := l.changedCh
 		l.mu.Unlock()
+		if expired > 0 && !blocked.IsZero() {
+			leaseEnded = true
+		}
 		if committed && pending == 0 {
+			settled(now)
 			return nil
 		}
 		if l.ctx.Err() != nil {
@@ -727,7 +748,11 @@ func (l *leader) awaitWrite(ctx context.Context, key string, seq uint64) error {
 			}
 		}
 		if commitErr != nil && pending == 0 {
+			settled(now)
 			return commitErr
+		}
+		if blocked.IsZero() && (committed || commitErr != nil) {
+			blocked = now
 		}
 		wake := time.Hour
 		if pending > 0 {
@@ -751,11 +776,17 @@ func (l *leader) awaitWrite(ctx context.Context, key string, seq uint64) error {
 
 // pendingHoldersLocked forgets holders of key that have applied seq or whose
 // lease ended, and counts the rest; next is the earliest end of their leases.
-func (l *leader) pendingHoldersLocked(key string, seq uint64, now time.Time) (pending int, next time.Time) {
+// expired counts the holders forgotten because their lease ended before they
+// applied seq.
+func (l *leader) pendingHoldersLocked(key string, seq uint64, now time.Time) (pending int, next time.Time, expired int) {
 	hs := l.holders[key]
 	for id, end := range hs {
 		p := l.peers[id]
-		if l.n.cfg.Faults.SkipInvalidation || (p != nil && p.match >= seq) || !now.Before(end) {
+		applied := p != nil && p.match >= seq
+		if l.n.cfg.Faults.SkipInvalidation || applied || !now.Before(end) {
+			if !applied && !l.n.cfg.Faults.SkipInvalidation {
+				expired++
+			}
 			delete(hs, id)
 			continue
 		}
@@ -767,7 +798,19 @@ func (l *leader) pendingHoldersLocked(key string, seq uint64, now time.Time) (pe
 	if len(hs) == 0 {
 		delete(l.holders, key)
 	}
-	return pending, next
+	return pending, next, expired
+}
+
+// liveHoldersLocked counts the nodes holding a lease on key that has not
+// ended at now: the cached copies a new write of key must invalidate.
+func (l *leader) liveHoldersLocked(key string, now time.Time) int {
+	live := 0
+	for _, end := range l.holders[key] {
+		if now.Before(end) {
+			live++
+		}
+	}
+	return live
 }
 
 // grant records node id as a holder of key and returns the lease it may

@@ -89,6 +89,8 @@ type Node struct {
 	incarn string
 
 	hits, misses, leaderReads, writes atomic.Uint64
+
+	met *metrics // Prometheus instruments (metrics.go)
 }
 
 type servingState struct {
@@ -142,6 +144,7 @@ func New(cfg Config) (*Node, error) {
 		viewCh: make(chan struct{}),
 		incarn: strconv.FormatInt(time.Now().UnixNano(), 36),
 	}
+	n.met = newMetrics(n)
 	n.ctx, n.cancel = context.WithCancelCause(context.Background())
 	n.srv = grpc.NewServer(
 		grpc.UnaryInterceptor(n.intercept),
@@ -338,15 +341,35 @@ func (n *Node) notify() {
 	n.mu.Unlock()
 }
 
+// Ready reports whether the node serves: nil when it is in StateOK and
+// sees a serving leader (itself or another), otherwise an error saying why
+// (matching kvstore.ErrStopped, ErrPartitioned or ErrNoLeader). It is what a
+// readiness probe asks.
+func (n *Node) Ready() error {
+	switch st := n.State(); st {
+	case StateOK:
+	case StateStopped:
+		return fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrStopped)
+	default:
+		return fmt.Errorf("node %s: %w (state %s)", n.cfg.ID, kvstore.ErrPartitioned, st)
+	}
+	l := n.Leader()
+	switch {
+	case l.ID == "":
+		return fmt.Errorf("node %s: %w known", n.cfg.ID, kvstore.ErrNoLeader)
+	case l.ID == n.cfg.ID && !n.IsLeader():
+		return fmt.Errorf("node %s: %w yet: elected in epoch %d, taking over", n.cfg.ID, kvstore.ErrNoLeader, l.Epoch)
+	}
+	return nil
+}
+
 // WaitServing waits until the node serves and sees a serving leader (itself
 // or another), or ctx ends.
 func (n *Node) WaitServing(ctx context.Context) error {
 	for {
 		ch := n.changed()
-		if n.State() == StateOK && n.Leader().ID != "" {
-			if l := n.Leader(); l.ID != n.cfg.ID || n.IsLeader() {
-				return nil
-			}
+		if n.Ready() == nil {
+			return nil
 		}
 		select {
 		case <-ch:
@@ -472,6 +495,7 @@ func (n *Node) setServing(sess coord.Session, st State, cause error) {
 
 func (n *Node) setView(v coord.View) {
 	n.view.Store(&viewState{leader: v.Leader, members: v.Members})
+	n.met.sawLeader(v.Leader)
 	if l := n.lead.Load(); l != nil {
 		l.viewChanged(v)
 	}
@@ -552,6 +576,14 @@ func ctxErr(ctx context.Context) error {
 // Get returns key's value through this node. A key cached here under a
 // valid lease is answered from memory; otherwise the leader is asked.
 func (n *Node) Get(ctx context.Context, key string) (value string, found bool, err error) {
+	start := time.Now()
+	value, found, err = n.doGet(ctx, key)
+	n.met.observe(opGet, start, err)
+	return value, found, err
+}
+
+// doGet is Get without the metrics.
+func (n *Node) doGet(ctx context.Context, key string) (value string, found bool, err error) {
 	if key == "" {
 		return "", false, fmt.Errorf("%w: empty key", kvstore.ErrBadRequest)
 	}
@@ -569,12 +601,12 @@ func (n *Node) Get(ctx context.Context, key string) (value string, found bool, e
 // Set sets key to value through this node. It returns once a majority of
 // voters hold the write and every cached copy of the key was invalidated.
 func (n *Node) Set(ctx context.Context, key, value string) error {
-	return n.write(ctx, kvpb.Op_OP_SET, key, value)
+	return n.writeWithID(ctx, kvpb.Op_OP_SET, "", key, value)
 }
 
 // Delete removes key through this node, with Set's guarantees.
 func (n *Node) Delete(ctx context.Context, key string) error {
-	return n.write(ctx, kvpb.Op_OP_DELETE, key, "")
+	return n.writeWithID(ctx, kvpb.Op_OP_DELETE, "", key, "")
 }
 
 func (n *Node) write(ctx context.Context, op kvpb.Op, key, value string) error {

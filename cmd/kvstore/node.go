@@ -17,6 +17,7 @@ import (
 	"github.com/kvstore/kvstore/coord/etcdcoord"
 	"github.com/kvstore/kvstore/coord/zkcoord"
 	"github.com/kvstore/kvstore/node"
+	"github.com/kvstore/kvstore/ops"
 )
 
 type nodeFlags struct {
@@ -32,6 +33,7 @@ type nodeFlags struct {
 	logLevel  string
 	logFormat string
 	handover  time.Duration
+	metrics   string
 }
 
 func newNodeCmd() *cobra.Command {
@@ -47,7 +49,12 @@ given on the command line wins.
 
 On SIGTERM or SIGINT a leader first hands leadership over (the others elect
 at once, without waiting for its session to expire), then the node leaves:
-a rolling restart costs at most one election.`,
+a rolling restart costs at most one election.
+
+With --metrics-listen (e.g. 127.0.0.1:9100) the node also serves HTTP there:
+Prometheus metrics on /metrics, /healthz (200 while the process runs),
+/readyz (200 only while the node serves and sees a leader, else 503 and the
+reason) and the Go profiler on /debug/pprof/.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -69,6 +76,8 @@ a rolling restart costs at most one election.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.DurationVar(&f.handover, "handover-timeout", 5*time.Second, "on shutdown, how long a leader waits for a successor")
+	fl.StringVar(&f.metrics, "metrics-listen", "", "address of the HTTP server for /metrics, /healthz, /readyz and /debug/pprof/ (default: none)")
+	documentEnv(cmd)
 	return cmd
 }
 
@@ -144,6 +153,12 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	if err != nil {
 		return err
 	}
+	opsSrv, err := startOps(f.metrics, n, log)
+	if err != nil {
+		n.Kill()
+		return err
+	}
+	defer closeOps(opsSrv, log)
 	if err := n.Start(startCtx); err != nil {
 		n.Kill()
 		return err
@@ -160,6 +175,41 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	}
 	log.Info("node stopped", "id", f.id)
 	return nil
+}
+
+// startOps starts the operations HTTP server on addr for node n, or returns
+// nil if addr is empty. It starts before the node, so that /readyz answers
+// 503 while the node is starting.
+func startOps(addr string, n *node.Node, log *slog.Logger) (*ops.Server, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	reg, err := ops.NewRegistry(n.Collectors()...)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := ops.New(ops.Config{Gatherer: reg, Ready: n.Ready, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.Start(addr); err != nil {
+		return nil, fmt.Errorf("--metrics-listen: %w", err)
+	}
+	log.Info("ops server listening", "addr", srv.Addr(), "paths", "/metrics /healthz /readyz /debug/pprof/")
+	return srv, nil
+}
+
+// closeOps stops the operations server, if any: after the node, so that
+// /readyz says 503 while the node shuts down.
+func closeOps(srv *ops.Server, log *slog.Logger) {
+	if srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Close(ctx); err != nil {
+		log.Warn("ops server close", "err", err)
+	}
 }
 
 // handOver makes a leader resign and waits, up to timeout, until another
