@@ -178,6 +178,8 @@ type Status struct {
 	Leader   string   `json:"leader"`
 	Epoch    int64    `json:"epoch"`
 	Members  []Member `json:"members"`
+	// Voters is the voter record (empty if the node could not read it).
+	Voters []string `json:"voters"`
 }
 
 // Status asks the first endpoint that answers for its status.
@@ -188,7 +190,7 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 		if err != nil {
 			return err
 		}
-		st = Status{ID: resp.Id, Cluster: resp.Cluster, State: resp.State, IsLeader: resp.IsLeader, Leader: resp.LeaderId, Epoch: resp.Epoch}
+		st = Status{ID: resp.Id, Cluster: resp.Cluster, State: resp.State, IsLeader: resp.IsLeader, Leader: resp.LeaderId, Epoch: resp.Epoch, Voters: resp.Voters}
 		for _, m := range resp.Members {
 			st.Members = append(st.Members, Member{ID: m.Id, Addr: m.Addr})
 		}

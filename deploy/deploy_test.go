@@ -206,6 +206,21 @@ func TestComposeClusterUnderFaults(t *testing.T) {
 	c := start(t)
 	cs := newClients(t, c)
 	serving(t, c, 90*time.Second)
+	// Faults start once every node is a voter: with two voters, losing
+	// the leader's memory is not a minority failure, and the survivor
+	// alone may not take over.
+	soon.Succeeds(t, 60*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := cs.per[0].Status(ctx)
+		if err != nil {
+			return err
+		}
+		if len(st.Voters) != nodes {
+			return fmt.Errorf("voters %v, want all %d nodes", st.Voters, nodes)
+		}
+		return nil
+	})
 
 	var mu sync.Mutex
 	var events []string

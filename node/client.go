@@ -83,7 +83,7 @@ func (s *clientServer) Delete(ctx context.Context, req *kvpb.DeleteRequest) (*kv
 	return &kvpb.DeleteResponse{}, nil
 }
 
-func (s *clientServer) Status(context.Context, *kvpb.StatusRequest) (*kvpb.StatusResponse, error) {
+func (s *clientServer) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb.StatusResponse, error) {
 	n := s.n
 	l := n.Leader()
 	resp := &kvpb.StatusResponse{
@@ -99,6 +99,13 @@ func (s *clientServer) Status(context.Context, *kvpb.StatusRequest) (*kvpb.Statu
 	}
 	for id, addr := range n.Members() {
 		resp.Members = append(resp.Members, &kvpb.Member{Id: id, Addr: addr})
+	}
+	// The voter record lives in the coordinator; a node cut off from it
+	// still answers, without voters.
+	vctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if v, err := n.cfg.Coordinator.Voters(vctx); err == nil {
+		resp.Voters = v.IDs
 	}
 	return resp, nil
 }

@@ -147,7 +147,7 @@ func ctlCommands() []*cobra.Command {
 	})
 	members := withFlags(&cobra.Command{
 		Use:   "members",
-		Short: "List the live members (id, address, leader or follower)",
+		Short: "List the live members (id, address, leader or follower, voter or not)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return run(cmd, func(ctx context.Context, c *client.Client, out io.Writer) error {
 				st, err := c.Status(ctx)
@@ -171,7 +171,11 @@ func ctlCommands() []*cobra.Command {
 					if m.ID == st.Leader {
 						role = "leader"
 					}
-					if _, err := fmt.Fprintf(out, "%s %s %s\n", m.ID, m.Addr, role); err != nil {
+					voter := "non-voter"
+					if slices.Contains(st.Voters, m.ID) {
+						voter = "voter"
+					}
+					if _, err := fmt.Fprintf(out, "%s %s %s %s\n", m.ID, m.Addr, role, voter); err != nil {
 						return err
 					}
 				}

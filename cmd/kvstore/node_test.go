@@ -114,7 +114,7 @@ func TestNodeProcessesAndClient(t *testing.T) {
 	all := nodes[0].addr + "," + nodes[1].addr + "," + nodes[2].addr
 	soon.Succeeds(t, 30*time.Second, func() error {
 		out, code := ctl(t, bin, "members", "--endpoints", all)
-		if code != 0 || strings.Count(out, "\n") != 3 || !strings.Contains(out, "leader") {
+		if code != 0 || strings.Count(out, " voter\n") != 3 || !strings.Contains(out, " leader ") {
 			return fmt.Errorf("members (exit %d):\n%s", code, out)
 		}
 		return nil

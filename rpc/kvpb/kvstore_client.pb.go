@@ -404,6 +404,7 @@ type StatusResponse struct {
 	LeaderId      string                 `protobuf:"bytes,5,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`  // the leader this node sees ("" if none)
 	Epoch         int64                  `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`                       // that leader's epoch
 	Members       []*Member              `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`                    // the live members this node sees
+	Voters        []string               `protobuf:"bytes,8,rep,name=voters,proto3" json:"voters,omitempty"`                      // the voter record, read from the coordinator (empty if it could not be read)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,6 +488,13 @@ func (x *StatusResponse) GetMembers() []*Member {
 	return nil
 }
 
+func (x *StatusResponse) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
 var File_kvstore_client_proto protoreflect.FileDescriptor
 
 const file_kvstore_client_proto_rawDesc = "" +
@@ -513,7 +521,7 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\rStatusRequest\",\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xd5\x01\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xed\x01\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x14\n" +
@@ -521,7 +529,8 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\tis_leader\x18\x04 \x01(\bR\bisLeader\x12\x1b\n" +
 	"\tleader_id\x18\x05 \x01(\tR\bleaderId\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\x03R\x05epoch\x123\n" +
-	"\amembers\x18\a \x03(\v2\x19.kvstore.client.v1.MemberR\amembers2\xae\x02\n" +
+	"\amembers\x18\a \x03(\v2\x19.kvstore.client.v1.MemberR\amembers\x12\x16\n" +
+	"\x06voters\x18\b \x03(\tR\x06voters2\xae\x02\n" +
 	"\x02KV\x12D\n" +
 	"\x03Get\x12\x1d.kvstore.client.v1.GetRequest\x1a\x1e.kvstore.client.v1.GetResponse\x12D\n" +
 	"\x03Put\x12\x1d.kvstore.client.v1.PutRequest\x1a\x1e.kvstore.client.v1.PutResponse\x12M\n" +
