@@ -1,0 +1,176 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kvstore/cluster"
+	"github.com/kvstore/kvstore/node"
+)
+
+// The hot paths, on a real in-process cluster (embedded etcd, gRPC on
+// loopback). Run with:
+//
+//	go test ./node -run '^$' -bench . -benchmem
+//
+// Each benchmark starts its own cluster; the setup is not timed.
+
+func benchCluster(b *testing.B, n int) *cluster.Cluster {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := cluster.New(ctx, cluster.Options{Nodes: n})
+	if err != nil {
+		b.Fatalf("start cluster: %v", err)
+	}
+	b.Cleanup(func() { c.Close() })
+	if err := c.WaitHealthy(ctx); err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// benchRoles returns the leader and the followers of c.
+func benchRoles(b *testing.B, c *cluster.Cluster) (*node.Node, []*node.Node) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ld, _, err := c.Leader(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var leader *node.Node
+	var followers []*node.Node
+	for i := 0; i < c.Size(); i++ {
+		nd, err := c.Node(i)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i == ld {
+			leader = nd
+		} else {
+			followers = append(followers, nd)
+		}
+	}
+	return leader, followers
+}
+
+var value256 = strings.Repeat("v", 256)
+
+// BenchmarkCachedRead reads a key a follower holds in its cache: answered
+// from memory, no network round trip. It must not allocate.
+func BenchmarkCachedRead(b *testing.B) {
+	c := benchCluster(b, 3)
+	leader, followers := benchRoles(b, c)
+	ctx := context.Background()
+	if err := leader.Set(ctx, "k", value256); err != nil {
+		b.Fatal(err)
+	}
+	f := followers[0]
+	if _, _, err := f.Get(ctx, "k"); err != nil { // now cached
+		b.Fatal(err)
+	}
+	before := f.Stats()
+	start := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := f.Get(ctx, "k"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	// The copy is fetched again once per lease (2 s by default).
+	after := f.Stats()
+	if misses, most := after.CacheMisses-before.CacheMisses, uint64(time.Since(start)/(2*time.Second))+1; misses > most {
+		b.Fatalf("%d misses in %v of cached reads; want at most one per lease (%d)", misses, time.Since(start), most)
+	}
+}
+
+// BenchmarkCachedReadParallel is BenchmarkCachedRead from GOMAXPROCS
+// goroutines on one follower.
+func BenchmarkCachedReadParallel(b *testing.B) {
+	c := benchCluster(b, 3)
+	leader, followers := benchRoles(b, c)
+	ctx := context.Background()
+	if err := leader.Set(ctx, "k", value256); err != nil {
+		b.Fatal(err)
+	}
+	f := followers[0]
+	if _, _, err := f.Get(ctx, "k"); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, _, err := f.Get(ctx, "k"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkCacheMissToLeader reads keys a follower does not hold: each read
+// is one fetch from the leader (which also grants the lease).
+func BenchmarkCacheMissToLeader(b *testing.B) {
+	c := benchCluster(b, 3)
+	_, followers := benchRoles(b, c)
+	ctx := context.Background()
+	f := followers[0]
+	misses := f.Stats().CacheMisses
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, _, err := f.Get(ctx, fmt.Sprint("miss-", i)); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	if got := f.Stats().CacheMisses - misses; got < uint64(b.N) {
+		b.Fatalf("%d of %d reads went to the leader", got, b.N)
+	}
+}
+
+// BenchmarkWriteTwoFollowers writes through the leader of a 3-node
+// cluster, one write at a time: append, replicate to both followers, commit
+// on a majority.
+func BenchmarkWriteTwoFollowers(b *testing.B) {
+	c := benchCluster(b, 3)
+	leader, _ := benchRoles(b, c)
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if err := leader.Set(ctx, fmt.Sprint("w", i%1024), value256); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkInvalidationFanout10 writes a key that 10 followers hold in
+// their caches: the write is acknowledged only once every holder dropped
+// its copy. Re-caching the key on the 10 holders is not timed.
+func BenchmarkInvalidationFanout10(b *testing.B) {
+	c := benchCluster(b, 11)
+	leader, followers := benchRoles(b, c)
+	ctx := context.Background()
+	if err := leader.Set(ctx, "hot", value256); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		for _, f := range followers {
+			if _, _, err := f.Get(ctx, "hot"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		if err := leader.Set(ctx, "hot", value256); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
