@@ -157,9 +157,11 @@ func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.W
 
 // cachedGet is the local read path: no allocation, one read lock. ok is
 // false when the key must be fetched from the leader.
-func (n *Node) cachedGet(key string) (value string, found, ok bool) {
+func (n *Node) cachedGet(key string, now time.Time) (value string, found, ok bool) {
+	if key == "" {
+		return "", false, false
+	}
 	st := n.serving.Load()
-	now := n.now()
 	if !n.cfg.Faults.IgnoreLease {
 		if st.state != StateOK || st.sess == nil || !now.Before(st.sess.Deadline()) {
 			return "", false, false

@@ -576,7 +576,11 @@ func ctxErr(ctx context.Context) error {
 // Get returns key's value through this node. A key cached here under a
 // valid lease is answered from memory; otherwise the leader is asked.
 func (n *Node) Get(ctx context.Context, key string) (value string, found bool, err error) {
-	start := time.Now()
+	start := n.now()
+	if v, f, ok := n.cachedGet(key, start); ok {
+		n.met.cachedRead(start)
+		return v, f, nil
+	}
 	value, found, err = n.doGet(ctx, key)
 	n.met.observe(opGet, start, err)
 	return value, found, err
@@ -587,7 +591,7 @@ func (n *Node) doGet(ctx context.Context, key string) (value string, found bool,
 	if key == "" {
 		return "", false, fmt.Errorf("%w: empty key", kvstore.ErrBadRequest)
 	}
-	if v, f, ok := n.cachedGet(key); ok {
+	if v, f, ok := n.cachedGet(key, n.now()); ok {
 		return v, f, nil
 	}
 	octx, done, err := n.opContext(ctx)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -34,13 +35,15 @@ type session struct {
 	mu       sync.Mutex    // guards the fields below
 	ttl      time.Duration // TTL etcd granted, from the latest response
 	deadline time.Time
-	healthy  bool
-	changed  chan struct{} // closed and replaced on every state change
-	done     chan struct{} // closed when err is set
-	err      error         // why the session ended; nil while live
-	closing  bool          // Close was called
-	leader   *leadership   // non-nil while this session leads
-	campaign *campaignRun  // the campaign in flight, nil if none
+	// published is deadline, readable without the lock.
+	published atomic.Pointer[time.Time]
+	healthy   bool
+	changed   chan struct{} // closed and replaced on every state change
+	done      chan struct{} // closed when err is set
+	err       error         // why the session ended; nil while live
+	closing   bool          // Close was called
+	leader    *leadership   // non-nil while this session leads
+	campaign  *campaignRun  // the campaign in flight, nil if none
 }
 
 // leadership is the election key this session won.
@@ -90,6 +93,8 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 		changed:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
+	first := s.deadline
+	s.published.Store(&first)
 	if !c.goFunc(&s.wg, s.keepAlive) {
 		cancel()
 		cs.Orphan()
@@ -108,11 +113,15 @@ func (c *Coordinator) revokeBestEffort(ctx context.Context, id clientv3.LeaseID)
 	_, _ = c.client.Revoke(ctx, id)
 }
 
-// Deadline implements coord.Session.
-func (s *session) Deadline() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.deadline
+// Deadline implements coord.Session. It takes no lock: nodes call it on
+// every cached read.
+func (s *session) Deadline() time.Time { return *s.published.Load() }
+
+// setDeadlineLocked sets the deadline and publishes it to Deadline. s.mu
+// must be held.
+func (s *session) setDeadlineLocked(d time.Time) {
+	s.deadline = d
+	s.published.Store(&d)
 }
 
 // Changed implements coord.Session.
@@ -155,7 +164,7 @@ func (s *session) end(err error) bool {
 		s.err = err
 		s.healthy = false
 		if now := time.Now(); s.deadline.After(now) {
-			s.deadline = now
+			s.setDeadlineLocked(now)
 		}
 		close(s.done)
 		s.notifyLocked()
@@ -183,7 +192,7 @@ func (s *session) renewed(sent time.Time, ttl time.Duration) {
 		return
 	}
 	s.ttl = ttl
-	s.deadline = sent.Add(s.c.liveFor(ttl))
+	s.setDeadlineLocked(sent.Add(s.c.liveFor(ttl)))
 	s.healthy = true
 	s.notifyLocked()
 }

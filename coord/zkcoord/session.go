@@ -42,13 +42,15 @@ type session struct {
 	gen      int           // connection generation: +1 on every loss and every new connection
 	last     *touch        // the latest answered keep-alive on this generation
 	deadline time.Time
-	healthy  bool
-	changed  chan struct{} // closed and replaced on every state change
-	done     chan struct{} // closed when err is set
-	err      error         // why the session ended; nil while live
-	closing  bool          // Close was called
-	leader   *leadership   // non-nil while this session leads
-	campaign *campaignRun  // the campaign in flight, nil if none
+	// published is deadline, readable without the lock.
+	published atomic.Pointer[time.Time]
+	healthy   bool
+	changed   chan struct{} // closed and replaced on every state change
+	done      chan struct{} // closed when err is set
+	err       error         // why the session ended; nil while live
+	closing   bool          // Close was called
+	leader    *leadership   // non-nil while this session leads
+	campaign  *campaignRun  // the campaign in flight, nil if none
 }
 
 // touch is one answered keep-alive.
@@ -88,6 +90,7 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 		changed:    make(chan struct{}),
 		done:       make(chan struct{}),
 	}
+	s.published.Store(new(time.Time))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
@@ -101,7 +104,7 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 	s.sid = info.sid
 	s.mu.Lock()
 	s.tau = info.timeout
-	s.deadline = info.sent.Add(c.liveFor(info.timeout))
+	s.setDeadlineLocked(info.sent.Add(c.liveFor(info.timeout)))
 	s.mu.Unlock()
 	s.started.Store(true)
 	s.kick <- struct{}{} // the first keep-alive goes out at once
@@ -184,7 +187,7 @@ func (s *session) reconnected(info connInfo) {
 	if s.err != nil || !time.Now().Before(s.deadline) {
 		return // ended, or about to end by its deadline: never resurrected
 	}
-	s.deadline = info.sent.Add(s.c.liveFor(info.timeout))
+	s.setDeadlineLocked(info.sent.Add(s.c.liveFor(info.timeout)))
 	s.healthy = true
 	s.notifyLocked()
 }
@@ -232,11 +235,15 @@ func (s *session) abandon() {
 	s.c.mu.Unlock()
 }
 
-// Deadline implements coord.Session.
-func (s *session) Deadline() time.Time {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.deadline
+// Deadline implements coord.Session. It takes no lock: nodes call it on
+// every cached read.
+func (s *session) Deadline() time.Time { return *s.published.Load() }
+
+// setDeadlineLocked sets the deadline and publishes it to Deadline. s.mu
+// must be held.
+func (s *session) setDeadlineLocked(d time.Time) {
+	s.deadline = d
+	s.published.Store(&d)
 }
 
 // Changed implements coord.Session.
@@ -278,7 +285,7 @@ func (s *session) end(err error) bool {
 		s.err = err
 		s.healthy = false
 		if now := time.Now(); s.deadline.After(now) {
-			s.deadline = now
+			s.setDeadlineLocked(now)
 		}
 		close(s.done)
 		s.notifyLocked()
@@ -331,7 +338,7 @@ func (s *session) answered(gen int, sent time.Time) bool {
 	}
 	if p := s.last; p != nil && p.gen == gen && sent.Sub(p.answered) >= s.tau/4 {
 		if d := p.sent.Add(s.c.liveFor(s.tau)); d.After(s.deadline) {
-			s.deadline = d
+			s.setDeadlineLocked(d)
 		}
 	}
 	s.last = &touch{gen: gen, sent: sent, answered: now}
