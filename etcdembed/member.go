@@ -60,6 +60,10 @@ type MemberConfig struct {
 	// that members of different clusters never join each other. If empty,
 	// etcd's default "etcd-cluster".
 	ClusterToken string
+	// UnsafeNoFsync disables every fsync of the member's WAL and backend
+	// (etcd's --unsafe-no-fsync): faster, but an acknowledged write may be
+	// lost if the machine crashes. For benchmarks only.
+	UnsafeNoFsync bool
 }
 
 // DefaultMemberConfig returns DefaultConfig's name and timing (50 ms
@@ -210,6 +214,7 @@ func StartMember(ctx context.Context, cfg MemberConfig) (*Server, error) {
 		ec.InitialClusterToken = cfg.ClusterToken
 	}
 	ec.EnableGRPCGateway = false
+	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	closing := new(atomic.Bool)
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger(cfg.Logger, closing, zapcore.DebugLevel))
 

@@ -77,6 +77,7 @@ Debian's zookeeper package.`,
 	cmd.AddCommand(newNodeCmd())
 	cmd.AddCommand(newCoordinatorCmd())
 	cmd.AddCommand(ctlCommands()...)
+	cmd.AddCommand(newBenchCmd())
 	return cmd
 }
 

@@ -1,0 +1,100 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/kvstore/kvstore/cluster"
+)
+
+// TestKVStoreTargets runs short workloads against an in-process 3-node
+// cluster, through the nodes' Go API and through the Go client.
+func TestKVStoreTargets(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tgt, err := NewInProcess(ctx, 3, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	defer func() {
+		if !closed {
+			_ = tgt.Close()
+		}
+	}()
+	if want := "memory, 3 replicas (majority acknowledged)"; tgt.Durability() != want {
+		t.Errorf("durability %q, want %q", tgt.Durability(), want)
+	}
+	w := Workload{Name: "C", Distribution: Zipf, Keys: 100, Clients: 8, Duration: time.Second, Warmup: 200 * time.Millisecond, Seed: 1}
+	var progress bytes.Buffer
+	res, err := Run(ctx, tgt, w, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("C in-process: %.0f ops/s, p50 %v p99 %v, hit ratio %.3f (hits %d, misses %d)", res.OpsPerSec, res.Latency.P50, res.Latency.P99, deref(res.CacheHitRatio), res.CacheHits, res.CacheMisses)
+	if res.Ops == 0 || res.Errors != 0 || res.Updates != 0 {
+		t.Fatalf("C: ops %d, updates %d, errors %d (first: %s)", res.Ops, res.Updates, res.Errors, res.FirstError)
+	}
+	if res.CacheHitRatio == nil || *res.CacheHitRatio <= 0 {
+		t.Fatalf("C: hit ratio %v (hits %d, misses %d), want > 0", res.CacheHitRatio, res.CacheHits, res.CacheMisses)
+	}
+
+	w.Name, w.Duration, w.Warmup, w.SkipLoad = "A", 500*time.Millisecond, 100*time.Millisecond, true
+	res, err = Run(ctx, tgt, w, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("A in-process: %.0f ops/s, read p50 %v, update p50 %v", res.OpsPerSec, res.ReadLatency.P50, res.UpdateLatency.P50)
+	if res.Reads == 0 || res.Updates == 0 || res.Errors != 0 {
+		t.Fatalf("A: reads %d, updates %d, errors %d (first: %s)", res.Reads, res.Updates, res.Errors, res.FirstError)
+	}
+
+	// The same cluster through the Go client.
+	c := tgt.(*inProcess).c
+	var eps []string
+	for _, n := range c.List() {
+		eps = append(eps, n.Addr)
+	}
+	remote, err := NewEndpoints(eps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "memory, 3 replicas (majority acknowledged)"; remote.Durability() != want {
+		t.Errorf("endpoints durability %q, want %q", remote.Durability(), want)
+	}
+	w.Name, w.Clients, w.Duration = "B", 6, 500*time.Millisecond
+	res, err = Run(ctx, remote, w, nil)
+	if cerr := remote.Close(); cerr != nil {
+		t.Errorf("close endpoints: %v", cerr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("B endpoints: %.0f ops/s, read p50 %v, update p50 %v", res.OpsPerSec, res.ReadLatency.P50, res.UpdateLatency.P50)
+	if res.Ops == 0 || res.Errors != 0 || res.CacheHitRatio != nil {
+		t.Fatalf("B through the client: ops %d, errors %d (first: %s), hit ratio %v", res.Ops, res.Errors, res.FirstError, res.CacheHitRatio)
+	}
+
+	closed = true
+	if err := tgt.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewInProcessBadBackend(t *testing.T) {
+	if _, err := NewInProcess(context.Background(), 1, cluster.Backend("consul")); err == nil {
+		t.Fatal("an unknown backend was accepted")
+	}
+}
+
+func deref(f *float64) float64 {
+	if f == nil {
+		return -1
+	}
+	return *f
+}
