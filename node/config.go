@@ -78,8 +78,8 @@ type Config struct {
 // Faults are deliberate protocol bugs, switched on only by tests that show
 // the linearizability checker notices them.
 type Faults struct {
-	// SkipInvalidation acknowledges writes without waiting for holders of
-	// cached copies to drop them.
+	// SkipInvalidation acknowledges each write without waiting for one of
+	// the holders of a live cached copy to drop it.
 	SkipInvalidation bool
 	// IgnoreLease lets a follower serve a cached copy after its lease and
 	// session have expired.

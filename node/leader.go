@@ -677,9 +677,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		ver = e.Version
 		l.log = append(l.log, e)
 		l.lastSeq = e.Version.Seq
-		if !n.cfg.Faults.SkipInvalidation {
-			n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, n.now())))
-		}
+		n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, n.now())))
 	}
 	n.mu.Unlock()
 	l.recomputeCommitLocked()
@@ -780,11 +778,19 @@ func (l *leader) awaitWrite(ctx context.Context, key string, seq uint64) error {
 // applied seq.
 func (l *leader) pendingHoldersLocked(key string, seq uint64, now time.Time) (pending int, next time.Time, expired int) {
 	hs := l.holders[key]
+	skipOne := l.n.cfg.Faults.SkipInvalidation
 	for id, end := range hs {
 		p := l.peers[id]
 		applied := p != nil && p.match >= seq
-		if l.n.cfg.Faults.SkipInvalidation || applied || !now.Before(end) {
-			if !applied && !l.n.cfg.Faults.SkipInvalidation {
+		if !applied && now.Before(end) && skipOne {
+			// The deliberate bug: forget one holder that still has a live
+			// copy, as if it had dropped it.
+			skipOne = false
+			delete(hs, id)
+			continue
+		}
+		if applied || !now.Before(end) {
+			if !applied {
 				expired++
 			}
 			delete(hs, id)

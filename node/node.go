@@ -319,6 +319,24 @@ func (n *Node) Applied() store.Version {
 	return n.store.Applied()
 }
 
+// LocalItem reads key from this node's own replicated store, bypassing the
+// cache and the leader: what the node holds, committed or not. It is for
+// checks that compare the replicas (tests, diagnostics), not for reads.
+func (n *Node) LocalItem(key string) (value string, found bool, version store.Version) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	it, ok := n.store.Get(key)
+	return it.Value, ok && !it.Deleted, it.Version
+}
+
+// LocalKeys lists the live (not deleted) keys of this node's own replicated
+// store, sorted.
+func (n *Node) LocalKeys() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.store.Keys()
+}
+
 // Recovering reports whether the node lost its store and waits to be
 // reconciled by a leader.
 func (n *Node) Recovering() bool {
