@@ -30,8 +30,15 @@ type Config struct {
 	// Interactive shows a banner and prompt and uses line editing; only for
 	// a terminal on In.
 	Interactive bool
-	// CommandTimeout bounds each command (default 20s).
+	// CommandTimeout bounds each command that talks to the cluster (get,
+	// put, delete, leader), including any wait for a leader (default 15s).
+	// Give it the nodes' operation timeout: a node applies its own timeout
+	// only to a context without a deadline, so a longer value here would
+	// make a command wait longer than the nodes' documented timeout.
 	CommandTimeout time.Duration
+	// StartTimeout bounds new-client and restart, which start a node and
+	// wait until it serves (default 60s, and at least CommandTimeout).
+	StartTimeout time.Duration
 	// HistoryFile keeps interactive history across runs (optional).
 	HistoryFile string
 }
@@ -45,11 +52,27 @@ func IsTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 // errQuit ends the loop normally.
 var errQuit = errors.New("quit")
 
+// DefaultCommandTimeout is Config.CommandTimeout's default: the nodes'
+// default operation timeout.
+const DefaultCommandTimeout = 15 * time.Second
+
+// DefaultStartTimeout is Config.StartTimeout's default.
+const DefaultStartTimeout = 60 * time.Second
+
+func (cfg Config) withDefaults() Config {
+	if cfg.CommandTimeout <= 0 {
+		cfg.CommandTimeout = DefaultCommandTimeout
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = DefaultStartTimeout
+	}
+	cfg.StartTimeout = max(cfg.StartTimeout, cfg.CommandTimeout)
+	return cfg
+}
+
 // Run runs the shell until quit, end of input or ctx ends.
 func Run(ctx context.Context, b Backend, cfg Config) error {
-	if cfg.CommandTimeout <= 0 {
-		cfg.CommandTimeout = 20 * time.Second
-	}
+	cfg = cfg.withDefaults()
 	lines := make(chan string)
 	readErr := make(chan error, 1)
 	var closeInput func()
@@ -142,7 +165,12 @@ func Exec(ctx context.Context, b Backend, cfg Config, line string) error {
 	if err != nil || cmd.Name == "" {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, cfg.CommandTimeout)
+	cfg = cfg.withDefaults()
+	timeout := cfg.CommandTimeout
+	if cmd.Name == "new-client" || cmd.Name == "restart" {
+		timeout = cfg.StartTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	out := cfg.Out
 	switch cmd.Name {

@@ -307,3 +307,55 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestStartTimeoutBoundsNewClient checks that new-client and restart, which
+// start a node, are bounded by StartTimeout, not by the (shorter) command
+// timeout meant for operations waiting on a leader.
+func TestStartTimeoutBoundsNewClient(t *testing.T) {
+	var out bytes.Buffer
+	b := &slowStart{fakeBackend: newFake(), take: 200 * time.Millisecond}
+	cfg := Config{In: strings.NewReader("new-client\nkill 1\nrestart 1\n"), Out: &out, Err: &out, CommandTimeout: 50 * time.Millisecond}
+	if err := Run(context.Background(), b, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "1\nOK\nOK\n" {
+		t.Fatalf("output %q, want new-client and restart to finish", out.String())
+	}
+	out.Reset()
+	cfg.In, cfg.StartTimeout = strings.NewReader("new-client\n"), 60*time.Millisecond
+	if err := Run(context.Background(), b, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "deadline") {
+		t.Fatalf("output %q, want new-client to time out after StartTimeout", out.String())
+	}
+}
+
+// slowStart takes its time starting nodes, within the context's deadline.
+type slowStart struct {
+	*fakeBackend
+	take time.Duration
+}
+
+func (s *slowStart) wait(ctx context.Context) error {
+	select {
+	case <-time.After(s.take):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *slowStart) NewNode(ctx context.Context) (int, error) {
+	if err := s.wait(ctx); err != nil {
+		return 0, err
+	}
+	return s.fakeBackend.NewNode(ctx)
+}
+
+func (s *slowStart) Restart(ctx context.Context, n int) error {
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	return s.fakeBackend.Restart(ctx, n)
+}

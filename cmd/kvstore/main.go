@@ -71,7 +71,7 @@ Debian's zookeeper package.`,
 	fl.StringVar(&f.cluster, "cluster", "default", "cluster name (the cluster lives under /kvstore/<name> in the coordinator)")
 	fl.DurationVar(&f.ttl, "session-ttl", 2*time.Second, "coordinator session TTL")
 	fl.DurationVar(&f.lease, "lease", 2*time.Second, "read lease of a cached copy")
-	fl.DurationVar(&f.opTimeout, "op-timeout", 15*time.Second, "how long an operation may wait (e.g. for an election)")
+	fl.DurationVar(&f.opTimeout, "op-timeout", 15*time.Second, "how long get, put, delete and leader may wait (e.g. for an election) before failing; new-client and restart may take up to 60s, or --op-timeout if longer")
 	fl.StringVar(&f.logLevel, "log-level", "", "node logs on standard error at this level (debug, info, warn, error); default none")
 	fl.StringVar(&f.history, "history", "", "shell history file (interactive only)")
 	cmd.AddCommand(newNodeCmd())
@@ -129,7 +129,7 @@ func runShell(ctx context.Context, f shellFlags) error {
 		Out:            os.Stdout,
 		Err:            os.Stderr,
 		Interactive:    interactive,
-		CommandTimeout: f.opTimeout + 5*time.Second,
+		CommandTimeout: f.opTimeout, // the nodes' own bound: see shell.Config
 		HistoryFile:    f.history,
 	})
 }
