@@ -64,16 +64,24 @@ func mustPut(t *testing.T, c *Cluster, n int, k, v string) {
 
 func expectGet(t *testing.T, c *Cluster, n int, k, want string) {
 	t.Helper()
-	got, found, err := c.Get(ctxT(t, 20*time.Second), n, k)
-	if err != nil {
-		t.Fatalf("get %d %s: %v", n, k, err)
+	if err := checkGet(ctxT(t, 20*time.Second), c, n, k, want); err != nil {
+		t.Fatal(err)
 	}
-	if want == "" && found {
-		t.Fatalf("get %d %s = %q, want no value", n, k, got)
+}
+
+// checkGet reads k through node n and says how the answer differs from want
+// ("" for no value); for use inside soon.Succeeds.
+func checkGet(ctx context.Context, c *Cluster, n int, k, want string) error {
+	got, found, err := c.Get(ctx, n, k)
+	switch {
+	case err != nil:
+		return fmt.Errorf("get %d %s: %w", n, k, err)
+	case want == "" && found:
+		return fmt.Errorf("get %d %s = %q, want no value", n, k, got)
+	case want != "" && (!found || got != want):
+		return fmt.Errorf("get %d %s = %q (found %v), want %q", n, k, got, found, want)
 	}
-	if want != "" && (!found || got != want) {
-		t.Fatalf("get %d %s = %q (found %v), want %q", n, k, got, found, want)
-	}
+	return nil
 }
 
 func leaderOf(t *testing.T, c *Cluster) int {
@@ -142,6 +150,65 @@ func TestSecondReadOnFollowerIsACacheHit(t *testing.T) {
 		if s1 := nd.Stats(); s1.CacheHits != s0.CacheHits+1 {
 			t.Fatalf("read after own write was not a cache hit: %+v -> %+v", s0, s1)
 		}
+	})
+}
+
+func TestLeaderServesRepeatedReadsFromItsCache(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b Backend) {
+		c := newCluster(t, b, 3)
+		ld := leaderOf(t, c)
+		nd, _ := c.Node(ld)
+		mustPut(t, c, (ld+1)%3, "k", "v1")
+		s0 := nd.Stats()
+		expectGet(t, c, ld, "k", "v1")
+		expectGet(t, c, ld, "k", "v1")
+		s1 := nd.Stats()
+		if s1.LeaderReads != s0.LeaderReads+1 || s1.CacheHits != s0.CacheHits+1 {
+			t.Fatalf("two reads on the leader: want one leader read then one cache hit, stats %+v -> %+v", s0, s1)
+		}
+		// A write through another node drops the leader's copy before it is
+		// acknowledged.
+		mustPut(t, c, (ld+2)%3, "k", "v2")
+		expectGet(t, c, ld, "k", "v2")
+		expectGet(t, c, ld, "k", "v2")
+		if s2 := nd.Stats(); s2.LeaderReads != s1.LeaderReads+1 || s2.CacheHits != s1.CacheHits+1 {
+			t.Fatalf("after a write: want one leader read then one cache hit, stats %+v -> %+v", s1, s2)
+		}
+	})
+}
+
+func TestConcurrentMissesShareOneFetch(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b Backend) {
+		c := newCluster(t, b, 3)
+		ld := leaderOf(t, c)
+		f := followers(t, c)[0]
+		mustPut(t, c, ld, "k", "v")
+		lnd, _ := c.Node(ld)
+		fnd, _ := c.Node(f)
+		const readers = 32
+		served := lnd.Stats().FetchesServed
+		start := make(chan struct{})
+		errs := make(chan error, readers)
+		for i := 0; i < readers; i++ {
+			go func() {
+				<-start
+				errs <- checkGet(ctxT(t, 10*time.Second), c, f, "k", "v")
+			}()
+		}
+		close(start)
+		for i := 0; i < readers; i++ {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The readers start together, well within one fetch's round trip:
+		// unshared, each would send its own. Each read waits for at most the
+		// fetch in flight when it began and the next one, so the burst costs
+		// a few fetches, not one per read.
+		if got := lnd.Stats().FetchesServed - served; got > 4 {
+			t.Fatalf("%d concurrent misses on node %d cost %d fetches at the leader; want them shared", readers, f, got)
+		}
+		t.Logf("%d concurrent misses: %d fetches, follower stats %+v", readers, lnd.Stats().FetchesServed-served, fnd.Stats())
 	})
 }
 
@@ -301,7 +368,11 @@ func failLeader(t *testing.T, b Backend, how string) {
 	for i := 0; i < 20; i++ {
 		expectGet(t, c, ld, fmt.Sprint("k", i), fmt.Sprint("v", i))
 	}
-	nlNode, _ := c.Node(leaderOf(t, c))
+	nl := leaderOf(t, c)
+	if nl == ld {
+		t.Fatalf("node %d came back as the leader; want it a follower of the new leader", ld)
+	}
+	nlNode, _ := c.Node(nl)
 	old, _ := c.Node(ld)
 	soon.Succeeds(t, 10*time.Second, func() error {
 		if a, b := old.Applied(), nlNode.Applied(); a != b {
@@ -317,6 +388,43 @@ func TestZkDownLeaderFailsOver(t *testing.T) {
 
 func TestKillLeaderFailsOverAndRestartCatchesUp(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b Backend) { failLeader(t, b, "kill") })
+}
+
+func TestOperationsWaitForALeaderThenTimeOut(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b Backend) {
+		// The dead leader's session outlives the operation timeout, so no
+		// new leader can be elected within it.
+		const opTimeout = 1500 * time.Millisecond
+		c := newCluster(t, b, 3, func(o *Options) {
+			o.Node = func(cfg *node.Config) {
+				cfg.SessionTTL = 6 * time.Second
+				cfg.OpTimeout = opTimeout
+			}
+		})
+		ld := leaderOf(t, c)
+		f := followers(t, c)[0]
+		mustPut(t, c, ld, "k", "v")
+		if err := c.Kill(ld); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		err := c.Put(context.Background(), f, "k", "w") // no deadline: OpTimeout applies
+		took := time.Since(start)
+		if !errors.Is(err, kvstore.ErrTimeout) {
+			t.Fatalf("put during the election: %v, want ErrTimeout", err)
+		}
+		if took < opTimeout || took > opTimeout+2*time.Second {
+			t.Fatalf("put during the election failed after %v; want it to wait for a leader for the operation timeout (%v)", took, opTimeout)
+		}
+		t.Logf("put during the election failed after %v: %v", took.Round(time.Millisecond), err)
+		// Once the dead leader's session expires, a new leader serves and an
+		// operation issued meanwhile waits for it and succeeds.
+		soon.Succeeds(t, 20*time.Second, func() error {
+			return c.Put(context.Background(), f, "k", "x")
+		})
+		expectGet(t, c, (ld+1)%3, "k", "x")
+		expectGet(t, c, (ld+2)%3, "k", "x")
+	})
 }
 
 func TestRmiDownHolderDelaysWriteByLeaseOnly(t *testing.T) {
@@ -349,9 +457,13 @@ func TestRmiDownHolderDelaysWriteByLeaseOnly(t *testing.T) {
 		}
 		// Once the leader reaches it again, the holder caches again.
 		soon.Succeeds(t, 10*time.Second, func() error {
-			expectGet(t, c, holder, "k", "new")
+			if err := checkGet(ctxT(t, 5*time.Second), c, holder, "k", "new"); err != nil {
+				return err
+			}
 			before := nd.Stats().CacheHits
-			expectGet(t, c, holder, "k", "new")
+			if err := checkGet(ctxT(t, 5*time.Second), c, holder, "k", "new"); err != nil {
+				return err
+			}
 			if nd.Stats().CacheHits == before {
 				return errors.New("second read after rmi-up was not a cache hit")
 			}
@@ -381,13 +493,19 @@ func TestMinorityFailureLosesNothingMajorityFailureSaysNoQuorum(t *testing.T) {
 		}
 		start := time.Now()
 		err := c.Put(ctxT(t, 30*time.Second), ld, "k11", "v11")
+		took := time.Since(start)
 		if !errors.Is(err, kvstore.ErrNoQuorum) {
 			t.Fatalf("put with 1 of 3 voters: %v, want ErrNoQuorum", err)
 		}
 		if !errors.Is(err, kvstore.ErrOutcomeUnknown) {
 			t.Fatalf("a write that reached the leader but no majority must be outcome-unknown: %v", err)
 		}
-		t.Logf("no-quorum error after %v: %v", time.Since(start).Round(time.Millisecond), err)
+		// The wait is bounded by the quorum timeout (5 s by default), not by
+		// the caller's 30 s deadline.
+		if bound := node.DefaultConfig().QuorumTimeout + 3*time.Second; took > bound {
+			t.Fatalf("no-quorum error after %v; want it within the quorum timeout (%v with slack)", took, bound)
+		}
+		t.Logf("no-quorum error after %v: %v", took.Round(time.Millisecond), err)
 	})
 }
 

@@ -133,6 +133,7 @@ func (s *peerServer) Fetch(ctx context.Context, req *kvpb.FetchRequest) (*kvpb.F
 	if err != nil {
 		return nil, err
 	}
+	s.n.served.Add(1)
 	return &kvpb.FetchResponse{Value: r.value, Found: r.found, Version: toPos(r.version), Epoch: l.epoch, LeaseMs: r.lease.Milliseconds()}, nil
 }
 
@@ -262,15 +263,18 @@ func (n *Node) retryPause(ctx context.Context) error {
 // get reads key from the leader (or as the leader) and caches the reply.
 func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
 	var lastErr error
+	joined := false // this read has waited for another read's fetch of key
 	for {
 		l, addr, err := n.leaderTarget(ctx)
 		if err != nil {
 			return "", false, joinLast(err, lastErr)
 		}
 		if l != nil {
+			sent := n.now()
 			r, err := l.read(ctx, key, n.cfg.ID)
 			if err == nil {
 				n.leaderReads.Add(1)
+				n.install(key, r.value, r.found, r.version, l.epoch, r.lease, sent)
 				return r.value, r.found, nil
 			}
 			if !retryable(err) {
@@ -278,22 +282,74 @@ func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
 			}
 			lastErr = err
 		} else {
-			sent := n.now()
-			resp, err := n.fetch(ctx, addr, key)
-			if err == nil {
+			resp, err := n.fetchMerged(ctx, addr, key, &joined)
+			if err == nil && resp != nil {
 				n.misses.Add(1)
-				n.install(key, resp.Value, resp.Found, fromPos(resp.Version), resp.Epoch, time.Duration(resp.LeaseMs)*time.Millisecond, sent)
 				return resp.Value, resp.Found, nil
+			}
+			if err == nil { // waited for another read's fetch
+				if v, f, ok := n.cachedGet(key, n.now()); ok {
+					return v, f, nil
+				}
+				continue
 			}
 			if !retryable(err) {
 				return "", false, err
 			}
-			lastErr = err
+			lastErr = n.leaderErr(addr, err)
 		}
 		if err := n.retryPause(ctx); err != nil {
 			return "", false, joinLast(err, lastErr)
 		}
 	}
+}
+
+// fetchMerged fetches key from the leader at addr, merging concurrent
+// misses of one key into one fetch: the first read sends it and installs the
+// answer in the cache; reads that arrive meanwhile wait for it (resp and err
+// nil) and then look in the cache. They may not take its answer itself: it
+// may have been read at the leader before they began, and a write
+// acknowledged in between would make it stale. A fetch found in flight after
+// such a wait was sent after the read began, so its answer is returned to it
+// as its own. joined carries that state across calls.
+func (n *Node) fetchMerged(ctx context.Context, addr, key string, joined *bool) (*kvpb.FetchResponse, error) {
+	n.flightMu.Lock()
+	f := n.flights[key]
+	if f == nil {
+		f = &flight{done: make(chan struct{})}
+		n.flights[key] = f
+		n.flightMu.Unlock()
+		sent := n.now()
+		f.resp, f.err = n.fetch(ctx, addr, key)
+		if f.err == nil {
+			n.install(key, f.resp.Value, f.resp.Found, fromPos(f.resp.Version), f.resp.Epoch, time.Duration(f.resp.LeaseMs)*time.Millisecond, sent)
+		}
+		n.flightMu.Lock()
+		delete(n.flights, key)
+		n.flightMu.Unlock()
+		close(f.done)
+		return f.resp, f.err
+	}
+	n.flightMu.Unlock()
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return nil, ctxErr(ctx)
+	}
+	if *joined && f.err == nil {
+		return f.resp, nil
+	}
+	// Look in the cache, or (if that fetch failed for its own reasons, its
+	// deadline say) try again, as the sender of the next fetch if need be.
+	*joined = true
+	return nil, nil
+}
+
+// flight is one fetch from the leader that concurrent misses of a key share.
+type flight struct {
+	done chan struct{} // closed when resp and err are set
+	resp *kvpb.FetchResponse
+	err  error
 }
 
 func (n *Node) fetch(ctx context.Context, addr, key string) (*kvpb.FetchResponse, error) {
@@ -353,6 +409,9 @@ func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID s
 		if !retryable(err) {
 			return fail(err)
 		}
+		if l == nil {
+			err = n.leaderErr(addr, err)
+		}
 		lastErr = err
 		if err := n.retryPause(ctx); err != nil {
 			return fail(err)
@@ -366,6 +425,12 @@ func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID s
 // retry loop checks.
 func retryable(err error) bool {
 	return !errors.Is(err, kvstore.ErrBadRequest) && !errors.Is(err, kvstore.ErrNoQuorum)
+}
+
+// leaderErr names the leader an attempt went to, for the error message.
+func (n *Node) leaderErr(addr string, err error) error {
+	ld := n.view.Load().leader
+	return fmt.Errorf("leader %s (epoch %d) at %s: %w", ld.ID, ld.Epoch, addr, err)
 }
 
 // joinLast adds the last attempt's error to err's message, for diagnosis.

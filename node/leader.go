@@ -104,6 +104,8 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) {
 		stop()
 		l.wg.Wait()
 		n.lead.CompareAndSwap(l, nil)
+		// Copies this node granted itself as leader end with the role.
+		n.dropCache()
 		l.mu.Lock()
 		l.broadcastLocked()
 		l.mu.Unlock()
@@ -675,6 +677,9 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 			panic(err) // cannot happen: the leader's store is at lastSeq
 		}
 		ver = e.Version
+		// The leader's own cached copy goes first, as on a follower that
+		// applies the entry: the new value is readable only once committed.
+		n.invalidate(key, ver)
 		l.log = append(l.log, e)
 		l.lastSeq = e.Version.Seq
 		n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, n.now())))
@@ -821,9 +826,17 @@ func (l *leader) liveHoldersLocked(key string, now time.Time) int {
 
 // grant records node id as a holder of key and returns the lease it may
 // use, or 0 when it may not cache (unknown or unreachable node).
+//
+// The leader itself gets a lease without being recorded as a holder: it
+// drops its own copy when it applies the next write of key (under the key's
+// lock), and its copy is readable only while it still leads in this epoch
+// with a live session, like any follower's.
 func (l *leader) grant(key, id string) time.Duration {
 	n := l.n
-	if id == "" || id == n.cfg.ID {
+	if id == n.cfg.ID {
+		return n.cfg.LeaseDuration
+	}
+	if id == "" {
 		return 0
 	}
 	l.mu.Lock()

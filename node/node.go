@@ -37,8 +37,11 @@ const (
 type Stats struct {
 	CacheHits   uint64 // reads served from the local cache
 	CacheMisses uint64 // reads that went to the leader
-	LeaderReads uint64 // reads served by this node as leader
-	Writes      uint64 // writes acknowledged through this node
+	LeaderReads uint64 // reads served by this node as leader, not from its cache
+	// FetchesServed counts the reads this node answered for followers as
+	// leader (their cache misses).
+	FetchesServed uint64
+	Writes        uint64 // writes acknowledged through this node
 }
 
 // Node is one KVStore replica. Create it with New, run it with Start, stop
@@ -85,10 +88,15 @@ type Node struct {
 
 	lead atomic.Pointer[leader] // non-nil while this node leads
 
+	// flightMu guards flights: the fetch of each key in flight to the
+	// leader, shared by concurrent misses (fetchMerged).
+	flightMu sync.Mutex
+	flights  map[string]*flight
+
 	reqSeq atomic.Uint64
 	incarn string
 
-	hits, misses, leaderReads, writes atomic.Uint64
+	hits, misses, leaderReads, writes, served atomic.Uint64
 
 	met *metrics // Prometheus instruments (metrics.go)
 }
@@ -133,16 +141,17 @@ func New(cfg Config) (*Node, error) {
 		addr = lis.Addr().String()
 	}
 	n := &Node{
-		cfg:    cfg,
-		log:    cfg.Logger.With("node", cfg.ID),
-		now:    cfg.Now,
-		lis:    lis,
-		addr:   addr,
-		pool:   rpc.NewPool(cfg.Dial),
-		store:  store.New(cfg.MaxRequests),
-		cache:  make(map[string]cacheEntry),
-		viewCh: make(chan struct{}),
-		incarn: strconv.FormatInt(time.Now().UnixNano(), 36),
+		cfg:     cfg,
+		log:     cfg.Logger.With("node", cfg.ID),
+		now:     cfg.Now,
+		lis:     lis,
+		addr:    addr,
+		pool:    rpc.NewPool(cfg.Dial),
+		store:   store.New(cfg.MaxRequests),
+		cache:   make(map[string]cacheEntry),
+		flights: make(map[string]*flight),
+		viewCh:  make(chan struct{}),
+		incarn:  strconv.FormatInt(time.Now().UnixNano(), 36),
 	}
 	n.met = newMetrics(n)
 	n.ctx, n.cancel = context.WithCancelCause(context.Background())
@@ -305,10 +314,11 @@ func (n *Node) Leader() coord.Leader { return n.view.Load().leader }
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	return Stats{
-		CacheHits:   n.hits.Load(),
-		CacheMisses: n.misses.Load(),
-		LeaderReads: n.leaderReads.Load(),
-		Writes:      n.writes.Load(),
+		CacheHits:     n.hits.Load(),
+		CacheMisses:   n.misses.Load(),
+		LeaderReads:   n.leaderReads.Load(),
+		FetchesServed: n.served.Load(),
+		Writes:        n.writes.Load(),
 	}
 }
 
