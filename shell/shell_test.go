@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -19,12 +20,19 @@ import (
 var rewrite = flag.Bool("rewrite", false, "rewrite the golden transcripts in testdata/")
 
 // fakeBackend is the in-memory twin of a cluster: one map, numbered nodes
-// with fault flags that make operations fail the way a real node does.
+// with fault flags that make operations fail the way a real node does. Its
+// output matches the real cluster's (TestFakeMatchesTranscript runs the
+// binary's end-to-end transcript against it), except where the real one
+// depends on timing: faults act at once (a real node notices zk-down and
+// zk-up within a moment; a restarted node shows "recovering" for a moment),
+// and when the leader is killed or cut off the lowest-numbered healthy node
+// leads at once, in the next epoch (real nodes elect whichever wins, after
+// the old leader's session TTL).
 type fakeBackend struct {
 	mu     sync.Mutex
 	data   map[string]string
 	nodes  []*fakeNode
-	leader int
+	leader int // -1: none
 	epoch  int64
 }
 
@@ -38,16 +46,34 @@ func newFake() *fakeBackend {
 
 func (f *fakeBackend) node(n int) (*fakeNode, error) {
 	if n >= len(f.nodes) {
-		return nil, fmt.Errorf("no such node %d", n)
+		return nil, fmt.Errorf("cluster: no such node %d", n)
 	}
 	nd := f.nodes[n]
 	switch {
 	case nd.killed:
-		return nil, fmt.Errorf("node %d is killed", n)
+		return nil, fmt.Errorf("cluster: node %d is killed", n)
 	case nd.zkDown:
 		return nil, fmt.Errorf("node n%d: kvstore: node is partitioned from the coordinator", n)
 	}
 	return nd, nil
+}
+
+// elect moves leadership to the lowest-numbered healthy node if the leader
+// is killed or cut off (or there is none), in the next epoch.
+func (f *fakeBackend) elect() {
+	if f.leader >= 0 {
+		if l := f.nodes[f.leader]; !l.killed && !l.zkDown {
+			return
+		}
+	}
+	f.leader = -1
+	for i, nd := range f.nodes {
+		if !nd.killed && !nd.zkDown {
+			f.leader = i
+			f.epoch++
+			return
+		}
+	}
 }
 
 func (f *fakeBackend) Get(_ context.Context, n int, key string) (string, bool, error) {
@@ -96,8 +122,11 @@ func (f *fakeBackend) List() []NodeInfo {
 		if nd.rmiDown {
 			st = append(st, "rmi-down")
 		}
+		if nd.zkDown {
+			st = append(st, "suspended") // as a real node, once it noticed
+		}
 		if nd.killed {
-			st = []string{"stopped"}
+			info.Addr, st = "-", []string{"stopped"}
 		}
 		if len(st) > 0 {
 			info.State = strings.Join(st, ",")
@@ -111,32 +140,124 @@ func (f *fakeBackend) NewNode(context.Context) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.nodes = append(f.nodes, &fakeNode{})
+	f.elect()
 	return len(f.nodes) - 1, nil
 }
 
-func (f *fakeBackend) set(n int, fn func(*fakeNode)) error {
+// set applies fn to node n; fn's error, if any, is returned.
+func (f *fakeBackend) set(n int, fn func(*fakeNode) error) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if n >= len(f.nodes) {
-		return fmt.Errorf("no such node %d", n)
+		return fmt.Errorf("cluster: no such node %d", n)
 	}
-	fn(f.nodes[n])
+	if err := fn(f.nodes[n]); err != nil {
+		return err
+	}
+	f.elect()
 	return nil
 }
 
-func (f *fakeBackend) RmiDown(n int) error { return f.set(n, func(x *fakeNode) { x.rmiDown = true }) }
-func (f *fakeBackend) RmiUp(n int) error   { return f.set(n, func(x *fakeNode) { x.rmiDown = false }) }
-func (f *fakeBackend) ZkDown(n int) error  { return f.set(n, func(x *fakeNode) { x.zkDown = true }) }
-func (f *fakeBackend) ZkUp(n int) error    { return f.set(n, func(x *fakeNode) { x.zkDown = false }) }
-func (f *fakeBackend) Kill(n int) error    { return f.set(n, func(x *fakeNode) { x.killed = true }) }
+func (f *fakeBackend) RmiDown(n int) error {
+	return f.set(n, func(x *fakeNode) error { x.rmiDown = true; return nil })
+}
+
+func (f *fakeBackend) RmiUp(n int) error {
+	return f.set(n, func(x *fakeNode) error { x.rmiDown = false; return nil })
+}
+
+func (f *fakeBackend) ZkDown(n int) error {
+	return f.set(n, func(x *fakeNode) error { x.zkDown = true; return nil })
+}
+
+func (f *fakeBackend) ZkUp(n int) error {
+	return f.set(n, func(x *fakeNode) error { x.zkDown = false; return nil })
+}
+
+func (f *fakeBackend) Kill(n int) error {
+	return f.set(n, func(x *fakeNode) error {
+		if x.killed {
+			return fmt.Errorf("cluster: node %d is already killed", n)
+		}
+		x.killed = true
+		return nil
+	})
+}
+
 func (f *fakeBackend) Restart(_ context.Context, n int) error {
-	return f.set(n, func(x *fakeNode) { x.killed = false })
+	return f.set(n, func(x *fakeNode) error {
+		if !x.killed {
+			return fmt.Errorf("cluster: node %d is running (kill it first)", n)
+		}
+		x.killed = false
+		return nil
+	})
 }
 
 func (f *fakeBackend) Leader(context.Context) (int, int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.leader < 0 {
+		return -1, 0, fmt.Errorf("cluster: no serving leader: %w", context.DeadlineExceeded)
+	}
 	return f.leader, f.epoch, nil
+}
+
+// TestFakeMatchesTranscript runs the binary's end-to-end transcript
+// (../cmd/kvstore/testdata/shell-transcript.in, which TestShellTranscript
+// there runs against a real cluster) against the fake backend and compares
+// the output with the same golden files, so the fake answers as the real
+// cluster does. Each "until <line> | <command>" must hold at once here.
+func TestFakeMatchesTranscript(t *testing.T) {
+	const base = "../cmd/kvstore/testdata/shell-transcript"
+	raw, err := os.ReadFile(base + ".in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newFake()
+	var stdout, stderr bytes.Buffer
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		until := ""
+		if rest, ok := strings.CutPrefix(line, "until "); ok {
+			until, line, _ = strings.Cut(rest, " | ")
+		}
+		var out, errOut bytes.Buffer
+		if err := Run(context.Background(), b, Config{In: strings.NewReader(line + "\n"), Out: &out, Err: &errOut}); err != nil {
+			t.Fatal(err)
+		}
+		if until != "" && (errOut.Len() > 0 || !strings.Contains("\n"+normalize(out.String()), "\n"+until+"\n")) {
+			t.Errorf("%q answered %q, %q; want the line %q at once", line, out.String(), errOut.String(), until)
+		}
+		stdout.WriteString(normalize(out.String()))
+		stderr.WriteString(normalize(errOut.String()))
+		if line == "quit" {
+			break
+		}
+	}
+	for _, f := range []struct{ path, got string }{{base + ".stdout", stdout.String()}, {base + ".stderr", stderr.String()}} {
+		want, err := os.ReadFile(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.got != string(want) {
+			t.Errorf("the fake's output differs from the real cluster's %s\n--- fake ---\n%s--- real ---\n%s", f.path, f.got, want)
+		}
+	}
+}
+
+var (
+	addrRE  = regexp.MustCompile(`(127\.0\.0\.1|localhost|\[::1\]):[0-9]+`)
+	epochRE = regexp.MustCompile(`\bepoch [0-9]+`)
+)
+
+// normalize replaces what differs from run to run, as the binary's
+// transcript test does: addresses and epochs.
+func normalize(s string) string {
+	s = addrRE.ReplaceAllString(s, "ADDR")
+	return epochRE.ReplaceAllString(s, "epoch N")
 }
 
 // TestGolden runs every testdata/*.txt transcript. A transcript has a

@@ -1,12 +1,109 @@
 package main
 
 import (
+	"flag"
 	"fmt"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
+
+var update = flag.Bool("update", false, "rewrite testdata/shell-transcript.stdout and .stderr from this run")
+
+// TestShellTranscript runs the real binary over testdata/shell-transcript.in,
+// which uses every command, and compares its standard output and standard
+// error, normalized, with the golden files beside it. Regenerate them with
+// -update and review the diff. The shell package runs the same script
+// against its fake backend (TestFakeMatchesTranscript), so the fake cannot
+// drift from the real cluster's output.
+func TestShellTranscript(t *testing.T) {
+	const base = "testdata/shell-transcript"
+	steps, err := readTranscript(base + ".in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := buildBinary(t)
+	s := startShell(t, bin, nil)
+	var stdout, stderr strings.Builder
+	for _, st := range steps {
+		var ans []outLine
+		if st.until == "" {
+			ans = s.ask(st.cmd)
+		} else {
+			ans = s.until(60*time.Second, st.cmd, func(ans []outLine) bool {
+				return !hasStderr(ans) && strings.Contains("\n"+normalize(joinLines(ans)), "\n"+st.until+"\n")
+			})
+		}
+		for _, l := range ans {
+			if l.stderr {
+				stderr.WriteString(normalize(l.text) + "\n")
+			} else {
+				stdout.WriteString(normalize(l.text) + "\n")
+			}
+		}
+		if st.cmd == "quit" {
+			s.wait(30 * time.Second)
+			break
+		}
+	}
+	for _, f := range []struct{ path, got string }{{base + ".stdout", stdout.String()}, {base + ".stderr", stderr.String()}} {
+		if *update {
+			if err := os.WriteFile(f.path, []byte(f.got), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(f.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.got != string(want) {
+			t.Errorf("%s differs (run with -update to accept)\n--- got ---\n%s--- want ---\n%s", f.path, f.got, want)
+		}
+	}
+}
+
+// transcriptStep is one line of a transcript script: a command, and for
+// "until <line> | <command>" the line its answer must have.
+type transcriptStep struct{ until, cmd string }
+
+// readTranscript reads a transcript script, skipping blank and # lines.
+func readTranscript(path string) ([]transcriptStep, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var steps []transcriptStep
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.TrimSpace(line) == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(line, "until "); ok {
+			until, cmd, ok := strings.Cut(rest, " | ")
+			if !ok {
+				return nil, fmt.Errorf("%s: %q: want until <line> | <command>", path, line)
+			}
+			steps = append(steps, transcriptStep{until: until, cmd: cmd})
+			continue
+		}
+		steps = append(steps, transcriptStep{cmd: line})
+	}
+	return steps, nil
+}
+
+var (
+	addrRE  = regexp.MustCompile(`(127\.0\.0\.1|localhost|\[::1\]):[0-9]+`)
+	epochRE = regexp.MustCompile(`\bepoch [0-9]+`)
+)
+
+// normalize replaces what differs from run to run: addresses and epochs.
+func normalize(s string) string {
+	s = addrRE.ReplaceAllString(s, "ADDR")
+	return epochRE.ReplaceAllString(s, "epoch N")
+}
 
 // TestShellWaitsOpTimeoutForALeader checks that a shell command that needs
 // a leader waits --op-timeout for one, not longer, then prints one error
