@@ -6,6 +6,13 @@
 // context ends. Results go to Config.Out; every error is one line starting
 // "error: " on Config.Err, and the shell goes on. In interactive mode
 // (a terminal) it shows a prompt and offers line editing and history.
+//
+// Ctrl-C: at an interactive prompt the line editor reads it and clears the
+// line, as readline shells do. A SIGINT delivered on Config.Interrupt while
+// a command runs cancels that command (it fails with "interrupted" and the
+// shell goes on); one delivered at the prompt ends the shell as quit does.
+// The kvstore command delivers SIGINT there only on a terminal; otherwise
+// SIGINT, like SIGTERM, ends the context and so the shell.
 package shell
 
 import (
@@ -41,6 +48,9 @@ type Config struct {
 	StartTimeout time.Duration
 	// HistoryFile keeps interactive history across runs (optional).
 	HistoryFile string
+	// Interrupt, if not nil, receives Ctrl-C (SIGINT): it cancels the
+	// running command, or ends the shell when none runs.
+	Interrupt <-chan os.Signal
 }
 
 // Prompt is shown before each command in interactive mode.
@@ -51,6 +61,9 @@ func IsTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
 // errQuit ends the loop normally.
 var errQuit = errors.New("quit")
+
+// errInterrupted ends a command canceled by Config.Interrupt.
+var errInterrupted = errors.New("interrupted")
 
 // DefaultCommandTimeout is Config.CommandTimeout's default: the nodes'
 // default operation timeout.
@@ -141,13 +154,15 @@ func loop(ctx context.Context, b Backend, cfg Config, lines <-chan string, readE
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-cfg.Interrupt:
+			return nil
 		case err := <-readErr:
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err
 		case line := <-lines:
-			err := Exec(ctx, b, cfg, line)
+			err := execInterruptible(ctx, b, cfg, line)
 			if errors.Is(err, errQuit) {
 				return nil
 			}
@@ -156,6 +171,30 @@ func loop(ctx context.Context, b Backend, cfg Config, lines <-chan string, readE
 			}
 		}
 	}
+}
+
+// execInterruptible is Exec, canceled with errInterrupted when
+// cfg.Interrupt receives a signal.
+func execInterruptible(ctx context.Context, b Backend, cfg Config, line string) error {
+	if cfg.Interrupt == nil {
+		return Exec(ctx, b, cfg, line)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-cfg.Interrupt:
+			cancel(errInterrupted)
+		case <-done:
+		}
+	}()
+	err := Exec(ctx, b, cfg, line)
+	if err != nil && !errors.Is(err, errInterrupted) && errors.Is(context.Cause(ctx), errInterrupted) {
+		err = fmt.Errorf("%w: %w", errInterrupted, err)
+	}
+	return err
 }
 
 // Exec runs one line against b, printing its result to cfg.Out. It

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kvstore/kvstore/internal/soon"
 )
 
 var rewrite = flag.Bool("rewrite", false, "rewrite the golden transcripts in testdata/")
@@ -479,4 +481,82 @@ func (s *slowStart) Restart(ctx context.Context, n int) error {
 		return err
 	}
 	return s.fakeBackend.Restart(ctx, n)
+}
+
+// TestInterruptCancelsTheRunningCommand checks Ctrl-C on a terminal: a
+// signal on Config.Interrupt while a command runs fails that command with
+// "interrupted" and the shell goes on; one at the prompt ends the shell.
+func TestInterruptCancelsTheRunningCommand(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	intr := make(chan os.Signal, 1)
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	done := make(chan error, 1)
+	b := &blockingBackend{fakeBackend: newFake(), started: make(chan struct{}, 1)}
+	go func() { done <- Run(context.Background(), b, Config{In: pr, Out: out, Err: errOut, Interrupt: intr}) }()
+	if _, err := io.WriteString(pw, "get 0 a\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the get did not start")
+	}
+	intr <- os.Interrupt
+	soon.Succeeds(t, 10*time.Second, func() error {
+		if got := errOut.String(); got != "error: interrupted: context canceled\n" {
+			return fmt.Errorf("stderr %q, want one error line saying interrupted", got)
+		}
+		return nil
+	})
+	// The shell goes on.
+	if _, err := io.WriteString(pw, "put 0 a 1\n"); err != nil {
+		t.Fatal(err)
+	}
+	soon.Succeeds(t, 10*time.Second, func() error {
+		if got := out.String(); got != "OK\n" {
+			return fmt.Errorf("stdout %q after the interrupt, want OK", got)
+		}
+		return nil
+	})
+	// At the prompt, an interrupt ends the shell.
+	intr <- os.Interrupt
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after an interrupt at the prompt")
+	}
+}
+
+// blockingBackend's Get says it started, then waits for its context.
+type blockingBackend struct {
+	*fakeBackend
+	started chan struct{}
+}
+
+func (b *blockingBackend) Get(ctx context.Context, _ int, _ string) (string, bool, error) {
+	b.started <- struct{}{}
+	<-ctx.Done()
+	return "", false, ctx.Err()
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -85,7 +86,8 @@ func runShell(ctx context.Context, f shellFlags) error {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
+	interactive := shell.IsTerminal(os.Stdin)
+	ctx, interrupts, prompting, stop := shellSignals(ctx, interactive)
 	defer stop()
 	logger := slog.New(slog.DiscardHandler)
 	if f.logLevel != "" {
@@ -120,10 +122,13 @@ func runShell(ctx context.Context, f shellFlags) error {
 	c, err := cluster.New(startCtx, opts)
 	cancel()
 	if err != nil {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
 		return err
 	}
 	defer c.Close()
-	interactive := shell.IsTerminal(os.Stdin)
+	prompting()
 	return shell.Run(ctx, backend{c}, shell.Config{
 		In:             os.Stdin,
 		Out:            os.Stdout,
@@ -131,7 +136,47 @@ func runShell(ctx context.Context, f shellFlags) error {
 		Interactive:    interactive,
 		CommandTimeout: f.opTimeout, // the nodes' own bound: see shell.Config
 		HistoryFile:    f.history,
+		Interrupt:      interrupts,
 	})
+}
+
+// shellSignals makes SIGTERM and SIGINT stop the shell cleanly: they end
+// the returned context, and the shell then closes every node and the
+// coordinator and removes the temporary data. Once prompting is called on
+// a terminal (interactive), SIGINT goes to interrupts instead, for the
+// shell to cancel the running command (Ctrl-C at the prompt itself is read
+// by the line editor, which clears the line). stop restores the default
+// handling; until then a signal during the cleanup is ignored.
+func shellSignals(ctx context.Context, interactive bool) (_ context.Context, interrupts chan os.Signal, prompting func(), stop func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	ctx, cancel := context.WithCancelCause(ctx)
+	var toShell atomic.Bool
+	if interactive {
+		interrupts = make(chan os.Signal, 1)
+	}
+	go func() {
+		for {
+			select {
+			case s := <-sig:
+				if s == syscall.SIGINT && toShell.Load() {
+					select {
+					case interrupts <- s:
+					default: // one pending interrupt is enough
+					}
+					continue
+				}
+				cancel(fmt.Errorf("stopped by signal: %v", s))
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ctx, interrupts, func() { toShell.Store(interactive) }, func() {
+		signal.Stop(sig)
+		cancel(nil)
+	}
 }
 
 // coordinatorOptions turns the coordinator flags into cluster options:

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -164,4 +165,43 @@ func TestShellWaitsOpTimeoutForALeader(t *testing.T) {
 	}
 	s.send("quit")
 	s.wait(30 * time.Second)
+}
+
+// TestShellRemovesTempData checks that the shell leaves no temporary data
+// behind however it ends: quit, end of input, SIGINT (Ctrl-C on a piped
+// shell) and SIGTERM. The child's TMPDIR is a fresh directory, which must
+// hold the embedded etcd's data while the shell runs and be empty after.
+func TestShellRemovesTempData(t *testing.T) {
+	bin := buildBinary(t)
+	for _, tc := range []struct {
+		name string
+		end  func(s *shellProc)
+	}{
+		{"quit", func(s *shellProc) { s.send("quit") }},
+		{"end-of-input", func(s *shellProc) { _ = s.in.Close() }},
+		{"SIGINT", func(s *shellProc) { _ = s.cmd.Process.Signal(syscall.SIGINT) }},
+		{"SIGTERM", func(s *shellProc) { _ = s.cmd.Process.Signal(syscall.SIGTERM) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			s := startShell(t, bin, []string{"TMPDIR=" + tmp})
+			s.expectOut("put 0 k v", "OK")
+			if entries, _ := os.ReadDir(tmp); len(entries) == 0 {
+				t.Fatalf("the running shell keeps nothing in TMPDIR %s: the test cannot see what it leaves", tmp)
+			}
+			tc.end(s)
+			s.wait(30 * time.Second)
+			entries, err := os.ReadDir(tmp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var left []string
+			for _, e := range entries {
+				left = append(left, e.Name())
+			}
+			if len(left) > 0 {
+				t.Fatalf("the shell left %v in TMPDIR", left)
+			}
+		})
+	}
 }
