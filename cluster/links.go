@@ -14,20 +14,35 @@ import (
 // (source node, destination address), so that partitions and delays are real
 // TCP faults. Blocking src->dst cuts src's calls to dst; dst's calls to src
 // (and their replies) still flow: a one-way partition in RPC terms.
+//
+// Delays add up per link: the delay of every link, plus the delay of the
+// source node, plus the delay of the destination node. A link's proxy
+// delays each chunk in both directions, so a delayed node's calls, the
+// calls it serves, and their replies are all slow.
 type links struct {
-	c *Cluster
+	idOf func(addr string) string // a node's RPC address to its id ("" if unknown)
 
-	mu      sync.Mutex // guards the fields below
-	proxies map[linkKey]*faultproxy.Proxy
-	blocked map[[2]string]bool // (src id, dst id)
-	drop    bool               // blocked links black-hole instead of refusing
-	delay   time.Duration
+	mu        sync.Mutex // guards the fields below
+	proxies   map[linkKey]*faultproxy.Proxy
+	blocked   map[[2]string]bool // (src id, dst id)
+	drop      bool               // blocked links black-hole instead of refusing
+	delay     time.Duration      // on every link
+	nodeDelay map[string]time.Duration
+	applied   map[linkKey]time.Duration // the delay each proxy was last given
 }
 
 type linkKey struct{ src, dstAddr string }
 
-func newLinks(c *Cluster) *links {
-	return &links{c: c, proxies: make(map[linkKey]*faultproxy.Proxy), blocked: make(map[[2]string]bool)}
+func newLinks(c *Cluster) *links { return newLinksFor(c.idOfAddr) }
+
+func newLinksFor(idOf func(addr string) string) *links {
+	return &links{
+		idOf:      idOf,
+		proxies:   make(map[linkKey]*faultproxy.Proxy),
+		blocked:   make(map[[2]string]bool),
+		nodeDelay: make(map[string]time.Duration),
+		applied:   make(map[linkKey]time.Duration),
+	}
 }
 
 // dialer returns the Dial function of node src.
@@ -47,6 +62,9 @@ func (l *links) proxy(src, addr string) (*faultproxy.Proxy, error) {
 	defer l.mu.Unlock()
 	k := linkKey{src, addr}
 	if p := l.proxies[k]; p != nil {
+		// Resolve the destination again: a node restarted on this
+		// address may not have been known when the proxy was made.
+		l.applyLocked(k, p)
 		return p, nil
 	}
 	p, err := faultproxy.New(addr)
@@ -60,9 +78,14 @@ func (l *links) proxy(src, addr string) (*faultproxy.Proxy, error) {
 
 // applyLocked sets one proxy to the current fault state.
 func (l *links) applyLocked(k linkKey, p *faultproxy.Proxy) {
-	dst := l.c.idOfAddr(k.dstAddr)
+	dst := l.idOf(k.dstAddr)
 	cut := dst != "" && l.blocked[[2]string{k.src, dst}]
-	p.SetDelay(l.delay)
+	d := l.delay + l.nodeDelay[k.src]
+	if dst != "" {
+		d += l.nodeDelay[dst]
+	}
+	l.applied[k] = d
+	p.SetDelay(d)
 	if l.drop {
 		p.SetDown(false)
 		p.SetBlackhole(cut)
@@ -93,10 +116,52 @@ func (l *links) setDelay(d time.Duration) {
 	l.applyAllLocked()
 }
 
+// setNodeDelay sets the delay of every link from or to node id.
+func (l *links) setNodeDelay(id string, d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if d > 0 {
+		l.nodeDelay[id] = d
+	} else {
+		delete(l.nodeDelay, id)
+	}
+	l.applyAllLocked()
+}
+
+// clearDelays removes every delay, of all links and of each node.
+func (l *links) clearDelays() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.delay = 0
+	clear(l.nodeDelay)
+	l.applyAllLocked()
+}
+
+// delays returns the delay each existing link was given, keyed by
+// (source id, destination id); links to unknown addresses are left out.
+func (l *links) delays() map[[2]string]time.Duration {
+	l.mu.Lock()
+	keys := make([]linkKey, 0, len(l.applied))
+	ds := make([]time.Duration, 0, len(l.applied))
+	for k, d := range l.applied {
+		keys = append(keys, k)
+		ds = append(ds, d)
+	}
+	l.mu.Unlock()
+	out := make(map[[2]string]time.Duration, len(keys))
+	for i, k := range keys {
+		if dst := l.idOf(k.dstAddr); dst != "" {
+			out[[2]string{k.src, dst}] = ds[i]
+		}
+	}
+	return out
+}
+
 func (l *links) close() {
 	l.mu.Lock()
 	ps := l.proxies
 	l.proxies = map[linkKey]*faultproxy.Proxy{}
+	clear(l.applied)
 	l.mu.Unlock()
 	for _, p := range ps {
 		_ = p.Close()
@@ -176,6 +241,20 @@ func (c *Cluster) HealPartition() { c.links.set(map[[2]string]bool{}, false) }
 // SetLinkDelay adds d of latency to every node-to-node message (0 removes it).
 func (c *Cluster) SetLinkDelay(d time.Duration) { c.links.setDelay(d) }
 
+// SetNodeDelay adds d of latency to every message node n sends to or
+// receives from another node, replies included (0 removes it); the other
+// nodes' links to each other are left alone. Delays add up: a link between
+// two delayed nodes carries both, plus any SetLinkDelay. The delay belongs
+// to the node number, so it survives kill and restart until Heal.
+func (c *Cluster) SetNodeDelay(n int, d time.Duration) error {
+	s, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	c.links.setNodeDelay(s.id, d)
+	return nil
+}
+
 func (c *Cluster) ids() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -186,11 +265,11 @@ func (c *Cluster) ids() []string {
 	return ids
 }
 
-// Heal removes every fault: partitions, delays, zk-down and rmi-down, and
-// restarts killed nodes.
+// Heal removes every fault: partitions, delays (of every link and of each
+// node), zk-down and rmi-down, and restarts killed nodes.
 func (c *Cluster) Heal(ctx context.Context) error {
 	c.HealPartition()
-	c.SetLinkDelay(0)
+	c.links.clearDelays()
 	for i := 0; i < c.Size(); i++ {
 		if err := c.ZkUp(i); err != nil {
 			return err
