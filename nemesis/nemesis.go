@@ -30,6 +30,7 @@ type Target interface {
 	PartitionOneWay(drop bool, from, to []int) error
 	HealPartition()
 	SetLinkDelay(d time.Duration)
+	SetNodeDelay(n int, d time.Duration) error
 	Leader(ctx context.Context) (int, int64, error)
 	Heal(ctx context.Context) error
 	WaitHealthy(ctx context.Context) error
@@ -50,7 +51,7 @@ const (
 	Partition       Kind = "partition"         // a minority cut from the rest, both ways
 	PartitionLeader Kind = "partition-leader"  // the leader cut from the rest, both ways
 	OneWay          Kind = "partition-one-way" // calls from some nodes to others cut
-	Delay           Kind = "delay"             // every node-to-node message delayed
+	Delay           Kind = "delay"             // node-to-node messages delayed: of every node, or of the nodes named
 	Isolate         Kind = "isolate"           // a node cut from the coordinator and its peers at once
 	// HandOver makes the leader resign (a rolling restart) while a
 	// follower is isolated: the new leader is elected at once, while the
@@ -66,7 +67,7 @@ var AllKinds = []Kind{Kill, KillLeader, RmiDown, ZkDown, ZkStall, ZkDownLeader, 
 // Step is one fault of a schedule.
 type Step struct {
 	Kind  Kind
-	Nodes []int         // the nodes it hits (empty for "leader" kinds and delay)
+	Nodes []int         // the nodes it hits (empty for "leader" kinds and for a delay of every link)
 	Other []int         // for one-way partitions: the nodes whose calls are cut... to Nodes
 	Drop  bool          // partitions: drop messages (timeouts) rather than refuse
 	Delay time.Duration // for Delay
@@ -151,7 +152,15 @@ func Generate(seed uint64, o Options) Schedule {
 			st.Other = perm[1 : 2+r.IntN(o.Size-1)]
 			st.Drop = r.IntN(2) == 0
 		case Delay:
-			st.Delay = dur(5*time.Millisecond, 60*time.Millisecond)
+			// One in three delays every link a little; the others slow
+			// down a minority of the nodes (each message to or from them)
+			// more, so that the rest runs at full speed beside them.
+			if r.IntN(3) == 0 {
+				st.Delay = dur(5*time.Millisecond, 60*time.Millisecond)
+			} else {
+				st.Nodes = perm[:1+r.IntN(max(minority, 1))]
+				st.Delay = dur(20*time.Millisecond, 200*time.Millisecond)
+			}
 		case HandOver:
 			st.Pick = r.IntN(o.Size)
 		}
@@ -247,7 +256,14 @@ func inject(ctx context.Context, t Target, st Step) ([]int, error) {
 	case OneWay:
 		err = t.PartitionOneWay(st.Drop, st.Other, nodes)
 	case Delay:
-		t.SetLinkDelay(st.Delay)
+		if len(nodes) == 0 {
+			t.SetLinkDelay(st.Delay)
+		}
+		for _, n := range nodes {
+			if err = t.SetNodeDelay(n, st.Delay); err != nil {
+				break
+			}
+		}
 	default:
 		err = fmt.Errorf("unknown fault %q", st.Kind)
 	}
