@@ -32,6 +32,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/kvstore/kvstore"
@@ -134,8 +135,8 @@ func (c *Client) Close() error {
 
 // Get reads key: its value and whether it has one.
 func (c *Client) Get(ctx context.Context, key string) (value string, found bool, err error) {
-	err = c.do(ctx, "get "+key, false, func(ctx context.Context, kv kvpb.KVClient) error {
-		resp, err := kv.Get(ctx, &kvpb.GetRequest{Key: key})
+	err = c.do(ctx, "get "+key, false, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
+		resp, err := kv.Get(ctx, &kvpb.GetRequest{Key: key}, o)
 		if err == nil {
 			value, found = resp.Value, resp.Found
 		}
@@ -147,8 +148,8 @@ func (c *Client) Get(ctx context.Context, key string) (value string, found bool,
 // Put sets key to value.
 func (c *Client) Put(ctx context.Context, key, value string) error {
 	id := c.requestID()
-	return c.do(ctx, "put "+key, true, func(ctx context.Context, kv kvpb.KVClient) error {
-		_, err := kv.Put(ctx, &kvpb.PutRequest{Key: key, Value: value, RequestId: id})
+	return c.do(ctx, "put "+key, true, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
+		_, err := kv.Put(ctx, &kvpb.PutRequest{Key: key, Value: value, RequestId: id}, o)
 		return err
 	})
 }
@@ -156,8 +157,8 @@ func (c *Client) Put(ctx context.Context, key, value string) error {
 // Delete removes key.
 func (c *Client) Delete(ctx context.Context, key string) error {
 	id := c.requestID()
-	return c.do(ctx, "delete "+key, true, func(ctx context.Context, kv kvpb.KVClient) error {
-		_, err := kv.Delete(ctx, &kvpb.DeleteRequest{Key: key, RequestId: id})
+	return c.do(ctx, "delete "+key, true, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
+		_, err := kv.Delete(ctx, &kvpb.DeleteRequest{Key: key, RequestId: id}, o)
 		return err
 	})
 }
@@ -185,8 +186,8 @@ type Status struct {
 // Status asks the first endpoint that answers for its status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status
-	err := c.do(ctx, "status", false, func(ctx context.Context, kv kvpb.KVClient) error {
-		resp, err := kv.Status(ctx, &kvpb.StatusRequest{})
+	err := c.do(ctx, "status", false, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
+		resp, err := kv.Status(ctx, &kvpb.StatusRequest{}, o)
 		if err != nil {
 			return err
 		}
@@ -209,9 +210,11 @@ func (c *Client) requestID() string {
 func (c *Client) current() int { return int(c.next.Load()) % len(c.kvs) }
 
 // do runs call on one endpoint after another until it succeeds, fails for
-// good, or ctx ends. A write error seen on any attempt makes a later
-// failure outcome-unknown.
-func (c *Client) do(ctx context.Context, op string, write bool, call func(context.Context, kvpb.KVClient) error) error {
+// good, or ctx ends. call passes its grpc.CallOption to the RPC: it tells
+// whether the request left this process. A write error seen on any attempt
+// that sent the request makes a later failure outcome-unknown; an attempt
+// that never got a connection (refused, no route) sent nothing.
+func (c *Client) do(ctx context.Context, op string, write bool, call func(context.Context, kvpb.KVClient, grpc.CallOption) error) error {
 	if c.closed.Load() {
 		return fmt.Errorf("client: %s: %w", op, ErrClosed)
 	}
@@ -225,11 +228,14 @@ func (c *Client) do(ctx context.Context, op string, write bool, call func(contex
 	for round := 0; ; round++ {
 		for i := 0; i < len(c.kvs); i++ {
 			idx := c.current()
-			err := rpc.FromStatus(call(ctx, c.kvs[idx]))
+			var p peer.Peer
+			err := rpc.FromStatus(call(ctx, c.kvs[idx], grpc.Peer(&p)))
 			if err == nil {
 				return nil
 			}
-			if write && maybeApplied(err) {
+			// gRPC fills p in only for an attempt that got a stream on a
+			// connection: without one the request never left.
+			if write && p.Addr != nil && maybeApplied(err) {
 				unknown = true
 			}
 			last = fmt.Errorf("%s: %w", c.cfg.Endpoints[idx], err)

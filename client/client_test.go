@@ -9,10 +9,12 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 
 	"github.com/kvstore/kvstore/client"
 	"github.com/kvstore/kvstore/cluster"
 	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -168,11 +170,55 @@ func TestErrorsAreTyped(t *testing.T) {
 	if !errors.Is(err, client.ErrTimeout) || !errors.Is(err, client.ErrUnavailable) {
 		t.Fatalf("get with no live endpoint: %v, want ErrTimeout and ErrUnavailable", err)
 	}
-	if err := dead.Put(ctxT(t, time.Second), "k", "v"); !errors.Is(err, client.ErrOutcomeUnknown) {
-		t.Fatalf("put with no live endpoint: %v, want ErrOutcomeUnknown (a refused connection cannot be told from a reset)", err)
+	// A write that never got a connection was not sent: not outcome
+	// unknown.
+	if err := dead.Put(ctxT(t, time.Second), "k", "v"); !errors.Is(err, client.ErrTimeout) || !errors.Is(err, client.ErrUnavailable) || errors.Is(err, client.ErrOutcomeUnknown) {
+		t.Fatalf("put with no live endpoint: %v, want ErrTimeout and ErrUnavailable, not ErrOutcomeUnknown", err)
+	}
+	if err := dead.Delete(ctxT(t, time.Second), "k"); !errors.Is(err, client.ErrUnavailable) || errors.Is(err, client.ErrOutcomeUnknown) {
+		t.Fatalf("delete with no live endpoint: %v, want ErrUnavailable, not ErrOutcomeUnknown", err)
 	}
 	dead.Close()
 	if err := dead.Put(ctxT(t, time.Second), "k", "v"); !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("put on a closed client: %v, want ErrClosed", err)
 	}
+}
+
+// TestWriteLostMidCallIsOutcomeUnknown checks the other side of a refused
+// connection: a write whose request reached a server that then dropped the
+// connection without answering may have been applied.
+func TestWriteLostMidCallIsOutcomeUnknown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	got := make(chan struct{}, 1)
+	kvpb.RegisterKVServer(srv, &droppingKV{got: got})
+	go func() { _ = srv.Serve(l) }()
+	go func() {
+		<-got // the request arrived: drop every connection
+		srv.Stop()
+	}()
+	t.Cleanup(srv.Stop)
+	cl := newClient(t, l.Addr().String())
+	err = cl.Put(ctxT(t, 2*time.Second), "k", "v")
+	if !errors.Is(err, client.ErrOutcomeUnknown) {
+		t.Fatalf("put whose connection dropped after the request arrived: %v, want ErrOutcomeUnknown", err)
+	}
+}
+
+// droppingKV receives a Put, says so, and never answers.
+type droppingKV struct {
+	kvpb.UnimplementedKVServer
+	got chan struct{}
+}
+
+func (d *droppingKV) Put(ctx context.Context, _ *kvpb.PutRequest) (*kvpb.PutResponse, error) {
+	select {
+	case d.got <- struct{}{}:
+	default:
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
 }
