@@ -17,10 +17,13 @@ func envName(name string) string {
 }
 
 // bindEnv sets every flag of cmd not given on the command line from its
-// environment variable, if that is set. A bad value is an error naming both.
+// environment variable, if that is set. A bad value is an error naming both
+// (exit code exitUsage, as for a bad flag).
 func bindEnv(cmd *cobra.Command) error {
-	_, err := applyEnv(cmd.Flags(), os.LookupEnv)
-	return err
+	if _, err := applyEnv(cmd.Flags(), os.LookupEnv); err != nil {
+		return &exitError{exitUsage, err}
+	}
+	return nil
 }
 
 // applyEnv sets every flag not given on the command line from its

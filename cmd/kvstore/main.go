@@ -79,7 +79,26 @@ Debian's zookeeper package.`,
 	cmd.AddCommand(newCoordinatorCmd())
 	cmd.AddCommand(ctlCommands()...)
 	cmd.AddCommand(newBenchCmd())
+	usageErrors(cmd)
 	return cmd
+}
+
+// usageErrors makes every command line error of cmd and its subcommands
+// (unknown flag, bad flag value, unexpected arguments, unknown command)
+// exit with exitUsage.
+func usageErrors(cmd *cobra.Command) {
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &exitError{exitUsage, err} })
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error {
+			if err := args(c, a); err != nil {
+				return &exitError{exitUsage, err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		usageErrors(sub)
+	}
 }
 
 func runShell(ctx context.Context, f shellFlags) error {

@@ -213,7 +213,11 @@ func closeOps(srv *ops.Server, log *slog.Logger) {
 }
 
 // handOver makes a leader resign and waits, up to timeout, until another
-// node leads, so that writes in flight elsewhere find the successor.
+// node leads and has taken this node's state over (its first entry, in its
+// epoch, reached this node), so that writes in flight elsewhere find the
+// successor. Leaving only once the successor's takeover counted this node
+// spares the successor the wait for every lease granted under the old epoch
+// that it must make when a voter does not answer its takeover.
 func handOver(n *node.Node, timeout time.Duration, log *slog.Logger) {
 	if !n.IsLeader() {
 		return
@@ -224,16 +228,27 @@ func handOver(n *node.Node, timeout time.Duration, log *slog.Logger) {
 		log.Warn("resign failed; the others elect once the session ends", "err", err)
 		return
 	}
-	t := time.NewTicker(20 * time.Millisecond)
+	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
+	var to string
 	for {
 		if l := n.Leader(); l.ID != "" && l.ID != n.ID() {
-			log.Info("leadership handed over", "to", l.ID, "epoch", l.Epoch)
-			return
+			if to != l.ID {
+				to = l.ID
+				log.Info("leadership handed over", "to", l.ID, "epoch", l.Epoch)
+			}
+			if n.Applied().Epoch >= l.Epoch {
+				log.Info("successor took over", "leader", l.ID, "epoch", l.Epoch)
+				return
+			}
 		}
 		select {
 		case <-ctx.Done():
-			log.Warn("no successor seen before the handover timeout", "timeout", timeout)
+			if to == "" {
+				log.Warn("no successor seen before the handover timeout", "timeout", timeout)
+			} else {
+				log.Warn("the successor did not take over before the handover timeout", "leader", to, "timeout", timeout)
+			}
 			return
 		case <-t.C:
 		}

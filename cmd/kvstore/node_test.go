@@ -9,11 +9,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/kvstore/kvstore/client"
 	"github.com/kvstore/kvstore/etcdembed"
 	"github.com/kvstore/kvstore/internal/soon"
 )
@@ -61,18 +64,21 @@ func startNode(t *testing.T, bin, id string, env ...string) *nodeProc {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (p *nodeProc) stop(t *testing.T) {
+func (p *nodeProc) stop(t *testing.T) { p.stopWith(t, syscall.SIGTERM) }
+
+// stopWith sends sig and waits for a clean exit.
+func (p *nodeProc) stopWith(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-p.done:
 		if err != nil {
-			t.Fatalf("node %s exited with %v\n%s", p.id, err, p.log.String())
+			t.Fatalf("node %s exited with %v after %v\n%s", p.id, err, sig, p.log.String())
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatalf("node %s did not exit 20s after SIGTERM", p.id)
+		t.Fatalf("node %s did not exit 20s after %v", p.id, sig)
 	}
 }
 
@@ -90,14 +96,134 @@ func ctl(t *testing.T, bin string, args ...string) (string, int) {
 	} else if err != nil {
 		t.Fatalf("kvstore %v: %v", args, err)
 	}
+	if code != exitOK && code != exitNotFound {
+		t.Logf("kvstore %v: exit %d: %s", args, code, strings.TrimSpace(errOut.String()))
+	}
 	return out.String(), code
+}
+
+// addrs joins the nodes' addresses for --endpoints.
+func addrs(nodes []*nodeProc) string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.addr)
+	}
+	return strings.Join(out, ",")
+}
+
+// without is nodes without n.
+func without(nodes []*nodeProc, n *nodeProc) []*nodeProc {
+	var out []*nodeProc
+	for _, x := range nodes {
+		if x != n {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// waitMembers waits until `kvstore members` lists exactly nodes, each a
+// voter at its current address, one of them the leader, and each node
+// reports state ok (a node restarted without its data is "ok,recovering"
+// until a leader reconciled it, and does not count toward a majority).
+func waitMembers(t *testing.T, bin string, nodes []*nodeProc, within time.Duration) {
+	t.Helper()
+	soon.Succeeds(t, within, func() error {
+		for _, n := range nodes {
+			out, code := ctl(t, bin, "members", "--json", "--endpoints", n.addr, "--timeout", "5s")
+			var st client.Status
+			if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.State != "ok" {
+				return fmt.Errorf("%s: members --json (exit %d): %s", n.id, code, out)
+			}
+		}
+		out, code := ctl(t, bin, "members", "--endpoints", addrs(nodes), "--timeout", "5s")
+		if code != 0 || strings.Count(out, "\n") != len(nodes) || strings.Count(out, " leader ") != 1 {
+			return fmt.Errorf("members (exit %d):\n%s", code, out)
+		}
+		for _, n := range nodes {
+			if !strings.Contains(out, n.id+" "+n.addr+" ") || !regexp.MustCompile(`(?m)^`+n.id+` \S+ \S+ voter$`).MatchString(out) {
+				return fmt.Errorf("members (exit %d) without voter %s at %s:\n%s", code, n.id, n.addr, out)
+			}
+		}
+		return nil
+	})
+}
+
+// startNodes starts n nodes named prefix0, prefix1, ...: the first alone
+// until it leads, then the others. (Started together, a node other than
+// the one that bootstrapped the voter record may win the election, and a
+// leader never adds itself to the voter record: it would lead as a
+// non-voter.)
+func startNodes(t *testing.T, bin, prefix string, n int, env ...string) []*nodeProc {
+	t.Helper()
+	first := startNode(t, bin, prefix+"0", env...)
+	soon.Succeeds(t, 30*time.Second, func() error {
+		if out, code := ctl(t, bin, "leader", "--endpoints", first.addr, "--timeout", "5s"); code != 0 || !strings.HasPrefix(out, first.id+" ") {
+			return fmt.Errorf("leader (exit %d): %q", code, out)
+		}
+		return nil
+	})
+	nodes := []*nodeProc{first}
+	for i := 1; i < n; i++ {
+		nodes = append(nodes, startNode(t, bin, fmt.Sprintf("%s%d", prefix, i), env...))
+	}
+	return nodes
+}
+
+// leaderOf asks the nodes who leads and returns that node.
+func leaderOf(t *testing.T, bin string, nodes []*nodeProc) *nodeProc {
+	t.Helper()
+	out, code := ctl(t, bin, "leader", "--endpoints", addrs(nodes))
+	for _, n := range nodes {
+		if code == 0 && strings.HasPrefix(out, n.id+" epoch ") {
+			return n
+		}
+	}
+	t.Fatalf("leader (exit %d) %q is none of the nodes", code, out)
+	return nil
+}
+
+// checkHandover stops the leader with sig and checks the rolling-restart
+// promise: the leader resigns, and the next write through another node is
+// acknowledged before the leader's session TTL could have ended (without
+// the handover the others would wait for it to expire before electing),
+// and within one lease (had the leader left before its successor's
+// takeover reached it, the successor would wait out the old leases).
+// Measured from the signal, so the leader's own shutdown is included.
+func checkHandover(t *testing.T, bin string, nodes []*nodeProc, leader *nodeProc, sig syscall.Signal, ttl time.Duration) {
+	t.Helper()
+	sent := time.Now()
+	leader.stopWith(t, sig)
+	key := "after-" + sig.String()
+	if out, code := ctl(t, bin, "put", "--endpoints", addrs(without(nodes, leader)), key, "handover"); code != 0 {
+		t.Fatalf("put after %v to the leader: exit %d, %q", sig, code, out)
+	}
+	took := time.Since(sent)
+	t.Logf("first write acknowledged %v after %v to the leader %s (session TTL %v)", took.Round(time.Millisecond), sig, leader.id, ttl)
+	if !strings.Contains(leader.log.String(), "leadership handed over") {
+		t.Fatalf("the leader did not hand over on %v:\n%s", sig, leader.log.String())
+	}
+	if took >= ttl {
+		t.Fatalf("the write after %v to the leader took %v, not less than the session TTL %v: the others waited for its session to expire", sig, took, ttl)
+	}
+	// Nor for the old epoch's leases (--lease, 2 s): the leader leaves only
+	// once its successor's takeover counted it.
+	const lease = 2 * time.Second
+	if took >= lease {
+		t.Fatalf("the write after %v to the leader took %v, not less than one lease %v: the successor waited out the old leases", sig, took, lease)
+	}
 }
 
 // TestNodeProcessesAndClient runs three `kvstore node` processes on an etcd
 // and drives them with the command-line client: writes through one node are
-// read through another, exit codes mean what they say, and a SIGTERM to the
-// leader hands leadership over at once (no wait for its session to expire).
+// read through another, exit codes and --json output mean what they say, a
+// SIGTERM or SIGINT to the leader hands leadership over at once (no wait for
+// its session to expire), and a follower that leaves on SIGTERM leaves the
+// membership at once.
 func TestNodeProcessesAndClient(t *testing.T) {
+	// A session TTL long enough that a write waiting for the old leader's
+	// session to expire cannot pass for a handover.
+	const ttl = 5 * time.Second
 	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -106,19 +232,9 @@ func TestNodeProcessesAndClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { etcd.Close() })
-	env := []string{"KVSTORE_ETCD=" + etcd.Endpoint(), "KVSTORE_CLUSTER=proc"}
-	var nodes []*nodeProc
-	for i := 0; i < 3; i++ {
-		nodes = append(nodes, startNode(t, bin, fmt.Sprintf("p%d", i), env...))
-	}
-	all := nodes[0].addr + "," + nodes[1].addr + "," + nodes[2].addr
-	soon.Succeeds(t, 30*time.Second, func() error {
-		out, code := ctl(t, bin, "members", "--endpoints", all)
-		if code != 0 || strings.Count(out, " voter\n") != 3 || !strings.Contains(out, " leader ") {
-			return fmt.Errorf("members (exit %d):\n%s", code, out)
-		}
-		return nil
-	})
+	env := []string{"KVSTORE_ETCD=" + etcd.Endpoint(), "KVSTORE_CLUSTER=proc", "KVSTORE_SESSION_TTL=" + ttl.String()}
+	nodes := startNodes(t, bin, "p", 3, env...)
+	waitMembers(t, bin, nodes, 30*time.Second)
 
 	if out, code := ctl(t, bin, "put", "--endpoints", nodes[1].addr, "k", "v 1"); code != 0 || out != "OK\n" {
 		t.Fatalf("put: exit %d, %q", code, out)
@@ -128,58 +244,171 @@ func TestNodeProcessesAndClient(t *testing.T) {
 	}
 	out, code := ctl(t, bin, "get", "--json", "--endpoints", nodes[0].addr, "k")
 	var got struct {
+		Key   string `json:"key"`
 		Value string `json:"value"`
 		Found bool   `json:"found"`
 	}
-	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got.Value != "v 1" || !got.Found {
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got.Key != "k" || got.Value != "v 1" || !got.Found {
 		t.Fatalf("get --json: exit %d, %q", code, out)
 	}
 	if out, code := ctl(t, bin, "get", "--endpoints", nodes[0].addr, "missing"); code != exitNotFound || out != "" {
 		t.Fatalf("get of a missing key: exit %d, %q; want %d and nothing", code, out, exitNotFound)
 	}
+	got.Found = true
+	if out, code := ctl(t, bin, "get", "--json", "--endpoints", nodes[0].addr, "missing"); code != exitNotFound || json.Unmarshal([]byte(out), &got) != nil || got.Found || got.Value != "" || got.Key != "missing" {
+		t.Fatalf("get --json of a missing key: exit %d, %q; want %d and found false", code, out, exitNotFound)
+	}
 	if _, code := ctl(t, bin, "put", "--endpoints", nodes[0].addr, "only-key"); code != exitUsage {
 		t.Fatalf("put without a value: exit %d, want %d", code, exitUsage)
 	}
-	if _, code := ctl(t, bin, "get", "--endpoints", freeAddr(t), "--timeout", "1s", "k"); code != exitFailed {
-		t.Fatalf("get with no live endpoint: exit %d, want %d", code, exitFailed)
+	if out, code := ctl(t, bin, "put", "--json", "--endpoints", nodes[2].addr, "j", "json value"); code != 0 || out != `{"ok":true}`+"\n" {
+		t.Fatalf("put --json: exit %d, %q", code, out)
 	}
-	if _, code := ctl(t, bin, "delete", "--endpoints", nodes[2].addr, "k"); code != 0 {
-		t.Fatalf("delete: exit %d", code)
+	if out, code := ctl(t, bin, "get", "--endpoints", nodes[1].addr, "j"); code != 0 || out != "json value\n" {
+		t.Fatalf("get after put --json: exit %d, %q", code, out)
+	}
+	if out, code := ctl(t, bin, "delete", "--json", "--endpoints", nodes[0].addr, "j"); code != 0 || out != `{"ok":true}`+"\n" {
+		t.Fatalf("delete --json: exit %d, %q", code, out)
+	}
+	if out, code := ctl(t, bin, "get", "--endpoints", nodes[2].addr, "j"); code != exitNotFound {
+		t.Fatalf("get after delete --json: exit %d, %q; want %d", code, out, exitNotFound)
+	}
+	if out, code := ctl(t, bin, "delete", "--endpoints", nodes[2].addr, "k"); code != 0 || out != "OK\n" {
+		t.Fatalf("delete: exit %d, %q", code, out)
 	}
 
-	// SIGTERM to the leader: it resigns, a successor is elected at once,
-	// and writes go on through the others.
-	out, _ = ctl(t, bin, "leader", "--endpoints", all)
-	var leader *nodeProc
-	for _, n := range nodes {
-		if strings.HasPrefix(out, n.id+" ") {
-			leader = n
+	leader := leaderOf(t, bin, nodes)
+	out, code = ctl(t, bin, "leader", "--json", "--endpoints", nodes[1].addr)
+	var ld struct {
+		Leader string `json:"leader"`
+		Epoch  int64  `json:"epoch"`
+		SeenBy string `json:"seen_by"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &ld) != nil || ld.Leader != leader.id || ld.Epoch <= 0 || ld.SeenBy != nodes[1].id {
+		t.Fatalf("leader --json through %s: exit %d, %q; want leader %s, a positive epoch, seen by %s", nodes[1].id, code, out, leader.id, nodes[1].id)
+	}
+	out, code = ctl(t, bin, "members", "--json", "--endpoints", nodes[2].addr)
+	var st client.Status
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+		t.Fatalf("members --json: exit %d, %q", code, out)
+	}
+	var ids []string
+	for _, m := range st.Members {
+		ids = append(ids, m.ID+"@"+m.Addr)
+	}
+	slices.Sort(st.Voters)
+	wantIDs := []string{"p0@" + nodes[0].addr, "p1@" + nodes[1].addr, "p2@" + nodes[2].addr}
+	if st.ID != nodes[2].id || st.Endpoint != nodes[2].addr || st.Leader != leader.id || st.Epoch != ld.Epoch ||
+		!slices.Equal(ids, wantIDs) || !slices.Equal(st.Voters, []string{"p0", "p1", "p2"}) || st.IsLeader != (leader == nodes[2]) {
+		t.Fatalf("members --json: %q; want members %v (sorted), voters p0 p1 p2, leader %s in epoch %d, seen by %s", out, wantIDs, leader.id, ld.Epoch, nodes[2].id)
+	}
+
+	// SIGTERM to the leader: it resigns, a successor is elected at once.
+	checkHandover(t, bin, nodes, leader, syscall.SIGTERM, ttl)
+	i := slices.Index(nodes, leader)
+	nodes[i] = startNode(t, bin, leader.id, env...)
+	waitMembers(t, bin, nodes, 30*time.Second)
+
+	// A follower that leaves on SIGTERM revokes its session: it leaves
+	// the membership at once, not after its session TTL.
+	leader = leaderOf(t, bin, nodes)
+	follower := without(nodes, leader)[0]
+	follower.stop(t)
+	exited := time.Now()
+	rest := addrs(without(nodes, follower))
+	soon.Succeeds(t, ttl/3, func() error {
+		out, code := ctl(t, bin, "members", "--endpoints", rest, "--timeout", "1s")
+		if code != 0 || strings.Contains(out, follower.id+" ") {
+			return fmt.Errorf("members (exit %d) %v after %s exited:\n%s", code, time.Since(exited), follower.id, out)
+		}
+		return nil
+	})
+	t.Logf("%s left the membership within %v of its exit (session TTL %v)", follower.id, time.Since(exited).Round(time.Millisecond), ttl)
+	i = slices.Index(nodes, follower)
+	nodes[i] = startNode(t, bin, follower.id, env...)
+	waitMembers(t, bin, nodes, 30*time.Second)
+
+	// SIGINT (Ctrl-C) to the leader: the same handover as SIGTERM.
+	leader = leaderOf(t, bin, nodes)
+	checkHandover(t, bin, nodes, leader, syscall.SIGINT, ttl)
+	for _, n := range without(nodes, leader) {
+		n.stop(t)
+	}
+}
+
+// TestNodeProcessesOnZooKeeper runs `kvstore node --zookeeper` processes
+// against a real ZooKeeper server (Debian's package, through zkserver),
+// under a chroot, and reads through one node what was written through
+// another with the command-line client.
+func TestNodeProcessesOnZooKeeper(t *testing.T) {
+	servers := startZooKeeper(t) // skips, or fails under KVSTORE_REQUIRE_ZOOKEEPER, without ZooKeeper
+	bin := buildBinary(t)
+	// The longest session timeout the server grants (20 ticks), for the
+	// handover check.
+	const ttl = 4 * time.Second
+	env := []string{"KVSTORE_ZOOKEEPER=" + strings.Join(servers, ",") + "/proctest", "KVSTORE_CLUSTER=zkproc", "KVSTORE_SESSION_TTL=" + ttl.String()}
+	nodes := startNodes(t, bin, "z", 3, env...)
+	waitMembers(t, bin, nodes, 30*time.Second)
+	if out, code := ctl(t, bin, "put", "--endpoints", nodes[0].addr, "zk", "value on zookeeper"); code != 0 || out != "OK\n" {
+		t.Fatalf("put: exit %d, %q", code, out)
+	}
+	for _, n := range nodes[1:] {
+		if out, code := ctl(t, bin, "get", "--endpoints", n.addr, "zk"); code != 0 || out != "value on zookeeper\n" {
+			t.Fatalf("get through %s: exit %d, %q", n.id, code, out)
 		}
 	}
-	if leader == nil {
-		t.Fatalf("leader %q is none of the nodes", out)
+	if out, code := ctl(t, bin, "delete", "--endpoints", nodes[2].addr, "zk"); code != 0 || out != "OK\n" {
+		t.Fatalf("delete: exit %d, %q", code, out)
 	}
-	stopped := time.Now()
-	leader.stop(t)
-	var rest []string
-	for _, n := range nodes {
-		if n != leader {
-			rest = append(rest, n.addr)
+	if _, code := ctl(t, bin, "get", "--endpoints", nodes[1].addr, "zk"); code != exitNotFound {
+		t.Fatalf("get after delete: exit %d, want %d", code, exitNotFound)
+	}
+	leader := leaderOf(t, bin, nodes)
+	checkHandover(t, bin, nodes, leader, syscall.SIGTERM, ttl)
+	for _, n := range without(nodes, leader) {
+		n.stop(t)
+	}
+}
+
+// TestCtlExitCodes checks the client's exit codes that need no cluster:
+// 2 for every kind of bad command line, 1 for an operation that fails.
+func TestCtlExitCodes(t *testing.T) {
+	bin := buildBinary(t)
+	dead := freeAddr(t)
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want int
+	}{
+		{[]string{"get"}, nil, exitUsage},
+		{[]string{"get", "a", "b"}, nil, exitUsage},
+		{[]string{"delete"}, nil, exitUsage},
+		{[]string{"leader", "extra"}, nil, exitUsage},
+		{[]string{"members", "extra"}, nil, exitUsage},
+		{[]string{"get", "--bogus", "k"}, nil, exitUsage},
+		{[]string{"put", "--timeout", "soon", "k", "v"}, nil, exitUsage},
+		{[]string{"get", "k"}, []string{"KVSTORE_TIMEOUT=soon"}, exitUsage},
+		{[]string{"frobnicate"}, nil, exitUsage},
+		{[]string{"get", "--endpoints", dead, "--timeout", "1s", "k"}, nil, exitFailed},
+		{[]string{"put", "--endpoints", dead, "--timeout", "1s", "k", "v"}, nil, exitFailed},
+		{[]string{"delete", "--endpoints", dead, "--timeout", "1s", "k"}, nil, exitFailed},
+		{[]string{"leader", "--endpoints", dead, "--timeout", "1s"}, nil, exitFailed},
+		{[]string{"members", "--json", "--endpoints", dead, "--timeout", "1s"}, nil, exitFailed},
+	} {
+		cmd := exec.Command(bin, tc.args...)
+		cmd.Env = append(os.Environ(), tc.env...)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if out, code := ctl(t, bin, "put", "--endpoints", strings.Join(rest, ","), "after", "handover"); code != 0 {
-		t.Fatalf("put after the leader stopped: exit %d, %q", code, out)
-	}
-	// Without the handover the others would wait for the leader's session
-	// TTL (2 s) before electing; measured from SIGTERM, so the leader's own
-	// shutdown is included.
-	t.Logf("first write acknowledged %v after SIGTERM to the leader %s", time.Since(stopped).Round(time.Millisecond), leader.id)
-	if !strings.Contains(leader.log.String(), "leadership handed over") {
-		t.Fatalf("the leader did not hand over:\n%s", leader.log.String())
-	}
-	for _, n := range nodes {
-		if n != leader {
-			n.stop(t)
+		if code != tc.want || out.Len() != 0 || !strings.HasPrefix(errOut.String(), "error: ") {
+			t.Errorf("%v %v: exit %d, stdout %q, stderr %q; want exit %d, nothing on stdout and an error on stderr", tc.env, tc.args, code, out.String(), errOut.String(), tc.want)
 		}
 	}
 }
