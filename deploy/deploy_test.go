@@ -65,6 +65,10 @@ func runErr(env []string, name string, args ...string) (string, error) {
 type composeCluster struct {
 	project, prefix string
 	env             []string
+
+	mu  sync.Mutex
+	ids map[string]string // service -> container id, as looked up
+	net string            // the network's id, once looked up
 }
 
 func (c *composeCluster) compose(t *testing.T, args ...string) string {
@@ -72,10 +76,50 @@ func (c *composeCluster) compose(t *testing.T, args ...string) string {
 	return run(t, c.env, "docker-compose", append([]string{"-f", "compose.yaml", "-p", c.project}, args...)...)
 }
 
-func (c *composeCluster) container(service string) string { return c.project + "_" + service + "_1" }
-func (c *composeCluster) network() string                 { return c.project + "_kv" }
-func (c *composeCluster) nodeIP(i int) string             { return fmt.Sprintf("%s.%d", c.prefix, 20+i) }
-func (c *composeCluster) endpoint(i int) string           { return c.nodeIP(i) + ":7000" }
+// container is the id of service's container, asked of docker-compose
+// (container names differ: docker-compose v1 says <project>_<service>_1,
+// compose v2 <project>-<service>-1). The id is looked up on first use,
+// while the container runs, and kept: it survives kill, start, pause and
+// restart.
+func (c *composeCluster) container(t *testing.T, service string) string {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id, ok := c.ids[service]; ok {
+		return id
+	}
+	ids := strings.Fields(c.compose(t, "ps", "-q", service))
+	if len(ids) != 1 {
+		t.Fatalf("docker-compose ps -q %s: %q, want one container id", service, ids)
+	}
+	if c.ids == nil {
+		c.ids = map[string]string{}
+	}
+	c.ids[service] = ids[0]
+	return ids[0]
+}
+
+// network is the id of the compose file's network kv, found by the labels
+// docker-compose (v1 and v2) puts on it.
+func (c *composeCluster) network(t *testing.T) string {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.net != "" {
+		return c.net
+	}
+	ids := strings.Fields(run(t, nil, "docker", "network", "ls", "-q",
+		"--filter", "label=com.docker.compose.project="+c.project,
+		"--filter", "label=com.docker.compose.network=kv"))
+	if len(ids) != 1 {
+		t.Fatalf("docker network ls for project %s, network kv: %q, want one network id", c.project, ids)
+	}
+	c.net = ids[0]
+	return c.net
+}
+
+func (c *composeCluster) nodeIP(i int) string   { return fmt.Sprintf("%s.%d", c.prefix, 20+i) }
+func (c *composeCluster) endpoint(i int) string { return c.nodeIP(i) + ":7000" }
 
 // start builds the image and brings the project up on a free /24.
 func start(t *testing.T) *composeCluster {
@@ -249,31 +293,31 @@ func TestComposeClusterUnderFaults(t *testing.T) {
 
 	ld := leader(t, cs)
 	logf("kill the leader's container (%s)", ld)
-	run(t, nil, "docker", "kill", c.container(ld))
+	run(t, nil, "docker", "kill", c.container(t, ld))
 	hold()
-	run(t, nil, "docker", "start", c.container(ld))
+	run(t, nil, "docker", "start", c.container(t, ld))
 	logf("%s restarted", ld)
 	serving(t, c, 60*time.Second)
 
 	other := fmt.Sprintf("node%d", (nodeIndex(leader(t, cs))+1)%nodes)
 	logf("disconnect %s from the network", other)
-	run(t, nil, "docker", "network", "disconnect", c.network(), c.container(other))
+	run(t, nil, "docker", "network", "disconnect", c.network(t), c.container(t, other))
 	hold()
-	run(t, nil, "docker", "network", "connect", "--ip", c.nodeIP(nodeIndex(other)), c.network(), c.container(other))
+	run(t, nil, "docker", "network", "connect", "--ip", c.nodeIP(nodeIndex(other)), c.network(t), c.container(t, other))
 	logf("%s reconnected", other)
 	serving(t, c, 60*time.Second)
 
 	paused := fmt.Sprintf("node%d", (nodeIndex(leader(t, cs))+2)%nodes)
 	logf("pause %s", paused)
-	run(t, nil, "docker", "pause", c.container(paused))
+	run(t, nil, "docker", "pause", c.container(t, paused))
 	hold()
-	run(t, nil, "docker", "unpause", c.container(paused))
+	run(t, nil, "docker", "unpause", c.container(t, paused))
 	logf("%s unpaused", paused)
 	serving(t, c, 60*time.Second)
 
 	ld = leader(t, cs)
 	logf("restart the leader's container (%s)", ld)
-	run(t, nil, "docker", "restart", "-t", "2", c.container(ld))
+	run(t, nil, "docker", "restart", "-t", "2", c.container(t, ld))
 	serving(t, c, 60*time.Second)
 	time.Sleep(2 * time.Second) // a healthy stretch under load
 	stopLoad()
