@@ -45,3 +45,18 @@ func eachBackend(t *testing.T, f func(t *testing.T, b cluster.Backend)) {
 		})
 	}
 }
+
+// eachBackendParallel is eachBackend with the backends' subtests run in
+// parallel with each other; they start once the calling test function
+// returns, so the caller reports on them in a t.Cleanup.
+func eachBackendParallel(t *testing.T, f func(t *testing.T, b cluster.Backend)) {
+	for _, b := range cluster.Backends {
+		t.Run(string(b), func(t *testing.T) {
+			if b == cluster.ZooKeeper {
+				zkserver.SkipIfUnavailable(t)
+			}
+			t.Parallel()
+			f(t, b)
+		})
+	}
+}
