@@ -27,7 +27,7 @@ func NewInProcess(ctx context.Context, nodes int, backend cluster.Backend) (Targ
 	if nodes <= 0 {
 		nodes = 3
 	}
-	c, err := cluster.New(ctx, cluster.Options{Nodes: nodes, Backend: backend})
+	c, err := cluster.New(ctx, cluster.Options{Nodes: nodes, Backend: backend, DirectLinks: true})
 	if err != nil {
 		return nil, fmt.Errorf("bench: start KVStore: %w", err)
 	}

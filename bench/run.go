@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -197,13 +198,24 @@ func Run(ctx context.Context, target Target, w Workload, progress io.Writer) (Re
 	return res, nil
 }
 
+// yieldEvery is how many operations a client runs before it yields the
+// processor. A read answered from a node's memory never blocks, so without
+// it a few dozen clients would hold both processors for whole 10 ms time
+// slices while the nodes' coordinator keep-alives wait behind them in the run
+// queue, and the nodes would suspend themselves (safe, but unavailable). A
+// real client blocks on its own network between requests.
+const yieldEvery = 32
+
 // run is one client's loop. An operation counts only if it started and
 // ended in the measured phase: one that started in the warm-up, or ended
 // after the stop (the context is canceled then), is discarded.
 func (wk *worker) run(ctx context.Context, target Target, id int, w Workload, ks *keySpace, readFrac float64, phase *atomic.Int32, base time.Time) {
 	r := clientRand(w.Seed, id)
 	value := randomValue(r, w.ValueSize)
-	for {
+	for i := 1; ; i++ {
+		if i%yieldEvery == 0 {
+			runtime.Gosched()
+		}
 		p := phase.Load()
 		if p == phaseStop {
 			return

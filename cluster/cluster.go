@@ -67,6 +67,11 @@ type Options struct {
 	Node func(*node.Config)
 	// Logger receives the nodes' logs (default: discarded).
 	Logger *slog.Logger
+	// DirectLinks makes the nodes dial each other directly instead of
+	// through the per-link fault proxies: for benchmarks, where the proxies'
+	// extra copies would be measured too. Partitions and link delays then
+	// act on no link. Coordinator faults (zk-down) still work.
+	DirectLinks bool
 }
 
 // Cluster is a set of numbered nodes sharing one coordinator. Its methods
@@ -177,7 +182,9 @@ func (c *Cluster) nodeConfig(s *slot) node.Config {
 	}
 	cfg.ID = s.id
 	cfg.Logger = c.opts.Logger
-	cfg.Dial = c.links.dialer(s.id)
+	if !c.opts.DirectLinks {
+		cfg.Dial = c.links.dialer(s.id)
+	}
 	return cfg
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/faultproxy"
 	"github.com/kvstore/kvstore/internal/soon"
 	"github.com/kvstore/kvstore/node"
 	"github.com/kvstore/kvstore/zkserver"
@@ -424,6 +425,50 @@ func TestOperationsWaitForALeaderThenTimeOut(t *testing.T) {
 		})
 		expectGet(t, c, (ld+1)%3, "k", "x")
 		expectGet(t, c, (ld+2)%3, "k", "x")
+	})
+}
+
+func TestJoinerThatWinsTheElectionBecomesAVoter(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b Backend) {
+		// n0 is the only voter. n1 joins with its inbound RPC down, so n0
+		// cannot make it a voter; then n0 hands leadership over and n1,
+		// next in the election, takes over (n0 answers its Prepare: n1's
+		// outbound calls work). The new leader must add itself to the
+		// voters, or the cluster would run on one voter for good.
+		c := newCluster(t, b, 1)
+		mustPut(t, c, 0, "k", "v")
+		c.mu.Lock()
+		s := &slot{num: 1, id: "n1", rmiDown: true}
+		c.slots = append(c.slots, s)
+		c.mu.Unlock()
+		for _, ep := range c.endpoint {
+			p, err := faultproxy.New(ep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.proxies = append(s.proxies, p)
+		}
+		if err := c.start(ctxT(t, 30*time.Second), s); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Resign(ctxT(t, 10*time.Second), 0); err != nil {
+			t.Fatal(err)
+		}
+		soon.Succeeds(t, 20*time.Second, func() error {
+			if ld := leaderOf(t, c); ld != 1 {
+				return fmt.Errorf("leader is node %d, want the joiner", ld)
+			}
+			return nil
+		})
+		if err := c.waitVoter(ctxT(t, 10*time.Second), s); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.RmiUp(1); err != nil {
+			t.Fatal(err)
+		}
+		expectGet(t, c, 1, "k", "v")
+		mustPut(t, c, 0, "k", "w")
+		expectGet(t, c, 1, "k", "w")
 	})
 }
 

@@ -34,7 +34,7 @@
 // # Protocol
 //
 // DESIGN.md (shared with the project) states the protocol; leader.go and
-// follower.go implement it. Three choices go beyond its text:
+// follower.go implement it. These choices go beyond its text:
 //
 //   - Reconciliation is by snapshot. A follower whose position is not on the
 //     leader's history (or is further behind than the leader's log) receives
@@ -44,6 +44,24 @@
 //     key's cached copy if it is older, so a write waits for each holder of
 //     the key to have applied it (or for the holder's lease to end) rather
 //     than sending a separate invalidation message.
+//   - Writes of one key are pipelined, not serialized. A write is appended
+//     at once and acknowledged once it is visible: committed, and no holder
+//     can still read an older copy of the key (each holder applied it or its
+//     lease ended). Reads gate on the same condition: the leader serves the
+//     value of a key only once its write is visible, and if a newer write of
+//     the key arrived while it waited, it reads again. Visibility is monotone
+//     (commits only grow; a holding older than a write is never granted
+//     after it), so a write is visible no later than the next write of its
+//     key. The leader records each holding with the version of the copy, and
+//     forgets it only when its lease ends or the holder applied a newer write
+//     of the key than the copy.
+//   - The leader caches too. Its reads install the value in its own cache
+//     under a lease, like a follower's; applying a write of the key drops
+//     that copy first, and the copies go when the leadership ends.
+//   - Concurrent misses of one key on a follower share one fetch. A read
+//     that finds a fetch in flight waits for it and then looks in the cache;
+//     it may not take that fetch's answer, read at the leader perhaps before
+//     it began, unless the fetch started after it began.
 //   - Each new leader appends a no-op entry in its epoch and serves only once
 //     a majority applied it (Raft's rule for committing older entries); a
 //     follower's position is (epoch of its last entry, seq), and positions

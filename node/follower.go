@@ -10,6 +10,8 @@ import (
 	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
+	"google.golang.org/grpc"
+	grpcpeer "google.golang.org/grpc/peer"
 )
 
 // peerServer implements kvpb.PeerServer for a node.
@@ -392,9 +394,15 @@ func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID s
 		} else {
 			var c kvpb.PeerClient
 			if c, err = n.pool.Peer(addr); err == nil {
-				sentOnce = true
 				var resp *kvpb.WriteResponse
-				resp, err = c.Write(ctx, &kvpb.WriteRequest{Cluster: n.cfg.Cluster, Op: op, Key: key, Value: value, ReqId: reqID, FromId: n.cfg.ID})
+				var p grpcpeer.Peer
+				resp, err = c.Write(ctx, &kvpb.WriteRequest{Cluster: n.cfg.Cluster, Op: op, Key: key, Value: value, ReqId: reqID, FromId: n.cfg.ID}, grpc.Peer(&p))
+				// gRPC reports the peer only for an attempt that got a
+				// stream on a connection: without one the request never
+				// left, and this attempt applied nothing.
+				if err == nil || p.Addr != nil {
+					sentOnce = true
+				}
 				err = rpc.FromStatus(err)
 				if err == nil {
 					ver, epoch, lease = fromPos(resp.Version), resp.Epoch, time.Duration(resp.LeaseMs)*time.Millisecond

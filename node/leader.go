@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"slices"
 	"sync"
 	"time"
@@ -16,9 +15,6 @@ import (
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
 )
-
-// keyStripes is how many locks serialize operations per key.
-const keyStripes = 1024
 
 var errLeadershipEnded = errors.New("leadership ended")
 
@@ -32,10 +28,6 @@ type leader struct {
 	cancel    context.CancelCauseFunc
 	wg        sync.WaitGroup // replicators
 	electedAt time.Time
-	seed      maphash.Seed
-
-	// keys serialize writes and reads per key (striped).
-	keys [keyStripes]sync.Mutex
 
 	// mu guards everything below. Lock order: mu, then n.mu.
 	mu          sync.Mutex
@@ -49,8 +41,8 @@ type leader struct {
 	serving     bool
 	takeoverErr error
 	peers       map[string]*peer
-	holders     map[string]map[string]time.Time // key -> node id -> lease end (leader clock)
-	changedCh   chan struct{}                   // closed and replaced on progress
+	holders     map[string]map[string]holding // key -> node id -> its copy
+	changedCh   chan struct{}                 // closed and replaced on progress
 }
 
 // peer is the leader's view of one follower.
@@ -94,8 +86,8 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) {
 	stop := context.AfterFunc(st.ctx, func() { cancel(context.Cause(st.ctx)) })
 	l := &leader{
 		n: n, epoch: epoch, sess: sess, ctx: lctx, cancel: cancel,
-		electedAt: n.now(), seed: maphash.MakeSeed(),
-		peers: make(map[string]*peer), holders: make(map[string]map[string]time.Time),
+		electedAt: n.now(),
+		peers:     make(map[string]*peer), holders: make(map[string]map[string]holding),
 		changedCh: make(chan struct{}),
 	}
 	n.lead.Store(l)
@@ -388,6 +380,7 @@ func (l *leader) maintain() {
 	t := time.NewTicker(n.cfg.Heartbeat)
 	defer t.Stop()
 	lastMajority := n.now()
+	tick := 0
 	for {
 		select {
 		case <-l.ctx.Done():
@@ -404,6 +397,30 @@ func (l *leader) maintain() {
 		}
 		l.maybeAddVoter()
 		l.trimLog()
+		if tick++; tick%sweepTicks == 0 {
+			l.sweepHolders()
+		}
+	}
+}
+
+// sweepTicks is how many heartbeats pass between sweeps of ended leases.
+const sweepTicks = 16
+
+// sweepHolders forgets holdings whose lease has ended, for keys no write or
+// read has looked at since.
+func (l *leader) sweepHolders() {
+	now := l.n.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for key, hs := range l.holders {
+		for id, h := range hs {
+			if !now.Before(h.end) {
+				delete(hs, id)
+			}
+		}
+		if len(hs) == 0 {
+			delete(l.holders, key)
+		}
 	}
 }
 
@@ -430,10 +447,14 @@ func (l *leader) maybeAddVoter() {
 	n := l.n
 	l.mu.Lock()
 	var cand string
+	if !l.voters.Contains(n.cfg.ID) {
+		// A leader that was not a voter (it joined, and won the election
+		// before it was added) holds everything committed: add it first.
+		cand = n.cfg.ID
+	}
 	for id, p := range l.peers {
-		if !l.voters.Contains(id) && p.reachable && p.match >= l.commit && n.view.Load().members[id] != "" {
+		if cand == "" && !l.voters.Contains(id) && p.reachable && p.match >= l.commit && n.view.Load().members[id] != "" {
 			cand = id
-			break
 		}
 	}
 	prev := l.voters
@@ -611,10 +632,6 @@ func (l *leader) recomputeCommitLocked() {
 	l.broadcastLocked()
 }
 
-func (l *leader) keyLock(key string) *sync.Mutex {
-	return &l.keys[maphash.String(l.seed, key)%keyStripes]
-}
-
 // checkLive fails unless this node still leads with a live session.
 func (l *leader) checkLive() error {
 	if l.ctx.Err() != nil {
@@ -653,17 +670,19 @@ func (l *leader) waitServing(ctx context.Context) error {
 	}
 }
 
-// write appends a set or delete, waits until a majority of voters hold it
-// and every holder of a cached copy has dropped it (or its lease ended), and
-// grants the writer a lease on the new value.
+// write appends a set or delete, waits until it is visible (a majority of
+// voters hold it and no holder can still read an older copy of the key), and
+// grants the writer a lease on the new value unless a newer write of the key
+// came meanwhile.
+//
+// Writes of one key are pipelined: each is appended at once, and waits
+// only for its own visibility. Since the log commits in order, a write of a
+// key is visible no later than the next write of it.
 func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from string) (writeResult, error) {
 	n := l.n
 	if err := l.waitServing(ctx); err != nil {
 		return writeResult{}, err
 	}
-	km := l.keyLock(key)
-	km.Lock()
-	defer km.Unlock()
 	if err := l.checkLive(); err != nil {
 		return writeResult{}, err
 	}
@@ -678,11 +697,11 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		}
 		ver = e.Version
 		// The leader's own cached copy goes first, as on a follower that
-		// applies the entry: the new value is readable only once committed.
+		// applies the entry: the new value is readable only once visible.
 		n.invalidate(key, ver)
 		l.log = append(l.log, e)
 		l.lastSeq = e.Version.Seq
-		n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, n.now())))
+		n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, ver.Seq, n.now())))
 	}
 	n.mu.Unlock()
 	l.recomputeCommitLocked()
@@ -693,7 +712,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		}
 	}
 	l.mu.Unlock()
-	if err := l.awaitWrite(ctx, key, ver.Seq); err != nil {
+	if err := l.awaitVisible(ctx, key, ver.Seq, true); err != nil {
 		return writeResult{version: ver}, err
 	}
 	if dup {
@@ -701,108 +720,171 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		// been overwritten since, so the writer may not cache it.
 		return writeResult{version: ver}, nil
 	}
-	return writeResult{version: ver, lease: l.grant(key, from)}, nil
+	l.mu.Lock()
+	lease := l.grantLocked(key, from, ver.Seq)
+	l.mu.Unlock()
+	return writeResult{version: ver, lease: lease}, nil
 }
 
-// awaitWrite waits until seq is committed and no holder can still read an
-// older copy of key. The second wait always completes (it is bounded by the
-// lease), even when the first fails, so that a value never becomes visible
-// while an old copy may still be served.
-func (l *leader) awaitWrite(ctx context.Context, key string, seq uint64) error {
+// read returns key's visible value and grants node from a lease on it.
+func (l *leader) read(ctx context.Context, key, from string) (readResult, error) {
+	n := l.n
+	if err := l.waitServing(ctx); err != nil {
+		return readResult{}, err
+	}
+	for {
+		if err := l.checkLive(); err != nil {
+			return readResult{}, err
+		}
+		n.mu.Lock()
+		it, _ := n.store.Get(key)
+		n.mu.Unlock()
+		// The value may come from a write that is not visible yet (not on
+		// a majority, or older copies still readable): serve it only once
+		// it is.
+		if err := l.awaitVisible(ctx, key, it.Version.Seq, false); err != nil {
+			return readResult{}, err
+		}
+		l.mu.Lock()
+		n.mu.Lock()
+		cur, ok := n.store.Get(key)
+		n.mu.Unlock()
+		if cur.Version != it.Version {
+			// A newer write came while this read waited, and may be
+			// acknowledged already: read again.
+			l.mu.Unlock()
+			continue
+		}
+		lease := l.grantLocked(key, from, it.Version.Seq)
+		l.mu.Unlock()
+		return readResult{value: it.Value, found: ok && !it.Deleted, version: it.Version, lease: lease}, nil
+	}
+}
+
+// awaitVisible waits until the entry at seq (a write of key, or 0 for a key
+// never written) is visible: committed, and no holder can still read a copy
+// of key older than it. The commit wait is bounded by QuorumTimeout (then
+// ErrNoQuorum), the holder wait by their leases. For a write (write true)
+// every failure is outcome unknown.
+func (l *leader) awaitVisible(ctx context.Context, key string, seq uint64, write bool) error {
 	n := l.n
 	qDeadline := n.now().Add(n.cfg.QuorumTimeout)
-	var commitErr error
-	// For kvstore_lease_waits_total: blocked is when only holders still
-	// kept the write waiting (its commit settled, one way or the other);
-	// leaseEnded is set when a holder that was pending then was forgotten
-	// because its lease ran out, not because it applied the write. Holders of
-	// key cannot be added meanwhile: grants take the key's lock, held here.
+	unknown := func(err error) error {
+		if write {
+			return fmt.Errorf("%w: %w", kvstore.ErrOutcomeUnknown, err)
+		}
+		return err
+	}
+	// For kvstore_lease_waits_total (writes): blocked is when only holders
+	// still kept the write waiting; leaseEnded is set when a holder that was
+	// pending then was forgotten because its lease ran out, not because it
+	// applied the write.
 	var blocked time.Time
 	leaseEnded := false
-	settled := func(now time.Time) {
-		if leaseEnded {
-			n.met.leaseWaits.Inc()
-			n.met.leaseWaitSeconds.Add(now.Sub(blocked).Seconds())
-		}
-	}
+	skip := write && n.cfg.Faults.SkipInvalidation
 	for {
 		now := n.now()
 		l.mu.Lock()
 		committed := l.commit >= seq
-		pending, next, expired := l.pendingHoldersLocked(key, seq, now)
+		pending, next, expired := l.pendingHoldersLocked(key, seq, now, &skip)
 		ch := l.changedCh
 		l.mu.Unlock()
 		if expired > 0 && !blocked.IsZero() {
 			leaseEnded = true
 		}
 		if committed && pending == 0 {
-			settled(now)
+			if write && leaseEnded {
+				n.met.leaseWaits.Inc()
+				n.met.leaseWaitSeconds.Add(now.Sub(blocked).Seconds())
+			}
 			return nil
 		}
 		if l.ctx.Err() != nil {
 			// A new leader waits out every lease of this epoch.
-			return fmt.Errorf("%w: node %s: %w (epoch %d ended: %v)", kvstore.ErrOutcomeUnknown, n.cfg.ID, kvstore.ErrNotLeader, l.epoch, context.Cause(l.ctx))
+			return unknown(fmt.Errorf("node %s: %w (epoch %d ended: %v)", n.cfg.ID, kvstore.ErrNotLeader, l.epoch, context.Cause(l.ctx)))
 		}
-		if !committed && commitErr == nil {
-			if ctx.Err() != nil {
-				commitErr = fmt.Errorf("%w: %w", kvstore.ErrOutcomeUnknown, ctxErr(ctx))
-			} else if !now.Before(qDeadline) {
-				commitErr = fmt.Errorf("%w: %w: write %d not on a majority of voters after %v", kvstore.ErrOutcomeUnknown, kvstore.ErrNoQuorum, seq, n.cfg.QuorumTimeout)
-			}
+		if err := l.checkLive(); err != nil {
+			return unknown(err)
 		}
-		if commitErr != nil && pending == 0 {
-			settled(now)
-			return commitErr
+		if ctx.Err() != nil {
+			return unknown(ctxErr(ctx))
 		}
-		if blocked.IsZero() && (committed || commitErr != nil) {
+		if !committed && !now.Before(qDeadline) {
+			return unknown(fmt.Errorf("node %s: %w: entry %d not on a majority of voters after %v", n.cfg.ID, kvstore.ErrNoQuorum, seq, n.cfg.QuorumTimeout))
+		}
+		if committed && blocked.IsZero() {
 			blocked = now
 		}
-		wake := time.Hour
-		if pending > 0 {
-			wake = next.Sub(now)
+		wake := qDeadline.Sub(now)
+		if committed {
+			wake = time.Hour
 		}
-		var ctxDone <-chan struct{}
-		if commitErr == nil {
-			wake = min(wake, qDeadline.Sub(now))
-			ctxDone = ctx.Done()
+		if pending > 0 {
+			wake = min(wake, next.Sub(now))
 		}
 		t := time.NewTimer(max(wake, time.Millisecond))
 		select {
 		case <-ch:
 		case <-t.C:
 		case <-l.ctx.Done():
-		case <-ctxDone:
+		case <-ctx.Done():
 		}
 		t.Stop()
 	}
 }
 
-// pendingHoldersLocked forgets holders of key that have applied seq or whose
-// lease ended, and counts the rest; next is the earliest end of their leases.
-// expired counts the holders forgotten because their lease ended before they
-// applied seq.
-func (l *leader) pendingHoldersLocked(key string, seq uint64, now time.Time) (pending int, next time.Time, expired int) {
+// holding is the leader's record of a cached copy a node may read.
+type holding struct {
+	seq uint64    // the copy's version (its write's seq; 0: never written)
+	end time.Time // when its lease ends, on the leader's clock
+}
+
+// pendingHoldersLocked counts the holders of key that may still read a
+// copy older than seq: the copy is older, the holder has not applied seq
+// (applying it drops the copy) and its lease has not ended. next is the
+// earliest end of their leases. It forgets holdings whose lease ended
+// (counting in expired those that were pending) and those whose copy the
+// holder has provably dropped (it applied the key's latest write, newer than
+// the copy; a later copy needs a new grant, recorded anew). If *skip is set
+// it forgets one pending holder and clears *skip (Faults.SkipInvalidation).
+func (l *leader) pendingHoldersLocked(key string, seq uint64, now time.Time, skip *bool) (pending int, next time.Time, expired int) {
 	hs := l.holders[key]
-	skipOne := l.n.cfg.Faults.SkipInvalidation
-	for id, end := range hs {
-		p := l.peers[id]
-		applied := p != nil && p.match >= seq
-		if !applied && now.Before(end) && skipOne {
-			// The deliberate bug: forget one holder that still has a live
-			// copy, as if it had dropped it.
-			skipOne = false
-			delete(hs, id)
-			continue
+	if len(hs) == 0 {
+		return 0, next, 0
+	}
+	l.n.mu.Lock()
+	it, _ := l.n.store.Get(key)
+	l.n.mu.Unlock()
+	latest := it.Version.Seq
+	for id, h := range hs {
+		var match uint64
+		if p := l.peers[id]; p != nil {
+			match = p.match
 		}
-		if applied || !now.Before(end) {
-			if !applied {
+		older := h.seq < seq && match < seq
+		if !now.Before(h.end) {
+			if older {
 				expired++
 			}
 			delete(hs, id)
 			continue
 		}
-		if pending == 0 || end.Before(next) {
-			next = end
+		if h.seq < latest && match >= latest {
+			delete(hs, id)
+			continue
+		}
+		if !older {
+			continue
+		}
+		if *skip {
+			// The deliberate bug: forget one holder that still has a live
+			// older copy, as if it had dropped it.
+			*skip = false
+			delete(hs, id)
+			continue
+		}
+		if pending == 0 || h.end.Before(next) {
+			next = h.end
 		}
 		pending++
 	}
@@ -812,97 +894,50 @@ func (l *leader) pendingHoldersLocked(key string, seq uint64, now time.Time) (pe
 	return pending, next, expired
 }
 
-// liveHoldersLocked counts the nodes holding a lease on key that has not
-// ended at now: the cached copies a new write of key must invalidate.
-func (l *leader) liveHoldersLocked(key string, now time.Time) int {
+// liveHoldersLocked counts the nodes holding a lease on a copy of key older
+// than seq that has not ended at now: the cached copies the write at seq
+// must invalidate.
+func (l *leader) liveHoldersLocked(key string, seq uint64, now time.Time) int {
 	live := 0
-	for _, end := range l.holders[key] {
-		if now.Before(end) {
+	for _, h := range l.holders[key] {
+		if h.seq < seq && now.Before(h.end) {
 			live++
 		}
 	}
 	return live
 }
 
-// grant records node id as a holder of key and returns the lease it may
-// use, or 0 when it may not cache (unknown or unreachable node).
+// grantLocked records node id as a holder of key's copy at seq (the key's
+// current version, checked by the caller) and returns the lease it may use,
+// or 0 when it may not cache (unknown or unreachable node, or a newer write
+// of the key already applied).
 //
 // The leader itself gets a lease without being recorded as a holder: it
-// drops its own copy when it applies the next write of key (under the key's
-// lock), and its copy is readable only while it still leads in this epoch
-// with a live session, like any follower's.
-func (l *leader) grant(key, id string) time.Duration {
+// drops its own copy when it applies the next write of key, and its copy is
+// readable only while it still leads in this epoch with a live session, like
+// any follower's.
+func (l *leader) grantLocked(key, id string, seq uint64) time.Duration {
 	n := l.n
-	if id == n.cfg.ID {
-		return n.cfg.LeaseDuration
-	}
 	if id == "" {
 		return 0
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	n.mu.Lock()
+	it, _ := n.store.Get(key)
+	n.mu.Unlock()
+	if it.Version.Seq != seq {
+		return 0
+	}
+	if id == n.cfg.ID {
+		return n.cfg.LeaseDuration
+	}
 	if p := l.peers[id]; p == nil || !p.reachable {
 		return 0
 	}
 	hs := l.holders[key]
 	if hs == nil {
-		hs = make(map[string]time.Time)
+		hs = make(map[string]holding)
 		l.holders[key] = hs
 	}
-	hs[id] = n.now().Add(n.cfg.leaderLease())
+	hs[id] = holding{seq: seq, end: n.now().Add(n.cfg.leaderLease())}
 	return n.cfg.LeaseDuration
-}
-
-// read returns key's committed value and grants node from a lease on it.
-func (l *leader) read(ctx context.Context, key, from string) (readResult, error) {
-	n := l.n
-	if err := l.waitServing(ctx); err != nil {
-		return readResult{}, err
-	}
-	km := l.keyLock(key)
-	km.Lock()
-	defer km.Unlock()
-	if err := l.checkLive(); err != nil {
-		return readResult{}, err
-	}
-	n.mu.Lock()
-	it, ok := n.store.Get(key)
-	n.mu.Unlock()
-	if ok {
-		// The value may come from a write that failed to reach a majority:
-		// serve it only once committed.
-		if err := l.awaitCommit(ctx, it.Version.Seq); err != nil {
-			return readResult{}, err
-		}
-	}
-	return readResult{value: it.Value, found: ok && !it.Deleted, version: it.Version, lease: l.grant(key, from)}, nil
-}
-
-func (l *leader) awaitCommit(ctx context.Context, seq uint64) error {
-	n := l.n
-	deadline := n.now().Add(n.cfg.QuorumTimeout)
-	for {
-		l.mu.Lock()
-		ok, ch := l.commit >= seq, l.changedCh
-		l.mu.Unlock()
-		if ok {
-			return nil
-		}
-		if err := l.checkLive(); err != nil {
-			return err
-		}
-		wait := deadline.Sub(n.now())
-		if wait <= 0 {
-			return fmt.Errorf("node %s: %w: entry %d not on a majority of voters", n.cfg.ID, kvstore.ErrNoQuorum, seq)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ch:
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return ctxErr(ctx)
-		}
-		t.Stop()
-	}
 }
