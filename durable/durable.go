@@ -1,0 +1,572 @@
+package durable
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/kvstore/kvstore/store"
+)
+
+// Options configure a DB.
+type Options struct {
+	// NoSync commits without fsync (benchmarks: "fsync off"). A crash of the
+	// machine may then lose recent groups, or more; a crash of the process
+	// alone loses nothing that was committed.
+	NoSync bool
+	// MaxRequests is how many request ids are remembered, as store.New
+	// (<= 0: store.DefaultMaxRequests).
+	MaxRequests int
+	// Logger receives open, close and failure reports (nil: discard).
+	Logger *slog.Logger
+}
+
+// State is what Open recovered.
+type State struct {
+	// Snapshot holds the items (tombstones included), the applied position
+	// and the remembered request ids, oldest first, at most MaxRequests (the
+	// newest).
+	Snapshot store.Snapshot
+	// AcceptedEpoch is the highest epoch promised (Promise).
+	AcceptedEpoch int64
+	// Fresh reports that no state existed in the directory (a new data
+	// directory): the Snapshot is empty.
+	Fresh bool
+}
+
+// Stats counts the DB's work since Open. Commits < Submissions shows group
+// commit: one transaction (and one fsync) covered several submissions.
+type Stats struct {
+	Submissions uint64 // submissions accepted into the queue
+	Commits     uint64 // transactions committed (groups)
+}
+
+// Errors. Match them with errors.Is: they are wrapped with context.
+var (
+	// ErrCorrupt: the data file fails a check (checksum, structure, digest);
+	// the message names the file and the bad record or page.
+	ErrCorrupt = errors.New("durable: data is corrupt")
+	// ErrClosed: the DB was closed before the submission.
+	ErrClosed = errors.New("durable: closed")
+	// ErrLocked: another DB (in this or another process) has the directory
+	// open.
+	ErrLocked = errors.New("durable: data directory is in use")
+)
+
+const (
+	fileName    = "state.db"
+	lockName    = "LOCK"
+	lockTimeout = time.Second
+)
+
+// DB is a node's replicated state on disk. Its methods are safe for
+// concurrent use; submissions (Append, Restore, Promise) are applied in the
+// order their calls returned.
+type DB struct {
+	dir, path string
+	bolt      *bolt.DB
+	lock      *os.File
+	maxReqs   int
+	log       *slog.Logger
+
+	mu      sync.Mutex
+	cond    sync.Cond
+	queue   []*Pending    // submitted, not yet taken by the committer
+	next    store.Version // position after every accepted submission
+	refuse  error         // sticky: later submissions fail with it
+	closing bool
+
+	// Owned by the committer goroutine.
+	spare  []*Pending
+	cs     committed // what the last committed transaction left
+	arena  arena
+	failed error // a group failed: everything after it fails too
+
+	submissions, commits atomic.Uint64
+	stopped              chan struct{}
+	closeOnce            sync.Once
+	closeErr             error
+
+	// testHookCommit, if set, runs inside each group's transaction; an error
+	// fails the transaction.
+	testHookCommit func() error
+}
+
+// committed is the part of the stored state the committer keeps in memory.
+type committed struct {
+	applied store.Version
+	epoch   int64
+	dg      digest
+	nextReq uint64 // key of the next remembered request
+}
+
+type kind uint8
+
+const (
+	kindAppend kind = iota
+	kindRestore
+	kindPromise
+)
+
+// Pending is a submission on its way to disk.
+type Pending struct {
+	done chan struct{}
+	err  error
+
+	kind    kind
+	entries []store.Entry
+	snap    store.Snapshot
+	epoch   int64
+}
+
+// Wait waits until the submission is durable (its group committed, and
+// fsynced unless Options.NoSync), and returns nil; or returns the error that
+// failed it; or ctx's error if ctx ends first (the submission goes on).
+func (p *Pending) Wait(ctx context.Context) error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Pending) finish(err error) *Pending {
+	p.err = err
+	p.entries, p.snap = nil, store.Snapshot{}
+	close(p.done)
+	return p
+}
+
+func newPending(k kind) *Pending { return &Pending{done: make(chan struct{}), kind: k} }
+
+// Open opens the DB in dir, creating dir (0o700) and dir/state.db if
+// missing, verifies the whole file and returns the state it holds. It fails
+// with ErrLocked within about a second if another DB has dir open, with
+// ErrCorrupt if the file fails a check, and never returns a partial state.
+func Open(dir string, o Options) (*DB, State, error) {
+	start := time.Now()
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	maxReqs := o.MaxRequests
+	if maxReqs <= 0 {
+		maxReqs = store.DefaultMaxRequests
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, State{}, fmt.Errorf("durable: %w", err)
+	}
+	lockPath := filepath.Join(dir, lockName)
+	lock, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, State{}, fmt.Errorf("durable: %w", err)
+	}
+	if err := lockFile(lock, lockTimeout); err != nil {
+		lock.Close()
+		return nil, State{}, fmt.Errorf("%w: %s is locked by another DB (waited %v for %s): %v", ErrLocked, dir, lockTimeout, lockPath, err)
+	}
+	d := &DB{dir: dir, path: filepath.Join(dir, fileName), lock: lock, maxReqs: maxReqs, log: log, stopped: make(chan struct{})}
+	st, err := d.open(o)
+	if err != nil {
+		if d.bolt != nil {
+			_ = guard(d.path, d.bolt.Close)
+		}
+		lock.Close()
+		log.Error("durable: open failed", "dir", dir, "err", err)
+		return nil, State{}, err
+	}
+	d.cond.L = &d.mu
+	d.next = d.cs.applied
+	go d.run()
+	log.Info("durable: opened", "file", d.path, "fresh", st.Fresh, "items", len(st.Snapshot.Items),
+		"requests", len(st.Snapshot.Requests), "applied", st.Snapshot.Applied.String(),
+		"accepted_epoch", st.AcceptedEpoch, "nosync", o.NoSync, "took", time.Since(start))
+	return d, st, nil
+}
+
+func (d *DB) open(o Options) (State, error) {
+	fresh := false
+	if _, err := os.Stat(d.path); errors.Is(err, fs.ErrNotExist) {
+		if err := create(d.path); err != nil {
+			return State{}, fmt.Errorf("durable: creating %s: %w", d.path, err)
+		}
+		fresh = true
+	} else if err != nil {
+		return State{}, fmt.Errorf("durable: %w", err)
+	}
+
+	// Check the structure with plain reads before bbolt maps the file.
+	f, err := os.Open(d.path)
+	if err != nil {
+		return State{}, fmt.Errorf("durable: %w", err)
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		err = guard(d.path, func() error {
+			if err := checkFile(f, fi.Size()); err != nil {
+				return corrupt(d.path, "%v", err)
+			}
+			return nil
+		})
+	}
+	f.Close()
+	if err != nil {
+		return State{}, err
+	}
+
+	var st State
+	err = guard(d.path, func() error {
+		b, err := bolt.Open(d.path, 0o600, boltOptions(o.NoSync))
+		if err != nil {
+			if errors.Is(err, bolt.ErrTimeout) {
+				return fmt.Errorf("%w: %s: %v", ErrLocked, d.path, err)
+			}
+			return fmt.Errorf("durable: bbolt cannot open %s: %w", d.path, err)
+		}
+		d.bolt = b
+		return b.View(func(tx *bolt.Tx) error {
+			st, d.cs, err = load(tx, d.path, d.maxReqs)
+			return err
+		})
+	})
+	st.Fresh = fresh
+	return st, err
+}
+
+func boltOptions(noSync bool) *bolt.Options {
+	return &bolt.Options{
+		Timeout:        lockTimeout,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+		NoSync:         noSync,
+	}
+}
+
+// guard runs fn, turning a panic or a memory fault (bbolt reading a damaged
+// mapping) into ErrCorrupt.
+func guard(path string, fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = corrupt(path, "bbolt failed on the file: %v", r)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return fn()
+}
+
+func corrupt(path, format string, args ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrCorrupt, path, fmt.Sprintf(format, args...))
+}
+
+// create makes a new, empty state file at path atomically: it is built and
+// synced under a temporary name, then renamed, so a state.db that exists
+// always holds a complete state (a crash during create leaves a fresh
+// directory, never an empty file that would pass for one).
+func create(path string) error {
+	tmp := path + ".tmp"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	b, err := bolt.Open(tmp, 0o600, boltOptions(false))
+	if err != nil {
+		return err
+	}
+	err = b.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketItems, bucketMeta, bucketRequests} {
+			if _, err := tx.CreateBucket(name); err != nil {
+				return err
+			}
+		}
+		var g group
+		if err := g.init(tx, &committed{nextReq: 1}, &arena{}, 0); err != nil {
+			return err
+		}
+		g.appliedDirty, g.epochDirty, g.digestDirty, g.formatDirty = true, true, true, true
+		return g.finish()
+	})
+	if cerr := b.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
+}
+
+// load reads and verifies every record.
+func load(tx *bolt.Tx, path string, maxReqs int) (State, committed, error) {
+	var cs committed
+	meta, items, reqs := tx.Bucket(bucketMeta), tx.Bucket(bucketItems), tx.Bucket(bucketRequests)
+	for _, b := range []struct {
+		name []byte
+		b    *bolt.Bucket
+	}{{bucketMeta, meta}, {bucketItems, items}, {bucketRequests, reqs}} {
+		if b.b == nil {
+			return State{}, cs, corrupt(path, "bucket %q is missing", b.name)
+		}
+	}
+	get := func(key []byte, size int) ([]byte, error) {
+		v := meta.Get(key)
+		if v == nil {
+			return nil, corrupt(path, "bucket %q: key %q is missing", bucketMeta, key)
+		}
+		p, err := open(bucketMeta, key, v)
+		if err == nil && size >= 0 && len(p) != size {
+			err = fmt.Errorf("payload of %d bytes, want %d", len(p), size)
+		}
+		if err != nil {
+			return nil, corrupt(path, "bucket %q key %q: %v", bucketMeta, key, err)
+		}
+		return p, nil
+	}
+	p, err := get(keyFormat, 4)
+	if err != nil {
+		return State{}, cs, err
+	}
+	if v := binary.BigEndian.Uint32(p); v != formatVersion {
+		return State{}, cs, fmt.Errorf("durable: %s: unsupported format version %d (this build reads %d)", path, v, formatVersion)
+	}
+	if p, err = get(keyApplied, 16); err != nil {
+		return State{}, cs, err
+	}
+	cs.applied = readVersion(p)
+	if p, err = get(keyEpoch, 8); err != nil {
+		return State{}, cs, err
+	}
+	cs.epoch = int64(binary.BigEndian.Uint64(p))
+	if p, err = get(keyDigest, -1); err != nil {
+		return State{}, cs, err
+	}
+	stored, err := decodeDigest(p)
+	if err != nil {
+		return State{}, cs, corrupt(path, "bucket %q key %q: %v", bucketMeta, keyDigest, err)
+	}
+
+	snap := store.Snapshot{Applied: cs.applied, Items: make(map[string]store.Item, min(stored.Items, 1<<16))}
+	c := items.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		p, err := open(bucketItems, k, v)
+		if v == nil {
+			err = errors.New("a nested bucket where an item belongs")
+		}
+		var it store.Item
+		if err == nil {
+			it, err = decodeItem(p)
+		}
+		if err != nil {
+			return State{}, cs, corrupt(path, "bucket %q key %q: %v", bucketItems, k, err)
+		}
+		snap.Items[string(k)] = it
+		cs.dg.Items++
+		cs.dg.ItemSum += uint64(storedCRC(v))
+	}
+	var all []store.Request
+	var last uint64
+	c = reqs.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		p, err := open(bucketRequests, k, v)
+		if v == nil {
+			err = errors.New("a nested bucket where a request belongs")
+		} else if len(k) != 8 {
+			err = fmt.Errorf("key of %d bytes, want 8", len(k))
+		}
+		var r store.Request
+		if err == nil {
+			r, err = decodeRequest(p)
+		}
+		if err != nil {
+			return State{}, cs, corrupt(path, "bucket %q key %x: %v", bucketRequests, k, err)
+		}
+		all = append(all, r)
+		last = binary.BigEndian.Uint64(k)
+		cs.dg.Reqs++
+		cs.dg.ReqSum += uint64(storedCRC(v))
+	}
+	if cs.dg != stored {
+		return State{}, cs, corrupt(path, "records do not match the digest in bucket %q (a record is missing, duplicated or stale): found %d items (sum %x) and %d requests (sum %x), digest says %d items (sum %x) and %d requests (sum %x)",
+			bucketMeta, cs.dg.Items, cs.dg.ItemSum, cs.dg.Reqs, cs.dg.ReqSum, stored.Items, stored.ItemSum, stored.Reqs, stored.ReqSum)
+	}
+	cs.nextReq = last + 1
+	if len(all) > maxReqs {
+		all = all[len(all)-maxReqs:]
+	}
+	snap.Requests = slices.Clip(all)
+
+	var errs []error
+	for err := range tx.Check() {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return State{}, cs, corrupt(path, "bbolt consistency check: %v", errors.Join(errs...))
+	}
+	return State{Snapshot: snap, AcceptedEpoch: cs.epoch}, cs, nil
+}
+
+// Append submits entries as the node applied them, in seq order: the first
+// must directly follow the position of every earlier submission
+// (Seq == applied.Seq+1) and each the one before it. OpSet and OpDelete write
+// the item (a delete keeps a tombstone with its version); OpNoop only moves
+// the position; a non-empty ReqID is remembered with the entry's version.
+// Entries must not repeat a remembered request id (the node turns a duplicate
+// into an OpNoop without ReqID). An entry out of order, with an unknown op,
+// or a set/delete of an empty key or one longer than bbolt.MaxKeySize fails
+// the returned Pending at once and every later submission: it is a bug, and
+// the DB must not record anything after it.
+func (d *DB) Append(entries []store.Entry) *Pending {
+	p := newPending(kindAppend)
+	p.entries = slices.Clone(entries)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.refused(); err != nil {
+		return p.finish(err)
+	}
+	next := d.next
+	for i, e := range entries {
+		var err error
+		switch {
+		case e.Version.Seq != next.Seq+1:
+			err = fmt.Errorf("entry %s does not follow position %s", e.Version, next)
+		case e.Op != store.OpNoop && e.Op != store.OpSet && e.Op != store.OpDelete:
+			err = fmt.Errorf("entry %s has unknown op %d", e.Version, e.Op)
+		case e.Op != store.OpNoop:
+			err = checkKey(e.Key)
+		}
+		if err != nil {
+			d.refuse = fmt.Errorf("durable: bad append (entry %d of %d): %w", i, len(entries), err)
+			return p.finish(d.refuse)
+		}
+		next = e.Version
+	}
+	d.next = next
+	d.enqueue(p)
+	return p
+}
+
+// Restore submits a replacement of the whole state (items, applied position,
+// remembered requests, keeping the newest MaxRequests) by snap, in one
+// transaction. The caller must not modify snap until the Pending is done. A
+// snapshot with an empty or too long key, or an empty request id, fails the
+// Pending and every later submission.
+func (d *DB) Restore(snap store.Snapshot) *Pending {
+	p := newPending(kindRestore)
+	p.snap = snap
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.refused(); err != nil {
+		return p.finish(err)
+	}
+	var err error
+	for k := range snap.Items {
+		if err = checkKey(k); err != nil {
+			break
+		}
+	}
+	for _, r := range snap.Requests {
+		if r.ID == "" {
+			err = fmt.Errorf("empty request id at %s", r.Version)
+			break
+		}
+	}
+	if err != nil {
+		d.refuse = fmt.Errorf("durable: bad restore: %w", err)
+		return p.finish(d.refuse)
+	}
+	d.next = snap.Applied
+	d.enqueue(p)
+	return p
+}
+
+// Promise submits the accepted epoch. It is only ever raised: an epoch not
+// above the stored one changes nothing.
+func (d *DB) Promise(epoch int64) *Pending {
+	p := newPending(kindPromise)
+	p.epoch = epoch
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.refused(); err != nil {
+		return p.finish(err)
+	}
+	d.enqueue(p)
+	return p
+}
+
+func checkKey(k string) error {
+	if k == "" {
+		return errors.New("empty key")
+	}
+	if len(k) > bolt.MaxKeySize {
+		return fmt.Errorf("key of %d bytes, more than %d", len(k), bolt.MaxKeySize)
+	}
+	return nil
+}
+
+// refused returns why a new submission must fail, if it must. d.mu is held.
+func (d *DB) refused() error {
+	if d.closing {
+		return ErrClosed
+	}
+	if d.refuse != nil {
+		return fmt.Errorf("durable: refused after an earlier failure: %w", d.refuse)
+	}
+	return nil
+}
+
+// enqueue queues p for the committer. d.mu is held.
+func (d *DB) enqueue(p *Pending) {
+	d.queue = append(d.queue, p)
+	d.submissions.Add(1)
+	d.cond.Signal()
+}
+
+// Stats returns the DB's counters.
+func (d *DB) Stats() Stats {
+	return Stats{Submissions: d.submissions.Load(), Commits: d.commits.Load()}
+}
+
+// Close commits what was submitted, stops the committer, closes the file and
+// releases the directory. It is idempotent (later calls return the first
+// call's result); submissions after it fail with ErrClosed.
+func (d *DB) Close() error {
+	d.closeOnce.Do(func() {
+		d.mu.Lock()
+		d.closing = true
+		d.cond.Signal()
+		d.mu.Unlock()
+		<-d.stopped
+		err := guard(d.path, d.bolt.Close)
+		if lerr := d.lock.Close(); err == nil {
+			err = lerr
+		}
+		if err != nil {
+			d.closeErr = fmt.Errorf("durable: closing %s: %w", d.path, err)
+		}
+		d.log.Info("durable: closed", "file", d.path, "submissions", d.submissions.Load(), "commits", d.commits.Load())
+	})
+	return d.closeErr
+}
