@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -67,6 +68,12 @@ type Options struct {
 	Node func(*node.Config)
 	// Logger receives the nodes' logs (default: discarded).
 	Logger *slog.Logger
+	// DataDir, if set, makes the nodes durable: node n<i> keeps its state
+	// in DataDir/n<i> (node.Config.DataDir), which Kill leaves in place and
+	// Restart opens again. Empty: the nodes keep their state in memory only.
+	DataDir string
+	// NoFsync, with DataDir, skips the fsync of each group commit.
+	NoFsync bool
 	// DirectLinks makes the nodes dial each other directly instead of
 	// through the per-link fault proxies: for benchmarks, where the proxies'
 	// extra copies would be measured too. Partitions and link delays then
@@ -182,6 +189,10 @@ func (c *Cluster) nodeConfig(s *slot) node.Config {
 	}
 	cfg.ID = s.id
 	cfg.Logger = c.opts.Logger
+	if c.opts.DataDir != "" {
+		cfg.DataDir = filepath.Join(c.opts.DataDir, s.id)
+		cfg.NoFsync = c.opts.NoFsync
+	}
 	if !c.opts.DirectLinks {
 		cfg.Dial = c.links.dialer(s.id)
 	}
@@ -507,8 +518,9 @@ func (c *Cluster) Resign(ctx context.Context, n int) error {
 	return nd.Resign(ctx)
 }
 
-// Restart starts killed node n again with the same id (and an empty
-// store) and waits until it serves.
+// Restart starts killed node n again with the same id and waits until it
+// serves: with an empty store, or with what its data directory holds when
+// the cluster has one (Options.DataDir).
 func (c *Cluster) Restart(ctx context.Context, n int) error {
 	s, err := c.slot(n)
 	if err != nil {

@@ -28,6 +28,16 @@ type Config struct {
 	// Coordinator is the coordination service. The node does not own it:
 	// the caller closes it after the node has stopped.
 	Coordinator coord.Coordinator
+	// DataDir, if set, is where the node keeps a durable copy of its
+	// replicated state (created if missing). A node restarted with it
+	// rejoins with its state and counts toward majorities at once; without
+	// it (the default) the state lives in memory only, and a voter that
+	// restarts rejoins as recovering.
+	DataDir string
+	// NoFsync, with DataDir, skips the fsync of each group commit: faster,
+	// but a machine crash (not a process crash) may lose acknowledged
+	// writes. For benchmarks.
+	NoFsync bool
 
 	// SessionTTL is the coordinator session TTL (default 2s, at least 1s).
 	SessionTTL time.Duration

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
@@ -28,54 +29,80 @@ func (s *peerServer) checkCluster(c string) error {
 }
 
 // promise raises acceptedEpoch to epoch (dropping the cache, which was
-// granted under an older leader). Callers hold n.mu.
-func (n *Node) promiseLocked(epoch int64) {
-	if epoch > n.acceptedEpoch {
-		n.acceptedEpoch = epoch
-		n.acceptedEpochA.Store(epoch)
-		n.dropCache()
+// granted under an older leader) and returns the submission that makes the
+// promise durable (nil if there is nothing to persist). Callers hold n.mu.
+func (n *Node) promiseLocked(epoch int64) *durable.Pending {
+	if epoch <= n.acceptedEpoch {
+		return nil
 	}
+	n.acceptedEpoch = epoch
+	n.acceptedEpochA.Store(epoch)
+	n.dropCache()
+	if n.disk == nil {
+		return nil
+	}
+	return n.submittedLocked(n.disk.Promise(epoch))
 }
 
 // Prepare implements the first step of a takeover (DESIGN.md).
-func (s *peerServer) Prepare(_ context.Context, req *kvpb.PrepareRequest) (*kvpb.PrepareResponse, error) {
+func (s *peerServer) Prepare(ctx context.Context, req *kvpb.PrepareRequest) (*kvpb.PrepareResponse, error) {
 	if err := s.checkCluster(req.Cluster); err != nil {
 		return nil, err
 	}
-	return s.n.prepare(req.Epoch), nil
+	return s.n.prepare(ctx, req.Epoch)
 }
 
-func (n *Node) prepare(epoch int64) *kvpb.PrepareResponse {
+// prepare promises epoch and reports this node's position, once both are
+// durable.
+func (n *Node) prepare(ctx context.Context, epoch int64) (*kvpb.PrepareResponse, error) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if epoch < n.acceptedEpoch {
-		return &kvpb.PrepareResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, NodeId: n.cfg.ID}
+		defer n.mu.Unlock()
+		return &kvpb.PrepareResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, NodeId: n.cfg.ID}, nil
 	}
-	n.promiseLocked(epoch)
-	return &kvpb.PrepareResponse{
+	p := n.promiseLocked(epoch)
+	resp := &kvpb.PrepareResponse{
 		Ok:            true,
 		AcceptedEpoch: n.acceptedEpoch,
 		Applied:       toPos(n.store.Applied()),
 		Recovering:    n.recovering,
 		NodeId:        n.cfg.ID,
 	}
+	last := n.pendingLastLocked()
+	n.mu.Unlock()
+	if err := waitDurable(ctx, p, last); err != nil {
+		return nil, fmt.Errorf("node %s: prepare(%d): %w", n.cfg.ID, epoch, err)
+	}
+	return resp, nil
 }
 
 // Append applies entries or a snapshot from the leader of req.Epoch.
-func (s *peerServer) Append(_ context.Context, req *kvpb.AppendRequest) (*kvpb.AppendResponse, error) {
+func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb.AppendResponse, error) {
 	if err := s.checkCluster(req.Cluster); err != nil {
 		return nil, err
 	}
-	return s.n.append(req)
+	resp, ps, err := s.n.append(req)
+	if err != nil {
+		return nil, err
+	}
+	// The position answered counts toward majorities: it must be durable.
+	if err := waitDurable(ctx, ps...); err != nil {
+		return nil, fmt.Errorf("node %s: append: %w", s.n.cfg.ID, err)
+	}
+	return resp, nil
 }
 
-func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, error) {
+// append applies req and returns the answer with the submissions that must
+// be durable before it is sent.
+func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable.Pending, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if req.Epoch < n.acceptedEpoch {
-		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, nil
+		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, nil, nil
 	}
-	n.promiseLocked(req.Epoch)
+	// Whatever this node applied before (under an earlier call whose wait
+	// may not be over) is part of the position it answers.
+	ps := []*durable.Pending{n.pendingLastLocked(), n.promiseLocked(req.Epoch)}
 	n.met.appended(n.now())
 	applied := n.store.Applied()
 	if req.Snapshot != nil {
@@ -83,43 +110,58 @@ func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, error) {
 		// Within one leader's epoch history is linear: never go back.
 		if !(applied.Epoch == req.Epoch && snap.Applied.Less(applied)) {
 			n.store.Restore(snap)
+			ps = append(ps, n.persistRestoreLocked(snap))
 			n.recovering = false
 			n.dropCache()
 		}
-		return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, nil
+		return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, ps, nil
 	}
 	if fromPos(req.Prev) != applied {
-		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied)}, nil
+		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied)}, ps, nil
 	}
+	entries := make([]store.Entry, 0, len(req.Entries))
+	dups := make([]bool, 0, len(req.Entries))
 	for _, pe := range req.Entries {
 		e := fromEntry(pe)
-		if _, err := n.store.Apply(e); err != nil {
-			return nil, fmt.Errorf("%w: %w", kvstore.ErrBadRequest, err)
+		dup, err := n.store.Apply(e)
+		if err != nil {
+			ps = append(ps, n.persistEntriesLocked(entries, dups))
+			return nil, ps, fmt.Errorf("%w: %w", kvstore.ErrBadRequest, err)
 		}
+		entries, dups = append(entries, e), append(dups, dup)
 		if e.Op != store.OpNoop {
 			n.invalidate(e.Key, e.Version)
 		}
 	}
+	ps = append(ps, n.persistEntriesLocked(entries, dups))
 	if len(req.Entries) > 0 {
 		// This node now holds a prefix of the current leader's history.
 		n.recovering = false
 	}
-	return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, nil
+	return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, ps, nil
 }
 
 // GetSnapshot returns the node's whole state to the leader of req.Epoch.
-func (s *peerServer) GetSnapshot(_ context.Context, req *kvpb.GetSnapshotRequest) (*kvpb.Snapshot, error) {
+func (s *peerServer) GetSnapshot(ctx context.Context, req *kvpb.GetSnapshotRequest) (*kvpb.Snapshot, error) {
 	if err := s.checkCluster(req.Cluster); err != nil {
 		return nil, err
 	}
 	n := s.n
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if req.Epoch < n.acceptedEpoch {
+		defer n.mu.Unlock()
 		return nil, fmt.Errorf("node %s: snapshot for epoch %d, promised %d: %w", n.cfg.ID, req.Epoch, n.acceptedEpoch, kvstore.ErrStaleEpoch)
 	}
-	n.promiseLocked(req.Epoch)
-	return toSnapshot(n.store.Snapshot()), nil
+	p := n.promiseLocked(req.Epoch)
+	snap := toSnapshot(n.store.Snapshot())
+	last := n.pendingLastLocked()
+	n.mu.Unlock()
+	// The leader adopts this state as committed history: it must be
+	// durable here first.
+	if err := waitDurable(ctx, p, last); err != nil {
+		return nil, fmt.Errorf("node %s: snapshot: %w", n.cfg.ID, err)
+	}
+	return snap, nil
 }
 
 // Fetch serves a read at the leader.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/quorum"
 	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
@@ -36,6 +37,7 @@ type leader struct {
 	log         []store.Entry // entries after base, in seq order
 	base        store.Version // position just before log[0]
 	lastSeq     uint64
+	durable     uint64 // with a data directory: own entries durable up to here
 	noopSeq     uint64
 	commit      uint64
 	serving     bool
@@ -202,7 +204,11 @@ func (l *leader) takeover() error {
 			}
 			n.mu.Lock()
 			n.store.Restore(snap)
+			p := n.persistRestoreLocked(snap)
 			n.mu.Unlock()
+			if err := waitDurable(l.ctx, p); err != nil {
+				return fmt.Errorf("adopting %s's state: %w", best.NodeId, err)
+			}
 		}
 		n.mu.Lock()
 		n.recovering = false
@@ -214,7 +220,11 @@ func (l *leader) takeover() error {
 			}
 		}
 		// Step 3: seal the epoch with a no-op and replicate it.
-		l.start(voters, targets)
+		p := l.start(voters, targets)
+		if err := waitDurable(l.ctx, p); err != nil {
+			return fmt.Errorf("the epoch's no-op: %w", err)
+		}
+		l.markDurable(l.noopSeq)
 		return l.awaitServing(allAnswered)
 	}
 }
@@ -228,7 +238,11 @@ func (l *leader) prepareAll(targets map[string]string) map[string]*kvpb.PrepareR
 	var wg sync.WaitGroup
 	for id, addr := range targets {
 		if id == n.cfg.ID {
-			r := n.prepare(l.epoch)
+			r, err := n.prepare(l.ctx, l.epoch)
+			if err != nil {
+				n.log.Warn("own prepare failed", "epoch", l.epoch, "err", err)
+				continue
+			}
 			mu.Lock()
 			out[id] = r
 			mu.Unlock()
@@ -282,7 +296,8 @@ func (l *leader) pullSnapshot(addr string, want store.Version) (store.Snapshot, 
 }
 
 // start appends the epoch's no-op entry and starts one replicator per peer.
-func (l *leader) start(voters coord.Voters, targets map[string]string) {
+// It returns the submission that makes the no-op durable here.
+func (l *leader) start(voters coord.Voters, targets map[string]string) *durable.Pending {
 	n := l.n
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -293,6 +308,7 @@ func (l *leader) start(voters coord.Voters, targets map[string]string) {
 	if _, err := n.store.Apply(noop); err != nil {
 		panic(err) // cannot happen: the no-op follows the store's own position
 	}
+	p := n.persistEntriesLocked([]store.Entry{noop}, nil)
 	n.mu.Unlock()
 	l.log = []store.Entry{noop}
 	l.lastSeq, l.noopSeq = noop.Version.Seq, noop.Version.Seq
@@ -301,6 +317,17 @@ func (l *leader) start(voters coord.Voters, targets map[string]string) {
 		l.addPeerLocked(id)
 	}
 	l.recomputeCommitLocked()
+	return p
+}
+
+// markDurable records that this node's own log is durable up to seq.
+func (l *leader) markDurable(seq uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if seq > l.durable {
+		l.durable = seq
+		l.recomputeCommitLocked()
+	}
 }
 
 func (l *leader) addPeerLocked(id string) {
@@ -613,7 +640,11 @@ func (l *leader) handleAppend(p *peer, req *kvpb.AppendRequest, resp *kvpb.Appen
 
 func (l *leader) recomputeCommitLocked() {
 	n := l.n
-	match := map[string]uint64{n.cfg.ID: l.lastSeq}
+	self := l.lastSeq
+	if n.disk != nil {
+		self = l.durable // an entry counts here once it is on disk
+	}
+	match := map[string]uint64{n.cfg.ID: self}
 	for id, p := range l.peers {
 		match[id] = p.match
 	}
@@ -686,6 +717,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 	if err := l.checkLive(); err != nil {
 		return writeResult{}, err
 	}
+	var p *durable.Pending
 	l.mu.Lock()
 	n.mu.Lock()
 	ver, dup := n.store.Request(reqID)
@@ -696,6 +728,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 			panic(err) // cannot happen: the leader's store is at lastSeq
 		}
 		ver = e.Version
+		p = n.persistEntriesLocked([]store.Entry{e}, nil)
 		// The leader's own cached copy goes first, as on a follower that
 		// applies the entry: the new value is readable only once visible.
 		n.invalidate(key, ver)
@@ -712,6 +745,15 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		}
 	}
 	l.mu.Unlock()
+	if p != nil {
+		// Bounded by the disk, not by the client: wait even if the client
+		// gives up, so that the entry counts toward the majority.
+		if err := waitDurable(l.ctx, p); err != nil {
+			l.cancel(fmt.Errorf("leader cannot persist: %w", err))
+			return writeResult{version: ver}, fmt.Errorf("%w: node %s: %w", kvstore.ErrOutcomeUnknown, n.cfg.ID, err)
+		}
+		l.markDurable(ver.Seq)
+	}
 	if err := l.awaitVisible(ctx, key, ver.Seq, true); err != nil {
 		return writeResult{version: ver}, err
 	}

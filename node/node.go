@@ -14,6 +14,7 @@ import (
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
@@ -79,6 +80,13 @@ type Node struct {
 	acceptedEpoch int64
 	recovering    bool
 	viewCh        chan struct{} // closed and replaced when view or serving changes
+
+	// disk is the durable copy of store (nil without Config.DataDir); every
+	// change of store is submitted to it under mu (persist.go). restored
+	// reports that the store was loaded from it at start.
+	disk        *durable.DB
+	restored    bool
+	lastPending *durable.Pending
 
 	// cacheMu guards cache. acceptedEpochA mirrors acceptedEpoch for the
 	// lock-free check on the read path.
@@ -153,6 +161,10 @@ func New(cfg Config) (*Node, error) {
 		viewCh:  make(chan struct{}),
 		incarn:  strconv.FormatInt(time.Now().UnixNano(), 36),
 	}
+	if err := n.openDisk(); err != nil {
+		_ = lis.Close()
+		return nil, err
+	}
 	n.met = newMetrics(n)
 	n.ctx, n.cancel = context.WithCancelCause(context.Background())
 	n.srv = grpc.NewServer(
@@ -193,11 +205,11 @@ func (n *Node) Start(ctx context.Context) error {
 			if voters, err = n.cfg.Coordinator.Voters(ctx); err != nil {
 				return fmt.Errorf("node %s: read voters: %w", n.cfg.ID, err)
 			}
-			n.recovering = voters.Contains(n.cfg.ID)
+			n.recovering = voters.Contains(n.cfg.ID) && !n.restored
 		default:
 			return fmt.Errorf("node %s: create voters: %w", n.cfg.ID, err)
 		}
-	} else if voters.Contains(n.cfg.ID) {
+	} else if voters.Contains(n.cfg.ID) && !n.restored {
 		// A voter that comes back without its store must not count toward
 		// any majority until a leader has reconciled it (DESIGN.md, Restarts).
 		n.recovering = true
@@ -234,6 +246,7 @@ func (n *Node) Close(ctx context.Context) error {
 	}
 	n.wg.Wait()
 	n.pool.Close()
+	n.closeDisk()
 	return nil
 }
 
@@ -249,6 +262,7 @@ func (n *Node) Kill() {
 	n.stop(fmt.Errorf("node %s: %w (killed)", n.cfg.ID, kvstore.ErrStopped))
 	n.wg.Wait()
 	n.pool.Close()
+	n.closeDisk() // what was fsynced stays; memory is lost
 }
 
 func (n *Node) stop(cause error) {

@@ -1,0 +1,140 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kvstore/kvstore/durable"
+	"github.com/kvstore/kvstore/store"
+)
+
+// Persistence. With Config.DataDir a node keeps a durable copy of its store
+// (package durable) and mirrors every change of the in-memory store into it,
+// in the same order and under the same lock (n.mu): entries applied,
+// snapshots restored, epochs promised. A submission is made durable by the
+// durable package's group commit; the node waits for it, after releasing
+// n.mu, before it tells anyone: a follower before it answers Prepare,
+// Append or GetSnapshot, the leader before it counts an entry toward the
+// majority. Without DataDir every submission is nil and waiting is free.
+
+// openDisk opens cfg.DataDir and loads what it holds into n.store. A data
+// directory whose file is corrupt is set aside (renamed, never deleted) and
+// the node starts empty: as a voter it then rejoins as recovering, like a
+// node that lost its disk.
+func (n *Node) openDisk() error {
+	if n.cfg.DataDir == "" {
+		return nil
+	}
+	o := durable.Options{NoSync: n.cfg.NoFsync, MaxRequests: n.cfg.MaxRequests, Logger: n.log}
+	db, st, err := durable.Open(n.cfg.DataDir, o)
+	if errors.Is(err, durable.ErrCorrupt) {
+		aside := filepath.Join(n.cfg.DataDir, fmt.Sprintf("corrupt-%d", time.Now().Unix()))
+		n.log.Error("data directory is corrupt: set aside, starting empty (recovering if a voter)", "dir", n.cfg.DataDir, "aside", aside, "err", err)
+		if merr := moveAside(n.cfg.DataDir, aside); merr != nil {
+			return fmt.Errorf("node %s: %w (and could not set it aside: %v)", n.cfg.ID, err, merr)
+		}
+		db, st, err = durable.Open(n.cfg.DataDir, o)
+	}
+	if err != nil {
+		return fmt.Errorf("node %s: data directory: %w", n.cfg.ID, err)
+	}
+	n.disk = db
+	if !st.Fresh {
+		n.store.Restore(st.Snapshot)
+		n.acceptedEpoch = st.AcceptedEpoch
+		n.acceptedEpochA.Store(st.AcceptedEpoch)
+		n.restored = true
+		n.log.Info("restored from the data directory", "dir", n.cfg.DataDir, "applied", st.Snapshot.Applied, "keys", len(st.Snapshot.Items), "accepted_epoch", st.AcceptedEpoch)
+	}
+	return nil
+}
+
+// moveAside moves every file of dir into the new directory aside (inside
+// dir), so that dir can be opened afresh and nothing is deleted.
+func moveAside(dir, aside string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	if err := os.Mkdir(aside, 0o700); err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			continue
+		}
+		if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(aside, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closeDisk closes the durable store after the node's goroutines ended.
+func (n *Node) closeDisk() {
+	if n.disk == nil {
+		return
+	}
+	if err := n.disk.Close(); err != nil {
+		n.log.Warn("closing the data directory", "err", err)
+	}
+}
+
+// submittedLocked records p as the latest submission and returns it.
+// Callers hold n.mu.
+func (n *Node) submittedLocked(p *durable.Pending) *durable.Pending {
+	if p != nil {
+		n.lastPending = p
+	}
+	return p
+}
+
+// pendingLastLocked is the latest submission (nil if none): once it is
+// durable, everything the store held when it was made is. Callers hold
+// n.mu.
+func (n *Node) pendingLastLocked() *durable.Pending { return n.lastPending }
+
+// persistEntriesLocked mirrors entries just applied to the store; dup[i]
+// reports that entries[i] repeated a request id and changed nothing but the
+// position. Callers hold n.mu.
+func (n *Node) persistEntriesLocked(entries []store.Entry, dup []bool) *durable.Pending {
+	if n.disk == nil || len(entries) == 0 {
+		return nil
+	}
+	out := entries
+	for i, d := range dup {
+		if d {
+			if &out[0] == &entries[0] {
+				out = append([]store.Entry(nil), entries...)
+			}
+			out[i] = store.Entry{Version: entries[i].Version, Op: store.OpNoop}
+		}
+	}
+	return n.submittedLocked(n.disk.Append(out))
+}
+
+// persistRestoreLocked mirrors a store.Restore. Callers hold n.mu.
+func (n *Node) persistRestoreLocked(snap store.Snapshot) *durable.Pending {
+	if n.disk == nil {
+		return nil
+	}
+	return n.submittedLocked(n.disk.Restore(snap))
+}
+
+// waitDurable waits until every submission in ps is durable. Submissions
+// commit in order, so it waits for them in turn.
+func waitDurable(ctx context.Context, ps ...*durable.Pending) error {
+	for _, p := range ps {
+		if p == nil {
+			continue
+		}
+		if err := p.Wait(ctx); err != nil {
+			return fmt.Errorf("persist: %w", err)
+		}
+	}
+	return nil
+}
