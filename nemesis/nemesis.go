@@ -58,10 +58,15 @@ const (
 	// isolated node may still hold cached copies under the old epoch's
 	// leases.
 	HandOver Kind = "hand-over"
+	// RmiDownFollower is RmiDown on a follower (Pick chooses which,
+	// counted from the current leader): a holder of cached copies the
+	// leader cannot reach, never the leader itself.
+	RmiDownFollower Kind = "rmi-down-follower"
 )
 
 // AllKinds is every fault, for the default fault mix. HandOver is left
-// out: with 3 nodes it leaves no majority (use it with 5).
+// out: with 3 nodes it leaves no majority (use it with 5). RmiDownFollower
+// is left out too: RmiDown already hits followers (and the leader).
 var AllKinds = []Kind{Kill, KillLeader, RmiDown, ZkDown, ZkStall, ZkDownLeader, ZkDownMajority, Partition, PartitionLeader, OneWay, Delay, Isolate}
 
 // Step is one fault of a schedule.
@@ -71,7 +76,7 @@ type Step struct {
 	Other []int         // for one-way partitions: the nodes whose calls are cut... to Nodes
 	Drop  bool          // partitions: drop messages (timeouts) rather than refuse
 	Delay time.Duration // for Delay
-	Pick  int           // for HandOver: which follower, counted from the leader
+	Pick  int           // for HandOver and RmiDownFollower: which follower, counted from the leader
 	Gap   time.Duration // quiet time before the fault
 	Hold  time.Duration // how long the fault lasts
 }
@@ -161,7 +166,7 @@ func Generate(seed uint64, o Options) Schedule {
 				st.Nodes = perm[:1+r.IntN(max(minority, 1))]
 				st.Delay = dur(20*time.Millisecond, 200*time.Millisecond)
 			}
-		case HandOver:
+		case HandOver, RmiDownFollower:
 			st.Pick = r.IntN(o.Size)
 		}
 		s.Steps = append(s.Steps, st)
@@ -215,18 +220,24 @@ func leader(ctx context.Context, t Target) (int, error) {
 
 func inject(ctx context.Context, t Target, st Step) ([]int, error) {
 	nodes := st.Nodes
-	if st.Kind == KillLeader || st.Kind == ZkDownLeader || st.Kind == PartitionLeader || st.Kind == HandOver {
+	if st.Kind == KillLeader || st.Kind == ZkDownLeader || st.Kind == PartitionLeader || st.Kind == HandOver || st.Kind == RmiDownFollower {
 		ld, err := leader(ctx, t)
 		if err != nil {
 			return nil, err
 		}
 		nodes = []int{ld}
 	}
+	if (st.Kind == HandOver || st.Kind == RmiDownFollower) && t.Size() < 2 {
+		return nodes, fmt.Errorf("%s needs a follower", st.Kind)
+	}
 	var err error
 	switch st.Kind {
 	case Kill, KillLeader:
 		err = t.Kill(nodes[0])
 	case RmiDown:
+		err = t.RmiDown(nodes[0])
+	case RmiDownFollower:
+		nodes = []int{follower(t, nodes[0], st.Pick)}
 		err = t.RmiDown(nodes[0])
 	case ZkStall:
 		err = t.ZkStall(nodes[0])
@@ -241,7 +252,7 @@ func inject(ctx context.Context, t Target, st Step) ([]int, error) {
 			err = t.Partition(st.Drop, nodes)
 		}
 	case HandOver:
-		f := (nodes[0] + 1 + st.Pick%(t.Size()-1)) % t.Size()
+		f := follower(t, nodes[0], st.Pick)
 		// The follower must not notice at once: its coordinator connection
 		// stalls (no error to see) and its peers refuse it quickly, so the
 		// new leader's Prepare does not wait on it.
@@ -271,3 +282,8 @@ func inject(ctx context.Context, t Target, st Step) ([]int, error) {
 }
 
 func heal(ctx context.Context, t Target) error { return t.Heal(ctx) }
+
+// follower is the pick-th node after the leader ld, never ld itself.
+func follower(t Target, ld, pick int) int {
+	return (ld + 1 + pick%(t.Size()-1)) % t.Size()
+}

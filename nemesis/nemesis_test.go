@@ -127,6 +127,7 @@ type fake struct {
 	resigned  int
 
 	faults      []string // the fault state seen at each Heal
+	leaders     []int    // the leader at each Heal
 	heals       int
 	healthy     int
 	unhealthy   bool // WaitHealthy fails (a cluster that does not recover)
@@ -309,6 +310,7 @@ func (f *fake) Heal(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.faults = append(f.faults, f.describe())
+	f.leaders = append(f.leaders, f.leader)
 	f.heals++
 	f.reset()
 	return nil
@@ -340,7 +342,7 @@ func TestPlayEndsHealed(t *testing.T) {
 		for seed := uint64(0); seed < 20; seed++ {
 			f := newFake(size)
 			o := quick(size)
-			o.Kinds = append(slices.Clone(AllKinds), HandOver)
+			o.Kinds = append(slices.Clone(AllKinds), HandOver, RmiDownFollower)
 			s := Generate(seed, o)
 			var log []string
 			n, err := Play(context.Background(), f, s, 5*time.Second, func(format string, args ...any) {
@@ -359,7 +361,7 @@ func TestPlayEndsHealed(t *testing.T) {
 				t.Fatalf("size %d seed %d: left broken: %s", size, seed, d)
 			}
 			for i, st := range s.Steps {
-				if err := injected(st, f.faults[i]); err != nil {
+				if err := injected(st, f.faults[i], f.leaders[i]); err != nil {
 					t.Fatalf("size %d seed %d step %d (%s): %v", size, seed, i, st, err)
 				}
 			}
@@ -368,13 +370,18 @@ func TestPlayEndsHealed(t *testing.T) {
 }
 
 // injected says whether the fault state seen at the heal of st is st's.
-func injected(st Step, seen string) error {
+func injected(st Step, seen string, leader int) error {
 	want := ""
 	switch st.Kind {
 	case Kill, KillLeader:
 		want = "killed"
 	case RmiDown:
 		want = "rmi-down"
+	case RmiDownFollower:
+		want = "rmi-down"
+		if strings.Contains(seen, fmt.Sprintf("rmi-down [%d]", leader)) {
+			return fmt.Errorf("fault state %q: the leader %d is down, want a follower", seen, leader)
+		}
 	case ZkDown, ZkDownLeader, ZkDownMajority:
 		want = "zk-down"
 	case ZkStall:
