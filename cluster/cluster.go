@@ -70,7 +70,10 @@ type Options struct {
 	Logger *slog.Logger
 	// DataDir, if set, makes the nodes durable: node n<i> keeps its state
 	// in DataDir/n<i> (node.Config.DataDir), which Kill leaves in place and
-	// Restart opens again. Empty: the nodes keep their state in memory only.
+	// Restart opens again; a coordinator the cluster starts itself keeps its
+	// data in DataDir/coordinator, so that the voter record survives a
+	// restart of the whole cluster. Empty: the nodes keep their state in
+	// memory only.
 	DataDir string
 	// NoFsync, with DataDir, skips the fsync of each group commit.
 	NoFsync bool
@@ -143,10 +146,35 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.startCoordinator(ctx); err != nil {
 		return nil, err
 	}
-	for i := 0; i < opts.Nodes; i++ {
-		if _, err := c.NewNode(ctx); err != nil {
+	if opts.DataDir == "" {
+		for i := 0; i < opts.Nodes; i++ {
+			if _, err := c.NewNode(ctx); err != nil {
+				return nil, err
+			}
+		}
+		return c, nil
+	}
+	// Durable nodes may find each other's voter record from an earlier run:
+	// then none serves until a majority of them is up, so start them
+	// together.
+	slots := make([]*slot, opts.Nodes)
+	errs := make([]error, opts.Nodes)
+	var wg sync.WaitGroup
+	for i := range slots {
+		if slots[i], err = c.addSlot(); err != nil {
 			return nil, err
 		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = c.start(ctx, slots[i]); errs[i] == nil {
+				errs[i] = c.waitVoter(ctx, slots[i])
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -159,7 +187,11 @@ func (c *Cluster) startCoordinator(ctx context.Context) error {
 	case ZooKeeper:
 		c.endpoint = c.opts.ZooKeeper
 		if len(c.endpoint) == 0 {
-			if c.zk, err = zkserver.Start(ctx, zkserver.DefaultConfig()); err != nil {
+			cfg := zkserver.DefaultConfig()
+			if c.opts.DataDir != "" {
+				cfg.Dir = filepath.Join(c.opts.DataDir, "coordinator")
+			}
+			if c.zk, err = zkserver.Start(ctx, cfg); err != nil {
 				return fmt.Errorf("cluster: start ZooKeeper: %w", err)
 			}
 			c.endpoint = c.zk.Servers()
@@ -167,7 +199,11 @@ func (c *Cluster) startCoordinator(ctx context.Context) error {
 	default:
 		c.endpoint = c.opts.Etcd
 		if len(c.endpoint) == 0 {
-			if c.etcd, err = etcdembed.Start(ctx, etcdembed.DefaultConfig()); err != nil {
+			cfg := etcdembed.DefaultConfig()
+			if c.opts.DataDir != "" {
+				cfg.Dir = filepath.Join(c.opts.DataDir, "coordinator")
+			}
+			if c.etcd, err = etcdembed.Start(ctx, cfg); err != nil {
 				return fmt.Errorf("cluster: start etcd: %w", err)
 			}
 			c.endpoint = []string{c.etcd.Endpoint()}
@@ -224,6 +260,21 @@ func (c *Cluster) dialCoordinator(ctx context.Context, s *slot, prefix string) (
 // NewNode creates and starts one more node and waits until it serves and
 // the leader has made it a voter. It returns the node's number.
 func (c *Cluster) NewNode(ctx context.Context) (int, error) {
+	s, err := c.addSlot()
+	if err != nil {
+		return s.num, err
+	}
+	if err := c.start(ctx, s); err != nil {
+		return s.num, err
+	}
+	if err := c.waitVoter(ctx, s); err != nil {
+		return s.num, err
+	}
+	return s.num, nil
+}
+
+// addSlot numbers one more node and makes its coordinator proxies.
+func (c *Cluster) addSlot() (*slot, error) {
 	c.mu.Lock()
 	num := len(c.slots)
 	s := &slot{num: num, id: fmt.Sprintf("n%d", num)}
@@ -232,17 +283,11 @@ func (c *Cluster) NewNode(ctx context.Context) (int, error) {
 	for _, ep := range c.endpoint {
 		p, err := faultproxy.New(ep)
 		if err != nil {
-			return num, fmt.Errorf("cluster: node %d: proxy: %w", num, err)
+			return s, fmt.Errorf("cluster: node %d: proxy: %w", num, err)
 		}
 		s.proxies = append(s.proxies, p)
 	}
-	if err := c.start(ctx, s); err != nil {
-		return num, err
-	}
-	if err := c.waitVoter(ctx, s); err != nil {
-		return num, err
-	}
-	return num, nil
+	return s, nil
 }
 
 // start creates the slot's coordinator connection and node and starts it.

@@ -137,4 +137,3 @@ func TestCorruptDataDirRejoinsAsRecovering(t *testing.T) {
 		})
 	})
 }
-

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -266,10 +267,12 @@ func (c *Cluster) ids() []string {
 }
 
 // Heal removes every fault: partitions, delays (of every link and of each
-// node), zk-down and rmi-down, and restarts killed nodes.
+// node), zk-down and rmi-down, and restarts killed nodes, all at once (a
+// durable node cannot serve until a majority of the voters is back).
 func (c *Cluster) Heal(ctx context.Context) error {
 	c.HealPartition()
 	c.links.clearDelays()
+	var dead []int
 	for i := 0; i < c.Size(); i++ {
 		if err := c.ZkUp(i); err != nil {
 			return err
@@ -278,10 +281,18 @@ func (c *Cluster) Heal(ctx context.Context) error {
 			return err
 		}
 		if _, err := c.Node(i); err != nil {
-			if err := c.Restart(ctx, i); err != nil {
-				return err
-			}
+			dead = append(dead, i)
 		}
 	}
-	return nil
+	errs := make([]error, len(dead))
+	var wg sync.WaitGroup
+	for j, i := range dead {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[j] = c.Restart(ctx, i)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

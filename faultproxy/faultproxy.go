@@ -32,17 +32,39 @@ type Proxy struct {
 
 // link is one proxied connection pair.
 type link struct {
-	client, server net.Conn
-	once           sync.Once
+	client net.Conn
+
+	mu     sync.Mutex // guards server and closed
+	server net.Conn   // nil until dialed
+	closed bool
 }
 
+// close closes both sides, once; it may run while serve is still dialing.
 func (l *link) close() {
-	l.once.Do(func() {
-		_ = l.client.Close()
-		if l.server != nil {
-			_ = l.server.Close()
-		}
-	})
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	s := l.server
+	l.mu.Unlock()
+	_ = l.client.Close()
+	if s != nil {
+		_ = s.Close()
+	}
+}
+
+// setServer records the dialed server side; false if the link was closed
+// meanwhile (the caller then closes s).
+func (l *link) setServer(s net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.server = s
+	return true
 }
 
 // New starts a proxy on 127.0.0.1 with a free port that forwards to target.
@@ -182,8 +204,11 @@ func (p *Proxy) serve(l *link) {
 	if err != nil {
 		return
 	}
+	if !l.setServer(s) {
+		_ = s.Close()
+		return
+	}
 	p.mu.Lock()
-	l.server = s
 	gone := p.down || p.closed
 	if _, ok := p.conns[l]; !ok {
 		gone = true
@@ -195,8 +220,8 @@ func (p *Proxy) serve(l *link) {
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); p.pipe(l, l.server, l.client); l.close() }()
-	go func() { defer wg.Done(); p.pipe(l, l.client, l.server); l.close() }()
+	go func() { defer wg.Done(); p.pipe(l, s, l.client); l.close() }()
+	go func() { defer wg.Done(); p.pipe(l, l.client, s); l.close() }()
 	wg.Wait()
 }
 

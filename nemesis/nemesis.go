@@ -62,7 +62,20 @@ const (
 	// counted from the current leader): a holder of cached copies the
 	// leader cannot reach, never the leader itself.
 	RmiDownFollower Kind = "rmi-down-follower"
+	// CrashAll kills every node at once (a power loss of the whole
+	// cluster); healing restarts them all. Only nodes with a data
+	// directory survive it: use it with durable clusters.
+	CrashAll Kind = "crash-all"
+	// RollingCrash kills and restarts the nodes one after another, each
+	// restart waited for before the next kill. With durable nodes nothing
+	// is lost; without, each comes back recovering.
+	RollingCrash Kind = "rolling-crash"
 )
+
+// DurableKinds is the fault mix for clusters whose nodes keep their state
+// on disk: crashes of every node, at once and in a rolling order, and the
+// leader's.
+var DurableKinds = []Kind{CrashAll, RollingCrash, KillLeader, Kill}
 
 // AllKinds is every fault, for the default fault mix. HandOver is left
 // out: with 3 nodes it leaves no majority (use it with 5). RmiDownFollower
@@ -234,6 +247,22 @@ func inject(ctx context.Context, t Target, st Step) ([]int, error) {
 	switch st.Kind {
 	case Kill, KillLeader:
 		err = t.Kill(nodes[0])
+	case CrashAll:
+		nodes = nil
+		for n := 0; n < t.Size(); n++ {
+			nodes = append(nodes, n)
+			if err = t.Kill(n); err != nil {
+				break
+			}
+		}
+	case RollingCrash:
+		nodes = nil
+		for n := 0; n < t.Size() && err == nil; n++ {
+			nodes = append(nodes, n)
+			if err = t.Kill(n); err == nil {
+				err = t.Restart(ctx, n)
+			}
+		}
 	case RmiDown:
 		err = t.RmiDown(nodes[0])
 	case RmiDownFollower:

@@ -342,7 +342,7 @@ func TestPlayEndsHealed(t *testing.T) {
 		for seed := uint64(0); seed < 20; seed++ {
 			f := newFake(size)
 			o := quick(size)
-			o.Kinds = append(slices.Clone(AllKinds), HandOver, RmiDownFollower)
+			o.Kinds = append(slices.Clone(AllKinds), HandOver, RmiDownFollower, CrashAll, RollingCrash)
 			s := Generate(seed, o)
 			var log []string
 			n, err := Play(context.Background(), f, s, 5*time.Second, func(format string, args ...any) {
@@ -375,6 +375,12 @@ func injected(st Step, seen string, leader int) error {
 	switch st.Kind {
 	case Kill, KillLeader:
 		want = "killed"
+	case CrashAll:
+		want = "killed [0 1 2" // every node, of 3 or 5
+	case RollingCrash:
+		if strings.Contains(seen, "killed") {
+			return fmt.Errorf("fault state %q: a rolling crash restarts every node it kills", seen)
+		}
 	case RmiDown:
 		want = "rmi-down"
 	case RmiDownFollower:

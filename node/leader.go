@@ -316,6 +316,11 @@ func (l *leader) start(voters coord.Voters, targets map[string]string) *durable.
 	for id := range targets {
 		l.addPeerLocked(id)
 	}
+	// Members that joined while the takeover ran: viewChanged ignored them
+	// (not started yet), and the view it was given is the one read here.
+	for id := range n.view.Load().members {
+		l.addPeerLocked(id)
+	}
 	l.recomputeCommitLocked()
 	return p
 }

@@ -55,6 +55,7 @@ type run struct {
 	backend  cluster.Backend
 	seed     uint64
 	nodes    int
+	durable  bool // nodes keep their state in data directories
 	faults   node.Faults
 	lease    time.Duration // session TTL and read lease (default 1 s)
 	kinds    []nemesis.Kind
@@ -142,6 +143,9 @@ func play(t *testing.T, r *run) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	opts := cluster.Options{Nodes: r.nodes, Backend: r.backend, Node: nodeConfig(r), Logger: logger()}
+	if r.durable {
+		opts.DataDir = t.TempDir()
+	}
 	if r.backend == cluster.ZooKeeper {
 		// The package's ZooKeeper server; each run in its own namespace.
 		opts.ZooKeeper = testZK.Servers(t)
@@ -542,6 +546,39 @@ func testLinearizableUnderFaults(t *testing.T, b cluster.Backend, base uint64, x
 			t.Errorf("violation:\n%s", r.report)
 		}
 	}
+}
+
+// TestDurableUnderCrashes is the suite for durable nodes (issue 7): every
+// node has a data directory, and the faults crash every node at once (a
+// power loss), crash them one after another, and crash the leader, while
+// the clients write. After each crash the nodes restart with their data;
+// the history must be linearizable and every acknowledged write present
+// (the final reads, and every node's own store, checked as in
+// TestLinearizableUnderFaults).
+func TestDurableUnderCrashes(t *testing.T) {
+	base := baseSeed(t)
+	t.Logf("base seed %d (KVSTORE_SEED)", base)
+	eachBackendParallel(t, func(t *testing.T, b cluster.Backend) {
+		var x tally
+		defer func() { summary(t, fmt.Sprintf("durability/%s: %v", b, x)) }()
+		for i := 0; i < 2; i++ {
+			seed := base + uint64(i)
+			r := &run{backend: b, seed: seed, nodes: 3, durable: true, kinds: nemesis.DurableKinds,
+				steps: 3, minHold: 200 * time.Millisecond, maxHold: time.Second, workload: time.Second,
+				replay: fmt.Sprintf("KVSTORE_SEED=%d go test -race ./robustness -run '^TestDurableUnderCrashes$/^%s$' -v", seed, b)}
+			play(t, r)
+			x.histories++
+			x.ops += r.ops
+			x.faults += r.injected
+			if r.violated() {
+				x.violations++
+				t.Errorf("violation:\n%s", r.report)
+			}
+		}
+		if x.faults == 0 {
+			t.Errorf("no crash was injected: the test proves nothing")
+		}
+	})
 }
 
 // TestCheckerCatchesBrokenProtocol switches deliberate protocol bugs on, one

@@ -39,6 +39,8 @@ type shellFlags struct {
 	opTimeout time.Duration
 	logLevel  string
 	history   string
+	dataDir   string
+	noFsync   bool
 }
 
 func newRootCmd() *cobra.Command {
@@ -75,6 +77,8 @@ Debian's zookeeper package.`,
 	fl.DurationVar(&f.opTimeout, "op-timeout", 15*time.Second, "how long get, put, delete and leader may wait (e.g. for an election) before failing; new-client and restart may take up to 60s, or --op-timeout if longer")
 	fl.StringVar(&f.logLevel, "log-level", "", "node logs on standard error at this level (debug, info, warn, error); default none")
 	fl.StringVar(&f.history, "history", "", "shell history file (interactive only)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "make the nodes durable: node n<i> keeps its state in DIR/n<i> (restart keeps it) and an embedded coordinator in DIR/coordinator; kept on exit, so the next shell with the same DIR and --nodes finds the same data (default: memory only)")
+	fl.BoolVar(&f.noFsync, "no-fsync", false, "with --data-dir: skip the fsync of each group commit (faster; a machine crash may lose acknowledged writes)")
 	cmd.AddCommand(newNodeCmd())
 	cmd.AddCommand(newCoordinatorCmd())
 	cmd.AddCommand(ctlCommands()...)
@@ -127,6 +131,8 @@ func runShell(ctx context.Context, f shellFlags) error {
 		ZooKeeper: coordOpts.ZooKeeper,
 		Prefix:    coordOpts.Prefix,
 		Logger:    logger,
+		DataDir:   f.dataDir,
+		NoFsync:   f.noFsync,
 		Node: func(c *node.Config) {
 			c.Cluster = f.cluster
 			c.SessionTTL = f.ttl

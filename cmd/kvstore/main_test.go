@@ -55,6 +55,22 @@ func TestReadmePipeline(t *testing.T) {
 	}
 }
 
+// TestShellDataDir: with --data-dir the nodes keep their data across
+// restart and across shells (the embedded coordinator keeps the voter
+// record there too).
+func TestShellDataDir(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	out, errOut := runScript(t, bin, "put 0 a 1\nput 1 b two words\nkill 0\nrestart 0\nget 0 a\n", "--data-dir", dir, "--nodes", "2")
+	if out != "OK\nOK\nOK\nOK\n1\n" || errOut != "" {
+		t.Fatalf("first shell: stdout %q stderr %q", out, errOut)
+	}
+	out, errOut = runScript(t, bin, "get 0 a\nget 1 b\n", "--data-dir", dir, "--nodes", "2")
+	if out != "1\ntwo words\n" || errOut != "" {
+		t.Fatalf("second shell on the same data: stdout %q stderr %q, want the values written by the first", out, errOut)
+	}
+}
+
 // TestShellSurvivesFaults runs the same script on every coordinator: the
 // embedded etcd, an external ZooKeeper server named by --zookeeper (with a
 // chroot), and a ZooKeeper server the shell starts itself.

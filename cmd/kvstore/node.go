@@ -34,6 +34,8 @@ type nodeFlags struct {
 	logFormat string
 	handover  time.Duration
 	metrics   string
+	dataDir   string
+	noFsync   bool
 }
 
 func newNodeCmd() *cobra.Command {
@@ -76,6 +78,8 @@ reason) and the Go profiler on /debug/pprof/.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.DurationVar(&f.handover, "handover-timeout", 5*time.Second, "on shutdown, how long a leader waits for a successor")
+	fl.StringVar(&f.dataDir, "data-dir", "", "directory of the node's durable state (created if missing); a node restarted with it rejoins with its data and counts toward majorities at once (default: memory only; a voter restarted without data rejoins as recovering)")
+	fl.BoolVar(&f.noFsync, "no-fsync", false, "with --data-dir: skip the fsync of each group commit (faster; a machine crash may lose acknowledged writes)")
 	fl.StringVar(&f.metrics, "metrics-listen", "", "address of the HTTP server for /metrics, /healthz, /readyz and /debug/pprof/ (default: none)")
 	documentEnv(cmd)
 	return cmd
@@ -148,6 +152,8 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	cfg.SessionTTL = f.ttl
 	cfg.LeaseDuration = f.lease
 	cfg.OpTimeout = f.opTimeout
+	cfg.DataDir = f.dataDir
+	cfg.NoFsync = f.noFsync
 	cfg.Logger = log
 	n, err := node.New(cfg)
 	if err != nil {
