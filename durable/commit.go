@@ -7,6 +7,7 @@ import (
 	"maps"
 	"runtime/debug"
 	"slices"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -25,6 +26,11 @@ func (d *DB) run() {
 		d.mu.Lock()
 		for len(d.queue) == 0 && !d.closing {
 			d.cond.Wait()
+		}
+		if d.delay > 0 && !d.closing {
+			d.mu.Unlock()
+			time.Sleep(d.delay) // a slow disk (Options.CommitDelay, tests only)
+			d.mu.Lock()
 		}
 		batch := d.queue
 		d.queue = d.spare[:0]

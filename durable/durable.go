@@ -31,6 +31,10 @@ type Options struct {
 	MaxRequests int
 	// Logger receives open, close and failure reports (nil: discard).
 	Logger *slog.Logger
+	// CommitDelay makes the committer wait this long before it takes each
+	// group, as a slow disk would: submissions queue up meanwhile (and a
+	// Crash drops them). For tests; 0 in production.
+	CommitDelay time.Duration
 }
 
 // State is what Open recovered.
@@ -79,6 +83,7 @@ type DB struct {
 	bolt      *bolt.DB
 	lock      *os.File
 	maxReqs   int
+	delay     time.Duration // Options.CommitDelay
 	log       *slog.Logger
 
 	mu      sync.Mutex
@@ -183,7 +188,7 @@ func Open(dir string, o Options) (*DB, State, error) {
 		lock.Close()
 		return nil, State{}, fmt.Errorf("%w: %s is locked by another DB (waited %v for %s): %v", ErrLocked, dir, lockTimeout, lockPath, err)
 	}
-	d := &DB{dir: dir, path: filepath.Join(dir, fileName), lock: lock, maxReqs: maxReqs, log: log, stopped: make(chan struct{})}
+	d := &DB{dir: dir, path: filepath.Join(dir, fileName), lock: lock, maxReqs: maxReqs, delay: o.CommitDelay, log: log, stopped: make(chan struct{})}
 	st, err := d.open(o)
 	if err != nil {
 		if d.bolt != nil {
@@ -547,6 +552,23 @@ func (d *DB) enqueue(p *Pending) {
 // Stats returns the DB's counters.
 func (d *DB) Stats() Stats {
 	return Stats{Submissions: d.submissions.Load(), Commits: d.commits.Load()}
+}
+
+// Crash closes the DB the way a crash of the process leaves it: the
+// submissions still queued (not yet taken by the committer) are dropped,
+// never committed, and fail with ErrClosed; a group already committing
+// completes (as the kernel would finish a write already issued). It is for
+// tests that crash a node; after it, Close returns at once.
+func (d *DB) Crash() error {
+	d.mu.Lock()
+	dropped := d.queue
+	d.queue = nil
+	d.closing = true
+	d.mu.Unlock()
+	for _, p := range dropped {
+		p.finish(ErrClosed)
+	}
+	return d.Close()
 }
 
 // Close commits what was submitted, stops the committer, closes the file and

@@ -687,3 +687,42 @@ func BenchmarkAppend(b *testing.B) {
 		}
 	}
 }
+
+// TestCrashDropsWhatIsNotCommitted: Crash commits nothing more. A group the
+// committer already took completes; what is still queued is lost and its
+// waiters are told (ErrClosed), never that it is durable.
+func TestCrashDropsWhatIsNotCommitted(t *testing.T) {
+	dir := t.TempDir()
+	db, _ := mustOpen(t, dir, Options{})
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	db.testHookCommit = func() error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-release
+		return nil
+	}
+	first := db.Append([]store.Entry{{Version: store.Version{Epoch: 1, Seq: 1}, Op: store.OpSet, Key: "a", Value: "1"}})
+	select {
+	case <-entered:
+	case <-time.After(waitLimit):
+		t.Fatal("the committer never started the group")
+	}
+	queued := db.Append([]store.Entry{{Version: store.Version{Epoch: 1, Seq: 2}, Op: store.OpSet, Key: "b", Value: "2"}})
+	crashed := make(chan error, 1)
+	go func() { crashed <- db.Crash() }()
+	if err := queued.Wait(ctxT(t)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a submission queued at the crash: %v, want ErrClosed", err)
+	}
+	close(release)
+	mustWait(t, first)
+	if err := <-crashed; err != nil {
+		t.Fatalf("Crash: %v", err)
+	}
+	_, st := mustOpen(t, dir, Options{})
+	if st.Snapshot.Applied.Seq != 1 || len(st.Snapshot.Items) != 1 {
+		t.Fatalf("reopen after the crash: applied %s with %d items, want only the group that was committing (seq 1, 1 item)", st.Snapshot.Applied, len(st.Snapshot.Items))
+	}
+}

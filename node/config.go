@@ -99,6 +99,13 @@ type Faults struct {
 	SkipTakeoverWait bool
 	// LiveMajority counts a majority of reachable nodes instead of voters.
 	LiveMajority bool
+	// SkipDurableWait acknowledges entries (a follower's Append, the
+	// leader's own count) before they are on disk.
+	SkipDurableWait bool
+	// SlowDisk is not a bug but a slow disk: each group commit of the data
+	// directory waits this long first (durable.Options.CommitDelay), so that
+	// entries spend time between submission and disk.
+	SlowDisk time.Duration
 }
 
 // DefaultConfig returns a Config with every default filled in except ID and

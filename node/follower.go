@@ -70,7 +70,7 @@ func (n *Node) prepare(ctx context.Context, epoch int64) (*kvpb.PrepareResponse,
 	}
 	last := n.pendingLastLocked()
 	n.mu.Unlock()
-	if err := waitDurable(ctx, p, last); err != nil {
+	if err := n.waitDurable(ctx, p, last); err != nil {
 		return nil, fmt.Errorf("node %s: prepare(%d): %w", n.cfg.ID, epoch, err)
 	}
 	return resp, nil
@@ -86,7 +86,7 @@ func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 		return nil, err
 	}
 	// The position answered counts toward majorities: it must be durable.
-	if err := waitDurable(ctx, ps...); err != nil {
+	if err := s.n.waitDurable(ctx, ps...); err != nil {
 		return nil, fmt.Errorf("node %s: append: %w", s.n.cfg.ID, err)
 	}
 	return resp, nil
@@ -158,7 +158,7 @@ func (s *peerServer) GetSnapshot(ctx context.Context, req *kvpb.GetSnapshotReque
 	n.mu.Unlock()
 	// The leader adopts this state as committed history: it must be
 	// durable here first.
-	if err := waitDurable(ctx, p, last); err != nil {
+	if err := n.waitDurable(ctx, p, last); err != nil {
 		return nil, fmt.Errorf("node %s: snapshot: %w", n.cfg.ID, err)
 	}
 	return snap, nil

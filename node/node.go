@@ -258,11 +258,12 @@ func (n *Node) Kill() {
 		return
 	}
 	n.killed.Store(true)
+	n.crashDisk()
 	n.srv.Stop()
 	n.stop(fmt.Errorf("node %s: %w (killed)", n.cfg.ID, kvstore.ErrStopped))
 	n.wg.Wait()
 	n.pool.Close()
-	n.closeDisk() // what was fsynced stays; memory is lost
+	n.closeDisk()
 }
 
 func (n *Node) stop(cause error) {

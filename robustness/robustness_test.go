@@ -600,13 +600,14 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 	// 1% at one in two) mean the suite lost its teeth.
 	const attempts = 8
 	cases := []struct {
-		name   string
-		faults node.Faults
-		kinds  []nemesis.Kind
-		nodes  int
-		hold   time.Duration
-		steps  int
-		lease  time.Duration // 0: the suite's default
+		name    string
+		faults  node.Faults
+		kinds   []nemesis.Kind
+		nodes   int
+		hold    time.Duration
+		steps   int
+		lease   time.Duration // 0: the suite's default
+		durable bool          // the nodes keep their state in data directories
 	}{
 		// Writes acknowledged without waiting for one holder of a cached
 		// copy: a follower holding copies that cannot be reached serves
@@ -615,21 +616,25 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 		// fast to observe.) A reader on every node keeps both followers
 		// holding copies, so the skipped holder is sometimes the
 		// unreachable one.
-		{"skip-invalidation", node.Faults{SkipInvalidation: true}, []nemesis.Kind{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0},
+		{"skip-invalidation", node.Faults{SkipInvalidation: true}, []nemesis.Kind{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0, false},
 		// Cached copies served past their lease: a follower holding
 		// copies that cannot be reached keeps serving the old value after
 		// the write.
-		{"ignore-lease", node.Faults{IgnoreLease: true}, []nemesis.Kind{nemesis.RmiDownFollower}, 3, 3 * time.Second, 1, 0},
+		{"ignore-lease", node.Faults{IgnoreLease: true}, []nemesis.Kind{nemesis.RmiDownFollower}, 3, 3 * time.Second, 1, 0, false},
 		// A majority of reachable nodes instead of voters: a cut-off leader
 		// commits alone, and its writes vanish when the others elect.
-		{"live-majority", node.Faults{LiveMajority: true}, []nemesis.Kind{nemesis.PartitionLeader}, 3, 7 * time.Second, 1, 0},
+		{"live-majority", node.Faults{LiveMajority: true}, []nemesis.Kind{nemesis.PartitionLeader}, 3, 7 * time.Second, 1, 0, false},
 		// A new leader serving before the leases of the old epoch end: the
 		// old leader hands over at once while an isolated follower still
 		// serves its cached copies (it cannot learn of the new epoch).
 		// Leases and sessions of 2 s leave the new leader time to take
 		// over within them (caught in 8 of 9 schedules, against 8 of 16
 		// with 1 s).
-		{"skip-takeover-wait", node.Faults{SkipTakeoverWait: true}, []nemesis.Kind{nemesis.HandOver}, 5, 2 * time.Second, 3, 2 * time.Second},
+		{"skip-takeover-wait", node.Faults{SkipTakeoverWait: true}, []nemesis.Kind{nemesis.HandOver}, 5, 2 * time.Second, 3, 2 * time.Second, false},
+		// Entries acknowledged before they are on disk (durable nodes, on a
+		// slow disk: 500 ms per group commit): when every node crashes at
+		// once, what was acknowledged but not yet on disk is gone.
+		{"skip-durable-wait", node.Faults{SkipDurableWait: true, SlowDisk: 500 * time.Millisecond}, []nemesis.Kind{nemesis.CrashAll}, 3, 200 * time.Millisecond, 3, 0, true},
 	}
 	for ci, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -639,7 +644,7 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 				// replay seed below makes the first attempt this one.
 				seed := base + uint64(100*ci+attempt)
 				replaySeed := seed - uint64(100*ci)
-				r := &run{backend: b, seed: seed, nodes: tc.nodes, faults: tc.faults, lease: tc.lease, kinds: tc.kinds,
+				r := &run{backend: b, seed: seed, nodes: tc.nodes, faults: tc.faults, lease: tc.lease, kinds: tc.kinds, durable: tc.durable,
 					steps: tc.steps, minHold: tc.hold, maxHold: tc.hold + time.Millisecond, workload: time.Second, dir: t.TempDir(),
 					replay: replayBug(replaySeed, b, tc.name)}
 				play(t, r)
