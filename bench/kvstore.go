@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/kvstore/kvstore/client"
@@ -17,25 +18,54 @@ import (
 type inProcess struct {
 	c     *cluster.Cluster
 	nodes []*node.Node
+	mode  string // Memory, Fsync or NoFsync
+	dir   string // the data directories' parent (removed on Close), if any
 }
 
+// Durability modes of an in-process KVStore target.
+const (
+	Memory  = "memory"  // state in memory only (the default)
+	Fsync   = "fsync"   // each node keeps its state in a data directory, fsync per group commit
+	NoFsync = "nofsync" // a data directory without fsync
+)
+
+// Durabilities lists the modes, for flags.
+var Durabilities = []string{Memory, Fsync, NoFsync}
+
 // NewInProcess starts an in-process KVStore cluster of nodes nodes (0 means
-// 3) on the given coordinator backend ("" means etcd, embedded) and returns
-// it as a Target named "kvstore (in-process)". It waits until every node
-// serves and is a voter. Close stops the cluster.
-func NewInProcess(ctx context.Context, nodes int, backend cluster.Backend) (Target, error) {
+// 3) on the given coordinator backend ("" means etcd, embedded) with the
+// given durability mode ("" means Memory; the data directories are
+// temporary) and returns it as a Target named "kvstore (in-process)", with
+// the mode in the name unless it is Memory. It waits until every node serves
+// and is a voter. Close stops the cluster and removes its data.
+func NewInProcess(ctx context.Context, nodes int, backend cluster.Backend, durability string) (Target, error) {
 	if nodes <= 0 {
 		nodes = 3
 	}
-	c, err := cluster.New(ctx, cluster.Options{Nodes: nodes, Backend: backend, DirectLinks: true})
+	opts := cluster.Options{Nodes: nodes, Backend: backend, DirectLinks: true}
+	t := &inProcess{mode: durability}
+	switch durability {
+	case "", Memory:
+		t.mode = Memory
+	case Fsync, NoFsync:
+		dir, err := os.MkdirTemp("", "kvstore-bench-")
+		if err != nil {
+			return nil, fmt.Errorf("bench: start KVStore: %w", err)
+		}
+		t.dir, opts.DataDir, opts.NoFsync = dir, dir, durability == NoFsync
+	default:
+		return nil, fmt.Errorf("bench: durability %q: want one of %v", durability, Durabilities)
+	}
+	c, err := cluster.New(ctx, opts)
 	if err != nil {
+		t.removeDir()
 		return nil, fmt.Errorf("bench: start KVStore: %w", err)
 	}
-	t := &inProcess{c: c}
+	t.c = c
 	for i := 0; i < nodes; i++ {
 		n, err := c.Node(i)
 		if err != nil {
-			_ = c.Close()
+			_ = t.Close()
 			return nil, fmt.Errorf("bench: start KVStore: %w", err)
 		}
 		t.nodes = append(t.nodes, n)
@@ -43,10 +73,30 @@ func NewInProcess(ctx context.Context, nodes int, backend cluster.Backend) (Targ
 	return t, nil
 }
 
-func (t *inProcess) Name() string { return "kvstore (in-process)" }
+func (t *inProcess) Name() string {
+	switch t.mode {
+	case Fsync:
+		return "kvstore (in-process, fsync)"
+	case NoFsync:
+		return "kvstore (in-process, no fsync)"
+	}
+	return "kvstore (in-process)"
+}
 
 func (t *inProcess) Durability() string {
+	switch t.mode {
+	case Fsync:
+		return fmt.Sprintf("fsync, %d replicas (majority acknowledged)", len(t.nodes))
+	case NoFsync:
+		return fmt.Sprintf("disk without fsync, %d replicas (majority acknowledged)", len(t.nodes))
+	}
 	return fmt.Sprintf("memory, %d replicas (majority acknowledged)", len(t.nodes))
+}
+
+func (t *inProcess) removeDir() {
+	if t.dir != "" {
+		_ = os.RemoveAll(t.dir)
+	}
 }
 
 func (t *inProcess) Get(ctx context.Context, client int, key string) error {
@@ -69,7 +119,11 @@ func (t *inProcess) CacheCounts() (hits, misses uint64) {
 	return hits, misses
 }
 
-func (t *inProcess) Close() error { return t.c.Close() }
+func (t *inProcess) Close() error {
+	err := t.c.Close()
+	t.removeDir()
+	return err
+}
 
 // endpoints is a running KVStore cluster reached through the Go client: one
 // client.Client per endpoint, benchmark client i using client i % len; each

@@ -17,7 +17,7 @@ func TestKVStoreTargets(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	tgt, err := NewInProcess(ctx, 3, "")
+	tgt, err := NewInProcess(ctx, 3, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestKVStoreTargets(t *testing.T) {
 }
 
 func TestNewInProcessBadBackend(t *testing.T) {
-	if _, err := NewInProcess(context.Background(), 1, cluster.Backend("consul")); err == nil {
+	if _, err := NewInProcess(context.Background(), 1, cluster.Backend("consul"), ""); err == nil {
 		t.Fatal("an unknown backend was accepted")
 	}
 }

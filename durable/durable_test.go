@@ -542,27 +542,39 @@ func TestSecondOpenFailsFast(t *testing.T) {
 	mustClose(t, db)
 }
 
-func TestCloseAndWait(t *testing.T) {
-	dir := t.TempDir()
-	db, _ := mustOpen(t, dir, Options{})
-
-	// Wait with a cancelled ctx while the group is still committing.
-	release := make(chan struct{})
-	entered := make(chan struct{}, 1)
+// holdCommits makes db's commits wait inside their transaction until the
+// returned channel is closed; awaitCommitting waits until one is waiting.
+func holdCommits(db *DB) (entered <-chan struct{}, release chan struct{}) {
+	release = make(chan struct{})
+	in := make(chan struct{}, 1)
 	db.testHookCommit = func() error {
 		select {
-		case entered <- struct{}{}:
+		case in <- struct{}{}:
 		default:
 		}
 		<-release
 		return nil
 	}
-	p := db.Append([]store.Entry{{Version: store.Version{Epoch: 1, Seq: 1}, Op: store.OpSet, Key: "a", Value: "1"}})
+	return in, release
+}
+
+func awaitCommitting(t *testing.T, entered <-chan struct{}) {
+	t.Helper()
 	select {
 	case <-entered:
 	case <-time.After(waitLimit):
 		t.Fatal("the committer never started the group")
 	}
+}
+
+func TestCloseAndWait(t *testing.T) {
+	dir := t.TempDir()
+	db, _ := mustOpen(t, dir, Options{})
+
+	// Wait with a cancelled ctx while the group is still committing.
+	entered, release := holdCommits(db)
+	p := db.Append([]store.Entry{{Version: store.Version{Epoch: 1, Seq: 1}, Op: store.OpSet, Key: "a", Value: "1"}})
+	awaitCommitting(t, entered)
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := p.Wait(cancelled); !errors.Is(err, context.Canceled) {
@@ -694,22 +706,9 @@ func BenchmarkAppend(b *testing.B) {
 func TestCrashDropsWhatIsNotCommitted(t *testing.T) {
 	dir := t.TempDir()
 	db, _ := mustOpen(t, dir, Options{})
-	release := make(chan struct{})
-	entered := make(chan struct{}, 1)
-	db.testHookCommit = func() error {
-		select {
-		case entered <- struct{}{}:
-		default:
-		}
-		<-release
-		return nil
-	}
+	entered, release := holdCommits(db)
 	first := db.Append([]store.Entry{{Version: store.Version{Epoch: 1, Seq: 1}, Op: store.OpSet, Key: "a", Value: "1"}})
-	select {
-	case <-entered:
-	case <-time.After(waitLimit):
-		t.Fatal("the committer never started the group")
-	}
+	awaitCommitting(t, entered)
 	queued := db.Append([]store.Entry{{Version: store.Version{Epoch: 1, Seq: 2}, Op: store.OpSet, Key: "b", Value: "2"}})
 	crashed := make(chan error, 1)
 	go func() { crashed <- db.Crash() }()

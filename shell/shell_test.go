@@ -6,10 +6,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/kvstore/kvstore/internal/transcript"
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -250,17 +250,8 @@ func TestFakeMatchesTranscript(t *testing.T) {
 	}
 }
 
-var (
-	addrRE  = regexp.MustCompile(`(127\.0\.0\.1|localhost|\[::1\]):[0-9]+`)
-	epochRE = regexp.MustCompile(`\bepoch [0-9]+`)
-)
-
-// normalize replaces what differs from run to run, as the binary's
-// transcript test does: addresses and epochs.
-func normalize(s string) string {
-	s = addrRE.ReplaceAllString(s, "ADDR")
-	return epochRE.ReplaceAllString(s, "epoch N")
-}
+// normalize replaces what differs from run to run (transcript.Normalize).
+var normalize = transcript.Normalize
 
 // TestGolden runs every testdata/*.txt transcript. A transcript has a
 // "-- in --" section (the script) and an "-- out --" section (standard

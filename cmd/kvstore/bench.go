@@ -20,6 +20,7 @@ import (
 )
 
 type benchFlags struct {
+	durability   []string
 	workloads    []string
 	distribution string
 	keys         int
@@ -80,6 +81,7 @@ set with KVSTORE_<FLAG>.`,
 	fl.DurationVar(&f.duration, "duration", bench.DefaultDuration, "measured time per workload and target")
 	fl.DurationVar(&f.warmup, "warmup", bench.DefaultWarmup, "unrecorded time before each measurement")
 	fl.IntVar(&f.nodes, "nodes", 3, "nodes of the in-process cluster (without --endpoints)")
+	fl.StringSliceVar(&f.durability, "durability", []string{bench.Memory}, `durability of the in-process cluster: "memory", "fsync" (a data directory per node, fsync per group commit), "nofsync" (a data directory without fsync); several give one target each, side by side`)
 	fl.StringVar(&f.backend, "backend", string(cluster.Etcd), `coordinator of the in-process cluster: "etcd" (embedded) or "zookeeper" (a local server from Debian's package)`)
 	fl.StringSliceVar(&f.endpoints, "endpoints", nil, "benchmark the running cluster at these node addresses (host:port,...) through the Go client instead of an in-process cluster")
 	fl.StringSliceVar(&f.compare, "compare", nil, `peer systems to run the same workloads against: "etcd", "zookeeper" (comma list)`)
@@ -165,6 +167,17 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 	if err != nil {
 		return &exitError{exitUsage, err}
 	}
+	if len(f.durability) == 0 {
+		f.durability = []string{bench.Memory}
+	}
+	for _, d := range f.durability {
+		if !slices.Contains(bench.Durabilities, d) {
+			return &exitError{exitUsage, fmt.Errorf("--durability %q: want one of %v", d, bench.Durabilities)}
+		}
+	}
+	if len(f.endpoints) > 0 && (len(f.durability) > 1 || f.durability[0] != bench.Memory) {
+		return &exitError{exitUsage, errors.New("--durability is for the in-process cluster; a running cluster's nodes have their own --data-dir")}
+	}
 	if f.backend != string(cluster.Etcd) && f.backend != string(cluster.ZooKeeper) {
 		return &exitError{exitUsage, fmt.Errorf("--backend %q: want %s or %s", f.backend, cluster.Etcd, cluster.ZooKeeper)}
 	}
@@ -191,19 +204,9 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 		}()
 	}
 
-	// The targets: KVStore first, then the peers.
-	var ours bench.Target
-	if len(f.endpoints) > 0 {
-		ours, err = bench.NewEndpoints(f.endpoints)
-	} else {
-		startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		ours, err = bench.NewInProcess(startCtx, f.nodes, cluster.Backend(f.backend))
-		cancel()
-	}
-	if err != nil {
-		return err
-	}
-	targets := []bench.Target{ours}
+	// The targets: KVStore first (one per durability mode), then the peers.
+	var targets []bench.Target
+	ours := map[bench.Target]bool{}
 	defer func() {
 		for _, t := range targets {
 			if cerr := t.Close(); cerr != nil && err == nil {
@@ -211,6 +214,25 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 			}
 		}
 	}()
+	if len(f.endpoints) > 0 {
+		t, err := bench.NewEndpoints(f.endpoints)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, t)
+		ours[t] = true
+	} else {
+		for _, mode := range f.durability {
+			startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			t, err := bench.NewInProcess(startCtx, f.nodes, cluster.Backend(f.backend), mode)
+			cancel()
+			if err != nil {
+				return err
+			}
+			targets = append(targets, t)
+			ours[t] = true
+		}
+	}
 	if len(peerNames) > 0 {
 		peers, err := startPeers(ctx, peerNames, bench.PeerOptions{Members: f.peerMembers, Fsync: f.peerFsync})
 		if err != nil {
@@ -232,7 +254,7 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 				return err
 			}
 			loaded[t] = true
-			if t == ours {
+			if ours[t] {
 				oursRes = append(oursRes, res)
 			} else {
 				peerRes = append(peerRes, res)

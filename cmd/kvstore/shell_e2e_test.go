@@ -3,8 +3,8 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/kvstore/kvstore/internal/transcript"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -95,16 +95,8 @@ func readTranscript(path string) ([]transcriptStep, error) {
 	return steps, nil
 }
 
-var (
-	addrRE  = regexp.MustCompile(`(127\.0\.0\.1|localhost|\[::1\]):[0-9]+`)
-	epochRE = regexp.MustCompile(`\bepoch [0-9]+`)
-)
-
-// normalize replaces what differs from run to run: addresses and epochs.
-func normalize(s string) string {
-	s = addrRE.ReplaceAllString(s, "ADDR")
-	return epochRE.ReplaceAllString(s, "epoch N")
-}
+// normalize replaces what differs from run to run (transcript.Normalize).
+var normalize = transcript.Normalize
 
 // TestShellWaitsOpTimeoutForALeader checks that a shell command that needs
 // a leader waits --op-timeout for one, not longer, then prints one error
