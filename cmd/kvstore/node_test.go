@@ -82,18 +82,24 @@ func (p *nodeProc) stopWith(t *testing.T, sig syscall.Signal) {
 	}
 }
 
+// processExit turns the error of cmd.Run into the process's exit code; err is
+// set only if the process did not run or exit normally.
+func processExit(runErr error) (code int, err error) {
+	var ee *exec.ExitError
+	if errors.As(runErr, &ee) {
+		return ee.ExitCode(), nil
+	}
+	return 0, runErr
+}
+
 // ctl runs a command-line client command and returns stdout and exit code.
 func ctl(t *testing.T, bin string, args ...string) (string, int) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
+	code, err := processExit(cmd.Run())
+	if err != nil {
 		t.Fatalf("kvstore %v: %v", args, err)
 	}
 	if code != exitOK && code != exitNotFound {
@@ -399,12 +405,8 @@ func TestCtlExitCodes(t *testing.T) {
 		cmd.Env = append(os.Environ(), tc.env...)
 		var out, errOut bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errOut
-		err := cmd.Run()
-		code := 0
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
+		code, err := processExit(cmd.Run())
+		if err != nil {
 			t.Fatal(err)
 		}
 		if code != tc.want || out.Len() != 0 || !strings.HasPrefix(errOut.String(), "error: ") {
