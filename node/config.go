@@ -99,6 +99,9 @@ type Faults struct {
 	SkipTakeoverWait bool
 	// LiveMajority counts a majority of reachable nodes instead of voters.
 	LiveMajority bool
+	// SkipReadGate lets the leader hand out a key's value once its write is
+	// committed, without waiting until no older cached copy is readable.
+	SkipReadGate bool
 	// SkipDurableWait acknowledges entries (a follower's Append, the
 	// leader's own count) before they are on disk.
 	SkipDurableWait bool

@@ -834,6 +834,9 @@ func (l *leader) awaitVisible(ctx context.Context, key string, seq uint64, write
 		l.mu.Lock()
 		committed := l.commit >= seq
 		pending, next, expired := l.pendingHoldersLocked(key, seq, now, &skip)
+		if !write && n.cfg.Faults.SkipReadGate {
+			pending = 0 // the deliberate bug
+		}
 		ch := l.changedCh
 		l.mu.Unlock()
 		if expired > 0 && !blocked.IsZero() {
