@@ -200,29 +200,30 @@ func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.W
 	return &kvpb.WriteResponse{Version: toPos(r.version), Epoch: l.epoch, LeaseMs: r.lease.Milliseconds()}, nil
 }
 
-// cachedGet is the local read path: no allocation, one read lock. ok is
-// false when the key must be fetched from the leader.
-func (n *Node) cachedGet(key string, now time.Time) (value string, found, ok bool) {
+// cachedGet is the local read path: no allocation, one read lock of one
+// cache shard. ok is false when the key must be fetched from the leader;
+// hit numbers the reads answered by that shard (for sampling).
+func (n *Node) cachedGet(key string, now time.Time) (value string, found, ok bool, hit uint64) {
 	if key == "" {
-		return "", false, false
+		return "", false, false, 0
 	}
 	st := n.serving.Load()
 	if !n.cfg.Faults.IgnoreLease {
 		if st.state != StateOK || st.sess == nil || !now.Before(st.sess.Deadline()) {
-			return "", false, false
+			return "", false, false, 0
 		}
 		if n.view.Load().leader.Epoch != n.acceptedEpochA.Load() {
-			return "", false, false
+			return "", false, false, 0
 		}
 	}
-	n.cacheMu.RLock()
-	e, hit := n.cache[key]
-	n.cacheMu.RUnlock()
-	if !hit || (!n.cfg.Faults.IgnoreLease && !now.Before(e.expiry)) {
-		return "", false, false
+	s := n.cache.shard(key)
+	s.mu.RLock()
+	e, in := s.m[key]
+	s.mu.RUnlock()
+	if !in || (!n.cfg.Faults.IgnoreLease && !now.Before(e.expiry)) {
+		return "", false, false, 0
 	}
-	n.hits.Add(1)
-	return e.value, e.found, true
+	return e.value, e.found, true, s.hits.Add(1)
 }
 
 // dropCache forgets every cached copy.
@@ -230,19 +231,14 @@ func (n *Node) dropCache() {
 	if n.cfg.Faults.IgnoreLease {
 		return
 	}
-	n.cacheMu.Lock()
-	clear(n.cache)
-	n.cacheMu.Unlock()
+	n.cache.clear()
 }
 
 // invalidate drops key's cached copy if it is older than v.
 func (n *Node) invalidate(key string, v store.Version) {
-	n.cacheMu.Lock()
-	if e, ok := n.cache[key]; ok && e.version.Less(v) {
-		delete(n.cache, key)
+	if n.cache.dropOlder(key, v) {
 		n.met.invalidationsApplied.Inc()
 	}
-	n.cacheMu.Unlock()
 }
 
 // install caches a value the leader of epoch handed out as committed, unless
@@ -261,11 +257,7 @@ func (n *Node) install(key, value string, found bool, v store.Version, epoch int
 	if it, ok := n.store.Get(key); ok && v.Less(it.Version) {
 		return
 	}
-	n.cacheMu.Lock()
-	if e, ok := n.cache[key]; !ok || !v.Less(e.version) {
-		n.cache[key] = cacheEntry{value: value, found: found, version: v, expiry: sent.Add(lease)}
-	}
-	n.cacheMu.Unlock()
+	n.cache.put(key, cacheEntry{value: value, found: found, version: v, expiry: sent.Add(lease)})
 }
 
 // leaderTarget waits until a leader is known and returns it: this node's
@@ -332,7 +324,7 @@ func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
 				return resp.Value, resp.Found, nil
 			}
 			if err == nil { // waited for another read's fetch
-				if v, f, ok := n.cachedGet(key, n.now()); ok {
+				if v, f, ok, _ := n.cachedGet(key, n.now()); ok {
 					return v, f, nil
 				}
 				continue

@@ -121,9 +121,12 @@ var LatencyBuckets = []float64{
 
 // metrics are one node's instruments.
 type metrics struct {
-	ops         [numOpKinds][numOutcomes]prometheus.Counter
-	latency     [numOpKinds]prometheus.Observer
-	cachedReads atomic.Uint64 // picks the cached reads that are timed
+	// ops counts operations by kind and outcome, except successful reads:
+	// those are exactly the cache hits, misses and leader reads, summed when
+	// scraped (opsCollector), so that a cached read updates no shared word
+	// beyond its cache shard's.
+	ops     [numOpKinds][numOutcomes]prometheus.Counter
+	latency [numOpKinds]prometheus.Observer
 
 	invalidationsSent    prometheus.Counter
 	invalidationsApplied prometheus.Counter
@@ -193,8 +196,9 @@ func newMetrics(n *Node) *metrics {
 		return 0
 	}
 	m.collectors = []prometheus.Collector{
-		opsVec, latVec,
-		counter("kvstore_cache_hits_total", "Reads answered from this node's cache under a valid lease.", &n.hits),
+		&opsCollector{vec: opsVec, okGet: m.ops[opGet][outcomeOK], n: n}, latVec,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kvstore_cache_hits_total", Help: "Reads answered from this node's cache under a valid lease."},
+			func() float64 { return float64(n.cache.hits()) }),
 		counter("kvstore_cache_misses_total", "Reads this node fetched from the leader (and cached if granted a lease).", &n.misses),
 		counter("kvstore_leader_reads_total", "Reads through this node answered by it as the leader.", &n.leaderReads),
 		m.invalidationsSent, m.invalidationsApplied, m.leaseWaits, m.leaseWaitSeconds, m.leaderChanges,
@@ -220,18 +224,51 @@ func newMetrics(n *Node) *metrics {
 // cost more than the read itself; every cached read is still counted.
 const cachedSample = 64
 
-// cachedRead records a read answered from the cache, which began at start.
-func (m *metrics) cachedRead(start time.Time) {
-	m.ops[opGet][outcomeOK].Inc()
-	if m.cachedReads.Add(1)%cachedSample == 0 {
+// cachedRead records a read answered from the cache, which began at start;
+// hit numbers it among its cache shard's hits. It is counted among the
+// successful reads by the cache's own hit counters (opsCollector).
+func (m *metrics) cachedRead(start time.Time, hit uint64) {
+	if hit%cachedSample == 0 {
 		m.latency[opGet].Observe(time.Since(start).Seconds())
 	}
 }
 
-// observe records one finished operation.
+// observe records one finished operation. A successful read is counted by
+// the node's hit, miss and leader-read counters instead (opsCollector).
 func (m *metrics) observe(k opKind, start time.Time, err error) {
 	m.latency[k].Observe(time.Since(start).Seconds())
+	if k == opGet && err == nil {
+		return
+	}
 	m.ops[k][classify(err)].Inc()
+}
+
+// opsCollector is kvstore_operations_total: the counter vector, with the
+// successful reads (op get, outcome ok) taken from the node's read counters:
+// every successful read is exactly one cache hit, miss or leader read.
+type opsCollector struct {
+	vec   *prometheus.CounterVec
+	okGet prometheus.Counter // the vector's (get, ok) child, never incremented
+	n     *Node
+}
+
+func (c *opsCollector) Describe(ch chan<- *prometheus.Desc) { c.vec.Describe(ch) }
+
+func (c *opsCollector) Collect(ch chan<- prometheus.Metric) {
+	in := make(chan prometheus.Metric)
+	go func() {
+		c.vec.Collect(in)
+		close(in)
+	}()
+	for m := range in {
+		if m != prometheus.Metric(c.okGet) {
+			ch <- m
+			continue
+		}
+		s := c.n.Stats()
+		ok := float64(s.CacheHits + s.CacheMisses + s.LeaderReads)
+		ch <- prometheus.MustNewConstMetric(m.Desc(), prometheus.CounterValue, ok, opNames[opGet], outcomeNames[outcomeOK])
+	}
 }
 
 // sawLeader counts l in kvstore_leader_changes_total if it differs from the

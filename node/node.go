@@ -74,7 +74,7 @@ type Node struct {
 	view atomic.Pointer[viewState]
 
 	// mu guards store, acceptedEpoch, recovering and viewCh. Lock order:
-	// leader.mu, then mu, then cacheMu.
+	// leader.mu, then mu, then a cache shard's lock.
 	mu            sync.Mutex
 	store         *store.Store
 	acceptedEpoch int64
@@ -88,10 +88,10 @@ type Node struct {
 	restored    bool
 	lastPending *durable.Pending
 
-	// cacheMu guards cache. acceptedEpochA mirrors acceptedEpoch for the
-	// lock-free check on the read path.
-	cacheMu        sync.RWMutex
-	cache          map[string]cacheEntry
+	// cache is the read cache (cache.go: its shards have their own locks).
+	// acceptedEpochA mirrors acceptedEpoch for the lock-free check on the
+	// read path.
+	cache          *cache
 	acceptedEpochA atomic.Int64
 
 	lead atomic.Pointer[leader] // non-nil while this node leads
@@ -104,7 +104,7 @@ type Node struct {
 	reqSeq atomic.Uint64
 	incarn string
 
-	hits, misses, leaderReads, writes, served atomic.Uint64
+	misses, leaderReads, writes, served atomic.Uint64
 
 	met *metrics // Prometheus instruments (metrics.go)
 }
@@ -119,13 +119,6 @@ type servingState struct {
 type viewState struct {
 	leader  coord.Leader
 	members map[string]string
-}
-
-type cacheEntry struct {
-	value   string
-	found   bool
-	version store.Version
-	expiry  time.Time
 }
 
 // New validates cfg, binds the listener and returns a node that is not yet
@@ -156,7 +149,7 @@ func New(cfg Config) (*Node, error) {
 		addr:    addr,
 		pool:    rpc.NewPool(cfg.Dial),
 		store:   store.New(cfg.MaxRequests),
-		cache:   make(map[string]cacheEntry),
+		cache:   newCache(),
 		flights: make(map[string]*flight),
 		viewCh:  make(chan struct{}),
 		incarn:  strconv.FormatInt(time.Now().UnixNano(), 36),
@@ -329,7 +322,7 @@ func (n *Node) Leader() coord.Leader { return n.view.Load().leader }
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	return Stats{
-		CacheHits:     n.hits.Load(),
+		CacheHits:     n.cache.hits(),
 		CacheMisses:   n.misses.Load(),
 		LeaderReads:   n.leaderReads.Load(),
 		FetchesServed: n.served.Load(),
@@ -620,8 +613,8 @@ func ctxErr(ctx context.Context) error {
 // valid lease is answered from memory; otherwise the leader is asked.
 func (n *Node) Get(ctx context.Context, key string) (value string, found bool, err error) {
 	start := n.now()
-	if v, f, ok := n.cachedGet(key, start); ok {
-		n.met.cachedRead(start)
+	if v, f, ok, hit := n.cachedGet(key, start); ok {
+		n.met.cachedRead(start, hit)
 		return v, f, nil
 	}
 	value, found, err = n.doGet(ctx, key)
@@ -634,7 +627,7 @@ func (n *Node) doGet(ctx context.Context, key string) (value string, found bool,
 	if key == "" {
 		return "", false, fmt.Errorf("%w: empty key", kvstore.ErrBadRequest)
 	}
-	if v, f, ok := n.cachedGet(key, n.now()); ok {
+	if v, f, ok, _ := n.cachedGet(key, n.now()); ok {
 		return v, f, nil
 	}
 	octx, done, err := n.opContext(ctx)

@@ -1,0 +1,91 @@
+package node
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kvstore/kvstore/store"
+)
+
+// cacheShards is how many independently locked parts the read cache has. A
+// cached read locks one shard for reading; with one lock for the whole
+// cache, every read on every core would update the same lock word, and the
+// cores would pass its cache line back and forth.
+const cacheShards = 64
+
+// cache is a node's read cache: key -> copy, in shards by key hash.
+type cache struct {
+	seed   maphash.Seed
+	shards [cacheShards]cacheShard
+}
+
+// cacheShard is one part of the cache, padded to its own cache lines.
+type cacheShard struct {
+	mu   sync.RWMutex // guards m
+	m    map[string]cacheEntry
+	hits atomic.Uint64 // reads answered from this shard
+	_    [88]byte
+}
+
+type cacheEntry struct {
+	value   string
+	found   bool
+	version store.Version
+	expiry  time.Time
+}
+
+func newCache() *cache {
+	c := &cache{seed: maphash.MakeSeed()}
+	for i := range c.shards {
+		c.shards[i].m = make(map[string]cacheEntry)
+	}
+	return c
+}
+
+func (c *cache) shard(key string) *cacheShard {
+	return &c.shards[maphash.String(c.seed, key)%cacheShards]
+}
+
+// hits counts the reads answered from the cache.
+func (c *cache) hits() uint64 {
+	var n uint64
+	for i := range c.shards {
+		n += c.shards[i].hits.Load()
+	}
+	return n
+}
+
+// clear forgets every copy.
+func (c *cache) clear() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		clear(s.m)
+		s.mu.Unlock()
+	}
+}
+
+// dropOlder forgets key's copy if it is older than v, and reports whether
+// it did.
+func (c *cache) dropOlder(key string, v store.Version) bool {
+	s := c.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.m[key]; ok && e.version.Less(v) {
+		delete(s.m, key)
+		return true
+	}
+	return false
+}
+
+// put stores e unless the cache holds a newer copy of key.
+func (c *cache) put(key string, e cacheEntry) {
+	s := c.shard(key)
+	s.mu.Lock()
+	if old, ok := s.m[key]; !ok || !e.version.Less(old.version) {
+		s.m[key] = e
+	}
+	s.mu.Unlock()
+}
