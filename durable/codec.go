@@ -21,6 +21,7 @@ var (
 	keyApplied = []byte("applied")
 	keyEpoch   = []byte("accepted_epoch")
 	keyDigest  = []byte("digest")
+	keyLogged  = []byte("logged")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -73,7 +74,7 @@ func open(bucket, key, rec []byte) ([]byte, error) {
 type arena struct{ buf []byte }
 
 func (a *arena) reset() {
-	if cap(a.buf) > 1<<20 {
+	if cap(a.buf) > 8<<20 {
 		a.buf = nil // do not keep a huge buffer after a Restore
 	}
 	a.buf = a.buf[:0]

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"time"
@@ -14,14 +16,33 @@ import (
 	"github.com/kvstore/kvstore/store"
 )
 
-// run is the committer: it takes every queued submission, commits them in
-// one transaction (one fsync) and signals them; submissions that arrive
-// meanwhile form the next group.
+// Tuning of the log and the checkpoints (variables so that tests can
+// shrink them).
+var (
+	// walRotateBytes: the committer starts a new log file once the
+	// current one holds this much.
+	walRotateBytes int64 = 4 << 20
+	// checkpointInterval: a checkpoint runs this long after the first
+	// record it does not yet cover was logged...
+	checkpointInterval = 100 * time.Millisecond
+	// checkpointBytes: ...or at once when this much awaits it.
+	checkpointBytes = 1 << 20
+	// maxUncheckpointed: the committer waits (before it takes its next
+	// group) while more than this awaits a checkpoint, bounding memory.
+	maxUncheckpointed = 16 << 20
+	// checkpointChunk bounds the records applied in one bbolt
+	// transaction: bbolt splits its nodes only at commit, so a huge
+	// transaction makes them huge (and deleting from their front, as
+	// request eviction does, quadratic).
+	checkpointChunk = 1 << 20
+)
+
+// run is the committer: it takes every queued submission, writes them to
+// the log with one write and one fdatasync, and signals them; submissions
+// that arrive meanwhile form the next group. The groups go on to the
+// checkpointer, which applies them to the bbolt file later.
 func (d *DB) run() {
 	defer close(d.stopped)
-	// A fault on the mapping (the file truncated under us) panics instead
-	// of killing the process; commit recovers it.
-	debug.SetPanicOnFault(true)
 	for {
 		d.mu.Lock()
 		for len(d.queue) == 0 && !d.closing {
@@ -41,15 +62,9 @@ func (d *DB) run() {
 		err := d.failed
 		if err != nil {
 			err = fmt.Errorf("durable: not committed because an earlier group failed: %w", err)
-		} else if err = d.commit(batch); err != nil {
-			err = fmt.Errorf("durable: commit of %d submissions to %s failed: %w", len(batch), d.path, err)
-			d.failed = err
-			d.log.Error("durable: commit failed; refusing every later submission", "err", err)
-			d.mu.Lock()
-			if d.refuse == nil {
-				d.refuse = err
-			}
-			d.mu.Unlock()
+		} else if err = d.logGroup(batch); err != nil {
+			err = fmt.Errorf("durable: commit of %d submissions to the log in %s failed: %w", len(batch), d.dir, err)
+			d.fail(err)
 		} else {
 			d.commits.Add(1)
 		}
@@ -58,33 +73,275 @@ func (d *DB) run() {
 			batch[i] = nil
 		}
 		d.spare = batch[:0]
+		if err == nil {
+			d.throttle()
+		}
 	}
 }
 
-// commit applies batch in one bbolt transaction.
-func (d *DB) commit(batch []*Pending) (err error) {
+// fail makes err sticky: every later group and submission fails with it.
+func (d *DB) fail(err error) {
+	if d.failed == nil {
+		d.failed = err
+	}
+	d.log.Error("durable: commit failed; refusing every later submission", "err", err)
+	d.mu.Lock()
+	if d.refuse == nil {
+		d.refuse = err
+	}
+	d.mu.Unlock()
+}
+
+// logGroup writes batch to the log: one write, one fdatasync.
+func (d *DB) logGroup(batch []*Pending) error {
+	d.ckMu.Lock()
+	ckErr := d.ckErr
+	buf := d.freeBuf
+	d.freeBuf = nil
+	d.ckMu.Unlock()
+	if ckErr != nil {
+		return fmt.Errorf("an earlier checkpoint failed: %w", ckErr)
+	}
+	if d.testHookCommit != nil {
+		if err := d.testHookCommit(); err != nil {
+			return err
+		}
+	}
+	first := d.nextIdx
+	for i, p := range batch {
+		buf = appendRecord(buf, first+uint64(i), &p.sub)
+	}
+	if d.walSize >= walRotateBytes {
+		if err := d.rotate(first); err != nil {
+			return err
+		}
+	}
+	d.nextIdx += uint64(len(batch))
+	if _, err := d.wal.Write(buf); err != nil {
+		return err
+	}
+	d.walSize += int64(len(buf))
+	if !d.noSync {
+		if err := datasync(d.wal); err != nil {
+			return fmt.Errorf("fdatasync %s: %w", d.wal.Name(), err)
+		}
+	}
+	d.handOff(buf, d.nextIdx-1)
+	return nil
+}
+
+// rotate starts a new log file whose first record has index first.
+func (d *DB) rotate(first uint64) error {
+	f, err := createWAL(d.dir, first, d.noSync)
+	if err != nil {
+		return err
+	}
+	old := d.wal
+	d.wal, d.walSize = f, 0
+	if err := old.Close(); err != nil {
+		d.log.Warn("durable: closing a log file", "file", old.Name(), "err", err)
+	}
+	return nil
+}
+
+// createWAL creates the log file starting at index first and syncs dir.
+func createWAL(dir string, first uint64, noSync bool) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, walName(first)), os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if !noSync {
+		if err := syncDir(dir); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("syncing %s: %w", dir, err)
+		}
+	}
+	return f, nil
+}
+
+// ckGroup is a logged group awaiting its checkpoint: its records as written.
+type ckGroup struct {
+	buf  []byte
+	last uint64 // index of its last record
+}
+
+// handOff queues a logged group for the checkpointer.
+func (d *DB) handOff(buf []byte, last uint64) {
+	d.ckMu.Lock()
+	wasEmpty := len(d.ckq) == 0
+	d.ckq = append(d.ckq, ckGroup{buf: buf, last: last})
+	d.ckBytes += len(buf)
+	d.ckLast = last
+	urgent := d.ckBytes >= checkpointBytes
+	d.ckMu.Unlock()
+	if wasEmpty {
+		signal(d.ckKick)
+	}
+	if urgent {
+		signal(d.ckUrgent)
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// throttle waits while too much awaits a checkpoint.
+func (d *DB) throttle() {
+	d.ckMu.Lock()
+	defer d.ckMu.Unlock()
+	for d.ckBytes > maxUncheckpointed && d.ckErr == nil {
+		signal(d.ckUrgent)
+		d.ckCond.Wait()
+	}
+}
+
+// checkpointer applies logged groups to the bbolt file, checkpointInterval
+// after the first group it does not cover (at once when checkpointBytes
+// await it), then deletes the log files the checkpoint covers. At Close it
+// checkpoints everything; after a Crash it stops without a checkpoint.
+func (d *DB) checkpointer() {
+	defer close(d.ckDone)
+	// A fault on the mapping (the file truncated under us) panics instead
+	// of killing the process; checkpoint recovers it.
+	debug.SetPanicOnFault(true)
+	for {
+		select {
+		case <-d.ckKick:
+		case <-d.ckQuit:
+			d.finalCheckpoint()
+			return
+		}
+		t := time.NewTimer(checkpointInterval)
+		select {
+		case <-t.C:
+		case <-d.ckUrgent:
+		case <-d.ckQuit:
+			t.Stop()
+			d.finalCheckpoint()
+			return
+		}
+		t.Stop()
+		d.checkpointQueued()
+	}
+}
+
+func (d *DB) finalCheckpoint() {
+	if !d.crashed.Load() {
+		d.checkpointQueued()
+	}
+}
+
+// checkpointQueued checkpoints every queued group.
+func (d *DB) checkpointQueued() {
+	d.ckMu.Lock()
+	q, failed := d.ckq, d.ckErr
+	d.ckq = nil
+	d.ckMu.Unlock()
+	if len(q) == 0 || failed != nil {
+		return
+	}
+	var recs []logged
+	var err error
+	size, chunk := 0, 0
+	for _, g := range q {
+		size += len(g.buf)
+		for off := 0; off < len(g.buf) && err == nil; {
+			p, n, ok := nextRecord(g.buf[off:])
+			if !ok {
+				err = errors.New("a record in memory fails its checksum")
+				break
+			}
+			var r logged
+			r.idx, r.sub, err = decodeRecord(p)
+			recs = append(recs, r)
+			off += n
+			if chunk += n; err == nil && chunk >= checkpointChunk {
+				err = d.checkpoint(recs)
+				recs, chunk = recs[:0], 0
+			}
+		}
+	}
+	if err == nil {
+		err = d.checkpoint(recs)
+	}
+	last := q[len(q)-1].last
+	d.ckMu.Lock()
+	d.ckBytes -= size
+	if b := q[len(q)-1].buf; cap(b) <= 1<<20 {
+		d.freeBuf = b[:0]
+	}
+	if err != nil {
+		err = fmt.Errorf("durable: checkpoint of the log up to index %d into %s failed: %w", last, d.path, err)
+		d.ckErr = err
+	} else {
+		d.ckIdx = last
+	}
+	d.ckCond.Broadcast()
+	d.ckMu.Unlock()
+	if err != nil {
+		d.log.Error("durable: checkpoint failed; refusing every later submission", "err", err)
+		d.mu.Lock()
+		if d.refuse == nil {
+			d.refuse = err
+		}
+		d.mu.Unlock()
+		return
+	}
+	d.checkpoints.Add(1)
+	d.removeCovered(last)
+}
+
+// removeCovered deletes the log files whose every record has an index of at
+// most last (never the newest file, which the committer may be writing).
+func (d *DB) removeCovered(last uint64) {
+	files, err := listWAL(d.dir)
+	var old []walFile
+	for i := 0; i+1 < len(files); i++ {
+		if files[i+1].first <= last+1 {
+			old = append(old, files[i])
+		}
+	}
+	if err == nil {
+		err = removeWAL(d.dir, old)
+	}
+	if err != nil {
+		d.log.Warn("durable: removing checkpointed log files", "dir", d.dir, "err", err)
+	}
+}
+
+// checkpoint applies recs (consecutive, following the last checkpointed
+// index) in one bbolt transaction that also records the last one's index.
+func (d *DB) checkpoint(recs []logged) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("bbolt panicked: %v", r)
 		}
 	}()
+	if len(recs) == 0 {
+		return nil
+	}
 	cs := d.cs
 	d.arena.reset()
 	err = d.bolt.Update(func(tx *bolt.Tx) error {
-		if d.testHookCommit != nil {
-			if err := d.testHookCommit(); err != nil {
-				return err
-			}
-		}
 		var g group
 		if err := g.init(tx, &cs, &d.arena, d.maxReqs); err != nil {
 			return err
 		}
-		for _, p := range batch {
-			if err := g.apply(p); err != nil {
-				return err
+		for i := range recs {
+			r := &recs[i]
+			if r.idx != cs.logged+1 {
+				return fmt.Errorf("log record %d does not follow the checkpoint at %d", r.idx, cs.logged)
 			}
+			if err := g.apply(&r.sub); err != nil {
+				return fmt.Errorf("log record %d: %w", r.idx, err)
+			}
+			cs.logged = r.idx
 		}
+		g.loggedDirty = true
 		return g.finish()
 	})
 	if err == nil {
@@ -104,6 +361,7 @@ type group struct {
 	epochDirty        bool
 	digestDirty       bool
 	formatDirty       bool
+	loggedDirty       bool
 }
 
 func (g *group) init(tx *bolt.Tx, cs *committed, a *arena, maxReqs int) error {
@@ -115,7 +373,7 @@ func (g *group) init(tx *bolt.Tx, cs *committed, a *arena, maxReqs int) error {
 	return nil
 }
 
-func (g *group) apply(p *Pending) error {
+func (g *group) apply(p *sub) error {
 	switch p.kind {
 	case kindAppend:
 		for _, e := range p.entries {
@@ -250,6 +508,9 @@ func (g *group) finish() error {
 	}
 	if g.digestDirty {
 		errs = append(errs, put(keyDigest, g.cs.dg.append))
+	}
+	if g.loggedDirty {
+		errs = append(errs, put(keyLogged, func(b []byte) []byte { return binary.BigEndian.AppendUint64(b, g.cs.logged) }))
 	}
 	if g.formatDirty {
 		errs = append(errs, put(keyFormat, func(b []byte) []byte { return binary.BigEndian.AppendUint32(b, formatVersion) }))

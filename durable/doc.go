@@ -1,10 +1,12 @@
 // Package durable keeps a node's replicated state on disk so that a cluster
-// survives the loss of every node's memory (issue 7, --data-dir). The file is
-// a bbolt database that IS the state machine's state: nothing is replayed at
-// start, so no snapshots are needed to bound recovery time. Writes go through
-// group commit: one committer goroutine applies every submission queued
-// since its previous transaction in one bbolt read-write transaction, hence
-// one fsync for all of them.
+// survives the loss of every node's memory (issue 7, --data-dir). Writes go
+// through group commit to a sequential write-ahead log: one committer
+// goroutine writes every submission queued since its previous group to the
+// log with one write and one fdatasync, then releases their waiters. A bbolt
+// database is the checkpoint: a checkpointer goroutine applies the logged
+// groups to it later, off the acknowledgement path, and deletes the log files
+// it covers. At start only the log written since the last checkpoint is
+// replayed, so recovery time stays bounded without snapshots.
 //
 // # Lifecycle
 //
@@ -18,16 +20,42 @@
 //
 // Submissions are applied in the order the calls returned, so callers submit
 // under their own lock and wait outside it; Wait returns once the group
-// holding the submission is committed and fsynced. If a group's transaction
-// fails, every submission in it and every later one fails (the error is
-// sticky): no caller may believe an entry durable when an earlier one is not.
+// holding the submission is written to the log and fdatasynced. If a
+// group's log write or sync fails, or a checkpoint fails, every submission in
+// it and every later one fails (the error is sticky): no caller may believe an entry durable when an earlier one is not.
 // An Append that does not follow the position of the submissions before it
 // is a bug in the caller; it fails, and so does everything after it.
 //
 // # On-disk layout
 //
 // dir/LOCK is flocked while a DB has dir open (a second Open fails with
-// ErrLocked after about a second). dir/state.db is a bbolt file (format
+// ErrLocked after about a second).
+//
+// dir/wal-<i>.log are the log files, <i> (16 hex digits) the index of the
+// file's first record; their records' indexes run on from file to file
+// without a gap. Each record is one submission:
+//
+//	length (4, little-endian) | CRC-32C of length and payload (4) | payload
+//	payload: index (uvarint) | kind (1: 0 append, 1 restore, 2 promise) | body
+//	append:  count, then per entry epoch | seq | op | key | value | request id
+//	restore: applied epoch | seq | count, then per item key | flags | epoch |
+//	         seq | value (not for a tombstone) | count, then per request
+//	         id | epoch | seq
+//	promise: epoch
+//
+// Epochs are varints, other integers uvarints, strings a uvarint length and
+// the bytes. The committer starts a new file once the current one holds
+// 4 MiB (creating it and fsyncing the directory before writing to it). The
+// checkpointer runs 100 ms after the first group it does not cover was
+// logged, or at once when 1 MiB awaits it (the committer stops taking groups
+// while 16 MiB await it), and applies the groups in bbolt transactions of at
+// most about 1 MiB of records, each fsynced and recording the index of the
+// last record applied; then it deletes every log file whose records that
+// index covers (never the newest). Open replays the log, checkpoints it,
+// deletes the old files and starts a new one; Close checkpoints everything
+// and deletes the log files, leaving state.db alone.
+//
+// dir/state.db is a bbolt file (format
 // version 2, FreelistType map, NoFreelistSync) with three buckets; every
 // value starts with the big-endian CRC-32C of bucket name, key and the rest
 // of the value (the payload); integers are big-endian:
@@ -38,6 +66,7 @@
 //	          "applied"        -> crc | epoch (8) | seq (8)
 //	          "accepted_epoch" -> crc | epoch (8)
 //	          "digest"         -> crc | items (8) | sum of item crcs (8) | requests (8) | sum of request crcs (8)
+//	          "logged"         -> crc | index of the last log record applied (8; absent: 0)
 //
 // The requests bucket is keyed by an insertion counter, so a cursor finds the
 // oldest; once it holds more than 2*MaxRequests ids the oldest are evicted
@@ -49,15 +78,26 @@
 //
 // # Crash and corruption guarantees
 //
-// A group is durable when its Pendings are done: bbolt writes the group's
-// pages, fsyncs, then writes and fsyncs the meta page that makes them
-// current (unless Options.NoSync). A crash during a commit leaves a torn or
-// stale meta page whose checksum fails or whose txid is older: Open uses the
-// other meta page, so the torn last group is discarded and every older group
-// is intact. Nothing Wait reported durable is lost, given a disk that honours
-// fsync.
+// A group is durable when its Pendings are done: its records are written to
+// the log and fdatasynced (unless Options.NoSync). A crash during the write
+// leaves a torn final record: short, or failing its checksum with no whole
+// record after it. Open discards it (truncating the file there, and logging
+// it) and every older record is intact. A damaged record that is followed by
+// a valid one, a damaged record in any file but the newest, or an index gap
+// (within a file, between files, or between the checkpoint and the log) is
+// ErrCorrupt naming the file and offset: it is not what a crash leaves.
 //
-// Open verifies the whole file before returning any state, in this order:
+// A checkpoint is a bbolt transaction: bbolt writes its pages, fsyncs, then
+// writes and fsyncs the meta page that makes them current. A crash during it
+// leaves a torn or stale meta page whose checksum fails or whose txid is
+// older: Open uses the other meta page, the older checkpoint, and replays
+// the log from there, since log files are deleted only once a checkpoint
+// covering them is synced. Nothing Wait reported durable is lost, given a
+// disk that honours fsync. Crash stops the checkpointer without a
+// checkpoint: what it leaves is in the log only, as after a real crash.
+//
+// Open verifies the whole bbolt file before it replays the log, in this
+// order:
 // the page structure with plain reads (meta pages, every page within the
 // file and the high water mark, referenced once, of the right type, with its
 // elements inside it and its keys ordered), so that bbolt never maps a
@@ -69,7 +109,10 @@
 // never returns a partial or silently emptied state: a missing state.db means
 // a fresh directory, any other unreadable file is an error. Corruption that
 // happens while the DB is open is found at the next Open. The checks read the
-// whole file a few times, so Open takes time in proportion to its size.
+// whole file a few times (once more after a replay), so Open takes time in
+// proportion to its size. A log record is checked by its CRC and its
+// encoding; what the log holds is checked against the bbolt file only by its
+// indexes.
 //
 // The byte order of bbolt's own headers is the machine's (as bbolt writes
 // them): a file moves only between machines of the same endianness.

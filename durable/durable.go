@@ -22,9 +22,9 @@ import (
 
 // Options configure a DB.
 type Options struct {
-	// NoSync commits without fsync (benchmarks: "fsync off"). A crash of the
-	// machine may then lose recent groups, or more; a crash of the process
-	// alone loses nothing that was committed.
+	// NoSync commits to the log and checkpoints without fsync (benchmarks:
+	// "fsync off"). A crash of the machine may then lose recent groups, or
+	// more; a crash of the process alone loses nothing that was committed.
 	NoSync bool
 	// MaxRequests is how many request ids are remembered, as store.New
 	// (<= 0: store.DefaultMaxRequests).
@@ -51,10 +51,11 @@ type State struct {
 }
 
 // Stats counts the DB's work since Open. Commits < Submissions shows group
-// commit: one transaction (and one fsync) covered several submissions.
+// commit: one log write (and one fdatasync) covered several submissions.
 type Stats struct {
 	Submissions uint64 // submissions accepted into the queue
-	Commits     uint64 // transactions committed (groups)
+	Commits     uint64 // groups written to the log (one write and one fdatasync each)
+	Checkpoints uint64 // checkpoints: logged groups applied to the bbolt file
 }
 
 // Errors. Match them with errors.Is: they are wrapped with context.
@@ -84,6 +85,7 @@ type DB struct {
 	lock      *os.File
 	maxReqs   int
 	delay     time.Duration // Options.CommitDelay
+	noSync    bool
 	log       *slog.Logger
 
 	mu      sync.Mutex
@@ -94,18 +96,38 @@ type DB struct {
 	closing bool
 
 	// Owned by the committer goroutine.
-	spare  []*Pending
-	cs     committed // what the last committed transaction left
-	arena  arena
-	failed error // a group failed: everything after it fails too
+	spare   []*Pending
+	failed  error    // a group failed: everything after it fails too
+	wal     *os.File // the log file being written
+	walSize int64
+	nextIdx uint64 // index of the next submission logged
 
-	submissions, commits atomic.Uint64
-	stopped              chan struct{}
-	closeOnce            sync.Once
-	closeErr             error
+	// Owned by the checkpointer goroutine (by Open before it starts).
+	cs    committed // what the last checkpoint left
+	arena arena
 
-	// testHookCommit, if set, runs inside each group's transaction; an error
-	// fails the transaction.
+	// Between the committer and the checkpointer.
+	ckMu     sync.Mutex
+	ckCond   sync.Cond
+	ckq      []ckGroup // logged, not yet checkpointed
+	ckBytes  int       // bytes in ckq
+	ckLast   uint64    // index of the last record handed to the checkpointer
+	ckIdx    uint64    // index of the last record checkpointed
+	ckErr    error     // sticky: a checkpoint failed
+	freeBuf  []byte
+	ckKick   chan struct{} // ckq became non-empty
+	ckUrgent chan struct{} // checkpoint now
+	ckQuit   chan struct{} // closed once the committer stopped
+	ckDone   chan struct{}
+	crashed  atomic.Bool
+
+	submissions, commits, checkpoints atomic.Uint64
+	stopped                           chan struct{}
+	closeOnce                         sync.Once
+	closeErr                          error
+
+	// testHookCommit, if set, runs before each group is written to the
+	// log; an error fails the group.
 	testHookCommit func() error
 }
 
@@ -115,6 +137,7 @@ type committed struct {
 	epoch   int64
 	dg      digest
 	nextReq uint64 // key of the next remembered request
+	logged  uint64 // index of the last log record applied
 }
 
 type kind uint8
@@ -129,16 +152,21 @@ const (
 type Pending struct {
 	done chan struct{}
 	err  error
+	sub
+}
 
+// sub is a submission's content.
+type sub struct {
 	kind    kind
 	entries []store.Entry
 	snap    store.Snapshot
 	epoch   int64
 }
 
-// Wait waits until the submission is durable (its group committed, and
-// fsynced unless Options.NoSync), and returns nil; or returns the error that
-// failed it; or ctx's error if ctx ends first (the submission goes on).
+// Wait waits until the submission is durable (its group written to the log,
+// and fdatasynced unless Options.NoSync), and returns nil; or returns the
+// error that failed it; or ctx's error if ctx ends first (the submission
+// goes on).
 func (p *Pending) Wait(ctx context.Context) error {
 	select {
 	case <-p.done:
@@ -160,12 +188,14 @@ func (p *Pending) finish(err error) *Pending {
 	return p
 }
 
-func newPending(k kind) *Pending { return &Pending{done: make(chan struct{}), kind: k} }
+func newPending(k kind) *Pending { return &Pending{done: make(chan struct{}), sub: sub{kind: k}} }
 
 // Open opens the DB in dir, creating dir (0o700) and dir/state.db if
-// missing, verifies the whole file and returns the state it holds. It fails
-// with ErrLocked within about a second if another DB has dir open, with
-// ErrCorrupt if the file fails a check, and never returns a partial state.
+// missing, verifies the whole file, replays the log written since its last
+// checkpoint (discarding a torn final record), checkpoints it and returns
+// the state. It fails with ErrLocked within about a second if another DB has
+// dir open, with ErrCorrupt if the file or the log fails a check, and never
+// returns a partial state.
 func Open(dir string, o Options) (*DB, State, error) {
 	start := time.Now()
 	log := o.Logger
@@ -188,19 +218,27 @@ func Open(dir string, o Options) (*DB, State, error) {
 		lock.Close()
 		return nil, State{}, fmt.Errorf("%w: %s is locked by another DB (waited %v for %s): %v", ErrLocked, dir, lockTimeout, lockPath, err)
 	}
-	d := &DB{dir: dir, path: filepath.Join(dir, fileName), lock: lock, maxReqs: maxReqs, delay: o.CommitDelay, log: log, stopped: make(chan struct{})}
+	d := &DB{dir: dir, path: filepath.Join(dir, fileName), lock: lock, maxReqs: maxReqs, delay: o.CommitDelay, noSync: o.NoSync, log: log,
+		stopped: make(chan struct{}), ckKick: make(chan struct{}, 1), ckUrgent: make(chan struct{}, 1), ckQuit: make(chan struct{}), ckDone: make(chan struct{})}
 	st, err := d.open(o)
 	if err != nil {
 		if d.bolt != nil {
 			_ = guard(d.path, d.bolt.Close)
+		}
+		if d.wal != nil {
+			d.wal.Close()
 		}
 		lock.Close()
 		log.Error("durable: open failed", "dir", dir, "err", err)
 		return nil, State{}, err
 	}
 	d.cond.L = &d.mu
+	d.ckCond.L = &d.ckMu
 	d.next = d.cs.applied
+	d.nextIdx = d.cs.logged + 1
+	d.ckIdx, d.ckLast = d.cs.logged, d.cs.logged
 	go d.run()
+	go d.checkpointer()
 	log.Info("durable: opened", "file", d.path, "fresh", st.Fresh, "items", len(st.Snapshot.Items),
 		"requests", len(st.Snapshot.Requests), "applied", st.Snapshot.Applied.String(),
 		"accepted_epoch", st.AcceptedEpoch, "nosync", o.NoSync, "took", time.Since(start))
@@ -252,8 +290,46 @@ func (d *DB) open(o Options) (State, error) {
 			return err
 		})
 	})
-	st.Fresh = fresh
-	return st, err
+	if err != nil {
+		return st, err
+	}
+
+	// Replay the log: apply what the checkpoint does not cover, checkpoint
+	// at once, and start a new log file.
+	recs, _, files, torn, err := readWAL(d.dir, d.cs.logged, o.NoSync)
+	if err != nil {
+		return st, err
+	}
+	if torn != "" {
+		d.log.Warn("durable: discarded a torn final log record", "where", torn)
+	}
+	if len(recs) > 0 {
+		for rest := recs; len(rest) > 0; { // in chunks, as the checkpointer
+			n := min(len(rest), 4096)
+			if err := d.checkpoint(rest[:n]); err != nil {
+				return st, corrupt(d.path, "replaying the log (records %d to %d): %v", rest[0].idx, rest[n-1].idx, err)
+			}
+			rest = rest[n:]
+		}
+		err = guard(d.path, func() error {
+			return d.bolt.View(func(tx *bolt.Tx) error {
+				st, d.cs, err = load(tx, d.path, d.maxReqs)
+				return err
+			})
+		})
+		if err != nil {
+			return st, err
+		}
+		d.log.Info("durable: replayed the log", "records", len(recs), "from", recs[0].idx, "to", recs[len(recs)-1].idx)
+	}
+	if err := removeWAL(d.dir, files); err != nil {
+		return st, fmt.Errorf("durable: removing replayed log files: %w", err)
+	}
+	if d.wal, err = createWAL(d.dir, d.cs.logged+1, o.NoSync); err != nil {
+		return st, fmt.Errorf("durable: creating a log file: %w", err)
+	}
+	st.Fresh = fresh && len(recs) == 0
+	return st, nil
 }
 
 func boltOptions(noSync bool) *bolt.Options {
@@ -304,7 +380,7 @@ func create(path string) error {
 		if err := g.init(tx, &committed{nextReq: 1}, &arena{}, 0); err != nil {
 			return err
 		}
-		g.appliedDirty, g.epochDirty, g.digestDirty, g.formatDirty = true, true, true, true
+		g.appliedDirty, g.epochDirty, g.digestDirty, g.formatDirty, g.loggedDirty = true, true, true, true, true
 		return g.finish()
 	})
 	if cerr := b.Close(); err == nil {
@@ -365,6 +441,16 @@ func load(tx *bolt.Tx, path string, maxReqs int) (State, committed, error) {
 		return State{}, cs, err
 	}
 	cs.epoch = int64(binary.BigEndian.Uint64(p))
+	if v := meta.Get(keyLogged); v != nil { // absent from files older than the log
+		p, err := open(bucketMeta, keyLogged, v)
+		if err == nil && len(p) != 8 {
+			err = fmt.Errorf("payload of %d bytes, want 8", len(p))
+		}
+		if err != nil {
+			return State{}, cs, corrupt(path, "bucket %q key %q: %v", bucketMeta, keyLogged, err)
+		}
+		cs.logged = binary.BigEndian.Uint64(p)
+	}
 	if p, err = get(keyDigest, -1); err != nil {
 		return State{}, cs, err
 	}
@@ -474,10 +560,11 @@ func (d *DB) Append(entries []store.Entry) *Pending {
 }
 
 // Restore submits a replacement of the whole state (items, applied position,
-// remembered requests, keeping the newest MaxRequests) by snap, in one
-// transaction. The caller must not modify snap until the Pending is done. A
-// snapshot with an empty or too long key, or an empty request id, fails the
-// Pending and every later submission.
+// remembered requests, keeping the newest MaxRequests) by snap, in one log
+// record (and, later, one checkpoint transaction). The caller must not
+// modify snap until the Pending is done. A snapshot with an empty or too
+// long key, or an empty request id, fails the Pending and every later
+// submission.
 func (d *DB) Restore(snap store.Snapshot) *Pending {
 	p := newPending(kindRestore)
 	p.snap = snap
@@ -551,15 +638,18 @@ func (d *DB) enqueue(p *Pending) {
 
 // Stats returns the DB's counters.
 func (d *DB) Stats() Stats {
-	return Stats{Submissions: d.submissions.Load(), Commits: d.commits.Load()}
+	return Stats{Submissions: d.submissions.Load(), Commits: d.commits.Load(), Checkpoints: d.checkpoints.Load()}
 }
 
 // Crash closes the DB the way a crash of the process leaves it: the
 // submissions still queued (not yet taken by the committer) are dropped,
 // never committed, and fail with ErrClosed; a group already committing
-// completes (as the kernel would finish a write already issued). It is for
-// tests that crash a node; after it, Close returns at once.
+// completes (as the kernel would finish a write already issued). No
+// checkpoint is made: what was logged since the last one is in the log
+// only, and the next Open replays it. It is for tests that crash a node;
+// after it, Close returns at once.
 func (d *DB) Crash() error {
+	d.crashed.Store(true)
 	d.mu.Lock()
 	dropped := d.queue
 	d.queue = nil
@@ -571,8 +661,9 @@ func (d *DB) Crash() error {
 	return d.Close()
 }
 
-// Close commits what was submitted, stops the committer, closes the file and
-// releases the directory. It is idempotent (later calls return the first
+// Close commits what was submitted, stops the committer, checkpoints
+// everything logged into the bbolt file (and removes the log files), closes
+// the files and releases the directory. It is idempotent (later calls return the first
 // call's result); submissions after it fail with ErrClosed.
 func (d *DB) Close() error {
 	d.closeOnce.Do(func() {
@@ -581,14 +672,32 @@ func (d *DB) Close() error {
 		d.cond.Signal()
 		d.mu.Unlock()
 		<-d.stopped
-		err := guard(d.path, d.bolt.Close)
+		close(d.ckQuit)
+		<-d.ckDone
+		d.ckMu.Lock()
+		err, covered := d.ckErr, d.ckIdx == d.nextIdx-1
+		d.ckMu.Unlock()
+		if werr := d.wal.Close(); err == nil {
+			err = werr
+		}
+		if err == nil && covered && d.failed == nil && !d.crashed.Load() {
+			// Everything logged is in the bbolt file: the log is not needed.
+			if files, lerr := listWAL(d.dir); lerr != nil {
+				err = lerr
+			} else {
+				err = removeWAL(d.dir, files)
+			}
+		}
+		if berr := guard(d.path, d.bolt.Close); err == nil {
+			err = berr
+		}
 		if lerr := d.lock.Close(); err == nil {
 			err = lerr
 		}
 		if err != nil {
 			d.closeErr = fmt.Errorf("durable: closing %s: %w", d.path, err)
 		}
-		d.log.Info("durable: closed", "file", d.path, "submissions", d.submissions.Load(), "commits", d.commits.Load())
+		d.log.Info("durable: closed", "file", d.path, "submissions", d.submissions.Load(), "commits", d.commits.Load(), "checkpoints", d.checkpoints.Load(), "crashed", d.crashed.Load())
 	})
 	return d.closeErr
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -93,6 +94,22 @@ func sameSnapshot(t testing.TB, what string, got, want store.Snapshot) {
 	}
 	if !slices.Equal(got.Requests, want.Requests) {
 		t.Errorf("%s: requests differ:\n got %v\nwant %v", what, got.Requests, want.Requests)
+	}
+}
+
+// checkpointNow makes db checkpoint everything logged so far and waits for
+// it.
+func checkpointNow(t testing.TB, db *DB) {
+	t.Helper()
+	db.ckMu.Lock()
+	defer db.ckMu.Unlock()
+	target := db.ckLast
+	for db.ckIdx < target && db.ckErr == nil {
+		signal(db.ckUrgent)
+		db.ckCond.Wait()
+	}
+	if db.ckErr != nil {
+		t.Fatalf("checkpoint: %v", db.ckErr)
 	}
 }
 
@@ -344,6 +361,7 @@ func TestTornFinalCommit(t *testing.T) {
 	}
 	mustWait(t, db.Promise(2))
 	before := ref.Snapshot()
+	checkpointNow(t, db) // the last group gets a checkpoint of its own
 	w.append(w.next(0, store.OpSet, "k0", "last", "r-last"), w.next(1, store.OpSet, "new", "last", ""))
 	commits := db.Stats().Commits
 	mustClose(t, db)
@@ -627,10 +645,10 @@ func TestMaxRequestsEviction(t *testing.T) {
 		i += len(es)
 		w.append(es...)
 	}
+	mustClose(t, db)
 	if n := db.cs.dg.Reqs; n > 2*maxReqs {
 		t.Errorf("file holds %d request ids, more than 2*MaxRequests", n)
 	}
-	mustClose(t, db)
 	db, st := mustOpen(t, dir, Options{MaxRequests: maxReqs})
 	sameSnapshot(t, "reopen", st.Snapshot, ref.Snapshot())
 	var want []string
@@ -724,4 +742,303 @@ func TestCrashDropsWhatIsNotCommitted(t *testing.T) {
 	if st.Snapshot.Applied.Seq != 1 || len(st.Snapshot.Items) != 1 {
 		t.Fatalf("reopen after the crash: applied %s with %d items, want only the group that was committing (seq 1, 1 item)", st.Snapshot.Applied, len(st.Snapshot.Items))
 	}
+}
+
+// tune sets the log and checkpoint tuning for one test.
+func tune(t *testing.T, rotate int64, interval time.Duration) {
+	r, i := walRotateBytes, checkpointInterval
+	walRotateBytes, checkpointInterval = rotate, interval
+	t.Cleanup(func() { walRotateBytes, checkpointInterval = r, i })
+}
+
+// workload submits n groups of mixed entries (sets, deletes, noops, request
+// ids) and a few promises, waiting for each; it returns the highest epoch
+// promised.
+func workload(t *testing.T, w *writer, n int, tag string) int64 {
+	t.Helper()
+	var epoch int64
+	for i := range n {
+		k := func(j int) string { return fmt.Sprintf("%s-key-%03d", tag, (i*7+j)%150) }
+		w.append(
+			w.next(0, store.OpSet, k(0), fmt.Sprintf("%s-v%d-%s", tag, i, strings.Repeat("x", i%40)), fmt.Sprintf("%s-r%d", tag, i)),
+			w.next(1, store.OpDelete, k(3), "", ""),
+			w.next(2, store.OpNoop, "", "", fmt.Sprintf("%s-n%d", tag, i)),
+		)
+		if i%50 == 0 {
+			epoch = int64(i/50 + 1)
+			mustWait(t, w.db.Promise(epoch))
+		}
+	}
+	return epoch
+}
+
+func walFiles(t *testing.T, dir string) []walFile {
+	t.Helper()
+	fs, err := listWAL(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
+}
+
+// TestReplayAfterCrash: a Crash right after many Waits, before any
+// checkpoint: the reopened state holds everything waited for.
+func TestReplayAfterCrash(t *testing.T) {
+	tune(t, walRotateBytes, time.Hour) // no checkpoint but Open's
+	dir := t.TempDir()
+	db, _ := mustOpen(t, dir, Options{MaxRequests: 100})
+	ref := store.New(100)
+	w := newWriter(t, db, ref)
+	epoch := workload(t, w, 400, "a")
+	if s := db.Stats(); s.Checkpoints != 0 || s.Commits != s.Submissions {
+		t.Fatalf("stats %+v: want no checkpoint and one commit per serial submission", s)
+	}
+	if err := db.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	if fs := walFiles(t, dir); len(fs) != 1 {
+		t.Fatalf("log files after the crash: %v, want 1", fs)
+	}
+	db, st := mustOpen(t, dir, Options{MaxRequests: 100})
+	if st.Fresh || st.AcceptedEpoch != epoch {
+		t.Errorf("reopen: fresh %v epoch %d, want false and %d", st.Fresh, st.AcceptedEpoch, epoch)
+	}
+	sameSnapshot(t, "replay after a crash", st.Snapshot, ref.Snapshot())
+	// It goes on, and a second crash replays again on top of Open's
+	// checkpoint.
+	w.db = db
+	workload(t, w, 30, "b")
+	if err := db.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	_, st = mustOpen(t, dir, Options{MaxRequests: 100})
+	sameSnapshot(t, "second replay", st.Snapshot, ref.Snapshot())
+}
+
+// crashedDir writes n groups, remembers the state and the log size, writes
+// one more group and crashes; it returns the state before the last group
+// and the log file with the offset of the last record.
+func crashedDir(t *testing.T, dir string, n int) (before store.Snapshot, epoch int64, log string, last int64) {
+	t.Helper()
+	db, _ := mustOpen(t, dir, Options{})
+	ref := store.New(0)
+	w := newWriter(t, db, ref)
+	epoch = workload(t, w, n, "t")
+	before = ref.Snapshot()
+	fs := walFiles(t, dir)
+	log = filepath.Join(dir, fs[len(fs)-1].name)
+	fi, err := os.Stat(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.append(w.next(0, store.OpSet, "last", "the-last-value", "r-last"))
+	if err := db.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	return before, epoch, log, fi.Size()
+}
+
+func TestTornFinalRecord(t *testing.T) {
+	tune(t, walRotateBytes, time.Hour)
+	for _, tc := range []struct {
+		name   string
+		damage func(data []byte, last int) []byte
+	}{
+		{"truncated", func(data []byte, last int) []byte { return data[:len(data)-3] }},
+		{"header-only", func(data []byte, last int) []byte { return data[:last+5] }},
+		{"flipped", func(data []byte, last int) []byte { data[last+(len(data)-last)/2] ^= 0x10; return data }},
+		{"length-flipped", func(data []byte, last int) []byte { data[last+1] ^= 0x40; return data }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			before, epoch, log, last := crashedDir(t, dir, 60)
+			data, err := os.ReadFile(log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(log, tc.damage(data, int(last)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// The log alone: the torn record is cut off.
+			only := t.TempDir()
+			damaged, _ := os.ReadFile(log)
+			if err := os.WriteFile(filepath.Join(only, filepath.Base(log)), damaged, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			recs, _, _, torn, err := readWAL(only, 0, true)
+			if err != nil || torn == "" || !strings.Contains(torn, fmt.Sprintf("offset %d", last)) {
+				t.Fatalf("readWAL: torn %q, err %v; want a torn record at offset %d", torn, err, last)
+			}
+			if fi, err := os.Stat(filepath.Join(only, filepath.Base(log))); err != nil || fi.Size() != last {
+				t.Fatalf("log after readWAL: %v bytes (%v), want truncated to %d", fi.Size(), err, last)
+			}
+			if recs[len(recs)-1].idx != uint64(len(recs)) {
+				t.Fatalf("records %d, last index %d", len(recs), recs[len(recs)-1].idx)
+			}
+			// Open: the state before that record, and it goes on.
+			var out bytes.Buffer
+			db, st := mustOpen(t, dir, Options{Logger: slog.New(slog.NewTextHandler(&out, nil))})
+			sameSnapshot(t, "after a torn final record", st.Snapshot, before)
+			if st.AcceptedEpoch != epoch {
+				t.Errorf("epoch %d, want %d", st.AcceptedEpoch, epoch)
+			}
+			if !strings.Contains(out.String(), "torn final log record") {
+				t.Errorf("Open did not report the torn record:\n%s", out.String())
+			}
+			ref := store.New(0)
+			ref.Restore(before)
+			w := newWriter(t, db, ref)
+			w.append(w.next(0, store.OpSet, "after", "recovery", "r-after"))
+			if err := db.Crash(); err != nil {
+				t.Fatal(err)
+			}
+			_, st = mustOpen(t, dir, Options{})
+			sameSnapshot(t, "after recovery", st.Snapshot, ref.Snapshot())
+		})
+	}
+}
+
+func TestCorruptLogRecord(t *testing.T) {
+	tune(t, walRotateBytes, time.Hour)
+	dir := t.TempDir()
+	_, _, log, last := crashedDir(t, dir, 60)
+	data, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{20, last / 2, last - 2} {
+		t.Run(fmt.Sprint(off), func(t *testing.T) {
+			d := t.TempDir()
+			bad := slices.Clone(data)
+			bad[off] ^= 0x01
+			for _, f := range []string{fileName, filepath.Base(log)} {
+				b, err := os.ReadFile(filepath.Join(dir, f))
+				if f == filepath.Base(log) {
+					b = bad
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(d, f), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, _, err := Open(d, Options{})
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), filepath.Join(d, filepath.Base(log))) || !strings.Contains(err.Error(), "offset") {
+				t.Fatalf("Open with a damaged record before the last: %v, want ErrCorrupt naming the file and offset", err)
+			}
+			t.Logf("error: %v", err)
+		})
+	}
+}
+
+// TestCheckpointAndRotation: with small log files and frequent checkpoints,
+// old log files are deleted, and the state survives a crash and a close.
+func TestCheckpointAndRotation(t *testing.T) {
+	tune(t, 4<<10, time.Millisecond)
+	dir := t.TempDir()
+	db, _ := mustOpen(t, dir, Options{MaxRequests: 50})
+	ref := store.New(50)
+	w := newWriter(t, db, ref)
+	epoch := workload(t, w, 300, "c")
+	checkpointNow(t, db)
+	w.append(w.next(0, store.OpSet, "rotated", "yes", "")) // starts a new file
+	checkpointNow(t, db)
+	s := db.Stats()
+	if s.Checkpoints < 2 || s.Checkpoints >= s.Commits {
+		t.Errorf("stats %+v: want several checkpoints, fewer than commits", s)
+	}
+	if fs := walFiles(t, dir); len(fs) > 2 || fs[0].first < 100 {
+		t.Errorf("log files after checkpoints: %v, want the old ones deleted", fs)
+	}
+	workload(t, w, 20, "d")
+	if err := db.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	db, st := mustOpen(t, dir, Options{MaxRequests: 50})
+	sameSnapshot(t, "after checkpoints, rotations and a crash", st.Snapshot, ref.Snapshot())
+	if st.AcceptedEpoch != epoch {
+		t.Errorf("epoch %d, want %d", st.AcceptedEpoch, epoch)
+	}
+	if fs := walFiles(t, dir); len(fs) != 1 {
+		t.Errorf("log files after Open: %v, want one new file", fs)
+	}
+	mustClose(t, db)
+	if fs := walFiles(t, dir); len(fs) != 0 {
+		t.Errorf("log files after Close: %v, want none", fs)
+	}
+	_, st = mustOpen(t, dir, Options{MaxRequests: 50})
+	sameSnapshot(t, "after close", st.Snapshot, ref.Snapshot())
+}
+
+// TestLogGap: a log file missing between two others is ErrCorrupt.
+func TestLogGap(t *testing.T) {
+	tune(t, 1<<10, time.Hour)
+	dir := t.TempDir()
+	db, _ := mustOpen(t, dir, Options{})
+	workload(t, newWriter(t, db, store.New(0)), 100, "g")
+	if err := db.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	fs := walFiles(t, dir)
+	if len(fs) < 3 {
+		t.Fatalf("log files %v, want at least 3", fs)
+	}
+	if err := os.Remove(filepath.Join(dir, fs[1].name)); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := Open(dir, Options{})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "gap") {
+		t.Fatalf("Open with a log file missing: %v, want ErrCorrupt (gap)", err)
+	}
+	t.Logf("error: %v", err)
+}
+
+// TestRestoreInLog: a Restore replayed from the log replaces everything.
+func TestRestoreInLog(t *testing.T) {
+	tune(t, walRotateBytes, time.Hour)
+	dir := t.TempDir()
+	db, _ := mustOpen(t, dir, Options{})
+	ref := store.New(0)
+	w := newWriter(t, db, ref)
+	workload(t, w, 20, "old")
+	checkpointNow(t, db) // the old state is in the bbolt file
+	workload(t, w, 5, "logged")
+	snap := store.Snapshot{
+		Applied: store.Version{Epoch: 4, Seq: 1000},
+		Items: map[string]store.Item{
+			"b": {Value: "from-snapshot", Version: store.Version{Epoch: 4, Seq: 990}},
+			"d": {Deleted: true, Version: store.Version{Epoch: 3, Seq: 50}},
+		},
+		Requests: []store.Request{{ID: "x", Version: store.Version{Epoch: 2, Seq: 7}}},
+	}
+	mustWait(t, db.Restore(snap))
+	ref.Restore(snap)
+	w.append(w.next(0, store.OpSet, "f", "6", "z"))
+	if err := db.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	_, st := mustOpen(t, dir, Options{})
+	sameSnapshot(t, "restore replayed", st.Snapshot, ref.Snapshot())
+	if len(st.Snapshot.Items) != 3 {
+		t.Errorf("items %v, want b, d and f only", st.Snapshot.Items)
+	}
+}
+
+func TestNoSync(t *testing.T) {
+	dir := t.TempDir()
+	db, _ := mustOpen(t, dir, Options{NoSync: true})
+	ref := store.New(0)
+	w := newWriter(t, db, ref)
+	workload(t, w, 100, "n")
+	if err := db.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	db, st := mustOpen(t, dir, Options{NoSync: true})
+	sameSnapshot(t, "nosync after a crash", st.Snapshot, ref.Snapshot())
+	w.db = db
+	workload(t, w, 10, "m")
+	mustClose(t, db)
+	_, st = mustOpen(t, dir, Options{})
+	sameSnapshot(t, "nosync after close", st.Snapshot, ref.Snapshot())
 }
