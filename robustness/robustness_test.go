@@ -591,7 +591,7 @@ func TestDurableUnderCrashes(t *testing.T) {
 func TestCheckerCatchesBrokenProtocol(t *testing.T) {
 	base := baseSeed(t)
 	t.Logf("base seed %d (KVSTORE_SEED)", base)
-	eachBackend(t, func(t *testing.T, b cluster.Backend) { testCheckerCatchesBrokenProtocol(t, b, base) })
+	eachBackendParallel(t, func(t *testing.T, b cluster.Backend) { testCheckerCatchesBrokenProtocol(t, b, base) })
 }
 
 func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint64) {
