@@ -476,9 +476,16 @@ func (g *group) restore(snap store.Snapshot) error {
 	return nil
 }
 
+// evictSlack is how far past MaxRequests the requests bucket may grow
+// before the oldest are deleted, as a fraction of MaxRequests: each
+// checkpoint then deletes about as many as it added. (Letting it grow to
+// twice the bound and deleting half at once made one checkpoint in a while
+// so long that the log writer stalled behind it, for 300 ms and more.)
+const evictSlack = 64
+
 // finish evicts old requests and writes the meta records that changed.
 func (g *group) finish() error {
-	if g.maxReqs > 0 && g.cs.dg.Reqs > 2*uint64(g.maxReqs) {
+	if g.maxReqs > 0 && g.cs.dg.Reqs > uint64(g.maxReqs+g.maxReqs/evictSlack) {
 		c := g.reqs.Cursor()
 		for g.cs.dg.Reqs > uint64(g.maxReqs) {
 			k, v := c.First()
