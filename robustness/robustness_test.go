@@ -208,14 +208,7 @@ func play(t *testing.T, r *run) {
 	var details []string
 	res := linearizability.Check(ctx, h, time.Minute, linearizability.VisualizationDir(dir))
 	logf("history: %v", res)
-	switch {
-	case res.Ok:
-	case res.Illegal:
-		r.illegal = fmt.Sprintf("history not linearizable, keys %v", res.IllegalKeys)
-		details = append(details, "visualisation: "+res.Visualization)
-	default:
-		r.other = append(r.other, fmt.Sprintf("check did not finish (not a pass): %v", res))
-	}
+	details = append(details, r.checked(res, "history", "visualisation: "+res.Visualization)...)
 	if perr == nil {
 		details = append(details, checkFinalState(ctx, c, h, r, dir, res.Ok, logf)...)
 	} else {
@@ -248,6 +241,21 @@ func play(t *testing.T, r *run) {
 	problems = append(problems, details...)
 	r.report = fmt.Sprintf("backend %s, seed %d, %d nodes\nreplay: %s\nschedule: %s\nhistory: %s\n%s\nevents:\n  %s",
 		r.backend, r.seed, r.nodes, r.replay, r.schedule, hpath, strings.Join(problems, "\n"), strings.Join(events, "\n  "))
+}
+
+// checked records in r what a Porcupine check of what found: an illegal
+// history (returning details for the report), or a check that did not
+// finish, which is no pass.
+func (r *run) checked(res linearizability.Result, what string, details ...string) []string {
+	switch {
+	case res.Ok:
+		return nil
+	case res.Illegal:
+		r.illegal = fmt.Sprintf("%s not linearizable, keys %v", what, res.IllegalKeys)
+		return details
+	}
+	r.other = append(r.other, fmt.Sprintf("check of the %s did not finish (not a pass): %v", what, res))
+	return nil
 }
 
 // finalClient is the first client id of the final reads appended to a
@@ -329,14 +337,8 @@ func checkFinalState(ctx context.Context, c *cluster.Cluster, h []linearizabilit
 		}
 		res := linearizability.Check(ctx, hf, time.Minute, linearizability.VisualizationDir(dir))
 		logf("history and final state: %v", res)
-		switch {
-		case res.Ok:
-		case res.Illegal:
-			r.illegal = fmt.Sprintf("final state not linearizable after the history, keys %v", res.IllegalKeys)
-			details = append(details, "visualisation of the history and the final state: "+res.Visualization, "final reads: "+strings.Join(what, "; "))
-		default:
-			r.other = append(r.other, fmt.Sprintf("check of the final state did not finish (not a pass): %v", res))
-		}
+		details = append(details, r.checked(res, "history followed by the final state",
+			"visualisation of the history and the final state: "+res.Visualization, "final reads: "+strings.Join(what, "; "))...)
 	}
 	return details
 }
