@@ -49,8 +49,15 @@ func (d *DB) run() {
 			d.cond.Wait()
 		}
 		if d.delay > 0 && !d.closing {
+			// A slow disk (Options.CommitDelay, tests only); a crash does
+			// not wait for it.
 			d.mu.Unlock()
-			time.Sleep(d.delay) // a slow disk (Options.CommitDelay, tests only)
+			t := time.NewTimer(d.delay)
+			select {
+			case <-t.C:
+			case <-d.crashNow:
+			}
+			t.Stop()
 			d.mu.Lock()
 		}
 		batch := d.queue

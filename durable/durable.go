@@ -123,6 +123,7 @@ type DB struct {
 
 	submissions, commits, checkpoints atomic.Uint64
 	stopped                           chan struct{}
+	crashNow                          chan struct{} // closed by Crash: ends a CommitDelay at once
 	closeOnce                         sync.Once
 	closeErr                          error
 
@@ -219,7 +220,7 @@ func Open(dir string, o Options) (*DB, State, error) {
 		return nil, State{}, fmt.Errorf("%w: %s is locked by another DB (waited %v for %s): %v", ErrLocked, dir, lockTimeout, lockPath, err)
 	}
 	d := &DB{dir: dir, path: filepath.Join(dir, fileName), lock: lock, maxReqs: maxReqs, delay: o.CommitDelay, noSync: o.NoSync, log: log,
-		stopped: make(chan struct{}), ckKick: make(chan struct{}, 1), ckUrgent: make(chan struct{}, 1), ckQuit: make(chan struct{}), ckDone: make(chan struct{})}
+		stopped: make(chan struct{}), crashNow: make(chan struct{}), ckKick: make(chan struct{}, 1), ckUrgent: make(chan struct{}, 1), ckQuit: make(chan struct{}), ckDone: make(chan struct{})}
 	st, err := d.open(o)
 	if err != nil {
 		if d.bolt != nil {
@@ -649,7 +650,9 @@ func (d *DB) Stats() Stats {
 // only, and the next Open replays it. It is for tests that crash a node;
 // after it, Close returns at once.
 func (d *DB) Crash() error {
-	d.crashed.Store(true)
+	if d.crashed.CompareAndSwap(false, true) {
+		close(d.crashNow)
+	}
 	d.mu.Lock()
 	dropped := d.queue
 	d.queue = nil
