@@ -639,9 +639,9 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 		// with 1 s).
 		{"skip-takeover-wait", node.Faults{SkipTakeoverWait: true}, []nemesis.Kind{nemesis.HandOver}, 5, 2 * time.Second, 3, 2 * time.Second, false},
 		// Entries acknowledged before they are on disk (durable nodes, on a
-		// slow disk: 500 ms per group commit): when every node crashes at
+		// slow disk: 1.5 s per group commit): when every node crashes at
 		// once, what was acknowledged but not yet on disk is gone.
-		{"skip-durable-wait", node.Faults{SkipDurableWait: true, SlowDisk: 500 * time.Millisecond}, []nemesis.Kind{nemesis.CrashAll}, 3, 200 * time.Millisecond, 3, 0, true},
+		{"skip-durable-wait", node.Faults{SkipDurableWait: true, SlowDisk: 1500 * time.Millisecond}, []nemesis.Kind{nemesis.CrashAll}, 3, 200 * time.Millisecond, 5, 0, true},
 	}
 	for ci, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
