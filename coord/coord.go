@@ -26,6 +26,10 @@ var (
 	// ErrConflict means a compare-and-swap lost: the record changed since it
 	// was read.
 	ErrConflict = errors.New("coord: record changed concurrently")
+	// ErrOtherCluster means the coordinator prefix is recorded as another
+	// cluster's: a node configured for one cluster was pointed at the
+	// namespace of another.
+	ErrOtherCluster = errors.New("coord: the coordinator prefix belongs to another cluster")
 )
 
 // Coordinator is a connection to the coordination service. It is safe for
@@ -41,6 +45,12 @@ type Coordinator interface {
 	// CreateVoters writes the first voter record; it fails with ErrConflict if
 	// one exists already. Used once, by the node that bootstraps the cluster.
 	CreateVoters(ctx context.Context, ids []string) error
+	// ClaimCluster records name as the cluster that owns the coordinator
+	// prefix if no cluster is recorded there yet, and otherwise checks the
+	// recorded name. It fails with ErrOtherCluster, wrapped with both names,
+	// if another name is recorded. The record is persistent and never
+	// changes once written; claiming the same name again succeeds.
+	ClaimCluster(ctx context.Context, name string) error
 	// Close releases the connection. It does not revoke sessions: a session
 	// that is not closed expires by its TTL, as after a crash.
 	Close() error

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,6 +50,10 @@ func Run(t *testing.T, newCoord func(t *testing.T) coord.Coordinator) {
 	t.Run("CampaignCancel", func(t *testing.T) { testCampaignCancel(t, open(t)) })
 	t.Run("SetVotersFencing", func(t *testing.T) { testSetVoters(t, open(t)) })
 	t.Run("CreateVotersTwice", func(t *testing.T) { testCreateVoters(t, open(t)) })
+	t.Run("ClaimCluster", func(t *testing.T) { testClaimCluster(t, open(t), open(t)) })
+	t.Run("ClaimClusterRace", func(t *testing.T) {
+		testClaimClusterRace(t, []coord.Coordinator{open(t), open(t), open(t), open(t)})
+	})
 	t.Run("AbandonedSessionExpires", func(t *testing.T) { testAbandoned(t, open(t), open(t)) })
 }
 
@@ -509,6 +514,71 @@ func testCreateVoters(t *testing.T, c coord.Coordinator) {
 	v, err = c.Voters(ctx)
 	if err != nil || v.Version <= 0 || len(v.IDs) != 3 || !v.Contains("a") || !v.Contains("b") || !v.Contains("c") {
 		t.Fatalf("Voters = %+v, %v; want [a b c] with a positive version", v, err)
+	}
+}
+
+func testClaimCluster(t *testing.T, c1, c2 coord.Coordinator) {
+	ctx := ctxFor(t, 30*time.Second)
+	if err := c1.ClaimCluster(ctx, "a"); err != nil {
+		t.Fatalf("first ClaimCluster(a): %v", err)
+	}
+	// Claiming the recorded name again succeeds, on any connection.
+	if err := c1.ClaimCluster(ctx, "a"); err != nil {
+		t.Fatalf("ClaimCluster(a) again: %v", err)
+	}
+	if err := c2.ClaimCluster(ctx, "a"); err != nil {
+		t.Fatalf("ClaimCluster(a) on a second connection: %v", err)
+	}
+	// Another name is refused, and the error names both.
+	err := c2.ClaimCluster(ctx, "b")
+	if !errors.Is(err, coord.ErrOtherCluster) {
+		t.Fatalf("ClaimCluster(b) = %v, want ErrOtherCluster", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, `"a"`) || !strings.Contains(msg, `"b"`) {
+		t.Fatalf("ClaimCluster(b) = %q, want both cluster names in the message", msg)
+	}
+	// The refusal changed nothing.
+	if err := c1.ClaimCluster(ctx, "a"); err != nil {
+		t.Fatalf("ClaimCluster(a) after the refusal: %v", err)
+	}
+	// The record is not part of the voter record or the View.
+	if v, err := c1.Voters(ctx); err != nil || v.Version != 0 {
+		t.Fatalf("Voters after ClaimCluster = %+v, %v; want none", v, err)
+	}
+	s := newSession(t, c1)
+	WaitView(t, s.Watch(ctx), Slack, "an empty View", func(v coord.View) error {
+		if len(v.Members) != 0 || v.Leader != (coord.Leader{}) {
+			return fmt.Errorf("View %+v, want empty", v)
+		}
+		return nil
+	})
+}
+
+// testClaimClusterRace: of concurrent first claims with different names,
+// exactly one wins.
+func testClaimClusterRace(t *testing.T, cs []coord.Coordinator) {
+	ctx := ctxFor(t, 30*time.Second)
+	errs := make([]error, len(cs))
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.ClaimCluster(ctx, fmt.Sprintf("c%d", i))
+		}()
+	}
+	wg.Wait()
+	winners := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			winners++
+		case !errors.Is(err, coord.ErrOtherCluster):
+			t.Fatalf("ClaimCluster(c%d) = %v, want nil or ErrOtherCluster", i, err)
+		}
+	}
+	if winners != 1 {
+		t.Fatalf("%d of %d concurrent claims won (%v), want exactly 1", winners, len(cs), errs)
 	}
 }
 

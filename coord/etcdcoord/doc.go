@@ -9,6 +9,8 @@
 //	election/<lease hex>  -> candidate id, attached to the session's lease
 //	                         (client/v3/concurrency.Election)
 //	voters                -> {"ids":[...]}, persistent; Version = ModRevision
+//	cluster               -> the cluster's name, persistent; written once by
+//	                         ClaimCluster (create if absent, else compare)
 //
 // The leader is the election key with the lowest create revision; its create
 // revision is the epoch, which therefore strictly increases from one leader to

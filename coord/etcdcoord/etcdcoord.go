@@ -105,6 +105,7 @@ type keys struct {
 	election string // the election's prefix as concurrency.NewElection wants it (no trailing "/")
 	elecDir  string // election + "/": every candidate key starts with it
 	voters   string
+	cluster  string // the name of the cluster that owns the prefix
 }
 
 func newKeys(prefix string) keys {
@@ -114,6 +115,7 @@ func newKeys(prefix string) keys {
 		election: prefix + "election",
 		elecDir:  prefix + "election/",
 		voters:   prefix + "voters",
+		cluster:  prefix + "cluster",
 	}
 }
 
@@ -255,6 +257,34 @@ func (c *Coordinator) CreateVoters(ctx context.Context, ids []string) error {
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("etcdcoord: create voters: record exists: %w", coord.ErrConflict)
+	}
+	return nil
+}
+
+// ClaimCluster records name under the prefix's cluster key if the key does
+// not exist, in one transaction that otherwise reads the recorded name; a
+// different name fails with coord.ErrOtherCluster.
+func (c *Coordinator) ClaimCluster(ctx context.Context, name string) error {
+	if name == "" {
+		return errors.New("etcdcoord: claim cluster: empty name")
+	}
+	resp, err := c.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(c.keys.cluster), "=", 0)).
+		Then(clientv3.OpPut(c.keys.cluster, name)).
+		Else(clientv3.OpGet(c.keys.cluster)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("etcdcoord: claim cluster %q: %w", name, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) != 1 {
+		return fmt.Errorf("etcdcoord: claim cluster %q: key %s neither absent nor readable", name, c.keys.cluster)
+	}
+	if got := string(kvs[0].Value); got != name {
+		return fmt.Errorf("etcdcoord: prefix %s belongs to cluster %q, not %q: %w", c.keys.prefix, got, name, coord.ErrOtherCluster)
 	}
 	return nil
 }

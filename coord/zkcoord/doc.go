@@ -9,6 +9,8 @@
 //	members/<id>              -> RPC address; ephemeral
 //	election/n_<guid>_<seq>   -> candidate id; ephemeral sequential
 //	voters                    -> {"ids":[...]}; persistent, Version = data version + 1
+//	cluster                   -> the cluster's name; persistent, written once by
+//	                             ClaimCluster (create, or read and compare)
 //
 // # Sessions
 //

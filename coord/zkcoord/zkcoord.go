@@ -118,6 +118,7 @@ type paths struct {
 	election  string // election/n_<guid>_<seq>
 	candidate string // what a candidate's sequential znode is created as
 	voters    string
+	cluster   string // the name of the cluster that owns the prefix
 }
 
 func newPaths(prefix string) paths {
@@ -127,6 +128,7 @@ func newPaths(prefix string) paths {
 		election:  prefix + "/election",
 		candidate: prefix + "/election/n_",
 		voters:    prefix + "/voters",
+		cluster:   prefix + "/cluster",
 	}
 }
 
@@ -337,4 +339,45 @@ func (c *Coordinator) CreateVoters(ctx context.Context, ids []string) error {
 		return fmt.Errorf("zkcoord: create voters: %w", err)
 	}
 	return nil
+}
+
+// ClaimCluster creates the persistent cluster znode holding name if it does
+// not exist; if it does, it reads the recorded name (the znode never
+// changes, so a read on the server that reported it is enough), and a
+// different name fails with coord.ErrOtherCluster. A create whose answer was
+// lost is retried: if it was applied, the retry finds the znode with name.
+func (c *Coordinator) ClaimCluster(ctx context.Context, name string) error {
+	if name == "" {
+		return errors.New("zkcoord: claim cluster: empty name")
+	}
+	for {
+		err := do(ctx, c, func() error {
+			_, err := c.admin.conn.Create(c.paths.cluster, []byte(name), 0, acl)
+			return err
+		})
+		if errors.Is(err, zk.ErrNodeExists) {
+			var data []byte
+			err = do(ctx, c, func() (err error) {
+				data, _, err = c.admin.conn.Get(c.paths.cluster)
+				return err
+			})
+			if err == nil {
+				if got := string(data); got != name {
+					return fmt.Errorf("zkcoord: prefix %s belongs to cluster %q, not %q: %w", c.paths.prefix, got, name, coord.ErrOtherCluster)
+				}
+				return nil
+			}
+		}
+		if !lostAnswer(err) {
+			if err != nil {
+				return fmt.Errorf("zkcoord: claim cluster %q: %w", name, err)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("zkcoord: claim cluster %q: %w (after %w)", name, ctx.Err(), err)
+		case <-time.After(retryInterval):
+		}
+	}
 }
