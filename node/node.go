@@ -181,10 +181,15 @@ func (n *Node) ID() string { return n.cfg.ID }
 // and the client service (kvpb.KV).
 func (n *Node) Addr() string { return n.addr }
 
-// Start serves RPC, bootstraps the voter record if there is none, and starts
-// the session loop. It returns once the node is running; use WaitServing to
-// wait until it serves.
+// Start claims the coordinator prefix for Config.Cluster (a prefix recorded
+// as another cluster's fails with coord.ErrOtherCluster), serves RPC,
+// bootstraps the voter record if there is none, and starts the session
+// loop. It returns once the node is running; use WaitServing to wait until
+// it serves.
 func (n *Node) Start(ctx context.Context) error {
+	if err := n.cfg.Coordinator.ClaimCluster(ctx, n.cfg.Cluster); err != nil {
+		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
+	}
 	voters, err := n.cfg.Coordinator.Voters(ctx)
 	if err != nil {
 		return fmt.Errorf("node %s: read voters: %w", n.cfg.ID, err)
