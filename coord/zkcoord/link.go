@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -41,9 +42,12 @@ type connInfo struct {
 var errAbandoned = errors.New("zkcoord: connection abandoned")
 
 // dial connects to servers asking for a session of timeout and waits,
-// bounded by ctx, until the ensemble grants one. onEvent, if set, sees every
-// session event, synchronously on the client's event loop: it must not block.
-func dial(ctx context.Context, servers []string, timeout time.Duration, onEvent func(zk.Event)) (*link, error) {
+// bounded by ctx, until the ensemble grants one. With auth ("user:password")
+// it then adds digest credentials to the connection, which the client
+// re-sends after every reconnect before any other request. onEvent, if set,
+// sees every session event, synchronously on the client's event loop: it
+// must not block.
+func dial(ctx context.Context, servers []string, timeout time.Duration, auth string, onEvent func(zk.Event)) (*link, error) {
 	l := &link{raw: map[*sniffConn]struct{}{}, handshake: max(timeout/2, 200*time.Millisecond)}
 	granted := make(chan struct{})
 	var once sync.Once
@@ -63,9 +67,25 @@ func dial(ctx context.Context, servers []string, timeout time.Duration, onEvent 
 	l.conn = conn
 	select {
 	case <-granted:
+	case <-ctx.Done():
+		l.abandon()
+		return nil, ctx.Err()
+	}
+	if auth == "" {
+		return l, nil
+	}
+	res := make(chan error, 1)
+	go func() { res <- conn.AddAuth("digest", []byte(auth)) }()
+	select {
+	case err := <-res:
+		if err != nil {
+			l.abandon()
+			return nil, fmt.Errorf("add digest credentials: %w", err)
+		}
 		return l, nil
 	case <-ctx.Done():
 		l.abandon()
+		<-res // the closed connection fails the request at once
 		return nil, ctx.Err()
 	}
 }

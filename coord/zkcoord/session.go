@@ -94,7 +94,7 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
-	l, err := dial(cctx, c.cfg.Servers, ttl, s.onEvent)
+	l, err := dial(cctx, c.cfg.Servers, ttl, c.cfg.Auth, s.onEvent)
 	if err != nil {
 		s.cancel()
 		return nil, fmt.Errorf("zkcoord: new session: %w", err)
@@ -477,7 +477,7 @@ func (s *session) Register(ctx context.Context, m coord.Member) error {
 	p := s.c.paths.members + "/" + m.ID
 	for {
 		err := s.call(ctx, op, func() error {
-			_, err := s.l.conn.Create(p, []byte(m.Addr), zk.FlagEphemeral, acl)
+			_, err := s.l.conn.Create(p, []byte(m.Addr), zk.FlagEphemeral, s.c.acl)
 			return err
 		})
 		if err == nil {

@@ -31,6 +31,18 @@ type Config struct {
 	// differences between this machine and the ensemble. In [0, 0.5); 0
 	// means the default, 0.1.
 	DriftMargin float64
+	// Auth, if set, is "user:password" for ZooKeeper's digest scheme.
+	// Every connection authenticates with it (the client re-sends it after
+	// each reconnect, before any other request), and every znode created at
+	// or under Prefix gets the ACL digest:user:<hash> with all permissions,
+	// so that a client without these credentials can neither read nor
+	// change nor delete anything of the cluster. Parents of Prefix that New
+	// creates get world:anyone with READ and CREATE only, so that clusters
+	// with other credentials can live beside it but nobody can change or
+	// delete them. New refuses a Prefix whose existing znodes are open to
+	// anyone. Empty: no credentials, and every znode is open to anyone
+	// (world:anyone, all permissions).
+	Auth string
 }
 
 // DefaultConfig returns the defaults: prefix "/kvstore/default", dial timeout
@@ -65,6 +77,12 @@ func (cfg Config) Validate() error {
 		return fmt.Errorf("zkcoord: Config.DialTimeout must not be negative, got %v", cfg.DialTimeout)
 	case cfg.DriftMargin < 0 || cfg.DriftMargin >= 0.5 || math.IsNaN(cfg.DriftMargin):
 		return fmt.Errorf("zkcoord: Config.DriftMargin must be in [0, 0.5), got %v", cfg.DriftMargin)
+	}
+	if cfg.Auth != "" {
+		// The message never quotes the password.
+		if user, pass, ok := strings.Cut(cfg.Auth, ":"); !ok || user == "" || pass == "" {
+			return errors.New("zkcoord: Config.Auth must be user:password, both non-empty")
+		}
 	}
 	for _, s := range cfg.Servers {
 		if s == "" || strings.ContainsAny(s, "/, ") {
@@ -132,9 +150,23 @@ func newPaths(prefix string) paths {
 	}
 }
 
-// acl is every znode's ACL: open, like the rest of a loopback test setup.
-// (Authentication to the ensemble is issue territory of its own.)
-var acl = zk.WorldACL(zk.PermAll)
+// openACL is every znode's ACL without Config.Auth.
+var openACL = zk.WorldACL(zk.PermAll)
+
+// parentACL is the ACL of the parents of Prefix that New creates with
+// Config.Auth: anyone may list them and create children (other clusters'
+// prefixes), nobody may change or delete them.
+var parentACL = zk.WorldACL(zk.PermRead | zk.PermCreate)
+
+// acls returns the ACL of the znodes at and under the prefix, and of the
+// parents New creates.
+func (cfg Config) acls() (own, parents []zk.ACL) {
+	if cfg.Auth == "" {
+		return openACL, openACL
+	}
+	user, pass, _ := strings.Cut(cfg.Auth, ":")
+	return zk.DigestACL(zk.PermAll, user, pass), parentACL
+}
 
 // Coordinator is a coord.Coordinator backed by a ZooKeeper ensemble. It is
 // safe for concurrent use. Each Session has a ZooKeeper connection (and so a
@@ -144,6 +176,9 @@ type Coordinator struct {
 	cfg   Config
 	paths paths
 	admin *link // Voters and CreateVoters
+
+	acl       []zk.ACL // of every znode at or under the prefix
+	parentACL []zk.ACL // of the prefix's parents that ensure creates
 
 	// wg counts every goroutine started by the Coordinator or its sessions.
 	wg sync.WaitGroup
@@ -166,9 +201,10 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	}
 	cfg = cfg.withDefaults()
 	c := &Coordinator{cfg: cfg, paths: newPaths(cfg.Prefix), sessions: map[*session]struct{}{}}
+	c.acl, c.parentACL = cfg.acls()
 	cctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	admin, err := dial(cctx, cfg.Servers, 10*time.Second, nil)
+	admin, err := dial(cctx, cfg.Servers, 10*time.Second, cfg.Auth, nil)
 	if err != nil {
 		return nil, fmt.Errorf("zkcoord: reach ZooKeeper at %v: %w", cfg.Servers, err)
 	}
@@ -179,22 +215,59 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 			return nil, err
 		}
 	}
+	if cfg.Auth != "" {
+		if err := c.checkClosed(cctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	return c, nil
 }
 
-// ensure creates p and its missing ancestors as persistent znodes.
+// ensure creates p and its missing ancestors as persistent znodes: those
+// above the prefix with parentACL, the others with acl.
 func (c *Coordinator) ensure(ctx context.Context, p string) error {
 	for i := 1; i <= len(p); i++ {
 		if i < len(p) && p[i] != '/' {
 			continue
 		}
 		part := p[:i]
+		acl := c.acl
+		if len(part) < len(c.paths.prefix) {
+			acl = c.parentACL
+		}
 		err := do(ctx, c, func() error {
 			_, err := c.admin.conn.Create(part, nil, 0, acl)
 			return err
 		})
 		if err != nil && !errors.Is(err, zk.ErrNodeExists) {
 			return fmt.Errorf("zkcoord: create %s: %w", part, err)
+		}
+	}
+	return nil
+}
+
+// checkClosed makes sure that none of the cluster's persistent znodes that
+// exist is open to anyone (world:anyone): a prefix created before
+// Config.Auth was set keeps its open ACLs, and serving on it would protect
+// nothing. Set their ACLs (zkCli: setAcl -R) or use a new prefix.
+func (c *Coordinator) checkClosed(ctx context.Context) error {
+	for _, p := range []string{c.paths.prefix, c.paths.members, c.paths.election, c.paths.voters, c.paths.cluster} {
+		var acl []zk.ACL
+		err := do(ctx, c, func() (err error) {
+			acl, _, err = c.admin.conn.GetACL(p)
+			return err
+		})
+		if errors.Is(err, zk.ErrNoNode) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("zkcoord: read the ACL of %s: %w", p, err)
+		}
+		for _, a := range acl {
+			if a.Scheme == "world" {
+				return fmt.Errorf("zkcoord: %s is open to anyone (ACL world:%s, permissions %#x) although Config.Auth is set: set the ACLs of the prefix's znodes to the digest of the credentials, or use a new prefix", p, a.ID, a.Perms)
+			}
 		}
 	}
 	return nil
@@ -329,7 +402,7 @@ func (c *Coordinator) CreateVoters(ctx context.Context, ids []string) error {
 		return err
 	}
 	err = do(ctx, c, func() error {
-		_, err := c.admin.conn.Create(c.paths.voters, val, 0, acl)
+		_, err := c.admin.conn.Create(c.paths.voters, val, 0, c.acl)
 		return err
 	})
 	if errors.Is(err, zk.ErrNodeExists) {
@@ -352,7 +425,7 @@ func (c *Coordinator) ClaimCluster(ctx context.Context, name string) error {
 	}
 	for {
 		err := do(ctx, c, func() error {
-			_, err := c.admin.conn.Create(c.paths.cluster, []byte(name), 0, acl)
+			_, err := c.admin.conn.Create(c.paths.cluster, []byte(name), 0, c.acl)
 			return err
 		})
 		if errors.Is(err, zk.ErrNodeExists) {
