@@ -77,6 +77,25 @@
 // only the part whose watch fired. The channel holds one View and a newer
 // View replaces an unread one. A watch also stops when its session ends.
 //
+// # Authentication and ACLs
+//
+// Without Config.Auth every znode is created open to anyone (world:anyone,
+// all permissions). With Config.Auth ("user:password") every connection,
+// the Coordinator's own and each session's, adds the credentials with
+// ZooKeeper's digest scheme before it is used, and the client re-sends
+// them after every reconnect before any queued request or watch; every
+// znode at or under the prefix (the prefix itself, members/, election/,
+// voters, cluster, and each member and candidate) is created with the ACL
+// digest:user:base64(sha1(user:password)) and all permissions, so a client
+// without the credentials can neither read nor list nor change nor delete
+// any of them (ZooKeeper answers NoAuth). Parents of the prefix that New
+// creates get world:anyone with READ and CREATE only: clusters with other
+// credentials can create their prefixes beside it, nobody can change or
+// delete the parents. A prefix whose existing znodes are still open to
+// anyone (created before Auth was set) is refused by New rather than used
+// unprotected. The digest scheme sends the password in the clear on the
+// wire; ZooKeeper's TLS would hide it, which this package does not use.
+//
 // # Lifecycle and goroutines
 //
 // The client's calls take no context: each runs in a goroutine owned by the
