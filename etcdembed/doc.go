@@ -21,6 +21,11 @@
 // StartMember waits until then, or until ctx ends, and on error leaves
 // nothing running, just as Start does.
 //
+// Config.ClientTLS serves the client URLs over TLS (https), and with a CA
+// file requires every client to show a certificate signed by it (etcd's
+// --trusted-ca-file with --client-cert-auth); Config.PeerTLS does the same
+// for the peer URLs. Start then picks https URLs; StartMember requires them.
+//
 // DefaultConfig is tuned for short coordinator session TTLs: a 50 ms raft
 // heartbeat and a 500 ms election timeout, which make etcd's minimum lease TTL
 // about one second (etcd rounds 1.5 election timeouts up to whole seconds).

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -42,6 +43,71 @@ type Config struct {
 	// above (for StartMember: every record its handler enables). If nil,
 	// etcd logs nothing.
 	Logger *slog.Logger
+	// ClientTLS, if set, serves the client URLs over TLS (https). With its
+	// CAFile, every client must present a certificate signed by one of
+	// those CAs (client certificate authentication).
+	ClientTLS TLSFiles
+	// PeerTLS, if set, serves and dials the peer URLs over TLS (https).
+	// With its CAFile, every peer must present a certificate signed by one
+	// of those CAs. The certificate serves as a client certificate too when
+	// this member dials its peers, so it must allow both uses.
+	PeerTLS TLSFiles
+}
+
+// TLSFiles names the PEM files that secure a member's client or peer URLs.
+// The zero value means no TLS.
+type TLSFiles struct {
+	// CertFile and KeyFile are the member's certificate (with any
+	// intermediate certificates) and its private key. Setting them turns
+	// TLS on.
+	CertFile, KeyFile string
+	// CAFile, if set, holds the CA certificates that the other side's
+	// certificate must chain to; the other side must then present one
+	// (etcd's --trusted-ca-file, which implies --client-cert-auth). It needs
+	// CertFile and KeyFile.
+	CAFile string
+}
+
+// Enabled reports whether TLS is on.
+func (f TLSFiles) Enabled() bool { return f.CertFile != "" }
+
+// scheme is the URL scheme that f serves: https with TLS, else http.
+func (f TLSFiles) scheme() string {
+	if f.Enabled() {
+		return "https"
+	}
+	return "http"
+}
+
+// validate reports an incomplete TLSFiles, naming it as field.
+func (f TLSFiles) validate(field string) error {
+	switch {
+	case (f.CertFile == "") != (f.KeyFile == ""):
+		return fmt.Errorf("etcdembed: %s: CertFile and KeyFile go together", field)
+	case f.CAFile != "" && f.CertFile == "":
+		return fmt.Errorf("etcdembed: %s: CAFile needs CertFile and KeyFile", field)
+	}
+	return nil
+}
+
+// info is f as etcd takes it.
+func (f TLSFiles) info() transport.TLSInfo {
+	return transport.TLSInfo{
+		CertFile:       f.CertFile,
+		KeyFile:        f.KeyFile,
+		TrustedCAFile:  f.CAFile,
+		ClientCertAuth: f.CAFile != "",
+	}
+}
+
+// applyTLS sets ec's client and peer TLS from cfg.
+func applyTLS(ec *embed.Config, cfg Config) {
+	if cfg.ClientTLS.Enabled() {
+		ec.ClientTLSInfo = cfg.ClientTLS.info()
+	}
+	if cfg.PeerTLS.Enabled() {
+		ec.PeerTLSInfo = cfg.PeerTLS.info()
+	}
 }
 
 // DefaultConfig returns a Config tuned for short session TTLs: a 50 ms
@@ -66,7 +132,10 @@ func (cfg Config) Validate() error {
 	case el > 50*time.Second:
 		return fmt.Errorf("etcdembed: Config.ElectionTimeout must be at most 50s, got %v", el)
 	}
-	return nil
+	if err := cfg.ClientTLS.validate("Config.ClientTLS"); err != nil {
+		return err
+	}
+	return cfg.PeerTLS.validate("Config.PeerTLS")
 }
 
 // Server is a running embedded etcd server. Close it when done.
@@ -129,8 +198,8 @@ func startOnce(ctx context.Context, cfg Config, dir string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcdembed: pick ports: %w", err)
 	}
-	clientURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}
-	peerURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}
+	clientURL := url.URL{Scheme: cfg.ClientTLS.scheme(), Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}
+	peerURL := url.URL{Scheme: cfg.PeerTLS.scheme(), Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
@@ -144,6 +213,7 @@ func startOnce(ctx context.Context, cfg Config, dir string) (*Server, error) {
 	ec.InitialCluster = ec.InitialClusterFromName(cfg.Name)
 	ec.EnableGRPCGateway = false
 	ec.LogLevel = "error"
+	applyTLS(ec, cfg)
 	closing := new(atomic.Bool)
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger(cfg.Logger, closing, zapcore.ErrorLevel))
 

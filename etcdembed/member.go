@@ -36,14 +36,14 @@ type MemberConfig struct {
 	// the listener errors etcd reports while it closes.
 	Config
 	// ListenClientURLs are the URLs the member serves clients on (etcd's
-	// --listen-client-urls). Only http is supported.
+	// --listen-client-urls): https with Config.ClientTLS, else http.
 	ListenClientURLs []url.URL
 	// AdvertiseClientURLs are the client URLs the member tells the cluster
 	// and its clients (--advertise-client-urls). If empty, ListenClientURLs,
 	// which then must not name an unspecified host (0.0.0.0 or ::).
 	AdvertiseClientURLs []url.URL
 	// ListenPeerURLs are the URLs the member serves its peers on
-	// (--listen-peer-urls). Only http is supported.
+	// (--listen-peer-urls): https with Config.PeerTLS, else http.
 	ListenPeerURLs []url.URL
 	// AdvertisePeerURLs are the peer URLs the member tells the cluster
 	// (--initial-advertise-peer-urls). If empty, ListenPeerURLs, which then
@@ -88,11 +88,13 @@ func (cfg MemberConfig) Validate() error {
 	for _, f := range []struct {
 		name       string
 		urls, dflt []url.URL
+		tls        TLSFiles
+		tlsName    string
 	}{
-		{"ListenClientURLs", cfg.ListenClientURLs, nil},
-		{"AdvertiseClientURLs", cfg.AdvertiseClientURLs, cfg.ListenClientURLs},
-		{"ListenPeerURLs", cfg.ListenPeerURLs, nil},
-		{"AdvertisePeerURLs", cfg.AdvertisePeerURLs, cfg.ListenPeerURLs},
+		{"ListenClientURLs", cfg.ListenClientURLs, nil, cfg.ClientTLS, "ClientTLS"},
+		{"AdvertiseClientURLs", cfg.AdvertiseClientURLs, cfg.ListenClientURLs, cfg.ClientTLS, "ClientTLS"},
+		{"ListenPeerURLs", cfg.ListenPeerURLs, nil, cfg.PeerTLS, "PeerTLS"},
+		{"AdvertisePeerURLs", cfg.AdvertisePeerURLs, cfg.ListenPeerURLs, cfg.PeerTLS, "PeerTLS"},
 	} {
 		if len(f.urls) == 0 && f.dflt == nil {
 			return fmt.Errorf("etcdembed: MemberConfig.%s is empty", f.name)
@@ -100,6 +102,12 @@ func (cfg MemberConfig) Validate() error {
 		for _, u := range f.urls {
 			if err := checkURL(u); err != nil {
 				return fmt.Errorf("etcdembed: MemberConfig.%s: %w", f.name, err)
+			}
+			if want := f.tls.scheme(); u.Scheme != want {
+				if f.tls.Enabled() {
+					return fmt.Errorf("etcdembed: MemberConfig.%s: %q must be https, since %s is set", f.name, u.String(), f.tlsName)
+				}
+				return fmt.Errorf("etcdembed: MemberConfig.%s: %q is https, but %s is not set", f.name, u.String(), f.tlsName)
 			}
 		}
 		if len(f.urls) == 0 {
@@ -120,7 +128,7 @@ func (cfg MemberConfig) Validate() error {
 
 // ParseURLs parses a comma-separated list of member URLs, as etcd's URL
 // flags take them, e.g. "http://10.0.0.1:2379,http://127.0.0.1:2379". Each
-// must be http://host:port.
+// must be http://host:port or https://host:port.
 func ParseURLs(s string) ([]url.URL, error) {
 	var urls []url.URL
 	for part := range strings.SplitSeq(s, ",") {
@@ -130,7 +138,7 @@ func ParseURLs(s string) ([]url.URL, error) {
 		}
 		u, err := url.Parse(part)
 		if err != nil {
-			return nil, fmt.Errorf("%q: want http://host:port", part)
+			return nil, fmt.Errorf("%q: want http://host:port or https://host:port", part)
 		}
 		if err := checkURL(*u); err != nil {
 			return nil, err
@@ -141,14 +149,14 @@ func ParseURLs(s string) ([]url.URL, error) {
 }
 
 // checkURL reports whether u can be a member's client or peer URL:
-// http://host:port with nothing after the port.
+// http://host:port or https://host:port with nothing after the port.
 func checkURL(u url.URL) error {
-	if u.Scheme != "http" {
-		return fmt.Errorf("%q: want http://host:port (only http is supported)", u.String())
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("%q: want http://host:port or https://host:port", u.String())
 	}
 	_, port, err := net.SplitHostPort(u.Host)
 	if err != nil || port == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("%q: want http://host:port", u.String())
+		return fmt.Errorf("%q: want %s://host:port", u.String(), u.Scheme)
 	}
 	return nil
 }
@@ -215,6 +223,7 @@ func StartMember(ctx context.Context, cfg MemberConfig) (*Server, error) {
 	}
 	ec.EnableGRPCGateway = false
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
+	applyTLS(ec, cfg.Config)
 	closing := new(atomic.Bool)
 	ec.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zapLogger(cfg.Logger, closing, zapcore.DebugLevel))
 

@@ -313,6 +313,14 @@ func TestMemberConfigValidate(t *testing.T) {
 		{func(c *MemberConfig) { c.ListenClientURLs = any0 }, "AdvertiseClientURLs"},
 		{func(c *MemberConfig) { c.ListenPeerURLs = any0 }, "AdvertisePeerURLs"},
 		{func(c *MemberConfig) { c.ClusterState = "bogus" }, "ClusterState"},
+		{func(c *MemberConfig) { c.ClientTLS = TLSFiles{CertFile: "c.pem"} }, "ClientTLS"},
+		{func(c *MemberConfig) { c.PeerTLS = TLSFiles{CAFile: "ca.pem"} }, "PeerTLS"},
+		{func(c *MemberConfig) { c.ClientTLS = TLSFiles{CertFile: "c.pem", KeyFile: "k.pem"} }, "ListenClientURLs"},
+		{func(c *MemberConfig) {
+			c.ClientTLS = TLSFiles{CertFile: "c.pem", KeyFile: "k.pem"}
+			c.ListenClientURLs = []url.URL{{Scheme: "https", Host: "127.0.0.1:2379"}}
+			c.AdvertiseClientURLs = []url.URL{{Scheme: "http", Host: "127.0.0.1:2379"}}
+		}, "AdvertiseClientURLs"},
 	} {
 		cfg := DefaultMemberConfig()
 		tc.mutate(&cfg)
@@ -333,6 +341,14 @@ func TestMemberConfigValidate(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("listening on 0.0.0.0 with an advertised host: %v", err)
 	}
+	cfg = DefaultMemberConfig()
+	cfg.ClientTLS = TLSFiles{CertFile: "c.pem", KeyFile: "k.pem", CAFile: "ca.pem"}
+	cfg.ListenClientURLs = []url.URL{{Scheme: "https", Host: "127.0.0.1:2379"}}
+	cfg.PeerTLS = TLSFiles{CertFile: "c.pem", KeyFile: "k.pem"}
+	cfg.ListenPeerURLs = []url.URL{{Scheme: "https", Host: "127.0.0.1:2380"}}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("https URLs with TLS: %v", err)
+	}
 
 	for _, tc := range []struct {
 		in   string
@@ -344,7 +360,8 @@ func TestMemberConfigValidate(t *testing.T) {
 		{"", 0},
 		{"http://127.0.0.1:2379,", 0},
 		{"127.0.0.1:2379", 0},
-		{"https://127.0.0.1:2379", 0},
+		{"https://127.0.0.1:2379", 1},
+		{"ftp://127.0.0.1:2379", 0},
 		{"http://127.0.0.1", 0},
 		{"http://127.0.0.1:2379/x", 0},
 	} {
