@@ -49,6 +49,19 @@
 // and a newer View replaces an unread one, so a slow reader never blocks the
 // watch and always gets the latest. A watch also stops when its session ends.
 //
+// # TLS
+//
+// With Config.TLS every connection to etcd is TLS: the server's certificate
+// must chain to Config.TLS.RootCAs and name the host dialed, and the client
+// shows Config.TLS's certificate to a server that asks for one (etcd's
+// --client-cert-auth). An http:// endpoint with Config.TLS is refused by
+// Validate, since the etcd client would quietly use plaintext for it. When
+// New cannot reach etcd, it makes a TLS handshake of its own with the first
+// endpoint and adds what went wrong to the error: an untrusted server, a
+// missing or refused client certificate, or a server that wants TLS from a
+// client configured without it. The etcd client itself only reports the
+// deadline.
+//
 // # Lifecycle and goroutines
 //
 // New dials and checks that etcd answers. Every goroutine is owned: the

@@ -2,10 +2,12 @@ package etcdcoord
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +44,15 @@ type Config struct {
 	// KeepAliveTimeout is how long a transport ping may go unanswered before
 	// the connection is closed and redialed. Default 1 s.
 	KeepAliveTimeout time.Duration
+	// TLS, if set, is the client's TLS configuration: the connection to
+	// every endpoint is TLS, the server's certificate is checked against
+	// RootCAs (the system's CAs if nil) and the host dialed, and
+	// Certificates, if any, are shown to a server that asks for a client
+	// certificate (etcd's --client-cert-auth). Endpoints must then be
+	// host:port or https:// URLs. Nil: plaintext, unless an endpoint is an
+	// https:// URL (then TLS with the system's CAs and no client
+	// certificate).
+	TLS *tls.Config
 }
 
 // DefaultConfig returns the defaults: prefix "/kvstore/default/", dial timeout
@@ -94,6 +105,14 @@ func (cfg Config) Validate() error {
 		return fmt.Errorf("etcdcoord: Config.KeepAliveTime must not be negative, got %v", cfg.KeepAliveTime)
 	case cfg.KeepAliveTimeout < 0:
 		return fmt.Errorf("etcdcoord: Config.KeepAliveTimeout must not be negative, got %v", cfg.KeepAliveTimeout)
+	}
+	if cfg.TLS != nil {
+		for _, ep := range cfg.Endpoints {
+			if strings.HasPrefix(ep, "http://") {
+				// The etcd client would drop TLS for it without a word.
+				return fmt.Errorf("etcdcoord: Config.Endpoints: %q is plaintext http, but Config.TLS is set: use https:// or host:port", ep)
+			}
+		}
 	}
 	return nil
 }
@@ -161,6 +180,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 			},
 			MinConnectTimeout: time.Second,
 		})},
+		TLS:    cfg.TLS,
 		Logger: zap.NewNop(),
 	})
 	if err != nil {
@@ -174,9 +194,78 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	defer cancel()
 	if _, err := client.Get(cctx, c.keys.voters); err != nil {
 		c.Close()
+		// The client only says that the deadline passed: a TLS problem
+		// is found by a handshake of our own.
+		if perr := probeTLS(ctx, cfg); perr != nil {
+			return nil, fmt.Errorf("etcdcoord: reach etcd at %v: %w; %w", cfg.Endpoints, err, perr)
+		}
 		return nil, fmt.Errorf("etcdcoord: reach etcd at %v: %w", cfg.Endpoints, err)
 	}
 	return c, nil
+}
+
+// probeTime bounds probeTLS.
+const probeTime = 2 * time.Second
+
+// probeTLS explains a failed first request by a TLS problem, if there is
+// one: it connects to the first endpoint as the client would and returns
+// why the handshake failed, or why the server refused the client's
+// certificate right after it. Without Config.TLS it checks whether the
+// server speaks TLS instead. It returns nil if it finds nothing wrong, or
+// if ctx is done.
+func probeTLS(ctx context.Context, cfg Config) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, probeTime)
+	defer cancel()
+	ep := cfg.Endpoints[0]
+	hostport, https := strings.CutPrefix(ep, "https://")
+	hostport = strings.TrimPrefix(hostport, "http://")
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil
+	}
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", hostport)
+	if err != nil {
+		return nil // not a TLS problem
+	}
+	defer raw.Close()
+	if d, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(d)
+	}
+	tc := cfg.TLS
+	if tc == nil {
+		if https {
+			tc = &tls.Config{}
+		} else {
+			// Does the server want TLS? Verification does not matter.
+			conn := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}}) //nolint:gosec // a probe that sends nothing
+			if conn.HandshakeContext(ctx) == nil {
+				return fmt.Errorf("the server at %s speaks TLS, but the client was given no TLS configuration", hostport)
+			}
+			return nil
+		}
+	}
+	tc = tc.Clone()
+	if tc.ServerName == "" {
+		tc.ServerName = host
+	}
+	tc.NextProtos = []string{"h2"}
+	conn := tls.Client(raw, tc)
+	if err := conn.HandshakeContext(ctx); err != nil {
+		return fmt.Errorf("TLS handshake with %s: %w", hostport, err)
+	}
+	// In TLS 1.3 the server checks the client's certificate after the
+	// client's side of the handshake is done, and says so in an alert.
+	_ = raw.SetReadDeadline(time.Now().Add(probeTime / 4))
+	if _, err := conn.Read(make([]byte, 1)); err != nil {
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			return nil // the server waits for the client: TLS is fine
+		}
+		return fmt.Errorf("TLS with %s: %w", hostport, err)
+	}
+	return nil
 }
 
 // Close closes the client, which ends every goroutine of the Coordinator and
