@@ -30,6 +30,10 @@ type coordinatorFlags struct {
 	heartbeatMs         uint
 	electionMs          uint
 	logLevel            string
+
+	// TLS of the client and peer URLs, as etcd's flags of the same names.
+	certFile, keyFile, trustedCAFile             string
+	peerCertFile, peerKeyFile, peerTrustedCAFile string
 }
 
 func newCoordinatorCmd() *cobra.Command {
@@ -54,21 +58,31 @@ A member is ready once a quorum of the cluster runs; it then prints a line
 with its client URLs on standard output. It logs on standard error. SIGTERM
 or SIGINT stops it gracefully (a leader first hands leadership on).
 
+With --cert-file and --key-file the member serves its client URLs over TLS
+(they must then be https://), and with --trusted-ca-file as well every
+client must show a certificate signed by one of those CAs: KVStore nodes
+give theirs with --etcd-cert, --etcd-key and --etcd-ca. --peer-cert-file,
+--peer-key-file and --peer-trusted-ca-file do the same for the peer URLs;
+the peer certificate must allow both server and client authentication.
+
 Every flag can also be set by an environment variable: KVSTORE_ and the flag
 name in upper case with underscores, e.g. KVSTORE_INITIAL_CLUSTER. A flag on
-the command line wins over its variable.`,
+the command line wins over its variable. A bad flag exits with status 2.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			from, err := applyEnv(cmd.Flags(), os.LookupEnv)
 			if err != nil {
-				return err
+				return &exitError{exitUsage, err}
 			}
 			cfg, level, err := f.memberConfig(from)
 			if err != nil {
-				return err
+				return &exitError{exitUsage, err}
 			}
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
 			cfg.Logger = log
+			if cfg.ClientTLS.Enabled() && cfg.ClientTLS.CAFile == "" {
+				log.Warn("the client URLs serve TLS without client certificate authentication (no --trusted-ca-file): anyone who reaches them can read and change the coordinator's data")
+			}
 			ctx := cmd.Context()
 			if ctx == nil {
 				ctx = context.Background()
@@ -90,6 +104,12 @@ the command line wins over its variable.`,
 	fl.UintVar(&f.heartbeatMs, "heartbeat-interval", uint(dflt.HeartbeatInterval/time.Millisecond), "raft heartbeat interval in milliseconds")
 	fl.UintVar(&f.electionMs, "election-timeout", uint(dflt.ElectionTimeout/time.Millisecond), "raft election timeout in milliseconds (at least 5 heartbeat intervals; the minimum session TTL is 1.5 of it, rounded up to a second)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level on standard error: debug, info, warn or error")
+	fl.StringVar(&f.certFile, "cert-file", "", "certificate (PEM) of the client URLs, which then serve TLS and must be https://; needs --key-file")
+	fl.StringVar(&f.keyFile, "key-file", "", "private key (PEM) of --cert-file")
+	fl.StringVar(&f.trustedCAFile, "trusted-ca-file", "", "CA certificates (PEM) every client's certificate must chain to: clients must show one (client certificate authentication); needs --cert-file")
+	fl.StringVar(&f.peerCertFile, "peer-cert-file", "", "certificate (PEM) of the peer URLs, which then serve TLS and must be https://, shown to peers as a client certificate too; needs --peer-key-file")
+	fl.StringVar(&f.peerKeyFile, "peer-key-file", "", "private key (PEM) of --peer-cert-file")
+	fl.StringVar(&f.peerTrustedCAFile, "peer-trusted-ca-file", "", "CA certificates (PEM) every peer's certificate must chain to: peers must show one; needs --peer-cert-file")
 	documentEnv(cmd)
 	return cmd
 }
@@ -110,13 +130,19 @@ func (f coordinatorFlags) memberConfig(from func(string) string) (etcdembed.Memb
 	if cfg.Dir == "" {
 		cfg.Dir = f.name + ".etcd"
 	}
+	var err error
+	if cfg.ClientTLS, err = tlsFiles(from, "cert-file", f.certFile, "key-file", f.keyFile, "trusted-ca-file", f.trustedCAFile); err != nil {
+		return cfg, level, err
+	}
+	if cfg.PeerTLS, err = tlsFiles(from, "peer-cert-file", f.peerCertFile, "peer-key-file", f.peerKeyFile, "peer-trusted-ca-file", f.peerTrustedCAFile); err != nil {
+		return cfg, level, err
+	}
 	cfg.HeartbeatInterval = time.Duration(f.heartbeatMs) * time.Millisecond
 	cfg.ElectionTimeout = time.Duration(f.electionMs) * time.Millisecond
 	if err := cfg.Config.Validate(); err != nil {
 		return cfg, level, fmt.Errorf("%s %d, %s %d: %w", from("heartbeat-interval"), f.heartbeatMs, from("election-timeout"), f.electionMs, err)
 	}
 
-	var err error
 	urls := func(flag, val string) []url.URL {
 		if err != nil || val == "" {
 			return nil
@@ -133,6 +159,26 @@ func (f coordinatorFlags) memberConfig(from func(string) string) (etcdembed.Memb
 	cfg.AdvertisePeerURLs = urls("initial-advertise-peer-urls", f.advertisePeerURLs)
 	if err != nil {
 		return cfg, level, err
+	}
+	for _, d := range []struct {
+		flag    string
+		urls    []url.URL
+		tls     etcdembed.TLSFiles
+		tlsFlag string
+	}{
+		{"listen-client-urls", cfg.ListenClientURLs, cfg.ClientTLS, "cert-file"},
+		{"advertise-client-urls", cfg.AdvertiseClientURLs, cfg.ClientTLS, "cert-file"},
+		{"listen-peer-urls", cfg.ListenPeerURLs, cfg.PeerTLS, "peer-cert-file"},
+		{"initial-advertise-peer-urls", cfg.AdvertisePeerURLs, cfg.PeerTLS, "peer-cert-file"},
+	} {
+		for _, u := range d.urls {
+			switch {
+			case d.tls.Enabled() && u.Scheme != "https":
+				return cfg, level, fmt.Errorf("%s %s: want https:// with %s", from(d.flag), u.String(), from(d.tlsFlag))
+			case !d.tls.Enabled() && u.Scheme == "https":
+				return cfg, level, fmt.Errorf("%s %s is https://: give %s and its key too", from(d.flag), u.String(), from(d.tlsFlag))
+			}
+		}
 	}
 	for _, d := range []struct {
 		listen, advertise string
@@ -163,6 +209,18 @@ func (f coordinatorFlags) memberConfig(from func(string) string) (etcdembed.Memb
 		return cfg, level, err // not reached: the flags were checked above
 	}
 	return cfg, level, nil
+}
+
+// tlsFiles checks one set of TLS flags (etcd's rules: certificate and key
+// together; a CA only with them) and returns them as etcdembed takes them.
+func tlsFiles(from func(string) string, certFlag, cert, keyFlag, key, caFlag, ca string) (etcdembed.TLSFiles, error) {
+	switch {
+	case (cert == "") != (key == ""):
+		return etcdembed.TLSFiles{}, fmt.Errorf("%s and %s go together: give both or neither", from(certFlag), from(keyFlag))
+	case ca != "" && cert == "":
+		return etcdembed.TLSFiles{}, fmt.Errorf("%s needs %s and %s", from(caFlag), from(certFlag), from(keyFlag))
+	}
+	return etcdembed.TLSFiles{CertFile: cert, KeyFile: key, CAFile: ca}, nil
 }
 
 // runCoordinator runs the member until SIGTERM or SIGINT, then stops it

@@ -36,6 +36,8 @@ type nodeFlags struct {
 	metrics   string
 	dataDir   string
 	noFsync   bool
+
+	access coordAccessFlags // TLS to etcd, credentials for ZooKeeper
 }
 
 func newNodeCmd() *cobra.Command {
@@ -81,6 +83,7 @@ reason) and the Go profiler on /debug/pprof/.`,
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory of the node's durable state (created if missing); a node restarted with it rejoins with its data and counts toward majorities at once (default: memory only; a voter restarted without data rejoins as recovering)")
 	fl.BoolVar(&f.noFsync, "no-fsync", false, "with --data-dir: skip the fsync of each group commit (faster; a machine crash may lose acknowledged writes)")
 	fl.StringVar(&f.metrics, "metrics-listen", "", "address of the HTTP server for /metrics, /healthz, /readyz and /debug/pprof/ (default: none)")
+	f.access.add(fl)
 	documentEnv(cmd)
 	return cmd
 }
@@ -102,21 +105,35 @@ func newLogger(level, format string) (*slog.Logger, error) {
 }
 
 // openCoordinator connects to the coordinator named by the flags: etcd
-// endpoints or a ZooKeeper connect string (exactly one).
-func openCoordinator(ctx context.Context, etcd []string, zookeeper, cluster string) (coord.Coordinator, error) {
+// endpoints or a ZooKeeper connect string (exactly one), secured by access.
+// Bad flag combinations are usage errors.
+func openCoordinator(ctx context.Context, etcd []string, zookeeper, cluster string, access coordAccessFlags) (coord.Coordinator, error) {
+	usage := func(err error) error { return &exitError{exitUsage, err} }
 	switch {
 	case len(etcd) > 0 && zookeeper != "":
-		return nil, errors.New("--etcd and --zookeeper both given: choose one coordinator")
-	case zookeeper != "":
+		return nil, usage(errors.New("--etcd and --zookeeper both given: choose one coordinator"))
+	case len(etcd) == 0 && zookeeper == "":
+		return nil, usage(errors.New("no coordinator: give --etcd endpoints or --zookeeper servers"))
+	}
+	if err := access.validate(etcd, zookeeper != ""); err != nil {
+		return nil, usage(err)
+	}
+	if zookeeper != "" {
 		servers, chroot, err := zkcoord.ParseConnectString(zookeeper)
 		if err != nil {
-			return nil, fmt.Errorf("--zookeeper: %w", err)
+			return nil, usage(fmt.Errorf("--zookeeper: %w", err))
 		}
-		return zkcoord.New(ctx, zkcoord.Config{Servers: servers, Prefix: chroot + "/kvstore/" + cluster})
-	case len(etcd) > 0:
-		return etcdcoord.New(ctx, etcdcoord.Config{Endpoints: etcd, Prefix: "/kvstore/" + cluster + "/"})
+		return zkcoord.New(ctx, zkcoord.Config{Servers: servers, Prefix: chroot + "/kvstore/" + cluster, Auth: access.zkAuth})
 	}
-	return nil, errors.New("no coordinator: give --etcd endpoints or --zookeeper servers")
+	tlsCfg, err := access.etcdTLS()
+	if err != nil {
+		return nil, err
+	}
+	cfg := etcdcoord.Config{Endpoints: etcd, Prefix: "/kvstore/" + cluster + "/", TLS: tlsCfg}
+	if err := cfg.Validate(); err != nil {
+		return nil, usage(fmt.Errorf("--etcd: %w", err))
+	}
+	return etcdcoord.New(ctx, cfg)
 }
 
 func runNode(ctx context.Context, f nodeFlags) error {
@@ -138,7 +155,7 @@ func runNode(ctx context.Context, f nodeFlags) error {
 
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	co, err := openCoordinator(startCtx, f.etcd, f.zookeeper, f.cluster)
+	co, err := openCoordinator(startCtx, f.etcd, f.zookeeper, f.cluster, f.access)
 	if err != nil {
 		return err
 	}
