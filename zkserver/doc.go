@@ -30,6 +30,15 @@
 // the JVMs get SIGKILL when the process that started them dies, so a crashed
 // test leaves no java behind.
 //
+// With Config.TLS each server also serves a secure client port
+// (SecureServers) through Netty, with a PEM key store and trust store and
+// ssl.clientAuth=need: clients must show a certificate signed by the CA.
+// Debian's zookeeper.jar leaves netty-codec out of its manifest's class
+// path, though Netty's SslHandler needs it, so the servers then run with
+// NettyCodecJar added (without it every TLS connection is dropped with
+// NoClassDefFoundError). The plaintext client port stays open: readiness is
+// probed there. Quorum (server-to-server) TLS is not set up.
+//
 // DefaultConfig is tuned for short sessions: a 200 ms tick, so ZooKeeper
 // accepts session timeouts from 400 ms to 4 s.
 //

@@ -59,6 +59,7 @@ type member struct {
 	clientPort   int
 	peerPort     int
 	electionPort int
+	securePort   int      // the TLS client port; 0 without Config.TLS
 	proc         *process // nil while stopped; guarded by Ensemble.mu
 }
 
@@ -104,6 +105,11 @@ func StartEnsemble(ctx context.Context, cfg Config, n int) (*Ensemble, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.TLS.Enabled() {
+		if _, err := os.Stat(NettyCodecJar); err != nil {
+			return nil, fmt.Errorf("zkserver: TLS needs %s (Debian package libnetty-java): %w", NettyCodecJar, err)
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("zkserver: start: %w", err)
 	}
@@ -131,7 +137,7 @@ func StartEnsemble(ctx context.Context, cfg Config, n int) (*Ensemble, error) {
 	for attempt := 1; attempt <= startAttempts; attempt++ {
 		var e *Ensemble
 		var ports []int
-		if ports, err = freePorts(3 * n); err != nil {
+		if ports, err = freePorts(portsPerServer(cfg) * n); err != nil {
 			err = fmt.Errorf("zkserver: pick ports: %w", err)
 			break
 		}
@@ -151,11 +157,21 @@ func StartEnsemble(ctx context.Context, cfg Config, n int) (*Ensemble, error) {
 	return nil, err
 }
 
-// startOnce makes one attempt to start len(ports)/3 servers in dir; server i
-// gets ports[3i:3i+3] as client, peer and election port. On error it has
-// stopped whatever it started.
+// portsPerServer is 3 (client, peer, election), 4 with a TLS client port.
+func portsPerServer(cfg Config) int {
+	if cfg.TLS.Enabled() {
+		return 4
+	}
+	return 3
+}
+
+// startOnce makes one attempt to start len(ports)/k servers in dir, k =
+// portsPerServer(cfg); server i gets ports[ki:ki+k] as client, peer,
+// election and, with TLS, secure client port. On error it has stopped
+// whatever it started.
 func startOnce(ctx context.Context, cfg Config, java, dir string, ports []int) (*Ensemble, error) {
-	n := len(ports) / 3
+	k := portsPerServer(cfg)
+	n := len(ports) / k
 	e := &Ensemble{cfg: cfg, java: java, dir: dir, members: make([]*member, n)}
 	for i := range e.members {
 		d := filepath.Join(dir, "zk"+strconv.Itoa(i+1))
@@ -164,9 +180,12 @@ func startOnce(ctx context.Context, cfg Config, java, dir string, ports []int) (
 			dir:          d,
 			cfgPath:      filepath.Join(d, "zoo.cfg"),
 			logPath:      filepath.Join(d, "zookeeper.log"),
-			clientPort:   ports[3*i],
-			peerPort:     ports[3*i+1],
-			electionPort: ports[3*i+2],
+			clientPort:   ports[k*i],
+			peerPort:     ports[k*i+1],
+			electionPort: ports[k*i+2],
+		}
+		if cfg.TLS.Enabled() {
+			e.members[i].securePort = ports[k*i+3]
 		}
 	}
 	if err := e.writeFiles(); err != nil {
@@ -212,6 +231,11 @@ func (e *Ensemble) writeFiles() error {
 		return fmt.Errorf("zkserver: write log config: %w", err)
 	}
 	minTimeout, maxTimeout := e.cfg.SessionTimeouts()
+	if e.cfg.TLS.Enabled() {
+		if err := e.writeKeyStore(); err != nil {
+			return err
+		}
+	}
 	for _, m := range e.members {
 		data := filepath.Join(m.dir, "data")
 		if err := os.MkdirAll(data, 0o755); err != nil {
@@ -230,6 +254,16 @@ func (e *Ensemble) writeFiles() error {
 		b.WriteString("maxClientCnxns=0\n") // no per-IP limit: every test client is 127.0.0.1
 		b.WriteString("4lw.commands.whitelist=*\n")
 		b.WriteString("admin.enableServer=false\n")
+		if e.cfg.TLS.Enabled() {
+			fmt.Fprintf(&b, "secureClientPortAddress=127.0.0.1\n")
+			fmt.Fprintf(&b, "secureClientPort=%d\n", m.securePort)
+			b.WriteString("serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory\n")
+			fmt.Fprintf(&b, "ssl.keyStore.location=%s\n", propertyValue(e.keyStorePath()))
+			b.WriteString("ssl.keyStore.type=PEM\n")
+			fmt.Fprintf(&b, "ssl.trustStore.location=%s\n", propertyValue(e.cfg.TLS.CAFile))
+			b.WriteString("ssl.trustStore.type=PEM\n")
+			b.WriteString("ssl.clientAuth=need\n")
+		}
 		if len(e.members) > 1 {
 			for _, o := range e.members {
 				fmt.Fprintf(&b, "server.%d=127.0.0.1:%d:%d\n", o.myid(), o.peerPort, o.electionPort)
@@ -248,6 +282,27 @@ func (e *Ensemble) writeFiles() error {
 
 func (e *Ensemble) log4jPath() string { return filepath.Join(e.dir, "log4j.properties") }
 
+// keyStorePath is the servers' PEM key store: ZooKeeper wants the private
+// key and the certificate in one file.
+func (e *Ensemble) keyStorePath() string { return filepath.Join(e.dir, "keystore.pem") }
+
+// writeKeyStore writes Config.TLS's key and certificate into keyStorePath.
+func (e *Ensemble) writeKeyStore() error {
+	key, err := os.ReadFile(e.cfg.TLS.KeyFile)
+	if err != nil {
+		return fmt.Errorf("zkserver: TLS key: %w", err)
+	}
+	cert, err := os.ReadFile(e.cfg.TLS.CertFile)
+	if err != nil {
+		return fmt.Errorf("zkserver: TLS certificate: %w", err)
+	}
+	pem := append(append(key, '\n'), cert...)
+	if err := os.WriteFile(e.keyStorePath(), pem, 0o600); err != nil {
+		return fmt.Errorf("zkserver: write key store: %w", err)
+	}
+	return nil
+}
+
 // propertyValue escapes s for a Java properties file.
 func propertyValue(s string) string { return strings.ReplaceAll(s, `\`, `\\`) }
 
@@ -258,6 +313,10 @@ func (e *Ensemble) javaArgs(m *member) []string {
 		forceSync = "no"
 	}
 	log4jURL := url.URL{Scheme: "file", Path: e.log4jPath()}
+	classpath := Classpath
+	if e.cfg.TLS.Enabled() {
+		classpath += ":" + NettyCodecJar
+	}
 	return []string{
 		"-Xmx" + strconv.Itoa(e.cfg.MaxHeapMB) + "m",
 		"-XX:+UseSerialGC", // small heaps; fewer GC threads per JVM
@@ -266,7 +325,7 @@ func (e *Ensemble) javaArgs(m *member) []string {
 		"-Dzookeeper.jmx.log4j.disable=true",
 		"-Dzookeeper.forceSync=" + forceSync,
 		"-Dlog4j.configuration=" + log4jURL.String(),
-		"-cp", Classpath,
+		"-cp", classpath,
 		MainClass, m.cfgPath,
 	}
 }
@@ -321,6 +380,19 @@ func (e *Ensemble) Servers() []string {
 	addrs := make([]string, len(e.members))
 	for i, m := range e.members {
 		addrs[i] = m.addr()
+	}
+	return addrs
+}
+
+// SecureServers returns every server's TLS client address,
+// "127.0.0.1:port", by index; nil without Config.TLS.
+func (e *Ensemble) SecureServers() []string {
+	if !e.cfg.TLS.Enabled() {
+		return nil
+	}
+	addrs := make([]string, len(e.members))
+	for i, m := range e.members {
+		addrs[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(m.securePort))
 	}
 	return addrs
 }

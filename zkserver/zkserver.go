@@ -102,7 +102,30 @@ type Config struct {
 	ForceSync bool
 	// MaxHeapMB is each JVM's maximum heap (-Xmx) in MiB. At least 32.
 	MaxHeapMB int
+	// TLS, if set, makes every server also serve clients over TLS on a
+	// secure client port of its own (SecureServers), through Netty, and
+	// require a client certificate signed by TLS.CAFile. The plaintext
+	// client port stays open (readiness is probed there).
+	TLS TLSFiles
 }
+
+// TLSFiles names the PEM files of the servers' TLS: all three are needed.
+type TLSFiles struct {
+	// CertFile and KeyFile are the servers' certificate (naming 127.0.0.1)
+	// and its PKCS #8 private key.
+	CertFile, KeyFile string
+	// CAFile holds the CA certificates client certificates must chain to.
+	CAFile string
+}
+
+// Enabled reports whether TLS is on.
+func (f TLSFiles) Enabled() bool { return f != TLSFiles{} }
+
+// NettyCodecJar is the jar ZooKeeper's TLS needs beyond Classpath: Debian's
+// zookeeper.jar does not name it in its manifest, though netty-handler's
+// SslHandler needs it (without it every TLS connection is closed with
+// NoClassDefFoundError io/netty/handler/codec/ByteToMessageDecoder).
+const NettyCodecJar = "/usr/share/java/netty-codec.jar"
 
 // DefaultConfig returns a Config tuned for short sessions: a 200 ms tick
 // (session timeouts 400 ms to 4 s), initLimit 10 and syncLimit 5 ticks,
@@ -128,6 +151,8 @@ func (cfg Config) Validate() error {
 		return fmt.Errorf("zkserver: Config.SyncLimit must be at least 1, got %d", cfg.SyncLimit)
 	case cfg.MaxHeapMB < 32:
 		return fmt.Errorf("zkserver: Config.MaxHeapMB must be at least 32, got %d", cfg.MaxHeapMB)
+	case cfg.TLS.Enabled() && (cfg.TLS.CertFile == "" || cfg.TLS.KeyFile == "" || cfg.TLS.CAFile == ""):
+		return errors.New("zkserver: Config.TLS needs CertFile, KeyFile and CAFile")
 	}
 	return nil
 }
