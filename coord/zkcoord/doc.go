@@ -94,7 +94,15 @@
 // delete the parents. A prefix whose existing znodes are still open to
 // anyone (created before Auth was set) is refused by New rather than used
 // unprotected. The digest scheme sends the password in the clear on the
-// wire; ZooKeeper's TLS would hide it, which this package does not use.
+// wire: use it with TLS.
+//
+// With Config.TLS every connection is TLS (to the servers' secure client
+// ports), made by the dialer the client is given, so the handshake is done
+// before the client speaks; the server's certificate must chain to
+// Config.TLS.RootCAs and name the host dialed, and the client shows its
+// certificate to a server with ssl.clientAuth. When New or NewSession gives
+// up, the error says why the last connection attempt failed (a refused
+// connection, an untrusted server, a refused client certificate).
 //
 // # Lifecycle and goroutines
 //

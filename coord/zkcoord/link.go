@@ -2,6 +2,7 @@ package zkcoord
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,11 +25,13 @@ type link struct {
 	// that accepts connections but does not answer is given up on in time to
 	// try another (the client itself waits 20 session timeouts/3).
 	handshake time.Duration
+	tls       *tls.Config // nil: plaintext
 
-	mu   sync.Mutex // guards the fields below
-	raw  map[*sniffConn]struct{}
-	cut  bool     // refusing: dial nothing more
-	last connInfo // from the latest connect response
+	mu      sync.Mutex // guards the fields below
+	raw     map[*sniffConn]struct{}
+	cut     bool     // refusing: dial nothing more
+	last    connInfo // from the latest connect response
+	dialErr error    // why the latest dial failed; nil once one succeeds
 }
 
 // connInfo is what one connection's handshake established.
@@ -41,14 +44,15 @@ type connInfo struct {
 // errAbandoned refuses dials of an abandoned link.
 var errAbandoned = errors.New("zkcoord: connection abandoned")
 
-// dial connects to servers asking for a session of timeout and waits,
-// bounded by ctx, until the ensemble grants one. With auth ("user:password")
-// it then adds digest credentials to the connection, which the client
-// re-sends after every reconnect before any other request. onEvent, if set,
-// sees every session event, synchronously on the client's event loop: it
-// must not block.
-func dial(ctx context.Context, servers []string, timeout time.Duration, auth string, onEvent func(zk.Event)) (*link, error) {
-	l := &link{raw: map[*sniffConn]struct{}{}, handshake: max(timeout/2, 200*time.Millisecond)}
+// dial connects to cfg.Servers (over TLS with cfg.TLS) asking for a session
+// of timeout and waits, bounded by ctx, until the ensemble grants one. With
+// cfg.Auth ("user:password") it then adds digest credentials to the
+// connection, which the client re-sends after every reconnect before any
+// other request. onEvent, if set, sees every session event, synchronously on
+// the client's event loop: it must not block.
+func dial(ctx context.Context, cfg Config, timeout time.Duration, onEvent func(zk.Event)) (*link, error) {
+	servers, auth := cfg.Servers, cfg.Auth
+	l := &link{raw: map[*sniffConn]struct{}{}, handshake: max(timeout/2, 200*time.Millisecond), tls: cfg.TLS}
 	granted := make(chan struct{})
 	var once sync.Once
 	cb := func(ev zk.Event) {
@@ -69,6 +73,9 @@ func dial(ctx context.Context, servers []string, timeout time.Duration, auth str
 	case <-granted:
 	case <-ctx.Done():
 		l.abandon()
+		if err := l.lastDialErr(); err != nil {
+			return nil, fmt.Errorf("%w (last connection attempt: %w)", ctx.Err(), err)
+		}
 		return nil, ctx.Err()
 	}
 	if auth == "" {
@@ -97,6 +104,13 @@ func (l *link) info() connInfo {
 	return l.last
 }
 
+// lastDialErr is why the latest dial failed, or nil.
+func (l *link) lastDialErr() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dialErr
+}
+
 func (l *link) dialRaw(network, addr string, timeout time.Duration) (net.Conn, error) {
 	l.mu.Lock()
 	cut := l.cut
@@ -104,11 +118,14 @@ func (l *link) dialRaw(network, addr string, timeout time.Duration) (net.Conn, e
 	if cut {
 		return nil, errAbandoned
 	}
-	c, err := net.DialTimeout(network, addr, timeout)
+	c, conn, err := l.connect(network, addr, timeout)
+	l.mu.Lock()
+	l.dialErr = err
+	l.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	sc := &sniffConn{Conn: c, l: l}
+	sc := &sniffConn{Conn: conn, raw: c, l: l}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.cut {
@@ -117,6 +134,29 @@ func (l *link) dialRaw(network, addr string, timeout time.Duration) (net.Conn, e
 	}
 	l.raw[sc] = struct{}{}
 	return sc, nil
+}
+
+// connect dials addr and, with TLS, makes the handshake within timeout. It
+// returns the TCP connection and the one to talk over (the same without
+// TLS).
+func (l *link) connect(network, addr string, timeout time.Duration) (raw, conn net.Conn, err error) {
+	raw, err = net.DialTimeout(network, addr, timeout)
+	if err != nil || l.tls == nil {
+		return raw, raw, err
+	}
+	cfg := l.tls
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(raw, cfg)
+	_ = raw.SetDeadline(time.Now().Add(timeout))
+	if err := tc.Handshake(); err != nil {
+		_ = raw.Close()
+		return nil, nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return raw, tc, nil
 }
 
 // close ends the session gracefully: the client sends closeSession, so the
@@ -140,7 +180,7 @@ func (l *link) refuse() {
 	defer l.mu.Unlock()
 	l.cut = true
 	for c := range l.raw {
-		_ = c.Conn.Close()
+		_ = c.raw.Close()
 	}
 }
 
@@ -150,7 +190,7 @@ func (l *link) drop() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for c := range l.raw {
-		_ = c.Conn.Close()
+		_ = c.raw.Close()
 	}
 }
 
@@ -162,6 +202,7 @@ func (l *link) drop() {
 // wait for the response.
 type sniffConn struct {
 	net.Conn
+	raw  net.Conn // the TCP connection: Conn itself, or under Conn's TLS
 	l    *link
 	hdr  []byte // the first bytes read, until the connect response is parsed
 	sent time.Time
@@ -212,7 +253,9 @@ func (c *sniffConn) Close() error {
 	c.l.mu.Lock()
 	delete(c.l.raw, c)
 	c.l.mu.Unlock()
-	return c.Conn.Close()
+	// The TCP connection, not the TLS one: a TLS close_notify could block
+	// on a stalled connection, and ZooKeeper does not need it.
+	return c.raw.Close()
 }
 
 // nopLogger silences the client library, which logs every reconnect.

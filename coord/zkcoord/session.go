@@ -94,7 +94,7 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
-	l, err := dial(cctx, c.cfg.Servers, ttl, c.cfg.Auth, s.onEvent)
+	l, err := dial(cctx, c.cfg, ttl, s.onEvent)
 	if err != nil {
 		s.cancel()
 		return nil, fmt.Errorf("zkcoord: new session: %w", err)

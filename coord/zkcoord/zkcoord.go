@@ -2,6 +2,7 @@ package zkcoord
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +44,13 @@ type Config struct {
 	// anyone. Empty: no credentials, and every znode is open to anyone
 	// (world:anyone, all permissions).
 	Auth string
+	// TLS, if set, is the client's TLS configuration: every connection is
+	// TLS, to the servers' secure client port (secureClientPort), the
+	// server's certificate is checked against RootCAs (the system's CAs if
+	// nil) and the host dialed, and Certificates are shown to a server that
+	// asks for a client certificate (ssl.clientAuth). Nil: plaintext. TLS
+	// also hides Auth's password, which the digest scheme sends in clear.
+	TLS *tls.Config
 }
 
 // DefaultConfig returns the defaults: prefix "/kvstore/default", dial timeout
@@ -204,7 +212,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	c.acl, c.parentACL = cfg.acls()
 	cctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	admin, err := dial(cctx, cfg.Servers, 10*time.Second, cfg.Auth, nil)
+	admin, err := dial(cctx, cfg, 10*time.Second, nil)
 	if err != nil {
 		return nil, fmt.Errorf("zkcoord: reach ZooKeeper at %v: %w", cfg.Servers, err)
 	}

@@ -1,0 +1,169 @@
+package zkcoord_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kvstore/certs"
+	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/coord/zkcoord"
+	"github.com/kvstore/kvstore/zkserver"
+)
+
+// testCA is a CA with a client certificate.
+type testCA struct {
+	ca     *certs.CA
+	client tls.Certificate
+}
+
+func newTestCA(t *testing.T, name string) testCA {
+	t.Helper()
+	ca, err := certs.NewCA(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := ca.Client("kvstore-node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := kp.TLSCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testCA{ca: ca, client: cert}
+}
+
+// clientTLS trusts roots and shows cert (if non-nil) whatever CAs the
+// server asks for.
+func clientTLS(roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
+	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if cert != nil {
+		c := *cert
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
+	}
+	return cfg
+}
+
+// startTLSServer starts a standalone ZooKeeper whose secure client port
+// requires a client certificate of p's CA.
+func startTLSServer(t *testing.T, p testCA) *zkserver.Ensemble {
+	t.Helper()
+	zkserver.SkipIfUnavailable(t)
+	dir := t.TempDir()
+	files := zkserver.TLSFiles{CertFile: filepath.Join(dir, "zk.crt"), KeyFile: filepath.Join(dir, "zk.key"), CAFile: filepath.Join(dir, "ca.crt")}
+	if err := p.ca.Write(files.CAFile, filepath.Join(dir, "ca.key")); err != nil {
+		t.Fatal(err)
+	}
+	kp, err := p.ca.Node([]string{"127.0.0.1", "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kp.Write(files.CertFile, files.KeyFile); err != nil {
+		t.Fatal(err)
+	}
+	cfg := zkserver.DefaultConfig()
+	cfg.TLS = files
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := zkserver.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start ZooKeeper with TLS: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(srv.LogFile(0)); err == nil {
+				t.Logf("ZooKeeper log:\n%s", b[max(0, len(b)-6000):])
+			}
+		}
+		if err := srv.Close(); err != nil {
+			t.Errorf("close ZooKeeper: %v", err)
+		}
+	})
+	return srv
+}
+
+// With the right certificates (and digest credentials) the Coordinator
+// works over TLS; without a client certificate, with one of another CA,
+// trusting another CA, or in plaintext on the TLS port, New fails within
+// its dial timeout, saying why where the handshake tells.
+func TestTLS(t *testing.T) {
+	p := newTestCA(t, "ZooKeeper test CA")
+	srv := startTLSServer(t, p)
+	other := newTestCA(t, "another CA")
+	// The first TLS connection waits for the JVM's TLS to warm up.
+	open := func(tlsCfg *tls.Config, dialTimeout time.Duration) (*zkcoord.Coordinator, time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		start := time.Now()
+		c, err := zkcoord.New(ctx, zkcoord.Config{
+			Servers:     srv.SecureServers(),
+			Prefix:      prefixFor(t),
+			DialTimeout: dialTimeout,
+			Auth:        testAuth,
+			TLS:         tlsCfg,
+		})
+		return c, time.Since(start), err
+	}
+
+	c, _, err := open(clientTLS(p.ca.Pool(), &p.client), 15*time.Second)
+	if err != nil {
+		t.Fatalf("New over TLS: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := newSession(t, c)
+	if err := s.Register(ctx, coord.Member{ID: "n1", Addr: "a1"}); err != nil {
+		t.Fatalf("Register over TLS: %v", err)
+	}
+	if _, err := s.Campaign(ctx, "n1"); err != nil {
+		t.Fatalf("Campaign over TLS: %v", err)
+	}
+	if err := c.ClaimCluster(ctx, "a"); err != nil {
+		t.Fatalf("ClaimCluster over TLS: %v", err)
+	}
+	if err := c.CreateVoters(ctx, []string{"n1"}); err != nil {
+		t.Fatalf("CreateVoters over TLS: %v", err)
+	}
+	if v, err := c.Voters(ctx); err != nil || !v.Contains("n1") {
+		t.Fatalf("Voters over TLS = %+v, %v", v, err)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatalf("Session.Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		tls  *tls.Config
+		want string
+	}{
+		{"no client certificate", clientTLS(p.ca.Pool(), nil), "TLS handshake"},
+		{"client certificate of another CA", clientTLS(p.ca.Pool(), &other.client), "TLS handshake"},
+		{"server of an untrusted CA", clientTLS(other.ca.Pool(), &p.client), "certificate signed by unknown authority"},
+		{"plaintext", nil, "deadline exceeded"},
+	} {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			t.Parallel()
+			c, took, err := open(tc.tls, 2*time.Second)
+			if err == nil {
+				c.Close()
+				t.Fatal("New succeeded")
+			}
+			t.Logf("refused after %v: %v", took.Round(time.Millisecond), err)
+			if took > 5*time.Second {
+				t.Errorf("New took %v to fail, want about its 2 s dial timeout", took)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New = %v, want an error saying %q", err, tc.want)
+			}
+		})
+	}
+}
