@@ -13,6 +13,7 @@ import (
 
 	"github.com/kvstore/kvstore/certs"
 	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/zkserver"
 )
 
 // coordPKI is a CA's files: its certificate, a loopback server certificate
@@ -182,6 +183,8 @@ func TestCoordinatorAccessFlagErrors(t *testing.T) {
 		{[]string{"node", "--id", "a", "--zookeeper", "127.0.0.1:1", "--zookeeper-auth", "Xyzzy"}, "want user:password"},
 		{[]string{"node", "--id", "a", "--zookeeper", "127.0.0.1:1", "--zookeeper-auth", "u:"}, "want user:password"},
 		{[]string{"node", "--id", "a", "--etcd", "http://127.0.0.1:1", "--etcd-ca", f("ca")}, "plaintext http"},
+		{[]string{"node", "--id", "a", "--zookeeper", "127.0.0.1:1", "--zookeeper-key", f("k")}, "--zookeeper-cert and --zookeeper-key go together"},
+		{[]string{"node", "--id", "a", "--etcd", "127.0.0.1:1", "--zookeeper-ca", f("ca")}, "not with --etcd"},
 		{[]string{"coordinator", "--cert-file", f("c")}, "--cert-file and --key-file go together"},
 		{[]string{"coordinator", "--trusted-ca-file", f("ca")}, "--trusted-ca-file needs --cert-file"},
 		{[]string{"coordinator", "--peer-key-file", f("k")}, "--peer-cert-file and --peer-key-file go together"},
@@ -228,6 +231,46 @@ func TestNodeOnZooKeeperWithAuth(t *testing.T) {
 		}
 	}
 	if out, code := ctl(t, bin, "get", "--endpoints", n.addr, "k"); code != 0 || out != "closed\n" {
+		t.Fatalf("get: exit %d, %q", code, out)
+	}
+	n.stop(t)
+}
+
+// `kvstore node` reaches a ZooKeeper secure client port with
+// --zookeeper-cert, --zookeeper-key and --zookeeper-ca (and credentials);
+// a node without a client certificate is refused, saying why.
+func TestNodeOnZooKeeperWithTLS(t *testing.T) {
+	zkserver.SkipIfUnavailable(t)
+	bin := buildBinary(t)
+	p := newCoordPKI(t, "ZooKeeper CA")
+	cfg := zkserver.DefaultConfig()
+	cfg.TLS = zkserver.TLSFiles{CertFile: p.serverCert, KeyFile: p.serverKey, CAFile: p.ca}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := zkserver.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start ZooKeeper with TLS: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("close ZooKeeper: %v", err)
+		}
+	})
+	zk := strings.Join(srv.SecureServers(), ",")
+	n := startNode(t, bin, "z0", "KVSTORE_ZOOKEEPER="+zk, "KVSTORE_CLUSTER=zktls", "KVSTORE_ZOOKEEPER_AUTH=kvstore:s3cret",
+		"KVSTORE_ZOOKEEPER_CERT="+p.clientCert, "KVSTORE_ZOOKEEPER_KEY="+p.clientKey, "KVSTORE_ZOOKEEPER_CA="+p.ca)
+	soon.Succeeds(t, 30*time.Second, func() error {
+		if out, code := ctl(t, bin, "put", "--endpoints", n.addr, "--timeout", "5s", "k", "over TLS"); code != 0 {
+			return fmt.Errorf("put: exit %d, %q", code, out)
+		}
+		return nil
+	})
+	out, code := runExit(t, bin, "node", "--id", "intruder", "--cluster", "zktls", "--listen", freeAddr(t),
+		"--zookeeper", zk, "--zookeeper-auth", "kvstore:s3cret", "--zookeeper-ca", p.ca)
+	if code != exitFailed || !strings.Contains(out, "TLS handshake") {
+		t.Errorf("node without a client certificate: exit %d, output %q; want exit %d, a failed TLS handshake", code, out, exitFailed)
+	}
+	if out, code := ctl(t, bin, "get", "--endpoints", n.addr, "k"); code != 0 || out != "over TLS\n" {
 		t.Fatalf("get: exit %d, %q", code, out)
 	}
 	n.stop(t)

@@ -123,7 +123,11 @@ func openCoordinator(ctx context.Context, etcd []string, zookeeper, cluster stri
 		if err != nil {
 			return nil, usage(fmt.Errorf("--zookeeper: %w", err))
 		}
-		return zkcoord.New(ctx, zkcoord.Config{Servers: servers, Prefix: chroot + "/kvstore/" + cluster, Auth: access.zkAuth})
+		tlsCfg, err := access.zkTLS()
+		if err != nil {
+			return nil, err
+		}
+		return zkcoord.New(ctx, zkcoord.Config{Servers: servers, Prefix: chroot + "/kvstore/" + cluster, Auth: access.zkAuth, TLS: tlsCfg})
 	}
 	tlsCfg, err := access.etcdTLS()
 	if err != nil {
