@@ -28,12 +28,18 @@ func ServerConfig(cert tls.Certificate, roots *x509.CertPool) *tls.Config {
 // peers or a client: it shows cert and trusts servers whose certificate a CA
 // in roots signed. ServerName is left empty: gRPC sets it on each connection
 // to the host part of the address dialed, which the server's certificate
-// must name.
+// must name. The caller shows cert whatever CAs the server says it
+// accepts (Go's default would show none to a server of another CA), so
+// that such a server refuses it as signed by an unknown authority rather
+// than as missing.
 func ClientConfig(cert tls.Certificate, roots *x509.CertPool) *tls.Config {
 	return &tls.Config{
 		Certificates: []tls.Certificate{cert},
-		RootCAs:      roots,
-		MinVersion:   MinVersion,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &cert, nil
+		},
+		RootCAs:    roots,
+		MinVersion: MinVersion,
 	}
 }
 
