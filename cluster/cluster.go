@@ -14,6 +14,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvstore/kvstore/certs"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/coord/etcdcoord"
 	"github.com/kvstore/kvstore/coord/zkcoord"
@@ -82,6 +84,12 @@ type Options struct {
 	// extra copies would be measured too. Partitions and link delays then
 	// act on no link. Coordinator faults (zk-down) still work.
 	DirectLinks bool
+	// TLS makes the nodes speak mutual TLS to each other and to clients
+	// (node.Config.ServerTLS and PeerTLS), with certificates of a
+	// throwaway CA that New makes in memory: one node certificate naming
+	// 127.0.0.1, ::1 and localhost. CA and ClientTLS give tests the means to
+	// call the nodes. False (the default): plaintext on loopback.
+	TLS bool
 }
 
 // Cluster is a set of numbered nodes sharing one coordinator. Its methods
@@ -93,6 +101,9 @@ type Cluster struct {
 	endpoint []string // the coordinator's client addresses
 
 	links *links // node-to-node proxies
+
+	ca      *certs.CA       // with Options.TLS
+	nodeTLS tls.Certificate // every node's certificate, with Options.TLS
 
 	mu    sync.Mutex // guards slots
 	slots []*slot
@@ -138,6 +149,11 @@ func New(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}
 	c := &Cluster{opts: opts}
 	c.links = newLinks(c)
+	if opts.TLS {
+		if err := c.makeCerts(); err != nil {
+			return nil, err
+		}
+	}
 	defer func() {
 		if err != nil {
 			_ = c.Close()
@@ -212,6 +228,46 @@ func (c *Cluster) startCoordinator(ctx context.Context) error {
 	return nil
 }
 
+// makeCerts makes the throwaway CA and the nodes' certificate.
+func (c *Cluster) makeCerts() error {
+	ca, err := certs.NewCA("KVStore test cluster CA")
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	kp, err := ca.Node([]string{"127.0.0.1", "::1", "localhost"})
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	if c.nodeTLS, err = kp.TLSCertificate(); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	c.ca = ca
+	return nil
+}
+
+// CA is the certificate authority of a cluster with Options.TLS (nil
+// without): tests issue certificates with it, their own or the nodes'.
+func (c *Cluster) CA() *certs.CA { return c.ca }
+
+// ClientTLS is a client TLS configuration for the nodes of a cluster with
+// Options.TLS: a fresh client certificate with CommonName name, and the
+// cluster's CA (for client.Config.TLS). Without Options.TLS it is nil, and
+// clients dial in plaintext.
+func (c *Cluster) ClientTLS(name string) (*tls.Config, error) {
+	if c.ca == nil {
+		return nil, nil
+	}
+	kp, err := c.ca.Client(name)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	cert, err := kp.TLSCertificate()
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	return certs.ClientConfig(cert, c.ca.Pool()), nil
+}
+
 // Backend is the coordinator kind.
 func (c *Cluster) Backend() Backend { return c.opts.Backend }
 
@@ -220,6 +276,10 @@ func (c *Cluster) Endpoints() []string { return c.endpoint }
 
 func (c *Cluster) nodeConfig(s *slot) node.Config {
 	cfg := node.DefaultConfig()
+	if c.ca != nil {
+		cfg.ServerTLS = certs.ServerConfig(c.nodeTLS, c.ca.Pool())
+		cfg.PeerTLS = certs.ClientConfig(c.nodeTLS, c.ca.Pool())
+	}
 	if c.opts.Node != nil {
 		c.opts.Node(&cfg)
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,6 +76,20 @@ type Config struct {
 	// cluster routes them through fault-injecting proxies.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 
+	// ServerTLS, if set, makes the node's gRPC server (the node-to-node and
+	// the client service, on one port) mutual TLS: its ClientAuth must be
+	// tls.RequireAndVerifyClientCert (certs.ServerConfig), so that every
+	// caller shows a certificate of the cluster's CA. The node-to-node
+	// service then serves only callers whose certificate's CommonName is
+	// certs.NodeName ("node"); others get PermissionDenied. nil: plaintext.
+	ServerTLS *tls.Config
+	// PeerTLS, if set, makes the node's outbound node-to-node connections
+	// TLS (also through Dial): the node's certificate (CommonName "node")
+	// and the CA it trusts (certs.ClientConfig). Leave its ServerName empty:
+	// each connection checks that the peer's certificate names the host of
+	// the peer's advertised address. Set with ServerTLS, or neither.
+	PeerTLS *tls.Config
+
 	// Logger receives structured logs (default: discard).
 	Logger *slog.Logger
 	// Now is the clock used for leases and deadlines (default time.Now). It
@@ -141,6 +156,10 @@ func (c Config) Validate() error {
 		return errors.New("node: config: Coordinator is nil")
 	case c.ListenAddr == "":
 		return errors.New("node: config: ListenAddr is empty")
+	case (c.ServerTLS == nil) != (c.PeerTLS == nil):
+		return errors.New("node: config: ServerTLS and PeerTLS must be set together (mutual TLS) or not at all")
+	case c.ServerTLS != nil && c.ServerTLS.ClientAuth != tls.RequireAndVerifyClientCert:
+		return fmt.Errorf("node: config: ServerTLS.ClientAuth is %v, want tls.RequireAndVerifyClientCert", c.ServerTLS.ClientAuth)
 	case c.SessionTTL < time.Second:
 		return fmt.Errorf("node: config: SessionTTL %v is under 1s", c.SessionTTL)
 	case c.LeaseDuration <= 0:

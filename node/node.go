@@ -147,7 +147,7 @@ func New(cfg Config) (*Node, error) {
 		now:     cfg.Now,
 		lis:     lis,
 		addr:    addr,
-		pool:    rpc.NewPool(cfg.Dial),
+		pool:    rpc.NewPool(cfg.Dial, cfg.PeerTLS),
 		store:   store.New(cfg.MaxRequests),
 		cache:   newCache(),
 		flights: make(map[string]*flight),
@@ -161,7 +161,8 @@ func New(cfg Config) (*Node, error) {
 	n.met = newMetrics(n)
 	n.ctx, n.cancel = context.WithCancelCause(context.Background())
 	n.srv = grpc.NewServer(
-		grpc.UnaryInterceptor(n.intercept),
+		grpc.ChainUnaryInterceptor(n.authorize, n.intercept),
+		serverCreds(cfg.ServerTLS),
 		grpc.MaxRecvMsgSize(rpc.MaxMsgSize),
 		grpc.MaxSendMsgSize(rpc.MaxMsgSize),
 	)

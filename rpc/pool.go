@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -20,6 +22,7 @@ const MaxMsgSize = 512 << 20
 // concurrent use; Close closes every connection.
 type Pool struct {
 	dial func(ctx context.Context, addr string) (net.Conn, error) // nil: plain TCP
+	tls  *tls.Config                                              // nil: plaintext
 
 	mu     sync.Mutex // guards conns and closed
 	conns  map[string]*grpc.ClientConn
@@ -27,9 +30,13 @@ type Pool struct {
 }
 
 // NewPool returns an empty pool. dial, if not nil, makes every connection
-// (tests route it through fault-injecting proxies).
-func NewPool(dial func(ctx context.Context, addr string) (net.Conn, error)) *Pool {
-	return &Pool{dial: dial, conns: make(map[string]*grpc.ClientConn)}
+// (tests route it through fault-injecting proxies). tlsConfig, if not nil,
+// makes every connection TLS, over what dial returns: the node's
+// certificate and the CA it trusts (certs.ClientConfig). Its ServerName
+// should be empty: each connection then checks that the peer's certificate
+// names the host of the address dialed, not of a proxy in between.
+func NewPool(dial func(ctx context.Context, addr string) (net.Conn, error), tlsConfig *tls.Config) *Pool {
+	return &Pool{dial: dial, tls: tlsConfig, conns: make(map[string]*grpc.ClientConn)}
 }
 
 // Peer returns a client for the Peer service at addr.
@@ -42,8 +49,12 @@ func (p *Pool) Peer(addr string) (kvpb.PeerClient, error) {
 	if cc, ok := p.conns[addr]; ok {
 		return kvpb.NewPeerClient(cc), nil
 	}
+	creds := insecure.NewCredentials()
+	if p.tls != nil {
+		creds = credentials.NewTLS(p.tls)
+	}
 	opts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize)),
 		// Reconnect fast once a peer is back: the default backoff grows to 2 minutes.
 		grpc.WithConnectParams(grpc.ConnectParams{
