@@ -20,10 +20,12 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +33,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -52,6 +55,13 @@ var (
 	ErrBadRequest     = kvstore.ErrBadRequest
 	// ErrUnavailable: no endpoint could serve the call before its deadline.
 	ErrUnavailable = errors.New("client: no endpoint available")
+	// ErrTLS: a node and the client could not agree on TLS (see
+	// Config.TLS): a plaintext client calling a node that requires TLS, a
+	// certificate the other side does not trust, a node certificate that
+	// does not name the endpoint's host, or a TLS client calling a plaintext
+	// node. A call fails with it, and ErrUnavailable, at once when every
+	// endpoint fails so twice in a row.
+	ErrTLS = errors.New("client: TLS handshake failed")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("client: closed")
 )
@@ -66,6 +76,12 @@ type Config struct {
 	// RetryPause is the pause after every endpoint failed once, before the
 	// next round (default 100 ms).
 	RetryPause time.Duration
+	// TLS, if set, makes every connection mutual TLS, as nodes with TLS on
+	// require: the client's certificate and the CA that signed the nodes'
+	// certificates (certs.Files.ClientConfig builds it from PEM files).
+	// Leave its ServerName empty: each connection checks that the node's
+	// certificate names the host of its endpoint. nil: plaintext.
+	TLS *tls.Config
 }
 
 // Client is a connection to a KVStore cluster. It is safe for concurrent
@@ -100,13 +116,17 @@ func New(cfg Config) (*Client, error) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	c := &Client{cfg: cfg, idPfx: hex.EncodeToString(b[:]) + "."}
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = credentials.NewTLS(cfg.TLS)
+	}
 	for _, ep := range cfg.Endpoints {
 		if ep == "" {
 			c.Close()
 			return nil, errors.New("client: empty endpoint")
 		}
 		cc, err := grpc.NewClient("passthrough:///"+ep,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(creds),
 			grpc.WithConnectParams(grpc.ConnectParams{
 				Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 				MinConnectTimeout: time.Second,
@@ -225,7 +245,9 @@ func (c *Client) do(ctx context.Context, op string, write bool, call func(contex
 	}
 	var last error
 	unknown := false
+	tlsRounds := 0 // consecutive rounds in which every endpoint failed over TLS
 	for round := 0; ; round++ {
+		tlsOnly := true
 		for i := 0; i < len(c.kvs); i++ {
 			idx := c.current()
 			var p peer.Peer
@@ -238,11 +260,25 @@ func (c *Client) do(ctx context.Context, op string, write bool, call func(contex
 			if write && p.Addr != nil && maybeApplied(err) {
 				unknown = true
 			}
+			if err = c.explainTLS(err); !errors.Is(err, ErrTLS) {
+				tlsOnly = false
+			}
 			last = fmt.Errorf("%s: %w", c.cfg.Endpoints[idx], err)
 			if ctx.Err() != nil || !failover(err) {
 				return c.fail(ctx, op, last, write && unknown)
 			}
 			c.next.CompareAndSwap(uint32(idx), uint32(idx+1)%uint32(len(c.kvs)))
+		}
+		// A TLS mismatch is a matter of configuration: waiting will not
+		// cure it. Twice in a row, so that a connection that happened to
+		// close at the wrong moment does not count.
+		if tlsOnly {
+			tlsRounds++
+		} else {
+			tlsRounds = 0
+		}
+		if tlsRounds == 2 {
+			return c.fail(ctx, op, fmt.Errorf("%w: %w", ErrUnavailable, last), write && unknown)
 		}
 		select {
 		case <-ctx.Done():
@@ -250,6 +286,35 @@ func (c *Client) do(ctx context.Context, op string, write bool, call func(contex
 		case <-time.After(c.cfg.RetryPause):
 		}
 	}
+}
+
+// tlsError is a connection failure that looks like a TLS mismatch, with a
+// hint of the cause. It matches ErrTLS and the failure itself.
+type tlsError struct {
+	err  error
+	hint string
+}
+
+func (e *tlsError) Error() string   { return e.err.Error() + " (" + e.hint + ")" }
+func (e *tlsError) Unwrap() []error { return []error{ErrTLS, e.err} }
+
+// explainTLS marks a connection failure that looks like a TLS mismatch:
+// without TLS, the node closing the connection before it spoke HTTP/2 (what
+// a node with TLS on does to a plaintext client); with TLS, a failed
+// handshake on either side (a certificate not trusted, not naming the
+// endpoint's host, or a node without TLS).
+func (c *Client) explainTLS(err error) error {
+	if status.Code(err) != codes.Unavailable {
+		return err
+	}
+	msg := err.Error()
+	switch {
+	case c.cfg.TLS == nil && (strings.Contains(msg, "error reading server preface: EOF") || strings.Contains(msg, "closed before server preface")):
+		return &tlsError{err, "the node closed the connection at once: it may require TLS, and a client certificate, key and CA"}
+	case c.cfg.TLS != nil && (strings.Contains(msg, "authentication handshake failed") || strings.Contains(msg, "remote error: tls:")):
+		return &tlsError{err, "TLS handshake failed: check the client's certificate, key and CA, and that the node's certificate names the endpoint's host"}
+	}
+	return err
 }
 
 // fail builds a call's final error.
