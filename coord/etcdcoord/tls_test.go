@@ -173,3 +173,26 @@ func TestTLSWithHTTPEndpointIsInvalid(t *testing.T) {
 		t.Fatalf("Validate with https and host:port endpoints: %v", err)
 	}
 }
+
+// An etcd that serves TLS without client certificate authentication takes
+// a client that only trusts its CA (--etcd-ca alone).
+func TestTLSServerOnly(t *testing.T) {
+	p := newPKI(t, "etcd test CA")
+	cfg := etcdembed.DefaultConfig()
+	cfg.ClientTLS = etcdembed.TLSFiles{CertFile: p.serverCert, KeyFile: p.serverKey}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv, err := etcdembed.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start etcd with server-only TLS: %v", err)
+	}
+	defer srv.Close()
+	c, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: []string{srv.Endpoint()}, Prefix: prefixFor(t), TLS: clientTLS(p.ca.Pool(), nil)})
+	if err != nil {
+		t.Fatalf("New with the CA alone: %v", err)
+	}
+	defer c.Close()
+	if err := c.ClaimCluster(ctx, "a"); err != nil {
+		t.Fatalf("ClaimCluster: %v", err)
+	}
+}
