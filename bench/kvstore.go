@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -135,17 +136,18 @@ type endpoints struct {
 }
 
 // NewEndpoints returns a Target named "kvstore" for the running cluster
-// whose nodes' client addresses (host:port) are given. It asks the cluster
-// for its voters, for the durability statement, and fails if no endpoint
-// answers within 10 s.
-func NewEndpoints(eps []string) (Target, error) {
+// whose nodes' client addresses (host:port) are given; tlsConfig, if not
+// nil, is the clients' TLS configuration (client.Config.TLS). It asks the
+// cluster for its voters, for the durability statement, and fails if no
+// endpoint answers within 10 s.
+func NewEndpoints(eps []string, tlsConfig *tls.Config) (Target, error) {
 	if len(eps) == 0 {
 		return nil, errors.New("bench: no KVStore endpoints")
 	}
 	t := &endpoints{}
 	for i := range eps {
 		rotated := append(append([]string(nil), eps[i:]...), eps[:i]...)
-		c, err := client.New(client.Config{Endpoints: rotated})
+		c, err := client.New(client.Config{Endpoints: rotated, TLS: tlsConfig})
 		if err != nil {
 			_ = t.Close()
 			return nil, fmt.Errorf("bench: %w", err)

@@ -60,7 +60,7 @@ func TestKVStoreTargets(t *testing.T) {
 	for _, n := range c.List() {
 		eps = append(eps, n.Addr)
 	}
-	remote, err := NewEndpoints(eps)
+	remote, err := NewEndpoints(eps, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

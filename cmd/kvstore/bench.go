@@ -38,6 +38,7 @@ type benchFlags struct {
 	seed         uint64
 	cpuProfile   string
 	failover     int
+	tls          tlsFlags
 }
 
 func newBenchCmd() *cobra.Command {
@@ -90,6 +91,7 @@ set with KVSTORE_<FLAG>.`,
 	fl.BoolVar(&f.json, "json", false, "print the results as a JSON array instead of tables")
 	fl.Uint64Var(&f.seed, "seed", 1, "seed of the clients' random operation and key sequences (the same for every target)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	f.tls.add(fl, "the benchmark's clients, with --endpoints (a client certificate of the nodes' CA)")
 	fl.IntVar(&f.failover, "failover", 0, "instead of the workloads, measure failover this many times on an in-process 3-node cluster: leader killed to first acknowledged write, and a write while a holder of the key is rmi-down")
 	documentEnv(cmd)
 	return cmd
@@ -181,6 +183,11 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 	if f.backend != string(cluster.Etcd) && f.backend != string(cluster.ZooKeeper) {
 		return &exitError{exitUsage, fmt.Errorf("--backend %q: want %s or %s", f.backend, cluster.Etcd, cluster.ZooKeeper)}
 	}
+	if _, on, err := f.tls.files(); err != nil {
+		return err
+	} else if on && len(f.endpoints) == 0 {
+		return &exitError{exitUsage, errors.New("--cert, --key and --ca are for --endpoints (the in-process cluster needs none)")}
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if f.failover > 0 {
@@ -215,7 +222,11 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 		}
 	}()
 	if len(f.endpoints) > 0 {
-		t, err := bench.NewEndpoints(f.endpoints)
+		tlsConfig, err := f.tls.clientConfig()
+		if err != nil {
+			return err
+		}
+		t, err := bench.NewEndpoints(f.endpoints, tlsConfig)
 		if err != nil {
 			return err
 		}

@@ -51,6 +51,7 @@ type ctlFlags struct {
 	endpoints []string
 	timeout   time.Duration
 	json      bool
+	tls       tlsFlags
 }
 
 // ctlCommands are the command-line client's commands, in the spirit of
@@ -62,6 +63,7 @@ func ctlCommands() []*cobra.Command {
 		fl.StringSliceVar(&f.endpoints, "endpoints", []string{"127.0.0.1:7000"}, "nodes' addresses (host:port,...); the client moves to the next when one cannot serve")
 		fl.DurationVar(&f.timeout, "timeout", 20*time.Second, "how long the command may take")
 		fl.BoolVar(&f.json, "json", false, "print the result as JSON")
+		f.tls.add(fl, "this client (a client certificate of the nodes' CA)")
 		cmd.Args = exactArgs(len(argNames(cmd)))
 		cmd.SilenceUsage, cmd.SilenceErrors = true, true
 		cmd.PreRunE = func(cmd *cobra.Command, _ []string) error { return bindEnv(cmd) }
@@ -69,14 +71,22 @@ func ctlCommands() []*cobra.Command {
 		return cmd
 	}
 	run := func(cmd *cobra.Command, do func(ctx context.Context, c *client.Client, out io.Writer) error) error {
-		c, err := client.New(client.Config{Endpoints: f.endpoints, Timeout: f.timeout})
+		tlsConfig, err := f.tls.clientConfig()
+		if err != nil {
+			return err
+		}
+		c, err := client.New(client.Config{Endpoints: f.endpoints, Timeout: f.timeout, TLS: tlsConfig})
 		if err != nil {
 			return &exitError{exitUsage, err}
 		}
 		defer c.Close()
 		ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 		defer cancel()
-		return do(ctx, c, cmd.OutOrStdout())
+		err = do(ctx, c, cmd.OutOrStdout())
+		if errors.Is(err, client.ErrTLS) {
+			return fmt.Errorf("%w [TLS: check --cert, --key and --ca]", err)
+		}
+		return err
 	}
 	get := withFlags(&cobra.Command{
 		Use:   "get <key>",

@@ -41,6 +41,7 @@ type shellFlags struct {
 	history   string
 	dataDir   string
 	noFsync   bool
+	tls       bool
 }
 
 func newRootCmd() *cobra.Command {
@@ -79,10 +80,12 @@ Debian's zookeeper package.`,
 	fl.StringVar(&f.history, "history", "", "shell history file (interactive only)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "make the nodes durable: node n<i> keeps its state in DIR/n<i> (restart keeps it) and an embedded coordinator in DIR/coordinator; kept on exit, so the next shell with the same DIR and --nodes finds the same data (default: memory only)")
 	fl.BoolVar(&f.noFsync, "no-fsync", false, "with --data-dir: skip the fsync of each group commit (faster; a machine crash may lose acknowledged writes)")
+	fl.BoolVar(&f.tls, "tls", false, "the nodes speak mutual TLS to each other, with certificates of a throwaway CA made in memory (default: plaintext on loopback)")
 	cmd.AddCommand(newNodeCmd())
 	cmd.AddCommand(newCoordinatorCmd())
 	cmd.AddCommand(ctlCommands()...)
 	cmd.AddCommand(newBenchCmd())
+	cmd.AddCommand(newCertsCmd())
 	usageErrors(cmd)
 	return cmd
 }
@@ -133,6 +136,7 @@ func runShell(ctx context.Context, f shellFlags) error {
 		Logger:    logger,
 		DataDir:   f.dataDir,
 		NoFsync:   f.noFsync,
+		TLS:       f.tls,
 		Node: func(c *node.Config) {
 			c.Cluster = f.cluster
 			c.SessionTTL = f.ttl

@@ -35,6 +35,7 @@ type nodeFlags struct {
 	handover  time.Duration
 	metrics   string
 	dataDir   string
+	tls       tlsFlags
 	noFsync   bool
 
 	access coordAccessFlags // TLS to etcd, credentials for ZooKeeper
@@ -58,7 +59,13 @@ a rolling restart costs at most one election.
 With --metrics-listen (e.g. 127.0.0.1:9100) the node also serves HTTP there:
 Prometheus metrics on /metrics, /healthz (200 while the process runs),
 /readyz (200 only while the node serves and sees a leader, else 503 and the
-reason) and the Go profiler on /debug/pprof/.`,
+reason) and the Go profiler on /debug/pprof/.
+
+With --cert, --key and --ca (all three; see kvstore certs) the gRPC port
+speaks mutual TLS only: every caller needs a certificate of the CA, the
+node-to-node service takes only node certificates (CN=node), and the node
+shows --cert to the nodes it dials. Its certificate must name the host of
+its advertised address: the others check it.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -83,6 +90,7 @@ reason) and the Go profiler on /debug/pprof/.`,
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory of the node's durable state (created if missing); a node restarted with it rejoins with its data and counts toward majorities at once (default: memory only; a voter restarted without data rejoins as recovering)")
 	fl.BoolVar(&f.noFsync, "no-fsync", false, "with --data-dir: skip the fsync of each group commit (faster; a machine crash may lose acknowledged writes)")
 	fl.StringVar(&f.metrics, "metrics-listen", "", "address of the HTTP server for /metrics, /healthz, /readyz and /debug/pprof/ (default: none)")
+	f.tls.add(fl, "this node (a node certificate, CN=node, naming the host of --advertise)")
 	f.access.add(fl)
 	documentEnv(cmd)
 	return cmd
@@ -154,6 +162,10 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	if strings.ContainsAny(f.cluster, "/ ") || f.cluster == "" {
 		return fmt.Errorf("--cluster %q: want a non-empty name without / or spaces", f.cluster)
 	}
+	serverTLS, peerTLS, err := f.tls.nodeConfigs()
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -175,6 +187,7 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	cfg.OpTimeout = f.opTimeout
 	cfg.DataDir = f.dataDir
 	cfg.NoFsync = f.noFsync
+	cfg.ServerTLS, cfg.PeerTLS = serverTLS, peerTLS
 	cfg.Logger = log
 	n, err := node.New(cfg)
 	if err != nil {
