@@ -20,9 +20,9 @@ type tlsFlags struct {
 
 // add registers the flags; whose says whose certificate --cert is.
 func (f *tlsFlags) add(fl *pflag.FlagSet, whose string) {
-	fl.StringVar(&f.cert, "cert", "", "PEM certificate of "+whose+" (mutual TLS: with --key and --ca; `kvstore certs` makes them)")
-	fl.StringVar(&f.key, "key", "", "PEM private key of --cert")
-	fl.StringVar(&f.ca, "ca", "", "PEM certificate of the CA that signed the nodes' and clients' certificates")
+	fl.StringVar(&f.cert, "cert", "", "`FILE` with the PEM certificate of "+whose+"; mutual TLS, with --key and --ca (kvstore certs makes them)")
+	fl.StringVar(&f.key, "key", "", "`FILE` with the PEM private key of --cert")
+	fl.StringVar(&f.ca, "ca", "", "`FILE` with the PEM certificate of the CA that signed the nodes' and clients' certificates")
 }
 
 // files are the flags as certs.Files; a partial set is a usage error.
