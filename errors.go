@@ -8,10 +8,10 @@ import "errors"
 // Sentinel errors. Match them with errors.Is: APIs wrap them with context.
 //
 // Errors fall into two classes. Definite failures (ErrPartitioned before the
-// request left the node, ErrNoLeader, ErrBadRequest, ErrStopped) mean the
-// operation was not applied. An error that also matches ErrOutcomeUnknown
-// means a write may or may not have been applied; retrying it with the same
-// request id is safe, because the leader deduplicates.
+// request left the node, ErrNoLeader, ErrBadRequest, ErrTooLarge, ErrBusy,
+// ErrStopped) mean the operation was not applied. An error that also matches
+// ErrOutcomeUnknown means a write may or may not have been applied; retrying
+// it with the same request id is safe, because the leader deduplicates.
 var (
 	// ErrPartitioned: the node cannot prove it still holds a live coordinator
 	// session, so it does not serve.
@@ -32,4 +32,10 @@ var (
 	ErrStaleEpoch = errors.New("kvstore: stale epoch")
 	// ErrBadRequest: the request is malformed (empty key, wrong cluster...).
 	ErrBadRequest = errors.New("kvstore: bad request")
+	// ErrTooLarge: a key, value or request is over its configured limit.
+	// Nothing was applied, and a retry fails the same way.
+	ErrTooLarge = errors.New("kvstore: over the size limit")
+	// ErrBusy: the client already has as many requests in flight at this
+	// node as the node allows. Nothing was applied; retry after a pause.
+	ErrBusy = errors.New("kvstore: too many concurrent requests")
 )

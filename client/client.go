@@ -53,6 +53,8 @@ var (
 	ErrOutcomeUnknown = kvstore.ErrOutcomeUnknown
 	ErrStopped        = kvstore.ErrStopped
 	ErrBadRequest     = kvstore.ErrBadRequest
+	ErrTooLarge       = kvstore.ErrTooLarge
+	ErrBusy           = kvstore.ErrBusy
 	// ErrUnavailable: no endpoint could serve the call before its deadline.
 	ErrUnavailable = errors.New("client: no endpoint available")
 	// ErrTLS: a node and the client could not agree on TLS (see
@@ -337,11 +339,12 @@ func (c *Client) fail(ctx context.Context, op string, last error, unknown bool) 
 // with err: this node cannot serve now (unreachable, partitioned, stopped),
 // or a write's outcome is unknown for a reason another node may not share
 // (its leader went away mid-write); the request id makes the retry safe.
-// Other errors (bad request, no quorum, timeout) would be the same
-// elsewhere.
+// Other errors (bad request, too large, no quorum, timeout) would be the
+// same elsewhere; ErrBusy asks this client to slow down, not to move.
 func failover(err error) bool {
 	switch {
-	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrNoQuorum), errors.Is(err, ErrTimeout), errors.Is(err, ErrNoLeader):
+	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrTooLarge), errors.Is(err, ErrBusy),
+		errors.Is(err, ErrNoQuorum), errors.Is(err, ErrTimeout), errors.Is(err, ErrNoLeader):
 		return false
 	case errors.Is(err, ErrPartitioned), errors.Is(err, ErrStopped), errors.Is(err, ErrOutcomeUnknown):
 		return true
@@ -356,6 +359,7 @@ func maybeApplied(err error) bool {
 	if errors.Is(err, ErrOutcomeUnknown) {
 		return true
 	}
-	definite := errors.Is(err, ErrBadRequest) || errors.Is(err, ErrPartitioned) || errors.Is(err, ErrStopped) || errors.Is(err, ErrNoLeader)
+	definite := errors.Is(err, ErrBadRequest) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrBusy) ||
+		errors.Is(err, ErrPartitioned) || errors.Is(err, ErrStopped) || errors.Is(err, ErrNoLeader)
 	return !definite
 }

@@ -72,6 +72,21 @@ type Config struct {
 	// retried write once (default 65536).
 	MaxRequests int
 
+	// MaxKeySize is the longest key, in bytes, a client may read or write
+	// (default 4 KiB).
+	MaxKeySize int
+	// MaxValueSize is the longest value, in bytes, a client may write
+	// (default 1 MiB).
+	MaxValueSize int
+	// MaxRequestSize bounds one client API request as encoded on the wire,
+	// in bytes (default 1.5 MiB). Node-to-node messages are bounded by
+	// rpc.MaxMsgSize instead: snapshots travel whole.
+	MaxRequestSize int
+	// MaxClientRequests is how many client API requests one client
+	// connection may have in flight at this node; more fail at once with
+	// ErrBusy (default 1024).
+	MaxClientRequests int
+
 	// Dial, if set, makes every outbound node-to-node connection; the test
 	// cluster routes them through fault-injecting proxies.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
@@ -126,6 +141,15 @@ type Faults struct {
 	SlowDisk time.Duration
 }
 
+// Default limits (Config.MaxKeySize and the fields after it). Values are
+// bounded like etcd's (1.5 MiB requests) and ZooKeeper's (1 MiB znodes).
+const (
+	DefaultMaxKeySize        = 4 << 10
+	DefaultMaxValueSize      = 1 << 20
+	DefaultMaxRequestSize    = 3 << 19 // 1.5 MiB
+	DefaultMaxClientRequests = 1024
+)
+
 // DefaultConfig returns a Config with every default filled in except ID and
 // Coordinator.
 func DefaultConfig() Config {
@@ -142,6 +166,11 @@ func DefaultConfig() Config {
 		MaxBatch:      1024,
 		MaxLog:        100000,
 		MaxRequests:   65536,
+
+		MaxKeySize:        DefaultMaxKeySize,
+		MaxValueSize:      DefaultMaxValueSize,
+		MaxRequestSize:    DefaultMaxRequestSize,
+		MaxClientRequests: DefaultMaxClientRequests,
 	}
 }
 
@@ -178,6 +207,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: config: MaxBatch %d must be positive", c.MaxBatch)
 	case c.MaxLog <= 0:
 		return fmt.Errorf("node: config: MaxLog %d must be positive", c.MaxLog)
+	case c.MaxKeySize <= 0:
+		return fmt.Errorf("node: config: MaxKeySize %d must be positive", c.MaxKeySize)
+	case c.MaxValueSize < 0:
+		return fmt.Errorf("node: config: MaxValueSize %d must not be negative", c.MaxValueSize)
+	case c.MaxRequestSize <= c.MaxKeySize:
+		return fmt.Errorf("node: config: MaxRequestSize %d must exceed MaxKeySize %d", c.MaxRequestSize, c.MaxKeySize)
+	case c.MaxClientRequests <= 0:
+		return fmt.Errorf("node: config: MaxClientRequests %d must be positive", c.MaxClientRequests)
 	}
 	return nil
 }

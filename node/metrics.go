@@ -84,7 +84,7 @@ func classify(err error) outcome {
 	switch {
 	case err == nil:
 		return outcomeOK
-	case errors.Is(err, kvstore.ErrBadRequest):
+	case errors.Is(err, kvstore.ErrBadRequest), errors.Is(err, kvstore.ErrTooLarge):
 		return outcomeBadRequest
 	case errors.Is(err, kvstore.ErrOutcomeUnknown):
 		return outcomeUnknown

@@ -104,6 +104,8 @@ type Node struct {
 	reqSeq atomic.Uint64
 	incarn string
 
+	limits *limiter // client API limits (limits.go)
+
 	misses, leaderReads, writes, served atomic.Uint64
 
 	met *metrics // Prometheus instruments (metrics.go)
@@ -154,6 +156,7 @@ func New(cfg Config) (*Node, error) {
 		viewCh:  make(chan struct{}),
 		incarn:  strconv.FormatInt(time.Now().UnixNano(), 36),
 	}
+	n.limits = newLimiter(&n.cfg)
 	if err := n.openDisk(); err != nil {
 		_ = lis.Close()
 		return nil, err
@@ -282,7 +285,13 @@ func (n *Node) intercept(ctx context.Context, req any, info *grpc.UnaryServerInf
 	if n.rpcDown.Load() && peerMethod(info) {
 		return nil, status.Error(codes.Unavailable, "node "+n.cfg.ID+": inbound RPC is down")
 	}
-	resp, err := h(ctx, req)
+	var resp any
+	var err error
+	if peerMethod(info) {
+		resp, err = h(ctx, req)
+	} else {
+		resp, err = n.limits.serve(ctx, req, h)
+	}
 	return resp, rpc.ToStatus(err)
 }
 
@@ -630,8 +639,8 @@ func (n *Node) Get(ctx context.Context, key string) (value string, found bool, e
 
 // doGet is Get without the metrics.
 func (n *Node) doGet(ctx context.Context, key string) (value string, found bool, err error) {
-	if key == "" {
-		return "", false, fmt.Errorf("%w: empty key", kvstore.ErrBadRequest)
+	if err := n.checkKey(key); err != nil {
+		return "", false, err
 	}
 	if v, f, ok, _ := n.cachedGet(key, n.now()); ok {
 		return v, f, nil
@@ -661,8 +670,8 @@ func (n *Node) write(ctx context.Context, op kvpb.Op, key, value string) error {
 
 // writeAs writes under request id reqID, or a fresh one if it is empty.
 func (n *Node) writeAs(ctx context.Context, op kvpb.Op, key, value, reqID string) error {
-	if key == "" {
-		return fmt.Errorf("%w: empty key", kvstore.ErrBadRequest)
+	if err := n.checkWrite(key, value); err != nil {
+		return err
 	}
 	octx, done, err := n.opContext(ctx)
 	if err != nil {

@@ -28,6 +28,8 @@ var table = []struct {
 	{kvstore.ErrStopped, codes.Unavailable},
 	{kvstore.ErrStaleEpoch, codes.FailedPrecondition},
 	{kvstore.ErrBadRequest, codes.InvalidArgument},
+	{kvstore.ErrTooLarge, codes.InvalidArgument},
+	{kvstore.ErrBusy, codes.ResourceExhausted},
 }
 
 // ToStatus converts an error returned by a node into a gRPC status error.

@@ -37,6 +37,7 @@ type nodeFlags struct {
 	dataDir   string
 	tls       tlsFlags
 	noFsync   bool
+	limits    limitFlags
 
 	access coordAccessFlags // TLS to etcd, credentials for ZooKeeper
 }
@@ -88,6 +89,7 @@ its advertised address: the others check it.`,
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.DurationVar(&f.handover, "handover-timeout", 5*time.Second, "on shutdown, how long a leader waits for a successor")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory of the node's durable state (created if missing); a node restarted with it rejoins with its data and counts toward majorities at once (default: memory only; a voter restarted without data rejoins as recovering)")
+	f.limits.add(fl)
 	fl.BoolVar(&f.noFsync, "no-fsync", false, "with --data-dir: skip the fsync of each group commit (faster; a machine crash may lose acknowledged writes)")
 	fl.StringVar(&f.metrics, "metrics-listen", "", "address of the HTTP server for /metrics, /healthz, /readyz and /debug/pprof/ (default: none)")
 	f.tls.add(fl, "this node (a node certificate, CN=node, naming the host of --advertise)")
@@ -157,10 +159,13 @@ func runNode(ctx context.Context, f nodeFlags) error {
 		return err
 	}
 	if f.id == "" {
-		return errors.New("--id is required")
+		return &exitError{exitUsage, errors.New("--id is required")}
 	}
 	if strings.ContainsAny(f.cluster, "/ ") || f.cluster == "" {
-		return fmt.Errorf("--cluster %q: want a non-empty name without / or spaces", f.cluster)
+		return &exitError{exitUsage, fmt.Errorf("--cluster %q: want a non-empty name without / or spaces", f.cluster)}
+	}
+	if err := f.limits.validate(); err != nil {
+		return &exitError{exitUsage, err}
 	}
 	serverTLS, peerTLS, err := f.tls.nodeConfigs()
 	if err != nil {
@@ -188,6 +193,7 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	cfg.DataDir = f.dataDir
 	cfg.NoFsync = f.noFsync
 	cfg.ServerTLS, cfg.PeerTLS = serverTLS, peerTLS
+	f.limits.apply(&cfg)
 	cfg.Logger = log
 	n, err := node.New(cfg)
 	if err != nil {

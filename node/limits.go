@@ -1,0 +1,93 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"google.golang.org/grpc"
+	grpcpeer "google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kvstore/kvstore"
+)
+
+// checkKey refuses a key the client API must not take: empty, or longer
+// than MaxKeySize.
+func (n *Node) checkKey(key string) error {
+	switch {
+	case key == "":
+		return fmt.Errorf("%w: empty key", kvstore.ErrBadRequest)
+	case len(key) > n.cfg.MaxKeySize:
+		return fmt.Errorf("%w: key of %d bytes (MaxKeySize %d)", kvstore.ErrTooLarge, len(key), n.cfg.MaxKeySize)
+	}
+	return nil
+}
+
+// checkWrite refuses a write the client API must not take: a bad key or a
+// value longer than MaxValueSize. It runs before anything is sent, so a
+// refused write changes nothing.
+func (n *Node) checkWrite(key, value string) error {
+	if err := n.checkKey(key); err != nil {
+		return err
+	}
+	if len(value) > n.cfg.MaxValueSize {
+		return fmt.Errorf("%w: value of %d bytes (MaxValueSize %d)", kvstore.ErrTooLarge, len(value), n.cfg.MaxValueSize)
+	}
+	return nil
+}
+
+// limiter enforces the client API's per-request limits: the encoded size of
+// each request (MaxRequestSize) and how many requests one client
+// connection has in flight (MaxClientRequests). Node-to-node calls do not
+// pass through it.
+type limiter struct {
+	maxSize     int
+	maxInFlight int
+
+	mu       sync.Mutex
+	inFlight map[string]int // client connection (remote address) -> requests in flight
+}
+
+func newLimiter(cfg *Config) *limiter {
+	return &limiter{maxSize: cfg.MaxRequestSize, maxInFlight: cfg.MaxClientRequests, inFlight: make(map[string]int)}
+}
+
+// serve runs the client API handler h for req within the limits, or
+// refuses req at once with ErrTooLarge or ErrBusy.
+func (l *limiter) serve(ctx context.Context, req any, h grpc.UnaryHandler) (any, error) {
+	if m, ok := req.(proto.Message); ok {
+		if size := proto.Size(m); size > l.maxSize {
+			return nil, fmt.Errorf("%w: request of %d bytes (MaxRequestSize %d)", kvstore.ErrTooLarge, size, l.maxSize)
+		}
+	}
+	who := "unknown client"
+	if p, ok := grpcpeer.FromContext(ctx); ok && p.Addr != nil {
+		who = p.Addr.String()
+	}
+	if !l.acquire(who) {
+		return nil, fmt.Errorf("%w: client %s already has %d requests in flight (MaxClientRequests %d)", kvstore.ErrBusy, who, l.maxInFlight, l.maxInFlight)
+	}
+	defer l.release(who)
+	return h(ctx, req)
+}
+
+func (l *limiter) acquire(who string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.inFlight[who] >= l.maxInFlight {
+		return false
+	}
+	l.inFlight[who]++
+	return true
+}
+
+func (l *limiter) release(who string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.inFlight[who] <= 1 {
+		delete(l.inFlight, who)
+		return
+	}
+	l.inFlight[who]--
+}
