@@ -24,6 +24,7 @@ package ops
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +54,11 @@ type Config struct {
 	Ready func() error
 	// Logger receives the HTTP server's errors (default: discard).
 	Logger *slog.Logger
+	// TLS, if set, makes the server speak HTTPS with it; a node with mutual
+	// TLS passes its server configuration, so that only holders of a
+	// certificate of the cluster's CA may scrape or profile it. nil: plain
+	// HTTP.
+	TLS *tls.Config
 }
 
 // Server is the operations HTTP server. Its methods are safe for concurrent
@@ -154,6 +160,9 @@ func (s *Server) Start(addr string) error {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("ops: listen: %w", err)
+	}
+	if s.cfg.TLS != nil {
+		lis = tls.NewListener(lis, s.cfg.TLS.Clone())
 	}
 	srv := &http.Server{
 		Handler:           s.handler,

@@ -3,6 +3,7 @@ package ops_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kvstore/kvstore/certs"
 	"github.com/kvstore/kvstore/internal/soon"
 	"github.com/kvstore/kvstore/ops"
 )
@@ -275,5 +277,62 @@ func TestNewRegistry(t *testing.T) {
 		t.Error("registering a collector twice succeeded")
 	} else if !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 		t.Errorf("duplicate registration: %v, want a wrapped AlreadyRegisteredError", err)
+	}
+}
+
+// With TLS the server speaks only HTTPS, and with a mutual TLS
+// configuration only to holders of a certificate of the CA: a plain HTTP
+// request, a client without a certificate and one of another CA get no
+// metrics.
+func TestTLS(t *testing.T) {
+	ca, err := certs.NewCA("ops test CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair := func(ca *certs.CA, kp *certs.KeyPair, err error) tls.Certificate {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := kp.TLSCertificate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	nodeKP, err := ca.Node([]string{"127.0.0.1"})
+	nodeCert := pair(ca, nodeKP, err)
+	aliceKP, err := ca.Client("alice")
+	alice := pair(ca, aliceKP, err)
+	other, err := certs.NewCA("another CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	malloryKP, err := other.Client("mallory")
+	mallory := pair(other, malloryKP, err)
+
+	s := startServer(t, ops.Config{Gatherer: prometheus.NewRegistry(), TLS: certs.ServerConfig(nodeCert, ca.Pool())})
+	fetch := func(scheme string, cfg *tls.Config) (int, error) {
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+		defer c.CloseIdleConnections()
+		resp, err := c.Get(scheme + "://" + s.Addr() + "/metrics")
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	if code, err := fetch("https", certs.ClientConfig(alice, ca.Pool())); err != nil || code != http.StatusOK {
+		t.Fatalf("HTTPS with a client certificate of the CA: %d %v, want 200", code, err)
+	}
+	if code, err := fetch("http", nil); err == nil && code == http.StatusOK {
+		t.Errorf("plain HTTP was served")
+	}
+	if code, err := fetch("https", &tls.Config{RootCAs: ca.Pool()}); err == nil {
+		t.Errorf("HTTPS without a client certificate: %d, want a refused handshake", code)
+	}
+	if code, err := fetch("https", certs.ClientConfig(mallory, ca.Pool())); err == nil {
+		t.Errorf("HTTPS with another CA's certificate: %d, want a refused handshake", code)
 	}
 }

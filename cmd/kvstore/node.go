@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,7 +61,8 @@ a rolling restart costs at most one election.
 With --metrics-listen (e.g. 127.0.0.1:9100) the node also serves HTTP there:
 Prometheus metrics on /metrics, /healthz (200 while the process runs),
 /readyz (200 only while the node serves and sees a leader, else 503 and the
-reason) and the Go profiler on /debug/pprof/.
+reason) and the Go profiler on /debug/pprof/; with --cert, --key and --ca
+it serves HTTPS only, to holders of a certificate of the CA.
 
 With --cert, --key and --ca (all three; see kvstore certs) the gRPC port
 speaks mutual TLS only: every caller needs a certificate of the CA, the
@@ -91,7 +93,7 @@ its advertised address: the others check it.`,
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory of the node's durable state (created if missing); a node restarted with it rejoins with its data and counts toward majorities at once (default: memory only; a voter restarted without data rejoins as recovering)")
 	f.limits.add(fl)
 	fl.BoolVar(&f.noFsync, "no-fsync", false, "with --data-dir: skip the fsync of each group commit (faster; a machine crash may lose acknowledged writes)")
-	fl.StringVar(&f.metrics, "metrics-listen", "", "address of the HTTP server for /metrics, /healthz, /readyz and /debug/pprof/ (default: none)")
+	fl.StringVar(&f.metrics, "metrics-listen", "", "address of the HTTP server for /metrics, /healthz, /readyz and /debug/pprof/ (default: none); HTTPS with mutual TLS under --cert, --key and --ca")
 	f.tls.add(fl, "this node (a node certificate, CN=node, naming the host of --advertise)")
 	f.access.add(fl)
 	documentEnv(cmd)
@@ -199,7 +201,7 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	if err != nil {
 		return err
 	}
-	opsSrv, err := startOps(f.metrics, n, log)
+	opsSrv, err := startOps(f.metrics, n, log, serverTLS)
 	if err != nil {
 		n.Kill()
 		return err
@@ -226,7 +228,7 @@ func runNode(ctx context.Context, f nodeFlags) error {
 // startOps starts the operations HTTP server on addr for node n, or returns
 // nil if addr is empty. It starts before the node, so that /readyz answers
 // 503 while the node is starting.
-func startOps(addr string, n *node.Node, log *slog.Logger) (*ops.Server, error) {
+func startOps(addr string, n *node.Node, log *slog.Logger, tlsConfig *tls.Config) (*ops.Server, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -234,14 +236,14 @@ func startOps(addr string, n *node.Node, log *slog.Logger) (*ops.Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	srv, err := ops.New(ops.Config{Gatherer: reg, Ready: n.Ready, Logger: log})
+	srv, err := ops.New(ops.Config{Gatherer: reg, Ready: n.Ready, Logger: log, TLS: tlsConfig})
 	if err != nil {
 		return nil, err
 	}
 	if err := srv.Start(addr); err != nil {
 		return nil, fmt.Errorf("--metrics-listen: %w", err)
 	}
-	log.Info("ops server listening", "addr", srv.Addr(), "paths", "/metrics /healthz /readyz /debug/pprof/")
+	log.Info("ops server listening", "addr", srv.Addr(), "tls", tlsConfig != nil, "paths", "/metrics /healthz /readyz /debug/pprof/")
 	return srv, nil
 }
 
