@@ -609,12 +609,17 @@ func (d *DB) Promise(epoch int64) *Pending {
 	return p
 }
 
+// MaxKeyLen is the longest key a DB stores (bbolt's limit). A node must
+// refuse longer keys before it applies them: a submission with one fails,
+// and so does every later one.
+const MaxKeyLen = bolt.MaxKeySize
+
 func checkKey(k string) error {
 	if k == "" {
 		return errors.New("empty key")
 	}
-	if len(k) > bolt.MaxKeySize {
-		return fmt.Errorf("key of %d bytes, more than %d", len(k), bolt.MaxKeySize)
+	if len(k) > MaxKeyLen {
+		return fmt.Errorf("key of %d bytes, more than %d", len(k), MaxKeyLen)
 	}
 	return nil
 }

@@ -67,9 +67,10 @@ func newWriter(t testing.TB, db *DB, ref *store.Store) *writer {
 	return &writer{t: t, db: db, ref: ref}
 }
 
-// entry builds the next entry (epoch 1 unless set later).
+// entry builds the next entry, of the reference's epoch (at least 1: a
+// store refuses an entry of an earlier epoch than its position).
 func (w *writer) next(i int, op store.Op, key, value, req string) store.Entry {
-	return store.Entry{Version: store.Version{Epoch: 1, Seq: w.ref.Applied().Seq + uint64(i) + 1}, Op: op, Key: key, Value: value, ReqID: req}
+	return store.Entry{Version: store.Version{Epoch: max(1, w.ref.Applied().Epoch), Seq: w.ref.Applied().Seq + uint64(i) + 1}, Op: op, Key: key, Value: value, ReqID: req}
 }
 
 // append submits es, applies them to the reference and waits.
