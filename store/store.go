@@ -111,10 +111,18 @@ func (s *Store) Request(id string) (Version, bool) {
 
 // Apply applies e, which must directly follow the current position
 // (e.Version.Seq == Applied().Seq+1). A write whose request id was already
-// applied changes nothing but the position; dup reports it.
+// applied changes nothing but the position; dup reports it. An entry that
+// does not follow (its seq, or an epoch before the position's: positions
+// never go back), has an unknown op, or sets or deletes the empty key is
+// refused and changes nothing.
 func (s *Store) Apply(e Entry) (dup bool, err error) {
-	if e.Version.Seq != s.applied.Seq+1 {
+	switch {
+	case e.Version.Seq != s.applied.Seq+1 || e.Version.Seq == 0 || e.Version.Epoch < s.applied.Epoch:
 		return false, fmt.Errorf("store: entry %s does not follow %s", e.Version, s.applied)
+	case e.Op != OpNoop && e.Op != OpSet && e.Op != OpDelete:
+		return false, fmt.Errorf("store: entry %s has unknown op %d", e.Version, e.Op)
+	case e.Op != OpNoop && e.Key == "":
+		return false, fmt.Errorf("store: entry %s writes the empty key", e.Version)
 	}
 	s.applied = e.Version
 	if e.ReqID != "" {
@@ -157,7 +165,10 @@ func (s *Store) Snapshot() Snapshot {
 	return Snapshot{Applied: s.applied, Items: items, Requests: reqs}
 }
 
-// Restore replaces the whole state with snap.
+// Restore replaces the whole state with snap. Of a request id listed twice
+// only the first is remembered (a valid snapshot, see Snapshot.Check, lists
+// each once): the table must hold each id once, or evicting one copy would
+// forget an id the other still names.
 func (s *Store) Restore(snap Snapshot) {
 	s.items = make(map[string]Item, len(snap.Items))
 	for k, v := range snap.Items {
@@ -167,9 +178,82 @@ func (s *Store) Restore(snap Snapshot) {
 	s.reqs = make(map[string]Version)
 	s.reqOrder = s.reqOrder[:0]
 	s.reqHead = 0
+	seen := make(map[string]bool, len(snap.Requests))
 	for _, r := range snap.Requests {
+		if seen[r.ID] {
+			continue
+		}
+		seen[r.ID] = true
 		s.remember(r.ID, r.Version)
 	}
+}
+
+// Check verifies the store's invariants (Snapshot.Check) and that its
+// request table is consistent, and returns the first violation. It is for
+// tests: it copies the whole state.
+func (s *Store) Check() error {
+	if len(s.reqs) != len(s.reqOrder) || len(s.reqOrder) > s.maxReqs {
+		return fmt.Errorf("store: request table holds %d ids, its ring %d (at most %d)", len(s.reqs), len(s.reqOrder), s.maxReqs)
+	}
+	for _, id := range s.reqOrder {
+		if _, ok := s.reqs[id]; !ok {
+			return fmt.Errorf("store: request ring names %q, the table does not", id)
+		}
+	}
+	return s.Snapshot().Check()
+}
+
+// Check verifies that snap is a state some history of entries can produce,
+// and returns the first violation:
+//
+//   - every key is non-empty and a tombstone keeps no value;
+//   - every item and every remembered request has a version with a seq of
+//     at least 1, at most the applied position (seq included: seqs keep
+//     growing across epochs), and a seq of its own (each entry writes at
+//     most one key and carries at most one request id);
+//   - request ids are non-empty, listed once, oldest (lowest seq) first.
+func (snap Snapshot) Check() error {
+	bad := func(v Version) string {
+		if v.Seq == 0 {
+			return "no version (seq 0)"
+		}
+		if snap.Applied.Less(v) || v.Seq > snap.Applied.Seq {
+			return fmt.Sprintf("version %s, beyond the applied position", v)
+		}
+		return ""
+	}
+	itemSeqs := make(map[uint64]string, len(snap.Items))
+	for k, it := range snap.Items {
+		switch {
+		case k == "":
+			return fmt.Errorf("store: snapshot at %s has an item with an empty key", snap.Applied)
+		case it.Deleted && it.Value != "":
+			return fmt.Errorf("store: snapshot at %s: tombstone of %q keeps a value", snap.Applied, k)
+		case bad(it.Version) != "":
+			return fmt.Errorf("store: snapshot at %s: item %q has %s", snap.Applied, k, bad(it.Version))
+		}
+		if other, dup := itemSeqs[it.Version.Seq]; dup {
+			return fmt.Errorf("store: snapshot at %s: items %q and %q both have seq %d", snap.Applied, min(k, other), max(k, other), it.Version.Seq)
+		}
+		itemSeqs[it.Version.Seq] = k
+	}
+	ids := make(map[string]bool, len(snap.Requests))
+	var last uint64
+	for i, r := range snap.Requests {
+		switch {
+		case r.ID == "":
+			return fmt.Errorf("store: snapshot at %s: request %d has an empty id", snap.Applied, i)
+		case ids[r.ID]:
+			return fmt.Errorf("store: snapshot at %s: request id %q is listed twice", snap.Applied, r.ID)
+		case bad(r.Version) != "":
+			return fmt.Errorf("store: snapshot at %s: request %q has %s", snap.Applied, r.ID, bad(r.Version))
+		case r.Version.Seq <= last:
+			return fmt.Errorf("store: snapshot at %s: request %q at %s is not after the request before it (seq %d)", snap.Applied, r.ID, r.Version, last)
+		}
+		ids[r.ID] = true
+		last = r.Version.Seq
+	}
+	return nil
 }
 
 // Keys returns every live (not deleted) key, sorted.
