@@ -54,11 +54,17 @@ func lookup(name string) (spec, bool) {
 	return spec{}, false
 }
 
+// blanks separate the fields of a line: spaces and tabs, and the other
+// ASCII white space, so that a carriage return (a CRLF line with a blank
+// before its end, say) never ends up inside a key or a node number, and
+// what Parse ignores at the end of a line is what separates fields.
+const blanks = " \t\r\n\v\f"
+
 // Parse parses one input line. Blank lines and lines starting with # give
 // a Command with an empty Name.
 func Parse(line string) (Command, error) {
 	line = strings.TrimRight(line, "\r\n")
-	rest := strings.TrimLeft(line, " \t")
+	rest := strings.TrimLeft(line, blanks)
 	if rest == "" || strings.HasPrefix(rest, "#") {
 		return Command{}, nil
 	}
@@ -101,17 +107,17 @@ func Parse(line string) (Command, error) {
 		}
 		return cmd, nil
 	}
-	if strings.TrimSpace(rest) != "" {
+	if strings.Trim(rest, blanks) != "" {
 		return Command{}, usage()
 	}
 	return cmd, nil
 }
 
-// nextField splits off the first space-separated field of s (s has no
-// leading space); rest keeps the separator that ended the field.
+// nextField splits off the first field of s (fields are separated by
+// blanks); rest keeps the separator that ended the field.
 func nextField(s string) (field, rest string) {
-	s = strings.TrimLeft(s, " \t")
-	i := strings.IndexAny(s, " \t")
+	s = strings.TrimLeft(s, blanks)
+	i := strings.IndexAny(s, blanks)
 	if i < 0 {
 		return s, ""
 	}

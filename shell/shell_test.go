@@ -404,24 +404,6 @@ func TestParse(t *testing.T) {
 	}
 }
 
-func FuzzParse(f *testing.F) {
-	for _, s := range []string{"put 0 k v", "get 1 k", "put 3 key value with  spaces", "rmi-down 2", "list", "", "# x", "put 0 k \t"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, line string) {
-		cmd, err := Parse(line)
-		if err != nil || cmd.Name != "put" {
-			return
-		}
-		// A parsed put round-trips: re-parsing its canonical form gives the
-		// same command.
-		again, err := Parse(fmt.Sprintf("put %d %s %s", cmd.Node, cmd.Key, cmd.Value))
-		if err != nil || again != cmd {
-			t.Fatalf("put %+v does not round-trip: %+v %v", cmd, again, err)
-		}
-	})
-}
-
 // TestStartTimeoutBoundsNewClient checks that new-client and restart, which
 // start a node, are bounded by StartTimeout, not by the (shorter) command
 // timeout meant for operations waiting on a leader.
