@@ -29,8 +29,10 @@ func (s *peerServer) checkCluster(c string) error {
 }
 
 // promise raises acceptedEpoch to epoch (dropping the cache, which was
-// granted under an older leader) and returns the submission that makes the
-// promise durable (nil if there is nothing to persist). Callers hold n.mu.
+// granted under an older leader, and ending this node's own leadership of
+// an older epoch: a newer leader may now change its store) and returns the
+// submission that makes the promise durable (nil if there is nothing to
+// persist). Callers hold n.mu.
 func (n *Node) promiseLocked(epoch int64) *durable.Pending {
 	if epoch <= n.acceptedEpoch {
 		return nil
@@ -38,6 +40,9 @@ func (n *Node) promiseLocked(epoch int64) *durable.Pending {
 	n.acceptedEpoch = epoch
 	n.acceptedEpochA.Store(epoch)
 	n.dropCache()
+	if l := n.lead.Load(); l != nil && l.epoch < epoch {
+		l.cancel(fmt.Errorf("node %s promised epoch %d: %w", n.cfg.ID, epoch, kvstore.ErrStaleEpoch))
+	}
 	if n.disk == nil {
 		return nil
 	}
@@ -48,6 +53,9 @@ func (n *Node) promiseLocked(epoch int64) *durable.Pending {
 func (s *peerServer) Prepare(ctx context.Context, req *kvpb.PrepareRequest) (*kvpb.PrepareResponse, error) {
 	if err := s.checkCluster(req.Cluster); err != nil {
 		return nil, err
+	}
+	if err := checkEpoch("prepare", req.Epoch); err != nil {
+		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, err)
 	}
 	return s.n.prepare(ctx, req.Epoch)
 }
@@ -81,6 +89,9 @@ func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 	if err := s.checkCluster(req.Cluster); err != nil {
 		return nil, err
 	}
+	if err := validateAppend(req); err != nil {
+		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, err)
+	}
 	resp, ps, err := s.n.append(req)
 	if err != nil {
 		return nil, err
@@ -92,8 +103,9 @@ func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 	return resp, nil
 }
 
-// append applies req and returns the answer with the submissions that must
-// be durable before it is sent.
+// append applies req, which validateAppend accepted, and returns the answer
+// with the submissions that must be durable before it is sent. A refused
+// request changes nothing but the promised epoch.
 func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable.Pending, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -107,13 +119,21 @@ func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable
 	applied := n.store.Applied()
 	if req.Snapshot != nil {
 		snap := fromSnapshot(req.Snapshot)
-		// Within one leader's epoch history is linear: never go back.
-		if !(applied.Epoch == req.Epoch && snap.Applied.Less(applied)) {
-			n.store.Restore(snap)
-			ps = append(ps, n.persistRestoreLocked(snap))
-			n.recovering = false
-			n.dropCache()
+		if snap.Applied.Less(applied) {
+			// Within one leader's epoch history is linear: a snapshot
+			// behind this node's position is a late copy, and changes
+			// nothing. A later leader's state is never behind a position
+			// of an earlier epoch: its snapshot is at least at its own
+			// no-op.
+			if applied.Epoch == req.Epoch {
+				return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied)}, ps, nil
+			}
+			return nil, ps, fmt.Errorf("node %s: %w", n.cfg.ID, badRequest("snapshot at %s (epoch %d) is behind this node's position %s of an earlier epoch", snap.Applied, req.Epoch, applied))
 		}
+		n.store.Restore(snap)
+		ps = append(ps, n.persistRestoreLocked(snap))
+		n.recovering = false
+		n.dropCache()
 		return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, ps, nil
 	}
 	if fromPos(req.Prev) != applied {
@@ -125,8 +145,11 @@ func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable
 		e := fromEntry(pe)
 		dup, err := n.store.Apply(e)
 		if err != nil {
+			// Cannot happen: validateAppend checked that the entries
+			// follow prev, which is the store's position, and are sets,
+			// deletes and no-ops of good keys.
 			ps = append(ps, n.persistEntriesLocked(entries, dups))
-			return nil, ps, fmt.Errorf("%w: %w", kvstore.ErrBadRequest, err)
+			return nil, ps, fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrBadRequest, err)
 		}
 		entries, dups = append(entries, e), append(dups, dup)
 		if e.Op != store.OpNoop {
@@ -147,6 +170,9 @@ func (s *peerServer) GetSnapshot(ctx context.Context, req *kvpb.GetSnapshotReque
 		return nil, err
 	}
 	n := s.n
+	if err := checkEpoch("snapshot request", req.Epoch); err != nil {
+		return nil, fmt.Errorf("node %s: %w", n.cfg.ID, err)
+	}
 	n.mu.Lock()
 	if req.Epoch < n.acceptedEpoch {
 		defer n.mu.Unlock()
@@ -169,6 +195,9 @@ func (s *peerServer) Fetch(ctx context.Context, req *kvpb.FetchRequest) (*kvpb.F
 	if err := s.checkCluster(req.Cluster); err != nil {
 		return nil, err
 	}
+	if err := validateFetch(req); err != nil {
+		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, err)
+	}
 	l := s.n.lead.Load()
 	if l == nil {
 		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
@@ -186,8 +215,8 @@ func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.W
 	if err := s.checkCluster(req.Cluster); err != nil {
 		return nil, err
 	}
-	if req.Key == "" || (req.Op != kvpb.Op_OP_SET && req.Op != kvpb.Op_OP_DELETE) {
-		return nil, fmt.Errorf("%w: empty key or bad op", kvstore.ErrBadRequest)
+	if err := validateWrite(req.Op, req.Key, req.Value, req.ReqId); err != nil {
+		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
 	}
 	l := s.n.lead.Load()
 	if l == nil {
@@ -298,6 +327,10 @@ func (n *Node) retryPause(ctx context.Context) error {
 
 // get reads key from the leader (or as the leader) and caches the reply.
 func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
+	if err := checkKeyShape(key); err != nil {
+		// A key the leader would refuse, or that cannot be sent.
+		return "", false, fmt.Errorf("node %s: %w", n.cfg.ID, err)
+	}
 	var lastErr error
 	joined := false // this read has waited for another read's fetch of key
 	for {
@@ -402,6 +435,12 @@ func (n *Node) fetch(ctx context.Context, addr, key string) (*kvpb.FetchResponse
 // definitely, or ctx ends. Once an attempt may have reached the leader, a
 // failure is reported as outcome unknown.
 func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID string) error {
+	// Every write passes here first, on the node it entered: one the leader
+	// would refuse, or that would make an entry no follower can take (or no
+	// leader can even send), fails at once.
+	if err := validateWrite(op, key, value, reqID); err != nil {
+		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
+	}
 	var lastErr error
 	sentOnce := false
 	fail := func(err error) error {

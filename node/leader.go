@@ -706,6 +706,20 @@ func (l *leader) waitServing(ctx context.Context) error {
 	}
 }
 
+// ownsStoreLocked fails unless the node's store is still this leader's
+// own: the node has promised no later epoch, and the store is at the
+// leader's last entry. A node that took a later leader's Append (or
+// Prepare) ends this leadership (promiseLocked), but a write or read
+// already past its checks must not use a store another epoch may have
+// replaced. Callers hold l.mu and n.mu.
+func (l *leader) ownsStoreLocked() error {
+	n := l.n
+	if at := n.store.Applied(); n.acceptedEpoch != l.epoch || (l.started && at != store.Version{Epoch: l.epoch, Seq: l.lastSeq}) {
+		return fmt.Errorf("node %s: %w (epoch %d: promised epoch %d, store at %s)", n.cfg.ID, kvstore.ErrNotLeader, l.epoch, n.acceptedEpoch, at)
+	}
+	return nil
+}
+
 // write appends a set or delete, waits until it is visible (a majority of
 // voters hold it and no holder can still read an older copy of the key), and
 // grants the writer a lease on the new value unless a newer write of the key
@@ -725,6 +739,11 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 	var p *durable.Pending
 	l.mu.Lock()
 	n.mu.Lock()
+	if err := l.ownsStoreLocked(); err != nil {
+		n.mu.Unlock()
+		l.mu.Unlock()
+		return writeResult{}, err
+	}
 	ver, dup := n.store.Request(reqID)
 	dup = dup && reqID != ""
 	if !dup {
@@ -795,7 +814,12 @@ func (l *leader) read(ctx context.Context, key, from string) (readResult, error)
 		l.mu.Lock()
 		n.mu.Lock()
 		cur, ok := n.store.Get(key)
+		owns := l.ownsStoreLocked()
 		n.mu.Unlock()
+		if owns != nil {
+			l.mu.Unlock()
+			return readResult{}, owns
+		}
 		if cur.Version != it.Version {
 			// A newer write came while this read waited, and may be
 			// acknowledged already: read again.
