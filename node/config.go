@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/durable"
 )
 
 // Config configures a Node. Start from DefaultConfig and set ID and
@@ -73,7 +74,7 @@ type Config struct {
 	MaxRequests int
 
 	// MaxKeySize is the longest key, in bytes, a client may read or write
-	// (default 4 KiB).
+	// (default 4 KiB, at most durable.MaxKeyLen).
 	MaxKeySize int
 	// MaxValueSize is the longest value, in bytes, a client may write
 	// (default 1 MiB).
@@ -207,8 +208,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: config: MaxBatch %d must be positive", c.MaxBatch)
 	case c.MaxLog <= 0:
 		return fmt.Errorf("node: config: MaxLog %d must be positive", c.MaxLog)
-	case c.MaxKeySize <= 0:
-		return fmt.Errorf("node: config: MaxKeySize %d must be positive", c.MaxKeySize)
+	case c.MaxKeySize <= 0 || c.MaxKeySize > durable.MaxKeyLen:
+		return fmt.Errorf("node: config: MaxKeySize %d must be in [1, %d] (the longest key any node stores)", c.MaxKeySize, durable.MaxKeyLen)
 	case c.MaxValueSize < 0:
 		return fmt.Errorf("node: config: MaxValueSize %d must not be negative", c.MaxValueSize)
 	case c.MaxRequestSize <= c.MaxKeySize:

@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/node"
 )
 
@@ -33,8 +34,8 @@ func (l *limitFlags) apply(cfg *node.Config) {
 // validate names the first bad limit flag.
 func (l *limitFlags) validate() error {
 	switch {
-	case l.keySize <= 0:
-		return fmt.Errorf("--max-key-size %d: must be positive", l.keySize)
+	case l.keySize <= 0 || l.keySize > durable.MaxKeyLen:
+		return fmt.Errorf("--max-key-size %d: must be in [1, %d]", l.keySize, durable.MaxKeyLen)
 	case l.valueSize < 0:
 		return fmt.Errorf("--max-value-size %d: must not be negative", l.valueSize)
 	case l.requestSize <= l.keySize:

@@ -13,7 +13,8 @@ func TestNodeLimitFlagErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--max-key-size", "0"}, "--max-key-size 0: must be positive"},
+		{[]string{"--max-key-size", "0"}, "--max-key-size 0: must be in [1, 32768]"},
+		{[]string{"--max-key-size", "40000"}, "--max-key-size 40000: must be in [1, 32768]"},
 		{[]string{"--max-value-size", "-1"}, "--max-value-size -1: must not be negative"},
 		{[]string{"--max-request-size", "100", "--max-key-size", "100"}, "--max-request-size 100: must exceed --max-key-size 100"},
 		{[]string{"--max-client-requests", "0"}, "--max-client-requests 0: must be positive"},
