@@ -11,6 +11,7 @@ import (
 
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/durable"
+	"github.com/kvstore/kvstore/rpc"
 )
 
 // Config configures a Node. Start from DefaultConfig and set ID and
@@ -66,6 +67,11 @@ type Config struct {
 	// MaxBatch is the most entries the leader sends in one Append
 	// (default 1024).
 	MaxBatch int
+	// MaxBatchBytes bounds the keys, values and request ids of the entries
+	// in one Append, in bytes (default 64 MiB); an entry larger than that
+	// travels alone. With MaxBatch it keeps every Append under
+	// rpc.MaxMsgSize, so that a follower far behind catches up.
+	MaxBatchBytes int
 	// MaxLog is how many entries the leader keeps for followers that lag;
 	// a follower further behind gets a snapshot (default 100000).
 	MaxLog int
@@ -149,7 +155,14 @@ const (
 	DefaultMaxValueSize      = 1 << 20
 	DefaultMaxRequestSize    = 3 << 19 // 1.5 MiB
 	DefaultMaxClientRequests = 1024
+
+	// DefaultMaxBatchBytes is Config.MaxBatchBytes's default.
+	DefaultMaxBatchBytes = 64 << 20
 )
+
+// entryOverhead bounds what an entry costs on the wire besides its key,
+// value and request id (at most maxReqIDLen bytes).
+const entryOverhead = maxReqIDLen + 64
 
 // DefaultConfig returns a Config with every default filled in except ID and
 // Coordinator.
@@ -165,6 +178,7 @@ func DefaultConfig() Config {
 		RPCTimeout:    time.Second,
 		Heartbeat:     200 * time.Millisecond,
 		MaxBatch:      1024,
+		MaxBatchBytes: DefaultMaxBatchBytes,
 		MaxLog:        100000,
 		MaxRequests:   65536,
 
@@ -206,6 +220,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: config: Heartbeat %v must be positive and under SessionTTL", c.Heartbeat)
 	case c.MaxBatch <= 0:
 		return fmt.Errorf("node: config: MaxBatch %d must be positive", c.MaxBatch)
+	case c.MaxBatchBytes <= 0 || c.MaxBatchBytes > rpc.MaxMsgSize/2:
+		return fmt.Errorf("node: config: MaxBatchBytes %d must be in [1, %d]", c.MaxBatchBytes, rpc.MaxMsgSize/2)
 	case c.MaxLog <= 0:
 		return fmt.Errorf("node: config: MaxLog %d must be positive", c.MaxLog)
 	case c.MaxKeySize <= 0 || c.MaxKeySize > durable.MaxKeyLen:
@@ -214,6 +230,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: config: MaxValueSize %d must not be negative", c.MaxValueSize)
 	case c.MaxRequestSize <= c.MaxKeySize:
 		return fmt.Errorf("node: config: MaxRequestSize %d must exceed MaxKeySize %d", c.MaxRequestSize, c.MaxKeySize)
+	case c.MaxKeySize+c.MaxValueSize+entryOverhead > rpc.MaxMsgSize/2:
+		return fmt.Errorf("node: config: MaxKeySize %d + MaxValueSize %d must stay under %d (one entry must fit in a node-to-node message)", c.MaxKeySize, c.MaxValueSize, rpc.MaxMsgSize/2-entryOverhead)
 	case c.MaxClientRequests <= 0:
 		return fmt.Errorf("node: config: MaxClientRequests %d must be positive", c.MaxClientRequests)
 	}

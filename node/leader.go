@@ -605,8 +605,15 @@ func (l *leader) buildAppend(p *peer) *kvpb.AppendRequest {
 	}
 	req.Prev = toPos(prev)
 	last := min(l.lastSeq, p.next-1+uint64(n.cfg.MaxBatch))
+	budget := n.cfg.MaxBatchBytes
 	for s := p.next; s <= last; s++ {
-		req.Entries = append(req.Entries, toEntry(l.log[s-l.base.Seq-1]))
+		e := l.log[s-l.base.Seq-1]
+		size := len(e.Key) + len(e.Value) + len(e.ReqID)
+		if len(req.Entries) > 0 && size > budget {
+			break // the rest goes in the next Append
+		}
+		budget -= size
+		req.Entries = append(req.Entries, toEntry(e))
 	}
 	return req
 }

@@ -11,6 +11,8 @@ import (
 	grpcpeer "google.golang.org/grpc/peer"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/durable"
+	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
@@ -115,6 +117,9 @@ func TestConfigRefusesBadLimits(t *testing.T) {
 		{"MaxValueSize", func(c *Config) { c.MaxValueSize = -1 }},
 		{"MaxRequestSize", func(c *Config) { c.MaxRequestSize = c.MaxKeySize }},
 		{"MaxClientRequests", func(c *Config) { c.MaxClientRequests = 0 }},
+		{"MaxBatchBytes", func(c *Config) { c.MaxBatchBytes = 0 }},
+		{"MaxValueSize", func(c *Config) { c.MaxValueSize = rpc.MaxMsgSize / 2 }},
+		{"MaxKeySize", func(c *Config) { c.MaxKeySize = durable.MaxKeyLen + 1 }},
 	} {
 		cfg := DefaultConfig()
 		cfg.ID, cfg.Coordinator = "n1", noCoord{}
