@@ -53,7 +53,8 @@
 // last record applied; then it deletes every log file whose records that
 // index covers (never the newest). Open replays the log, checkpoints it,
 // deletes the old files and starts a new one; Close checkpoints everything
-// and deletes the log files, leaving state.db alone.
+// and deletes the log files but the newest, which tells the next Open where
+// the log went on.
 //
 // dir/state.db is a bbolt file (format
 // version 2, FreelistType map, NoFreelistSync) with three buckets; every
@@ -92,8 +93,11 @@
 // leaves a torn or stale meta page whose checksum fails or whose txid is
 // older: Open uses the other meta page, the older checkpoint, and replays
 // the log from there, since log files are deleted only once a checkpoint
-// covering them is synced. Nothing Wait reported durable is lost, given a
-// disk that honours fsync. Crash stops the checkpointer without a
+// covering them is synced. A newer meta page damaged later (after Close,
+// say) is taken the same way: Open then replays the log from the older
+// checkpoint, or finds that the log starts after it (ErrCorrupt, a gap);
+// Close keeps the newest log file for that. Nothing Wait reported durable
+// is lost, given a disk that honours fsync. Crash stops the checkpointer without a
 // checkpoint: what it leaves is in the log only, as after a real crash.
 //
 // Open verifies the whole bbolt file before it replays the log, in this

@@ -689,11 +689,16 @@ func (d *DB) Close() error {
 			err = werr
 		}
 		if err == nil && covered && d.failed == nil && !d.crashed.Load() {
-			// Everything logged is in the bbolt file: the log is not needed.
+			// Everything logged is in the bbolt file: the older log files
+			// are not needed. The newest stays (empty, or holding records
+			// the checkpoint covers): the next Open finds in it where the
+			// log went on, so a checkpoint that went back (bbolt uses the
+			// older meta page when the newer one is damaged) is replayed
+			// from it, or found as a gap, never taken as it is.
 			if files, lerr := listWAL(d.dir); lerr != nil {
 				err = lerr
-			} else {
-				err = removeWAL(d.dir, files)
+			} else if len(files) > 1 {
+				err = removeWAL(d.dir, files[:len(files)-1])
 			}
 		}
 		if berr := guard(d.path, d.bolt.Close); err == nil {

@@ -361,7 +361,6 @@ func TestTornFinalCommit(t *testing.T) {
 			w.next(1, store.OpDelete, fmt.Sprintf("k%d", (i+1)%4), "", ""))
 	}
 	mustWait(t, db.Promise(2))
-	before := ref.Snapshot()
 	checkpointNow(t, db) // the last group gets a checkpoint of its own
 	w.append(w.next(0, store.OpSet, "k0", "last", "r-last"), w.next(1, store.OpSet, "new", "last", ""))
 	commits := db.Stats().Commits
@@ -370,7 +369,12 @@ func TestTornFinalCommit(t *testing.T) {
 		t.Fatalf("Close committed an extra group")
 	}
 
-	// A crash while the last group's meta page was written: its checksum fails.
+	// The last checkpoint's meta page torn (as a crash while it was
+	// written leaves it): its checksum fails, and bbolt uses the older
+	// one. The log the older checkpoint lacks is still there (Close keeps
+	// the newest log file; a crash deletes none): Open replays it, and the
+	// state is the last one. (Before Close kept a log file, this returned
+	// the older checkpoint's state: writes reported durable were lost.)
 	path := filepath.Join(dir, fileName)
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -385,13 +389,11 @@ func TestTornFinalCommit(t *testing.T) {
 	}
 
 	db, st := mustOpen(t, dir, Options{})
-	sameSnapshot(t, "after torn commit", st.Snapshot, before)
+	sameSnapshot(t, "after torn commit", st.Snapshot, ref.Snapshot())
 	if st.AcceptedEpoch != 2 {
 		t.Errorf("accepted epoch %d, want 2", st.AcceptedEpoch)
 	}
 	// The DB goes on from the recovered state.
-	ref = store.New(0)
-	ref.Restore(before)
 	w = newWriter(t, db, ref)
 	w.append(w.next(0, store.OpSet, "after", "recovery", "r-after"))
 	mustClose(t, db)
@@ -965,8 +967,8 @@ func TestCheckpointAndRotation(t *testing.T) {
 		t.Errorf("log files after Open: %v, want one new file", fs)
 	}
 	mustClose(t, db)
-	if fs := walFiles(t, dir); len(fs) != 0 {
-		t.Errorf("log files after Close: %v, want none", fs)
+	if fs := walFiles(t, dir); len(fs) != 1 {
+		t.Errorf("log files after Close: %v, want the newest only", fs)
 	}
 	_, st = mustOpen(t, dir, Options{MaxRequests: 50})
 	sameSnapshot(t, "after close", st.Snapshot, ref.Snapshot())
@@ -1042,4 +1044,68 @@ func TestNoSync(t *testing.T) {
 	mustClose(t, db)
 	_, st = mustOpen(t, dir, Options{})
 	sameSnapshot(t, "nosync after close", st.Snapshot, ref.Snapshot())
+}
+
+// TestDamagedMetaPageAfterClose: after Close, damage to the newest meta
+// page makes bbolt use the older one, a checkpoint behind the last: Open
+// must replay the log from there (Close keeps the newest log file), or
+// fail with ErrCorrupt, never return the older state. Before the fix Close
+// deleted every log file, and Open returned the older state silently.
+func TestDamagedMetaPageAfterClose(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		rotate bool // the newest log file starts after the older checkpoint
+	}{{"replayed", false}, {"gap", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			db, _ := mustOpen(t, dir, Options{})
+			ref := store.New(0)
+			w := newWriter(t, db, ref)
+			w.append(w.next(0, store.OpSet, "a", "1", ""))
+			checkpointNow(t, db)
+			if tc.rotate {
+				tune(t, 1, time.Hour) // every group starts a new file
+				w.append(w.next(0, store.OpSet, "x", "2", ""))
+				checkpointNow(t, db)
+			}
+			w.append(w.next(0, store.OpSet, "b", "3", ""))
+			mustClose(t, db)
+			path := filepath.Join(dir, fileName)
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			newest, _ := metaPages(t, data)
+			data[newest+20] ^= 0x01 // the root page id: the meta page's checksum fails
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			db, st, err := Open(dir, Options{})
+			if err != nil {
+				if !errors.Is(err, ErrCorrupt) || !tc.rotate {
+					t.Fatalf("open: %v", err)
+				}
+				t.Logf("open: %v", err)
+				return
+			}
+			defer db.Close()
+			sameSnapshot(t, "after damage to the newest meta page", st.Snapshot, ref.Snapshot())
+		})
+	}
+}
+
+// TestLogStartsAfterCheckpoint: a log whose first file starts after the
+// record following the checkpoint is ErrCorrupt, even with no record in it
+// (the empty newest file Close keeps, after a checkpoint that went back).
+func TestLogStartsAfterCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, walName(7)), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, _, err := readWAL(dir, 5, true); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "starts at index 7 but the checkpoint holds only up to 5") {
+		t.Fatalf("readWAL after 5 of a log from 7: %v, want ErrCorrupt naming the gap", err)
+	}
+	if _, _, _, _, err := readWAL(dir, 6, true); err != nil {
+		t.Fatalf("readWAL after 6 of a log from 7: %v", err)
+	}
 }

@@ -311,12 +311,18 @@ type logged struct {
 // short or fails its checksum, with no whole record after it) is discarded
 // and the file truncated there (tornAt reports where, "" if nothing was
 // torn). Any other bad record, an index that does not follow the one before
-// it, or a first record after `after` that is not after+1, is ErrCorrupt
-// naming the file and offset. files returns the files read.
+// it, a first record after `after` that is not after+1, or a first file that
+// starts after after+1, is ErrCorrupt naming the file and offset. files returns the files read.
 func readWAL(dir string, after uint64, noSync bool) (recs []logged, last uint64, files []walFile, tornAt string, err error) {
 	files, err = listWAL(dir)
 	if err != nil {
 		return nil, 0, nil, "", fmt.Errorf("durable: %w", err)
+	}
+	if len(files) > 0 && files[0].first > after+1 {
+		// Files are deleted only once a checkpoint covers them, and Close
+		// keeps the newest: the checkpoint went back (or records are
+		// missing).
+		return nil, 0, nil, "", corrupt(filepath.Join(dir, files[0].name), "the log starts at index %d but the checkpoint holds only up to %d: a gap", files[0].first, after)
 	}
 	var prev uint64 // index of the previous record, 0 before the first
 	for fi, f := range files {
