@@ -112,6 +112,10 @@ func (s *clientServer) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb
 
 // peerMethod reports whether an RPC belongs to the node-to-node service,
 // which rmi-down switches off; the client service stays up.
-func peerMethod(info *grpc.UnaryServerInfo) bool {
-	return strings.HasPrefix(info.FullMethod, "/"+kvpb.Peer_ServiceDesc.ServiceName+"/")
+func peerMethod(info *grpc.UnaryServerInfo) bool { return isPeerMethod(info.FullMethod) }
+
+// isPeerMethod reports whether the full method name (/service/method)
+// belongs to the node-to-node service.
+func isPeerMethod(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/"+kvpb.Peer_ServiceDesc.ServiceName+"/")
 }

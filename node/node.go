@@ -164,6 +164,7 @@ func New(cfg Config) (*Node, error) {
 	n.met = newMetrics(n)
 	n.ctx, n.cancel = context.WithCancelCause(context.Background())
 	n.srv = grpc.NewServer(
+		grpc.InTapHandle(n.tap),
 		grpc.ChainUnaryInterceptor(n.authorize, n.intercept),
 		serverCreds(cfg.ServerTLS),
 		grpc.MaxRecvMsgSize(rpc.MaxMsgSize),

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	grpcpeer "google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/kvstore/kvstore/certs"
 )
@@ -23,23 +24,45 @@ func serverCreds(cfg *tls.Config) grpc.ServerOption {
 	return grpc.Creds(credentials.NewTLS(cfg))
 }
 
+// tap refuses a node-to-node call from a caller without a node
+// certificate as soon as its headers arrive, before its message is read:
+// a client certificate cannot make the node buffer a Peer message (up to
+// rpc.MaxMsgSize). It runs on the connection's reader goroutine, so it
+// only looks at the handshake's result.
+func (n *Node) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if n.cfg.ServerTLS == nil || !isPeerMethod(info.FullMethodName) {
+		return ctx, nil
+	}
+	return ctx, n.checkNodeRole(ctx, info.FullMethodName)
+}
+
 // authorize is the first unary interceptor: with TLS on, a node-to-node
 // method is served only to a caller whose verified certificate names the
 // node role (certs.NodeName); the client service is open to every
 // certificate the handshake verified. Without TLS it lets every call
-// through.
+// through. (tap refuses the same callers earlier; this is the second
+// line.)
 func (n *Node) authorize(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if n.cfg.ServerTLS == nil || !peerMethod(info) {
 		return h(ctx, req)
 	}
-	name, ok := callerName(ctx)
-	if !ok {
-		return nil, status.Errorf(codes.PermissionDenied, "node %s: peer RPC %s needs a node certificate (CN=%s); got no verified certificate", n.cfg.ID, info.FullMethod, certs.NodeName)
-	}
-	if name != certs.NodeName {
-		return nil, status.Errorf(codes.PermissionDenied, "node %s: peer RPC %s needs a node certificate (CN=%s); got CN=%s", n.cfg.ID, info.FullMethod, certs.NodeName, name)
+	if err := n.checkNodeRole(ctx, info.FullMethod); err != nil {
+		return nil, err
 	}
 	return h(ctx, req)
+}
+
+// checkNodeRole is nil if the caller's verified certificate names the node
+// role, else a PermissionDenied status naming what it showed.
+func (n *Node) checkNodeRole(ctx context.Context, method string) error {
+	name, ok := callerName(ctx)
+	if !ok {
+		return status.Errorf(codes.PermissionDenied, "node %s: peer RPC %s needs a node certificate (CN=%s); got no verified certificate", n.cfg.ID, method, certs.NodeName)
+	}
+	if name != certs.NodeName {
+		return status.Errorf(codes.PermissionDenied, "node %s: peer RPC %s needs a node certificate (CN=%s); got CN=%s", n.cfg.ID, method, certs.NodeName, name)
+	}
+	return nil
 }
 
 // callerName is the CommonName of the caller's verified TLS certificate.

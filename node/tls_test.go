@@ -175,3 +175,46 @@ func clientAuth(c *tls.Config) tls.ClientAuthType {
 	}
 	return c.ClientAuth
 }
+
+// TestPeerCallRefusedBeforeItsMessage: with TLS on, a client certificate
+// that opens a node-to-node call is refused as soon as the call's headers
+// arrive, before the node waits for or reads its message, so that it
+// cannot make the node buffer a Peer message of up to rpc.MaxMsgSize. The
+// call here never sends its message: refused at once, it does not wait
+// out its deadline; a node certificate's call, by contrast, is left
+// waiting for its message (the control).
+func TestPeerCallRefusedBeforeItsMessage(t *testing.T) {
+	c, err := cluster.New(ctxT(t, 60*time.Second), cluster.Options{Nodes: 1, TLS: true})
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	nd := nodeOf(t, c, 0)
+	ca := c.CA()
+	open := func(creds credentials.TransportCredentials, wait time.Duration) error {
+		cc, err := grpc.NewClient("passthrough:///"+nd.Addr(), grpc.WithTransportCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		ctx := ctxT(t, wait)
+		st, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, "/"+kvpb.Peer_ServiceDesc.ServiceName+"/Append")
+		if err != nil {
+			return err
+		}
+		return st.RecvMsg(&kvpb.AppendResponse{}) // the message is never sent
+	}
+	asClient := tlsWith(t, ca, func() (*certs.KeyPair, error) { return ca.Client("alice") })
+	start := time.Now()
+	err = open(asClient, 20*time.Second)
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "CN=alice") {
+		t.Fatalf("client certificate's Append without its message: %v; want PermissionDenied naming CN=alice", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("refused after %v: the node waited for the message", took)
+	}
+	asNode := tlsWith(t, ca, func() (*certs.KeyPair, error) { return ca.Node([]string{"127.0.0.1"}) })
+	if err := open(asNode, time.Second); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("node certificate's Append without its message: %v; want it left waiting until its deadline", err)
+	}
+}
