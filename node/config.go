@@ -204,6 +204,10 @@ func (c Config) Validate() error {
 		return errors.New("node: config: ServerTLS and PeerTLS must be set together (mutual TLS) or not at all")
 	case c.ServerTLS != nil && c.ServerTLS.ClientAuth != tls.RequireAndVerifyClientCert:
 		return fmt.Errorf("node: config: ServerTLS.ClientAuth is %v, want tls.RequireAndVerifyClientCert", c.ServerTLS.ClientAuth)
+	case c.ServerTLS != nil && c.ServerTLS.ClientCAs == nil:
+		return errors.New("node: config: ServerTLS.ClientCAs is nil (the system's roots would sign nodes): set the cluster's CA")
+	case c.PeerTLS != nil && (c.PeerTLS.InsecureSkipVerify || c.PeerTLS.RootCAs == nil || c.PeerTLS.ServerName != ""):
+		return errors.New("node: config: PeerTLS must verify peers against the cluster's CA (RootCAs set, no InsecureSkipVerify) by the host each dials (ServerName empty)")
 	case c.SessionTTL < time.Second:
 		return fmt.Errorf("node: config: SessionTTL %v is under 1s", c.SessionTTL)
 	case c.LeaseDuration <= 0:

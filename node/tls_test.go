@@ -153,6 +153,14 @@ func TestTLSConfigValidate(t *testing.T) {
 	server, client := certs.ServerConfig(cert, ca.Pool()), certs.ClientConfig(cert, ca.Pool())
 	weak := server.Clone()
 	weak.ClientAuth = tls.VerifyClientCertIfGiven
+	noCAs := server.Clone()
+	noCAs.ClientCAs = nil
+	skip := client.Clone()
+	skip.InsecureSkipVerify = true
+	noRoots := client.Clone()
+	noRoots.RootCAs = nil
+	named := client.Clone()
+	named.ServerName = "localhost"
 	for _, tc := range []struct {
 		server, peer *tls.Config
 		ok           bool
@@ -162,6 +170,10 @@ func TestTLSConfigValidate(t *testing.T) {
 		{server, nil, false},
 		{nil, client, false},
 		{weak, client, false},
+		{noCAs, client, false},
+		{server, skip, false},
+		{server, noRoots, false},
+		{server, named, false},
 	} {
 		if err := (func() node.Config { c := cfg; c.ServerTLS, c.PeerTLS = tc.server, tc.peer; return c }()).Validate(); (err == nil) != tc.ok {
 			t.Errorf("ServerTLS set %v (ClientAuth %v), PeerTLS set %v: Validate %v", tc.server != nil, clientAuth(tc.server), tc.peer != nil, err)
