@@ -24,6 +24,7 @@ import (
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/client"
 	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/node"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
@@ -159,6 +160,18 @@ func badCalls() []badCall {
 		{name: "Prepare for another cluster", to: "leader", method: "Prepare", req: func(e int64, a *kvpb.Position) proto.Message {
 			return &kvpb.PrepareRequest{Cluster: "other", Epoch: e + 1000}
 		}, code: codes.InvalidArgument, msg: `message for cluster "other"`},
+		{name: "GetSnapshot for another cluster", to: "follower", method: "GetSnapshot", req: func(e int64, a *kvpb.Position) proto.Message {
+			return &kvpb.GetSnapshotRequest{Cluster: "other", Epoch: e}
+		}, code: codes.InvalidArgument, msg: `message for cluster "other"`},
+		{name: "Fetch for another cluster", to: "leader", method: "Fetch", req: func(e int64, a *kvpb.Position) proto.Message {
+			return &kvpb.FetchRequest{Cluster: "other", Key: "k0", FromId: "intruder"}
+		}, code: codes.InvalidArgument, msg: `message for cluster "other"`},
+		{name: "Write for another cluster", to: "leader", method: "Write", req: func(e int64, a *kvpb.Position) proto.Message {
+			return &kvpb.WriteRequest{Cluster: "other", Op: kvpb.Op_OP_SET, Key: "k0", Value: "bad", ReqId: "intruder.4"}
+		}, code: codes.InvalidArgument, msg: `message for cluster "other"`},
+		{name: "Write over the leader's MaxValueSize", to: "leader", method: "Write", req: func(e int64, a *kvpb.Position) proto.Message {
+			return &kvpb.WriteRequest{Cluster: "default", Op: kvpb.Op_OP_SET, Key: "k0", Value: strings.Repeat("v", node.DefaultMaxValueSize+1), ReqId: "intruder.5"}
+		}, code: codes.InvalidArgument, msg: "MaxValueSize"},
 		{name: "Fetch to a non-leader", to: "follower", method: "Fetch", req: func(e int64, a *kvpb.Position) proto.Message {
 			return &kvpb.FetchRequest{Cluster: "default", Key: "k0", FromId: "intruder"}
 		}, code: codes.FailedPrecondition, msg: "not the leader"},

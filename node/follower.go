@@ -218,6 +218,10 @@ func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.W
 	if err := validateWrite(req.Op, req.Key, req.Value, req.ReqId); err != nil {
 		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
 	}
+	// The leader's own limits hold whichever node the client reached.
+	if err := s.n.checkWrite(req.Key, req.Value); err != nil {
+		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
+	}
 	l := s.n.lead.Load()
 	if l == nil {
 		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)

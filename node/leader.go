@@ -288,6 +288,12 @@ func (l *leader) pullSnapshot(addr string, want store.Version) (store.Snapshot, 
 	if err != nil {
 		return store.Snapshot{}, rpc.FromStatus(err)
 	}
+	// The snapshot becomes this leader's state and every follower's: a
+	// malformed one (from a broken or forged peer) is refused here, as a
+	// follower would refuse it.
+	if err := validateSnapshot(p, l.epoch); err != nil {
+		return store.Snapshot{}, err
+	}
 	snap := fromSnapshot(p)
 	if snap.Applied != want {
 		return store.Snapshot{}, fmt.Errorf("snapshot at %s, prepared at %s", snap.Applied, want)
