@@ -19,6 +19,7 @@ import (
 
 	"github.com/kvstore/kvstore/certs"
 	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/internal/testpki"
 	"github.com/kvstore/kvstore/ops"
 )
 
@@ -289,27 +290,16 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pair := func(ca *certs.CA, kp *certs.KeyPair, err error) tls.Certificate {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := kp.TLSCertificate()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
 	nodeKP, err := ca.Node([]string{"127.0.0.1"})
-	nodeCert := pair(ca, nodeKP, err)
+	nodeCert := testpki.Certificate(t, nodeKP, err)
 	aliceKP, err := ca.Client("alice")
-	alice := pair(ca, aliceKP, err)
+	alice := testpki.Certificate(t, aliceKP, err)
 	other, err := certs.NewCA("another CA")
 	if err != nil {
 		t.Fatal(err)
 	}
 	malloryKP, err := other.Client("mallory")
-	mallory := pair(other, malloryKP, err)
+	mallory := testpki.Certificate(t, malloryKP, err)
 
 	s := startServer(t, ops.Config{Gatherer: prometheus.NewRegistry(), TLS: certs.ServerConfig(nodeCert, ca.Pool())})
 	fetch := func(scheme string, cfg *tls.Config) (int, error) {

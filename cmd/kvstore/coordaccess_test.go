@@ -11,48 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvstore/kvstore/certs"
 	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/internal/testpki"
 	"github.com/kvstore/kvstore/zkserver"
 )
-
-// coordPKI is a CA's files: its certificate, a loopback server certificate
-// and a client certificate.
-type coordPKI struct {
-	ca, serverCert, serverKey, clientCert, clientKey string
-}
-
-func newCoordPKI(t *testing.T, name string) coordPKI {
-	t.Helper()
-	dir := t.TempDir()
-	p := coordPKI{
-		ca:         filepath.Join(dir, "ca.crt"),
-		serverCert: filepath.Join(dir, "etcd.crt"), serverKey: filepath.Join(dir, "etcd.key"),
-		clientCert: filepath.Join(dir, "node.crt"), clientKey: filepath.Join(dir, "node.key"),
-	}
-	ca, err := certs.NewCA(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ca.Write(p.ca, filepath.Join(dir, "ca.key")); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ca.Node([]string{"127.0.0.1", "localhost"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Write(p.serverCert, p.serverKey); err != nil {
-		t.Fatal(err)
-	}
-	cli, err := ca.Client("kvstore-node")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cli.Write(p.clientCert, p.clientKey); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // runExit runs the binary with args (and the environment without KVSTORE_
 // variables) and returns its combined output and exit code.
@@ -78,8 +40,8 @@ func runExit(t *testing.T, bin string, args ...string) (string, int) {
 // all are refused within the dial timeout, saying why.
 func TestNodeOnCoordinatorWithTLS(t *testing.T) {
 	bin := buildBinary(t)
-	p := newCoordPKI(t, "coordinator CA")
-	other := newCoordPKI(t, "another CA")
+	p := testpki.New(t, "coordinator CA")
+	other := testpki.New(t, "another CA")
 	ports := coordPorts(t, 2)
 	etcd := fmt.Sprintf("127.0.0.1:%d", ports[0])
 
@@ -87,7 +49,7 @@ func TestNodeOnCoordinatorWithTLS(t *testing.T) {
 	c.cmd = exec.Command(bin, "coordinator", "--name", "c1",
 		"--listen-client-urls", "https://"+etcd,
 		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		"--cert-file", p.serverCert, "--key-file", p.serverKey, "--trusted-ca-file", p.ca)
+		"--cert-file", p.ServerCert, "--key-file", p.ServerKey, "--trusted-ca-file", p.CAFile)
 	c.cmd.Dir = t.TempDir()
 	c.cmd.Env = coordEnv("KVSTORE_HEARTBEAT_INTERVAL=50")
 	c.cmd.Stdout, c.cmd.Stderr = &c.stdout, &c.stderr
@@ -122,7 +84,7 @@ func TestNodeOnCoordinatorWithTLS(t *testing.T) {
 	})
 
 	n := startNode(t, bin, "n1", "KVSTORE_ETCD="+etcd, "KVSTORE_CLUSTER=tls",
-		"KVSTORE_ETCD_CERT="+p.clientCert, "KVSTORE_ETCD_KEY="+p.clientKey, "KVSTORE_ETCD_CA="+p.ca)
+		"KVSTORE_ETCD_CERT="+p.ClientCert, "KVSTORE_ETCD_KEY="+p.ClientKey, "KVSTORE_ETCD_CA="+p.CAFile)
 	soon.Succeeds(t, 30*time.Second, func() error {
 		if out, code := ctl(t, bin, "put", "--endpoints", n.addr, "--timeout", "5s", "k", "over TLS"); code != 0 {
 			return fmt.Errorf("put: exit %d, %q", code, out)
@@ -138,9 +100,9 @@ func TestNodeOnCoordinatorWithTLS(t *testing.T) {
 		flags []string
 		want  string
 	}{
-		{"no client certificate", []string{"--etcd-ca", p.ca}, "certificate required"},
-		{"client certificate of another CA", []string{"--etcd-cert", other.clientCert, "--etcd-key", other.clientKey, "--etcd-ca", p.ca}, "unknown certificate authority"},
-		{"server of an untrusted CA", []string{"--etcd-cert", p.clientCert, "--etcd-key", p.clientKey, "--etcd-ca", other.ca}, "certificate signed by unknown authority"},
+		{"no client certificate", []string{"--etcd-ca", p.CAFile}, "certificate required"},
+		{"client certificate of another CA", []string{"--etcd-cert", other.ClientCert, "--etcd-key", other.ClientKey, "--etcd-ca", p.CAFile}, "unknown certificate authority"},
+		{"server of an untrusted CA", []string{"--etcd-cert", p.ClientCert, "--etcd-key", p.ClientKey, "--etcd-ca", other.CAFile}, "certificate signed by unknown authority"},
 		{"plaintext", nil, "speaks TLS"},
 	}
 	var wg sync.WaitGroup
@@ -242,9 +204,9 @@ func TestNodeOnZooKeeperWithAuth(t *testing.T) {
 func TestNodeOnZooKeeperWithTLS(t *testing.T) {
 	zkserver.SkipIfUnavailable(t)
 	bin := buildBinary(t)
-	p := newCoordPKI(t, "ZooKeeper CA")
+	p := testpki.New(t, "ZooKeeper CA")
 	cfg := zkserver.DefaultConfig()
-	cfg.TLS = zkserver.TLSFiles{CertFile: p.serverCert, KeyFile: p.serverKey, CAFile: p.ca}
+	cfg.TLS = zkserver.TLSFiles{CertFile: p.ServerCert, KeyFile: p.ServerKey, CAFile: p.CAFile}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	srv, err := zkserver.Start(ctx, cfg)
@@ -258,7 +220,7 @@ func TestNodeOnZooKeeperWithTLS(t *testing.T) {
 	})
 	zk := strings.Join(srv.SecureServers(), ",")
 	n := startNode(t, bin, "z0", "KVSTORE_ZOOKEEPER="+zk, "KVSTORE_CLUSTER=zktls", "KVSTORE_ZOOKEEPER_AUTH=kvstore:s3cret",
-		"KVSTORE_ZOOKEEPER_CERT="+p.clientCert, "KVSTORE_ZOOKEEPER_KEY="+p.clientKey, "KVSTORE_ZOOKEEPER_CA="+p.ca)
+		"KVSTORE_ZOOKEEPER_CERT="+p.ClientCert, "KVSTORE_ZOOKEEPER_KEY="+p.ClientKey, "KVSTORE_ZOOKEEPER_CA="+p.CAFile)
 	soon.Succeeds(t, 30*time.Second, func() error {
 		if out, code := ctl(t, bin, "put", "--endpoints", n.addr, "--timeout", "5s", "k", "over TLS"); code != 0 {
 			return fmt.Errorf("put: exit %d, %q", code, out)
@@ -266,7 +228,7 @@ func TestNodeOnZooKeeperWithTLS(t *testing.T) {
 		return nil
 	})
 	out, code := runExit(t, bin, "node", "--id", "intruder", "--cluster", "zktls", "--listen", freeAddr(t),
-		"--zookeeper", zk, "--zookeeper-auth", "kvstore:s3cret", "--zookeeper-ca", p.ca)
+		"--zookeeper", zk, "--zookeeper-auth", "kvstore:s3cret", "--zookeeper-ca", p.CAFile)
 	if code != exitFailed || !strings.Contains(out, "TLS handshake") {
 		t.Errorf("node without a client certificate: exit %d, output %q; want exit %d, a failed TLS handshake", code, out, exitFailed)
 	}

@@ -3,72 +3,22 @@ package etcdcoord_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/kvstore/kvstore/certs"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/coord/etcdcoord"
 	"github.com/kvstore/kvstore/etcdembed"
+	"github.com/kvstore/kvstore/internal/testpki"
 )
-
-// pki is a CA with a server certificate for loopback and a client
-// certificate, as PEM files and as TLS material.
-type pki struct {
-	ca                    *certs.CA
-	caFile                string
-	serverCert, serverKey string
-	client                tls.Certificate
-}
-
-func newPKI(t *testing.T, name string) pki {
-	t.Helper()
-	dir := t.TempDir()
-	ca, err := certs.NewCA(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := pki{ca: ca, caFile: filepath.Join(dir, "ca.crt"), serverCert: filepath.Join(dir, "server.crt"), serverKey: filepath.Join(dir, "server.key")}
-	if err := ca.Write(p.caFile, filepath.Join(dir, "ca.key")); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := ca.Node([]string{"127.0.0.1", "localhost"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Write(p.serverCert, p.serverKey); err != nil {
-		t.Fatal(err)
-	}
-	cli, err := ca.Client("kvstore-node")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.client, err = cli.TLSCertificate(); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// clientTLS trusts roots and shows cert (if non-nil) whatever CAs the
-// server asks for.
-func clientTLS(roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
-	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	if cert != nil {
-		c := *cert
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
-	}
-	return cfg
-}
 
 // startTLSEtcd starts an etcd that serves clients over TLS and requires a
 // client certificate signed by p's CA.
-func startTLSEtcd(t *testing.T, p pki) *etcdembed.Server {
+func startTLSEtcd(t *testing.T, p testpki.PKI) *etcdembed.Server {
 	t.Helper()
 	cfg := etcdembed.DefaultConfig()
-	cfg.ClientTLS = etcdembed.TLSFiles{CertFile: p.serverCert, KeyFile: p.serverKey, CAFile: p.caFile}
+	cfg.ClientTLS = etcdembed.TLSFiles{CertFile: p.ServerCert, KeyFile: p.ServerKey, CAFile: p.CAFile}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	srv, err := etcdembed.Start(ctx, cfg)
@@ -84,12 +34,12 @@ func startTLSEtcd(t *testing.T, p pki) *etcdembed.Server {
 // plaintext, New fails within its dial timeout with an error that says
 // why.
 func TestTLS(t *testing.T) {
-	p := newPKI(t, "etcd test CA")
+	p := testpki.New(t, "etcd test CA")
 	srv := startTLSEtcd(t, p)
 	if !strings.HasPrefix(srv.ClientURL(), "https://") {
 		t.Fatalf("client URL %s, want https", srv.ClientURL())
 	}
-	other := newPKI(t, "another CA")
+	other := testpki.New(t, "another CA")
 
 	open := func(tlsCfg *tls.Config, endpoint string) (*etcdcoord.Coordinator, time.Duration, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -105,7 +55,7 @@ func TestTLS(t *testing.T) {
 	}
 
 	for _, ep := range []string{srv.ClientURL(), srv.Endpoint()} {
-		c, _, err := open(clientTLS(p.ca.Pool(), &p.client), ep)
+		c, _, err := open(testpki.ClientTLS(p.CA.Pool(), &p.Client), ep)
 		if err != nil {
 			t.Fatalf("New over TLS at %s: %v", ep, err)
 		}
@@ -138,9 +88,9 @@ func TestTLS(t *testing.T) {
 		endpoint string
 		want     string
 	}{
-		{"no client certificate", clientTLS(p.ca.Pool(), nil), srv.Endpoint(), "certificate required"},
-		{"client certificate of another CA", clientTLS(p.ca.Pool(), &other.client), srv.Endpoint(), "unknown certificate authority"},
-		{"server of an untrusted CA", clientTLS(other.ca.Pool(), &p.client), srv.Endpoint(), "certificate signed by unknown authority"},
+		{"no client certificate", testpki.ClientTLS(p.CA.Pool(), nil), srv.Endpoint(), "certificate required"},
+		{"client certificate of another CA", testpki.ClientTLS(p.CA.Pool(), &other.Client), srv.Endpoint(), "unknown certificate authority"},
+		{"server of an untrusted CA", testpki.ClientTLS(other.CA.Pool(), &p.Client), srv.Endpoint(), "certificate signed by unknown authority"},
 		{"plaintext", nil, srv.Endpoint(), "speaks TLS"},
 	} {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
@@ -177,9 +127,9 @@ func TestTLSWithHTTPEndpointIsInvalid(t *testing.T) {
 // An etcd that serves TLS without client certificate authentication takes
 // a client that only trusts its CA (--etcd-ca alone).
 func TestTLSServerOnly(t *testing.T) {
-	p := newPKI(t, "etcd test CA")
+	p := testpki.New(t, "etcd test CA")
 	cfg := etcdembed.DefaultConfig()
-	cfg.ClientTLS = etcdembed.TLSFiles{CertFile: p.serverCert, KeyFile: p.serverKey}
+	cfg.ClientTLS = etcdembed.TLSFiles{CertFile: p.ServerCert, KeyFile: p.ServerKey}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	srv, err := etcdembed.Start(ctx, cfg)
@@ -187,7 +137,7 @@ func TestTLSServerOnly(t *testing.T) {
 		t.Fatalf("start etcd with server-only TLS: %v", err)
 	}
 	defer srv.Close()
-	c, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: []string{srv.Endpoint()}, Prefix: prefixFor(t), TLS: clientTLS(p.ca.Pool(), nil)})
+	c, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: []string{srv.Endpoint()}, Prefix: prefixFor(t), TLS: testpki.ClientTLS(p.CA.Pool(), nil)})
 	if err != nil {
 		t.Fatalf("New with the CA alone: %v", err)
 	}

@@ -3,72 +3,24 @@ package zkcoord_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/kvstore/kvstore/certs"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/coord/zkcoord"
+	"github.com/kvstore/kvstore/internal/testpki"
 	"github.com/kvstore/kvstore/zkserver"
 )
 
-// testCA is a CA with a client certificate.
-type testCA struct {
-	ca     *certs.CA
-	client tls.Certificate
-}
-
-func newTestCA(t *testing.T, name string) testCA {
-	t.Helper()
-	ca, err := certs.NewCA(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, err := ca.Client("kvstore-node")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := kp.TLSCertificate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return testCA{ca: ca, client: cert}
-}
-
-// clientTLS trusts roots and shows cert (if non-nil) whatever CAs the
-// server asks for.
-func clientTLS(roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
-	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	if cert != nil {
-		c := *cert
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
-	}
-	return cfg
-}
-
 // startTLSServer starts a standalone ZooKeeper whose secure client port
 // requires a client certificate of p's CA.
-func startTLSServer(t *testing.T, p testCA) *zkserver.Ensemble {
+func startTLSServer(t *testing.T, p testpki.PKI) *zkserver.Ensemble {
 	t.Helper()
 	zkserver.SkipIfUnavailable(t)
-	dir := t.TempDir()
-	files := zkserver.TLSFiles{CertFile: filepath.Join(dir, "zk.crt"), KeyFile: filepath.Join(dir, "zk.key"), CAFile: filepath.Join(dir, "ca.crt")}
-	if err := p.ca.Write(files.CAFile, filepath.Join(dir, "ca.key")); err != nil {
-		t.Fatal(err)
-	}
-	kp, err := p.ca.Node([]string{"127.0.0.1", "localhost"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kp.Write(files.CertFile, files.KeyFile); err != nil {
-		t.Fatal(err)
-	}
 	cfg := zkserver.DefaultConfig()
-	cfg.TLS = files
+	cfg.TLS = zkserver.TLSFiles{CertFile: p.ServerCert, KeyFile: p.ServerKey, CAFile: p.CAFile}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	srv, err := zkserver.Start(ctx, cfg)
@@ -93,9 +45,9 @@ func startTLSServer(t *testing.T, p testCA) *zkserver.Ensemble {
 // trusting another CA, or in plaintext on the TLS port, New fails within
 // its dial timeout, saying why where the handshake tells.
 func TestTLS(t *testing.T) {
-	p := newTestCA(t, "ZooKeeper test CA")
+	p := testpki.New(t, "ZooKeeper test CA")
 	srv := startTLSServer(t, p)
-	other := newTestCA(t, "another CA")
+	other := testpki.New(t, "another CA")
 	// The first TLS connection waits for the JVM's TLS to warm up.
 	open := func(tlsCfg *tls.Config, dialTimeout time.Duration) (*zkcoord.Coordinator, time.Duration, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -111,7 +63,7 @@ func TestTLS(t *testing.T) {
 		return c, time.Since(start), err
 	}
 
-	c, _, err := open(clientTLS(p.ca.Pool(), &p.client), 15*time.Second)
+	c, _, err := open(testpki.ClientTLS(p.CA.Pool(), &p.Client), 15*time.Second)
 	if err != nil {
 		t.Fatalf("New over TLS: %v", err)
 	}
@@ -145,9 +97,9 @@ func TestTLS(t *testing.T) {
 		tls  *tls.Config
 		want string
 	}{
-		{"no client certificate", clientTLS(p.ca.Pool(), nil), "TLS handshake"},
-		{"client certificate of another CA", clientTLS(p.ca.Pool(), &other.client), "TLS handshake"},
-		{"server of an untrusted CA", clientTLS(other.ca.Pool(), &p.client), "certificate signed by unknown authority"},
+		{"no client certificate", testpki.ClientTLS(p.CA.Pool(), nil), "TLS handshake"},
+		{"client certificate of another CA", testpki.ClientTLS(p.CA.Pool(), &other.Client), "TLS handshake"},
+		{"server of an untrusted CA", testpki.ClientTLS(other.CA.Pool(), &p.Client), "certificate signed by unknown authority"},
 		{"plaintext", nil, "deadline exceeded"},
 	} {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
