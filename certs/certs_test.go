@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore/certs"
+	"github.com/kvstore/kvstore/internal/testpki"
 )
 
 func newCA(t *testing.T) *certs.CA {
@@ -24,18 +25,6 @@ func newCA(t *testing.T) *certs.CA {
 		t.Fatal(err)
 	}
 	return ca
-}
-
-func tlsCert(t *testing.T, kp *certs.KeyPair, err error) tls.Certificate {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := kp.TLSCertificate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 func leaf(t *testing.T, c tls.Certificate) *x509.Certificate {
@@ -53,7 +42,7 @@ func TestIssuedCertificates(t *testing.T) {
 		t.Fatalf("CA certificate: IsCA %v, CN %q", ca.Certificate().IsCA, ca.Certificate().Subject.CommonName)
 	}
 	nodeKP, err := ca.Node([]string{"127.0.0.1", "localhost", "n1.example", "::1"})
-	node := leaf(t, tlsCert(t, nodeKP, err))
+	node := leaf(t, testpki.Certificate(t, nodeKP, err))
 	if node.Subject.CommonName != certs.NodeName {
 		t.Errorf("node CN %q, want %q", node.Subject.CommonName, certs.NodeName)
 	}
@@ -77,7 +66,7 @@ func TestIssuedCertificates(t *testing.T) {
 	}
 
 	aliceKP, err := ca.Client("alice")
-	alice := leaf(t, tlsCert(t, aliceKP, err))
+	alice := leaf(t, testpki.Certificate(t, aliceKP, err))
 	if alice.Subject.CommonName != "alice" || len(alice.DNSNames)+len(alice.IPAddresses) != 0 {
 		t.Errorf("client: CN %q, SANs %v %v", alice.Subject.CommonName, alice.DNSNames, alice.IPAddresses)
 	}
@@ -153,14 +142,14 @@ func handshake(t *testing.T, server, client *tls.Config, serverName string) (tls
 func TestConfigsHandshake(t *testing.T) {
 	ca := newCA(t)
 	nodeKP, err := ca.Node([]string{"127.0.0.1", "localhost"})
-	nodeCert := tlsCert(t, nodeKP, err)
+	nodeCert := testpki.Certificate(t, nodeKP, err)
 	aliceKP, err := ca.Client("alice")
-	aliceCert := tlsCert(t, aliceKP, err)
+	aliceCert := testpki.Certificate(t, aliceKP, err)
 	other := newCA(t)
 	strangerKP, err := other.Client("mallory")
-	strangerCert := tlsCert(t, strangerKP, err)
+	strangerCert := testpki.Certificate(t, strangerKP, err)
 	otherNodeKP, err := other.Node([]string{"localhost"})
-	otherNodeCert := tlsCert(t, otherNodeKP, err)
+	otherNodeCert := testpki.Certificate(t, otherNodeKP, err)
 
 	server := certs.ServerConfig(nodeCert, ca.Pool())
 	if server.ClientAuth != tls.RequireAndVerifyClientCert || server.MinVersion < tls.VersionTLS12 {

@@ -202,19 +202,7 @@ func badCalls() []badCall {
 // on every node, whose stores must be identical.
 func TestBadRPCInputIsRefused(t *testing.T) {
 	c := newCluster(t, Etcd, 3)
-	addrs := make([]string, c.Size())
-	for i := range addrs {
-		nd, err := c.Node(i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs[i] = nd.Addr()
-	}
-	cl, err := client.New(client.Config{Endpoints: addrs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl, addrs := clientOfAll(t, c)
 	acked := map[string]string{}
 	put := func(k, v string) {
 		t.Helper()
@@ -456,19 +444,7 @@ func oversizedCall(ctx context.Context, addr, method string) (codes.Code, string
 // consistent.
 func TestNewerEpochEndsLeadership(t *testing.T) {
 	c := newCluster(t, Etcd, 3)
-	addrs := make([]string, c.Size())
-	for i := range addrs {
-		nd, err := c.Node(i)
-		if err != nil {
-			t.Fatal(err)
-		}
-		addrs[i] = nd.Addr()
-	}
-	cl, err := client.New(client.Config{Endpoints: addrs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl, addrs := clientOfAll(t, c)
 	acked := map[string]string{}
 	for i := range 3 {
 		k, v := fmt.Sprint("k", i), fmt.Sprint("v", i)
@@ -553,4 +529,24 @@ func TestUnsendableWriteIsRefused(t *testing.T) {
 	if err := c.WaitHealthy(ctxT(t, 20*time.Second)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// clientOfAll is a client with every node of c as an endpoint, closed at
+// the end of the test, and the nodes' addresses.
+func clientOfAll(t *testing.T, c *Cluster) (*client.Client, []string) {
+	t.Helper()
+	addrs := make([]string, c.Size())
+	for i := range addrs {
+		nd, err := c.Node(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs[i] = nd.Addr()
+	}
+	cl, err := client.New(client.Config{Endpoints: addrs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl, addrs
 }
