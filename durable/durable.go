@@ -16,6 +16,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/kvstore/kvstore/store"
 )
@@ -280,7 +281,7 @@ func (d *DB) open(o Options) (State, error) {
 	err = guard(d.path, func() error {
 		b, err := bolt.Open(d.path, 0o600, boltOptions(o.NoSync))
 		if err != nil {
-			if errors.Is(err, bolt.ErrTimeout) {
+			if errors.Is(err, berrors.ErrTimeout) {
 				return fmt.Errorf("%w: %s: %v", ErrLocked, d.path, err)
 			}
 			return fmt.Errorf("durable: bbolt cannot open %s: %w", d.path, err)

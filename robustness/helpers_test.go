@@ -73,7 +73,7 @@ func TestReplaySelectsOneRun(t *testing.T) {
 
 	fives := 0
 	for seed := uint64(1000); seed < 1010; seed++ {
-		if nodesFor(seed) != nodesFor(seed) {
+		if a, b := nodesFor(seed), nodesFor(seed); a != b {
 			t.Fatal("node count not a function of the seed")
 		}
 		if nodesFor(seed) == 5 {

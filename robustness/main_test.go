@@ -32,23 +32,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// eachBackend runs f once per coordinator backend, as subtests named after
-// it. The ZooKeeper run is skipped where ZooKeeper is not installed (and
-// fails where KVSTORE_REQUIRE_ZOOKEEPER is set).
-func eachBackend(t *testing.T, f func(t *testing.T, b cluster.Backend)) {
-	for _, b := range cluster.Backends {
-		t.Run(string(b), func(t *testing.T) {
-			if b == cluster.ZooKeeper {
-				zkserver.SkipIfUnavailable(t)
-			}
-			f(t, b)
-		})
-	}
-}
-
-// eachBackendParallel is eachBackend with the backends' subtests run in
-// parallel with each other; they start once the calling test function
-// returns, so the caller reports on them in a t.Cleanup.
+// eachBackendParallel runs f once per coordinator backend, as subtests
+// named after it (ZooKeeper skipped where it is not installed, failing
+// where KVSTORE_REQUIRE_ZOOKEEPER is set), in parallel with each other;
+// they start once the calling test function returns, so the caller reports
+// on them in a t.Cleanup.
 func eachBackendParallel(t *testing.T, f func(t *testing.T, b cluster.Backend)) {
 	for _, b := range cluster.Backends {
 		t.Run(string(b), func(t *testing.T) {

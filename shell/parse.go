@@ -85,7 +85,7 @@ func Parse(line string) (Command, error) {
 		}
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 0 {
-			return Command{}, fmt.Errorf("bad node number %q: want 0, 1, 2, ...", f)
+			return Command{}, fmt.Errorf("bad node number %q: want a number from 0", f)
 		}
 		cmd.Node = n
 	}

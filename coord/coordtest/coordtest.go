@@ -548,7 +548,7 @@ func testClaimCluster(t *testing.T, c1, c2 coord.Coordinator) {
 	s := newSession(t, c1)
 	WaitView(t, s.Watch(ctx), Slack, "an empty View", func(v coord.View) error {
 		if len(v.Members) != 0 || v.Leader != (coord.Leader{}) {
-			return fmt.Errorf("View %+v, want empty", v)
+			return fmt.Errorf("view %+v, want empty", v)
 		}
 		return nil
 	})
