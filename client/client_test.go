@@ -21,14 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func newCluster(t *testing.T, n int) *cluster.Cluster {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := cluster.New(ctx, cluster.Options{Nodes: n})
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return cluster.StartTest(t, cluster.Options{Nodes: n})
 }
 
 func addr(t *testing.T, c *cluster.Cluster, i int) string {

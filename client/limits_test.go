@@ -30,19 +30,12 @@ const (
 
 func newLimitedCluster(t *testing.T, n, maxClientRequests int) *cluster.Cluster {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := cluster.New(ctx, cluster.Options{Nodes: n, Node: func(cfg *node.Config) {
+	return cluster.StartTest(t, cluster.Options{Nodes: n, Node: func(cfg *node.Config) {
 		cfg.MaxKeySize = testMaxKey
 		cfg.MaxValueSize = testMaxValue
 		cfg.MaxRequestSize = testMaxRequest
 		cfg.MaxClientRequests = maxClientRequests
 	}})
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 // state is what every node holds: its applied position and its store.

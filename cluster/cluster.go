@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -502,6 +503,35 @@ func (c *Cluster) List() []NodeInfo {
 		out = append(out, info)
 	}
 	return out
+}
+
+// Describe is the cluster's state, one line a node: what a failing test
+// prints so that its failure explains itself. It names each node's role and
+// state (as List), the leader and epoch it sees, the epoch it promised, the
+// position of its store and whether it is recovering.
+func (c *Cluster) Describe() string {
+	c.mu.Lock()
+	slots := append([]*slot(nil), c.slots...)
+	c.mu.Unlock()
+	infos := c.List()
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster state at %s (%s):\n", time.Now().Format("15:04:05.000"), c.opts.Backend)
+	for i, info := range infos {
+		fmt.Fprintf(&b, "  node %d %s %s %s %s", info.Num, info.ID, info.Addr, info.Role, info.State)
+		if i >= len(slots) {
+			b.WriteByte('\n')
+			continue // added since slots was read
+		}
+		s := slots[i]
+		s.mu.Lock()
+		if nd := s.node; nd != nil {
+			ld := nd.Leader()
+			fmt.Fprintf(&b, " sees-leader=%q/%d promised=%d applied=%s", ld.ID, ld.Epoch, nd.AcceptedEpoch(), nd.Applied())
+		}
+		s.mu.Unlock()
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
 func join(ss []string) string {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -28,26 +26,10 @@ func newCluster(t *testing.T, b Backend, n int, opts ...func(*Options)) *Cluster
 		o.ZooKeeper = testZK.Servers(t)
 		o.Prefix = fmt.Sprintf("/kvstore-test/%s/%d", strings.ReplaceAll(t.Name(), "/", "_"), time.Now().UnixNano())
 	}
-	if lvl := os.Getenv("KVSTORE_TEST_LOG"); lvl != "" {
-		var l slog.Level
-		_ = l.UnmarshalText([]byte(lvl))
-		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
-	}
 	for _, f := range opts {
 		f(&o)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := New(ctx, o)
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	})
-	return c
+	return StartTest(t, o)
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -22,22 +20,7 @@ import (
 // closes it at the end. KVSTORE_TEST_LOG=debug shows the nodes' logs.
 func newCluster(t *testing.T, n int) *cluster.Cluster {
 	t.Helper()
-	o := cluster.Options{Nodes: n}
-	if lvl := os.Getenv("KVSTORE_TEST_LOG"); lvl != "" {
-		var l slog.Level
-		_ = l.UnmarshalText([]byte(lvl))
-		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
-	}
-	c, err := cluster.New(ctxT(t, 60*time.Second), o)
-	if err != nil {
-		t.Fatalf("start cluster: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := c.Close(); err != nil {
-			t.Errorf("close cluster: %v", err)
-		}
-	})
-	return c
+	return cluster.StartTest(t, cluster.Options{Nodes: n})
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

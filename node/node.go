@@ -371,6 +371,10 @@ func (n *Node) LocalKeys() []string {
 	return n.store.Keys()
 }
 
+// AcceptedEpoch is the epoch this node last promised: it takes entries only
+// from the leader of that epoch (or a later one).
+func (n *Node) AcceptedEpoch() int64 { return n.acceptedEpochA.Load() }
+
 // Recovering reports whether the node lost its store and waits to be
 // reconciled by a leader.
 func (n *Node) Recovering() bool {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -126,23 +125,14 @@ func nodeConfig(r *run) func(*node.Config) {
 	}
 }
 
-func logger() *slog.Logger {
-	lvl := os.Getenv("KVSTORE_TEST_LOG")
-	if lvl == "" {
-		return nil
-	}
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(lvl))
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
-}
-
 // play runs one schedule with clients and checks the history. It fails the
 // test only for infrastructure errors; what went wrong is reported in r.
 func play(t *testing.T, r *run) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	opts := cluster.Options{Nodes: r.nodes, Backend: r.backend, Node: nodeConfig(r), Logger: logger()}
+	opts := cluster.Options{Nodes: r.nodes, Backend: r.backend, Node: nodeConfig(r)}
+	ring := cluster.TestLogger(&opts)
 	if r.durable {
 		opts.DataDir = t.TempDir()
 	}
@@ -239,8 +229,12 @@ func play(t *testing.T, r *run) {
 		problems = append(problems, "NOT HEALTHY: "+p)
 	}
 	problems = append(problems, details...)
-	r.report = fmt.Sprintf("backend %s, seed %d, %d nodes\nreplay: %s\nschedule: %s\nhistory: %s\n%s\nevents:\n  %s",
-		r.backend, r.seed, r.nodes, r.replay, r.schedule, hpath, strings.Join(problems, "\n"), strings.Join(events, "\n  "))
+	logs := ""
+	if ring != nil {
+		logs = "\n" + ring.String()
+	}
+	r.report = fmt.Sprintf("backend %s, seed %d, %d nodes\nreplay: %s\nschedule: %s\nhistory: %s\n%s\nevents:\n  %s\n%s%s",
+		r.backend, r.seed, r.nodes, r.replay, r.schedule, hpath, strings.Join(problems, "\n"), strings.Join(events, "\n  "), c.Describe(), logs)
 }
 
 // checked records in r what a Porcupine check of what found: an illegal
