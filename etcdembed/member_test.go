@@ -15,6 +15,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+
+	"github.com/kvstore/kvstore/internal/syncbuf"
 )
 
 // startCluster starts an n-member cluster on free loopback ports, the members
@@ -110,31 +112,13 @@ func newClient(t *testing.T, endpoints ...string) *clientv3.Client {
 	return cli
 }
 
-// syncBuffer is a log sink safe for etcd's concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestMemberCluster forms a 3-member cluster in this process, writes through
 // one member and reads through another, then stops the leader: the other two
 // still form a quorum, elect a new leader and serve writes.
 func TestMemberCluster(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	srvs := startCluster(ctx, t, 3, func(i int, cfg *MemberConfig) {
 		if i == 0 {
 			cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))

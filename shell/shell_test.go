@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/kvstore/kvstore/internal/transcript"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/internal/syncbuf"
+	"github.com/kvstore/kvstore/internal/transcript"
 )
 
 var rewrite = flag.Bool("rewrite", false, "rewrite the golden transcripts in testdata/")
@@ -463,7 +464,7 @@ func TestInterruptCancelsTheRunningCommand(t *testing.T) {
 	pr, pw := io.Pipe()
 	defer pw.Close()
 	intr := make(chan os.Signal, 1)
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	done := make(chan error, 1)
 	b := &blockingBackend{fakeBackend: newFake(), started: make(chan struct{}, 1)}
 	go func() { done <- Run(context.Background(), b, Config{In: pr, Out: out, Err: errOut, Interrupt: intr}) }()
@@ -514,22 +515,4 @@ func (b *blockingBackend) Get(ctx context.Context, _ int, _ string) (string, boo
 	b.started <- struct{}{}
 	<-ctx.Done()
 	return "", false, ctx.Err()
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

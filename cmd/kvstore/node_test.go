@@ -19,6 +19,7 @@ import (
 	"github.com/kvstore/kvstore/client"
 	"github.com/kvstore/kvstore/etcdembed"
 	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/internal/syncbuf"
 )
 
 // freeAddr is a loopback address with a port nothing listens on now.
@@ -36,13 +37,14 @@ func freeAddr(t *testing.T) string {
 type nodeProc struct {
 	id, addr string
 	cmd      *exec.Cmd
-	log      *bytes.Buffer
-	done     chan error
+	log      *syncbuf.Buffer // the process writes it, the test reads it
+	done     chan error      // the process's exit, sent once
+	exited   chan struct{}   // closed when the process has exited
 }
 
 func startNode(t *testing.T, bin, id string, env ...string) *nodeProc {
 	t.Helper()
-	p := &nodeProc{id: id, addr: freeAddr(t), log: &bytes.Buffer{}, done: make(chan error, 1)}
+	p := &nodeProc{id: id, addr: freeAddr(t), log: &syncbuf.Buffer{}, done: make(chan error, 1), exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, "node", "--listen", p.addr)
 	// Flags through the environment, as a container would set them.
 	p.cmd.Env = append(os.Environ(), append([]string{"KVSTORE_ID=" + id}, env...)...)
@@ -50,11 +52,17 @@ func startNode(t *testing.T, bin, id string, env ...string) *nodeProc {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.done <- p.cmd.Wait() }()
+	go func() {
+		err := p.cmd.Wait()
+		close(p.exited)
+		p.done <- err
+	}()
 	t.Cleanup(func() {
-		if p.cmd.ProcessState == nil {
+		select {
+		case <-p.exited:
+		default:
 			_ = p.cmd.Process.Kill()
-			<-p.done
+			<-p.exited
 		}
 		if t.Failed() {
 			t.Logf("node %s log:\n%s", id, p.log.String())
