@@ -139,7 +139,14 @@ func openCoordinator(ctx context.Context, etcd []string, zookeeper, cluster stri
 		if err != nil {
 			return nil, err
 		}
-		return zkcoord.New(ctx, zkcoord.Config{Servers: servers, Prefix: chroot + "/kvstore/" + cluster, Auth: access.zkAuth, TLS: tlsCfg})
+		cfg := zkcoord.Config{Servers: servers, Prefix: chroot + "/kvstore/" + cluster, Auth: access.zkAuth, TLS: tlsCfg}
+		if deadline, ok := ctx.Deadline(); ok {
+			// Keep trying for the caller's whole budget, not zkcoord's
+			// default 5 s: a busy ensemble (a TLS handshake on a loaded
+			// JVM) may answer only after a few attempts.
+			cfg.DialTimeout = time.Until(deadline)
+		}
+		return zkcoord.New(ctx, cfg)
 	}
 	tlsCfg, err := access.etcdTLS()
 	if err != nil {
