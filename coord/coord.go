@@ -51,6 +51,18 @@ type Coordinator interface {
 	// if another name is recorded. The record is persistent and never
 	// changes once written; claiming the same name again succeeds.
 	ClaimCluster(ctx context.Context, name string) error
+	// Settings reads the cluster's settings record (beside the cluster
+	// name, under its own key). A record never written is returned as
+	// Settings{} with Version 0 and no error.
+	Settings(ctx context.Context) (Settings, error)
+	// ClaimSettings records s as the cluster's settings if none are
+	// recorded, and returns the recorded settings (s itself, or what was
+	// there), with their Version. The caller compares.
+	ClaimSettings(ctx context.Context, s Settings) (Settings, error)
+	// SetSettings replaces the settings record if it still has version
+	// prev.Version; otherwise it fails with ErrConflict. It is the
+	// operator's change procedure, not a node's (see Settings.MaxLease).
+	SetSettings(ctx context.Context, prev, next Settings) error
 	// Close releases the connection. It does not revoke sessions: a session
 	// that is not closed expires by its TTL, as after a crash.
 	Close() error

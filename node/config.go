@@ -236,10 +236,45 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: config: MaxRequestSize %d must exceed MaxKeySize %d", c.MaxRequestSize, c.MaxKeySize)
 	case c.MaxKeySize+c.MaxValueSize+entryOverhead > rpc.MaxMsgSize/2:
 		return fmt.Errorf("node: config: MaxKeySize %d + MaxValueSize %d must stay under %d (one entry must fit in a node-to-node message)", c.MaxKeySize, c.MaxValueSize, rpc.MaxMsgSize/2-entryOverhead)
+	case c.MaxRequests <= 0:
+		return fmt.Errorf("node: config: MaxRequests %d must be positive", c.MaxRequests)
 	case c.MaxClientRequests <= 0:
 		return fmt.Errorf("node: config: MaxClientRequests %d must be positive", c.MaxClientRequests)
 	}
 	return nil
+}
+
+// Settings are the config's values that must be the same on every node of
+// the cluster (coord.Settings): the first node records them, the others
+// must match.
+func (c Config) Settings() coord.Settings {
+	return coord.Settings{LeaseDuration: c.LeaseDuration, ClockDrift: c.ClockDrift, MaxRequests: c.MaxRequests, MaxLease: c.LeaseDuration}
+}
+
+// checkSettings compares the config with the cluster's settings record and
+// names the first field that differs, with its command-line flag, both
+// values and how to change a setting. The error matches
+// coord.ErrSettingsMismatch.
+func (c Config) checkSettings(rec coord.Settings) error {
+	const how = "every node must run with the cluster's recorded value: start this node with it, or change the setting for the whole cluster with `kvstore cluster settings set` (README: Change a timing setting)"
+	switch {
+	case c.LeaseDuration != rec.LeaseDuration:
+		return fmt.Errorf("%w: LeaseDuration (--lease) is %v here, %v in the cluster's record; %s", coord.ErrSettingsMismatch, c.LeaseDuration, rec.LeaseDuration, how)
+	case c.ClockDrift != rec.ClockDrift:
+		return fmt.Errorf("%w: ClockDrift (--clock-drift) is %v here, %v in the cluster's record; %s", coord.ErrSettingsMismatch, c.ClockDrift, rec.ClockDrift, how)
+	case c.MaxRequests != rec.MaxRequests:
+		return fmt.Errorf("%w: MaxRequests (--max-requests) is %d here, %d in the cluster's record; %s", coord.ErrSettingsMismatch, c.MaxRequests, rec.MaxRequests, how)
+	}
+	return nil
+}
+
+// takeoverWait is how long after its election a new leader waits before it
+// serves when not every voter answered its Prepare: the longest lease any
+// node may have granted under an older epoch (its own, or rec.MaxLease while
+// a change of the lease is rolled out), counted with the larger drift
+// margin.
+func (c Config) takeoverWait(rec coord.Settings) time.Duration {
+	return time.Duration(float64(max(c.LeaseDuration, rec.MaxLease)) * (1 + max(c.ClockDrift, rec.ClockDrift)))
 }
 
 // leaderLease is how long the leader counts a lease it grants now.

@@ -29,6 +29,9 @@ type leader struct {
 	cancel    context.CancelCauseFunc
 	wg        sync.WaitGroup // replicators
 	electedAt time.Time
+	// settings is the cluster's settings record as read at takeover: its
+	// MaxLease bounds the leases older epochs may have granted.
+	settings coord.Settings
 
 	// mu guards everything below. Lock order: mu, then n.mu.
 	mu          sync.Mutex
@@ -159,6 +162,16 @@ func (l *leader) takeover() error {
 		cancel()
 		if err != nil {
 			l.setTakeoverErr(fmt.Errorf("read voters: %w", err))
+			continue
+		}
+		// The leases of older epochs may have been granted by nodes with
+		// another lease than this one's (a change of --lease rolled out):
+		// the record's MaxLease bounds them.
+		rctx, cancel = context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+		l.settings, err = n.cfg.Coordinator.Settings(rctx)
+		cancel()
+		if err != nil {
+			l.setTakeoverErr(fmt.Errorf("read settings: %w", err))
 			continue
 		}
 		targets := make(map[string]string)
@@ -365,7 +378,8 @@ func (l *leader) viewChanged(v coord.View) {
 
 // awaitServing finishes the takeover: the no-op committed by a majority of
 // voters, then (unless every node answered Prepare) the wait for leases
-// granted under older epochs.
+// granted under older epochs: the longest any node may have granted
+// (Config.takeoverWait), not only this node's own.
 func (l *leader) awaitServing(allAnswered bool) error {
 	n := l.n
 	deadline := n.now().Add(n.cfg.QuorumTimeout)
@@ -393,7 +407,7 @@ func (l *leader) awaitServing(allAnswered bool) error {
 		}
 	}
 	if !allAnswered && !n.cfg.Faults.SkipTakeoverWait {
-		wait := l.electedAt.Add(n.cfg.leaderLease()).Sub(n.now())
+		wait := l.electedAt.Add(n.cfg.takeoverWait(l.settings)).Sub(n.now())
 		if wait > 0 {
 			n.log.Info("waiting out leases of older epochs", "wait", wait.Round(time.Millisecond))
 			select {

@@ -187,12 +187,22 @@ func (n *Node) ID() string { return n.cfg.ID }
 func (n *Node) Addr() string { return n.addr }
 
 // Start claims the coordinator prefix for Config.Cluster (a prefix recorded
-// as another cluster's fails with coord.ErrOtherCluster), serves RPC,
+// as another cluster's fails with coord.ErrOtherCluster), records the
+// config's Settings as the cluster's if none are recorded and otherwise
+// checks them (a difference fails with coord.ErrSettingsMismatch, naming
+// the field and its flag), serves RPC,
 // bootstraps the voter record if there is none, and starts the session
 // loop. It returns once the node is running; use WaitServing to wait until
 // it serves.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.cfg.Coordinator.ClaimCluster(ctx, n.cfg.Cluster); err != nil {
+		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
+	}
+	rec, err := n.cfg.Coordinator.ClaimSettings(ctx, n.cfg.Settings())
+	if err != nil {
+		return fmt.Errorf("node %s: claim settings: %w", n.cfg.ID, err)
+	}
+	if err := n.cfg.checkSettings(rec); err != nil {
 		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
 	voters, err := n.cfg.Coordinator.Voters(ctx)

@@ -83,6 +83,7 @@ Debian's zookeeper package.`,
 	fl.BoolVar(&f.tls, "tls", false, "the nodes speak mutual TLS to each other, with certificates of a throwaway CA made in memory (default: plaintext on loopback)")
 	cmd.AddCommand(newNodeCmd())
 	cmd.AddCommand(newCoordinatorCmd())
+	cmd.AddCommand(newClusterCmd())
 	cmd.AddCommand(ctlCommands()...)
 	cmd.AddCommand(newBenchCmd())
 	cmd.AddCommand(newCertsCmd())

@@ -30,6 +30,8 @@ type nodeFlags struct {
 	zookeeper string
 	ttl       time.Duration
 	lease     time.Duration
+	drift     float64
+	maxReqs   int
 	opTimeout time.Duration
 	logLevel  string
 	logFormat string
@@ -85,7 +87,9 @@ its advertised address: the others check it.`,
 	fl.StringSliceVar(&f.etcd, "etcd", nil, "etcd endpoints (host:port,...)")
 	fl.StringVar(&f.zookeeper, "zookeeper", "", "ZooKeeper ensemble, host:port[,host:port...][/chroot], instead of etcd")
 	fl.DurationVar(&f.ttl, "session-ttl", 2*time.Second, "coordinator session TTL")
-	fl.DurationVar(&f.lease, "lease", 2*time.Second, "read lease of a cached copy")
+	fl.DurationVar(&f.lease, "lease", 2*time.Second, "read lease of a cached copy; the same on every node of the cluster (see kvstore cluster settings)")
+	fl.Float64Var(&f.drift, "clock-drift", node.DefaultConfig().ClockDrift, "bound on the clock rate difference between nodes (0.05: 5%); the same on every node of the cluster")
+	fl.IntVar(&f.maxReqs, "max-requests", node.DefaultConfig().MaxRequests, "how many request ids each replica remembers to apply a retried write once; the same on every node of the cluster")
 	fl.DurationVar(&f.opTimeout, "op-timeout", 15*time.Second, "how long an operation may wait (e.g. for an election)")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -198,6 +202,8 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	cfg.Coordinator = co
 	cfg.SessionTTL = f.ttl
 	cfg.LeaseDuration = f.lease
+	cfg.ClockDrift = f.drift
+	cfg.MaxRequests = f.maxReqs
 	cfg.OpTimeout = f.opTimeout
 	cfg.DataDir = f.dataDir
 	cfg.NoFsync = f.noFsync

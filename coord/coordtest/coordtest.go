@@ -54,6 +54,10 @@ func Run(t *testing.T, newCoord func(t *testing.T) coord.Coordinator) {
 	t.Run("ClaimClusterRace", func(t *testing.T) {
 		testClaimClusterRace(t, []coord.Coordinator{open(t), open(t), open(t), open(t)})
 	})
+	t.Run("Settings", func(t *testing.T) { testSettings(t, open(t), open(t)) })
+	t.Run("ClaimSettingsRace", func(t *testing.T) {
+		testClaimSettingsRace(t, []coord.Coordinator{open(t), open(t), open(t), open(t)})
+	})
 	t.Run("AbandonedSessionExpires", func(t *testing.T) { testAbandoned(t, open(t), open(t)) })
 }
 
@@ -552,6 +556,99 @@ func testClaimCluster(t *testing.T, c1, c2 coord.Coordinator) {
 		}
 		return nil
 	})
+}
+
+// testSettings: the first ClaimSettings records its settings and later
+// claims (on any connection) get the record back, whatever they propose;
+// SetSettings is a compare-and-swap on the version; the record lives beside
+// the cluster name and the voter record and changes neither.
+func testSettings(t *testing.T, c1, c2 coord.Coordinator) {
+	ctx := ctxFor(t, 30*time.Second)
+	if s, err := c1.Settings(ctx); err != nil || s != (coord.Settings{}) {
+		t.Fatalf("Settings before any claim = %+v, %v; want zero, nil", s, err)
+	}
+	if err := c1.ClaimCluster(ctx, "a"); err != nil {
+		t.Fatalf("ClaimCluster(a): %v", err)
+	}
+	first := coord.Settings{LeaseDuration: 2 * time.Second, ClockDrift: 0.05, MaxRequests: 100, MaxLease: 2 * time.Second}
+	got, err := c1.ClaimSettings(ctx, first)
+	if err != nil || got.Version <= 0 {
+		t.Fatalf("first ClaimSettings = %+v, %v; want the settings with a positive version", got, err)
+	}
+	if want := withVersion(first, got.Version); got != want {
+		t.Fatalf("first ClaimSettings = %+v, want %+v", got, want)
+	}
+	other := coord.Settings{LeaseDuration: 6 * time.Second, ClockDrift: 0.1, MaxRequests: 7, MaxLease: 6 * time.Second}
+	if again, err := c2.ClaimSettings(ctx, other); err != nil || again != got {
+		t.Fatalf("ClaimSettings(other) on a second connection = %+v, %v; want the record %+v", again, err, got)
+	}
+	if read, err := c2.Settings(ctx); err != nil || read != got {
+		t.Fatalf("Settings = %+v, %v; want %+v", read, err, got)
+	}
+	// Invalid settings are never recorded.
+	if err := c1.SetSettings(ctx, got, coord.Settings{LeaseDuration: time.Second, MaxRequests: 1, MaxLease: time.Millisecond}); err == nil {
+		t.Fatal("SetSettings with MaxLease under the lease succeeded")
+	}
+	// A change from the current version wins; one from the old version
+	// loses with ErrConflict and changes nothing.
+	next := coord.Settings{LeaseDuration: time.Second, ClockDrift: 0.05, MaxRequests: 100, MaxLease: 2 * time.Second}
+	if err := c2.SetSettings(ctx, got, next); err != nil {
+		t.Fatalf("SetSettings from the current version: %v", err)
+	}
+	after, err := c1.Settings(ctx)
+	if err != nil || after.Version == got.Version || withVersion(after, 0) != next {
+		t.Fatalf("Settings after SetSettings = %+v, %v; want %+v with a new version", after, err, next)
+	}
+	if err := c1.SetSettings(ctx, got, other); !errors.Is(err, coord.ErrConflict) {
+		t.Fatalf("SetSettings from a stale version = %v, want ErrConflict", err)
+	}
+	if err := c1.SetSettings(ctx, coord.Settings{}, other); !errors.Is(err, coord.ErrConflict) {
+		t.Fatalf("SetSettings from no record = %v, want ErrConflict", err)
+	}
+	if read, err := c2.ClaimSettings(ctx, other); err != nil || read != after {
+		t.Fatalf("ClaimSettings after the refused change = %+v, %v; want %+v", read, err, after)
+	}
+	// The settings are neither the cluster name nor the voter record.
+	if err := c2.ClaimCluster(ctx, "a"); err != nil {
+		t.Fatalf("ClaimCluster(a) after the settings changed: %v", err)
+	}
+	if v, err := c1.Voters(ctx); err != nil || v.Version != 0 {
+		t.Fatalf("Voters after the settings changed = %+v, %v; want none", v, err)
+	}
+}
+
+func withVersion(s coord.Settings, v int64) coord.Settings {
+	s.Version = v
+	return s
+}
+
+// testClaimSettingsRace: of concurrent first claims with different
+// settings, exactly one is recorded and every claim returns it.
+func testClaimSettingsRace(t *testing.T, cs []coord.Coordinator) {
+	ctx := ctxFor(t, 30*time.Second)
+	got := make([]coord.Settings, len(cs))
+	errs := make([]error, len(cs))
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lease := time.Duration(i+1) * time.Second
+			got[i], errs[i] = c.ClaimSettings(ctx, coord.Settings{LeaseDuration: lease, MaxRequests: i + 1, MaxLease: lease})
+		}()
+	}
+	wg.Wait()
+	for i := range cs {
+		if errs[i] != nil {
+			t.Fatalf("ClaimSettings %d: %v", i, errs[i])
+		}
+		if got[i] != got[0] {
+			t.Fatalf("ClaimSettings %d returned %+v, claim 0 %+v: want one record", i, got[i], got[0])
+		}
+	}
+	if got[0].MaxRequests < 1 || got[0].LeaseDuration != time.Duration(got[0].MaxRequests)*time.Second {
+		t.Fatalf("recorded %+v, which no claim proposed", got[0])
+	}
 }
 
 // testClaimClusterRace: of concurrent first claims with different names,

@@ -11,6 +11,9 @@
 //	voters                -> {"ids":[...]}, persistent; Version = ModRevision
 //	cluster               -> the cluster's name, persistent; written once by
 //	                         ClaimCluster (create if absent, else compare)
+//	settings              -> coord.Settings as JSON, persistent; created by
+//	                         ClaimSettings, changed by SetSettings (CAS on
+//	                         ModRevision)
 //
 // The leader is the election key with the lowest create revision; its create
 // revision is the epoch, which therefore strictly increases from one leader to

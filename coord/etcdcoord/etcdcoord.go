@@ -125,6 +125,7 @@ type keys struct {
 	elecDir  string // election + "/": every candidate key starts with it
 	voters   string
 	cluster  string // the name of the cluster that owns the prefix
+	settings string // the cluster's safety settings (coord.Settings)
 }
 
 func newKeys(prefix string) keys {
@@ -135,6 +136,7 @@ func newKeys(prefix string) keys {
 		elecDir:  prefix + "election/",
 		voters:   prefix + "voters",
 		cluster:  prefix + "cluster",
+		settings: prefix + "settings",
 	}
 }
 
@@ -374,6 +376,75 @@ func (c *Coordinator) ClaimCluster(ctx context.Context, name string) error {
 	}
 	if got := string(kvs[0].Value); got != name {
 		return fmt.Errorf("etcdcoord: prefix %s belongs to cluster %q, not %q: %w", c.keys.prefix, got, name, coord.ErrOtherCluster)
+	}
+	return nil
+}
+
+// Settings reads the settings record; Version is the key's ModRevision.
+func (c *Coordinator) Settings(ctx context.Context) (coord.Settings, error) {
+	resp, err := c.client.Get(ctx, c.keys.settings)
+	if err != nil {
+		return coord.Settings{}, fmt.Errorf("etcdcoord: read settings: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return coord.Settings{}, nil
+	}
+	s, err := coord.DecodeSettings(resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	if err != nil {
+		return coord.Settings{}, fmt.Errorf("etcdcoord: %w", err)
+	}
+	return s, nil
+}
+
+// ClaimSettings writes s if the settings key does not exist, in one
+// transaction that otherwise reads the recorded settings.
+func (c *Coordinator) ClaimSettings(ctx context.Context, s coord.Settings) (coord.Settings, error) {
+	val, err := coord.EncodeSettings(s)
+	if err != nil {
+		return coord.Settings{}, err
+	}
+	resp, err := c.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(c.keys.settings), "=", 0)).
+		Then(clientv3.OpPut(c.keys.settings, string(val))).
+		Else(clientv3.OpGet(c.keys.settings)).
+		Commit()
+	if err != nil {
+		return coord.Settings{}, fmt.Errorf("etcdcoord: claim settings: %w", err)
+	}
+	if resp.Succeeded {
+		s.Version = resp.Header.Revision // the put's ModRevision
+		return s, nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) != 1 {
+		return coord.Settings{}, fmt.Errorf("etcdcoord: claim settings: key %s neither absent nor readable", c.keys.settings)
+	}
+	got, err := coord.DecodeSettings(kvs[0].Value, kvs[0].ModRevision)
+	if err != nil {
+		return coord.Settings{}, fmt.Errorf("etcdcoord: %w", err)
+	}
+	return got, nil
+}
+
+// SetSettings replaces the settings record if its ModRevision is still
+// prev.Version.
+func (c *Coordinator) SetSettings(ctx context.Context, prev, next coord.Settings) error {
+	val, err := coord.EncodeSettings(next)
+	if err != nil {
+		return err
+	}
+	if prev.Version <= 0 {
+		return fmt.Errorf("etcdcoord: set settings: version %d was never read from a record: %w", prev.Version, coord.ErrConflict)
+	}
+	resp, err := c.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(c.keys.settings), "=", prev.Version)).
+		Then(clientv3.OpPut(c.keys.settings, string(val))).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("etcdcoord: set settings: %w", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("etcdcoord: set settings: version %d is stale: %w", prev.Version, coord.ErrConflict)
 	}
 	return nil
 }

@@ -11,6 +11,9 @@
 //	voters                    -> {"ids":[...]}; persistent, Version = data version + 1
 //	cluster                   -> the cluster's name; persistent, written once by
 //	                             ClaimCluster (create, or read and compare)
+//	settings                  -> coord.Settings as JSON; persistent, created by
+//	                             ClaimSettings, changed by SetSettings (versioned
+//	                             setData), Version = data version + 1
 //
 // # Sessions
 //

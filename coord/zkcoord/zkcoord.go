@@ -145,6 +145,7 @@ type paths struct {
 	candidate string // what a candidate's sequential znode is created as
 	voters    string
 	cluster   string // the name of the cluster that owns the prefix
+	settings  string // the cluster's safety settings (coord.Settings)
 }
 
 func newPaths(prefix string) paths {
@@ -155,6 +156,7 @@ func newPaths(prefix string) paths {
 		candidate: prefix + "/election/n_",
 		voters:    prefix + "/voters",
 		cluster:   prefix + "/cluster",
+		settings:  prefix + "/settings",
 	}
 }
 
@@ -260,7 +262,7 @@ func (c *Coordinator) ensure(ctx context.Context, p string) error {
 // Config.Auth was set keeps its open ACLs, and serving on it would protect
 // nothing. Set their ACLs (zkCli: setAcl -R) or use a new prefix.
 func (c *Coordinator) checkClosed(ctx context.Context) error {
-	for _, p := range []string{c.paths.prefix, c.paths.members, c.paths.election, c.paths.voters, c.paths.cluster} {
+	for _, p := range []string{c.paths.prefix, c.paths.members, c.paths.election, c.paths.voters, c.paths.cluster, c.paths.settings} {
 		var acl []zk.ACL
 		err := do(ctx, c, func() (err error) {
 			acl, _, err = c.admin.conn.GetACL(p)
@@ -461,4 +463,92 @@ func (c *Coordinator) ClaimCluster(ctx context.Context, name string) error {
 		case <-time.After(retryInterval):
 		}
 	}
+}
+
+// Settings reads the settings record, linearizably (sync, then get).
+// Version is the znode's data version plus one, so that 0 still means
+// "never written".
+func (c *Coordinator) Settings(ctx context.Context) (coord.Settings, error) {
+	var data []byte
+	var stat *zk.Stat
+	read := func() (err error) {
+		if _, err := c.admin.conn.Sync(c.paths.prefix); err != nil {
+			return err
+		}
+		data, stat, err = c.admin.conn.Get(c.paths.settings)
+		return err
+	}
+	err := do(ctx, c, read)
+	for lostAnswer(err) {
+		select {
+		case <-ctx.Done():
+			return coord.Settings{}, fmt.Errorf("zkcoord: read settings: %w (after %w)", ctx.Err(), err)
+		case <-time.After(retryInterval):
+		}
+		err = do(ctx, c, read)
+	}
+	if errors.Is(err, zk.ErrNoNode) {
+		return coord.Settings{}, nil
+	}
+	if err != nil {
+		return coord.Settings{}, fmt.Errorf("zkcoord: read settings: %w", err)
+	}
+	s, err := coord.DecodeSettings(data, int64(stat.Version)+1)
+	if err != nil {
+		return coord.Settings{}, fmt.Errorf("zkcoord: %w", err)
+	}
+	return s, nil
+}
+
+// ClaimSettings creates the persistent settings znode holding s if it does
+// not exist, and otherwise reads it (Settings: sync, then get). A create
+// whose answer was lost is retried: if it was applied, the retry finds the
+// znode.
+func (c *Coordinator) ClaimSettings(ctx context.Context, s coord.Settings) (coord.Settings, error) {
+	val, err := coord.EncodeSettings(s)
+	if err != nil {
+		return coord.Settings{}, err
+	}
+	for {
+		err := do(ctx, c, func() error {
+			_, err := c.admin.conn.Create(c.paths.settings, val, 0, c.acl)
+			return err
+		})
+		switch {
+		case err == nil:
+			s.Version = 1
+			return s, nil
+		case errors.Is(err, zk.ErrNodeExists):
+			return c.Settings(ctx)
+		case !lostAnswer(err):
+			return coord.Settings{}, fmt.Errorf("zkcoord: claim settings: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return coord.Settings{}, fmt.Errorf("zkcoord: claim settings: %w (after %w)", ctx.Err(), err)
+		case <-time.After(retryInterval):
+		}
+	}
+}
+
+// SetSettings replaces the settings record with a versioned setData.
+func (c *Coordinator) SetSettings(ctx context.Context, prev, next coord.Settings) error {
+	val, err := coord.EncodeSettings(next)
+	if err != nil {
+		return err
+	}
+	if prev.Version <= 0 || prev.Version > 1<<31 {
+		return fmt.Errorf("zkcoord: set settings: version %d was never read from a record: %w", prev.Version, coord.ErrConflict)
+	}
+	err = do(ctx, c, func() error {
+		_, err := c.admin.conn.Set(c.paths.settings, val, int32(prev.Version-1))
+		return err
+	})
+	switch {
+	case errors.Is(err, zk.ErrBadVersion), errors.Is(err, zk.ErrNoNode):
+		return fmt.Errorf("zkcoord: set settings: version %d is stale (%w): %w", prev.Version, err, coord.ErrConflict)
+	case err != nil:
+		return fmt.Errorf("zkcoord: set settings: %w", err)
+	}
+	return nil
 }
