@@ -614,6 +614,28 @@ func (c *Cluster) Stop(n int) error {
 	return err
 }
 
+// Remove removes node n from the voter record (the shell's remove),
+// through the first other node that runs: the leader makes the change, and
+// node n, if it still runs, stops (node.Node.RemoveVoter).
+func (c *Cluster) Remove(ctx context.Context, n int) error {
+	target, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < c.Size(); i++ {
+		if i == n {
+			continue
+		}
+		nd, err := c.Node(i)
+		if err != nil || nd.State() == node.StateStopped {
+			continue
+		}
+		_, err = nd.RemoveVoter(ctx, target.id)
+		return err
+	}
+	return fmt.Errorf("cluster: remove node %d: no other node runs", n)
+}
+
 // Resign makes node n hand leadership over if it leads.
 func (c *Cluster) Resign(ctx context.Context, n int) error {
 	nd, err := c.Node(n)
