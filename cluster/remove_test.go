@@ -211,3 +211,38 @@ func TestRemovingDeadVotersRestoresFaultTolerance(t *testing.T) {
 		}
 	})
 }
+
+// A removed node that cannot be told to leave (here it refuses the word)
+// keeps running, caught up and reachable: exactly what maybeAddVoter adds.
+// The leader must keep it out by itself. The check watches the record for
+// 20 heartbeats (without the guard the leader re-adds it within one or two
+// of them) and then lets the node leave.
+func TestRemovedNodeIsNotAddedBack(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b Backend) {
+		c := newCluster(t, b, 3, func(o *Options) {
+			o.Node = func(cfg *node.Config) { cfg.Faults.IgnoreLeave = true }
+		})
+		ld := leaderOf(t, c)
+		gone := followers(t, c)[0]
+		id := idOf(t, c, gone)
+		if err := c.Remove(ctxT(t, 20*time.Second), gone); err != nil {
+			t.Fatal(err)
+		}
+		mustPut(t, c, ld, "k", "v") // the removed node catches up
+		watch := 20 * node.DefaultConfig().Heartbeat
+		end := time.Now().Add(watch)
+		for time.Now().Before(end) {
+			if v := votersOf(t, c, ld); slices.Contains(v, id) {
+				t.Fatalf("the leader added removed node %s back: voters %v", id, v)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		nd, err := c.Node(gone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if nd.State() != node.StateOK || nd.Removed() {
+			t.Fatalf("removed node: state %s, removed %v; want it running (it refuses to leave)", nd.State(), nd.Removed())
+		}
+	})
+}
