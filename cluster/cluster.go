@@ -490,7 +490,9 @@ func (c *Cluster) List() []NodeInfo {
 			if s.rmiDown {
 				states = append(states, "rmi-down")
 			}
-			if st := nd.State(); st != node.StateOK || len(states) == 0 {
+			if st := nd.State(); nd.Removed() {
+				states = append(states, "removed")
+			} else if st != node.StateOK || len(states) == 0 {
 				states = append(states, string(st))
 			}
 			if nd.Recovering() {
@@ -654,9 +656,14 @@ func (c *Cluster) Restart(ctx context.Context, n int) error {
 		return err
 	}
 	s.mu.Lock()
-	running := s.node != nil
+	running, removed := s.node != nil, s.node != nil && s.node.Removed()
 	s.mu.Unlock()
-	if running {
+	if removed {
+		// It stopped when removed: let go of its coordinator connection.
+		if err := c.Kill(n); err != nil {
+			return err
+		}
+	} else if running {
 		return fmt.Errorf("cluster: node %d is running (kill it first)", n)
 	}
 	return c.start(ctx, s)
