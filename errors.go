@@ -38,4 +38,17 @@ var (
 	// ErrBusy: the client already has as many requests in flight at this
 	// node as the node allows. Nothing was applied; retry after a pause.
 	ErrBusy = errors.New("kvstore: too many concurrent requests")
+	// ErrNotVoter: a voter removal named a node that is not a voter.
+	// Nothing changed.
+	ErrNotVoter = errors.New("kvstore: no such voter")
+	// ErrUnsafeRemoval: removing the voter would leave no voters, or
+	// remaining voters without a majority of live ones (the cluster could
+	// no longer commit). Nothing changed.
+	ErrUnsafeRemoval = errors.New("kvstore: removal would leave no majority of live voters")
+	// ErrRemoveLeader: a voter removal named the leader; stop it or make it
+	// resign first, then remove it. Nothing changed.
+	ErrRemoveLeader = errors.New("kvstore: the leader cannot remove itself")
+	// ErrRemoved: the node was removed from the voter record and left the
+	// cluster; it stopped.
+	ErrRemoved = errors.New("kvstore: node removed from the cluster")
 )

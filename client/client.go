@@ -55,6 +55,9 @@ var (
 	ErrBadRequest     = kvstore.ErrBadRequest
 	ErrTooLarge       = kvstore.ErrTooLarge
 	ErrBusy           = kvstore.ErrBusy
+	ErrNotVoter       = kvstore.ErrNotVoter
+	ErrUnsafeRemoval  = kvstore.ErrUnsafeRemoval
+	ErrRemoveLeader   = kvstore.ErrRemoveLeader
 	// ErrUnavailable: no endpoint could serve the call before its deadline.
 	ErrUnavailable = errors.New("client: no endpoint available")
 	// ErrTLS: a node and the client could not agree on TLS (see
@@ -223,6 +226,24 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 		st.Endpoint = c.cfg.Endpoints[c.current()]
 	}
 	return st, err
+}
+
+// RemoveMember removes voter id from the cluster's voter record, through
+// the leader, and returns the record after the change. It fails with
+// ErrNotVoter if id is not a voter, ErrRemoveLeader if id leads (stop it
+// first), and ErrUnsafeRemoval if the remaining voters would not have a
+// majority of live voters; nothing changed then. A removed node that still
+// runs stops.
+func (c *Client) RemoveMember(ctx context.Context, id string) ([]string, error) {
+	var voters []string
+	err := c.do(ctx, "remove "+id, false, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
+		resp, err := kv.RemoveMember(ctx, &kvpb.RemoveMemberRequest{Id: id}, o)
+		if err == nil {
+			voters = resp.Voters
+		}
+		return err
+	})
+	return voters, err
 }
 
 func (c *Client) requestID() string {

@@ -491,7 +491,9 @@ func (c *Cluster) List() []NodeInfo {
 			if s.rmiDown {
 				states = append(states, "rmi-down")
 			}
-			if st := nd.State(); st != node.StateOK || len(states) == 0 {
+			if st := nd.State(); nd.Removed() {
+				states = append(states, "removed")
+			} else if st != node.StateOK || len(states) == 0 {
 				states = append(states, string(st))
 			}
 			if nd.Recovering() {
@@ -644,6 +646,28 @@ func (c *Cluster) Stop(n int) error {
 	return err
 }
 
+// Remove removes node n from the voter record (the shell's remove),
+// through the first other node that runs: the leader makes the change, and
+// node n, if it still runs, stops (node.Node.RemoveVoter).
+func (c *Cluster) Remove(ctx context.Context, n int) error {
+	target, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	for i := 0; i < c.Size(); i++ {
+		if i == n {
+			continue
+		}
+		nd, err := c.Node(i)
+		if err != nil || nd.State() == node.StateStopped {
+			continue
+		}
+		_, err = nd.RemoveVoter(ctx, target.id)
+		return err
+	}
+	return fmt.Errorf("cluster: remove node %d: no other node runs", n)
+}
+
 // Resign makes node n hand leadership over if it leads.
 func (c *Cluster) Resign(ctx context.Context, n int) error {
 	nd, err := c.Node(n)
@@ -662,9 +686,14 @@ func (c *Cluster) Restart(ctx context.Context, n int) error {
 		return err
 	}
 	s.mu.Lock()
-	running := s.node != nil
+	running, removed := s.node != nil, s.node != nil && s.node.Removed()
 	s.mu.Unlock()
-	if running {
+	if removed {
+		// It stopped when removed: let go of its coordinator connection.
+		if err := c.Kill(n); err != nil {
+			return err
+		}
+	} else if running {
 		return fmt.Errorf("cluster: node %d is running (kill it first)", n)
 	}
 	return c.start(ctx, s)

@@ -142,6 +142,10 @@ type Faults struct {
 	// SkipDurableWait acknowledges entries (a follower's Append, the
 	// leader's own count) before they are on disk.
 	SkipDurableWait bool
+	// IgnoreLeave makes a removed node refuse the leader's word to leave
+	// (as a node the word cannot reach would), so that only the leader
+	// keeps it out of the voter record.
+	IgnoreLeave bool
 	// SlowDisk is not a bug but a slow disk: each group commit of the data
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.

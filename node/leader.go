@@ -33,6 +33,10 @@ type leader struct {
 	// MaxLease bounds the leases older epochs may have granted.
 	settings coord.Settings
 
+	// changeMu makes voter changes (maybeAddVoter, removeVoter) one at a
+	// time: each reads l.voters, writes the record, and installs the result.
+	changeMu sync.Mutex
+
 	// mu guards everything below. Lock order: mu, then n.mu.
 	mu          sync.Mutex
 	started     bool
@@ -48,6 +52,13 @@ type leader struct {
 	peers       map[string]*peer
 	holders     map[string]map[string]holding // key -> node id -> its copy
 	changedCh   chan struct{}                 // closed and replaced on progress
+	// removed are the ids this leader removed from the voter record while
+	// they were members: maybeAddVoter must not add them back, and
+	// maintain tells them to leave. An id is forgotten when it leaves the
+	// membership: a node that joins again under it later (restarted by the
+	// operator) is a new member, added once caught up.
+	removed map[string]bool
+	leaving map[string]bool // removed ids with a Leave call in flight
 }
 
 // peer is the leader's view of one follower.
@@ -93,7 +104,8 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) {
 		n: n, epoch: epoch, sess: sess, ctx: lctx, cancel: cancel,
 		electedAt: n.now(),
 		peers:     make(map[string]*peer), holders: make(map[string]map[string]holding),
-		changedCh: make(chan struct{}),
+		changedCh: make(chan struct{}), removed: make(map[string]bool),
+		leaving: make(map[string]bool),
 	}
 	n.lead.Store(l)
 	defer func() {
@@ -374,6 +386,11 @@ func (l *leader) viewChanged(v coord.View) {
 	for id := range v.Members {
 		l.addPeerLocked(id)
 	}
+	for id := range l.removed {
+		if _, ok := v.Members[id]; !ok {
+			delete(l.removed, id)
+		}
+	}
 }
 
 // awaitServing finishes the takeover: the no-op committed by a majority of
@@ -448,6 +465,7 @@ func (l *leader) maintain() {
 			return
 		}
 		l.maybeAddVoter()
+		l.tellRemoved()
 		l.trimLog()
 		if tick++; tick%sweepTicks == 0 {
 			l.sweepHolders()
@@ -497,6 +515,8 @@ func (l *leader) reachesMajority() bool {
 // everything committed (DESIGN.md, Voters).
 func (l *leader) maybeAddVoter() {
 	n := l.n
+	l.changeMu.Lock()
+	defer l.changeMu.Unlock()
 	l.mu.Lock()
 	var cand string
 	if !l.voters.Contains(n.cfg.ID) {
@@ -505,7 +525,7 @@ func (l *leader) maybeAddVoter() {
 		cand = n.cfg.ID
 	}
 	for id, p := range l.peers {
-		if cand == "" && !l.voters.Contains(id) && p.reachable && p.match >= l.commit && n.view.Load().members[id] != "" {
+		if cand == "" && !l.voters.Contains(id) && !l.removed[id] && p.reachable && p.match >= l.commit && n.view.Load().members[id] != "" {
 			cand = id
 		}
 	}

@@ -58,11 +58,12 @@ type Node struct {
 	addr string
 	pool *rpc.Pool
 
-	ctx    context.Context // canceled by Close or Kill
-	cancel context.CancelCauseFunc
-	wg     sync.WaitGroup
-	closed atomic.Bool
-	killed atomic.Bool
+	ctx     context.Context // canceled by Close or Kill
+	cancel  context.CancelCauseFunc
+	wg      sync.WaitGroup
+	closed  atomic.Bool
+	killed  atomic.Bool
+	removed atomic.Bool // told to leave by the leader (members.go)
 
 	rpcDown atomic.Bool // inbound node-to-node RPC refused (rmi-down)
 
@@ -245,10 +246,15 @@ func (n *Node) Start(ctx context.Context) error {
 // another node takes over at once, stops the RPC server, and waits for every
 // goroutine. It is idempotent.
 func (n *Node) Close(ctx context.Context) error {
+	return n.closeWith(ctx, fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrStopped))
+}
+
+// closeWith is Close with the cause pending operations fail with.
+func (n *Node) closeWith(ctx context.Context, cause error) error {
 	if !n.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	n.stop(fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrStopped))
+	n.stop(cause)
 	done := make(chan struct{})
 	go func() { n.srv.GracefulStop(); close(done) }()
 	select {

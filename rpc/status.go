@@ -30,6 +30,10 @@ var table = []struct {
 	{kvstore.ErrBadRequest, codes.InvalidArgument},
 	{kvstore.ErrTooLarge, codes.InvalidArgument},
 	{kvstore.ErrBusy, codes.ResourceExhausted},
+	{kvstore.ErrNotVoter, codes.NotFound},
+	{kvstore.ErrUnsafeRemoval, codes.FailedPrecondition},
+	{kvstore.ErrRemoveLeader, codes.FailedPrecondition},
+	{kvstore.ErrRemoved, codes.Unavailable},
 }
 
 // ToStatus converts an error returned by a node into a gRPC status error.

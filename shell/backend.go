@@ -36,6 +36,10 @@ type Backend interface {
 	// Kill crashes node n (memory lost); Restart starts it again, same id.
 	Kill(n int) error
 	Restart(ctx context.Context, n int) error
+	// Remove removes node n from the voter record, through the leader; a
+	// running node n stops (state "removed") and may be restarted, as a new
+	// member.
+	Remove(ctx context.Context, n int) error
 	// Leader returns the leader's node number and epoch, waiting for an
 	// election in progress up to ctx.
 	Leader(ctx context.Context) (n int, epoch int64, err error)

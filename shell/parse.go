@@ -38,6 +38,7 @@ var specs = []spec{
 	{name: "zk-up", args: "<n>", help: "restore node n's connection to the coordinator", node: true},
 	{name: "kill", args: "<n>", help: "crash node n (its memory is lost)", node: true},
 	{name: "restart", args: "<n>", help: "start killed node n again with the same id", node: true},
+	{name: "remove", args: "<n>", help: "remove node n from the voters (refused if the rest lack a majority of live voters); it stops", node: true},
 	{name: "leader", help: "print the leader's node number and epoch"},
 	{name: "quit", help: "stop every node and the coordinator, and exit (also: exit, end of input)"},
 }

@@ -1,6 +1,7 @@
 // Package shell is KVStore's interactive shell, kept command for command
 // from the original system: get, put, delete, list, new-client, rmi-down,
-// rmi-up, zk-down, zk-up, kill, restart, leader, help, quit.
+// rmi-up, zk-down, zk-up, kill, restart, leader, help, quit, and remove
+// (a voter), which the original lacked.
 //
 // Run reads commands from Config.In until quit, exit, end of input, or the
 // context ends. Results go to Config.Out; every error is one line starting
@@ -252,6 +253,8 @@ func Exec(ctx context.Context, b Backend, cfg Config, line string) error {
 		return ok(out, b.Kill(cmd.Node))
 	case "restart":
 		return ok(out, b.Restart(ctx, cmd.Node))
+	case "remove":
+		return ok(out, b.Remove(ctx, cmd.Node))
 	case "leader":
 		n, epoch, err := b.Leader(ctx)
 		if err != nil {

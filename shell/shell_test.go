@@ -40,7 +40,7 @@ type fakeBackend struct {
 }
 
 type fakeNode struct {
-	rmiDown, zkDown, killed bool
+	rmiDown, zkDown, killed, removed bool
 }
 
 func newFake() *fakeBackend {
@@ -55,6 +55,8 @@ func (f *fakeBackend) node(n int) (*fakeNode, error) {
 	switch {
 	case nd.killed:
 		return nil, fmt.Errorf("cluster: node %d is killed", n)
+	case nd.removed:
+		return nil, fmt.Errorf("node n%d: kvstore: node stopped: kvstore: node removed from the cluster", n)
 	case nd.zkDown:
 		return nil, fmt.Errorf("node n%d: kvstore: node is partitioned from the coordinator", n)
 	}
@@ -131,6 +133,9 @@ func (f *fakeBackend) List() []NodeInfo {
 		if nd.killed {
 			info.Addr, st = "-", []string{"stopped"}
 		}
+		if nd.removed {
+			st = []string{"removed"}
+		}
 		if len(st) > 0 {
 			info.State = strings.Join(st, ",")
 		}
@@ -189,10 +194,22 @@ func (f *fakeBackend) Kill(n int) error {
 
 func (f *fakeBackend) Restart(_ context.Context, n int) error {
 	return f.set(n, func(x *fakeNode) error {
-		if !x.killed {
+		if !x.killed && !x.removed {
 			return fmt.Errorf("cluster: node %d is running (kill it first)", n)
 		}
-		x.killed = false
+		x.killed, x.removed = false, false
+		return nil
+	})
+}
+
+// Remove removes node n; the fake has no voter record, so it only refuses
+// the leader and a node that is not running, as the real one does.
+func (f *fakeBackend) Remove(_ context.Context, n int) error {
+	return f.set(n, func(x *fakeNode) error {
+		if n == f.leader {
+			return fmt.Errorf("node n%d (leader, epoch %d): remove n%d: kvstore: the leader cannot remove itself: n%d leads; stop it or make it resign, then remove it through the next leader", n, f.epoch, n, n)
+		}
+		x.removed = true
 		return nil
 	})
 }
@@ -368,7 +385,7 @@ func TestHelpListsEveryCommand(t *testing.T) {
 		}
 	}
 	sort.Strings(names)
-	want := []string{"delete", "get", "help", "kill", "leader", "list", "new-client", "put", "quit", "restart", "rmi-down", "rmi-up", "zk-down", "zk-up"}
+	want := []string{"delete", "get", "help", "kill", "leader", "list", "new-client", "put", "quit", "remove", "restart", "rmi-down", "rmi-up", "zk-down", "zk-up"}
 	if strings.Join(names, " ") != strings.Join(want, " ") {
 		t.Fatalf("commands %v, want %v", names, want)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -157,25 +158,23 @@ func ctlCommands() []*cobra.Command {
 	})
 	members := withFlags(&cobra.Command{
 		Use:   "members",
-		Short: "List the live members (id, address, leader or follower, voter or not)",
+		Short: "List the nodes: live members (id, address, leader or follower, voter or non-voter, state if not ok) and voters that are down",
+		Long: `List the nodes, one line each: "<id> <addr> <leader|follower> <voter|non-voter>"
+for each live member, followed by its state when it is not ok (recovering: it
+restarted without its data and counts toward no majority until the leader has
+reconciled it; unreachable: it did not answer), and "<id> - down voter" for
+each voter with no live member.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return run(cmd, func(ctx context.Context, c *client.Client, out io.Writer) error {
 				st, err := c.Status(ctx)
 				if err != nil {
 					return err
 				}
-				slices.SortFunc(st.Members, func(a, b client.Member) int {
-					if a.ID < b.ID {
-						return -1
-					}
-					if a.ID > b.ID {
-						return 1
-					}
-					return 0
-				})
+				slices.SortFunc(st.Members, func(a, b client.Member) int { return strings.Compare(a.ID, b.ID) })
 				if f.json {
 					return printJSON(out, st)
 				}
+				states := f.memberStates(ctx, st.Members)
 				for _, m := range st.Members {
 					role := "follower"
 					if m.ID == st.Leader {
@@ -185,15 +184,81 @@ func ctlCommands() []*cobra.Command {
 					if slices.Contains(st.Voters, m.ID) {
 						voter = "voter"
 					}
-					if _, err := fmt.Fprintf(out, "%s %s %s %s\n", m.ID, m.Addr, role, voter); err != nil {
+					line := fmt.Sprintf("%s %s %s %s", m.ID, m.Addr, role, voter)
+					if s := states[m.ID]; s != "ok" {
+						line += " " + s
+					}
+					if _, err := fmt.Fprintln(out, line); err != nil {
 						return err
 					}
 				}
+				voters := slices.Sorted(slices.Values(st.Voters))
+				for _, v := range voters {
+					if !slices.ContainsFunc(st.Members, func(m client.Member) bool { return m.ID == v }) {
+						if _, err := fmt.Fprintf(out, "%s - down voter\n", v); err != nil {
+							return err
+						}
+					}
+				}
+				// Cluster-wide settings (the coordinator's settings record)
+				// print here, after the nodes.
 				return nil
 			})
 		},
 	})
+	remove := withFlags(&cobra.Command{
+		Use:   "remove <id>",
+		Short: "Remove a voter (a node that is down for good, or one to retire); refused if the rest would lack a majority of live voters",
+		Long: `Remove voter <id> from the voter record, through the leader. The change is
+refused (exit code 1, nothing changed) if <id> is not a voter, if it is the
+leader (stop it first, then remove it), or if the remaining voters would not
+have a majority of live voters. A removed node that still runs stops.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(cmd, func(ctx context.Context, c *client.Client, out io.Writer) error {
+				voters, err := c.RemoveMember(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				slices.Sort(voters)
+				if f.json {
+					return printJSON(out, map[string]any{"removed": args[0], "voters": voters})
+				}
+				_, err = fmt.Fprintf(out, "removed %s; voters %s\n", args[0], strings.Join(voters, " "))
+				return err
+			})
+		},
+	})
+	members.AddCommand(remove)
 	return []*cobra.Command{get, put, del, leader, members}
+}
+
+// memberStates asks each member for its own state ("ok", "recovering",
+// "suspended", ...; "unreachable" if it does not answer in time).
+func (f *ctlFlags) memberStates(ctx context.Context, members []client.Member) map[string]string {
+	tlsConfig, _ := f.tls.clientConfig() // checked by run already
+	out := make(map[string]string, len(members))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			state := "unreachable"
+			if c, err := client.New(client.Config{Endpoints: []string{m.Addr}, TLS: tlsConfig}); err == nil {
+				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				if st, err := c.Status(sctx); err == nil {
+					state = strings.TrimPrefix(st.State, "ok,")
+				}
+				cancel()
+				_ = c.Close()
+			}
+			mu.Lock()
+			out[m.ID] = state
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // argNames are the <placeholders> in a command's Use line.
@@ -211,7 +276,7 @@ func argNames(cmd *cobra.Command) []string {
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
-			return &exitError{exitUsage, fmt.Errorf("usage: kvstore %s", cmd.Use)}
+			return &exitError{exitUsage, fmt.Errorf("usage: %s", strings.TrimSuffix(cmd.UseLine(), " [flags]"))}
 		}
 		return nil
 	}

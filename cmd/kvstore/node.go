@@ -226,7 +226,14 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	}
 	log.Info("node started", "id", f.id, "cluster", f.cluster, "addr", n.Addr())
 
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-n.Done():
+		// The leader removed this node from the voter record
+		// (`kvstore members remove`): it has left the cluster.
+		log.Warn("removed from the cluster: exiting", "id", f.id)
+		return n.Close(context.Background())
+	}
 	log.Info("shutting down", "leader", n.IsLeader())
 	handOver(n, f.handover, log)
 	closeCtx, cancelClose := context.WithTimeout(context.Background(), 10*time.Second)

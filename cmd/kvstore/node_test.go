@@ -332,7 +332,7 @@ func TestNodeProcessesAndClient(t *testing.T) {
 	rest := addrs(without(nodes, follower))
 	soon.Succeeds(t, ttl/3, func() error {
 		out, code := ctl(t, bin, "members", "--endpoints", rest, "--timeout", "1s")
-		if code != 0 || strings.Contains(out, follower.id+" ") {
+		if code != 0 || strings.Contains(out, follower.id+" "+follower.addr) {
 			return fmt.Errorf("members (exit %d) %v after %s exited:\n%s", code, time.Since(exited), follower.id, out)
 		}
 		return nil

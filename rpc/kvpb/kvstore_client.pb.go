@@ -495,6 +495,94 @@ func (x *StatusResponse) GetVoters() []string {
 	return nil
 }
 
+type RemoveMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberRequest) Reset() {
+	*x = RemoveMemberRequest{}
+	mi := &file_kvstore_client_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberRequest) ProtoMessage() {}
+
+func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_client_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
+func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
+	return file_kvstore_client_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RemoveMemberRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RemoveMemberResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Voters        []string               `protobuf:"bytes,1,rep,name=voters,proto3" json:"voters,omitempty"` // the voter record after the change
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveMemberResponse) Reset() {
+	*x = RemoveMemberResponse{}
+	mi := &file_kvstore_client_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveMemberResponse) ProtoMessage() {}
+
+func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_client_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
+func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
+	return file_kvstore_client_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RemoveMemberResponse) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
 var File_kvstore_client_proto protoreflect.FileDescriptor
 
 const file_kvstore_client_proto_rawDesc = "" +
@@ -530,12 +618,17 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\tleader_id\x18\x05 \x01(\tR\bleaderId\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\x03R\x05epoch\x123\n" +
 	"\amembers\x18\a \x03(\v2\x19.kvstore.client.v1.MemberR\amembers\x12\x16\n" +
-	"\x06voters\x18\b \x03(\tR\x06voters2\xae\x02\n" +
+	"\x06voters\x18\b \x03(\tR\x06voters\"%\n" +
+	"\x13RemoveMemberRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\".\n" +
+	"\x14RemoveMemberResponse\x12\x16\n" +
+	"\x06voters\x18\x01 \x03(\tR\x06voters2\x8f\x03\n" +
 	"\x02KV\x12D\n" +
 	"\x03Get\x12\x1d.kvstore.client.v1.GetRequest\x1a\x1e.kvstore.client.v1.GetResponse\x12D\n" +
 	"\x03Put\x12\x1d.kvstore.client.v1.PutRequest\x1a\x1e.kvstore.client.v1.PutResponse\x12M\n" +
 	"\x06Delete\x12 .kvstore.client.v1.DeleteRequest\x1a!.kvstore.client.v1.DeleteResponse\x12M\n" +
-	"\x06Status\x12 .kvstore.client.v1.StatusRequest\x1a!.kvstore.client.v1.StatusResponseB%Z#github.com/kvstore/kvstore/rpc/kvpbb\x06proto3"
+	"\x06Status\x12 .kvstore.client.v1.StatusRequest\x1a!.kvstore.client.v1.StatusResponse\x12_\n" +
+	"\fRemoveMember\x12&.kvstore.client.v1.RemoveMemberRequest\x1a'.kvstore.client.v1.RemoveMemberResponseB%Z#github.com/kvstore/kvstore/rpc/kvpbb\x06proto3"
 
 var (
 	file_kvstore_client_proto_rawDescOnce sync.Once
@@ -549,33 +642,37 @@ func file_kvstore_client_proto_rawDescGZIP() []byte {
 	return file_kvstore_client_proto_rawDescData
 }
 
-var file_kvstore_client_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_kvstore_client_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_kvstore_client_proto_goTypes = []any{
-	(*GetRequest)(nil),     // 0: kvstore.client.v1.GetRequest
-	(*GetResponse)(nil),    // 1: kvstore.client.v1.GetResponse
-	(*PutRequest)(nil),     // 2: kvstore.client.v1.PutRequest
-	(*PutResponse)(nil),    // 3: kvstore.client.v1.PutResponse
-	(*DeleteRequest)(nil),  // 4: kvstore.client.v1.DeleteRequest
-	(*DeleteResponse)(nil), // 5: kvstore.client.v1.DeleteResponse
-	(*StatusRequest)(nil),  // 6: kvstore.client.v1.StatusRequest
-	(*Member)(nil),         // 7: kvstore.client.v1.Member
-	(*StatusResponse)(nil), // 8: kvstore.client.v1.StatusResponse
+	(*GetRequest)(nil),           // 0: kvstore.client.v1.GetRequest
+	(*GetResponse)(nil),          // 1: kvstore.client.v1.GetResponse
+	(*PutRequest)(nil),           // 2: kvstore.client.v1.PutRequest
+	(*PutResponse)(nil),          // 3: kvstore.client.v1.PutResponse
+	(*DeleteRequest)(nil),        // 4: kvstore.client.v1.DeleteRequest
+	(*DeleteResponse)(nil),       // 5: kvstore.client.v1.DeleteResponse
+	(*StatusRequest)(nil),        // 6: kvstore.client.v1.StatusRequest
+	(*Member)(nil),               // 7: kvstore.client.v1.Member
+	(*StatusResponse)(nil),       // 8: kvstore.client.v1.StatusResponse
+	(*RemoveMemberRequest)(nil),  // 9: kvstore.client.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil), // 10: kvstore.client.v1.RemoveMemberResponse
 }
 var file_kvstore_client_proto_depIdxs = []int32{
-	7, // 0: kvstore.client.v1.StatusResponse.members:type_name -> kvstore.client.v1.Member
-	0, // 1: kvstore.client.v1.KV.Get:input_type -> kvstore.client.v1.GetRequest
-	2, // 2: kvstore.client.v1.KV.Put:input_type -> kvstore.client.v1.PutRequest
-	4, // 3: kvstore.client.v1.KV.Delete:input_type -> kvstore.client.v1.DeleteRequest
-	6, // 4: kvstore.client.v1.KV.Status:input_type -> kvstore.client.v1.StatusRequest
-	1, // 5: kvstore.client.v1.KV.Get:output_type -> kvstore.client.v1.GetResponse
-	3, // 6: kvstore.client.v1.KV.Put:output_type -> kvstore.client.v1.PutResponse
-	5, // 7: kvstore.client.v1.KV.Delete:output_type -> kvstore.client.v1.DeleteResponse
-	8, // 8: kvstore.client.v1.KV.Status:output_type -> kvstore.client.v1.StatusResponse
-	5, // [5:9] is the sub-list for method output_type
-	1, // [1:5] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	7,  // 0: kvstore.client.v1.StatusResponse.members:type_name -> kvstore.client.v1.Member
+	0,  // 1: kvstore.client.v1.KV.Get:input_type -> kvstore.client.v1.GetRequest
+	2,  // 2: kvstore.client.v1.KV.Put:input_type -> kvstore.client.v1.PutRequest
+	4,  // 3: kvstore.client.v1.KV.Delete:input_type -> kvstore.client.v1.DeleteRequest
+	6,  // 4: kvstore.client.v1.KV.Status:input_type -> kvstore.client.v1.StatusRequest
+	9,  // 5: kvstore.client.v1.KV.RemoveMember:input_type -> kvstore.client.v1.RemoveMemberRequest
+	1,  // 6: kvstore.client.v1.KV.Get:output_type -> kvstore.client.v1.GetResponse
+	3,  // 7: kvstore.client.v1.KV.Put:output_type -> kvstore.client.v1.PutResponse
+	5,  // 8: kvstore.client.v1.KV.Delete:output_type -> kvstore.client.v1.DeleteResponse
+	8,  // 9: kvstore.client.v1.KV.Status:output_type -> kvstore.client.v1.StatusResponse
+	10, // 10: kvstore.client.v1.KV.RemoveMember:output_type -> kvstore.client.v1.RemoveMemberResponse
+	6,  // [6:11] is the sub-list for method output_type
+	1,  // [1:6] is the sub-list for method input_type
+	1,  // [1:1] is the sub-list for extension type_name
+	1,  // [1:1] is the sub-list for extension extendee
+	0,  // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_client_proto_init() }
@@ -589,7 +686,7 @@ func file_kvstore_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_client_proto_rawDesc), len(file_kvstore_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,10 +23,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KV_Get_FullMethodName    = "/kvstore.client.v1.KV/Get"
-	KV_Put_FullMethodName    = "/kvstore.client.v1.KV/Put"
-	KV_Delete_FullMethodName = "/kvstore.client.v1.KV/Delete"
-	KV_Status_FullMethodName = "/kvstore.client.v1.KV/Status"
+	KV_Get_FullMethodName          = "/kvstore.client.v1.KV/Get"
+	KV_Put_FullMethodName          = "/kvstore.client.v1.KV/Put"
+	KV_Delete_FullMethodName       = "/kvstore.client.v1.KV/Delete"
+	KV_Status_FullMethodName       = "/kvstore.client.v1.KV/Status"
+	KV_RemoveMember_FullMethodName = "/kvstore.client.v1.KV/RemoveMember"
 )
 
 // KVClient is the client API for KV service.
@@ -46,6 +47,11 @@ type KVClient interface {
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
 	// Status describes the node and the cluster as this node sees it.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// RemoveMember removes a voter from the voter record, through the
+	// leader, one change at a time. It is refused if id is not a voter, is
+	// the leader, or if the remaining voters would not have a majority of
+	// live voters. A removed node that still runs is told to stop.
+	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
 }
 
 type kVClient struct {
@@ -96,6 +102,16 @@ func (c *kVClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *kVClient) RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveMemberResponse)
+	err := c.cc.Invoke(ctx, KV_RemoveMember_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -113,6 +129,11 @@ type KVServer interface {
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
 	// Status describes the node and the cluster as this node sees it.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// RemoveMember removes a voter from the voter record, through the
+	// leader, one change at a time. It is refused if id is not a voter, is
+	// the leader, or if the remaining voters would not have a majority of
+	// live voters. A removed node that still runs is told to stop.
+	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -134,6 +155,9 @@ func (UnimplementedKVServer) Delete(context.Context, *DeleteRequest) (*DeleteRes
 }
 func (UnimplementedKVServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedKVServer) RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -228,6 +252,24 @@ func _KV_Status_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_RemoveMember_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).RemoveMember(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_RemoveMember_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).RemoveMember(ctx, req.(*RemoveMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -250,6 +292,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _KV_Status_Handler,
+		},
+		{
+			MethodName: "RemoveMember",
+			Handler:    _KV_RemoveMember_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

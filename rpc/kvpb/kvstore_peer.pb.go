@@ -1011,6 +1011,214 @@ func (x *WriteResponse) GetLeaseMs() int64 {
 	return 0
 }
 
+type RemoveVoterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`                       // the voter to remove
+	FromId        string                 `protobuf:"bytes,3,opt,name=from_id,json=fromId,proto3" json:"from_id,omitempty"` // the node the request entered
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveVoterRequest) Reset() {
+	*x = RemoveVoterRequest{}
+	mi := &file_kvstore_peer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveVoterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveVoterRequest) ProtoMessage() {}
+
+func (x *RemoveVoterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveVoterRequest.ProtoReflect.Descriptor instead.
+func (*RemoveVoterRequest) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RemoveVoterRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *RemoveVoterRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RemoveVoterRequest) GetFromId() string {
+	if x != nil {
+		return x.FromId
+	}
+	return ""
+}
+
+type RemoveVoterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Voters        []string               `protobuf:"bytes,1,rep,name=voters,proto3" json:"voters,omitempty"` // the voter record after the change
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveVoterResponse) Reset() {
+	*x = RemoveVoterResponse{}
+	mi := &file_kvstore_peer_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveVoterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveVoterResponse) ProtoMessage() {}
+
+func (x *RemoveVoterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveVoterResponse.ProtoReflect.Descriptor instead.
+func (*RemoveVoterResponse) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RemoveVoterResponse) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+type LeaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"` // the leader's epoch
+	LeaderId      string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Id            string                 `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"` // the node told to leave: the receiver
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveRequest) Reset() {
+	*x = LeaveRequest{}
+	mi := &file_kvstore_peer_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveRequest) ProtoMessage() {}
+
+func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
+func (*LeaveRequest) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *LeaveRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *LeaveRequest) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *LeaveRequest) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *LeaveRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type LeaveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveResponse) Reset() {
+	*x = LeaveResponse{}
+	mi := &file_kvstore_peer_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveResponse) ProtoMessage() {}
+
+func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
+func (*LeaveResponse) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{17}
+}
+
 var File_kvstore_peer_proto protoreflect.FileDescriptor
 
 const file_kvstore_peer_proto_rawDesc = "" +
@@ -1084,18 +1292,32 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\rWriteResponse\x123\n" +
 	"\aversion\x18\x01 \x01(\v2\x19.kvstore.peer.v1.PositionR\aversion\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x19\n" +
-	"\blease_ms\x18\x03 \x01(\x03R\aleaseMs*,\n" +
+	"\blease_ms\x18\x03 \x01(\x03R\aleaseMs\"W\n" +
+	"\x12RemoveVoterRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x17\n" +
+	"\afrom_id\x18\x03 \x01(\tR\x06fromId\"-\n" +
+	"\x13RemoveVoterResponse\x12\x16\n" +
+	"\x06voters\x18\x01 \x03(\tR\x06voters\"k\n" +
+	"\fLeaveRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12\x0e\n" +
+	"\x02id\x18\x04 \x01(\tR\x02id\"\x0f\n" +
+	"\rLeaveResponse*,\n" +
 	"\x02Op\x12\v\n" +
 	"\aOP_NOOP\x10\x00\x12\n" +
 	"\n" +
 	"\x06OP_SET\x10\x01\x12\r\n" +
-	"\tOP_DELETE\x10\x022\xfe\x02\n" +
+	"\tOP_DELETE\x10\x022\xa0\x04\n" +
 	"\x04Peer\x12L\n" +
 	"\aPrepare\x12\x1f.kvstore.peer.v1.PrepareRequest\x1a .kvstore.peer.v1.PrepareResponse\x12I\n" +
 	"\x06Append\x12\x1e.kvstore.peer.v1.AppendRequest\x1a\x1f.kvstore.peer.v1.AppendResponse\x12M\n" +
 	"\vGetSnapshot\x12#.kvstore.peer.v1.GetSnapshotRequest\x1a\x19.kvstore.peer.v1.Snapshot\x12F\n" +
 	"\x05Fetch\x12\x1d.kvstore.peer.v1.FetchRequest\x1a\x1e.kvstore.peer.v1.FetchResponse\x12F\n" +
-	"\x05Write\x12\x1d.kvstore.peer.v1.WriteRequest\x1a\x1e.kvstore.peer.v1.WriteResponseB%Z#github.com/kvstore/kvstore/rpc/kvpbb\x06proto3"
+	"\x05Write\x12\x1d.kvstore.peer.v1.WriteRequest\x1a\x1e.kvstore.peer.v1.WriteResponse\x12X\n" +
+	"\vRemoveVoter\x12#.kvstore.peer.v1.RemoveVoterRequest\x1a$.kvstore.peer.v1.RemoveVoterResponse\x12F\n" +
+	"\x05Leave\x12\x1d.kvstore.peer.v1.LeaveRequest\x1a\x1e.kvstore.peer.v1.LeaveResponseB%Z#github.com/kvstore/kvstore/rpc/kvpbb\x06proto3"
 
 var (
 	file_kvstore_peer_proto_rawDescOnce sync.Once
@@ -1110,23 +1332,27 @@ func file_kvstore_peer_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kvstore_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_kvstore_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_kvstore_peer_proto_goTypes = []any{
-	(Op)(0),                    // 0: kvstore.peer.v1.Op
-	(*Position)(nil),           // 1: kvstore.peer.v1.Position
-	(*Entry)(nil),              // 2: kvstore.peer.v1.Entry
-	(*Item)(nil),               // 3: kvstore.peer.v1.Item
-	(*Request)(nil),            // 4: kvstore.peer.v1.Request
-	(*Snapshot)(nil),           // 5: kvstore.peer.v1.Snapshot
-	(*PrepareRequest)(nil),     // 6: kvstore.peer.v1.PrepareRequest
-	(*PrepareResponse)(nil),    // 7: kvstore.peer.v1.PrepareResponse
-	(*AppendRequest)(nil),      // 8: kvstore.peer.v1.AppendRequest
-	(*AppendResponse)(nil),     // 9: kvstore.peer.v1.AppendResponse
-	(*GetSnapshotRequest)(nil), // 10: kvstore.peer.v1.GetSnapshotRequest
-	(*FetchRequest)(nil),       // 11: kvstore.peer.v1.FetchRequest
-	(*FetchResponse)(nil),      // 12: kvstore.peer.v1.FetchResponse
-	(*WriteRequest)(nil),       // 13: kvstore.peer.v1.WriteRequest
-	(*WriteResponse)(nil),      // 14: kvstore.peer.v1.WriteResponse
+	(Op)(0),                     // 0: kvstore.peer.v1.Op
+	(*Position)(nil),            // 1: kvstore.peer.v1.Position
+	(*Entry)(nil),               // 2: kvstore.peer.v1.Entry
+	(*Item)(nil),                // 3: kvstore.peer.v1.Item
+	(*Request)(nil),             // 4: kvstore.peer.v1.Request
+	(*Snapshot)(nil),            // 5: kvstore.peer.v1.Snapshot
+	(*PrepareRequest)(nil),      // 6: kvstore.peer.v1.PrepareRequest
+	(*PrepareResponse)(nil),     // 7: kvstore.peer.v1.PrepareResponse
+	(*AppendRequest)(nil),       // 8: kvstore.peer.v1.AppendRequest
+	(*AppendResponse)(nil),      // 9: kvstore.peer.v1.AppendResponse
+	(*GetSnapshotRequest)(nil),  // 10: kvstore.peer.v1.GetSnapshotRequest
+	(*FetchRequest)(nil),        // 11: kvstore.peer.v1.FetchRequest
+	(*FetchResponse)(nil),       // 12: kvstore.peer.v1.FetchResponse
+	(*WriteRequest)(nil),        // 13: kvstore.peer.v1.WriteRequest
+	(*WriteResponse)(nil),       // 14: kvstore.peer.v1.WriteResponse
+	(*RemoveVoterRequest)(nil),  // 15: kvstore.peer.v1.RemoveVoterRequest
+	(*RemoveVoterResponse)(nil), // 16: kvstore.peer.v1.RemoveVoterResponse
+	(*LeaveRequest)(nil),        // 17: kvstore.peer.v1.LeaveRequest
+	(*LeaveResponse)(nil),       // 18: kvstore.peer.v1.LeaveResponse
 }
 var file_kvstore_peer_proto_depIdxs = []int32{
 	0,  // 0: kvstore.peer.v1.Entry.op:type_name -> kvstore.peer.v1.Op
@@ -1148,13 +1374,17 @@ var file_kvstore_peer_proto_depIdxs = []int32{
 	10, // 16: kvstore.peer.v1.Peer.GetSnapshot:input_type -> kvstore.peer.v1.GetSnapshotRequest
 	11, // 17: kvstore.peer.v1.Peer.Fetch:input_type -> kvstore.peer.v1.FetchRequest
 	13, // 18: kvstore.peer.v1.Peer.Write:input_type -> kvstore.peer.v1.WriteRequest
-	7,  // 19: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
-	9,  // 20: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
-	5,  // 21: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
-	12, // 22: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
-	14, // 23: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
-	19, // [19:24] is the sub-list for method output_type
-	14, // [14:19] is the sub-list for method input_type
+	15, // 19: kvstore.peer.v1.Peer.RemoveVoter:input_type -> kvstore.peer.v1.RemoveVoterRequest
+	17, // 20: kvstore.peer.v1.Peer.Leave:input_type -> kvstore.peer.v1.LeaveRequest
+	7,  // 21: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
+	9,  // 22: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
+	5,  // 23: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
+	12, // 24: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
+	14, // 25: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
+	16, // 26: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
+	18, // 27: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
+	21, // [21:28] is the sub-list for method output_type
+	14, // [14:21] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -1171,7 +1401,7 @@ func file_kvstore_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_peer_proto_rawDesc), len(file_kvstore_peer_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,8 @@ const (
 	Peer_GetSnapshot_FullMethodName = "/kvstore.peer.v1.Peer/GetSnapshot"
 	Peer_Fetch_FullMethodName       = "/kvstore.peer.v1.Peer/Fetch"
 	Peer_Write_FullMethodName       = "/kvstore.peer.v1.Peer/Write"
+	Peer_RemoveVoter_FullMethodName = "/kvstore.peer.v1.Peer/RemoveVoter"
+	Peer_Leave_FullMethodName       = "/kvstore.peer.v1.Peer/Leave"
 )
 
 // PeerClient is the client API for Peer service.
@@ -49,6 +51,11 @@ type PeerClient interface {
 	Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (*FetchResponse, error)
 	// Write forwards a set or delete to the leader.
 	Write(ctx context.Context, in *WriteRequest, opts ...grpc.CallOption) (*WriteResponse, error)
+	// RemoveVoter forwards a voter removal to the leader.
+	RemoveVoter(ctx context.Context, in *RemoveVoterRequest, opts ...grpc.CallOption) (*RemoveVoterResponse, error)
+	// Leave tells a node the leader removed from the voter record to stop:
+	// it checks the record and leaves the membership.
+	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
 }
 
 type peerClient struct {
@@ -109,6 +116,26 @@ func (c *peerClient) Write(ctx context.Context, in *WriteRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *peerClient) RemoveVoter(ctx context.Context, in *RemoveVoterRequest, opts ...grpc.CallOption) (*RemoveVoterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveVoterResponse)
+	err := c.cc.Invoke(ctx, Peer_RemoveVoter_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaveResponse)
+	err := c.cc.Invoke(ctx, Peer_Leave_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -127,6 +154,11 @@ type PeerServer interface {
 	Fetch(context.Context, *FetchRequest) (*FetchResponse, error)
 	// Write forwards a set or delete to the leader.
 	Write(context.Context, *WriteRequest) (*WriteResponse, error)
+	// RemoveVoter forwards a voter removal to the leader.
+	RemoveVoter(context.Context, *RemoveVoterRequest) (*RemoveVoterResponse, error)
+	// Leave tells a node the leader removed from the voter record to stop:
+	// it checks the record and leaves the membership.
+	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -151,6 +183,12 @@ func (UnimplementedPeerServer) Fetch(context.Context, *FetchRequest) (*FetchResp
 }
 func (UnimplementedPeerServer) Write(context.Context, *WriteRequest) (*WriteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Write not implemented")
+}
+func (UnimplementedPeerServer) RemoveVoter(context.Context, *RemoveVoterRequest) (*RemoveVoterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveVoter not implemented")
+}
+func (UnimplementedPeerServer) Leave(context.Context, *LeaveRequest) (*LeaveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Leave not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -263,6 +301,42 @@ func _Peer_Write_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_RemoveVoter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveVoterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).RemoveVoter(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_RemoveVoter_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).RemoveVoter(ctx, req.(*RemoveVoterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_Leave_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeaveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).Leave(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_Leave_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).Leave(ctx, req.(*LeaveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -289,6 +363,14 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Write",
 			Handler:    _Peer_Write_Handler,
+		},
+		{
+			MethodName: "RemoveVoter",
+			Handler:    _Peer_RemoveVoter_Handler,
+		},
+		{
+			MethodName: "Leave",
+			Handler:    _Peer_Leave_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

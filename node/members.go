@@ -1,0 +1,318 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/quorum"
+	"github.com/kvstore/kvstore/rpc"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+)
+
+// Removing a voter (DESIGN.md, Voters).
+//
+// The leader removes one voter at a time, by compare-and-swap of the voter
+// record fenced by its election, and counts majorities of the new set only
+// once the record holds it. That is Raft's single-server change: every
+// majority of the old set of n and every majority of the new set of n-1
+// intersect. An entry committed under the old set is on at least
+// floor(n/2)+1 of the old voters, so on at least floor(n/2) of the n-1 that
+// remain; a majority of n-1 is floor((n-1)/2)+1 of them, and
+// floor(n/2) + floor((n-1)/2) + 1 = n > n-1, so the two sets share a voter.
+// A later takeover, which needs a majority of the new record, therefore
+// meets a holder of every committed entry (leader completeness). The other
+// way round does not hold (2 of 4 is a majority of the 3 remaining, not of
+// the 4): so the leader installs the new set, and recomputes the commit
+// with it, only after the record changed. The commit index never moves
+// back.
+//
+// A removal that would leave the remaining voters without a majority of
+// live ones (the leader and the peers whose last Append succeeded) is
+// refused: the cluster could not commit afterwards. The leader itself is
+// never removed: stop it (or make it resign) first, then remove it through
+// the next leader.
+//
+// A removed node that still runs would be added back at once by
+// maybeAddVoter (it is a caught-up member). The leader keeps it out while
+// it is a member (leader.removed), and tells it to leave (Peer.Leave,
+// retried every heartbeat): it checks that the record no longer names it
+// and stops, which ends its membership.
+
+// removeVoter removes id from the voter record and returns the new record.
+func (l *leader) removeVoter(ctx context.Context, id string) (coord.Voters, error) {
+	n := l.n
+	if err := l.waitServing(ctx); err != nil {
+		return coord.Voters{}, err
+	}
+	l.changeMu.Lock()
+	defer l.changeMu.Unlock()
+	if err := l.checkLive(); err != nil {
+		return coord.Voters{}, err
+	}
+	l.mu.Lock()
+	prev := l.voters
+	err := l.checkRemovalLocked(id)
+	l.mu.Unlock()
+	if err != nil {
+		return prev, fmt.Errorf("node %s (leader, epoch %d): remove %s: %w", n.cfg.ID, l.epoch, id, err)
+	}
+	ids := slices.DeleteFunc(slices.Clone(prev.IDs), func(x string) bool { return x == id })
+	rctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
+	defer cancel()
+	if err := l.sess.SetVoters(rctx, l.epoch, prev, ids); err != nil {
+		if errors.Is(err, coord.ErrNotLeader) {
+			l.cancel(fmt.Errorf("voter change refused: %w", err))
+			return prev, fmt.Errorf("node %s: remove %s: %w: %w", n.cfg.ID, id, kvstore.ErrNotLeader, err)
+		}
+		return prev, fmt.Errorf("node %s: remove %s: %w", n.cfg.ID, id, err)
+	}
+	v, err := n.cfg.Coordinator.Voters(rctx)
+	if err != nil {
+		// The change is made; the next read installs it. Until then the
+		// old, larger set is counted, which is the stricter of the two
+		// only in the sense that matters: every old majority meets every
+		// new one.
+		return coord.Voters{IDs: ids}, fmt.Errorf("%w: node %s: removed %s, then could not read the voters back: %w", kvstore.ErrOutcomeUnknown, n.cfg.ID, id, err)
+	}
+	l.mu.Lock()
+	l.voters = v
+	if _, member := n.view.Load().members[id]; member {
+		l.removed[id] = true
+	}
+	l.recomputeCommitLocked()
+	l.mu.Unlock()
+	n.log.Info("voter removed", "id", id, "voters", v.IDs)
+	l.tellRemoved()
+	return v, nil
+}
+
+// checkRemovalLocked says why id may not be removed now, or nil.
+func (l *leader) checkRemovalLocked(id string) error {
+	n := l.n
+	if !l.voters.Contains(id) {
+		return fmt.Errorf("%w: %s is not in the voter record %v", kvstore.ErrNotVoter, id, l.voters.IDs)
+	}
+	if id == n.cfg.ID {
+		return fmt.Errorf("%w: %s leads; stop it or make it resign, then remove it through the next leader", kvstore.ErrRemoveLeader, id)
+	}
+	rest := slices.DeleteFunc(slices.Clone(l.voters.IDs), func(x string) bool { return x == id })
+	if len(rest) == 0 {
+		return fmt.Errorf("%w: %s is the last voter", kvstore.ErrUnsafeRemoval, id)
+	}
+	live := map[string]bool{n.cfg.ID: true}
+	for pid, p := range l.peers {
+		live[pid] = p.reachable
+	}
+	if !quorum.HasMajority(rest, live) {
+		var up []string
+		for _, v := range rest {
+			if live[v] {
+				up = append(up, v)
+			}
+		}
+		return fmt.Errorf("%w: %d of the remaining voters %v are live (%v), %d needed", kvstore.ErrUnsafeRemoval, len(up), rest, up, quorum.Majority(len(rest)))
+	}
+	return nil
+}
+
+// tellRemoved tells every removed node that is still a member to leave,
+// one call in flight per node.
+func (l *leader) tellRemoved() {
+	n := l.n
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ctx.Err() != nil {
+		return
+	}
+	for id := range l.removed {
+		addr := n.view.Load().members[id]
+		if addr == "" || l.leaving[id] {
+			continue
+		}
+		l.leaving[id] = true
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			err := l.sendLeave(id, addr)
+			l.mu.Lock()
+			delete(l.leaving, id)
+			l.mu.Unlock()
+			if err != nil {
+				n.log.Debug("telling a removed node to leave failed", "id", id, "err", err)
+			}
+		}()
+	}
+}
+
+func (l *leader) sendLeave(id, addr string) error {
+	n := l.n
+	c, err := n.pool.Peer(addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+	defer cancel()
+	_, err = c.Leave(ctx, &kvpb.LeaveRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: n.cfg.ID, Id: id})
+	return rpc.FromStatus(err)
+}
+
+// RemoveVoter removes voter id from the cluster's voter record through the
+// leader and returns the new record. It fails with kvstore.ErrNotVoter if
+// id is not a voter, ErrRemoveLeader if id leads, and ErrUnsafeRemoval if
+// no voter would remain or the remaining ones would not have a majority of
+// live voters; nothing changed then. A removed node that still runs is
+// told to stop. A retry after an attempt whose answer was lost finds id
+// already removed and succeeds.
+func (n *Node) RemoveVoter(ctx context.Context, id string) ([]string, error) {
+	if err := checkNodeID(id); err != nil {
+		return nil, fmt.Errorf("node %s: remove: %w", n.cfg.ID, err)
+	}
+	octx, done, err := n.opContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	var lastErr error
+	sentOnce := false
+	for {
+		l, addr, err := n.leaderTarget(octx)
+		if err != nil {
+			return nil, joinLast(err, lastErr)
+		}
+		var voters []string
+		if l != nil {
+			var v coord.Voters
+			v, err = l.removeVoter(octx, id)
+			voters = v.IDs
+		} else {
+			var c kvpb.PeerClient
+			if c, err = n.pool.Peer(addr); err == nil {
+				var resp *kvpb.RemoveVoterResponse
+				resp, err = c.RemoveVoter(octx, &kvpb.RemoveVoterRequest{Cluster: n.cfg.Cluster, Id: id, FromId: n.cfg.ID})
+				if err = rpc.FromStatus(err); err == nil {
+					voters = resp.Voters
+				}
+			}
+		}
+		if err == nil {
+			return voters, nil
+		}
+		if sentOnce && errors.Is(err, kvstore.ErrNotVoter) {
+			// An earlier attempt, whose answer was lost, removed it.
+			return voters, nil
+		}
+		if !retryableRemoval(err) {
+			return nil, joinLast(err, lastErr)
+		}
+		sentOnce = true
+		if l == nil {
+			err = n.leaderErr(addr, err)
+		}
+		lastErr = err
+		if err := n.retryPause(octx); err != nil {
+			return nil, joinLast(err, lastErr)
+		}
+	}
+}
+
+// retryableRemoval reports whether a removal attempt may be retried: the
+// leader moved or could not be reached. A refusal is final.
+func retryableRemoval(err error) bool {
+	for _, final := range []error{kvstore.ErrBadRequest, kvstore.ErrNoQuorum, kvstore.ErrNotVoter,
+		kvstore.ErrUnsafeRemoval, kvstore.ErrRemoveLeader, kvstore.ErrOutcomeUnknown} {
+		if errors.Is(err, final) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkNodeID refuses a node id no node could have.
+func checkNodeID(id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: empty node id", kvstore.ErrBadRequest)
+	}
+	if len(id) > maxKeyLen {
+		return fmt.Errorf("%w: node id of %d bytes", kvstore.ErrBadRequest, len(id))
+	}
+	return nil
+}
+
+// Removed reports whether the node stopped because the leader removed it
+// from the voter record.
+func (n *Node) Removed() bool { return n.removed.Load() }
+
+// Done is closed when the node stops: Close, Kill, or its removal from the
+// voter record (then Removed is true).
+func (n *Node) Done() <-chan struct{} { return n.ctx.Done() }
+
+// RemoveVoter serves a forwarded removal at the leader.
+func (s *peerServer) RemoveVoter(ctx context.Context, req *kvpb.RemoveVoterRequest) (*kvpb.RemoveVoterResponse, error) {
+	if err := s.checkCluster(req.Cluster); err != nil {
+		return nil, err
+	}
+	if err := checkNodeID(req.Id); err != nil {
+		return nil, fmt.Errorf("node %s: remove: %w", s.n.cfg.ID, err)
+	}
+	l := s.n.lead.Load()
+	if l == nil {
+		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
+	}
+	v, err := l.removeVoter(ctx, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.RemoveVoterResponse{Voters: v.IDs}, nil
+}
+
+// Leave serves the leader's word that this node was removed: if the voter
+// record no longer names it and the word comes from a leader of an epoch it
+// has not moved past, the node stops (in the background: the answer goes
+// out first), which ends its membership.
+func (s *peerServer) Leave(ctx context.Context, req *kvpb.LeaveRequest) (*kvpb.LeaveResponse, error) {
+	n := s.n
+	if err := s.checkCluster(req.Cluster); err != nil {
+		return nil, err
+	}
+	if n.cfg.Faults.IgnoreLeave {
+		return nil, fmt.Errorf("node %s: leave: %w (Faults.IgnoreLeave)", n.cfg.ID, kvstore.ErrBadRequest)
+	}
+	if req.Id != n.cfg.ID {
+		return nil, fmt.Errorf("%w: leave for %q reached node %s", kvstore.ErrBadRequest, req.Id, n.cfg.ID)
+	}
+	n.mu.Lock()
+	accepted := n.acceptedEpoch
+	n.mu.Unlock()
+	if req.Epoch < accepted {
+		return nil, fmt.Errorf("node %s: leave from epoch %d, promised %d: %w", n.cfg.ID, req.Epoch, accepted, kvstore.ErrStaleEpoch)
+	}
+	v, err := n.cfg.Coordinator.Voters(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: leave: read voters: %w", n.cfg.ID, err)
+	}
+	if v.Contains(n.cfg.ID) {
+		return nil, fmt.Errorf("%w: node %s is still a voter (%v)", kvstore.ErrBadRequest, n.cfg.ID, v.IDs)
+	}
+	n.log.Warn("removed from the voter record: leaving the cluster", "leader", req.LeaderId, "epoch", req.Epoch, "voters", v.IDs)
+	if n.removed.CompareAndSwap(false, true) {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*n.cfg.RPCTimeout)
+			defer cancel()
+			_ = n.closeWith(ctx, fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrStopped, kvstore.ErrRemoved))
+		}()
+	}
+	return &kvpb.LeaveResponse{}, nil
+}
+
+// RemoveMember is the client API's voter removal.
+func (s *clientServer) RemoveMember(ctx context.Context, req *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error) {
+	voters, err := s.n.RemoveVoter(ctx, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.RemoveMemberResponse{Voters: voters}, nil
+}
