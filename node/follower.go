@@ -110,7 +110,7 @@ func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if req.Epoch < n.acceptedEpoch {
-		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, nil, nil
+		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied()), Reconcile: n.needsReconcileLocked()}, nil, nil
 	}
 	// Whatever this node applied before (under an earlier call whose wait
 	// may not be over) is part of the position it answers.
@@ -126,10 +126,13 @@ func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable
 			// of an earlier epoch: its snapshot is at least at its own
 			// no-op.
 			if applied.Epoch == req.Epoch {
-				return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied)}, ps, nil
+				return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied), Reconcile: n.needsReconcileLocked()}, ps, nil
 			}
 			return nil, ps, fmt.Errorf("node %s: %w", n.cfg.ID, badRequest("snapshot at %s (epoch %d) is behind this node's position %s of an earlier epoch", snap.Applied, req.Epoch, applied))
 		}
+		// The leader's whole state, at its last entry: it holds everything
+		// committed, and everything this node acknowledged before it lost
+		// its store. The Restore record clears the durable mark with it.
 		n.store.Restore(snap)
 		ps = append(ps, n.persistRestoreLocked(snap))
 		n.recovering = false
@@ -137,7 +140,7 @@ func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable
 		return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, ps, nil
 	}
 	if fromPos(req.Prev) != applied {
-		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied)}, ps, nil
+		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied), Reconcile: n.needsReconcileLocked()}, ps, nil
 	}
 	entries := make([]store.Entry, 0, len(req.Entries))
 	dups := make([]bool, 0, len(req.Entries))
@@ -157,11 +160,12 @@ func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable
 		}
 	}
 	ps = append(ps, n.persistEntriesLocked(entries, dups))
-	if len(req.Entries) > 0 {
-		// This node now holds a prefix of the current leader's history.
-		n.recovering = false
-	}
-	return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, ps, nil
+	// Entries do not reconcile a recovering node: a prefix of the leader's
+	// history may stop short of entries this node acknowledged before it
+	// lost its store and the leader already counted as committed (with
+	// base 0 the prefix starts from an empty store). Reconcile asks for the
+	// snapshot, which holds them.
+	return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied()), Reconcile: n.needsReconcileLocked()}, ps, nil
 }
 
 // GetSnapshot returns the node's whole state to the leader of req.Epoch.

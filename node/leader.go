@@ -210,9 +210,14 @@ func (l *leader) takeover() error {
 				return fmt.Errorf("adopting %s's state: %w", best.NodeId, err)
 			}
 		}
+		// This node's store is now the most up-to-date state of a majority
+		// of reconciled voters: it holds everything committed.
 		n.mu.Lock()
-		n.recovering = false
+		rp := n.reconciledLocked()
 		n.mu.Unlock()
+		if err := n.waitDurable(l.ctx, rp); err != nil {
+			return fmt.Errorf("recording the reconcile: %w", err)
+		}
 		allAnswered := true
 		for id := range targets {
 			if r, ok := resps[id]; !ok || !r.Ok {
@@ -644,6 +649,10 @@ func (l *leader) handleAppend(p *peer, req *kvpb.AppendRequest, resp *kvpb.Appen
 	applied := fromPos(resp.Applied)
 	ours := (applied.Epoch == l.epoch || applied == l.base) && applied.Seq >= l.base.Seq && applied.Seq <= l.lastSeq
 	switch {
+	case resp.Reconcile:
+		// It lost its store (or was never reconciled): only the whole state
+		// reconciles it, entries alone do not.
+		p.match, p.snapshot = 0, true
 	case ours:
 		p.match, p.next, p.snapshot = applied.Seq, applied.Seq+1, false
 	case resp.Ok && req.Snapshot != nil:
