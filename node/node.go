@@ -541,20 +541,27 @@ func (n *Node) runSession(sess coord.Session) {
 
 // setServing switches the serving state. Leaving StateOK cancels every
 // pending operation with cause, drops the cache and ends leadership.
+//
+// The new state is stored, and the cache dropped, under n.mu: install
+// checks under n.mu that the state its fetch was sent under is still the
+// current one, so no reply is installed after the drop.
 func (n *Node) setServing(sess coord.Session, st State, cause error) {
-	old := n.serving.Load()
 	if st == StateOK {
 		ctx, cancel := context.WithCancelCause(n.ctx)
+		n.mu.Lock()
 		n.serving.Store(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
+		n.mu.Unlock()
 	} else {
 		if n.closed.Load() && st != StateStopped {
 			return
 		}
 		ctx, cancel := context.WithCancelCause(context.Background())
 		cancel(cause)
-		n.serving.Store(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
-		old.cancel(cause)
+		n.mu.Lock()
+		old := n.serving.Swap(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
 		n.dropCache()
+		n.mu.Unlock()
+		old.cancel(cause)
 	}
 	n.notify()
 }
