@@ -9,7 +9,13 @@ import (
 )
 
 // formatVersion is the version of the record layout described in doc.go.
-const formatVersion uint32 = 1
+// Version 2 added the meta key "unreconciled"; Open reads version 1 files
+// (taking one at position 0 as unreconciled) and rewrites their format
+// record as 2, after which older builds refuse the file.
+const formatVersion uint32 = 2
+
+// formatV1 is the layout before the unreconciled mark.
+const formatV1 uint32 = 1
 
 // Bucket names and the keys of the meta bucket.
 var (
@@ -22,6 +28,8 @@ var (
 	keyEpoch   = []byte("accepted_epoch")
 	keyDigest  = []byte("digest")
 	keyLogged  = []byte("logged")
+
+	keyUnreconciled = []byte("unreconciled")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

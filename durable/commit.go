@@ -369,6 +369,7 @@ type group struct {
 	digestDirty       bool
 	formatDirty       bool
 	loggedDirty       bool
+	unreconciledDirty bool
 }
 
 func (g *group) init(tx *bolt.Tx, cs *committed, a *arena, maxReqs int) error {
@@ -404,7 +405,10 @@ func (g *group) apply(p *sub) error {
 			g.appliedDirty = true
 		}
 	case kindRestore:
+		g.reconciled()
 		return g.restore(p.snap)
+	case kindReconciled:
+		g.reconciled()
 	case kindPromise:
 		if p.epoch > g.cs.epoch {
 			g.cs.epoch = p.epoch
@@ -412,6 +416,14 @@ func (g *group) apply(p *sub) error {
 		}
 	}
 	return nil
+}
+
+// reconciled clears the unreconciled mark.
+func (g *group) reconciled() {
+	if g.cs.unreconciled {
+		g.cs.unreconciled = false
+		g.unreconciledDirty = true
+	}
 }
 
 func (g *group) putItem(key string, it store.Item) error {
@@ -525,6 +537,14 @@ func (g *group) finish() error {
 	}
 	if g.loggedDirty {
 		errs = append(errs, put(keyLogged, func(b []byte) []byte { return binary.BigEndian.AppendUint64(b, g.cs.logged) }))
+	}
+	if g.unreconciledDirty {
+		errs = append(errs, put(keyUnreconciled, func(b []byte) []byte {
+			if g.cs.unreconciled {
+				return append(b, 1)
+			}
+			return append(b, 0)
+		}))
 	}
 	if g.formatDirty {
 		errs = append(errs, put(keyFormat, func(b []byte) []byte { return binary.BigEndian.AppendUint32(b, formatVersion) }))

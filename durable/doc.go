@@ -13,7 +13,7 @@
 //	db, st, err := durable.Open(dir, durable.Options{})  // verify and load
 //	s.Restore(st.Snapshot)                                // node's store.Store
 //	// under the node's lock, in the order the node applies them:
-//	p := db.Append(entries)  // or db.Restore(snap), db.Promise(epoch)
+//	p := db.Append(entries)  // or db.Restore(snap), db.Promise(epoch), db.Reconciled()
 //	// after releasing the lock:
 //	err = p.Wait(ctx)        // durable now: acknowledge to the leader
 //	db.Close()               // commits what was submitted
@@ -36,12 +36,14 @@
 // without a gap. Each record is one submission:
 //
 //	length (4, little-endian) | CRC-32C of length and payload (4) | payload
-//	payload: index (uvarint) | kind (1: 0 append, 1 restore, 2 promise) | body
+//	payload: index (uvarint) | kind (1: 0 append, 1 restore, 2 promise,
+//	         3 reconciled) | body
 //	append:  count, then per entry epoch | seq | op | key | value | request id
 //	restore: applied epoch | seq | count, then per item key | flags | epoch |
 //	         seq | value (not for a tombstone) | count, then per request
 //	         id | epoch | seq
 //	promise: epoch
+//	reconciled: nothing (clears the unreconciled mark; a restore clears it too)
 //
 // Epochs are varints, other integers uvarints, strings a uvarint length and
 // the bytes. The committer starts a new file once the current one holds
@@ -56,18 +58,27 @@
 // and deletes the log files but the newest, which tells the next Open where
 // the log went on.
 //
-// dir/state.db is a bbolt file (format
+// dir/state.db is a bbolt file (bbolt's data format
 // version 2, FreelistType map, NoFreelistSync) with three buckets; every
 // value starts with the big-endian CRC-32C of bucket name, key and the rest
 // of the value (the payload); integers are big-endian:
 //
 //	items     key            -> crc | flags (1: tombstone) | epoch (8) | seq (8) | value
 //	requests  counter (8)    -> crc | epoch (8) | seq (8) | request id
-//	meta      "format"         -> crc | 1 (4 bytes)
+//	meta      "format"         -> crc | 2 (4 bytes)
+//	          "unreconciled"   -> crc | 1 or 0 (1 byte)
 //	          "applied"        -> crc | epoch (8) | seq (8)
 //	          "accepted_epoch" -> crc | epoch (8)
 //	          "digest"         -> crc | items (8) | sum of item crcs (8) | requests (8) | sum of request crcs (8)
 //	          "logged"         -> crc | index of the last log record applied (8; absent: 0)
+//
+// The unreconciled mark (State.Unreconciled) is 1 in a file just created
+// and becomes 0 with the first Restore or Reconciled submission; nothing
+// sets it again. Format 1 files (before the mark) have no "unreconciled"
+// key: Open takes one at position zero as unreconciled, then rewrites it as
+// format 2 (format record and mark) in one transaction, after which builds
+// that read only format 1 refuse it (unsupported format version) rather
+// than lose the mark.
 //
 // The requests bucket is keyed by an insertion counter, so a cursor finds the
 // oldest; once it holds more than 2*MaxRequests ids the oldest are evicted

@@ -49,6 +49,14 @@ type State struct {
 	// Fresh reports that no state existed in the directory (a new data
 	// directory): the Snapshot is empty.
 	Fresh bool
+	// Unreconciled reports that no leader has reconciled this state since
+	// the directory was created: a directory is born unreconciled (a new
+	// node, a lost disk, a corrupt directory set aside), and only a
+	// Restore or a Reconciled submission clears the mark, durably. A
+	// directory written before the mark existed (format 1) counts as
+	// unreconciled when its position is zero: an empty store is never
+	// restored data.
+	Unreconciled bool
 }
 
 // Stats counts the DB's work since Open. Commits < Submissions shows group
@@ -78,7 +86,7 @@ const (
 )
 
 // DB is a node's replicated state on disk. Its methods are safe for
-// concurrent use; submissions (Append, Restore, Promise) are applied in the
+// concurrent use; submissions (Append, Restore, Promise, Reconciled) are applied in the
 // order their calls returned.
 type DB struct {
 	dir, path string
@@ -140,6 +148,9 @@ type committed struct {
 	dg      digest
 	nextReq uint64 // key of the next remembered request
 	logged  uint64 // index of the last log record applied
+	// unreconciled is the mark State.Unreconciled reports.
+	unreconciled bool
+	format       uint32 // format version the file holds
 }
 
 type kind uint8
@@ -148,6 +159,7 @@ const (
 	kindAppend kind = iota
 	kindRestore
 	kindPromise
+	kindReconciled
 )
 
 // Pending is a submission on its way to disk.
@@ -295,6 +307,11 @@ func (d *DB) open(o Options) (State, error) {
 	if err != nil {
 		return st, err
 	}
+	if d.cs.format != formatVersion {
+		if err := d.upgrade(); err != nil {
+			return st, fmt.Errorf("durable: upgrading %s to format %d: %w", d.path, formatVersion, err)
+		}
+	}
 
 	// Replay the log: apply what the checkpoint does not cover, checkpoint
 	// at once, and start a new log file.
@@ -332,6 +349,28 @@ func (d *DB) open(o Options) (State, error) {
 	}
 	st.Fresh = fresh && len(recs) == 0
 	return st, nil
+}
+
+// upgrade rewrites a format 1 file as format 2: the format record and the
+// unreconciled mark load derived. Nothing else changes.
+func (d *DB) upgrade() error {
+	cs := d.cs
+	cs.format = formatVersion
+	err := guard(d.path, func() error {
+		return d.bolt.Update(func(tx *bolt.Tx) error {
+			var g group
+			if err := g.init(tx, &cs, &d.arena, d.maxReqs); err != nil {
+				return err
+			}
+			g.formatDirty, g.unreconciledDirty = true, true
+			return g.finish()
+		})
+	})
+	if err == nil {
+		d.cs = cs
+		d.log.Info("durable: upgraded the file format", "file", d.path, "format", formatVersion, "unreconciled", cs.unreconciled)
+	}
+	return err
 }
 
 func boltOptions(noSync bool) *bolt.Options {
@@ -379,10 +418,10 @@ func create(path string) error {
 			}
 		}
 		var g group
-		if err := g.init(tx, &committed{nextReq: 1}, &arena{}, 0); err != nil {
+		if err := g.init(tx, &committed{nextReq: 1, unreconciled: true}, &arena{}, 0); err != nil {
 			return err
 		}
-		g.appliedDirty, g.epochDirty, g.digestDirty, g.formatDirty, g.loggedDirty = true, true, true, true, true
+		g.appliedDirty, g.epochDirty, g.digestDirty, g.formatDirty, g.loggedDirty, g.unreconciledDirty = true, true, true, true, true, true
 		return g.finish()
 	})
 	if cerr := b.Close(); err == nil {
@@ -432,13 +471,29 @@ func load(tx *bolt.Tx, path string, maxReqs int) (State, committed, error) {
 	if err != nil {
 		return State{}, cs, err
 	}
-	if v := binary.BigEndian.Uint32(p); v != formatVersion {
-		return State{}, cs, fmt.Errorf("durable: %s: unsupported format version %d (this build reads %d)", path, v, formatVersion)
+	cs.format = binary.BigEndian.Uint32(p)
+	if cs.format != formatVersion && cs.format != formatV1 {
+		return State{}, cs, fmt.Errorf("durable: %s: unsupported format version %d (this build reads %d and %d)", path, cs.format, formatV1, formatVersion)
 	}
 	if p, err = get(keyApplied, 16); err != nil {
 		return State{}, cs, err
 	}
 	cs.applied = readVersion(p)
+	if cs.format == formatV1 {
+		// Written before the mark existed: an empty store is not
+		// restored data (it may be what a lost disk left).
+		cs.unreconciled = cs.applied == store.Version{}
+	} else {
+		if p, err = get(keyUnreconciled, 1); err != nil {
+			return State{}, cs, err
+		}
+		switch p[0] {
+		case 0, 1:
+			cs.unreconciled = p[0] == 1
+		default:
+			return State{}, cs, corrupt(path, "bucket %q key %q: value %d, want 0 or 1", bucketMeta, keyUnreconciled, p[0])
+		}
+	}
 	if p, err = get(keyEpoch, 8); err != nil {
 		return State{}, cs, err
 	}
@@ -518,7 +573,7 @@ func load(tx *bolt.Tx, path string, maxReqs int) (State, committed, error) {
 	if len(errs) > 0 {
 		return State{}, cs, corrupt(path, "bbolt consistency check: %v", errors.Join(errs...))
 	}
-	return State{Snapshot: snap, AcceptedEpoch: cs.epoch}, cs, nil
+	return State{Snapshot: snap, AcceptedEpoch: cs.epoch, Unreconciled: cs.unreconciled}, cs, nil
 }
 
 // Append submits entries as the node applied them, in seq order: the first
@@ -563,7 +618,8 @@ func (d *DB) Append(entries []store.Entry) *Pending {
 
 // Restore submits a replacement of the whole state (items, applied position,
 // remembered requests, keeping the newest MaxRequests) by snap, in one log
-// record (and, later, one checkpoint transaction). The caller must not
+// record (and, later, one checkpoint transaction). The snapshot is a
+// leader's state: the same record clears the unreconciled mark. The caller must not
 // modify snap until the Pending is done. A snapshot with an empty or too
 // long key, or an empty request id, fails the Pending and every later
 // submission.
@@ -601,6 +657,21 @@ func (d *DB) Restore(snap store.Snapshot) *Pending {
 func (d *DB) Promise(epoch int64) *Pending {
 	p := newPending(kindPromise)
 	p.epoch = epoch
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.refused(); err != nil {
+		return p.finish(err)
+	}
+	d.enqueue(p)
+	return p
+}
+
+// Reconciled submits the end of the unreconciled mark (State.Unreconciled):
+// a leader has reconciled the state submitted before it. It changes nothing
+// if the mark is already clear. A Restore clears the mark by itself, in its
+// own record.
+func (d *DB) Reconciled() *Pending {
+	p := newPending(kindReconciled)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.refused(); err != nil {

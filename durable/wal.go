@@ -31,6 +31,7 @@ import (
 //	restore: epoch | seq | items | items × (key | flags | epoch | seq | value)
 //	         | requests | requests × (id | epoch | seq)
 //	promise: epoch
+//	reconciled: (no body)
 //
 // Epochs are varints, every other integer a uvarint, strings a uvarint
 // length then the bytes.
@@ -291,6 +292,7 @@ func decodeRecord(p []byte) (uint64, sub, error) {
 		}
 	case kindPromise:
 		s.epoch = d.varint("epoch")
+	case kindReconciled:
 	default:
 		d.fail(fmt.Sprintf("kind %d", s.kind))
 	}

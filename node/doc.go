@@ -49,7 +49,8 @@
 //     can still read an older copy of the key (each holder applied it or its
 //     lease ended). Reads gate on the same condition: the leader serves the
 //     value of a key only once its write is visible, and if a newer write of
-//     the key arrived while it waited, it reads again. Visibility is monotone
+//     the key arrived while it waited, it returns the value with no lease
+//     (it was visible within the read). Visibility is monotone
 //     (commits only grow; a holding older than a write is never granted
 //     after it), so a write is visible no later than the next write of its
 //     key. The leader records each holding with the version of the copy, and

@@ -110,7 +110,7 @@ func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if req.Epoch < n.acceptedEpoch {
-		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, nil, nil
+		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied()), Reconcile: n.needsReconcileLocked()}, nil, nil
 	}
 	// Whatever this node applied before (under an earlier call whose wait
 	// may not be over) is part of the position it answers.
@@ -126,10 +126,13 @@ func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable
 			// of an earlier epoch: its snapshot is at least at its own
 			// no-op.
 			if applied.Epoch == req.Epoch {
-				return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied)}, ps, nil
+				return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied), Reconcile: n.needsReconcileLocked()}, ps, nil
 			}
 			return nil, ps, fmt.Errorf("node %s: %w", n.cfg.ID, badRequest("snapshot at %s (epoch %d) is behind this node's position %s of an earlier epoch", snap.Applied, req.Epoch, applied))
 		}
+		// The leader's whole state, at its last entry: it holds everything
+		// committed, and everything this node acknowledged before it lost
+		// its store. The Restore record clears the durable mark with it.
 		n.store.Restore(snap)
 		ps = append(ps, n.persistRestoreLocked(snap))
 		n.recovering = false
@@ -137,7 +140,7 @@ func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable
 		return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, ps, nil
 	}
 	if fromPos(req.Prev) != applied {
-		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied)}, ps, nil
+		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied), Reconcile: n.needsReconcileLocked()}, ps, nil
 	}
 	entries := make([]store.Entry, 0, len(req.Entries))
 	dups := make([]bool, 0, len(req.Entries))
@@ -157,11 +160,12 @@ func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable
 		}
 	}
 	ps = append(ps, n.persistEntriesLocked(entries, dups))
-	if len(req.Entries) > 0 {
-		// This node now holds a prefix of the current leader's history.
-		n.recovering = false
-	}
-	return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, ps, nil
+	// Entries do not reconcile a recovering node: a prefix of the leader's
+	// history may stop short of entries this node acknowledged before it
+	// lost its store and the leader already counted as committed (with
+	// base 0 the prefix starts from an empty store). Reconcile asks for the
+	// snapshot, which holds them.
+	return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied()), Reconcile: n.needsReconcileLocked()}, ps, nil
 }
 
 // GetSnapshot returns the node's whole state to the leader of req.Epoch.
@@ -276,15 +280,17 @@ func (n *Node) invalidate(key string, v store.Version) {
 
 // install caches a value the leader of epoch handed out as committed, unless
 // it is older than what this node has applied or cached since (a reply that
-// overtook an invalidation). sent is when the request left this node: the
-// lease runs from then.
-func (n *Node) install(key, value string, found bool, v store.Version, epoch int64, lease time.Duration, sent time.Time) {
+// overtook an invalidation), or the node left the serving state st the
+// request was sent under (leaving it dropped the cache, under n.mu as
+// here: a reply installed after that drop would outlive it). sent is when
+// the request left this node: the lease runs from then.
+func (n *Node) install(st *servingState, key, value string, found bool, v store.Version, epoch int64, lease time.Duration, sent time.Time) {
 	if lease <= 0 {
 		return
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if epoch != n.acceptedEpoch {
+	if epoch != n.acceptedEpoch || n.serving.Load() != st {
 		return
 	}
 	if it, ok := n.store.Get(key); ok && v.Less(it.Version) {
@@ -343,11 +349,11 @@ func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
 			return "", false, joinLast(err, lastErr)
 		}
 		if l != nil {
-			sent := n.now()
+			st, sent := n.serving.Load(), n.now()
 			r, err := l.read(ctx, key, n.cfg.ID)
 			if err == nil {
 				n.leaderReads.Add(1)
-				n.install(key, r.value, r.found, r.version, l.epoch, r.lease, sent)
+				n.install(st, key, r.value, r.found, r.version, l.epoch, r.lease, sent)
 				return r.value, r.found, nil
 			}
 			if !retryable(err) {
@@ -392,10 +398,10 @@ func (n *Node) fetchMerged(ctx context.Context, addr, key string, joined *bool) 
 		f = &flight{done: make(chan struct{})}
 		n.flights[key] = f
 		n.flightMu.Unlock()
-		sent := n.now()
+		st, sent := n.serving.Load(), n.now()
 		f.resp, f.err = n.fetch(ctx, addr, key)
 		if f.err == nil {
-			n.install(key, f.resp.Value, f.resp.Found, fromPos(f.resp.Version), f.resp.Epoch, time.Duration(f.resp.LeaseMs)*time.Millisecond, sent)
+			n.install(st, key, f.resp.Value, f.resp.Found, fromPos(f.resp.Version), f.resp.Epoch, time.Duration(f.resp.LeaseMs)*time.Millisecond, sent)
 		}
 		n.flightMu.Lock()
 		delete(n.flights, key)
@@ -459,7 +465,7 @@ func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID s
 		if err != nil {
 			return fail(err)
 		}
-		sent := n.now()
+		st, sent := n.serving.Load(), n.now()
 		var ver store.Version
 		var epoch int64
 		var lease time.Duration
@@ -488,7 +494,7 @@ func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID s
 		}
 		if err == nil {
 			// The writer's node caches the value it wrote (DESIGN.md, Writes).
-			n.install(key, value, op == kvpb.Op_OP_SET, ver, epoch, lease, sent)
+			n.install(st, key, value, op == kvpb.Op_OP_SET, ver, epoch, lease, sent)
 			return nil
 		}
 		if !retryable(err) {

@@ -235,9 +235,14 @@ func (l *leader) takeover() error {
 				return fmt.Errorf("adopting %s's state: %w", best.NodeId, err)
 			}
 		}
+		// This node's store is now the most up-to-date state of a majority
+		// of reconciled voters: it holds everything committed.
 		n.mu.Lock()
-		n.recovering = false
+		rp := n.reconciledLocked()
 		n.mu.Unlock()
+		if err := n.waitDurable(l.ctx, rp); err != nil {
+			return fmt.Errorf("recording the reconcile: %w", err)
+		}
 		allAnswered := true
 		for id := range targets {
 			if r, ok := resps[id]; !ok || !r.Ok {
@@ -678,6 +683,10 @@ func (l *leader) handleAppend(p *peer, req *kvpb.AppendRequest, resp *kvpb.Appen
 	applied := fromPos(resp.Applied)
 	ours := (applied.Epoch == l.epoch || applied == l.base) && applied.Seq >= l.base.Seq && applied.Seq <= l.lastSeq
 	switch {
+	case resp.Reconcile:
+		// It lost its store (or was never reconciled): only the whole state
+		// reconciles it, entries alone do not.
+		p.match, p.snapshot = 0, true
 	case ours:
 		p.match, p.next, p.snapshot = applied.Seq, applied.Seq+1, false
 	case resp.Ok && req.Snapshot != nil:
@@ -839,44 +848,53 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 	return writeResult{version: ver, lease: lease}, nil
 }
 
-// read returns key's visible value and grants node from a lease on it.
+// read returns key's visible value and grants node from a lease on it,
+// unless a newer write of key arrived while the read waited for visibility:
+// then the value is returned with no lease (0).
 func (l *leader) read(ctx context.Context, key, from string) (readResult, error) {
 	n := l.n
 	if err := l.waitServing(ctx); err != nil {
 		return readResult{}, err
 	}
-	for {
-		if err := l.checkLive(); err != nil {
-			return readResult{}, err
-		}
-		n.mu.Lock()
-		it, _ := n.store.Get(key)
-		n.mu.Unlock()
-		// The value may come from a write that is not visible yet (not on
-		// a majority, or older copies still readable): serve it only once
-		// it is.
-		if err := l.awaitVisible(ctx, key, it.Version.Seq, false); err != nil {
-			return readResult{}, err
-		}
-		l.mu.Lock()
-		n.mu.Lock()
-		cur, ok := n.store.Get(key)
-		owns := l.ownsStoreLocked()
-		n.mu.Unlock()
-		if owns != nil {
-			l.mu.Unlock()
-			return readResult{}, owns
-		}
-		if cur.Version != it.Version {
-			// A newer write came while this read waited, and may be
-			// acknowledged already: read again.
-			l.mu.Unlock()
-			continue
-		}
-		lease := l.grantLocked(key, from, it.Version.Seq)
-		l.mu.Unlock()
-		return readResult{value: it.Value, found: ok && !it.Deleted, version: it.Version, lease: lease}, nil
+	if err := l.checkLive(); err != nil {
+		return readResult{}, err
 	}
+	n.mu.Lock()
+	it, ok := n.store.Get(key)
+	n.mu.Unlock()
+	// The value may come from a write that is not visible yet (not on
+	// a majority, or older copies still readable): serve it only once
+	// it is.
+	if err := l.awaitVisible(ctx, key, it.Version.Seq, false); err != nil {
+		return readResult{}, err
+	}
+	l.mu.Lock()
+	n.mu.Lock()
+	cur, _ := n.store.Get(key)
+	owns := l.ownsStoreLocked()
+	n.mu.Unlock()
+	if owns != nil {
+		l.mu.Unlock()
+		return readResult{}, owns
+	}
+	// Liveness may have been lost while this read waited: no value and
+	// no lease from a leader that cannot prove it still leads.
+	if err := l.checkLive(); err != nil {
+		l.mu.Unlock()
+		return readResult{}, err
+	}
+	res := readResult{value: it.Value, found: ok && !it.Deleted, version: it.Version}
+	if cur.Version == it.Version {
+		res.lease = l.grantLocked(key, from, it.Version.Seq)
+	}
+	// Otherwise a newer write came while this read waited (and may be
+	// acknowledged already): the value read is still a linearizable
+	// answer (it was the latest write of key when the read looked,
+	// after the read began, and visible before it returns), but no
+	// copy of it may be cached. Reading again instead would starve a
+	// reader of a key written continuously.
+	l.mu.Unlock()
+	return res, nil
 }
 
 // awaitVisible waits until the entry at seq (a write of key, or 0 for a key
@@ -1030,8 +1048,9 @@ func (l *leader) liveHoldersLocked(key string, seq uint64, now time.Time) int {
 
 // grantLocked records node id as a holder of key's copy at seq (the key's
 // current version, checked by the caller) and returns the lease it may use,
-// or 0 when it may not cache (unknown or unreachable node, or a newer write
-// of the key already applied).
+// or 0 when it may not cache (this node no longer leads with a live
+// session, unknown or unreachable node, or a newer write of the key
+// already applied).
 //
 // The leader itself gets a lease without being recorded as a holder: it
 // drops its own copy when it applies the next write of key, and its copy is
@@ -1040,6 +1059,11 @@ func (l *leader) liveHoldersLocked(key string, seq uint64, now time.Time) int {
 func (l *leader) grantLocked(key, id string, seq uint64) time.Duration {
 	n := l.n
 	if id == "" {
+		return 0
+	}
+	// Checked under l.mu right before the grant: a visibility wait may have
+	// outlasted the session or the epoch.
+	if l.checkLive() != nil {
 		return 0
 	}
 	n.mu.Lock()

@@ -84,10 +84,13 @@ type Node struct {
 
 	// disk is the durable copy of store (nil without Config.DataDir); every
 	// change of store is submitted to it under mu (persist.go). restored
-	// reports that the store was loaded from it at start.
-	disk        *durable.DB
-	restored    bool
-	lastPending *durable.Pending
+	// reports that the store was loaded from it at start and a leader had
+	// reconciled it (durable.State.Unreconciled clear). unreconciled is
+	// the mark on disk as submitted (persist.go); guarded by mu.
+	disk         *durable.DB
+	restored     bool
+	unreconciled bool
+	lastPending  *durable.Pending
 
 	// cache is the read cache (cache.go: its shards have their own locks).
 	// acceptedEpochA mirrors acceptedEpoch for the lock-free check on the
@@ -211,6 +214,13 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("node %s: read voters: %w", n.cfg.ID, err)
 	}
 	if voters.Version == 0 {
+		// No voter record: nothing was ever committed, so this node's
+		// state is reconciled by definition. Record it before the record
+		// makes this node the only voter: restarted after a crash, it
+		// must not wait for a leader that only it could be.
+		if err := n.bootstrapReconciled(ctx); err != nil {
+			return fmt.Errorf("node %s: %w", n.cfg.ID, err)
+		}
 		err := n.cfg.Coordinator.CreateVoters(ctx, []string{n.cfg.ID})
 		switch {
 		case err == nil:
@@ -224,10 +234,13 @@ func (n *Node) Start(ctx context.Context) error {
 			return fmt.Errorf("node %s: create voters: %w", n.cfg.ID, err)
 		}
 	} else if voters.Contains(n.cfg.ID) && !n.restored {
-		// A voter that comes back without its store must not count toward
-		// any majority until a leader has reconciled it (DESIGN.md, Restarts).
+		// A voter that comes back without its store (or with one no leader
+		// reconciled since it was lost) must not count toward any majority
+		// until a leader has reconciled it (DESIGN.md, Restarts).
+		n.mu.Lock()
 		n.recovering = true
-		n.log.Warn("restarted without data: recovering until a leader reconciles this node")
+		n.mu.Unlock()
+		n.log.Warn("restarted without reconciled data: recovering until a leader reconciles this node")
 	}
 	n.wg.Add(2)
 	go func() {
@@ -391,8 +404,9 @@ func (n *Node) LocalKeys() []string {
 // from the leader of that epoch (or a later one).
 func (n *Node) AcceptedEpoch() int64 { return n.acceptedEpochA.Load() }
 
-// Recovering reports whether the node lost its store and waits to be
-// reconciled by a leader.
+// Recovering reports whether the node is a voter that lost its store and
+// waits to be reconciled by a leader (a leader's snapshot, or its own
+// takeover). With a data directory this survives restarts until then.
 func (n *Node) Recovering() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -547,20 +561,27 @@ func (n *Node) runSession(sess coord.Session) {
 
 // setServing switches the serving state. Leaving StateOK cancels every
 // pending operation with cause, drops the cache and ends leadership.
+//
+// The new state is stored, and the cache dropped, under n.mu: install
+// checks under n.mu that the state its fetch was sent under is still the
+// current one, so no reply is installed after the drop.
 func (n *Node) setServing(sess coord.Session, st State, cause error) {
-	old := n.serving.Load()
 	if st == StateOK {
 		ctx, cancel := context.WithCancelCause(n.ctx)
+		n.mu.Lock()
 		n.serving.Store(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
+		n.mu.Unlock()
 	} else {
 		if n.closed.Load() && st != StateStopped {
 			return
 		}
 		ctx, cancel := context.WithCancelCause(context.Background())
 		cancel(cause)
-		n.serving.Store(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
-		old.cancel(cause)
+		n.mu.Lock()
+		old := n.serving.Swap(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
 		n.dropCache()
+		n.mu.Unlock()
+		old.cancel(cause)
 	}
 	n.notify()
 }

@@ -43,14 +43,47 @@ func (n *Node) openDisk() error {
 		return fmt.Errorf("node %s: data directory: %w", n.cfg.ID, err)
 	}
 	n.disk = db
+	n.unreconciled = st.Unreconciled
 	if !st.Fresh {
 		n.store.Restore(st.Snapshot)
 		n.acceptedEpoch = st.AcceptedEpoch
 		n.acceptedEpochA.Store(st.AcceptedEpoch)
-		n.restored = true
-		n.log.Info("restored from the data directory", "dir", n.cfg.DataDir, "applied", st.Snapshot.Applied, "keys", len(st.Snapshot.Items), "accepted_epoch", st.AcceptedEpoch)
+		// Files no leader reconciled since they were created (a lost or
+		// set-aside directory, restarted again; a crash right after
+		// creating them) are not restored data, whatever they hold.
+		n.restored = !st.Unreconciled
+		n.log.Info("loaded the data directory", "dir", n.cfg.DataDir, "applied", st.Snapshot.Applied, "keys", len(st.Snapshot.Items), "accepted_epoch", st.AcceptedEpoch, "unreconciled", st.Unreconciled)
 	}
 	return nil
+}
+
+// bootstrapReconciled durably clears the unreconciled mark of a node that
+// is about to create the voter record (nothing was committed before it).
+func (n *Node) bootstrapReconciled(ctx context.Context) error {
+	n.mu.Lock()
+	p := n.reconciledLocked()
+	n.mu.Unlock()
+	return n.waitDurable(ctx, p)
+}
+
+// reconciledLocked records that a leader reconciled this node: its state
+// holds everything committed. It clears recovering and submits the end of
+// the durable mark if it is set. Callers hold n.mu.
+func (n *Node) reconciledLocked() *durable.Pending {
+	n.recovering = false
+	if n.disk == nil || !n.unreconciled {
+		return nil
+	}
+	n.unreconciled = false
+	return n.submittedLocked(n.disk.Reconciled())
+}
+
+// needsReconcileLocked reports whether this node must get a leader's
+// snapshot before it is reconciled: it is recovering, or its data directory
+// still carries the unreconciled mark (a joiner that is no voter yet).
+// Callers hold n.mu.
+func (n *Node) needsReconcileLocked() bool {
+	return n.recovering || n.unreconciled
 }
 
 // moveAside moves every file of dir into the new directory aside (inside
@@ -125,11 +158,14 @@ func (n *Node) persistEntriesLocked(entries []store.Entry, dup []bool) *durable.
 	return n.submittedLocked(n.disk.Append(out))
 }
 
-// persistRestoreLocked mirrors a store.Restore. Callers hold n.mu.
+// persistRestoreLocked mirrors a store.Restore of a leader's state (a
+// follower's snapshot, or the state a new leader adopts): its record also
+// clears the unreconciled mark. Callers hold n.mu.
 func (n *Node) persistRestoreLocked(snap store.Snapshot) *durable.Pending {
 	if n.disk == nil {
 		return nil
 	}
+	n.unreconciled = false
 	return n.submittedLocked(n.disk.Restore(snap))
 }
 

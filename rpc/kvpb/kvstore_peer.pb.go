@@ -624,6 +624,10 @@ type AppendResponse struct {
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
 	AcceptedEpoch int64                  `protobuf:"varint,2,opt,name=accepted_epoch,json=acceptedEpoch,proto3" json:"accepted_epoch,omitempty"`
 	Applied       *Position              `protobuf:"bytes,3,opt,name=applied,proto3" json:"applied,omitempty"`
+	// The follower has not been reconciled since it lost its store (or since
+	// its data directory was created): it needs the leader's snapshot, and
+	// only that clears the state; entries alone do not.
+	Reconcile     bool `protobuf:"varint,4,opt,name=reconcile,proto3" json:"reconcile,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -677,6 +681,13 @@ func (x *AppendResponse) GetApplied() *Position {
 		return x.Applied
 	}
 	return nil
+}
+
+func (x *AppendResponse) GetReconcile() bool {
+	if x != nil {
+		return x.Reconcile
+	}
+	return false
 }
 
 type GetSnapshotRequest struct {
@@ -1264,11 +1275,12 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12-\n" +
 	"\x04prev\x18\x04 \x01(\v2\x19.kvstore.peer.v1.PositionR\x04prev\x120\n" +
 	"\aentries\x18\x05 \x03(\v2\x16.kvstore.peer.v1.EntryR\aentries\x125\n" +
-	"\bsnapshot\x18\x06 \x01(\v2\x19.kvstore.peer.v1.SnapshotR\bsnapshot\"|\n" +
+	"\bsnapshot\x18\x06 \x01(\v2\x19.kvstore.peer.v1.SnapshotR\bsnapshot\"\x9a\x01\n" +
 	"\x0eAppendResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
-	"\aapplied\x18\x03 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\"D\n" +
+	"\aapplied\x18\x03 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\x12\x1c\n" +
+	"\treconcile\x18\x04 \x01(\bR\treconcile\"D\n" +
 	"\x12GetSnapshotRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\"S\n" +

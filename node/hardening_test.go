@@ -1,0 +1,67 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kvstore/store"
+)
+
+func newUnstartedNode(t *testing.T) *Node {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Coordinator = "n1", noCoord{}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Kill)
+	return n
+}
+
+// TestNoLeaseAfterLivenessLost: a grant checks, under the leader's lock,
+// that the leader still leads with a live session; a read whose visibility
+// wait outlasted the epoch gets no lease.
+func TestNoLeaseAfterLivenessLost(t *testing.T) {
+	n := newUnstartedNode(t)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(errors.New("leadership ended while the read waited"))
+	l := &leader{n: n, epoch: 1, ctx: ctx, cancel: cancel, peers: map[string]*peer{}, holders: map[string]map[string]holding{}}
+	l.mu.Lock()
+	lease := l.grantLocked("k", n.cfg.ID, 0)
+	l.mu.Unlock()
+	if lease != 0 {
+		t.Fatalf("lease %v granted by a leader whose epoch ended", lease)
+	}
+}
+
+// TestNoInstallAfterSuspension: a fetch reply that arrives after the node
+// left the serving state the fetch was sent under is not installed (the
+// suspension dropped the cache; installing after the drop would let the
+// copy outlive it).
+func TestNoInstallAfterSuspension(t *testing.T) {
+	n := newUnstartedNode(t)
+	st := n.serving.Load() // the state the fetch is sent under
+	sent := n.now()
+	n.setServing(nil, StateSuspended, errors.New("session in doubt"))
+	n.install(st, "k", "v", true, store.Version{Epoch: 0, Seq: 1}, 0, time.Minute, sent)
+	if cached(n, "k") {
+		t.Fatal("a reply to a fetch sent before the suspension was installed after it")
+	}
+	// Under the current state it is installed (the test would pass for a
+	// node that never installs).
+	n.install(n.serving.Load(), "k", "v", true, store.Version{Epoch: 0, Seq: 1}, 0, time.Minute, sent)
+	if !cached(n, "k") {
+		t.Fatal("a reply under the current serving state was not installed")
+	}
+}
+
+func cached(n *Node, key string) bool {
+	s := n.cache.shard(key)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.m[key]
+	return ok
+}
