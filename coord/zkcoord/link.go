@@ -3,12 +3,14 @@ package zkcoord
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +34,28 @@ type link struct {
 	cut     bool     // refusing: dial nothing more
 	last    connInfo // from the latest connect response
 	dialErr error    // why the latest dial failed; nil once one succeeds
+
+	// refused is closed when a TLS handshake failed for good: the server
+	// refused this client's certificate, or its own did not verify. More
+	// attempts cannot succeed, so dial gives up at once instead of waiting
+	// out its context, as it does for a server that is only slow.
+	refused     chan struct{}
+	refusedOnce sync.Once
+}
+
+// definite reports whether a failed TLS handshake would fail again: a
+// certificate that did not verify, on either side. A timeout or a dropped
+// connection is not definite: a busy server may answer the next attempt.
+func definite(err error) bool {
+	var alert tls.AlertError
+	var verify *tls.CertificateVerificationError
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var host x509.HostnameError
+	return errors.As(err, &alert) || errors.As(err, &verify) || errors.As(err, &unknown) ||
+		errors.As(err, &invalid) || errors.As(err, &host) ||
+		// A remote alert read as a record: "remote error: tls: ...".
+		strings.Contains(err.Error(), "remote error: tls:")
 }
 
 // connInfo is what one connection's handshake established.
@@ -52,7 +76,7 @@ var errAbandoned = errors.New("zkcoord: connection abandoned")
 // the client's event loop: it must not block.
 func dial(ctx context.Context, cfg Config, timeout time.Duration, onEvent func(zk.Event)) (*link, error) {
 	servers, auth := cfg.Servers, cfg.Auth
-	l := &link{raw: map[*sniffConn]struct{}{}, handshake: max(timeout/2, 200*time.Millisecond), tls: cfg.TLS}
+	l := &link{raw: map[*sniffConn]struct{}{}, handshake: max(timeout/2, 200*time.Millisecond), tls: cfg.TLS, refused: make(chan struct{})}
 	granted := make(chan struct{})
 	var once sync.Once
 	cb := func(ev zk.Event) {
@@ -71,6 +95,9 @@ func dial(ctx context.Context, cfg Config, timeout time.Duration, onEvent func(z
 	l.conn = conn
 	select {
 	case <-granted:
+	case <-l.refused:
+		l.abandon()
+		return nil, fmt.Errorf("refused (no retry can succeed): %w", l.lastDialErr())
 	case <-ctx.Done():
 		l.abandon()
 		if err := l.lastDialErr(); err != nil {
@@ -122,6 +149,9 @@ func (l *link) dialRaw(network, addr string, timeout time.Duration) (net.Conn, e
 	l.mu.Lock()
 	l.dialErr = err
 	l.mu.Unlock()
+	if err != nil && l.tls != nil && definite(err) {
+		l.refusedOnce.Do(func() { close(l.refused) })
+	}
 	if err != nil {
 		return nil, err
 	}
