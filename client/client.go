@@ -206,6 +206,23 @@ type Status struct {
 	Members  []Member `json:"members"`
 	// Voters is the voter record (empty if the node could not read it).
 	Voters []string `json:"voters"`
+	// Settings are the cluster's safety settings (nil if the node could
+	// not read them).
+	Settings *Settings `json:"settings,omitempty"`
+}
+
+// Settings are the values every node of a cluster runs with (kvstore
+// cluster settings).
+type Settings struct {
+	Lease       time.Duration `json:"lease"`        // read lease of a cached copy
+	ClockDrift  float64       `json:"clock_drift"`  // clock rate drift margin
+	MaxRequests int           `json:"max_requests"` // request-id window
+	MaxLease    time.Duration `json:"max_lease"`    // longest lease any node may still grant
+}
+
+// String shows s as `kvstore members` prints it.
+func (s Settings) String() string {
+	return fmt.Sprintf("lease %v, clock drift %v, request-id window %d, max lease %v", s.Lease, s.ClockDrift, s.MaxRequests, s.MaxLease)
 }
 
 // Status asks the first endpoint that answers for its status.
@@ -217,6 +234,12 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 			return err
 		}
 		st = Status{ID: resp.Id, Cluster: resp.Cluster, State: resp.State, IsLeader: resp.IsLeader, Leader: resp.LeaderId, Epoch: resp.Epoch, Voters: resp.Voters}
+		if p := resp.Settings; p != nil {
+			st.Settings = &Settings{
+				Lease: time.Duration(p.LeaseMs) * time.Millisecond, ClockDrift: p.ClockDrift,
+				MaxRequests: int(p.MaxRequests), MaxLease: time.Duration(p.MaxLeaseMs) * time.Millisecond,
+			}
+		}
 		for _, m := range resp.Members {
 			st.Members = append(st.Members, Member{ID: m.Id, Addr: m.Addr})
 		}

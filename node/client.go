@@ -107,6 +107,12 @@ func (s *clientServer) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb
 	if v, err := n.cfg.Coordinator.Voters(vctx); err == nil {
 		resp.Voters = v.IDs
 	}
+	if st, err := n.cfg.Coordinator.Settings(vctx); err == nil && st.Version != 0 {
+		resp.Settings = &kvpb.Settings{
+			LeaseMs: st.LeaseDuration.Milliseconds(), ClockDrift: st.ClockDrift,
+			MaxRequests: int64(st.MaxRequests), MaxLeaseMs: st.MaxLease.Milliseconds(),
+		}
+	}
 	return resp, nil
 }
 

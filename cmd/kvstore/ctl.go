@@ -163,7 +163,8 @@ func ctlCommands() []*cobra.Command {
 for each live member, followed by its state when it is not ok (recovering: it
 restarted without its data and counts toward no majority until the leader has
 reconciled it; unreachable: it did not answer), and "<id> - down voter" for
-each voter with no live member.`,
+each voter with no live member, then one line "settings: ..." with the
+cluster-wide settings every node runs with (kvstore cluster settings).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return run(cmd, func(ctx context.Context, c *client.Client, out io.Writer) error {
 				st, err := c.Status(ctx)
@@ -200,9 +201,11 @@ each voter with no live member.`,
 						}
 					}
 				}
-				// Cluster-wide settings (the coordinator's settings record)
-				// print here, after the nodes.
-				return nil
+				// The cluster-wide settings, from the coordinator's record.
+				if st.Settings != nil {
+					_, err = fmt.Fprintf(out, "settings: %s\n", st.Settings)
+				}
+				return err
 			})
 		},
 	})

@@ -151,7 +151,9 @@ func waitMembers(t *testing.T, bin string, nodes []*nodeProc, within time.Durati
 			}
 		}
 		out, code := ctl(t, bin, "members", "--endpoints", addrs(nodes), "--timeout", "5s")
-		if code != 0 || strings.Count(out, "\n") != len(nodes) || strings.Count(out, " leader ") != 1 {
+		// One line a node, then the cluster-wide settings.
+		if code != 0 || strings.Count(out, "\n") != len(nodes)+1 || strings.Count(out, " leader ") != 1 ||
+			!regexp.MustCompile(`(?m)^settings: lease \S+, clock drift \S+, request-id window \d+, max lease \S+$`).MatchString(out) {
 			return fmt.Errorf("members (exit %d):\n%s", code, out)
 		}
 		for _, n := range nodes {

@@ -405,6 +405,7 @@ type StatusResponse struct {
 	Epoch         int64                  `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`                       // that leader's epoch
 	Members       []*Member              `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`                    // the live members this node sees
 	Voters        []string               `protobuf:"bytes,8,rep,name=voters,proto3" json:"voters,omitempty"`                      // the voter record, read from the coordinator (empty if it could not be read)
+	Settings      *Settings              `protobuf:"bytes,9,opt,name=settings,proto3" json:"settings,omitempty"`                  // the cluster's safety settings, read from the coordinator (unset if it could not be read)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -495,6 +496,82 @@ func (x *StatusResponse) GetVoters() []string {
 	return nil
 }
 
+func (x *StatusResponse) GetSettings() *Settings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+// Settings are the cluster-wide values every node runs with (kvstore cluster settings).
+type Settings struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaseMs       int64                  `protobuf:"varint,1,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"`             // read lease of a cached copy
+	ClockDrift    float64                `protobuf:"fixed64,2,opt,name=clock_drift,json=clockDrift,proto3" json:"clock_drift,omitempty"`   // clock rate drift margin
+	MaxRequests   int64                  `protobuf:"varint,3,opt,name=max_requests,json=maxRequests,proto3" json:"max_requests,omitempty"` // request-id window
+	MaxLeaseMs    int64                  `protobuf:"varint,4,opt,name=max_lease_ms,json=maxLeaseMs,proto3" json:"max_lease_ms,omitempty"`  // longest lease any node may still grant
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Settings) Reset() {
+	*x = Settings{}
+	mi := &file_kvstore_client_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Settings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Settings) ProtoMessage() {}
+
+func (x *Settings) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_client_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Settings.ProtoReflect.Descriptor instead.
+func (*Settings) Descriptor() ([]byte, []int) {
+	return file_kvstore_client_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Settings) GetLeaseMs() int64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return 0
+}
+
+func (x *Settings) GetClockDrift() float64 {
+	if x != nil {
+		return x.ClockDrift
+	}
+	return 0
+}
+
+func (x *Settings) GetMaxRequests() int64 {
+	if x != nil {
+		return x.MaxRequests
+	}
+	return 0
+}
+
+func (x *Settings) GetMaxLeaseMs() int64 {
+	if x != nil {
+		return x.MaxLeaseMs
+	}
+	return 0
+}
+
 type RemoveMemberRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -504,7 +581,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_kvstore_client_proto_msgTypes[9]
+	mi := &file_kvstore_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +593,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[9]
+	mi := &file_kvstore_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +606,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -548,7 +625,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_kvstore_client_proto_msgTypes[10]
+	mi := &file_kvstore_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +637,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[10]
+	mi := &file_kvstore_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +650,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{10}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveMemberResponse) GetVoters() []string {
@@ -609,7 +686,7 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\rStatusRequest\",\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xed\x01\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xa6\x02\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x14\n" +
@@ -618,7 +695,15 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\tleader_id\x18\x05 \x01(\tR\bleaderId\x12\x14\n" +
 	"\x05epoch\x18\x06 \x01(\x03R\x05epoch\x123\n" +
 	"\amembers\x18\a \x03(\v2\x19.kvstore.client.v1.MemberR\amembers\x12\x16\n" +
-	"\x06voters\x18\b \x03(\tR\x06voters\"%\n" +
+	"\x06voters\x18\b \x03(\tR\x06voters\x127\n" +
+	"\bsettings\x18\t \x01(\v2\x1b.kvstore.client.v1.SettingsR\bsettings\"\x8b\x01\n" +
+	"\bSettings\x12\x19\n" +
+	"\blease_ms\x18\x01 \x01(\x03R\aleaseMs\x12\x1f\n" +
+	"\vclock_drift\x18\x02 \x01(\x01R\n" +
+	"clockDrift\x12!\n" +
+	"\fmax_requests\x18\x03 \x01(\x03R\vmaxRequests\x12 \n" +
+	"\fmax_lease_ms\x18\x04 \x01(\x03R\n" +
+	"maxLeaseMs\"%\n" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\".\n" +
 	"\x14RemoveMemberResponse\x12\x16\n" +
@@ -642,7 +727,7 @@ func file_kvstore_client_proto_rawDescGZIP() []byte {
 	return file_kvstore_client_proto_rawDescData
 }
 
-var file_kvstore_client_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_kvstore_client_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_kvstore_client_proto_goTypes = []any{
 	(*GetRequest)(nil),           // 0: kvstore.client.v1.GetRequest
 	(*GetResponse)(nil),          // 1: kvstore.client.v1.GetResponse
@@ -653,26 +738,28 @@ var file_kvstore_client_proto_goTypes = []any{
 	(*StatusRequest)(nil),        // 6: kvstore.client.v1.StatusRequest
 	(*Member)(nil),               // 7: kvstore.client.v1.Member
 	(*StatusResponse)(nil),       // 8: kvstore.client.v1.StatusResponse
-	(*RemoveMemberRequest)(nil),  // 9: kvstore.client.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil), // 10: kvstore.client.v1.RemoveMemberResponse
+	(*Settings)(nil),             // 9: kvstore.client.v1.Settings
+	(*RemoveMemberRequest)(nil),  // 10: kvstore.client.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil), // 11: kvstore.client.v1.RemoveMemberResponse
 }
 var file_kvstore_client_proto_depIdxs = []int32{
 	7,  // 0: kvstore.client.v1.StatusResponse.members:type_name -> kvstore.client.v1.Member
-	0,  // 1: kvstore.client.v1.KV.Get:input_type -> kvstore.client.v1.GetRequest
-	2,  // 2: kvstore.client.v1.KV.Put:input_type -> kvstore.client.v1.PutRequest
-	4,  // 3: kvstore.client.v1.KV.Delete:input_type -> kvstore.client.v1.DeleteRequest
-	6,  // 4: kvstore.client.v1.KV.Status:input_type -> kvstore.client.v1.StatusRequest
-	9,  // 5: kvstore.client.v1.KV.RemoveMember:input_type -> kvstore.client.v1.RemoveMemberRequest
-	1,  // 6: kvstore.client.v1.KV.Get:output_type -> kvstore.client.v1.GetResponse
-	3,  // 7: kvstore.client.v1.KV.Put:output_type -> kvstore.client.v1.PutResponse
-	5,  // 8: kvstore.client.v1.KV.Delete:output_type -> kvstore.client.v1.DeleteResponse
-	8,  // 9: kvstore.client.v1.KV.Status:output_type -> kvstore.client.v1.StatusResponse
-	10, // 10: kvstore.client.v1.KV.RemoveMember:output_type -> kvstore.client.v1.RemoveMemberResponse
-	6,  // [6:11] is the sub-list for method output_type
-	1,  // [1:6] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	9,  // 1: kvstore.client.v1.StatusResponse.settings:type_name -> kvstore.client.v1.Settings
+	0,  // 2: kvstore.client.v1.KV.Get:input_type -> kvstore.client.v1.GetRequest
+	2,  // 3: kvstore.client.v1.KV.Put:input_type -> kvstore.client.v1.PutRequest
+	4,  // 4: kvstore.client.v1.KV.Delete:input_type -> kvstore.client.v1.DeleteRequest
+	6,  // 5: kvstore.client.v1.KV.Status:input_type -> kvstore.client.v1.StatusRequest
+	10, // 6: kvstore.client.v1.KV.RemoveMember:input_type -> kvstore.client.v1.RemoveMemberRequest
+	1,  // 7: kvstore.client.v1.KV.Get:output_type -> kvstore.client.v1.GetResponse
+	3,  // 8: kvstore.client.v1.KV.Put:output_type -> kvstore.client.v1.PutResponse
+	5,  // 9: kvstore.client.v1.KV.Delete:output_type -> kvstore.client.v1.DeleteResponse
+	8,  // 10: kvstore.client.v1.KV.Status:output_type -> kvstore.client.v1.StatusResponse
+	11, // 11: kvstore.client.v1.KV.RemoveMember:output_type -> kvstore.client.v1.RemoveMemberResponse
+	7,  // [7:12] is the sub-list for method output_type
+	2,  // [2:7] is the sub-list for method input_type
+	2,  // [2:2] is the sub-list for extension type_name
+	2,  // [2:2] is the sub-list for extension extendee
+	0,  // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_client_proto_init() }
@@ -686,7 +773,7 @@ func file_kvstore_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_client_proto_rawDesc), len(file_kvstore_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
