@@ -115,6 +115,21 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) {
 	l.maintain()
 }
 
+// behind is the error that ends a leadership because voter id promised a
+// later epoch. That is normal when a newer leader was elected meanwhile;
+// when this node's election is the newest the coordinator knows, the
+// coordinator is behind the nodes (rebuilt, or restored from a backup), and
+// no leader it elects can lead: the log says so, and names the recovery
+// command.
+func (l *leader) behind(id string, promised int64) error {
+	err := fmt.Errorf("%s promised epoch %d > %d: %w", id, promised, l.epoch, kvstore.ErrStaleEpoch)
+	if v := l.n.view.Load(); v.leader.ID == l.n.cfg.ID && v.leader.Epoch == l.epoch {
+		l.n.log.Error("cannot lead: a node promised an epoch above the one the coordinator gave this leader; if this repeats, the coordinator is behind the nodes (rebuilt or restored from a backup): stop every node and run the recovery command on the most up-to-date one",
+			"epoch", l.epoch, "node", id, "promised", promised, "recovery", RecoveryCommand)
+	}
+	return err
+}
+
 func (l *leader) isServing() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -177,7 +192,7 @@ func (l *leader) takeover() error {
 		for id, r := range resps {
 			if !r.Ok {
 				if r.AcceptedEpoch > l.epoch {
-					return fmt.Errorf("%s promised epoch %d > %d: %w", id, r.AcceptedEpoch, l.epoch, kvstore.ErrStaleEpoch)
+					return l.behind(id, r.AcceptedEpoch)
 				}
 				continue
 			}
@@ -637,7 +652,7 @@ func (l *leader) handleAppend(p *peer, req *kvpb.AppendRequest, resp *kvpb.Appen
 		return false
 	}
 	if resp.AcceptedEpoch > l.epoch {
-		l.cancel(fmt.Errorf("%s promised epoch %d: %w", p.id, resp.AcceptedEpoch, kvstore.ErrStaleEpoch))
+		l.cancel(l.behind(p.id, resp.AcceptedEpoch))
 		return false
 	}
 	p.reachable, p.answered = true, true

@@ -135,6 +135,10 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// Every epoch the node sees is the coordinator's raw epoch plus its
+	// epoch base (coord.WithEpochBase), so that epochs stay monotone
+	// across a coordinator rebuild.
+	cfg.Coordinator = coord.WithEpochBase(cfg.Coordinator)
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: listen: %w", cfg.ID, err)
@@ -187,17 +191,28 @@ func (n *Node) ID() string { return n.cfg.ID }
 func (n *Node) Addr() string { return n.addr }
 
 // Start claims the coordinator prefix for Config.Cluster (a prefix recorded
-// as another cluster's fails with coord.ErrOtherCluster), serves RPC,
-// bootstraps the voter record if there is none, and starts the session
-// loop. It returns once the node is running; use WaitServing to wait until
+// as another cluster's fails with coord.ErrOtherCluster), runs the recovery
+// command if Config.ForceNewCluster asks (ErrForceRefused while a majority
+// of the voters is alive), serves RPC, bootstraps the voter record if there
+// is none (a node that holds data refuses with ErrCoordinatorLost
+// instead), and starts the session loop. It returns once the node is running; use WaitServing to wait until
 // it serves.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.cfg.Coordinator.ClaimCluster(ctx, n.cfg.Cluster); err != nil {
 		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
+	if n.cfg.ForceNewCluster != "" {
+		if err := n.forceNewCluster(ctx); err != nil {
+			return err
+		}
+	}
 	voters, err := n.cfg.Coordinator.Voters(ctx)
 	if err != nil {
 		return fmt.Errorf("node %s: read voters: %w", n.cfg.ID, err)
+	}
+	if voters.Version == 0 && n.hasData() && !n.cfg.Faults.BootstrapWithData {
+		n.log.Error("refusing to start: no voter record but this node holds data", "err", ErrCoordinatorLost, "applied", n.Applied())
+		return fmt.Errorf("node %s: %w", n.cfg.ID, ErrCoordinatorLost)
 	}
 	if voters.Version == 0 {
 		err := n.cfg.Coordinator.CreateVoters(ctx, []string{n.cfg.ID})
