@@ -369,6 +369,7 @@ type group struct {
 	digestDirty       bool
 	formatDirty       bool
 	loggedDirty       bool
+	leadershipDirty   bool
 }
 
 func (g *group) init(tx *bolt.Tx, cs *committed, a *arena, maxReqs int) error {
@@ -405,10 +406,14 @@ func (g *group) apply(p *sub) error {
 		}
 	case kindRestore:
 		return g.restore(p.snap)
-	case kindPromise:
-		if p.epoch > g.cs.epoch {
-			g.cs.epoch = p.epoch
-			g.epochDirty = true
+	case kindPromise, kindPromiseLeadership:
+		switch {
+		case p.epoch > g.cs.epoch:
+			g.cs.epoch, g.cs.leader, g.cs.nonce = p.epoch, p.leader, p.nonce
+			g.epochDirty, g.leadershipDirty = true, true
+		case p.epoch == g.cs.epoch && g.cs.nonce == 0 && p.nonce != 0:
+			g.cs.leader, g.cs.nonce = p.leader, p.nonce
+			g.leadershipDirty = true
 		}
 	}
 	return nil
@@ -519,6 +524,9 @@ func (g *group) finish() error {
 	}
 	if g.epochDirty {
 		errs = append(errs, put(keyEpoch, func(b []byte) []byte { return binary.BigEndian.AppendUint64(b, uint64(g.cs.epoch)) }))
+	}
+	if g.leadershipDirty {
+		errs = append(errs, put(keyLeadership, func(b []byte) []byte { return appendLeadership(b, g.cs.leader, g.cs.nonce) }))
 	}
 	if g.digestDirty {
 		errs = append(errs, put(keyDigest, g.cs.dg.append))

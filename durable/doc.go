@@ -13,7 +13,7 @@
 //	db, st, err := durable.Open(dir, durable.Options{})  // verify and load
 //	s.Restore(st.Snapshot)                                // node's store.Store
 //	// under the node's lock, in the order the node applies them:
-//	p := db.Append(entries)  // or db.Restore(snap), db.Promise(epoch)
+//	p := db.Append(entries)  // or db.Restore(snap), db.PromiseLeadership(epoch, id, n)
 //	// after releasing the lock:
 //	err = p.Wait(ctx)        // durable now: acknowledge to the leader
 //	db.Close()               // commits what was submitted
@@ -36,12 +36,14 @@
 // without a gap. Each record is one submission:
 //
 //	length (4, little-endian) | CRC-32C of length and payload (4) | payload
-//	payload: index (uvarint) | kind (1: 0 append, 1 restore, 2 promise) | body
+//	payload: index (uvarint) | kind (1: 0 append, 1 restore, 2 promise,
+//	         3 promise with leadership) | body
 //	append:  count, then per entry epoch | seq | op | key | value | request id
 //	restore: applied epoch | seq | count, then per item key | flags | epoch |
 //	         seq | value (not for a tombstone) | count, then per request
 //	         id | epoch | seq
 //	promise: epoch
+//	promise with leadership: epoch | leader id | leadership number
 //
 // Epochs are varints, other integers uvarints, strings a uvarint length and
 // the bytes. The committer starts a new file once the current one holds
@@ -68,6 +70,9 @@
 //	          "accepted_epoch" -> crc | epoch (8)
 //	          "digest"         -> crc | items (8) | sum of item crcs (8) | requests (8) | sum of request crcs (8)
 //	          "logged"         -> crc | index of the last log record applied (8; absent: 0)
+//	          "accepted_leadership" -> crc | leadership number (8) | leader id
+//	                              (the leadership accepted_epoch was promised to;
+//	                              absent in older files: none)
 //
 // The requests bucket is keyed by an insertion counter, so a cursor finds the
 // oldest; once it holds more than 2*MaxRequests ids the oldest are evicted

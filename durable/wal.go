@@ -31,6 +31,7 @@ import (
 //	restore: epoch | seq | items | items × (key | flags | epoch | seq | value)
 //	         | requests | requests × (id | epoch | seq)
 //	promise: epoch
+//	promise with leadership: epoch | leader id | leadership number
 //
 // Epochs are varints, every other integer a uvarint, strings a uvarint
 // length then the bytes.
@@ -130,6 +131,10 @@ func appendRecord(b []byte, idx uint64, s *sub) []byte {
 		}
 	case kindPromise:
 		b = binary.AppendVarint(b, s.epoch)
+	case kindPromiseLeadership:
+		b = binary.AppendVarint(b, s.epoch)
+		b = appendString(b, s.leader)
+		b = binary.AppendUvarint(b, s.nonce)
 	}
 	n := len(b) - start - recHeaderLen
 	binary.LittleEndian.PutUint32(b[start:], uint32(n))
@@ -291,6 +296,10 @@ func decodeRecord(p []byte) (uint64, sub, error) {
 		}
 	case kindPromise:
 		s.epoch = d.varint("epoch")
+	case kindPromiseLeadership:
+		s.epoch = d.varint("epoch")
+		s.leader = d.string("leader id")
+		s.nonce = d.uvarint("leadership")
 	default:
 		d.fail(fmt.Sprintf("kind %d", s.kind))
 	}

@@ -73,13 +73,16 @@ type Node struct {
 	// view is the latest cluster view from the coordinator.
 	view atomic.Pointer[viewState]
 
-	// mu guards store, acceptedEpoch, recovering and viewCh. Lock order:
-	// leader.mu, then mu, then a cache shard's lock.
+	// mu guards store, acceptedEpoch, accepted, recovering and viewCh.
+	// Lock order: leader.mu, then mu, then a cache shard's lock.
 	mu            sync.Mutex
 	store         *store.Store
 	acceptedEpoch int64
-	recovering    bool
-	viewCh        chan struct{} // closed and replaced when view or serving changes
+	// accepted is the leadership acceptedEpoch was promised to (zero: none
+	// known): a second leadership of the same epoch is refused.
+	accepted   leadership
+	recovering bool
+	viewCh     chan struct{} // closed and replaced when view or serving changes
 
 	// disk is the durable copy of store (nil without Config.DataDir); every
 	// change of store is submitted to it under mu (persist.go). restored

@@ -47,6 +47,7 @@ func (n *Node) openDisk() error {
 		n.store.Restore(st.Snapshot)
 		n.acceptedEpoch = st.AcceptedEpoch
 		n.acceptedEpochA.Store(st.AcceptedEpoch)
+		n.accepted = leadership{id: st.AcceptedLeader, nonce: st.AcceptedLeadership}
 		n.restored = true
 		n.log.Info("restored from the data directory", "dir", n.cfg.DataDir, "applied", st.Snapshot.Applied, "keys", len(st.Snapshot.Items), "accepted_epoch", st.AcceptedEpoch)
 	}
