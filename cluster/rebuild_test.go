@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -116,6 +119,17 @@ func TestRebuiltCoordinatorStaleNodeRefusesAndForceNewClusterRecovers(t *testing
 		if err := c.Restart(ctxT(t, 30*time.Second), 2); !errors.Is(err, node.ErrCoordinatorLost) {
 			t.Fatalf("restart of node 2 = %v, want ErrCoordinatorLost", err)
 		}
+		// The refusals wrote no voter record.
+		s0, _ := c.slot(0)
+		co, err := c.dialCoordinator(ctxT(t, 10*time.Second), s0, c.prefix(c.nodeConfig(s0)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := co.Voters(ctxT(t, 10*time.Second))
+		_ = co.Close()
+		if err != nil || v.Version != 0 {
+			t.Fatalf("voter record after the refusals: %+v, %v; want none", v, err)
+		}
 
 		// The operator restarts the cluster from an up-to-date survivor.
 		err = c.RestartWith(ctxT(t, 60*time.Second), 1, func(cfg *node.Config) { cfg.ForceNewCluster = cfg.ID })
@@ -176,7 +190,7 @@ func TestRebuiltCoordinatorBootstrapFromStaleNodeLosesAWrite(t *testing.T) {
 
 func TestForceNewClusterRefusedWhileAMajorityOfVotersIsAlive(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b Backend) {
-		c, _ := durableCluster(t, b, 3)
+		c, dir := durableCluster(t, b, 3)
 		mustPut(t, c, 0, "k", "v1")
 		// Stop, not Kill: its session ends at once.
 		if err := c.Stop(0); err != nil {
@@ -203,6 +217,19 @@ func TestForceNewClusterRefusedWhileAMajorityOfVotersIsAlive(t *testing.T) {
 		v, err := co.Voters(ctxT(t, 10*time.Second))
 		if err != nil || len(v.IDs) != 3 {
 			t.Fatalf("voters after the refused force = %+v, %v; want all three", v, err)
+		}
+
+		// A node with no data cannot force either: it would restart the
+		// cluster empty.
+		if err := c.Stop(2); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(filepath.Join(dir, "n2")); err != nil {
+			t.Fatal(err)
+		}
+		err = c.RestartWith(ctxT(t, 30*time.Second), 2, force)
+		if !errors.Is(err, node.ErrForceRefused) || !strings.Contains(err.Error(), "no data") {
+			t.Fatalf("force-new-cluster on a node with no data = %v, want ErrForceRefused saying so", err)
 		}
 	})
 }

@@ -32,6 +32,14 @@ var (
 // RecoveryCommand names the disaster-recovery command in messages.
 const RecoveryCommand = "kvstore node --force-new-cluster=<node-id>"
 
+// forceEpochGap is how far above this node's own epochs the recovery
+// command sets the epoch base: another survivor may have promised a later
+// epoch than this node (a takeover that reached it and not this one), and
+// it must still see the new leader's epoch as the highest. Epochs of one
+// coordinator are revisions or zxids: survivors' epochs never differ by
+// anything near 2^32.
+const forceEpochGap = 1 << 32
+
 // hasData reports whether the node restored data that counts: a position
 // or a promise. A node with none may bootstrap a new cluster.
 func (n *Node) hasData() bool {
@@ -41,10 +49,14 @@ func (n *Node) hasData() bool {
 }
 
 // forceNewCluster is Config.ForceNewCluster's work before the node starts:
-// it refuses while a majority of the recorded voters is alive, raises the
-// epoch base above every epoch this node promised or applied, and writes a
-// voter record naming only this node.
+// it refuses on a node with no data, and while a majority of the recorded
+// voters is alive; it raises the epoch base above every epoch this node
+// promised or applied (by forceEpochGap), and writes a voter record naming
+// only this node.
 func (n *Node) forceNewCluster(ctx context.Context) error {
+	if !n.hasData() {
+		return fmt.Errorf("node %s: %w: this node holds no data (an empty or new data directory): forcing a new cluster from it would start the cluster empty; run it on the most up-to-date survivor", n.cfg.ID, ErrForceRefused)
+	}
 	co := n.cfg.Coordinator
 	voters, err := co.Voters(ctx)
 	if err != nil {
@@ -71,7 +83,7 @@ func (n *Node) forceNewCluster(ctx context.Context) error {
 	n.mu.Lock()
 	applied, accepted := n.store.Applied(), n.acceptedEpoch
 	n.mu.Unlock()
-	base := max(accepted, applied.Epoch)
+	base := max(accepted, applied.Epoch) + forceEpochGap
 	if err := co.RaiseEpochBase(ctx, base); err != nil {
 		return fmt.Errorf("node %s: force-new-cluster: raise the epoch base: %w", n.cfg.ID, err)
 	}
