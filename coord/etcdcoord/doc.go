@@ -11,6 +11,8 @@
 //	voters                -> {"ids":[...]}, persistent; Version = ModRevision
 //	cluster               -> the cluster's name, persistent; written once by
 //	                         ClaimCluster (create if absent, else compare)
+//	epoch_base            -> decimal number added to every epoch (coord.WithEpochBase),
+//	                         persistent; only raised (RaiseEpochBase, a CAS on ModRevision)
 //
 // The leader is the election key with the lowest create revision; its create
 // revision is the epoch, which therefore strictly increases from one leader to

@@ -11,6 +11,8 @@
 //	voters                    -> {"ids":[...]}; persistent, Version = data version + 1
 //	cluster                   -> the cluster's name; persistent, written once by
 //	                             ClaimCluster (create, or read and compare)
+//	epoch_base                -> decimal number added to every epoch (coord.WithEpochBase);
+//	                             persistent, only raised (RaiseEpochBase: versioned set)
 //
 // # Sessions
 //
@@ -85,7 +87,7 @@
 // ZooKeeper's digest scheme before it is used, and the client re-sends
 // them after every reconnect before any queued request or watch; every
 // znode at or under the prefix (the prefix itself, members/, election/,
-// voters, cluster, and each member and candidate) is created with the ACL
+// voters, cluster, epoch_base, and each member and candidate) is created with the ACL
 // digest:user:base64(sha1(user:password)) and all permissions, so a client
 // without the credentials can neither read nor list nor change nor delete
 // any of them (ZooKeeper answers NoAuth). Parents of the prefix that New
