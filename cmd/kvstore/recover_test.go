@@ -61,8 +61,8 @@ func TestForceNewClusterAfterCoordinatorLoss(t *testing.T) {
 		}
 		return nil
 	})
+	p.stop(t) // the log is complete (and no longer written) once it exited
 	if log := p.log.String(); !strings.Contains(log, "FORCE-NEW-CLUSTER") || !strings.Contains(log, "LOST") {
 		t.Fatalf("the recovery did not say what may be lost:\n%s", log)
 	}
-	p.stop(t)
 }
