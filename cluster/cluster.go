@@ -69,6 +69,10 @@ type Options struct {
 	// Node adjusts each node's configuration (timeouts, faults) before it
 	// starts; ID, Coordinator and Logger are set by the cluster.
 	Node func(*node.Config)
+	// WrapCoordinator, if set, wraps each node's coordinator connection
+	// before the node gets it: for tests that bend what the coordinator
+	// says (its epochs, say).
+	WrapCoordinator func(coord.Coordinator) coord.Coordinator
 	// Logger receives the nodes' logs (default: discarded).
 	Logger *slog.Logger
 	// DataDir, if set, makes the nodes durable: node n<i> keeps its state
@@ -106,8 +110,9 @@ type Cluster struct {
 	ca      *certs.CA       // with Options.TLS
 	nodeTLS tls.Certificate // every node's certificate, with Options.TLS
 
-	mu    sync.Mutex // guards slots
-	slots []*slot
+	mu      sync.Mutex // guards slots and lostGen
+	slots   []*slot
+	lostGen int // LoseCoordinatorData calls: the namespace generation
 }
 
 // slot is one node number: its fault switches survive kill and restart.
@@ -297,13 +302,44 @@ func (c *Cluster) nodeConfig(s *slot) node.Config {
 }
 
 func (c *Cluster) prefix(cfg node.Config) string {
-	switch {
-	case c.opts.Prefix != "":
-		return c.opts.Prefix
-	case c.opts.Backend == ZooKeeper:
-		return "/kvstore/" + cfg.Cluster
+	c.mu.Lock()
+	gen := c.lostGen
+	c.mu.Unlock()
+	p := c.opts.Prefix
+	if p == "" {
+		p = "/kvstore/" + cfg.Cluster
+		if c.opts.Backend != ZooKeeper {
+			p += "/"
+		}
 	}
-	return "/kvstore/" + cfg.Cluster + "/"
+	if gen == 0 {
+		return p
+	}
+	// A fresh namespace stands for a coordinator that lost its data.
+	if strings.HasSuffix(p, "/") {
+		return fmt.Sprintf("%slost%d/", p, gen)
+	}
+	return fmt.Sprintf("%s/lost%d", p, gen)
+}
+
+// LoseCoordinatorData makes the coordinator forget the cluster, as a
+// coordinator rebuilt from nothing (a new etcd, a new ZooKeeper ensemble)
+// would: nodes started from now on use a fresh, empty namespace, with no
+// cluster record, voter record or epoch base. Every node must be stopped
+// or killed first.
+func (c *Cluster) LoseCoordinatorData() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.slots {
+		s.mu.Lock()
+		running := s.node != nil
+		s.mu.Unlock()
+		if running {
+			return fmt.Errorf("cluster: node %d is running (stop every node before the coordinator loses its data)", s.num)
+		}
+	}
+	c.lostGen++
+	return nil
 }
 
 // dialCoordinator connects to the coordinator through the slot's proxies.
@@ -353,12 +389,23 @@ func (c *Cluster) addSlot() (*slot, error) {
 
 // start creates the slot's coordinator connection and node and starts it.
 func (c *Cluster) start(ctx context.Context, s *slot) error {
+	return c.startWith(ctx, s, nil)
+}
+
+// startWith is start with adjust (if not nil) applied to the configuration.
+func (c *Cluster) startWith(ctx context.Context, s *slot, adjust func(*node.Config)) error {
 	cfg := c.nodeConfig(s)
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	co, err := c.dialCoordinator(ctx, s, c.prefix(cfg))
 	if err != nil {
 		return fmt.Errorf("cluster: node %d: coordinator: %w", s.num, err)
 	}
 	cfg.Coordinator = co
+	if c.opts.WrapCoordinator != nil {
+		cfg.Coordinator = c.opts.WrapCoordinator(co)
+	}
 	n, err := node.New(cfg)
 	if err != nil {
 		_ = co.Close()
@@ -681,6 +728,13 @@ func (c *Cluster) Resign(ctx context.Context, n int) error {
 // serves: with an empty store, or with what its data directory holds when
 // the cluster has one (Options.DataDir).
 func (c *Cluster) Restart(ctx context.Context, n int) error {
+	return c.RestartWith(ctx, n, nil)
+}
+
+// RestartWith is Restart with adjust applied to the node's configuration
+// (after Options.Node) for this start only: e.g. the recovery command,
+// node.Config.ForceNewCluster.
+func (c *Cluster) RestartWith(ctx context.Context, n int, adjust func(*node.Config)) error {
 	s, err := c.slot(n)
 	if err != nil {
 		return err
@@ -696,7 +750,7 @@ func (c *Cluster) Restart(ctx context.Context, n int) error {
 	} else if running {
 		return fmt.Errorf("cluster: node %d is running (kill it first)", n)
 	}
-	return c.start(ctx, s)
+	return c.startWith(ctx, s, adjust)
 }
 
 // Leader waits for a serving leader and returns its number and epoch.

@@ -63,6 +63,20 @@ type Coordinator interface {
 	// prev.Version; otherwise it fails with ErrConflict. It is the
 	// operator's change procedure, not a node's (see Settings.MaxLease).
 	SetSettings(ctx context.Context, prev, next Settings) error
+	// ReplaceVoters overwrites the voter record if it still has version
+	// prev.Version (prev.Version 0: if none exists), with no leader fencing;
+	// it fails with ErrConflict otherwise. Only the disaster-recovery
+	// command (a node's ForceNewCluster) uses it, while the cluster is down.
+	ReplaceVoters(ctx context.Context, prev Voters, ids []string) error
+	// EpochBase reads the epoch base, a persistent record beside the voter
+	// record: the number every node adds to the backend's raw election
+	// epochs (WithEpochBase), so that epochs stay above those of an earlier
+	// coordinator after a rebuild. A base never written is 0, no error.
+	EpochBase(ctx context.Context) (int64, error)
+	// RaiseEpochBase sets the epoch base to base if that is above the
+	// recorded one, and otherwise changes nothing: the base never goes
+	// down. It is safe to call concurrently.
+	RaiseEpochBase(ctx context.Context, base int64) error
 	// Close releases the connection. It does not revoke sessions: a session
 	// that is not closed expires by its TTL, as after a crash.
 	Close() error

@@ -30,7 +30,23 @@ var (
 	keyLogged  = []byte("logged")
 
 	keyUnreconciled = []byte("unreconciled")
+	// keyLeadership: the leadership accepted_epoch was promised to, absent
+	// from files older than leadership promises.
+	keyLeadership = []byte("accepted_leadership")
 )
+
+// appendLeadership encodes a promised leadership: nonce (8) | leader id.
+func appendLeadership(b []byte, leader string, nonce uint64) []byte {
+	b = binary.BigEndian.AppendUint64(b, nonce)
+	return append(b, leader...)
+}
+
+func decodeLeadership(p []byte) (leader string, nonce uint64, err error) {
+	if len(p) < 8 {
+		return "", 0, fmt.Errorf("payload of %d bytes, want at least 8", len(p))
+	}
+	return string(p[8:]), binary.BigEndian.Uint64(p), nil
+}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 

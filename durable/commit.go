@@ -370,6 +370,7 @@ type group struct {
 	formatDirty       bool
 	loggedDirty       bool
 	unreconciledDirty bool
+	leadershipDirty   bool
 }
 
 func (g *group) init(tx *bolt.Tx, cs *committed, a *arena, maxReqs int) error {
@@ -409,10 +410,14 @@ func (g *group) apply(p *sub) error {
 		return g.restore(p.snap)
 	case kindReconciled:
 		g.reconciled()
-	case kindPromise:
-		if p.epoch > g.cs.epoch {
-			g.cs.epoch = p.epoch
-			g.epochDirty = true
+	case kindPromise, kindPromiseLeadership:
+		switch {
+		case p.epoch > g.cs.epoch:
+			g.cs.epoch, g.cs.leader, g.cs.nonce = p.epoch, p.leader, p.nonce
+			g.epochDirty, g.leadershipDirty = true, true
+		case p.epoch == g.cs.epoch && g.cs.nonce == 0 && p.nonce != 0:
+			g.cs.leader, g.cs.nonce = p.leader, p.nonce
+			g.leadershipDirty = true
 		}
 	}
 	return nil
@@ -531,6 +536,9 @@ func (g *group) finish() error {
 	}
 	if g.epochDirty {
 		errs = append(errs, put(keyEpoch, func(b []byte) []byte { return binary.BigEndian.AppendUint64(b, uint64(g.cs.epoch)) }))
+	}
+	if g.leadershipDirty {
+		errs = append(errs, put(keyLeadership, func(b []byte) []byte { return appendLeadership(b, g.cs.leader, g.cs.nonce) }))
 	}
 	if g.digestDirty {
 		errs = append(errs, put(keyDigest, g.cs.dg.append))

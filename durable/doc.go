@@ -13,7 +13,7 @@
 //	db, st, err := durable.Open(dir, durable.Options{})  // verify and load
 //	s.Restore(st.Snapshot)                                // node's store.Store
 //	// under the node's lock, in the order the node applies them:
-//	p := db.Append(entries)  // or db.Restore(snap), db.Promise(epoch), db.Reconciled()
+//	p := db.Append(entries)  // or db.Restore(snap), db.PromiseLeadership(epoch, id, n), db.Reconciled()
 //	// after releasing the lock:
 //	err = p.Wait(ctx)        // durable now: acknowledge to the leader
 //	db.Close()               // commits what was submitted
@@ -37,13 +37,14 @@
 //
 //	length (4, little-endian) | CRC-32C of length and payload (4) | payload
 //	payload: index (uvarint) | kind (1: 0 append, 1 restore, 2 promise,
-//	         3 reconciled) | body
+//	         3 reconciled, 4 promise with leadership) | body
 //	append:  count, then per entry epoch | seq | op | key | value | request id
 //	restore: applied epoch | seq | count, then per item key | flags | epoch |
 //	         seq | value (not for a tombstone) | count, then per request
 //	         id | epoch | seq
 //	promise: epoch
 //	reconciled: nothing (clears the unreconciled mark; a restore clears it too)
+//	promise with leadership: epoch | leader id | leadership number
 //
 // Epochs are varints, other integers uvarints, strings a uvarint length and
 // the bytes. The committer starts a new file once the current one holds
@@ -71,6 +72,9 @@
 //	          "accepted_epoch" -> crc | epoch (8)
 //	          "digest"         -> crc | items (8) | sum of item crcs (8) | requests (8) | sum of request crcs (8)
 //	          "logged"         -> crc | index of the last log record applied (8; absent: 0)
+//	          "accepted_leadership" -> crc | leadership number (8) | leader id
+//	                              (the leadership accepted_epoch was promised to;
+//	                              absent in older files: none)
 //
 // The unreconciled mark (State.Unreconciled) is 1 in a file just created
 // and becomes 0 with the first Restore or Reconciled submission; nothing

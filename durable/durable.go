@@ -46,6 +46,12 @@ type State struct {
 	Snapshot store.Snapshot
 	// AcceptedEpoch is the highest epoch promised (Promise).
 	AcceptedEpoch int64
+	// AcceptedLeader and AcceptedLeadership name the leadership
+	// AcceptedEpoch was promised to (PromiseLeadership); "" and 0 if it
+	// was promised without one (Promise, or a directory older than
+	// leadership promises).
+	AcceptedLeader     string
+	AcceptedLeadership uint64
 	// Fresh reports that no state existed in the directory (a new data
 	// directory): the Snapshot is empty.
 	Fresh bool
@@ -145,6 +151,8 @@ type DB struct {
 type committed struct {
 	applied store.Version
 	epoch   int64
+	leader  string // the leadership epoch was promised to ("" and 0: none)
+	nonce   uint64
 	dg      digest
 	nextReq uint64 // key of the next remembered request
 	logged  uint64 // index of the last log record applied
@@ -160,6 +168,7 @@ const (
 	kindRestore
 	kindPromise
 	kindReconciled
+	kindPromiseLeadership // a promise naming the leadership (newer than kindPromise)
 )
 
 // Pending is a submission on its way to disk.
@@ -175,6 +184,8 @@ type sub struct {
 	entries []store.Entry
 	snap    store.Snapshot
 	epoch   int64
+	leader  string // kindPromiseLeadership
+	nonce   uint64 // kindPromiseLeadership
 }
 
 // Wait waits until the submission is durable (its group written to the log,
@@ -421,7 +432,8 @@ func create(path string) error {
 		if err := g.init(tx, &committed{nextReq: 1, unreconciled: true}, &arena{}, 0); err != nil {
 			return err
 		}
-		g.appliedDirty, g.epochDirty, g.digestDirty, g.formatDirty, g.loggedDirty, g.unreconciledDirty = true, true, true, true, true, true
+		g.appliedDirty, g.epochDirty, g.digestDirty, g.formatDirty, g.loggedDirty = true, true, true, true, true
+		g.unreconciledDirty, g.leadershipDirty = true, true
 		return g.finish()
 	})
 	if cerr := b.Close(); err == nil {
@@ -498,6 +510,15 @@ func load(tx *bolt.Tx, path string, maxReqs int) (State, committed, error) {
 		return State{}, cs, err
 	}
 	cs.epoch = int64(binary.BigEndian.Uint64(p))
+	if v := meta.Get(keyLeadership); v != nil { // absent from files older than leadership promises
+		p, err := open(bucketMeta, keyLeadership, v)
+		if err == nil {
+			cs.leader, cs.nonce, err = decodeLeadership(p)
+		}
+		if err != nil {
+			return State{}, cs, corrupt(path, "bucket %q key %q: %v", bucketMeta, keyLeadership, err)
+		}
+	}
 	if v := meta.Get(keyLogged); v != nil { // absent from files older than the log
 		p, err := open(bucketMeta, keyLogged, v)
 		if err == nil && len(p) != 8 {
@@ -573,7 +594,7 @@ func load(tx *bolt.Tx, path string, maxReqs int) (State, committed, error) {
 	if len(errs) > 0 {
 		return State{}, cs, corrupt(path, "bbolt consistency check: %v", errors.Join(errs...))
 	}
-	return State{Snapshot: snap, AcceptedEpoch: cs.epoch, Unreconciled: cs.unreconciled}, cs, nil
+	return State{Snapshot: snap, AcceptedEpoch: cs.epoch, AcceptedLeader: cs.leader, AcceptedLeadership: cs.nonce, Unreconciled: cs.unreconciled}, cs, nil
 }
 
 // Append submits entries as the node applied them, in seq order: the first
@@ -672,6 +693,22 @@ func (d *DB) Promise(epoch int64) *Pending {
 // own record.
 func (d *DB) Reconciled() *Pending {
 	p := newPending(kindReconciled)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.refused(); err != nil {
+		return p.finish(err)
+	}
+	d.enqueue(p)
+	return p
+}
+
+// PromiseLeadership submits the accepted epoch with the leadership it is
+// promised to (the leader's id and its random leadership number): a higher
+// epoch replaces epoch and leadership; the same epoch, promised with no
+// leadership so far, records it; anything else changes nothing.
+func (d *DB) PromiseLeadership(epoch int64, leader string, nonce uint64) *Pending {
+	p := newPending(kindPromiseLeadership)
+	p.epoch, p.leader, p.nonce = epoch, leader, nonce
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.refused(); err != nil {

@@ -32,6 +32,7 @@ import (
 //	         | requests | requests × (id | epoch | seq)
 //	promise: epoch
 //	reconciled: (no body)
+//	promise with leadership: epoch | leader id | leadership number
 //
 // Epochs are varints, every other integer a uvarint, strings a uvarint
 // length then the bytes.
@@ -131,6 +132,10 @@ func appendRecord(b []byte, idx uint64, s *sub) []byte {
 		}
 	case kindPromise:
 		b = binary.AppendVarint(b, s.epoch)
+	case kindPromiseLeadership:
+		b = binary.AppendVarint(b, s.epoch)
+		b = appendString(b, s.leader)
+		b = binary.AppendUvarint(b, s.nonce)
 	}
 	n := len(b) - start - recHeaderLen
 	binary.LittleEndian.PutUint32(b[start:], uint32(n))
@@ -293,6 +298,10 @@ func decodeRecord(p []byte) (uint64, sub, error) {
 	case kindPromise:
 		s.epoch = d.varint("epoch")
 	case kindReconciled:
+	case kindPromiseLeadership:
+		s.epoch = d.varint("epoch")
+		s.leader = d.string("leader id")
+		s.nonce = d.uvarint("leadership")
 	default:
 		d.fail(fmt.Sprintf("kind %d", s.kind))
 	}

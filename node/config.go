@@ -117,6 +117,18 @@ type Config struct {
 	// Now is the clock used for leases and deadlines (default time.Now). It
 	// must return times with a monotonic reading.
 	Now func() time.Time
+	// ForceNewCluster, set to this node's ID (the repetition is the
+	// confirmation: any other non-empty value is refused), is the
+	// disaster-recovery command, like etcd's --force-new-cluster: Start
+	// writes a voter record naming only this node and raises the
+	// coordinator's epoch base above every epoch this node has promised,
+	// then starts normally; the other surviving nodes then start normally
+	// and are reconciled to this node's state. Run it only on the most
+	// up-to-date survivor, when the coordinator lost its data or a
+	// majority of the voters is gone for good: writes acknowledged only by
+	// the nodes that are gone are lost. Start refuses it while a majority
+	// of the recorded voters (this node included) is alive.
+	ForceNewCluster string
 	// Faults break the protocol on purpose, for tests that prove the
 	// checker catches the breakage. Never set in production.
 	Faults Faults
@@ -146,6 +158,11 @@ type Faults struct {
 	// (as a node the word cannot reach would), so that only the leader
 	// keeps it out of the voter record.
 	IgnoreLeave bool
+	// BootstrapWithData lets a node whose data directory holds data
+	// bootstrap a new voter record when the coordinator has none (a
+	// rebuilt coordinator): the node then leads with its possibly stale
+	// state and the others are reconciled to it.
+	BootstrapWithData bool
 	// SlowDisk is not a bug but a slow disk: each group commit of the data
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.
@@ -242,6 +259,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: config: MaxKeySize %d + MaxValueSize %d must stay under %d (one entry must fit in a node-to-node message)", c.MaxKeySize, c.MaxValueSize, rpc.MaxMsgSize/2-entryOverhead)
 	case c.MaxRequests <= 0:
 		return fmt.Errorf("node: config: MaxRequests %d must be positive", c.MaxRequests)
+	case c.ForceNewCluster != "" && c.ForceNewCluster != c.ID:
+		return fmt.Errorf("node: config: ForceNewCluster %q must repeat the node's ID %q (the confirmation)", c.ForceNewCluster, c.ID)
+	case c.ForceNewCluster != "" && c.DataDir == "":
+		return errors.New("node: config: ForceNewCluster needs DataDir: it restarts the cluster from this node's data")
 	case c.MaxClientRequests <= 0:
 		return fmt.Errorf("node: config: MaxClientRequests %d must be positive", c.MaxClientRequests)
 	}

@@ -28,25 +28,50 @@ func (s *peerServer) checkCluster(c string) error {
 	return nil
 }
 
-// promise raises acceptedEpoch to epoch (dropping the cache, which was
-// granted under an older leader, and ending this node's own leadership of
-// an older epoch: a newer leader may now change its store) and returns the
-// submission that makes the promise durable (nil if there is nothing to
-// persist). Callers hold n.mu.
-func (n *Node) promiseLocked(epoch int64) *durable.Pending {
-	if epoch <= n.acceptedEpoch {
-		return nil
+// leadership names one leadership: the leader's id and the random number
+// it chose when it was elected. The zero value is "unknown" (a promise
+// made without one, or a message of an older leader).
+type leadership struct {
+	id    string
+	nonce uint64
+}
+
+// refusesLocked reports whether this node must refuse a message of the
+// leadership ld of epoch as stale: the epoch is below its promise, or is
+// its promised epoch but promised to another leadership (a coordinator
+// that handed the same epoch out twice). Callers hold n.mu.
+func (n *Node) refusesLocked(epoch int64, ld leadership) (refuse, other bool) {
+	if epoch < n.acceptedEpoch {
+		return true, false
 	}
-	n.acceptedEpoch = epoch
-	n.acceptedEpochA.Store(epoch)
-	n.dropCache()
-	if l := n.lead.Load(); l != nil && l.epoch < epoch {
-		l.cancel(fmt.Errorf("node %s promised epoch %d: %w", n.cfg.ID, epoch, kvstore.ErrStaleEpoch))
+	other = epoch == n.acceptedEpoch && ld.nonce != 0 && n.accepted.nonce != 0 && ld != n.accepted
+	return other, other
+}
+
+// promise raises acceptedEpoch to epoch, promised to leadership ld
+// (dropping the cache, which was granted under an older leader, and ending
+// this node's own leadership of an older epoch: a newer leader may now
+// change its store), or records ld for a promise of epoch that named none,
+// and returns the submission that makes the promise durable (nil if there
+// is nothing to persist). Callers checked refusesLocked and hold n.mu.
+func (n *Node) promiseLocked(epoch int64, ld leadership) *durable.Pending {
+	switch {
+	case epoch > n.acceptedEpoch:
+		n.acceptedEpoch, n.accepted = epoch, ld
+		n.acceptedEpochA.Store(epoch)
+		n.dropCache()
+		if l := n.lead.Load(); l != nil && l.epoch < epoch {
+			l.cancel(fmt.Errorf("node %s promised epoch %d: %w", n.cfg.ID, epoch, kvstore.ErrStaleEpoch))
+		}
+	case epoch == n.acceptedEpoch && n.accepted.nonce == 0 && ld.nonce != 0:
+		n.accepted = ld
+	default:
+		return nil
 	}
 	if n.disk == nil {
 		return nil
 	}
-	return n.submittedLocked(n.disk.Promise(epoch))
+	return n.submittedLocked(n.disk.PromiseLeadership(epoch, ld.id, ld.nonce))
 }
 
 // Prepare implements the first step of a takeover (DESIGN.md).
@@ -57,23 +82,23 @@ func (s *peerServer) Prepare(ctx context.Context, req *kvpb.PrepareRequest) (*kv
 	if err := checkEpoch("prepare", req.Epoch); err != nil {
 		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, err)
 	}
-	return s.n.prepare(ctx, req.Epoch)
+	return s.n.prepare(ctx, req.Epoch, leadership{req.LeaderId, req.Leadership})
 }
 
-// prepare promises epoch and reports this node's position, once both are
-// durable.
-func (n *Node) prepare(ctx context.Context, epoch int64) (*kvpb.PrepareResponse, error) {
+// prepare promises epoch to leadership ld and reports this node's
+// position, once both are durable.
+func (n *Node) prepare(ctx context.Context, epoch int64, ld leadership) (*kvpb.PrepareResponse, error) {
 	n.mu.Lock()
-	if epoch < n.acceptedEpoch {
+	if refuse, other := n.refusesLocked(epoch, ld); refuse {
 		defer n.mu.Unlock()
-		return &kvpb.PrepareResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, NodeId: n.cfg.ID}, nil
+		return &kvpb.PrepareResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, NodeId: n.cfg.ID, OtherLeadership: other}, nil
 	}
-	p := n.promiseLocked(epoch)
+	p := n.promiseLocked(epoch, ld)
 	resp := &kvpb.PrepareResponse{
 		Ok:            true,
 		AcceptedEpoch: n.acceptedEpoch,
 		Applied:       toPos(n.store.Applied()),
-		Recovering:    n.recovering,
+		Recovering:    n.needsReconcileLocked(), // a voter with an unreconciled store counts toward no majority
 		NodeId:        n.cfg.ID,
 	}
 	last := n.pendingLastLocked()
@@ -109,12 +134,13 @@ func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable.Pending, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if req.Epoch < n.acceptedEpoch {
-		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied()), Reconcile: n.needsReconcileLocked()}, nil, nil
+	ld := leadership{req.LeaderId, req.Leadership}
+	if refuse, other := n.refusesLocked(req.Epoch, ld); refuse {
+		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied()), Reconcile: n.needsReconcileLocked(), OtherLeadership: other}, nil, nil
 	}
 	// Whatever this node applied before (under an earlier call whose wait
 	// may not be over) is part of the position it answers.
-	ps := []*durable.Pending{n.pendingLastLocked(), n.promiseLocked(req.Epoch)}
+	ps := []*durable.Pending{n.pendingLastLocked(), n.promiseLocked(req.Epoch, ld)}
 	n.met.appended(n.now())
 	applied := n.store.Applied()
 	if req.Snapshot != nil {
@@ -178,11 +204,15 @@ func (s *peerServer) GetSnapshot(ctx context.Context, req *kvpb.GetSnapshotReque
 		return nil, fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
 	n.mu.Lock()
-	if req.Epoch < n.acceptedEpoch {
+	ld := leadership{req.LeaderId, req.Leadership}
+	if refuse, other := n.refusesLocked(req.Epoch, ld); refuse {
 		defer n.mu.Unlock()
+		if other {
+			return nil, fmt.Errorf("node %s: snapshot for epoch %d, promised to another leadership (%s): %w", n.cfg.ID, req.Epoch, n.accepted.id, kvstore.ErrStaleEpoch)
+		}
 		return nil, fmt.Errorf("node %s: snapshot for epoch %d, promised %d: %w", n.cfg.ID, req.Epoch, n.acceptedEpoch, kvstore.ErrStaleEpoch)
 	}
-	p := n.promiseLocked(req.Epoch)
+	p := n.promiseLocked(req.Epoch, ld)
 	snap := toSnapshot(n.store.Snapshot())
 	last := n.pendingLastLocked()
 	n.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ var errLeadershipEnded = errors.New("leadership ended")
 type leader struct {
 	n         *Node
 	epoch     int64
+	ld        leadership // this node's id and a random number: names the leadership
 	sess      coord.Session
 	ctx       context.Context // ends with the leadership
 	cancel    context.CancelCauseFunc
@@ -102,6 +104,7 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) {
 	stop := context.AfterFunc(st.ctx, func() { cancel(context.Cause(st.ctx)) })
 	l := &leader{
 		n: n, epoch: epoch, sess: sess, ctx: lctx, cancel: cancel,
+		ld:        leadership{id: n.cfg.ID, nonce: newLeadershipNonce()},
 		electedAt: n.now(),
 		peers:     make(map[string]*peer), holders: make(map[string]map[string]holding),
 		changedCh: make(chan struct{}), removed: make(map[string]bool),
@@ -128,6 +131,36 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) {
 	n.log.Info("leading", "epoch", epoch)
 	n.notify()
 	l.maintain()
+}
+
+// behind is the error that ends a leadership because node id promised a
+// later epoch, or (other) this epoch to another leadership. A later epoch
+// is normal when a newer leader was elected meanwhile; but when this
+// node's election is the newest the coordinator knows, or the epoch was
+// handed out twice, the coordinator is behind the nodes (rebuilt, or
+// restored from a backup), and no leader it elects can lead: the log says
+// so, and names the recovery command.
+func (l *leader) behind(id string, promised int64, other bool) error {
+	err := fmt.Errorf("%s promised epoch %d > %d: %w", id, promised, l.epoch, kvstore.ErrStaleEpoch)
+	if other {
+		err = fmt.Errorf("%s promised epoch %d to another leadership: %w", id, l.epoch, kvstore.ErrStaleEpoch)
+	}
+	if v := l.n.view.Load(); other || (v.leader.ID == l.n.cfg.ID && v.leader.Epoch == l.epoch) {
+		l.n.log.Error("cannot lead: a node promised an epoch above the one the coordinator gave this leader; if this repeats, the coordinator is behind the nodes (rebuilt or restored from a backup): stop every node and run the recovery command on the most up-to-date one",
+			"epoch", l.epoch, "node", id, "promised", promised, "recovery", RecoveryCommand)
+	}
+	return err
+}
+
+// newLeadershipNonce is a random non-zero number naming one leadership.
+// Uniqueness, not secrecy, is what counts: two leaderships of one epoch
+// (a coordinator that handed it out twice) must not pick the same.
+func newLeadershipNonce() uint64 {
+	for {
+		if x := rand.Uint64(); x != 0 {
+			return x
+		}
+	}
 }
 
 func (l *leader) isServing() bool {
@@ -201,8 +234,8 @@ func (l *leader) takeover() error {
 		var best *kvpb.PrepareResponse
 		for id, r := range resps {
 			if !r.Ok {
-				if r.AcceptedEpoch > l.epoch {
-					return fmt.Errorf("%s promised epoch %d > %d: %w", id, r.AcceptedEpoch, l.epoch, kvstore.ErrStaleEpoch)
+				if r.AcceptedEpoch > l.epoch || r.OtherLeadership {
+					return l.behind(id, r.AcceptedEpoch, r.OtherLeadership)
 				}
 				continue
 			}
@@ -268,7 +301,7 @@ func (l *leader) prepareAll(targets map[string]string) map[string]*kvpb.PrepareR
 	var wg sync.WaitGroup
 	for id, addr := range targets {
 		if id == n.cfg.ID {
-			r, err := n.prepare(l.ctx, l.epoch)
+			r, err := n.prepare(l.ctx, l.epoch, l.ld)
 			if err != nil {
 				n.log.Warn("own prepare failed", "epoch", l.epoch, "err", err)
 				continue
@@ -290,7 +323,7 @@ func (l *leader) prepareAll(targets map[string]string) map[string]*kvpb.PrepareR
 			}
 			ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
 			defer cancel()
-			r, err := c.Prepare(ctx, &kvpb.PrepareRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: n.cfg.ID})
+			r, err := c.Prepare(ctx, &kvpb.PrepareRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce})
 			if err != nil || r.NodeId != id {
 				return
 			}
@@ -314,7 +347,7 @@ func (l *leader) pullSnapshot(addr string, want store.Version) (store.Snapshot, 
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, 10*n.cfg.RPCTimeout)
 	defer cancel()
-	p, err := c.GetSnapshot(ctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch})
+	p, err := c.GetSnapshot(ctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce})
 	if err != nil {
 		return store.Snapshot{}, rpc.FromStatus(err)
 	}
@@ -640,7 +673,7 @@ func (l *leader) buildAppend(p *peer) *kvpb.AppendRequest {
 	n := l.n
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	req := &kvpb.AppendRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: n.cfg.ID}
+	req := &kvpb.AppendRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce}
 	prev, ok := l.posAtLocked(p.next - 1)
 	if p.snapshot || !ok {
 		n.mu.Lock()
@@ -675,8 +708,8 @@ func (l *leader) handleAppend(p *peer, req *kvpb.AppendRequest, resp *kvpb.Appen
 		p.reachable = false
 		return false
 	}
-	if resp.AcceptedEpoch > l.epoch {
-		l.cancel(fmt.Errorf("%s promised epoch %d: %w", p.id, resp.AcceptedEpoch, kvstore.ErrStaleEpoch))
+	if resp.AcceptedEpoch > l.epoch || resp.OtherLeadership {
+		l.cancel(l.behind(p.id, resp.AcceptedEpoch, resp.OtherLeadership))
 		return false
 	}
 	p.reachable, p.answered = true, true
@@ -770,7 +803,7 @@ func (l *leader) waitServing(ctx context.Context) error {
 // replaced. Callers hold l.mu and n.mu.
 func (l *leader) ownsStoreLocked() error {
 	n := l.n
-	if at := n.store.Applied(); n.acceptedEpoch != l.epoch || (l.started && at != store.Version{Epoch: l.epoch, Seq: l.lastSeq}) {
+	if at := n.store.Applied(); n.acceptedEpoch != l.epoch || (l.started && (at != store.Version{Epoch: l.epoch, Seq: l.lastSeq} || n.accepted != l.ld)) {
 		return fmt.Errorf("node %s: %w (epoch %d: promised epoch %d, store at %s)", n.cfg.ID, kvstore.ErrNotLeader, l.epoch, n.acceptedEpoch, at)
 	}
 	return nil

@@ -74,13 +74,16 @@ type Node struct {
 	// view is the latest cluster view from the coordinator.
 	view atomic.Pointer[viewState]
 
-	// mu guards store, acceptedEpoch, recovering and viewCh. Lock order:
-	// leader.mu, then mu, then a cache shard's lock.
+	// mu guards store, acceptedEpoch, accepted, recovering and viewCh.
+	// Lock order: leader.mu, then mu, then a cache shard's lock.
 	mu            sync.Mutex
 	store         *store.Store
 	acceptedEpoch int64
-	recovering    bool
-	viewCh        chan struct{} // closed and replaced when view or serving changes
+	// accepted is the leadership acceptedEpoch was promised to (zero: none
+	// known): a second leadership of the same epoch is refused.
+	accepted   leadership
+	recovering bool
+	viewCh     chan struct{} // closed and replaced when view or serving changes
 
 	// disk is the durable copy of store (nil without Config.DataDir); every
 	// change of store is submitted to it under mu (persist.go). restored
@@ -139,6 +142,10 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// Every epoch the node sees is the coordinator's raw epoch plus its
+	// epoch base (coord.WithEpochBase), so that epochs stay monotone
+	// across a coordinator rebuild.
+	cfg.Coordinator = coord.WithEpochBase(cfg.Coordinator)
 	lis, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return nil, fmt.Errorf("node %s: listen: %w", cfg.ID, err)
@@ -194,9 +201,12 @@ func (n *Node) Addr() string { return n.addr }
 // as another cluster's fails with coord.ErrOtherCluster), records the
 // config's Settings as the cluster's if none are recorded and otherwise
 // checks them (a difference fails with coord.ErrSettingsMismatch, naming
-// the field and its flag), serves RPC,
-// bootstraps the voter record if there is none, and starts the session
-// loop. It returns once the node is running; use WaitServing to wait until
+// the field and its flag), runs the recovery command if
+// Config.ForceNewCluster asks (ErrForceRefused while a majority of the
+// voters is alive), serves RPC, bootstraps the voter record if there is
+// none (a node that holds data refuses with ErrCoordinatorLost instead),
+// and starts the session loop. It returns once the node is running; use
+// WaitServing to wait until
 // it serves.
 func (n *Node) Start(ctx context.Context) error {
 	if err := n.cfg.Coordinator.ClaimCluster(ctx, n.cfg.Cluster); err != nil {
@@ -209,9 +219,18 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.cfg.checkSettings(rec); err != nil {
 		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
+	if n.cfg.ForceNewCluster != "" {
+		if err := n.forceNewCluster(ctx); err != nil {
+			return err
+		}
+	}
 	voters, err := n.cfg.Coordinator.Voters(ctx)
 	if err != nil {
 		return fmt.Errorf("node %s: read voters: %w", n.cfg.ID, err)
+	}
+	if voters.Version == 0 && n.hasData() && !n.cfg.Faults.BootstrapWithData {
+		n.log.Error("refusing to start: no voter record but this node holds data", "err", ErrCoordinatorLost, "applied", n.Applied())
+		return fmt.Errorf("node %s: %w", n.cfg.ID, ErrCoordinatorLost)
 	}
 	if voters.Version == 0 {
 		// No voter record: nothing was ever committed, so this node's

@@ -48,6 +48,7 @@ func (n *Node) openDisk() error {
 		n.store.Restore(st.Snapshot)
 		n.acceptedEpoch = st.AcceptedEpoch
 		n.acceptedEpochA.Store(st.AcceptedEpoch)
+		n.accepted = leadership{id: st.AcceptedLeader, nonce: st.AcceptedLeadership}
 		// Files no leader reconciled since they were created (a lost or
 		// set-aside directory, restarted again; a crash right after
 		// creating them) are not restored data, whatever they hold.

@@ -32,7 +32,7 @@ func bindEnv(cmd *cobra.Command) error {
 func applyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) (from func(flag string) string, err error) {
 	fromEnv := map[string]bool{}
 	fs.VisitAll(func(fl *pflag.Flag) {
-		if err != nil || fl.Changed || fl.Name == "help" {
+		if err != nil || fl.Changed || fl.Name == "help" || envless(fl) {
 			return
 		}
 		v, ok := lookup(envName(fl.Name))
@@ -56,6 +56,24 @@ func applyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) (from func(
 // documentEnv adds each flag's variable to its help text.
 func documentEnv(cmd *cobra.Command) {
 	cmd.Flags().VisitAll(func(fl *pflag.Flag) {
-		fl.Usage += " [$" + envName(fl.Name) + "]"
+		if !envless(fl) {
+			fl.Usage += " [$" + envName(fl.Name) + "]"
+		}
 	})
+}
+
+// noEnvAnnotation marks a flag that only the command line may set.
+const noEnvAnnotation = "kvstore_no_env"
+
+// noEnv makes flag name command-line only: no environment variable sets it
+// (one left in a unit file or a container spec would act at every start).
+func noEnv(fs *pflag.FlagSet, name string) {
+	if err := fs.SetAnnotation(name, noEnvAnnotation, []string{"true"}); err != nil {
+		panic(err) // cannot happen: the flag was just defined
+	}
+}
+
+func envless(fl *pflag.Flag) bool {
+	_, ok := fl.Annotations[noEnvAnnotation]
+	return ok
 }

@@ -41,6 +41,7 @@ type nodeFlags struct {
 	tls       tlsFlags
 	noFsync   bool
 	limits    limitFlags
+	forceNew  string // --force-new-cluster: must repeat --id
 
 	access coordAccessFlags // TLS to etcd, credentials for ZooKeeper
 }
@@ -70,7 +71,20 @@ With --cert, --key and --ca (all three; see kvstore certs) the gRPC port
 speaks mutual TLS only: every caller needs a certificate of the CA, the
 node-to-node service takes only node certificates (CN=node), and the node
 shows --cert to the nodes it dials. Its certificate must name the host of
-its advertised address: the others check it.`,
+its advertised address: the others check it.
+
+Disaster recovery: --force-new-cluster=<this node's --id> restarts the
+cluster from this node's --data-dir alone, like etcd's --force-new-cluster.
+Use it when the coordinator lost its data (a node that holds data then
+refuses to start, saying so) or when a majority of the voters is gone for
+good, on the most up-to-date surviving node, with every other node stopped.
+It writes a voter record naming only this node, raises the coordinator's
+epoch base above every epoch this node promised, logs what may be lost
+(writes acknowledged only by nodes that are gone), and starts; then start
+the other surviving nodes normally, without the flag: they are reconciled
+to this node's state and become voters again. It is refused while a
+majority of the recorded voters is alive, its value must repeat --id, and
+it has no environment variable: it cannot be left on by accident.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -97,6 +111,8 @@ its advertised address: the others check it.`,
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory of the node's durable state (created if missing); a node restarted with it rejoins with its data and counts toward majorities at once (default: memory only; a voter restarted without data rejoins as recovering)")
 	f.limits.add(fl)
 	fl.BoolVar(&f.noFsync, "no-fsync", false, "with --data-dir: skip the fsync of each group commit (faster; a machine crash may lose acknowledged writes)")
+	fl.StringVar(&f.forceNew, "force-new-cluster", "", "DISASTER RECOVERY, see above: restart the cluster from this node's data alone; the value must repeat --id; writes acknowledged only by lost nodes are lost")
+	noEnv(fl, "force-new-cluster")
 	fl.StringVar(&f.metrics, "metrics-listen", "", "address of the HTTP server for /metrics, /healthz, /readyz and /debug/pprof/ (default: none); HTTPS with mutual TLS under --cert, --key and --ca")
 	f.tls.add(fl, "this node (a node certificate, CN=node, naming the host of --advertise)")
 	f.access.add(fl)
@@ -180,6 +196,12 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	if err := f.limits.validate(); err != nil {
 		return &exitError{exitUsage, err}
 	}
+	switch {
+	case f.forceNew != "" && f.forceNew != f.id:
+		return &exitError{exitUsage, fmt.Errorf("--force-new-cluster=%s must repeat --id %q: it restarts the whole cluster from this node's data alone", f.forceNew, f.id)}
+	case f.forceNew != "" && f.dataDir == "":
+		return &exitError{exitUsage, errors.New("--force-new-cluster needs --data-dir: it restarts the cluster from this node's data")}
+	}
 	serverTLS, peerTLS, err := f.tls.nodeConfigs()
 	if err != nil {
 		return err
@@ -207,6 +229,7 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	cfg.OpTimeout = f.opTimeout
 	cfg.DataDir = f.dataDir
 	cfg.NoFsync = f.noFsync
+	cfg.ForceNewCluster = f.forceNew
 	cfg.ServerTLS, cfg.PeerTLS = serverTLS, peerTLS
 	f.limits.apply(&cfg)
 	cfg.Logger = log

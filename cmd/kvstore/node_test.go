@@ -44,8 +44,14 @@ type nodeProc struct {
 
 func startNode(t *testing.T, bin, id string, env ...string) *nodeProc {
 	t.Helper()
+	return startNodeArgs(t, bin, id, nil, env...)
+}
+
+// startNodeArgs is startNode with more command-line arguments.
+func startNodeArgs(t *testing.T, bin, id string, args []string, env ...string) *nodeProc {
+	t.Helper()
 	p := &nodeProc{id: id, addr: freeAddr(t), log: &syncbuf.Buffer{}, done: make(chan error, 1), exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, "node", "--listen", p.addr)
+	p.cmd = exec.Command(bin, append([]string{"node", "--listen", p.addr}, args...)...)
 	// Flags through the environment, as a container would set them.
 	p.cmd.Env = append(os.Environ(), append([]string{"KVSTORE_ID=" + id}, env...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
@@ -441,6 +447,8 @@ func TestNodeFlagErrors(t *testing.T) {
 		{[]string{"node", "--id", "a", "--etcd", "x:1", "--zookeeper", "y:2"}, nil, "choose one coordinator"},
 		{[]string{"node", "--id", "a", "--etcd", "x:1"}, []string{"KVSTORE_SESSION_TTL=soon"}, "KVSTORE_SESSION_TTL"},
 		{[]string{"node", "--id", "a", "--etcd", "x:1", "--log-format", "xml"}, nil, "--log-format"},
+		{[]string{"node", "--id", "a", "--etcd", "x:1", "--data-dir", "d", "--force-new-cluster", "b"}, nil, "must repeat --id"},
+		{[]string{"node", "--id", "a", "--etcd", "x:1", "--force-new-cluster=a"}, nil, "needs --data-dir"},
 	} {
 		cmd := exec.Command(bin, tc.args...)
 		cmd.Env = append(os.Environ(), tc.env...)

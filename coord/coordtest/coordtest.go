@@ -59,6 +59,11 @@ func Run(t *testing.T, newCoord func(t *testing.T) coord.Coordinator) {
 		testClaimSettingsRace(t, []coord.Coordinator{open(t), open(t), open(t), open(t)})
 	})
 	t.Run("AbandonedSessionExpires", func(t *testing.T) { testAbandoned(t, open(t), open(t)) })
+	t.Run("ReplaceVoters", func(t *testing.T) { testReplaceVoters(t, open(t)) })
+	t.Run("EpochBase", func(t *testing.T) {
+		testEpochBase(t, []coord.Coordinator{open(t), open(t), open(t), open(t)})
+	})
+	t.Run("WithEpochBase", func(t *testing.T) { testWithEpochBase(t, open(t)) })
 }
 
 // conn is a Coordinator the suite closes exactly once.
@@ -721,4 +726,118 @@ func testAbandoned(t *testing.T, c1 *conn, c2 coord.Coordinator) {
 		}
 		return nil
 	})
+}
+
+// testReplaceVoters: the unfenced compare-and-swap of the recovery command.
+func testReplaceVoters(t *testing.T, c coord.Coordinator) {
+	ctx := ctxFor(t, 30*time.Second)
+	// Version 0 creates the record, once.
+	if err := c.ReplaceVoters(ctx, coord.Voters{}, []string{"a", "b", "c"}); err != nil {
+		t.Fatalf("ReplaceVoters on no record: %v", err)
+	}
+	if err := c.ReplaceVoters(ctx, coord.Voters{}, []string{"d"}); !errors.Is(err, coord.ErrConflict) {
+		t.Fatalf("ReplaceVoters(version 0) over a record = %v, want ErrConflict", err)
+	}
+	v1, err := c.Voters(ctx)
+	if err != nil || v1.Version <= 0 || len(v1.IDs) != 3 {
+		t.Fatalf("Voters = %+v, %v; want [a b c]", v1, err)
+	}
+	// No session, no leadership: the version is the only check.
+	if err := c.ReplaceVoters(ctx, v1, []string{"b"}); err != nil {
+		t.Fatalf("ReplaceVoters: %v", err)
+	}
+	v2, err := c.Voters(ctx)
+	if err != nil || v2.Version <= v1.Version || len(v2.IDs) != 1 || !v2.Contains("b") {
+		t.Fatalf("Voters = %+v, %v; want [b] with a version above %d", v2, err, v1.Version)
+	}
+	if err := c.ReplaceVoters(ctx, v1, []string{"c"}); !errors.Is(err, coord.ErrConflict) {
+		t.Fatalf("ReplaceVoters with a stale version = %v, want ErrConflict", err)
+	}
+	if got, err := c.Voters(ctx); err != nil || got.Version != v2.Version {
+		t.Fatalf("a refused ReplaceVoters changed the record to %+v (%v)", got, err)
+	}
+}
+
+// testEpochBase: the base starts at 0, only goes up, and concurrent raises
+// leave the highest.
+func testEpochBase(t *testing.T, cs []coord.Coordinator) {
+	ctx := ctxFor(t, 30*time.Second)
+	c := cs[0]
+	if b, err := c.EpochBase(ctx); err != nil || b != 0 {
+		t.Fatalf("EpochBase before any write = %d, %v; want 0, nil", b, err)
+	}
+	if err := c.RaiseEpochBase(ctx, 100); err != nil {
+		t.Fatalf("RaiseEpochBase(100): %v", err)
+	}
+	if err := c.RaiseEpochBase(ctx, 50); err != nil {
+		t.Fatalf("RaiseEpochBase(50): %v", err)
+	}
+	if b, err := cs[1].EpochBase(ctx); err != nil || b != 100 {
+		t.Fatalf("EpochBase after raising to 100 and then 50 = %d, %v; want 100 (never lowered)", b, err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(cs))
+	for i, ci := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = ci.RaiseEpochBase(ctx, int64(1000+i))
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("concurrent RaiseEpochBase #%d: %v", i, err)
+		}
+	}
+	want := int64(1000 + len(cs) - 1)
+	if b, err := c.EpochBase(ctx); err != nil || b != want {
+		t.Fatalf("EpochBase after concurrent raises = %d, %v; want %d", b, err, want)
+	}
+	// The base is not part of the voter record or the cluster record.
+	if v, err := c.Voters(ctx); err != nil || v.Version != 0 {
+		t.Fatalf("Voters after RaiseEpochBase = %+v, %v; want none", v, err)
+	}
+	if err := c.ClaimCluster(ctx, "x"); err != nil {
+		t.Fatalf("ClaimCluster after RaiseEpochBase: %v", err)
+	}
+}
+
+// testWithEpochBase: a session of coord.WithEpochBase adds the base to
+// the epochs it wins and watches, and fences SetVoters with the raw epoch.
+func testWithEpochBase(t *testing.T, raw coord.Coordinator) {
+	ctx := ctxFor(t, 60*time.Second)
+	rs := newSession(t, raw)
+	rawEpoch := awaitWin(t, campaign(ctx, rs, "r"), Slack, "raw session leads")
+	if err := rs.Resign(ctx); err != nil {
+		t.Fatalf("Resign: %v", err)
+	}
+	const base = int64(1) << 40
+	if err := raw.RaiseEpochBase(ctx, base); err != nil {
+		t.Fatalf("RaiseEpochBase: %v", err)
+	}
+	c := coord.WithEpochBase(raw)
+	if coord.WithEpochBase(c) != c {
+		t.Fatal("WithEpochBase wrapped twice")
+	}
+	if err := c.CreateVoters(ctx, []string{"a"}); err != nil {
+		t.Fatalf("CreateVoters: %v", err)
+	}
+	s := newSession(t, c)
+	epoch := awaitWin(t, campaign(ctx, s, "a"), Slack, "a leads")
+	if epoch <= base+rawEpoch {
+		t.Fatalf("epoch %d under the base %d plus the earlier raw epoch %d", epoch, base, rawEpoch)
+	}
+	WaitView(t, s.Watch(ctx), Slack, "a leads with the based epoch", leaderIs(coord.Leader{ID: "a", Epoch: epoch}))
+	WaitView(t, rs.Watch(ctx), Slack, "a leads with the raw epoch", leaderIs(coord.Leader{ID: "a", Epoch: epoch - base}))
+	v, err := c.Voters(ctx)
+	if err != nil {
+		t.Fatalf("Voters: %v", err)
+	}
+	if err := s.SetVoters(ctx, epoch-base, v, []string{"a", "z"}); !errors.Is(err, coord.ErrNotLeader) {
+		t.Fatalf("SetVoters with the raw epoch = %v, want ErrNotLeader", err)
+	}
+	if err := s.SetVoters(ctx, epoch, v, []string{"a", "b"}); err != nil {
+		t.Fatalf("SetVoters with the based epoch: %v", err)
+	}
 }

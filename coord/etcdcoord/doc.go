@@ -14,6 +14,8 @@
 //	settings              -> coord.Settings as JSON, persistent; created by
 //	                         ClaimSettings, changed by SetSettings (CAS on
 //	                         ModRevision)
+//	epoch_base            -> decimal number added to every epoch (coord.WithEpochBase),
+//	                         persistent; only raised (RaiseEpochBase, a CAS on ModRevision)
 //
 // The leader is the election key with the lowest create revision; its create
 // revision is the epoch, which therefore strictly increases from one leader to

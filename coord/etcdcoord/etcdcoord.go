@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -126,6 +127,7 @@ type keys struct {
 	voters   string
 	cluster  string // the name of the cluster that owns the prefix
 	settings string // the cluster's safety settings (coord.Settings)
+	base     string // the epoch base (coord.Coordinator.EpochBase)
 }
 
 func newKeys(prefix string) keys {
@@ -137,6 +139,7 @@ func newKeys(prefix string) keys {
 		voters:   prefix + "voters",
 		cluster:  prefix + "cluster",
 		settings: prefix + "settings",
+		base:     prefix + "epoch_base",
 	}
 }
 
@@ -447,6 +450,77 @@ func (c *Coordinator) SetSettings(ctx context.Context, prev, next coord.Settings
 		return fmt.Errorf("etcdcoord: set settings: version %d is stale: %w", prev.Version, coord.ErrConflict)
 	}
 	return nil
+}
+
+// ReplaceVoters overwrites the voter record if its mod revision is still
+// prev.Version (or, with prev.Version 0, creates it), unfenced.
+func (c *Coordinator) ReplaceVoters(ctx context.Context, prev coord.Voters, ids []string) error {
+	if prev.Version == 0 {
+		return c.CreateVoters(ctx, ids)
+	}
+	val, err := encodeVoters(ids)
+	if err != nil {
+		return err
+	}
+	resp, err := c.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(c.keys.voters), "=", prev.Version)).
+		Then(clientv3.OpPut(c.keys.voters, val)).
+		Commit()
+	if err != nil {
+		return fmt.Errorf("etcdcoord: replace voters: %w", err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("etcdcoord: replace voters: version %d is stale: %w", prev.Version, coord.ErrConflict)
+	}
+	return nil
+}
+
+// EpochBase reads the epoch base key (a decimal number); absent is 0.
+func (c *Coordinator) EpochBase(ctx context.Context) (int64, error) {
+	base, _, err := c.epochBase(ctx)
+	return base, err
+}
+
+func (c *Coordinator) epochBase(ctx context.Context) (base, modRev int64, err error) {
+	resp, err := c.client.Get(ctx, c.keys.base)
+	if err != nil {
+		return 0, 0, fmt.Errorf("etcdcoord: read the epoch base: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, 0, nil
+	}
+	kv := resp.Kvs[0]
+	if base, err = strconv.ParseInt(string(kv.Value), 10, 64); err != nil || base < 0 {
+		return 0, 0, fmt.Errorf("etcdcoord: decode the epoch base %q: bad number", kv.Value)
+	}
+	return base, kv.ModRevision, nil
+}
+
+// RaiseEpochBase raises the epoch base key to base with a compare-and-swap
+// on its mod revision, retried until it holds base or more.
+func (c *Coordinator) RaiseEpochBase(ctx context.Context, base int64) error {
+	if base < 0 {
+		return fmt.Errorf("etcdcoord: raise the epoch base: %d is negative", base)
+	}
+	for {
+		cur, rev, err := c.epochBase(ctx)
+		if err != nil {
+			return err
+		}
+		if cur >= base {
+			return nil
+		}
+		resp, err := c.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(c.keys.base), "=", rev)).
+			Then(clientv3.OpPut(c.keys.base, strconv.FormatInt(base, 10))).
+			Commit()
+		if err != nil {
+			return fmt.Errorf("etcdcoord: raise the epoch base to %d: %w", base, err)
+		}
+		if resp.Succeeded {
+			return nil
+		}
+	}
 }
 
 func encodeVoters(ids []string) (string, error) {

@@ -14,6 +14,8 @@
 //	settings                  -> coord.Settings as JSON; persistent, created by
 //	                             ClaimSettings, changed by SetSettings (versioned
 //	                             setData), Version = data version + 1
+//	epoch_base                -> decimal number added to every epoch (coord.WithEpochBase);
+//	                             persistent, only raised (RaiseEpochBase: versioned set)
 //
 // # Sessions
 //
@@ -88,7 +90,7 @@
 // ZooKeeper's digest scheme before it is used, and the client re-sends
 // them after every reconnect before any queued request or watch; every
 // znode at or under the prefix (the prefix itself, members/, election/,
-// voters, cluster, and each member and candidate) is created with the ACL
+// voters, cluster, epoch_base, and each member and candidate) is created with the ACL
 // digest:user:base64(sha1(user:password)) and all permissions, so a client
 // without the credentials can neither read nor list nor change nor delete
 // any of them (ZooKeeper answers NoAuth). Parents of the prefix that New

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -146,6 +147,7 @@ type paths struct {
 	voters    string
 	cluster   string // the name of the cluster that owns the prefix
 	settings  string // the cluster's safety settings (coord.Settings)
+	base      string // the epoch base (coord.Coordinator.EpochBase)
 }
 
 func newPaths(prefix string) paths {
@@ -157,6 +159,7 @@ func newPaths(prefix string) paths {
 		voters:    prefix + "/voters",
 		cluster:   prefix + "/cluster",
 		settings:  prefix + "/settings",
+		base:      prefix + "/epoch_base",
 	}
 }
 
@@ -262,7 +265,7 @@ func (c *Coordinator) ensure(ctx context.Context, p string) error {
 // Config.Auth was set keeps its open ACLs, and serving on it would protect
 // nothing. Set their ACLs (zkCli: setAcl -R) or use a new prefix.
 func (c *Coordinator) checkClosed(ctx context.Context) error {
-	for _, p := range []string{c.paths.prefix, c.paths.members, c.paths.election, c.paths.voters, c.paths.cluster, c.paths.settings} {
+	for _, p := range []string{c.paths.prefix, c.paths.members, c.paths.election, c.paths.voters, c.paths.cluster, c.paths.settings, c.paths.base} {
 		var acl []zk.ACL
 		err := do(ctx, c, func() (err error) {
 			acl, _, err = c.admin.conn.GetACL(p)
@@ -551,4 +554,108 @@ func (c *Coordinator) SetSettings(ctx context.Context, prev, next coord.Settings
 		return fmt.Errorf("zkcoord: set settings: %w", err)
 	}
 	return nil
+}
+
+// ReplaceVoters overwrites the voter znode if its version still matches
+// prev.Version (or, with prev.Version 0, creates it), unfenced.
+func (c *Coordinator) ReplaceVoters(ctx context.Context, prev coord.Voters, ids []string) error {
+	if prev.Version == 0 {
+		return c.CreateVoters(ctx, ids)
+	}
+	if prev.Version < 0 || prev.Version > 1<<31 {
+		return fmt.Errorf("zkcoord: replace voters: version %d was never read from a record: %w", prev.Version, coord.ErrConflict)
+	}
+	val, err := encodeVoters(ids)
+	if err != nil {
+		return err
+	}
+	err = do(ctx, c, func() error {
+		_, err := c.admin.conn.Set(c.paths.voters, val, int32(prev.Version-1))
+		return err
+	})
+	if errors.Is(err, zk.ErrBadVersion) || errors.Is(err, zk.ErrNoNode) {
+		return fmt.Errorf("zkcoord: replace voters: version %d is stale (%w): %w", prev.Version, err, coord.ErrConflict)
+	}
+	if err != nil {
+		return fmt.Errorf("zkcoord: replace voters: %w", err)
+	}
+	return nil
+}
+
+// EpochBase reads the epoch base znode (a decimal number), linearizably
+// (sync, then get); absent is 0.
+func (c *Coordinator) EpochBase(ctx context.Context) (int64, error) {
+	base, _, err := c.epochBase(ctx)
+	return base, err
+}
+
+// epochBase returns the base and the znode's version (-1: absent).
+func (c *Coordinator) epochBase(ctx context.Context) (base int64, version int32, err error) {
+	var data []byte
+	var stat *zk.Stat
+	read := func() (err error) {
+		if _, err := c.admin.conn.Sync(c.paths.prefix); err != nil {
+			return err
+		}
+		data, stat, err = c.admin.conn.Get(c.paths.base)
+		return err
+	}
+	err = do(ctx, c, read)
+	for lostAnswer(err) {
+		select {
+		case <-ctx.Done():
+			return 0, 0, fmt.Errorf("zkcoord: read the epoch base: %w (after %w)", ctx.Err(), err)
+		case <-time.After(retryInterval):
+		}
+		err = do(ctx, c, read)
+	}
+	if errors.Is(err, zk.ErrNoNode) {
+		return 0, -1, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("zkcoord: read the epoch base: %w", err)
+	}
+	if base, err = strconv.ParseInt(string(data), 10, 64); err != nil || base < 0 {
+		return 0, 0, fmt.Errorf("zkcoord: decode the epoch base %q: bad number", data)
+	}
+	return base, stat.Version, nil
+}
+
+// RaiseEpochBase raises the epoch base znode to base with a versioned
+// create or set, retried until it holds base or more.
+func (c *Coordinator) RaiseEpochBase(ctx context.Context, base int64) error {
+	if base < 0 {
+		return fmt.Errorf("zkcoord: raise the epoch base: %d is negative", base)
+	}
+	val := []byte(strconv.FormatInt(base, 10))
+	for {
+		cur, version, err := c.epochBase(ctx)
+		if err != nil {
+			return err
+		}
+		if cur >= base {
+			return nil
+		}
+		err = do(ctx, c, func() error {
+			if version < 0 {
+				_, err := c.admin.conn.Create(c.paths.base, val, 0, c.acl)
+				return err
+			}
+			_, err := c.admin.conn.Set(c.paths.base, val, version)
+			return err
+		})
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, zk.ErrNodeExists), errors.Is(err, zk.ErrBadVersion), lostAnswer(err):
+			// Changed meanwhile, or the answer was lost: read again.
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("zkcoord: raise the epoch base to %d: %w (after %w)", base, ctx.Err(), err)
+			case <-time.After(retryInterval):
+			}
+		default:
+			return fmt.Errorf("zkcoord: raise the epoch base to %d: %w", base, err)
+		}
+	}
 }

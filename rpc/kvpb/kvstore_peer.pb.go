@@ -400,10 +400,15 @@ func (x *Snapshot) GetRequests() []*Request {
 }
 
 type PrepareRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	LeaderId      string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Cluster  string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Epoch    int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LeaderId string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	// leadership is a random number the leader chose for this leadership:
+	// with leader_id it names the leadership, so that a coordinator that
+	// hands the same epoch out twice (restored from an older backup) cannot
+	// make two leaders of it. 0: unknown (an older leader), epoch alone.
+	Leadership    uint64 `protobuf:"varint,4,opt,name=leadership,proto3" json:"leadership,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -459,6 +464,13 @@ func (x *PrepareRequest) GetLeaderId() string {
 	return ""
 }
 
+func (x *PrepareRequest) GetLeadership() uint64 {
+	if x != nil {
+		return x.Leadership
+	}
+	return 0
+}
+
 type PrepareResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
@@ -466,8 +478,11 @@ type PrepareResponse struct {
 	Applied       *Position              `protobuf:"bytes,3,opt,name=applied,proto3" json:"applied,omitempty"`
 	Recovering    bool                   `protobuf:"varint,4,opt,name=recovering,proto3" json:"recovering,omitempty"` // restarted without its store: counts toward no majority
 	NodeId        string                 `protobuf:"bytes,5,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// other_leadership: refused (ok false) because accepted_epoch, the
+	// request's epoch, is promised to another leadership.
+	OtherLeadership bool `protobuf:"varint,6,opt,name=other_leadership,json=otherLeadership,proto3" json:"other_leadership,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *PrepareResponse) Reset() {
@@ -535,14 +550,22 @@ func (x *PrepareResponse) GetNodeId() string {
 	return ""
 }
 
+func (x *PrepareResponse) GetOtherLeadership() bool {
+	if x != nil {
+		return x.OtherLeadership
+	}
+	return false
+}
+
 type AppendRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	LeaderId      string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	Prev          *Position              `protobuf:"bytes,4,opt,name=prev,proto3" json:"prev,omitempty"`         // position the follower must be at
-	Entries       []*Entry               `protobuf:"bytes,5,rep,name=entries,proto3" json:"entries,omitempty"`   // in seq order, contiguous after prev
-	Snapshot      *Snapshot              `protobuf:"bytes,6,opt,name=snapshot,proto3" json:"snapshot,omitempty"` // when set, replaces the follower's state (entries empty)
+	Prev          *Position              `protobuf:"bytes,4,opt,name=prev,proto3" json:"prev,omitempty"`              // position the follower must be at
+	Entries       []*Entry               `protobuf:"bytes,5,rep,name=entries,proto3" json:"entries,omitempty"`        // in seq order, contiguous after prev
+	Snapshot      *Snapshot              `protobuf:"bytes,6,opt,name=snapshot,proto3" json:"snapshot,omitempty"`      // when set, replaces the follower's state (entries empty)
+	Leadership    uint64                 `protobuf:"varint,7,opt,name=leadership,proto3" json:"leadership,omitempty"` // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -619,6 +642,13 @@ func (x *AppendRequest) GetSnapshot() *Snapshot {
 	return nil
 }
 
+func (x *AppendRequest) GetLeadership() uint64 {
+	if x != nil {
+		return x.Leadership
+	}
+	return 0
+}
+
 type AppendResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
@@ -627,9 +657,10 @@ type AppendResponse struct {
 	// The follower has not been reconciled since it lost its store (or since
 	// its data directory was created): it needs the leader's snapshot, and
 	// only that clears the state; entries alone do not.
-	Reconcile     bool `protobuf:"varint,4,opt,name=reconcile,proto3" json:"reconcile,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reconcile       bool `protobuf:"varint,4,opt,name=reconcile,proto3" json:"reconcile,omitempty"`
+	OtherLeadership bool `protobuf:"varint,5,opt,name=other_leadership,json=otherLeadership,proto3" json:"other_leadership,omitempty"` // as in PrepareResponse
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *AppendResponse) Reset() {
@@ -690,10 +721,19 @@ func (x *AppendResponse) GetReconcile() bool {
 	return false
 }
 
+func (x *AppendResponse) GetOtherLeadership() bool {
+	if x != nil {
+		return x.OtherLeadership
+	}
+	return false
+}
+
 type GetSnapshotRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LeaderId      string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Leadership    uint64                 `protobuf:"varint,4,opt,name=leadership,proto3" json:"leadership,omitempty"` // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -738,6 +778,20 @@ func (x *GetSnapshotRequest) GetCluster() string {
 func (x *GetSnapshotRequest) GetEpoch() int64 {
 	if x != nil {
 		return x.Epoch
+	}
+	return 0
+}
+
+func (x *GetSnapshotRequest) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *GetSnapshotRequest) GetLeadership() uint64 {
+	if x != nil {
+		return x.Leadership
 	}
 	return 0
 }
@@ -1256,11 +1310,14 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\bSnapshot\x123\n" +
 	"\aapplied\x18\x01 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\x12+\n" +
 	"\x05items\x18\x02 \x03(\v2\x15.kvstore.peer.v1.ItemR\x05items\x124\n" +
-	"\brequests\x18\x03 \x03(\v2\x18.kvstore.peer.v1.RequestR\brequests\"]\n" +
+	"\brequests\x18\x03 \x03(\v2\x18.kvstore.peer.v1.RequestR\brequests\"}\n" +
 	"\x0ePrepareRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
-	"\tleader_id\x18\x03 \x01(\tR\bleaderId\"\xb6\x01\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12\x1e\n" +
+	"\n" +
+	"leadership\x18\x04 \x01(\x04R\n" +
+	"leadership\"\xe1\x01\n" +
 	"\x0fPrepareResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
@@ -1268,22 +1325,31 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\n" +
 	"recovering\x18\x04 \x01(\bR\n" +
 	"recovering\x12\x17\n" +
-	"\anode_id\x18\x05 \x01(\tR\x06nodeId\"\xf4\x01\n" +
+	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12)\n" +
+	"\x10other_leadership\x18\x06 \x01(\bR\x0fotherLeadership\"\x94\x02\n" +
 	"\rAppendRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12-\n" +
 	"\x04prev\x18\x04 \x01(\v2\x19.kvstore.peer.v1.PositionR\x04prev\x120\n" +
 	"\aentries\x18\x05 \x03(\v2\x16.kvstore.peer.v1.EntryR\aentries\x125\n" +
-	"\bsnapshot\x18\x06 \x01(\v2\x19.kvstore.peer.v1.SnapshotR\bsnapshot\"\x9a\x01\n" +
+	"\bsnapshot\x18\x06 \x01(\v2\x19.kvstore.peer.v1.SnapshotR\bsnapshot\x12\x1e\n" +
+	"\n" +
+	"leadership\x18\a \x01(\x04R\n" +
+	"leadership\"\xc5\x01\n" +
 	"\x0eAppendResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
 	"\aapplied\x18\x03 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\x12\x1c\n" +
-	"\treconcile\x18\x04 \x01(\bR\treconcile\"D\n" +
+	"\treconcile\x18\x04 \x01(\bR\treconcile\x12)\n" +
+	"\x10other_leadership\x18\x05 \x01(\bR\x0fotherLeadership\"\x81\x01\n" +
 	"\x12GetSnapshotRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\"S\n" +
+	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12\x1e\n" +
+	"\n" +
+	"leadership\x18\x04 \x01(\x04R\n" +
+	"leadership\"S\n" +
 	"\fFetchRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x17\n" +
