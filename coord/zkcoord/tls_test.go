@@ -2,8 +2,8 @@ package zkcoord_test
 
 import (
 	"context"
-	"errors"
 	"crypto/tls"
+	"errors"
 	"os"
 	"strings"
 	"testing"
