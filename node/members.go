@@ -68,7 +68,20 @@ func (l *leader) removeVoter(ctx context.Context, id string) (coord.Voters, erro
 			l.cancel(fmt.Errorf("voter change refused: %w", err))
 			return prev, fmt.Errorf("node %s: remove %s: %w: %w", n.cfg.ID, id, kvstore.ErrNotLeader, err)
 		}
-		return prev, fmt.Errorf("node %s: remove %s: %w", n.cfg.ID, id, err)
+		// A conflict, or an answer lost on the way: the record may hold
+		// the change already (then it is done), or another one (then the
+		// leader's copy is stale and is refreshed for the next attempt).
+		v, rerr := n.cfg.Coordinator.Voters(rctx)
+		if rerr != nil || v.Contains(id) {
+			if rerr == nil {
+				l.mu.Lock()
+				l.voters = v
+				l.recomputeCommitLocked()
+				l.mu.Unlock()
+			}
+			return prev, fmt.Errorf("node %s: remove %s: %w", n.cfg.ID, id, err)
+		}
+		return l.removed1(id, v), nil
 	}
 	v, err := n.cfg.Coordinator.Voters(rctx)
 	if err != nil {
@@ -78,6 +91,14 @@ func (l *leader) removeVoter(ctx context.Context, id string) (coord.Voters, erro
 		// new one.
 		return coord.Voters{IDs: ids}, fmt.Errorf("%w: node %s: removed %s, then could not read the voters back: %w", kvstore.ErrOutcomeUnknown, n.cfg.ID, id, err)
 	}
+	return l.removed1(id, v), nil
+}
+
+// removed1 installs the voter record v, from which id was just removed:
+// majorities are counted in it from now on, and id, if still a member, is
+// kept out and told to leave.
+func (l *leader) removed1(id string, v coord.Voters) coord.Voters {
+	n := l.n
 	l.mu.Lock()
 	l.voters = v
 	if _, member := n.view.Load().members[id]; member {
@@ -87,7 +108,7 @@ func (l *leader) removeVoter(ctx context.Context, id string) (coord.Voters, erro
 	l.mu.Unlock()
 	n.log.Info("voter removed", "id", id, "voters", v.IDs)
 	l.tellRemoved()
-	return v, nil
+	return v
 }
 
 // checkRemovalLocked says why id may not be removed now, or nil.
@@ -103,9 +124,12 @@ func (l *leader) checkRemovalLocked(id string) error {
 	if len(rest) == 0 {
 		return fmt.Errorf("%w: %s is the last voter", kvstore.ErrUnsafeRemoval, id)
 	}
+	// Live: answering, and holding everything committed. A peer that
+	// answers but waits for a snapshot (recovering, or far behind) cannot
+	// yet make up a majority of the rest.
 	live := map[string]bool{n.cfg.ID: true}
 	for pid, p := range l.peers {
-		live[pid] = p.reachable
+		live[pid] = p.reachable && !p.snapshot && p.match >= l.commit
 	}
 	if !quorum.HasMajority(rest, live) {
 		var up []string

@@ -63,7 +63,8 @@ type Node struct {
 	wg      sync.WaitGroup
 	closed  atomic.Bool
 	killed  atomic.Bool
-	removed atomic.Bool // told to leave by the leader (members.go)
+	stopped chan struct{} // closed once Close or Kill has finished
+	removed atomic.Bool   // told to leave by the leader (members.go)
 
 	rpcDown atomic.Bool // inbound node-to-node RPC refused (rmi-down)
 
@@ -165,6 +166,7 @@ func New(cfg Config) (*Node, error) {
 		cache:   newCache(),
 		flights: make(map[string]*flight),
 		viewCh:  make(chan struct{}),
+		stopped: make(chan struct{}),
 		incarn:  strconv.FormatInt(time.Now().UnixNano(), 36),
 	}
 	n.limits = newLimiter(&n.cfg)
@@ -284,8 +286,17 @@ func (n *Node) Close(ctx context.Context) error {
 // closeWith is Close with the cause pending operations fail with.
 func (n *Node) closeWith(ctx context.Context, cause error) error {
 	if !n.closed.CompareAndSwap(false, true) {
-		return nil
+		// Closing already (a removed node told to leave closes itself):
+		// return once that is over, so that the caller (kvstore node's
+		// shutdown) does not exit half-way through.
+		select {
+		case <-n.stopped:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("node %s: close: %w", n.cfg.ID, ctx.Err())
+		}
 	}
+	defer close(n.stopped)
 	n.stop(cause)
 	done := make(chan struct{})
 	go func() { n.srv.GracefulStop(); close(done) }()
@@ -308,6 +319,7 @@ func (n *Node) Kill() {
 	if !n.closed.CompareAndSwap(false, true) {
 		return
 	}
+	defer close(n.stopped)
 	n.killed.Store(true)
 	n.crashDisk()
 	n.srv.Stop()

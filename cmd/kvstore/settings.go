@@ -218,7 +218,13 @@ func liveMembers(ctx context.Context, co coord.Coordinator) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list live members: %w", err)
 	}
-	defer func() { _ = sess.Close(context.WithoutCancel(ctx)) }()
+	defer func() {
+		// Closing deletes the session's entries; bounded, so that a
+		// coordinator that went away cannot hang the command.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = sess.Close(cctx)
+	}()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	select {

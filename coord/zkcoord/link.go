@@ -35,12 +35,15 @@ type link struct {
 	last    connInfo // from the latest connect response
 	dialErr error    // why the latest dial failed; nil once one succeeds
 
-	// refused is closed when a TLS handshake failed for good: the server
-	// refused this client's certificate, or its own did not verify. More
-	// attempts cannot succeed, so dial gives up at once instead of waiting
-	// out its context, as it does for a server that is only slow.
+	// refused is closed when a TLS handshake failed for good with every
+	// server: each refused this client's certificate, or its own did not
+	// verify. More attempts cannot succeed, so dial gives up at once
+	// instead of waiting out its context, as it does for a server that is
+	// only slow.
 	refused     chan struct{}
 	refusedOnce sync.Once
+	servers     int             // how many servers dial may try
+	definiteBy  map[string]bool // the servers whose handshake failed for good
 }
 
 // definite reports whether a failed TLS handshake would fail again: a
@@ -76,7 +79,7 @@ var errAbandoned = errors.New("zkcoord: connection abandoned")
 // the client's event loop: it must not block.
 func dial(ctx context.Context, cfg Config, timeout time.Duration, onEvent func(zk.Event)) (*link, error) {
 	servers, auth := cfg.Servers, cfg.Auth
-	l := &link{raw: map[*sniffConn]struct{}{}, handshake: max(timeout/2, 200*time.Millisecond), tls: cfg.TLS, refused: make(chan struct{})}
+	l := &link{raw: map[*sniffConn]struct{}{}, handshake: max(timeout/2, 200*time.Millisecond), tls: cfg.TLS, refused: make(chan struct{}), servers: len(servers), definiteBy: map[string]bool{}}
 	granted := make(chan struct{})
 	var once sync.Once
 	cb := func(ev zk.Event) {
@@ -150,7 +153,16 @@ func (l *link) dialRaw(network, addr string, timeout time.Duration) (net.Conn, e
 	l.dialErr = err
 	l.mu.Unlock()
 	if err != nil && l.tls != nil && definite(err) {
-		l.refusedOnce.Do(func() { close(l.refused) })
+		// Given up only once every server refused: one misconfigured
+		// server (a certificate being rotated) must not fail a dial
+		// that another server would answer.
+		l.mu.Lock()
+		l.definiteBy[addr] = true
+		all := len(l.definiteBy) >= l.servers
+		l.mu.Unlock()
+		if all {
+			l.refusedOnce.Do(func() { close(l.refused) })
+		}
 	}
 	if err != nil {
 		return nil, err
