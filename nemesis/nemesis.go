@@ -136,8 +136,10 @@ const (
 
 // DurableKinds is the fault mix for clusters whose nodes keep their state
 // on disk: crashes of every node, at once and in a rolling order, and the
-// leader's.
-var DurableKinds = []Kind{CrashAll, RollingCrash, KillLeader, Kill}
+// leader's; a node's disk lost (also while it holds the last copy of
+// writes); a node replaced by a new one, and a live voter removed and
+// replaced.
+var DurableKinds = []Kind{CrashAll, RollingCrash, KillLeader, Kill, LoseDisk, LoseLastCopy, ReplaceNode, RemoveVoter}
 
 // AllKinds is every fault, for the default fault mix. HandOver is left
 // out: with 3 nodes it leaves no majority (use it with 5). RmiDownFollower

@@ -646,14 +646,13 @@ func TestPlayStopsOnCancel(t *testing.T) {
 	}
 }
 
-// TestGenerateDurableShapes checks the steps of the disk and membership
-// kinds: a
+// TestGenerateDurableShapes checks the steps of the durable fault mix: a
 // lost disk hits one node, restarted once or twice; a replaced node is one
 // node; the kinds found from the leader name none.
 func TestGenerateDurableShapes(t *testing.T) {
 	for _, size := range []int{3, 5} {
 		o := opts(size)
-		o.Kinds = []Kind{Kill, LoseDisk, LoseLastCopy, ReplaceNode, RemoveVoter}
+		o.Kinds = DurableKinds
 		kinds := map[Kind]int{}
 		twice := map[Kind]map[bool]int{LoseDisk: {}, LoseLastCopy: {}}
 		for seed := uint64(0); seed < 200; seed++ {
