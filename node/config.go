@@ -146,6 +146,11 @@ type Faults struct {
 	// (as a node the word cannot reach would), so that only the leader
 	// keeps it out of the voter record.
 	IgnoreLeave bool
+	// ForgetUnreconciled ignores the durable unreconciled mark: a node
+	// restarted with a data directory no leader reconciled since it was
+	// created (a lost disk, restarted a second time) counts as restored
+	// and as reconciled.
+	ForgetUnreconciled bool
 	// SlowDisk is not a bug but a slow disk: each group commit of the data
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.

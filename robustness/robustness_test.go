@@ -655,6 +655,14 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 		// slow disk: 1.5 s per group commit): when every node crashes at
 		// once, what was acknowledged but not yet on disk is gone.
 		{"skip-durable-wait", node.Faults{SkipDurableWait: true, SlowDisk: 1500 * time.Millisecond}, []nemesis.Kind{nemesis.CrashAll}, 3, 200 * time.Millisecond, 5, 0, true},
+		// A node that lost its disk counted as restored when it restarts a
+		// second time before any leader reconciled it: it holds the last
+		// copy of writes a lagging follower lacks, the leader crashes, and
+		// the laggard and the wiped node elect a leader that serves
+		// without the writes; the crashed leader, back with its data, is
+		// reconciled to that state. A hold of 4 s leaves the new leader
+		// time to serve before the heal brings the old one back.
+		{"forget-unreconciled", node.Faults{ForgetUnreconciled: true}, []nemesis.Kind{nemesis.LoseLastCopy}, 3, 4 * time.Second, 2, 0, true},
 	}
 	for ci, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
