@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -35,6 +36,10 @@ import (
 
 // ErrNoSuchNode is returned for a node number that was never created.
 var ErrNoSuchNode = errors.New("cluster: no such node")
+
+// ErrRetired is returned for a node number that was retired (Retire): it
+// left the cluster for good and is never started again.
+var ErrRetired = errors.New("cluster: node retired")
 
 // Backend names a coordinator kind.
 type Backend string
@@ -128,6 +133,7 @@ type slot struct {
 	node    *node.Node // nil while killed
 	rmiDown bool
 	zkDown  bool
+	retired bool // left the cluster for good (Retire)
 }
 
 // New starts the coordinator and opts.Nodes nodes, waiting until they serve.
@@ -468,17 +474,47 @@ func (c *Cluster) Node(n int) (*node.Node, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.retired {
+		return nil, fmt.Errorf("%w: node %d", ErrRetired, n)
+	}
 	if s.node == nil {
 		return nil, fmt.Errorf("cluster: node %d is killed", n)
 	}
 	return s.node, nil
 }
 
-// Size is how many node numbers exist (killed ones included).
+// Size is how many node numbers exist (killed and retired ones included).
 func (c *Cluster) Size() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.slots)
+}
+
+// Active lists, in order, the numbers of the nodes that belong to the
+// cluster: every node but the retired ones, killed ones included.
+func (c *Cluster) Active() []int {
+	c.mu.Lock()
+	slots := append([]*slot(nil), c.slots...)
+	c.mu.Unlock()
+	var out []int
+	for _, s := range slots {
+		s.mu.Lock()
+		if !s.retired {
+			out = append(out, s.num)
+		}
+		s.mu.Unlock()
+	}
+	return out
+}
+
+// Recovering reports whether node n runs and is recovering: it restarted
+// without reconciled data and no leader has reconciled it yet.
+func (c *Cluster) Recovering(n int) (bool, error) {
+	nd, err := c.Node(n)
+	if err != nil {
+		return false, err
+	}
+	return nd.Recovering(), nil
 }
 
 // Get reads key through node n.
@@ -514,7 +550,7 @@ type NodeInfo struct {
 	ID    string
 	Addr  string
 	Role  string // "leader" or "follower"
-	State string // "ok", "zk-down", "rmi-down", "suspended", "recovering", "stopped", ...
+	State string // "ok", "zk-down", "rmi-down", "suspended", "recovering", "stopped", "retired", ...
 }
 
 // List describes every node in number order.
@@ -526,6 +562,9 @@ func (c *Cluster) List() []NodeInfo {
 	for _, s := range slots {
 		s.mu.Lock()
 		info := NodeInfo{Num: s.num, ID: s.id, Role: "follower", State: "stopped", Addr: "-"}
+		if s.retired {
+			info.State = "retired"
+		}
 		if nd := s.node; nd != nil {
 			info.Addr = nd.Addr()
 			if nd.IsLeader() {
@@ -661,14 +700,64 @@ func (c *Cluster) Kill(n int) error {
 		return err
 	}
 	s.mu.Lock()
-	nd, co := s.node, s.coord
+	nd, co, retired := s.node, s.coord, s.retired
 	s.node, s.coord = nil, nil
 	s.mu.Unlock()
+	if retired {
+		return fmt.Errorf("%w: node %d", ErrRetired, n)
+	}
 	if nd == nil {
 		return fmt.Errorf("cluster: node %d is already killed", n)
 	}
 	nd.Kill()
 	_ = co.Close()
+	return nil
+}
+
+// WipeData deletes killed node n's data directory, as a lost disk would:
+// restarted, the node finds none and starts empty. It needs a cluster with
+// Options.DataDir.
+func (c *Cluster) WipeData(n int) error {
+	s, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	if c.opts.DataDir == "" {
+		return fmt.Errorf("cluster: wipe node %d: the cluster keeps no data directories", n)
+	}
+	s.mu.Lock()
+	running := s.node != nil
+	s.mu.Unlock()
+	if running {
+		return fmt.Errorf("cluster: wipe node %d: it runs (kill it first)", n)
+	}
+	if err := os.RemoveAll(filepath.Join(c.opts.DataDir, s.id)); err != nil {
+		return fmt.Errorf("cluster: wipe node %d: %w", n, err)
+	}
+	return nil
+}
+
+// Retire takes node n out of the cluster for good, as an operator retires
+// a machine: it is crashed if it still runs (or let go of if it stopped on
+// its removal), and from then on it is not in Active, Heal does not restart
+// it, WaitHealthy does not wait for it, and Node, Kill and Restart fail
+// with ErrRetired. Its number is not reused: NewNode adds a node with a new
+// number and id. Remove it from the voters first (Remove), or the cluster
+// counts a voter that never comes back.
+func (c *Cluster) Retire(n int) error {
+	s, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	nd, co := s.node, s.coord
+	s.node, s.coord = nil, nil
+	s.retired = true
+	s.mu.Unlock()
+	if nd != nil {
+		nd.Kill()
+		_ = co.Close()
+	}
 	return nil
 }
 
@@ -740,8 +829,11 @@ func (c *Cluster) RestartWith(ctx context.Context, n int, adjust func(*node.Conf
 		return err
 	}
 	s.mu.Lock()
-	running, removed := s.node != nil, s.node != nil && s.node.Removed()
+	running, removed, retired := s.node != nil, s.node != nil && s.node.Removed(), s.retired
 	s.mu.Unlock()
+	if retired {
+		return fmt.Errorf("%w: node %d", ErrRetired, n)
+	}
 	if removed {
 		// It stopped when removed: let go of its coordinator connection.
 		if err := c.Kill(n); err != nil {
@@ -816,7 +908,7 @@ func (c *Cluster) Close() error {
 	return errors.Join(errs...)
 }
 
-// WaitHealthy waits until every node runs, serves, is not recovering, a
+// WaitHealthy waits until every node but the retired ones runs, serves, is not recovering, a
 // leader serves, and every node has applied what the leader has.
 func (c *Cluster) WaitHealthy(ctx context.Context) error {
 	var last error
@@ -843,7 +935,7 @@ func (c *Cluster) healthy(ctx context.Context) error {
 		return err
 	}
 	want := lnode.Applied()
-	for i := 0; i < c.Size(); i++ {
+	for _, i := range c.Active() {
 		nd, err := c.Node(i)
 		if err != nil {
 			return err

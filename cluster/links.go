@@ -267,13 +267,14 @@ func (c *Cluster) ids() []string {
 }
 
 // Heal removes every fault: partitions, delays (of every link and of each
-// node), zk-down and rmi-down, and restarts killed nodes, all at once (a
-// durable node cannot serve until a majority of the voters is back).
+// node), zk-down and rmi-down, and restarts killed nodes (not retired
+// ones), all at once (a durable node cannot serve until a majority of the
+// voters is back).
 func (c *Cluster) Heal(ctx context.Context) error {
 	c.HealPartition()
 	c.links.clearDelays()
 	var dead []int
-	for i := 0; i < c.Size(); i++ {
+	for _, i := range c.Active() {
 		if err := c.ZkUp(i); err != nil {
 			return err
 		}

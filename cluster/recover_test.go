@@ -95,3 +95,56 @@ func TestLostDiskRestartedTwiceStaysRecovering(t *testing.T) {
 		})
 	})
 }
+
+// WipeData loses a killed node's disk: restarted, it holds nothing and is
+// recovering (its RPC is off, so no leader reconciles it yet); once the
+// leader reaches it, it is reconciled and holds the write again.
+func TestWipedNodeRestartsEmptyAndRecovering(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b Backend) {
+		c, _ := durableCluster(t, b, 3)
+		ld := leaderOf(t, c)
+		f := followers(t, c)[0]
+		mustPut(t, c, ld, "k", "v")
+		soon.Succeeds(t, 20*time.Second, func() error {
+			nd, err := c.Node(f)
+			if err != nil {
+				return err
+			}
+			if v, _, _ := nd.LocalItem("k"); v != "v" {
+				return fmt.Errorf("node %d holds %q", f, v)
+			}
+			return nil
+		})
+		if err := c.RmiDown(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Kill(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WipeData(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Restart(ctxT(t, 60*time.Second), f); err != nil {
+			t.Fatal(err)
+		}
+		nd, err := c.Node(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, found, _ := nd.LocalItem("k"); found || !nd.Recovering() {
+			t.Fatalf("node %d after losing its disk: holds k %v, recovering %v; want empty and recovering", f, found, nd.Recovering())
+		}
+		if err := c.WipeData(f); err == nil {
+			t.Fatal("wiped the data directory of a running node")
+		}
+		if err := c.RmiUp(f); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitHealthy(ctxT(t, 60*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if v, _, _ := nd.LocalItem("k"); v != "v" {
+			t.Fatalf("node %d holds %q after it was reconciled, want v", f, v)
+		}
+	})
+}

@@ -246,3 +246,48 @@ func TestRemovedNodeIsNotAddedBack(t *testing.T) {
 		}
 	})
 }
+
+// A node replaced as README's procedure says (crashed for good, removed
+// from the voters, a new node with a new id started) is retired: it leaves
+// Active, Heal does not start it again and WaitHealthy does not wait for
+// it, while the new node serves and holds what was written before.
+func TestRetiredNodeStaysOutOfHealAndHealth(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b Backend) {
+		c := newCluster(t, b, 3)
+		ld := leaderOf(t, c)
+		gone := followers(t, c)[0]
+		mustPut(t, c, ld, "k", "v")
+		if err := c.Kill(gone); err != nil {
+			t.Fatal(err)
+		}
+		// The leader refuses the removal until it has seen the node's
+		// Appends fail.
+		soon.Succeeds(t, 20*time.Second, func() error { return c.Remove(ctxT(t, 10*time.Second), gone) })
+		if err := c.Retire(gone); err != nil {
+			t.Fatal(err)
+		}
+		added, err := c.NewNode(ctxT(t, 60*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Active(); len(got) != 3 || slices.Contains(got, gone) || !slices.Contains(got, added) {
+			t.Fatalf("active nodes %v, want 3 with %d and without %d", got, added, gone)
+		}
+		if err := c.Heal(ctxT(t, 60*time.Second)); err != nil {
+			t.Fatalf("heal: %v", err)
+		}
+		if err := c.WaitHealthy(ctxT(t, 60*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Node(gone); !errors.Is(err, ErrRetired) {
+			t.Fatalf("retired node after heal: %v, want ErrRetired", err)
+		}
+		if err := c.Restart(ctxT(t, 10*time.Second), gone); !errors.Is(err, ErrRetired) {
+			t.Fatalf("restart of the retired node: %v, want ErrRetired", err)
+		}
+		if got, want := votersOf(t, c, ld), sortedIDs(t, c, c.Active()...); !slices.Equal(got, want) {
+			t.Fatalf("voter record = %v, want the active nodes %v", got, want)
+		}
+		expectGet(t, c, added, "k", "v")
+	})
+}

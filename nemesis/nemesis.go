@@ -4,19 +4,42 @@
 // targets named "leader" are resolved when the fault is injected). Each step
 // injects one named fault, holds it, heals it, and waits until the cluster is
 // healthy again before the next step.
+//
+// Some faults change the membership: a node is retired for good and a new
+// one takes its place. A step's node i is therefore the i-th node of
+// Target.Active when the step is injected, not a fixed node number.
 package nemesis
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/kvstore/kvstore"
 )
+
+// ErrNotRecovering reports a broken promise that a step checks itself: a
+// node restarted after it lost its data directory was not recovering
+// before any leader could reconcile it (DESIGN.md, Restarts).
+var ErrNotRecovering = errors.New("nemesis: a node that lost its disk is not recovering")
+
+// ErrNotHealed reports that the cluster was not healthy again after a step.
+var ErrNotHealed = errors.New("nemesis: the cluster did not heal")
+
+// removeBudget bounds how long ReplaceNode and RemoveVoter retry a removal
+// the leader refuses (it must first see the crashed node's Appends fail, a
+// new leader must be elected if the leader crashed). A variable for tests.
+var removeBudget = 15 * time.Second
 
 // Target is what a nemesis breaks; *cluster.Cluster implements it.
 type Target interface {
-	Size() int
+	// Active lists the numbers of the nodes in the cluster, in order:
+	// every node but the retired ones (killed ones included).
+	Active() []int
 	Kill(n int) error
 	Stop(n int) error
 	Resign(ctx context.Context, n int) error
@@ -34,6 +57,18 @@ type Target interface {
 	Leader(ctx context.Context) (int, int64, error)
 	Heal(ctx context.Context) error
 	WaitHealthy(ctx context.Context) error
+	// WipeData deletes killed node n's data directory (a lost disk).
+	WipeData(n int) error
+	// Recovering reports whether running node n is recovering.
+	Recovering(n int) (bool, error)
+	// Remove removes node n from the voters through another node.
+	Remove(ctx context.Context, n int) error
+	// Retire takes node n out of the cluster for good (it is crashed if
+	// it runs): no longer Active, never restarted by Heal.
+	Retire(n int) error
+	// NewNode starts a node with a new number and id and waits until it
+	// is a voter.
+	NewNode(ctx context.Context) (int, error)
 }
 
 // Kind names a fault.
@@ -70,12 +105,41 @@ const (
 	// restart waited for before the next kill. With durable nodes nothing
 	// is lost; without, each comes back recovering.
 	RollingCrash Kind = "rolling-crash"
+	// LoseDisk crashes a node, deletes its data directory (a lost disk)
+	// and restarts it; with Step.Twice it crashes and restarts it once
+	// more. Its inbound RPC is off from before the crash until the heal,
+	// so that no leader reconciles it sooner: it must be recovering after
+	// each restart, or Play reports ErrNotRecovering. Durable clusters
+	// only.
+	LoseDisk Kind = "lose-disk"
+	// LoseLastCopy is LoseDisk on a follower (Pick, counted from the
+	// leader) that holds the last copy of acknowledged writes: a minority
+	// of the other followers lag first (their inbound RPC off for the
+	// hold, while the clients write), then the follower loses its disk
+	// (Twice as in LoseDisk), then the leader and every other node that
+	// did not lag crash, and the laggards and the wiped node get their RPC
+	// back. They are a majority only if the wiped node counts: it must
+	// not, so no leader may serve until the heal restarts the crashed
+	// nodes with their data. Durable clusters only.
+	LoseLastCopy Kind = "lose-disk-last-copy"
+	// ReplaceNode replaces a node as README's procedure does: it crashes
+	// for good, is removed from the voters through another node (retried
+	// while the leader refuses, for up to removeBudget; then the step is
+	// given up and the heal restarts the node), is retired, and a new node
+	// with a new id is started and waited for until it is a voter.
+	ReplaceNode Kind = "replace-node"
+	// RemoveVoter removes a live follower (Pick, counted from the leader)
+	// from the voters, which stops it; then it is retired and a new node
+	// takes its place, so that the cluster does not shrink.
+	RemoveVoter Kind = "remove-voter"
 )
 
 // DurableKinds is the fault mix for clusters whose nodes keep their state
 // on disk: crashes of every node, at once and in a rolling order, and the
-// leader's.
-var DurableKinds = []Kind{CrashAll, RollingCrash, KillLeader, Kill}
+// leader's; a node's disk lost (also while it holds the last copy of
+// writes); a node replaced by a new one, and a live voter removed and
+// replaced.
+var DurableKinds = []Kind{CrashAll, RollingCrash, KillLeader, Kill, LoseDisk, LoseLastCopy, ReplaceNode, RemoveVoter}
 
 // AllKinds is every fault, for the default fault mix. HandOver is left
 // out: with 3 nodes it leaves no majority (use it with 5). RmiDownFollower
@@ -89,7 +153,8 @@ type Step struct {
 	Other []int         // for one-way partitions: the nodes whose calls are cut... to Nodes
 	Drop  bool          // partitions: drop messages (timeouts) rather than refuse
 	Delay time.Duration // for Delay
-	Pick  int           // for HandOver and RmiDownFollower: which follower, counted from the leader
+	Pick  int           // for HandOver, RmiDownFollower, LoseLastCopy, RemoveVoter: which follower, counted from the leader
+	Twice bool          // for LoseDisk and LoseLastCopy: restart the wiped node twice before the heal
 	Gap   time.Duration // quiet time before the fault
 	Hold  time.Duration // how long the fault lasts
 }
@@ -108,6 +173,9 @@ func (s Step) String() string {
 	}
 	if s.Delay > 0 {
 		fmt.Fprintf(&b, " %v", s.Delay)
+	}
+	if s.Twice {
+		b.WriteString(" twice")
 	}
 	fmt.Fprintf(&b, " for %v", s.Hold.Round(time.Millisecond))
 	return b.String()
@@ -179,8 +247,16 @@ func Generate(seed uint64, o Options) Schedule {
 				st.Nodes = perm[:1+r.IntN(max(minority, 1))]
 				st.Delay = dur(20*time.Millisecond, 200*time.Millisecond)
 			}
-		case HandOver, RmiDownFollower:
+		case HandOver, RmiDownFollower, RemoveVoter:
 			st.Pick = r.IntN(o.Size)
+		case LoseDisk:
+			st.Nodes = perm[:1]
+			st.Twice = r.IntN(2) == 0
+		case LoseLastCopy:
+			st.Pick = r.IntN(o.Size)
+			st.Twice = r.IntN(2) == 0
+		case ReplaceNode:
+			st.Nodes = perm[:1]
 		}
 		s.Steps = append(s.Steps, st)
 	}
@@ -190,17 +266,24 @@ func Generate(seed uint64, o Options) Schedule {
 // Play runs the schedule against t. Between steps it waits for the
 // cluster to be healthy (bounded by healTimeout); logf records what happened.
 // It returns the number of faults injected. On return every fault is healed
-// (or an error says why not).
+// (or an error matching ErrNotHealed says why not). Promises a step checks
+// itself and finds broken (ErrNotRecovering) do not stop the schedule: they
+// are logged and returned at the end, joined with any ErrNotHealed.
 func Play(ctx context.Context, t Target, s Schedule, healTimeout time.Duration, logf func(format string, args ...any)) (int, error) {
 	faults := 0
+	var broken []error
 	for _, st := range s.Steps {
 		select {
 		case <-ctx.Done():
-			return faults, nil
+			return faults, errors.Join(broken...)
 		case <-time.After(st.Gap):
 		}
 		nodes, err := inject(ctx, t, st)
-		if err != nil {
+		for _, b := range brokenIn(err) {
+			logf("nemesis: %s: BROKEN: %v", st, b)
+			broken = append(broken, fmt.Errorf("%s: %w", st, b))
+		}
+		if err != nil && len(brokenIn(err)) == 0 {
 			logf("nemesis: %s: inject failed: %v", st, err)
 		} else {
 			faults++
@@ -217,11 +300,30 @@ func Play(ctx context.Context, t Target, s Schedule, healTimeout time.Duration, 
 		}
 		cancel()
 		if err != nil {
-			return faults, fmt.Errorf("nemesis: after %s: %w", st, err)
+			return faults, errors.Join(append(broken, fmt.Errorf("%w: after %s: %w", ErrNotHealed, st, err))...)
 		}
 		logf("nemesis: healed %s", st.Kind)
 	}
-	return faults, nil
+	return faults, errors.Join(broken...)
+}
+
+// brokenIn lists the broken promises err holds (an inject error joins
+// them with the reason the step stopped, if any).
+func brokenIn(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, brokenIn(e)...)
+		}
+		return out
+	}
+	if errors.Is(err, ErrNotRecovering) {
+		return []error{err}
+	}
+	return nil
 }
 
 func leader(ctx context.Context, t Target) (int, error) {
@@ -231,16 +333,36 @@ func leader(ctx context.Context, t Target) (int, error) {
 	return n, err
 }
 
+// byLeader lists the kinds whose target is found from the leader.
+var byLeader = []Kind{KillLeader, ZkDownLeader, PartitionLeader, HandOver, RmiDownFollower, LoseLastCopy, RemoveVoter}
+
+// needFollower lists the kinds that hit a follower of the leader.
+var needFollower = []Kind{HandOver, RmiDownFollower, LoseLastCopy, RemoveVoter}
+
 func inject(ctx context.Context, t Target, st Step) ([]int, error) {
-	nodes := st.Nodes
-	if st.Kind == KillLeader || st.Kind == ZkDownLeader || st.Kind == PartitionLeader || st.Kind == HandOver || st.Kind == RmiDownFollower {
+	active := t.Active()
+	nodes := make([]int, len(st.Nodes))
+	for i, p := range st.Nodes {
+		if p < 0 || p >= len(active) {
+			return nil, fmt.Errorf("no node %d among the %d active ones %v", p, len(active), active)
+		}
+		nodes[i] = active[p]
+	}
+	other := make([]int, len(st.Other))
+	for i, p := range st.Other {
+		if p < 0 || p >= len(active) {
+			return nil, fmt.Errorf("no node %d among the %d active ones %v", p, len(active), active)
+		}
+		other[i] = active[p]
+	}
+	if slices.Contains(byLeader, st.Kind) {
 		ld, err := leader(ctx, t)
 		if err != nil {
 			return nil, err
 		}
 		nodes = []int{ld}
 	}
-	if (st.Kind == HandOver || st.Kind == RmiDownFollower) && t.Size() < 2 {
+	if slices.Contains(needFollower, st.Kind) && len(active) < 2 {
 		return nodes, fmt.Errorf("%s needs a follower", st.Kind)
 	}
 	var err error
@@ -249,7 +371,7 @@ func inject(ctx context.Context, t Target, st Step) ([]int, error) {
 		err = t.Kill(nodes[0])
 	case CrashAll:
 		nodes = nil
-		for n := 0; n < t.Size(); n++ {
+		for _, n := range active {
 			nodes = append(nodes, n)
 			if err = t.Kill(n); err != nil {
 				break
@@ -257,16 +379,27 @@ func inject(ctx context.Context, t Target, st Step) ([]int, error) {
 		}
 	case RollingCrash:
 		nodes = nil
-		for n := 0; n < t.Size() && err == nil; n++ {
+		for _, n := range active {
 			nodes = append(nodes, n)
 			if err = t.Kill(n); err == nil {
 				err = t.Restart(ctx, n)
 			}
+			if err != nil {
+				break
+			}
 		}
+	case LoseDisk:
+		err = loseDisk(ctx, t, nodes[0], st.Twice)
+	case LoseLastCopy:
+		nodes, err = loseLastCopy(ctx, t, active, nodes[0], st)
+	case ReplaceNode:
+		nodes, err = replace(ctx, t, nodes[0], true)
+	case RemoveVoter:
+		nodes, err = replace(ctx, t, follower(active, nodes[0], st.Pick), false)
 	case RmiDown:
 		err = t.RmiDown(nodes[0])
 	case RmiDownFollower:
-		nodes = []int{follower(t, nodes[0], st.Pick)}
+		nodes = []int{follower(active, nodes[0], st.Pick)}
 		err = t.RmiDown(nodes[0])
 	case ZkStall:
 		err = t.ZkStall(nodes[0])
@@ -281,7 +414,7 @@ func inject(ctx context.Context, t Target, st Step) ([]int, error) {
 			err = t.Partition(st.Drop, nodes)
 		}
 	case HandOver:
-		f := follower(t, nodes[0], st.Pick)
+		f := follower(active, nodes[0], st.Pick)
 		// The follower must not notice at once: its coordinator connection
 		// stalls (no error to see) and its peers refuse it quickly, so the
 		// new leader's Prepare does not wait on it.
@@ -294,7 +427,7 @@ func inject(ctx context.Context, t Target, st Step) ([]int, error) {
 	case Partition, PartitionLeader:
 		err = t.Partition(st.Drop, nodes)
 	case OneWay:
-		err = t.PartitionOneWay(st.Drop, st.Other, nodes)
+		err = t.PartitionOneWay(st.Drop, other, nodes)
 	case Delay:
 		if len(nodes) == 0 {
 			t.SetLinkDelay(st.Delay)
@@ -312,7 +445,139 @@ func inject(ctx context.Context, t Target, st Step) ([]int, error) {
 
 func heal(ctx context.Context, t Target) error { return t.Heal(ctx) }
 
-// follower is the pick-th node after the leader ld, never ld itself.
-func follower(t Target, ld, pick int) int {
-	return (ld + 1 + pick%(t.Size()-1)) % t.Size()
+// follower is the pick-th active node after the leader ld, never ld
+// itself.
+func follower(active []int, ld, pick int) int {
+	i := slices.Index(active, ld)
+	return active[(i+1+pick%(len(active)-1))%len(active)]
+}
+
+// loseDisk crashes node n, deletes its data directory and restarts it,
+// twice if twice, with its inbound RPC off (until the heal) so that no
+// leader reconciles it meanwhile. After each restart the node must be
+// recovering: the error then matches ErrNotRecovering, and the step goes
+// on (the schedule's checks judge what the broken node did).
+func loseDisk(ctx context.Context, t Target, n int, twice bool) error {
+	if err := t.RmiDown(n); err != nil {
+		return err
+	}
+	if err := t.Kill(n); err != nil {
+		return err
+	}
+	if err := t.WipeData(n); err != nil {
+		return err
+	}
+	var broken []error
+	for i := 1; i <= 1+boolInt(twice); i++ {
+		if i > 1 {
+			if err := t.Kill(n); err != nil {
+				return errors.Join(append(broken, err)...)
+			}
+		}
+		if err := t.Restart(ctx, n); err != nil {
+			return errors.Join(append(broken, err)...)
+		}
+		rec, err := t.Recovering(n)
+		if err != nil {
+			return errors.Join(append(broken, err)...)
+		}
+		if !rec {
+			broken = append(broken, fmt.Errorf("%w: node %d, restart %d after its data directory was deleted, before any leader could reach it", ErrNotRecovering, n, i))
+		}
+	}
+	return errors.Join(broken...)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// loseLastCopy plays LoseLastCopy with leader ld and returns the nodes it
+// hit: the wiped one, the laggards, then the crashed ones.
+func loseLastCopy(ctx context.Context, t Target, active []int, ld int, st Step) ([]int, error) {
+	if len(active) < 3 {
+		return []int{ld}, fmt.Errorf("%s needs 3 nodes", st.Kind)
+	}
+	wiped := follower(active, ld, st.Pick)
+	var lag, crash []int
+	for i := range active {
+		n := follower(active, ld, st.Pick+1+i)
+		if n == wiped || slices.Contains(lag, n) {
+			continue
+		}
+		if len(lag) < (len(active)-1)/2 {
+			lag = append(lag, n)
+		}
+	}
+	for _, n := range active {
+		if n != wiped && !slices.Contains(lag, n) {
+			crash = append(crash, n)
+		}
+	}
+	nodes := append(append([]int{wiped}, lag...), crash...)
+	for _, n := range lag {
+		if err := t.RmiDown(n); err != nil {
+			return nodes, err
+		}
+	}
+	select { // the clients write without the laggards
+	case <-ctx.Done():
+		return nodes, ctx.Err()
+	case <-time.After(st.Hold):
+	}
+	lost := loseDisk(ctx, t, wiped, st.Twice)
+	if len(brokenIn(lost)) == 0 && lost != nil {
+		return nodes, lost
+	}
+	for _, n := range crash {
+		if err := t.Kill(n); err != nil {
+			return nodes, errors.Join(lost, err)
+		}
+	}
+	for _, n := range append(lag, wiped) {
+		if err := t.RmiUp(n); err != nil {
+			return nodes, errors.Join(lost, err)
+		}
+	}
+	return nodes, lost
+}
+
+// replace removes node n from the voters (crashing it first if crash),
+// retires it and starts a new node in its place. It returns n and the new
+// node. A removal the leader keeps refusing for removeBudget gives the
+// step up: n stays in the cluster (the heal restarts it if it crashed).
+func replace(ctx context.Context, t Target, n int, crash bool) ([]int, error) {
+	if crash {
+		if err := t.Kill(n); err != nil {
+			return []int{n}, err
+		}
+	}
+	rctx, cancel := context.WithTimeout(ctx, removeBudget)
+	defer cancel()
+	for {
+		err := t.Remove(rctx, n)
+		if err == nil || errors.Is(err, kvstore.ErrNotVoter) {
+			// Not a voter (any more): an earlier attempt whose answer was
+			// lost removed it.
+			break
+		}
+		select {
+		case <-rctx.Done():
+			return []int{n}, fmt.Errorf("remove node %d: %w", n, err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	if err := t.Retire(n); err != nil {
+		return []int{n}, err
+	}
+	nctx, ncancel := context.WithTimeout(ctx, time.Minute)
+	defer ncancel()
+	added, err := t.NewNode(nctx)
+	if err != nil {
+		return []int{n, added}, fmt.Errorf("new node in place of node %d: %w", n, err)
+	}
+	return []int{n, added}, nil
 }

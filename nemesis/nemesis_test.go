@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kvstore/kvstore"
 )
 
 func opts(size int) Options {
@@ -125,6 +127,16 @@ type fake struct {
 	linkDelay time.Duration
 	nodeDelay map[int]time.Duration
 	resigned  int
+	// Disks and membership: wiped nodes (until the heal), recovering
+	// nodes (restarted after a wipe, until the heal), retired nodes (for
+	// good), removals the leader still refuses.
+	wiped      map[int]bool
+	recovering map[int]bool
+	retired    map[int]bool
+	restarts   map[int]int // restarts since the wipe
+	forget     bool        // a wiped node restarted twice is not recovering (the bug)
+	refusals   int
+	actives    [][]int // what each Active call returned
 
 	faults      []string // the fault state seen at each Heal
 	leaders     []int    // the leader at each Heal
@@ -135,7 +147,7 @@ type fake struct {
 }
 
 func newFake(size int) *fake {
-	f := &fake{size: size}
+	f := &fake{size: size, retired: map[int]bool{}}
 	f.reset()
 	return f
 }
@@ -143,11 +155,15 @@ func newFake(size int) *fake {
 func (f *fake) reset() {
 	f.killed, f.rmiDown, f.zkDown, f.zkStall = map[int]bool{}, map[int]bool{}, map[int]bool{}, map[int]bool{}
 	f.blocked, f.linkDelay, f.nodeDelay = map[[2]int]bool{}, 0, map[int]time.Duration{}
+	f.wiped, f.recovering, f.restarts = map[int]bool{}, map[int]bool{}, map[int]int{}
 }
 
 func (f *fake) check(n int) error {
 	if n < 0 || n >= f.size {
 		return fmt.Errorf("no node %d", n)
+	}
+	if f.retired[n] {
+		return fmt.Errorf("node %d is retired", n)
 	}
 	return nil
 }
@@ -166,14 +182,98 @@ func (f *fake) set(m map[int]bool, n int, v bool) error {
 	return nil
 }
 
-func (f *fake) Size() int                              { return f.size }
-func (f *fake) Kill(n int) error                       { return f.set(f.killed, n, true) }
-func (f *fake) Stop(n int) error                       { return f.set(f.killed, n, true) }
-func (f *fake) Restart(_ context.Context, n int) error { return f.set(f.killed, n, false) }
-func (f *fake) RmiDown(n int) error                    { return f.set(f.rmiDown, n, true) }
-func (f *fake) RmiUp(n int) error                      { return f.set(f.rmiDown, n, false) }
-func (f *fake) ZkDown(n int) error                     { return f.set(f.zkDown, n, true) }
-func (f *fake) ZkStall(n int) error                    { return f.set(f.zkStall, n, true) }
+func (f *fake) Kill(n int) error { return f.set(f.killed, n, true) }
+func (f *fake) Stop(n int) error { return f.set(f.killed, n, true) }
+
+func (f *fake) Restart(_ context.Context, n int) error {
+	if err := f.set(f.killed, n, false); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.wiped[n] {
+		f.restarts[n]++
+		f.recovering[n] = !f.forget || f.restarts[n] == 1
+	}
+	return nil
+}
+
+func (f *fake) Active() []int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []int
+	for n := 0; n < f.size; n++ {
+		if !f.retired[n] {
+			out = append(out, n)
+		}
+	}
+	f.actives = append(f.actives, out)
+	return out
+}
+
+func (f *fake) WipeData(n int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check(n); err != nil {
+		return err
+	}
+	if !f.killed[n] {
+		return fmt.Errorf("node %d runs", n)
+	}
+	f.wiped[n], f.restarts[n] = true, 0
+	return nil
+}
+
+func (f *fake) Recovering(n int) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check(n); err != nil {
+		return false, err
+	}
+	if f.killed[n] {
+		return false, fmt.Errorf("node %d is killed", n)
+	}
+	return f.recovering[n], nil
+}
+
+func (f *fake) Remove(_ context.Context, n int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check(n); err != nil {
+		return err
+	}
+	if f.refusals > 0 {
+		f.refusals--
+		return kvstore.ErrUnsafeRemoval
+	}
+	return nil
+}
+
+func (f *fake) Retire(n int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check(n); err != nil {
+		return err
+	}
+	f.retired[n] = true
+	delete(f.killed, n)
+	delete(f.rmiDown, n)
+	for f.retired[f.leader] {
+		f.leader = (f.leader + 1) % f.size
+	}
+	return nil
+}
+
+func (f *fake) NewNode(context.Context) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.size++
+	return f.size - 1, nil
+}
+func (f *fake) RmiDown(n int) error { return f.set(f.rmiDown, n, true) }
+func (f *fake) RmiUp(n int) error   { return f.set(f.rmiDown, n, false) }
+func (f *fake) ZkDown(n int) error  { return f.set(f.zkDown, n, true) }
+func (f *fake) ZkStall(n int) error { return f.set(f.zkStall, n, true) }
 func (f *fake) ZkUp(n int) error {
 	if err := f.set(f.zkDown, n, false); err != nil {
 		return err
@@ -189,6 +289,9 @@ func (f *fake) Resign(_ context.Context, n int) error {
 	}
 	f.resigned++
 	f.leader = (f.leader + 1) % f.size
+	for f.retired[f.leader] {
+		f.leader = (f.leader + 1) % f.size
+	}
 	return nil
 }
 
@@ -278,6 +381,8 @@ func (f *fake) describe() string {
 	add("rmi-down", f.rmiDown)
 	add("zk-down", f.zkDown)
 	add("zk-stall", f.zkStall)
+	add("wiped", f.wiped)
+	add("recovering", f.recovering)
 	var cuts []string
 	for k, on := range f.blocked {
 		if on {
@@ -309,7 +414,16 @@ func (f *fake) describe() string {
 func (f *fake) Heal(context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.faults = append(f.faults, f.describe())
+	seen := f.describe()
+	var retired []int
+	for n := range f.retired {
+		retired = append(retired, n)
+	}
+	if len(retired) > 0 {
+		sort.Ints(retired)
+		seen = strings.TrimPrefix(fmt.Sprintf("%s; retired %v", seen, retired), "; ")
+	}
+	f.faults = append(f.faults, seen)
 	f.leaders = append(f.leaders, f.leader)
 	f.heals++
 	f.reset()
@@ -342,7 +456,10 @@ func TestPlayEndsHealed(t *testing.T) {
 		for seed := uint64(0); seed < 20; seed++ {
 			f := newFake(size)
 			o := quick(size)
-			o.Kinds = append(slices.Clone(AllKinds), HandOver, RmiDownFollower, CrashAll, RollingCrash)
+			o.Kinds = append(slices.Clone(AllKinds), HandOver, RmiDownFollower, CrashAll, RollingCrash, LoseDisk, LoseLastCopy, ReplaceNode, RemoveVoter)
+			if seed == 1 {
+				f.refusals = 2 // the first removals are refused, and retried
+			}
 			s := Generate(seed, o)
 			var log []string
 			n, err := Play(context.Background(), f, s, 5*time.Second, func(format string, args ...any) {
@@ -360,8 +477,14 @@ func TestPlayEndsHealed(t *testing.T) {
 			if d := f.describe(); d != "" {
 				t.Fatalf("size %d seed %d: left broken: %s", size, seed, d)
 			}
+			if len(f.actives) != len(s.Steps) {
+				t.Fatalf("size %d seed %d: Active called %d times for %d steps", size, seed, len(f.actives), len(s.Steps))
+			}
 			for i, st := range s.Steps {
-				if err := injected(st, f.faults[i], f.leaders[i]); err != nil {
+				if got := len(f.actives[i]); got != size {
+					t.Fatalf("size %d seed %d step %d (%s): %d active nodes %v, want %d", size, seed, i, st, got, f.actives[i], size)
+				}
+				if err := injected(st, f.faults[i], f.leaders[i], f.actives[i]); err != nil {
 					t.Fatalf("size %d seed %d step %d (%s): %v", size, seed, i, st, err)
 				}
 			}
@@ -369,14 +492,22 @@ func TestPlayEndsHealed(t *testing.T) {
 	}
 }
 
-// injected says whether the fault state seen at the heal of st is st's.
-func injected(st Step, seen string, leader int) error {
+// injected says whether the fault state seen at the heal of st is st's;
+// the step's nodes are positions in active.
+func injected(st Step, seen string, leader int, active []int) error {
 	want := ""
+	nodes := make([]int, len(st.Nodes))
+	for i, p := range st.Nodes {
+		nodes[i] = active[p]
+	}
+	st.Nodes = nodes
 	switch st.Kind {
 	case Kill, KillLeader:
 		want = "killed"
 	case CrashAll:
-		want = "killed [0 1 2" // every node, of 3 or 5
+		if got := listOf(seen, "killed"); !slices.Equal(got, active) {
+			return fmt.Errorf("fault state %q: killed %v, want every active node %v", seen, got, active)
+		}
 	case RollingCrash:
 		if strings.Contains(seen, "killed") {
 			return fmt.Errorf("fault state %q: a rolling crash restarts every node it kills", seen)
@@ -401,6 +532,35 @@ func injected(st Step, seen string, leader int) error {
 		}
 	case HandOver:
 		want = "zk-stall"
+	case LoseDisk:
+		want = "wiped"
+		if !strings.Contains(seen, fmt.Sprintf("rmi-down %v", st.Nodes)) || !strings.Contains(seen, fmt.Sprintf("recovering %v", st.Nodes)) {
+			return fmt.Errorf("fault state %q: want node %v rmi-down and recovering", seen, st.Nodes)
+		}
+	case LoseLastCopy:
+		want = "killed"
+		if strings.Contains(seen, "rmi-down") || !strings.Contains(seen, "wiped [") || !strings.Contains(seen, "recovering [") {
+			return fmt.Errorf("fault state %q: want a wiped, recovering node and every RPC back", seen)
+		}
+		killed, wiped := listOf(seen, "killed"), listOf(seen, "wiped")
+		if !slices.Contains(killed, leader) || len(killed) != (len(active)-1)/2 {
+			return fmt.Errorf("fault state %q: want the leader %d and %d others killed", seen, leader, (len(active)-1)/2-1)
+		}
+		if len(wiped) != 1 || slices.Contains(killed, wiped[0]) {
+			return fmt.Errorf("fault state %q: want one wiped node, not killed", seen)
+		}
+	case ReplaceNode, RemoveVoter:
+		want = "retired"
+		if strings.Contains(seen, "killed") {
+			return fmt.Errorf("fault state %q: a replaced node is retired, nothing killed", seen)
+		}
+		retired := listOf(seen, "retired")
+		if st.Kind == ReplaceNode && !slices.Contains(retired, st.Nodes[0]) {
+			return fmt.Errorf("fault state %q: node %d not retired", seen, st.Nodes[0])
+		}
+		if st.Kind == RemoveVoter && slices.Contains(retired, leader) {
+			return fmt.Errorf("fault state %q: the leader %d was removed, want a follower", seen, leader)
+		}
 	case Delay:
 		want = "delay all"
 		if len(st.Nodes) > 0 {
@@ -415,13 +575,30 @@ func injected(st Step, seen string, leader int) error {
 	if !strings.Contains(seen, want) {
 		return fmt.Errorf("fault state %q, want %q", seen, want)
 	}
-	if len(st.Nodes) > 0 && st.Kind != Delay && st.Kind != Partition && st.Kind != OneWay {
+	if len(st.Nodes) > 0 && st.Kind != Delay && st.Kind != Partition && st.Kind != OneWay && st.Kind != ReplaceNode {
 		ns := slices.Sorted(slices.Values(st.Nodes))
 		if !strings.Contains(seen, fmt.Sprint(ns)) {
 			return fmt.Errorf("fault state %q does not name nodes %v", seen, st.Nodes)
 		}
 	}
 	return nil
+}
+
+// listOf parses the node list "name [a b c]" of a fault state.
+func listOf(seen, name string) []int {
+	i := strings.Index(seen, name+" [")
+	if i < 0 {
+		return nil
+	}
+	rest := seen[i+len(name)+2:]
+	rest = rest[:strings.IndexByte(rest, ']')]
+	var out []int
+	for _, f := range strings.Fields(rest) {
+		var n int
+		fmt.Sscan(f, &n)
+		out = append(out, n)
+	}
+	return out
 }
 
 // TestPlayReportsNoRecovery: a cluster that is not healthy after a heal
@@ -466,5 +643,115 @@ func TestPlayStopsOnCancel(t *testing.T) {
 	defer f.mu.Unlock()
 	if d := f.describe(); d != "" {
 		t.Fatalf("left broken: %s", d)
+	}
+}
+
+// TestGenerateDurableShapes checks the steps of the durable fault mix: a
+// lost disk hits one node, restarted once or twice; a replaced node is one
+// node; the kinds found from the leader name none.
+func TestGenerateDurableShapes(t *testing.T) {
+	for _, size := range []int{3, 5} {
+		o := opts(size)
+		o.Kinds = DurableKinds
+		kinds := map[Kind]int{}
+		twice := map[Kind]map[bool]int{LoseDisk: {}, LoseLastCopy: {}}
+		for seed := uint64(0); seed < 200; seed++ {
+			for _, st := range Generate(seed, o).Steps {
+				kinds[st.Kind]++
+				switch st.Kind {
+				case LoseDisk, ReplaceNode, Kill:
+					if len(st.Nodes) != 1 || st.Nodes[0] < 0 || st.Nodes[0] >= size {
+						t.Fatalf("size %d seed %d: %s: want one node", size, seed, st)
+					}
+				default:
+					if len(st.Nodes) != 0 {
+						t.Fatalf("size %d seed %d: %s: want no nodes named", size, seed, st)
+					}
+				}
+				if st.Twice && st.Kind != LoseDisk && st.Kind != LoseLastCopy {
+					t.Fatalf("size %d seed %d: %s: twice on a kind that restarts nothing twice", size, seed, st)
+				}
+				if m := twice[st.Kind]; m != nil {
+					m[st.Twice]++
+				}
+			}
+		}
+		for _, k := range o.Kinds {
+			if kinds[k] == 0 {
+				t.Errorf("size %d: %s never generated in 200 schedules", size, k)
+			}
+		}
+		for k, m := range twice {
+			if m[true] == 0 || m[false] == 0 {
+				t.Errorf("size %d: %s restarted twice %d times, once %d times: want both", size, k, m[true], m[false])
+			}
+		}
+	}
+}
+
+// lostDisks is a schedule of n LoseDisk steps on node 1.
+func lostDisks(n int, twice bool) Schedule {
+	s := Schedule{Seed: 1}
+	for i := 0; i < n; i++ {
+		s.Steps = append(s.Steps, Step{Kind: LoseDisk, Nodes: []int{1}, Twice: twice})
+	}
+	return s
+}
+
+// TestPlayReportsNodeNotRecovering: a node that counts as restored when it
+// restarts a second time after losing its disk (forget) is reported as
+// ErrNotRecovering, the schedule still runs to its end and heals, and the
+// error does not say the cluster failed to heal. Restarted once, or with
+// the mark kept, nothing is reported.
+func TestPlayReportsNodeNotRecovering(t *testing.T) {
+	for _, tc := range []struct {
+		forget, twice, broken bool
+	}{
+		{forget: true, twice: true, broken: true},
+		{forget: true, twice: false},
+		{forget: false, twice: true},
+	} {
+		f := newFake(3)
+		f.forget = tc.forget
+		var log []string
+		n, err := Play(context.Background(), f, lostDisks(2, tc.twice), 5*time.Second, func(format string, args ...any) {
+			log = append(log, fmt.Sprintf(format, args...))
+		})
+		if n != 2 || f.heals != 2 || f.healthy != 2 {
+			t.Fatalf("%+v: %d faults, %d heals, %d health checks; want 2 of each", tc, n, f.heals, f.healthy)
+		}
+		if errors.Is(err, ErrNotHealed) {
+			t.Fatalf("%+v: %v: the cluster healed", tc, err)
+		}
+		if got := errors.Is(err, ErrNotRecovering); got != tc.broken {
+			t.Fatalf("%+v: Play = %v; want ErrNotRecovering %v\n%s", tc, err, tc.broken, strings.Join(log, "\n"))
+		}
+		if tc.broken && !strings.Contains(err.Error(), "restart 2") {
+			t.Fatalf("%+v: %v does not name the second restart", tc, err)
+		}
+	}
+}
+
+// TestReplaceGivesUpWhenRemovalRefused: a removal the leader keeps
+// refusing gives the step up after the removal budget: the crashed node
+// stays in the cluster, is restarted by the heal, and no node is added.
+func TestReplaceGivesUpWhenRemovalRefused(t *testing.T) {
+	defer func(d time.Duration) { removeBudget = d }(removeBudget)
+	removeBudget = 300 * time.Millisecond
+	f := newFake(3)
+	f.refusals = 1 << 30
+	var log []string
+	s := Schedule{Seed: 1, Steps: []Step{{Kind: ReplaceNode, Nodes: []int{2}}}}
+	n, err := Play(context.Background(), f, s, 5*time.Second, func(format string, args ...any) {
+		log = append(log, fmt.Sprintf(format, args...))
+	})
+	if err != nil || n != 0 {
+		t.Fatalf("Play = %d, %v; want no fault injected and no error", n, err)
+	}
+	if f.size != 3 || len(f.retired) != 0 || f.faults[0] != "killed [2]" {
+		t.Fatalf("%d nodes, retired %v, state at the heal %q; want 3, none retired, node 2 killed", f.size, f.retired, f.faults[0])
+	}
+	if !strings.Contains(strings.Join(log, "\n"), "inject failed: remove node 2") {
+		t.Fatalf("the refused removal is not logged:\n%s", strings.Join(log, "\n"))
 	}
 }

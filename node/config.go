@@ -163,6 +163,11 @@ type Faults struct {
 	// rebuilt coordinator): the node then leads with its possibly stale
 	// state and the others are reconciled to it.
 	BootstrapWithData bool
+	// ForgetUnreconciled ignores the durable unreconciled mark: a node
+	// restarted with a data directory no leader reconciled since it was
+	// created (a lost disk, restarted a second time) counts as restored
+	// and as reconciled.
+	ForgetUnreconciled bool
 	// SlowDisk is not a bug but a slow disk: each group commit of the data
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.

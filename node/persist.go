@@ -43,6 +43,9 @@ func (n *Node) openDisk() error {
 		return fmt.Errorf("node %s: data directory: %w", n.cfg.ID, err)
 	}
 	n.disk = db
+	if n.cfg.Faults.ForgetUnreconciled {
+		st.Unreconciled = false
+	}
 	n.unreconciled = st.Unreconciled
 	if !st.Fresh {
 		n.store.Restore(st.Snapshot)

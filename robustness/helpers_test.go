@@ -116,10 +116,13 @@ func TestCompareReplicas(t *testing.T) {
 	if d := compareReplicas([]replica{a, b, a}); len(d) != 0 {
 		t.Fatalf("identical replicas differ: %v", d)
 	}
-	c := replica{applied: v(2, 9), items: map[string]item{"k0": {"y", true, v(2, 5)}, "k1": {"", false, v(1, 3)}}}
+	// Numbered as the cluster numbers them: node 1 was retired, node 3
+	// replaced it.
+	c := replica{node: 3, applied: v(2, 9), items: map[string]item{"k0": {"y", true, v(2, 5)}, "k1": {"", false, v(1, 3)}}}
+	b.node = 2
 	d := compareReplicas([]replica{a, c, b})
-	if len(d) != 1 || !strings.Contains(d[0], `"k0"`) || !strings.Contains(d[0], `node 1 has "y"`) {
-		t.Fatalf("diff %v, want key k0 with node 1 holding y", d)
+	if len(d) != 1 || !strings.Contains(d[0], `"k0"`) || !strings.Contains(d[0], `node 3 has "y"`) || !strings.Contains(d[0], `node 2 has "x"`) {
+		t.Fatalf("diff %v, want key k0 with node 3 holding y and node 2 x", d)
 	}
 	if f := c.final(); f["k0"].Value != "y" || !f["k0"].Found || f["k1"].Found {
 		t.Fatalf("final %v", f)

@@ -78,6 +78,10 @@ type run struct {
 	// diverged lists keys whose replicas differ once every node applied
 	// the same position.
 	diverged []string
+	// notRecovering lists nodes the nemesis found not recovering after
+	// they lost their disk, before any leader could reconcile them
+	// (nemesis.ErrNotRecovering).
+	notRecovering []string
 	// other lists failures that prove nothing about safety: the cluster
 	// did not heal, a final read failed, the checker did not finish.
 	other  []string
@@ -86,7 +90,7 @@ type run struct {
 
 // violated reports whether anything went wrong.
 func (r *run) violated() bool {
-	return r.illegal != "" || len(r.durability) > 0 || len(r.diverged) > 0 || len(r.other) > 0
+	return r.illegal != "" || len(r.durability) > 0 || len(r.diverged) > 0 || len(r.notRecovering) > 0 || len(r.other) > 0
 }
 
 // caughtBy names the safety check that failed, or "" if none did: a
@@ -173,7 +177,11 @@ func play(t *testing.T, r *run) {
 
 	injected, perr := nemesis.Play(ctx, c, r.schedule, 45*time.Second, logf)
 	r.injected = injected
-	if perr == nil {
+	if errors.Is(perr, nemesis.ErrNotRecovering) {
+		r.notRecovering = append(r.notRecovering, perr.Error())
+	}
+	healed := !errors.Is(perr, nemesis.ErrNotHealed)
+	if healed {
 		select { // a healthy stretch under load, so healed nodes serve again
 		case <-time.After(r.workload):
 		case <-ctx.Done():
@@ -182,7 +190,7 @@ func play(t *testing.T, r *run) {
 	stopLoad()
 	st := <-loadDone
 	logf("workload: %d ops, %d failed, %d unknown", st.Ops, st.Failed, st.Unknown)
-	if perr != nil {
+	if !healed {
 		// The cluster did not heal: a liveness failure (or a lost quorum
 		// caused by a broken protocol). Still check what clients saw.
 		logf("%v", perr)
@@ -199,7 +207,7 @@ func play(t *testing.T, r *run) {
 	res := linearizability.Check(ctx, h, time.Minute, linearizability.VisualizationDir(dir))
 	logf("history: %v", res)
 	details = append(details, r.checked(res, "history", "visualisation: "+res.Visualization)...)
-	if perr == nil {
+	if healed {
 		details = append(details, checkFinalState(ctx, c, h, r, dir, res.Ok, logf)...)
 	} else {
 		r.other = append(r.other, "cluster did not heal: "+perr.Error())
@@ -224,6 +232,9 @@ func play(t *testing.T, r *run) {
 	}
 	for _, p := range r.diverged {
 		problems = append(problems, "REPLICAS DIVERGED: "+p)
+	}
+	for _, p := range r.notRecovering {
+		problems = append(problems, "NOT RECOVERING: "+p)
 	}
 	for _, p := range r.other {
 		problems = append(problems, "NOT HEALTHY: "+p)
@@ -257,8 +268,9 @@ func (r *run) checked(res linearizability.Result, what string, details ...string
 const finalClient = 1000
 
 // checkFinalState reads, once the cluster is healthy again and the
-// workload has stopped, every key through every node and every node's own
-// replicated store, and records in r what the history does not explain. It
+// workload has stopped, every key through every node (every active one:
+// not the nodes retired by a replacement) and every node's own replicated
+// store, and records in r what the history does not explain. It
 // returns details for the report.
 //
 // Reads through a follower are answered by the leader, so they alone would
@@ -276,7 +288,7 @@ func checkFinalState(ctx context.Context, c *cluster.Cluster, h []linearizabilit
 		final map[string]linearizability.FinalValue
 	}
 	var views []view // complete final states, in the order they were read
-	for n := 0; n < c.Size(); n++ {
+	for _, n := range c.Active() {
 		final := make(map[string]linearizability.FinalValue)
 		for _, key := range names {
 			var fv linearizability.FinalValue
@@ -304,11 +316,11 @@ func checkFinalState(ctx context.Context, c *cluster.Cluster, h []linearizabilit
 	if len(reps) > 0 {
 		logf("replicas: every node applied %s", reps[0].applied)
 		r.diverged = compareReplicas(reps)
-		for n, rep := range reps {
-			if n > 0 && len(r.diverged) == 0 {
+		for i, rep := range reps {
+			if i > 0 && len(r.diverged) == 0 {
 				break // identical: checking one is checking all
 			}
-			views = append(views, view{fmt.Sprintf("own store of node %d (applied %s)", n, rep.applied), rep.final()})
+			views = append(views, view{fmt.Sprintf("own store of node %d (applied %s)", rep.node, rep.applied), rep.final()})
 		}
 	}
 	for _, v := range views {
@@ -348,6 +360,7 @@ func keyNames(n int) []string {
 // replica is one node's own store, read when every node had applied the
 // same position.
 type replica struct {
+	node    int // its number in the cluster
 	applied store.Version
 	items   map[string]item
 }
@@ -373,27 +386,29 @@ func (r replica) final() map[string]linearizability.FinalValue {
 	return m
 }
 
-// replicas reads every node's own store (names and every key any node
-// holds) once every node has applied the same position, and that position
-// did not move while it was read.
+// replicas reads every active node's own store (names and every key any
+// node holds) once every node has applied the same position, and that
+// position did not move while it was read.
 func replicas(c *cluster.Cluster, names []string) ([]replica, error) {
 	var out []replica
 	err := soon.Within(20*time.Second, func() error {
 		out = nil
-		nodes := make([]*node.Node, c.Size())
+		active := c.Active()
+		nodes := make([]*node.Node, len(active))
 		all := slices.Clone(names)
-		for n := range nodes {
+		for i, n := range active {
 			nd, err := c.Node(n)
 			if err != nil {
 				return err
 			}
-			nodes[n] = nd
+			nodes[i] = nd
 			all = append(all, nd.LocalKeys()...)
 		}
 		slices.Sort(all)
 		all = slices.Compact(all)
-		for n, nd := range nodes {
-			rep := replica{applied: nd.Applied(), items: make(map[string]item, len(all))}
+		for i, nd := range nodes {
+			n := active[i]
+			rep := replica{node: n, applied: nd.Applied(), items: make(map[string]item, len(all))}
 			for _, k := range all {
 				v, found, ver := nd.LocalItem(k)
 				rep.items[k] = item{v, found, ver}
@@ -401,8 +416,8 @@ func replicas(c *cluster.Cluster, names []string) ([]replica, error) {
 			if now := nd.Applied(); now != rep.applied {
 				return fmt.Errorf("node %d applied %s while its store was read (now %s)", n, rep.applied, now)
 			}
-			if n > 0 && rep.applied != out[0].applied {
-				return fmt.Errorf("node %d applied %s, node 0 %s", n, rep.applied, out[0].applied)
+			if i > 0 && rep.applied != out[0].applied {
+				return fmt.Errorf("node %d applied %s, node %d %s", n, rep.applied, out[0].node, out[0].applied)
 			}
 			out = append(out, rep)
 		}
@@ -420,11 +435,11 @@ func compareReplicas(reps []replica) []string {
 	for _, k := range slices.Sorted(maps.Keys(reps[0].items)) {
 		var parts []string
 		same := true
-		for n, rep := range reps {
+		for _, rep := range reps {
 			if rep.items[k] != reps[0].items[k] {
 				same = false
 			}
-			parts = append(parts, fmt.Sprintf("node %d has %v", n, rep.items[k]))
+			parts = append(parts, fmt.Sprintf("node %d has %v", rep.node, rep.items[k]))
 		}
 		if !same {
 			diffs = append(diffs, fmt.Sprintf("key %q at applied %s: %s", k, reps[0].applied, strings.Join(parts, ", ")))
@@ -544,13 +559,17 @@ func testLinearizableUnderFaults(t *testing.T, b cluster.Backend, base uint64, x
 	}
 }
 
-// TestDurableUnderCrashes is the suite for durable nodes (issue 7): every
-// node has a data directory, and the faults crash every node at once (a
-// power loss), crash them one after another, and crash the leader, while
-// the clients write. After each crash the nodes restart with their data;
-// the history must be linearizable and every acknowledged write present
-// (the final reads, and every node's own store, checked as in
-// TestLinearizableUnderFaults).
+// TestDurableUnderCrashes is the suite for durable nodes (issues 7 and
+// 13): every node has a data directory, and the faults (nemesis.DurableKinds)
+// crash every node at once (a power loss), crash them one after another,
+// and crash the leader, while the clients write; a node loses its disk and
+// restarts (once or twice) empty, also while it holds the last copy of
+// writes; a node is replaced by a new one, and a live voter removed and
+// replaced. After each crash the nodes restart with their data (or
+// recovering, without); the history must be linearizable, every
+// acknowledged write present (the final reads, and every active node's own
+// store, checked as in TestLinearizableUnderFaults), and a node that lost
+// its disk recovering until a leader reconciled it.
 func TestDurableUnderCrashes(t *testing.T) {
 	base := baseSeed(t)
 	t.Logf("base seed %d (KVSTORE_SEED)", base)
@@ -636,6 +655,14 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 		// slow disk: 1.5 s per group commit): when every node crashes at
 		// once, what was acknowledged but not yet on disk is gone.
 		{"skip-durable-wait", node.Faults{SkipDurableWait: true, SlowDisk: 1500 * time.Millisecond}, []nemesis.Kind{nemesis.CrashAll}, 3, 200 * time.Millisecond, 5, 0, true},
+		// A node that lost its disk counted as restored when it restarts a
+		// second time before any leader reconciled it: it holds the last
+		// copy of writes a lagging follower lacks, the leader crashes, and
+		// the laggard and the wiped node elect a leader that serves
+		// without the writes; the crashed leader, back with its data, is
+		// reconciled to that state. A hold of 4 s leaves the new leader
+		// time to serve before the heal brings the old one back.
+		{"forget-unreconciled", node.Faults{ForgetUnreconciled: true}, []nemesis.Kind{nemesis.LoseLastCopy}, 3, 4 * time.Second, 2, 0, true},
 	}
 	for ci, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -62,6 +62,7 @@ func (w Workload) Run(ctx context.Context, c Client, rec *linearizability.Record
 				node = (i - (w.Clients - w.Readers)) % c.Size()
 			}
 			for seq := 0; ctx.Err() == nil; seq++ {
+				at := nodeAt(c, node)
 				key := fmt.Sprint("k", r.IntN(w.Keys))
 				var in linearizability.Input
 				switch x := r.IntN(10); {
@@ -73,7 +74,7 @@ func (w Workload) Run(ctx context.Context, c Client, rec *linearizability.Record
 					in = linearizability.Input{Kind: linearizability.Delete, Key: key}
 				}
 				st.ops.Add(1)
-				switch w.do(c, rec, i, node, in) {
+				switch w.do(c, rec, i, at, in) {
 				case outcomeFailed:
 					st.failed.Add(1)
 				case outcomeUnknown:
@@ -92,6 +93,21 @@ func (w Workload) Run(ctx context.Context, c Client, rec *linearizability.Record
 	}
 	wg.Wait()
 	return Stats{Ops: st.ops.Load(), Failed: st.failed.Load(), Unknown: st.unknown.Load()}
+}
+
+// nodeAt is the node number of a client's position i: with a cluster
+// whose membership changes (a node retired, a new one in its place), the
+// i-th of its active nodes, so that the new node takes the retired one's
+// clients; else node i.
+func nodeAt(c Client, i int) int {
+	a, ok := c.(interface{ Active() []int })
+	if !ok {
+		return i
+	}
+	if active := a.Active(); len(active) > 0 {
+		return active[i%len(active)]
+	}
+	return i
 }
 
 type outcome int
