@@ -204,3 +204,59 @@ func TestSuccessorWaitsOutTheLongestLeaseAnyNodeGranted(t *testing.T) {
 		}
 	})
 }
+
+// A node that was away (its session expired) while the cluster's settings
+// changed does not come back with the old ones: its next session reads the
+// record, and it stops instead of registering. The others, whose sessions
+// lived on, keep serving (they are restarted with the new values by the
+// procedure of README: Change a timing setting).
+func TestNodeAwayDuringASettingsChangeStops(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b Backend) {
+		c := newCluster(t, b, 3)
+		mustPut(t, c, 0, "k", "v1")
+		f := followers(t, c)[0]
+		nd, err := c.Node(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := (f + 1) % 3
+		if err := c.ZkDown(f); err != nil {
+			t.Fatal(err)
+		}
+		// Its session gone at the coordinator: no longer a member.
+		observer, err := c.Node(other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		soon.Succeeds(t, 30*time.Second, func() error {
+			if _, ok := observer.Members()[nd.ID()]; ok {
+				return errors.New(nd.ID() + " is still a member")
+			}
+			return nil
+		})
+		co := clusterCoord(t, c, other)
+		prev, err := co.Settings(ctxT(t, 10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := prev
+		next.LeaseDuration = prev.LeaseDuration / 2 // MaxLease stays the old lease
+		if err := co.SetSettings(ctxT(t, 10*time.Second), prev, next); err != nil {
+			t.Fatalf("change the lease: %v", err)
+		}
+		if err := c.ZkUp(f); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-nd.Done():
+		case <-time.After(30 * time.Second):
+			t.Fatalf("node %d came back with the old lease and did not stop (state %s)", f, nd.State())
+		}
+		if cause := nd.StopCause(); !errors.Is(cause, coord.ErrSettingsMismatch) || !strings.Contains(cause.Error(), "--lease") {
+			t.Fatalf("node %d stopped because %v, want ErrSettingsMismatch naming --lease", f, cause)
+		}
+		t.Logf("node %d stopped: %v", f, nd.StopCause())
+		mustPut(t, c, other, "k", "v2")
+		expectGet(t, c, other, "k", "v2")
+	})
+}

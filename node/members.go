@@ -270,8 +270,9 @@ func checkNodeID(id string) error {
 // from the voter record.
 func (n *Node) Removed() bool { return n.removed.Load() }
 
-// Done is closed when the node stops: Close, Kill, or its removal from the
-// voter record (then Removed is true).
+// Done is closed when the node stops: Close, Kill, its removal from the
+// voter record (then Removed is true), or a change of the cluster's
+// settings it does not run with (StopCause says which).
 func (n *Node) Done() <-chan struct{} { return n.ctx.Done() }
 
 // RemoveVoter serves a forwarded removal at the leader.
@@ -323,11 +324,7 @@ func (s *peerServer) Leave(ctx context.Context, req *kvpb.LeaveRequest) (*kvpb.L
 	}
 	n.log.Warn("removed from the voter record: leaving the cluster", "leader", req.LeaderId, "epoch", req.Epoch, "voters", v.IDs)
 	if n.removed.CompareAndSwap(false, true) {
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*n.cfg.RPCTimeout)
-			defer cancel()
-			_ = n.closeWith(ctx, fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrStopped, kvstore.ErrRemoved))
-		}()
+		n.stopItself(fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrStopped, kvstore.ErrRemoved))
 	}
 	return &kvpb.LeaveResponse{}, nil
 }

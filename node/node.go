@@ -505,8 +505,20 @@ func (n *Node) sessionLoop() {
 		sess, err := n.cfg.Coordinator.NewSession(n.ctx, n.cfg.SessionTTL)
 		if err == nil {
 			rctx, cancel := context.WithTimeout(n.ctx, n.cfg.SessionTTL)
-			err = sess.Register(rctx, coord.Member{ID: n.cfg.ID, Addr: n.addr})
+			var mismatch error
+			if mismatch, err = n.settingsStillMatch(rctx); err == nil && mismatch == nil {
+				err = sess.Register(rctx, coord.Member{ID: n.cfg.ID, Addr: n.addr})
+			}
 			cancel()
+			if mismatch != nil {
+				// The cluster's settings changed while this node was
+				// away (a session lost, a long pause): it may not
+				// serve with the old ones, nor come back as a member.
+				n.log.Error("the cluster's settings changed: stopping", "err", mismatch)
+				n.closeSession(sess)
+				n.stopItself(fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrStopped, mismatch))
+				return
+			}
 			if err != nil {
 				n.closeSession(sess)
 			}
@@ -526,6 +538,43 @@ func (n *Node) sessionLoop() {
 		n.runSession(sess)
 		n.closeSession(sess)
 	}
+}
+
+// settingsStillMatch reads the cluster's settings record, as every new
+// session does before the node registers: Start checked it, but a record
+// changed since (kvstore cluster settings set) while this node was no
+// member must stop it. mismatch says how the settings differ; err that the
+// record could not be read.
+func (n *Node) settingsStillMatch(ctx context.Context) (mismatch, err error) {
+	rec, err := n.cfg.Coordinator.Settings(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read settings: %w", err)
+	}
+	if rec.Version == 0 {
+		return nil, nil // no record (yet): Start records one
+	}
+	return n.cfg.checkSettings(rec), nil
+}
+
+// stopItself closes the node from one of its own goroutines (which Close
+// waits for, so it runs apart): the node's Done channel is then closed and
+// StopCause says why.
+func (n *Node) stopItself(cause error) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*n.cfg.RPCTimeout)
+		defer cancel()
+		_ = n.closeWith(ctx, cause)
+	}()
+}
+
+// StopCause is why the node stopped (nil while it runs): ErrStopped for
+// Close or Kill, with ErrRemoved when the leader removed it, or with
+// coord.ErrSettingsMismatch when the cluster's settings changed.
+func (n *Node) StopCause() error {
+	if n.ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(n.ctx)
 }
 
 func (n *Node) closeSession(sess coord.Session) {

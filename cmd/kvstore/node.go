@@ -252,10 +252,20 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	select {
 	case <-ctx.Done():
 	case <-n.Done():
-		// The leader removed this node from the voter record
-		// (`kvstore members remove`): it has left the cluster.
-		log.Warn("removed from the cluster: exiting", "id", f.id)
-		return n.Close(context.Background())
+		// The node stopped by itself: the leader removed it from the
+		// voter record (`kvstore members remove`), or the cluster's
+		// settings changed to values it does not run with.
+		cause := n.StopCause()
+		closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := n.Close(closeCtx); err != nil {
+			return err
+		}
+		if errors.Is(cause, coord.ErrSettingsMismatch) {
+			return cause
+		}
+		log.Warn("removed from the cluster: exiting", "id", f.id, "cause", cause)
+		return nil
 	}
 	log.Info("shutting down", "leader", n.IsLeader())
 	handOver(n, f.handover, log)
