@@ -122,7 +122,9 @@ func TestNodeOnCoordinatorWithTLS(t *testing.T) {
 	wg.Wait()
 
 	// The refused nodes changed nothing.
-	if out, code := ctl(t, bin, "members", "--endpoints", n.addr); code != 0 || strings.Contains(out, "x") {
+	// One member line (n1), then the settings line.
+	if out, code := ctl(t, bin, "members", "--endpoints", n.addr); code != 0 || !strings.HasPrefix(out, "n1 ") ||
+		strings.Count(out, "\n") != 2 || !strings.Contains(out, "\nsettings: ") {
 		t.Errorf("members: exit %d, %q; want n1 alone", code, out)
 	}
 	n.stop(t)
