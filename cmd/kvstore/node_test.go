@@ -22,6 +22,20 @@ import (
 	"github.com/kvstore/kvstore/internal/syncbuf"
 )
 
+// startEtcd starts an embedded etcd for one test (waiting at most a minute)
+// and closes it when the test ends.
+func startEtcd(t *testing.T) *etcdembed.Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	etcd, err := etcdembed.Start(ctx, etcdembed.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { etcd.Close() })
+	return etcd
+}
+
 // freeAddr is a loopback address with a port nothing listens on now.
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -247,13 +261,7 @@ func TestNodeProcessesAndClient(t *testing.T) {
 	// session to expire cannot pass for a handover.
 	const ttl = 5 * time.Second
 	bin := buildBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	etcd, err := etcdembed.Start(ctx, etcdembed.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { etcd.Close() })
+	etcd := startEtcd(t)
 	env := []string{"KVSTORE_ETCD=" + etcd.Endpoint(), "KVSTORE_CLUSTER=proc", "KVSTORE_SESSION_TTL=" + ttl.String()}
 	nodes := startNodes(t, bin, "p", 3, env...)
 	waitMembers(t, bin, nodes, 30*time.Second)

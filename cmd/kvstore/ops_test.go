@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvstore/kvstore/etcdembed"
 	"github.com/kvstore/kvstore/internal/soon"
 )
 
@@ -35,13 +34,7 @@ func httpGet(url string) (int, string, error) {
 // node's metrics, and pprof; and it stops with the node.
 func TestNodeMetricsListen(t *testing.T) {
 	bin := buildBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	etcd, err := etcdembed.Start(ctx, etcdembed.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { etcd.Close() })
+	etcd := startEtcd(t)
 	metrics := freeAddr(t)
 	p := startNode(t, bin, "m0", "KVSTORE_ETCD="+etcd.Endpoint(), "KVSTORE_CLUSTER=opsproc", "KVSTORE_METRICS_LISTEN="+metrics)
 	base := "http://" + metrics
@@ -89,11 +82,7 @@ func TestNodeMetricsListenBusy(t *testing.T) {
 	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	etcd, err := etcdembed.Start(ctx, etcdembed.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { etcd.Close() })
+	etcd := startEtcd(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

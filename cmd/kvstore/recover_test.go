@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvstore/kvstore/etcdembed"
 	"github.com/kvstore/kvstore/internal/soon"
 )
 
@@ -19,11 +18,7 @@ func TestForceNewClusterAfterCoordinatorLoss(t *testing.T) {
 	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	old, err := etcdembed.Start(ctx, etcdembed.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { old.Close() })
+	old := startEtcd(t)
 	dir := t.TempDir()
 	env := []string{"KVSTORE_CLUSTER=rec", "KVSTORE_DATA_DIR=" + dir}
 	first := startNodes(t, bin, "r", 1, append(env, "KVSTORE_ETCD="+old.Endpoint())...)[0]
@@ -36,11 +31,7 @@ func TestForceNewClusterAfterCoordinatorLoss(t *testing.T) {
 	if err := old.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rebuilt, err := etcdembed.Start(ctx, etcdembed.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rebuilt.Close() })
+	rebuilt := startEtcd(t)
 	env = append(env, "KVSTORE_ETCD="+rebuilt.Endpoint())
 
 	// An environment variable does not force anything: only the flag does.

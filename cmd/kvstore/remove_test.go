@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvstore/kvstore/etcdembed"
 	"github.com/kvstore/kvstore/internal/soon"
 )
 
@@ -23,13 +21,7 @@ import (
 // of four) or the new node held nothing. Refusals exit 1 and change nothing.
 func TestReplaceNodeThatLostItsDisk(t *testing.T) {
 	bin := buildBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	etcd, err := etcdembed.Start(ctx, etcdembed.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { etcd.Close() })
+	etcd := startEtcd(t)
 	dirs := t.TempDir()
 	env := []string{"KVSTORE_ETCD=" + etcd.Endpoint(), "KVSTORE_CLUSTER=replace", "KVSTORE_SESSION_TTL=2s"}
 	dataEnv := func(id string) string { return "KVSTORE_DATA_DIR=" + filepath.Join(dirs, id) }

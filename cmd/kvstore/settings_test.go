@@ -10,7 +10,6 @@ import (
 
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/coord/etcdcoord"
-	"github.com/kvstore/kvstore/etcdembed"
 	"github.com/kvstore/kvstore/node"
 )
 
@@ -61,11 +60,7 @@ func startSettingsNode(ctx context.Context, t *testing.T, endpoint, id string, l
 func TestClusterSettingsCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	etcd, err := etcdembed.Start(ctx, etcdembed.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { etcd.Close() })
+	etcd := startEtcd(t)
 	at := []string{"--etcd", etcd.Endpoint(), "--cluster", "s"}
 	settings := func(args ...string) (string, int) {
 		return runKVStore(t, append(append([]string{"cluster", "settings"}, args...), at...)...)

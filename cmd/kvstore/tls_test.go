@@ -14,7 +14,6 @@ import (
 
 	"github.com/kvstore/kvstore/certs"
 	"github.com/kvstore/kvstore/client"
-	"github.com/kvstore/kvstore/etcdembed"
 	"github.com/kvstore/kvstore/internal/soon"
 )
 
@@ -143,13 +142,7 @@ func TestNodeProcessesTLS(t *testing.T) {
 			t.Fatalf("kvstore %v: exit %d: %s%s", args, code, out, errOut)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	etcd, err := etcdembed.Start(ctx, etcdembed.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { etcd.Close() })
+	etcd := startEtcd(t)
 	env := []string{
 		"KVSTORE_ETCD=" + etcd.Endpoint(), "KVSTORE_CLUSTER=tls",
 		"KVSTORE_CERT=" + filepath.Join(dir, "node.crt"),
