@@ -163,6 +163,11 @@ type Faults struct {
 	// rebuilt coordinator): the node then leads with its possibly stale
 	// state and the others are reconciled to it.
 	BootstrapWithData bool
+	// SkipIncarnationCheck lets a node whose data directory belongs to
+	// another cluster incarnation than the coordinator's (a rebuilt
+	// coordinator, another cluster) start anyway, and records the
+	// coordinator's: the fence of ErrOtherIncarnation switched off.
+	SkipIncarnationCheck bool
 	// SlowDisk is not a bug but a slow disk: each group commit of the data
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.
