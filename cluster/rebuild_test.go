@@ -111,13 +111,17 @@ func TestRebuiltCoordinatorStaleNodeRefusesAndForceNewClusterRecovers(t *testing
 		// every epoch the nodes promised.
 		shift.Store(0)
 
-		// The stale node starts first: it must refuse, not bootstrap.
+		// The stale node starts first: it must refuse, not bootstrap. The
+		// rebuilt coordinator's cluster record is a new incarnation, so
+		// the fence refuses it (ErrCoordinatorLost is the refusal of
+		// directories from before incarnations:
+		// TestRebuiltCoordinatorBootstrapFromStaleNodeLosesAWrite).
 		err := c.Restart(ctxT(t, 30*time.Second), 0)
-		if !errors.Is(err, node.ErrCoordinatorLost) {
-			t.Fatalf("restart of a node with data on a coordinator with no voter record = %v, want ErrCoordinatorLost", err)
+		if !errors.Is(err, node.ErrOtherIncarnation) {
+			t.Fatalf("restart of a node with data on a rebuilt coordinator = %v, want ErrOtherIncarnation", err)
 		}
-		if err := c.Restart(ctxT(t, 30*time.Second), 2); !errors.Is(err, node.ErrCoordinatorLost) {
-			t.Fatalf("restart of node 2 = %v, want ErrCoordinatorLost", err)
+		if err := c.Restart(ctxT(t, 30*time.Second), 2); !errors.Is(err, node.ErrOtherIncarnation) {
+			t.Fatalf("restart of node 2 = %v, want ErrOtherIncarnation", err)
 		}
 		// The refusals wrote no voter record.
 		s0, _ := c.slot(0)
@@ -136,9 +140,16 @@ func TestRebuiltCoordinatorStaleNodeRefusesAndForceNewClusterRecovers(t *testing
 		if err != nil {
 			t.Fatalf("force-new-cluster on node 1: %v", err)
 		}
+		// The other survivors' directories belong to the lost incarnation:
+		// they stay fenced off, and join as new nodes once the operator
+		// moves their data aside.
 		for _, i := range []int{0, 2} {
+			if err := c.Restart(ctxT(t, 30*time.Second), i); !errors.Is(err, node.ErrOtherIncarnation) {
+				t.Fatalf("restart of node %d after the recovery = %v, want ErrOtherIncarnation", i, err)
+			}
+			moveDataAside(t, dir, i)
 			if err := c.Restart(ctxT(t, 60*time.Second), i); err != nil {
-				t.Fatalf("restart node %d after the recovery: %v", i, err)
+				t.Fatalf("restart node %d after the recovery, its data moved aside: %v", i, err)
 			}
 		}
 		for i := 0; i < 3; i++ {
@@ -166,19 +177,26 @@ func TestRebuiltCoordinatorStaleNodeRefusesAndForceNewClusterRecovers(t *testing
 	})
 }
 
-// With the refusal switched off (Faults.BootstrapWithData), the issue's
-// bug happens: the stale node bootstraps, leads with its old state, and
-// the acknowledged write is lost. This is why the refusal exists.
+// With the refusals switched off (Faults.BootstrapWithData, and the
+// incarnation fence: Faults.SkipIncarnationCheck, which also stands for
+// directories from before incarnations), the bug happens: the
+// stale node bootstraps, leads with its old state, and the acknowledged
+// write is lost. This is why the refusals exist.
 func TestRebuiltCoordinatorBootstrapFromStaleNodeLosesAWrite(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b Backend) {
 		c, _ := durableCluster(t, b, 3)
 		staleNodeAndLostCoordinator(t, c)
-		bootstrap := func(cfg *node.Config) { cfg.Faults.BootstrapWithData = true }
+		noFence := func(cfg *node.Config) { cfg.Faults.SkipIncarnationCheck = true }
+		bootstrap := func(cfg *node.Config) { cfg.Faults.BootstrapWithData, cfg.Faults.SkipIncarnationCheck = true, true }
+		// With only the fence off, the voter record check still refuses.
+		if err := c.RestartWith(ctxT(t, 30*time.Second), 0, noFence); !errors.Is(err, node.ErrCoordinatorLost) {
+			t.Fatalf("restart of the stale node with the fence off = %v, want ErrCoordinatorLost", err)
+		}
 		if err := c.RestartWith(ctxT(t, 60*time.Second), 0, bootstrap); err != nil {
 			t.Fatalf("restart the stale node with the check off: %v", err)
 		}
 		for _, i := range []int{1, 2} {
-			if err := c.Restart(ctxT(t, 60*time.Second), i); err != nil {
+			if err := c.RestartWith(ctxT(t, 60*time.Second), i, noFence); err != nil {
 				t.Fatalf("restart node %d: %v", i, err)
 			}
 		}
@@ -232,4 +250,14 @@ func TestForceNewClusterRefusedWhileAMajorityOfVotersIsAlive(t *testing.T) {
 			t.Fatalf("force-new-cluster on a node with no data = %v, want ErrForceRefused saying so", err)
 		}
 	})
+}
+
+// moveDataAside moves node i's data directory (under the cluster's dir)
+// aside, as an operator does to let a fenced node join as a new node.
+func moveDataAside(t *testing.T, dir string, i int) {
+	t.Helper()
+	from := filepath.Join(dir, fmt.Sprintf("n%d", i))
+	if err := os.Rename(from, from+".aside"); err != nil {
+		t.Fatal(err)
+	}
 }

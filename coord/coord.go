@@ -9,7 +9,10 @@ package coord
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -50,7 +53,15 @@ type Coordinator interface {
 	// recorded name. It fails with ErrOtherCluster, wrapped with both names,
 	// if another name is recorded. The record is persistent and never
 	// changes once written; claiming the same name again succeeds.
-	ClaimCluster(ctx context.Context, name string) error
+	//
+	// It returns the cluster's incarnation: a random id (NewIncarnation)
+	// created with the record by the first claim, or, for a record written
+	// before incarnations existed, by the first claim that finds none
+	// (create-if-absent, so concurrent claimers agree). Every claim of the
+	// same record returns the same incarnation; a record created anew
+	// (a rebuilt coordinator, another prefix) has a new one. Nodes fence
+	// their data directories with it.
+	ClaimCluster(ctx context.Context, name string) (incarnation string, err error)
 	// Settings reads the cluster's settings record (beside the cluster
 	// name, under its own key). A record never written is returned as
 	// Settings{} with Version 0 and no error.
@@ -182,4 +193,15 @@ func SendLatest(out chan View, v View) {
 	default:
 	}
 	out <- v
+}
+
+// NewIncarnation returns a new random cluster incarnation (16 random
+// bytes, hex): what a backend's ClaimCluster records with a new cluster
+// record.
+func NewIncarnation() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("coord: new incarnation: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
 }

@@ -33,6 +33,9 @@ var (
 	// keyLeadership: the leadership accepted_epoch was promised to, absent
 	// from files older than leadership promises.
 	keyLeadership = []byte("accepted_leadership")
+	// keyIncarnation: the cluster incarnation the directory belongs to,
+	// absent if none was recorded.
+	keyIncarnation = []byte("incarnation")
 )
 
 // appendLeadership encodes a promised leadership: nonce (8) | leader id.

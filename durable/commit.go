@@ -371,6 +371,7 @@ type group struct {
 	loggedDirty       bool
 	unreconciledDirty bool
 	leadershipDirty   bool
+	incarnationDirty  bool
 }
 
 func (g *group) init(tx *bolt.Tx, cs *committed, a *arena, maxReqs int) error {
@@ -410,6 +411,11 @@ func (g *group) apply(p *sub) error {
 		return g.restore(p.snap)
 	case kindReconciled:
 		g.reconciled()
+	case kindIncarnation:
+		if p.inc != g.cs.incarnation {
+			g.cs.incarnation = p.inc
+			g.incarnationDirty = true
+		}
 	case kindPromise, kindPromiseLeadership:
 		switch {
 		case p.epoch > g.cs.epoch:
@@ -539,6 +545,9 @@ func (g *group) finish() error {
 	}
 	if g.leadershipDirty {
 		errs = append(errs, put(keyLeadership, func(b []byte) []byte { return appendLeadership(b, g.cs.leader, g.cs.nonce) }))
+	}
+	if g.incarnationDirty {
+		errs = append(errs, put(keyIncarnation, func(b []byte) []byte { return append(b, g.cs.incarnation...) }))
 	}
 	if g.digestDirty {
 		errs = append(errs, put(keyDigest, g.cs.dg.append))

@@ -37,7 +37,7 @@
 //
 //	length (4, little-endian) | CRC-32C of length and payload (4) | payload
 //	payload: index (uvarint) | kind (1: 0 append, 1 restore, 2 promise,
-//	         3 reconciled, 4 promise with leadership) | body
+//	         3 reconciled, 4 promise with leadership, 5 incarnation) | body
 //	append:  count, then per entry epoch | seq | op | key | value | request id
 //	restore: applied epoch | seq | count, then per item key | flags | epoch |
 //	         seq | value (not for a tombstone) | count, then per request
@@ -45,6 +45,8 @@
 //	promise: epoch
 //	reconciled: nothing (clears the unreconciled mark; a restore clears it too)
 //	promise with leadership: epoch | leader id | leadership number
+//	incarnation: cluster incarnation id (the directory's fence; older
+//	         builds cannot replay a log holding one)
 //
 // Epochs are varints, other integers uvarints, strings a uvarint length and
 // the bytes. The committer starts a new file once the current one holds
@@ -75,6 +77,9 @@
 //	          "accepted_leadership" -> crc | leadership number (8) | leader id
 //	                              (the leadership accepted_epoch was promised to;
 //	                              absent in older files: none)
+//	          "incarnation"    -> crc | cluster incarnation id (the cluster
+//	                              record's, coord.Coordinator.ClaimCluster;
+//	                              absent: none recorded)
 //
 // The unreconciled mark (State.Unreconciled) is 1 in a file just created
 // and becomes 0 with the first Restore or Reconciled submission; nothing

@@ -63,6 +63,10 @@ type State struct {
 	// unreconciled when its position is zero: an empty store is never
 	// restored data.
 	Unreconciled bool
+	// Incarnation is the cluster incarnation the directory belongs to
+	// (SetIncarnation): "" in a new directory and in one written before
+	// incarnations existed.
+	Incarnation string
 }
 
 // Stats counts the DB's work since Open. Commits < Submissions shows group
@@ -158,6 +162,7 @@ type committed struct {
 	logged  uint64 // index of the last log record applied
 	// unreconciled is the mark State.Unreconciled reports.
 	unreconciled bool
+	incarnation  string // State.Incarnation
 	format       uint32 // format version the file holds
 }
 
@@ -169,6 +174,7 @@ const (
 	kindPromise
 	kindReconciled
 	kindPromiseLeadership // a promise naming the leadership (newer than kindPromise)
+	kindIncarnation       // the cluster incarnation the directory belongs to
 )
 
 // Pending is a submission on its way to disk.
@@ -186,6 +192,7 @@ type sub struct {
 	epoch   int64
 	leader  string // kindPromiseLeadership
 	nonce   uint64 // kindPromiseLeadership
+	inc     string // kindIncarnation
 }
 
 // Wait waits until the submission is durable (its group written to the log,
@@ -519,6 +526,16 @@ func load(tx *bolt.Tx, path string, maxReqs int) (State, committed, error) {
 			return State{}, cs, corrupt(path, "bucket %q key %q: %v", bucketMeta, keyLeadership, err)
 		}
 	}
+	if v := meta.Get(keyIncarnation); v != nil { // absent: none recorded
+		p, err := open(bucketMeta, keyIncarnation, v)
+		if err == nil && len(p) == 0 {
+			err = errors.New("empty incarnation")
+		}
+		if err != nil {
+			return State{}, cs, corrupt(path, "bucket %q key %q: %v", bucketMeta, keyIncarnation, err)
+		}
+		cs.incarnation = string(p)
+	}
 	if v := meta.Get(keyLogged); v != nil { // absent from files older than the log
 		p, err := open(bucketMeta, keyLogged, v)
 		if err == nil && len(p) != 8 {
@@ -594,7 +611,7 @@ func load(tx *bolt.Tx, path string, maxReqs int) (State, committed, error) {
 	if len(errs) > 0 {
 		return State{}, cs, corrupt(path, "bbolt consistency check: %v", errors.Join(errs...))
 	}
-	return State{Snapshot: snap, AcceptedEpoch: cs.epoch, AcceptedLeader: cs.leader, AcceptedLeadership: cs.nonce, Unreconciled: cs.unreconciled}, cs, nil
+	return State{Snapshot: snap, AcceptedEpoch: cs.epoch, AcceptedLeader: cs.leader, AcceptedLeadership: cs.nonce, Unreconciled: cs.unreconciled, Incarnation: cs.incarnation}, cs, nil
 }
 
 // Append submits entries as the node applied them, in seq order: the first
@@ -693,6 +710,24 @@ func (d *DB) Promise(epoch int64) *Pending {
 // own record.
 func (d *DB) Reconciled() *Pending {
 	p := newPending(kindReconciled)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.refused(); err != nil {
+		return p.finish(err)
+	}
+	d.enqueue(p)
+	return p
+}
+
+// SetIncarnation submits the cluster incarnation the directory belongs to
+// (State.Incarnation), replacing any recorded one. An empty id fails the
+// Pending and changes nothing.
+func (d *DB) SetIncarnation(id string) *Pending {
+	p := newPending(kindIncarnation)
+	p.inc = id
+	if id == "" {
+		return p.finish(errors.New("durable: set incarnation: empty id"))
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err := d.refused(); err != nil {

@@ -33,6 +33,7 @@ import (
 //	promise: epoch
 //	reconciled: (no body)
 //	promise with leadership: epoch | leader id | leadership number
+//	incarnation: cluster incarnation id
 //
 // Epochs are varints, every other integer a uvarint, strings a uvarint
 // length then the bytes.
@@ -136,6 +137,8 @@ func appendRecord(b []byte, idx uint64, s *sub) []byte {
 		b = binary.AppendVarint(b, s.epoch)
 		b = appendString(b, s.leader)
 		b = binary.AppendUvarint(b, s.nonce)
+	case kindIncarnation:
+		b = appendString(b, s.inc)
 	}
 	n := len(b) - start - recHeaderLen
 	binary.LittleEndian.PutUint32(b[start:], uint32(n))
@@ -302,6 +305,8 @@ func decodeRecord(p []byte) (uint64, sub, error) {
 		s.epoch = d.varint("epoch")
 		s.leader = d.string("leader id")
 		s.nonce = d.uvarint("leadership")
+	case kindIncarnation:
+		s.inc = d.string("incarnation")
 	default:
 		d.fail(fmt.Sprintf("kind %d", s.kind))
 	}

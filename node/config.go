@@ -168,6 +168,11 @@ type Faults struct {
 	// created (a lost disk, restarted a second time) counts as restored
 	// and as reconciled.
 	ForgetUnreconciled bool
+	// SkipIncarnationCheck lets a node whose data directory belongs to
+	// another cluster incarnation than the coordinator's (a rebuilt
+	// coordinator, another cluster) start anyway, and records the
+	// coordinator's: the fence of ErrOtherIncarnation switched off.
+	SkipIncarnationCheck bool
 	// SlowDisk is not a bug but a slow disk: each group commit of the data
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.

@@ -95,6 +95,10 @@ type Node struct {
 	restored     bool
 	unreconciled bool
 	lastPending  *durable.Pending
+	// incarnation is the cluster incarnation the data directory belongs
+	// to ("" if none is recorded, and without a data directory); read and
+	// written only by openDisk and Start, before the node's goroutines.
+	incarnation string
 
 	// cache is the read cache (cache.go: its shards have their own locks).
 	// acceptedEpochA mirrors acceptedEpoch for the lock-free check on the
@@ -203,7 +207,9 @@ func (n *Node) Addr() string { return n.addr }
 // as another cluster's fails with coord.ErrOtherCluster), records the
 // config's Settings as the cluster's if none are recorded and otherwise
 // checks them (a difference fails with coord.ErrSettingsMismatch, naming
-// the field and its flag), runs the recovery command if
+// the field and its flag), checks that the data directory belongs to the
+// cluster record's incarnation (ErrOtherIncarnation if it belongs to
+// another; one with none records it), runs the recovery command if
 // Config.ForceNewCluster asks (ErrForceRefused while a majority of the
 // voters is alive), serves RPC, bootstraps the voter record if there is
 // none (a node that holds data refuses with ErrCoordinatorLost instead),
@@ -211,7 +217,8 @@ func (n *Node) Addr() string { return n.addr }
 // WaitServing to wait until
 // it serves.
 func (n *Node) Start(ctx context.Context) error {
-	if err := n.cfg.Coordinator.ClaimCluster(ctx, n.cfg.Cluster); err != nil {
+	inc, err := n.cfg.Coordinator.ClaimCluster(ctx, n.cfg.Cluster)
+	if err != nil {
 		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
 	rec, err := n.cfg.Coordinator.ClaimSettings(ctx, n.cfg.Settings())
@@ -221,8 +228,11 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.cfg.checkSettings(rec); err != nil {
 		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
+	if err := n.checkIncarnation(inc); err != nil {
+		return err
+	}
 	if n.cfg.ForceNewCluster != "" {
-		if err := n.forceNewCluster(ctx); err != nil {
+		if err := n.forceNewCluster(ctx, inc); err != nil {
 			return err
 		}
 	}
@@ -233,6 +243,11 @@ func (n *Node) Start(ctx context.Context) error {
 	if voters.Version == 0 && n.hasData() && !n.cfg.Faults.BootstrapWithData {
 		n.log.Error("refusing to start: no voter record but this node holds data", "err", ErrCoordinatorLost, "applied", n.Applied())
 		return fmt.Errorf("node %s: %w", n.cfg.ID, ErrCoordinatorLost)
+	}
+	// A new directory, a lost disk, one from before incarnations: it
+	// belongs to this incarnation from now on, durably before it counts.
+	if err := n.adoptIncarnation(ctx, inc); err != nil {
+		return err
 	}
 	if voters.Version == 0 {
 		// No voter record: nothing was ever committed, so this node's

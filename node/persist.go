@@ -47,6 +47,7 @@ func (n *Node) openDisk() error {
 		st.Unreconciled = false
 	}
 	n.unreconciled = st.Unreconciled
+	n.incarnation = st.Incarnation
 	if !st.Fresh {
 		n.store.Restore(st.Snapshot)
 		n.acceptedEpoch = st.AcceptedEpoch
@@ -68,6 +69,40 @@ func (n *Node) bootstrapReconciled(ctx context.Context) error {
 	p := n.reconciledLocked()
 	n.mu.Unlock()
 	return n.waitDurable(ctx, p)
+}
+
+// checkIncarnation is the fence of a data directory (DESIGN.md, Cluster
+// incarnation): one that belongs to another incarnation than inc, the
+// coordinator's, refuses to start with ErrOtherIncarnation, unless the
+// node runs the recovery command (which adopts inc). A directory with no
+// incarnation passes: adoptIncarnation records inc in it.
+func (n *Node) checkIncarnation(inc string) error {
+	if n.incarnation == "" || n.incarnation == inc || n.cfg.ForceNewCluster != "" || n.cfg.Faults.SkipIncarnationCheck {
+		return nil
+	}
+	n.log.Error("refusing to start: the data directory belongs to another cluster incarnation", "err", ErrOtherIncarnation,
+		"dir", n.cfg.DataDir, "dir_incarnation", n.incarnation, "cluster", n.cfg.Cluster, "coordinator_incarnation", inc, "applied", n.Applied())
+	return fmt.Errorf("node %s: %w (data directory %s: incarnation %s; cluster %q at the coordinator: incarnation %s)",
+		n.cfg.ID, ErrOtherIncarnation, n.cfg.DataDir, n.incarnation, n.cfg.Cluster, inc)
+}
+
+// adoptIncarnation durably records inc as the cluster incarnation the
+// data directory belongs to, if it records another or none. Start calls it
+// before the node counts toward anything (serves RPC, creates the voter
+// record); it writes nothing without a data directory.
+func (n *Node) adoptIncarnation(ctx context.Context, inc string) error {
+	if n.disk == nil || n.incarnation == inc {
+		return nil
+	}
+	n.mu.Lock()
+	p := n.submittedLocked(n.disk.SetIncarnation(inc))
+	n.mu.Unlock()
+	if err := n.waitDurable(ctx, p); err != nil {
+		return fmt.Errorf("node %s: record the cluster incarnation: %w", n.cfg.ID, err)
+	}
+	n.log.Info("recorded the cluster incarnation in the data directory", "incarnation", inc, "previous", n.incarnation)
+	n.incarnation = inc
+	return nil
 }
 
 // reconciledLocked records that a leader reconciled this node: its state

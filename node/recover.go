@@ -24,6 +24,13 @@ var (
 	// lost its data. Bootstrapping here could make a stale node the whole
 	// cluster and lose acknowledged writes; the node refuses to start.
 	ErrCoordinatorLost = errors.New("node: the coordinator has no voter record but this node holds data: the coordinator appears rebuilt or its data lost; restart the cluster from its most up-to-date node with `kvstore node --force-new-cluster=<its id>` (see the README)")
+	// ErrOtherIncarnation: this node's data directory belongs to another
+	// incarnation of the cluster record than the coordinator's: the
+	// coordinator was rebuilt (its data lost) or the node was pointed at
+	// another cluster (a mistyped --cluster) before. Joining could let an
+	// empty or foreign leader overwrite this node's data, or this node's
+	// foreign data win a takeover; the node refuses to start.
+	ErrOtherIncarnation = errors.New("node: this node's data directory belongs to another cluster incarnation than the coordinator's cluster record: the coordinator appears rebuilt (its data lost) or this node was pointed at another cluster; to restart the cluster from its data, stop every node and run `kvstore node --force-new-cluster=<its id>` on the most up-to-date node (see the README); to let this node join as a new node, move its data directory aside (or wipe it)")
 	// ErrForceRefused: ForceNewCluster was refused because a majority of
 	// the recorded voters is alive: the cluster can recover by itself.
 	ErrForceRefused = errors.New("node: force-new-cluster refused")
@@ -51,9 +58,11 @@ func (n *Node) hasData() bool {
 // forceNewCluster is Config.ForceNewCluster's work before the node starts:
 // it refuses on a node with no data, and while a majority of the recorded
 // voters is alive; it raises the epoch base above every epoch this node
-// promised or applied (by forceEpochGap), and writes a voter record naming
-// only this node.
-func (n *Node) forceNewCluster(ctx context.Context) error {
+// promised or applied (by forceEpochGap), adopts the coordinator's
+// cluster incarnation inc (the explicit operator act that makes this
+// node's data the incarnation's), and writes a voter record naming only
+// this node.
+func (n *Node) forceNewCluster(ctx context.Context, inc string) error {
 	if !n.hasData() {
 		return fmt.Errorf("node %s: %w: this node holds no data (an empty or new data directory): forcing a new cluster from it would start the cluster empty; run it on the most up-to-date survivor", n.cfg.ID, ErrForceRefused)
 	}
@@ -87,11 +96,18 @@ func (n *Node) forceNewCluster(ctx context.Context) error {
 	if err := co.RaiseEpochBase(ctx, base); err != nil {
 		return fmt.Errorf("node %s: force-new-cluster: raise the epoch base: %w", n.cfg.ID, err)
 	}
+	// Before the voter record: restarted after a crash in between, the
+	// node must pass the fence to run the command again.
+	oldInc := n.incarnation
+	if err := n.adoptIncarnation(ctx, inc); err != nil {
+		return fmt.Errorf("node %s: force-new-cluster: %w", n.cfg.ID, err)
+	}
 	if err := co.ReplaceVoters(ctx, voters, []string{n.cfg.ID}); err != nil {
 		return fmt.Errorf("node %s: force-new-cluster: write the voter record: %w", n.cfg.ID, err)
 	}
 	n.log.Error("FORCE-NEW-CLUSTER: the cluster restarts from this node's data alone; writes acknowledged only by the nodes that are gone are LOST; start the other surviving nodes normally, they are reconciled to this node's state and added back as voters",
-		"applied", applied, "accepted_epoch", accepted, "epoch_base_at_least", base, "old_voters", voters.IDs, "old_voter_record_found", voters.Version != 0)
+		"applied", applied, "accepted_epoch", accepted, "epoch_base_at_least", base, "old_voters", voters.IDs, "old_voter_record_found", voters.Version != 0,
+		"incarnation", inc, "previous_incarnation", oldInc)
 	return nil
 }
 

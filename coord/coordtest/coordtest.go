@@ -54,6 +54,9 @@ func Run(t *testing.T, newCoord func(t *testing.T) coord.Coordinator) {
 	t.Run("ClaimClusterRace", func(t *testing.T) {
 		testClaimClusterRace(t, []coord.Coordinator{open(t), open(t), open(t), open(t)})
 	})
+	t.Run("ClaimClusterIncarnation", func(t *testing.T) {
+		testClaimClusterIncarnation(t, func(t *testing.T) coord.Coordinator { return open(t) })
+	})
 	t.Run("Settings", func(t *testing.T) { testSettings(t, open(t), open(t)) })
 	t.Run("ClaimSettingsRace", func(t *testing.T) {
 		testClaimSettingsRace(t, []coord.Coordinator{open(t), open(t), open(t), open(t)})
@@ -528,18 +531,23 @@ func testCreateVoters(t *testing.T, c coord.Coordinator) {
 
 func testClaimCluster(t *testing.T, c1, c2 coord.Coordinator) {
 	ctx := ctxFor(t, 30*time.Second)
-	if err := c1.ClaimCluster(ctx, "a"); err != nil {
+	inc, err := c1.ClaimCluster(ctx, "a")
+	if err != nil {
 		t.Fatalf("first ClaimCluster(a): %v", err)
 	}
-	// Claiming the recorded name again succeeds, on any connection.
-	if err := c1.ClaimCluster(ctx, "a"); err != nil {
-		t.Fatalf("ClaimCluster(a) again: %v", err)
+	if len(inc) < 16 {
+		t.Fatalf("first ClaimCluster(a) returned incarnation %q, want a random id", inc)
 	}
-	if err := c2.ClaimCluster(ctx, "a"); err != nil {
-		t.Fatalf("ClaimCluster(a) on a second connection: %v", err)
+	// Claiming the recorded name again succeeds, on any connection, and
+	// returns the same incarnation.
+	if got, err := c1.ClaimCluster(ctx, "a"); err != nil || got != inc {
+		t.Fatalf("ClaimCluster(a) again = %q, %v; want %q", got, err, inc)
+	}
+	if got, err := c2.ClaimCluster(ctx, "a"); err != nil || got != inc {
+		t.Fatalf("ClaimCluster(a) on a second connection = %q, %v; want %q", got, err, inc)
 	}
 	// Another name is refused, and the error names both.
-	err := c2.ClaimCluster(ctx, "b")
+	_, err = c2.ClaimCluster(ctx, "b")
 	if !errors.Is(err, coord.ErrOtherCluster) {
 		t.Fatalf("ClaimCluster(b) = %v, want ErrOtherCluster", err)
 	}
@@ -547,8 +555,8 @@ func testClaimCluster(t *testing.T, c1, c2 coord.Coordinator) {
 		t.Fatalf("ClaimCluster(b) = %q, want both cluster names in the message", msg)
 	}
 	// The refusal changed nothing.
-	if err := c1.ClaimCluster(ctx, "a"); err != nil {
-		t.Fatalf("ClaimCluster(a) after the refusal: %v", err)
+	if got, err := c1.ClaimCluster(ctx, "a"); err != nil || got != inc {
+		t.Fatalf("ClaimCluster(a) after the refusal = %q, %v; want %q", got, err, inc)
 	}
 	// The record is not part of the voter record or the View.
 	if v, err := c1.Voters(ctx); err != nil || v.Version != 0 {
@@ -572,7 +580,7 @@ func testSettings(t *testing.T, c1, c2 coord.Coordinator) {
 	if s, err := c1.Settings(ctx); err != nil || s != (coord.Settings{}) {
 		t.Fatalf("Settings before any claim = %+v, %v; want zero, nil", s, err)
 	}
-	if err := c1.ClaimCluster(ctx, "a"); err != nil {
+	if _, err := c1.ClaimCluster(ctx, "a"); err != nil {
 		t.Fatalf("ClaimCluster(a): %v", err)
 	}
 	first := coord.Settings{LeaseDuration: 2 * time.Second, ClockDrift: 0.05, MaxRequests: 100, MaxLease: 2 * time.Second}
@@ -614,7 +622,7 @@ func testSettings(t *testing.T, c1, c2 coord.Coordinator) {
 		t.Fatalf("ClaimSettings after the refused change = %+v, %v; want %+v", read, err, after)
 	}
 	// The settings are neither the cluster name nor the voter record.
-	if err := c2.ClaimCluster(ctx, "a"); err != nil {
+	if _, err := c2.ClaimCluster(ctx, "a"); err != nil {
 		t.Fatalf("ClaimCluster(a) after the settings changed: %v", err)
 	}
 	if v, err := c1.Voters(ctx); err != nil || v.Version != 0 {
@@ -666,7 +674,7 @@ func testClaimClusterRace(t *testing.T, cs []coord.Coordinator) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = c.ClaimCluster(ctx, fmt.Sprintf("c%d", i))
+			_, errs[i] = c.ClaimCluster(ctx, fmt.Sprintf("c%d", i))
 		}()
 	}
 	wg.Wait()
@@ -681,6 +689,41 @@ func testClaimClusterRace(t *testing.T, cs []coord.Coordinator) {
 	}
 	if winners != 1 {
 		t.Fatalf("%d of %d concurrent claims won (%v), want exactly 1", winners, len(cs), errs)
+	}
+}
+
+// testClaimClusterIncarnation: concurrent first claims of one name all
+// return the same incarnation, and a record created anew (a fresh
+// namespace: the record is gone, as after a coordinator rebuild) has
+// another.
+func testClaimClusterIncarnation(t *testing.T, open func(t *testing.T) coord.Coordinator) {
+	ctx := ctxFor(t, 30*time.Second)
+	claimAll := func(t *testing.T) string {
+		t.Helper()
+		cs := []coord.Coordinator{open(t), open(t), open(t), open(t)}
+		incs := make([]string, len(cs))
+		errs := make([]error, len(cs))
+		var wg sync.WaitGroup
+		for i, c := range cs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				incs[i], errs[i] = c.ClaimCluster(ctx, "a")
+			}()
+		}
+		wg.Wait()
+		for i := range cs {
+			if errs[i] != nil || incs[i] == "" || incs[i] != incs[0] {
+				t.Fatalf("concurrent ClaimCluster(a): incarnations %q, errors %v; want one incarnation for all", incs, errs)
+			}
+		}
+		return incs[0]
+	}
+	first := claimAll(t)
+	var second string
+	t.Run("Rebuilt", func(t *testing.T) { second = claimAll(t) })
+	if second == "" || second == first {
+		t.Fatalf("incarnation of a record created anew = %q, want one other than the first record's %q", second, first)
 	}
 }
 
@@ -798,7 +841,7 @@ func testEpochBase(t *testing.T, cs []coord.Coordinator) {
 	if v, err := c.Voters(ctx); err != nil || v.Version != 0 {
 		t.Fatalf("Voters after RaiseEpochBase = %+v, %v; want none", v, err)
 	}
-	if err := c.ClaimCluster(ctx, "x"); err != nil {
+	if _, err := c.ClaimCluster(ctx, "x"); err != nil {
 		t.Fatalf("ClaimCluster after RaiseEpochBase: %v", err)
 	}
 }

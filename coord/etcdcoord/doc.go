@@ -11,6 +11,10 @@
 //	voters                -> {"ids":[...]}, persistent; Version = ModRevision
 //	cluster               -> the cluster's name, persistent; written once by
 //	                         ClaimCluster (create if absent, else compare)
+//	incarnation           -> the cluster record's random id, persistent; created
+//	                         with cluster in one transaction (or, for a cluster
+//	                         key written before incarnations, by the first
+//	                         ClaimCluster that finds none: create if absent)
 //	settings              -> coord.Settings as JSON, persistent; created by
 //	                         ClaimSettings, changed by SetSettings (CAS on
 //	                         ModRevision)

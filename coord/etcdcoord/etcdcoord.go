@@ -126,20 +126,23 @@ type keys struct {
 	elecDir  string // election + "/": every candidate key starts with it
 	voters   string
 	cluster  string // the name of the cluster that owns the prefix
-	settings string // the cluster's safety settings (coord.Settings)
-	base     string // the epoch base (coord.Coordinator.EpochBase)
+	// incarnation is the cluster record's random id (ClaimCluster).
+	incarnation string
+	settings    string // the cluster's safety settings (coord.Settings)
+	base        string // the epoch base (coord.Coordinator.EpochBase)
 }
 
 func newKeys(prefix string) keys {
 	return keys{
-		prefix:   prefix,
-		members:  prefix + "members/",
-		election: prefix + "election",
-		elecDir:  prefix + "election/",
-		voters:   prefix + "voters",
-		cluster:  prefix + "cluster",
-		settings: prefix + "settings",
-		base:     prefix + "epoch_base",
+		prefix:      prefix,
+		members:     prefix + "members/",
+		election:    prefix + "election",
+		elecDir:     prefix + "election/",
+		voters:      prefix + "voters",
+		cluster:     prefix + "cluster",
+		incarnation: prefix + "incarnation",
+		settings:    prefix + "settings",
+		base:        prefix + "epoch_base",
 	}
 }
 
@@ -355,32 +358,58 @@ func (c *Coordinator) CreateVoters(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// ClaimCluster records name under the prefix's cluster key if the key does
-// not exist, in one transaction that otherwise reads the recorded name; a
-// different name fails with coord.ErrOtherCluster.
-func (c *Coordinator) ClaimCluster(ctx context.Context, name string) error {
+// ClaimCluster records name under the prefix's cluster key, and a new
+// incarnation under the incarnation key, if the cluster key does not
+// exist, in one transaction that otherwise reads both; a different name
+// fails with coord.ErrOtherCluster. A record without an incarnation
+// (written by older code) gets one in a second transaction that creates
+// the key only if it is still absent, and otherwise reads it.
+func (c *Coordinator) ClaimCluster(ctx context.Context, name string) (string, error) {
 	if name == "" {
-		return errors.New("etcdcoord: claim cluster: empty name")
+		return "", errors.New("etcdcoord: claim cluster: empty name")
+	}
+	inc, err := coord.NewIncarnation()
+	if err != nil {
+		return "", err
 	}
 	resp, err := c.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(c.keys.cluster), "=", 0)).
-		Then(clientv3.OpPut(c.keys.cluster, name)).
-		Else(clientv3.OpGet(c.keys.cluster)).
+		Then(clientv3.OpPut(c.keys.cluster, name), clientv3.OpPut(c.keys.incarnation, inc)).
+		Else(clientv3.OpGet(c.keys.cluster), clientv3.OpGet(c.keys.incarnation)).
 		Commit()
 	if err != nil {
-		return fmt.Errorf("etcdcoord: claim cluster %q: %w", name, err)
+		return "", fmt.Errorf("etcdcoord: claim cluster %q: %w", name, err)
 	}
 	if resp.Succeeded {
-		return nil
+		return inc, nil
 	}
 	kvs := resp.Responses[0].GetResponseRange().GetKvs()
 	if len(kvs) != 1 {
-		return fmt.Errorf("etcdcoord: claim cluster %q: key %s neither absent nor readable", name, c.keys.cluster)
+		return "", fmt.Errorf("etcdcoord: claim cluster %q: key %s neither absent nor readable", name, c.keys.cluster)
 	}
 	if got := string(kvs[0].Value); got != name {
-		return fmt.Errorf("etcdcoord: prefix %s belongs to cluster %q, not %q: %w", c.keys.prefix, got, name, coord.ErrOtherCluster)
+		return "", fmt.Errorf("etcdcoord: prefix %s belongs to cluster %q, not %q: %w", c.keys.prefix, got, name, coord.ErrOtherCluster)
 	}
-	return nil
+	if kvs := resp.Responses[1].GetResponseRange().GetKvs(); len(kvs) == 1 {
+		return string(kvs[0].Value), nil
+	}
+	// A record from before incarnations: give it one, once.
+	resp, err = c.client.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(c.keys.incarnation), "=", 0)).
+		Then(clientv3.OpPut(c.keys.incarnation, inc)).
+		Else(clientv3.OpGet(c.keys.incarnation)).
+		Commit()
+	if err != nil {
+		return "", fmt.Errorf("etcdcoord: claim cluster %q: create its incarnation: %w", name, err)
+	}
+	if resp.Succeeded {
+		return inc, nil
+	}
+	kvs = resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) != 1 {
+		return "", fmt.Errorf("etcdcoord: claim cluster %q: key %s neither absent nor readable", name, c.keys.incarnation)
+	}
+	return string(kvs[0].Value), nil
 }
 
 // Settings reads the settings record; Version is the key's ModRevision.

@@ -67,7 +67,7 @@ func TestTLS(t *testing.T) {
 		if err := s.Register(ctx, coord.Member{ID: "n1", Addr: "a1"}); err != nil {
 			t.Fatalf("Register over TLS: %v", err)
 		}
-		if err := c.ClaimCluster(ctx, "a"); err != nil {
+		if _, err := c.ClaimCluster(ctx, "a"); err != nil {
 			t.Fatalf("ClaimCluster over TLS: %v", err)
 		}
 		if _, err := c.Voters(ctx); err != nil {
@@ -142,7 +142,7 @@ func TestTLSServerOnly(t *testing.T) {
 		t.Fatalf("New with the CA alone: %v", err)
 	}
 	defer c.Close()
-	if err := c.ClaimCluster(ctx, "a"); err != nil {
+	if _, err := c.ClaimCluster(ctx, "a"); err != nil {
 		t.Fatalf("ClaimCluster: %v", err)
 	}
 }

@@ -72,7 +72,7 @@ func TestAuthKeepsOthersOut(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c := mustAuthCoord(t, srv.Servers())
-	if err := c.ClaimCluster(ctx, "a"); err != nil {
+	if _, err := c.ClaimCluster(ctx, "a"); err != nil {
 		t.Fatalf("ClaimCluster: %v", err)
 	}
 	if err := c.CreateVoters(ctx, []string{"n1"}); err != nil {

@@ -11,6 +11,10 @@
 //	voters                    -> {"ids":[...]}; persistent, Version = data version + 1
 //	cluster                   -> the cluster's name; persistent, written once by
 //	                             ClaimCluster (create, or read and compare)
+//	incarnation               -> the cluster record's random id; persistent, created
+//	                             with cluster in one multi-op (or, for a cluster
+//	                             znode created before incarnations, by the first
+//	                             ClaimCluster that finds none: create, else read)
 //	settings                  -> coord.Settings as JSON; persistent, created by
 //	                             ClaimSettings, changed by SetSettings (versioned
 //	                             setData), Version = data version + 1

@@ -78,7 +78,7 @@ func TestTLS(t *testing.T) {
 	if _, err := s.Campaign(ctx, "n1"); err != nil {
 		t.Fatalf("Campaign over TLS: %v", err)
 	}
-	if err := c.ClaimCluster(ctx, "a"); err != nil {
+	if _, err := c.ClaimCluster(ctx, "a"); err != nil {
 		t.Fatalf("ClaimCluster over TLS: %v", err)
 	}
 	if err := c.CreateVoters(ctx, []string{"n1"}); err != nil {

@@ -146,20 +146,23 @@ type paths struct {
 	candidate string // what a candidate's sequential znode is created as
 	voters    string
 	cluster   string // the name of the cluster that owns the prefix
-	settings  string // the cluster's safety settings (coord.Settings)
-	base      string // the epoch base (coord.Coordinator.EpochBase)
+	// incarnation is the cluster record's random id (ClaimCluster).
+	incarnation string
+	settings    string // the cluster's safety settings (coord.Settings)
+	base        string // the epoch base (coord.Coordinator.EpochBase)
 }
 
 func newPaths(prefix string) paths {
 	return paths{
-		prefix:    prefix,
-		members:   prefix + "/members",
-		election:  prefix + "/election",
-		candidate: prefix + "/election/n_",
-		voters:    prefix + "/voters",
-		cluster:   prefix + "/cluster",
-		settings:  prefix + "/settings",
-		base:      prefix + "/epoch_base",
+		prefix:      prefix,
+		members:     prefix + "/members",
+		election:    prefix + "/election",
+		candidate:   prefix + "/election/n_",
+		voters:      prefix + "/voters",
+		cluster:     prefix + "/cluster",
+		incarnation: prefix + "/incarnation",
+		settings:    prefix + "/settings",
+		base:        prefix + "/epoch_base",
 	}
 }
 
@@ -265,7 +268,7 @@ func (c *Coordinator) ensure(ctx context.Context, p string) error {
 // Config.Auth was set keeps its open ACLs, and serving on it would protect
 // nothing. Set their ACLs (zkCli: setAcl -R) or use a new prefix.
 func (c *Coordinator) checkClosed(ctx context.Context) error {
-	for _, p := range []string{c.paths.prefix, c.paths.members, c.paths.election, c.paths.voters, c.paths.cluster, c.paths.settings, c.paths.base} {
+	for _, p := range []string{c.paths.prefix, c.paths.members, c.paths.election, c.paths.voters, c.paths.cluster, c.paths.incarnation, c.paths.settings, c.paths.base} {
 		var acl []zk.ACL
 		err := do(ctx, c, func() (err error) {
 			acl, _, err = c.admin.conn.GetACL(p)
@@ -427,20 +430,35 @@ func (c *Coordinator) CreateVoters(ctx context.Context, ids []string) error {
 	return nil
 }
 
-// ClaimCluster creates the persistent cluster znode holding name if it does
-// not exist; if it does, it reads the recorded name (the znode never
-// changes, so a read on the server that reported it is enough), and a
-// different name fails with coord.ErrOtherCluster. A create whose answer was
-// lost is retried: if it was applied, the retry finds the znode with name.
-func (c *Coordinator) ClaimCluster(ctx context.Context, name string) error {
+// ClaimCluster creates the persistent cluster znode holding name and the
+// incarnation znode holding a new incarnation in one multi-op if the
+// cluster znode does not exist; if it does, it reads the recorded name (the
+// znode never changes, so a read on the server that reported it is enough),
+// and a different name fails with coord.ErrOtherCluster. Then it reads the
+// incarnation, creating it if it is absent (a cluster znode created before
+// incarnations). A create whose answer was lost is retried: if it was
+// applied, the retry finds the znodes.
+func (c *Coordinator) ClaimCluster(ctx context.Context, name string) (string, error) {
 	if name == "" {
-		return errors.New("zkcoord: claim cluster: empty name")
+		return "", errors.New("zkcoord: claim cluster: empty name")
+	}
+	inc, err := coord.NewIncarnation()
+	if err != nil {
+		return "", err
 	}
 	for {
 		err := do(ctx, c, func() error {
-			_, err := c.admin.conn.Create(c.paths.cluster, []byte(name), 0, c.acl)
+			// ErrNodeExists if either exists: the cluster znode, read
+			// below (an incarnation without one fails that read).
+			_, err := c.admin.conn.Multi(
+				&zk.CreateRequest{Path: c.paths.cluster, Data: []byte(name), Acl: c.acl},
+				&zk.CreateRequest{Path: c.paths.incarnation, Data: []byte(inc), Acl: c.acl},
+			)
 			return err
 		})
+		if err == nil {
+			return inc, nil
+		}
 		if errors.Is(err, zk.ErrNodeExists) {
 			var data []byte
 			err = do(ctx, c, func() (err error) {
@@ -449,20 +467,53 @@ func (c *Coordinator) ClaimCluster(ctx context.Context, name string) error {
 			})
 			if err == nil {
 				if got := string(data); got != name {
-					return fmt.Errorf("zkcoord: prefix %s belongs to cluster %q, not %q: %w", c.paths.prefix, got, name, coord.ErrOtherCluster)
+					return "", fmt.Errorf("zkcoord: prefix %s belongs to cluster %q, not %q: %w", c.paths.prefix, got, name, coord.ErrOtherCluster)
 				}
-				return nil
+				return c.claimIncarnation(ctx, name, inc)
 			}
 		}
 		if !lostAnswer(err) {
-			if err != nil {
-				return fmt.Errorf("zkcoord: claim cluster %q: %w", name, err)
-			}
-			return nil
+			return "", fmt.Errorf("zkcoord: claim cluster %q: %w", name, err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("zkcoord: claim cluster %q: %w (after %w)", name, ctx.Err(), err)
+			return "", fmt.Errorf("zkcoord: claim cluster %q: %w (after %w)", name, ctx.Err(), err)
+		case <-time.After(retryInterval):
+		}
+	}
+}
+
+// claimIncarnation reads the incarnation znode of an existing cluster
+// record, creating it with inc if it is absent. It never changes once
+// created, so a read on the server that reported it is enough.
+func (c *Coordinator) claimIncarnation(ctx context.Context, name, inc string) (string, error) {
+	for {
+		var data []byte
+		err := do(ctx, c, func() (err error) {
+			data, _, err = c.admin.conn.Get(c.paths.incarnation)
+			return err
+		})
+		if err == nil {
+			return string(data), nil
+		}
+		if errors.Is(err, zk.ErrNoNode) {
+			err = do(ctx, c, func() error {
+				_, err := c.admin.conn.Create(c.paths.incarnation, []byte(inc), 0, c.acl)
+				return err
+			})
+			if err == nil {
+				return inc, nil
+			}
+			if errors.Is(err, zk.ErrNodeExists) {
+				continue // another claimer created it: read it
+			}
+		}
+		if !lostAnswer(err) {
+			return "", fmt.Errorf("zkcoord: claim cluster %q: incarnation: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("zkcoord: claim cluster %q: incarnation: %w (after %w)", name, ctx.Err(), err)
 		case <-time.After(retryInterval):
 		}
 	}
