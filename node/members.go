@@ -124,12 +124,13 @@ func (l *leader) checkRemovalLocked(id string) error {
 	if len(rest) == 0 {
 		return fmt.Errorf("%w: %s is the last voter", kvstore.ErrUnsafeRemoval, id)
 	}
-	// Live: answering, and holding everything committed. A peer that
-	// answers but waits for a snapshot (recovering, or far behind) cannot
-	// yet make up a majority of the rest.
+	// Live: answering, and not waiting for a snapshot. A peer that
+	// answers but must be reconciled first (recovering, or far behind)
+	// cannot yet make up a majority of the rest; one a few entries behind
+	// (the next Append is on its way) can.
 	live := map[string]bool{n.cfg.ID: true}
 	for pid, p := range l.peers {
-		live[pid] = p.reachable && !p.snapshot && p.match >= l.commit
+		live[pid] = p.reachable && !p.snapshot
 	}
 	if !quorum.HasMajority(rest, live) {
 		var up []string
