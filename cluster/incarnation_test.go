@@ -131,7 +131,16 @@ func TestNodeStartedOnceOnAnotherClusterIsRefused(t *testing.T) {
 		if err := c.Restart(ctxT(t, 60*time.Second), 2); err != nil {
 			t.Fatalf("restart node 2 with its data moved aside: %v", err)
 		}
-		// Node 2 is reconciled, and a takeover keeps every write.
+		// Node 2 is reconciled (it joined with an empty store: recovering
+		// until the leader's snapshot lands), and then a takeover keeps
+		// every write. Killing node 0 before that leaves one voter with
+		// data of three: no takeover, rightly.
+		soon.Succeeds(t, 30*time.Second, func() error {
+			if rec, err := c.Recovering(2); err != nil || rec {
+				return fmt.Errorf("node 2 still recovering (%v)", err)
+			}
+			return nil
+		})
 		if err := c.Kill(0); err != nil {
 			t.Fatal(err)
 		}
