@@ -51,11 +51,12 @@ for i in $(seq 1 "$n"); do
   rc=$?
   secs=$(( $(date +%s) - start ))
   tests=$(grep -E '^\s*--- FAIL: ' "$out" | awk '{print $3}' | sort -u | tr '\n' ' ')
-  pkgs=$(grep -E '^(FAIL|panic:)' "$out" | grep -v '^FAIL$' | awk '{print $2}' | sort -u | tr '\n' ' ')
+  pkgs=$(grep -E '^FAIL[[:space:]]+[^[:space:]]+' "$out" | awk '{print $2}' | sort -u | tr '\n' ' ')
+  panics=$(grep -c '^panic: ' "$out")
   if [ $rc -ne 0 ]; then
     failed_runs=$((failed_runs + 1))
     all_failed+=($tests)
-    echo "flake: run $i/$n FAILED in ${secs}s: tests [${tests}] packages [${pkgs}] (log $out)"
+    echo "flake: run $i/$n FAILED in ${secs}s: tests [${tests}] packages [${pkgs}] panics ${panics} (log $out)"
   else
     echo "flake: run $i/$n ok in ${secs}s"
   fi
