@@ -151,8 +151,9 @@ type Faults struct {
 	// SkipReadGate lets the leader hand out a key's value once its write is
 	// committed, without waiting until no older cached copy is readable.
 	SkipReadGate bool
-	// SkipDurableWait acknowledges entries (a follower's Append, the
-	// leader's own count) before they are on disk.
+	// SkipDurableWait acknowledges entries (a follower's Append of
+	// entries, the leader's own count of its entries) before they are on
+	// disk. Snapshots, promises and reconcile records are still waited for.
 	SkipDurableWait bool
 	// IgnoreLeave makes a removed node refuse the leader's word to leave
 	// (as a node the word cannot reach would), so that only the leader

@@ -122,7 +122,11 @@ func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 		return nil, err
 	}
 	// The position answered counts toward majorities: it must be durable.
-	if err := s.n.waitDurable(ctx, ps...); err != nil {
+	wait := s.n.waitDurable
+	if req.Snapshot == nil {
+		wait = s.n.waitEntriesDurable
+	}
+	if err := wait(ctx, ps...); err != nil {
 		return nil, fmt.Errorf("node %s: append: %w", s.n.cfg.ID, err)
 	}
 	return resp, nil

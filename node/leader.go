@@ -284,7 +284,7 @@ func (l *leader) takeover() error {
 		}
 		// Step 3: seal the epoch with a no-op and replicate it.
 		p := l.start(voters, targets)
-		if err := n.waitDurable(l.ctx, p); err != nil {
+		if err := n.waitEntriesDurable(l.ctx, p); err != nil {
 			return fmt.Errorf("the epoch's no-op: %w", err)
 		}
 		l.markDurable(l.noopSeq)
@@ -861,7 +861,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 	if p != nil {
 		// Bounded by the disk, not by the client: wait even if the client
 		// gives up, so that the entry counts toward the majority.
-		if err := n.waitDurable(l.ctx, p); err != nil {
+		if err := n.waitEntriesDurable(l.ctx, p); err != nil {
 			l.cancel(fmt.Errorf("leader cannot persist: %w", err))
 			return writeResult{version: ver}, fmt.Errorf("%w: node %s: %w", kvstore.ErrOutcomeUnknown, n.cfg.ID, err)
 		}

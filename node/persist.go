@@ -208,12 +208,23 @@ func (n *Node) persistRestoreLocked(snap store.Snapshot) *durable.Pending {
 	return n.submittedLocked(n.disk.Restore(snap))
 }
 
-// waitDurable waits until every submission in ps is durable. Submissions
-// commit in order, so it waits for them in turn.
-func (n *Node) waitDurable(ctx context.Context, ps ...*durable.Pending) error {
+// waitEntriesDurable is waitDurable where entries are acknowledged (a
+// follower's Append of entries, the leader's own count of its entries):
+// the place the deliberate bug Faults.SkipDurableWait skips. Snapshots,
+// promises and the reconcile records are always waited for, so the bug
+// loses acknowledged entries, as it is meant to, rather than the marks that
+// keep a node recovering (which would make a crashed cluster unable to
+// elect instead of wrong).
+func (n *Node) waitEntriesDurable(ctx context.Context, ps ...*durable.Pending) error {
 	if n.cfg.Faults.SkipDurableWait {
 		return nil
 	}
+	return n.waitDurable(ctx, ps...)
+}
+
+// waitDurable waits until every submission in ps is durable. Submissions
+// commit in order, so it waits for them in turn.
+func (n *Node) waitDurable(ctx context.Context, ps ...*durable.Pending) error {
 	for _, p := range ps {
 		if p == nil {
 			continue
