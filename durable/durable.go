@@ -695,13 +695,7 @@ func (d *DB) Restore(snap store.Snapshot) *Pending {
 func (d *DB) Promise(epoch int64) *Pending {
 	p := newPending(kindPromise)
 	p.epoch = epoch
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.refused(); err != nil {
-		return p.finish(err)
-	}
-	d.enqueue(p)
-	return p
+	return d.submit(p)
 }
 
 // Reconciled submits the end of the unreconciled mark (State.Unreconciled):
@@ -710,13 +704,7 @@ func (d *DB) Promise(epoch int64) *Pending {
 // own record.
 func (d *DB) Reconciled() *Pending {
 	p := newPending(kindReconciled)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.refused(); err != nil {
-		return p.finish(err)
-	}
-	d.enqueue(p)
-	return p
+	return d.submit(p)
 }
 
 // SetIncarnation submits the cluster incarnation the directory belongs to
@@ -728,13 +716,7 @@ func (d *DB) SetIncarnation(id string) *Pending {
 	if id == "" {
 		return p.finish(errors.New("durable: set incarnation: empty id"))
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.refused(); err != nil {
-		return p.finish(err)
-	}
-	d.enqueue(p)
-	return p
+	return d.submit(p)
 }
 
 // PromiseLeadership submits the accepted epoch with the leadership it is
@@ -744,13 +726,7 @@ func (d *DB) SetIncarnation(id string) *Pending {
 func (d *DB) PromiseLeadership(epoch int64, leader string, nonce uint64) *Pending {
 	p := newPending(kindPromiseLeadership)
 	p.epoch, p.leader, p.nonce = epoch, leader, nonce
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if err := d.refused(); err != nil {
-		return p.finish(err)
-	}
-	d.enqueue(p)
-	return p
+	return d.submit(p)
 }
 
 // MaxKeyLen is the longest key a DB stores (bbolt's limit). A node must
@@ -777,6 +753,18 @@ func (d *DB) refused() error {
 		return fmt.Errorf("durable: refused after an earlier failure: %w", d.refuse)
 	}
 	return nil
+}
+
+// submit queues p for the committer, or fails it if the DB refuses new
+// submissions.
+func (d *DB) submit(p *Pending) *Pending {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.refused(); err != nil {
+		return p.finish(err)
+	}
+	d.enqueue(p)
+	return p
 }
 
 // enqueue queues p for the committer. d.mu is held.
