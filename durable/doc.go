@@ -33,7 +33,17 @@
 //
 // dir/wal-<i>.log are the log files, <i> (16 hex digits) the index of the
 // file's first record; their records' indexes run on from file to file
-// without a gap. Each record is one submission:
+// without a gap. A file starts with a header, written and synced when the
+// file is created, before anything else; then come groups, one per write
+// of the committer (each followed by one fdatasync):
+//
+//	file header: "kvstore-wal" 0 (12) | salt (8, random per file) |
+//	             CRC-32C of the 20 bytes before (4)
+//	group:       "KVG1" (4) | length of its records (4) | CRC-32C of its
+//	             records (4) | CRC-32C of the file's salt and the 12 bytes
+//	             before (4) | its records
+//
+// (integers little-endian). Each record is one submission:
 //
 //	length (4, little-endian) | CRC-32C of length and payload (4) | payload
 //	payload: index (uvarint) | kind (1: 0 append, 1 restore, 2 promise,
@@ -47,6 +57,11 @@
 //	promise with leadership: epoch | leader id | leadership number
 //	incarnation: cluster incarnation id (the directory's fence; older
 //	         builds cannot replay a log holding one)
+//
+// Files written by builds before groups hold bare records with no header;
+// Open still reads them (a damaged record of the newest file with no whole
+// record after it is torn there, as those builds wrote one record at a
+// time to it).
 //
 // Epochs are varints, other integers uvarints, strings a uvarint length and
 // the bytes. The committer starts a new file once the current one holds
@@ -99,14 +114,31 @@
 //
 // # Crash and corruption guarantees
 //
-// A group is durable when its Pendings are done: its records are written to
-// the log and fdatasynced (unless Options.NoSync). A crash during the write
-// leaves a torn final record: short, or failing its checksum with no whole
-// record after it. Open discards it (truncating the file there, and logging
-// it) and every older record is intact. A damaged record that is followed by
-// a valid one, a damaged record in any file but the newest, or an index gap
+// A group is durable when its Pendings are done: it is written to the log
+// and fdatasynced (unless Options.NoSync), and nothing after it is written
+// before that. A power loss during the write of the final group can keep
+// any part of it: a later page and not an earlier one (ext4's rewritten
+// tail page of the old end of the file, reordered pages, a page torn at a
+// sector), the file's new size with zeros where data did not land. So
+// damage anywhere from the start of the newest file's final group to its
+// end is a torn write: a group whose header is intact but whose records
+// fail its checksum, with nothing but zeros after its end; or a group
+// header that is damaged, with no valid group header after it (one group
+// has one header, and the salt keeps a client's value from passing for
+// one). Open discards that group whole (truncating the file where it
+// starts, and logging it): none of it was acknowledged. Damage anywhere
+// before the final group, in any file but the newest, or an index gap
 // (within a file, between files, or between the checkpoint and the log) is
-// ErrCorrupt naming the file and offset: it is not what a crash leaves.
+// ErrCorrupt naming the file and offset: it is not what a crash leaves. A
+// final group that was acknowledged and damaged later by the medium cannot
+// be told from a torn one: it is discarded too, which loses acknowledged
+// records on this node (as any loss of synced data does; the cluster
+// assumes a disk keeps what it synced). TestCrashStates enumerates the
+// states a power loss can leave during a real workload and opens each.
+//
+// Log files that a checkpoint covers are deleted and the directory synced;
+// a file a crash brings back all the same (its deletion not yet durable)
+// is covered by the checkpoint, and Open skips it unread.
 //
 // A checkpoint is a bbolt transaction: bbolt writes its pages, fsyncs, then
 // writes and fsyncs the meta page that makes them current. A crash during it

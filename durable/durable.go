@@ -36,6 +36,10 @@ type Options struct {
 	// group, as a slow disk would: submissions queue up meanwhile (and a
 	// Crash drops them). For tests; 0 in production.
 	CommitDelay time.Duration
+
+	// trace, if set, sees every operation on the log's files (the
+	// crash-state tests).
+	trace func(walEvent)
 }
 
 // State is what Open recovered.
@@ -113,13 +117,13 @@ type DB struct {
 	next    store.Version // position after every accepted submission
 	refuse  error         // sticky: later submissions fail with it
 	closing bool
+	torn    []*Pending // PowerLoss: written as a torn group by the committer as it stops
 
 	// Owned by the committer goroutine.
 	spare   []*Pending
 	failed  error    // a group failed: everything after it fails too
-	wal     *os.File // the log file being written
-	walSize int64
-	nextIdx uint64 // index of the next submission logged
+	wal     *logFile // the log file being written
+	nextIdx uint64   // index of the next submission logged
 
 	// Owned by the checkpointer goroutine (by Open before it starts).
 	cs    committed // what the last checkpoint left
@@ -149,6 +153,9 @@ type DB struct {
 	// testHookCommit, if set, runs before each group is written to the
 	// log; an error fails the group.
 	testHookCommit func() error
+	// trace, if set (Options.trace, tests only), sees every write, sync,
+	// creation and removal of a log file, in order.
+	trace func(walEvent)
 }
 
 // committed is the part of the stored state the committer keeps in memory.
@@ -250,7 +257,7 @@ func Open(dir string, o Options) (*DB, State, error) {
 		lock.Close()
 		return nil, State{}, fmt.Errorf("%w: %s is locked by another DB (waited %v for %s): %v", ErrLocked, dir, lockTimeout, lockPath, err)
 	}
-	d := &DB{dir: dir, path: filepath.Join(dir, fileName), lock: lock, maxReqs: maxReqs, delay: o.CommitDelay, noSync: o.NoSync, log: log,
+	d := &DB{dir: dir, path: filepath.Join(dir, fileName), lock: lock, maxReqs: maxReqs, delay: o.CommitDelay, noSync: o.NoSync, log: log, trace: o.trace,
 		stopped: make(chan struct{}), crashNow: make(chan struct{}), ckKick: make(chan struct{}, 1), ckUrgent: make(chan struct{}, 1), ckQuit: make(chan struct{}), ckDone: make(chan struct{})}
 	st, err := d.open(o)
 	if err != nil {
@@ -258,7 +265,7 @@ func Open(dir string, o Options) (*DB, State, error) {
 			_ = guard(d.path, d.bolt.Close)
 		}
 		if d.wal != nil {
-			d.wal.Close()
+			d.wal.f.Close()
 		}
 		lock.Close()
 		log.Error("durable: open failed", "dir", dir, "err", err)
@@ -359,10 +366,10 @@ func (d *DB) open(o Options) (State, error) {
 		}
 		d.log.Info("durable: replayed the log", "records", len(recs), "from", recs[0].idx, "to", recs[len(recs)-1].idx)
 	}
-	if err := removeWAL(d.dir, files); err != nil {
+	if err := removeWAL(d.dir, files, o.NoSync, d.trace); err != nil {
 		return st, fmt.Errorf("durable: removing replayed log files: %w", err)
 	}
-	if d.wal, err = createWAL(d.dir, d.cs.logged+1, o.NoSync); err != nil {
+	if d.wal, err = createWAL(d.dir, d.cs.logged+1, o.NoSync, d.trace); err != nil {
 		return st, fmt.Errorf("durable: creating a log file: %w", err)
 	}
 	st.Fresh = fresh && len(recs) == 0
@@ -801,6 +808,28 @@ func (d *DB) Crash() error {
 	return d.Close()
 }
 
+// PowerLoss is Crash as a power loss during a group commit leaves the
+// disk: the submissions not yet committed (they fail with ErrClosed, as in
+// Crash) were being written as one group when the power went, and of that
+// write only the later part landed: the group's header and its first
+// record are zeros, its other records intact with valid checksums, and
+// nothing is synced. It returns how many submissions that torn group
+// held (0: none were pending, and nothing was written). Tests only; Open
+// must find the torn group and discard it whole.
+func (d *DB) PowerLoss() (torn int, err error) {
+	d.mu.Lock()
+	if !d.closing {
+		d.torn = d.queue
+		d.queue = nil
+		torn = len(d.torn)
+	}
+	d.mu.Unlock()
+	for _, p := range d.torn {
+		p.finish(ErrClosed)
+	}
+	return torn, d.Crash()
+}
+
 // Close commits what was submitted, stops the committer, checkpoints
 // everything logged into the bbolt file (and removes the log files), closes
 // the files and releases the directory. It is idempotent (later calls return the first
@@ -817,7 +846,7 @@ func (d *DB) Close() error {
 		d.ckMu.Lock()
 		err, covered := d.ckErr, d.ckIdx == d.nextIdx-1
 		d.ckMu.Unlock()
-		if werr := d.wal.Close(); err == nil {
+		if werr := d.wal.f.Close(); err == nil {
 			err = werr
 		}
 		if err == nil && covered && d.failed == nil && !d.crashed.Load() {
@@ -830,7 +859,7 @@ func (d *DB) Close() error {
 			if files, lerr := listWAL(d.dir); lerr != nil {
 				err = lerr
 			} else if len(files) > 1 {
-				err = removeWAL(d.dir, files[:len(files)-1])
+				err = removeWAL(d.dir, files[:len(files)-1], d.noSync, d.trace)
 			}
 		}
 		if berr := guard(d.path, d.bolt.Close); err == nil {

@@ -72,6 +72,28 @@ func seedWAL() []byte {
 	return b
 }
 
+// seedGroupSalt is the salt of seedGroupedWAL's file header.
+const seedGroupSalt = 0x5eed5a17
+
+// seedGroupedWAL is a log file of this version holding seedSubs in groups
+// of 1, 2, 3... submissions, and the offset at which each group starts.
+func seedGroupedWAL() (data []byte, groups []int, counts []int) {
+	data = appendFileHeader(nil, seedGroupSalt)
+	subs := seedSubs()
+	for i, size := 0, 1; i < len(subs); size++ {
+		n := min(size, len(subs)-i)
+		g := make([]byte, groupHeaderLen)
+		for j := range n {
+			g = appendRecord(g, uint64(i+j+1), &subs[i+j])
+		}
+		sealGroup(g, seedGroupSalt)
+		groups, counts = append(groups, len(data)), append(counts, n)
+		data = append(data, g...)
+		i += n
+	}
+	return data, groups, counts
+}
+
 // The seeds of the fuzz targets are in testdata/fuzz/<FuzzName>/
 // (TestFuzzCorpus makes them from fuzzSeeds).
 
@@ -215,6 +237,78 @@ func FuzzDamagedWAL(f *testing.F) {
 	})
 }
 
+// FuzzDamagedGroupedWAL damages a log of this version (groups) as
+// FuzzDamagedWAL does. Reading it must give ErrCorrupt or a prefix of the
+// records written, exactly, ending at a group's end. And damage only from
+// the start of the final group on (a cut anywhere leaves such a file: the
+// group it cuts is the final one) is a torn write, never ErrCorrupt: every
+// group that ends before the first damaged byte is read.
+func FuzzDamagedGroupedWAL(f *testing.F) {
+	want := seedSubs()
+	f.Fuzz(func(t *testing.T, off1, xor1, off2, xor2, cut uint32) {
+		data, groups, counts := seedGroupedWAL()
+		total := len(data)
+		firstDamage := len(data)
+		for _, d := range [][2]uint32{{off1, xor1}, {off2, xor2}} {
+			off := int(d[0]) % len(data)
+			var x [4]byte
+			binary.BigEndian.PutUint32(x[:], d[1])
+			for i := 0; i < 4 && off+i < len(data); i++ {
+				if x[i] != 0 {
+					data[off+i] ^= x[i]
+					firstDamage = min(firstDamage, off+i)
+				}
+			}
+		}
+		if cut > 0 {
+			data = data[:int(cut)%len(data)]
+			firstDamage = min(firstDamage, len(data))
+		}
+		// The records of the groups that end before the first damage, and
+		// whether the damage is confined to the final group present.
+		intact, ends, final := 0, []int{0}, 0
+		for i, start := range groups {
+			if start < len(data) {
+				final = start
+			}
+			end := total
+			if i+1 < len(groups) {
+				end = groups[i+1]
+			}
+			if end <= firstDamage {
+				intact += counts[i]
+			}
+			ends = append(ends, ends[len(ends)-1]+counts[i])
+		}
+		tornOnly := firstDamage >= final && firstDamage >= fileHeaderLen
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, walName(1)), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		recs, _, _, _, err := readWAL(dir, 0, true)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("%v, want ErrCorrupt", err)
+			}
+			if tornOnly {
+				t.Fatalf("damage from offset %d, in the final group (at %d): %v, want a torn write", firstDamage, final, err)
+			}
+			return
+		}
+		if len(recs) > len(want) || !slices.Contains(ends, len(recs)) {
+			t.Fatalf("%d records read, %d written, groups end after %v", len(recs), len(want), ends)
+		}
+		if len(recs) < intact {
+			t.Fatalf("%d records read, but the groups before the damage at %d hold %d", len(recs), firstDamage, intact)
+		}
+		for i, r := range recs {
+			if r.idx != uint64(i+1) || !sameSub(r.sub, want[i]) {
+				t.Fatalf("record %d read as %d %+v, written as %d %+v", i, r.idx, r.sub, i+1, want[i])
+			}
+		}
+	})
+}
+
 // checkpointSeed is a checkpoint file (state.db, written and closed, so
 // that the log is empty) and the state it holds, made once per process.
 var checkpointSeed = sync.OnceValues(func() ([]byte, store.Snapshot) {
@@ -313,6 +407,12 @@ func fuzzSeeds() map[string][]fuzzcorpus.Seed {
 	add("FuzzDamagedWAL", uint32(20), uint32(0x01000000), uint32(0), uint32(0), uint32(0))
 	add("FuzzDamagedWAL", uint32(0), uint32(0), uint32(0), uint32(0), uint32(len(w)-5))
 	add("FuzzDamagedWAL", uint32(1), uint32(0x40), uint32(len(w)-10), uint32(0xff), uint32(0))
+	g, groups, _ := seedGroupedWAL()
+	add("FuzzDamagedGroupedWAL", uint32(0), uint32(0), uint32(0), uint32(0), uint32(0))
+	add("FuzzDamagedGroupedWAL", uint32(groups[len(groups)-1]), uint32(0xffffffff), uint32(0), uint32(0), uint32(0))
+	add("FuzzDamagedGroupedWAL", uint32(groups[1]+3), uint32(0x01), uint32(0), uint32(0), uint32(0))
+	add("FuzzDamagedGroupedWAL", uint32(0), uint32(0), uint32(0), uint32(0), uint32(len(g)-5))
+	add("FuzzDamagedGroupedWAL", uint32(groups[len(groups)-1]+20), uint32(0x10000000), uint32(len(g)-1), uint32(0xff), uint32(0))
 	add("FuzzCheckpointFile", uint32(0), byte(0), uint32(0), byte(0))
 	add("FuzzCheckpointFile", uint32(100), byte(0x01), uint32(0), byte(0))
 	add("FuzzCheckpointFile", uint32(4096+16), byte(0x80), uint32(12), byte(0x02))

@@ -1,11 +1,10 @@
 package durable
 
 import (
+	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -323,12 +322,15 @@ type logged struct {
 }
 
 // readWAL reads dir's log files and returns the records with an index above
-// after, in order. A torn final record (a record of the last file that is
-// short or fails its checksum, with no whole record after it) is discarded
-// and the file truncated there (tornAt reports where, "" if nothing was
-// torn). Any other bad record, an index that does not follow the one before
-// it, a first record after `after` that is not after+1, or a first file that
-// starts after after+1, is ErrCorrupt naming the file and offset. files returns the files read.
+// after, in order. A file whose successor starts at or before after+1 holds
+// nothing the checkpoint lacks: it is skipped unread (an old file that a
+// crash brought back after its deletion is such a file). Damage from the
+// start of the newest file's final group to its end is a torn write
+// (scanLog): it is discarded and the file truncated there (tornAt reports
+// where, "" if nothing was torn). Any other damage, an index that does not
+// follow the one before it, a first record after `after` that is not
+// after+1, or a first file that starts after after+1, is ErrCorrupt naming
+// the file and offset. files returns the files found.
 func readWAL(dir string, after uint64, noSync bool) (recs []logged, last uint64, files []walFile, tornAt string, err error) {
 	files, err = listWAL(dir)
 	if err != nil {
@@ -343,54 +345,164 @@ func readWAL(dir string, after uint64, noSync bool) (recs []logged, last uint64,
 	var prev uint64 // index of the previous record, 0 before the first
 	for fi, f := range files {
 		path := filepath.Join(dir, f.name)
+		newest := fi == len(files)-1
+		if !newest && files[fi+1].first <= after+1 {
+			prev = files[fi+1].first - 1
+			continue
+		}
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return nil, 0, nil, "", fmt.Errorf("durable: %w", err)
 		}
-		off := 0
-		for off < len(data) {
-			p, n, ok := nextRecord(data[off:])
-			if !ok {
-				if fi != len(files)-1 || validAfter(data[off+1:]) {
-					return nil, 0, nil, "", corrupt(path, "log record at offset %d is damaged (%d bytes follow it)", off, len(data)-off)
-				}
-				// A torn final record: discard it.
-				tf, err := os.OpenFile(path, os.O_WRONLY, 0)
-				if err == nil {
-					err = tf.Truncate(int64(off))
-					if err == nil && !noSync {
-						err = tf.Sync()
-					}
-					if cerr := tf.Close(); err == nil {
-						err = cerr
-					}
-				}
-				if err != nil {
-					return nil, 0, nil, "", fmt.Errorf("durable: truncating the torn end of %s: %w", path, err)
-				}
-				tornAt = fmt.Sprintf("%s at offset %d (%d bytes discarded)", path, off, len(data)-off)
-				break
-			}
-			idx, s, err := decodeRecord(p)
+		raw, torn, err := scanLog(data, newest)
+		if err != nil {
+			return nil, 0, nil, "", corrupt(path, "%v", err)
+		}
+		for i, r := range raw {
+			idx, s, err := decodeRecord(r.payload)
 			if err != nil {
-				return nil, 0, nil, "", corrupt(path, "log record at offset %d: %v", off, err)
+				return nil, 0, nil, "", corrupt(path, "log record at offset %d: %v", r.off, err)
 			}
 			switch {
-			case off == 0 && idx != f.first:
-				return nil, 0, nil, "", corrupt(path, "log record at offset 0 has index %d, the file's name says %d", idx, f.first)
+			case i == 0 && idx != f.first:
+				return nil, 0, nil, "", corrupt(path, "log record at offset %d, the file's first, has index %d, the file's name says %d", r.off, idx, f.first)
 			case prev != 0 && idx != prev+1:
-				return nil, 0, nil, "", corrupt(path, "log record at offset %d has index %d after %d: a gap", off, idx, prev)
+				return nil, 0, nil, "", corrupt(path, "log record at offset %d has index %d after %d: a gap", r.off, idx, prev)
 			case prev == 0 && idx > after+1:
-				return nil, 0, nil, "", corrupt(path, "log record at offset %d has index %d but the checkpoint holds only up to %d: a gap", off, idx, after)
+				return nil, 0, nil, "", corrupt(path, "log record at offset %d has index %d but the checkpoint holds only up to %d: a gap", r.off, idx, after)
 			}
 			prev = idx
 			if idx > after {
 				recs = append(recs, logged{idx: idx, sub: s})
 			}
-			off += n
+		}
+		if torn >= 0 {
+			if err := truncate(path, int64(torn), noSync); err != nil {
+				return nil, 0, nil, "", fmt.Errorf("durable: truncating the torn end of %s: %w", path, err)
+			}
+			tornAt = fmt.Sprintf("%s at offset %d (%d bytes discarded)", path, torn, len(data)-torn)
 		}
 	}
 	return recs, prev, files, tornAt, nil
+}
+
+// truncate cuts the file at path to size and syncs it.
+func truncate(path string, size int64, noSync bool) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(size)
+	if err == nil && !noSync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// rawRecord is a record found in a log file: its offset and payload.
+type rawRecord struct {
+	off     int
+	payload []byte
+}
+
+// scanLog finds the records of one log file's data. newest says whether it
+// is the newest file, the only one a crash can leave torn. torn is the
+// offset of the torn end to discard, -1 if there is none.
+//
+// A file written by this version starts with a file header and holds
+// groups (scanGroups); a file without the header is of the older format, a
+// bare sequence of records (scanRecords).
+func scanLog(data []byte, newest bool) (recs []rawRecord, torn int, err error) {
+	switch {
+	case len(data) == 0:
+		return nil, -1, nil
+	}
+	if salt, ok := fileHeader(data); ok {
+		return scanGroups(data, salt, newest)
+	}
+	if _, _, ok := nextRecord(data); ok {
+		return scanRecords(data, newest)
+	}
+	if !newest {
+		return nil, -1, fmt.Errorf("the file header at offset 0 is damaged (in a file that is not the newest)")
+	}
+	// Neither a header nor a record at the start of the newest file. The
+	// header is synced before any group is written after it, so a file
+	// whose header a crash damaged holds nothing else; the older format
+	// torn at its first record holds nothing either. Anything valid after
+	// it says the damage is not a crash's (no salt is known here: a
+	// group header is recognised by its magic alone).
+	if bytes.Contains(data[1:], groupMagicBytes) || validAfter(data[1:]) {
+		return nil, -1, fmt.Errorf("the file header at offset 0 is damaged (%d bytes follow it)", len(data))
+	}
+	return nil, 0, nil
+}
+
+// scanGroups reads a file of groups after its header. A group that is
+// whole and matches its checksum gives its records. The first one that
+// does not must be the final write, torn by a crash before its fdatasync:
+// in the newest file, with an intact group header, nothing but zeros after
+// the group's end (a file system may extend a file before its data lands);
+// with a damaged group header, no valid group header after it (one group
+// is one write, so its later pages, which may have landed, hold records
+// but never a group header). Anything else is corruption: nothing after a
+// synced group is written before it is synced.
+func scanGroups(data []byte, salt uint64, newest bool) (recs []rawRecord, torn int, err error) {
+	off := fileHeaderLen
+	for off < len(data) {
+		n, sum, ok := groupHeader(data[off:], salt)
+		if !ok {
+			if !newest {
+				return nil, -1, fmt.Errorf("the group header at offset %d is damaged (%d bytes follow it, in a file that is not the newest)", off, len(data)-off)
+			}
+			if groupAfter(data[off+1:], salt) {
+				return nil, -1, fmt.Errorf("the group header at offset %d is damaged and a whole group follows it", off)
+			}
+			return recs, off, nil
+		}
+		body := data[off+groupHeaderLen:]
+		if uint64(len(body)) < uint64(n) || crc32.Checksum(body[:n], castagnoli) != sum {
+			end := off + groupHeaderLen + int(min(uint64(n), uint64(len(body))))
+			switch {
+			case !newest:
+				return nil, -1, fmt.Errorf("the group at offset %d is damaged (in a file that is not the newest)", off)
+			case !allZero(data[end:]):
+				return nil, -1, fmt.Errorf("the group at offset %d is damaged and %d bytes follow its end", off, len(data)-end)
+			}
+			return recs, off, nil
+		}
+		for roff := 0; roff < int(n); {
+			p, rn, ok := nextRecord(body[roff:n])
+			if !ok {
+				return nil, -1, fmt.Errorf("log record at offset %d is damaged inside a group whose checksum matches", off+groupHeaderLen+roff)
+			}
+			recs = append(recs, rawRecord{off: off + groupHeaderLen + roff, payload: p})
+			roff += rn
+		}
+		off += groupHeaderLen + int(n)
+	}
+	return recs, -1, nil
+}
+
+// scanRecords reads a file of the older format, bare records: a damaged
+// record of the newest file with no whole record after it is torn; any
+// other is corruption.
+func scanRecords(data []byte, newest bool) (recs []rawRecord, torn int, err error) {
+	for off := 0; off < len(data); {
+		p, n, ok := nextRecord(data[off:])
+		if !ok {
+			if !newest || validAfter(data[off+1:]) {
+				return nil, -1, fmt.Errorf("log record at offset %d is damaged (%d bytes follow it)", off, len(data)-off)
+			}
+			return recs, off, nil
+		}
+		recs = append(recs, rawRecord{off: off, payload: p})
+		off += n
+	}
+	return recs, -1, nil
 }
 
 // validAfter reports whether a whole record with a matching checksum starts
@@ -404,26 +516,94 @@ func validAfter(b []byte) bool {
 	return false
 }
 
-// syncDir fsyncs directory dir.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// removeWAL removes the given log files (a file already gone is fine).
-func removeWAL(dir string, files []walFile) error {
-	var errs []error
-	for _, f := range files {
-		if err := os.Remove(filepath.Join(dir, f.name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
+// groupAfter reports whether a valid group header starts anywhere in b.
+func groupAfter(b []byte, salt uint64) bool {
+	for i := 0; ; i++ {
+		j := bytes.Index(b[i:], groupMagicBytes)
+		if j < 0 {
+			return false
+		}
+		i += j
+		if _, _, ok := groupHeader(b[i:], salt); ok {
+			return true
 		}
 	}
-	return errors.Join(errs...)
+}
+
+var groupMagicBytes = binary.LittleEndian.AppendUint32(nil, groupMagic)
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// The framing of this version's log files: a file header, then groups.
+//
+//	file header:  "kvstore-wal" 0 (12) | salt (8) | CRC-32C of the 20 bytes before (4)
+//	group:        magic "KVG1" (4, little-endian 0x3147564b) | length (4) |
+//	              CRC-32C of the records (4) | CRC-32C of the file's salt and
+//	              the first 12 bytes of this header (4) | records (length bytes)
+//
+// One group is one write of the committer followed by one fdatasync; a file
+// header is written and synced when the file is created, before any group.
+// The salt is random per file and never leaves it, so a value a client
+// wrote cannot pass for a group header (scanGroups relies on finding none
+// after a torn one).
+const (
+	fileHeaderLen  = 24
+	groupHeaderLen = 16
+	fileMagic      = "kvstore-wal\x00"
+	groupMagic     = 0x3147564b
+)
+
+// appendFileHeader appends a log file's header with salt to b.
+func appendFileHeader(b []byte, salt uint64) []byte {
+	start := len(b)
+	b = append(b, fileMagic...)
+	b = binary.LittleEndian.AppendUint64(b, salt)
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
+}
+
+// fileHeader checks the file header at the start of b and returns its
+// salt, ok false if b does not start with a valid one.
+func fileHeader(b []byte) (salt uint64, ok bool) {
+	if len(b) < fileHeaderLen || string(b[:len(fileMagic)]) != fileMagic ||
+		binary.LittleEndian.Uint32(b[20:]) != crc32.Checksum(b[:20], castagnoli) {
+		return 0, false
+	}
+	return binary.LittleEndian.Uint64(b[12:]), true
+}
+
+// sealGroup fills in the header of the group in b: groupHeaderLen bytes
+// reserved at its start, then its records.
+func sealGroup(b []byte, salt uint64) {
+	binary.LittleEndian.PutUint32(b[0:], groupMagic)
+	binary.LittleEndian.PutUint32(b[4:], uint32(len(b)-groupHeaderLen))
+	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b[groupHeaderLen:], castagnoli))
+	binary.LittleEndian.PutUint32(b[12:], headerSum(b, salt))
+}
+
+func headerSum(b []byte, salt uint64) uint32 {
+	var s [8]byte
+	binary.LittleEndian.PutUint64(s[:], salt)
+	return crc32.Update(crc32.Checksum(s[:], castagnoli), castagnoli, b[:12])
+}
+
+// groupHeader checks the group header at the start of b: its length and
+// the checksum of its records, ok false if b does not start with a valid
+// one.
+func groupHeader(b []byte, salt uint64) (n, sum uint32, ok bool) {
+	if len(b) < groupHeaderLen || binary.LittleEndian.Uint32(b) != groupMagic ||
+		binary.LittleEndian.Uint32(b[12:]) != headerSum(b, salt) {
+		return 0, 0, false
+	}
+	n = binary.LittleEndian.Uint32(b[4:])
+	if n == 0 || uint64(n) > maxRecordLen {
+		return 0, 0, false
+	}
+	return n, binary.LittleEndian.Uint32(b[8:]), true
 }
