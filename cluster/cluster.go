@@ -517,6 +517,16 @@ func (c *Cluster) Recovering(n int) (bool, error) {
 	return nd.Recovering(), nil
 }
 
+// StartedRecovering reports whether running node n was recovering when it
+// last started.
+func (c *Cluster) StartedRecovering(n int) (bool, error) {
+	nd, err := c.Node(n)
+	if err != nil {
+		return false, err
+	}
+	return nd.StartedRecovering(), nil
+}
+
 // Get reads key through node n.
 func (c *Cluster) Get(ctx context.Context, n int, key string) (string, bool, error) {
 	nd, err := c.Node(n)
@@ -694,24 +704,35 @@ func (c *Cluster) setZk(n int, down bool) error {
 }
 
 // Kill crashes node n: its memory is lost and its session expires by TTL.
-func (c *Cluster) Kill(n int) error {
+func (c *Cluster) Kill(n int) error { _, err := c.kill(n, false); return err }
+
+// PowerLoss is Kill as a power loss leaves node n's data directory: what it
+// was committing when the power went is a torn group in its log
+// (node.Node.PowerLoss). It returns how many submissions that group held.
+func (c *Cluster) PowerLoss(n int) (torn int, err error) { return c.kill(n, true) }
+
+func (c *Cluster) kill(n int, powerLoss bool) (torn int, err error) {
 	s, err := c.slot(n)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	s.mu.Lock()
 	nd, co, retired := s.node, s.coord, s.retired
 	s.node, s.coord = nil, nil
 	s.mu.Unlock()
 	if retired {
-		return fmt.Errorf("%w: node %d", ErrRetired, n)
+		return 0, fmt.Errorf("%w: node %d", ErrRetired, n)
 	}
 	if nd == nil {
-		return fmt.Errorf("cluster: node %d is already killed", n)
+		return 0, fmt.Errorf("cluster: node %d is already killed", n)
 	}
-	nd.Kill()
+	if powerLoss {
+		torn = nd.PowerLoss()
+	} else {
+		nd.Kill()
+	}
 	_ = co.Close()
-	return nil
+	return torn, nil
 }
 
 // WipeData deletes killed node n's data directory, as a lost disk would:

@@ -816,8 +816,18 @@ func (d *DB) Crash() error {
 // nothing is synced. It returns how many submissions that torn group
 // held (0: none were pending, and nothing was written). Tests only; Open
 // must find the torn group and discard it whole.
+//
+// The power goes when a submission is pending: PowerLoss waits up to 200
+// ms for one (so that the fault tears a group whenever the node writes at
+// all), then cuts.
 func (d *DB) PowerLoss() (torn int, err error) {
-	d.mu.Lock()
+	for deadline := time.Now().Add(200 * time.Millisecond); ; time.Sleep(time.Millisecond) {
+		d.mu.Lock()
+		if len(d.queue) > 0 || d.closing || time.Now().After(deadline) {
+			break
+		}
+		d.mu.Unlock()
+	}
 	if !d.closing {
 		d.torn = d.queue
 		d.queue = nil

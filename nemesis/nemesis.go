@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kvstore/kvstore"
@@ -26,6 +27,12 @@ import (
 // node restarted after it lost its data directory was not recovering
 // before any leader could reconcile it (DESIGN.md, Restarts).
 var ErrNotRecovering = errors.New("nemesis: a node that lost its disk is not recovering")
+
+// ErrLostData reports a broken promise that a step checks itself: a node
+// restarted after a power loss, with its data directory, came back
+// recovering (its log read as corrupt and was set aside), although it was
+// not recovering before.
+var ErrLostData = errors.New("nemesis: a node came back recovering after a power loss")
 
 // ErrNotHealed reports that the cluster was not healthy again after a step.
 var ErrNotHealed = errors.New("nemesis: the cluster did not heal")
@@ -41,6 +48,10 @@ type Target interface {
 	// every node but the retired ones (killed ones included).
 	Active() []int
 	Kill(n int) error
+	// PowerLoss kills node n as a power loss would: what it was committing
+	// to its data directory is left as a torn write. It returns how many
+	// submissions that write held (0: none was in progress).
+	PowerLoss(n int) (torn int, err error)
 	Stop(n int) error
 	Resign(ctx context.Context, n int) error
 	Restart(ctx context.Context, n int) error
@@ -61,6 +72,9 @@ type Target interface {
 	WipeData(n int) error
 	// Recovering reports whether running node n is recovering.
 	Recovering(n int) (bool, error)
+	// StartedRecovering reports whether running node n was recovering
+	// when it last started (a leader may have reconciled it since).
+	StartedRecovering(n int) (bool, error)
 	// Remove removes node n from the voters through another node.
 	Remove(ctx context.Context, n int) error
 	// Retire takes node n out of the cluster for good (it is crashed if
@@ -97,9 +111,12 @@ const (
 	// counted from the current leader): a holder of cached copies the
 	// leader cannot reach, never the leader itself.
 	RmiDownFollower Kind = "rmi-down-follower"
-	// CrashAll kills every node at once (a power loss of the whole
-	// cluster); healing restarts them all. Only nodes with a data
-	// directory survive it: use it with durable clusters.
+	// CrashAll is a power loss of the whole cluster: every node is killed
+	// at once (Target.PowerLoss), and the group each one was committing
+	// is left torn in its log (a later part of the write landed, its start
+	// did not); the heal restarts them, and each one must come back as it
+	// was, not recovering, or Play reports ErrLostData. Only nodes with a
+	// data directory survive it: use it with durable clusters.
 	CrashAll Kind = "crash-all"
 	// RollingCrash kills and restarts the nodes one after another, each
 	// restart waited for before the next kill. With durable nodes nothing
@@ -278,7 +295,11 @@ func Play(ctx context.Context, t Target, s Schedule, healTimeout time.Duration, 
 			return faults, errors.Join(broken...)
 		case <-time.After(st.Gap):
 		}
-		nodes, err := inject(ctx, t, st)
+		var before map[int]bool // CrashAll: was each node recovering?
+		if st.Kind == CrashAll {
+			before = map[int]bool{}
+		}
+		nodes, err := inject(ctx, t, st, logf, before)
 		for _, b := range brokenIn(err) {
 			logf("nemesis: %s: BROKEN: %v", st, b)
 			broken = append(broken, fmt.Errorf("%s: %w", st, b))
@@ -295,6 +316,12 @@ func Play(ctx context.Context, t Target, s Schedule, healTimeout time.Duration, 
 		}
 		hctx, cancel := context.WithTimeout(context.Background(), healTimeout)
 		err = heal(hctx, t)
+		if err == nil && before != nil {
+			if lost := lostToPowerLoss(t, before); lost != nil {
+				logf("nemesis: %s: BROKEN: %v", st, lost)
+				broken = append(broken, fmt.Errorf("%s: %w", st, lost))
+			}
+		}
 		if err == nil {
 			err = t.WaitHealthy(hctx)
 		}
@@ -320,7 +347,7 @@ func brokenIn(err error) []error {
 		}
 		return out
 	}
-	if errors.Is(err, ErrNotRecovering) {
+	if errors.Is(err, ErrNotRecovering) || errors.Is(err, ErrLostData) {
 		return []error{err}
 	}
 	return nil
@@ -339,7 +366,8 @@ var byLeader = []Kind{KillLeader, ZkDownLeader, PartitionLeader, HandOver, RmiDo
 // needFollower lists the kinds that hit a follower of the leader.
 var needFollower = []Kind{HandOver, RmiDownFollower, LoseLastCopy, RemoveVoter}
 
-func inject(ctx context.Context, t Target, st Step) ([]int, error) {
+// For CrashAll, before gets whether each node was recovering before it.
+func inject(ctx context.Context, t Target, st Step, logf func(format string, args ...any), before map[int]bool) ([]int, error) {
 	active := t.Active()
 	nodes := make([]int, len(st.Nodes))
 	for i, p := range st.Nodes {
@@ -370,13 +398,7 @@ func inject(ctx context.Context, t Target, st Step) ([]int, error) {
 	case Kill, KillLeader:
 		err = t.Kill(nodes[0])
 	case CrashAll:
-		nodes = nil
-		for _, n := range active {
-			nodes = append(nodes, n)
-			if err = t.Kill(n); err != nil {
-				break
-			}
-		}
+		nodes, err = powerLoss(t, active, logf, before)
 	case RollingCrash:
 		nodes = nil
 		for _, n := range active {
@@ -444,6 +466,41 @@ func inject(ctx context.Context, t Target, st Step) ([]int, error) {
 }
 
 func heal(ctx context.Context, t Target) error { return t.Heal(ctx) }
+
+// powerLoss cuts the power of every node at once (Target.PowerLoss: the
+// group each was committing is left torn); the heal restarts them. It
+// records in before whether each node was recovering.
+func powerLoss(t Target, active []int, logf func(format string, args ...any), before map[int]bool) ([]int, error) {
+	for _, n := range active {
+		rec, err := t.Recovering(n)
+		before[n] = rec || err != nil
+	}
+	// At once: one node's loss must not quiet the others first.
+	torn, errs := make([]int, len(active)), make([]error, len(active))
+	var wg sync.WaitGroup
+	for i, n := range active {
+		wg.Go(func() { torn[i], errs[i] = t.PowerLoss(n) })
+	}
+	wg.Wait()
+	logf("nemesis: power loss: submissions in the torn group of each node: %v", torn)
+	return active, errors.Join(errs...)
+}
+
+// lostToPowerLoss checks the nodes restarted after a power loss: one that
+// came back recovering (Target.StartedRecovering), and was not recovering
+// before (before), lost its data to it: ErrLostData.
+func lostToPowerLoss(t Target, before map[int]bool) error {
+	var broken []error
+	for n, was := range before {
+		if was {
+			continue
+		}
+		if rec, err := t.StartedRecovering(n); err == nil && rec {
+			broken = append(broken, fmt.Errorf("%w: node %d came back recovering, its data directory set aside", ErrLostData, n))
+		}
+	}
+	return errors.Join(broken...)
+}
 
 // follower is the pick-th active node after the leader ld, never ld
 // itself.

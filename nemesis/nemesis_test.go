@@ -135,6 +135,8 @@ type fake struct {
 	retired    map[int]bool
 	restarts   map[int]int // restarts since the wipe
 	forget     bool        // a wiped node restarted twice is not recovering (the bug)
+	setAside   int         // this node + 1 comes back recovering after a power loss (the bug of issue 17)
+	powerLost  map[int]bool
 	refusals   int
 	actives    [][]int // what each Active call returned
 
@@ -184,6 +186,15 @@ func (f *fake) set(m map[int]bool, n int, v bool) error {
 
 func (f *fake) Kill(n int) error { return f.set(f.killed, n, true) }
 func (f *fake) Stop(n int) error { return f.set(f.killed, n, true) }
+func (f *fake) PowerLoss(n int) (int, error) {
+	f.mu.Lock()
+	if f.powerLost == nil {
+		f.powerLost = map[int]bool{}
+	}
+	f.powerLost[n] = true
+	f.mu.Unlock()
+	return 1, f.set(f.killed, n, true)
+}
 
 func (f *fake) Restart(_ context.Context, n int) error {
 	if err := f.set(f.killed, n, false); err != nil {
@@ -196,6 +207,12 @@ func (f *fake) Restart(_ context.Context, n int) error {
 		f.recovering[n] = !f.forget || f.restarts[n] == 1
 	}
 	return nil
+}
+
+func (f *fake) StartedRecovering(n int) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.powerLost[n] && f.setAside == n+1, nil
 }
 
 func (f *fake) Active() []int {
@@ -728,6 +745,28 @@ func TestPlayReportsNodeNotRecovering(t *testing.T) {
 		}
 		if tc.broken && !strings.Contains(err.Error(), "restart 2") {
 			t.Fatalf("%+v: %v does not name the second restart", tc, err)
+		}
+	}
+}
+
+// TestPlayReportsDataLostToPowerLoss: after a power loss of every node
+// (CrashAll), a node that comes back recovering, although it was not
+// before, is reported as ErrLostData; with every node back as it was,
+// nothing is reported.
+func TestPlayReportsDataLostToPowerLoss(t *testing.T) {
+	for _, setAside := range []int{0, 2} {
+		f := newFake(3)
+		f.setAside = setAside
+		s := Schedule{Steps: []Step{{Kind: CrashAll, Hold: time.Millisecond}}}
+		_, err := Play(context.Background(), f, s, 5*time.Second, func(string, ...any) {})
+		if got := errors.Is(err, ErrLostData); got != (setAside != 0) {
+			t.Fatalf("node %d set aside: Play = %v; want ErrLostData %v", setAside-1, err, setAside != 0)
+		}
+		if setAside != 0 && !strings.Contains(err.Error(), "node 1") {
+			t.Fatalf("%v does not name node 1", err)
+		}
+		if len(f.powerLost) != 3 {
+			t.Fatalf("nodes %v lost power, want all 3", f.powerLost)
 		}
 	}
 }

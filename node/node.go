@@ -58,13 +58,15 @@ type Node struct {
 	addr string
 	pool *rpc.Pool
 
-	ctx     context.Context // canceled by Close or Kill
-	cancel  context.CancelCauseFunc
-	wg      sync.WaitGroup
-	closed  atomic.Bool
-	killed  atomic.Bool
-	stopped chan struct{} // closed once Close or Kill has finished
-	removed atomic.Bool   // told to leave by the leader (members.go)
+	ctx    context.Context // canceled by Close or Kill
+	cancel context.CancelCauseFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+	killed atomic.Bool
+	// startedRecovering: the node was recovering when Start returned.
+	startedRecovering atomic.Bool
+	stopped           chan struct{} // closed once Close or Kill has finished
+	removed           atomic.Bool   // told to leave by the leader (members.go)
 
 	rpcDown atomic.Bool // inbound node-to-node RPC refused (rmi-down)
 
@@ -278,6 +280,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.mu.Unlock()
 		n.log.Warn("restarted without reconciled data: recovering until a leader reconciles this node")
 	}
+	n.startedRecovering.Store(n.Recovering())
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
@@ -330,18 +333,30 @@ func (n *Node) closeWith(ctx context.Context, cause error) error {
 // Kill crashes the node: no resignation, no session revocation (the
 // coordinator expires it after its TTL), the RPC server dropped at once and
 // the in-memory state abandoned. It waits for the node's goroutines.
-func (n *Node) Kill() {
+func (n *Node) Kill() { n.kill(false) }
+
+// PowerLoss is Kill as a power loss of the machine leaves the data
+// directory: the submissions not yet committed were being written as one
+// group and only part of that write landed (durable.DB.PowerLoss). It
+// returns how many submissions the torn group held. Tests only.
+func (n *Node) PowerLoss() int { return n.kill(true) }
+
+func (n *Node) kill(powerLoss bool) (torn int) {
 	if !n.closed.CompareAndSwap(false, true) {
-		return
+		return 0
 	}
 	defer close(n.stopped)
 	n.killed.Store(true)
+	if powerLoss && n.disk != nil {
+		torn, _ = n.disk.PowerLoss()
+	}
 	n.crashDisk()
 	n.srv.Stop()
 	n.stop(fmt.Errorf("node %s: %w (killed)", n.cfg.ID, kvstore.ErrStopped))
 	n.wg.Wait()
 	n.pool.Close()
 	n.closeDisk()
+	return torn
 }
 
 func (n *Node) stop(cause error) {
@@ -458,6 +473,10 @@ func (n *Node) Recovering() bool {
 	defer n.mu.Unlock()
 	return n.recovering
 }
+
+// StartedRecovering reports whether the node was recovering when Start
+// returned (a leader may have reconciled it since).
+func (n *Node) StartedRecovering() bool { return n.startedRecovering.Load() }
 
 // changed returns the channel closed at the next view or serving change.
 func (n *Node) changed() <-chan struct{} {
