@@ -8,7 +8,10 @@
 //
 //	members/<id>              -> RPC address; ephemeral
 //	election/n_<guid>_<seq>   -> candidate id; ephemeral sequential
-//	voters                    -> {"ids":[...]}; persistent, Version = data version + 1
+//	voters                    -> {"ids":[...]}; persistent, Version = data version + 1;
+//	                             CreateVoters adds "unsealed":true, every later
+//	                             write (SetVoters, ReplaceVoters) drops it
+//	                             (coord.Voters.Unsealed)
 //	cluster                   -> the cluster's name; persistent, written once by
 //	                             ClaimCluster (create, or read and compare)
 //	incarnation               -> the cluster record's random id; persistent, created

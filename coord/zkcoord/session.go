@@ -666,6 +666,7 @@ func (s *session) Resign(ctx context.Context) error {
 // session's election znode (it must still exist: sequential names are never
 // reused, and no older candidate can appear after it won) and a versioned
 // setData of the record. The failing op tells ErrNotLeader from ErrConflict.
+// The record it writes is sealed.
 func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters, ids []string) error {
 	if err := s.Err(); err != nil {
 		return fmt.Errorf("zkcoord: set voters: %w: %w", coord.ErrNotLeader, err)
@@ -679,9 +680,9 @@ func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters,
 	if prev.Version <= 0 || prev.Version > 1<<31 {
 		return fmt.Errorf("zkcoord: set voters: version %d was never read from a record: %w", prev.Version, coord.ErrConflict)
 	}
-	val, err := encodeVoters(ids)
+	val, err := coord.EncodeVoters(ids, false)
 	if err != nil {
-		return err
+		return fmt.Errorf("zkcoord: %w", err)
 	}
 	err = s.call(ctx, "set voters", func() error {
 		resp, err := s.l.conn.Multi(
