@@ -159,13 +159,23 @@ func (n *Node) needsReconcileLocked() bool {
 }
 
 // moveAside moves every file of dir into the new directory aside (inside
-// dir), so that dir can be opened afresh and nothing is deleted.
+// dir), so that dir can be opened afresh and nothing is deleted. Each step
+// is durable before the next: dir is synced once aside exists in it, and
+// aside and dir after every rename, so that a crash cannot bring back a
+// later rename without the earlier ones (or the files in neither place).
+// The files move in name order, state.db before the log files: a crash
+// part way leaves either the whole log beside no state.db (which replays
+// to the full state) or a log that starts after a gap, or a corrupt
+// state.db (both corrupt again, and set aside again on the next start).
 func moveAside(dir, aside string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	if err := os.Mkdir(aside, 0o700); err != nil {
+		return err
+	}
+	if err := syncDir(dir); err != nil {
 		return err
 	}
 	for _, e := range ents {
@@ -175,6 +185,30 @@ func moveAside(dir, aside string) error {
 		if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(aside, e.Name())); err != nil {
 			return err
 		}
+		if err := syncDir(aside); err != nil {
+			return err
+		}
+		if err := syncDir(dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncDir fsyncs directory dir, making the entries created, renamed or
+// removed in it durable. A variable, for the test that checks when it is
+// called.
+var syncDir = func(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
 }
