@@ -305,8 +305,9 @@ func (s *session) setHealthy(healthy bool) {
 }
 
 // interval is the keep-alive period, a quarter of the session timeout: at
-// least half a tick, the longest a follower server waits before it reports
-// the touches it saw to the ensemble's leader (at the leader's next ping).
+// least half a tick, the wait between the leader's pings, at which a
+// follower server reports the touches it saw (the pings come at least, not
+// at most, half a tick apart: see the package doc on the margin).
 func (s *session) interval() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -321,10 +322,12 @@ func (s *session) interval() time.Duration {
 // follower reports touches at the leader's next ping, and a follower that
 // fails first loses them. So the deadline moves on the touch of keep-alive
 // k-1 on the same connection, once keep-alive k, sent at least a quarter
-// timeout (>= half a tick, one ping period) after k-1's answer, comes back:
-// k-1's touch went to the leader ahead of k's sync on the follower's one
-// connection to it, before the current deadline. (A reconnect proves a
-// touch by itself: see reconnected.)
+// timeout (>= half a tick, the leader's wait between pings) after k-1's
+// answer, comes back: a ping reached the follower in between, and its
+// answer took k-1's touch to the leader ahead of k's sync on the
+// follower's one connection to it, before the current deadline. The
+// margin is thin at the minimum timeout of 2 ticks (package doc). (A
+// reconnect proves a touch by itself: see reconnected.)
 func (s *session) answered(gen int, sent time.Time) bool {
 	now := time.Now()
 	s.mu.Lock()
