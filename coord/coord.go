@@ -45,8 +45,9 @@ type Coordinator interface {
 	// Voters reads the voter record. A record that was never written is
 	// returned as Voters{} with Version 0 and no error.
 	Voters(ctx context.Context) (Voters, error)
-	// CreateVoters writes the first voter record; it fails with ErrConflict if
-	// one exists already. Used once, by the node that bootstraps the cluster.
+	// CreateVoters writes the first voter record, unsealed (Voters.Unsealed);
+	// it fails with ErrConflict if one exists already. Used once, by the
+	// node that bootstraps the cluster.
 	CreateVoters(ctx context.Context, ids []string) error
 	// ClaimCluster records name as the cluster that owns the coordinator
 	// prefix if no cluster is recorded there yet, and otherwise checks the
@@ -76,8 +77,9 @@ type Coordinator interface {
 	SetSettings(ctx context.Context, prev, next Settings) error
 	// ReplaceVoters overwrites the voter record if it still has version
 	// prev.Version (prev.Version 0: if none exists), with no leader fencing;
-	// it fails with ErrConflict otherwise. Only the disaster-recovery
-	// command (a node's ForceNewCluster) uses it, while the cluster is down.
+	// it fails with ErrConflict otherwise. The record it writes is sealed.
+	// Only the disaster-recovery command (a node's ForceNewCluster) uses
+	// it, while the cluster is down.
 	ReplaceVoters(ctx context.Context, prev Voters, ids []string) error
 	// EpochBase reads the epoch base, a persistent record beside the voter
 	// record: the number every node adds to the backend's raw election
@@ -99,6 +101,15 @@ type Coordinator interface {
 type Voters struct {
 	IDs     []string
 	Version int64
+	// Unsealed reports that no leader has sealed the record since
+	// CreateVoters wrote it: the first leader whose takeover completes
+	// seals it (Session.SetVoters with the same ids) before it serves
+	// anything, so while it is unsealed no write was ever acknowledged
+	// and no voter can have lost one. Every write but CreateVoters's
+	// seals the record, and nothing unseals it; a record written before
+	// the mark existed reads as sealed. The zero value (sealed) is the
+	// cautious one.
+	Unsealed bool
 }
 
 // Contains reports whether id is a voter.
@@ -168,7 +179,8 @@ type Session interface {
 	Resign(ctx context.Context) error
 	// SetVoters replaces the voter record if it still has version
 	// prev.Version and this session still leads with epoch (fencing). Errors:
-	// ErrConflict, ErrNotLeader.
+	// ErrConflict, ErrNotLeader. The record it writes is sealed: with ids
+	// equal to prev.IDs, that is all it changes (the leader's seal).
 	SetVoters(ctx context.Context, epoch int64, prev Voters, ids []string) error
 	// Watch delivers the current View at once and then after every change,
 	// until ctx ends. The channel is closed when the watch stops.

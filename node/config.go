@@ -174,6 +174,15 @@ type Faults struct {
 	// coordinator, another cluster) start anyway, and records the
 	// coordinator's: the fence of ErrOtherIncarnation switched off.
 	SkipIncarnationCheck bool
+	// IgnoreVoterSeal makes Start read every voter record as sealed
+	// (coord.Voters.Unsealed ignored): a voter that restarts without its
+	// data is recovering even when no leader ever served, so a new
+	// in-memory cluster whose bootstrap lost its answer can never elect.
+	IgnoreVoterSeal bool
+	// SkipVoterSeal lets the first leader serve without sealing the voter
+	// record: a voter that lost its data after writes were acknowledged
+	// then counts as one that never held any.
+	SkipVoterSeal bool
 	// SlowDisk is not a bug but a slow disk: each group commit of the data
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.

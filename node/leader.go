@@ -472,12 +472,74 @@ func (l *leader) awaitServing(allAnswered bool) error {
 			}
 		}
 	}
+	if err := l.sealVoters(); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	l.serving = true
 	l.takeoverErr = nil
 	l.broadcastLocked()
 	l.mu.Unlock()
 	return nil
+}
+
+// sealVoters seals the voter record (coord.Voters.Unsealed) if no leader
+// has yet, before this leader serves anything: the last step of the first
+// takeover that completes under the record, as late as it can be, so that
+// a crash between the seal and the first write is unlikely (a node that
+// restarts without data after the seal is recovering). Until the seal is
+// at the coordinator no write is taken and no read answered (both wait
+// for serving), so a voter that restarts without data and reads the
+// record unsealed lost nothing acknowledged (rejoinWithoutData).
+//
+// The seal is the leader's fenced SetVoters with the same ids: a leader
+// the coordinator no longer elects cannot seal, and so does not serve. A
+// conflict or a lost answer is settled by reading the record back; a
+// record whose ids changed under the takeover ends the leadership (the
+// next takeover reads it anew).
+func (l *leader) sealVoters() error {
+	n := l.n
+	l.mu.Lock()
+	v := l.voters
+	l.mu.Unlock()
+	if !v.Unsealed || n.cfg.Faults.SkipVoterSeal {
+		return nil
+	}
+	for {
+		ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+		err := l.sess.SetVoters(ctx, l.epoch, v, v.IDs)
+		if errors.Is(err, coord.ErrNotLeader) {
+			cancel()
+			return fmt.Errorf("seal the voter record: %w", err)
+		}
+		got, rerr := n.cfg.Coordinator.Voters(ctx)
+		cancel()
+		if rerr == nil {
+			if !slices.Equal(got.IDs, v.IDs) {
+				return fmt.Errorf("seal the voter record: it changed under the takeover from %v to %v: %w", v.IDs, got.IDs, coord.ErrConflict)
+			}
+			if !got.Unsealed {
+				l.mu.Lock()
+				l.voters = got
+				l.mu.Unlock()
+				n.log.Info("sealed the voter record", "epoch", l.epoch, "voters", got.IDs)
+				return nil
+			}
+			v = got
+		}
+		if err = errors.Join(err, rerr); err == nil {
+			err = errors.New("the record still reads unsealed")
+		}
+		l.setTakeoverErr(fmt.Errorf("seal the voter record: %w", err))
+		if n.now().Sub(l.electedAt) > l.stepDownAfter() {
+			return fmt.Errorf("giving up leadership: seal the voter record: %w", err)
+		}
+		select {
+		case <-l.ctx.Done():
+			return context.Cause(l.ctx)
+		case <-time.After(n.cfg.Heartbeat):
+		}
+	}
 }
 
 // maintain does the leader's periodic duties until leadership ends: adding

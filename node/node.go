@@ -213,11 +213,13 @@ func (n *Node) Addr() string { return n.addr }
 // cluster record's incarnation (ErrOtherIncarnation if it belongs to
 // another; one with none records it), runs the recovery command if
 // Config.ForceNewCluster asks (ErrForceRefused while a majority of the
-// voters is alive), serves RPC, bootstraps the voter record if there is
-// none (a node that holds data refuses with ErrCoordinatorLost instead),
-// and starts the session loop. It returns once the node is running; use
-// WaitServing to wait until
-// it serves.
+// voters is alive), bootstraps the voter record if there is none (a node
+// that holds data refuses with ErrCoordinatorLost instead), serves RPC and
+// starts the session loop. A voter that comes back without reconciled
+// data is recovering, unless no leader has sealed the voter record yet
+// (coord.Voters.Unsealed): then nothing was ever committed, as after its
+// own bootstrap whose answer was lost. It returns once the node is
+// running; use WaitServing to wait until it serves.
 func (n *Node) Start(ctx context.Context) error {
 	inc, err := n.cfg.Coordinator.ClaimCluster(ctx, n.cfg.Cluster)
 	if err != nil {
@@ -251,6 +253,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.adoptIncarnation(ctx, inc); err != nil {
 		return err
 	}
+	bootstrapped := false
 	if voters.Version == 0 {
 		// No voter record: nothing was ever committed, so this node's
 		// state is reconciled by definition. Record it before the record
@@ -263,22 +266,21 @@ func (n *Node) Start(ctx context.Context) error {
 		switch {
 		case err == nil:
 			n.log.Info("bootstrapped the voter record", "voters", []string{n.cfg.ID})
+			bootstrapped = true
 		case errors.Is(err, coord.ErrConflict):
 			if voters, err = n.cfg.Coordinator.Voters(ctx); err != nil {
 				return fmt.Errorf("node %s: read voters: %w", n.cfg.ID, err)
 			}
-			n.recovering = voters.Contains(n.cfg.ID) && !n.restored
 		default:
+			// The record may have been written all the same (an answer
+			// lost): the next start finds it unsealed, naming this node.
 			return fmt.Errorf("node %s: create voters: %w", n.cfg.ID, err)
 		}
-	} else if voters.Contains(n.cfg.ID) && !n.restored {
-		// A voter that comes back without its store (or with one no leader
-		// reconciled since it was lost) must not count toward any majority
-		// until a leader has reconciled it (DESIGN.md, Restarts).
-		n.mu.Lock()
-		n.recovering = true
-		n.mu.Unlock()
-		n.log.Warn("restarted without reconciled data: recovering until a leader reconciles this node")
+	}
+	if !bootstrapped && voters.Contains(n.cfg.ID) && !n.restored {
+		if err := n.rejoinWithoutData(ctx, voters); err != nil {
+			return err
+		}
 	}
 	n.startedRecovering.Store(n.Recovering())
 	n.wg.Add(2)

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/store"
 )
@@ -63,12 +64,44 @@ func (n *Node) openDisk() error {
 }
 
 // bootstrapReconciled durably clears the unreconciled mark of a node that
-// is about to create the voter record (nothing was committed before it).
+// is about to create the voter record, or that found it unsealed (nothing
+// was committed before either).
 func (n *Node) bootstrapReconciled(ctx context.Context) error {
 	n.mu.Lock()
 	p := n.reconciledLocked()
 	n.mu.Unlock()
 	return n.waitDurable(ctx, p)
+}
+
+// rejoinWithoutData decides, in Start, what a voter that comes back
+// without reconciled data (no data directory, a lost or set-aside one, or
+// one no leader reconciled since) is. Normally it is recovering: it must
+// not count toward any majority until a leader has reconciled it
+// (DESIGN.md, Restarts), since it may have lost writes it acknowledged.
+//
+// But a voter record that no leader has sealed (coord.Voters.Unsealed)
+// proves that nothing was ever acknowledged: the first leader seals it
+// before it serves anything (leader.sealVoters), and that write reaches
+// the coordinator before any write can reach this node, so before this
+// node's crash and before the read of the record that Start just made.
+// This node then lost nothing that counts, whatever memory it lost (its
+// own bootstrap whose answer was lost, a crash before the first leader
+// served), and it is reconciled by definition, like a bootstrapping node:
+// otherwise a one-node cluster in memory would wait for good for a leader
+// only it could be.
+func (n *Node) rejoinWithoutData(ctx context.Context, voters coord.Voters) error {
+	if voters.Unsealed && !n.cfg.Faults.IgnoreVoterSeal {
+		if err := n.bootstrapReconciled(ctx); err != nil {
+			return fmt.Errorf("node %s: %w", n.cfg.ID, err)
+		}
+		n.log.Info("restarted without data, but no leader has sealed the voter record: nothing was ever committed, so this node counts as reconciled", "voters", voters.IDs)
+		return nil
+	}
+	n.mu.Lock()
+	n.recovering = true
+	n.mu.Unlock()
+	n.log.Warn("restarted without reconciled data: recovering until a leader reconciles this node")
+	return nil
 }
 
 // checkIncarnation is the fence of a data directory (DESIGN.md, Cluster
@@ -126,13 +159,23 @@ func (n *Node) needsReconcileLocked() bool {
 }
 
 // moveAside moves every file of dir into the new directory aside (inside
-// dir), so that dir can be opened afresh and nothing is deleted.
+// dir), so that dir can be opened afresh and nothing is deleted. Each step
+// is durable before the next: dir is synced once aside exists in it, and
+// aside and dir after every rename, so that a crash cannot bring back a
+// later rename without the earlier ones (or the files in neither place).
+// The files move in name order, state.db before the log files: a crash
+// part way leaves either the whole log beside no state.db (which replays
+// to the full state) or a log that starts after a gap, or a corrupt
+// state.db (both corrupt again, and set aside again on the next start).
 func moveAside(dir, aside string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
 	if err := os.Mkdir(aside, 0o700); err != nil {
+		return err
+	}
+	if err := syncDir(dir); err != nil {
 		return err
 	}
 	for _, e := range ents {
@@ -142,6 +185,30 @@ func moveAside(dir, aside string) error {
 		if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(aside, e.Name())); err != nil {
 			return err
 		}
+		if err := syncDir(aside); err != nil {
+			return err
+		}
+		if err := syncDir(dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// syncDir fsyncs directory dir, making the entries created, renamed or
+// removed in it durable. A variable, for the test that checks when it is
+// called.
+var syncDir = func(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -50,6 +51,7 @@ func Run(t *testing.T, newCoord func(t *testing.T) coord.Coordinator) {
 	t.Run("CampaignCancel", func(t *testing.T) { testCampaignCancel(t, open(t)) })
 	t.Run("SetVotersFencing", func(t *testing.T) { testSetVoters(t, open(t)) })
 	t.Run("CreateVotersTwice", func(t *testing.T) { testCreateVoters(t, open(t)) })
+	t.Run("VoterSeal", func(t *testing.T) { testVoterSeal(t, open(t)) })
 	t.Run("ClaimCluster", func(t *testing.T) { testClaimCluster(t, open(t), open(t)) })
 	t.Run("ClaimClusterRace", func(t *testing.T) {
 		testClaimClusterRace(t, []coord.Coordinator{open(t), open(t), open(t), open(t)})
@@ -475,8 +477,8 @@ func testSetVoters(t *testing.T, c coord.Coordinator) {
 		t.Fatalf("SetVoters by the leader: %v", err)
 	}
 	v2, err := c.Voters(ctx)
-	if err != nil || v2.Version <= v1.Version || !v2.Contains("a") || !v2.Contains("b") || len(v2.IDs) != 2 {
-		t.Fatalf("Voters = %+v, %v; want [a b] with a version above %d", v2, err, v1.Version)
+	if err != nil || v2.Version <= v1.Version || !v2.Contains("a") || !v2.Contains("b") || len(v2.IDs) != 2 || v2.Unsealed {
+		t.Fatalf("Voters = %+v, %v; want [a b], sealed, with a version above %d", v2, err, v1.Version)
 	}
 
 	check := func(what string, err, want error) {
@@ -524,8 +526,67 @@ func testCreateVoters(t *testing.T, c coord.Coordinator) {
 		t.Fatalf("second CreateVoters = %v, want ErrConflict", err)
 	}
 	v, err = c.Voters(ctx)
-	if err != nil || v.Version <= 0 || len(v.IDs) != 3 || !v.Contains("a") || !v.Contains("b") || !v.Contains("c") {
-		t.Fatalf("Voters = %+v, %v; want [a b c] with a positive version", v, err)
+	if err != nil || v.Version <= 0 || len(v.IDs) != 3 || !v.Contains("a") || !v.Contains("b") || !v.Contains("c") || !v.Unsealed {
+		t.Fatalf("Voters = %+v, %v; want [a b c], unsealed, with a positive version", v, err)
+	}
+}
+
+// testVoterSeal: CreateVoters writes the record unsealed; only the leader's
+// SetVoters seals it, and with the same ids that is all it changes; no
+// later write unseals it (a voter change, a raised epoch base, the
+// recovery command's ReplaceVoters), and ReplaceVoters on no record
+// creates it sealed.
+func testVoterSeal(t *testing.T, c coord.Coordinator) {
+	ctx := ctxFor(t, 60*time.Second)
+	if err := c.CreateVoters(ctx, []string{"a", "b"}); err != nil {
+		t.Fatalf("CreateVoters: %v", err)
+	}
+	v1, err := c.Voters(ctx)
+	if err != nil || !v1.Unsealed || !slices.Equal(v1.IDs, []string{"a", "b"}) {
+		t.Fatalf("Voters after CreateVoters = %+v, %v; want [a b], unsealed", v1, err)
+	}
+	leader, other := newSession(t, c), newSession(t, c)
+	epoch := awaitWin(t, campaign(ctx, leader, "a"), Slack, "a leads")
+
+	// A seal by a session that does not lead is refused and changes
+	// nothing.
+	if err := other.SetVoters(ctx, epoch, v1, v1.IDs); !errors.Is(err, coord.ErrNotLeader) {
+		t.Fatalf("seal by a non-leader = %v, want ErrNotLeader", err)
+	}
+	if got, err := c.Voters(ctx); err != nil || !got.Unsealed || got.Version != v1.Version {
+		t.Fatalf("a refused seal changed the record to %+v (%v)", got, err)
+	}
+	// The leader seals it: same ids, a new version.
+	if err := leader.SetVoters(ctx, epoch, v1, v1.IDs); err != nil {
+		t.Fatalf("seal by the leader: %v", err)
+	}
+	v2, err := c.Voters(ctx)
+	if err != nil || v2.Unsealed || v2.Version <= v1.Version || !slices.Equal(v2.IDs, v1.IDs) {
+		t.Fatalf("Voters after the seal = %+v, %v; want [a b], sealed, version above %d", v2, err, v1.Version)
+	}
+	if err := leader.SetVoters(ctx, epoch, v1, v1.IDs); !errors.Is(err, coord.ErrConflict) {
+		t.Fatalf("a second seal with the version read before = %v, want ErrConflict", err)
+	}
+	if err := c.CreateVoters(ctx, []string{"z"}); !errors.Is(err, coord.ErrConflict) {
+		t.Fatalf("CreateVoters over a sealed record = %v, want ErrConflict", err)
+	}
+
+	// Nothing unseals it.
+	if err := leader.SetVoters(ctx, epoch, v2, []string{"a"}); err != nil {
+		t.Fatalf("SetVoters [a]: %v", err)
+	}
+	if err := c.RaiseEpochBase(ctx, 1<<20); err != nil {
+		t.Fatalf("RaiseEpochBase: %v", err)
+	}
+	v3, err := c.Voters(ctx)
+	if err != nil || v3.Unsealed || !slices.Equal(v3.IDs, []string{"a"}) {
+		t.Fatalf("Voters after a removal and a raised base = %+v, %v; want [a], sealed", v3, err)
+	}
+	if err := c.ReplaceVoters(ctx, v3, []string{"c"}); err != nil {
+		t.Fatalf("ReplaceVoters: %v", err)
+	}
+	if v4, err := c.Voters(ctx); err != nil || v4.Unsealed || !slices.Equal(v4.IDs, []string{"c"}) {
+		t.Fatalf("Voters after ReplaceVoters = %+v, %v; want [c], sealed", v4, err)
 	}
 }
 
@@ -782,8 +843,8 @@ func testReplaceVoters(t *testing.T, c coord.Coordinator) {
 		t.Fatalf("ReplaceVoters(version 0) over a record = %v, want ErrConflict", err)
 	}
 	v1, err := c.Voters(ctx)
-	if err != nil || v1.Version <= 0 || len(v1.IDs) != 3 {
-		t.Fatalf("Voters = %+v, %v; want [a b c]", v1, err)
+	if err != nil || v1.Version <= 0 || len(v1.IDs) != 3 || v1.Unsealed {
+		t.Fatalf("Voters = %+v, %v; want [a b c], sealed (the recovery command's record holds data)", v1, err)
 	}
 	// No session, no leadership: the version is the only check.
 	if err := c.ReplaceVoters(ctx, v1, []string{"b"}); err != nil {

@@ -8,7 +8,10 @@
 //	members/<id>          -> RPC address, attached to the session's lease
 //	election/<lease hex>  -> candidate id, attached to the session's lease
 //	                         (client/v3/concurrency.Election)
-//	voters                -> {"ids":[...]}, persistent; Version = ModRevision
+//	voters                -> {"ids":[...]}, persistent; Version = ModRevision;
+//	                         CreateVoters adds "unsealed":true, every later
+//	                         write (SetVoters, ReplaceVoters) drops it
+//	                         (coord.Voters.Unsealed)
 //	cluster               -> the cluster's name, persistent; written once by
 //	                         ClaimCluster (create if absent, else compare)
 //	incarnation           -> the cluster record's random id, persistent; created

@@ -3,7 +3,6 @@ package etcdcoord
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -315,11 +314,6 @@ func (c *Coordinator) goFunc(owner *sync.WaitGroup, f func()) bool {
 	return true
 }
 
-// votersRecord is the JSON form of the voters key.
-type votersRecord struct {
-	IDs []string `json:"ids"`
-}
-
 // Voters reads the voter record; Version is the key's ModRevision. A record
 // never written is Voters{} with no error.
 func (c *Coordinator) Voters(ctx context.Context) (coord.Voters, error) {
@@ -331,23 +325,28 @@ func (c *Coordinator) Voters(ctx context.Context) (coord.Voters, error) {
 		return coord.Voters{}, nil
 	}
 	kv := resp.Kvs[0]
-	var rec votersRecord
-	if err := json.Unmarshal(kv.Value, &rec); err != nil {
-		return coord.Voters{}, fmt.Errorf("etcdcoord: decode voters %q: %w", kv.Value, err)
+	v, err := coord.DecodeVoters(kv.Value, kv.ModRevision)
+	if err != nil {
+		return coord.Voters{}, fmt.Errorf("etcdcoord: %w", err)
 	}
-	return coord.Voters{IDs: rec.IDs, Version: kv.ModRevision}, nil
+	return v, nil
 }
 
-// CreateVoters writes the first voter record, or fails with coord.ErrConflict
-// if one exists.
+// CreateVoters writes the first voter record, unsealed, or fails with
+// coord.ErrConflict if one exists.
 func (c *Coordinator) CreateVoters(ctx context.Context, ids []string) error {
-	val, err := encodeVoters(ids)
+	return c.createVoters(ctx, ids, true)
+}
+
+// createVoters writes the voter record if none exists, unsealed or not.
+func (c *Coordinator) createVoters(ctx context.Context, ids []string, unsealed bool) error {
+	val, err := coord.EncodeVoters(ids, unsealed)
 	if err != nil {
-		return err
+		return fmt.Errorf("etcdcoord: %w", err)
 	}
 	resp, err := c.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(c.keys.voters), "=", 0)).
-		Then(clientv3.OpPut(c.keys.voters, val)).
+		Then(clientv3.OpPut(c.keys.voters, string(val))).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("etcdcoord: create voters: %w", err)
@@ -481,19 +480,19 @@ func (c *Coordinator) SetSettings(ctx context.Context, prev, next coord.Settings
 	return nil
 }
 
-// ReplaceVoters overwrites the voter record if its mod revision is still
-// prev.Version (or, with prev.Version 0, creates it), unfenced.
+// ReplaceVoters overwrites the voter record, sealed, if its mod revision
+// is still prev.Version (or, with prev.Version 0, creates it), unfenced.
 func (c *Coordinator) ReplaceVoters(ctx context.Context, prev coord.Voters, ids []string) error {
 	if prev.Version == 0 {
-		return c.CreateVoters(ctx, ids)
+		return c.createVoters(ctx, ids, false)
 	}
-	val, err := encodeVoters(ids)
+	val, err := coord.EncodeVoters(ids, false)
 	if err != nil {
-		return err
+		return fmt.Errorf("etcdcoord: %w", err)
 	}
 	resp, err := c.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(c.keys.voters), "=", prev.Version)).
-		Then(clientv3.OpPut(c.keys.voters, val)).
+		Then(clientv3.OpPut(c.keys.voters, string(val))).
 		Commit()
 	if err != nil {
 		return fmt.Errorf("etcdcoord: replace voters: %w", err)
@@ -550,17 +549,6 @@ func (c *Coordinator) RaiseEpochBase(ctx context.Context, base int64) error {
 			return nil
 		}
 	}
-}
-
-func encodeVoters(ids []string) (string, error) {
-	if ids == nil {
-		ids = []string{}
-	}
-	b, err := json.Marshal(votersRecord{IDs: ids})
-	if err != nil {
-		return "", fmt.Errorf("etcdcoord: encode voters: %w", err)
-	}
-	return string(b), nil
 }
 
 // connState tracks whether the client's gRPC connection is ready.

@@ -479,7 +479,7 @@ func (s *session) Resign(ctx context.Context) error {
 // session's election key to exist with create revision epoch, no older
 // candidate key to exist, and the record's ModRevision to be prev.Version.
 // On failure the transaction's else branch tells ErrNotLeader (checked first)
-// from ErrConflict.
+// from ErrConflict. The record it writes is sealed.
 func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters, ids []string) error {
 	if err := s.Err(); err != nil {
 		return fmt.Errorf("etcdcoord: set voters: %w: %w", coord.ErrNotLeader, err)
@@ -491,9 +491,9 @@ func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters,
 		// Without this check a zero epoch would match a missing key.
 		return fmt.Errorf("etcdcoord: set voters: session does not lead with epoch %d: %w", epoch, coord.ErrNotLeader)
 	}
-	val, err := encodeVoters(ids)
+	val, err := coord.EncodeVoters(ids, false)
 	if err != nil {
-		return err
+		return fmt.Errorf("etcdcoord: %w", err)
 	}
 	k := s.c.keys
 	resp, err := s.c.client.Txn(ctx).
@@ -502,7 +502,7 @@ func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters,
 			clientv3.Compare(clientv3.CreateRevision(k.elecDir), ">", epoch-1).WithPrefix(),
 			clientv3.Compare(clientv3.ModRevision(k.voters), "=", prev.Version),
 		).
-		Then(clientv3.OpPut(k.voters, val)).
+		Then(clientv3.OpPut(k.voters, string(val))).
 		Else(
 			clientv3.OpGet(l.key),
 			clientv3.OpGet(k.elecDir, clientv3.WithFirstCreate()...),

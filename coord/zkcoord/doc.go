@@ -8,7 +8,10 @@
 //
 //	members/<id>              -> RPC address; ephemeral
 //	election/n_<guid>_<seq>   -> candidate id; ephemeral sequential
-//	voters                    -> {"ids":[...]}; persistent, Version = data version + 1
+//	voters                    -> {"ids":[...]}; persistent, Version = data version + 1;
+//	                             CreateVoters adds "unsealed":true, every later
+//	                             write (SetVoters, ReplaceVoters) drops it
+//	                             (coord.Voters.Unsealed)
 //	cluster                   -> the cluster's name; persistent, written once by
 //	                             ClaimCluster (create, or read and compare)
 //	incarnation               -> the cluster record's random id; persistent, created
@@ -36,11 +39,33 @@
 //   - keep-alive k-1, once keep-alive k on the same connection is answered
 //     before the deadline, if k was sent at least tau/4 after k-1's answer.
 //     The keep-alive is a sync, which the server must pass to the leader. A
-//     follower server reports the touches it saw at the leader's next ping
-//     (every tickTime/2 <= tau/4) on the same connection that carries k's
-//     sync, so k-1's touch reached the leader before k's answer; a follower
-//     that fails before the ping loses the touch, which is why k-1's own
-//     answer proves nothing.
+//     follower server reports the touches it saw only in its answer to the
+//     leader's next ping, on the same connection that later carries k's
+//     sync, so k-1's touch reached the leader before k's answer provided a
+//     ping reached the follower in between; a follower that fails before
+//     the ping loses the touch, which is why k-1's own answer proves
+//     nothing.
+//
+// How often the leader pings (ZooKeeper 3.8, Leader.lead): it waits
+// tickTime/2, then sends a ping to every follower, and loops; so pings are
+// at least tickTime/2 apart (the wait, plus the loop's own work and any
+// wait for the leader's lock), never at most. The follower sees k-1's
+// touch before k-1's answer leaves it and forwards k's sync after k was
+// sent, so the window for a ping is tau/4 plus a client round trip. The
+// ensemble grants at least minSessionTimeout, 2 ticks by default, so
+// tau/4 >= tickTime/2: at exactly 2 ticks the window exceeds the wait by
+// only a round trip, which the loop's work and the network may eat. A ping
+// that misses the window, followed by the follower's failure before the
+// next one, leaves the deadline resting on a touch the leader never got:
+// the last one it got may be a keep-alive period (tau/4) older, more than
+// the drift margin (10% of tau) covers. Give the session 3 ticks or more
+// (a quarter tick of margin; with the usual 2 s tick, a TTL of 6 s or
+// more): a 2 s TTL on such an ensemble is raised to 4 s, exactly 2 ticks.
+// The test servers (zkserver, 200 ms tick) grant the default 2 s as 10
+// ticks: a 500 ms window for a 100 ms wait. A standalone server has no
+// followers: it touches sessions itself. The client's own pings
+// (go-zookeeper sends one every tau/3 whatever the traffic) touch the
+// session too; nothing here counts them.
 //
 // Keep-alives go every tau/4, and at once after a reconnect; one unanswered
 // for tau/4 turns Healthy false and drops the connection, so the client moves

@@ -305,8 +305,9 @@ func (s *session) setHealthy(healthy bool) {
 }
 
 // interval is the keep-alive period, a quarter of the session timeout: at
-// least half a tick, the longest a follower server waits before it reports
-// the touches it saw to the ensemble's leader (at the leader's next ping).
+// least half a tick, the wait between the leader's pings, at which a
+// follower server reports the touches it saw (the pings come at least, not
+// at most, half a tick apart: see the package doc on the margin).
 func (s *session) interval() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -321,10 +322,12 @@ func (s *session) interval() time.Duration {
 // follower reports touches at the leader's next ping, and a follower that
 // fails first loses them. So the deadline moves on the touch of keep-alive
 // k-1 on the same connection, once keep-alive k, sent at least a quarter
-// timeout (>= half a tick, one ping period) after k-1's answer, comes back:
-// k-1's touch went to the leader ahead of k's sync on the follower's one
-// connection to it, before the current deadline. (A reconnect proves a
-// touch by itself: see reconnected.)
+// timeout (>= half a tick, the leader's wait between pings) after k-1's
+// answer, comes back: a ping reached the follower in between, and its
+// answer took k-1's touch to the leader ahead of k's sync on the
+// follower's one connection to it, before the current deadline. The
+// margin is thin at the minimum timeout of 2 ticks (package doc). (A
+// reconnect proves a touch by itself: see reconnected.)
 func (s *session) answered(gen int, sent time.Time) bool {
 	now := time.Now()
 	s.mu.Lock()
@@ -666,6 +669,7 @@ func (s *session) Resign(ctx context.Context) error {
 // session's election znode (it must still exist: sequential names are never
 // reused, and no older candidate can appear after it won) and a versioned
 // setData of the record. The failing op tells ErrNotLeader from ErrConflict.
+// The record it writes is sealed.
 func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters, ids []string) error {
 	if err := s.Err(); err != nil {
 		return fmt.Errorf("zkcoord: set voters: %w: %w", coord.ErrNotLeader, err)
@@ -679,9 +683,9 @@ func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters,
 	if prev.Version <= 0 || prev.Version > 1<<31 {
 		return fmt.Errorf("zkcoord: set voters: version %d was never read from a record: %w", prev.Version, coord.ErrConflict)
 	}
-	val, err := encodeVoters(ids)
+	val, err := coord.EncodeVoters(ids, false)
 	if err != nil {
-		return err
+		return fmt.Errorf("zkcoord: %w", err)
 	}
 	err = s.call(ctx, "set voters", func() error {
 		resp, err := s.l.conn.Multi(

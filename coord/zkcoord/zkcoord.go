@@ -3,7 +3,6 @@ package zkcoord
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -356,22 +355,6 @@ func do(ctx context.Context, c *Coordinator, f func() error) error {
 	}
 }
 
-// votersRecord is the JSON form of the voters znode.
-type votersRecord struct {
-	IDs []string `json:"ids"`
-}
-
-func encodeVoters(ids []string) ([]byte, error) {
-	if ids == nil {
-		ids = []string{}
-	}
-	b, err := json.Marshal(votersRecord{IDs: ids})
-	if err != nil {
-		return nil, fmt.Errorf("zkcoord: encode voters: %w", err)
-	}
-	return b, nil
-}
-
 // Voters reads the voter record, linearizably (sync, then get). Version is
 // the znode's data version plus one, so that 0 still means "never written".
 // A record never written is Voters{} with no error.
@@ -403,19 +386,25 @@ func (c *Coordinator) Voters(ctx context.Context) (coord.Voters, error) {
 	if err != nil {
 		return coord.Voters{}, fmt.Errorf("zkcoord: read voters: %w", err)
 	}
-	var rec votersRecord
-	if err := json.Unmarshal(data, &rec); err != nil {
-		return coord.Voters{}, fmt.Errorf("zkcoord: decode voters %q: %w", data, err)
+	v, err := coord.DecodeVoters(data, int64(stat.Version)+1)
+	if err != nil {
+		return coord.Voters{}, fmt.Errorf("zkcoord: %w", err)
 	}
-	return coord.Voters{IDs: rec.IDs, Version: int64(stat.Version) + 1}, nil
+	return v, nil
 }
 
-// CreateVoters writes the first voter record, or fails with coord.ErrConflict
-// if one exists.
+// CreateVoters writes the first voter record, unsealed, or fails with
+// coord.ErrConflict if one exists.
 func (c *Coordinator) CreateVoters(ctx context.Context, ids []string) error {
-	val, err := encodeVoters(ids)
+	return c.createVoters(ctx, ids, true)
+}
+
+// createVoters creates the voter znode, unsealed or not, if it does not
+// exist.
+func (c *Coordinator) createVoters(ctx context.Context, ids []string, unsealed bool) error {
+	val, err := coord.EncodeVoters(ids, unsealed)
 	if err != nil {
-		return err
+		return fmt.Errorf("zkcoord: %w", err)
 	}
 	err = do(ctx, c, func() error {
 		_, err := c.admin.conn.Create(c.paths.voters, val, 0, c.acl)
@@ -607,18 +596,18 @@ func (c *Coordinator) SetSettings(ctx context.Context, prev, next coord.Settings
 	return nil
 }
 
-// ReplaceVoters overwrites the voter znode if its version still matches
-// prev.Version (or, with prev.Version 0, creates it), unfenced.
+// ReplaceVoters overwrites the voter znode, sealed, if its version still
+// matches prev.Version (or, with prev.Version 0, creates it), unfenced.
 func (c *Coordinator) ReplaceVoters(ctx context.Context, prev coord.Voters, ids []string) error {
 	if prev.Version == 0 {
-		return c.CreateVoters(ctx, ids)
+		return c.createVoters(ctx, ids, false)
 	}
 	if prev.Version < 0 || prev.Version > 1<<31 {
 		return fmt.Errorf("zkcoord: replace voters: version %d was never read from a record: %w", prev.Version, coord.ErrConflict)
 	}
-	val, err := encodeVoters(ids)
+	val, err := coord.EncodeVoters(ids, false)
 	if err != nil {
-		return err
+		return fmt.Errorf("zkcoord: %w", err)
 	}
 	err = do(ctx, c, func() error {
 		_, err := c.admin.conn.Set(c.paths.voters, val, int32(prev.Version-1))
