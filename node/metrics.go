@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
@@ -134,8 +135,10 @@ type metrics struct {
 	leaseWaitSeconds     prometheus.Counter
 	leaderChanges        prometheus.Counter
 
-	// born is the origin of lastAppend (monotonic, from Config.Now).
-	born time.Time
+	// born is the origin of lastAppend (on the node's clock).
+	born clock.Instant
+	// now reads the node's clock.
+	now func() clock.Instant
 	// lastAppend is 1 + nanoseconds from born to the last Append this node
 	// accepted from a leader; 0 means never.
 	lastAppend atomic.Int64
@@ -147,7 +150,7 @@ type metrics struct {
 }
 
 func newMetrics(n *Node) *metrics {
-	m := &metrics{born: n.now()}
+	m := &metrics{born: n.now(), now: n.now}
 	opsVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kvstore_operations_total",
 		Help: "Client operations through this node, by operation (get, put, delete) and outcome (ok or the error class).",
@@ -227,16 +230,16 @@ const cachedSample = 64
 // cachedRead records a read answered from the cache, which began at start;
 // hit numbers it among its cache shard's hits. It is counted among the
 // successful reads by the cache's own hit counters (opsCollector).
-func (m *metrics) cachedRead(start time.Time, hit uint64) {
+func (m *metrics) cachedRead(start clock.Instant, hit uint64) {
 	if hit%cachedSample == 0 {
-		m.latency[opGet].Observe(time.Since(start).Seconds())
+		m.latency[opGet].Observe(m.now().Sub(start).Seconds())
 	}
 }
 
 // observe records one finished operation. A successful read is counted by
 // the node's hit, miss and leader-read counters instead (opsCollector).
-func (m *metrics) observe(k opKind, start time.Time, err error) {
-	m.latency[k].Observe(time.Since(start).Seconds())
+func (m *metrics) observe(k opKind, start clock.Instant, err error) {
+	m.latency[k].Observe(m.now().Sub(start).Seconds())
 	if k == opGet && err == nil {
 		return
 	}
@@ -288,7 +291,7 @@ func (m *metrics) sawLeader(l coord.Leader) {
 
 // appended records that an Append from a leader whose epoch this node
 // accepts reached it at now (whether or not its entries fitted).
-func (m *metrics) appended(now time.Time) {
+func (m *metrics) appended(now clock.Instant) {
 	m.lastAppend.Store(int64(now.Sub(m.born)) + 1)
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/rpc"
@@ -51,7 +52,7 @@ type Stats struct {
 type Node struct {
 	cfg Config
 	log *slog.Logger
-	now func() time.Time
+	clk clock.Clock // Config.Clock: leases and deadlines
 
 	lis  net.Listener
 	srv  *grpc.Server
@@ -141,8 +142,8 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System()
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -162,7 +163,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.ID),
-		now:     cfg.Now,
+		clk:     cfg.Clock,
 		lis:     lis,
 		addr:    addr,
 		pool:    rpc.NewPool(cfg.Dial, cfg.PeerTLS),
