@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/internal/soon"
@@ -65,13 +67,36 @@ func cacheNow(t *testing.T, c *Cluster, n int, k, want string) uint64 {
 	return hits
 }
 
+// clockJumps reads node nd's kvstore_clock_jumps_total.
+func clockJumps(t *testing.T, nd *node.Node) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	for _, col := range nd.Collectors() {
+		if err := reg.Register(col); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "kvstore_clock_jumps_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no kvstore_clock_jumps_total")
+	return 0
+}
+
 // TestSuspendedFollowerDropsCachedCopies: a follower's machine is
 // suspended for longer than the lease and the session TTL (its clock jumps;
 // the monotonic clock, its timers and the rest of the cluster see no time
 // pass). At once on resume it answers no read from its cache: its copy's
 // lease and its session deadline were measured before the suspend, and
 // have passed. The read goes to the leader, or is refused as partitioned.
-// It serves again once its session is renewed.
+// The node notices the jump (log, kvstore_clock_jumps_total) and serves
+// again once its session is renewed.
 //
 // With leases measured on the monotonic clock (clock.Monotonic), the
 // copy is still answered from memory after the suspend.
@@ -103,6 +128,12 @@ func TestSuspendedFollowerDropsCachedCopies(t *testing.T) {
 			t.Logf("the read right after the resume went to the leader")
 		}
 
+		soon.Succeeds(t, 10*time.Second, func() error {
+			if n := clockJumps(t, nd); n != 1 {
+				return fmt.Errorf("kvstore_clock_jumps_total = %v, want 1", n)
+			}
+			return nil
+		})
 		// Serving again, from its cache too, once its session is renewed.
 		cacheNow(t, c, f, "k", "v1")
 	})
@@ -113,8 +144,8 @@ func TestSuspendedFollowerDropsCachedCopies(t *testing.T) {
 // keep-alive can renew its session behind the test's back, as none could
 // while it slept). At once on resume it serves nothing as leader: no read
 // from its cache, no read or write through its leadership; its session
-// deadline, measured before the suspend, has passed. Once reconnected the
-// cluster serves again.
+// deadline, measured before the suspend, has passed. Then it notices the
+// jump, and once reconnected the cluster serves again.
 //
 // With leases measured on the monotonic clock (clock.Monotonic), its
 // cached copy is still answered after the suspend.
@@ -152,6 +183,9 @@ func TestSuspendedLeaderStopsLeading(t *testing.T) {
 			if nd.IsLeader() {
 				return errors.New("still leads")
 			}
+			if n := clockJumps(t, nd); n != 1 {
+				return fmt.Errorf("kvstore_clock_jumps_total = %v, want 1", n)
+			}
 			return nil
 		})
 
@@ -163,5 +197,53 @@ func TestSuspendedLeaderStopsLeading(t *testing.T) {
 		}
 		mustPut(t, c, leaderOf(t, c), "k", "v3")
 		expectGet(t, c, ld, "k", "v3")
+	})
+}
+
+// watchOnly is a clock whose readings miss the suspends (as System's
+// would if a resume ever left the wall clock alone) while Suspended, which
+// the node's jump watcher asks, sees them.
+type watchOnly struct{ *clock.Fake }
+
+func (w watchOnly) Now() clock.Instant { return w.Fake.Now().Add(-w.Jumped()) }
+
+// TestJumpWatcherSuspendsAtOnce: even when the readings of a follower's
+// clock miss a suspend, its jump watcher notices it within a check and
+// suspends the node: the cached copy, under a lease of 30 s that its clock
+// says is still running, is dropped, and reads go to the leader (or are
+// refused) until the session is renewed. Without the watcher the copy
+// would be answered for the rest of its lease.
+func TestJumpWatcherSuspendsAtOnce(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b Backend) {
+		var clocks fakeClocks
+		c := newCluster(t, b, 3, func(o *Options) {
+			o.Node = func(cfg *node.Config) {
+				cfg.Clock = watchOnly{clocks.of(cfg.ID)}
+				cfg.LeaseDuration = 30 * time.Second
+			}
+		})
+		f := followers(t, c)[0]
+		nd, err := c.Node(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustPut(t, c, leaderOf(t, c), "k", "v1")
+		cacheNow(t, c, f, "k", "v1")
+
+		clocks.of(nd.ID()).Jump(suspendFor)
+		soon.Succeeds(t, 5*time.Second, func() error {
+			before := nd.Stats().CacheHits
+			_, _, err := nd.Get(ctxT(t, 5*time.Second), "k")
+			if err != nil && !errors.Is(err, kvstore.ErrPartitioned) {
+				t.Fatalf("read after the resume: %v, want the leader's answer or ErrPartitioned", err)
+			}
+			if nd.Stats().CacheHits != before {
+				return errors.New("still answered from the cache")
+			}
+			return nil
+		})
+		if n := clockJumps(t, nd); n != 1 {
+			t.Fatalf("kvstore_clock_jumps_total = %v, want 1", n)
+		}
 	})
 }

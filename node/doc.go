@@ -35,7 +35,10 @@
 // default clock.System(): CLOCK_BOOTTIME on Linux, which counts the time
 // the machine spends suspended (the monotonic clock does not). On resume
 // from a suspend longer than the TTL the deadline has passed, and so has
-// every lease measured before, at the first read.
+// every lease measured before, at the first read. A jump watcher also
+// notices the suspend within 100 ms of the resume, logs "clock jumped: the
+// machine was suspended for ..." (kvstore_clock_jumps_total), and suspends
+// the node until a keep-alive answered since moves the deadline.
 //
 // # Protocol
 //

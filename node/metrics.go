@@ -134,6 +134,8 @@ type metrics struct {
 	leaseWaits           prometheus.Counter
 	leaseWaitSeconds     prometheus.Counter
 	leaderChanges        prometheus.Counter
+	clockJumps           prometheus.Counter
+	clockSuspended       prometheus.Counter
 
 	// born is the origin of lastAppend (on the node's clock).
 	born clock.Instant
@@ -186,6 +188,14 @@ func newMetrics(n *Node) *metrics {
 		Name: "kvstore_leader_changes_total",
 		Help: "Leaders (id and epoch) this node has seen in its cluster view, the first one included.",
 	})
+	m.clockJumps = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kvstore_clock_jumps_total",
+		Help: "Suspends of the machine this node noticed while it had a session (its clock, CLOCK_BOOTTIME on Linux, ran ahead of the monotonic clock); each dropped the cache and put the session in doubt.",
+	})
+	m.clockSuspended = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kvstore_clock_suspended_seconds_total",
+		Help: "Total time the suspends counted in kvstore_clock_jumps_total lasted.",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -205,6 +215,7 @@ func newMetrics(n *Node) *metrics {
 		counter("kvstore_cache_misses_total", "Reads this node fetched from the leader (and cached if granted a lease).", &n.misses),
 		counter("kvstore_leader_reads_total", "Reads through this node answered by it as the leader.", &n.leaderReads),
 		m.invalidationsSent, m.invalidationsApplied, m.leaseWaits, m.leaseWaitSeconds, m.leaderChanges,
+		m.clockJumps, m.clockSuspended,
 		gauge("kvstore_epoch", "Epoch of the leader this node currently sees (0: none seen yet).",
 			func() float64 { return float64(n.Leader().Epoch) }),
 		gauge("kvstore_accepted_epoch", "Highest epoch this node has promised to a leader.",

@@ -621,17 +621,27 @@ func (n *Node) runSession(sess coord.Session) {
 		defer wg.Done()
 		n.campaignLoop(sctx, sess)
 	}()
+	// After a suspend of the machine (jumps), the session is in doubt
+	// until its deadline moves past doubt: a keep-alive answered since.
+	jumps := newJumpWatch(n.clk)
+	tick := time.NewTicker(jumpCheck)
+	defer tick.Stop()
+	var doubt clock.Instant
+	inDoubt := false
 	for {
 		ch := sess.Changed()
 		deadline := sess.Deadline()
 		now := n.now()
-		if sess.Healthy() && now.Before(deadline) {
+		if inDoubt && deadline.After(doubt) {
+			inDoubt = false
+		}
+		if sess.Healthy() && now.Before(deadline) && !inDoubt {
 			if n.State() != StateOK {
 				n.log.Info("serving", "deadline_in", deadline.Sub(now).Round(time.Millisecond))
 				n.setServing(sess, StateOK, nil)
 			}
 		} else if n.State() == StateOK {
-			n.log.Warn("suspended: coordinator session in doubt", "healthy", sess.Healthy(), "deadline_passed", !now.Before(deadline))
+			n.log.Warn("suspended: coordinator session in doubt", "healthy", sess.Healthy(), "deadline_passed", !now.Before(deadline), "clock_jumped", inDoubt)
 			n.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrPartitioned))
 		}
 		wait := deadline.Sub(now)
@@ -642,6 +652,11 @@ func (n *Node) runSession(sess coord.Session) {
 		select {
 		case <-ch:
 		case <-timer.C:
+		case <-tick.C:
+			if d, ok := jumps.check(); ok {
+				n.clockJumped(d)
+				doubt, inDoubt = deadline, true
+			}
 		case <-sess.Done():
 			timer.Stop()
 			n.log.Warn("coordinator session ended", "err", sess.Err())
