@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore/certs"
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/coord/etcdcoord"
 	"github.com/kvstore/kvstore/coord/zkcoord"
@@ -72,7 +73,10 @@ type Options struct {
 	// (default "/kvstore/<Cluster>"; a chroot goes in front of it).
 	Prefix string
 	// Node adjusts each node's configuration (timeouts, faults) before it
-	// starts; ID, Coordinator and Logger are set by the cluster.
+	// starts; it sees the node's ID, which it may not change, and
+	// Coordinator and Logger are set by the cluster. The node's
+	// coordinator connection measures session deadlines on the node's
+	// Clock.
 	Node func(*node.Config)
 	// WrapCoordinator, if set, wraps each node's coordinator connection
 	// before the node gets it: for tests that bend what the coordinator
@@ -292,6 +296,7 @@ func (c *Cluster) nodeConfig(s *slot) node.Config {
 		cfg.ServerTLS = certs.ServerConfig(c.nodeTLS, c.ca.Pool())
 		cfg.PeerTLS = certs.ClientConfig(c.nodeTLS, c.ca.Pool())
 	}
+	cfg.ID = s.id
 	if c.opts.Node != nil {
 		c.opts.Node(&cfg)
 	}
@@ -350,14 +355,20 @@ func (c *Cluster) LoseCoordinatorData() error {
 
 // dialCoordinator connects to the coordinator through the slot's proxies.
 func (c *Cluster) dialCoordinator(ctx context.Context, s *slot, prefix string) (coord.Coordinator, error) {
+	return c.dialCoordinatorOn(ctx, s, prefix, nil)
+}
+
+// dialCoordinatorOn is dialCoordinator with sessions that measure their
+// deadlines on clk (nil: the default clock).
+func (c *Cluster) dialCoordinatorOn(ctx context.Context, s *slot, prefix string, clk clock.Clock) (coord.Coordinator, error) {
 	addrs := make([]string, len(s.proxies))
 	for i, p := range s.proxies {
 		addrs[i] = p.Addr()
 	}
 	if c.opts.Backend == ZooKeeper {
-		return zkcoord.New(ctx, zkcoord.Config{Servers: addrs, Prefix: prefix})
+		return zkcoord.New(ctx, zkcoord.Config{Servers: addrs, Prefix: prefix, Clock: clk})
 	}
-	return etcdcoord.New(ctx, etcdcoord.Config{Endpoints: addrs, Prefix: prefix})
+	return etcdcoord.New(ctx, etcdcoord.Config{Endpoints: addrs, Prefix: prefix, Clock: clk})
 }
 
 // NewNode creates and starts one more node and waits until it serves and
@@ -404,7 +415,7 @@ func (c *Cluster) startWith(ctx context.Context, s *slot, adjust func(*node.Conf
 	if adjust != nil {
 		adjust(&cfg)
 	}
-	co, err := c.dialCoordinator(ctx, s, c.prefix(cfg))
+	co, err := c.dialCoordinatorOn(ctx, s, c.prefix(cfg), cfg.Clock)
 	if err != nil {
 		return fmt.Errorf("cluster: node %d: coordinator: %w", s.num, err)
 	}

@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/kvstore/kvstore/clock"
 )
 
 // Sentinel errors returned by backends. Match them with errors.Is.
@@ -147,15 +149,19 @@ type View struct {
 // Session is one coordinator session. Its ephemeral entries (membership,
 // election candidacy) vanish when it ends.
 //
-// Liveness contract: Deadline is computed on the local monotonic clock from
-// the time the last successful keep-alive request was SENT, plus the TTL the
-// coordinator granted, minus a drift margin. While time.Now() is before
-// Deadline the coordinator still holds the session, provided clock rates on
-// the two machines differ by less than the margin. Callers must never trust a
-// "connected" flag instead.
+// Liveness contract: Deadline is computed on the backend's clock (a
+// clock.Clock, by default clock.System(): CLOCK_BOOTTIME on Linux, which
+// counts the time the machine spends suspended) from the time the last
+// successful keep-alive request was SENT, plus the TTL the coordinator
+// granted, minus a drift margin. While that clock's Now is before Deadline
+// the coordinator still holds the session, provided clock rates on the two
+// machines differ by less than the margin. Callers must never trust a
+// "connected" flag instead, and must compare Deadline with readings of the
+// same clock.
 type Session interface {
-	// Deadline is the local time until which the session is known live.
-	Deadline() time.Time
+	// Deadline is the instant, on the backend's clock, until which the
+	// session is known live.
+	Deadline() clock.Instant
 	// Changed returns a channel that is closed (and replaced) whenever the
 	// session's state may have changed: a keep-alive succeeded or failed, the
 	// connection was lost or restored, or the session expired.

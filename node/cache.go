@@ -4,8 +4,8 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
-	"time"
 
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/store"
 )
 
@@ -33,7 +33,7 @@ type cacheEntry struct {
 	value   string
 	found   bool
 	version store.Version
-	expiry  time.Time
+	expiry  clock.Instant // on the node's clock
 }
 
 func newCache() *cache {

@@ -31,7 +31,7 @@ func (n *Node) DeleteWithID(ctx context.Context, reqID, key string) error {
 // writeWithID is every client write's entry point: Set, Delete and their
 // WithID forms. It records the operation in the node's metrics.
 func (n *Node) writeWithID(ctx context.Context, op kvpb.Op, reqID, key, value string) error {
-	start := time.Now()
+	start := n.now()
 	err := n.doWriteWithID(ctx, op, reqID, key, value)
 	n.met.observe(writeKind(op), start, err)
 	return err

@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/rpc"
@@ -114,9 +115,13 @@ type Config struct {
 
 	// Logger receives structured logs (default: discard).
 	Logger *slog.Logger
-	// Now is the clock used for leases and deadlines (default time.Now). It
-	// must return times with a monotonic reading.
-	Now func() time.Time
+	// Clock is the clock leases and deadlines are measured on (default
+	// clock.System(): CLOCK_BOOTTIME on Linux, which counts the time the
+	// machine spends suspended, so that a lease or a session deadline
+	// measured before a suspend has passed on resume). It must be the
+	// clock Coordinator measures session deadlines on (its backend's
+	// Config.Clock; both default to clock.System()).
+	Clock clock.Clock
 	// ForceNewCluster, set to this node's ID (the repetition is the
 	// confirmation: any other non-empty value is refused), is the
 	// disaster-recovery command, like etcd's --force-new-cluster: Start

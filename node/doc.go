@@ -22,14 +22,23 @@
 // # Serving
 //
 // A node serves only while it can prove its coordinator session is live:
-// the session's Deadline (measured on the local monotonic clock from when the
-// last keep-alive was sent) is in the future and the last keep-alive
+// the session's Deadline (measured on Config.Clock from when the last
+// keep-alive was sent) is in the future and the last keep-alive
 // succeeded. The moment that stops being true the node suspends: every
 // pending operation fails with kvstore.ErrPartitioned (writes that may have
 // reached the leader also match kvstore.ErrOutcomeUnknown), the cache is
 // dropped, and leadership ends. It resumes by itself when the session is
 // healthy again, or opens a new session if the old one expired. The
 // replicated store is never dropped: it is what makes writes survive.
+//
+// Leases, holdings and session deadlines are measured on Config.Clock, by
+// default clock.System(): CLOCK_BOOTTIME on Linux, which counts the time
+// the machine spends suspended (the monotonic clock does not). On resume
+// from a suspend longer than the TTL the deadline has passed, and so has
+// every lease measured before, at the first read. A jump watcher also
+// notices the suspend within 100 ms of the resume, logs "clock jumped: the
+// machine was suspended for ..." (kvstore_clock_jumps_total), and suspends
+// the node until a keep-alive answered since moves the deadline.
 //
 // # Protocol
 //

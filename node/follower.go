@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
@@ -274,7 +275,7 @@ func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.W
 // cachedGet is the local read path: no allocation, one read lock of one
 // cache shard. ok is false when the key must be fetched from the leader;
 // hit numbers the reads answered by that shard (for sampling).
-func (n *Node) cachedGet(key string, now time.Time) (value string, found, ok bool, hit uint64) {
+func (n *Node) cachedGet(key string, now clock.Instant) (value string, found, ok bool, hit uint64) {
 	if key == "" {
 		return "", false, false, 0
 	}
@@ -318,7 +319,7 @@ func (n *Node) invalidate(key string, v store.Version) {
 // request was sent under (leaving it dropped the cache, under n.mu as
 // here: a reply installed after that drop would outlive it). sent is when
 // the request left this node: the lease runs from then.
-func (n *Node) install(st *servingState, key, value string, found bool, v store.Version, epoch int64, lease time.Duration, sent time.Time) {
+func (n *Node) install(st *servingState, key, value string, found bool, v store.Version, epoch int64, lease time.Duration, sent clock.Instant) {
 	if lease <= 0 {
 		return
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/quorum"
@@ -30,7 +31,7 @@ type leader struct {
 	ctx       context.Context // ends with the leadership
 	cancel    context.CancelCauseFunc
 	wg        sync.WaitGroup // replicators
-	electedAt time.Time
+	electedAt clock.Instant
 	// settings is the cluster's settings record as read at takeover: its
 	// MaxLease bounds the leases older epochs may have granted.
 	settings coord.Settings
@@ -458,7 +459,7 @@ func (l *leader) awaitServing(allAnswered bool) error {
 		case <-ch:
 		case <-l.ctx.Done():
 			return context.Cause(l.ctx)
-		case <-time.After(time.Until(deadline)):
+		case <-time.After(deadline.Sub(n.now())):
 		}
 	}
 	if !allAnswered && !n.cfg.Faults.SkipTakeoverWait {
@@ -1010,7 +1011,7 @@ func (l *leader) awaitVisible(ctx context.Context, key string, seq uint64, write
 	// still kept the write waiting; leaseEnded is set when a holder that was
 	// pending then was forgotten because its lease ran out, not because it
 	// applied the write.
-	var blocked time.Time
+	var blocked clock.Instant
 	leaseEnded := false
 	skip := write && n.cfg.Faults.SkipInvalidation
 	for {
@@ -1069,8 +1070,8 @@ func (l *leader) awaitVisible(ctx context.Context, key string, seq uint64, write
 
 // holding is the leader's record of a cached copy a node may read.
 type holding struct {
-	seq uint64    // the copy's version (its write's seq; 0: never written)
-	end time.Time // when its lease ends, on the leader's clock
+	seq uint64        // the copy's version (its write's seq; 0: never written)
+	end clock.Instant // when its lease ends, on the leader's clock
 }
 
 // pendingHoldersLocked counts the holders of key that may still read a
@@ -1081,7 +1082,7 @@ type holding struct {
 // holder has provably dropped (it applied the key's latest write, newer than
 // the copy; a later copy needs a new grant, recorded anew). If *skip is set
 // it forgets one pending holder and clears *skip (Faults.SkipInvalidation).
-func (l *leader) pendingHoldersLocked(key string, seq uint64, now time.Time, skip *bool) (pending int, next time.Time, expired int) {
+func (l *leader) pendingHoldersLocked(key string, seq uint64, now clock.Instant, skip *bool) (pending int, next clock.Instant, expired int) {
 	hs := l.holders[key]
 	if len(hs) == 0 {
 		return 0, next, 0
@@ -1131,7 +1132,7 @@ func (l *leader) pendingHoldersLocked(key string, seq uint64, now time.Time, ski
 // liveHoldersLocked counts the nodes holding a lease on a copy of key older
 // than seq that has not ended at now: the cached copies the write at seq
 // must invalidate.
-func (l *leader) liveHoldersLocked(key string, seq uint64, now time.Time) int {
+func (l *leader) liveHoldersLocked(key string, seq uint64, now clock.Instant) int {
 	live := 0
 	for _, h := range l.holders[key] {
 		if h.seq < seq && now.Before(h.end) {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
@@ -133,9 +134,13 @@ type metrics struct {
 	leaseWaits           prometheus.Counter
 	leaseWaitSeconds     prometheus.Counter
 	leaderChanges        prometheus.Counter
+	clockJumps           prometheus.Counter
+	clockSuspended       prometheus.Counter
 
-	// born is the origin of lastAppend (monotonic, from Config.Now).
-	born time.Time
+	// born is the origin of lastAppend (on the node's clock).
+	born clock.Instant
+	// now reads the node's clock.
+	now func() clock.Instant
 	// lastAppend is 1 + nanoseconds from born to the last Append this node
 	// accepted from a leader; 0 means never.
 	lastAppend atomic.Int64
@@ -147,7 +152,7 @@ type metrics struct {
 }
 
 func newMetrics(n *Node) *metrics {
-	m := &metrics{born: n.now()}
+	m := &metrics{born: n.now(), now: n.now}
 	opsVec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kvstore_operations_total",
 		Help: "Client operations through this node, by operation (get, put, delete) and outcome (ok or the error class).",
@@ -183,6 +188,14 @@ func newMetrics(n *Node) *metrics {
 		Name: "kvstore_leader_changes_total",
 		Help: "Leaders (id and epoch) this node has seen in its cluster view, the first one included.",
 	})
+	m.clockJumps = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kvstore_clock_jumps_total",
+		Help: "Suspends of the machine this node noticed while it had a session (its clock, CLOCK_BOOTTIME on Linux, ran ahead of the monotonic clock); each dropped the cache and put the session in doubt.",
+	})
+	m.clockSuspended = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kvstore_clock_suspended_seconds_total",
+		Help: "Total time the suspends counted in kvstore_clock_jumps_total lasted.",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -202,6 +215,7 @@ func newMetrics(n *Node) *metrics {
 		counter("kvstore_cache_misses_total", "Reads this node fetched from the leader (and cached if granted a lease).", &n.misses),
 		counter("kvstore_leader_reads_total", "Reads through this node answered by it as the leader.", &n.leaderReads),
 		m.invalidationsSent, m.invalidationsApplied, m.leaseWaits, m.leaseWaitSeconds, m.leaderChanges,
+		m.clockJumps, m.clockSuspended,
 		gauge("kvstore_epoch", "Epoch of the leader this node currently sees (0: none seen yet).",
 			func() float64 { return float64(n.Leader().Epoch) }),
 		gauge("kvstore_accepted_epoch", "Highest epoch this node has promised to a leader.",
@@ -227,16 +241,16 @@ const cachedSample = 64
 // cachedRead records a read answered from the cache, which began at start;
 // hit numbers it among its cache shard's hits. It is counted among the
 // successful reads by the cache's own hit counters (opsCollector).
-func (m *metrics) cachedRead(start time.Time, hit uint64) {
+func (m *metrics) cachedRead(start clock.Instant, hit uint64) {
 	if hit%cachedSample == 0 {
-		m.latency[opGet].Observe(time.Since(start).Seconds())
+		m.latency[opGet].Observe(m.now().Sub(start).Seconds())
 	}
 }
 
 // observe records one finished operation. A successful read is counted by
 // the node's hit, miss and leader-read counters instead (opsCollector).
-func (m *metrics) observe(k opKind, start time.Time, err error) {
-	m.latency[k].Observe(time.Since(start).Seconds())
+func (m *metrics) observe(k opKind, start clock.Instant, err error) {
+	m.latency[k].Observe(m.now().Sub(start).Seconds())
 	if k == opGet && err == nil {
 		return
 	}
@@ -288,7 +302,7 @@ func (m *metrics) sawLeader(l coord.Leader) {
 
 // appended records that an Append from a leader whose epoch this node
 // accepts reached it at now (whether or not its entries fitted).
-func (m *metrics) appended(now time.Time) {
+func (m *metrics) appended(now clock.Instant) {
 	m.lastAppend.Store(int64(now.Sub(m.born)) + 1)
 }
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/rpc"
@@ -51,7 +52,7 @@ type Stats struct {
 type Node struct {
 	cfg Config
 	log *slog.Logger
-	now func() time.Time
+	clk clock.Clock // Config.Clock: leases and deadlines
 
 	lis  net.Listener
 	srv  *grpc.Server
@@ -143,8 +144,8 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System()
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -164,7 +165,7 @@ func New(cfg Config) (*Node, error) {
 	n := &Node{
 		cfg:     cfg,
 		log:     cfg.Logger.With("node", cfg.ID),
-		now:     cfg.Now,
+		clk:     cfg.Clock,
 		lis:     lis,
 		addr:    addr,
 		pool:    rpc.NewPool(cfg.Dial, cfg.PeerTLS),
@@ -641,17 +642,27 @@ func (n *Node) runSession(sess coord.Session) {
 		defer wg.Done()
 		n.campaignLoop(sctx, sess)
 	}()
+	// After a suspend of the machine (jumps), the session is in doubt
+	// until its deadline moves past doubt: a keep-alive answered since.
+	jumps := newJumpWatch(n.clk)
+	tick := time.NewTicker(jumpCheck)
+	defer tick.Stop()
+	var doubt clock.Instant
+	inDoubt := false
 	for {
 		ch := sess.Changed()
 		deadline := sess.Deadline()
 		now := n.now()
-		if sess.Healthy() && now.Before(deadline) {
+		if inDoubt && deadline.After(doubt) {
+			inDoubt = false
+		}
+		if sess.Healthy() && now.Before(deadline) && !inDoubt {
 			if n.State() != StateOK {
 				n.log.Info("serving", "deadline_in", deadline.Sub(now).Round(time.Millisecond))
 				n.setServing(sess, StateOK, nil)
 			}
 		} else if n.State() == StateOK {
-			n.log.Warn("suspended: coordinator session in doubt", "healthy", sess.Healthy(), "deadline_passed", !now.Before(deadline))
+			n.log.Warn("suspended: coordinator session in doubt", "healthy", sess.Healthy(), "deadline_passed", !now.Before(deadline), "clock_jumped", inDoubt)
 			n.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrPartitioned))
 		}
 		wait := deadline.Sub(now)
@@ -662,6 +673,11 @@ func (n *Node) runSession(sess coord.Session) {
 		select {
 		case <-ch:
 		case <-timer.C:
+		case <-tick.C:
+			if d, ok := jumps.check(); ok {
+				n.clockJumped(d)
+				doubt, inDoubt = deadline, true
+			}
 		case <-sess.Done():
 			timer.Stop()
 			n.log.Warn("coordinator session ended", "err", sess.Err())

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 )
 
@@ -36,7 +37,8 @@ const Slack = 3 * time.Second
 // connection to the backend; calls made with the same t must share one
 // namespace (cluster), and different t must get fresh, empty namespaces, so
 // the subtests do not see each other (e.g. key the namespace by t.Name()).
-// Run closes every Coordinator newCoord returns.
+// Run closes every Coordinator newCoord returns. Its Coordinators measure
+// session deadlines on the default clock, clock.System().
 func Run(t *testing.T, newCoord func(t *testing.T) coord.Coordinator) {
 	open := func(t *testing.T) *conn {
 		t.Helper()
@@ -222,19 +224,20 @@ func awaitWin(t *testing.T, ch <-chan campaignResult, timeout time.Duration, wha
 }
 
 func testSessionDeadline(t *testing.T, c coord.Coordinator) {
-	before := time.Now()
+	clk := clock.System()
+	before := clk.Now()
 	s, err := c.NewSession(ctxFor(t, 10*time.Second), TTL)
 	if err != nil {
 		t.Fatalf("NewSession: %v", err)
 	}
 	d := s.Deadline()
-	if !d.After(time.Now()) {
+	if !d.After(clk.Now()) {
 		t.Fatalf("Deadline %v is not in the future", d)
 	}
 	// The deadline is measured from a send time after before, minus a drift
 	// margin; allow a margin of up to half the TTL. Backends may grant more
 	// than asked (whole seconds, a server minimum), so allow TTL+1s.
-	if lo, hi := before.Add(TTL/2), time.Now().Add(TTL+time.Second); d.Before(lo) || d.After(hi) {
+	if lo, hi := before.Add(TTL/2), clk.Now().Add(TTL+time.Second); d.Before(lo) || d.After(hi) {
 		t.Fatalf("Deadline is %v after the request, want about TTL (%v)", d.Sub(before), TTL)
 	}
 	if !s.Healthy() || s.Err() != nil {
@@ -259,8 +262,8 @@ func testSessionDeadline(t *testing.T, c coord.Coordinator) {
 	case <-time.After(TTL + Slack):
 		t.Fatalf("Changed not signaled within %v", TTL+Slack)
 	}
-	if !time.Now().Before(s.Deadline()) || !s.Healthy() {
-		t.Fatalf("after keep-alive: Deadline in %v, Healthy=%v", time.Until(s.Deadline()), s.Healthy())
+	if !clk.Now().Before(s.Deadline()) || !s.Healthy() {
+		t.Fatalf("after keep-alive: Deadline in %v, Healthy=%v", s.Deadline().Sub(clk.Now()), s.Healthy())
 	}
 
 	ch = s.Changed()
@@ -283,7 +286,7 @@ func testSessionDeadline(t *testing.T, c coord.Coordinator) {
 	if s.Healthy() {
 		t.Fatal("Healthy after Close")
 	}
-	if time.Now().Before(s.Deadline()) {
+	if clk.Now().Before(s.Deadline()) {
 		t.Fatalf("Deadline %v after Close still in the future", s.Deadline())
 	}
 	if err := s.Register(ctxFor(t, 5*time.Second), coord.Member{ID: "x", Addr: "y"}); err == nil {
@@ -825,7 +828,7 @@ func testAbandoned(t *testing.T, c1 *conn, c2 coord.Coordinator) {
 		if s1.Healthy() {
 			return errors.New("still Healthy")
 		}
-		if d := time.Until(s1.Deadline()); d > 0 {
+		if d := s1.Deadline().Sub(clock.System().Now()); d > 0 {
 			return fmt.Errorf("deadline still %v away", d)
 		}
 		return nil

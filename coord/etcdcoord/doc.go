@@ -43,6 +43,11 @@
 // election needs one) runs the client's own KeepAlive stream as well; that only
 // helps keep the lease, it never moves Deadline.
 //
+// Send times and Deadline are readings of Config.Clock (clock.System() by
+// default: CLOCK_BOOTTIME on Linux), which counts the time the machine
+// spends suspended: after a suspend longer than the TTL the deadline has
+// passed on resume, and only a keep-alive sent after it can move it again.
+//
 // The drift margin assumes the local clock and the etcd leader's clock run at
 // rates that differ by less than DriftMargin over one TTL.
 //

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
 
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 )
 
@@ -44,6 +45,11 @@ type Config struct {
 	// KeepAliveTimeout is how long a transport ping may go unanswered before
 	// the connection is closed and redialed. Default 1 s.
 	KeepAliveTimeout time.Duration
+	// Clock is the clock session deadlines are measured on; nil means
+	// clock.System() (CLOCK_BOOTTIME on Linux: it counts the time the
+	// machine spends suspended). A node must read the same clock when it
+	// compares Deadline with now.
+	Clock clock.Clock
 	// TLS, if set, is the client's TLS configuration: the connection to
 	// every endpoint is TLS, the server's certificate is checked against
 	// RootCAs (the system's CAs if nil) and the host dialed, and
@@ -85,6 +91,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.KeepAliveTimeout == 0 {
 		cfg.KeepAliveTimeout = d.KeepAliveTimeout
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System()
 	}
 	return cfg
 }

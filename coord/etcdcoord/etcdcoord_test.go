@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/coord/coordtest"
 	"github.com/kvstore/kvstore/coord/etcdcoord"
@@ -64,9 +65,16 @@ func prefixFor(t *testing.T) string {
 
 func newCoord(t *testing.T) *etcdcoord.Coordinator {
 	t.Helper()
+	return newCoordWith(t, etcdcoord.Config{})
+}
+
+// newCoordWith is newCoord with cfg's other fields.
+func newCoordWith(t *testing.T, cfg etcdcoord.Config) *etcdcoord.Coordinator {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: []string{endpoint}, Prefix: prefixFor(t)})
+	cfg.Endpoints, cfg.Prefix = []string{endpoint}, prefixFor(t)
+	c, err := etcdcoord.New(ctx, cfg)
 	if err != nil {
 		t.Fatalf("etcdcoord.New: %v", err)
 	}
@@ -75,6 +83,12 @@ func newCoord(t *testing.T) *etcdcoord.Coordinator {
 
 func TestConformance(t *testing.T) {
 	coordtest.Run(t, func(t *testing.T) coord.Coordinator { return newCoord(t) })
+}
+
+func TestConformanceClock(t *testing.T) {
+	coordtest.RunClock(t, func(t *testing.T, clk clock.Clock) coord.Coordinator {
+		return newCoordWith(t, etcdcoord.Config{Clock: clk})
+	})
 }
 
 // rawClient is a plain etcd client for reaching behind the Coordinator.
@@ -162,8 +176,8 @@ func TestRevokedLeaseExpiresSession(t *testing.T) {
 	default:
 		t.Fatal("Changed not signaled on expiry")
 	}
-	if s.Healthy() || time.Now().Before(s.Deadline()) {
-		t.Fatalf("expired session: Healthy=%v, deadline in %v", s.Healthy(), time.Until(s.Deadline()))
+	if s.Healthy() || clock.System().Now().Before(s.Deadline()) {
+		t.Fatalf("expired session: Healthy=%v, deadline in %v", s.Healthy(), s.Deadline().Sub(clock.System().Now()))
 	}
 	select {
 	case err := <-campaignErr:
@@ -378,7 +392,7 @@ func TestConnectionCut(t *testing.T) {
 	if err := s.Err(); err != nil {
 		t.Fatalf("session ended by a short cut: %v", err)
 	}
-	if !time.Now().Before(s.Deadline()) {
+	if !clock.System().Now().Before(s.Deadline()) {
 		t.Fatal("deadline not renewed after the cut")
 	}
 
@@ -397,8 +411,8 @@ func TestConnectionCut(t *testing.T) {
 		}
 		return nil
 	})
-	gone := time.Now()
-	if d := s.Deadline(); !d.Equal(frozen) {
+	gone := clock.System().Now()
+	if d := s.Deadline(); d != frozen {
 		t.Fatalf("deadline moved from %v to %v while cut off", frozen, d)
 	}
 	if !frozen.Before(gone) {

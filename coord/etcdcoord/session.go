@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 )
 
@@ -34,9 +35,9 @@ type session struct {
 
 	mu       sync.Mutex    // guards the fields below
 	ttl      time.Duration // TTL etcd granted, from the latest response
-	deadline time.Time
+	deadline clock.Instant // on c.cfg.Clock
 	// published is deadline, readable without the lock.
-	published atomic.Pointer[time.Time]
+	published atomic.Pointer[clock.Instant]
 	healthy   bool
 	changed   chan struct{} // closed and replaced on every state change
 	done      chan struct{} // closed when err is set
@@ -68,7 +69,7 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 		return nil, fmt.Errorf("etcdcoord: new session: ttl must be positive, got %v", ttl)
 	}
 	secs := max(int64(math.Ceil(ttl.Seconds())), 1)
-	sent := time.Now()
+	sent := c.cfg.Clock.Now()
 	resp, err := c.client.Grant(ctx, secs)
 	if err != nil {
 		return nil, fmt.Errorf("etcdcoord: new session: grant lease: %w", err)
@@ -115,11 +116,11 @@ func (c *Coordinator) revokeBestEffort(ctx context.Context, id clientv3.LeaseID)
 
 // Deadline implements coord.Session. It takes no lock: nodes call it on
 // every cached read.
-func (s *session) Deadline() time.Time { return *s.published.Load() }
+func (s *session) Deadline() clock.Instant { return *s.published.Load() }
 
 // setDeadlineLocked sets the deadline and publishes it to Deadline. s.mu
 // must be held.
-func (s *session) setDeadlineLocked(d time.Time) {
+func (s *session) setDeadlineLocked(d clock.Instant) {
 	s.deadline = d
 	s.published.Store(&d)
 }
@@ -163,7 +164,7 @@ func (s *session) end(err error) bool {
 	if first {
 		s.err = err
 		s.healthy = false
-		if now := time.Now(); s.deadline.After(now) {
+		if now := s.c.cfg.Clock.Now(); s.deadline.After(now) {
 			s.setDeadlineLocked(now)
 		}
 		close(s.done)
@@ -185,7 +186,7 @@ func (s *session) setHealthy(healthy bool) {
 }
 
 // renewed records a successful keep-alive sent at sent.
-func (s *session) renewed(sent time.Time, ttl time.Duration) {
+func (s *session) renewed(sent clock.Instant, ttl time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
@@ -232,7 +233,7 @@ func (s *session) interval() time.Duration {
 // renew sends one keep-alive and returns how long to wait before the next.
 func (s *session) renew() time.Duration {
 	interval := s.interval()
-	sent := time.Now()
+	sent := s.c.cfg.Clock.Now()
 	ctx, cancel := context.WithTimeout(s.ctx, interval)
 	resp, err := s.c.client.KeepAliveOnce(ctx, s.lease)
 	cancel()
@@ -248,7 +249,7 @@ func (s *session) renew() time.Duration {
 	}
 	s.setHealthy(false)
 	wait := retryInterval
-	if left := time.Until(s.Deadline()); left > 0 && left < wait {
+	if left := s.Deadline().Sub(s.c.cfg.Clock.Now()); left > 0 && left < wait {
 		wait = left
 	}
 	return wait

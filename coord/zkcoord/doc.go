@@ -31,7 +31,11 @@
 // to [minSessionTimeout, maxSessionTimeout]; the negotiated value, tau, is
 // read off each connect response, as is the time the connect request was
 // written). Deadline is sent + tau*(1-DriftMargin) for the latest touch that
-// provably reached the ensemble's leader, which alone expires sessions:
+// provably reached the ensemble's leader, which alone expires sessions
+// (send times and Deadline are readings of Config.Clock, clock.System() by
+// default: CLOCK_BOOTTIME on Linux, which counts the time the machine
+// spends suspended; after a suspend past the deadline the session ends as
+// expired on resume):
 //
 //   - a handshake: the leader creates or revalidates the session (touching
 //     it, with the timeout negotiated on that connection) after the connect

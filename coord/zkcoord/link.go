@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"github.com/kvstore/kvstore/clock"
 )
 
 // link is one ZooKeeper client connection, and so one ZooKeeper session,
@@ -28,6 +30,7 @@ type link struct {
 	// try another (the client itself waits 20 session timeouts/3).
 	handshake time.Duration
 	tls       *tls.Config // nil: plaintext
+	clk       clock.Clock // what connInfo.sent is read on
 
 	mu      sync.Mutex // guards the fields below
 	raw     map[*sniffConn]struct{}
@@ -65,7 +68,7 @@ func definite(err error) bool {
 type connInfo struct {
 	sid     int64         // the session id the server granted or revalidated
 	timeout time.Duration // the session timeout it negotiated
-	sent    time.Time     // when the connect request was written
+	sent    clock.Instant // when the connect request was written (link.clk)
 }
 
 // errAbandoned refuses dials of an abandoned link.
@@ -79,7 +82,7 @@ var errAbandoned = errors.New("zkcoord: connection abandoned")
 // the client's event loop: it must not block.
 func dial(ctx context.Context, cfg Config, timeout time.Duration, onEvent func(zk.Event)) (*link, error) {
 	servers, auth := cfg.Servers, cfg.Auth
-	l := &link{raw: map[*sniffConn]struct{}{}, handshake: max(timeout/2, 200*time.Millisecond), tls: cfg.TLS, refused: make(chan struct{}), servers: len(servers), definiteBy: map[string]bool{}}
+	l := &link{raw: map[*sniffConn]struct{}{}, handshake: max(timeout/2, 200*time.Millisecond), tls: cfg.TLS, clk: cfg.Clock, refused: make(chan struct{}), servers: len(servers), definiteBy: map[string]bool{}}
 	granted := make(chan struct{})
 	var once sync.Once
 	cb := func(ev zk.Event) {
@@ -247,7 +250,7 @@ type sniffConn struct {
 	raw  net.Conn // the TCP connection: Conn itself, or under Conn's TLS
 	l    *link
 	hdr  []byte // the first bytes read, until the connect response is parsed
-	sent time.Time
+	sent clock.Instant
 	done bool
 }
 
@@ -255,7 +258,7 @@ type sniffConn struct {
 // its send loop).
 func (c *sniffConn) Write(p []byte) (int, error) {
 	if c.sent.IsZero() {
-		c.sent = time.Now()
+		c.sent = c.l.clk.Now()
 	}
 	return c.Conn.Write(p)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 )
 
@@ -41,9 +42,9 @@ type session struct {
 	tau      time.Duration // the session timeout negotiated on the current connection
 	gen      int           // connection generation: +1 on every loss and every new connection
 	last     *touch        // the latest answered keep-alive on this generation
-	deadline time.Time
+	deadline clock.Instant // on c.cfg.Clock
 	// published is deadline, readable without the lock.
-	published atomic.Pointer[time.Time]
+	published atomic.Pointer[clock.Instant]
 	healthy   bool
 	changed   chan struct{} // closed and replaced on every state change
 	done      chan struct{} // closed when err is set
@@ -56,7 +57,7 @@ type session struct {
 // touch is one answered keep-alive.
 type touch struct {
 	gen            int
-	sent, answered time.Time
+	sent, answered clock.Instant
 }
 
 // leadership is the election znode this session won.
@@ -90,7 +91,7 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 		changed:    make(chan struct{}),
 		done:       make(chan struct{}),
 	}
-	s.published.Store(new(time.Time))
+	s.published.Store(new(clock.Instant))
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
@@ -184,7 +185,7 @@ func (s *session) reconnected(info connInfo) {
 	s.gen++
 	s.last = nil
 	s.tau = info.timeout
-	if s.err != nil || !time.Now().Before(s.deadline) {
+	if s.err != nil || !s.c.cfg.Clock.Now().Before(s.deadline) {
 		return // ended, or about to end by its deadline: never resurrected
 	}
 	s.setDeadlineLocked(info.sent.Add(s.c.liveFor(info.timeout)))
@@ -237,11 +238,19 @@ func (s *session) abandon() {
 
 // Deadline implements coord.Session. It takes no lock: nodes call it on
 // every cached read.
-func (s *session) Deadline() time.Time { return *s.published.Load() }
+func (s *session) Deadline() clock.Instant { return *s.published.Load() }
+
+// untilDeadline is how long until the deadline, on the session's clock.
+// A timer set for it fires late if the machine is suspended meanwhile
+// (timers run on the monotonic clock); whoever it wakes compares readings
+// of the session's clock again.
+func (s *session) untilDeadline() time.Duration {
+	return s.Deadline().Sub(s.c.cfg.Clock.Now())
+}
 
 // setDeadlineLocked sets the deadline and publishes it to Deadline. s.mu
 // must be held.
-func (s *session) setDeadlineLocked(d time.Time) {
+func (s *session) setDeadlineLocked(d clock.Instant) {
 	s.deadline = d
 	s.published.Store(&d)
 }
@@ -284,7 +293,7 @@ func (s *session) end(err error) bool {
 	if first {
 		s.err = err
 		s.healthy = false
-		if now := time.Now(); s.deadline.After(now) {
+		if now := s.c.cfg.Clock.Now(); s.deadline.After(now) {
 			s.setDeadlineLocked(now)
 		}
 		close(s.done)
@@ -328,8 +337,8 @@ func (s *session) interval() time.Duration {
 // follower's one connection to it, before the current deadline. The
 // margin is thin at the minimum timeout of 2 ticks (package doc). (A
 // reconnect proves a touch by itself: see reconnected.)
-func (s *session) answered(gen int, sent time.Time) bool {
-	now := time.Now()
+func (s *session) answered(gen int, sent clock.Instant) bool {
+	now := s.c.cfg.Clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil || gen != s.gen || !now.Before(s.deadline) {
@@ -359,15 +368,15 @@ func (s *session) answered(gen int, sent time.Time) bool {
 func (s *session) keepAlive() {
 	timer := time.NewTimer(s.interval())
 	defer timer.Stop()
-	expiry := time.NewTimer(time.Until(s.Deadline()))
+	expiry := time.NewTimer(s.untilDeadline())
 	defer expiry.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-expiry.C:
-			if time.Now().Before(s.Deadline()) {
-				expiry.Reset(time.Until(s.Deadline()))
+			if s.c.cfg.Clock.Now().Before(s.Deadline()) {
+				expiry.Reset(s.untilDeadline())
 				continue
 			}
 			s.end(coord.ErrSessionExpired)
@@ -382,7 +391,7 @@ func (s *session) keepAlive() {
 		if !s.renew() {
 			next = retryInterval
 		}
-		expiry.Reset(time.Until(s.Deadline()))
+		expiry.Reset(s.untilDeadline())
 		timer.Reset(next)
 	}
 }
@@ -396,7 +405,7 @@ func (s *session) renew() bool {
 	s.mu.Lock()
 	gen := s.gen
 	s.mu.Unlock()
-	sent := time.Now()
+	sent := s.c.cfg.Clock.Now()
 	res := make(chan error, 1)
 	if !s.c.goFunc(nil, func() {
 		_, err := s.l.conn.Sync(s.c.paths.prefix)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-zookeeper/zk"
 
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 )
 
@@ -32,6 +33,11 @@ type Config struct {
 	// differences between this machine and the ensemble. In [0, 0.5); 0
 	// means the default, 0.1.
 	DriftMargin float64
+	// Clock is the clock session deadlines are measured on; nil means
+	// clock.System() (CLOCK_BOOTTIME on Linux: it counts the time the
+	// machine spends suspended). A node must read the same clock when it
+	// compares Deadline with now.
+	Clock clock.Clock
 	// Auth, if set, is "user:password" for ZooKeeper's digest scheme.
 	// Every connection authenticates with it (the client re-sends it after
 	// each reconnect, before any other request), and every znode created at
@@ -69,6 +75,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.DriftMargin == 0 {
 		cfg.DriftMargin = d.DriftMargin
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System()
 	}
 	return cfg
 }

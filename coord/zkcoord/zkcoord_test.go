@@ -13,6 +13,7 @@ import (
 	"github.com/go-zookeeper/zk"
 	"go.uber.org/goleak"
 
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/coord/coordtest"
 	"github.com/kvstore/kvstore/coord/zkcoord"
@@ -88,9 +89,16 @@ func prefixFor(t *testing.T) string {
 
 func newCoord(t *testing.T, servers []string) *zkcoord.Coordinator {
 	t.Helper()
+	return newCoordWith(t, zkcoord.Config{Servers: servers})
+}
+
+// newCoordWith is newCoord with cfg's other fields.
+func newCoordWith(t *testing.T, cfg zkcoord.Config) *zkcoord.Coordinator {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := zkcoord.New(ctx, zkcoord.Config{Servers: servers, Prefix: prefixFor(t)})
+	cfg.Prefix = prefixFor(t)
+	c, err := zkcoord.New(ctx, cfg)
 	if err != nil {
 		t.Fatalf("zkcoord.New: %v", err)
 	}
@@ -100,6 +108,13 @@ func newCoord(t *testing.T, servers []string) *zkcoord.Coordinator {
 func TestConformance(t *testing.T) {
 	srv := standalone(t)
 	coordtest.Run(t, func(t *testing.T) coord.Coordinator { return newCoord(t, srv.Servers()) })
+}
+
+func TestConformanceClock(t *testing.T) {
+	srv := standalone(t)
+	coordtest.RunClock(t, func(t *testing.T, clk clock.Clock) coord.Coordinator {
+		return newCoordWith(t, zkcoord.Config{Servers: srv.Servers(), Clock: clk})
+	})
 }
 
 func TestConformanceEnsemble(t *testing.T) {
@@ -373,7 +388,7 @@ func TestConnectionCut(t *testing.T) {
 	if err := s.Err(); err != nil {
 		t.Fatalf("session ended by a short cut: %v", err)
 	}
-	if !time.Now().Before(s.Deadline()) {
+	if !clock.System().Now().Before(s.Deadline()) {
 		t.Fatal("deadline not renewed after the cut")
 	}
 
@@ -402,7 +417,7 @@ func TestConnectionCut(t *testing.T) {
 	case <-time.After(ttl + coordtest.Slack):
 		t.Fatal("session not Done after a cut longer than its timeout")
 	}
-	ended := time.Now()
+	ended := clock.System().Now()
 	if !errors.Is(s.Err(), coord.ErrSessionExpired) {
 		t.Fatalf("Err = %v, want ErrSessionExpired", s.Err())
 	}
@@ -415,7 +430,7 @@ func TestConnectionCut(t *testing.T) {
 		}
 		return nil
 	})
-	gone := time.Now()
+	gone := clock.System().Now()
 	if !ended.Before(gone) {
 		t.Fatalf("ZooKeeper deleted the member %v before the session ended locally", ended.Sub(gone))
 	}
@@ -479,7 +494,7 @@ func ensembleMemberLoss(t *testing.T, how string) {
 	if used < 0 {
 		t.Fatalf("the session's server %q is none of %v", zkcoord.SessionServer(s), addrs)
 	}
-	target := time.Now()
+	target, targetT := clock.System().Now(), time.Now()
 	switch how {
 	case "crash":
 		if err := ens.Stop(used); err != nil {
@@ -508,7 +523,7 @@ func ensembleMemberLoss(t *testing.T, how string) {
 		}
 		return nil
 	})
-	t.Logf("renewed through %s %v after the %s of %s", zkcoord.SessionServer(s), time.Since(target).Round(time.Millisecond), how, addrs[used])
+	t.Logf("renewed through %s %v after the %s of %s", zkcoord.SessionServer(s), time.Since(targetT).Round(time.Millisecond), how, addrs[used])
 	v, err := c.Voters(ctx)
 	if err != nil {
 		t.Fatalf("Voters: %v", err)
