@@ -511,3 +511,36 @@ func TestPowerLossTornGroup(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenReadsLogOfBareRecords: a log written before groups (bare
+// records, no file header) is replayed by Open, and what follows is
+// written in groups and read back as well.
+func TestOpenReadsLogOfBareRecords(t *testing.T) {
+	tune(t, walRotateBytes, time.Hour)
+	dir := t.TempDir()
+	writeBareRecords = true
+	t.Cleanup(func() { writeBareRecords = false })
+	db, _ := mustOpen(t, dir, Options{})
+	ref := store.New(0)
+	w := newWriter(t, db, ref)
+	w.append(w.next(0, store.OpSet, "old", "bare", "r1"))
+	w.append(w.next(0, store.OpSet, "old2", "bare", "r2"))
+	if err := db.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	writeBareRecords = false
+	files, _ := listWAL(dir)
+	data, _ := os.ReadFile(filepath.Join(dir, files[len(files)-1].name))
+	if _, ok := fileHeader(data); ok || len(data) == 0 {
+		t.Fatalf("the log of bare records has a file header or is empty (%d bytes)", len(data))
+	}
+	db, st := mustOpen(t, dir, Options{})
+	sameSnapshot(t, "after replaying bare records", st.Snapshot, ref.Snapshot())
+	w = newWriter(t, db, ref)
+	w.append(w.next(0, store.OpSet, "new", "grouped", "r3"))
+	if err := db.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	_, st = mustOpen(t, dir, Options{})
+	sameSnapshot(t, "after replaying groups", st.Snapshot, ref.Snapshot())
+}
