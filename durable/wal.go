@@ -436,7 +436,7 @@ func scanLog(data []byte, newest bool) (recs []rawRecord, torn int, err error) {
 	// it says the damage is not a crash's (no salt is known here: a
 	// group header is recognised by its magic alone).
 	if bytes.Contains(data[1:], groupMagicBytes) || validAfter(data[1:]) {
-		return nil, -1, fmt.Errorf("the file header at offset 0 is damaged (%d bytes follow it)", len(data))
+		return nil, -1, fmt.Errorf("offset 0 holds neither a file header nor a whole record, and %d bytes follow it", len(data))
 	}
 	return nil, 0, nil
 }
