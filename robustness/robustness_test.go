@@ -74,6 +74,9 @@ type run struct {
 	// tornGroups those whose log got a torn final group, which held
 	// tornSubs submissions in all.
 	powerLosses, tornGroups, tornSubs int
+	// writeGap is the longest stretch of the history with no acknowledged
+	// write (LongestWithoutWrite).
+	writeGap time.Duration
 	// illegal says why Porcupine proved the history (or the history
 	// followed by the final state) not linearizable; empty if it did not.
 	illegal string
@@ -206,6 +209,8 @@ func play(t *testing.T, r *run) {
 
 	h := rec.History()
 	r.ops = len(h)
+	r.writeGap, _ = LongestWithoutWrite(h)
+	logf("longest stretch without an acknowledged write: %v", r.writeGap.Round(time.Millisecond))
 	dir, keep := r.dir, false
 	if dir == "" {
 		dir, _ = os.MkdirTemp("", fmt.Sprintf("kvstore-lin-%d-", r.seed))
@@ -513,10 +518,21 @@ func (p *powerLossCounter) PowerLoss(n int) (int, error) {
 }
 
 // tally counts what a suite run did.
-type tally struct{ histories, ops, faults, violations int }
+type tally struct {
+	histories, ops, faults, violations int
+	writeGap                           time.Duration // the longest of the histories' (run.writeGap)
+}
+
+// add counts run r.
+func (x *tally) add(r *run) {
+	x.histories++
+	x.ops += r.ops
+	x.faults += r.injected
+	x.writeGap = max(x.writeGap, r.writeGap)
+}
 
 func (x tally) String() string {
-	return fmt.Sprintf("%d histories, %d ops, %d faults, %d violations", x.histories, x.ops, x.faults, x.violations)
+	return fmt.Sprintf("%d histories, %d ops, %d faults, %d violations, longest stretch without an acknowledged write %v", x.histories, x.ops, x.faults, x.violations, x.writeGap.Round(time.Millisecond))
 }
 
 // TestLinearizableUnderFaults is the randomized suite: every schedule's
@@ -576,9 +592,7 @@ func testLinearizableUnderFaults(t *testing.T, b cluster.Backend, base uint64, x
 		r := &run{backend: b, seed: seed, nodes: nodesFor(seed), steps: 2, minHold: 500 * time.Millisecond, maxHold: 3 * time.Second, workload: time.Second,
 			replay: replaySchedule(seed, b)}
 		play(t, r)
-		x.histories++
-		x.ops += r.ops
-		x.faults += r.injected
+		x.add(r)
 		if r.violated() {
 			x.violations++
 			t.Errorf("violation:\n%s", r.report)
@@ -621,9 +635,7 @@ func TestDurableUnderCrashes(t *testing.T) {
 				r.kinds, r.steps, r.faults = []nemesis.Kind{nemesis.CrashAll}, 2, node.Faults{SlowDisk: 20 * time.Millisecond}
 			}
 			play(t, r)
-			x.histories++
-			x.ops += r.ops
-			x.faults += r.injected
+			x.add(r)
 			losses, groups, subs = losses+r.powerLosses, groups+r.tornGroups, subs+r.tornSubs
 			if r.violated() {
 				x.violations++
