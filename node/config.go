@@ -174,6 +174,11 @@ type Faults struct {
 	// coordinator, another cluster) start anyway, and records the
 	// coordinator's: the fence of ErrOtherIncarnation switched off.
 	SkipIncarnationCheck bool
+	// KeepForwardsOnLeaderChange lets a call in flight to the leader (a
+	// forwarded write, a fetch) wait for its answer or its deadline even
+	// after this node sees a newer leader: a paused old leader then holds
+	// it to its deadline instead of its being retried at the new one.
+	KeepForwardsOnLeaderChange bool
 	// SlowDisk is not a bug but a slow disk: each group commit of the data
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.
