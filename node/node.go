@@ -108,7 +108,8 @@ type Node struct {
 
 	lead atomic.Pointer[leader] // non-nil while this node leads
 
-	fwd inflight // calls in flight to a remote leader (failover.go)
+	fwd  inflight // calls in flight to a remote leader (failover.go)
+	recs records  // the coordinator's records as last read, for Status (client.go)
 
 	// flightMu guards flights: the fetch of each key in flight to the
 	// leader, shared by concurrent misses (fetchMerged).
