@@ -8,22 +8,29 @@
 //	v, found, err := c.Get(ctx, "k")
 //
 // A call goes to one endpoint and moves on to the next when that node
-// cannot serve (unreachable, partitioned from the coordinator, stopped),
-// until it succeeds, fails for good, or ctx ends. Every write carries a
-// request id kept across these attempts, so a write retried on another node
-// is applied once. Errors match the kvstore sentinels with errors.Is
-// (re-exported here: ErrPartitioned, ErrNoQuorum, ErrTimeout, ...); a write
-// error that also matches ErrOutcomeUnknown may or may not have been
-// applied.
+// cannot serve (unreachable, partitioned from the coordinator, stopped) or
+// does not answer within Config.AttemptTimeout, until it succeeds, fails
+// for good, or ctx ends. An endpoint that did not answer is tried again
+// only after the others, never twice in a row while another is left. Every
+// write carries a request id kept across these attempts, so a write
+// retried on another node is applied once.
+//
+// Every error matches one of the sentinels below with errors.Is (most are
+// the kvstore package's, re-exported). A write error that also matches
+// ErrOutcomeUnknown may or may not have been applied: an attempt reached a
+// node and ended without an answer that proves it applied nothing. Any
+// other write error means the write was not applied.
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,14 +65,24 @@ var (
 	ErrNotVoter       = kvstore.ErrNotVoter
 	ErrUnsafeRemoval  = kvstore.ErrUnsafeRemoval
 	ErrRemoveLeader   = kvstore.ErrRemoveLeader
-	// ErrUnavailable: no endpoint could serve the call before its deadline.
+	ErrNotLeader      = kvstore.ErrNotLeader
+	ErrStaleEpoch     = kvstore.ErrStaleEpoch
+	ErrRemoved        = kvstore.ErrRemoved
+	// ErrCanceled: the caller canceled the call's context. It is
+	// context.Canceled.
+	ErrCanceled = context.Canceled
+	// ErrUnavailable: no endpoint could serve the call: each was
+	// unreachable, did not answer in time, or failed with an error that
+	// names no other sentinel. With ErrTimeout when the call's deadline
+	// ended first.
 	ErrUnavailable = errors.New("client: no endpoint available")
 	// ErrTLS: a node and the client could not agree on TLS (see
 	// Config.TLS): a plaintext client calling a node that requires TLS, a
 	// certificate the other side does not trust, a node certificate that
 	// does not name the endpoint's host, or a TLS client calling a plaintext
-	// node. A call fails with it, and ErrUnavailable, at once when every
-	// endpoint fails so twice in a row.
+	// node; or a node refused the client's credentials. A call fails with
+	// it, and ErrUnavailable, at once when every endpoint fails so twice in
+	// a row.
 	ErrTLS = errors.New("client: TLS handshake failed")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("client: closed")
@@ -78,9 +95,27 @@ type Config struct {
 	// Timeout bounds a call whose ctx has no deadline (default 20 s: more
 	// than a node's default wait for a leader).
 	Timeout time.Duration
+	// AttemptTimeout bounds one attempt on one endpoint (default 2 s;
+	// capped by the call's own deadline). When an attempt ends so, the call
+	// moves on to the next endpoint, with the same request id for a write,
+	// and the endpoint counts as unresponsive: until it answers again the
+	// client tries it after every other endpoint, and never twice in a row
+	// while another is left. A node answers a little before the attempt
+	// ends (ErrTimeout or ErrNoLeader, saying whether a write was applied),
+	// so only a node that does not answer at all (a paused process, a
+	// frozen machine, a lost network) costs a whole attempt. Keep it above
+	// the nodes' usual latency (a write may wait up to one lease for a
+	// holder that is cut off) and well under Timeout, so that a call
+	// outlives an election: a new leader serves within about one session
+	// TTL plus one lease.
+	AttemptTimeout time.Duration
 	// RetryPause is the pause after every endpoint failed once, before the
 	// next round (default 100 ms).
 	RetryPause time.Duration
+	// OnAttempt, if set, is called after every attempt, from the calling
+	// goroutine, with the endpoint, how long the attempt took and its error
+	// (nil on success): for logs and tests.
+	OnAttempt func(endpoint string, took time.Duration, err error)
 	// TLS, if set, makes every connection mutual TLS, as nodes with TLS on
 	// require: the client's certificate and the CA that signed the nodes'
 	// certificates (certs.Files.ClientConfig builds it from PEM files).
@@ -96,8 +131,11 @@ type Client struct {
 	conns []*grpc.ClientConn
 	kvs   []kvpb.KVClient
 	next  atomic.Uint32 // the endpoint to try first
-	idPfx string        // this client's request-id prefix
-	seq   atomic.Uint64
+	// silent[i] is when endpoint i last left an attempt unanswered (unix
+	// nanoseconds; 0 once it answers again).
+	silent []atomic.Int64
+	idPfx  string // this client's request-id prefix
+	seq    atomic.Uint64
 
 	closeOnce sync.Once
 	closed    atomic.Bool
@@ -109,18 +147,21 @@ func New(cfg Config) (*Client, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("client: Config.Endpoints is empty")
 	}
-	if cfg.Timeout < 0 || cfg.RetryPause < 0 {
-		return nil, errors.New("client: Config.Timeout and RetryPause must not be negative")
+	if cfg.Timeout < 0 || cfg.RetryPause < 0 || cfg.AttemptTimeout < 0 {
+		return nil, errors.New("client: Config.Timeout, AttemptTimeout and RetryPause must not be negative")
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 20 * time.Second
+	}
+	if cfg.AttemptTimeout == 0 {
+		cfg.AttemptTimeout = DefaultAttemptTimeout
 	}
 	if cfg.RetryPause == 0 {
 		cfg.RetryPause = 100 * time.Millisecond
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	c := &Client{cfg: cfg, idPfx: hex.EncodeToString(b[:]) + "."}
+	c := &Client{cfg: cfg, idPfx: hex.EncodeToString(b[:]) + ".", silent: make([]atomic.Int64, len(cfg.Endpoints))}
 	creds := insecure.NewCredentials()
 	if cfg.TLS != nil {
 		creds = credentials.NewTLS(cfg.TLS)
@@ -228,7 +269,7 @@ func (s Settings) String() string {
 // Status asks the first endpoint that answers for its status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status
-	err := c.do(ctx, "status", false, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
+	idx, err := c.doAt(ctx, "status", false, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
 		resp, err := kv.Status(ctx, &kvpb.StatusRequest{}, o)
 		if err != nil {
 			return err
@@ -246,7 +287,7 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 		return nil
 	})
 	if err == nil {
-		st.Endpoint = c.cfg.Endpoints[c.current()]
+		st.Endpoint = c.cfg.Endpoints[idx]
 	}
 	return st, err
 }
@@ -273,16 +314,51 @@ func (c *Client) requestID() string {
 	return c.idPfx + strconv.FormatUint(c.seq.Add(1), 36)
 }
 
+// DefaultAttemptTimeout is Config.AttemptTimeout's default.
+const DefaultAttemptTimeout = 2 * time.Second
+
 func (c *Client) current() int { return int(c.next.Load()) % len(c.kvs) }
+
+// order lists the endpoints for one round of a call: from the preferred
+// one around, those that answered their last attempt first, then the
+// unresponsive ones, the one silent longest ago first; never prev (the
+// endpoint of the call's previous attempt) first while another is left.
+func (c *Client) order(prev int) []int {
+	n := len(c.kvs)
+	start := c.current()
+	out := make([]int, 0, n)
+	var quiet []int
+	for i := range n {
+		idx := (start + i) % n
+		if c.silent[idx].Load() == 0 {
+			out = append(out, idx)
+		} else {
+			quiet = append(quiet, idx)
+		}
+	}
+	slices.SortStableFunc(quiet, func(a, b int) int { return cmp.Compare(c.silent[a].Load(), c.silent[b].Load()) })
+	out = append(out, quiet...)
+	if n > 1 && out[0] == prev {
+		out = append(out[1:], prev)
+	}
+	return out
+}
 
 // do runs call on one endpoint after another until it succeeds, fails for
 // good, or ctx ends. call passes its grpc.CallOption to the RPC: it tells
-// whether the request left this process. A write error seen on any attempt
-// that sent the request makes a later failure outcome-unknown; an attempt
-// that never got a connection (refused, no route) sent nothing.
+// whether the request left this process. For a write, an attempt that may
+// have been applied (it left, and ended without an answer proving it was
+// not) makes a later failure outcome-unknown; an attempt that never got a
+// connection (refused, no route) sent nothing.
 func (c *Client) do(ctx context.Context, op string, write bool, call func(context.Context, kvpb.KVClient, grpc.CallOption) error) error {
+	_, err := c.doAt(ctx, op, write, call)
+	return err
+}
+
+// doAt is do, returning the endpoint that answered.
+func (c *Client) doAt(ctx context.Context, op string, write bool, call func(context.Context, kvpb.KVClient, grpc.CallOption) error) (int, error) {
 	if c.closed.Load() {
-		return fmt.Errorf("client: %s: %w", op, ErrClosed)
+		return 0, fmt.Errorf("client: %s: %w", op, ErrClosed)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -291,29 +367,42 @@ func (c *Client) do(ctx context.Context, op string, write bool, call func(contex
 	}
 	var last error
 	unknown := false
+	prev := -1     // the endpoint of the previous attempt
 	tlsRounds := 0 // consecutive rounds in which every endpoint failed over TLS
-	for round := 0; ; round++ {
+	for {
 		tlsOnly := true
-		for i := 0; i < len(c.kvs); i++ {
-			idx := c.current()
-			var p peer.Peer
-			err := rpc.FromStatus(call(ctx, c.kvs[idx], grpc.Peer(&p)))
-			if err == nil {
-				return nil
+		for _, idx := range c.order(prev) {
+			if last != nil && tooLate(ctx) {
+				// An attempt begun now could only be cut short, and a
+				// write's then says less than the answer the call has.
+				<-ctx.Done()
+				return 0, c.fail(ctx, op, last, write && unknown)
 			}
-			// gRPC fills p in only for an attempt that got a stream on a
-			// connection: without one the request never left.
-			if write && p.Addr != nil && maybeApplied(err) {
+			prev = idx
+			a := c.attempt(ctx, idx, call)
+			if a.err == nil {
+				c.next.Store(uint32(idx))
+				return idx, nil
+			}
+			if write && a.sent && maybeApplied(a.err, a.typed) {
 				unknown = true
 			}
-			if err = c.explainTLS(err); !errors.Is(err, ErrTLS) {
+			if !errors.Is(a.err, ErrTLS) {
 				tlsOnly = false
 			}
-			last = fmt.Errorf("%s: %w", c.cfg.Endpoints[idx], err)
-			if ctx.Err() != nil || !failover(err) {
-				return c.fail(ctx, op, last, write && unknown)
+			// An attempt the call's own end cut short says less than the
+			// answer before it, if there was one.
+			if cutShort := ended(ctx) && !a.typed; last == nil || !cutShort {
+				last = fmt.Errorf("%s: %w", c.cfg.Endpoints[idx], a.err)
 			}
-			c.next.CompareAndSwap(uint32(idx), uint32(idx+1)%uint32(len(c.kvs)))
+			move := failover(a.err)
+			if move || c.silent[idx].Load() != 0 {
+				// The next call starts elsewhere.
+				c.next.CompareAndSwap(uint32(idx), uint32(idx+1)%uint32(len(c.kvs)))
+			}
+			if ended(ctx) || !move {
+				return 0, c.fail(ctx, op, last, write && unknown)
+			}
 		}
 		// A TLS mismatch is a matter of configuration: waiting will not
 		// cure it. Twice in a row, so that a connection that happened to
@@ -324,15 +413,113 @@ func (c *Client) do(ctx context.Context, op string, write bool, call func(contex
 			tlsRounds = 0
 		}
 		if tlsRounds == 2 {
-			return c.fail(ctx, op, fmt.Errorf("%w: %w", ErrUnavailable, last), write && unknown)
+			return 0, c.fail(ctx, op, fmt.Errorf("%w: %w", ErrUnavailable, last), write && unknown)
 		}
 		select {
 		case <-ctx.Done():
-			return c.fail(ctx, op, last, write && unknown)
+			return 0, c.fail(ctx, op, last, write && unknown)
 		case <-time.After(c.cfg.RetryPause):
 		}
 	}
 }
+
+// ended reports whether the call's context is over: canceled, or past its
+// deadline (gRPC fails a call at its deadline, at times before the
+// context's timer has fired).
+func ended(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// minAttempt is the least time left for which a call begins another
+// attempt once it has an answer.
+const minAttempt = 50 * time.Millisecond
+
+// tooLate reports whether less than minAttempt is left of the call.
+func tooLate(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) < minAttempt
+}
+
+// attemptResult is how one attempt ended.
+type attemptResult struct {
+	err   error // nil, or an error matching a sentinel
+	typed bool  // the node answered with a sentinel of its own
+	sent  bool  // the request may have left this process
+}
+
+// attempt runs call once on endpoint idx, bounded by AttemptTimeout, and
+// records whether the endpoint answered.
+func (c *Client) attempt(ctx context.Context, idx int, call func(context.Context, kvpb.KVClient, grpc.CallOption) error) attemptResult {
+	actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+	defer cancel()
+	start := time.Now()
+	var p peer.Peer
+	raw := call(actx, c.kvs[idx], grpc.Peer(&p))
+	// gRPC fills p in only for an attempt that got a stream on a
+	// connection: without one the request never left.
+	r := attemptResult{typed: rpc.Typed(raw), sent: raw == nil || p.Addr != nil}
+	switch {
+	case raw == nil:
+		c.silent[idx].Store(0)
+	case r.typed:
+		c.silent[idx].Store(0)
+		r.err = rpc.FromStatus(raw)
+	default:
+		code := status.Code(raw)
+		silent := code == codes.Unavailable || code == codes.DeadlineExceeded ||
+			(actx.Err() != nil && ctx.Err() == nil) // the attempt's own timeout
+		if silent {
+			c.silent[idx].Store(time.Now().UnixNano())
+		} else if code != codes.Canceled {
+			c.silent[idx].Store(0) // it answered, with an error of gRPC's
+		}
+		r.err = c.explainTLS(untyped(ctx, raw))
+	}
+	if c.cfg.OnAttempt != nil {
+		c.cfg.OnAttempt(c.cfg.Endpoints[idx], time.Since(start), r.err)
+	}
+	return r
+}
+
+// untyped maps an error that names no sentinel (gRPC's own: the transport,
+// a deadline, a limit, or a server that is not a node) to the client
+// sentinel that says what happened, keeping the error itself.
+func untyped(ctx context.Context, raw error) error {
+	var s error
+	switch status.Code(raw) {
+	case codes.DeadlineExceeded:
+		s = ErrTimeout
+	case codes.Canceled:
+		if ctx.Err() != nil && errors.Is(ctx.Err(), context.Canceled) {
+			s = ErrCanceled
+		} else {
+			s = ErrUnavailable // the server or the connection ended it
+		}
+	case codes.ResourceExhausted:
+		s = ErrTooLarge // gRPC's message size limits
+	case codes.InvalidArgument, codes.OutOfRange, codes.Unimplemented:
+		s = ErrBadRequest // not a call this node knows
+	case codes.PermissionDenied, codes.Unauthenticated:
+		s = ErrTLS
+	default: // Unavailable, Unknown, Internal, ... and non-gRPC errors
+		s = ErrUnavailable
+	}
+	return &mappedError{sentinel: s, err: raw}
+}
+
+// mappedError is an error of gRPC's, matching the client sentinel that says
+// what happened as well as the error itself.
+type mappedError struct {
+	sentinel error
+	err      error
+}
+
+func (e *mappedError) Error() string   { return e.sentinel.Error() + ": " + e.err.Error() }
+func (e *mappedError) Unwrap() []error { return []error{e.sentinel, e.err} }
 
 // tlsError is a connection failure that looks like a TLS mismatch, with a
 // hint of the cause. It matches ErrTLS and the failure itself.
@@ -351,7 +538,10 @@ func (e *tlsError) Unwrap() []error { return []error{ErrTLS, e.err} }
 // endpoint's host, or a node without TLS).
 func (c *Client) explainTLS(err error) error {
 	if status.Code(err) != codes.Unavailable {
-		return err
+		var m *mappedError
+		if !errors.As(err, &m) || status.Code(m.err) != codes.Unavailable {
+			return err
+		}
 	}
 	msg := err.Error()
 	switch {
@@ -363,11 +553,14 @@ func (c *Client) explainTLS(err error) error {
 	return err
 }
 
-// fail builds a call's final error.
+// fail builds a call's final error: last attempt's, with ErrTimeout (and
+// ErrUnavailable) if the call's deadline ended before an answer, the
+// context's error if the caller canceled it, and ErrOutcomeUnknown if a
+// write may have been applied.
 func (c *Client) fail(ctx context.Context, op string, last error, unknown bool) error {
 	err := last
-	if ctx.Err() != nil && !errors.Is(err, ErrTimeout) && !errors.Is(err, context.Canceled) {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if ended(ctx) && !errors.Is(err, ErrTimeout) && !errors.Is(err, context.Canceled) {
+		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			err = fmt.Errorf("%w (%w): %w", ErrTimeout, ErrUnavailable, last)
 		} else {
 			err = fmt.Errorf("%w: %w", ctx.Err(), last)
@@ -379,31 +572,50 @@ func (c *Client) fail(ctx context.Context, op string, last error, unknown bool) 
 	return fmt.Errorf("client: %s: %w", op, err)
 }
 
-// failover reports whether another endpoint may serve a call that failed
-// with err: this node cannot serve now (unreachable, partitioned, stopped),
-// or a write's outcome is unknown for a reason another node may not share
-// (its leader went away mid-write); the request id makes the retry safe.
-// Other errors (bad request, too large, no quorum, timeout) would be the
+// failover reports whether another endpoint (or this one, later) may serve
+// a call that failed with err, while the call's deadline allows: the node
+// cannot serve now (unreachable, partitioned, stopped, not answering), the
+// attempt ran out of time (another node may see a leader, or the election
+// may end), or a write's outcome is unknown for a reason another node may
+// not share (its leader went away mid-write); the request id makes the
+// retry safe. Other errors (bad request, too large, no quorum) would be the
 // same elsewhere; ErrBusy asks this client to slow down, not to move.
 func failover(err error) bool {
 	switch {
-	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrTooLarge), errors.Is(err, ErrBusy),
-		errors.Is(err, ErrNoQuorum), errors.Is(err, ErrTimeout), errors.Is(err, ErrNoLeader):
+	case errors.Is(err, ErrBadRequest), errors.Is(err, ErrTooLarge), errors.Is(err, ErrBusy), errors.Is(err, ErrCanceled):
 		return false
-	case errors.Is(err, ErrPartitioned), errors.Is(err, ErrStopped), errors.Is(err, ErrOutcomeUnknown):
+	case errors.Is(err, ErrTimeout), errors.Is(err, ErrNoLeader):
+		return true
+	case errors.Is(err, ErrNoQuorum):
+		return false
+	case errors.Is(err, ErrPartitioned), errors.Is(err, ErrStopped), errors.Is(err, ErrOutcomeUnknown),
+		errors.Is(err, ErrNotLeader), errors.Is(err, ErrUnavailable), errors.Is(err, ErrTLS):
 		return true
 	}
-	return status.Code(err) == codes.Unavailable // transport: refused, reset
+	return false
 }
 
-// maybeApplied reports whether a write that failed with err may have been
-// applied: anything but a definite refusal. (A transport failure may have
-// come after the request left.)
-func maybeApplied(err error) bool {
-	if errors.Is(err, ErrOutcomeUnknown) {
+// definite are the answers of a node that prove a write was not applied,
+// unless they come with ErrOutcomeUnknown: the node refused it before
+// sending it to a leader, or the leader refused it before appending it.
+var definite = []error{
+	ErrBadRequest, ErrTooLarge, ErrBusy, ErrPartitioned, ErrStopped, ErrNoLeader,
+	ErrNoQuorum, ErrTimeout, ErrNotLeader, ErrStaleEpoch, ErrRemoved,
+	ErrNotVoter, ErrUnsafeRemoval, ErrRemoveLeader,
+}
+
+// maybeApplied reports whether a write attempt that failed with err (typed:
+// the node's own answer) may have been applied: anything but a definite
+// answer of the node. A transport failure, or the attempt's deadline, may
+// have come after the request left.
+func maybeApplied(err error, typed bool) bool {
+	if errors.Is(err, ErrOutcomeUnknown) || !typed {
 		return true
 	}
-	definite := errors.Is(err, ErrBadRequest) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrBusy) ||
-		errors.Is(err, ErrPartitioned) || errors.Is(err, ErrStopped) || errors.Is(err, ErrNoLeader)
-	return !definite
+	for _, d := range definite {
+		if errors.Is(err, d) {
+			return false
+		}
+	}
+	return true
 }

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
@@ -100,20 +102,83 @@ func (s *clientServer) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb
 	for id, addr := range n.Members() {
 		resp.Members = append(resp.Members, &kvpb.Member{Id: id, Addr: addr})
 	}
-	// The voter record lives in the coordinator; a node cut off from it
-	// still answers, without voters.
-	vctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	if v, err := n.cfg.Coordinator.Voters(vctx); err == nil {
-		resp.Voters = v.IDs
+	// The voter and settings records live in the coordinator: a node cut
+	// off from it answers with the copies it read last (none if it never
+	// read them).
+	voters, st := n.coordRecords(ctx)
+	if voters != nil {
+		resp.Voters = voters.IDs
 	}
-	if st, err := n.cfg.Coordinator.Settings(vctx); err == nil && st.Version != 0 {
+	if st != nil {
 		resp.Settings = &kvpb.Settings{
 			LeaseMs: st.LeaseDuration.Milliseconds(), ClockDrift: st.ClockDrift,
 			MaxRequests: int64(st.MaxRequests), MaxLeaseMs: st.MaxLease.Milliseconds(),
 		}
 	}
 	return resp, nil
+}
+
+// statusReadBudget bounds Status's reads of the coordinator once the node
+// holds copies of the records to fall back on.
+const statusReadBudget = 250 * time.Millisecond
+
+// records are the copies of the coordinator's voter and settings records
+// this node read last, for Status.
+type records struct {
+	mu       sync.Mutex
+	voters   *coord.Voters
+	settings *coord.Settings
+}
+
+// noteVoters keeps v as the voter record last read.
+func (n *Node) noteVoters(v coord.Voters) {
+	n.recs.mu.Lock()
+	defer n.recs.mu.Unlock()
+	n.recs.voters = &v
+}
+
+// noteSettings keeps st (if recorded at all) as the settings record last
+// read.
+func (n *Node) noteSettings(st coord.Settings) {
+	if st.Version == 0 {
+		return
+	}
+	n.recs.mu.Lock()
+	defer n.recs.mu.Unlock()
+	n.recs.settings = &st
+}
+
+// coordRecords returns the voter and settings records for Status within
+// ctx's deadline: read from the coordinator while the node serves, and
+// otherwise, or when the reads take longer than half the time left (or
+// than statusReadBudget, once copies exist), the copies read last. nil: never
+// read.
+func (n *Node) coordRecords(ctx context.Context) (*coord.Voters, *coord.Settings) {
+	n.recs.mu.Lock()
+	have := n.recs.voters != nil && n.recs.settings != nil
+	n.recs.mu.Unlock()
+	budget := n.cfg.RPCTimeout
+	if have {
+		budget = min(budget, statusReadBudget)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		budget = min(budget, time.Until(dl)/2)
+	}
+	// A node that does not serve cannot reach the coordinator, or not
+	// for long: its copies are what it knows.
+	if n.State() == StateOK && budget > 0 {
+		rctx, cancel := context.WithTimeout(ctx, budget)
+		if v, err := n.cfg.Coordinator.Voters(rctx); err == nil {
+			n.noteVoters(v)
+		}
+		if st, err := n.cfg.Coordinator.Settings(rctx); err == nil {
+			n.noteSettings(st)
+		}
+		cancel()
+	}
+	n.recs.mu.Lock()
+	defer n.recs.mu.Unlock()
+	return n.recs.voters, n.recs.settings
 }
 
 // peerMethod reports whether an RPC belongs to the node-to-node service,

@@ -188,6 +188,11 @@ type Faults struct {
 	// record: a voter that lost its data after writes were acknowledged
 	// then counts as one that never held any.
 	SkipVoterSeal bool
+	// KeepForwardsOnLeaderChange lets a call in flight to the leader (a
+	// forwarded write, a fetch) wait for its answer or its deadline even
+	// after this node sees a newer leader: a paused old leader then holds
+	// it to its deadline instead of its being retried at the new one.
+	KeepForwardsOnLeaderChange bool
 	// SlowDisk is not a bug but a slow disk: each group commit of the data
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.

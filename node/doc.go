@@ -76,6 +76,20 @@
 //     a majority applied it (Raft's rule for committing older entries); a
 //     follower's position is (epoch of its last entry, seq), and positions
 //     order the takeover's choice of the most up-to-date voter.
+//   - Calls in flight to the leader follow it. A forwarded write, a fetch
+//     or a voter removal that a follower sent to the leader ends the moment
+//     the follower sees another leader (a view from the coordinator) or
+//     promises a later epoch (the new leader's first message), and is sent
+//     to the new leader: a write with its request id, which the new leader
+//     applies only if no entry of an older epoch that can still commit
+//     carries it. A leader that stops answering (a paused process) so holds
+//     nothing past the election. A write's failure is outcome unknown only
+//     if an attempt may have been applied: one that reached a leader and
+//     got no answer proving it was refused before it was appended.
+//   - A node answers what a caller sent it (a client call, a forwarded
+//     write, fetch or removal) a little before the caller's deadline, a
+//     tenth of the time left (5 ms to 250 ms), so that the caller gets the
+//     node's typed answer rather than its own timeout.
 //
 // Reads served by a follower from cache also require that the follower has
 // accepted the epoch it currently sees as the leader's: a follower that
@@ -97,6 +111,6 @@
 // # Faults for tests
 //
 // Config.Faults switches deliberate protocol bugs on. They exist only so
-// that the robustness suite can show it catches them; never set them
-// elsewhere.
+// that the robustness suite, or a test of the promise each breaks, can show
+// it catches them; never set them elsewhere.
 package node

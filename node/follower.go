@@ -8,6 +8,7 @@ import (
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
+	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
@@ -60,6 +61,7 @@ func (n *Node) promiseLocked(epoch int64, ld leadership) *durable.Pending {
 	case epoch > n.acceptedEpoch:
 		n.acceptedEpoch, n.accepted = epoch, ld
 		n.acceptedEpochA.Store(epoch)
+		n.leaderMoved()
 		n.dropCache()
 		if l := n.lead.Load(); l != nil && l.epoch < epoch {
 			l.cancel(fmt.Errorf("node %s promised epoch %d: %w", n.cfg.ID, epoch, kvstore.ErrStaleEpoch))
@@ -335,25 +337,26 @@ func (n *Node) install(st *servingState, key, value string, found bool, v store.
 }
 
 // leaderTarget waits until a leader is known and returns it: this node's
-// leader role, or the address of another node.
-func (n *Node) leaderTarget(ctx context.Context) (*leader, string, error) {
+// leader role, or the address of another node and that leader (id and
+// epoch), for toLeader.
+func (n *Node) leaderTarget(ctx context.Context) (*leader, string, coord.Leader, error) {
 	for {
 		ch := n.changed()
 		v := n.view.Load()
 		if v.leader.ID == n.cfg.ID {
 			if l := n.lead.Load(); l != nil && l.epoch == v.leader.Epoch {
-				return l, "", nil
+				return l, "", v.leader, nil
 			}
 		} else if addr := v.members[v.leader.ID]; v.leader.ID != "" && addr != "" {
-			return nil, addr, nil
+			return nil, addr, v.leader, nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-				return nil, "", fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrNoLeader, kvstore.ErrTimeout)
+				return nil, "", coord.Leader{}, fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrNoLeader, kvstore.ErrTimeout)
 			}
-			return nil, "", ctxErr(ctx)
+			return nil, "", coord.Leader{}, ctxErr(ctx)
 		}
 	}
 }
@@ -379,7 +382,7 @@ func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
 	var lastErr error
 	joined := false // this read has waited for another read's fetch of key
 	for {
-		l, addr, err := n.leaderTarget(ctx)
+		l, addr, target, err := n.leaderTarget(ctx)
 		if err != nil {
 			return "", false, joinLast(err, lastErr)
 		}
@@ -396,7 +399,7 @@ func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
 			}
 			lastErr = err
 		} else {
-			resp, err := n.fetchMerged(ctx, addr, key, &joined)
+			resp, err := n.fetchMerged(ctx, addr, target, key, &joined)
 			if err == nil && resp != nil {
 				n.misses.Add(1)
 				return resp.Value, resp.Found, nil
@@ -410,7 +413,7 @@ func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
 			if !retryable(err) {
 				return "", false, err
 			}
-			lastErr = n.leaderErr(addr, err)
+			lastErr = n.leaderErr(target, addr, err)
 		}
 		if err := n.retryPause(ctx); err != nil {
 			return "", false, joinLast(err, lastErr)
@@ -426,7 +429,7 @@ func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
 // acknowledged in between would make it stale. A fetch found in flight after
 // such a wait was sent after the read began, so its answer is returned to it
 // as its own. joined carries that state across calls.
-func (n *Node) fetchMerged(ctx context.Context, addr, key string, joined *bool) (*kvpb.FetchResponse, error) {
+func (n *Node) fetchMerged(ctx context.Context, addr string, target coord.Leader, key string, joined *bool) (*kvpb.FetchResponse, error) {
 	n.flightMu.Lock()
 	f := n.flights[key]
 	if f == nil {
@@ -434,7 +437,7 @@ func (n *Node) fetchMerged(ctx context.Context, addr, key string, joined *bool) 
 		n.flights[key] = f
 		n.flightMu.Unlock()
 		st, sent := n.serving.Load(), n.now()
-		f.resp, f.err = n.fetch(ctx, addr, key)
+		f.resp, f.err = n.fetch(ctx, addr, target, key)
 		if f.err == nil {
 			n.install(st, key, f.resp.Value, f.resp.Found, fromPos(f.resp.Version), f.resp.Epoch, time.Duration(f.resp.LeaseMs)*time.Millisecond, sent)
 		}
@@ -466,19 +469,35 @@ type flight struct {
 	err  error
 }
 
-func (n *Node) fetch(ctx context.Context, addr, key string) (*kvpb.FetchResponse, error) {
+// fetch reads key at the leader target (at addr). The call ends as soon as
+// this node sees another leader (toLeader): get then reads at the new one.
+func (n *Node) fetch(ctx context.Context, addr string, target coord.Leader, key string) (*kvpb.FetchResponse, error) {
 	c, err := n.pool.Peer(addr)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.Fetch(ctx, &kvpb.FetchRequest{Cluster: n.cfg.Cluster, Key: key, FromId: n.cfg.ID})
-	return resp, rpc.FromStatus(err)
+	cctx, done := n.toLeader(ctx, target)
+	defer done()
+	if cctx.Err() != nil {
+		return nil, callErr(cctx, ctxErr(cctx))
+	}
+	resp, err := c.Fetch(cctx, &kvpb.FetchRequest{Cluster: n.cfg.Cluster, Key: key, FromId: n.cfg.ID})
+	if err != nil {
+		return nil, callErr(cctx, rpc.FromStatus(err))
+	}
+	return resp, nil
 }
 
 // forwardWrite sends a write to the leader (or applies it as the leader),
 // retrying with the same request id until it is acknowledged, fails
-// definitely, or ctx ends. Once an attempt may have reached the leader, a
-// failure is reported as outcome unknown.
+// definitely, or ctx ends. A call in flight to a leader this node no longer
+// sees as the leader (it learned of a newer one) is dropped at once and the
+// write retried at the new leader: the request id makes the retry exact,
+// since a leader that serves holds every entry of older epochs that can
+// still commit, and applies the write only if the id is not among them. A
+// failure is reported as outcome unknown only if an attempt may have been
+// applied: one that reached a leader and got no answer that proves it
+// applied nothing (definite).
 func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID string) error {
 	// Every write passes here first, on the node it entered: one the leader
 	// would refuse, or that would make an entry no follower can take (or no
@@ -487,16 +506,16 @@ func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID s
 		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
 	var lastErr error
-	sentOnce := false
+	mayApplied := false // some attempt may have been applied
 	fail := func(err error) error {
 		err = joinLast(err, lastErr)
-		if sentOnce && !errors.Is(err, kvstore.ErrOutcomeUnknown) {
+		if mayApplied && !errors.Is(err, kvstore.ErrOutcomeUnknown) {
 			return fmt.Errorf("%w: %w", kvstore.ErrOutcomeUnknown, err)
 		}
 		return err
 	}
 	for {
-		l, addr, err := n.leaderTarget(ctx)
+		l, addr, target, err := n.leaderTarget(ctx)
 		if err != nil {
 			return fail(err)
 		}
@@ -505,26 +524,20 @@ func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID s
 		var epoch int64
 		var lease time.Duration
 		if l != nil {
-			sentOnce = true
 			var r writeResult
 			r, err = l.write(ctx, storeOp(op), key, value, reqID, n.cfg.ID)
 			ver, epoch, lease = r.version, l.epoch, r.lease
+			if err != nil && !definite(err) {
+				mayApplied = true
+			}
 		} else {
-			var c kvpb.PeerClient
-			if c, err = n.pool.Peer(addr); err == nil {
-				var resp *kvpb.WriteResponse
-				var p grpcpeer.Peer
-				resp, err = c.Write(ctx, &kvpb.WriteRequest{Cluster: n.cfg.Cluster, Op: op, Key: key, Value: value, ReqId: reqID, FromId: n.cfg.ID}, grpc.Peer(&p))
-				// gRPC reports the peer only for an attempt that got a
-				// stream on a connection: without one the request never
-				// left, and this attempt applied nothing.
-				if err == nil || p.Addr != nil {
-					sentOnce = true
-				}
-				err = rpc.FromStatus(err)
-				if err == nil {
-					ver, epoch, lease = fromPos(resp.Version), resp.Epoch, time.Duration(resp.LeaseMs)*time.Millisecond
-				}
+			var resp *kvpb.WriteResponse
+			var reached bool
+			resp, reached, err = n.sendWrite(ctx, addr, target, &kvpb.WriteRequest{Cluster: n.cfg.Cluster, Op: op, Key: key, Value: value, ReqId: reqID, FromId: n.cfg.ID})
+			if err == nil {
+				ver, epoch, lease = fromPos(resp.Version), resp.Epoch, time.Duration(resp.LeaseMs)*time.Millisecond
+			} else if reached && !definite(err) {
+				mayApplied = true
 			}
 		}
 		if err == nil {
@@ -536,13 +549,36 @@ func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID s
 			return fail(err)
 		}
 		if l == nil {
-			err = n.leaderErr(addr, err)
+			err = n.leaderErr(target, addr, err)
 		}
 		lastErr = err
 		if err := n.retryPause(ctx); err != nil {
 			return fail(err)
 		}
 	}
+}
+
+// sendWrite sends one forwarded write to the leader target at addr. reached
+// reports whether the request may have left this node: gRPC reports the
+// peer only for an attempt that got a stream on a connection, and without
+// one the request never left. The call ends as soon as this node sees
+// another leader (toLeader).
+func (n *Node) sendWrite(ctx context.Context, addr string, target coord.Leader, req *kvpb.WriteRequest) (resp *kvpb.WriteResponse, reached bool, err error) {
+	c, err := n.pool.Peer(addr)
+	if err != nil {
+		return nil, false, err
+	}
+	cctx, done := n.toLeader(ctx, target)
+	defer done()
+	if cctx.Err() != nil {
+		return nil, false, callErr(cctx, ctxErr(cctx))
+	}
+	var p grpcpeer.Peer
+	resp, err = c.Write(cctx, req, grpc.Peer(&p))
+	if err != nil {
+		return nil, p.Addr != nil, callErr(cctx, rpc.FromStatus(err))
+	}
+	return resp, true, nil
 }
 
 // retryable reports whether an attempt may be retried (with the same
@@ -554,8 +590,7 @@ func retryable(err error) bool {
 }
 
 // leaderErr names the leader an attempt went to, for the error message.
-func (n *Node) leaderErr(addr string, err error) error {
-	ld := n.view.Load().leader
+func (n *Node) leaderErr(ld coord.Leader, addr string, err error) error {
 	return fmt.Errorf("leader %s (epoch %d) at %s: %w", ld.ID, ld.Epoch, addr, err)
 }
 

@@ -220,6 +220,8 @@ func (l *leader) takeover() error {
 			l.setTakeoverErr(fmt.Errorf("read settings: %w", err))
 			continue
 		}
+		n.noteVoters(voters)
+		n.noteSettings(l.settings)
 		targets := make(map[string]string)
 		for id, addr := range n.view.Load().members {
 			targets[id] = addr

@@ -204,7 +204,7 @@ func (n *Node) RemoveVoter(ctx context.Context, id string) ([]string, error) {
 	var lastErr error
 	sentOnce := false
 	for {
-		l, addr, err := n.leaderTarget(octx)
+		l, addr, target, err := n.leaderTarget(octx)
 		if err != nil {
 			return nil, joinLast(err, lastErr)
 		}
@@ -216,11 +216,14 @@ func (n *Node) RemoveVoter(ctx context.Context, id string) ([]string, error) {
 		} else {
 			var c kvpb.PeerClient
 			if c, err = n.pool.Peer(addr); err == nil {
+				// Dropped if another leader is seen meanwhile, and retried there.
+				cctx, done := n.toLeader(octx, target)
 				var resp *kvpb.RemoveVoterResponse
-				resp, err = c.RemoveVoter(octx, &kvpb.RemoveVoterRequest{Cluster: n.cfg.Cluster, Id: id, FromId: n.cfg.ID})
-				if err = rpc.FromStatus(err); err == nil {
+				resp, err = c.RemoveVoter(cctx, &kvpb.RemoveVoterRequest{Cluster: n.cfg.Cluster, Id: id, FromId: n.cfg.ID})
+				if err = callErr(cctx, rpc.FromStatus(err)); err == nil {
 					voters = resp.Voters
 				}
+				done()
 			}
 		}
 		if err == nil {
@@ -235,7 +238,7 @@ func (n *Node) RemoveVoter(ctx context.Context, id string) ([]string, error) {
 		}
 		sentOnce = true
 		if l == nil {
-			err = n.leaderErr(addr, err)
+			err = n.leaderErr(target, addr, err)
 		}
 		lastErr = err
 		if err := n.retryPause(octx); err != nil {

@@ -111,6 +111,9 @@ type Node struct {
 
 	lead atomic.Pointer[leader] // non-nil while this node leads
 
+	fwd  inflight // calls in flight to a remote leader (failover.go)
+	recs records  // the coordinator's records as last read, for Status (client.go)
+
 	// flightMu guards flights: the fetch of each key in flight to the
 	// leader, shared by concurrent misses (fetchMerged).
 	flightMu sync.Mutex
@@ -379,6 +382,8 @@ func (n *Node) intercept(ctx context.Context, req any, info *grpc.UnaryServerInf
 	if n.rpcDown.Load() && peerMethod(info) {
 		return nil, status.Error(codes.Unavailable, "node "+n.cfg.ID+": inbound RPC is down")
 	}
+	ctx, cancel := answerBefore(ctx, info.FullMethod)
+	defer cancel()
 	var resp any
 	var err error
 	if peerMethod(info) {
@@ -720,6 +725,7 @@ func (n *Node) setServing(sess coord.Session, st State, cause error) {
 
 func (n *Node) setView(v coord.View) {
 	n.view.Store(&viewState{leader: v.Leader, members: v.Members})
+	n.leaderMoved()
 	n.met.sawLeader(v.Leader)
 	if l := n.lead.Load(); l != nil {
 		l.viewChanged(v)

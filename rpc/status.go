@@ -99,6 +99,22 @@ func FromStatus(err error) error {
 	return &remoteError{msg: msg, sentinels: matched}
 }
 
+// Typed reports whether err is a gRPC status whose message names a
+// sentinel: an answer the node itself gave, as opposed to a failure of the
+// transport or of the caller's own deadline, which name none.
+func Typed(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || err == nil {
+		return false
+	}
+	for _, t := range table {
+		if containsText(st.Message(), t.err.Error()) {
+			return true
+		}
+	}
+	return false
+}
+
 // remoteError is an error received from a peer: its text as sent, matching
 // (errors.Is) every sentinel the text names.
 type remoteError struct {

@@ -51,6 +51,7 @@ func exitCode(err error) int {
 type ctlFlags struct {
 	endpoints []string
 	timeout   time.Duration
+	attempt   time.Duration
 	json      bool
 	tls       tlsFlags
 }
@@ -63,6 +64,7 @@ func ctlCommands() []*cobra.Command {
 		fl := cmd.Flags()
 		fl.StringSliceVar(&f.endpoints, "endpoints", []string{"127.0.0.1:7000"}, "nodes' addresses (host:port,...); the client moves to the next when one cannot serve")
 		fl.DurationVar(&f.timeout, "timeout", 20*time.Second, "how long the command may take")
+		fl.DurationVar(&f.attempt, "attempt-timeout", client.DefaultAttemptTimeout, "how long one node may take to answer before the client moves on to the next endpoint")
 		fl.BoolVar(&f.json, "json", false, "print the result as JSON")
 		f.tls.add(fl, "this client (a client certificate of the nodes' CA)")
 		cmd.Args = exactArgs(len(argNames(cmd)))
@@ -76,7 +78,7 @@ func ctlCommands() []*cobra.Command {
 		if err != nil {
 			return err
 		}
-		c, err := client.New(client.Config{Endpoints: f.endpoints, Timeout: f.timeout, TLS: tlsConfig})
+		c, err := client.New(client.Config{Endpoints: f.endpoints, Timeout: f.timeout, AttemptTimeout: f.attempt, TLS: tlsConfig})
 		if err != nil {
 			return &exitError{exitUsage, err}
 		}
