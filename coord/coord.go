@@ -179,7 +179,10 @@ type Session interface {
 	Register(ctx context.Context, m Member) error
 	// Campaign enters the election as id and blocks until this session leads,
 	// then returns the epoch, which is strictly greater than every earlier
-	// leader's epoch. It returns an error if ctx ends or the session ends.
+	// leader's epoch. It returns an error if ctx ends or the session ends;
+	// ended by ctx, it returns once its candidacy is withdrawn (or after
+	// about 2 s if the coordinator does not answer), so that no later view
+	// shows id leading because of it.
 	Campaign(ctx context.Context, id string) (epoch int64, err error)
 	// Resign gives up leadership (or candidacy) held by this session.
 	Resign(ctx context.Context) error

@@ -443,12 +443,18 @@ func testCampaignCancel(t *testing.T, c coord.Coordinator) {
 		t.Fatalf("canceled Campaign = %+v, want context.Canceled", r)
 	}
 
-	// b withdrew its candidacy: when a resigns nobody leads.
+	// b withdrew its candidacy before Campaign returned: when a resigns
+	// nobody leads, not even for a moment.
 	WaitView(t, ch, Slack, "a leads", leaderIs(coord.Leader{ID: "a", Epoch: epoch}))
 	if err := a.Resign(ctx); err != nil {
 		t.Fatalf("Resign: %v", err)
 	}
-	WaitView(t, ch, Slack, "no leader after a resigned", leaderIs(coord.Leader{}))
+	WaitView(t, ch, Slack, "no leader after a resigned", func(v coord.View) error {
+		if v.Leader.ID == "b" {
+			t.Fatalf("b leads (%+v) after its Campaign returned canceled", v.Leader)
+		}
+		return leaderIs(coord.Leader{})(v)
+	})
 
 	// A session that ends while campaigning makes Campaign return.
 	epoch = awaitWin(t, campaign(ctx, a, "a"), Slack, "a leads again")

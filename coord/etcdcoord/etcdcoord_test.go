@@ -429,3 +429,34 @@ func TestConnectionCut(t *testing.T) {
 		t.Fatalf("Err = %v, want ErrSessionExpired", s.Err())
 	}
 }
+
+// TestCampaignWithdrawsALostPut: a Campaign whose put was applied but whose
+// answer was lost (here: the key is put behind its back, with its lease,
+// and the Campaign's ctx is already canceled, so its own put never
+// answers) deletes the key before it returns. Before, the key stayed: a
+// candidacy no one runs, which leads once the keys before it are gone.
+func TestCampaignWithdrawsALostPut(t *testing.T) {
+	c := newCoord(t)
+	t.Cleanup(func() { c.Close() })
+	cli := rawClient(t)
+	s := newSession(t, c)
+	lease := leaseOf(t, cli, s, "b")
+	key := fmt.Sprintf("%selection/%x", prefixFor(t), lease)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, key, "b", clientv3.WithLease(lease)); err != nil {
+		t.Fatal(err)
+	}
+	canceled, cancelNow := context.WithCancel(ctx)
+	cancelNow()
+	if _, err := s.Campaign(canceled, "b"); err == nil {
+		t.Fatal("Campaign with a canceled ctx succeeded")
+	}
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 0 {
+		t.Fatalf("the election key %s is still there after the failed Campaign returned: %v", key, resp.Kvs)
+	}
+}

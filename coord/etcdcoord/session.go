@@ -328,11 +328,25 @@ func (s *session) Campaign(ctx context.Context, id string) (int64, error) {
 		return r.epoch, r.err
 	case <-ctx.Done():
 		run.cancel()
+		// Return once the candidacy is withdrawn (its key deleted), so
+		// that no view after this shows the caller leading; bounded, for
+		// a coordinator that does not answer.
+		t := time.NewTimer(withdrawWait)
+		defer t.Stop()
+		select {
+		case <-run.done:
+		case <-s.done:
+		case <-t.C:
+		}
 		return 0, fmt.Errorf("etcdcoord: campaign: %w", ctx.Err())
 	case <-s.done:
 		return 0, fmt.Errorf("etcdcoord: campaign: %w", s.Err())
 	}
 }
+
+// withdrawWait bounds how long a canceled Campaign waits for its
+// candidacy's withdrawal.
+const withdrawWait = 2 * time.Second
 
 // startCampaign registers a new campaign run once no other is in flight.
 func (s *session) startCampaign(ctx context.Context) (*campaignRun, context.Context, error) {
@@ -387,6 +401,14 @@ func (s *session) runCampaign(ctx context.Context, run *campaignRun, id string, 
 	var r campaignResult
 	if err != nil {
 		r.err = s.opErr("campaign", err)
+		if held == nil {
+			// Campaign fails without cleaning up when its put's answer is
+			// lost (ctx canceled while it was in flight, a connection
+			// error): the put may have been applied all the same, leaving
+			// a candidacy no one runs, which leads once the keys before
+			// it go, for as long as this session lives. Delete it.
+			s.withdrawLost()
+		}
 	} else {
 		r.epoch, r.err = s.claim(ctx, held)
 	}
@@ -408,6 +430,29 @@ func (s *session) runCampaign(ctx context.Context, run *campaignRun, id string, 
 		// The client's context bounds this; the delete is conditional on
 		// the create revision, so running late is harmless.
 		_ = s.resignKey(s.c.client.Ctx(), held)
+	}
+}
+
+// withdrawLost deletes this session's election key (named by its lease),
+// if it exists and is still attached to the lease, for a Campaign that
+// failed not knowing whether its put was applied. Only one Campaign of a
+// session runs at a time, and this one does not lead, so the key is no
+// one's. It tries until it succeeds or the session ends (the key then
+// goes with the lease).
+func (s *session) withdrawLost() {
+	key := fmt.Sprintf("%s/%x", s.c.keys.election, s.cs.Lease())
+	for s.ctx.Err() == nil {
+		_, err := s.c.client.Txn(s.ctx).
+			If(clientv3.Compare(clientv3.LeaseValue(key), "=", s.cs.Lease())).
+			Then(clientv3.OpDelete(key)).
+			Commit()
+		if err == nil {
+			return
+		}
+		select {
+		case <-s.ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 

@@ -558,11 +558,25 @@ func (s *session) Campaign(ctx context.Context, id string) (int64, error) {
 		return r.epoch, r.err
 	case <-ctx.Done():
 		run.cancel()
+		// Return once the candidacy is withdrawn (its key deleted), so
+		// that no view after this shows the caller leading; bounded, for
+		// a coordinator that does not answer.
+		t := time.NewTimer(withdrawWait)
+		defer t.Stop()
+		select {
+		case <-run.done:
+		case <-s.done:
+		case <-t.C:
+		}
 		return 0, fmt.Errorf("zkcoord: campaign: %w", ctx.Err())
 	case <-s.done:
 		return 0, fmt.Errorf("zkcoord: campaign: %w", s.Err())
 	}
 }
+
+// withdrawWait bounds how long a canceled Campaign waits for its
+// candidacy's withdrawal.
+const withdrawWait = 2 * time.Second
 
 // startCampaign registers a new campaign run once no other is in flight.
 func (s *session) startCampaign(ctx context.Context) (*campaignRun, context.Context, error) {
