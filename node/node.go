@@ -543,6 +543,7 @@ func (n *Node) WaitServing(ctx context.Context) error {
 // sessionLoop keeps a coordinator session open for the node's lifetime.
 func (n *Node) sessionLoop() {
 	backoff := 50 * time.Millisecond
+	jumps := newJumpWatch(n.clk)
 	for n.ctx.Err() == nil {
 		sess, err := n.cfg.Coordinator.NewSession(n.ctx, n.cfg.SessionTTL)
 		if err == nil {
@@ -577,7 +578,7 @@ func (n *Node) sessionLoop() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		n.runSession(sess)
+		n.runSession(sess, jumps)
 		n.closeSession(sess)
 	}
 }
@@ -629,7 +630,9 @@ func (n *Node) closeSession(sess coord.Session) {
 }
 
 // runSession serves under one session until it ends or the node stops.
-func (n *Node) runSession(sess coord.Session) {
+// jumps watches for suspends of the machine across sessions: a suspend
+// that ended the previous session is still reported.
+func (n *Node) runSession(sess coord.Session, jumps *jumpWatch) {
 	sctx, cancel := context.WithCancel(n.ctx)
 	var wg sync.WaitGroup
 	defer func() {
@@ -649,7 +652,6 @@ func (n *Node) runSession(sess coord.Session) {
 	}()
 	// After a suspend of the machine (jumps), the session is in doubt
 	// until its deadline moves past doubt: a keep-alive answered since.
-	jumps := newJumpWatch(n.clk)
 	tick := time.NewTicker(jumpCheck)
 	defer tick.Stop()
 	var doubt clock.Instant
