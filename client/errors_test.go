@@ -216,6 +216,19 @@ func TestEveryErrorNamesASentinel(t *testing.T) {
 				err = op.do(ctx, cl)
 				cancel()
 				cl.Close()
+				if errors.Is(err, client.ErrTimeout) && !errors.Is(err, c.want) && !c.cancel {
+					// A loaded machine took the whole 400 ms to connect
+					// and answer: not the error under test. Once more,
+					// with time to spare.
+					t.Logf("%s: %v; again with 5 s", op.name, err)
+					if cl, err = client.New(client.Config{Endpoints: []string{c.endpoint(t)}, RetryPause: 20 * time.Millisecond}); err != nil {
+						t.Fatal(err)
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					err = op.do(ctx, cl)
+					cancel()
+					cl.Close()
+				}
 				checkSentinel(t, op.name, err, c.want)
 				if op.write && c.unknown != nil && errors.Is(err, client.ErrOutcomeUnknown) != *c.unknown {
 					t.Errorf("%s: %v: outcome unknown %v, want %v", op.name, err, !*c.unknown, *c.unknown)
