@@ -163,16 +163,23 @@ func sameSub(a, b sub) bool {
 		a.snap.Applied == b.snap.Applied && reflect.DeepEqual(a.snap.Items, b.snap.Items) && slices.Equal(a.snap.Requests, b.snap.Requests)
 }
 
+// readOnlyLog writes data as the only log file of a new directory and
+// reads it.
+func readOnlyLog(t *testing.T, data []byte) (dir string, recs []logged, err error) {
+	dir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, walName(1)), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	recs, _, _, _, err = readWAL(dir, 0, true)
+	return dir, recs, err
+}
+
 // FuzzReadWAL reads arbitrary bytes as the only log file: ErrCorrupt, or
 // records with consecutive indexes from the file's first; reading again
 // (after the torn tail was cut off) gives the same records and no tail.
 func FuzzReadWAL(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, walName(1)), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		recs, _, _, _, err := readWAL(dir, 0, true)
+		dir, recs, err := readOnlyLog(t, data)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("%v, want ErrCorrupt", err)
@@ -215,11 +222,7 @@ func FuzzDamagedWAL(f *testing.F) {
 		if cut > 0 {
 			data = data[:int(cut)%len(data)]
 		}
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, walName(1)), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		recs, _, _, _, err := readWAL(dir, 0, true)
+		_, recs, err := readOnlyLog(t, data)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("%v, want ErrCorrupt", err)
@@ -281,11 +284,7 @@ func FuzzDamagedGroupedWAL(f *testing.F) {
 			ends = append(ends, ends[len(ends)-1]+counts[i])
 		}
 		tornOnly := firstDamage >= final && firstDamage >= fileHeaderLen
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, walName(1)), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		recs, _, _, _, err := readWAL(dir, 0, true)
+		_, recs, err := readOnlyLog(t, data)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("%v, want ErrCorrupt", err)

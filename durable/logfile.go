@@ -90,8 +90,9 @@ func (l *logFile) sync() error {
 	return nil
 }
 
-// syncDir fsyncs directory dir.
-func syncDir(dir string, trace func(walEvent)) error {
+// SyncDir fsyncs directory dir, making the entries created, renamed or
+// removed in it durable.
+func SyncDir(dir string) error {
 	f, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -100,6 +101,12 @@ func syncDir(dir string, trace func(walEvent)) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	return err
+}
+
+// syncDir is SyncDir, seen by trace.
+func syncDir(dir string, trace func(walEvent)) error {
+	err := SyncDir(dir)
 	if err == nil && trace != nil {
 		trace(walEvent{op: walDirSync})
 	}

@@ -199,15 +199,7 @@ func moveAside(dir, aside string) error {
 // removed in it durable. A variable, for the test that checks when it is
 // called.
 var syncDir = func(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
