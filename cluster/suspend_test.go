@@ -70,6 +70,12 @@ func cacheNow(t *testing.T, c *Cluster, n int, k, want string) uint64 {
 // clockJumps reads node nd's kvstore_clock_jumps_total.
 func clockJumps(t *testing.T, nd *node.Node) float64 {
 	t.Helper()
+	return metric(t, nd, "kvstore_clock_jumps_total")
+}
+
+// metric reads node nd's metric name (a counter or a gauge without labels).
+func metric(t *testing.T, nd *node.Node, name string) float64 {
+	t.Helper()
 	reg := prometheus.NewRegistry()
 	for _, col := range nd.Collectors() {
 		if err := reg.Register(col); err != nil {
@@ -81,11 +87,15 @@ func clockJumps(t *testing.T, nd *node.Node) float64 {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "kvstore_clock_jumps_total" {
-			return mf.GetMetric()[0].GetCounter().GetValue()
+		if mf.GetName() == name {
+			m := mf.GetMetric()[0]
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			return m.GetCounter().GetValue()
 		}
 	}
-	t.Fatal("no kvstore_clock_jumps_total")
+	t.Fatalf("no %s", name)
 	return 0
 }
 
@@ -244,6 +254,78 @@ func TestJumpWatcherSuspendsAtOnce(t *testing.T) {
 		})
 		if n := clockJumps(t, nd); n != 1 {
 			t.Fatalf("kvstore_clock_jumps_total = %v, want 1", n)
+		}
+	})
+}
+
+// TestCoordinatorBlipKeepsLeadershipAndCache cuts the leader and a
+// follower holding a cached copy from the coordinator, and restores them
+// before their session deadlines pass. Their keep-alives fail and their
+// connections drop (kvstore_session_healthy 0), but the session is provably
+// live until its deadline, so neither suspends: the leader keeps its epoch
+// and the follower still answers the key from its cache afterwards.
+//
+// With Faults.SuspendOnUnhealthy (suspend on every failed keep-alive) the
+// leadership ends and the cache is dropped.
+func TestCoordinatorBlipKeepsLeadershipAndCache(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b Backend) {
+		// A long TTL so that the blip ends well before the deadline even
+		// on a busy machine.
+		c := newCluster(t, b, 3, func(o *Options) {
+			o.Node = func(cfg *node.Config) { cfg.SessionTTL = 8 * time.Second }
+		})
+		ld := leaderOf(t, c)
+		f := followers(t, c)[0]
+		_, epoch, err := c.Leader(ctxT(t, 5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustPut(t, c, ld, "k", "v")
+		hits := cacheNow(t, c, f, "k", "v")
+		nodes := map[int]*node.Node{}
+		suspensions := map[int]float64{}
+		for _, i := range []int{ld, f} {
+			nd, err := c.Node(i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodes[i], suspensions[i] = nd, metric(t, nd, "kvstore_suspensions_total")
+			if err := c.ZkDown(i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, nd := range nodes {
+			soon.Succeeds(t, 5*time.Second, func() error {
+				if metric(t, nd, "kvstore_session_healthy") != 0 {
+					return fmt.Errorf("node %d: session still healthy after the cut", i)
+				}
+				return nil
+			})
+		}
+		for i := range nodes {
+			if err := c.ZkUp(i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, nd := range nodes {
+			soon.Succeeds(t, 5*time.Second, func() error {
+				if metric(t, nd, "kvstore_session_healthy") != 1 {
+					return fmt.Errorf("node %d: session not healthy again", i)
+				}
+				return nil
+			})
+			if got := metric(t, nd, "kvstore_suspensions_total"); got != suspensions[i] {
+				t.Errorf("node %d suspended %v times during a blip its deadline covered", i, got-suspensions[i])
+			}
+		}
+		if !nodes[ld].IsLeader() || nodes[ld].Leader().Epoch != epoch {
+			t.Errorf("leader %d lost its leadership of epoch %d to the blip (leader now %+v)", ld, epoch, nodes[ld].Leader())
+		}
+		if err := checkGet(ctxT(t, 5*time.Second), c, f, "k", "v"); err != nil {
+			t.Fatal(err)
+		}
+		if got := nodes[f].Stats().CacheHits; got != hits+1 {
+			t.Errorf("follower %d: cache hits %d, want %d: the blip dropped its copy", f, got, hits+1)
 		}
 	})
 }

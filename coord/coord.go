@@ -171,8 +171,9 @@ type Session interface {
 	// Err returns why Done was closed (ErrSessionExpired or ErrSessionClosed), or nil.
 	Err() error
 	// Healthy reports whether the last keep-alive succeeded and no connection
-	// loss has been seen since. A false value is a reason to suspend even
-	// before Deadline passes.
+	// loss has been seen since. It is an early warning, not doubt: Deadline
+	// alone says until when the session is live (a node serves on through
+	// a blip shorter than that).
 	Healthy() bool
 
 	// Register creates the ephemeral membership entry id -> addr.

@@ -193,6 +193,11 @@ type Faults struct {
 	// after this node sees a newer leader: a paused old leader then holds
 	// it to its deadline instead of its being retried at the new one.
 	KeepForwardsOnLeaderChange bool
+	// SuspendOnUnhealthy suspends the node the moment a keep-alive fails
+	// or the coordinator connection drops (coord.Session.Healthy false),
+	// before the session deadline is in doubt: every blip then ends
+	// leadership and drops the cache.
+	SuspendOnUnhealthy bool
 	// SlowDisk is not a bug but a slow disk: each group commit of the data
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.

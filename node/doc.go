@@ -23,8 +23,10 @@
 //
 // A node serves only while it can prove its coordinator session is live:
 // the session's Deadline (measured on Config.Clock from when the last
-// keep-alive was sent) is in the future and the last keep-alive
-// succeeded. The moment that stops being true the node suspends: every
+// answered keep-alive was sent) is in the future. A failed keep-alive or
+// a lost connection (Session.Healthy false) does not suspend it by itself:
+// the deadline still holds, and a blip shorter than it ends no leadership
+// and drops no cache. The moment the deadline passes the node suspends: every
 // pending operation fails with kvstore.ErrPartitioned (writes that may have
 // reached the leader also match kvstore.ErrOutcomeUnknown), the cache is
 // dropped, and leadership ends. It resumes by itself when the session is

@@ -136,6 +136,8 @@ type metrics struct {
 	leaderChanges        prometheus.Counter
 	clockJumps           prometheus.Counter
 	clockSuspended       prometheus.Counter
+	suspensions          prometheus.Counter
+	stepDowns            prometheus.Counter
 
 	// born is the origin of lastAppend (on the node's clock).
 	born clock.Instant
@@ -196,6 +198,14 @@ func newMetrics(n *Node) *metrics {
 		Name: "kvstore_clock_suspended_seconds_total",
 		Help: "Total time the suspends counted in kvstore_clock_jumps_total lasted.",
 	})
+	m.suspensions = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kvstore_suspensions_total",
+		Help: "Times this node stopped serving because its coordinator session was in doubt (deadline passed, session ended, clock jumped); each dropped the cache and ended any leadership.",
+	})
+	m.stepDowns = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kvstore_leader_step_downs_total",
+		Help: "Leaderships this node gave up because it heard from no majority of the voters for the quorum window (CheckQuorum).",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -215,13 +225,18 @@ func newMetrics(n *Node) *metrics {
 		counter("kvstore_cache_misses_total", "Reads this node fetched from the leader (and cached if granted a lease).", &n.misses),
 		counter("kvstore_leader_reads_total", "Reads through this node answered by it as the leader.", &n.leaderReads),
 		m.invalidationsSent, m.invalidationsApplied, m.leaseWaits, m.leaseWaitSeconds, m.leaderChanges,
-		m.clockJumps, m.clockSuspended,
+		m.clockJumps, m.clockSuspended, m.suspensions, m.stepDowns,
 		gauge("kvstore_epoch", "Epoch of the leader this node currently sees (0: none seen yet).",
 			func() float64 { return float64(n.Leader().Epoch) }),
 		gauge("kvstore_accepted_epoch", "Highest epoch this node has promised to a leader.",
 			func() float64 { return float64(n.acceptedEpochA.Load()) }),
 		gauge("kvstore_is_leader", "1 if this node leads and serves, else 0.",
 			func() float64 { return b2f(n.IsLeader()) }),
+		gauge("kvstore_session_healthy", "1 if this node's last coordinator keep-alive succeeded and its connection is up, else 0. A 0 while kvstore_serving is 1 is a blip the session deadline still covers.",
+			func() float64 {
+				st := n.serving.Load()
+				return b2f(st.sess != nil && st.sess.Healthy())
+			}),
 		gauge("kvstore_serving", "1 if this node serves (its coordinator session is provably live), else 0.",
 			func() float64 { return b2f(n.State() == StateOK) }),
 		gauge("kvstore_recovering", "1 if this node restarted without its store and waits for a leader to reconcile it, else 0.",
@@ -288,6 +303,12 @@ func (c *opsCollector) Collect(ch chan<- prometheus.Metric) {
 // sawLeader counts l in kvstore_leader_changes_total if it differs from the
 // last leader counted. An empty leader (an election under way) is not a
 // change by itself.
+// suspended counts a stop of serving (kvstore_suspensions_total).
+func (m *metrics) suspended() { m.suspensions.Inc() }
+
+// steppedDown counts a leadership given up by CheckQuorum.
+func (m *metrics) steppedDown() { m.stepDowns.Inc() }
+
 func (m *metrics) sawLeader(l coord.Leader) {
 	if l.ID == "" {
 		return

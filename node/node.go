@@ -656,6 +656,7 @@ func (n *Node) runSession(sess coord.Session, jumps *jumpWatch) {
 	defer tick.Stop()
 	var doubt clock.Instant
 	inDoubt := false
+	wasHealthy := true
 	for {
 		ch := sess.Changed()
 		deadline := sess.Deadline()
@@ -663,14 +664,27 @@ func (n *Node) runSession(sess coord.Session, jumps *jumpWatch) {
 		if inDoubt && deadline.After(doubt) {
 			inDoubt = false
 		}
-		if sess.Healthy() && now.Before(deadline) && !inDoubt {
+		// A failed keep-alive or a lost connection (Healthy false) is not
+		// doubt: the deadline was measured from a keep-alive the
+		// coordinator answered, so the session is live until it passes.
+		// Suspending on every blip would end leadership and drop the
+		// cache on links that flap faster than the deadline runs out.
+		healthy := sess.Healthy() || !n.cfg.Faults.SuspendOnUnhealthy
+		if healthy && now.Before(deadline) && !inDoubt {
 			if n.State() != StateOK {
 				n.log.Info("serving", "deadline_in", deadline.Sub(now).Round(time.Millisecond))
 				n.setServing(sess, StateOK, nil)
 			}
 		} else if n.State() == StateOK {
 			n.log.Warn("suspended: coordinator session in doubt", "healthy", sess.Healthy(), "deadline_passed", !now.Before(deadline), "clock_jumped", inDoubt)
+			n.met.suspended()
 			n.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrPartitioned))
+		}
+		if h := sess.Healthy(); h != wasHealthy {
+			wasHealthy = h
+			if !h && n.State() == StateOK {
+				n.log.Info("coordinator keep-alive failing; serving until the session deadline", "deadline_in", deadline.Sub(now).Round(time.Millisecond))
+			}
 		}
 		wait := deadline.Sub(now)
 		if wait <= 0 {
@@ -688,6 +702,9 @@ func (n *Node) runSession(sess coord.Session, jumps *jumpWatch) {
 		case <-sess.Done():
 			timer.Stop()
 			n.log.Warn("coordinator session ended", "err", sess.Err())
+			if n.State() == StateOK {
+				n.met.suspended()
+			}
 			n.setServing(nil, StateSuspended, fmt.Errorf("node %s: %w (session expired)", n.cfg.ID, kvstore.ErrPartitioned))
 			return
 		case <-n.ctx.Done():

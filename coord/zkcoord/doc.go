@@ -78,7 +78,8 @@
 // second only before each further round.
 //
 // The connection's states map onto the session as the design requires:
-// Disconnected turns Healthy false at once (the node suspends); Expired, or a
+// Disconnected turns Healthy false at once (the node serves on until the
+// deadline passes); Expired, or a
 // new session id after a reconnect, ends the session with
 // coord.ErrSessionExpired (the node flushes), and further dials are refused
 // at once, so the client cannot open a new session and send queued requests

@@ -366,7 +366,7 @@ func TestConnectionCut(t *testing.T) {
 	// A short cut: Disconnected turns the session unhealthy at once, and
 	// the reconnect renews it.
 	proxy.SetDown(true)
-	// Unhealthy (the node suspends) well before the deadline could pass.
+	// Unhealthy (an early warning) well before the deadline could pass.
 	coordtest.WaitFor(t, ttl/4, "unhealthy after the cut", func() error {
 		if s.Healthy() {
 			return errors.New("still Healthy")
