@@ -198,6 +198,13 @@ type Faults struct {
 	// before the session deadline is in doubt: every blip then ends
 	// leadership and drops the cache.
 	SuspendOnUnhealthy bool
+	// NoCheckQuorum lets a leader that hears from no majority of the
+	// voters lead on for 2 x QuorumTimeout instead of one quorum window
+	// (about one lease) before it steps down.
+	NoCheckQuorum bool
+	// NoPreVote lets a node stand for election, and stay a candidate,
+	// while no majority of the voters answers it.
+	NoPreVote bool
 	// SlowDisk is not a bug but a slow disk: each group commit of the data
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.
@@ -335,6 +342,15 @@ func (c Config) checkSettings(rec coord.Settings) error {
 // margin.
 func (c Config) takeoverWait(rec coord.Settings) time.Duration {
 	return time.Duration(float64(max(c.LeaseDuration, rec.MaxLease)) * (1 + max(c.ClockDrift, rec.ClockDrift)))
+}
+
+// quorumWindow is how long a leader may go without hearing from a
+// majority of the voters before it steps down (CheckQuorum), and how
+// recent a probe's answer must be for a candidate to count it (pre-vote):
+// one lease, but at least an RPC timeout and two heartbeats, so that a
+// slow answer is not taken for a lost one.
+func (c Config) quorumWindow() time.Duration {
+	return max(c.LeaseDuration, c.RPCTimeout+2*c.Heartbeat)
 }
 
 // leaderLease is how long the leader counts a lease it grants now.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -62,6 +63,9 @@ type leader struct {
 	// operator) is a new member, added once caught up.
 	removed map[string]bool
 	leaving map[string]bool // removed ids with a Leave call in flight
+	// heard maps a voter to the send time of the last Prepare or Append
+	// it answered in this epoch (CheckQuorum).
+	heard map[string]clock.Instant
 }
 
 // peer is the leader's view of one follower.
@@ -109,7 +113,7 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) {
 		electedAt: n.now(),
 		peers:     make(map[string]*peer), holders: make(map[string]map[string]holding),
 		changedCh: make(chan struct{}), removed: make(map[string]bool),
-		leaving: make(map[string]bool),
+		leaving: make(map[string]bool), heard: make(map[string]clock.Instant),
 	}
 	n.lead.Store(l)
 	defer func() {
@@ -188,7 +192,10 @@ func (l *leader) takeover() error {
 	n := l.n
 	giveUp := n.now().Add(l.stepDownAfter())
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 && n.now().After(giveUp) {
+		if attempt > 0 && (n.now().After(giveUp) || l.quorumLost()) {
+			if l.quorumLost() {
+				n.met.steppedDown()
+			}
 			l.mu.Lock()
 			err := l.takeoverErr
 			l.mu.Unlock()
@@ -222,6 +229,9 @@ func (l *leader) takeover() error {
 		}
 		n.noteVoters(voters)
 		n.noteSettings(l.settings)
+		l.mu.Lock()
+		l.voters = voters // for quorumLost; start sets it again
+		l.mu.Unlock()
 		targets := make(map[string]string)
 		for id, addr := range n.view.Load().members {
 			targets[id] = addr
@@ -326,6 +336,7 @@ func (l *leader) prepareAll(targets map[string]string) map[string]*kvpb.PrepareR
 			}
 			ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
 			defer cancel()
+			sent := n.now()
 			r, err := c.Prepare(ctx, &kvpb.PrepareRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce})
 			if err != nil || r.NodeId != id {
 				return
@@ -333,6 +344,9 @@ func (l *leader) prepareAll(targets map[string]string) map[string]*kvpb.PrepareR
 			mu.Lock()
 			out[id] = r
 			mu.Unlock()
+			if r.Ok && !r.Recovering {
+				l.hear(id, sent)
+			}
 		}()
 	}
 	wg.Wait()
@@ -449,6 +463,10 @@ func (l *leader) awaitServing(allAnswered bool) error {
 		if ok {
 			break
 		}
+		if l.quorumLost() {
+			n.met.steppedDown()
+			return fmt.Errorf("giving up leadership: %w: no majority of voters answered within %v", kvstore.ErrNoQuorum, l.quorumWindow())
+		}
 		if n.now().After(deadline) {
 			err := fmt.Errorf("%w: the epoch's no-op is not on a majority of voters", kvstore.ErrNoQuorum)
 			l.setTakeoverErr(err)
@@ -461,7 +479,7 @@ func (l *leader) awaitServing(allAnswered bool) error {
 		case <-ch:
 		case <-l.ctx.Done():
 			return context.Cause(l.ctx)
-		case <-time.After(deadline.Sub(n.now())):
+		case <-time.After(min(deadline.Sub(n.now()), n.cfg.Heartbeat)):
 		}
 	}
 	if !allAnswered && !n.cfg.Faults.SkipTakeoverWait {
@@ -551,7 +569,6 @@ func (l *leader) maintain() {
 	n := l.n
 	t := time.NewTicker(n.cfg.Heartbeat)
 	defer t.Stop()
-	lastMajority := n.now()
 	tick := 0
 	for {
 		select {
@@ -559,12 +576,15 @@ func (l *leader) maintain() {
 			return
 		case <-t.C:
 		}
-		if l.reachesMajority() {
-			lastMajority = n.now()
-		} else if cut := n.now().Sub(lastMajority); cut > l.stepDownAfter() {
-			// Cut off from the voters but not from the coordinator: give
-			// another node the chance to lead a majority.
-			l.cancel(fmt.Errorf("%w: no majority of voters reached for %v", kvstore.ErrNoQuorum, cut.Round(time.Millisecond)))
+		if l.quorumLost() {
+			// Cut off from the voters but not from the coordinator
+			// (CheckQuorum): give another node the chance to lead a
+			// majority. Stepping down ends this node's own copies and
+			// its serving at once; the next leader waits out the leases
+			// it granted (takeover step 4), as after any leader.
+			n.met.steppedDown()
+			n.log.Warn("stepping down: no majority of the voters answered within the quorum window (CheckQuorum)", "epoch", l.epoch, "window", l.quorumWindow())
+			l.cancel(fmt.Errorf("%w: no majority of voters answered within %v", kvstore.ErrNoQuorum, l.quorumWindow()))
 			return
 		}
 		l.maybeAddVoter()
@@ -597,21 +617,43 @@ func (l *leader) sweepHolders() {
 	}
 }
 
-// stepDownAfter is how long a leader stays without a majority before it
-// gives up leadership. It is longer than QuorumTimeout so that the writes
-// waiting on it fail with ErrNoQuorum first.
+// stepDownAfter bounds a takeover that keeps failing for other reasons
+// than a missing majority (quorumLost covers that).
 func (l *leader) stepDownAfter() time.Duration { return 2 * l.n.cfg.QuorumTimeout }
 
-// reachesMajority reports whether this node and the peers whose last call
-// succeeded make a majority of the voters.
-func (l *leader) reachesMajority() bool {
+// quorumWindow is how long the leader leads on without hearing from a
+// majority of the voters (Config.quorumWindow; with Faults.NoCheckQuorum
+// the older rule's 2 x QuorumTimeout).
+func (l *leader) quorumWindow() time.Duration {
+	if l.n.cfg.Faults.NoCheckQuorum {
+		return 2 * l.n.cfg.QuorumTimeout
+	}
+	return l.n.cfg.quorumWindow()
+}
+
+// hear records that voter id answered a Prepare or Append sent at sent.
+func (l *leader) hear(id string, sent clock.Instant) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	yes := map[string]bool{l.n.cfg.ID: true}
-	for id, p := range l.peers {
-		yes[id] = p.reachable
+	if sent.After(l.heard[id]) {
+		l.heard[id] = sent
 	}
-	return quorum.HasMajority(l.voters.IDs, yes)
+}
+
+// quorumLost reports whether the leader, elected more than a quorum
+// window ago, heard from no majority of the voters (itself included)
+// within the last window (CheckQuorum).
+func (l *leader) quorumLost() bool {
+	now := l.n.now()
+	w := l.quorumWindow()
+	if now.Sub(l.electedAt) <= w {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	heard := maps.Clone(l.heard)
+	heard[l.n.cfg.ID] = now
+	return !quorum.HeardSince(l.voters.IDs, heard, now.Add(-w))
 }
 
 // maybeAddVoter adds one member that is not a voter, once it holds
@@ -704,6 +746,7 @@ func (l *leader) replicate(p *peer) {
 		req := l.buildAppend(p)
 		var resp *kvpb.AppendResponse
 		err := errors.New("no address")
+		sent := n.now()
 		if addr := n.view.Load().members[p.id]; addr != "" {
 			var c kvpb.PeerClient
 			if c, err = n.pool.Peer(addr); err == nil {
@@ -712,7 +755,7 @@ func (l *leader) replicate(p *peer) {
 				cancel()
 			}
 		}
-		more := l.handleAppend(p, req, resp, err)
+		more := l.handleAppend(p, req, resp, err, sent)
 		if err == nil && more {
 			continue
 		}
@@ -763,7 +806,7 @@ func (l *leader) buildAppend(p *peer) *kvpb.AppendRequest {
 
 // handleAppend records a peer's answer; more reports whether entries are
 // waiting to be sent to it.
-func (l *leader) handleAppend(p *peer, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, err error) (more bool) {
+func (l *leader) handleAppend(p *peer, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, err error, sent clock.Instant) (more bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
@@ -778,6 +821,9 @@ func (l *leader) handleAppend(p *peer, req *kvpb.AppendRequest, resp *kvpb.Appen
 		return false
 	}
 	p.reachable, p.answered = true, true
+	if !resp.Reconcile && sent.After(l.heard[p.id]) {
+		l.heard[p.id] = sent // a recovering voter cannot vouch for this epoch
+	}
 	applied := fromPos(resp.Applied)
 	ours := (applied.Epoch == l.epoch || applied == l.base) && applied.Seq >= l.base.Seq && applied.Seq <= l.lastSeq
 	switch {

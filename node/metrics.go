@@ -138,6 +138,7 @@ type metrics struct {
 	clockSuspended       prometheus.Counter
 	suspensions          prometheus.Counter
 	stepDowns            prometheus.Counter
+	elections            prometheus.Counter
 
 	// born is the origin of lastAppend (on the node's clock).
 	born clock.Instant
@@ -206,6 +207,10 @@ func newMetrics(n *Node) *metrics {
 		Name: "kvstore_leader_step_downs_total",
 		Help: "Leaderships this node gave up because it heard from no majority of the voters for the quorum window (CheckQuorum).",
 	})
+	m.elections = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kvstore_elections_won_total",
+		Help: "Times the coordinator elected this node leader (each starts a takeover).",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -225,7 +230,7 @@ func newMetrics(n *Node) *metrics {
 		counter("kvstore_cache_misses_total", "Reads this node fetched from the leader (and cached if granted a lease).", &n.misses),
 		counter("kvstore_leader_reads_total", "Reads through this node answered by it as the leader.", &n.leaderReads),
 		m.invalidationsSent, m.invalidationsApplied, m.leaseWaits, m.leaseWaitSeconds, m.leaderChanges,
-		m.clockJumps, m.clockSuspended, m.suspensions, m.stepDowns,
+		m.clockJumps, m.clockSuspended, m.suspensions, m.stepDowns, m.elections,
 		gauge("kvstore_epoch", "Epoch of the leader this node currently sees (0: none seen yet).",
 			func() float64 { return float64(n.Leader().Epoch) }),
 		gauge("kvstore_accepted_epoch", "Highest epoch this node has promised to a leader.",
@@ -237,6 +242,8 @@ func newMetrics(n *Node) *metrics {
 				st := n.serving.Load()
 				return b2f(st.sess != nil && st.sess.Healthy())
 			}),
+		gauge("kvstore_candidate", "1 while this node stands for election (it withdraws while no majority of the voters answers it: pre-vote), else 0.",
+			func() float64 { return b2f(n.candidate.Load()) }),
 		gauge("kvstore_serving", "1 if this node serves (its coordinator session is provably live), else 0.",
 			func() float64 { return b2f(n.State() == StateOK) }),
 		gauge("kvstore_recovering", "1 if this node restarted without its store and waits for a leader to reconcile it, else 0.",

@@ -71,6 +71,9 @@ type Node struct {
 
 	rpcDown atomic.Bool // inbound node-to-node RPC refused (rmi-down)
 
+	// candidate: the node stands for election (campaign.go).
+	candidate atomic.Bool
+
 	// serving is the current serving state; its ctx is canceled (with cause
 	// ErrPartitioned or ErrStopped) the moment the node stops serving.
 	serving atomic.Pointer[servingState]
@@ -750,42 +753,6 @@ func (n *Node) setView(v coord.View) {
 		l.viewChanged(v)
 	}
 	n.notify()
-}
-
-// campaignLoop runs for one session: campaign, lead until leadership ends,
-// resign, and campaign again.
-func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
-	for ctx.Err() == nil {
-		epoch, err := sess.Campaign(ctx, n.cfg.ID)
-		if err != nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-sess.Done():
-				return
-			case <-time.After(n.cfg.Heartbeat):
-				continue
-			}
-		}
-		n.log.Info("elected", "epoch", epoch)
-		n.runLeader(ctx, sess, epoch)
-		// Leadership ended while the session may live on: give the key up
-		// so the next leader gets a fresh epoch.
-		for ctx.Err() == nil {
-			rctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
-			err := sess.Resign(rctx)
-			cancel()
-			if err == nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-			case <-sess.Done():
-				return
-			case <-time.After(n.cfg.Heartbeat):
-			}
-		}
-	}
 }
 
 // sessionLive reports whether the node may serve now: it is in StateOK and

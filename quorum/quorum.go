@@ -3,7 +3,11 @@
 // voter record, never of the nodes that happen to be alive.
 package quorum
 
-import "sort"
+import (
+	"sort"
+
+	"github.com/kvstore/kvstore/clock"
+)
 
 // Majority is the number of votes out of n that make a majority.
 func Majority(n int) int { return n/2 + 1 }
@@ -28,6 +32,21 @@ func HasMajority(voters []string, yes map[string]bool) bool {
 	n := 0
 	for _, v := range voters {
 		if yes[v] {
+			n++
+		}
+	}
+	return n >= Majority(len(voters))
+}
+
+// HeardSince reports whether the voters heard from at or after since make
+// a majority of voters: heard maps an id to when the last answer from it
+// was asked for (the send time of the request it answered). It decides
+// whether a leader keeps leading (CheckQuorum) and whether a candidate
+// may campaign (pre-vote).
+func HeardSince(voters []string, heard map[string]clock.Instant, since clock.Instant) bool {
+	n := 0
+	for _, v := range voters {
+		if at, ok := heard[v]; ok && !at.Before(since) {
 			n++
 		}
 	}

@@ -1,6 +1,11 @@
 package quorum
 
-import "testing"
+import (
+	"testing"
+	"time"
+
+	"github.com/kvstore/kvstore/clock"
+)
 
 func TestCommitted(t *testing.T) {
 	for _, tc := range []struct {
@@ -36,5 +41,30 @@ func TestHasMajority(t *testing.T) {
 	}
 	if HasMajority(v, map[string]bool{"a": true, "b": false}) {
 		t.Error("a false vote counted")
+	}
+}
+
+func TestHeardSince(t *testing.T) {
+	var t0 clock.Instant
+	at := func(s int) clock.Instant { return t0.Add(time.Duration(s) * time.Second) }
+	for _, tc := range []struct {
+		voters []string
+		heard  map[string]clock.Instant
+		since  clock.Instant
+		want   bool
+	}{
+		{[]string{"a"}, map[string]clock.Instant{"a": at(5)}, at(5), true},
+		{[]string{"a"}, map[string]clock.Instant{"a": at(4)}, at(5), false},
+		{[]string{"a", "b", "c"}, map[string]clock.Instant{"a": at(9), "b": at(6)}, at(5), true},
+		// An old answer does not count, nor does a node that is no voter.
+		{[]string{"a", "b", "c"}, map[string]clock.Instant{"a": at(9), "b": at(4), "x": at(9)}, at(5), false},
+		{[]string{"a", "b", "c", "d"}, map[string]clock.Instant{"a": at(9), "b": at(9)}, at(5), false},
+		{[]string{"a", "b", "c", "d"}, map[string]clock.Instant{"a": at(9), "b": at(9), "d": at(9)}, at(5), true},
+		// No voter record known: no majority.
+		{nil, nil, at(0), false},
+	} {
+		if got := HeardSince(tc.voters, tc.heard, tc.since); got != tc.want {
+			t.Errorf("HeardSince(%v, %v, %v) = %v, want %v", tc.voters, tc.heard, tc.since, got, tc.want)
+		}
 	}
 }

@@ -1284,6 +1284,104 @@ func (*LeaveResponse) Descriptor() ([]byte, []int) {
 	return file_kvstore_peer_proto_rawDescGZIP(), []int{17}
 }
 
+type ProbeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"` // the prober's id
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeRequest) Reset() {
+	*x = ProbeRequest{}
+	mi := &file_kvstore_peer_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeRequest) ProtoMessage() {}
+
+func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
+func (*ProbeRequest) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ProbeRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ProbeRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+// ProbeResponse says the node answers; recovering: it lost its store and
+// cannot vouch for a takeover (its Prepare does not count).
+type ProbeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Recovering    bool                   `protobuf:"varint,1,opt,name=recovering,proto3" json:"recovering,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeResponse) Reset() {
+	*x = ProbeResponse{}
+	mi := &file_kvstore_peer_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeResponse) ProtoMessage() {}
+
+func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeResponse.ProtoReflect.Descriptor instead.
+func (*ProbeResponse) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ProbeResponse) GetRecovering() bool {
+	if x != nil {
+		return x.Recovering
+	}
+	return false
+}
+
 var File_kvstore_peer_proto protoreflect.FileDescriptor
 
 const file_kvstore_peer_proto_rawDesc = "" +
@@ -1382,12 +1480,19 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12\x0e\n" +
 	"\x02id\x18\x04 \x01(\tR\x02id\"\x0f\n" +
-	"\rLeaveResponse*,\n" +
+	"\rLeaveResponse\"<\n" +
+	"\fProbeRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\"/\n" +
+	"\rProbeResponse\x12\x1e\n" +
+	"\n" +
+	"recovering\x18\x01 \x01(\bR\n" +
+	"recovering*,\n" +
 	"\x02Op\x12\v\n" +
 	"\aOP_NOOP\x10\x00\x12\n" +
 	"\n" +
 	"\x06OP_SET\x10\x01\x12\r\n" +
-	"\tOP_DELETE\x10\x022\xa0\x04\n" +
+	"\tOP_DELETE\x10\x022\xe8\x04\n" +
 	"\x04Peer\x12L\n" +
 	"\aPrepare\x12\x1f.kvstore.peer.v1.PrepareRequest\x1a .kvstore.peer.v1.PrepareResponse\x12I\n" +
 	"\x06Append\x12\x1e.kvstore.peer.v1.AppendRequest\x1a\x1f.kvstore.peer.v1.AppendResponse\x12M\n" +
@@ -1395,7 +1500,8 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\x05Fetch\x12\x1d.kvstore.peer.v1.FetchRequest\x1a\x1e.kvstore.peer.v1.FetchResponse\x12F\n" +
 	"\x05Write\x12\x1d.kvstore.peer.v1.WriteRequest\x1a\x1e.kvstore.peer.v1.WriteResponse\x12X\n" +
 	"\vRemoveVoter\x12#.kvstore.peer.v1.RemoveVoterRequest\x1a$.kvstore.peer.v1.RemoveVoterResponse\x12F\n" +
-	"\x05Leave\x12\x1d.kvstore.peer.v1.LeaveRequest\x1a\x1e.kvstore.peer.v1.LeaveResponseB%Z#github.com/kvstore/kvstore/rpc/kvpbb\x06proto3"
+	"\x05Leave\x12\x1d.kvstore.peer.v1.LeaveRequest\x1a\x1e.kvstore.peer.v1.LeaveResponse\x12F\n" +
+	"\x05Probe\x12\x1d.kvstore.peer.v1.ProbeRequest\x1a\x1e.kvstore.peer.v1.ProbeResponseB%Z#github.com/kvstore/kvstore/rpc/kvpbb\x06proto3"
 
 var (
 	file_kvstore_peer_proto_rawDescOnce sync.Once
@@ -1410,7 +1516,7 @@ func file_kvstore_peer_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kvstore_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_kvstore_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_kvstore_peer_proto_goTypes = []any{
 	(Op)(0),                     // 0: kvstore.peer.v1.Op
 	(*Position)(nil),            // 1: kvstore.peer.v1.Position
@@ -1431,6 +1537,8 @@ var file_kvstore_peer_proto_goTypes = []any{
 	(*RemoveVoterResponse)(nil), // 16: kvstore.peer.v1.RemoveVoterResponse
 	(*LeaveRequest)(nil),        // 17: kvstore.peer.v1.LeaveRequest
 	(*LeaveResponse)(nil),       // 18: kvstore.peer.v1.LeaveResponse
+	(*ProbeRequest)(nil),        // 19: kvstore.peer.v1.ProbeRequest
+	(*ProbeResponse)(nil),       // 20: kvstore.peer.v1.ProbeResponse
 }
 var file_kvstore_peer_proto_depIdxs = []int32{
 	0,  // 0: kvstore.peer.v1.Entry.op:type_name -> kvstore.peer.v1.Op
@@ -1454,15 +1562,17 @@ var file_kvstore_peer_proto_depIdxs = []int32{
 	13, // 18: kvstore.peer.v1.Peer.Write:input_type -> kvstore.peer.v1.WriteRequest
 	15, // 19: kvstore.peer.v1.Peer.RemoveVoter:input_type -> kvstore.peer.v1.RemoveVoterRequest
 	17, // 20: kvstore.peer.v1.Peer.Leave:input_type -> kvstore.peer.v1.LeaveRequest
-	7,  // 21: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
-	9,  // 22: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
-	5,  // 23: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
-	12, // 24: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
-	14, // 25: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
-	16, // 26: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
-	18, // 27: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
-	21, // [21:28] is the sub-list for method output_type
-	14, // [14:21] is the sub-list for method input_type
+	19, // 21: kvstore.peer.v1.Peer.Probe:input_type -> kvstore.peer.v1.ProbeRequest
+	7,  // 22: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
+	9,  // 23: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
+	5,  // 24: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
+	12, // 25: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
+	14, // 26: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
+	16, // 27: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
+	18, // 28: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
+	20, // 29: kvstore.peer.v1.Peer.Probe:output_type -> kvstore.peer.v1.ProbeResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -1479,7 +1589,7 @@ func file_kvstore_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_peer_proto_rawDesc), len(file_kvstore_peer_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	Peer_Write_FullMethodName       = "/kvstore.peer.v1.Peer/Write"
 	Peer_RemoveVoter_FullMethodName = "/kvstore.peer.v1.Peer/RemoveVoter"
 	Peer_Leave_FullMethodName       = "/kvstore.peer.v1.Peer/Leave"
+	Peer_Probe_FullMethodName       = "/kvstore.peer.v1.Peer/Probe"
 )
 
 // PeerClient is the client API for Peer service.
@@ -56,6 +57,9 @@ type PeerClient interface {
 	// Leave tells a node the leader removed from the voter record to stop:
 	// it checks the record and leaves the membership.
 	Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.CallOption) (*LeaveResponse, error)
+	// Probe checks that the node answers: a candidate campaigns only while a
+	// majority of the voters does (pre-vote).
+	Probe(ctx context.Context, in *ProbeRequest, opts ...grpc.CallOption) (*ProbeResponse, error)
 }
 
 type peerClient struct {
@@ -136,6 +140,16 @@ func (c *peerClient) Leave(ctx context.Context, in *LeaveRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *peerClient) Probe(ctx context.Context, in *ProbeRequest, opts ...grpc.CallOption) (*ProbeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProbeResponse)
+	err := c.cc.Invoke(ctx, Peer_Probe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -159,6 +173,9 @@ type PeerServer interface {
 	// Leave tells a node the leader removed from the voter record to stop:
 	// it checks the record and leaves the membership.
 	Leave(context.Context, *LeaveRequest) (*LeaveResponse, error)
+	// Probe checks that the node answers: a candidate campaigns only while a
+	// majority of the voters does (pre-vote).
+	Probe(context.Context, *ProbeRequest) (*ProbeResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -189,6 +206,9 @@ func (UnimplementedPeerServer) RemoveVoter(context.Context, *RemoveVoterRequest)
 }
 func (UnimplementedPeerServer) Leave(context.Context, *LeaveRequest) (*LeaveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Leave not implemented")
+}
+func (UnimplementedPeerServer) Probe(context.Context, *ProbeRequest) (*ProbeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Probe not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -337,6 +357,24 @@ func _Peer_Leave_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_Probe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProbeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).Probe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_Probe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).Probe(ctx, req.(*ProbeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -371,6 +409,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Leave",
 			Handler:    _Peer_Leave_Handler,
+		},
+		{
+			MethodName: "Probe",
+			Handler:    _Peer_Probe_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,278 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/kvstore/kvstore/clock"
+	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/quorum"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+)
+
+// campaignLoop runs for one session: campaign, lead until leadership ends,
+// resign, and campaign again.
+//
+// Pre-vote: the node stands for election only while a majority of the
+// voters (itself included, if it is one) answered its probes within the
+// quorum window, and withdraws its candidacy the moment that stops being
+// true. A node cut off from its peers but not from the coordinator so
+// never wins an election it could not serve, and the election goes to one
+// that can.
+func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
+	r := &reach{heard: make(map[string]clock.Instant)}
+	pctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		n.probeLoop(pctx, r)
+	}()
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	for ctx.Err() == nil {
+		if !n.awaitMajority(ctx, r) {
+			return
+		}
+		cctx, withdraw := context.WithCancel(ctx)
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			n.withdrawWhenCut(cctx, r, withdraw)
+		}()
+		n.candidate.Store(true)
+		epoch, err := sess.Campaign(cctx, n.cfg.ID)
+		n.candidate.Store(false)
+		withdraw()
+		<-watched
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-sess.Done():
+				return
+			case <-time.After(n.cfg.Heartbeat):
+				continue
+			}
+		}
+		n.log.Info("elected", "epoch", epoch)
+		n.met.elections.Inc()
+		n.runLeader(ctx, sess, epoch)
+		// Leadership ended while the session may live on: give the key up
+		// so the next leader gets a fresh epoch.
+		for ctx.Err() == nil {
+			rctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
+			err := sess.Resign(rctx)
+			cancel()
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-sess.Done():
+				return
+			case <-time.After(n.cfg.Heartbeat):
+			}
+		}
+		// The probes stopped while this node led: what it heard before is
+		// stale, and a leader that stepped down for want of a majority
+		// must not stand again on old answers.
+		r.forget()
+	}
+}
+
+// reach is what a node's probes heard: when each voter last answered,
+// and the voter record they were sent to.
+type reach struct {
+	mu      sync.Mutex
+	heard   map[string]clock.Instant // id -> send time of the probe it answered
+	voters  []string                 // the voter record as last read
+	readAt  clock.Instant            // when voters was read (zero: never)
+	changed chan struct{}            // closed and replaced on every round
+}
+
+// forget drops every answer heard.
+func (r *reach) forget() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	clear(r.heard)
+}
+
+// wait returns a channel closed after the next probe round.
+func (r *reach) wait() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.changed == nil {
+		r.changed = make(chan struct{})
+	}
+	return r.changed
+}
+
+// majority reports whether this node and the voters that answered a probe
+// sent at or after since make a majority of the voters, with how many did
+// and of how many voters.
+func (n *Node) majority(r *reach, since clock.Instant) (ok bool, yes, of int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	heard := make(map[string]clock.Instant, len(r.heard)+1)
+	for id, at := range r.heard {
+		if !at.Before(since) {
+			heard[id] = at
+		}
+	}
+	// A recovering node's own Prepare does not count for a takeover.
+	if !n.Recovering() {
+		heard[n.cfg.ID] = since
+	}
+	for _, v := range r.voters {
+		if _, ok := heard[v]; ok {
+			yes++
+		}
+	}
+	return quorum.HeardSince(r.voters, heard, since), yes, len(r.voters)
+}
+
+// mayCampaign reports whether the node may stand for election now.
+func (n *Node) mayCampaign(r *reach) (ok bool, yes, of int) {
+	if n.cfg.Faults.NoPreVote {
+		return true, 0, 0
+	}
+	return n.majority(r, n.now().Add(-n.cfg.quorumWindow()))
+}
+
+// awaitMajority waits until the node may campaign; false if ctx ended.
+func (n *Node) awaitMajority(ctx context.Context, r *reach) bool {
+	logged := false
+	for {
+		ch := r.wait()
+		ok, yes, of := n.mayCampaign(r)
+		if ok {
+			if logged {
+				n.log.Info("a majority of the voters answers again: campaigning", "answered", yes, "voters", of)
+			}
+			return true
+		}
+		if !logged && of > 0 {
+			n.log.Warn("not campaigning: no majority of the voters answers (pre-vote)", "answered", yes, "voters", of)
+			logged = true
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// withdrawWhenCut cancels the candidacy (withdraw) once the node may no
+// longer campaign; it returns when ctx ends.
+func (n *Node) withdrawWhenCut(ctx context.Context, r *reach, withdraw func()) {
+	for {
+		ch := r.wait()
+		if ok, yes, of := n.mayCampaign(r); !ok {
+			n.log.Warn("withdrawing from the election: no majority of the voters answers (pre-vote)", "answered", yes, "voters", of)
+			withdraw()
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// votersRefresh is how often the probe loop re-reads the voter record.
+const votersRefresh = time.Second
+
+// probeLoop probes every other voter each heartbeat while this node does
+// not lead (a leader hears its voters through Append), until ctx ends.
+func (n *Node) probeLoop(ctx context.Context, r *reach) {
+	t := time.NewTicker(n.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		if n.lead.Load() == nil {
+			n.probeRound(ctx, r)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// probeRound re-reads the voter record if it is old, probes every other
+// voter the view has an address for, and records who answered.
+func (n *Node) probeRound(ctx context.Context, r *reach) {
+	r.mu.Lock()
+	stale := r.readAt.IsZero() || n.now().Sub(r.readAt) > votersRefresh
+	r.mu.Unlock()
+	if stale {
+		rctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
+		v, err := n.cfg.Coordinator.Voters(rctx)
+		cancel()
+		if err == nil {
+			n.noteVoters(v)
+			r.mu.Lock()
+			r.voters, r.readAt = v.IDs, n.now()
+			r.mu.Unlock()
+		}
+	}
+	r.mu.Lock()
+	voters := r.voters
+	r.mu.Unlock()
+	members := n.view.Load().members
+	timeout := min(n.cfg.RPCTimeout, n.cfg.quorumWindow()/2)
+	var wg sync.WaitGroup
+	for _, id := range voters {
+		addr := members[id]
+		if id == n.cfg.ID || addr == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sent := n.now()
+			if n.probe(ctx, addr, timeout) {
+				r.mu.Lock()
+				if sent.After(r.heard[id]) {
+					r.heard[id] = sent
+				}
+				r.mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	r.mu.Lock()
+	if r.changed != nil {
+		close(r.changed)
+		r.changed = nil
+	}
+	r.mu.Unlock()
+}
+
+// probe reports whether the node at addr answered a probe within timeout
+// and can vouch for a takeover (it is not recovering).
+func (n *Node) probe(ctx context.Context, addr string, timeout time.Duration) bool {
+	c, err := n.pool.Peer(addr)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := c.Probe(ctx, &kvpb.ProbeRequest{Cluster: n.cfg.Cluster, From: n.cfg.ID})
+	return err == nil && !resp.Recovering
+}
+
+// Probe answers a candidate's probe (pre-vote).
+func (s *peerServer) Probe(ctx context.Context, req *kvpb.ProbeRequest) (*kvpb.ProbeResponse, error) {
+	if err := s.checkCluster(req.Cluster); err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
+	}
+	return &kvpb.ProbeResponse{Recovering: s.n.Recovering()}, nil
+}
