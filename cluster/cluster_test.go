@@ -445,6 +445,17 @@ func TestJoinerThatWinsTheElectionBecomesAVoter(t *testing.T) {
 		if err := c.start(ctxT(t, 30*time.Second), s); err != nil {
 			t.Fatal(err)
 		}
+		// n1 stands for election once its probes reach n0 (pre-vote).
+		joiner, err := c.Node(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		soon.Succeeds(t, 10*time.Second, func() error {
+			if metric(t, joiner, "kvstore_candidate") != 1 {
+				return errors.New("the joiner does not stand for election")
+			}
+			return nil
+		})
 		if err := c.Resign(ctxT(t, 10*time.Second), 0); err != nil {
 			t.Fatal(err)
 		}

@@ -132,3 +132,49 @@ func waitWithdrawn(t *testing.T, c *Cluster, i int) {
 		return nil
 	})
 }
+
+// TestKilledLeaderSuccessorSkipsTheLeaseWait kills the leader. Its
+// session expires after the TTL and takes its membership with it, so the
+// successor's takeover has every member's answer (kvstore_takeover_lease_waits_total
+// stays 0) and does not wait out a lease: the first write is acknowledged
+// about one session TTL after the crash.
+//
+// With Faults.WaitForGoneVoters (every voter must answer, the older rule)
+// the successor waits out a lease first.
+func TestKilledLeaderSuccessorSkipsTheLeaseWait(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b Backend) {
+		c := newCluster(t, b, 3)
+		ld := leaderOf(t, c)
+		fs := followers(t, c)
+		mustPut(t, c, fs[0], "k", "before")
+		// Cached copies granted by the leader about to crash.
+		cacheNow(t, c, fs[0], "k", "before")
+		cacheNow(t, c, fs[1], "k", "before")
+		waits := map[int]float64{}
+		for _, f := range fs {
+			nd, err := c.Node(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waits[f] = metric(t, nd, "kvstore_takeover_lease_waits_total")
+		}
+		if err := c.Kill(ld); err != nil {
+			t.Fatal(err)
+		}
+		crash := time.Now()
+		target, slack := handoverTarget()
+		if err := c.Put(ctxT(t, target+slack), fs[1], "k", "after"); err != nil {
+			t.Fatalf("no write acknowledged within %v of the crash: %v", target+slack, err)
+		}
+		t.Logf("first write acknowledged %v after the crash", time.Since(crash).Round(time.Millisecond))
+		nl := leaderOf(t, c)
+		nd, err := c.Node(nl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := metric(t, nd, "kvstore_takeover_lease_waits_total"); got != waits[nl] {
+			t.Errorf("the successor %d waited out older leases although every live member answered", nl)
+		}
+		expectGet(t, c, fs[0], "k", "after")
+	})
+}

@@ -140,7 +140,11 @@ type Leader struct {
 
 // View is what a node observes of the cluster: the current leader (from the
 // election) and the live members. Backends deliver a complete View on every
-// change, never a delta.
+// change, never a delta. A View's Members are at least as recent as its
+// Leader: read from the same revision (etcd) or after it (ZooKeeper). A
+// node missing from a View that shows a leader so had, when the members
+// were read, no live session that registered before that leader's
+// predecessor left the election (a new leader's takeover relies on it).
 type View struct {
 	Leader  Leader
 	Members map[string]string // id -> RPC address

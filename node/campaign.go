@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/quorum"
@@ -23,6 +24,7 @@ import (
 // that can.
 func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
 	r := &reach{heard: make(map[string]clock.Instant)}
+	n.reach.Store(r)
 	pctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -78,9 +80,9 @@ func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
 			case <-time.After(n.cfg.Heartbeat):
 			}
 		}
-		// The probes stopped while this node led: what it heard before is
-		// stale, and a leader that stepped down for want of a majority
-		// must not stand again on old answers.
+		// The probes stopped while this node led: what it heard before,
+		// and the voter record it read, are stale; a leader that stepped
+		// down for want of a majority must not stand again on them.
 		r.forget()
 	}
 }
@@ -92,14 +94,24 @@ type reach struct {
 	heard   map[string]clock.Instant // id -> send time of the probe it answered
 	voters  []string                 // the voter record as last read
 	readAt  clock.Instant            // when voters was read (zero: never)
+	rounds  uint64                   // probe rounds finished
 	changed chan struct{}            // closed and replaced on every round
 }
 
-// forget drops every answer heard.
+// round is the number of probe rounds finished.
+func (r *reach) round() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rounds
+}
+
+// forget drops every answer heard and the voter record read: the next
+// probe round reads the record again (it may have changed meanwhile).
 func (r *reach) forget() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	clear(r.heard)
+	r.voters, r.readAt = nil, clock.Instant{}
 }
 
 // wait returns a channel closed after the next probe round.
@@ -192,6 +204,19 @@ const votersRefresh = time.Second
 // probeLoop probes every other voter each heartbeat while this node does
 // not lead (a leader hears its voters through Append), until ctx ends.
 func (n *Node) probeLoop(ctx context.Context, r *reach) {
+	// The first round waits for the first view: without the members'
+	// addresses it would probe nobody and hold the campaign a heartbeat.
+	for n.view.Load().members == nil {
+		ch := n.changed()
+		if n.view.Load().members != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+	}
 	t := time.NewTicker(n.cfg.Heartbeat)
 	defer t.Stop()
 	for {
@@ -249,11 +274,28 @@ func (n *Node) probeRound(ctx context.Context, r *reach) {
 	}
 	wg.Wait()
 	r.mu.Lock()
+	r.rounds++
 	if r.changed != nil {
 		close(r.changed)
 		r.changed = nil
 	}
 	r.mu.Unlock()
+}
+
+// noQuorum is the error an operation that waits for a leader fails with
+// when no leader can come of this node's side: a probe round finished
+// after round (when the operation began to wait) and no majority of the
+// voters answered. Nil while a majority answers, before such a round, or
+// without probes (a leading node, Faults.NoPreVote).
+func (n *Node) noQuorum(r *reach, round uint64) error {
+	if r == nil || n.cfg.Faults.NoPreVote || r.round() <= round {
+		return nil
+	}
+	ok, yes, of := n.majority(r, n.now().Add(-n.cfg.quorumWindow()))
+	if ok || of == 0 {
+		return nil
+	}
+	return fmt.Errorf("node %s: %w: no leader, and %d of %d voters answer this node", n.cfg.ID, kvstore.ErrNoQuorum, yes, of)
 }
 
 // probe reports whether the node at addr answered a probe within timeout

@@ -198,6 +198,11 @@ type Faults struct {
 	// before the session deadline is in doubt: every blip then ends
 	// leadership and drops the cache.
 	SuspendOnUnhealthy bool
+	// WaitForGoneVoters makes a takeover wait out older leases whenever a
+	// voter did not answer Prepare, even one with no live session (absent
+	// from the view that shows the new leader): the older, slower rule,
+	// which adds a lease to every failover after a crash.
+	WaitForGoneVoters bool
 	// NoCheckQuorum lets a leader that hears from no majority of the
 	// voters lead on for 2 x QuorumTimeout instead of one quorum window
 	// (about one lease) before it steps down.

@@ -88,6 +88,35 @@
 //     nothing past the election. A write's failure is outcome unknown only
 //     if an attempt may have been applied: one that reached a leader and
 //     got no answer proving it was refused before it was appended.
+//   - CheckQuorum. A leader records, per voter, the send time of the last
+//     Prepare or Append it answered, and steps down once no majority of
+//     the voters (itself included) answered within the quorum window: one
+//     lease, at least an RPC timeout plus two heartbeats. A leader cut off
+//     from its peers but not from the coordinator so gives the election
+//     up within about a lease instead of holding it while nothing
+//     commits. Giving up leadership is always safe: the node stops
+//     serving and drops its copies at once, and its successor waits out
+//     the leases it granted (takeover step 4) as after any other leader.
+//   - Pre-vote. A node that does not lead probes the voters each
+//     heartbeat (Probe) and stands for election only while a majority
+//     (itself included, if it is a voter and not recovering) answered a
+//     probe within the quorum window; it withdraws its candidacy when that
+//     ends and stands again, at the back of the queue, when it returns. It
+//     only keeps nodes out of the election: the coordinator still elects
+//     and hands out epochs, so safety does not depend on it; liveness does
+//     (a node that reaches a majority always stands).
+//   - Takeover step 4 skips the wait for older leases when every member
+//     of a view that shows the new leadership answered Prepare. A voter
+//     missing from such a view had no live session registered before the
+//     predecessor left the election (coord.View), so by its own deadline
+//     it serves nothing from any older lease; a member that answered
+//     promised the new epoch and dropped its copies. After a crash or a
+//     pause of the leader the successor so serves about one session TTL
+//     after the fault, not a TTL plus a lease; a member with a live
+//     session that does not answer (the old leader cut from its peers, a
+//     partitioned follower) still makes it wait.
+//   - A failed keep-alive or a dropped coordinator connection does not
+//     suspend the node while its session deadline holds (see Serving).
 //   - A node answers what a caller sent it (a client call, a forwarded
 //     write, fetch or removal) a little before the caller's deadline, a
 //     tenth of the time left (5 ms to 250 ms), so that the caller gets the

@@ -339,7 +339,17 @@ func (n *Node) install(st *servingState, key, value string, found bool, v store.
 // leaderTarget waits until a leader is known and returns it: this node's
 // leader role, or the address of another node and that leader (id and
 // epoch), for toLeader.
+//
+// With no leader to be had, it fails with ErrNoQuorum once a probe round
+// that began after the wait shows no majority of the voters answering
+// this node: no leader can come of its side (pre-vote), and waiting out
+// the deadline would only hide that.
 func (n *Node) leaderTarget(ctx context.Context) (*leader, string, coord.Leader, error) {
+	r := n.reach.Load()
+	var round uint64
+	if r != nil {
+		round = r.round() + 1 // a round in progress may have begun before
+	}
 	for {
 		ch := n.changed()
 		v := n.view.Load()
@@ -350,8 +360,16 @@ func (n *Node) leaderTarget(ctx context.Context) (*leader, string, coord.Leader,
 		} else if addr := v.members[v.leader.ID]; v.leader.ID != "" && addr != "" {
 			return nil, addr, v.leader, nil
 		}
+		if err := n.noQuorum(r, round); err != nil {
+			return nil, "", coord.Leader{}, err
+		}
+		var probed <-chan struct{}
+		if r != nil {
+			probed = r.wait()
+		}
 		select {
 		case <-ch:
+		case <-probed:
 		case <-ctx.Done():
 			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 				return nil, "", coord.Leader{}, fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrNoLeader, kvstore.ErrTimeout)

@@ -232,8 +232,11 @@ func (l *leader) takeover() error {
 		l.mu.Lock()
 		l.voters = voters // for quorumLost; start sets it again
 		l.mu.Unlock()
+		// The members of a view that shows this leadership: every node
+		// whose session outlived the predecessor's (coord.View).
+		members, fresh := l.electedView()
 		targets := make(map[string]string)
-		for id, addr := range n.view.Load().members {
+		for id, addr := range members {
 			targets[id] = addr
 		}
 		for _, id := range voters.IDs {
@@ -289,8 +292,15 @@ func (l *leader) takeover() error {
 		if err := n.waitDurable(l.ctx, rp); err != nil {
 			return fmt.Errorf("recording the reconcile: %w", err)
 		}
+		// Step 4's wait is for copies that nodes which did not answer
+		// may still serve. A voter absent from a fresh view has no live
+		// session (its membership entry went with it) and, by its own
+		// deadline, serves nothing; only the members must answer.
 		allAnswered := true
-		for id := range targets {
+		for id, addr := range targets {
+			if addr == "" && fresh && !n.cfg.Faults.WaitForGoneVoters {
+				continue
+			}
 			if r, ok := resps[id]; !ok || !r.Ok {
 				allAnswered = false
 			}
@@ -302,6 +312,33 @@ func (l *leader) takeover() error {
 		}
 		l.markDurable(l.noopSeq)
 		return l.awaitServing(allAnswered)
+	}
+}
+
+// electedView returns the members of the first view that shows this
+// node leading in l.epoch, waiting for it up to RPCTimeout: such a view
+// was read after the predecessor's election key went, so a node missing
+// from it has no session that outlived the predecessor's. Without one
+// (fresh false) it returns the latest view's members.
+func (l *leader) electedView() (members map[string]string, fresh bool) {
+	n := l.n
+	deadline := time.After(n.cfg.RPCTimeout)
+	for {
+		ch := n.changed()
+		v := n.view.Load()
+		if v.leader.ID == n.cfg.ID && v.leader.Epoch == l.epoch {
+			return v.members, true
+		}
+		if v.leader.Epoch > l.epoch {
+			return v.members, false
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			return n.view.Load().members, false
+		case <-l.ctx.Done():
+			return n.view.Load().members, false
+		}
 	}
 }
 
@@ -485,6 +522,7 @@ func (l *leader) awaitServing(allAnswered bool) error {
 	if !allAnswered && !n.cfg.Faults.SkipTakeoverWait {
 		wait := l.electedAt.Add(n.cfg.takeoverWait(l.settings)).Sub(n.now())
 		if wait > 0 {
+			n.met.takeoverWaits.Inc()
 			n.log.Info("waiting out leases of older epochs", "wait", wait.Round(time.Millisecond))
 			select {
 			case <-time.After(wait):

@@ -139,6 +139,7 @@ type metrics struct {
 	suspensions          prometheus.Counter
 	stepDowns            prometheus.Counter
 	elections            prometheus.Counter
+	takeoverWaits        prometheus.Counter
 
 	// born is the origin of lastAppend (on the node's clock).
 	born clock.Instant
@@ -211,6 +212,10 @@ func newMetrics(n *Node) *metrics {
 		Name: "kvstore_elections_won_total",
 		Help: "Times the coordinator elected this node leader (each starts a takeover).",
 	})
+	m.takeoverWaits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kvstore_takeover_lease_waits_total",
+		Help: "Takeovers of this node that waited out the leases of older epochs because a member with a live session did not answer Prepare.",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -230,7 +235,7 @@ func newMetrics(n *Node) *metrics {
 		counter("kvstore_cache_misses_total", "Reads this node fetched from the leader (and cached if granted a lease).", &n.misses),
 		counter("kvstore_leader_reads_total", "Reads through this node answered by it as the leader.", &n.leaderReads),
 		m.invalidationsSent, m.invalidationsApplied, m.leaseWaits, m.leaseWaitSeconds, m.leaderChanges,
-		m.clockJumps, m.clockSuspended, m.suspensions, m.stepDowns, m.elections,
+		m.clockJumps, m.clockSuspended, m.suspensions, m.stepDowns, m.elections, m.takeoverWaits,
 		gauge("kvstore_epoch", "Epoch of the leader this node currently sees (0: none seen yet).",
 			func() float64 { return float64(n.Leader().Epoch) }),
 		gauge("kvstore_accepted_epoch", "Highest epoch this node has promised to a leader.",

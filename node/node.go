@@ -71,8 +71,10 @@ type Node struct {
 
 	rpcDown atomic.Bool // inbound node-to-node RPC refused (rmi-down)
 
-	// candidate: the node stands for election (campaign.go).
+	// candidate: the node stands for election (campaign.go); reach: what
+	// the current session's probes heard (nil before the first session).
 	candidate atomic.Bool
+	reach     atomic.Pointer[reach]
 
 	// serving is the current serving state; its ctx is canceled (with cause
 	// ErrPartitioned or ErrStopped) the moment the node stops serving.

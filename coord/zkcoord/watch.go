@@ -19,7 +19,8 @@ const (
 
 // watchView sends a full View on out at once and after every change, until
 // ctx ends. It keeps one child watch on members and one on election, and
-// re-reads (and re-arms) only the part whose watch fired; ZooKeeper watches
+// re-reads (and re-arms) the part whose watch fired, the members also
+// after every election change; ZooKeeper watches
 // survive reconnects (the client sets them again), so a change made while
 // the connection was down still fires.
 func (s *session) watchView(ctx context.Context, out chan coord.View) {
@@ -31,12 +32,17 @@ func (s *session) watchView(ctx context.Context, out chan coord.View) {
 	)
 	retry := watchRetryMin
 	for ctx.Err() == nil {
+		// The leader first, then the members: a View's members are read
+		// after its leader (coord.View), so a View that shows a new
+		// leader lists no member whose session ended before its
+		// predecessor's key went. An election change re-reads both.
 		var err error
-		if memberCh == nil {
-			members, memberCh, err = s.readMembers(ctx)
-		}
-		if err == nil && elCh == nil {
+		if elCh == nil {
 			leader, elCh, err = s.readLeader(ctx)
+			memberCh = nil
+		}
+		if err == nil && memberCh == nil {
+			members, memberCh, err = s.readMembers(ctx)
 		}
 		if err != nil {
 			select {
