@@ -138,6 +138,9 @@ type slot struct {
 	rmiDown bool
 	zkDown  bool
 	retired bool // left the cluster for good (Retire)
+	// paused is open while the node is paused (Pause): client calls
+	// through the cluster wait on it.
+	paused chan struct{}
 }
 
 // New starts the coordinator and opts.Nodes nodes, waiting until they serve.
@@ -540,7 +543,7 @@ func (c *Cluster) StartedRecovering(n int) (bool, error) {
 
 // Get reads key through node n.
 func (c *Cluster) Get(ctx context.Context, n int, key string) (string, bool, error) {
-	nd, err := c.Node(n)
+	nd, err := c.serving(ctx, n)
 	if err != nil {
 		return "", false, err
 	}
@@ -549,7 +552,7 @@ func (c *Cluster) Get(ctx context.Context, n int, key string) (string, bool, err
 
 // Put sets key through node n.
 func (c *Cluster) Put(ctx context.Context, n int, key, value string) error {
-	nd, err := c.Node(n)
+	nd, err := c.serving(ctx, n)
 	if err != nil {
 		return err
 	}
@@ -558,7 +561,7 @@ func (c *Cluster) Put(ctx context.Context, n int, key, value string) error {
 
 // Delete removes key through node n.
 func (c *Cluster) Delete(ctx context.Context, n int, key string) error {
-	nd, err := c.Node(n)
+	nd, err := c.serving(ctx, n)
 	if err != nil {
 		return err
 	}
@@ -597,6 +600,9 @@ func (c *Cluster) List() []NodeInfo {
 			}
 			if s.rmiDown {
 				states = append(states, "rmi-down")
+			}
+			if s.paused != nil {
+				states = append(states, "paused")
 			}
 			if st := nd.State(); nd.Removed() {
 				states = append(states, "removed")

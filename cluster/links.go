@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore/faultproxy"
+	"github.com/kvstore/kvstore/node"
 )
 
 // links routes every node-to-node connection through its own proxy, one per
@@ -217,6 +218,16 @@ func (c *Cluster) Partition(drop bool, groups ...[]int) error {
 // to; calls the other way still work.
 func (c *Cluster) PartitionOneWay(drop bool, from, to []int) error {
 	blocked := make(map[[2]string]bool)
+	if err := c.cut(blocked, from, to); err != nil {
+		return err
+	}
+	c.links.set(blocked, drop)
+	return nil
+}
+
+// cut adds to blocked the links from every node in from to every other
+// node in to.
+func (c *Cluster) cut(blocked map[[2]string]bool, from, to []int) error {
 	for _, a := range from {
 		sa, err := c.slot(a)
 		if err != nil {
@@ -232,8 +243,123 @@ func (c *Cluster) PartitionOneWay(drop bool, from, to []int) error {
 			}
 		}
 	}
+	return nil
+}
+
+// Bridge cuts the nodes of side a from those of side b, both ways, while
+// bridge (and any node named on neither side) still reaches both sides: a
+// bridge partition, where one node sees two groups that cannot see each
+// other. The sides must not share a node, and the bridge must be on
+// neither. With drop, messages across the cut vanish; without, the
+// connections are refused. Like Partition, it replaces any cut in place.
+func (c *Cluster) Bridge(drop bool, a, b []int, bridge int) error {
+	if _, err := c.slot(bridge); err != nil {
+		return err
+	}
+	side := make(map[int]int)
+	for si, g := range [][]int{a, b} {
+		for _, n := range g {
+			if n == bridge {
+				return fmt.Errorf("cluster: bridge node %d is on a side", n)
+			}
+			if prev, ok := side[n]; ok && prev != si {
+				return fmt.Errorf("cluster: node %d is on both sides", n)
+			}
+			side[n] = si
+		}
+	}
+	blocked := make(map[[2]string]bool)
+	if err := errors.Join(c.cut(blocked, a, b), c.cut(blocked, b, a)); err != nil {
+		return err
+	}
 	c.links.set(blocked, drop)
 	return nil
+}
+
+// Pause makes node n look, to every other node and to the coordinator,
+// like a paused process (SIGSTOP, a long garbage-collection pause, a frozen
+// VM): every link to and from it black-holes (messages vanish, calls time
+// out), its coordinator connection stalls as in ZkStall (its session
+// expires by TTL), and calls through the cluster's Get, Put and Delete on
+// node n wait until it resumes or their context ends (then they fail with
+// the context's error: the call never reached the node). Like Partition,
+// it replaces any node-to-node cut in place. Resume or Heal ends it.
+//
+// It is an approximation: the node's own goroutines and timers still run,
+// so it notices its coordinator connection stalled and its peers silent
+// and acts on it (suspends, steps down) while "paused", which a stopped
+// process cannot; operations already inside the node go on; and clients
+// that dial the node's address directly are not held. A real SIGSTOP of a
+// node process is covered by cmd/kvstore's process tests
+// (TestPausedLeaderFailover).
+func (c *Cluster) Pause(n int) error {
+	s, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	blocked := make(map[[2]string]bool)
+	for _, id := range c.ids() {
+		if id != s.id {
+			blocked[[2]string{s.id, id}] = true
+			blocked[[2]string{id, s.id}] = true
+		}
+	}
+	c.links.set(blocked, true)
+	if err := c.ZkStall(n); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.paused == nil {
+		s.paused = make(chan struct{})
+	}
+	return nil
+}
+
+// Resume ends Pause of node n: its links and coordinator connection work
+// again (every node-to-node cut is removed, as HealPartition does) and
+// waiting calls go on.
+func (c *Cluster) Resume(n int) error {
+	s, err := c.slot(n)
+	if err != nil {
+		return err
+	}
+	c.HealPartition()
+	if err := c.ZkUp(n); err != nil {
+		return err
+	}
+	s.resume()
+	return nil
+}
+
+// resume wakes the calls waiting on a paused node.
+func (s *slot) resume() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.paused != nil {
+		close(s.paused)
+		s.paused = nil
+	}
+}
+
+// serving returns node n for a client call, first waiting while it is
+// paused (Pause) until it resumes or ctx ends.
+func (c *Cluster) serving(ctx context.Context, n int) (*node.Node, error) {
+	s, err := c.slot(n)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	paused := s.paused
+	s.mu.Unlock()
+	if paused != nil {
+		select {
+		case <-paused:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cluster: node %d paused: %w", n, ctx.Err())
+		}
+	}
+	return c.Node(n)
 }
 
 // HealPartition removes every node-to-node cut.
@@ -266,8 +392,8 @@ func (c *Cluster) ids() []string {
 	return ids
 }
 
-// Heal removes every fault: partitions, delays (of every link and of each
-// node), zk-down and rmi-down, and restarts killed nodes (not retired
+// Heal removes every fault: partitions, pauses, delays (of every link and
+// of each node), zk-down and rmi-down, and restarts killed nodes (not retired
 // ones), all at once (a durable node cannot serve until a majority of the
 // voters is back).
 func (c *Cluster) Heal(ctx context.Context) error {
@@ -280,6 +406,9 @@ func (c *Cluster) Heal(ctx context.Context) error {
 		}
 		if err := c.RmiUp(i); err != nil {
 			return err
+		}
+		if s, err := c.slot(i); err == nil {
+			s.resume()
 		}
 		if _, err := c.Node(i); err != nil {
 			dead = append(dead, i)

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/node"
 )
 
 // echoServer answers each line with the same line, until the test ends.
@@ -235,4 +238,108 @@ func TestSetNodeDelay(t *testing.T) {
 		}
 	}
 	mustPut(t, c, 1, "after", "heal")
+}
+
+// blockedPairs lists the cut links as "a->b" of node ids, sorted.
+func blockedPairs(c *Cluster) []string {
+	c.links.mu.Lock()
+	defer c.links.mu.Unlock()
+	var out []string
+	for k, on := range c.links.blocked {
+		if on {
+			out = append(out, k[0]+"->"+k[1])
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestBridgeCutsOnlyBetweenSides: a bridge partition cuts the two sides
+// from each other, both ways, and nothing else; the bridge (here the
+// leader) still serves writes; bad arguments are refused.
+func TestBridgeCutsOnlyBetweenSides(t *testing.T) {
+	c := newCluster(t, Etcd, 3)
+	ld := leaderOf(t, c)
+	fs := followers(t, c)
+	if err := c.Bridge(true, []int{fs[0]}, []int{fs[1]}, 7); !errors.Is(err, ErrNoSuchNode) {
+		t.Fatalf("Bridge with bridge node 7 = %v, want ErrNoSuchNode", err)
+	}
+	if err := c.Bridge(true, []int{ld}, []int{fs[1]}, ld); err == nil {
+		t.Fatal("Bridge with the bridge on a side: no error")
+	}
+	if err := c.Bridge(true, []int{fs[0]}, []int{fs[1]}, ld); err != nil {
+		t.Fatal(err)
+	}
+	a, b := fmt.Sprint("n", fs[0]), fmt.Sprint("n", fs[1])
+	if got, want := blockedPairs(c), []string{a + "->" + b, b + "->" + a}; !slices.Equal(got, want) {
+		t.Fatalf("cut links %v, want %v", got, want)
+	}
+	mustPut(t, c, ld, "k", "bridged")
+	if err := c.Heal(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got := blockedPairs(c); len(got) != 0 {
+		t.Fatalf("after Heal: cut links %v", got)
+	}
+}
+
+// TestPauseLooksStopped pauses the leader: every link to and from it is
+// black-holed, its coordinator connection stalls (so the others elect a
+// new leader and serve), and a call through it waits until it resumes
+// (one with a short deadline fails with the deadline, one with a long
+// one is still waiting when the new leader serves, and returns after
+// Resume). Heal then makes it serve again.
+func TestPauseLooksStopped(t *testing.T) {
+	c := newCluster(t, Etcd, 3, func(o *Options) {
+		o.Node = func(cfg *node.Config) { cfg.SessionTTL, cfg.LeaseDuration = time.Second, time.Second }
+	})
+	ld := leaderOf(t, c)
+	fs := followers(t, c)
+	mustPut(t, c, fs[0], "k", "before")
+	if err := c.Pause(ld); err != nil {
+		t.Fatal(err)
+	}
+	id := fmt.Sprint("n", ld)
+	var want []string
+	for _, f := range fs {
+		want = append(want, id+fmt.Sprint("->n", f), fmt.Sprint("n", f, "->")+id)
+	}
+	slices.Sort(want)
+	if got := blockedPairs(c); !slices.Equal(got, want) || !c.links.drop {
+		t.Fatalf("cut links %v (drop %v), want %v dropped", got, c.links.drop, want)
+	}
+	if st := c.List()[ld].State; !strings.Contains(st, "paused") {
+		t.Fatalf("paused node's state %q does not say paused", st)
+	}
+	short, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := c.Put(short, ld, "k", "short"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("put through the paused node with a short deadline: %v, want the deadline", err)
+	}
+	waiting := make(chan error, 1)
+	go func() { waiting <- c.Put(ctxT(t, 30*time.Second), ld, "k", "waited") }()
+	start := time.Now()
+	mustPut(t, c, fs[1], "k", "during")
+	t.Logf("the others acknowledged a write %v after the pause", time.Since(start).Round(time.Millisecond))
+	if nl := leaderOf(t, c); nl == ld {
+		t.Fatalf("the paused node %d still leads", ld)
+	}
+	select {
+	case err := <-waiting:
+		t.Fatalf("put through the paused node returned before it resumed: %v", err)
+	default:
+	}
+	if err := c.Resume(ld); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waiting; errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("put through the resumed node: %v", err)
+	}
+	if err := c.Heal(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitHealthy(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, c, ld, "k", "after")
 }

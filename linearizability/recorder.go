@@ -35,6 +35,10 @@ func NewRecorder(now func() time.Time) *Recorder {
 	return &Recorder{now: now, start: now(), pending: make(map[*Pending]struct{})}
 }
 
+// Start is the recorder's time zero: an operation's Call and Return are
+// nanoseconds since Start on the recorder's clock.
+func (r *Recorder) Start() time.Time { return r.start }
+
 func (r *Recorder) clock() int64 {
 	return int64(r.now().Sub(r.start))
 }

@@ -61,6 +61,12 @@ type Target interface {
 	ZkStall(n int) error
 	ZkUp(n int) error
 	Partition(drop bool, groups ...[]int) error
+	// Bridge cuts side a from side b, both ways, while bridge reaches
+	// both.
+	Bridge(drop bool, a, b []int, bridge int) error
+	// Pause makes node n look like a paused process to the other nodes
+	// and the coordinator, until Heal.
+	Pause(n int) error
 	PartitionOneWay(drop bool, from, to []int) error
 	HealPartition()
 	SetLinkDelay(d time.Duration)
@@ -90,18 +96,31 @@ type Kind string
 
 // The faults of DESIGN.md's fault model.
 const (
-	Kill            Kind = "kill"              // crash a node (memory lost), then restart it
-	KillLeader      Kind = "kill-leader"       // the same, on the current leader
-	RmiDown         Kind = "rmi-down"          // a node's inbound RPC off
-	ZkDown          Kind = "zk-down"           // a node cut from the coordinator
-	ZkStall         Kind = "zk-stall"          // a node's coordinator connection stops answering
-	ZkDownLeader    Kind = "zk-down-leader"    // the leader cut from the coordinator
-	ZkDownMajority  Kind = "zk-down-majority"  // a majority cut from the coordinator
-	Partition       Kind = "partition"         // a minority cut from the rest, both ways
-	PartitionLeader Kind = "partition-leader"  // the leader cut from the rest, both ways
-	OneWay          Kind = "partition-one-way" // calls from some nodes to others cut
-	Delay           Kind = "delay"             // node-to-node messages delayed: of every node, or of the nodes named
-	Isolate         Kind = "isolate"           // a node cut from the coordinator and its peers at once
+	Kill            Kind = "kill"             // crash a node (memory lost), then restart it
+	KillLeader      Kind = "kill-leader"      // the same, on the current leader
+	RmiDown         Kind = "rmi-down"         // a node's inbound RPC off
+	ZkDown          Kind = "zk-down"          // a node cut from the coordinator
+	ZkStall         Kind = "zk-stall"         // a node's coordinator connection stops answering
+	ZkDownLeader    Kind = "zk-down-leader"   // the leader cut from the coordinator
+	ZkDownMajority  Kind = "zk-down-majority" // a majority cut from the coordinator
+	Partition       Kind = "partition"        // a minority cut from the rest, both ways
+	PartitionLeader Kind = "partition-leader" // the leader cut from the rest, both ways
+	// CutLeaderFromPeers is PartitionLeader under the name issue 14 gives
+	// it: the leader's node-to-node links are cut both ways while its
+	// coordinator connection works, so it keeps its session.
+	CutLeaderFromPeers = PartitionLeader
+	// PauseLeader pauses the leader as a stopped process (SIGSTOP, a long
+	// GC pause) would look to the others (Target.Pause): no node and not
+	// the coordinator hears from it, its session expires by TTL.
+	PauseLeader Kind = "pause-leader"
+	// Bridge splits the other nodes into two sides that cannot reach
+	// each other while one node, the bridge, reaches both: the leader
+	// when Step.Pick is 0, else the Pick-th follower counted from the
+	// leader. Needs 3 nodes.
+	Bridge  Kind = "bridge"
+	OneWay  Kind = "partition-one-way" // calls from some nodes to others cut
+	Delay   Kind = "delay"             // node-to-node messages delayed: of every node, or of the nodes named
+	Isolate Kind = "isolate"           // a node cut from the coordinator and its peers at once
 	// HandOver makes the leader resign (a rolling restart) while a
 	// follower is isolated: the new leader is elected at once, while the
 	// isolated node may still hold cached copies under the old epoch's
@@ -161,7 +180,7 @@ var DurableKinds = []Kind{CrashAll, RollingCrash, KillLeader, Kill, LoseDisk, Lo
 // AllKinds is every fault, for the default fault mix. HandOver is left
 // out: with 3 nodes it leaves no majority (use it with 5). RmiDownFollower
 // is left out too: RmiDown already hits followers (and the leader).
-var AllKinds = []Kind{Kill, KillLeader, RmiDown, ZkDown, ZkStall, ZkDownLeader, ZkDownMajority, Partition, PartitionLeader, OneWay, Delay, Isolate}
+var AllKinds = []Kind{Kill, KillLeader, RmiDown, ZkDown, ZkStall, ZkDownLeader, ZkDownMajority, Partition, PartitionLeader, OneWay, Delay, Isolate, PauseLeader, Bridge}
 
 // Step is one fault of a schedule.
 type Step struct {
@@ -170,7 +189,7 @@ type Step struct {
 	Other []int         // for one-way partitions: the nodes whose calls are cut... to Nodes
 	Drop  bool          // partitions: drop messages (timeouts) rather than refuse
 	Delay time.Duration // for Delay
-	Pick  int           // for HandOver, RmiDownFollower, LoseLastCopy, RemoveVoter: which follower, counted from the leader
+	Pick  int           // for HandOver, RmiDownFollower, LoseLastCopy, RemoveVoter: which follower, counted from the leader; for Bridge, 0 the leader, else follower Pick-1
 	Twice bool          // for LoseDisk and LoseLastCopy: restart the wiped node twice before the heal
 	Gap   time.Duration // quiet time before the fault
 	Hold  time.Duration // how long the fault lasts
@@ -193,6 +212,13 @@ func (s Step) String() string {
 	}
 	if s.Twice {
 		b.WriteString(" twice")
+	}
+	if s.Kind == Bridge {
+		if s.Pick == 0 {
+			b.WriteString(" via the leader")
+		} else {
+			fmt.Fprintf(&b, " via follower %d", s.Pick-1)
+		}
 	}
 	fmt.Fprintf(&b, " for %v", s.Hold.Round(time.Millisecond))
 	return b.String()
@@ -220,7 +246,20 @@ type Options struct {
 	// MinHold and MaxHold bound each fault's duration; MaxGap bounds the
 	// quiet time before each.
 	MinHold, MaxHold, MaxGap time.Duration
+	// LeaderHold, if longer than a step's drawn hold, is how long the
+	// faults of LeaderKinds are held instead: long enough that the
+	// others must elect a leader and serve before the heal (a liveness
+	// target), not merely wait the fault out. The draws are the same
+	// either way, so a seed gives the same steps but for these holds.
+	LeaderHold time.Duration
 }
+
+// LeaderKinds are the faults of issue 14's liveness targets: each may take
+// the leader out of service (or, a bridge, split the nodes around it) while
+// a majority stays healthy, and the cluster must get a leader serving on
+// its own; Options.LeaderHold holds them long enough to see whether it
+// does.
+var LeaderKinds = []Kind{KillLeader, ZkDownLeader, PartitionLeader, PauseLeader, Bridge}
 
 // Generate makes the schedule of seed. The same seed and options always
 // give the same schedule.
@@ -239,6 +278,9 @@ func Generate(seed uint64, o Options) Schedule {
 	s := Schedule{Seed: seed}
 	for i := 0; i < o.Steps; i++ {
 		st := Step{Kind: o.Kinds[r.IntN(len(o.Kinds))], Gap: dur(0, o.MaxGap), Hold: dur(o.MinHold, o.MaxHold)}
+		if slices.Contains(LeaderKinds, st.Kind) {
+			st.Hold = max(st.Hold, o.LeaderHold)
+		}
 		perm := r.Perm(o.Size)
 		switch st.Kind {
 		case Kill, RmiDown, ZkDown, ZkStall, Isolate:
@@ -266,6 +308,12 @@ func Generate(seed uint64, o Options) Schedule {
 			}
 		case HandOver, RmiDownFollower, RemoveVoter:
 			st.Pick = r.IntN(o.Size)
+		case Bridge:
+			// The leader bridges half the time, a follower the other half.
+			if r.IntN(2) == 1 && o.Size > 1 {
+				st.Pick = 1 + r.IntN(o.Size-1)
+			}
+			st.Drop = r.IntN(2) == 0
 		case LoseDisk:
 			st.Nodes = perm[:1]
 			st.Twice = r.IntN(2) == 0
@@ -287,6 +335,27 @@ func Generate(seed uint64, o Options) Schedule {
 // itself and finds broken (ErrNotRecovering) do not stop the schedule: they
 // are logged and returned at the end, joined with any ErrNotHealed.
 func Play(ctx context.Context, t Target, s Schedule, healTimeout time.Duration, logf func(format string, args ...any)) (int, error) {
+	return PlayObserved(ctx, t, s, healTimeout, logf, nil)
+}
+
+// Span is when one step of a schedule was in place: its fault from
+// Injected (just before it was injected) to Healing (just before the heal
+// began), and the heal until Healthy (zero if the cluster was not found
+// healthy again).
+type Span struct {
+	Step  Step
+	Nodes []int // the nodes it hit, as resolved when it was injected
+	// Size is how many nodes were active when it was injected.
+	Size                       int
+	Injected, Healing, Healthy time.Time
+}
+
+// PlayObserved is Play, which also gives observe (if not nil) the span of
+// each step once the step is over, healed or not.
+func PlayObserved(ctx context.Context, t Target, s Schedule, healTimeout time.Duration, logf func(format string, args ...any), observe func(Span)) (int, error) {
+	if observe == nil {
+		observe = func(Span) {}
+	}
 	faults := 0
 	var broken []error
 	for _, st := range s.Steps {
@@ -299,7 +368,9 @@ func Play(ctx context.Context, t Target, s Schedule, healTimeout time.Duration, 
 		if st.Kind == CrashAll {
 			before = map[int]bool{}
 		}
-		nodes, err := inject(ctx, t, st, logf, before)
+		span := Span{Step: st, Injected: time.Now()}
+		nodes, err := inject(ctx, t, st, logf, before, &span.Size)
+		span.Nodes = nodes
 		for _, b := range brokenIn(err) {
 			logf("nemesis: %s: BROKEN: %v", st, b)
 			broken = append(broken, fmt.Errorf("%s: %w", st, b))
@@ -314,6 +385,7 @@ func Play(ctx context.Context, t Target, s Schedule, healTimeout time.Duration, 
 		case <-ctx.Done():
 		case <-time.After(st.Hold):
 		}
+		span.Healing = time.Now()
 		hctx, cancel := context.WithTimeout(context.Background(), healTimeout)
 		err = heal(hctx, t)
 		if err == nil && before != nil {
@@ -326,12 +398,63 @@ func Play(ctx context.Context, t Target, s Schedule, healTimeout time.Duration, 
 			err = t.WaitHealthy(hctx)
 		}
 		cancel()
+		if err == nil {
+			span.Healthy = time.Now()
+		}
+		observe(span)
 		if err != nil {
 			return faults, errors.Join(append(broken, fmt.Errorf("%w: after %s: %w", ErrNotHealed, st, err))...)
 		}
 		logf("nemesis: healed %s", st.Kind)
 	}
 	return faults, errors.Join(broken...)
+}
+
+// LivenessExempt reports whether step st, held in a cluster of size
+// voters, is exempt from the liveness target (README: with a majority of
+// voters healthy, a new leader serves within about one session TTL plus
+// one lease): a stretch without acknowledged writes while it is held, and
+// during its heal until the cluster is healthy again, says nothing about
+// availability.
+//
+// A voter is healthy when its process runs (not crashed, not paused), it
+// reaches the coordinator, and it exchanges messages both ways with every
+// other healthy voter; a majority is healthy when more than half the
+// voters are healthy at once. Exempt, by kind:
+//
+//   - zk-down-majority: a majority cannot reach the coordinator.
+//   - crash-all: every node crashed.
+//   - lose-disk-last-copy: the leader and others crash, the rest lag or
+//     lost their disk (a wiped node does not count until reconciled): no
+//     healthy majority, by design.
+//   - hand-over with under 5 nodes: the isolated follower and the
+//     resigning leader leave no majority that can take over (see
+//     AllKinds).
+//   - rolling-crash: not one fault but a train of them: every node is
+//     crashed in turn, the next as soon as the previous one was
+//     restarted, so the leader is lost once and often twice in a row (the
+//     node that took over is crashed next) while the restarted nodes
+//     rejoin; each loss has the target, their sum does not.
+//
+// Every other kind hits at most a minority, or no node at all, and leaves
+// the rest a connected majority, so the target holds: kill, kill-leader,
+// lose-disk, replace-node and remove-voter (one node out), rmi-down and
+// rmi-down-follower (one node's inbound calls off), zk-down, zk-stall,
+// zk-down-leader and isolate (one node), partition (a minority side),
+// partition-leader (alias cut-leader-from-peers: the leader alone),
+// pause-leader (the leader alone), partition-one-way (calls to one node
+// cut: the others stay connected), bridge (the bridge and one side, a
+// majority, are connected both ways; the other side reaches the bridge
+// only), delay (slow links, every message still arrives), and hand-over
+// with 5 nodes.
+func LivenessExempt(st Step, size int) bool {
+	switch st.Kind {
+	case ZkDownMajority, CrashAll, LoseLastCopy, RollingCrash:
+		return true
+	case HandOver:
+		return size < 5
+	}
+	return false
 }
 
 // brokenIn lists the broken promises err holds (an inject error joins
@@ -361,14 +484,16 @@ func leader(ctx context.Context, t Target) (int, error) {
 }
 
 // byLeader lists the kinds whose target is found from the leader.
-var byLeader = []Kind{KillLeader, ZkDownLeader, PartitionLeader, HandOver, RmiDownFollower, LoseLastCopy, RemoveVoter}
+var byLeader = []Kind{KillLeader, ZkDownLeader, PartitionLeader, PauseLeader, Bridge, HandOver, RmiDownFollower, LoseLastCopy, RemoveVoter}
 
 // needFollower lists the kinds that hit a follower of the leader.
 var needFollower = []Kind{HandOver, RmiDownFollower, LoseLastCopy, RemoveVoter}
 
-// For CrashAll, before gets whether each node was recovering before it.
-func inject(ctx context.Context, t Target, st Step, logf func(format string, args ...any), before map[int]bool) ([]int, error) {
+// For CrashAll, before gets whether each node was recovering before it;
+// size gets how many nodes were active.
+func inject(ctx context.Context, t Target, st Step, logf func(format string, args ...any), before map[int]bool, size *int) ([]int, error) {
 	active := t.Active()
+	*size = len(active)
 	nodes := make([]int, len(st.Nodes))
 	for i, p := range st.Nodes {
 		if p < 0 || p >= len(active) {
@@ -448,6 +573,10 @@ func inject(ctx context.Context, t Target, st Step, logf func(format string, arg
 		nodes = append(nodes, f)
 	case Partition, PartitionLeader:
 		err = t.Partition(st.Drop, nodes)
+	case PauseLeader:
+		err = t.Pause(nodes[0])
+	case Bridge:
+		nodes, err = bridge(t, active, nodes[0], st)
 	case OneWay:
 		err = t.PartitionOneWay(st.Drop, other, nodes)
 	case Delay:
@@ -500,6 +629,25 @@ func lostToPowerLoss(t Target, before map[int]bool) error {
 		}
 	}
 	return errors.Join(broken...)
+}
+
+// bridge plays Bridge with leader ld and returns the nodes it hit: the
+// bridge, then side a, then side b. The nodes other than the bridge, in
+// order from it around the active ones, are split in halves.
+func bridge(t Target, active []int, ld int, st Step) ([]int, error) {
+	if len(active) < 3 {
+		return []int{ld}, fmt.Errorf("%s needs 3 nodes", st.Kind)
+	}
+	br := ld
+	if st.Pick > 0 {
+		br = follower(active, ld, st.Pick-1)
+	}
+	var rest []int
+	for i := 0; i < len(active)-1; i++ {
+		rest = append(rest, follower(active, br, i))
+	}
+	a, b := rest[:len(rest)/2], rest[len(rest)/2:]
+	return append([]int{br}, rest...), t.Bridge(st.Drop, a, b, br)
 }
 
 // follower is the pick-th active node after the leader ld, never ld

@@ -58,7 +58,7 @@ func TestGenerateShapes(t *testing.T) {
 		o := opts(size)
 		minority := (size - 1) / 2
 		kinds := map[Kind]int{}
-		var allLinks, perNode int
+		var allLinks, perNode, leaderBridges, followerBridges int
 		for seed := uint64(0); seed < 300; seed++ {
 			for _, st := range Generate(seed, o).Steps {
 				kinds[st.Kind]++
@@ -84,6 +84,15 @@ func TestGenerateShapes(t *testing.T) {
 					if len(st.Nodes) < 1 || len(st.Nodes) > max(minority, 1) {
 						t.Fatalf("size %d seed %d: %s: want a minority", size, seed, st)
 					}
+				case Bridge:
+					if len(st.Nodes) != 0 || st.Pick < 0 || st.Pick >= size {
+						t.Fatalf("size %d seed %d: %s: want no nodes and a pick under %d", size, seed, st, size)
+					}
+					if st.Pick == 0 {
+						leaderBridges++
+					} else {
+						followerBridges++
+					}
 				case OneWay:
 					if len(st.Nodes) != 1 || len(st.Other) < 1 {
 						t.Fatalf("size %d seed %d: %s: want one node and others", size, seed, st)
@@ -107,6 +116,9 @@ func TestGenerateShapes(t *testing.T) {
 				t.Errorf("size %d: %s never generated in 300 schedules", size, k)
 			}
 		}
+		if leaderBridges == 0 || followerBridges == 0 {
+			t.Errorf("size %d: bridges through the leader %d, through a follower %d: want both", size, leaderBridges, followerBridges)
+		}
 		if allLinks == 0 || perNode == 0 {
 			t.Errorf("size %d: delays of every link %d, of some nodes %d: want both", size, allLinks, perNode)
 		}
@@ -123,6 +135,7 @@ type fake struct {
 	rmiDown   map[int]bool
 	zkDown    map[int]bool
 	zkStall   map[int]bool
+	paused    map[int]bool
 	blocked   map[[2]int]bool
 	linkDelay time.Duration
 	nodeDelay map[int]time.Duration
@@ -155,7 +168,7 @@ func newFake(size int) *fake {
 }
 
 func (f *fake) reset() {
-	f.killed, f.rmiDown, f.zkDown, f.zkStall = map[int]bool{}, map[int]bool{}, map[int]bool{}, map[int]bool{}
+	f.killed, f.rmiDown, f.zkDown, f.zkStall, f.paused = map[int]bool{}, map[int]bool{}, map[int]bool{}, map[int]bool{}, map[int]bool{}
 	f.blocked, f.linkDelay, f.nodeDelay = map[[2]int]bool{}, 0, map[int]time.Duration{}
 	f.wiped, f.recovering, f.restarts = map[int]bool{}, map[int]bool{}, map[int]int{}
 }
@@ -350,6 +363,29 @@ func (f *fake) PartitionOneWay(_ bool, from, to []int) error {
 	return nil
 }
 
+func (f *fake) Bridge(_ bool, a, b []int, bridge int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check(bridge); err != nil {
+		return err
+	}
+	f.blocked = map[[2]int]bool{}
+	for _, x := range a {
+		for _, y := range b {
+			if err := errors.Join(f.check(x), f.check(y)); err != nil {
+				return err
+			}
+			if x == bridge || y == bridge || x == y {
+				return fmt.Errorf("bad bridge %v | %d | %v", a, bridge, b)
+			}
+			f.blocked[[2]int{x, y}], f.blocked[[2]int{y, x}] = true, true
+		}
+	}
+	return nil
+}
+
+func (f *fake) Pause(n int) error { return f.set(f.paused, n, true) }
+
 func (f *fake) HealPartition() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -398,6 +434,7 @@ func (f *fake) describe() string {
 	add("rmi-down", f.rmiDown)
 	add("zk-down", f.zkDown)
 	add("zk-stall", f.zkStall)
+	add("paused", f.paused)
 	add("wiped", f.wiped)
 	add("recovering", f.recovering)
 	var cuts []string
@@ -549,6 +586,10 @@ func injected(st Step, seen string, leader int, active []int) error {
 		}
 	case HandOver:
 		want = "zk-stall"
+	case PauseLeader:
+		want = fmt.Sprintf("paused [%d]", leader)
+	case Bridge:
+		return bridged(st, seen, leader, active)
 	case LoseDisk:
 		want = "wiped"
 		if !strings.Contains(seen, fmt.Sprintf("rmi-down %v", st.Nodes)) || !strings.Contains(seen, fmt.Sprintf("recovering %v", st.Nodes)) {
@@ -597,6 +638,66 @@ func injected(st Step, seen string, leader int, active []int) error {
 		if !strings.Contains(seen, fmt.Sprint(ns)) {
 			return fmt.Errorf("fault state %q does not name nodes %v", seen, st.Nodes)
 		}
+	}
+	return nil
+}
+
+// bridged says whether the fault state seen is a bridge partition of st:
+// the bridge (the leader for Pick 0, else a follower) cut from no node,
+// every other node cut both ways from the nodes of the other side only,
+// the sides as even as can be.
+func bridged(st Step, seen string, leader int, active []int) error {
+	i := strings.Index(seen, "cut ")
+	if i < 0 {
+		return fmt.Errorf("fault state %q: nothing cut", seen)
+	}
+	cut := map[[2]int]bool{}
+	for _, p := range strings.Split(strings.SplitN(seen[i+4:], ";", 2)[0], ",") {
+		var a, b int
+		if _, err := fmt.Sscanf(p, "%d->%d", &a, &b); err != nil {
+			return fmt.Errorf("fault state %q: %v", seen, err)
+		}
+		cut[[2]int{a, b}] = true
+	}
+	var br []int
+	for _, n := range active {
+		touched := false
+		for k := range cut {
+			touched = touched || k[0] == n || k[1] == n
+		}
+		if !touched {
+			br = append(br, n)
+		}
+	}
+	if len(br) != 1 || (st.Pick == 0) != (br[0] == leader) {
+		return fmt.Errorf("fault state %q: uncut nodes %v, want one bridge (the leader %d: %v)", seen, br, leader, st.Pick == 0)
+	}
+	// Side of each other node: those cut from the first one form the
+	// other side.
+	var first int
+	for _, n := range active {
+		if n != br[0] {
+			first = n
+			break
+		}
+	}
+	var a, b []int
+	for _, n := range active {
+		switch {
+		case n == br[0]:
+		case cut[[2]int{first, n}]:
+			b = append(b, n)
+		default:
+			a = append(a, n)
+		}
+	}
+	for k := range cut {
+		if !cut[[2]int{k[1], k[0]}] || slices.Contains(a, k[0]) == slices.Contains(a, k[1]) {
+			return fmt.Errorf("fault state %q: %d->%d is not a cut between sides %v and %v, both ways", seen, k[0], k[1], a, b)
+		}
+	}
+	if len(cut) != 2*len(a)*len(b) || len(a)-len(b) > 1 || len(b)-len(a) > 1 {
+		return fmt.Errorf("fault state %q: sides %v and %v not fully cut or uneven", seen, a, b)
 	}
 	return nil
 }
@@ -792,5 +893,82 @@ func TestReplaceGivesUpWhenRemovalRefused(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(log, "\n"), "inject failed: remove node 2") {
 		t.Fatalf("the refused removal is not logged:\n%s", strings.Join(log, "\n"))
+	}
+}
+
+// TestPlayObservedSpans: every step's span is observed once, in order,
+// with the nodes it hit and its times in order (inject, heal, healthy);
+// a step after which the cluster does not heal has no healthy time.
+func TestPlayObservedSpans(t *testing.T) {
+	f := newFake(3)
+	o := quick(3)
+	o.Steps, o.Kinds = 6, []Kind{PauseLeader, Bridge, Kill}
+	s := Generate(3, o)
+	var spans []Span
+	if _, err := PlayObserved(context.Background(), f, s, 5*time.Second, func(string, ...any) {}, func(sp Span) { spans = append(spans, sp) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(spans) != len(s.Steps) {
+		t.Fatalf("%d spans for %d steps", len(spans), len(s.Steps))
+	}
+	var prev time.Time
+	for i, sp := range spans {
+		if !reflect.DeepEqual(sp.Step, s.Steps[i]) || sp.Size != 3 || len(sp.Nodes) == 0 {
+			t.Fatalf("span %d: %+v, want step %s on 3 nodes, with its nodes", i, sp, s.Steps[i])
+		}
+		if sp.Injected.Before(prev) || sp.Healing.Before(sp.Injected) || sp.Healthy.Before(sp.Healing) {
+			t.Fatalf("span %d (%s): times out of order: injected %v, healing %v, healthy %v after the previous %v", i, sp.Step, sp.Injected, sp.Healing, sp.Healthy, prev)
+		}
+		prev = sp.Healthy
+	}
+	f = newFake(3)
+	f.unhealthy = true
+	spans = nil
+	if _, err := PlayObserved(context.Background(), f, s, 50*time.Millisecond, func(string, ...any) {}, func(sp Span) { spans = append(spans, sp) }); !errors.Is(err, ErrNotHealed) {
+		t.Fatalf("unhealthy cluster: %v, want ErrNotHealed", err)
+	}
+	if len(spans) != 1 || !spans[0].Healthy.IsZero() {
+		t.Fatalf("unhealthy cluster: spans %+v, want one without a healthy time", spans)
+	}
+}
+
+// TestLivenessExempt pins down which faults are exempt from the liveness
+// target: those that leave no healthy majority (a majority hit, a
+// hand-over with under 5 nodes) and the rolling crash; never the faults of
+// a single node, the leader's or a minority's.
+func TestLivenessExempt(t *testing.T) {
+	for _, k := range append(slices.Clone(AllKinds), DurableKinds...) {
+		want := k == ZkDownMajority || k == CrashAll || k == LoseLastCopy || k == RollingCrash
+		if got := LivenessExempt(Step{Kind: k}, 3); got != want {
+			t.Errorf("%s with 3 nodes: %v, want %v", k, got, want)
+		}
+	}
+	if !LivenessExempt(Step{Kind: HandOver}, 3) || LivenessExempt(Step{Kind: HandOver}, 5) {
+		t.Errorf("hand-over: want no healthy majority with 3 nodes, one with 5")
+	}
+}
+
+// TestLeaderHold: with Options.LeaderHold the faults of LeaderKinds are
+// held at least that long, every other step is as without it.
+func TestLeaderHold(t *testing.T) {
+	o := opts(3)
+	long := o
+	long.LeaderHold = 4 * time.Second
+	held := 0
+	for seed := uint64(0); seed < 100; seed++ {
+		a, b := Generate(seed, o), Generate(seed, long)
+		for i, st := range b.Steps {
+			want := a.Steps[i]
+			if slices.Contains(LeaderKinds, st.Kind) {
+				held++
+				want.Hold = max(want.Hold, long.LeaderHold)
+			}
+			if !reflect.DeepEqual(st, want) {
+				t.Fatalf("seed %d step %d: %s with LeaderHold, want %s", seed, i, st, want)
+			}
+		}
+	}
+	if held == 0 {
+		t.Fatal("no leader fault in 100 schedules")
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -151,35 +150,4 @@ func (w Workload) do(c Client, rec *linearizability.Recorder, client, node int, 
 		p.Drop()
 		return outcomeFailed
 	}
-}
-
-// LongestWithoutWrite returns the longest stretch of h, from its first call
-// to its last return, in which no write was acknowledged (a write that
-// returned without an unknown outcome), and where that stretch starts
-// (nanoseconds on the history's clock). It is what a fault cost in
-// availability: issue 14 asks for it per schedule.
-func LongestWithoutWrite(h []linearizability.Op) (gap time.Duration, from int64) {
-	if len(h) == 0 {
-		return 0, 0
-	}
-	start, end := h[0].Call, int64(0)
-	var acks []int64
-	for _, op := range h {
-		start = min(start, op.Call)
-		if !op.Output.Unknown {
-			end = max(end, op.Return)
-			if op.Input.Kind.IsWrite() {
-				acks = append(acks, op.Return)
-			}
-		}
-	}
-	slices.Sort(acks)
-	prev := start
-	for _, a := range append(acks, end) {
-		if d := time.Duration(a - prev); d > gap {
-			gap, from = d, prev
-		}
-		prev = max(prev, a)
-	}
-	return gap, from
 }
