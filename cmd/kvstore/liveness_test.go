@@ -24,6 +24,7 @@ const (
 	liveAttempt      = time.Second
 	liveOpDeadline   = 8 * time.Second
 	liveWaitFirstAck = 30 * time.Second
+	liveNodePort     = 7000
 )
 
 // TestLivenessAfterLeaderFaults measures how long the cluster stays without
@@ -34,12 +35,13 @@ const (
 // (every endpoint, short attempts, a new write every 20 ms whatever the
 // ones in flight do), inject the fault into the current leader, and take
 // the time from the fault to the first acknowledged write begun after it.
-// The fault holds for two targets (or until that write, if later), for the
-// longest time with no write acknowledged at all: a leader that keeps
-// serving for a while after its fault (cut from the coordinator) answers
-// the first write at once, and the outage comes later. Then the writer
-// stops, the writes in flight end (under the fault still), and the fault
-// is healed.
+// The fault holds for the target plus a session TTL (or until that write,
+// if later), for the longest time with no write acknowledged at all: a
+// leader that keeps serving for a while after its fault (cut from the
+// coordinator) answers the first write at once, and the outage comes
+// later. Then the writer stops, the writes in flight end (under the fault
+// still), an iptables fault is checked to cut what it should and nothing
+// else, and the fault is healed.
 //
 // Faults: kill-leader (SIGKILL, restarted after), pause-leader (SIGSTOP,
 // SIGCONT after), leader-cut-from-peers (iptables in its namespace drops
@@ -70,7 +72,7 @@ func TestLivenessAfterLeaderFaults(t *testing.T) {
 
 	// The fault holds this long after its injection (or until the first
 	// write after it, if that comes later), for the longest gap.
-	observe := 2 * target
+	observe := target + ttl
 	header := fmt.Sprintf("%-28s %4s  %-26s  %s", "fault", "runs", "first write (min/med/max)", "longest gap (min/med/max)")
 	var table []string
 	for _, f := range c.faults() {
@@ -149,7 +151,7 @@ type liveCluster struct {
 
 // start starts node i (a, b, c...) in its namespace.
 func (c *liveCluster) start(i int) *nodeProc {
-	addr := c.lab.ip(i) + ":7000"
+	addr := fmt.Sprint(c.lab.ip(i), ":", liveNodePort)
 	return launchNode(c.t, string(rune('a'+i)), addr, c.lab.command(i, c.bin, "node", "--listen", addr), c.env...)
 }
 
@@ -186,16 +188,16 @@ func (c *liveCluster) faults() []liveFault {
 			return "leader " + c.nodes[leader].id, func(context.Context) error { return signal(leader, syscall.SIGCONT) }, signal(leader, syscall.SIGSTOP)
 		}},
 		{"leader-cut-from-peers", func(ctx context.Context, leader, _ int) (string, func(context.Context) error, error) {
-			var errs []error
+			var peers []string
 			for j := range lab.n {
 				if j != leader {
-					errs = append(errs, lab.drop(ctx, leader, lab.ip(j), 0))
+					peers = append(peers, lab.ip(j))
 				}
 			}
-			return "leader " + c.nodes[leader].id, heal, errors.Join(errs...)
+			return "leader " + c.nodes[leader].id, heal, lab.drop(ctx, leader, 0, peers...)
 		}},
 		{"leader-cut-from-coordinator", func(ctx context.Context, leader, _ int) (string, func(context.Context) error, error) {
-			return "leader " + c.nodes[leader].id, heal, lab.drop(ctx, leader, lab.hostIP, 2379)
+			return "leader " + c.nodes[leader].id, heal, lab.drop(ctx, leader, labEtcdPort, lab.hostIP)
 		}},
 		{"bridge", func(ctx context.Context, leader, run int) (string, func(context.Context) error, error) {
 			var others []int
@@ -211,11 +213,10 @@ func (c *liveCluster) faults() []liveFault {
 				left, right, bridge = others[:2], others[2:], leader
 				role = "leader bridges"
 			}
+			// One side drops the other: both ways.
 			var errs []error
 			for _, a := range left {
-				for _, b := range right {
-					errs = append(errs, lab.drop(ctx, a, lab.ip(b), 0), lab.drop(ctx, b, lab.ip(a), 0))
-				}
+				errs = append(errs, lab.drop(ctx, a, 0, lab.ip(right[0]), lab.ip(right[1])))
 			}
 			ids := func(is []int) string {
 				var s []string
@@ -286,6 +287,12 @@ func (c *liveCluster) measure(t *testing.T, f liveFault, run int, target, observ
 		time.Sleep(wait) // the fault holds for the whole observation, writes go on
 	}
 	observed := time.Now()
+	if len(c.lab.drops) > 0 {
+		// The fault is what it says: the partition in place, every node up.
+		if err := c.lab.checkDrops(ctx, liveNodePort, labEtcdPort); err != nil {
+			t.Errorf("%s (%s): the partition is not as meant: %v", f.name, note, err)
+		}
+	}
 	w.stop(t) // before healing: the writes in flight see the fault to their end
 	gap, gapBegan := w.longestGap(faulted, observed)
 	r.gap = gap

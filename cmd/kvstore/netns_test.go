@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,6 +38,18 @@ type netLab struct {
 	net    string // the /24's first three octets, "10.a.b"
 	hostIP string
 	n      int
+	drops  []labDrop // in place, in the order drop added them
+}
+
+// labEtcdPort is the port of the lab's etcd (startEtcd) on hostIP.
+const labEtcdPort = 2379
+
+// labDrop is one drop: node i drops traffic to and from ip (TCP port port
+// only, if not 0).
+type labDrop struct {
+	i    int
+	ip   string
+	port int
 }
 
 // newNetLab makes a lab for n nodes, or skips the test if this machine
@@ -117,10 +130,15 @@ func (l *netLab) ns(i int) string { return fmt.Sprint(l.prefix, "n", i) }
 func (l *netLab) ip(i int) string { return fmt.Sprint(l.net, ".", 10+i) }
 
 // ipCmd runs a network command (ip, iptables), bounded by 10 s and ctx.
-func ipCmd(ctx context.Context, args ...string) error {
+func ipCmd(ctx context.Context, args ...string) error { return ipCmdIn(ctx, "", args...) }
+
+// ipCmdIn is ipCmd with stdin as the command's standard input.
+func ipCmdIn(ctx context.Context, stdin string, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Stdin = strings.NewReader(stdin)
+	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
@@ -140,20 +158,21 @@ func (l *netLab) command(i int, argv ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", l.ns(i)}, argv...)...)
 }
 
-// drop makes node i drop every packet to and from ip, or with port > 0 only
-// TCP to and from that port of ip.
-func (l *netLab) drop(ctx context.Context, i int, ip string, port int) error {
-	match := func(dir, portDir string) []string {
-		m := []string{dir, ip}
+// drop makes node i drop every packet to and from each of ips, or with
+// port > 0 only TCP to and from that port of each, all at once (one
+// iptables-restore: no moment with some of the rules only).
+func (l *netLab) drop(ctx context.Context, i int, port int, ips ...string) error {
+	rules := []string{"*filter"}
+	for _, ip := range ips {
+		dport, sport := "", ""
 		if port > 0 {
-			m = append(m, "-p", "tcp", portDir, fmt.Sprint(port))
+			dport, sport = fmt.Sprint(" -p tcp --dport ", port), fmt.Sprint(" -p tcp --sport ", port)
 		}
-		return append(m, "-j", "DROP")
+		rules = append(rules, "-A OUTPUT -d "+ip+dport+" -j DROP", "-A INPUT -s "+ip+sport+" -j DROP")
+		l.drops = append(l.drops, labDrop{i, ip, port})
 	}
-	base := []string{"ip", "netns", "exec", l.ns(i), "iptables", "-w"}
-	return errors.Join(
-		ipCmd(ctx, append(append(base, "-A", "OUTPUT"), match("-d", "--dport")...)...),
-		ipCmd(ctx, append(append(base, "-A", "INPUT"), match("-s", "--sport")...)...))
+	rules = append(rules, "COMMIT", "")
+	return ipCmdIn(ctx, strings.Join(rules, "\n"), "ip", "netns", "exec", l.ns(i), "iptables-restore", "-w", "--noflush")
 }
 
 // heal removes every rule drop added, in every node's namespace.
@@ -162,17 +181,66 @@ func (l *netLab) heal(ctx context.Context) error {
 	for i := range l.n {
 		errs = append(errs, ipCmd(ctx, "ip", "netns", "exec", l.ns(i), "iptables", "-w", "-F"))
 	}
+	l.drops = nil
+	return errors.Join(errs...)
+}
+
+// checkDrops checks that the drops in place cut what they should and
+// nothing else: from each node's namespace it connects to every other
+// node's nodePort and to the host's coordPort, and reports each connection
+// that was made where a drop should stop it, or not made where none
+// should. Every node must be listening.
+func (l *netLab) checkDrops(ctx context.Context, nodePort, coordPort int) error {
+	cut := func(i int, ip string, port int) bool {
+		for _, d := range l.drops {
+			if d.i == i && d.ip == ip && (d.port == 0 || d.port == port) {
+				return true
+			}
+		}
+		return false
+	}
+	type probe struct {
+		from     int
+		ip       string
+		port     int
+		wantDrop bool
+	}
+	var probes []probe
+	for i := range l.n {
+		for j := range l.n {
+			if j != i {
+				probes = append(probes, probe{i, l.ip(j), nodePort, cut(i, l.ip(j), nodePort) || cut(j, l.ip(i), nodePort)})
+			}
+		}
+		probes = append(probes, probe{i, l.hostIP, coordPort, cut(i, l.hostIP, coordPort)})
+	}
+	errs := make([]error, len(probes))
+	var wg sync.WaitGroup
+	for k, p := range probes {
+		wg.Go(func() {
+			// A dropped SYN hangs: timeout ends the attempt.
+			err := ipCmd(ctx, "ip", "netns", "exec", l.ns(p.from), "timeout", "2", "bash", "-c",
+				fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", p.ip, p.port))
+			switch {
+			case p.wantDrop && err == nil:
+				errs[k] = fmt.Errorf("%s reached %s:%d through a drop", l.ns(p.from), p.ip, p.port)
+			case !p.wantDrop && err != nil:
+				errs[k] = fmt.Errorf("%s did not reach %s:%d, with no drop: %w", l.ns(p.from), p.ip, p.port, err)
+			}
+		})
+	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
 // startEtcd starts an embedded etcd for the test on the host's address on
-// the bridge (port 2379; the address is the lab's own), and closes it when
-// the test ends.
+// the bridge (port labEtcdPort; the address is the lab's own), and closes
+// it when the test ends.
 func (l *netLab) startEtcd() *etcdembed.Server {
 	l.t.Helper()
 	return startEtcdWith(l.t, func(ctx context.Context) (*etcdembed.Server, error) {
 		cfg := etcdembed.DefaultMemberConfig()
-		cfg.ListenClientURLs = []url.URL{{Scheme: "http", Host: l.hostIP + ":2379"}}
+		cfg.ListenClientURLs = []url.URL{{Scheme: "http", Host: fmt.Sprint(l.hostIP, ":", labEtcdPort)}}
 		cfg.ListenPeerURLs = []url.URL{{Scheme: "http", Host: l.hostIP + ":2380"}}
 		return etcdembed.StartMember(ctx, cfg)
 	})
