@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -214,22 +213,27 @@ func (l *netLab) checkDrops(ctx context.Context, nodePort, coordPort int) error 
 		}
 		probes = append(probes, probe{i, l.hostIP, coordPort, cut(i, l.hostIP, coordPort)})
 	}
-	errs := make([]error, len(probes))
-	var wg sync.WaitGroup
-	for k, p := range probes {
-		wg.Go(func() {
+	results := make(chan error, len(probes))
+	for _, p := range probes {
+		go func() {
 			// A dropped SYN hangs: timeout ends the attempt.
 			err := ipCmd(ctx, "ip", "netns", "exec", l.ns(p.from), "timeout", "2", "bash", "-c",
 				fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", p.ip, p.port))
 			switch {
 			case p.wantDrop && err == nil:
-				errs[k] = fmt.Errorf("%s reached %s:%d through a drop", l.ns(p.from), p.ip, p.port)
+				err = fmt.Errorf("%s reached %s:%d through a drop", l.ns(p.from), p.ip, p.port)
 			case !p.wantDrop && err != nil:
-				errs[k] = fmt.Errorf("%s did not reach %s:%d, with no drop: %w", l.ns(p.from), p.ip, p.port, err)
+				err = fmt.Errorf("%s did not reach %s:%d, with no drop: %w", l.ns(p.from), p.ip, p.port, err)
+			default:
+				err = nil
 			}
-		})
+			results <- err
+		}()
 	}
-	wg.Wait()
+	var errs []error
+	for range probes {
+		errs = append(errs, <-results)
+	}
 	return errors.Join(errs...)
 }
 
