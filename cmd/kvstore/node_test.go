@@ -26,9 +26,18 @@ import (
 // and closes it when the test ends.
 func startEtcd(t *testing.T) *etcdembed.Server {
 	t.Helper()
+	return startEtcdWith(t, func(ctx context.Context) (*etcdembed.Server, error) {
+		return etcdembed.Start(ctx, etcdembed.DefaultConfig())
+	})
+}
+
+// startEtcdWith starts an etcd for one test with start (waiting at most a
+// minute) and closes it when the test ends.
+func startEtcdWith(t *testing.T, start func(context.Context) (*etcdembed.Server, error)) *etcdembed.Server {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	etcd, err := etcdembed.Start(ctx, etcdembed.DefaultConfig())
+	etcd, err := start(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,8 +73,17 @@ func startNode(t *testing.T, bin, id string, env ...string) *nodeProc {
 // startNodeArgs is startNode with more command-line arguments.
 func startNodeArgs(t *testing.T, bin, id string, args []string, env ...string) *nodeProc {
 	t.Helper()
-	p := &nodeProc{id: id, addr: freeAddr(t), log: &syncbuf.Buffer{}, done: make(chan error, 1), exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, append([]string{"node", "--listen", p.addr}, args...)...)
+	addr := freeAddr(t)
+	return launchNode(t, id, addr, exec.Command(bin, append([]string{"node", "--listen", addr}, args...)...), env...)
+}
+
+// launchNode starts cmd, a `kvstore node` command that serves addr, as node
+// id (the command runs the binary directly or through a wrapper such as `ip
+// netns exec` that execs it: signals to the process reach the node), and
+// kills it when the test ends.
+func launchNode(t *testing.T, id, addr string, cmd *exec.Cmd, env ...string) *nodeProc {
+	t.Helper()
+	p := &nodeProc{id: id, addr: addr, cmd: cmd, log: &syncbuf.Buffer{}, done: make(chan error, 1), exited: make(chan struct{})}
 	// Flags through the environment, as a container would set them.
 	p.cmd.Env = append(os.Environ(), append([]string{"KVSTORE_ID=" + id}, env...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
@@ -192,7 +210,15 @@ func waitMembers(t *testing.T, bin string, nodes []*nodeProc, within time.Durati
 // non-voter.)
 func startNodes(t *testing.T, bin, prefix string, n int, env ...string) []*nodeProc {
 	t.Helper()
-	first := startNode(t, bin, prefix+"0", env...)
+	return startNodesWith(t, bin, n, func(i int) *nodeProc {
+		return startNode(t, bin, fmt.Sprintf("%s%d", prefix, i), env...)
+	})
+}
+
+// startNodesWith is startNodes with start(i) starting node i.
+func startNodesWith(t *testing.T, bin string, n int, start func(i int) *nodeProc) []*nodeProc {
+	t.Helper()
+	first := start(0)
 	soon.Succeeds(t, 30*time.Second, func() error {
 		if out, code := ctl(t, bin, "leader", "--endpoints", first.addr, "--timeout", "5s"); code != 0 || !strings.HasPrefix(out, first.id+" ") {
 			return fmt.Errorf("leader (exit %d): %q", code, out)
@@ -201,7 +227,7 @@ func startNodes(t *testing.T, bin, prefix string, n int, env ...string) []*nodeP
 	})
 	nodes := []*nodeProc{first}
 	for i := 1; i < n; i++ {
-		nodes = append(nodes, startNode(t, bin, fmt.Sprintf("%s%d", prefix, i), env...))
+		nodes = append(nodes, start(i))
 	}
 	return nodes
 }
