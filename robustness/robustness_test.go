@@ -809,7 +809,11 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 		// without the writes; the crashed leader, back with its data, is
 		// reconciled to that state. A hold of 4 s leaves the new leader
 		// time to serve before the heal brings the old one back.
-		{"forget-unreconciled", node.Faults{ForgetUnreconciled: true}, []nemesis.Kind{nemesis.LoseLastCopy}, 3, 4 * time.Second, 2, 0, true},
+		// CheckQuorum is off: while the laggard is cut and the wiped node
+		// restarts twice, the leader hears from no majority and would
+		// step down, and the wiped node, elected while the old leader
+		// still answers, would take the old leader's state.
+		{"forget-unreconciled", node.Faults{ForgetUnreconciled: true, NoCheckQuorum: true}, []nemesis.Kind{nemesis.LoseLastCopy}, 3, 4 * time.Second, 2, 0, true},
 	}
 	for ci, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -830,7 +834,11 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 				}
 				miss := fmt.Sprintf("seed %d: %d ops, no safety violation", r.seed, r.ops)
 				if r.violated() {
-					miss += " (only: " + strings.Join(append(slices.Clone(r.diverged), r.other...), "; ") + ")"
+					other := append(slices.Clone(r.diverged), r.other...)
+					if r.slow != "" {
+						other = append(other, r.slow)
+					}
+					miss += " (only: " + strings.Join(other, "; ") + ")"
 				}
 				misses = append(misses, miss)
 				t.Log(miss)
