@@ -20,11 +20,14 @@ func handoverTarget() (target, slack time.Duration) {
 // TestLeaderCutFromPeersStepsDownWithinALease cuts the leader from every
 // other node, both ways, while all of them still reach the coordinator.
 // The leader hears from no majority, steps down within about one lease
-// (CheckQuorum: kvstore_leader_step_downs_total), and the majority side
-// acknowledges a write within the liveness target.
+// (CheckQuorum: kvstore_leader_step_downs_total), and closes its session,
+// so that its successor, with every member's answer, waits out no lease
+// (kvstore_takeover_lease_waits_total): the majority side acknowledges a
+// write within the liveness target.
 //
 // With Faults.NoCheckQuorum the leader holds on for 2 x QuorumTimeout
-// (10 s) and the write comes too late.
+// (10 s) and the write comes too late; with Faults.KeepSessionOnStepDown
+// the successor waits out a lease.
 func TestLeaderCutFromPeersStepsDownWithinALease(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b Backend) {
 		c := newCluster(t, b, 3)
@@ -34,6 +37,14 @@ func TestLeaderCutFromPeersStepsDownWithinALease(t *testing.T) {
 		old, err := c.Node(ld)
 		if err != nil {
 			t.Fatal(err)
+		}
+		waits := map[int]float64{}
+		for _, f := range fs {
+			nd, err := c.Node(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			waits[f] = metric(t, nd, "kvstore_takeover_lease_waits_total")
 		}
 		if err := c.Partition(true, []int{ld}, fs); err != nil {
 			t.Fatal(err)
@@ -50,6 +61,12 @@ func TestLeaderCutFromPeersStepsDownWithinALease(t *testing.T) {
 		}
 		if old.IsLeader() {
 			t.Errorf("the cut node %d still leads", ld)
+		}
+		nl := leaderOf(t, c)
+		if nd, err := c.Node(nl); err != nil {
+			t.Fatal(err)
+		} else if got := metric(t, nd, "kvstore_takeover_lease_waits_total"); got != waits[nl] {
+			t.Errorf("the successor %d waited out older leases: the cut leader kept its session", nl)
 		}
 		c.HealPartition()
 		soon.Succeeds(t, 15*time.Second, func() error {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -63,7 +64,18 @@ func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
 		}
 		n.log.Info("elected", "epoch", epoch)
 		n.met.elections.Inc()
-		n.runLeader(ctx, sess, epoch)
+		ended := n.runLeader(ctx, sess, epoch)
+		if errors.Is(ended, errQuorumLost) && !n.cfg.Faults.KeepSessionOnStepDown {
+			// Stepped down for want of a majority: end the session too.
+			// Its membership goes with it, so the successor need not
+			// wait for this node's answer to Prepare nor, without it,
+			// out the leases of older epochs: this node dropped its
+			// copies with the role and its next session starts with
+			// none. The session loop opens a new one at once.
+			n.log.Warn("stepped down: closing the coordinator session so that the successor need not wait out leases", "epoch", epoch)
+			n.closeSession(sess)
+			return
+		}
 		// Leadership ended while the session may live on: give the key up
 		// so the next leader gets a fresh epoch.
 		for ctx.Err() == nil {

@@ -207,6 +207,11 @@ type Faults struct {
 	// voters lead on for 2 x QuorumTimeout instead of one quorum window
 	// (about one lease) before it steps down.
 	NoCheckQuorum bool
+	// KeepSessionOnStepDown keeps the coordinator session of a leader
+	// that stepped down for want of a majority (CheckQuorum): it stays a
+	// member, so its successor waits for its answer to Prepare and, as it
+	// cannot answer, out a whole lease.
+	KeepSessionOnStepDown bool
 	// NoPreVote lets a node stand for election, and stay a candidate,
 	// while no majority of the voters answers it.
 	NoPreVote bool

@@ -22,6 +22,10 @@ import (
 
 var errLeadershipEnded = errors.New("leadership ended")
 
+// errQuorumLost ends a leadership that heard from no majority of the
+// voters within the quorum window (CheckQuorum).
+var errQuorumLost = errors.New("no majority of the voters answered within the quorum window")
+
 // leader is the leader role of a node for one epoch. It lives from the
 // election until the session is in doubt or a newer epoch is seen.
 type leader struct {
@@ -92,7 +96,9 @@ type readResult struct {
 }
 
 // runLeader leads for epoch until leadership ends.
-func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) {
+//
+// It returns why the leadership ended.
+func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) (ended error) {
 	var st *servingState
 	for {
 		ch := n.changed()
@@ -102,7 +108,7 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return
+			return context.Cause(ctx)
 		}
 	}
 	lctx, cancel := context.WithCancelCause(ctx)
@@ -128,14 +134,18 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) {
 		l.mu.Unlock()
 		n.notify()
 		n.log.Info("leadership ended", "epoch", epoch, "cause", context.Cause(lctx))
+		if ended == nil {
+			ended = context.Cause(lctx)
+		}
 	}()
 	if err := l.takeover(); err != nil {
 		n.log.Warn("takeover failed", "epoch", epoch, "err", err)
-		return
+		return err
 	}
 	n.log.Info("leading", "epoch", epoch)
 	n.notify()
 	l.maintain()
+	return context.Cause(lctx)
 }
 
 // behind is the error that ends a leadership because node id promised a
@@ -502,7 +512,7 @@ func (l *leader) awaitServing(allAnswered bool) error {
 		}
 		if l.quorumLost() {
 			n.met.steppedDown()
-			return fmt.Errorf("giving up leadership: %w: no majority of voters answered within %v", kvstore.ErrNoQuorum, l.quorumWindow())
+			return fmt.Errorf("giving up leadership: %w: %w (%v)", kvstore.ErrNoQuorum, errQuorumLost, l.quorumWindow())
 		}
 		if n.now().After(deadline) {
 			err := fmt.Errorf("%w: the epoch's no-op is not on a majority of voters", kvstore.ErrNoQuorum)
@@ -622,7 +632,7 @@ func (l *leader) maintain() {
 			// it granted (takeover step 4), as after any leader.
 			n.met.steppedDown()
 			n.log.Warn("stepping down: no majority of the voters answered within the quorum window (CheckQuorum)", "epoch", l.epoch, "window", l.quorumWindow())
-			l.cancel(fmt.Errorf("%w: no majority of voters answered within %v", kvstore.ErrNoQuorum, l.quorumWindow()))
+			l.cancel(fmt.Errorf("%w: %w (%v)", kvstore.ErrNoQuorum, errQuorumLost, l.quorumWindow()))
 			return
 		}
 		l.maybeAddVoter()

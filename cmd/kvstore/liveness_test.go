@@ -53,7 +53,10 @@ const (
 //
 // It fails a run whose first write or longest gap is not under the session
 // TTL plus one lease plus 1 s (the defaults' values, as the nodes run with
-// them), and any write in flight longer than its deadline plus 1 s. It
+// them), or under the TTL plus 1 s where the leader is seen dead (killed,
+// paused, cut from the coordinator: its session, and its membership,
+// expire, so no lease is waited out), and any write in flight longer than
+// its deadline plus 1 s. It
 // prints a table: runs, min / median / max of both per fault.
 //
 //	KVSTORE_LIVENESS_RUNS=10 go test -run TestLivenessAfterLeaderFaults ./cmd/kvstore/ -v
@@ -80,6 +83,13 @@ func TestLivenessAfterLeaderFaults(t *testing.T) {
 		if f.name == "bridge" {
 			n = max(runs, 2) // the leader on a side and the bridge
 		}
+		// Where the leader is seen dead (its session expires: killed,
+		// paused, cut from the coordinator) no node waits out a lease:
+		// the bound is the TTL plus 1 s (issue 14: under 3 s).
+		target, why := target, fmt.Sprintf("session TTL %v + lease %v + 1 s", ttl, lease)
+		if f.seenDead {
+			target, why = ttl+time.Second, fmt.Sprintf("session TTL %v + 1 s: the leader is seen dead", ttl)
+		}
 		t.Run(f.name, func(t *testing.T) {
 			var took, gaps []time.Duration
 			for run := range n {
@@ -88,11 +98,11 @@ func TestLivenessAfterLeaderFaults(t *testing.T) {
 					t.Errorf("%s run %d (%s): no write acknowledged within %v of the fault", f.name, run+1, r.note, liveWaitFirstAck)
 					r.took = liveWaitFirstAck
 				} else if r.took >= target {
-					t.Errorf("%s run %d (%s): first write acknowledged %v after the fault, not under the target %v (session TTL %v + lease %v + 1 s)",
-						f.name, run+1, r.note, r.took.Round(time.Millisecond), target, ttl, lease)
+					t.Errorf("%s run %d (%s): first write acknowledged %v after the fault, not under the target %v (%s)",
+						f.name, run+1, r.note, r.took.Round(time.Millisecond), target, why)
 				}
 				if r.gap >= target {
-					t.Errorf("%s run %d (%s): %v with no write acknowledged, not under the target %v", f.name, run+1, r.note, r.gap.Round(time.Millisecond), target)
+					t.Errorf("%s run %d (%s): %v with no write acknowledged, not under the target %v (%s)", f.name, run+1, r.note, r.gap.Round(time.Millisecond), target, why)
 				}
 				took, gaps = append(took, r.took), append(gaps, r.gap)
 			}
@@ -160,6 +170,9 @@ func (c *liveCluster) start(i int) *nodeProc {
 type liveFault struct {
 	name   string
 	inject func(ctx context.Context, leader, run int) (note string, heal func(context.Context) error, err error)
+	// seenDead: the leader's session expires, and with it its
+	// membership, so its successor waits out no lease.
+	seenDead bool
 }
 
 func (c *liveCluster) faults() []liveFault {
@@ -183,10 +196,10 @@ func (c *liveCluster) faults() []liveFault {
 				c.nodes[leader] = c.start(leader) // without data: it rejoins and is reconciled
 				return nil
 			}, signal(leader, syscall.SIGKILL)
-		}},
+		}, true},
 		{"pause-leader", func(ctx context.Context, leader, _ int) (string, func(context.Context) error, error) {
 			return "leader " + c.nodes[leader].id, func(context.Context) error { return signal(leader, syscall.SIGCONT) }, signal(leader, syscall.SIGSTOP)
-		}},
+		}, true},
 		{"leader-cut-from-peers", func(ctx context.Context, leader, _ int) (string, func(context.Context) error, error) {
 			var peers []string
 			for j := range lab.n {
@@ -195,10 +208,10 @@ func (c *liveCluster) faults() []liveFault {
 				}
 			}
 			return "leader " + c.nodes[leader].id, heal, lab.drop(ctx, leader, 0, peers...)
-		}},
+		}, false},
 		{"leader-cut-from-coordinator", func(ctx context.Context, leader, _ int) (string, func(context.Context) error, error) {
 			return "leader " + c.nodes[leader].id, heal, lab.drop(ctx, leader, labEtcdPort, lab.hostIP)
-		}},
+		}, true},
 		{"bridge", func(ctx context.Context, leader, run int) (string, func(context.Context) error, error) {
 			var others []int
 			for j := range lab.n {
@@ -227,7 +240,7 @@ func (c *liveCluster) faults() []liveFault {
 			}
 			note := fmt.Sprintf("%s: {%s} | {%s}, %s bridges, leader %s", role, ids(left), ids(right), c.nodes[bridge].id, c.nodes[leader].id)
 			return note, heal, errors.Join(errs...)
-		}},
+		}, false},
 	}
 }
 
