@@ -38,14 +38,7 @@ func TestLeaderCutFromPeersStepsDownWithinALease(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waits := map[int]float64{}
-		for _, f := range fs {
-			nd, err := c.Node(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			waits[f] = metric(t, nd, "kvstore_takeover_lease_waits_total")
-		}
+		waits := takeoverWaits(t, c, fs)
 		if err := c.Partition(true, []int{ld}, fs); err != nil {
 			t.Fatal(err)
 		}
@@ -167,14 +160,7 @@ func TestKilledLeaderSuccessorSkipsTheLeaseWait(t *testing.T) {
 		// Cached copies granted by the leader about to crash.
 		cacheNow(t, c, fs[0], "k", "before")
 		cacheNow(t, c, fs[1], "k", "before")
-		waits := map[int]float64{}
-		for _, f := range fs {
-			nd, err := c.Node(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			waits[f] = metric(t, nd, "kvstore_takeover_lease_waits_total")
-		}
+		waits := takeoverWaits(t, c, fs)
 		if err := c.Kill(ld); err != nil {
 			t.Fatal(err)
 		}
@@ -194,4 +180,18 @@ func TestKilledLeaderSuccessorSkipsTheLeaseWait(t *testing.T) {
 		}
 		expectGet(t, c, fs[0], "k", "after")
 	})
+}
+
+// takeoverWaits reads kvstore_takeover_lease_waits_total of each node in is.
+func takeoverWaits(t *testing.T, c *Cluster, is []int) map[int]float64 {
+	t.Helper()
+	waits := map[int]float64{}
+	for _, i := range is {
+		nd, err := c.Node(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		waits[i] = metric(t, nd, "kvstore_takeover_lease_waits_total")
+	}
+	return waits
 }
