@@ -201,7 +201,9 @@ type Session interface {
 	Watch(ctx context.Context) <-chan View
 
 	// Close ends the session and deletes its ephemeral entries (best effort,
-	// bounded by ctx).
+	// bounded by ctx), all in one step when the coordinator answers (an
+	// etcd lease revoke, a ZooKeeper closeSession): no View shows its
+	// candidacy gone while its membership stays.
 	Close(ctx context.Context) error
 }
 

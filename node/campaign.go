@@ -72,7 +72,12 @@ func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
 			// out the leases of older epochs: this node dropped its
 			// copies with the role and its next session starts with
 			// none. The session loop opens a new one at once.
-			n.log.Warn("stepped down: closing the coordinator session so that the successor need not wait out leases", "epoch", epoch)
+			// The next session waits a lease: registered at once, its
+			// membership could reach the successor's view before the
+			// successor takes it, and bring the wait back.
+			hold := n.cfg.takeoverWait(coord.Settings{})
+			n.log.Warn("stepped down: closing the coordinator session so that the successor need not wait out leases", "epoch", epoch, "next_session_in", hold)
+			n.sessionHold.Store(int64(hold))
 			n.closeSession(sess)
 			return
 		}

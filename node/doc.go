@@ -97,9 +97,11 @@
 //     commits. Giving up leadership is always safe: the node stops
 //     serving and drops its copies at once, and its successor waits out
 //     the leases it granted (takeover step 4) as after any other leader.
-//     It then closes its coordinator session and opens a new one: its
-//     membership goes with the old session, so the successor, which
-//     cannot reach it, need not wait for its Prepare (next item).
+//     It then closes its coordinator session and opens a new one a lease
+//     later: its membership goes with the old session, so the successor,
+//     which cannot reach it, need not wait for its Prepare (next item);
+//     registered at once, the new membership could reach the successor's
+//     view before its takeover reads it.
 //   - Pre-vote. A node that does not lead probes the voters each
 //     heartbeat (Probe) and stands for election only while a majority
 //     (itself included, if it is a voter and not recovering) answered a

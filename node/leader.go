@@ -306,22 +306,23 @@ func (l *leader) takeover() error {
 		// may still serve. A voter absent from a fresh view has no live
 		// session (its membership entry went with it) and, by its own
 		// deadline, serves nothing; only the members must answer.
-		allAnswered := true
+		var unanswered []string
 		for id, addr := range targets {
 			if addr == "" && fresh && !n.cfg.Faults.WaitForGoneVoters {
 				continue
 			}
 			if r, ok := resps[id]; !ok || !r.Ok {
-				allAnswered = false
+				unanswered = append(unanswered, id)
 			}
 		}
+		slices.Sort(unanswered)
 		// Step 3: seal the epoch with a no-op and replicate it.
 		p := l.start(voters, targets)
 		if err := n.waitEntriesDurable(l.ctx, p); err != nil {
 			return fmt.Errorf("the epoch's no-op: %w", err)
 		}
 		l.markDurable(l.noopSeq)
-		return l.awaitServing(allAnswered)
+		return l.awaitServing(unanswered, fresh)
 	}
 }
 
@@ -499,7 +500,7 @@ func (l *leader) viewChanged(v coord.View) {
 // voters, then (unless every node answered Prepare) the wait for leases
 // granted under older epochs: the longest any node may have granted
 // (Config.takeoverWait), not only this node's own.
-func (l *leader) awaitServing(allAnswered bool) error {
+func (l *leader) awaitServing(unanswered []string, fresh bool) error {
 	n := l.n
 	deadline := n.now().Add(n.cfg.QuorumTimeout)
 	for {
@@ -529,11 +530,11 @@ func (l *leader) awaitServing(allAnswered bool) error {
 		case <-time.After(min(deadline.Sub(n.now()), n.cfg.Heartbeat)):
 		}
 	}
-	if !allAnswered && !n.cfg.Faults.SkipTakeoverWait {
+	if len(unanswered) > 0 && !n.cfg.Faults.SkipTakeoverWait {
 		wait := l.electedAt.Add(n.cfg.takeoverWait(l.settings)).Sub(n.now())
 		if wait > 0 {
 			n.met.takeoverWaits.Inc()
-			n.log.Info("waiting out leases of older epochs", "wait", wait.Round(time.Millisecond))
+			n.log.Info("waiting out leases of older epochs", "wait", wait.Round(time.Millisecond), "unanswered", unanswered, "fresh_view", fresh)
 			select {
 			case <-time.After(wait):
 			case <-l.ctx.Done():

@@ -75,6 +75,10 @@ type Node struct {
 	// the current session's probes heard (nil before the first session).
 	candidate atomic.Bool
 	reach     atomic.Pointer[reach]
+	// sessionHold is how long (a time.Duration) the session loop waits
+	// before the next session, once: set by a leader that closed its
+	// session after stepping down (campaign.go).
+	sessionHold atomic.Int64
 
 	// serving is the current serving state; its ctx is canceled (with cause
 	// ErrPartitioned or ErrStopped) the moment the node stops serving.
@@ -197,6 +201,7 @@ func New(cfg Config) (*Node, error) {
 		serverCreds(cfg.ServerTLS),
 		grpc.MaxRecvMsgSize(rpc.MaxMsgSize),
 		grpc.MaxSendMsgSize(rpc.MaxMsgSize),
+		grpc.KeepaliveEnforcementPolicy(rpc.PeerKeepalivePolicy),
 	)
 	kvpb.RegisterPeerServer(n.srv, &peerServer{n: n})
 	kvpb.RegisterKVServer(n.srv, &clientServer{n: n})
@@ -550,6 +555,13 @@ func (n *Node) sessionLoop() {
 	backoff := 50 * time.Millisecond
 	jumps := newJumpWatch(n.clk)
 	for n.ctx.Err() == nil {
+		if hold := time.Duration(n.sessionHold.Swap(0)); hold > 0 {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(hold):
+			}
+		}
 		sess, err := n.cfg.Coordinator.NewSession(n.ctx, n.cfg.SessionTTL)
 		if err == nil {
 			rctx, cancel := context.WithTimeout(n.ctx, n.cfg.SessionTTL)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 )
 
 // MaxMsgSize bounds one node-to-node message (snapshots travel whole).
@@ -61,6 +62,13 @@ func (p *Pool) Peer(addr string) (kvpb.PeerClient, error) {
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: time.Second,
 		}),
+		// A connection whose packets were black-holed (a partition that
+		// drops rather than refuses) stays wedged after the heal while TCP
+		// backs its retransmissions off, for many seconds. The keepalive's
+		// Timeout is also set as the socket's TCP_USER_TIMEOUT, so the
+		// kernel drops a connection with data unacknowledged that long
+		// and the next call dials afresh (PeerKeepalive).
+		grpc.WithKeepaliveParams(PeerKeepalive),
 	}
 	if p.dial != nil {
 		opts = append(opts, grpc.WithContextDialer(p.dial))
@@ -95,3 +103,13 @@ func (p *Pool) Close() {
 		_ = cc.Close()
 	}
 }
+
+// PeerKeepalive is the node-to-node connections' keepalive: a ping after
+// 10 s without traffic (gRPC's minimum), and a connection given up once
+// data it sent went unacknowledged for 2 s (TCP_USER_TIMEOUT on Linux).
+// A paused peer's kernel still acknowledges, so only a dead path counts.
+var PeerKeepalive = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: true}
+
+// PeerKeepalivePolicy is what a node's server allows its peers: pings as
+// often as PeerKeepalive sends them, with or without calls in flight.
+var PeerKeepalivePolicy = keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}

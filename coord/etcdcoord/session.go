@@ -612,13 +612,18 @@ func (s *session) Close(ctx context.Context) error {
 	s.mu.Unlock()
 	s.cs.Orphan()
 	if ended {
-		if l != nil {
-			if err := s.resignKey(ctx, l); err != nil {
-				errs = append(errs, err)
-			}
-		}
+		// The revoke deletes the membership and the candidacy in one
+		// revision: no View shows the candidacy gone while the member
+		// stays (a successor's takeover relies on it). Only if it fails
+		// is the candidacy given up alone, so that the election moves on
+		// before the lease's TTL runs out.
 		if _, err := s.c.client.Revoke(ctx, s.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			errs = append(errs, fmt.Errorf("etcdcoord: close session: revoke lease: %w", err))
+			if l != nil {
+				if err := s.resignKey(ctx, l); err != nil {
+					errs = append(errs, err)
+				}
+			}
 		}
 	}
 	waited := make(chan struct{})
