@@ -78,6 +78,12 @@ func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
 			hold := n.cfg.takeoverWait(coord.Settings{})
 			n.log.Warn("stepped down: closing the coordinator session so that the successor need not wait out leases", "epoch", epoch, "next_session_in", hold)
 			n.sessionHold.Store(int64(hold))
+			// Operations pending here fail with why, not as partitioned
+			// (as the session's end would say).
+			if n.State() == StateOK {
+				n.met.suspended()
+			}
+			n.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w: stepped down as leader, no majority of the voters answers; rejoining with a new session", n.cfg.ID, kvstore.ErrNoQuorum))
 			n.closeSession(sess)
 			return
 		}
