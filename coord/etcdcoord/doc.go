@@ -34,10 +34,12 @@
 //
 // A session is an etcd lease. The session grants the lease itself and runs
 // its own keep-alive loop: every TTL/3 it records the send time and calls
-// KeepAliveOnce. On success Deadline becomes send time + TTL*(1-DriftMargin),
-// with the TTL from the response; on ErrLeaseNotFound the session is expired
-// (Done closes, Err is coord.ErrSessionExpired); on any other failure Healthy
-// turns false, Deadline stays, and the loop retries every 150 ms. A lost gRPC
+// KeepAliveOnce, which gets TTL/6 to be answered. On success Deadline becomes
+// send time + TTL*(1-DriftMargin), with the TTL from the response; on
+// ErrLeaseNotFound the session is expired (Done closes, Err is
+// coord.ErrSessionExpired); on any other failure Healthy turns false,
+// Deadline stays, and the loop retries 150 ms after the failed send (at once
+// after one that went unanswered: the client sends it to the next member). A lost gRPC
 // connection also turns Healthy false at once, and a restored one triggers an
 // immediate keep-alive. The concurrency.Session wrapped around the lease (the
 // election needs one) runs the client's own KeepAlive stream as well; that only
@@ -53,8 +55,10 @@
 //
 // # Election and watch
 //
-// Campaign runs concurrency.Election.Campaign in a goroutine owned by the
-// session, so it returns promptly when its ctx or the session ends even while
+// Campaign puts the election key as concurrency.Election.Campaign does, then
+// waits for every older key to go: it reads the youngest older key and
+// watches it, for at most 500 ms a watch, then reads again. It runs in a
+// goroutine owned by the session, so it returns promptly when its ctx or the session ends even while
 // the connection is down; a candidacy nobody waits for any more is withdrawn
 // by that goroutine. A won Campaign is checked (the key must still exist)
 // before it is reported.
@@ -62,7 +66,20 @@
 // Watch reads the whole prefix, sends a complete View, then follows an etcd
 // watch from the next revision and sends a complete View after every change
 // of members or leader. A broken watch (compaction, lost etcd leader) is
-// re-established from a fresh read with backoff. The channel holds one View
+// re-established from a fresh read with backoff, and so is a watch that does
+// not answer a progress request (sent every 250 ms) within 750 ms.
+//
+// # A member that stops answering
+//
+// A paused or frozen etcd member keeps its connections open, and grpc-go
+// pings a connection no more often than every 10 s. The client sends each
+// call to the next member in turn, but a stream stays where it was opened.
+// So every call that is safe to repeat (reads, the grant, the
+// registration, the election's put and deletes, the revoke) is made in
+// attempts of at most 500 ms, each watch gets a gRPC stream of its own
+// (distinct metadata), and the watches check their progress as above.
+// Calls that are not safe to repeat (SetVoters and the other
+// compare-and-swaps) are bounded only by their caller's context. The channel holds one View
 // and a newer View replaces an unread one, so a slow reader never blocks the
 // watch and always gets the latest. A watch also stops when its session ends.
 //

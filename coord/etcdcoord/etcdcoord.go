@@ -326,7 +326,7 @@ func (c *Coordinator) goFunc(owner *sync.WaitGroup, f func()) bool {
 // Voters reads the voter record; Version is the key's ModRevision. A record
 // never written is Voters{} with no error.
 func (c *Coordinator) Voters(ctx context.Context) (coord.Voters, error) {
-	resp, err := c.client.Get(ctx, c.keys.voters)
+	resp, err := c.get(ctx, c.keys.voters)
 	if err != nil {
 		return coord.Voters{}, fmt.Errorf("etcdcoord: read voters: %w", err)
 	}
@@ -339,6 +339,17 @@ func (c *Coordinator) Voters(ctx context.Context) (coord.Voters, error) {
 		return coord.Voters{}, fmt.Errorf("etcdcoord: %w", err)
 	}
 	return v, nil
+}
+
+// get reads key, in attempts (retry).
+func (c *Coordinator) get(ctx context.Context, key string) (*clientv3.GetResponse, error) {
+	var resp *clientv3.GetResponse
+	err := c.retry(ctx, func(ctx context.Context) error {
+		var err error
+		resp, err = c.client.Get(ctx, key)
+		return err
+	})
+	return resp, err
 }
 
 // CreateVoters writes the first voter record, unsealed, or fails with
@@ -422,7 +433,7 @@ func (c *Coordinator) ClaimCluster(ctx context.Context, name string) (string, er
 
 // Settings reads the settings record; Version is the key's ModRevision.
 func (c *Coordinator) Settings(ctx context.Context) (coord.Settings, error) {
-	resp, err := c.client.Get(ctx, c.keys.settings)
+	resp, err := c.get(ctx, c.keys.settings)
 	if err != nil {
 		return coord.Settings{}, fmt.Errorf("etcdcoord: read settings: %w", err)
 	}
@@ -519,7 +530,7 @@ func (c *Coordinator) EpochBase(ctx context.Context) (int64, error) {
 }
 
 func (c *Coordinator) epochBase(ctx context.Context) (base, modRev int64, err error) {
-	resp, err := c.client.Get(ctx, c.keys.base)
+	resp, err := c.get(ctx, c.keys.base)
 	if err != nil {
 		return 0, 0, fmt.Errorf("etcdcoord: read the epoch base: %w", err)
 	}

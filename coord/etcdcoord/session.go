@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -69,8 +70,16 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 		return nil, fmt.Errorf("etcdcoord: new session: ttl must be positive, got %v", ttl)
 	}
 	secs := max(int64(math.Ceil(ttl.Seconds())), 1)
-	sent := c.cfg.Clock.Now()
-	resp, err := c.client.Grant(ctx, secs)
+	var sent clock.Instant
+	var resp *clientv3.LeaseGrantResponse
+	// A grant whose answer is lost leaves a lease nobody keeps alive: it
+	// expires by its TTL.
+	err := c.retry(ctx, func(ctx context.Context) error {
+		var err error
+		sent = c.cfg.Clock.Now()
+		resp, err = c.client.Grant(ctx, secs)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("etcdcoord: new session: grant lease: %w", err)
 	}
@@ -231,10 +240,13 @@ func (s *session) interval() time.Duration {
 }
 
 // renew sends one keep-alive and returns how long to wait before the next.
+// A keep-alive gets half the interval to be answered: one sent to a member
+// that stopped answering leaves time for two more, each to the next
+// member, before the deadline.
 func (s *session) renew() time.Duration {
 	interval := s.interval()
 	sent := s.c.cfg.Clock.Now()
-	ctx, cancel := context.WithTimeout(s.ctx, interval)
+	ctx, cancel := context.WithTimeout(s.ctx, interval/2)
 	resp, err := s.c.client.KeepAliveOnce(ctx, s.lease)
 	cancel()
 	switch {
@@ -248,7 +260,9 @@ func (s *session) renew() time.Duration {
 		return 0
 	}
 	s.setHealthy(false)
-	wait := retryInterval
+	// At once after a keep-alive that went unanswered, retryInterval after
+	// one that failed fast.
+	wait := max(retryInterval-s.c.cfg.Clock.Now().Sub(sent), 0)
 	if left := s.Deadline().Sub(s.c.cfg.Clock.Now()); left > 0 && left < wait {
 		wait = left
 	}
@@ -288,7 +302,10 @@ func (s *session) Register(ctx context.Context, m coord.Member) error {
 	if err := s.Err(); err != nil {
 		return fmt.Errorf("etcdcoord: %s: %w", op, err)
 	}
-	_, err := s.c.client.Put(ctx, s.c.keys.members+m.ID, m.Addr, clientv3.WithLease(s.lease))
+	err := s.c.retry(ctx, func(ctx context.Context) error {
+		_, err := s.c.client.Put(ctx, s.c.keys.members+m.ID, m.Addr, clientv3.WithLease(s.lease))
+		return err
+	})
 	if err != nil {
 		return s.opErr(op, err)
 	}
@@ -392,11 +409,9 @@ func (s *session) finishCampaign(run *campaignRun) {
 // given back.
 func (s *session) runCampaign(ctx context.Context, run *campaignRun, id string, result chan<- campaignResult) {
 	defer s.finishCampaign(run)
-	elec := concurrency.NewElection(s.cs, s.c.keys.election)
-	err := elec.Campaign(ctx, id)
-	var held *leadership // our election key, if Campaign left one
-	if elec.Key() != "" {
-		held = &leadership{key: elec.Key(), rev: elec.Rev()}
+	held, err := s.enterElection(ctx, id) // our election key, if the campaign left one
+	if err == nil {
+		err = s.waitTurn(ctx, held.rev)
 	}
 	var r campaignResult
 	if err != nil {
@@ -433,6 +448,96 @@ func (s *session) runCampaign(ctx context.Context, run *campaignRun, id string, 
 	}
 }
 
+// enterElection puts this session's election key (the election prefix and
+// the lease in hex, as concurrency.Election names it, attached to the
+// lease) with value id unless it exists, and returns it with its create
+// revision. Retried attempts are safe: one that finds the key reads it.
+func (s *session) enterElection(ctx context.Context, id string) (*leadership, error) {
+	key := fmt.Sprintf("%s/%x", s.c.keys.election, s.lease)
+	var resp *clientv3.TxnResponse
+	err := s.c.retry(ctx, func(ctx context.Context) error {
+		var err error
+		resp, err = s.c.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, id, clientv3.WithLease(s.lease))).
+			Else(clientv3.OpGet(key)).
+			Commit()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Succeeded {
+		return &leadership{key: key, rev: resp.Header.Revision}, nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) != 1 {
+		return nil, fmt.Errorf("election key %s neither absent nor readable", key)
+	}
+	l := &leadership{key: key, rev: kvs[0].CreateRevision}
+	if string(kvs[0].Value) != id {
+		// Proclaim the new id, as concurrency.Election.Campaign does.
+		err := s.c.retry(ctx, func(ctx context.Context) error {
+			_, err := s.c.client.Txn(ctx).
+				If(clientv3.Compare(clientv3.CreateRevision(key), "=", l.rev)).
+				Then(clientv3.OpPut(key, id, clientv3.WithLease(s.lease))).
+				Commit()
+			return err
+		})
+		if err != nil {
+			return l, err
+		}
+	}
+	return l, nil
+}
+
+// waitTurn returns once no election key older than rev exists. It waits
+// for the youngest older key's delete with a watch, but never longer than
+// turnRecheck on one watch: a watch whose stream is on a member that
+// stopped answering hears nothing, and the next read, and the next watch
+// (on a stream of its own), go to the next member.
+func (s *session) waitTurn(ctx context.Context, rev int64) error {
+	opts := append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))
+	for {
+		var resp *clientv3.GetResponse
+		err := s.c.retry(ctx, func(ctx context.Context) error {
+			var err error
+			resp, err = s.c.client.Get(ctx, s.c.keys.elecDir, opts...)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) == 0 {
+			return nil
+		}
+		if err := s.c.waitDelete(ctx, string(resp.Kvs[0].Key), resp.Header.Revision+1); err != nil {
+			return err
+		}
+	}
+}
+
+// turnRecheck bounds one watch of waitTurn.
+const turnRecheck = 500 * time.Millisecond
+
+// waitDelete waits until key is deleted at rev or later, the watch breaks,
+// turnRecheck passes, or ctx ends; only the last is an error.
+func (c *Coordinator) waitDelete(ctx context.Context, key string, rev int64) error {
+	wctx, cancel := context.WithTimeout(ctx, turnRecheck)
+	defer cancel()
+	for wr := range c.client.Watch(ownStream(wctx), key, clientv3.WithRev(rev)) {
+		if wr.Err() != nil {
+			break
+		}
+		for _, ev := range wr.Events {
+			if ev.Type == mvccpb.DELETE {
+				return nil
+			}
+		}
+	}
+	return ctx.Err()
+}
+
 // withdrawLost deletes this session's election key (named by its lease),
 // if it exists and is still attached to the lease, for a Campaign that
 // failed not knowing whether its put was applied. Only one Campaign of a
@@ -442,10 +547,12 @@ func (s *session) runCampaign(ctx context.Context, run *campaignRun, id string, 
 func (s *session) withdrawLost() {
 	key := fmt.Sprintf("%s/%x", s.c.keys.election, s.cs.Lease())
 	for s.ctx.Err() == nil {
-		_, err := s.c.client.Txn(s.ctx).
+		ctx, cancel := context.WithTimeout(s.ctx, attemptTimeout)
+		_, err := s.c.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.LeaseValue(key), "=", s.cs.Lease())).
 			Then(clientv3.OpDelete(key)).
 			Commit()
+		cancel()
 		if err == nil {
 			return
 		}
@@ -460,7 +567,12 @@ func (s *session) withdrawLost() {
 // that the key still exists: Campaign also returns when the older candidates
 // are gone even if our own key vanished meanwhile (lease expired).
 func (s *session) claim(ctx context.Context, won *leadership) (int64, error) {
-	resp, err := s.c.client.Get(ctx, won.key)
+	var resp *clientv3.GetResponse
+	err := s.c.retry(ctx, func(ctx context.Context) error {
+		var err error
+		resp, err = s.c.client.Get(ctx, won.key)
+		return err
+	})
 	if err != nil {
 		return 0, s.opErr("campaign: check election key", err)
 	}
@@ -477,11 +589,15 @@ func (s *session) claim(ctx context.Context, won *leadership) (int64, error) {
 }
 
 // resignKey deletes the election key if it still has the won create revision.
+// The delete is conditional, so attempts are safe to repeat.
 func (s *session) resignKey(ctx context.Context, l *leadership) error {
-	_, err := s.c.client.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
-		Then(clientv3.OpDelete(l.key)).
-		Commit()
+	err := s.c.retry(ctx, func(ctx context.Context) error {
+		_, err := s.c.client.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(l.key), "=", l.rev)).
+			Then(clientv3.OpDelete(l.key)).
+			Commit()
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("etcdcoord: resign: %w", err)
 	}
@@ -617,7 +733,11 @@ func (s *session) Close(ctx context.Context) error {
 		// stays (a successor's takeover relies on it). Only if it fails
 		// is the candidacy given up alone, so that the election moves on
 		// before the lease's TTL runs out.
-		if _, err := s.c.client.Revoke(ctx, s.lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		err := s.c.retry(ctx, func(ctx context.Context) error {
+			_, err := s.c.client.Revoke(ctx, s.lease)
+			return err
+		})
+		if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			errs = append(errs, fmt.Errorf("etcdcoord: close session: revoke lease: %w", err))
 			if l != nil {
 				if err := s.resignKey(ctx, l); err != nil {

@@ -89,10 +89,25 @@ func (c *Coordinator) watchView(ctx context.Context, out chan coord.View) {
 	}
 }
 
+// Progress checks of a watch: every progressEvery the watch asks etcd for
+// a progress notification (unless one is outstanding); a watch that hears
+// nothing for progressWait after asking is stuck (its stream is on a member
+// that stopped answering) and is opened again, on a new stream.
+const (
+	progressEvery = 250 * time.Millisecond
+	progressWait  = 750 * time.Millisecond
+)
+
 // watchOnce reads the whole prefix, then follows it with a watch until the
-// watch breaks or ctx ends. It reports whether the read succeeded.
+// watch breaks, stops making progress, or ctx ends. It reports whether the
+// read succeeded.
 func (c *Coordinator) watchOnce(ctx context.Context, send func(coord.View)) bool {
-	resp, err := c.client.Get(ctx, c.keys.prefix, clientv3.WithPrefix())
+	var resp *clientv3.GetResponse
+	err := c.retry(ctx, func(ctx context.Context) error {
+		var err error
+		resp, err = c.client.Get(ctx, c.keys.prefix, clientv3.WithPrefix())
+		return err
+	})
 	if err != nil {
 		return false
 	}
@@ -102,23 +117,49 @@ func (c *Coordinator) watchOnce(ctx context.Context, send func(coord.View)) bool
 	}
 	send(st.view())
 
+	// From the read's own revision, not the next: etcd answers a progress
+	// request only for watches that start at or before its current
+	// revision. The events of that revision are in the read already;
+	// applying them again changes nothing.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wch := c.client.Watch(clientv3.WithRequireLeader(wctx), c.keys.prefix,
-		clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1))
-	for wr := range wch {
-		if wr.Err() != nil {
-			return true
-		}
-		for _, ev := range wr.Events {
-			switch ev.Type {
-			case mvccpb.PUT:
-				st.put(ev.Kv)
-			case mvccpb.DELETE:
-				st.del(string(ev.Kv.Key))
+	wctx = ownStream(clientv3.WithRequireLeader(wctx))
+	wch := c.client.Watch(wctx, c.keys.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision))
+	tick := time.NewTicker(progressEvery)
+	defer tick.Stop()
+	var asked time.Time // when the unanswered progress request was sent; zero if none
+	for {
+		select {
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil {
+				return true
+			}
+			asked = time.Time{}
+			for _, ev := range wr.Events {
+				switch ev.Type {
+				case mvccpb.PUT:
+					st.put(ev.Kv)
+				case mvccpb.DELETE:
+					st.del(string(ev.Kv.Key))
+				}
+			}
+			send(st.view())
+		case <-tick.C:
+			if asked.IsZero() {
+				asked = time.Now()
+				// A context derived from the watch's carries its
+				// metadata: the request goes on the watch's stream. It
+				// can block while that stream is being opened on a
+				// member that does not answer, so it is bounded. An
+				// error is a closed watch, which the channel reports,
+				// or a stuck one, found below.
+				pctx, pcancel := context.WithTimeout(wctx, progressWait)
+				_ = c.client.RequestProgress(pctx)
+				pcancel()
+			}
+			if time.Since(asked) > progressWait {
+				return true // stuck: watch again, on a new stream
 			}
 		}
-		send(st.view())
 	}
-	return true
 }

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/kvstore/kvstore/internal/soon"
+)
+
+// etcdPauseHold is how long a coordinator member stays paused.
+const etcdPauseHold = 6 * time.Second
+
+// etcdPauseNodes is how many node processes run.
+const etcdPauseNodes = 5
+
+// startCoordinatorCluster starts an n-member coordinator cluster as
+// processes and waits until it serves through every member, starting over
+// (at most twice) when a port picked was taken before a member bound it.
+func startCoordinatorCluster(t *testing.T, bin string, n int) []*coordProc {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		procs := startCoordinators(t, bin, n)
+		p := waitCoordinators(ctx, t, procs)
+		if p == nil {
+			return procs
+		}
+		if !strings.Contains(p.stderr.String(), "address already in use") || attempt == 3 {
+			t.Fatalf("%s exited early (%v)\n%s", p.name, p.waitErr, p.output())
+		}
+		for _, q := range procs {
+			_ = q.cmd.Process.Kill()
+			<-q.exited
+		}
+	}
+}
+
+// etcdLeaderOf returns the member that etcd says leads.
+func etcdLeaderOf(t *testing.T, members []*coordProc) *coordProc {
+	t.Helper()
+	var found *coordProc
+	soon.Succeeds(t, 10*time.Second, func() error {
+		for _, m := range members {
+			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{m.clientURL}, DialTimeout: time.Second, Logger: zap.NewNop()})
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, err := cli.Status(ctx, m.clientURL)
+			cancel()
+			cli.Close()
+			if err != nil {
+				return fmt.Errorf("status of %s: %w", m.name, err)
+			}
+			if st.Leader != 0 && st.Leader == st.Header.MemberId {
+				found = m
+				return nil
+			}
+		}
+		return errors.New("no member says it leads")
+	})
+	return found
+}
+
+// TestEtcdMemberPause runs three node processes on a three-member
+// coordinator cluster (`kvstore coordinator` processes) with a writer
+// writing through every node, and pauses one member (SIGSTOP, a frozen VM
+// or a long GC pause: its connections stay open and nothing answers) for
+// 6 s: each follower member of etcd in turn, then etcd's leader, then a
+// follower member again while the KVStore leader is killed. The two other
+// members are a majority, so the cluster must not notice much:
+//   - the longest time with no write acknowledged, from the pause to the
+//     first write acknowledged after the member resumed, stays under the
+//     session TTL plus 1 s (a node's coordinator client moves off the
+//     paused member well within its session deadline);
+//   - with the KVStore leader killed 1 s into the pause, a write begun
+//     after the kill is acknowledged while the member is still paused,
+//     and within the session TTL plus 1 s of the kill (the survivors see
+//     its session end and elect, as without the pause).
+func TestEtcdMemberPause(t *testing.T) {
+	bin := buildBinary(t)
+	members := startCoordinatorCluster(t, bin, 3)
+	var eps []string
+	for _, m := range members {
+		eps = append(eps, m.clientURL)
+	}
+	env := []string{"KVSTORE_ETCD=" + strings.Join(eps, ","), "KVSTORE_CLUSTER=etcdpause"}
+	nodes := startNodes(t, bin, "p", etcdPauseNodes, env...)
+	waitMembers(t, bin, nodes, 30*time.Second)
+	ttl := nodeFlagDefault(t, "session-ttl")
+	target := ttl + time.Second
+
+	w := startWriter(t, strings.Split(addrs(nodes), ","))
+	// ackedSince waits for a write begun after since to be acknowledged,
+	// and returns when it was.
+	ackedSince := func(since time.Time, within time.Duration) (time.Time, bool) {
+		var at time.Time
+		err := soon.Within(within, func() error {
+			var ok bool
+			if at, ok = w.firstAck(since); !ok {
+				return errors.New("no write begun since acknowledged yet")
+			}
+			return nil
+		})
+		return at, err == nil
+	}
+	if _, ok := ackedSince(time.Time{}, 30*time.Second); !ok {
+		t.Fatal("no write acknowledged on the healthy cluster")
+	}
+
+	pause := func(t *testing.T, m *coordProc) (resume func()) {
+		if err := m.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatalf("SIGSTOP %s: %v", m.name, err)
+		}
+		resumed := false
+		resume = func() {
+			if !resumed {
+				resumed = true
+				if err := m.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+					t.Errorf("SIGCONT %s: %v", m.name, err)
+				}
+			}
+		}
+		t.Cleanup(resume)
+		return resume
+	}
+	// pauseAndMeasure pauses m for etcdPauseHold, running during(paused)
+	// meanwhile, and reports the longest time with no write acknowledged
+	// from the pause to the first write begun after the resume.
+	pauseAndMeasure := func(t *testing.T, what string, m *coordProc, during func(paused time.Time)) {
+		t.Helper()
+		resume := pause(t, m)
+		paused := time.Now()
+		if during != nil {
+			during(paused)
+		}
+		time.Sleep(time.Until(paused.Add(etcdPauseHold))) // the fault holds; the writer writes
+		resume()
+		resumed := time.Now()
+		after, ok := ackedSince(resumed, liveWaitFirstAck)
+		if !ok {
+			t.Fatalf("%s: no write acknowledged within %v of resuming %s", what, liveWaitFirstAck, m.name)
+		}
+		gap, began := w.longestGap(paused, after)
+		t.Logf("%s: member %s paused %v at %s: longest time with no write acknowledged %v, from +%v",
+			what, m.name, etcdPauseHold, paused.Format("15:04:05.000"), gap.Round(time.Millisecond), began.Sub(paused).Round(time.Millisecond))
+		if gap >= target {
+			t.Errorf("%s: %v with no write acknowledged while member %s of three was paused, not under the session TTL %v + 1 s",
+				what, gap.Round(time.Millisecond), m.name, ttl)
+		}
+	}
+
+	t.Run("follower", func(t *testing.T) {
+		for _, m := range withoutMember(members, etcdLeaderOf(t, members)) {
+			pauseAndMeasure(t, "etcd follower paused", m, nil)
+		}
+	})
+	t.Run("leader", func(t *testing.T) {
+		pauseAndMeasure(t, "etcd leader paused", etcdLeaderOf(t, members), nil)
+	})
+	t.Run("kill-kvstore-leader", func(t *testing.T) { pausedLeaderKill(t, bin, members, nodes, pauseAndMeasure, ackedSince, target) })
+	w.stop(t)
+	writes, longest, errs := w.report(t)
+	t.Logf("%d writes, %d failed %v; longest in flight %v", writes, errs.total, errs.byKind, longest.Round(time.Millisecond))
+}
+
+// pausedLeaderKill pauses a follower member of etcd and kills the KVStore
+// leader 1 s later.
+func pausedLeaderKill(t *testing.T, bin string, members []*coordProc, nodes []*nodeProc,
+	pauseAndMeasure func(*testing.T, string, *coordProc, func(time.Time)),
+	ackedSince func(time.Time, time.Duration) (time.Time, bool), target time.Duration) {
+	ttl := target - time.Second
+	m := withoutMember(members, etcdLeaderOf(t, members))[0]
+	var leader *nodeProc
+	soon.Succeeds(t, 10*time.Second, func() error {
+		out, code := ctl(t, bin, "leader", "--endpoints", addrs(nodes))
+		for _, n := range nodes {
+			if code == 0 && strings.HasPrefix(out, n.id+" epoch ") {
+				leader = n
+				return nil
+			}
+		}
+		return fmt.Errorf("leader (exit %d): %q", code, out)
+	})
+	pauseAndMeasure(t, "etcd follower paused, KVStore leader killed", m, func(paused time.Time) {
+		time.Sleep(time.Until(paused.Add(time.Second)))
+		if err := leader.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatalf("SIGKILL %s: %v", leader.id, err)
+		}
+		killed := time.Now()
+		at, ok := ackedSince(killed, paused.Add(etcdPauseHold).Sub(killed))
+		if !ok {
+			t.Errorf("KVStore leader %s killed while member %s was paused: no write acknowledged before the member resumed %v later",
+				leader.id, m.name, paused.Add(etcdPauseHold).Sub(killed).Round(time.Millisecond))
+			return
+		}
+		t.Logf("KVStore leader %s killed while member %s was paused: a write acknowledged %v later", leader.id, m.name, at.Sub(killed).Round(time.Millisecond))
+		if at.Sub(killed) >= target {
+			t.Errorf("KVStore leader %s killed while member %s was paused: first write acknowledged %v later, not under the session TTL %v + 1 s",
+				leader.id, m.name, at.Sub(killed).Round(time.Millisecond), ttl)
+		}
+	})
+}
+
+// withoutMember is members without m.
+func withoutMember(members []*coordProc, m *coordProc) []*coordProc {
+	var out []*coordProc
+	for _, x := range members {
+		if x != m {
+			out = append(out, x)
+		}
+	}
+	return out
+}
