@@ -52,18 +52,23 @@ type labDrop struct {
 }
 
 // newNetLab makes a lab for n nodes, or skips the test if this machine
-// cannot: not root, or `ip netns` does not work.
+// cannot: not root, or `ip netns` does not work. KVSTORE_REQUIRE_NETNS=1
+// (set by .ci/run) turns the skip into a failure.
 func newNetLab(t *testing.T, n int) *netLab {
 	t.Helper()
+	skip := t.Skipf
+	if os.Getenv("KVSTORE_REQUIRE_NETNS") == "1" {
+		skip = t.Fatalf
+	}
 	if os.Geteuid() != 0 {
-		t.Skip("skipped: needs root to make network namespaces (ip netns, veth, bridge, iptables)")
+		skip("needs root to make network namespaces (ip netns, veth, bridge, iptables)")
 	}
 	suffix := fmt.Sprintf("%06x", rand.Uint32()&0xffffff)
 	l := &netLab{t: t, prefix: "kvl-" + suffix + "-", net: freeSubnet(t), n: n}
 	l.hostIP = l.net + ".1"
 	sw := l.prefix + "sw"
 	if out, err := exec.Command("ip", "netns", "add", sw).CombinedOutput(); err != nil {
-		t.Skipf("skipped: `ip netns add` does not work here: %v: %s", err, strings.TrimSpace(string(out)))
+		skip("`ip netns add` does not work here: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	l.cleanup(sw)
 	hostVeth := "kvl" + suffix // the only name in the host's namespace
