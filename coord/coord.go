@@ -233,3 +233,18 @@ func NewIncarnation() (string, error) {
 	}
 	return hex.EncodeToString(b[:]), nil
 }
+
+// AwaitWithdrawal is how a backend's Campaign, ended by its ctx, waits for
+// its candidacy to be withdrawn (withdrawn closed) before it returns, so
+// that no later View shows the caller leading because of it: at most d,
+// for a coordinator that does not answer, and no longer once the session
+// has ended (sessionDone closed).
+func AwaitWithdrawal(withdrawn, sessionDone <-chan struct{}, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-withdrawn:
+	case <-sessionDone:
+	case <-t.C:
+	}
+}

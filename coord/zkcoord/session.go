@@ -561,13 +561,7 @@ func (s *session) Campaign(ctx context.Context, id string) (int64, error) {
 		// Return once the candidacy is withdrawn (its key deleted), so
 		// that no view after this shows the caller leading; bounded, for
 		// a coordinator that does not answer.
-		t := time.NewTimer(withdrawWait)
-		defer t.Stop()
-		select {
-		case <-run.done:
-		case <-s.done:
-		case <-t.C:
-		}
+		coord.AwaitWithdrawal(run.done, s.done, withdrawWait)
 		return 0, fmt.Errorf("zkcoord: campaign: %w", ctx.Err())
 	case <-s.done:
 		return 0, fmt.Errorf("zkcoord: campaign: %w", s.Err())
