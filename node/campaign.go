@@ -71,10 +71,10 @@ func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
 			// wait for this node's answer to Prepare nor, without it,
 			// out the leases of older epochs: this node dropped its
 			// copies with the role and its next session starts with
-			// none. The session loop opens a new one at once.
-			// The next session waits a lease: registered at once, its
-			// membership could reach the successor's view before the
-			// successor takes it, and bring the wait back.
+			// none. The session loop opens the next session a lease
+			// later: registered at once, its membership could reach
+			// the successor's view before the successor reads it, and
+			// bring the wait back.
 			hold := n.cfg.takeoverWait(coord.Settings{})
 			n.log.Warn("stepped down: closing the coordinator session so that the successor need not wait out leases", "epoch", epoch, "next_session_in", hold)
 			n.sessionHold.Store(int64(hold))
