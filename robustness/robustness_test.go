@@ -57,6 +57,15 @@ func writeGapTarget(cfg node.Config) time.Duration {
 	return cfg.SessionTTL + cfg.LeaseDuration + time.Second
 }
 
+// writeGapSlack is how far past the target a window may go before it fails
+// the schedule: the suite's 1 s sessions, under -race on a CI machine busy
+// with other packages, lapse from CPU starvation alone (seen: every node of
+// both clusters at once, 4.9 s and 5.1 s windows against 3 s). A window
+// past the target but within the slack is logged. The exact target, with
+// the default settings, is held by cmd/kvstore's
+// TestLivenessAfterLeaderFaults on node processes.
+const writeGapSlack = 2
+
 // keys is the size of the workload's key space: small, so that operations
 // overlap.
 const keys = 4
@@ -260,8 +269,11 @@ func play(t *testing.T, r *run) {
 		logf("longest window without an acknowledged write around %s on %v: %v", sp.Step.Kind, sp.Nodes, r.stepGaps[i].Round(time.Millisecond))
 	}
 	logf("longest window without an acknowledged write while a majority was healthy: %v (target %v)", r.healthyGap, r.gapTarget)
+	if r.healthyGap.Len() > r.gapTarget {
+		logf("over the target %v (failing only past %d x)", r.gapTarget, writeGapSlack)
+	}
 	if checkWriteGap {
-		r.slow = gapBreach(r.healthyGap, r.gapTarget, r.spans, start)
+		r.slow = gapBreach(r.healthyGap, writeGapSlack*r.gapTarget, r.spans, start)
 	}
 	dir, keep := r.dir, false
 	if dir == "" {
@@ -790,7 +802,9 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 		{"ignore-lease", node.Faults{IgnoreLease: true}, []nemesis.Kind{nemesis.RmiDownFollower}, 3, 3 * time.Second, 1, 0, false},
 		// A majority of reachable nodes instead of voters: a cut-off leader
 		// commits alone, and its writes vanish when the others elect.
-		{"live-majority", node.Faults{LiveMajority: true}, []nemesis.Kind{nemesis.PartitionLeader}, 3, 7 * time.Second, 1, 0, false},
+		// CheckQuorum is off: it would end the cut leader's lone
+		// commits within a second.
+		{"live-majority", node.Faults{LiveMajority: true, NoCheckQuorum: true}, []nemesis.Kind{nemesis.PartitionLeader}, 3, 7 * time.Second, 1, 0, false},
 		// A new leader serving before the leases of the old epoch end: the
 		// old leader hands over at once while an isolated follower still
 		// serves its cached copies (it cannot learn of the new epoch).
