@@ -34,7 +34,7 @@
 //
 // A session is an etcd lease. The session grants the lease itself and runs
 // its own keep-alive loop: every TTL/3 it records the send time and calls
-// KeepAliveOnce, which gets TTL/6 to be answered. On success Deadline becomes
+// KeepAliveOnce, which gets TTL/6 (at least 500 ms) to be answered. On success Deadline becomes
 // send time + TTL*(1-DriftMargin), with the TTL from the response; on
 // ErrLeaseNotFound the session is expired (Done closes, Err is
 // coord.ErrSessionExpired); on any other failure Healthy turns false,

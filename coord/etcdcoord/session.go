@@ -240,13 +240,15 @@ func (s *session) interval() time.Duration {
 }
 
 // renew sends one keep-alive and returns how long to wait before the next.
-// A keep-alive gets half the interval to be answered: one sent to a member
-// that stopped answering leaves time for two more, each to the next
-// member, before the deadline.
+// A keep-alive gets half the interval to be answered, but at least an
+// attempt's time (attemptTimeout): one sent to a member that stopped
+// answering leaves time for more, each to the next member, before the
+// deadline, and a slow but live member (a busy machine, short sessions)
+// is not taken for a stopped one.
 func (s *session) renew() time.Duration {
 	interval := s.interval()
 	sent := s.c.cfg.Clock.Now()
-	ctx, cancel := context.WithTimeout(s.ctx, interval/2)
+	ctx, cancel := context.WithTimeout(s.ctx, max(interval/2, attemptTimeout))
 	resp, err := s.c.client.KeepAliveOnce(ctx, s.lease)
 	cancel()
 	switch {
