@@ -295,12 +295,7 @@ func TestCoordinatorBlipKeepsLeadershipAndCache(t *testing.T) {
 			}
 		}
 		for i, nd := range nodes {
-			soon.Succeeds(t, 5*time.Second, func() error {
-				if metric(t, nd, "kvstore_session_healthy") != 0 {
-					return fmt.Errorf("node %d: session still healthy after the cut", i)
-				}
-				return nil
-			})
+			waitSessionHealthy(t, i, nd, false)
 		}
 		for i := range nodes {
 			if err := c.ZkUp(i); err != nil {
@@ -308,12 +303,7 @@ func TestCoordinatorBlipKeepsLeadershipAndCache(t *testing.T) {
 			}
 		}
 		for i, nd := range nodes {
-			soon.Succeeds(t, 5*time.Second, func() error {
-				if metric(t, nd, "kvstore_session_healthy") != 1 {
-					return fmt.Errorf("node %d: session not healthy again", i)
-				}
-				return nil
-			})
+			waitSessionHealthy(t, i, nd, true)
 			if got := metric(t, nd, "kvstore_suspensions_total"); got != suspensions[i] {
 				t.Errorf("node %d suspended %v times during a blip its deadline covered", i, got-suspensions[i])
 			}
@@ -327,5 +317,21 @@ func TestCoordinatorBlipKeepsLeadershipAndCache(t *testing.T) {
 		if got := nodes[f].Stats().CacheHits; got != hits+1 {
 			t.Errorf("follower %d: cache hits %d, want %d: the blip dropped its copy", f, got, hits+1)
 		}
+	})
+}
+
+// waitSessionHealthy waits until node i's kvstore_session_healthy says
+// healthy (its last keep-alive answered, its connection up) or not.
+func waitSessionHealthy(t *testing.T, i int, nd *node.Node, healthy bool) {
+	t.Helper()
+	want := 0.0
+	if healthy {
+		want = 1
+	}
+	soon.Succeeds(t, 5*time.Second, func() error {
+		if got := metric(t, nd, "kvstore_session_healthy"); got != want {
+			return fmt.Errorf("node %d: kvstore_session_healthy %v, want %v", i, got, want)
+		}
+		return nil
 	})
 }
