@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore"
-	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/rpc"
@@ -274,68 +273,6 @@ func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.W
 	return &kvpb.WriteResponse{Version: toPos(r.version), Epoch: l.epoch, LeaseMs: r.lease.Milliseconds()}, nil
 }
 
-// cachedGet is the local read path: no allocation, one read lock of one
-// cache shard. ok is false when the key must be fetched from the leader;
-// hit numbers the reads answered by that shard (for sampling).
-func (n *Node) cachedGet(key string, now clock.Instant) (value string, found, ok bool, hit uint64) {
-	if key == "" {
-		return "", false, false, 0
-	}
-	st := n.serving.Load()
-	if !n.cfg.Faults.IgnoreLease {
-		if st.state != StateOK || st.sess == nil || !now.Before(st.sess.Deadline()) {
-			return "", false, false, 0
-		}
-		if n.view.Load().leader.Epoch != n.acceptedEpochA.Load() {
-			return "", false, false, 0
-		}
-	}
-	s := n.cache.shard(key)
-	s.mu.RLock()
-	e, in := s.m[key]
-	s.mu.RUnlock()
-	if !in || (!n.cfg.Faults.IgnoreLease && !now.Before(e.expiry)) {
-		return "", false, false, 0
-	}
-	return e.value, e.found, true, s.hits.Add(1)
-}
-
-// dropCache forgets every cached copy.
-func (n *Node) dropCache() {
-	if n.cfg.Faults.IgnoreLease {
-		return
-	}
-	n.cache.clear()
-}
-
-// invalidate drops key's cached copy if it is older than v.
-func (n *Node) invalidate(key string, v store.Version) {
-	if n.cache.dropOlder(key, v) {
-		n.met.invalidationsApplied.Inc()
-	}
-}
-
-// install caches a value the leader of epoch handed out as committed, unless
-// it is older than what this node has applied or cached since (a reply that
-// overtook an invalidation), or the node left the serving state st the
-// request was sent under (leaving it dropped the cache, under n.mu as
-// here: a reply installed after that drop would outlive it). sent is when
-// the request left this node: the lease runs from then.
-func (n *Node) install(st *servingState, key, value string, found bool, v store.Version, epoch int64, lease time.Duration, sent clock.Instant) {
-	if lease <= 0 {
-		return
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if epoch != n.acceptedEpoch || n.serving.Load() != st {
-		return
-	}
-	if it, ok := n.store.Get(key); ok && v.Less(it.Version) {
-		return
-	}
-	n.cache.put(key, cacheEntry{value: value, found: found, version: v, expiry: sent.Add(lease)})
-}
-
 // leaderTarget waits until a leader is known and returns it: this node's
 // leader role, or the address of another node and that leader (id and
 // epoch), for toLeader.
@@ -389,121 +326,6 @@ func (n *Node) retryPause(ctx context.Context) error {
 	case <-time.After(n.cfg.Heartbeat / 2):
 		return nil
 	}
-}
-
-// get reads key from the leader (or as the leader) and caches the reply.
-func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
-	if err := checkKeyShape(key); err != nil {
-		// A key the leader would refuse, or that cannot be sent.
-		return "", false, fmt.Errorf("node %s: %w", n.cfg.ID, err)
-	}
-	var lastErr error
-	joined := false // this read has waited for another read's fetch of key
-	for {
-		l, addr, target, err := n.leaderTarget(ctx)
-		if err != nil {
-			return "", false, joinLast(err, lastErr)
-		}
-		if l != nil {
-			st, sent := n.serving.Load(), n.now()
-			r, err := l.read(ctx, key, n.cfg.ID)
-			if err == nil {
-				n.leaderReads.Add(1)
-				n.install(st, key, r.value, r.found, r.version, l.epoch, r.lease, sent)
-				return r.value, r.found, nil
-			}
-			if !retryable(err) {
-				return "", false, err
-			}
-			lastErr = err
-		} else {
-			resp, err := n.fetchMerged(ctx, addr, target, key, &joined)
-			if err == nil && resp != nil {
-				n.misses.Add(1)
-				return resp.Value, resp.Found, nil
-			}
-			if err == nil { // waited for another read's fetch
-				if v, f, ok, _ := n.cachedGet(key, n.now()); ok {
-					return v, f, nil
-				}
-				continue
-			}
-			if !retryable(err) {
-				return "", false, err
-			}
-			lastErr = n.leaderErr(target, addr, err)
-		}
-		if err := n.retryPause(ctx); err != nil {
-			return "", false, joinLast(err, lastErr)
-		}
-	}
-}
-
-// fetchMerged fetches key from the leader at addr, merging concurrent
-// misses of one key into one fetch: the first read sends it and installs the
-// answer in the cache; reads that arrive meanwhile wait for it (resp and err
-// nil) and then look in the cache. They may not take its answer itself: it
-// may have been read at the leader before they began, and a write
-// acknowledged in between would make it stale. A fetch found in flight after
-// such a wait was sent after the read began, so its answer is returned to it
-// as its own. joined carries that state across calls.
-func (n *Node) fetchMerged(ctx context.Context, addr string, target coord.Leader, key string, joined *bool) (*kvpb.FetchResponse, error) {
-	n.flightMu.Lock()
-	f := n.flights[key]
-	if f == nil {
-		f = &flight{done: make(chan struct{})}
-		n.flights[key] = f
-		n.flightMu.Unlock()
-		st, sent := n.serving.Load(), n.now()
-		f.resp, f.err = n.fetch(ctx, addr, target, key)
-		if f.err == nil {
-			n.install(st, key, f.resp.Value, f.resp.Found, fromPos(f.resp.Version), f.resp.Epoch, time.Duration(f.resp.LeaseMs)*time.Millisecond, sent)
-		}
-		n.flightMu.Lock()
-		delete(n.flights, key)
-		n.flightMu.Unlock()
-		close(f.done)
-		return f.resp, f.err
-	}
-	n.flightMu.Unlock()
-	select {
-	case <-f.done:
-	case <-ctx.Done():
-		return nil, ctxErr(ctx)
-	}
-	if *joined && f.err == nil {
-		return f.resp, nil
-	}
-	// Look in the cache, or (if that fetch failed for its own reasons, its
-	// deadline say) try again, as the sender of the next fetch if need be.
-	*joined = true
-	return nil, nil
-}
-
-// flight is one fetch from the leader that concurrent misses of a key share.
-type flight struct {
-	done chan struct{} // closed when resp and err are set
-	resp *kvpb.FetchResponse
-	err  error
-}
-
-// fetch reads key at the leader target (at addr). The call ends as soon as
-// this node sees another leader (toLeader): get then reads at the new one.
-func (n *Node) fetch(ctx context.Context, addr string, target coord.Leader, key string) (*kvpb.FetchResponse, error) {
-	c, err := n.pool.Peer(addr)
-	if err != nil {
-		return nil, err
-	}
-	cctx, done := n.toLeader(ctx, target)
-	defer done()
-	if cctx.Err() != nil {
-		return nil, callErr(cctx, ctxErr(cctx))
-	}
-	resp, err := c.Fetch(cctx, &kvpb.FetchRequest{Cluster: n.cfg.Cluster, Key: key, FromId: n.cfg.ID})
-	if err != nil {
-		return nil, callErr(cctx, rpc.FromStatus(err))
-	}
-	return resp, nil
 }
 
 // forwardWrite sends a write to the leader (or applies it as the leader),

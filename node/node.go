@@ -804,35 +804,6 @@ func ctxErr(ctx context.Context) error {
 	return cause
 }
 
-// Get returns key's value through this node. A key cached here under a
-// valid lease is answered from memory; otherwise the leader is asked.
-func (n *Node) Get(ctx context.Context, key string) (value string, found bool, err error) {
-	start := n.now()
-	if v, f, ok, hit := n.cachedGet(key, start); ok {
-		n.met.cachedRead(start, hit)
-		return v, f, nil
-	}
-	value, found, err = n.doGet(ctx, key)
-	n.met.observe(opGet, start, err)
-	return value, found, err
-}
-
-// doGet is Get without the metrics.
-func (n *Node) doGet(ctx context.Context, key string) (value string, found bool, err error) {
-	if err := n.checkKey(key); err != nil {
-		return "", false, err
-	}
-	if v, f, ok, _ := n.cachedGet(key, n.now()); ok {
-		return v, f, nil
-	}
-	octx, done, err := n.opContext(ctx)
-	if err != nil {
-		return "", false, err
-	}
-	defer done()
-	return n.get(octx, key)
-}
-
 // Set sets key to value through this node. It returns once a majority of
 // voters hold the write and every cached copy of the key was invalidated.
 func (n *Node) Set(ctx context.Context, key, value string) error {
