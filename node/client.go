@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"strings"
 	"sync"
@@ -10,46 +9,9 @@ import (
 
 	"google.golang.org/grpc"
 
-	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
-
-// MaxRequestID is the longest request id a client may attach to a write.
-const MaxRequestID = 128
-
-// SetWithID sets key like Set, named by the caller's request id: a retry
-// with the same id (through any node) is applied once. An empty id behaves
-// like Set.
-func (n *Node) SetWithID(ctx context.Context, reqID, key, value string) error {
-	return n.writeWithID(ctx, kvpb.Op_OP_SET, reqID, key, value)
-}
-
-// DeleteWithID removes key like Delete, named by the caller's request id.
-func (n *Node) DeleteWithID(ctx context.Context, reqID, key string) error {
-	return n.writeWithID(ctx, kvpb.Op_OP_DELETE, reqID, key, "")
-}
-
-// writeWithID is every client write's entry point: Set, Delete and their
-// WithID forms. It records the operation in the node's metrics.
-func (n *Node) writeWithID(ctx context.Context, op kvpb.Op, reqID, key, value string) error {
-	start := n.now()
-	err := n.doWriteWithID(ctx, op, reqID, key, value)
-	n.met.observe(writeKind(op), start, err)
-	return err
-}
-
-func (n *Node) doWriteWithID(ctx context.Context, op kvpb.Op, reqID, key, value string) error {
-	if reqID == "" {
-		return n.write(ctx, op, key, value)
-	}
-	if len(reqID) > MaxRequestID {
-		return fmt.Errorf("%w: request id of %d bytes (at most %d)", kvstore.ErrBadRequest, len(reqID), MaxRequestID)
-	}
-	// Client ids live in their own namespace: node-made ids never start
-	// with "c.".
-	return n.writeAs(ctx, op, key, value, "c."+reqID)
-}
 
 // Members returns the live members this node sees: id -> RPC address.
 func (n *Node) Members() map[string]string {

@@ -803,38 +803,3 @@ func ctxErr(ctx context.Context) error {
 	}
 	return cause
 }
-
-// Set sets key to value through this node. It returns once a majority of
-// voters hold the write and every cached copy of the key was invalidated.
-func (n *Node) Set(ctx context.Context, key, value string) error {
-	return n.writeWithID(ctx, kvpb.Op_OP_SET, "", key, value)
-}
-
-// Delete removes key through this node, with Set's guarantees.
-func (n *Node) Delete(ctx context.Context, key string) error {
-	return n.writeWithID(ctx, kvpb.Op_OP_DELETE, "", key, "")
-}
-
-func (n *Node) write(ctx context.Context, op kvpb.Op, key, value string) error {
-	return n.writeAs(ctx, op, key, value, "")
-}
-
-// writeAs writes under request id reqID, or a fresh one if it is empty.
-func (n *Node) writeAs(ctx context.Context, op kvpb.Op, key, value, reqID string) error {
-	if err := n.checkWrite(key, value); err != nil {
-		return err
-	}
-	octx, done, err := n.opContext(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	if reqID == "" {
-		reqID = n.cfg.ID + "." + n.incarn + "." + strconv.FormatUint(n.reqSeq.Add(1), 36)
-	}
-	if err := n.forwardWrite(octx, op, key, value, reqID); err != nil {
-		return err
-	}
-	n.writes.Add(1)
-	return nil
-}

@@ -1,0 +1,90 @@
+package node
+
+// Finding the leader for an operation and retrying it there: shared by the
+// read, write and voter-removal paths.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/coord"
+)
+
+// leaderTarget waits until a leader is known and returns it: this node's
+// leader role, or the address of another node and that leader (id and
+// epoch), for toLeader.
+//
+// With no leader to be had, it fails with ErrNoQuorum once a probe round
+// that began after the wait shows no majority of the voters answering
+// this node: no leader can come of its side (pre-vote), and waiting out
+// the deadline would only hide that.
+func (n *Node) leaderTarget(ctx context.Context) (*leader, string, coord.Leader, error) {
+	r := n.reach.Load()
+	var round uint64
+	if r != nil {
+		round = r.round() + 1 // a round in progress may have begun before
+	}
+	for {
+		ch := n.changed()
+		v := n.view.Load()
+		if v.leader.ID == n.cfg.ID {
+			if l := n.lead.Load(); l != nil && l.epoch == v.leader.Epoch {
+				return l, "", v.leader, nil
+			}
+		} else if addr := v.members[v.leader.ID]; v.leader.ID != "" && addr != "" {
+			return nil, addr, v.leader, nil
+		}
+		if err := n.noQuorum(r, round); err != nil {
+			return nil, "", coord.Leader{}, err
+		}
+		var probed <-chan struct{}
+		if r != nil {
+			probed = r.wait()
+		}
+		select {
+		case <-ch:
+		case <-probed:
+		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+				return nil, "", coord.Leader{}, fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrNoLeader, kvstore.ErrTimeout)
+			}
+			return nil, "", coord.Leader{}, ctxErr(ctx)
+		}
+	}
+}
+
+// retryPause waits a little before the next attempt, or returns ctx's error.
+func (n *Node) retryPause(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctxErr(ctx)
+	case <-n.changed():
+		return nil
+	case <-time.After(n.cfg.Heartbeat / 2):
+		return nil
+	}
+}
+
+// retryable reports whether an attempt may be retried (with the same
+// request id): the leader moved, is electing, or could not be reached. This
+// node's own partition or stop ends the operation's context, which the
+// retry loop checks.
+func retryable(err error) bool {
+	return !errors.Is(err, kvstore.ErrBadRequest) && !errors.Is(err, kvstore.ErrNoQuorum)
+}
+
+// leaderErr names the leader an attempt went to, for the error message.
+func (n *Node) leaderErr(ld coord.Leader, addr string, err error) error {
+	return fmt.Errorf("leader %s (epoch %d) at %s: %w", ld.ID, ld.Epoch, addr, err)
+}
+
+// joinLast adds the last attempt's error to err's message, for diagnosis.
+func joinLast(err, last error) error {
+	if last == nil || errors.Is(err, last) {
+		return err
+	}
+	return fmt.Errorf("%w (last attempt: %v)", err, last)
+}

@@ -1,0 +1,186 @@
+package node
+
+// The write path (DESIGN.md, Writes): every client write enters here, is
+// checked against the node's limits, and is forwarded to the leader (or
+// written as the leader: leader.write) with one request id until it is
+// acknowledged or fails; the writer's node then caches the value it wrote.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/rpc"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+	"github.com/kvstore/kvstore/store"
+	"google.golang.org/grpc"
+	grpcpeer "google.golang.org/grpc/peer"
+)
+
+// Set sets key to value through this node. It returns once a majority of
+// voters hold the write and every cached copy of the key was invalidated.
+func (n *Node) Set(ctx context.Context, key, value string) error {
+	return n.writeWithID(ctx, kvpb.Op_OP_SET, "", key, value)
+}
+
+// Delete removes key through this node, with Set's guarantees.
+func (n *Node) Delete(ctx context.Context, key string) error {
+	return n.writeWithID(ctx, kvpb.Op_OP_DELETE, "", key, "")
+}
+
+func (n *Node) write(ctx context.Context, op kvpb.Op, key, value string) error {
+	return n.writeAs(ctx, op, key, value, "")
+}
+
+// writeAs writes under request id reqID, or a fresh one if it is empty.
+func (n *Node) writeAs(ctx context.Context, op kvpb.Op, key, value, reqID string) error {
+	if err := n.checkWrite(key, value); err != nil {
+		return err
+	}
+	octx, done, err := n.opContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if reqID == "" {
+		reqID = n.cfg.ID + "." + n.incarn + "." + strconv.FormatUint(n.reqSeq.Add(1), 36)
+	}
+	if err := n.forwardWrite(octx, op, key, value, reqID); err != nil {
+		return err
+	}
+	n.writes.Add(1)
+	return nil
+}
+
+// MaxRequestID is the longest request id a client may attach to a write.
+const MaxRequestID = 128
+
+// SetWithID sets key like Set, named by the caller's request id: a retry
+// with the same id (through any node) is applied once. An empty id behaves
+// like Set.
+func (n *Node) SetWithID(ctx context.Context, reqID, key, value string) error {
+	return n.writeWithID(ctx, kvpb.Op_OP_SET, reqID, key, value)
+}
+
+// DeleteWithID removes key like Delete, named by the caller's request id.
+func (n *Node) DeleteWithID(ctx context.Context, reqID, key string) error {
+	return n.writeWithID(ctx, kvpb.Op_OP_DELETE, reqID, key, "")
+}
+
+// writeWithID is every client write's entry point: Set, Delete and their
+// WithID forms. It records the operation in the node's metrics.
+func (n *Node) writeWithID(ctx context.Context, op kvpb.Op, reqID, key, value string) error {
+	start := n.now()
+	err := n.doWriteWithID(ctx, op, reqID, key, value)
+	n.met.observe(writeKind(op), start, err)
+	return err
+}
+
+func (n *Node) doWriteWithID(ctx context.Context, op kvpb.Op, reqID, key, value string) error {
+	if reqID == "" {
+		return n.write(ctx, op, key, value)
+	}
+	if len(reqID) > MaxRequestID {
+		return fmt.Errorf("%w: request id of %d bytes (at most %d)", kvstore.ErrBadRequest, len(reqID), MaxRequestID)
+	}
+	// Client ids live in their own namespace: node-made ids never start
+	// with "c.".
+	return n.writeAs(ctx, op, key, value, "c."+reqID)
+}
+
+// forwardWrite sends a write to the leader (or applies it as the leader),
+// retrying with the same request id until it is acknowledged, fails
+// definitely, or ctx ends. A call in flight to a leader this node no longer
+// sees as the leader (it learned of a newer one) is dropped at once and the
+// write retried at the new leader: the request id makes the retry exact,
+// since a leader that serves holds every entry of older epochs that can
+// still commit, and applies the write only if the id is not among them. A
+// failure is reported as outcome unknown only if an attempt may have been
+// applied: one that reached a leader and got no answer that proves it
+// applied nothing (definite).
+func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID string) error {
+	// Every write passes here first, on the node it entered: one the leader
+	// would refuse, or that would make an entry no follower can take (or no
+	// leader can even send), fails at once.
+	if err := validateWrite(op, key, value, reqID); err != nil {
+		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
+	}
+	var lastErr error
+	mayApplied := false // some attempt may have been applied
+	fail := func(err error) error {
+		err = joinLast(err, lastErr)
+		if mayApplied && !errors.Is(err, kvstore.ErrOutcomeUnknown) {
+			return fmt.Errorf("%w: %w", kvstore.ErrOutcomeUnknown, err)
+		}
+		return err
+	}
+	for {
+		l, addr, target, err := n.leaderTarget(ctx)
+		if err != nil {
+			return fail(err)
+		}
+		st, sent := n.serving.Load(), n.now()
+		var ver store.Version
+		var epoch int64
+		var lease time.Duration
+		if l != nil {
+			var r writeResult
+			r, err = l.write(ctx, storeOp(op), key, value, reqID, n.cfg.ID)
+			ver, epoch, lease = r.version, l.epoch, r.lease
+			if err != nil && !definite(err) {
+				mayApplied = true
+			}
+		} else {
+			var resp *kvpb.WriteResponse
+			var reached bool
+			resp, reached, err = n.sendWrite(ctx, addr, target, &kvpb.WriteRequest{Cluster: n.cfg.Cluster, Op: op, Key: key, Value: value, ReqId: reqID, FromId: n.cfg.ID})
+			if err == nil {
+				ver, epoch, lease = fromPos(resp.Version), resp.Epoch, time.Duration(resp.LeaseMs)*time.Millisecond
+			} else if reached && !definite(err) {
+				mayApplied = true
+			}
+		}
+		if err == nil {
+			// The writer's node caches the value it wrote (DESIGN.md, Writes).
+			n.install(st, key, value, op == kvpb.Op_OP_SET, ver, epoch, lease, sent)
+			return nil
+		}
+		if !retryable(err) {
+			return fail(err)
+		}
+		if l == nil {
+			err = n.leaderErr(target, addr, err)
+		}
+		lastErr = err
+		if err := n.retryPause(ctx); err != nil {
+			return fail(err)
+		}
+	}
+}
+
+// sendWrite sends one forwarded write to the leader target at addr. reached
+// reports whether the request may have left this node: gRPC reports the
+// peer only for an attempt that got a stream on a connection, and without
+// one the request never left. The call ends as soon as this node sees
+// another leader (toLeader).
+func (n *Node) sendWrite(ctx context.Context, addr string, target coord.Leader, req *kvpb.WriteRequest) (resp *kvpb.WriteResponse, reached bool, err error) {
+	c, err := n.pool.Peer(addr)
+	if err != nil {
+		return nil, false, err
+	}
+	cctx, done := n.toLeader(ctx, target)
+	defer done()
+	if cctx.Err() != nil {
+		return nil, false, callErr(cctx, ctxErr(cctx))
+	}
+	var p grpcpeer.Peer
+	resp, err = c.Write(cctx, req, grpc.Peer(&p))
+	if err != nil {
+		return nil, p.Addr != nil, callErr(cctx, rpc.FromStatus(err))
+	}
+	return resp, true, nil
+}
