@@ -279,60 +279,6 @@ func (n *Node) Removed() bool { return n.removed.Load() }
 // settings it does not run with (StopCause says which).
 func (n *Node) Done() <-chan struct{} { return n.ctx.Done() }
 
-// RemoveVoter serves a forwarded removal at the leader.
-func (s *peerServer) RemoveVoter(ctx context.Context, req *kvpb.RemoveVoterRequest) (*kvpb.RemoveVoterResponse, error) {
-	if err := s.checkCluster(req.Cluster); err != nil {
-		return nil, err
-	}
-	if err := checkNodeID(req.Id); err != nil {
-		return nil, fmt.Errorf("node %s: remove: %w", s.n.cfg.ID, err)
-	}
-	l := s.n.lead.Load()
-	if l == nil {
-		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
-	}
-	v, err := l.removeVoter(ctx, req.Id)
-	if err != nil {
-		return nil, err
-	}
-	return &kvpb.RemoveVoterResponse{Voters: v.IDs}, nil
-}
-
-// Leave serves the leader's word that this node was removed: if the voter
-// record no longer names it and the word comes from a leader of an epoch it
-// has not moved past, the node stops (in the background: the answer goes
-// out first), which ends its membership.
-func (s *peerServer) Leave(ctx context.Context, req *kvpb.LeaveRequest) (*kvpb.LeaveResponse, error) {
-	n := s.n
-	if err := s.checkCluster(req.Cluster); err != nil {
-		return nil, err
-	}
-	if n.cfg.Faults.IgnoreLeave {
-		return nil, fmt.Errorf("node %s: leave: %w (Faults.IgnoreLeave)", n.cfg.ID, kvstore.ErrBadRequest)
-	}
-	if req.Id != n.cfg.ID {
-		return nil, fmt.Errorf("%w: leave for %q reached node %s", kvstore.ErrBadRequest, req.Id, n.cfg.ID)
-	}
-	n.mu.Lock()
-	accepted := n.acceptedEpoch
-	n.mu.Unlock()
-	if req.Epoch < accepted {
-		return nil, fmt.Errorf("node %s: leave from epoch %d, promised %d: %w", n.cfg.ID, req.Epoch, accepted, kvstore.ErrStaleEpoch)
-	}
-	v, err := n.cfg.Coordinator.Voters(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("node %s: leave: read voters: %w", n.cfg.ID, err)
-	}
-	if v.Contains(n.cfg.ID) {
-		return nil, fmt.Errorf("%w: node %s is still a voter (%v)", kvstore.ErrBadRequest, n.cfg.ID, v.IDs)
-	}
-	n.log.Warn("removed from the voter record: leaving the cluster", "leader", req.LeaderId, "epoch", req.Epoch, "voters", v.IDs)
-	if n.removed.CompareAndSwap(false, true) {
-		n.stopItself(fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrStopped, kvstore.ErrRemoved))
-	}
-	return &kvpb.LeaveResponse{}, nil
-}
-
 // RemoveMember is the client API's voter removal.
 func (s *clientServer) RemoveMember(ctx context.Context, req *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error) {
 	voters, err := s.n.RemoveVoter(ctx, req.Id)

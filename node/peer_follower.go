@@ -1,5 +1,10 @@
 package node
 
+// The follower side of the node-to-node service (kvpb.Peer): what a
+// leader asks of every node (Prepare, Append, GetSnapshot, Leave; Probe
+// is in campaign.go). The leader side, what followers ask of the leader,
+// is in peer_leader.go.
+
 import (
 	"context"
 	"fmt"
@@ -224,45 +229,37 @@ func (s *peerServer) GetSnapshot(ctx context.Context, req *kvpb.GetSnapshotReque
 	return snap, nil
 }
 
-// Fetch serves a read at the leader.
-func (s *peerServer) Fetch(ctx context.Context, req *kvpb.FetchRequest) (*kvpb.FetchResponse, error) {
+// Leave serves the leader's word that this node was removed: if the voter
+// record no longer names it and the word comes from a leader of an epoch it
+// has not moved past, the node stops (in the background: the answer goes
+// out first), which ends its membership.
+func (s *peerServer) Leave(ctx context.Context, req *kvpb.LeaveRequest) (*kvpb.LeaveResponse, error) {
+	n := s.n
 	if err := s.checkCluster(req.Cluster); err != nil {
 		return nil, err
 	}
-	if err := validateFetch(req); err != nil {
-		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, err)
+	if n.cfg.Faults.IgnoreLeave {
+		return nil, fmt.Errorf("node %s: leave: %w (Faults.IgnoreLeave)", n.cfg.ID, kvstore.ErrBadRequest)
 	}
-	l := s.n.lead.Load()
-	if l == nil {
-		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
+	if req.Id != n.cfg.ID {
+		return nil, fmt.Errorf("%w: leave for %q reached node %s", kvstore.ErrBadRequest, req.Id, n.cfg.ID)
 	}
-	r, err := l.read(ctx, req.Key, req.FromId)
+	n.mu.Lock()
+	accepted := n.acceptedEpoch
+	n.mu.Unlock()
+	if req.Epoch < accepted {
+		return nil, fmt.Errorf("node %s: leave from epoch %d, promised %d: %w", n.cfg.ID, req.Epoch, accepted, kvstore.ErrStaleEpoch)
+	}
+	v, err := n.cfg.Coordinator.Voters(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("node %s: leave: read voters: %w", n.cfg.ID, err)
 	}
-	s.n.served.Add(1)
-	return &kvpb.FetchResponse{Value: r.value, Found: r.found, Version: toPos(r.version), Epoch: l.epoch, LeaseMs: r.lease.Milliseconds()}, nil
-}
-
-// Write serves a forwarded write at the leader.
-func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteResponse, error) {
-	if err := s.checkCluster(req.Cluster); err != nil {
-		return nil, err
+	if v.Contains(n.cfg.ID) {
+		return nil, fmt.Errorf("%w: node %s is still a voter (%v)", kvstore.ErrBadRequest, n.cfg.ID, v.IDs)
 	}
-	if err := validateWrite(req.Op, req.Key, req.Value, req.ReqId); err != nil {
-		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
+	n.log.Warn("removed from the voter record: leaving the cluster", "leader", req.LeaderId, "epoch", req.Epoch, "voters", v.IDs)
+	if n.removed.CompareAndSwap(false, true) {
+		n.stopItself(fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrStopped, kvstore.ErrRemoved))
 	}
-	// The leader's own limits hold whichever node the client reached.
-	if err := s.n.checkWrite(req.Key, req.Value); err != nil {
-		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
-	}
-	l := s.n.lead.Load()
-	if l == nil {
-		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
-	}
-	r, err := l.write(ctx, storeOp(req.Op), req.Key, req.Value, req.ReqId, req.FromId)
-	if err != nil {
-		return nil, err
-	}
-	return &kvpb.WriteResponse{Version: toPos(r.version), Epoch: l.epoch, LeaseMs: r.lease.Milliseconds()}, nil
+	return &kvpb.LeaveResponse{}, nil
 }

@@ -1,0 +1,75 @@
+package node
+
+// The leader side of the node-to-node service (kvpb.Peer): what a
+// follower asks of the leader on behalf of its clients (Fetch, Write,
+// RemoveVoter). The follower side is in peer_follower.go.
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+)
+
+// Fetch serves a read at the leader.
+func (s *peerServer) Fetch(ctx context.Context, req *kvpb.FetchRequest) (*kvpb.FetchResponse, error) {
+	if err := s.checkCluster(req.Cluster); err != nil {
+		return nil, err
+	}
+	if err := validateFetch(req); err != nil {
+		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, err)
+	}
+	l := s.n.lead.Load()
+	if l == nil {
+		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
+	}
+	r, err := l.read(ctx, req.Key, req.FromId)
+	if err != nil {
+		return nil, err
+	}
+	s.n.served.Add(1)
+	return &kvpb.FetchResponse{Value: r.value, Found: r.found, Version: toPos(r.version), Epoch: l.epoch, LeaseMs: r.lease.Milliseconds()}, nil
+}
+
+// Write serves a forwarded write at the leader.
+func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteResponse, error) {
+	if err := s.checkCluster(req.Cluster); err != nil {
+		return nil, err
+	}
+	if err := validateWrite(req.Op, req.Key, req.Value, req.ReqId); err != nil {
+		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
+	}
+	// The leader's own limits hold whichever node the client reached.
+	if err := s.n.checkWrite(req.Key, req.Value); err != nil {
+		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
+	}
+	l := s.n.lead.Load()
+	if l == nil {
+		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
+	}
+	r, err := l.write(ctx, storeOp(req.Op), req.Key, req.Value, req.ReqId, req.FromId)
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.WriteResponse{Version: toPos(r.version), Epoch: l.epoch, LeaseMs: r.lease.Milliseconds()}, nil
+}
+
+// RemoveVoter serves a forwarded removal at the leader.
+func (s *peerServer) RemoveVoter(ctx context.Context, req *kvpb.RemoveVoterRequest) (*kvpb.RemoveVoterResponse, error) {
+	if err := s.checkCluster(req.Cluster); err != nil {
+		return nil, err
+	}
+	if err := checkNodeID(req.Id); err != nil {
+		return nil, fmt.Errorf("node %s: remove: %w", s.n.cfg.ID, err)
+	}
+	l := s.n.lead.Load()
+	if l == nil {
+		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
+	}
+	v, err := l.removeVoter(ctx, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.RemoveVoterResponse{Voters: v.IDs}, nil
+}
