@@ -269,21 +269,3 @@ func checkNodeID(id string) error {
 	}
 	return nil
 }
-
-// Removed reports whether the node stopped because the leader removed it
-// from the voter record.
-func (n *Node) Removed() bool { return n.removed.Load() }
-
-// Done is closed when the node stops: Close, Kill, its removal from the
-// voter record (then Removed is true), or a change of the cluster's
-// settings it does not run with (StopCause says which).
-func (n *Node) Done() <-chan struct{} { return n.ctx.Done() }
-
-// RemoveMember is the client API's voter removal.
-func (s *clientServer) RemoveMember(ctx context.Context, req *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error) {
-	voters, err := s.n.RemoveVoter(ctx, req.Id)
-	if err != nil {
-		return nil, err
-	}
-	return &kvpb.RemoveMemberResponse{Voters: voters}, nil
-}

@@ -1,6 +1,6 @@
 package node
 
-// The read path (DESIGN.md, Reads): Get answers from the cache while the
+// The read path (DESIGN.md, Protocol): Get answers from the cache while the
 // key's lease and the node's session are live, and otherwise fetches the
 // key from the leader (or reads it as the leader: leader.read)
 // and caches the answer under the lease the leader granted.

@@ -1,6 +1,6 @@
 package node
 
-// The write path (DESIGN.md, Writes): every client write enters here, is
+// The write path (DESIGN.md, Protocol): every client write enters here, is
 // checked against the node's limits, and is forwarded to the leader (or
 // written as the leader: leader.write) with one request id until it is
 // acknowledged or fails; the writer's node then caches the value it wrote.

@@ -1,8 +1,11 @@
 package node
 
+// The public client service (kvpb.KV) on the node's gRPC server: thin
+// handlers over the Node's methods (read.go, write.go, members.go), and
+// Status with the coordinator's records.
+
 import (
 	"context"
-	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -12,11 +15,6 @@ import (
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
-
-// Members returns the live members this node sees: id -> RPC address.
-func (n *Node) Members() map[string]string {
-	return maps.Clone(n.view.Load().members)
-}
 
 // clientServer is the public client service (kvpb.KV) on the node's gRPC
 // server. Errors become gRPC statuses in the node's interceptor.
@@ -151,4 +149,13 @@ func peerMethod(info *grpc.UnaryServerInfo) bool { return isPeerMethod(info.Full
 // belongs to the node-to-node service.
 func isPeerMethod(fullMethod string) bool {
 	return strings.HasPrefix(fullMethod, "/"+kvpb.Peer_ServiceDesc.ServiceName+"/")
+}
+
+// RemoveMember is the client API's voter removal.
+func (s *clientServer) RemoveMember(ctx context.Context, req *kvpb.RemoveMemberRequest) (*kvpb.RemoveMemberResponse, error) {
+	voters, err := s.n.RemoveVoter(ctx, req.Id)
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.RemoveMemberResponse{Voters: voters}, nil
 }
