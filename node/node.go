@@ -258,7 +258,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node %s: read voters: %w", n.cfg.ID, err)
 	}
-	if voters.Version == 0 && n.hasData() && !n.cfg.Faults.BootstrapWithData {
+	if voters.Version == 0 && n.hasData() && !(faultsOn && n.cfg.Faults.BootstrapWithData) {
 		n.log.Error("refusing to start: no voter record but this node holds data", "err", ErrCoordinatorLost, "applied", n.Applied())
 		return fmt.Errorf("node %s: %w", n.cfg.ID, ErrCoordinatorLost)
 	}
@@ -686,7 +686,7 @@ func (n *Node) runSession(sess coord.Session, jumps *jumpWatch) {
 		// coordinator answered, so the session is live until it passes.
 		// Suspending on every blip would end leadership and drop the
 		// cache on links that flap faster than the deadline runs out.
-		healthy := sess.Healthy() || !n.cfg.Faults.SuspendOnUnhealthy
+		healthy := sess.Healthy() || !(faultsOn && n.cfg.Faults.SuspendOnUnhealthy)
 		if healthy && now.Before(deadline) && !inDoubt {
 			if n.State() != StateOK {
 				n.log.Info("serving", "deadline_in", deadline.Sub(now).Round(time.Millisecond))
