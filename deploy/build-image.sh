@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tag="${1:-kvstore:latest}"
-CGO_ENABLED=0 go build -trimpath -o deploy/kvstore ./cmd/kvstore
+CGO_ENABLED=0 go build -tags nofaults -trimpath -o deploy/kvstore ./cmd/kvstore
 docker build -q -t "$tag" deploy
 echo "built $tag"

@@ -134,7 +134,7 @@ func start(t *testing.T) *composeCluster {
 		ctx, cancel = context.WithDeadline(ctx, d.Add(-30*time.Second))
 	}
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", filepath.Join(dir, "kvstore"), "../cmd/kvstore")
+	build := exec.CommandContext(ctx, "go", "build", "-tags", "nofaults", "-trimpath", "-o", filepath.Join(dir, "kvstore"), "../cmd/kvstore")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

@@ -65,7 +65,7 @@ func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
 		n.log.Info("elected", "epoch", epoch)
 		n.met.elections.Inc()
 		ended := n.runLeader(ctx, sess, epoch)
-		if errors.Is(ended, errQuorumLost) && !n.cfg.Faults.KeepSessionOnStepDown {
+		if errors.Is(ended, errQuorumLost) && !(faultsOn && n.cfg.Faults.KeepSessionOnStepDown) {
 			// Stepped down for want of a majority: end the session too.
 			// Its membership goes with it, so the successor need not
 			// wait for this node's answer to Prepare nor, without it,
@@ -173,7 +173,7 @@ func (n *Node) majority(r *reach, since clock.Instant) (ok bool, yes, of int) {
 
 // mayCampaign reports whether the node may stand for election now.
 func (n *Node) mayCampaign(r *reach) (ok bool, yes, of int) {
-	if n.cfg.Faults.NoPreVote {
+	if faultsOn && n.cfg.Faults.NoPreVote {
 		return true, 0, 0
 	}
 	return n.majority(r, n.now().Add(-n.cfg.quorumWindow()))
@@ -311,7 +311,7 @@ func (n *Node) probeRound(ctx context.Context, r *reach) {
 // voters answered. Nil while a majority answers, before such a round, or
 // without probes (a leading node, Faults.NoPreVote).
 func (n *Node) noQuorum(r *reach, round uint64) error {
-	if r == nil || n.cfg.Faults.NoPreVote || r.round() <= round {
+	if r == nil || (faultsOn && n.cfg.Faults.NoPreVote) || r.round() <= round {
 		return nil
 	}
 	ok, yes, of := n.majority(r, n.now().Add(-n.cfg.quorumWindow()))

@@ -135,7 +135,9 @@ type Config struct {
 	// of the recorded voters (this node included) is alive.
 	ForceNewCluster string
 	// Faults break the protocol on purpose, for tests that prove the
-	// checker catches the breakage. Never set in production.
+	// checker catches the breakage. Never set in production: a build with
+	// -tags nofaults (release binaries) drops them, and Validate refuses
+	// a Config that sets them there.
 	Faults Faults
 }
 
@@ -219,6 +221,14 @@ type Faults struct {
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.
 	SlowDisk time.Duration
+}
+
+// slowDisk is Faults.SlowDisk, or 0 in a build without faults.
+func (c *Config) slowDisk() time.Duration {
+	if !faultsOn {
+		return 0
+	}
+	return c.Faults.SlowDisk
 }
 
 // Default limits (Config.MaxKeySize and the fields after it). Values are
@@ -317,6 +327,8 @@ func (c Config) Validate() error {
 		return errors.New("node: config: ForceNewCluster needs DataDir: it restarts the cluster from this node's data")
 	case c.MaxClientRequests <= 0:
 		return fmt.Errorf("node: config: MaxClientRequests %d must be positive", c.MaxClientRequests)
+	case !faultsOn && c.Faults != (Faults{}):
+		return errors.New("node: config: Faults are set, but this binary was built without them (-tags nofaults)")
 	}
 	return nil
 }

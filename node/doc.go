@@ -148,5 +148,7 @@
 //
 // Config.Faults switches deliberate protocol bugs on. They exist only so
 // that the robustness suite, or a test of the promise each breaks, can show
-// it catches them; never set them elsewhere.
+// it catches them; never set them elsewhere. A build with -tags nofaults
+// (release binaries: deploy/Dockerfile) compiles every check of them away,
+// and Config.Validate refuses a Config that sets them there.
 package node

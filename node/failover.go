@@ -39,7 +39,7 @@ type leaderCall struct {
 // does; done releases it.
 func (n *Node) toLeader(ctx context.Context, target coord.Leader) (context.Context, func()) {
 	cctx, cancel := context.WithCancelCause(ctx)
-	if n.cfg.Faults.KeepForwardsOnLeaderChange {
+	if faultsOn && n.cfg.Faults.KeepForwardsOnLeaderChange {
 		return cctx, func() { cancel(nil) }
 	}
 	c := &leaderCall{target: target, cancel: cancel}

@@ -308,7 +308,7 @@ func (l *leader) takeover() error {
 		// deadline, serves nothing; only the members must answer.
 		var unanswered []string
 		for id, addr := range targets {
-			if addr == "" && fresh && !n.cfg.Faults.WaitForGoneVoters {
+			if addr == "" && fresh && !(faultsOn && n.cfg.Faults.WaitForGoneVoters) {
 				continue
 			}
 			if r, ok := resps[id]; !ok || !r.Ok {
@@ -530,7 +530,7 @@ func (l *leader) awaitServing(unanswered []string, fresh bool) error {
 		case <-time.After(min(deadline.Sub(n.now()), n.cfg.Heartbeat)):
 		}
 	}
-	if len(unanswered) > 0 && !n.cfg.Faults.SkipTakeoverWait {
+	if len(unanswered) > 0 && !(faultsOn && n.cfg.Faults.SkipTakeoverWait) {
 		wait := l.electedAt.Add(n.cfg.takeoverWait(l.settings)).Sub(n.now())
 		if wait > 0 {
 			n.met.takeoverWaits.Inc()
@@ -572,7 +572,7 @@ func (l *leader) sealVoters() error {
 	l.mu.Lock()
 	v := l.voters
 	l.mu.Unlock()
-	if !v.Unsealed || n.cfg.Faults.SkipVoterSeal {
+	if !v.Unsealed || (faultsOn && n.cfg.Faults.SkipVoterSeal) {
 		return nil
 	}
 	for {
@@ -674,7 +674,7 @@ func (l *leader) stepDownAfter() time.Duration { return 2 * l.n.cfg.QuorumTimeou
 // majority of the voters (Config.quorumWindow; with Faults.NoCheckQuorum
 // the older rule's 2 x QuorumTimeout).
 func (l *leader) quorumWindow() time.Duration {
-	if l.n.cfg.Faults.NoCheckQuorum {
+	if faultsOn && l.n.cfg.Faults.NoCheckQuorum {
 		return 2 * l.n.cfg.QuorumTimeout
 	}
 	return l.n.cfg.quorumWindow()
@@ -903,7 +903,7 @@ func (l *leader) recomputeCommitLocked() {
 		match[id] = p.match
 	}
 	voters := l.voters.IDs
-	if n.cfg.Faults.LiveMajority {
+	if faultsOn && n.cfg.Faults.LiveMajority {
 		voters = []string{n.cfg.ID}
 		for id, p := range l.peers {
 			if p.reachable {
@@ -1110,13 +1110,13 @@ func (l *leader) awaitVisible(ctx context.Context, key string, seq uint64, write
 	// applied the write.
 	var blocked clock.Instant
 	leaseEnded := false
-	skip := write && n.cfg.Faults.SkipInvalidation
+	skip := write && (faultsOn && n.cfg.Faults.SkipInvalidation)
 	for {
 		now := n.now()
 		l.mu.Lock()
 		committed := l.commit >= seq
 		pending, next, expired := l.pendingHoldersLocked(key, seq, now, &skip)
-		if !write && n.cfg.Faults.SkipReadGate {
+		if !write && (faultsOn && n.cfg.Faults.SkipReadGate) {
 			pending = 0 // the deliberate bug
 		}
 		ch := l.changedCh

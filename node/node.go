@@ -259,7 +259,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node %s: read voters: %w", n.cfg.ID, err)
 	}
-	if voters.Version == 0 && n.hasData() && !n.cfg.Faults.BootstrapWithData {
+	if voters.Version == 0 && n.hasData() && !(faultsOn && n.cfg.Faults.BootstrapWithData) {
 		n.log.Error("refusing to start: no voter record but this node holds data", "err", ErrCoordinatorLost, "applied", n.Applied())
 		return fmt.Errorf("node %s: %w", n.cfg.ID, ErrCoordinatorLost)
 	}

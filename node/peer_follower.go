@@ -238,7 +238,7 @@ func (s *peerServer) Leave(ctx context.Context, req *kvpb.LeaveRequest) (*kvpb.L
 	if err := s.checkCluster(req.Cluster); err != nil {
 		return nil, err
 	}
-	if n.cfg.Faults.IgnoreLeave {
+	if faultsOn && n.cfg.Faults.IgnoreLeave {
 		return nil, fmt.Errorf("node %s: leave: %w (Faults.IgnoreLeave)", n.cfg.ID, kvstore.ErrBadRequest)
 	}
 	if req.Id != n.cfg.ID {

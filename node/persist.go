@@ -30,7 +30,7 @@ func (n *Node) openDisk() error {
 	if n.cfg.DataDir == "" {
 		return nil
 	}
-	o := durable.Options{NoSync: n.cfg.NoFsync, MaxRequests: n.cfg.MaxRequests, Logger: n.log, CommitDelay: n.cfg.Faults.SlowDisk}
+	o := durable.Options{NoSync: n.cfg.NoFsync, MaxRequests: n.cfg.MaxRequests, Logger: n.log, CommitDelay: n.cfg.slowDisk()}
 	db, st, err := durable.Open(n.cfg.DataDir, o)
 	if errors.Is(err, durable.ErrCorrupt) {
 		aside := filepath.Join(n.cfg.DataDir, fmt.Sprintf("corrupt-%d", time.Now().Unix()))
@@ -44,7 +44,7 @@ func (n *Node) openDisk() error {
 		return fmt.Errorf("node %s: data directory: %w", n.cfg.ID, err)
 	}
 	n.disk = db
-	if n.cfg.Faults.ForgetUnreconciled {
+	if faultsOn && n.cfg.Faults.ForgetUnreconciled {
 		st.Unreconciled = false
 	}
 	n.unreconciled = st.Unreconciled
@@ -90,7 +90,7 @@ func (n *Node) bootstrapReconciled(ctx context.Context) error {
 // otherwise a one-node cluster in memory would wait for good for a leader
 // only it could be.
 func (n *Node) rejoinWithoutData(ctx context.Context, voters coord.Voters) error {
-	if voters.Unsealed && !n.cfg.Faults.IgnoreVoterSeal {
+	if voters.Unsealed && !(faultsOn && n.cfg.Faults.IgnoreVoterSeal) {
 		if err := n.bootstrapReconciled(ctx); err != nil {
 			return fmt.Errorf("node %s: %w", n.cfg.ID, err)
 		}
@@ -110,7 +110,7 @@ func (n *Node) rejoinWithoutData(ctx context.Context, voters coord.Voters) error
 // node runs the recovery command (which adopts inc). A directory with no
 // incarnation passes: adoptIncarnation records inc in it.
 func (n *Node) checkIncarnation(inc string) error {
-	if n.incarnation == "" || n.incarnation == inc || n.cfg.ForceNewCluster != "" || n.cfg.Faults.SkipIncarnationCheck {
+	if n.incarnation == "" || n.incarnation == inc || n.cfg.ForceNewCluster != "" || (faultsOn && n.cfg.Faults.SkipIncarnationCheck) {
 		return nil
 	}
 	n.log.Error("refusing to start: the data directory belongs to another cluster incarnation", "err", ErrOtherIncarnation,
@@ -275,7 +275,7 @@ func (n *Node) persistRestoreLocked(snap store.Snapshot) *durable.Pending {
 // keep a node recovering (which would make a crashed cluster unable to
 // elect instead of wrong).
 func (n *Node) waitEntriesDurable(ctx context.Context, ps ...*durable.Pending) error {
-	if n.cfg.Faults.SkipDurableWait {
+	if faultsOn && n.cfg.Faults.SkipDurableWait {
 		return nil
 	}
 	return n.waitDurable(ctx, ps...)

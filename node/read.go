@@ -54,7 +54,7 @@ func (n *Node) cachedGet(key string, now clock.Instant) (value string, found, ok
 		return "", false, false, 0
 	}
 	st := n.serving.Load()
-	if !n.cfg.Faults.IgnoreLease {
+	if !(faultsOn && n.cfg.Faults.IgnoreLease) {
 		if st.state != StateOK || st.sess == nil || !now.Before(st.sess.Deadline()) {
 			return "", false, false, 0
 		}
@@ -66,7 +66,7 @@ func (n *Node) cachedGet(key string, now clock.Instant) (value string, found, ok
 	s.mu.RLock()
 	e, in := s.m[key]
 	s.mu.RUnlock()
-	if !in || (!n.cfg.Faults.IgnoreLease && !now.Before(e.expiry)) {
+	if !in || (!(faultsOn && n.cfg.Faults.IgnoreLease) && !now.Before(e.expiry)) {
 		return "", false, false, 0
 	}
 	return e.value, e.found, true, s.hits.Add(1)
@@ -74,7 +74,7 @@ func (n *Node) cachedGet(key string, now clock.Instant) (value string, found, ok
 
 // dropCache forgets every cached copy.
 func (n *Node) dropCache() {
-	if n.cfg.Faults.IgnoreLease {
+	if faultsOn && n.cfg.Faults.IgnoreLease {
 		return
 	}
 	n.cache.clear()

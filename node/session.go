@@ -142,7 +142,7 @@ func (n *Node) runSession(sess coord.Session, jumps *jumpWatch) {
 		// coordinator answered, so the session is live until it passes.
 		// Suspending on every blip would end leadership and drop the
 		// cache on links that flap faster than the deadline runs out.
-		healthy := sess.Healthy() || !n.cfg.Faults.SuspendOnUnhealthy
+		healthy := sess.Healthy() || !(faultsOn && n.cfg.Faults.SuspendOnUnhealthy)
 		if healthy && now.Before(deadline) && !inDoubt {
 			if n.State() != StateOK {
 				n.log.Info("serving", "deadline_in", deadline.Sub(now).Round(time.Millisecond))
