@@ -21,23 +21,43 @@ import (
 	grpcpeer "google.golang.org/grpc/peer"
 )
 
+// MaxRequestID is the longest request id a client may attach to a write.
+const MaxRequestID = 128
+
 // Set sets key to value through this node. It returns once a majority of
 // voters hold the write and every cached copy of the key was invalidated.
 func (n *Node) Set(ctx context.Context, key, value string) error {
-	return n.writeWithID(ctx, kvpb.Op_OP_SET, "", key, value)
+	return n.write(ctx, kvpb.Op_OP_SET, "", key, value)
 }
 
 // Delete removes key through this node, with Set's guarantees.
 func (n *Node) Delete(ctx context.Context, key string) error {
-	return n.writeWithID(ctx, kvpb.Op_OP_DELETE, "", key, "")
+	return n.write(ctx, kvpb.Op_OP_DELETE, "", key, "")
 }
 
-func (n *Node) write(ctx context.Context, op kvpb.Op, key, value string) error {
-	return n.writeAs(ctx, op, key, value, "")
+// SetWithID sets key like Set, named by the caller's request id: a retry
+// with the same id (through any node) is applied once. An empty id behaves
+// like Set.
+func (n *Node) SetWithID(ctx context.Context, reqID, key, value string) error {
+	return n.write(ctx, kvpb.Op_OP_SET, reqID, key, value)
 }
 
-// writeAs writes under request id reqID, or a fresh one if it is empty.
-func (n *Node) writeAs(ctx context.Context, op kvpb.Op, key, value, reqID string) error {
+// DeleteWithID removes key like Delete, named by the caller's request id.
+func (n *Node) DeleteWithID(ctx context.Context, reqID, key string) error {
+	return n.write(ctx, kvpb.Op_OP_DELETE, reqID, key, "")
+}
+
+// write is every client write's one path: Set, Delete and their WithID
+// forms. clientID is the caller's request id ("": the node makes one). It
+// checks the id and the node's limits before anything is sent, forwards
+// the write to the leader under the operation's context, and records the
+// operation in the node's metrics.
+func (n *Node) write(ctx context.Context, op kvpb.Op, clientID, key, value string) (err error) {
+	start := n.now()
+	defer func() { n.met.observe(writeKind(op), start, err) }()
+	if len(clientID) > MaxRequestID {
+		return fmt.Errorf("%w: request id of %d bytes (at most %d)", kvstore.ErrBadRequest, len(clientID), MaxRequestID)
+	}
 	if err := n.checkWrite(key, value); err != nil {
 		return err
 	}
@@ -46,50 +66,21 @@ func (n *Node) writeAs(ctx context.Context, op kvpb.Op, key, value, reqID string
 		return err
 	}
 	defer done()
-	if reqID == "" {
-		reqID = n.cfg.ID + "." + n.incarn + "." + strconv.FormatUint(n.reqSeq.Add(1), 36)
-	}
-	if err := n.forwardWrite(octx, op, key, value, reqID); err != nil {
+	if err := n.forwardWrite(octx, op, key, value, n.requestID(clientID)); err != nil {
 		return err
 	}
 	n.writes.Add(1)
 	return nil
 }
 
-// MaxRequestID is the longest request id a client may attach to a write.
-const MaxRequestID = 128
-
-// SetWithID sets key like Set, named by the caller's request id: a retry
-// with the same id (through any node) is applied once. An empty id behaves
-// like Set.
-func (n *Node) SetWithID(ctx context.Context, reqID, key, value string) error {
-	return n.writeWithID(ctx, kvpb.Op_OP_SET, reqID, key, value)
-}
-
-// DeleteWithID removes key like Delete, named by the caller's request id.
-func (n *Node) DeleteWithID(ctx context.Context, reqID, key string) error {
-	return n.writeWithID(ctx, kvpb.Op_OP_DELETE, reqID, key, "")
-}
-
-// writeWithID is every client write's entry point: Set, Delete and their
-// WithID forms. It records the operation in the node's metrics.
-func (n *Node) writeWithID(ctx context.Context, op kvpb.Op, reqID, key, value string) error {
-	start := n.now()
-	err := n.doWriteWithID(ctx, op, reqID, key, value)
-	n.met.observe(writeKind(op), start, err)
-	return err
-}
-
-func (n *Node) doWriteWithID(ctx context.Context, op kvpb.Op, reqID, key, value string) error {
-	if reqID == "" {
-		return n.write(ctx, op, key, value)
+// requestID is the request id a write travels under: the client's, in a
+// namespace of its own (node-made ids never start with "c."), or a fresh
+// one made of the node's id, its incarnation and a counter.
+func (n *Node) requestID(clientID string) string {
+	if clientID != "" {
+		return "c." + clientID
 	}
-	if len(reqID) > MaxRequestID {
-		return fmt.Errorf("%w: request id of %d bytes (at most %d)", kvstore.ErrBadRequest, len(reqID), MaxRequestID)
-	}
-	// Client ids live in their own namespace: node-made ids never start
-	// with "c.".
-	return n.writeAs(ctx, op, key, value, "c."+reqID)
+	return n.cfg.ID + "." + n.incarn + "." + strconv.FormatUint(n.reqSeq.Add(1), 36)
 }
 
 // forwardWrite sends a write to the leader (or applies it as the leader),
