@@ -12,23 +12,17 @@ import (
 	"github.com/kvstore/kvstore"
 )
 
-// checkKey refuses a key the client API must not take: empty, or longer
-// than MaxKeySize.
-func (n *Node) checkKey(key string) error {
-	switch {
-	case key == "":
-		return fmt.Errorf("%w: empty key", kvstore.ErrBadRequest)
-	case len(key) > n.cfg.MaxKeySize:
-		return fmt.Errorf("%w: key of %d bytes (MaxKeySize %d)", kvstore.ErrTooLarge, len(key), n.cfg.MaxKeySize)
-	}
-	return nil
+// clientKeys is the client API's key limit: MaxKeySize, a longer key is
+// ErrTooLarge.
+func (n *Node) clientKeys() keyLimit {
+	return keyLimit{max: n.cfg.MaxKeySize, name: "MaxKeySize", err: kvstore.ErrTooLarge}
 }
 
 // checkWrite refuses a write the client API must not take: a bad key or a
 // value longer than MaxValueSize. It runs before anything is sent, so a
 // refused write changes nothing.
 func (n *Node) checkWrite(key, value string) error {
-	if err := n.checkKey(key); err != nil {
+	if err := checkKey("key", key, n.clientKeys()); err != nil {
 		return err
 	}
 	if len(value) > n.cfg.MaxValueSize {

@@ -193,7 +193,7 @@ func (l *leader) sendLeave(id, addr string) error {
 // told to stop. A retry after an attempt whose answer was lost finds id
 // already removed and succeeds.
 func (n *Node) RemoveVoter(ctx context.Context, id string) ([]string, error) {
-	if err := checkNodeID(id); err != nil {
+	if err := checkKey("node id", id, storedKeys); err != nil {
 		return nil, fmt.Errorf("node %s: remove: %w", n.cfg.ID, err)
 	}
 	octx, done, err := n.opContext(ctx)
@@ -257,15 +257,4 @@ func retryableRemoval(err error) bool {
 		}
 	}
 	return true
-}
-
-// checkNodeID refuses a node id no node could have.
-func checkNodeID(id string) error {
-	if id == "" {
-		return fmt.Errorf("%w: empty node id", kvstore.ErrBadRequest)
-	}
-	if len(id) > maxKeyLen {
-		return fmt.Errorf("%w: node id of %d bytes", kvstore.ErrBadRequest, len(id))
-	}
-	return nil
 }

@@ -60,7 +60,7 @@ func (s *peerServer) RemoveVoter(ctx context.Context, req *kvpb.RemoveVoterReque
 	if err := s.checkCluster(req.Cluster); err != nil {
 		return nil, err
 	}
-	if err := checkNodeID(req.Id); err != nil {
+	if err := checkKey("node id", req.Id, storedKeys); err != nil {
 		return nil, fmt.Errorf("node %s: remove: %w", s.n.cfg.ID, err)
 	}
 	l := s.n.lead.Load()

@@ -32,7 +32,7 @@ func (n *Node) Get(ctx context.Context, key string) (value string, found bool, e
 
 // doGet is Get without the metrics.
 func (n *Node) doGet(ctx context.Context, key string) (value string, found bool, err error) {
-	if err := n.checkKey(key); err != nil {
+	if err := checkKey("key", key, n.clientKeys()); err != nil {
 		return "", false, err
 	}
 	if v, f, ok, _ := n.cachedGet(key, n.now()); ok {
@@ -110,7 +110,7 @@ func (n *Node) install(st *servingState, key, value string, found bool, v store.
 
 // get reads key from the leader (or as the leader) and caches the reply.
 func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
-	if err := checkKeyShape(key); err != nil {
+	if err := checkKey("key", key, storedKeys); err != nil {
 		// A key the leader would refuse, or that cannot be sent.
 		return "", false, fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}

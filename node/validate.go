@@ -61,15 +61,31 @@ func checkEpoch(what string, epoch int64) error {
 	return nil
 }
 
-// checkKeyShape refuses a key no node stores.
-func checkKeyShape(key string) error {
+// keyLimit is how long a key may be where it is checked, and what a longer
+// one is.
+type keyLimit struct {
+	max  int    // the longest key, in bytes
+	name string // how messages name the limit ("at most", "MaxKeySize")
+	err  error  // what a longer key is: kvstore.ErrBadRequest or ErrTooLarge
+}
+
+// storedKeys is the limit of every node: maxKeyLen, the durable store's.
+var storedKeys = keyLimit{max: maxKeyLen, name: "at most", err: kvstore.ErrBadRequest}
+
+// checkKey is the node's one key validator: what (a "key", a "node id")
+// must be non-empty, at most lim.max bytes long, and valid UTF-8 (protobuf
+// strings must be). Every key a node takes passes it: the client API's
+// reads and writes with the node's own limit (Node.clientKeys), and every
+// message from another node (validateWrite, validateFetch,
+// validateSnapshot) with storedKeys.
+func checkKey(what, key string, lim keyLimit) error {
 	switch {
 	case key == "":
-		return badRequest("empty key")
-	case len(key) > maxKeyLen:
-		return badRequest("key of %d bytes (at most %d)", len(key), maxKeyLen)
+		return badRequest("empty %s", what)
+	case len(key) > lim.max:
+		return fmt.Errorf("%w: %s of %d bytes (%s %d)", lim.err, what, len(key), lim.name, lim.max)
 	case !utf8.ValidString(key):
-		return badRequest("key %q is not valid UTF-8", key)
+		return badRequest("%s %q is not valid UTF-8", what, key)
 	}
 	return nil
 }
@@ -99,7 +115,7 @@ func validateWrite(op kvpb.Op, key, value, reqID string) error {
 	default:
 		return badRequest("write of %q with op %v: want a set or a delete", key, op)
 	}
-	if err := checkKeyShape(key); err != nil {
+	if err := checkKey("key", key, storedKeys); err != nil {
 		return err
 	}
 	return checkReqID(reqID)
@@ -107,7 +123,7 @@ func validateWrite(op kvpb.Op, key, value, reqID string) error {
 
 // validateFetch checks a read forwarded to the leader.
 func validateFetch(req *kvpb.FetchRequest) error {
-	if err := checkKeyShape(req.Key); err != nil {
+	if err := checkKey("key", req.Key, storedKeys); err != nil {
 		return fmt.Errorf("fetch: %w", err)
 	}
 	return nil
@@ -177,7 +193,7 @@ func validateSnapshot(p *kvpb.Snapshot, epoch int64) error {
 	}
 	keys := make(map[string]bool, len(p.Items))
 	for _, it := range p.Items {
-		if err := checkKeyShape(it.Key); err != nil {
+		if err := checkKey("key", it.Key, storedKeys); err != nil {
 			return fmt.Errorf("%s: item: %w", where, err)
 		}
 		if keys[it.Key] {
