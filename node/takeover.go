@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -76,34 +77,21 @@ func (l *leader) takeover() error {
 		}
 		// Step 1: prepare.
 		resps := l.prepareAll(targets)
-		yes := make(map[string]bool)
-		var best *kvpb.PrepareResponse
-		for id, r := range resps {
-			if !r.Ok {
-				if r.AcceptedEpoch > l.epoch || r.OtherLeadership {
-					return l.behind(id, r.AcceptedEpoch, r.OtherLeadership)
-				}
-				continue
-			}
-			if r.Recovering || !voters.Contains(id) {
-				continue
-			}
-			yes[id] = true
-			if best == nil || fromPos(best.Applied).Less(fromPos(r.Applied)) ||
-				(fromPos(best.Applied) == fromPos(r.Applied) && id == n.cfg.ID) {
-				best = r
-			}
+		a := chooseAdoption(n.cfg.ID, l.epoch, voters.IDs, resps)
+		if a.behind != "" {
+			r := resps[a.behind]
+			return l.behind(a.behind, r.AcceptedEpoch, r.OtherLeadership)
 		}
-		if !quorum.HasMajority(voters.IDs, yes) {
-			l.setTakeoverErr(fmt.Errorf("%w: %d of %d voters %v answered prepare(%d) with their data", kvstore.ErrNoQuorum, len(yes), len(voters.IDs), voters.IDs, l.epoch))
+		if !a.quorum {
+			l.setTakeoverErr(fmt.Errorf("%w: %d of %d voters %v answered prepare(%d) with their data", kvstore.ErrNoQuorum, len(a.yes), len(voters.IDs), voters.IDs, l.epoch))
 			continue
 		}
 		// Step 2: adopt the most up-to-date voter's state.
-		want := fromPos(best.Applied)
-		if n.Applied() != want {
-			snap, err := l.pullSnapshot(targets[best.NodeId], want)
+		n.log.Debug("takeover: adopting", "epoch", l.epoch, "from", a.from, "at", a.at, "why", a.why)
+		if n.Applied() != a.at {
+			snap, err := l.pullSnapshot(targets[a.from], a.at)
 			if err != nil {
-				l.setTakeoverErr(fmt.Errorf("pull snapshot from %s: %w", best.NodeId, err))
+				l.setTakeoverErr(fmt.Errorf("pull snapshot from %s: %w", a.from, err))
 				continue
 			}
 			n.mu.Lock()
@@ -111,7 +99,7 @@ func (l *leader) takeover() error {
 			p := n.persistRestoreLocked(snap)
 			n.mu.Unlock()
 			if err := n.waitDurable(l.ctx, p); err != nil {
-				return fmt.Errorf("adopting %s's state: %w", best.NodeId, err)
+				return fmt.Errorf("adopting %s's state: %w", a.from, err)
 			}
 		}
 		// This node's store is now the most up-to-date state of a majority
@@ -144,6 +132,62 @@ func (l *leader) takeover() error {
 		l.markDurable(l.noopSeq)
 		return l.awaitServing(unanswered, fresh)
 	}
+}
+
+// adoption is what the answers to Prepare decide (takeover steps 1 and 2).
+type adoption struct {
+	// behind, if set, names a node that promised a later epoch, or this
+	// one to another leadership: the leadership ends (leader.behind).
+	behind string
+	// yes are the voters that answered with their data (not recovering);
+	// quorum reports whether they are a majority of the voters.
+	yes    map[string]bool
+	quorum bool
+	// from is the voter whose state the leader adopts, at its applied
+	// position at, and why it was chosen.
+	from string
+	at   store.Version
+	why  string
+}
+
+// chooseAdoption decides a takeover from the answers to Prepare(epoch)
+// (by node id; self is the new leader's id): the most up-to-date voter
+// that answered with its data is the one whose state holds everything
+// committed, if those voters are a majority (every committed entry is on a
+// majority, and two majorities share a voter). A tie goes to self (nothing
+// to pull), then to the lowest id. Answers of non-voters and of recovering
+// voters count for nothing; a refusal that names a later epoch or another
+// leadership (the lowest such id) decides alone. It is a pure function.
+func chooseAdoption(self string, epoch int64, voters []string, answers map[string]*kvpb.PrepareResponse) adoption {
+	a := adoption{yes: make(map[string]bool)}
+	for _, id := range slices.Sorted(maps.Keys(answers)) {
+		r := answers[id]
+		if !r.Ok {
+			if r.AcceptedEpoch > epoch || r.OtherLeadership {
+				return adoption{behind: id}
+			}
+			continue
+		}
+		if r.Recovering || !slices.Contains(voters, id) {
+			continue
+		}
+		a.yes[id] = true
+		at := fromPos(r.Applied)
+		if a.from == "" || a.at.Less(at) || (a.at == at && id == self) {
+			a.from, a.at = id, at
+		}
+	}
+	a.quorum = quorum.HasMajority(voters, a.yes)
+	switch {
+	case !a.quorum:
+		a.from, a.at = "", store.Version{}
+		a.why = fmt.Sprintf("%d of %d voters answered with their data: no majority", len(a.yes), len(voters))
+	case a.from == self:
+		a.why = fmt.Sprintf("this node's state, at %s, is the most up to date of %d voters", a.at, len(a.yes))
+	default:
+		a.why = fmt.Sprintf("%s's state, at %s, is the most up to date of %d voters", a.from, a.at, len(a.yes))
+	}
+	return a
 }
 
 // electedView returns the members of the first view that shows this
