@@ -54,7 +54,7 @@ type leader struct {
 	commit      uint64
 	serving     bool
 	takeoverErr error
-	peers       map[string]*peer
+	peers       map[string]*progress
 	holders     map[string]map[string]holding // key -> node id -> its copy
 	changedCh   chan struct{}                 // closed and replaced on progress
 	// removed are the ids this leader removed from the voter record while
@@ -91,7 +91,7 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) (
 		n: n, epoch: epoch, sess: sess, ctx: lctx, cancel: cancel,
 		ld:        leadership{id: n.cfg.ID, nonce: newLeadershipNonce()},
 		electedAt: n.now(),
-		peers:     make(map[string]*peer), holders: make(map[string]map[string]holding),
+		peers:     make(map[string]*progress), holders: make(map[string]map[string]holding),
 		changedCh: make(chan struct{}), removed: make(map[string]bool),
 		leaving: make(map[string]bool), heard: make(map[string]clock.Instant),
 	}

@@ -13,8 +13,11 @@ import (
 	"github.com/kvstore/kvstore/store"
 )
 
-// peer is the leader's view of one follower.
-type peer struct {
+// progress is the leader's view of one follower's replication, as
+// etcd-io/raft's tracker.Progress and hashicorp/raft's followerReplication:
+// how far the follower matches this epoch's history, and what to send it
+// next. The leader's l.mu guards it; only wake is used without the lock.
+type progress struct {
 	id        string
 	match     uint64 // highest seq of this epoch's history it has applied
 	next      uint64 // next seq to send
@@ -22,6 +25,66 @@ type peer struct {
 	reachable bool   // its last Append succeeded
 	answered  bool   // it answered an Append in this epoch (match is known)
 	wake      chan struct{}
+}
+
+// newProgress is a follower's progress at the start: nothing known, the
+// epoch's no-op (seq next) the first entry to send.
+func newProgress(id string, next uint64) *progress {
+	return &progress{id: id, next: next, wake: make(chan struct{}, 1)}
+}
+
+// failed records an Append that got no answer.
+func (p *progress) failed() { p.reachable = false }
+
+// answer records the follower's answer to an Append: applied is the
+// position it reports, ok whether it took the Append, reconcile whether it
+// asks for the whole state (it lost its store, or was never reconciled),
+// and snapshot whether the Append carried a snapshot. h is the history the
+// leader's log holds.
+func (p *progress) answer(h history, applied store.Version, ok, reconcile, snapshot bool) {
+	p.reachable, p.answered = true, true
+	switch {
+	case reconcile:
+		// Only the whole state reconciles it, entries alone do not.
+		p.match, p.snapshot = 0, true
+	case h.holds(applied) || (ok && snapshot):
+		p.match, p.next, p.snapshot = applied.Seq, applied.Seq+1, false
+	default:
+		// Not on this epoch's history (or lost its memory): start over.
+		p.match, p.snapshot = 0, true
+	}
+}
+
+// pending reports whether something waits to be sent to the follower: a
+// snapshot, or entries up to last.
+func (p *progress) pending(last uint64) bool { return p.snapshot || p.next <= last }
+
+// history is the part of this epoch's history the leader's log holds: the
+// position base, then entries of epoch up to seq last.
+type history struct {
+	epoch int64
+	base  store.Version
+	last  uint64
+}
+
+// holds reports whether v is a position of the history the log can send
+// entries after: base itself, or one of the log's entries.
+func (h history) holds(v store.Version) bool {
+	return (v.Epoch == h.epoch || v == h.base) && v.Seq >= h.base.Seq && v.Seq <= h.last
+}
+
+// commitRule is the commit rule, as hashicorp/raft's
+// commitment.recalculate: the highest seq matched by a majority of the
+// voters (match maps a node to the highest seq of this epoch's history it
+// holds; the leader's own counts once durable), but only from this
+// epoch's no-op (start) on: entries of older epochs are committed by the
+// no-op, never by counting their copies. The commit never goes back from
+// commit.
+func commitRule(voters []string, match map[string]uint64, commit, start uint64) uint64 {
+	if c := quorum.Committed(voters, match); c > commit && c >= start {
+		return c
+	}
+	return commit
 }
 
 // markDurable records that this node's own log is durable up to seq.
@@ -38,7 +101,7 @@ func (l *leader) addPeerLocked(id string) {
 	if id == l.n.cfg.ID || l.peers[id] != nil {
 		return
 	}
-	p := &peer{id: id, next: l.noopSeq, wake: make(chan struct{}, 1)}
+	p := newProgress(id, l.noopSeq)
 	l.peers[id] = p
 	l.wg.Add(1)
 	go l.replicate(p)
@@ -84,7 +147,12 @@ func (l *leader) trimLog() {
 	l.log = slices.Clone(l.log[i:])
 }
 
-// posAt is the position of seq in this epoch's history, if the log has it.
+// historyLocked is the part of this epoch's history the log holds.
+func (l *leader) historyLocked() history {
+	return history{epoch: l.epoch, base: l.base, last: l.lastSeq}
+}
+
+// posAtLocked is the position of seq in this epoch's history, if the log has it.
 func (l *leader) posAtLocked(seq uint64) (store.Version, bool) {
 	if seq == l.base.Seq {
 		return l.base, true
@@ -96,7 +164,7 @@ func (l *leader) posAtLocked(seq uint64) (store.Version, bool) {
 }
 
 // replicate streams entries to one peer, in order, one call at a time.
-func (l *leader) replicate(p *peer) {
+func (l *leader) replicate(p *progress) {
 	defer l.wg.Done()
 	n := l.n
 	hb := time.NewTicker(n.cfg.Heartbeat)
@@ -136,7 +204,7 @@ func (l *leader) replicate(p *peer) {
 	}
 }
 
-func (l *leader) buildAppend(p *peer) *kvpb.AppendRequest {
+func (l *leader) buildAppend(p *progress) *kvpb.AppendRequest {
 	n := l.n
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -165,41 +233,26 @@ func (l *leader) buildAppend(p *peer) *kvpb.AppendRequest {
 
 // handleAppend records a peer's answer; more reports whether entries are
 // waiting to be sent to it.
-func (l *leader) handleAppend(p *peer, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, err error, sent clock.Instant) (more bool) {
+func (l *leader) handleAppend(p *progress, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, err error, sent clock.Instant) (more bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
 		if p.reachable {
 			l.n.log.Debug("peer unreachable", "peer", p.id, "err", err)
 		}
-		p.reachable = false
+		p.failed()
 		return false
 	}
 	if resp.AcceptedEpoch > l.epoch || resp.OtherLeadership {
 		l.cancel(l.behind(p.id, resp.AcceptedEpoch, resp.OtherLeadership))
 		return false
 	}
-	p.reachable, p.answered = true, true
 	if !resp.Reconcile && sent.After(l.heard[p.id]) {
 		l.heard[p.id] = sent // a recovering voter cannot vouch for this epoch
 	}
-	applied := fromPos(resp.Applied)
-	ours := (applied.Epoch == l.epoch || applied == l.base) && applied.Seq >= l.base.Seq && applied.Seq <= l.lastSeq
-	switch {
-	case resp.Reconcile:
-		// It lost its store (or was never reconciled): only the whole state
-		// reconciles it, entries alone do not.
-		p.match, p.snapshot = 0, true
-	case ours:
-		p.match, p.next, p.snapshot = applied.Seq, applied.Seq+1, false
-	case resp.Ok && req.Snapshot != nil:
-		p.match, p.next, p.snapshot = applied.Seq, applied.Seq+1, false
-	default:
-		// Not on this epoch's history (or lost its memory): start over.
-		p.match, p.snapshot = 0, true
-	}
+	p.answer(l.historyLocked(), fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
 	l.recomputeCommitLocked()
-	return p.snapshot || p.next <= l.lastSeq
+	return p.pending(l.lastSeq)
 }
 
 func (l *leader) recomputeCommitLocked() {
@@ -221,8 +274,6 @@ func (l *leader) recomputeCommitLocked() {
 			}
 		}
 	}
-	if c := quorum.Committed(voters, match); c > l.commit && c >= l.noopSeq {
-		l.commit = c
-	}
+	l.commit = commitRule(voters, match, l.commit, l.noopSeq)
 	l.broadcastLocked()
 }
