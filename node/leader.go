@@ -55,8 +55,8 @@ type leader struct {
 	serving     bool
 	takeoverErr error
 	peers       map[string]*progress
-	holders     map[string]map[string]holding // key -> node id -> its copy
-	changedCh   chan struct{}                 // closed and replaced on progress
+	holders     holdings      // key -> node id -> its copy
+	changedCh   chan struct{} // closed and replaced on progress
 	// removed are the ids this leader removed from the voter record while
 	// they were members: maybeAddVoter must not add them back, and
 	// maintain tells them to leave. An id is forgotten when it leaves the
@@ -91,7 +91,7 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) (
 		n: n, epoch: epoch, sess: sess, ctx: lctx, cancel: cancel,
 		ld:        leadership{id: n.cfg.ID, nonce: newLeadershipNonce()},
 		electedAt: n.now(),
-		peers:     make(map[string]*progress), holders: make(map[string]map[string]holding),
+		peers:     make(map[string]*progress), holders: make(holdings),
 		changedCh: make(chan struct{}), removed: make(map[string]bool),
 		leaving: make(map[string]bool), heard: make(map[string]clock.Instant),
 	}
