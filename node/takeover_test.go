@@ -12,6 +12,7 @@ import (
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
+	"github.com/kvstore/kvstore/store"
 )
 
 // snapshotPeer answers GetSnapshot with a fixed snapshot.
@@ -62,6 +63,62 @@ func TestTakeoverRefusesAMalformedSnapshot(t *testing.T) {
 			}
 			if !errors.Is(err, kvstore.ErrBadRequest) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("pullSnapshot = %v; want ErrBadRequest naming %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestChooseAdoption is the takeover's choice of whose state to adopt
+// (steps 1 and 2), with no network: the most up-to-date voter among those
+// that answered Prepare with their data, if they are a majority.
+func TestChooseAdoption(t *testing.T) {
+	ok := func(e int64, s uint64) *kvpb.PrepareResponse {
+		return &kvpb.PrepareResponse{Ok: true, Applied: &kvpb.Position{Epoch: e, Seq: s}}
+	}
+	recovering := func() *kvpb.PrepareResponse { r := ok(9, 99); r.Recovering = true; return r }
+	abc := []string{"a", "b", "c"}
+	for _, tc := range []struct {
+		name    string
+		voters  []string
+		answers map[string]*kvpb.PrepareResponse
+		behind  string
+		quorum  bool
+		from    string
+		at      store.Version
+		why     string
+	}{
+		{"all at one position: self, nothing to pull", abc,
+			map[string]*kvpb.PrepareResponse{"a": ok(2, 5), "b": ok(2, 5), "c": ok(2, 5)}, "", true, "a", store.Version{Epoch: 2, Seq: 5}, "this node's"},
+		{"a later seq wins", abc,
+			map[string]*kvpb.PrepareResponse{"a": ok(2, 5), "b": ok(2, 7)}, "", true, "b", store.Version{Epoch: 2, Seq: 7}, "b's state"},
+		{"a later epoch wins over a longer history", abc,
+			map[string]*kvpb.PrepareResponse{"a": ok(2, 50), "c": ok(3, 4)}, "", true, "c", store.Version{Epoch: 3, Seq: 4}, "c's state"},
+		{"a tie between others goes to the lowest id", abc,
+			map[string]*kvpb.PrepareResponse{"a": ok(1, 1), "c": ok(2, 5), "b": ok(2, 5)}, "", true, "b", store.Version{Epoch: 2, Seq: 5}, "b's state"},
+		{"a tie with self goes to self", abc,
+			map[string]*kvpb.PrepareResponse{"c": ok(2, 5), "a": ok(2, 5)}, "", true, "a", store.Version{Epoch: 2, Seq: 5}, "this node's"},
+		{"a recovering voter counts for nothing, however far it claims", abc,
+			map[string]*kvpb.PrepareResponse{"a": ok(2, 5), "b": recovering()}, "", false, "", store.Version{}, "1 of 3"},
+		{"a non-voter counts for nothing", abc,
+			map[string]*kvpb.PrepareResponse{"a": ok(2, 5), "x": ok(4, 1), "y": ok(4, 1)}, "", false, "", store.Version{}, "no majority"},
+		{"a non-voter ahead is not adopted", abc,
+			map[string]*kvpb.PrepareResponse{"a": ok(2, 5), "b": ok(2, 5), "x": ok(4, 1)}, "", true, "a", store.Version{Epoch: 2, Seq: 5}, "this node's"},
+		{"a plain refusal is no answer", abc,
+			map[string]*kvpb.PrepareResponse{"a": ok(2, 5), "b": {AcceptedEpoch: 3}, "c": ok(2, 6)}, "", true, "c", store.Version{Epoch: 2, Seq: 6}, "c's state"},
+		{"a later promise ends the leadership", abc,
+			map[string]*kvpb.PrepareResponse{"a": ok(2, 5), "b": ok(2, 5), "c": {AcceptedEpoch: 4}}, "c", false, "", store.Version{}, ""},
+		{"another leadership of the epoch ends it", abc,
+			map[string]*kvpb.PrepareResponse{"a": ok(2, 5), "c": {AcceptedEpoch: 3, OtherLeadership: true}, "b": {AcceptedEpoch: 5}}, "b", false, "", store.Version{}, ""},
+		{"no voter record", nil,
+			map[string]*kvpb.PrepareResponse{"a": ok(2, 5)}, "", false, "", store.Version{}, "no majority"},
+		{"two of four is no majority", []string{"a", "b", "c", "d"},
+			map[string]*kvpb.PrepareResponse{"a": ok(2, 5), "d": ok(2, 9)}, "", false, "", store.Version{}, "2 of 4"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := chooseAdoption("a", 3, tc.voters, tc.answers)
+			if a.behind != tc.behind || a.quorum != tc.quorum || a.from != tc.from || a.at != tc.at || !strings.Contains(a.why, tc.why) {
+				t.Errorf("chooseAdoption = behind %q quorum %v from %q at %s (%s); want behind %q quorum %v from %q at %s (%q)",
+					a.behind, a.quorum, a.from, a.at, a.why, tc.behind, tc.quorum, tc.from, tc.at, tc.why)
 			}
 		})
 	}

@@ -1,0 +1,279 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/kvstore/kvstore/clock"
+	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/quorum"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+	"github.com/kvstore/kvstore/store"
+)
+
+// progress is the leader's view of one follower's replication, as
+// etcd-io/raft's tracker.Progress and hashicorp/raft's followerReplication:
+// how far the follower matches this epoch's history, and what to send it
+// next. The leader's l.mu guards it; only wake is used without the lock.
+type progress struct {
+	id        string
+	match     uint64 // highest seq of this epoch's history it has applied
+	next      uint64 // next seq to send
+	snapshot  bool   // it needs a snapshot
+	reachable bool   // its last Append succeeded
+	answered  bool   // it answered an Append in this epoch (match is known)
+	wake      chan struct{}
+}
+
+// newProgress is a follower's progress at the start: nothing known, the
+// epoch's no-op (seq next) the first entry to send.
+func newProgress(id string, next uint64) *progress {
+	return &progress{id: id, next: next, wake: make(chan struct{}, 1)}
+}
+
+// failed records an Append that got no answer.
+func (p *progress) failed() { p.reachable = false }
+
+// answer records the follower's answer to an Append: applied is the
+// position it reports, ok whether it took the Append, reconcile whether it
+// asks for the whole state (it lost its store, or was never reconciled),
+// and snapshot whether the Append carried a snapshot. h is the history the
+// leader's log holds.
+func (p *progress) answer(h history, applied store.Version, ok, reconcile, snapshot bool) {
+	p.reachable, p.answered = true, true
+	switch {
+	case reconcile:
+		// Only the whole state reconciles it, entries alone do not.
+		p.match, p.snapshot = 0, true
+	case h.holds(applied) || (ok && snapshot):
+		p.match, p.next, p.snapshot = applied.Seq, applied.Seq+1, false
+	default:
+		// Not on this epoch's history (or lost its memory): start over.
+		p.match, p.snapshot = 0, true
+	}
+}
+
+// pending reports whether something waits to be sent to the follower: a
+// snapshot, or entries up to last.
+func (p *progress) pending(last uint64) bool { return p.snapshot || p.next <= last }
+
+// history is the part of this epoch's history the leader's log holds: the
+// position base, then entries of epoch up to seq last.
+type history struct {
+	epoch int64
+	base  store.Version
+	last  uint64
+}
+
+// holds reports whether v is a position of the history the log can send
+// entries after: base itself, or one of the log's entries.
+func (h history) holds(v store.Version) bool {
+	return (v.Epoch == h.epoch || v == h.base) && v.Seq >= h.base.Seq && v.Seq <= h.last
+}
+
+// commitRule is the commit rule, as hashicorp/raft's
+// commitment.recalculate: the highest seq matched by a majority of the
+// voters (match maps a node to the highest seq of this epoch's history it
+// holds; the leader's own counts once durable), but only from this
+// epoch's no-op (start) on: entries of older epochs are committed by the
+// no-op, never by counting their copies. The commit never goes back from
+// commit.
+func commitRule(voters []string, match map[string]uint64, commit, start uint64) uint64 {
+	if c := quorum.Committed(voters, match); c > commit && c >= start {
+		return c
+	}
+	return commit
+}
+
+// markDurable records that this node's own log is durable up to seq.
+func (l *leader) markDurable(seq uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if seq > l.durable {
+		l.durable = seq
+		l.recomputeCommitLocked()
+	}
+}
+
+func (l *leader) addPeerLocked(id string) {
+	if id == l.n.cfg.ID || l.peers[id] != nil {
+		return
+	}
+	p := newProgress(id, l.noopSeq)
+	l.peers[id] = p
+	l.wg.Add(1)
+	go l.replicate(p)
+}
+
+// viewChanged starts replicating to members that joined.
+func (l *leader) viewChanged(v coord.View) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.started || l.ctx.Err() != nil {
+		return
+	}
+	for id := range v.Members {
+		l.addPeerLocked(id)
+	}
+	for id := range l.removed {
+		if _, ok := v.Members[id]; !ok {
+			delete(l.removed, id)
+		}
+	}
+}
+
+// trimLog drops entries every peer has, and entries beyond MaxLog (peers
+// that lag that far get a snapshot).
+func (l *leader) trimLog() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cut := l.lastSeq
+	for _, p := range l.peers {
+		cut = min(cut, p.match)
+	}
+	if keep := uint64(l.n.cfg.MaxLog); l.lastSeq > keep {
+		cut = max(cut, l.lastSeq-keep)
+	}
+	if cut <= l.base.Seq+1024 && len(l.log) <= l.n.cfg.MaxLog {
+		return
+	}
+	if cut <= l.base.Seq {
+		return
+	}
+	i := int(cut - l.base.Seq)
+	l.base = l.log[i-1].Version
+	l.log = slices.Clone(l.log[i:])
+}
+
+// historyLocked is the part of this epoch's history the log holds.
+func (l *leader) historyLocked() history {
+	return history{epoch: l.epoch, base: l.base, last: l.lastSeq}
+}
+
+// posAtLocked is the position of seq in this epoch's history, if the log has it.
+func (l *leader) posAtLocked(seq uint64) (store.Version, bool) {
+	if seq == l.base.Seq {
+		return l.base, true
+	}
+	if seq < l.base.Seq || seq > l.lastSeq {
+		return store.Version{}, false
+	}
+	return l.log[seq-l.base.Seq-1].Version, true
+}
+
+// replicate streams entries to one peer, in order, one call at a time.
+func (l *leader) replicate(p *progress) {
+	defer l.wg.Done()
+	n := l.n
+	hb := time.NewTicker(n.cfg.Heartbeat)
+	defer hb.Stop()
+	for l.ctx.Err() == nil {
+		req := l.buildAppend(p)
+		var resp *kvpb.AppendResponse
+		err := errors.New("no address")
+		sent := n.now()
+		if addr := n.view.Load().members[p.id]; addr != "" {
+			var c kvpb.PeerClient
+			if c, err = n.pool.Peer(addr); err == nil {
+				ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+				resp, err = c.Append(ctx, req)
+				cancel()
+			}
+		}
+		more := l.handleAppend(p, req, resp, err, sent)
+		if err == nil && more {
+			continue
+		}
+		if err == nil {
+			select {
+			case <-p.wake:
+				continue
+			case <-hb.C:
+				continue
+			case <-l.ctx.Done():
+				return
+			}
+		}
+		select { // after an error, retry at the heartbeat pace only
+		case <-hb.C:
+		case <-l.ctx.Done():
+			return
+		}
+	}
+}
+
+func (l *leader) buildAppend(p *progress) *kvpb.AppendRequest {
+	n := l.n
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	req := &kvpb.AppendRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce}
+	prev, ok := l.posAtLocked(p.next - 1)
+	if p.snapshot || !ok {
+		n.mu.Lock()
+		req.Snapshot = toSnapshot(n.store.Snapshot())
+		n.mu.Unlock()
+		return req
+	}
+	req.Prev = toPos(prev)
+	last := min(l.lastSeq, p.next-1+uint64(n.cfg.MaxBatch))
+	budget := n.cfg.MaxBatchBytes
+	for s := p.next; s <= last; s++ {
+		e := l.log[s-l.base.Seq-1]
+		size := len(e.Key) + len(e.Value) + len(e.ReqID)
+		if len(req.Entries) > 0 && size > budget {
+			break // the rest goes in the next Append
+		}
+		budget -= size
+		req.Entries = append(req.Entries, toEntry(e))
+	}
+	return req
+}
+
+// handleAppend records a peer's answer; more reports whether entries are
+// waiting to be sent to it.
+func (l *leader) handleAppend(p *progress, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, err error, sent clock.Instant) (more bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		if p.reachable {
+			l.n.log.Debug("peer unreachable", "peer", p.id, "err", err)
+		}
+		p.failed()
+		return false
+	}
+	if resp.AcceptedEpoch > l.epoch || resp.OtherLeadership {
+		l.cancel(l.behind(p.id, resp.AcceptedEpoch, resp.OtherLeadership))
+		return false
+	}
+	if !resp.Reconcile && sent.After(l.heard[p.id]) {
+		l.heard[p.id] = sent // a recovering voter cannot vouch for this epoch
+	}
+	p.answer(l.historyLocked(), fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
+	l.recomputeCommitLocked()
+	return p.pending(l.lastSeq)
+}
+
+func (l *leader) recomputeCommitLocked() {
+	n := l.n
+	self := l.lastSeq
+	if n.disk != nil {
+		self = l.durable // an entry counts here once it is on disk
+	}
+	match := map[string]uint64{n.cfg.ID: self}
+	for id, p := range l.peers {
+		match[id] = p.match
+	}
+	voters := l.voters.IDs
+	if faultsOn && n.cfg.Faults.LiveMajority {
+		voters = []string{n.cfg.ID}
+		for id, p := range l.peers {
+			if p.reachable {
+				voters = append(voters, id)
+			}
+		}
+	}
+	l.commit = commitRule(voters, match, l.commit, l.noopSeq)
+	l.broadcastLocked()
+}

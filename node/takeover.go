@@ -1,0 +1,440 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/durable"
+	"github.com/kvstore/kvstore/quorum"
+	"github.com/kvstore/kvstore/rpc"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+	"github.com/kvstore/kvstore/store"
+)
+
+// takeover runs steps 1-5 of DESIGN.md's leader takeover.
+func (l *leader) takeover() error {
+	n := l.n
+	giveUp := n.now().Add(l.stepDownAfter())
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 && (n.now().After(giveUp) || l.quorumLost()) {
+			if l.quorumLost() {
+				n.met.steppedDown()
+			}
+			l.mu.Lock()
+			err := l.takeoverErr
+			l.mu.Unlock()
+			return fmt.Errorf("giving up leadership: %w", err)
+		}
+		if attempt > 0 {
+			select {
+			case <-l.ctx.Done():
+			case <-time.After(n.cfg.Heartbeat):
+			}
+		}
+		if l.ctx.Err() != nil {
+			return context.Cause(l.ctx)
+		}
+		rctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+		voters, err := n.cfg.Coordinator.Voters(rctx)
+		cancel()
+		if err != nil {
+			l.setTakeoverErr(fmt.Errorf("read voters: %w", err))
+			continue
+		}
+		// The leases of older epochs may have been granted by nodes with
+		// another lease than this one's (a change of --lease rolled out):
+		// the record's MaxLease bounds them.
+		rctx, cancel = context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+		l.settings, err = n.cfg.Coordinator.Settings(rctx)
+		cancel()
+		if err != nil {
+			l.setTakeoverErr(fmt.Errorf("read settings: %w", err))
+			continue
+		}
+		n.noteVoters(voters)
+		n.noteSettings(l.settings)
+		l.mu.Lock()
+		l.voters = voters // for quorumLost; start sets it again
+		l.mu.Unlock()
+		// The members of a view that shows this leadership: every node
+		// whose session outlived the predecessor's (coord.View).
+		members, fresh := l.electedView()
+		targets := make(map[string]string)
+		for id, addr := range members {
+			targets[id] = addr
+		}
+		for _, id := range voters.IDs {
+			if _, ok := targets[id]; !ok {
+				targets[id] = "" // a voter with no live session: cannot be asked
+			}
+		}
+		// Step 1: prepare.
+		resps := l.prepareAll(targets)
+		a := chooseAdoption(n.cfg.ID, l.epoch, voters.IDs, resps)
+		if a.behind != "" {
+			r := resps[a.behind]
+			return l.behind(a.behind, r.AcceptedEpoch, r.OtherLeadership)
+		}
+		if !a.quorum {
+			l.setTakeoverErr(fmt.Errorf("%w: %d of %d voters %v answered prepare(%d) with their data", kvstore.ErrNoQuorum, len(a.yes), len(voters.IDs), voters.IDs, l.epoch))
+			continue
+		}
+		// Step 2: adopt the most up-to-date voter's state.
+		n.log.Debug("takeover: adopting", "epoch", l.epoch, "from", a.from, "at", a.at, "why", a.why)
+		if n.Applied() != a.at {
+			snap, err := l.pullSnapshot(targets[a.from], a.at)
+			if err != nil {
+				l.setTakeoverErr(fmt.Errorf("pull snapshot from %s: %w", a.from, err))
+				continue
+			}
+			n.mu.Lock()
+			n.store.Restore(snap)
+			p := n.persistRestoreLocked(snap)
+			n.mu.Unlock()
+			if err := n.waitDurable(l.ctx, p); err != nil {
+				return fmt.Errorf("adopting %s's state: %w", a.from, err)
+			}
+		}
+		// This node's store is now the most up-to-date state of a majority
+		// of reconciled voters: it holds everything committed.
+		n.mu.Lock()
+		rp := n.reconciledLocked()
+		n.mu.Unlock()
+		if err := n.waitDurable(l.ctx, rp); err != nil {
+			return fmt.Errorf("recording the reconcile: %w", err)
+		}
+		// Step 4's wait is for copies that nodes which did not answer
+		// may still serve. A voter absent from a fresh view has no live
+		// session (its membership entry went with it) and, by its own
+		// deadline, serves nothing; only the members must answer.
+		var unanswered []string
+		for id, addr := range targets {
+			if addr == "" && fresh && !(faultsOn && n.cfg.Faults.WaitForGoneVoters) {
+				continue
+			}
+			if r, ok := resps[id]; !ok || !r.Ok {
+				unanswered = append(unanswered, id)
+			}
+		}
+		slices.Sort(unanswered)
+		// Step 3: seal the epoch with a no-op and replicate it.
+		p := l.start(voters, targets)
+		if err := n.waitEntriesDurable(l.ctx, p); err != nil {
+			return fmt.Errorf("the epoch's no-op: %w", err)
+		}
+		l.markDurable(l.noopSeq)
+		return l.awaitServing(unanswered, fresh)
+	}
+}
+
+// adoption is what the answers to Prepare decide (takeover steps 1 and 2).
+type adoption struct {
+	// behind, if set, names a node that promised a later epoch, or this
+	// one to another leadership: the leadership ends (leader.behind).
+	behind string
+	// yes are the voters that answered with their data (not recovering);
+	// quorum reports whether they are a majority of the voters.
+	yes    map[string]bool
+	quorum bool
+	// from is the voter whose state the leader adopts, at its applied
+	// position at, and why it was chosen.
+	from string
+	at   store.Version
+	why  string
+}
+
+// chooseAdoption decides a takeover from the answers to Prepare(epoch)
+// (by node id; self is the new leader's id): the most up-to-date voter
+// that answered with its data is the one whose state holds everything
+// committed, if those voters are a majority (every committed entry is on a
+// majority, and two majorities share a voter). A tie goes to self (nothing
+// to pull), then to the lowest id. Answers of non-voters and of recovering
+// voters count for nothing; a refusal that names a later epoch or another
+// leadership (the lowest such id) decides alone. It is a pure function.
+func chooseAdoption(self string, epoch int64, voters []string, answers map[string]*kvpb.PrepareResponse) adoption {
+	a := adoption{yes: make(map[string]bool)}
+	for _, id := range slices.Sorted(maps.Keys(answers)) {
+		r := answers[id]
+		if !r.Ok {
+			if r.AcceptedEpoch > epoch || r.OtherLeadership {
+				return adoption{behind: id}
+			}
+			continue
+		}
+		if r.Recovering || !slices.Contains(voters, id) {
+			continue
+		}
+		a.yes[id] = true
+		at := fromPos(r.Applied)
+		if a.from == "" || a.at.Less(at) || (a.at == at && id == self) {
+			a.from, a.at = id, at
+		}
+	}
+	a.quorum = quorum.HasMajority(voters, a.yes)
+	switch {
+	case !a.quorum:
+		a.from, a.at = "", store.Version{}
+		a.why = fmt.Sprintf("%d of %d voters answered with their data: no majority", len(a.yes), len(voters))
+	case a.from == self:
+		a.why = fmt.Sprintf("this node's state, at %s, is the most up to date of %d voters", a.at, len(a.yes))
+	default:
+		a.why = fmt.Sprintf("%s's state, at %s, is the most up to date of %d voters", a.from, a.at, len(a.yes))
+	}
+	return a
+}
+
+// electedView returns the members of the first view that shows this
+// node leading in l.epoch, waiting for it up to RPCTimeout: such a view
+// was read after the predecessor's election key went, so a node missing
+// from it has no session that outlived the predecessor's. Without one
+// (fresh false) it returns the latest view's members.
+func (l *leader) electedView() (members map[string]string, fresh bool) {
+	n := l.n
+	deadline := time.After(n.cfg.RPCTimeout)
+	for {
+		ch := n.changed()
+		v := n.view.Load()
+		if v.leader.ID == n.cfg.ID && v.leader.Epoch == l.epoch {
+			return v.members, true
+		}
+		if v.leader.Epoch > l.epoch {
+			return v.members, false
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			return n.view.Load().members, false
+		case <-l.ctx.Done():
+			return n.view.Load().members, false
+		}
+	}
+}
+
+// prepareAll sends Prepare(epoch) to every target with an address (and to
+// this node directly) and returns the answers that came back in time.
+func (l *leader) prepareAll(targets map[string]string) map[string]*kvpb.PrepareResponse {
+	n := l.n
+	var mu sync.Mutex
+	out := make(map[string]*kvpb.PrepareResponse)
+	var wg sync.WaitGroup
+	for id, addr := range targets {
+		if id == n.cfg.ID {
+			r, err := n.prepare(l.ctx, l.epoch, l.ld)
+			if err != nil {
+				n.log.Warn("own prepare failed", "epoch", l.epoch, "err", err)
+				continue
+			}
+			mu.Lock()
+			out[id] = r
+			mu.Unlock()
+			continue
+		}
+		if addr == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := n.pool.Peer(addr)
+			if err != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+			defer cancel()
+			sent := n.now()
+			r, err := c.Prepare(ctx, &kvpb.PrepareRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce})
+			if err != nil || r.NodeId != id {
+				return
+			}
+			mu.Lock()
+			out[id] = r
+			mu.Unlock()
+			if r.Ok && !r.Recovering {
+				l.hear(id, sent)
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (l *leader) pullSnapshot(addr string, want store.Version) (store.Snapshot, error) {
+	n := l.n
+	if addr == "" {
+		return store.Snapshot{}, errors.New("no address")
+	}
+	c, err := n.pool.Peer(addr)
+	if err != nil {
+		return store.Snapshot{}, err
+	}
+	ctx, cancel := context.WithTimeout(l.ctx, 10*n.cfg.RPCTimeout)
+	defer cancel()
+	p, err := c.GetSnapshot(ctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce})
+	if err != nil {
+		return store.Snapshot{}, rpc.FromStatus(err)
+	}
+	// The snapshot becomes this leader's state and every follower's: a
+	// malformed one (from a broken or forged peer) is refused here, as a
+	// follower would refuse it.
+	if err := validateSnapshot(p, l.epoch); err != nil {
+		return store.Snapshot{}, err
+	}
+	snap := fromSnapshot(p)
+	if snap.Applied != want {
+		return store.Snapshot{}, fmt.Errorf("snapshot at %s, prepared at %s", snap.Applied, want)
+	}
+	return snap, nil
+}
+
+// start appends the epoch's no-op entry and starts one replicator per peer.
+// It returns the submission that makes the no-op durable here.
+func (l *leader) start(voters coord.Voters, targets map[string]string) *durable.Pending {
+	n := l.n
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.voters = voters
+	n.mu.Lock()
+	l.base = n.store.Applied()
+	noop := store.Entry{Version: store.Version{Epoch: l.epoch, Seq: l.base.Seq + 1}, Op: store.OpNoop}
+	if _, err := n.store.Apply(noop); err != nil {
+		panic(err) // cannot happen: the no-op follows the store's own position
+	}
+	p := n.persistEntriesLocked([]store.Entry{noop}, nil)
+	n.mu.Unlock()
+	l.log = []store.Entry{noop}
+	l.lastSeq, l.noopSeq = noop.Version.Seq, noop.Version.Seq
+	l.started = true
+	for id := range targets {
+		l.addPeerLocked(id)
+	}
+	// Members that joined while the takeover ran: viewChanged ignored them
+	// (not started yet), and the view it was given is the one read here.
+	for id := range n.view.Load().members {
+		l.addPeerLocked(id)
+	}
+	l.recomputeCommitLocked()
+	return p
+}
+
+// awaitServing finishes the takeover: the no-op committed by a majority of
+// voters, then (unless every node answered Prepare) the wait for leases
+// granted under older epochs: the longest any node may have granted
+// (Config.takeoverWait), not only this node's own.
+func (l *leader) awaitServing(unanswered []string, fresh bool) error {
+	n := l.n
+	deadline := n.now().Add(n.cfg.QuorumTimeout)
+	for {
+		l.mu.Lock()
+		ok := l.commit >= l.noopSeq
+		ch := l.changedCh
+		l.mu.Unlock()
+		if ok {
+			break
+		}
+		if l.quorumLost() {
+			n.met.steppedDown()
+			return fmt.Errorf("giving up leadership: %w: %w (%v)", kvstore.ErrNoQuorum, errQuorumLost, l.quorumWindow())
+		}
+		if n.now().After(deadline) {
+			err := fmt.Errorf("%w: the epoch's no-op is not on a majority of voters", kvstore.ErrNoQuorum)
+			l.setTakeoverErr(err)
+			if n.now().Sub(l.electedAt) > l.stepDownAfter() {
+				return fmt.Errorf("giving up leadership: %w", err)
+			}
+			deadline = n.now().Add(n.cfg.QuorumTimeout)
+		}
+		select {
+		case <-ch:
+		case <-l.ctx.Done():
+			return context.Cause(l.ctx)
+		case <-time.After(min(deadline.Sub(n.now()), n.cfg.Heartbeat)):
+		}
+	}
+	if len(unanswered) > 0 && !(faultsOn && n.cfg.Faults.SkipTakeoverWait) {
+		wait := l.electedAt.Add(n.cfg.takeoverWait(l.settings)).Sub(n.now())
+		if wait > 0 {
+			n.met.takeoverWaits.Inc()
+			n.log.Info("waiting out leases of older epochs", "wait", wait.Round(time.Millisecond), "unanswered", unanswered, "fresh_view", fresh)
+			select {
+			case <-time.After(wait):
+			case <-l.ctx.Done():
+				return context.Cause(l.ctx)
+			}
+		}
+	}
+	if err := l.sealVoters(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.serving = true
+	l.takeoverErr = nil
+	l.broadcastLocked()
+	l.mu.Unlock()
+	return nil
+}
+
+// sealVoters seals the voter record (coord.Voters.Unsealed) if no leader
+// has yet, before this leader serves anything: the last step of the first
+// takeover that completes under the record, as late as it can be, so that
+// a crash between the seal and the first write is unlikely (a node that
+// restarts without data after the seal is recovering). Until the seal is
+// at the coordinator no write is taken and no read answered (both wait
+// for serving), so a voter that restarts without data and reads the
+// record unsealed lost nothing acknowledged (rejoinWithoutData).
+//
+// The seal is the leader's fenced SetVoters with the same ids: a leader
+// the coordinator no longer elects cannot seal, and so does not serve. A
+// conflict or a lost answer is settled by reading the record back; a
+// record whose ids changed under the takeover ends the leadership (the
+// next takeover reads it anew).
+func (l *leader) sealVoters() error {
+	n := l.n
+	l.mu.Lock()
+	v := l.voters
+	l.mu.Unlock()
+	if !v.Unsealed || (faultsOn && n.cfg.Faults.SkipVoterSeal) {
+		return nil
+	}
+	for {
+		ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+		err := l.sess.SetVoters(ctx, l.epoch, v, v.IDs)
+		if errors.Is(err, coord.ErrNotLeader) {
+			cancel()
+			return fmt.Errorf("seal the voter record: %w", err)
+		}
+		got, rerr := n.cfg.Coordinator.Voters(ctx)
+		cancel()
+		if rerr == nil {
+			if !slices.Equal(got.IDs, v.IDs) {
+				return fmt.Errorf("seal the voter record: it changed under the takeover from %v to %v: %w", v.IDs, got.IDs, coord.ErrConflict)
+			}
+			if !got.Unsealed {
+				l.mu.Lock()
+				l.voters = got
+				l.mu.Unlock()
+				n.log.Info("sealed the voter record", "epoch", l.epoch, "voters", got.IDs)
+				return nil
+			}
+			v = got
+		}
+		if err = errors.Join(err, rerr); err == nil {
+			err = errors.New("the record still reads unsealed")
+		}
+		l.setTakeoverErr(fmt.Errorf("seal the voter record: %w", err))
+		if n.now().Sub(l.electedAt) > l.stepDownAfter() {
+			return fmt.Errorf("giving up leadership: seal the voter record: %w", err)
+		}
+		select {
+		case <-l.ctx.Done():
+			return context.Cause(l.ctx)
+		case <-time.After(n.cfg.Heartbeat):
+		}
+	}
+}

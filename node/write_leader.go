@@ -1,0 +1,102 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/durable"
+	"github.com/kvstore/kvstore/store"
+)
+
+type writeResult struct {
+	version store.Version
+	lease   time.Duration
+}
+
+// ownsStoreLocked fails unless the node's store is still this leader's
+// own: the node has promised no later epoch, and the store is at the
+// leader's last entry. A node that took a later leader's Append (or
+// Prepare) ends this leadership (promiseLocked), but a write or read
+// already past its checks must not use a store another epoch may have
+// replaced. Callers hold l.mu and n.mu.
+func (l *leader) ownsStoreLocked() error {
+	n := l.n
+	if at := n.store.Applied(); n.acceptedEpoch != l.epoch || (l.started && (at != store.Version{Epoch: l.epoch, Seq: l.lastSeq} || n.accepted != l.ld)) {
+		return fmt.Errorf("node %s: %w (epoch %d: promised epoch %d, store at %s)", n.cfg.ID, kvstore.ErrNotLeader, l.epoch, n.acceptedEpoch, at)
+	}
+	return nil
+}
+
+// write appends a set or delete, waits until it is visible (a majority of
+// voters hold it and no holder can still read an older copy of the key), and
+// grants the writer a lease on the new value unless a newer write of the key
+// came meanwhile.
+//
+// Writes of one key are pipelined: each is appended at once, and waits
+// only for its own visibility. Since the log commits in order, a write of a
+// key is visible no later than the next write of it.
+func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from string) (writeResult, error) {
+	n := l.n
+	if err := l.waitServing(ctx); err != nil {
+		return writeResult{}, err
+	}
+	if err := l.checkLive(); err != nil {
+		return writeResult{}, err
+	}
+	var p *durable.Pending
+	l.mu.Lock()
+	n.mu.Lock()
+	if err := l.ownsStoreLocked(); err != nil {
+		n.mu.Unlock()
+		l.mu.Unlock()
+		return writeResult{}, err
+	}
+	ver, dup := n.store.Request(reqID)
+	dup = dup && reqID != ""
+	if !dup {
+		e := store.Entry{Version: store.Version{Epoch: l.epoch, Seq: l.lastSeq + 1}, Op: op, Key: key, Value: value, ReqID: reqID}
+		if _, err := n.store.Apply(e); err != nil {
+			panic(err) // cannot happen: the leader's store is at lastSeq
+		}
+		ver = e.Version
+		p = n.persistEntriesLocked([]store.Entry{e}, nil)
+		// The leader's own cached copy goes first, as on a follower that
+		// applies the entry: the new value is readable only once visible.
+		n.invalidate(key, ver)
+		l.log = append(l.log, e)
+		l.lastSeq = e.Version.Seq
+		n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, ver.Seq, n.now())))
+	}
+	n.mu.Unlock()
+	l.recomputeCommitLocked()
+	for _, p := range l.peers {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+	l.mu.Unlock()
+	if p != nil {
+		// Bounded by the disk, not by the client: wait even if the client
+		// gives up, so that the entry counts toward the majority.
+		if err := n.waitEntriesDurable(l.ctx, p); err != nil {
+			l.cancel(fmt.Errorf("leader cannot persist: %w", err))
+			return writeResult{version: ver}, fmt.Errorf("%w: node %s: %w", kvstore.ErrOutcomeUnknown, n.cfg.ID, err)
+		}
+		l.markDurable(ver.Seq)
+	}
+	if err := l.awaitVisible(ctx, key, ver.Seq, true); err != nil {
+		return writeResult{version: ver}, err
+	}
+	if dup {
+		// A retry of a write that was already applied: the value may have
+		// been overwritten since, so the writer may not cache it.
+		return writeResult{version: ver}, nil
+	}
+	l.mu.Lock()
+	lease := l.grantLocked(key, from, ver.Seq)
+	l.mu.Unlock()
+	return writeResult{version: ver, lease: lease}, nil
+}
