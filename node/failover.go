@@ -68,18 +68,18 @@ func (n *Node) toLeader(ctx context.Context, target coord.Leader) (context.Conte
 // promised a later epoch (a newer leader's message came first).
 func (n *Node) movedFrom(target coord.Leader) bool {
 	v := n.view.Load().leader
-	return v.ID != target.ID || v.Epoch != target.Epoch || n.acceptedEpochA.Load() > target.Epoch
+	return v.ID != target.ID || v.Epoch != target.Epoch || n.rep.epoch() > target.Epoch
 }
 
 func (n *Node) movedErr(target coord.Leader) error {
 	v := n.view.Load().leader
 	return fmt.Errorf("node %s: call to leader %s (epoch %d) dropped: now leader %q (epoch %d), promised epoch %d: %w",
-		n.cfg.ID, target.ID, target.Epoch, v.ID, v.Epoch, n.acceptedEpochA.Load(), errLeaderMoved)
+		n.cfg.ID, target.ID, target.Epoch, v.ID, v.Epoch, n.rep.epoch(), errLeaderMoved)
 }
 
 // leaderMoved ends every call in flight to a leader this node no longer
-// sees as the leader. setView calls it after storing a view, promiseLocked
-// after raising the promised epoch.
+// sees as the leader. setView calls it after storing a view, and
+// nodeEvents.promised after the promised epoch rose.
 func (n *Node) leaderMoved() {
 	n.fwd.mu.Lock()
 	defer n.fwd.mu.Unlock()

@@ -205,12 +205,13 @@ type state struct {
 }
 
 func (h *harness) state() state {
-	h.n.mu.Lock()
-	defer h.n.mu.Unlock()
-	if err := h.n.store.Check(); err != nil {
+	r := h.n.rep
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.store.Check(); err != nil {
 		h.t.Fatalf("the store is inconsistent: %v", err)
 	}
-	return state{snap: h.n.store.Snapshot(), epoch: h.n.acceptedEpoch}
+	return state{snap: r.store.Snapshot(), epoch: r.promised}
 }
 
 // expected applies entries to a copy of snap as a reference store would.
@@ -470,7 +471,7 @@ func TestPeerSeedsAreAccepted(t *testing.T) {
 				continue
 			}
 			resp, err := h.srv.Append(h.ctx, m)
-			if err != nil || (!resp.Ok && m.Epoch >= h.n.acceptedEpochA.Load()) {
+			if err != nil || (!resp.Ok && m.Epoch >= h.n.rep.epoch()) {
 				t.Errorf("seed %d: append %v: %v, %v", i, m, resp, err)
 			}
 		}

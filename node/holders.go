@@ -124,9 +124,7 @@ func (l *leader) pendingHoldersLocked(key string, seq uint64, now clock.Instant,
 	if len(l.holders[key]) == 0 {
 		return 0, next, 0
 	}
-	l.n.mu.Lock()
-	it, _ := l.n.store.Get(key)
-	l.n.mu.Unlock()
+	it, _ := l.n.rep.get(key)
 	return l.holders.pending(key, seq, it.Version.Seq, now, l.appliedLocked, skip)
 }
 
@@ -166,9 +164,7 @@ func (l *leader) grantLocked(key, id string, seq uint64) time.Duration {
 	if l.checkLive() != nil {
 		return 0
 	}
-	n.mu.Lock()
-	it, _ := n.store.Get(key)
-	n.mu.Unlock()
+	it, _ := n.rep.get(key)
 	if it.Version.Seq != seq {
 		return 0
 	}

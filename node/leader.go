@@ -42,7 +42,7 @@ type leader struct {
 	// time: each reads l.voters, writes the record, and installs the result.
 	changeMu sync.Mutex
 
-	// mu guards everything below. Lock order: mu, then n.mu.
+	// mu guards everything below. Lock order: mu, then the replica's.
 	mu          sync.Mutex
 	started     bool
 	voters      coord.Voters

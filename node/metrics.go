@@ -239,7 +239,7 @@ func newMetrics(n *Node) *metrics {
 		gauge("kvstore_epoch", "Epoch of the leader this node currently sees (0: none seen yet).",
 			func() float64 { return float64(n.Leader().Epoch) }),
 		gauge("kvstore_accepted_epoch", "Highest epoch this node has promised to a leader.",
-			func() float64 { return float64(n.acceptedEpochA.Load()) }),
+			func() float64 { return float64(n.rep.epoch()) }),
 		gauge("kvstore_is_leader", "1 if this node leads and serves, else 0.",
 			func() float64 { return b2f(n.IsLeader()) }),
 		gauge("kvstore_session_healthy", "1 if this node's last coordinator keep-alive succeeded and its connection is up, else 0. A 0 while kvstore_serving is 1 is a blip the session deadline still covers.",

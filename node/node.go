@@ -16,7 +16,6 @@ import (
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
-	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
@@ -88,36 +87,23 @@ type Node struct {
 	// view is the latest cluster view from the coordinator.
 	view atomic.Pointer[viewState]
 
-	// mu guards store, acceptedEpoch, accepted, recovering and viewCh.
-	// Lock order: leader.mu, then mu, then a cache shard's lock.
-	mu            sync.Mutex
-	store         *store.Store
-	acceptedEpoch int64
-	// accepted is the leadership acceptedEpoch was promised to (zero: none
-	// known): a second leadership of the same epoch is refused.
-	accepted   leadership
-	recovering bool
-	viewCh     chan struct{} // closed and replaced when view or serving changes
+	// rep is the replicated state: the store, the promise, recovering and
+	// the durable copy (replica.go). Its lock comes after leader.mu and
+	// before a cache shard's.
+	rep *replica
 
-	// disk is the durable copy of store (nil without Config.DataDir); every
-	// change of store is submitted to it under mu (persist.go). restored
-	// reports that the store was loaded from it at start and a leader had
-	// reconciled it (durable.State.Unreconciled clear). unreconciled is
-	// the mark on disk as submitted (persist.go); guarded by mu.
-	disk         *durable.DB
-	restored     bool
-	unreconciled bool
-	lastPending  *durable.Pending
+	// viewMu guards viewCh, closed and replaced when the view or the
+	// serving state changes.
+	viewMu sync.Mutex
+	viewCh chan struct{}
+
 	// incarnation is the cluster incarnation the data directory belongs
 	// to ("" if none is recorded, and without a data directory); read and
 	// written only by openDisk and Start, before the node's goroutines.
 	incarnation string
 
 	// cache is the read cache (cache.go: its shards have their own locks).
-	// acceptedEpochA mirrors acceptedEpoch for the lock-free check on the
-	// read path.
-	cache          *cache
-	acceptedEpochA atomic.Int64
+	cache *cache
 
 	lead atomic.Pointer[leader] // non-nil while this node leads
 
@@ -182,7 +168,6 @@ func New(cfg Config) (*Node, error) {
 		lis:     lis,
 		addr:    addr,
 		pool:    rpc.NewPool(cfg.Dial, cfg.PeerTLS),
-		store:   store.New(cfg.MaxRequests),
 		cache:   newCache(),
 		flights: make(map[string]*flight),
 		viewCh:  make(chan struct{}),
@@ -190,6 +175,7 @@ func New(cfg Config) (*Node, error) {
 		incarn:  strconv.FormatInt(time.Now().UnixNano(), 36),
 	}
 	n.limits = newLimiter(&n.cfg)
+	n.rep = newReplica(cfg.MaxRequests, nodeEvents{n})
 	if err := n.openDisk(); err != nil {
 		_ = lis.Close()
 		return nil, err
@@ -292,7 +278,7 @@ func (n *Node) Start(ctx context.Context) error {
 			return fmt.Errorf("node %s: create voters: %w", n.cfg.ID, err)
 		}
 	}
-	if !bootstrapped && voters.Contains(n.cfg.ID) && !n.restored {
+	if !bootstrapped && voters.Contains(n.cfg.ID) && !n.rep.restored {
 		if err := n.rejoinWithoutData(ctx, voters); err != nil {
 			return err
 		}
@@ -364,8 +350,8 @@ func (n *Node) kill(powerLoss bool) (torn int) {
 	}
 	defer close(n.stopped)
 	n.killed.Store(true)
-	if powerLoss && n.disk != nil {
-		torn, _ = n.disk.PowerLoss()
+	if powerLoss && n.rep.disk != nil {
+		torn, _ = n.rep.disk.PowerLoss()
 	}
 	n.crashDisk()
 	n.srv.Stop()
@@ -429,42 +415,28 @@ func (n *Node) Stats() Stats {
 }
 
 // Applied is the position of the last entry this node applied.
-func (n *Node) Applied() store.Version {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.store.Applied()
-}
+func (n *Node) Applied() store.Version { return n.rep.applied() }
 
 // LocalItem reads key from this node's own replicated store, bypassing the
 // cache and the leader: what the node holds, committed or not. It is for
 // checks that compare the replicas (tests, diagnostics), not for reads.
 func (n *Node) LocalItem(key string) (value string, found bool, version store.Version) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	it, ok := n.store.Get(key)
+	it, ok := n.rep.get(key)
 	return it.Value, ok && !it.Deleted, it.Version
 }
 
 // LocalKeys lists the live (not deleted) keys of this node's own replicated
 // store, sorted.
-func (n *Node) LocalKeys() []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.store.Keys()
-}
+func (n *Node) LocalKeys() []string { return n.rep.keys() }
 
 // AcceptedEpoch is the epoch this node last promised: it takes entries only
 // from the leader of that epoch (or a later one).
-func (n *Node) AcceptedEpoch() int64 { return n.acceptedEpochA.Load() }
+func (n *Node) AcceptedEpoch() int64 { return n.rep.epoch() }
 
 // Recovering reports whether the node is a voter that lost its store and
 // waits to be reconciled by a leader (a leader's snapshot, or its own
 // takeover). With a data directory this survives restarts until then.
-func (n *Node) Recovering() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.recovering
-}
+func (n *Node) Recovering() bool { return n.rep.isRecovering() }
 
 // StartedRecovering reports whether the node was recovering when Start
 // returned (a leader may have reconciled it since).

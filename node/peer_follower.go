@@ -36,45 +36,6 @@ type leadership struct {
 	nonce uint64
 }
 
-// refusesLocked reports whether this node must refuse a message of the
-// leadership ld of epoch as stale: the epoch is below its promise, or is
-// its promised epoch but promised to another leadership (a coordinator
-// that handed the same epoch out twice). Callers hold n.mu.
-func (n *Node) refusesLocked(epoch int64, ld leadership) (refuse, other bool) {
-	if epoch < n.acceptedEpoch {
-		return true, false
-	}
-	other = epoch == n.acceptedEpoch && ld.nonce != 0 && n.accepted.nonce != 0 && ld != n.accepted
-	return other, other
-}
-
-// promise raises acceptedEpoch to epoch, promised to leadership ld
-// (dropping the cache, which was granted under an older leader, and ending
-// this node's own leadership of an older epoch: a newer leader may now
-// change its store), or records ld for a promise of epoch that named none,
-// and returns the submission that makes the promise durable (nil if there
-// is nothing to persist). Callers checked refusesLocked and hold n.mu.
-func (n *Node) promiseLocked(epoch int64, ld leadership) *durable.Pending {
-	switch {
-	case epoch > n.acceptedEpoch:
-		n.acceptedEpoch, n.accepted = epoch, ld
-		n.acceptedEpochA.Store(epoch)
-		n.leaderMoved()
-		n.dropCache()
-		if l := n.lead.Load(); l != nil && l.epoch < epoch {
-			l.cancel(fmt.Errorf("node %s promised epoch %d: %w", n.cfg.ID, epoch, kvstore.ErrStaleEpoch))
-		}
-	case epoch == n.acceptedEpoch && n.accepted.nonce == 0 && ld.nonce != 0:
-		n.accepted = ld
-	default:
-		return nil
-	}
-	if n.disk == nil {
-		return nil
-	}
-	return n.submittedLocked(n.disk.PromiseLeadership(epoch, ld.id, ld.nonce))
-}
-
 // Prepare implements the first step of a takeover (DESIGN.md).
 func (s *peerServer) Prepare(ctx context.Context, req *kvpb.PrepareRequest) (*kvpb.PrepareResponse, error) {
 	if err := s.checkCluster(req.Cluster); err != nil {
@@ -89,25 +50,20 @@ func (s *peerServer) Prepare(ctx context.Context, req *kvpb.PrepareRequest) (*kv
 // prepare promises epoch to leadership ld and reports this node's
 // position, once both are durable.
 func (n *Node) prepare(ctx context.Context, epoch int64, ld leadership) (*kvpb.PrepareResponse, error) {
-	n.mu.Lock()
-	if refuse, other := n.refusesLocked(epoch, ld); refuse {
-		defer n.mu.Unlock()
-		return &kvpb.PrepareResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, NodeId: n.cfg.ID, OtherLeadership: other}, nil
+	st, p := n.rep.prepare(epoch, ld)
+	if st.refused {
+		return &kvpb.PrepareResponse{Ok: false, AcceptedEpoch: st.promised, NodeId: n.cfg.ID, OtherLeadership: st.other}, nil
 	}
-	p := n.promiseLocked(epoch, ld)
-	resp := &kvpb.PrepareResponse{
-		Ok:            true,
-		AcceptedEpoch: n.acceptedEpoch,
-		Applied:       toPos(n.store.Applied()),
-		Recovering:    n.needsReconcileLocked(), // a voter with an unreconciled store counts toward no majority
-		NodeId:        n.cfg.ID,
-	}
-	last := n.pendingLastLocked()
-	n.mu.Unlock()
-	if err := n.waitDurable(ctx, p, last); err != nil {
+	if err := n.waitDurable(ctx, p); err != nil {
 		return nil, fmt.Errorf("node %s: prepare(%d): %w", n.cfg.ID, epoch, err)
 	}
-	return resp, nil
+	return &kvpb.PrepareResponse{
+		Ok:            true,
+		AcceptedEpoch: st.promised,
+		Applied:       toPos(st.applied),
+		Recovering:    st.reconcile, // a voter with an unreconciled store counts toward no majority
+		NodeId:        n.cfg.ID,
+	}, nil
 }
 
 // Append applies entries or a snapshot from the leader of req.Epoch.
@@ -118,7 +74,7 @@ func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 	if err := validateAppend(req); err != nil {
 		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, err)
 	}
-	resp, ps, err := s.n.append(req)
+	resp, p, err := s.n.append(req)
 	if err != nil {
 		return nil, err
 	}
@@ -127,76 +83,36 @@ func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 	if req.Snapshot == nil {
 		wait = s.n.waitEntriesDurable
 	}
-	if err := wait(ctx, ps...); err != nil {
+	if err := wait(ctx, p); err != nil {
 		return nil, fmt.Errorf("node %s: append: %w", s.n.cfg.ID, err)
 	}
 	return resp, nil
 }
 
 // append applies req, which validateAppend accepted, and returns the answer
-// with the submissions that must be durable before it is sent. A refused
+// with the submission that must be durable before it is sent. A refused
 // request changes nothing but the promised epoch.
-func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, []*durable.Pending, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, *durable.Pending, error) {
 	ld := leadership{req.LeaderId, req.Leadership}
-	if refuse, other := n.refusesLocked(req.Epoch, ld); refuse {
-		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied()), Reconcile: n.needsReconcileLocked(), OtherLeadership: other}, nil, nil
-	}
-	// Whatever this node applied before (under an earlier call whose wait
-	// may not be over) is part of the position it answers.
-	ps := []*durable.Pending{n.pendingLastLocked(), n.promiseLocked(req.Epoch, ld)}
-	n.met.appended(n.now())
-	applied := n.store.Applied()
+	var st standing
+	var p *durable.Pending
+	var err error
 	if req.Snapshot != nil {
-		snap := fromSnapshot(req.Snapshot)
-		if snap.Applied.Less(applied) {
-			// Within one leader's epoch history is linear: a snapshot
-			// behind this node's position is a late copy, and changes
-			// nothing. A later leader's state is never behind a position
-			// of an earlier epoch: its snapshot is at least at its own
-			// no-op.
-			if applied.Epoch == req.Epoch {
-				return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied), Reconcile: n.needsReconcileLocked()}, ps, nil
-			}
-			return nil, ps, fmt.Errorf("node %s: %w", n.cfg.ID, badRequest("snapshot at %s (epoch %d) is behind this node's position %s of an earlier epoch", snap.Applied, req.Epoch, applied))
+		st, p, err = n.rep.installSnapshot(req.Epoch, ld, fromSnapshot(req.Snapshot))
+	} else {
+		entries := make([]store.Entry, len(req.Entries))
+		for i, pe := range req.Entries {
+			entries[i] = fromEntry(pe)
 		}
-		// The leader's whole state, at its last entry: it holds everything
-		// committed, and everything this node acknowledged before it lost
-		// its store. The Restore record clears the durable mark with it.
-		n.store.Restore(snap)
-		ps = append(ps, n.persistRestoreLocked(snap))
-		n.recovering = false
-		n.dropCache()
-		return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied())}, ps, nil
+		st, p, err = n.rep.appendEntries(req.Epoch, ld, fromPos(req.Prev), entries)
 	}
-	if fromPos(req.Prev) != applied {
-		return &kvpb.AppendResponse{Ok: false, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(applied), Reconcile: n.needsReconcileLocked()}, ps, nil
+	if !st.refused {
+		n.met.appended(n.now())
 	}
-	entries := make([]store.Entry, 0, len(req.Entries))
-	dups := make([]bool, 0, len(req.Entries))
-	for _, pe := range req.Entries {
-		e := fromEntry(pe)
-		dup, err := n.store.Apply(e)
-		if err != nil {
-			// Cannot happen: validateAppend checked that the entries
-			// follow prev, which is the store's position, and are sets,
-			// deletes and no-ops of good keys.
-			ps = append(ps, n.persistEntriesLocked(entries, dups))
-			return nil, ps, fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrBadRequest, err)
-		}
-		entries, dups = append(entries, e), append(dups, dup)
-		if e.Op != store.OpNoop {
-			n.invalidate(e.Key, e.Version)
-		}
+	if err != nil {
+		return nil, p, fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
-	ps = append(ps, n.persistEntriesLocked(entries, dups))
-	// Entries do not reconcile a recovering node: a prefix of the leader's
-	// history may stop short of entries this node acknowledged before it
-	// lost its store and the leader already counted as committed (with
-	// base 0 the prefix starts from an empty store). Reconcile asks for the
-	// snapshot, which holds them.
-	return &kvpb.AppendResponse{Ok: true, AcceptedEpoch: n.acceptedEpoch, Applied: toPos(n.store.Applied()), Reconcile: n.needsReconcileLocked()}, ps, nil
+	return &kvpb.AppendResponse{Ok: st.ok, AcceptedEpoch: st.promised, Applied: toPos(st.applied), Reconcile: st.reconcile, OtherLeadership: st.other}, p, nil
 }
 
 // GetSnapshot returns the node's whole state to the leader of req.Epoch.
@@ -208,25 +124,19 @@ func (s *peerServer) GetSnapshot(ctx context.Context, req *kvpb.GetSnapshotReque
 	if err := checkEpoch("snapshot request", req.Epoch); err != nil {
 		return nil, fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
-	n.mu.Lock()
-	ld := leadership{req.LeaderId, req.Leadership}
-	if refuse, other := n.refusesLocked(req.Epoch, ld); refuse {
-		defer n.mu.Unlock()
-		if other {
-			return nil, fmt.Errorf("node %s: snapshot for epoch %d, promised to another leadership (%s): %w", n.cfg.ID, req.Epoch, n.accepted.id, kvstore.ErrStaleEpoch)
-		}
-		return nil, fmt.Errorf("node %s: snapshot for epoch %d, promised %d: %w", n.cfg.ID, req.Epoch, n.acceptedEpoch, kvstore.ErrStaleEpoch)
+	st, snap, p := n.rep.snapshotFor(req.Epoch, leadership{req.LeaderId, req.Leadership})
+	if st.other {
+		return nil, fmt.Errorf("node %s: snapshot for epoch %d, promised to another leadership (%s): %w", n.cfg.ID, req.Epoch, st.to.id, kvstore.ErrStaleEpoch)
 	}
-	p := n.promiseLocked(req.Epoch, ld)
-	snap := toSnapshot(n.store.Snapshot())
-	last := n.pendingLastLocked()
-	n.mu.Unlock()
+	if st.refused {
+		return nil, fmt.Errorf("node %s: snapshot for epoch %d, promised %d: %w", n.cfg.ID, req.Epoch, st.promised, kvstore.ErrStaleEpoch)
+	}
 	// The leader adopts this state as committed history: it must be
 	// durable here first.
-	if err := n.waitDurable(ctx, p, last); err != nil {
+	if err := n.waitDurable(ctx, p); err != nil {
 		return nil, fmt.Errorf("node %s: snapshot: %w", n.cfg.ID, err)
 	}
-	return snap, nil
+	return toSnapshot(snap), nil
 }
 
 // Leave serves the leader's word that this node was removed: if the voter
@@ -244,9 +154,7 @@ func (s *peerServer) Leave(ctx context.Context, req *kvpb.LeaveRequest) (*kvpb.L
 	if req.Id != n.cfg.ID {
 		return nil, fmt.Errorf("%w: leave for %q reached node %s", kvstore.ErrBadRequest, req.Id, n.cfg.ID)
 	}
-	n.mu.Lock()
-	accepted := n.acceptedEpoch
-	n.mu.Unlock()
+	accepted := n.rep.epoch()
 	if req.Epoch < accepted {
 		return nil, fmt.Errorf("node %s: leave from epoch %d, promised %d: %w", n.cfg.ID, req.Epoch, accepted, kvstore.ErrStaleEpoch)
 	}

@@ -10,19 +10,20 @@ import (
 
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/durable"
-	"github.com/kvstore/kvstore/store"
 )
 
-// Persistence. With Config.DataDir a node keeps a durable copy of its store
-// (package durable) and mirrors every change of the in-memory store into it,
-// in the same order and under the same lock (n.mu): entries applied,
-// snapshots restored, epochs promised. A submission is made durable by the
-// durable package's group commit; the node waits for it, after releasing
-// n.mu, before it tells anyone: a follower before it answers Prepare,
-// Append or GetSnapshot, the leader before it counts an entry toward the
-// majority. Without DataDir every submission is nil and waiting is free.
+// Persistence. With Config.DataDir a node keeps a durable copy of its
+// replicated state (package durable): the replica (replica.go) mirrors
+// every change of the in-memory store into it, in the same order and under
+// the same lock: entries applied, snapshots restored, epochs promised. A
+// submission is made durable by the durable package's group commit; the
+// node waits for it, after the replica's lock is released, before it tells
+// anyone: a follower before it answers Prepare, Append or GetSnapshot, the
+// leader before it counts an entry toward the majority. Without DataDir
+// every submission is nil and waiting is free. This file opens, sets aside
+// and closes the directory, and waits for submissions.
 
-// openDisk opens cfg.DataDir and loads what it holds into n.store. A data
+// openDisk opens cfg.DataDir and loads what it holds into the replica. A data
 // directory whose file is corrupt is set aside (renamed, never deleted) and
 // the node starts empty: as a voter it then rejoins as recovering, like a
 // node that lost its disk.
@@ -43,21 +44,12 @@ func (n *Node) openDisk() error {
 	if err != nil {
 		return fmt.Errorf("node %s: data directory: %w", n.cfg.ID, err)
 	}
-	n.disk = db
 	if faultsOn && n.cfg.Faults.ForgetUnreconciled {
 		st.Unreconciled = false
 	}
-	n.unreconciled = st.Unreconciled
+	n.rep.open(db, st)
 	n.incarnation = st.Incarnation
 	if !st.Fresh {
-		n.store.Restore(st.Snapshot)
-		n.acceptedEpoch = st.AcceptedEpoch
-		n.acceptedEpochA.Store(st.AcceptedEpoch)
-		n.accepted = leadership{id: st.AcceptedLeader, nonce: st.AcceptedLeadership}
-		// Files no leader reconciled since they were created (a lost or
-		// set-aside directory, restarted again; a crash right after
-		// creating them) are not restored data, whatever they hold.
-		n.restored = !st.Unreconciled
 		n.log.Info("loaded the data directory", "dir", n.cfg.DataDir, "applied", st.Snapshot.Applied, "keys", len(st.Snapshot.Items), "accepted_epoch", st.AcceptedEpoch, "unreconciled", st.Unreconciled)
 	}
 	return nil
@@ -67,10 +59,7 @@ func (n *Node) openDisk() error {
 // is about to create the voter record, or that found it unsealed (nothing
 // was committed before either).
 func (n *Node) bootstrapReconciled(ctx context.Context) error {
-	n.mu.Lock()
-	p := n.reconciledLocked()
-	n.mu.Unlock()
-	return n.waitDurable(ctx, p)
+	return n.waitDurable(ctx, n.rep.reconciled())
 }
 
 // rejoinWithoutData decides, in Start, what a voter that comes back
@@ -97,9 +86,7 @@ func (n *Node) rejoinWithoutData(ctx context.Context, voters coord.Voters) error
 		n.log.Info("restarted without data, but no leader has sealed the voter record: nothing was ever committed, so this node counts as reconciled", "voters", voters.IDs)
 		return nil
 	}
-	n.mu.Lock()
-	n.recovering = true
-	n.mu.Unlock()
+	n.rep.setRecovering()
 	n.log.Warn("restarted without reconciled data: recovering until a leader reconciles this node")
 	return nil
 }
@@ -124,38 +111,16 @@ func (n *Node) checkIncarnation(inc string) error {
 // before the node counts toward anything (serves RPC, creates the voter
 // record); it writes nothing without a data directory.
 func (n *Node) adoptIncarnation(ctx context.Context, inc string) error {
-	if n.disk == nil || n.incarnation == inc {
+	if !n.rep.persistent() || n.incarnation == inc {
 		return nil
 	}
-	n.mu.Lock()
-	p := n.submittedLocked(n.disk.SetIncarnation(inc))
-	n.mu.Unlock()
+	p := n.rep.setIncarnation(inc)
 	if err := n.waitDurable(ctx, p); err != nil {
 		return fmt.Errorf("node %s: record the cluster incarnation: %w", n.cfg.ID, err)
 	}
 	n.log.Info("recorded the cluster incarnation in the data directory", "incarnation", inc, "previous", n.incarnation)
 	n.incarnation = inc
 	return nil
-}
-
-// reconciledLocked records that a leader reconciled this node: its state
-// holds everything committed. It clears recovering and submits the end of
-// the durable mark if it is set. Callers hold n.mu.
-func (n *Node) reconciledLocked() *durable.Pending {
-	n.recovering = false
-	if n.disk == nil || !n.unreconciled {
-		return nil
-	}
-	n.unreconciled = false
-	return n.submittedLocked(n.disk.Reconciled())
-}
-
-// needsReconcileLocked reports whether this node must get a leader's
-// snapshot before it is reconciled: it is recovering, or its data directory
-// still carries the unreconciled mark (a joiner that is no voter yet).
-// Callers hold n.mu.
-func (n *Node) needsReconcileLocked() bool {
-	return n.recovering || n.unreconciled
 }
 
 // moveAside moves every file of dir into the new directory aside (inside
@@ -208,63 +173,19 @@ var syncDir = func(dir string) error {
 // crashDisk closes the durable store at the moment of a crash (Kill): the
 // submissions not yet committed are dropped, as a real crash loses them.
 func (n *Node) crashDisk() {
-	if n.disk != nil {
-		_ = n.disk.Crash()
+	if n.rep.disk != nil {
+		_ = n.rep.disk.Crash()
 	}
 }
 
 // closeDisk closes the durable store after the node's goroutines ended.
 func (n *Node) closeDisk() {
-	if n.disk == nil {
+	if n.rep.disk == nil {
 		return
 	}
-	if err := n.disk.Close(); err != nil {
+	if err := n.rep.disk.Close(); err != nil {
 		n.log.Warn("closing the data directory", "err", err)
 	}
-}
-
-// submittedLocked records p as the latest submission and returns it.
-// Callers hold n.mu.
-func (n *Node) submittedLocked(p *durable.Pending) *durable.Pending {
-	if p != nil {
-		n.lastPending = p
-	}
-	return p
-}
-
-// pendingLastLocked is the latest submission (nil if none): once it is
-// durable, everything the store held when it was made is. Callers hold
-// n.mu.
-func (n *Node) pendingLastLocked() *durable.Pending { return n.lastPending }
-
-// persistEntriesLocked mirrors entries just applied to the store; dup[i]
-// reports that entries[i] repeated a request id and changed nothing but the
-// position. Callers hold n.mu.
-func (n *Node) persistEntriesLocked(entries []store.Entry, dup []bool) *durable.Pending {
-	if n.disk == nil || len(entries) == 0 {
-		return nil
-	}
-	out := entries
-	for i, d := range dup {
-		if d {
-			if &out[0] == &entries[0] {
-				out = append([]store.Entry(nil), entries...)
-			}
-			out[i] = store.Entry{Version: entries[i].Version, Op: store.OpNoop}
-		}
-	}
-	return n.submittedLocked(n.disk.Append(out))
-}
-
-// persistRestoreLocked mirrors a store.Restore of a leader's state (a
-// follower's snapshot, or the state a new leader adopts): its record also
-// clears the unreconciled mark. Callers hold n.mu.
-func (n *Node) persistRestoreLocked(snap store.Snapshot) *durable.Pending {
-	if n.disk == nil {
-		return nil
-	}
-	n.unreconciled = false
-	return n.submittedLocked(n.disk.Restore(snap))
 }
 
 // waitEntriesDurable is waitDurable where entries are acknowledged (a

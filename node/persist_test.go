@@ -51,7 +51,7 @@ func TestNewRestoresStoreAndPromiseFromDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close(ctx)
-	if got := n.acceptedEpochA.Load(); got != 7 {
+	if got := n.rep.epoch(); got != 7 {
 		t.Errorf("accepted epoch %d after restart, want the promised 7", got)
 	}
 	if got := n.Applied(); got != (store.Version{Epoch: 3, Seq: 2}) {
@@ -63,7 +63,7 @@ func TestNewRestoresStoreAndPromiseFromDataDir(t *testing.T) {
 	if _, found, ver := n.LocalItem("b"); found || ver.Seq != 2 {
 		t.Errorf("b found %v at %v after restart, want a tombstone at seq 2", found, ver)
 	}
-	if !n.restored {
+	if !n.rep.restored {
 		t.Error("the node does not know it was restored: as a voter it would rejoin as recovering")
 	}
 }
@@ -109,7 +109,7 @@ func TestUnreconciledDataDirIsNotRestored(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				restored, unreconciled := n.restored, n.unreconciled
+				restored, unreconciled := n.rep.restored, n.rep.unreconciled
 				n.Kill()
 				if restored || !unreconciled {
 					t.Fatalf("start %d: restored %v, unreconciled %v: files no leader reconciled were taken for restored data", i+1, restored, unreconciled)
@@ -135,20 +135,18 @@ func TestEntriesDoNotReconcileARecoveringNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.mu.Lock()
-	n.recovering = true // as Start decides for a voter
-	n.mu.Unlock()
+	n.rep.setRecovering() // as Start decides for a voter
 	appendOK := func(req *kvpb.AppendRequest) *kvpb.AppendResponse {
 		t.Helper()
 		req.Cluster, req.Epoch, req.LeaderId = cfg.Cluster, 5, "n2"
 		if err := validateAppend(req); err != nil {
 			t.Fatal(err)
 		}
-		resp, ps, err := n.append(req)
+		resp, p, err := n.append(req)
 		if err != nil || !resp.Ok {
 			t.Fatalf("append: %v %v", resp, err)
 		}
-		if err := n.waitDurable(ctx, ps...); err != nil {
+		if err := n.waitDurable(ctx, p); err != nil {
 			t.Fatal(err)
 		}
 		return resp
@@ -175,7 +173,7 @@ func TestEntriesDoNotReconcileARecoveringNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Kill()
-	if !n.restored || n.unreconciled {
-		t.Fatalf("restart after the snapshot: restored %v, unreconciled %v", n.restored, n.unreconciled)
+	if !n.rep.restored || n.rep.unreconciled {
+		t.Fatalf("restart after the snapshot: restored %v, unreconciled %v", n.rep.restored, n.rep.unreconciled)
 	}
 }

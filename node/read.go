@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/rpc"
@@ -58,7 +59,7 @@ func (n *Node) cachedGet(key string, now clock.Instant) (value string, found, ok
 		if st.state != StateOK || st.sess == nil || !now.Before(st.sess.Deadline()) {
 			return "", false, false, 0
 		}
-		if n.view.Load().leader.Epoch != n.acceptedEpochA.Load() {
+		if n.view.Load().leader.Epoch != n.rep.epoch() {
 			return "", false, false, 0
 		}
 	}
@@ -90,23 +91,47 @@ func (n *Node) invalidate(key string, v store.Version) {
 // install caches a value the leader of epoch handed out as committed, unless
 // it is older than what this node has applied or cached since (a reply that
 // overtook an invalidation), or the node left the serving state st the
-// request was sent under (leaving it dropped the cache, under n.mu as
-// here: a reply installed after that drop would outlive it). sent is when
-// the request left this node: the lease runs from then.
+// request was sent under (leaving it dropped the cache between two changes
+// of the replicated state, as here: a reply installed after that drop
+// would outlive it). sent is when the request left this node: the lease
+// runs from then.
 func (n *Node) install(st *servingState, key, value string, found bool, v store.Version, epoch int64, lease time.Duration, sent clock.Instant) {
 	if lease <= 0 {
 		return
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if epoch != n.acceptedEpoch || n.serving.Load() != st {
-		return
-	}
-	if it, ok := n.store.Get(key); ok && v.Less(it.Version) {
-		return
-	}
-	n.cache.put(key, cacheEntry{value: value, found: found, version: v, expiry: sent.Add(lease)})
+	n.rep.whenCurrent(epoch, key, v, func() {
+		if n.serving.Load() != st {
+			return
+		}
+		n.cache.put(key, cacheEntry{value: value, found: found, version: v, expiry: sent.Add(lease)})
+	})
 }
+
+// nodeEvents keeps the node's read cache and leadership in step with its
+// replicated state (replica.events).
+type nodeEvents struct{ n *Node }
+
+// promised: the cache was granted under an older leader, and this node's
+// own leadership of an older epoch ends (a newer leader may now change its
+// store).
+func (ev nodeEvents) promised(epoch int64) {
+	n := ev.n
+	n.leaderMoved()
+	n.dropCache()
+	if l := n.lead.Load(); l != nil && l.epoch < epoch {
+		l.cancel(fmt.Errorf("node %s promised epoch %d: %w", n.cfg.ID, epoch, kvstore.ErrStaleEpoch))
+	}
+}
+
+// applied: a cached copy older than the write goes.
+func (ev nodeEvents) applied(e store.Entry) {
+	if e.Op != store.OpNoop {
+		ev.n.invalidate(e.Key, e.Version)
+	}
+}
+
+// restored: every cached copy may be stale.
+func (ev nodeEvents) restored() { ev.n.dropCache() }
 
 // get reads key from the leader (or as the leader) and caches the reply.
 func (n *Node) get(ctx context.Context, key string) (string, bool, error) {

@@ -28,9 +28,7 @@ func (l *leader) read(ctx context.Context, key, from string) (readResult, error)
 	if err := l.checkLive(); err != nil {
 		return readResult{}, err
 	}
-	n.mu.Lock()
-	it, ok := n.store.Get(key)
-	n.mu.Unlock()
+	it, ok := n.rep.get(key)
 	// The value may come from a write that is not visible yet (not on
 	// a majority, or older copies still readable): serve it only once
 	// it is.
@@ -38,13 +36,10 @@ func (l *leader) read(ctx context.Context, key, from string) (readResult, error)
 		return readResult{}, err
 	}
 	l.mu.Lock()
-	n.mu.Lock()
-	cur, _ := n.store.Get(key)
-	owns := l.ownsStoreLocked()
-	n.mu.Unlock()
-	if owns != nil {
+	cur, err := n.rep.current(key, l.tenureLocked())
+	if err != nil {
 		l.mu.Unlock()
-		return readResult{}, owns
+		return readResult{}, fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
 	// Liveness may have been lost while this read waited: no value and
 	// no lease from a leader that cannot prove it still leads.

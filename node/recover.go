@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore/quorum"
-	"github.com/kvstore/kvstore/store"
 )
 
 // Disaster recovery (DESIGN.md, Coordinator rebuild). The data lives on
@@ -49,11 +48,7 @@ const forceEpochGap = 1 << 32
 
 // hasData reports whether the node restored data that counts: a position
 // or a promise. A node with none may bootstrap a new cluster.
-func (n *Node) hasData() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.restored && (n.store.Applied() != store.Version{} || n.acceptedEpoch > 0)
-}
+func (n *Node) hasData() bool { return n.rep.hasData() }
 
 // forceNewCluster is Config.ForceNewCluster's work before the node starts:
 // it refuses on a node with no data, and while a majority of the recorded
@@ -89,9 +84,7 @@ func (n *Node) forceNewCluster(ctx context.Context, inc string) error {
 			return fmt.Errorf("node %s: %w: voters %v are alive (this node counted) of %v, a majority: start the nodes normally, the cluster recovers by itself; stop them first to force it", n.cfg.ID, ErrForceRefused, names, voters.IDs)
 		}
 	}
-	n.mu.Lock()
-	applied, accepted := n.store.Applied(), n.acceptedEpoch
-	n.mu.Unlock()
+	applied, accepted := n.rep.applied(), n.rep.epoch()
 	base := max(accepted, applied.Epoch) + forceEpochGap
 	if err := co.RaiseEpochBase(ctx, base); err != nil {
 		return fmt.Errorf("node %s: force-new-cluster: raise the epoch base: %w", n.cfg.ID, err)

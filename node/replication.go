@@ -211,9 +211,7 @@ func (l *leader) buildAppend(p *progress) *kvpb.AppendRequest {
 	req := &kvpb.AppendRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce}
 	prev, ok := l.posAtLocked(p.next - 1)
 	if p.snapshot || !ok {
-		n.mu.Lock()
-		req.Snapshot = toSnapshot(n.store.Snapshot())
-		n.mu.Unlock()
+		req.Snapshot = toSnapshot(n.rep.snapshot())
 		return req
 	}
 	req.Prev = toPos(prev)
@@ -258,7 +256,7 @@ func (l *leader) handleAppend(p *progress, req *kvpb.AppendRequest, resp *kvpb.A
 func (l *leader) recomputeCommitLocked() {
 	n := l.n
 	self := l.lastSeq
-	if n.disk != nil {
+	if n.rep.persistent() {
 		self = l.durable // an entry counts here once it is on disk
 	}
 	match := map[string]uint64{n.cfg.ID: self}

@@ -191,25 +191,27 @@ func (n *Node) runSession(sess coord.Session, jumps *jumpWatch) {
 // setServing switches the serving state. Leaving StateOK cancels every
 // pending operation with cause, drops the cache and ends leadership.
 //
-// The new state is stored, and the cache dropped, under n.mu: install
-// checks under n.mu that the state its fetch was sent under is still the
-// current one, so no reply is installed after the drop.
+// The new state is stored, and the cache dropped, while the replicated
+// state cannot change (replica.exclusive): install checks there too
+// (replica.whenCurrent) that the state its fetch was sent under is still
+// the current one, so no reply is installed after the drop.
 func (n *Node) setServing(sess coord.Session, st State, cause error) {
 	if st == StateOK {
 		ctx, cancel := context.WithCancelCause(n.ctx)
-		n.mu.Lock()
-		n.serving.Store(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
-		n.mu.Unlock()
+		n.rep.exclusive(func() {
+			n.serving.Store(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
+		})
 	} else {
 		if n.closed.Load() && st != StateStopped {
 			return
 		}
 		ctx, cancel := context.WithCancelCause(context.Background())
 		cancel(cause)
-		n.mu.Lock()
-		old := n.serving.Swap(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
-		n.dropCache()
-		n.mu.Unlock()
+		var old *servingState
+		n.rep.exclusive(func() {
+			old = n.serving.Swap(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
+			n.dropCache()
+		})
 		old.cancel(cause)
 	}
 	n.notify()
@@ -289,16 +291,16 @@ func (n *Node) Resign(ctx context.Context) error {
 
 // changed returns the channel closed at the next view or serving change.
 func (n *Node) changed() <-chan struct{} {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.viewMu.Lock()
+	defer n.viewMu.Unlock()
 	return n.viewCh
 }
 
 func (n *Node) notify() {
-	n.mu.Lock()
+	n.viewMu.Lock()
 	close(n.viewCh)
 	n.viewCh = make(chan struct{})
-	n.mu.Unlock()
+	n.viewMu.Unlock()
 }
 
 // Ready reports whether the node serves: nil when it is in StateOK and

@@ -94,20 +94,13 @@ func (l *leader) takeover() error {
 				l.setTakeoverErr(fmt.Errorf("pull snapshot from %s: %w", a.from, err))
 				continue
 			}
-			n.mu.Lock()
-			n.store.Restore(snap)
-			p := n.persistRestoreLocked(snap)
-			n.mu.Unlock()
-			if err := n.waitDurable(l.ctx, p); err != nil {
+			if err := n.waitDurable(l.ctx, n.rep.restore(snap)); err != nil {
 				return fmt.Errorf("adopting %s's state: %w", a.from, err)
 			}
 		}
 		// This node's store is now the most up-to-date state of a majority
 		// of reconciled voters: it holds everything committed.
-		n.mu.Lock()
-		rp := n.reconciledLocked()
-		n.mu.Unlock()
-		if err := n.waitDurable(l.ctx, rp); err != nil {
+		if err := n.waitDurable(l.ctx, n.rep.reconciled()); err != nil {
 			return fmt.Errorf("recording the reconcile: %w", err)
 		}
 		// Step 4's wait is for copies that nodes which did not answer
@@ -300,14 +293,8 @@ func (l *leader) start(voters coord.Voters, targets map[string]string) *durable.
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.voters = voters
-	n.mu.Lock()
-	l.base = n.store.Applied()
-	noop := store.Entry{Version: store.Version{Epoch: l.epoch, Seq: l.base.Seq + 1}, Op: store.OpNoop}
-	if _, err := n.store.Apply(noop); err != nil {
-		panic(err) // cannot happen: the no-op follows the store's own position
-	}
-	p := n.persistEntriesLocked([]store.Entry{noop}, nil)
-	n.mu.Unlock()
+	base, noop, p := n.rep.openEpoch(l.epoch)
+	l.base = base
 	l.log = []store.Entry{noop}
 	l.lastSeq, l.noopSeq = noop.Version.Seq, noop.Version.Seq
 	l.started = true

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore"
-	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/store"
 )
 
@@ -15,18 +14,13 @@ type writeResult struct {
 	lease   time.Duration
 }
 
-// ownsStoreLocked fails unless the node's store is still this leader's
-// own: the node has promised no later epoch, and the store is at the
-// leader's last entry. A node that took a later leader's Append (or
-// Prepare) ends this leadership (promiseLocked), but a write or read
+// tenureLocked is what this leader expects of the node's replica
+// (replica.heldLocked): a node that took a later leader's Append (or
+// Prepare) ends this leadership (nodeEvents.promised), but a write or read
 // already past its checks must not use a store another epoch may have
-// replaced. Callers hold l.mu and n.mu.
-func (l *leader) ownsStoreLocked() error {
-	n := l.n
-	if at := n.store.Applied(); n.acceptedEpoch != l.epoch || (l.started && (at != store.Version{Epoch: l.epoch, Seq: l.lastSeq} || n.accepted != l.ld)) {
-		return fmt.Errorf("node %s: %w (epoch %d: promised epoch %d, store at %s)", n.cfg.ID, kvstore.ErrNotLeader, l.epoch, n.acceptedEpoch, at)
-	}
-	return nil
+// replaced. Callers hold l.mu.
+func (l *leader) tenureLocked() tenure {
+	return tenure{epoch: l.epoch, ld: l.ld, started: l.started, last: store.Version{Epoch: l.epoch, Seq: l.lastSeq}}
 }
 
 // write appends a set or delete, waits until it is visible (a majority of
@@ -45,31 +39,18 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 	if err := l.checkLive(); err != nil {
 		return writeResult{}, err
 	}
-	var p *durable.Pending
 	l.mu.Lock()
-	n.mu.Lock()
-	if err := l.ownsStoreLocked(); err != nil {
-		n.mu.Unlock()
+	e := store.Entry{Version: store.Version{Epoch: l.epoch, Seq: l.lastSeq + 1}, Op: op, Key: key, Value: value, ReqID: reqID}
+	ver, dup, p, err := n.rep.lead(l.tenureLocked(), e)
+	if err != nil {
 		l.mu.Unlock()
-		return writeResult{}, err
+		return writeResult{}, fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
-	ver, dup := n.store.Request(reqID)
-	dup = dup && reqID != ""
 	if !dup {
-		e := store.Entry{Version: store.Version{Epoch: l.epoch, Seq: l.lastSeq + 1}, Op: op, Key: key, Value: value, ReqID: reqID}
-		if _, err := n.store.Apply(e); err != nil {
-			panic(err) // cannot happen: the leader's store is at lastSeq
-		}
-		ver = e.Version
-		p = n.persistEntriesLocked([]store.Entry{e}, nil)
-		// The leader's own cached copy goes first, as on a follower that
-		// applies the entry: the new value is readable only once visible.
-		n.invalidate(key, ver)
 		l.log = append(l.log, e)
 		l.lastSeq = e.Version.Seq
 		n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, ver.Seq, n.now())))
 	}
-	n.mu.Unlock()
 	l.recomputeCommitLocked()
 	for _, p := range l.peers {
 		select {

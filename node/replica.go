@@ -1,0 +1,465 @@
+package node
+
+// The replicated state (DESIGN.md, Protocol): what a node has applied,
+// what it has promised, whether it must be reconciled, and the durable copy
+// of all of it.
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/durable"
+	"github.com/kvstore/kvstore/store"
+)
+
+// replica owns a node's replicated state: the store (every entry the node
+// applied), the promise (the epoch it accepted, and the leadership it
+// accepted it from), whether it is recovering, and, with a data directory,
+// the durable copy of all of it with its unreconciled mark.
+//
+// Every change goes through its methods, which apply it to the store and
+// submit it to the durable copy under one lock, in the same order, and
+// return the submission to wait for before anyone is told of the result (a
+// follower's answer, the leader's count of its own entry). Submissions
+// commit in order, so once the one returned is durable, so is everything
+// the state held when the method returned. Without a data directory every
+// submission is nil and waiting is free.
+//
+// Each change is reported to events under the lock, in order: the read
+// cache drops what a change makes stale there, and a bounded history of
+// changes (revisions, watches) would be fed the same way. The store is
+// reached only here, so an ordered store can replace it behind the same
+// methods.
+type replica struct {
+	events stateEvents
+
+	// disk is the durable copy (nil without Config.DataDir); restored
+	// reports that the store was loaded from it and a leader had
+	// reconciled it. Both are set by open, before the node runs.
+	disk     *durable.DB
+	restored bool
+
+	// mu guards everything below. Lock order: leader.mu, then mu, then a
+	// cache shard's lock.
+	mu    sync.Mutex
+	store *store.Store
+	// promised is the highest epoch promised, to the leadership ld (zero:
+	// none known): a second leadership of the same epoch is refused.
+	promised int64
+	ld       leadership
+	// recovering: a voter that lost its store waits for a leader to
+	// reconcile it (a snapshot, or its own takeover).
+	recovering bool
+	// unreconciled is the durable mark as submitted: no leader reconciled
+	// the data directory since it was created.
+	unreconciled bool
+	last         *durable.Pending // the latest submission, nil if none
+
+	// promisedA mirrors promised for lock-free reads (the read path).
+	promisedA atomic.Int64
+}
+
+// stateEvents is told of each change of a replica's state, under its lock
+// and in order. Implementations must not call back into the replica.
+type stateEvents interface {
+	// promised: a later epoch was promised; what older leaders granted
+	// is void.
+	promised(epoch int64)
+	// applied: entry e changed the store (a no-op changes only the
+	// position).
+	applied(e store.Entry)
+	// restored: the store was replaced by a snapshot.
+	restored()
+}
+
+func newReplica(maxRequests int, events stateEvents) *replica {
+	return &replica{events: events, store: store.New(maxRequests)}
+}
+
+// open adopts db, the durable copy, and st, the state it held (with the
+// unreconciled mark as the node decided to read it).
+func (r *replica) open(db *durable.DB, st durable.State) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.disk = db
+	r.unreconciled = st.Unreconciled
+	if st.Fresh {
+		return
+	}
+	r.store.Restore(st.Snapshot)
+	r.promised = st.AcceptedEpoch
+	r.promisedA.Store(st.AcceptedEpoch)
+	r.ld = leadership{id: st.AcceptedLeader, nonce: st.AcceptedLeadership}
+	// Files no leader reconciled since they were created (a lost or
+	// set-aside directory, restarted again; a crash right after creating
+	// them) are not restored data, whatever they hold.
+	r.restored = !st.Unreconciled
+}
+
+// persistent reports whether the state has a durable copy.
+func (r *replica) persistent() bool { return r.disk != nil }
+
+// epoch is the highest epoch promised, without the lock.
+func (r *replica) epoch() int64 { return r.promisedA.Load() }
+
+// applied is the store's position: the last entry applied.
+func (r *replica) applied() store.Version {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.store.Applied()
+}
+
+// get returns key's item (tombstones included).
+func (r *replica) get(key string) (store.Item, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.store.Get(key)
+}
+
+// keys lists the live keys, sorted.
+func (r *replica) keys() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.store.Keys()
+}
+
+// snapshot is the whole state, for a follower that needs it.
+func (r *replica) snapshot() store.Snapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.store.Snapshot()
+}
+
+// isRecovering reports whether the replica waits to be reconciled.
+func (r *replica) isRecovering() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.recovering
+}
+
+// hasData reports whether the replica restored data that counts: a
+// position or a promise. A node with none may bootstrap a new cluster.
+func (r *replica) hasData() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.restored && (r.store.Applied() != store.Version{} || r.promised > 0)
+}
+
+// whenCurrent runs f, under the lock, if epoch is still the epoch promised
+// and the store holds no later version of key than v: no change of the
+// state comes between the check and f. The read cache installs a copy
+// this way, so that no invalidation can overtake it.
+func (r *replica) whenCurrent(epoch int64, key string, v store.Version, f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if epoch != r.promised {
+		return
+	}
+	if it, ok := r.store.Get(key); ok && v.Less(it.Version) {
+		return
+	}
+	f()
+}
+
+// exclusive runs f, under the lock, between two changes of the state: the
+// read cache drops its copies this way when the node stops serving, so
+// that no install in flight (whenCurrent) passes the drop.
+func (r *replica) exclusive(f func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f()
+}
+
+// standing is a replica's answer to a leader's message.
+type standing struct {
+	// refused: the message is stale (an epoch below the promise) or of
+	// another leadership of the promised epoch (other); it changed nothing.
+	refused, other bool
+	// ok: the message was taken (for an Append: its entries follow the
+	// position, or its snapshot was restored or is a late copy).
+	ok bool
+	// promised and to: the promise after the message.
+	promised int64
+	to       leadership
+	// applied is the position after the message; reconcile reports that
+	// the replica needs a leader's snapshot before it counts (it is
+	// recovering, or its data directory still carries the mark).
+	applied   store.Version
+	reconcile bool
+}
+
+// standingLocked is the answer with the replica's current state.
+func (r *replica) standingLocked(ok bool) standing {
+	return standing{ok: ok, promised: r.promised, to: r.ld, applied: r.store.Applied(), reconcile: r.recovering || r.unreconciled}
+}
+
+// refusesLocked reports whether a message of the leadership ld of epoch
+// is refused as stale: the epoch is below the promise, or is the promised
+// epoch but promised to another leadership (a coordinator that handed the
+// same epoch out twice).
+func (r *replica) refusesLocked(epoch int64, ld leadership) (refuse, other bool) {
+	if epoch < r.promised {
+		return true, false
+	}
+	other = epoch == r.promised && ld.nonce != 0 && r.ld.nonce != 0 && ld != r.ld
+	return other, other
+}
+
+// admitLocked checks a leader's message of epoch from ld: refused, it
+// returns the answer to send; otherwise it promises epoch to ld (raising
+// the promise, or recording ld for a promise that named none).
+func (r *replica) admitLocked(epoch int64, ld leadership) (standing, bool) {
+	if refuse, other := r.refusesLocked(epoch, ld); refuse {
+		st := r.standingLocked(false)
+		st.refused, st.other = true, other
+		return st, false
+	}
+	switch {
+	case epoch > r.promised:
+		r.promised, r.ld = epoch, ld
+		r.promisedA.Store(epoch)
+		r.events.promised(epoch)
+	case epoch == r.promised && r.ld.nonce == 0 && ld.nonce != 0:
+		r.ld = ld
+	default:
+		return standing{}, true
+	}
+	if r.disk != nil {
+		r.submittedLocked(r.disk.PromiseLeadership(epoch, ld.id, ld.nonce))
+	}
+	return standing{}, true
+}
+
+// prepare promises epoch to ld (a takeover's first step) and answers with
+// the replica's position.
+func (r *replica) prepare(epoch int64, ld leadership) (standing, *durable.Pending) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st, ok := r.admitLocked(epoch, ld); !ok {
+		return st, nil
+	}
+	return r.standingLocked(true), r.last
+}
+
+// snapshotFor promises epoch to ld and returns the whole state: the
+// leader adopts it as committed history.
+func (r *replica) snapshotFor(epoch int64, ld leadership) (standing, store.Snapshot, *durable.Pending) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st, ok := r.admitLocked(epoch, ld); !ok {
+		return st, store.Snapshot{}, nil
+	}
+	return r.standingLocked(true), r.store.Snapshot(), r.last
+}
+
+// appendEntries applies entries from the leader of epoch (ld) that follow
+// prev, if prev is the store's position (ok false otherwise: the leader
+// backfills). The entries were validated (validateAppend); an entry the
+// store refuses anyway is an error, and the entries before it stay
+// applied.
+//
+// Entries do not reconcile a recovering replica: a prefix of the leader's
+// history may stop short of entries it acknowledged before it lost its
+// store and the leader already counted as committed (with base 0 the
+// prefix starts from an empty store). Reconcile asks for the snapshot,
+// which holds them.
+func (r *replica) appendEntries(epoch int64, ld leadership, prev store.Version, entries []store.Entry) (standing, *durable.Pending, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st, ok := r.admitLocked(epoch, ld); !ok {
+		return st, nil, nil
+	}
+	if prev != r.store.Applied() {
+		return r.standingLocked(false), r.last, nil
+	}
+	dups := make([]bool, 0, len(entries))
+	for i, e := range entries {
+		dup, err := r.store.Apply(e)
+		if err != nil {
+			r.persistEntriesLocked(entries[:i], dups)
+			return r.standingLocked(false), r.last, fmt.Errorf("%w: %w", kvstore.ErrBadRequest, err)
+		}
+		dups = append(dups, dup)
+		r.events.applied(e)
+	}
+	r.persistEntriesLocked(entries, dups)
+	return r.standingLocked(true), r.last, nil
+}
+
+// installSnapshot restores the state of the leader of epoch (ld) at its
+// last entry: it holds everything committed, and everything this replica
+// acknowledged before it lost its store, so it reconciles the replica.
+//
+// Within one leader's epoch history is linear: a snapshot behind the
+// position is a late copy, and changes nothing. A later leader's state is
+// never behind a position of an earlier epoch (its snapshot is at least at
+// its own no-op): such a snapshot is refused with ErrBadRequest.
+func (r *replica) installSnapshot(epoch int64, ld leadership, snap store.Snapshot) (standing, *durable.Pending, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st, ok := r.admitLocked(epoch, ld); !ok {
+		return st, nil, nil
+	}
+	if applied := r.store.Applied(); snap.Applied.Less(applied) {
+		if applied.Epoch == epoch {
+			return r.standingLocked(true), r.last, nil
+		}
+		return r.standingLocked(false), r.last, badRequest("snapshot at %s (epoch %d) is behind this node's position %s of an earlier epoch", snap.Applied, epoch, applied)
+	}
+	r.restoreLocked(snap)
+	r.recovering = false
+	return r.standingLocked(true), r.last, nil
+}
+
+// restore replaces the state with snap, the most up-to-date state of a
+// majority that a new leader adopts.
+func (r *replica) restore(snap store.Snapshot) *durable.Pending {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.restoreLocked(snap)
+	return r.last
+}
+
+// restoreLocked replaces the store with snap; its durable record also
+// clears the unreconciled mark.
+func (r *replica) restoreLocked(snap store.Snapshot) {
+	r.store.Restore(snap)
+	if r.disk != nil {
+		r.unreconciled = false
+		r.submittedLocked(r.disk.Restore(snap))
+	}
+	r.events.restored()
+}
+
+// reconciled records that a leader reconciled the replica (its state holds
+// everything committed): it is no longer recovering, and the durable mark
+// is cleared if it is set.
+func (r *replica) reconciled() *durable.Pending {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.recovering = false
+	if r.disk == nil || !r.unreconciled {
+		return nil
+	}
+	r.unreconciled = false
+	return r.submittedLocked(r.disk.Reconciled())
+}
+
+// setRecovering marks a voter that came back without reconciled data:
+// it counts toward no majority until a leader reconciles it.
+func (r *replica) setRecovering() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.recovering = true
+}
+
+// setIncarnation durably records the cluster incarnation the data
+// directory belongs to (nil without one).
+func (r *replica) setIncarnation(inc string) *durable.Pending {
+	if r.disk == nil {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.submittedLocked(r.disk.SetIncarnation(inc))
+}
+
+// tenure is what a leader expects of the replica it leads from: the epoch
+// promised to it, and once it started (applied its no-op) its leadership
+// and its last entry as the store's position.
+type tenure struct {
+	epoch   int64
+	ld      leadership
+	started bool
+	last    store.Version
+}
+
+// heldLocked fails with ErrNotLeader unless the replica is still the
+// leader's own (tenure t): a node that took a later leader's Append (or
+// Prepare) ends the leadership (stateEvents.promised), but a write or read
+// already past its checks must not use a store another epoch may have
+// replaced.
+func (r *replica) heldLocked(t tenure) error {
+	at := r.store.Applied()
+	if r.promised != t.epoch || (t.started && (at != t.last || r.ld != t.ld)) {
+		return fmt.Errorf("%w (epoch %d: promised epoch %d, store at %s)", kvstore.ErrNotLeader, t.epoch, r.promised, at)
+	}
+	return nil
+}
+
+// current returns key's item if the replica is still the leader's (t).
+func (r *replica) current(key string, t tenure) (store.Item, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.heldLocked(t); err != nil {
+		return store.Item{}, err
+	}
+	it, _ := r.store.Get(key)
+	return it, nil
+}
+
+// openEpoch applies the no-op that opens the leader's epoch after the
+// adopted state (base, the store's position).
+func (r *replica) openEpoch(epoch int64) (base store.Version, noop store.Entry, p *durable.Pending) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	base = r.store.Applied()
+	noop = store.Entry{Version: store.Version{Epoch: epoch, Seq: base.Seq + 1}, Op: store.OpNoop}
+	if _, err := r.store.Apply(noop); err != nil {
+		panic(err) // cannot happen: the no-op follows the store's own position
+	}
+	r.events.applied(noop)
+	return base, noop, r.persistEntriesLocked([]store.Entry{noop}, nil)
+}
+
+// lead applies the leader's write e (t: the leader's tenure, e at the
+// position after t.last), unless the replica is no longer the leader's
+// own, or e's request id was applied already (dup, at ver): then nothing
+// changes. p is e's submission.
+func (r *replica) lead(t tenure, e store.Entry) (ver store.Version, dup bool, p *durable.Pending, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.heldLocked(t); err != nil {
+		return store.Version{}, false, nil, err
+	}
+	if ver, dup := r.store.Request(e.ReqID); dup && e.ReqID != "" {
+		return ver, true, nil, nil
+	}
+	if _, err := r.store.Apply(e); err != nil {
+		panic(err) // cannot happen: the leader's store is at t.last
+	}
+	p = r.persistEntriesLocked([]store.Entry{e}, nil)
+	// The leader's own cached copy goes first, as on a follower that
+	// applies the entry: the new value is readable only once visible.
+	r.events.applied(e)
+	return e.Version, false, p, nil
+}
+
+// submittedLocked records p as the latest submission and returns it.
+func (r *replica) submittedLocked(p *durable.Pending) *durable.Pending {
+	if p != nil {
+		r.last = p
+	}
+	return p
+}
+
+// persistEntriesLocked mirrors entries just applied to the store; dup[i]
+// reports that entries[i] repeated a request id and changed nothing but the
+// position.
+func (r *replica) persistEntriesLocked(entries []store.Entry, dup []bool) *durable.Pending {
+	if r.disk == nil || len(entries) == 0 {
+		return nil
+	}
+	out := entries
+	for i, d := range dup {
+		if d {
+			if &out[0] == &entries[0] {
+				out = append([]store.Entry(nil), entries...)
+			}
+			out[i] = store.Entry{Version: entries[i].Version, Op: store.OpNoop}
+		}
+	}
+	return r.submittedLocked(r.disk.Append(out))
+}
