@@ -14,7 +14,6 @@ import (
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/quorum"
-	"github.com/kvstore/kvstore/store"
 )
 
 var errLeadershipEnded = errors.New("leadership ended")
@@ -46,9 +45,7 @@ type leader struct {
 	mu          sync.Mutex
 	started     bool
 	voters      coord.Voters
-	log         []store.Entry // entries after base, in seq order
-	base        store.Version // position just before log[0]
-	lastSeq     uint64
+	entryLog           // this epoch's history, for the followers that lag
 	durable     uint64 // with a data directory: own entries durable up to here
 	noopSeq     uint64
 	commit      uint64

@@ -301,15 +301,15 @@ func (l *leader) start(voters coord.Voters, targets map[string]string) *durable.
 	defer l.mu.Unlock()
 	l.voters = voters
 	n.mu.Lock()
-	l.base = n.store.Applied()
-	noop := store.Entry{Version: store.Version{Epoch: l.epoch, Seq: l.base.Seq + 1}, Op: store.OpNoop}
+	base := n.store.Applied()
+	noop := store.Entry{Version: store.Version{Epoch: l.epoch, Seq: base.Seq + 1}, Op: store.OpNoop}
 	if _, err := n.store.Apply(noop); err != nil {
 		panic(err) // cannot happen: the no-op follows the store's own position
 	}
 	p := n.persistEntriesLocked([]store.Entry{noop}, nil)
 	n.mu.Unlock()
-	l.log = []store.Entry{noop}
-	l.lastSeq, l.noopSeq = noop.Version.Seq, noop.Version.Seq
+	l.restart(base, noop)
+	l.noopSeq = noop.Version.Seq
 	l.started = true
 	for id := range targets {
 		l.addPeerLocked(id)

@@ -65,8 +65,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		// The leader's own cached copy goes first, as on a follower that
 		// applies the entry: the new value is readable only once visible.
 		n.invalidate(key, ver)
-		l.log = append(l.log, e)
-		l.lastSeq = e.Version.Seq
+		l.add(e)
 		n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, ver.Seq, n.now())))
 	}
 	n.mu.Unlock()
