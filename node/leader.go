@@ -33,9 +33,6 @@ type leader struct {
 	cancel    context.CancelCauseFunc
 	wg        sync.WaitGroup // replicators
 	electedAt clock.Instant
-	// settings is the cluster's settings record as read at takeover: its
-	// MaxLease bounds the leases older epochs may have granted.
-	settings coord.Settings
 
 	// changeMu makes voter changes (maybeAddVoter, removeVoter) one at a
 	// time: each reads l.voters, writes the record, and installs the result.
@@ -109,7 +106,7 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) (
 			ended = context.Cause(lctx)
 		}
 	}()
-	if err := l.takeover(); err != nil {
+	if err := (&takeover{leader: l}).run(); err != nil {
 		n.log.Warn("takeover failed", "epoch", epoch, "err", err)
 		return err
 	}

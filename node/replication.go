@@ -7,6 +7,7 @@ import (
 
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/quorum"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
@@ -240,4 +241,34 @@ func (l *leader) recomputeCommitLocked() {
 	}
 	l.commit = commitRule(voters, match, l.commit, l.noopSeq)
 	l.broadcastLocked()
+}
+
+// start appends the epoch's no-op entry and starts one replicator per peer.
+// It returns the submission that makes the no-op durable here.
+func (l *leader) start(voters coord.Voters, targets map[string]string) *durable.Pending {
+	n := l.n
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.voters = voters
+	n.mu.Lock()
+	base := n.store.Applied()
+	noop := store.Entry{Version: store.Version{Epoch: l.epoch, Seq: base.Seq + 1}, Op: store.OpNoop}
+	if _, err := n.store.Apply(noop); err != nil {
+		panic(err) // cannot happen: the no-op follows the store's own position
+	}
+	p := n.persistEntriesLocked([]store.Entry{noop}, nil)
+	n.mu.Unlock()
+	l.restart(base, noop)
+	l.noopSeq = noop.Version.Seq
+	l.started = true
+	for id := range targets {
+		l.addPeerLocked(id)
+	}
+	// Members that joined while the takeover ran: viewChanged ignored them
+	// (not started yet), and the view it was given is the one read here.
+	for id := range n.view.Load().members {
+		l.addPeerLocked(id)
+	}
+	l.recomputeCommitLocked()
+	return p
 }
