@@ -225,16 +225,25 @@ func (l *leader) hear(id string, sent clock.Instant) {
 // window ago, heard from no majority of the voters (itself included)
 // within the last window (CheckQuorum).
 func (l *leader) quorumLost() bool {
-	now := l.n.now()
-	w := l.quorumWindow()
-	if now.Sub(l.electedAt) <= w {
-		return false
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	heard := maps.Clone(l.heard)
-	heard[l.n.cfg.ID] = now
-	return !quorum.HeardSince(l.voters.IDs, heard, now.Add(-w))
+	return quorumLost(l.n.cfg.ID, l.voters.IDs, l.heard, l.electedAt, l.n.now(), l.quorumWindow())
+}
+
+// quorumLost is the CheckQuorum rule, a pure function: a leader (self)
+// elected at electedAt, more than window before now, steps down if the
+// voters it heard from within the last window (heard: the send time of
+// the last request each answered), itself included, are no majority.
+func quorumLost(self string, voters []string, heard map[string]clock.Instant, electedAt, now clock.Instant, window time.Duration) bool {
+	if now.Sub(electedAt) <= window {
+		return false
+	}
+	heard = maps.Clone(heard)
+	if heard == nil {
+		heard = make(map[string]clock.Instant)
+	}
+	heard[self] = now
+	return !quorum.HeardSince(voters, heard, now.Add(-window))
 }
 
 // maybeAddVoter adds one member that is not a voter, once it holds
