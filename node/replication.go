@@ -97,6 +97,8 @@ func (l *leader) markDurable(seq uint64) {
 	}
 }
 
+// addPeerLocked starts replicating to node id, unless it is this node or
+// already has a replicator.
 func (l *leader) addPeerLocked(id string) {
 	if id == l.n.cfg.ID || l.peers[id] != nil {
 		return
@@ -177,6 +179,9 @@ func (l *leader) replicate(p *progress) {
 	}
 }
 
+// buildAppend is the next Append for p: the entries after p.next-1 (one
+// batch), or the whole state when p needs a snapshot or the log no longer
+// holds its position.
 func (l *leader) buildAppend(p *progress) *kvpb.AppendRequest {
 	n := l.n
 	l.mu.Lock()

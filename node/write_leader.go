@@ -10,6 +10,8 @@ import (
 	"github.com/kvstore/kvstore/store"
 )
 
+// writeResult is what the leader answers a write: the version it was
+// applied at and the lease the writer may cache the value for (0: none).
 type writeResult struct {
 	version store.Version
 	lease   time.Duration
