@@ -119,20 +119,7 @@ func (t *takeover) run() error {
 		if err := n.waitDurable(t.ctx, rp); err != nil {
 			return fmt.Errorf("recording the reconcile: %w", err)
 		}
-		// Step 4's wait is for copies that nodes which did not answer
-		// may still serve. A voter absent from a fresh view has no live
-		// session (its membership entry went with it) and, by its own
-		// deadline, serves nothing; only the members must answer.
-		var unanswered []string
-		for id, addr := range targets {
-			if addr == "" && fresh && !(faultsOn && n.cfg.Faults.WaitForGoneVoters) {
-				continue
-			}
-			if r, ok := resps[id]; !ok || !r.Ok {
-				unanswered = append(unanswered, id)
-			}
-		}
-		slices.Sort(unanswered)
+		unanswered := unansweredTargets(targets, resps, fresh && !(faultsOn && n.cfg.Faults.WaitForGoneVoters))
 		// Step 3: seal the epoch with a no-op and replicate it.
 		p := t.start(voters, targets)
 		if err := n.waitEntriesDurable(t.ctx, p); err != nil {
@@ -197,6 +184,27 @@ func chooseAdoption(self string, epoch int64, voters []string, answers map[strin
 		a.why = fmt.Sprintf("%s's state, at %s, is the most up to date of %d voters", a.from, a.at, len(a.yes))
 	}
 	return a
+}
+
+// unansweredTargets returns, sorted, the nodes whose silence makes the takeover
+// wait out older epochs' leases (step 4): the targets (id -> address, ""
+// for a voter with no live session) that did not take Prepare. Step 4's
+// wait is for copies that nodes which did not answer may still serve. A
+// voter absent from a fresh view (skipGone) has no live session (its
+// membership entry went with it) and, by its own deadline, serves
+// nothing; then only the members must answer. A pure function.
+func unansweredTargets(targets map[string]string, answers map[string]*kvpb.PrepareResponse, skipGone bool) []string {
+	var out []string
+	for id, addr := range targets {
+		if addr == "" && skipGone {
+			continue
+		}
+		if r, ok := answers[id]; !ok || !r.Ok {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // electedView returns the members of the first view that shows this
