@@ -14,7 +14,6 @@ import (
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/quorum"
-	"github.com/kvstore/kvstore/store"
 )
 
 var errLeadershipEnded = errors.New("leadership ended")
@@ -34,9 +33,6 @@ type leader struct {
 	cancel    context.CancelCauseFunc
 	wg        sync.WaitGroup // replicators
 	electedAt clock.Instant
-	// settings is the cluster's settings record as read at takeover: its
-	// MaxLease bounds the leases older epochs may have granted.
-	settings coord.Settings
 
 	// changeMu makes voter changes (maybeAddVoter, removeVoter) one at a
 	// time: each reads l.voters, writes the record, and installs the result.
@@ -46,9 +42,7 @@ type leader struct {
 	mu          sync.Mutex
 	started     bool
 	voters      coord.Voters
-	log         []store.Entry // entries after base, in seq order
-	base        store.Version // position just before log[0]
-	lastSeq     uint64
+	entryLog           // this epoch's history, for the followers that lag
 	durable     uint64 // with a data directory: own entries durable up to here
 	noopSeq     uint64
 	commit      uint64
@@ -112,7 +106,7 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) (
 			ended = context.Cause(lctx)
 		}
 	}()
-	if err := l.takeover(); err != nil {
+	if err := (&takeover{leader: l}).run(); err != nil {
 		n.log.Warn("takeover failed", "epoch", epoch, "err", err)
 		return err
 	}
@@ -231,16 +225,25 @@ func (l *leader) hear(id string, sent clock.Instant) {
 // window ago, heard from no majority of the voters (itself included)
 // within the last window (CheckQuorum).
 func (l *leader) quorumLost() bool {
-	now := l.n.now()
-	w := l.quorumWindow()
-	if now.Sub(l.electedAt) <= w {
-		return false
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	heard := maps.Clone(l.heard)
-	heard[l.n.cfg.ID] = now
-	return !quorum.HeardSince(l.voters.IDs, heard, now.Add(-w))
+	return quorumLost(l.n.cfg.ID, l.voters.IDs, l.heard, l.electedAt, l.n.now(), l.quorumWindow())
+}
+
+// quorumLost is the CheckQuorum rule, a pure function: a leader (self)
+// elected at electedAt, more than window before now, steps down if the
+// voters it heard from within the last window (heard: the send time of
+// the last request each answered), itself included, are no majority.
+func quorumLost(self string, voters []string, heard map[string]clock.Instant, electedAt, now clock.Instant, window time.Duration) bool {
+	if now.Sub(electedAt) <= window {
+		return false
+	}
+	heard = maps.Clone(heard)
+	if heard == nil {
+		heard = make(map[string]clock.Instant)
+	}
+	heard[self] = now
+	return !quorum.HeardSince(voters, heard, now.Add(-window))
 }
 
 // maybeAddVoter adds one member that is not a voter, once it holds

@@ -70,7 +70,7 @@ func (n *Node) bootstrapReconciled(ctx context.Context) error {
 //
 // But a voter record that no leader has sealed (coord.Voters.Unsealed)
 // proves that nothing was ever acknowledged: the first leader seals it
-// before it serves anything (leader.sealVoters), and that write reaches
+// before it serves anything (takeover.sealVoters), and that write reaches
 // the coordinator before any write can reach this node, so before this
 // node's crash and before the read of the record that Start just made.
 // This node then lost nothing that counts, whatever memory it lost (its

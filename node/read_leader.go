@@ -10,6 +10,9 @@ import (
 	"github.com/kvstore/kvstore/store"
 )
 
+// readResult is what the leader answers a read: the key's visible value
+// (found false: none), its version and the lease the reader may cache it
+// for (0: none).
 type readResult struct {
 	value   string
 	found   bool

@@ -3,11 +3,11 @@ package node
 import (
 	"context"
 	"errors"
-	"slices"
 	"time"
 
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/quorum"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
@@ -97,6 +97,8 @@ func (l *leader) markDurable(seq uint64) {
 	}
 }
 
+// addPeerLocked starts replicating to node id, unless it is this node or
+// already has a replicator.
 func (l *leader) addPeerLocked(id string) {
 	if id == l.n.cfg.ID || l.peers[id] != nil {
 		return
@@ -129,38 +131,11 @@ func (l *leader) viewChanged(v coord.View) {
 func (l *leader) trimLog() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	cut := l.lastSeq
+	matched := l.lastSeq
 	for _, p := range l.peers {
-		cut = min(cut, p.match)
+		matched = min(matched, p.match)
 	}
-	if keep := uint64(l.n.cfg.MaxLog); l.lastSeq > keep {
-		cut = max(cut, l.lastSeq-keep)
-	}
-	if cut <= l.base.Seq+1024 && len(l.log) <= l.n.cfg.MaxLog {
-		return
-	}
-	if cut <= l.base.Seq {
-		return
-	}
-	i := int(cut - l.base.Seq)
-	l.base = l.log[i-1].Version
-	l.log = slices.Clone(l.log[i:])
-}
-
-// historyLocked is the part of this epoch's history the log holds.
-func (l *leader) historyLocked() history {
-	return history{epoch: l.epoch, base: l.base, last: l.lastSeq}
-}
-
-// posAtLocked is the position of seq in this epoch's history, if the log has it.
-func (l *leader) posAtLocked(seq uint64) (store.Version, bool) {
-	if seq == l.base.Seq {
-		return l.base, true
-	}
-	if seq < l.base.Seq || seq > l.lastSeq {
-		return store.Version{}, false
-	}
-	return l.log[seq-l.base.Seq-1].Version, true
+	l.trim(matched, l.n.cfg.MaxLog)
 }
 
 // replicate streams entries to one peer, in order, one call at a time.
@@ -204,26 +179,21 @@ func (l *leader) replicate(p *progress) {
 	}
 }
 
+// buildAppend is the next Append for p: the entries after p.next-1 (one
+// batch), or the whole state when p needs a snapshot or the log no longer
+// holds its position.
 func (l *leader) buildAppend(p *progress) *kvpb.AppendRequest {
 	n := l.n
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	req := &kvpb.AppendRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce}
-	prev, ok := l.posAtLocked(p.next - 1)
+	prev, ok := l.posAt(p.next - 1)
 	if p.snapshot || !ok {
 		req.Snapshot = toSnapshot(n.rep.snapshot())
 		return req
 	}
 	req.Prev = toPos(prev)
-	last := min(l.lastSeq, p.next-1+uint64(n.cfg.MaxBatch))
-	budget := n.cfg.MaxBatchBytes
-	for s := p.next; s <= last; s++ {
-		e := l.log[s-l.base.Seq-1]
-		size := len(e.Key) + len(e.Value) + len(e.ReqID)
-		if len(req.Entries) > 0 && size > budget {
-			break // the rest goes in the next Append
-		}
-		budget -= size
+	for _, e := range l.batch(p.next, n.cfg.MaxBatch, n.cfg.MaxBatchBytes) {
 		req.Entries = append(req.Entries, toEntry(e))
 	}
 	return req
@@ -248,7 +218,7 @@ func (l *leader) handleAppend(p *progress, req *kvpb.AppendRequest, resp *kvpb.A
 	if !resp.Reconcile && sent.After(l.heard[p.id]) {
 		l.heard[p.id] = sent // a recovering voter cannot vouch for this epoch
 	}
-	p.answer(l.historyLocked(), fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
+	p.answer(l.history(l.epoch), fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
 	l.recomputeCommitLocked()
 	return p.pending(l.lastSeq)
 }
@@ -274,4 +244,27 @@ func (l *leader) recomputeCommitLocked() {
 	}
 	l.commit = commitRule(voters, match, l.commit, l.noopSeq)
 	l.broadcastLocked()
+}
+
+// start appends the epoch's no-op entry and starts one replicator per peer.
+// It returns the submission that makes the no-op durable here.
+func (l *leader) start(voters coord.Voters, targets map[string]string) *durable.Pending {
+	n := l.n
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.voters = voters
+	base, noop, p := n.rep.openEpoch(l.epoch)
+	l.restart(base, noop)
+	l.noopSeq = noop.Version.Seq
+	l.started = true
+	for id := range targets {
+		l.addPeerLocked(id)
+	}
+	// Members that joined while the takeover ran: viewChanged ignored them
+	// (not started yet), and the view it was given is the one read here.
+	for id := range n.view.Load().members {
+		l.addPeerLocked(id)
+	}
+	l.recomputeCommitLocked()
+	return p
 }

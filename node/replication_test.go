@@ -21,7 +21,7 @@ func TestAppendBatchesStayUnderTheByteBudget(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxBatchBytes = 10_000
 	n := &Node{cfg: cfg}
-	l := &leader{n: n, epoch: 3, base: store.Version{Epoch: 2, Seq: 10}}
+	l := &leader{n: n, epoch: 3, entryLog: entryLog{base: store.Version{Epoch: 2, Seq: 10}}}
 	sizes := []int{100, 3000, 4000, 2500, 12_000, 1, 9000, 9000, 500}
 	for i, size := range sizes {
 		seq := l.base.Seq + uint64(i) + 1

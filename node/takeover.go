@@ -11,61 +11,70 @@ import (
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/coord"
-	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/quorum"
 	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
 )
 
-// takeover runs steps 1-5 of DESIGN.md's leader takeover.
-func (l *leader) takeover() error {
-	n := l.n
-	giveUp := n.now().Add(l.stepDownAfter())
+// takeover is a new leader's first phase, from its election until it
+// serves: steps 1-5 of DESIGN.md's leader takeover. runLeader runs one,
+// then drops it.
+type takeover struct {
+	*leader
+	// settings is the cluster's settings record as read at takeover: its
+	// MaxLease bounds the leases older epochs may have granted.
+	settings coord.Settings
+}
+
+// run runs the takeover until this leader serves, or gives up.
+func (t *takeover) run() error {
+	n := t.n
+	giveUp := n.now().Add(t.stepDownAfter())
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 && (n.now().After(giveUp) || l.quorumLost()) {
-			if l.quorumLost() {
+		if attempt > 0 && (n.now().After(giveUp) || t.quorumLost()) {
+			if t.quorumLost() {
 				n.met.steppedDown()
 			}
-			l.mu.Lock()
-			err := l.takeoverErr
-			l.mu.Unlock()
+			t.mu.Lock()
+			err := t.takeoverErr
+			t.mu.Unlock()
 			return fmt.Errorf("giving up leadership: %w", err)
 		}
 		if attempt > 0 {
 			select {
-			case <-l.ctx.Done():
+			case <-t.ctx.Done():
 			case <-time.After(n.cfg.Heartbeat):
 			}
 		}
-		if l.ctx.Err() != nil {
-			return context.Cause(l.ctx)
+		if t.ctx.Err() != nil {
+			return context.Cause(t.ctx)
 		}
-		rctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+		rctx, cancel := context.WithTimeout(t.ctx, n.cfg.RPCTimeout)
 		voters, err := n.cfg.Coordinator.Voters(rctx)
 		cancel()
 		if err != nil {
-			l.setTakeoverErr(fmt.Errorf("read voters: %w", err))
+			t.setTakeoverErr(fmt.Errorf("read voters: %w", err))
 			continue
 		}
 		// The leases of older epochs may have been granted by nodes with
 		// another lease than this one's (a change of --lease rolled out):
 		// the record's MaxLease bounds them.
-		rctx, cancel = context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
-		l.settings, err = n.cfg.Coordinator.Settings(rctx)
+		rctx, cancel = context.WithTimeout(t.ctx, n.cfg.RPCTimeout)
+		t.settings, err = n.cfg.Coordinator.Settings(rctx)
 		cancel()
 		if err != nil {
-			l.setTakeoverErr(fmt.Errorf("read settings: %w", err))
+			t.setTakeoverErr(fmt.Errorf("read settings: %w", err))
 			continue
 		}
 		n.noteVoters(voters)
-		n.noteSettings(l.settings)
-		l.mu.Lock()
-		l.voters = voters // for quorumLost; start sets it again
-		l.mu.Unlock()
+		n.noteSettings(t.settings)
+		t.mu.Lock()
+		t.voters = voters // for quorumLost; start sets it again
+		t.mu.Unlock()
 		// The members of a view that shows this leadership: every node
 		// whose session outlived the predecessor's (coord.View).
-		members, fresh := l.electedView()
+		members, fresh := t.electedView()
 		targets := make(map[string]string)
 		for id, addr := range members {
 			targets[id] = addr
@@ -76,54 +85,41 @@ func (l *leader) takeover() error {
 			}
 		}
 		// Step 1: prepare.
-		resps := l.prepareAll(targets)
-		a := chooseAdoption(n.cfg.ID, l.epoch, voters.IDs, resps)
+		resps := t.prepareAll(targets)
+		a := chooseAdoption(n.cfg.ID, t.epoch, voters.IDs, resps)
 		if a.behind != "" {
 			r := resps[a.behind]
-			return l.behind(a.behind, r.AcceptedEpoch, r.OtherLeadership)
+			return t.behind(a.behind, r.AcceptedEpoch, r.OtherLeadership)
 		}
 		if !a.quorum {
-			l.setTakeoverErr(fmt.Errorf("%w: %d of %d voters %v answered prepare(%d) with their data", kvstore.ErrNoQuorum, len(a.yes), len(voters.IDs), voters.IDs, l.epoch))
+			t.setTakeoverErr(fmt.Errorf("%w: %d of %d voters %v answered prepare(%d) with their data", kvstore.ErrNoQuorum, len(a.yes), len(voters.IDs), voters.IDs, t.epoch))
 			continue
 		}
 		// Step 2: adopt the most up-to-date voter's state.
-		n.log.Debug("takeover: adopting", "epoch", l.epoch, "from", a.from, "at", a.at, "why", a.why)
+		n.log.Debug("takeover: adopting", "epoch", t.epoch, "from", a.from, "at", a.at, "why", a.why)
 		if n.Applied() != a.at {
-			snap, err := l.pullSnapshot(targets[a.from], a.at)
+			snap, err := t.pullSnapshot(targets[a.from], a.at)
 			if err != nil {
-				l.setTakeoverErr(fmt.Errorf("pull snapshot from %s: %w", a.from, err))
+				t.setTakeoverErr(fmt.Errorf("pull snapshot from %s: %w", a.from, err))
 				continue
 			}
-			if err := n.waitDurable(l.ctx, n.rep.restore(snap)); err != nil {
+			if err := n.waitDurable(t.ctx, n.rep.restore(snap)); err != nil {
 				return fmt.Errorf("adopting %s's state: %w", a.from, err)
 			}
 		}
 		// This node's store is now the most up-to-date state of a majority
 		// of reconciled voters: it holds everything committed.
-		if err := n.waitDurable(l.ctx, n.rep.reconciled()); err != nil {
+		if err := n.waitDurable(t.ctx, n.rep.reconciled()); err != nil {
 			return fmt.Errorf("recording the reconcile: %w", err)
 		}
-		// Step 4's wait is for copies that nodes which did not answer
-		// may still serve. A voter absent from a fresh view has no live
-		// session (its membership entry went with it) and, by its own
-		// deadline, serves nothing; only the members must answer.
-		var unanswered []string
-		for id, addr := range targets {
-			if addr == "" && fresh && !(faultsOn && n.cfg.Faults.WaitForGoneVoters) {
-				continue
-			}
-			if r, ok := resps[id]; !ok || !r.Ok {
-				unanswered = append(unanswered, id)
-			}
-		}
-		slices.Sort(unanswered)
+		unanswered := unansweredTargets(targets, resps, fresh && !(faultsOn && n.cfg.Faults.WaitForGoneVoters))
 		// Step 3: seal the epoch with a no-op and replicate it.
-		p := l.start(voters, targets)
-		if err := n.waitEntriesDurable(l.ctx, p); err != nil {
+		p := t.start(voters, targets)
+		if err := n.waitEntriesDurable(t.ctx, p); err != nil {
 			return fmt.Errorf("the epoch's no-op: %w", err)
 		}
-		l.markDurable(l.noopSeq)
-		return l.awaitServing(unanswered, fresh)
+		t.markDurable(t.noopSeq)
+		return t.awaitServing(unanswered, fresh)
 	}
 }
 
@@ -183,28 +179,49 @@ func chooseAdoption(self string, epoch int64, voters []string, answers map[strin
 	return a
 }
 
+// unansweredTargets returns, sorted, the nodes whose silence makes the takeover
+// wait out older epochs' leases (step 4): the targets (id -> address, ""
+// for a voter with no live session) that did not take Prepare. Step 4's
+// wait is for copies that nodes which did not answer may still serve. A
+// voter absent from a fresh view (skipGone) has no live session (its
+// membership entry went with it) and, by its own deadline, serves
+// nothing; then only the members must answer. A pure function.
+func unansweredTargets(targets map[string]string, answers map[string]*kvpb.PrepareResponse, skipGone bool) []string {
+	var out []string
+	for id, addr := range targets {
+		if addr == "" && skipGone {
+			continue
+		}
+		if r, ok := answers[id]; !ok || !r.Ok {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // electedView returns the members of the first view that shows this
-// node leading in l.epoch, waiting for it up to RPCTimeout: such a view
+// node leading in t.epoch, waiting for it up to RPCTimeout: such a view
 // was read after the predecessor's election key went, so a node missing
 // from it has no session that outlived the predecessor's. Without one
 // (fresh false) it returns the latest view's members.
-func (l *leader) electedView() (members map[string]string, fresh bool) {
-	n := l.n
+func (t *takeover) electedView() (members map[string]string, fresh bool) {
+	n := t.n
 	deadline := time.After(n.cfg.RPCTimeout)
 	for {
 		ch := n.changed()
 		v := n.view.Load()
-		if v.leader.ID == n.cfg.ID && v.leader.Epoch == l.epoch {
+		if v.leader.ID == n.cfg.ID && v.leader.Epoch == t.epoch {
 			return v.members, true
 		}
-		if v.leader.Epoch > l.epoch {
+		if v.leader.Epoch > t.epoch {
 			return v.members, false
 		}
 		select {
 		case <-ch:
 		case <-deadline:
 			return n.view.Load().members, false
-		case <-l.ctx.Done():
+		case <-t.ctx.Done():
 			return n.view.Load().members, false
 		}
 	}
@@ -212,16 +229,16 @@ func (l *leader) electedView() (members map[string]string, fresh bool) {
 
 // prepareAll sends Prepare(epoch) to every target with an address (and to
 // this node directly) and returns the answers that came back in time.
-func (l *leader) prepareAll(targets map[string]string) map[string]*kvpb.PrepareResponse {
-	n := l.n
+func (t *takeover) prepareAll(targets map[string]string) map[string]*kvpb.PrepareResponse {
+	n := t.n
 	var mu sync.Mutex
 	out := make(map[string]*kvpb.PrepareResponse)
 	var wg sync.WaitGroup
 	for id, addr := range targets {
 		if id == n.cfg.ID {
-			r, err := n.prepare(l.ctx, l.epoch, l.ld)
+			r, err := n.prepare(t.ctx, t.epoch, t.ld)
 			if err != nil {
-				n.log.Warn("own prepare failed", "epoch", l.epoch, "err", err)
+				n.log.Warn("own prepare failed", "epoch", t.epoch, "err", err)
 				continue
 			}
 			mu.Lock()
@@ -239,10 +256,10 @@ func (l *leader) prepareAll(targets map[string]string) map[string]*kvpb.PrepareR
 			if err != nil {
 				return
 			}
-			ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+			ctx, cancel := context.WithTimeout(t.ctx, n.cfg.RPCTimeout)
 			defer cancel()
 			sent := n.now()
-			r, err := c.Prepare(ctx, &kvpb.PrepareRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce})
+			r, err := c.Prepare(ctx, &kvpb.PrepareRequest{Cluster: n.cfg.Cluster, Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce})
 			if err != nil || r.NodeId != id {
 				return
 			}
@@ -250,7 +267,7 @@ func (l *leader) prepareAll(targets map[string]string) map[string]*kvpb.PrepareR
 			out[id] = r
 			mu.Unlock()
 			if r.Ok && !r.Recovering {
-				l.hear(id, sent)
+				t.hear(id, sent)
 			}
 		}()
 	}
@@ -258,8 +275,8 @@ func (l *leader) prepareAll(targets map[string]string) map[string]*kvpb.PrepareR
 	return out
 }
 
-func (l *leader) pullSnapshot(addr string, want store.Version) (store.Snapshot, error) {
-	n := l.n
+func (t *takeover) pullSnapshot(addr string, want store.Version) (store.Snapshot, error) {
+	n := t.n
 	if addr == "" {
 		return store.Snapshot{}, errors.New("no address")
 	}
@@ -267,16 +284,16 @@ func (l *leader) pullSnapshot(addr string, want store.Version) (store.Snapshot, 
 	if err != nil {
 		return store.Snapshot{}, err
 	}
-	ctx, cancel := context.WithTimeout(l.ctx, 10*n.cfg.RPCTimeout)
+	ctx, cancel := context.WithTimeout(t.ctx, 10*n.cfg.RPCTimeout)
 	defer cancel()
-	p, err := c.GetSnapshot(ctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce})
+	p, err := c.GetSnapshot(ctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce})
 	if err != nil {
 		return store.Snapshot{}, rpc.FromStatus(err)
 	}
 	// The snapshot becomes this leader's state and every follower's: a
 	// malformed one (from a broken or forged peer) is refused here, as a
 	// follower would refuse it.
-	if err := validateSnapshot(p, l.epoch); err != nil {
+	if err := validateSnapshot(p, t.epoch); err != nil {
 		return store.Snapshot{}, err
 	}
 	snap := fromSnapshot(p)
@@ -286,84 +303,60 @@ func (l *leader) pullSnapshot(addr string, want store.Version) (store.Snapshot, 
 	return snap, nil
 }
 
-// start appends the epoch's no-op entry and starts one replicator per peer.
-// It returns the submission that makes the no-op durable here.
-func (l *leader) start(voters coord.Voters, targets map[string]string) *durable.Pending {
-	n := l.n
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.voters = voters
-	base, noop, p := n.rep.openEpoch(l.epoch)
-	l.base = base
-	l.log = []store.Entry{noop}
-	l.lastSeq, l.noopSeq = noop.Version.Seq, noop.Version.Seq
-	l.started = true
-	for id := range targets {
-		l.addPeerLocked(id)
-	}
-	// Members that joined while the takeover ran: viewChanged ignored them
-	// (not started yet), and the view it was given is the one read here.
-	for id := range n.view.Load().members {
-		l.addPeerLocked(id)
-	}
-	l.recomputeCommitLocked()
-	return p
-}
-
 // awaitServing finishes the takeover: the no-op committed by a majority of
 // voters, then (unless every node answered Prepare) the wait for leases
 // granted under older epochs: the longest any node may have granted
 // (Config.takeoverWait), not only this node's own.
-func (l *leader) awaitServing(unanswered []string, fresh bool) error {
-	n := l.n
+func (t *takeover) awaitServing(unanswered []string, fresh bool) error {
+	n := t.n
 	deadline := n.now().Add(n.cfg.QuorumTimeout)
 	for {
-		l.mu.Lock()
-		ok := l.commit >= l.noopSeq
-		ch := l.changedCh
-		l.mu.Unlock()
+		t.mu.Lock()
+		ok := t.commit >= t.noopSeq
+		ch := t.changedCh
+		t.mu.Unlock()
 		if ok {
 			break
 		}
-		if l.quorumLost() {
+		if t.quorumLost() {
 			n.met.steppedDown()
-			return fmt.Errorf("giving up leadership: %w: %w (%v)", kvstore.ErrNoQuorum, errQuorumLost, l.quorumWindow())
+			return fmt.Errorf("giving up leadership: %w: %w (%v)", kvstore.ErrNoQuorum, errQuorumLost, t.quorumWindow())
 		}
 		if n.now().After(deadline) {
 			err := fmt.Errorf("%w: the epoch's no-op is not on a majority of voters", kvstore.ErrNoQuorum)
-			l.setTakeoverErr(err)
-			if n.now().Sub(l.electedAt) > l.stepDownAfter() {
+			t.setTakeoverErr(err)
+			if n.now().Sub(t.electedAt) > t.stepDownAfter() {
 				return fmt.Errorf("giving up leadership: %w", err)
 			}
 			deadline = n.now().Add(n.cfg.QuorumTimeout)
 		}
 		select {
 		case <-ch:
-		case <-l.ctx.Done():
-			return context.Cause(l.ctx)
+		case <-t.ctx.Done():
+			return context.Cause(t.ctx)
 		case <-time.After(min(deadline.Sub(n.now()), n.cfg.Heartbeat)):
 		}
 	}
 	if len(unanswered) > 0 && !(faultsOn && n.cfg.Faults.SkipTakeoverWait) {
-		wait := l.electedAt.Add(n.cfg.takeoverWait(l.settings)).Sub(n.now())
+		wait := t.electedAt.Add(n.cfg.takeoverWait(t.settings)).Sub(n.now())
 		if wait > 0 {
 			n.met.takeoverWaits.Inc()
 			n.log.Info("waiting out leases of older epochs", "wait", wait.Round(time.Millisecond), "unanswered", unanswered, "fresh_view", fresh)
 			select {
 			case <-time.After(wait):
-			case <-l.ctx.Done():
-				return context.Cause(l.ctx)
+			case <-t.ctx.Done():
+				return context.Cause(t.ctx)
 			}
 		}
 	}
-	if err := l.sealVoters(); err != nil {
+	if err := t.sealVoters(); err != nil {
 		return err
 	}
-	l.mu.Lock()
-	l.serving = true
-	l.takeoverErr = nil
-	l.broadcastLocked()
-	l.mu.Unlock()
+	t.mu.Lock()
+	t.serving = true
+	t.takeoverErr = nil
+	t.broadcastLocked()
+	t.mu.Unlock()
 	return nil
 }
 
@@ -381,17 +374,17 @@ func (l *leader) awaitServing(unanswered []string, fresh bool) error {
 // conflict or a lost answer is settled by reading the record back; a
 // record whose ids changed under the takeover ends the leadership (the
 // next takeover reads it anew).
-func (l *leader) sealVoters() error {
-	n := l.n
-	l.mu.Lock()
-	v := l.voters
-	l.mu.Unlock()
+func (t *takeover) sealVoters() error {
+	n := t.n
+	t.mu.Lock()
+	v := t.voters
+	t.mu.Unlock()
 	if !v.Unsealed || (faultsOn && n.cfg.Faults.SkipVoterSeal) {
 		return nil
 	}
 	for {
-		ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
-		err := l.sess.SetVoters(ctx, l.epoch, v, v.IDs)
+		ctx, cancel := context.WithTimeout(t.ctx, n.cfg.RPCTimeout)
+		err := t.sess.SetVoters(ctx, t.epoch, v, v.IDs)
 		if errors.Is(err, coord.ErrNotLeader) {
 			cancel()
 			return fmt.Errorf("seal the voter record: %w", err)
@@ -403,10 +396,10 @@ func (l *leader) sealVoters() error {
 				return fmt.Errorf("seal the voter record: it changed under the takeover from %v to %v: %w", v.IDs, got.IDs, coord.ErrConflict)
 			}
 			if !got.Unsealed {
-				l.mu.Lock()
-				l.voters = got
-				l.mu.Unlock()
-				n.log.Info("sealed the voter record", "epoch", l.epoch, "voters", got.IDs)
+				t.mu.Lock()
+				t.voters = got
+				t.mu.Unlock()
+				n.log.Info("sealed the voter record", "epoch", t.epoch, "voters", got.IDs)
 				return nil
 			}
 			v = got
@@ -414,13 +407,13 @@ func (l *leader) sealVoters() error {
 		if err = errors.Join(err, rerr); err == nil {
 			err = errors.New("the record still reads unsealed")
 		}
-		l.setTakeoverErr(fmt.Errorf("seal the voter record: %w", err))
-		if n.now().Sub(l.electedAt) > l.stepDownAfter() {
+		t.setTakeoverErr(fmt.Errorf("seal the voter record: %w", err))
+		if n.now().Sub(t.electedAt) > t.stepDownAfter() {
 			return fmt.Errorf("giving up leadership: seal the voter record: %w", err)
 		}
 		select {
-		case <-l.ctx.Done():
-			return context.Cause(l.ctx)
+		case <-t.ctx.Done():
+			return context.Cause(t.ctx)
 		case <-time.After(n.cfg.Heartbeat):
 		}
 	}

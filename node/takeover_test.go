@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -54,7 +55,7 @@ func TestTakeoverRefusesAMalformedSnapshot(t *testing.T) {
 			n := &Node{cfg: DefaultConfig(), pool: rpc.NewPool(nil, nil)}
 			defer n.pool.Close()
 			l := &leader{n: n, epoch: 3, ctx: t.Context()}
-			snap, err := l.pullSnapshot(lis.Addr().String(), fromPos(pos(2, 5)))
+			snap, err := (&takeover{leader: l}).pullSnapshot(lis.Addr().String(), fromPos(pos(2, 5)))
 			if tc.want == "" {
 				if err != nil || len(snap.Items) != 1 {
 					t.Fatalf("well-formed snapshot: %v, %d items", err, len(snap.Items))
@@ -121,5 +122,32 @@ func TestChooseAdoption(t *testing.T) {
 					a.behind, a.quorum, a.from, a.at, a.why, tc.behind, tc.quorum, tc.from, tc.at, tc.why)
 			}
 		})
+	}
+}
+
+// TestUnansweredTargets is step 4's rule with no network: which silent
+// nodes make a new leader wait out the leases of older epochs.
+func TestUnansweredTargets(t *testing.T) {
+	targets := map[string]string{"a": "addr-a", "b": "addr-b", "c": "", "d": "addr-d", "e": ""}
+	answers := map[string]*kvpb.PrepareResponse{
+		"a": {Ok: true},
+		"b": {Ok: false, AcceptedEpoch: 2}, // refused: no answer that counts
+		"e": {Ok: true},                    // answered, though no member of the view
+	}
+	for _, tc := range []struct {
+		skipGone bool
+		want     string
+	}{
+		// A fresh view: a voter with no live session serves nothing.
+		{true, "[b d]"},
+		// No fresh view (or Faults.WaitForGoneVoters): every silent target.
+		{false, "[b c d]"},
+	} {
+		if got := fmt.Sprint(unansweredTargets(targets, answers, tc.skipGone)); got != tc.want {
+			t.Errorf("unansweredTargets(skipGone %v) = %s, want %s", tc.skipGone, got, tc.want)
+		}
+	}
+	if got := unansweredTargets(targets, map[string]*kvpb.PrepareResponse{"a": {Ok: true}, "b": {Ok: true}, "d": {Ok: true}}, true); got != nil {
+		t.Errorf("every member answered: %v, want none", got)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/kvstore/kvstore/store"
 )
 
+// writeResult is what the leader answers a write: the version it was
+// applied at and the lease the writer may cache the value for (0: none).
 type writeResult struct {
 	version store.Version
 	lease   time.Duration
@@ -47,8 +49,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		return writeResult{}, fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
 	if !dup {
-		l.log = append(l.log, e)
-		l.lastSeq = e.Version.Seq
+		l.add(e)
 		n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, ver.Seq, n.now())))
 	}
 	l.recomputeCommitLocked()
