@@ -46,20 +46,20 @@ func TestNoInstallAfterSuspension(t *testing.T) {
 	st := n.serving.Load() // the state the fetch is sent under
 	sent := n.now()
 	n.setServing(nil, StateSuspended, errors.New("session in doubt"))
-	n.install(st, "k", "v", true, store.Version{Epoch: 0, Seq: 1}, 0, time.Minute, sent)
+	n.reader.install(st, "k", "v", true, store.Version{Epoch: 0, Seq: 1}, 0, time.Minute, sent)
 	if cached(n, "k") {
 		t.Fatal("a reply to a fetch sent before the suspension was installed after it")
 	}
 	// Under the current state it is installed (the test would pass for a
 	// node that never installs).
-	n.install(n.serving.Load(), "k", "v", true, store.Version{Epoch: 0, Seq: 1}, 0, time.Minute, sent)
+	n.reader.install(n.serving.Load(), "k", "v", true, store.Version{Epoch: 0, Seq: 1}, 0, time.Minute, sent)
 	if !cached(n, "k") {
 		t.Fatal("a reply under the current serving state was not installed")
 	}
 }
 
 func cached(n *Node, key string) bool {
-	s := n.cache.shard(key)
+	s := n.reader.cache.shard(key)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	_, ok := s.m[key]

@@ -96,7 +96,7 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) (
 		l.wg.Wait()
 		n.lead.CompareAndSwap(l, nil)
 		// Copies this node granted itself as leader end with the role.
-		n.dropCache()
+		n.reader.dropCache()
 		l.mu.Lock()
 		l.broadcastLocked()
 		l.mu.Unlock()

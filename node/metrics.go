@@ -231,9 +231,9 @@ func newMetrics(n *Node) *metrics {
 	m.collectors = []prometheus.Collector{
 		&opsCollector{vec: opsVec, okGet: m.ops[opGet][outcomeOK], n: n}, latVec,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kvstore_cache_hits_total", Help: "Reads answered from this node's cache under a valid lease."},
-			func() float64 { return float64(n.cache.hits()) }),
-		counter("kvstore_cache_misses_total", "Reads this node fetched from the leader (and cached if granted a lease).", &n.misses),
-		counter("kvstore_leader_reads_total", "Reads through this node answered by it as the leader.", &n.leaderReads),
+			func() float64 { return float64(n.reader.cache.hits()) }),
+		counter("kvstore_cache_misses_total", "Reads this node fetched from the leader (and cached if granted a lease).", &n.reader.misses),
+		counter("kvstore_leader_reads_total", "Reads through this node answered by it as the leader.", &n.reader.leaderReads),
 		m.invalidationsSent, m.invalidationsApplied, m.leaseWaits, m.leaseWaitSeconds, m.leaderChanges,
 		m.clockJumps, m.clockSuspended, m.suspensions, m.stepDowns, m.elections, m.takeoverWaits,
 		gauge("kvstore_epoch", "Epoch of the leader this node currently sees (0: none seen yet).",

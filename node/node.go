@@ -102,25 +102,21 @@ type Node struct {
 	// written only by openDisk and Start, before the node's goroutines.
 	incarnation string
 
-	// cache is the read cache (cache.go: its shards have their own locks).
-	cache *cache
+	// reader is the read path: the read cache and the fetches in flight
+	// to the leader (read.go).
+	reader *reader
 
 	lead atomic.Pointer[leader] // non-nil while this node leads
 
 	fwd  inflight // calls in flight to a remote leader (failover.go)
 	recs records  // the coordinator's records as last read, for Status (client.go)
 
-	// flightMu guards flights: the fetch of each key in flight to the
-	// leader, shared by concurrent misses (fetchMerged).
-	flightMu sync.Mutex
-	flights  map[string]*flight
-
 	reqSeq atomic.Uint64
 	incarn string
 
 	limits *limiter // client API limits (limits.go)
 
-	misses, leaderReads, writes, served atomic.Uint64
+	writes, served atomic.Uint64
 
 	met *metrics // Prometheus instruments (metrics.go)
 }
@@ -168,14 +164,13 @@ func New(cfg Config) (*Node, error) {
 		lis:     lis,
 		addr:    addr,
 		pool:    rpc.NewPool(cfg.Dial, cfg.PeerTLS),
-		cache:   newCache(),
-		flights: make(map[string]*flight),
 		viewCh:  make(chan struct{}),
 		stopped: make(chan struct{}),
 		incarn:  strconv.FormatInt(time.Now().UnixNano(), 36),
 	}
 	n.limits = newLimiter(&n.cfg)
 	n.rep = newReplica(cfg.MaxRequests, nodeEvents{n})
+	n.reader = newReader(n)
 	if err := n.openDisk(); err != nil {
 		_ = lis.Close()
 		return nil, err
@@ -406,9 +401,9 @@ func (n *Node) Leader() coord.Leader { return n.view.Load().leader }
 // Stats returns the node's counters.
 func (n *Node) Stats() Stats {
 	return Stats{
-		CacheHits:     n.cache.hits(),
-		CacheMisses:   n.misses.Load(),
-		LeaderReads:   n.leaderReads.Load(),
+		CacheHits:     n.reader.cache.hits(),
+		CacheMisses:   n.reader.misses.Load(),
+		LeaderReads:   n.reader.leaderReads.Load(),
 		FetchesServed: n.served.Load(),
 		Writes:        n.writes.Load(),
 	}

@@ -8,6 +8,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvstore/kvstore"
@@ -22,7 +24,7 @@ import (
 // valid lease is answered from memory; otherwise the leader is asked.
 func (n *Node) Get(ctx context.Context, key string) (value string, found bool, err error) {
 	start := n.now()
-	if v, f, ok, hit := n.cachedGet(key, start); ok {
+	if v, f, ok, hit := n.reader.cachedGet(key, start); ok {
 		n.met.cachedRead(start, hit)
 		return v, f, nil
 	}
@@ -36,7 +38,7 @@ func (n *Node) doGet(ctx context.Context, key string) (value string, found bool,
 	if err := checkKey("key", key, n.clientKeys()); err != nil {
 		return "", false, err
 	}
-	if v, f, ok, _ := n.cachedGet(key, n.now()); ok {
+	if v, f, ok, _ := n.reader.cachedGet(key, n.now()); ok {
 		return v, f, nil
 	}
 	octx, done, err := n.opContext(ctx)
@@ -44,13 +46,34 @@ func (n *Node) doGet(ctx context.Context, key string) (value string, found bool,
 		return "", false, err
 	}
 	defer done()
-	return n.get(octx, key)
+	return n.reader.get(octx, key)
+}
+
+// reader is the node's read path below Get: the read cache, the fetches
+// of keys in flight to the leader, shared by concurrent misses
+// (fetchMerged), and the read counters.
+type reader struct {
+	n     *Node
+	cache *cache // its shards have their own locks (cache.go)
+
+	// flightMu guards flights: the fetch of each key in flight to the
+	// leader.
+	flightMu sync.Mutex
+	flights  map[string]*flight
+
+	misses      atomic.Uint64 // reads fetched from the leader
+	leaderReads atomic.Uint64 // reads this node answered as the leader
+}
+
+func newReader(n *Node) *reader {
+	return &reader{n: n, cache: newCache(), flights: make(map[string]*flight)}
 }
 
 // cachedGet is the local read path: no allocation, one read lock of one
 // cache shard. ok is false when the key must be fetched from the leader;
 // hit numbers the reads answered by that shard (for sampling).
-func (n *Node) cachedGet(key string, now clock.Instant) (value string, found, ok bool, hit uint64) {
+func (rd *reader) cachedGet(key string, now clock.Instant) (value string, found, ok bool, hit uint64) {
+	n := rd.n
 	if key == "" {
 		return "", false, false, 0
 	}
@@ -63,7 +86,7 @@ func (n *Node) cachedGet(key string, now clock.Instant) (value string, found, ok
 			return "", false, false, 0
 		}
 	}
-	s := n.cache.shard(key)
+	s := rd.cache.shard(key)
 	s.mu.RLock()
 	e, in := s.m[key]
 	s.mu.RUnlock()
@@ -74,16 +97,18 @@ func (n *Node) cachedGet(key string, now clock.Instant) (value string, found, ok
 }
 
 // dropCache forgets every cached copy.
-func (n *Node) dropCache() {
+func (rd *reader) dropCache() {
+	n := rd.n
 	if faultsOn && n.cfg.Faults.IgnoreLease {
 		return
 	}
-	n.cache.clear()
+	rd.cache.clear()
 }
 
 // invalidate drops key's cached copy if it is older than v.
-func (n *Node) invalidate(key string, v store.Version) {
-	if n.cache.dropOlder(key, v) {
+func (rd *reader) invalidate(key string, v store.Version) {
+	n := rd.n
+	if rd.cache.dropOlder(key, v) {
 		n.met.invalidationsApplied.Inc()
 	}
 }
@@ -95,7 +120,8 @@ func (n *Node) invalidate(key string, v store.Version) {
 // of the replicated state, as here: a reply installed after that drop
 // would outlive it). sent is when the request left this node: the lease
 // runs from then.
-func (n *Node) install(st *servingState, key, value string, found bool, v store.Version, epoch int64, lease time.Duration, sent clock.Instant) {
+func (rd *reader) install(st *servingState, key, value string, found bool, v store.Version, epoch int64, lease time.Duration, sent clock.Instant) {
+	n := rd.n
 	if lease <= 0 {
 		return
 	}
@@ -103,7 +129,7 @@ func (n *Node) install(st *servingState, key, value string, found bool, v store.
 		if n.serving.Load() != st {
 			return
 		}
-		n.cache.put(key, cacheEntry{value: value, found: found, version: v, expiry: sent.Add(lease)})
+		rd.cache.put(key, cacheEntry{value: value, found: found, version: v, expiry: sent.Add(lease)})
 	})
 }
 
@@ -117,7 +143,7 @@ type nodeEvents struct{ n *Node }
 func (ev nodeEvents) promised(epoch int64) {
 	n := ev.n
 	n.leaderMoved()
-	n.dropCache()
+	n.reader.dropCache()
 	if l := n.lead.Load(); l != nil && l.epoch < epoch {
 		l.cancel(fmt.Errorf("node %s promised epoch %d: %w", n.cfg.ID, epoch, kvstore.ErrStaleEpoch))
 	}
@@ -126,15 +152,16 @@ func (ev nodeEvents) promised(epoch int64) {
 // applied: a cached copy older than the write goes.
 func (ev nodeEvents) applied(e store.Entry) {
 	if e.Op != store.OpNoop {
-		ev.n.invalidate(e.Key, e.Version)
+		ev.n.reader.invalidate(e.Key, e.Version)
 	}
 }
 
 // restored: every cached copy may be stale.
-func (ev nodeEvents) restored() { ev.n.dropCache() }
+func (ev nodeEvents) restored() { ev.n.reader.dropCache() }
 
 // get reads key from the leader (or as the leader) and caches the reply.
-func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
+func (rd *reader) get(ctx context.Context, key string) (string, bool, error) {
+	n := rd.n
 	if err := checkKey("key", key, storedKeys); err != nil {
 		// A key the leader would refuse, or that cannot be sent.
 		return "", false, fmt.Errorf("node %s: %w", n.cfg.ID, err)
@@ -150,8 +177,8 @@ func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
 			st, sent := n.serving.Load(), n.now()
 			r, err := l.read(ctx, key, n.cfg.ID)
 			if err == nil {
-				n.leaderReads.Add(1)
-				n.install(st, key, r.value, r.found, r.version, l.epoch, r.lease, sent)
+				rd.leaderReads.Add(1)
+				rd.install(st, key, r.value, r.found, r.version, l.epoch, r.lease, sent)
 				return r.value, r.found, nil
 			}
 			if !retryable(err) {
@@ -159,13 +186,13 @@ func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
 			}
 			lastErr = err
 		} else {
-			resp, err := n.fetchMerged(ctx, addr, target, key, &joined)
+			resp, err := rd.fetchMerged(ctx, addr, target, key, &joined)
 			if err == nil && resp != nil {
-				n.misses.Add(1)
+				rd.misses.Add(1)
 				return resp.Value, resp.Found, nil
 			}
 			if err == nil { // waited for another read's fetch
-				if v, f, ok, _ := n.cachedGet(key, n.now()); ok {
+				if v, f, ok, _ := rd.cachedGet(key, n.now()); ok {
 					return v, f, nil
 				}
 				continue
@@ -189,25 +216,26 @@ func (n *Node) get(ctx context.Context, key string) (string, bool, error) {
 // acknowledged in between would make it stale. A fetch found in flight after
 // such a wait was sent after the read began, so its answer is returned to it
 // as its own. joined carries that state across calls.
-func (n *Node) fetchMerged(ctx context.Context, addr string, target coord.Leader, key string, joined *bool) (*kvpb.FetchResponse, error) {
-	n.flightMu.Lock()
-	f := n.flights[key]
+func (rd *reader) fetchMerged(ctx context.Context, addr string, target coord.Leader, key string, joined *bool) (*kvpb.FetchResponse, error) {
+	n := rd.n
+	rd.flightMu.Lock()
+	f := rd.flights[key]
 	if f == nil {
 		f = &flight{done: make(chan struct{})}
-		n.flights[key] = f
-		n.flightMu.Unlock()
+		rd.flights[key] = f
+		rd.flightMu.Unlock()
 		st, sent := n.serving.Load(), n.now()
-		f.resp, f.err = n.fetch(ctx, addr, target, key)
+		f.resp, f.err = rd.fetch(ctx, addr, target, key)
 		if f.err == nil {
-			n.install(st, key, f.resp.Value, f.resp.Found, fromPos(f.resp.Version), f.resp.Epoch, time.Duration(f.resp.LeaseMs)*time.Millisecond, sent)
+			rd.install(st, key, f.resp.Value, f.resp.Found, fromPos(f.resp.Version), f.resp.Epoch, time.Duration(f.resp.LeaseMs)*time.Millisecond, sent)
 		}
-		n.flightMu.Lock()
-		delete(n.flights, key)
-		n.flightMu.Unlock()
+		rd.flightMu.Lock()
+		delete(rd.flights, key)
+		rd.flightMu.Unlock()
 		close(f.done)
 		return f.resp, f.err
 	}
-	n.flightMu.Unlock()
+	rd.flightMu.Unlock()
 	select {
 	case <-f.done:
 	case <-ctx.Done():
@@ -231,7 +259,8 @@ type flight struct {
 
 // fetch reads key at the leader target (at addr). The call ends as soon as
 // this node sees another leader (toLeader): get then reads at the new one.
-func (n *Node) fetch(ctx context.Context, addr string, target coord.Leader, key string) (*kvpb.FetchResponse, error) {
+func (rd *reader) fetch(ctx context.Context, addr string, target coord.Leader, key string) (*kvpb.FetchResponse, error) {
+	n := rd.n
 	c, err := n.pool.Peer(addr)
 	if err != nil {
 		return nil, err

@@ -210,7 +210,7 @@ func (n *Node) setServing(sess coord.Session, st State, cause error) {
 		var old *servingState
 		n.rep.exclusive(func() {
 			old = n.serving.Swap(&servingState{ctx: ctx, cancel: cancel, sess: sess, state: st})
-			n.dropCache()
+			n.reader.dropCache()
 		})
 		old.cancel(cause)
 	}

@@ -137,7 +137,7 @@ func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID s
 		}
 		if err == nil {
 			// The writer's node caches the value it wrote (DESIGN.md, Writes).
-			n.install(st, key, value, op == kvpb.Op_OP_SET, ver, epoch, lease, sent)
+			n.reader.install(st, key, value, op == kvpb.Op_OP_SET, ver, epoch, lease, sent)
 			return nil
 		}
 		if !retryable(err) {
