@@ -47,8 +47,11 @@
 // DESIGN.md (shared with the project) states the protocol; the leader's
 // files (leader.go: the role's life; takeover.go; replication.go and
 // entrylog.go; holders.go: holdings and leases; write_leader.go and
-// read_leader.go: its half of a put and a get) and follower.go implement
-// it. These choices go beyond its text:
+// read_leader.go: its half of a put and a get) and every node's side
+// (replica.go: the replicated state, its promise and its durable copy;
+// peer_follower.go: the leader's messages; read.go and write.go: the
+// paths of a get and a put; session.go: serving) implement it. These
+// choices go beyond its text:
 //
 //   - Reconciliation is by snapshot. A follower whose position is not on the
 //     leader's history (or is further behind than the leader's log) receives

@@ -109,7 +109,7 @@ type Node struct {
 	lead atomic.Pointer[leader] // non-nil while this node leads
 
 	fwd  inflight // calls in flight to a remote leader (failover.go)
-	recs records  // the coordinator's records as last read, for Status (client.go)
+	recs records  // the coordinator's records as last read, for Status (client_service.go)
 
 	reqSeq atomic.Uint64
 	incarn string
