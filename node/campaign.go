@@ -77,14 +77,14 @@ func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
 			// bring the wait back.
 			hold := n.cfg.takeoverWait(coord.Settings{})
 			n.log.Warn("stepped down: closing the coordinator session so that the successor need not wait out leases", "epoch", epoch, "next_session_in", hold)
-			n.sessionHold.Store(int64(hold))
+			n.sessions.hold.Store(int64(hold))
 			// Operations pending here fail with why, not as partitioned
 			// (as the session's end would say).
 			if n.State() == StateOK {
 				n.met.suspended()
 			}
 			n.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w: stepped down as leader, no majority of the voters answers; rejoining with a new session", n.cfg.ID, kvstore.ErrNoQuorum))
-			n.closeSession(sess)
+			n.sessions.close(sess)
 			return
 		}
 		// Leadership ended while the session may live on: give the key up

@@ -75,10 +75,9 @@ type Node struct {
 	// the current session's probes heard (nil before the first session).
 	candidate atomic.Bool
 	reach     atomic.Pointer[reach]
-	// sessionHold is how long (a time.Duration) the session loop waits
-	// before the next session, once: set by a leader that closed its
-	// session after stepping down (campaign.go).
-	sessionHold atomic.Int64
+
+	// sessions keeps the coordinator session (session.go).
+	sessions *sessionKeeper
 
 	// serving is the current serving state; its ctx is canceled (with cause
 	// ErrPartitioned or ErrStopped) the moment the node stops serving.
@@ -171,6 +170,7 @@ func New(cfg Config) (*Node, error) {
 	n.limits = newLimiter(&n.cfg)
 	n.rep = newReplica(cfg.MaxRequests, nodeEvents{n})
 	n.reader = newReader(n)
+	n.sessions = &sessionKeeper{n: n}
 	if err := n.openDisk(); err != nil {
 		_ = lis.Close()
 		return nil, err
@@ -286,7 +286,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}()
 	go func() {
 		defer n.wg.Done()
-		n.sessionLoop()
+		n.sessions.run()
 	}()
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvstore/kvstore"
@@ -16,12 +17,25 @@ import (
 	"github.com/kvstore/kvstore/coord"
 )
 
-// sessionLoop keeps a coordinator session open for the node's lifetime.
-func (n *Node) sessionLoop() {
+// sessionKeeper keeps the node's coordinator session: it opens one,
+// registers the node, serves while the session's deadline holds (and
+// suspends when it does not or the machine was suspended), and opens the
+// next when it ends, until the node stops.
+type sessionKeeper struct {
+	n *Node
+	// hold is how long (a time.Duration) run waits before the next
+	// session, once: set by a leader that closed its session after
+	// stepping down (campaign.go).
+	hold atomic.Int64
+}
+
+// run keeps a coordinator session open for the node's lifetime.
+func (k *sessionKeeper) run() {
+	n := k.n
 	backoff := 50 * time.Millisecond
 	jumps := newJumpWatch(n.clk)
 	for n.ctx.Err() == nil {
-		if hold := time.Duration(n.sessionHold.Swap(0)); hold > 0 {
+		if hold := time.Duration(k.hold.Swap(0)); hold > 0 {
 			select {
 			case <-n.ctx.Done():
 				return
@@ -32,7 +46,7 @@ func (n *Node) sessionLoop() {
 		if err == nil {
 			rctx, cancel := context.WithTimeout(n.ctx, n.cfg.SessionTTL)
 			var mismatch error
-			if mismatch, err = n.settingsStillMatch(rctx); err == nil && mismatch == nil {
+			if mismatch, err = k.settingsStillMatch(rctx); err == nil && mismatch == nil {
 				err = sess.Register(rctx, coord.Member{ID: n.cfg.ID, Addr: n.addr})
 			}
 			cancel()
@@ -41,12 +55,12 @@ func (n *Node) sessionLoop() {
 				// away (a session lost, a long pause): it may not
 				// serve with the old ones, nor come back as a member.
 				n.log.Error("the cluster's settings changed: stopping", "err", mismatch)
-				n.closeSession(sess)
+				k.close(sess)
 				n.stopItself(fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrStopped, mismatch))
 				return
 			}
 			if err != nil {
-				n.closeSession(sess)
+				k.close(sess)
 			}
 		}
 		if err != nil {
@@ -61,8 +75,8 @@ func (n *Node) sessionLoop() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
-		n.runSession(sess, jumps)
-		n.closeSession(sess)
+		k.serve(sess, jumps)
+		k.close(sess)
 	}
 }
 
@@ -71,7 +85,8 @@ func (n *Node) sessionLoop() {
 // changed since (kvstore cluster settings set) while this node was no
 // member must stop it. mismatch says how the settings differ; err that the
 // record could not be read.
-func (n *Node) settingsStillMatch(ctx context.Context) (mismatch, err error) {
+func (k *sessionKeeper) settingsStillMatch(ctx context.Context) (mismatch, err error) {
+	n := k.n
 	rec, err := n.cfg.Coordinator.Settings(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read settings: %w", err)
@@ -93,7 +108,8 @@ func (n *Node) stopItself(cause error) {
 	}()
 }
 
-func (n *Node) closeSession(sess coord.Session) {
+func (k *sessionKeeper) close(sess coord.Session) {
+	n := k.n
 	if n.killed.Load() {
 		return // a crash revokes nothing
 	}
@@ -102,10 +118,11 @@ func (n *Node) closeSession(sess coord.Session) {
 	_ = sess.Close(ctx)
 }
 
-// runSession serves under one session until it ends or the node stops.
+// serve serves under one session until it ends or the node stops.
 // jumps watches for suspends of the machine across sessions: a suspend
 // that ended the previous session is still reported.
-func (n *Node) runSession(sess coord.Session, jumps *jumpWatch) {
+func (k *sessionKeeper) serve(sess coord.Session, jumps *jumpWatch) {
+	n := k.n
 	sctx, cancel := context.WithCancel(n.ctx)
 	var wg sync.WaitGroup
 	defer func() {
