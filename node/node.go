@@ -8,10 +8,8 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
@@ -104,18 +102,17 @@ type Node struct {
 	// reader is the read path: the read cache and the fetches in flight
 	// to the leader (read.go).
 	reader *reader
+	// writer is the write path (write.go).
+	writer *writer
 
 	lead atomic.Pointer[leader] // non-nil while this node leads
 
 	fwd  inflight // calls in flight to a remote leader (failover.go)
 	recs records  // the coordinator's records as last read, for Status (client_service.go)
 
-	reqSeq atomic.Uint64
-	incarn string
-
 	limits *limiter // client API limits (limits.go)
 
-	writes, served atomic.Uint64
+	served atomic.Uint64 // reads this node answered for followers as leader
 
 	met *metrics // Prometheus instruments (metrics.go)
 }
@@ -165,11 +162,11 @@ func New(cfg Config) (*Node, error) {
 		pool:    rpc.NewPool(cfg.Dial, cfg.PeerTLS),
 		viewCh:  make(chan struct{}),
 		stopped: make(chan struct{}),
-		incarn:  strconv.FormatInt(time.Now().UnixNano(), 36),
 	}
 	n.limits = newLimiter(&n.cfg)
 	n.rep = newReplica(cfg.MaxRequests, nodeEvents{n})
 	n.reader = newReader(n)
+	n.writer = newWriter(n)
 	n.sessions = &sessionKeeper{n: n}
 	if err := n.openDisk(); err != nil {
 		_ = lis.Close()
@@ -405,7 +402,7 @@ func (n *Node) Stats() Stats {
 		CacheMisses:   n.reader.misses.Load(),
 		LeaderReads:   n.reader.leaderReads.Load(),
 		FetchesServed: n.served.Load(),
-		Writes:        n.writes.Load(),
+		Writes:        n.writer.writes.Load(),
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvstore/kvstore"
@@ -27,24 +28,40 @@ const MaxRequestID = 128
 // Set sets key to value through this node. It returns once a majority of
 // voters hold the write and every cached copy of the key was invalidated.
 func (n *Node) Set(ctx context.Context, key, value string) error {
-	return n.write(ctx, kvpb.Op_OP_SET, "", key, value)
+	return n.writer.write(ctx, kvpb.Op_OP_SET, "", key, value)
 }
 
 // Delete removes key through this node, with Set's guarantees.
 func (n *Node) Delete(ctx context.Context, key string) error {
-	return n.write(ctx, kvpb.Op_OP_DELETE, "", key, "")
+	return n.writer.write(ctx, kvpb.Op_OP_DELETE, "", key, "")
 }
 
 // SetWithID sets key like Set, named by the caller's request id: a retry
 // with the same id (through any node) is applied once. An empty id behaves
 // like Set.
 func (n *Node) SetWithID(ctx context.Context, reqID, key, value string) error {
-	return n.write(ctx, kvpb.Op_OP_SET, reqID, key, value)
+	return n.writer.write(ctx, kvpb.Op_OP_SET, reqID, key, value)
 }
 
 // DeleteWithID removes key like Delete, named by the caller's request id.
 func (n *Node) DeleteWithID(ctx context.Context, reqID, key string) error {
-	return n.write(ctx, kvpb.Op_OP_DELETE, reqID, key, "")
+	return n.writer.write(ctx, kvpb.Op_OP_DELETE, reqID, key, "")
+}
+
+// writer is the node's write path below Set and Delete: it names each
+// write with a request id and forwards it to the leader until it is
+// acknowledged or fails.
+type writer struct {
+	n *Node
+	// incarn and reqSeq make the ids of the writes this node names: the
+	// node's id, its incarnation (when it started) and a counter.
+	incarn string
+	reqSeq atomic.Uint64
+	writes atomic.Uint64 // writes acknowledged through this node
+}
+
+func newWriter(n *Node) *writer {
+	return &writer{n: n, incarn: strconv.FormatInt(time.Now().UnixNano(), 36)}
 }
 
 // write is every client write's one path: Set, Delete and their WithID
@@ -52,7 +69,8 @@ func (n *Node) DeleteWithID(ctx context.Context, reqID, key string) error {
 // checks the id and the node's limits before anything is sent, forwards
 // the write to the leader under the operation's context, and records the
 // operation in the node's metrics.
-func (n *Node) write(ctx context.Context, op kvpb.Op, clientID, key, value string) (err error) {
+func (w *writer) write(ctx context.Context, op kvpb.Op, clientID, key, value string) (err error) {
+	n := w.n
 	start := n.now()
 	defer func() { n.met.observe(writeKind(op), start, err) }()
 	if len(clientID) > MaxRequestID {
@@ -66,21 +84,22 @@ func (n *Node) write(ctx context.Context, op kvpb.Op, clientID, key, value strin
 		return err
 	}
 	defer done()
-	if err := n.forwardWrite(octx, op, key, value, n.requestID(clientID)); err != nil {
+	if err := w.forwardWrite(octx, op, key, value, w.requestID(clientID)); err != nil {
 		return err
 	}
-	n.writes.Add(1)
+	w.writes.Add(1)
 	return nil
 }
 
 // requestID is the request id a write travels under: the client's, in a
 // namespace of its own (node-made ids never start with "c."), or a fresh
 // one made of the node's id, its incarnation and a counter.
-func (n *Node) requestID(clientID string) string {
+func (w *writer) requestID(clientID string) string {
+	n := w.n
 	if clientID != "" {
 		return "c." + clientID
 	}
-	return n.cfg.ID + "." + n.incarn + "." + strconv.FormatUint(n.reqSeq.Add(1), 36)
+	return n.cfg.ID + "." + w.incarn + "." + strconv.FormatUint(w.reqSeq.Add(1), 36)
 }
 
 // forwardWrite sends a write to the leader (or applies it as the leader),
@@ -93,7 +112,8 @@ func (n *Node) requestID(clientID string) string {
 // failure is reported as outcome unknown only if an attempt may have been
 // applied: one that reached a leader and got no answer that proves it
 // applied nothing (definite).
-func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID string) error {
+func (w *writer) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID string) error {
+	n := w.n
 	// Every write passes here first, on the node it entered: one the leader
 	// would refuse, or that would make an entry no follower can take (or no
 	// leader can even send), fails at once.
@@ -128,7 +148,7 @@ func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID s
 		} else {
 			var resp *kvpb.WriteResponse
 			var reached bool
-			resp, reached, err = n.sendWrite(ctx, addr, target, &kvpb.WriteRequest{Cluster: n.cfg.Cluster, Op: op, Key: key, Value: value, ReqId: reqID, FromId: n.cfg.ID})
+			resp, reached, err = w.sendWrite(ctx, addr, target, &kvpb.WriteRequest{Cluster: n.cfg.Cluster, Op: op, Key: key, Value: value, ReqId: reqID, FromId: n.cfg.ID})
 			if err == nil {
 				ver, epoch, lease = fromPos(resp.Version), resp.Epoch, time.Duration(resp.LeaseMs)*time.Millisecond
 			} else if reached && !definite(err) {
@@ -158,7 +178,8 @@ func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID s
 // peer only for an attempt that got a stream on a connection, and without
 // one the request never left. The call ends as soon as this node sees
 // another leader (toLeader).
-func (n *Node) sendWrite(ctx context.Context, addr string, target coord.Leader, req *kvpb.WriteRequest) (resp *kvpb.WriteResponse, reached bool, err error) {
+func (w *writer) sendWrite(ctx context.Context, addr string, target coord.Leader, req *kvpb.WriteRequest) (resp *kvpb.WriteResponse, reached bool, err error) {
+	n := w.n
 	c, err := n.pool.Peer(addr)
 	if err != nil {
 		return nil, false, err
