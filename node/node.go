@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -94,10 +93,8 @@ type Node struct {
 	viewMu sync.Mutex
 	viewCh chan struct{}
 
-	// incarnation is the cluster incarnation the data directory belongs
-	// to ("" if none is recorded, and without a data directory); read and
-	// written only by openDisk and Start, before the node's goroutines.
-	incarnation string
+	// boot is what Start does before the node runs (boot.go).
+	boot *boot
 
 	// reader is the read path: the read cache and the fetches in flight
 	// to the leader (read.go).
@@ -165,6 +162,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.limits = newLimiter(&n.cfg)
 	n.rep = newReplica(cfg.MaxRequests, nodeEvents{n})
+	n.boot = &boot{n: n}
 	n.reader = newReader(n)
 	n.writer = newWriter(n)
 	n.sessions = &sessionKeeper{n: n}
@@ -214,66 +212,8 @@ func (n *Node) Addr() string { return n.addr }
 // own bootstrap whose answer was lost. It returns once the node is
 // running; use WaitServing to wait until it serves.
 func (n *Node) Start(ctx context.Context) error {
-	inc, err := n.cfg.Coordinator.ClaimCluster(ctx, n.cfg.Cluster)
-	if err != nil {
-		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
-	}
-	rec, err := n.cfg.Coordinator.ClaimSettings(ctx, n.cfg.Settings())
-	if err != nil {
-		return fmt.Errorf("node %s: claim settings: %w", n.cfg.ID, err)
-	}
-	if err := n.cfg.checkSettings(rec); err != nil {
-		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
-	}
-	if err := n.checkIncarnation(inc); err != nil {
+	if err := n.boot.run(ctx); err != nil {
 		return err
-	}
-	if n.cfg.ForceNewCluster != "" {
-		if err := n.forceNewCluster(ctx, inc); err != nil {
-			return err
-		}
-	}
-	voters, err := n.cfg.Coordinator.Voters(ctx)
-	if err != nil {
-		return fmt.Errorf("node %s: read voters: %w", n.cfg.ID, err)
-	}
-	if voters.Version == 0 && n.hasData() && !(faultsOn && n.cfg.Faults.BootstrapWithData) {
-		n.log.Error("refusing to start: no voter record but this node holds data", "err", ErrCoordinatorLost, "applied", n.Applied())
-		return fmt.Errorf("node %s: %w", n.cfg.ID, ErrCoordinatorLost)
-	}
-	// A new directory, a lost disk, one from before incarnations: it
-	// belongs to this incarnation from now on, durably before it counts.
-	if err := n.adoptIncarnation(ctx, inc); err != nil {
-		return err
-	}
-	bootstrapped := false
-	if voters.Version == 0 {
-		// No voter record: nothing was ever committed, so this node's
-		// state is reconciled by definition. Record it before the record
-		// makes this node the only voter: restarted after a crash, it
-		// must not wait for a leader that only it could be.
-		if err := n.bootstrapReconciled(ctx); err != nil {
-			return fmt.Errorf("node %s: %w", n.cfg.ID, err)
-		}
-		err := n.cfg.Coordinator.CreateVoters(ctx, []string{n.cfg.ID})
-		switch {
-		case err == nil:
-			n.log.Info("bootstrapped the voter record", "voters", []string{n.cfg.ID})
-			bootstrapped = true
-		case errors.Is(err, coord.ErrConflict):
-			if voters, err = n.cfg.Coordinator.Voters(ctx); err != nil {
-				return fmt.Errorf("node %s: read voters: %w", n.cfg.ID, err)
-			}
-		default:
-			// The record may have been written all the same (an answer
-			// lost): the next start finds it unsealed, naming this node.
-			return fmt.Errorf("node %s: create voters: %w", n.cfg.ID, err)
-		}
-	}
-	if !bootstrapped && voters.Contains(n.cfg.ID) && !n.rep.restored {
-		if err := n.rejoinWithoutData(ctx, voters); err != nil {
-			return err
-		}
 	}
 	n.startedRecovering.Store(n.Recovering())
 	n.wg.Add(2)

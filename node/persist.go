@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/durable"
 )
 
@@ -48,78 +47,10 @@ func (n *Node) openDisk() error {
 		st.Unreconciled = false
 	}
 	n.rep.open(db, st)
-	n.incarnation = st.Incarnation
+	n.boot.incarnation = st.Incarnation
 	if !st.Fresh {
 		n.log.Info("loaded the data directory", "dir", n.cfg.DataDir, "applied", st.Snapshot.Applied, "keys", len(st.Snapshot.Items), "accepted_epoch", st.AcceptedEpoch, "unreconciled", st.Unreconciled)
 	}
-	return nil
-}
-
-// bootstrapReconciled durably clears the unreconciled mark of a node that
-// is about to create the voter record, or that found it unsealed (nothing
-// was committed before either).
-func (n *Node) bootstrapReconciled(ctx context.Context) error {
-	return n.waitDurable(ctx, n.rep.reconciled())
-}
-
-// rejoinWithoutData decides, in Start, what a voter that comes back
-// without reconciled data (no data directory, a lost or set-aside one, or
-// one no leader reconciled since) is. Normally it is recovering: it must
-// not count toward any majority until a leader has reconciled it
-// (DESIGN.md, Restarts), since it may have lost writes it acknowledged.
-//
-// But a voter record that no leader has sealed (coord.Voters.Unsealed)
-// proves that nothing was ever acknowledged: the first leader seals it
-// before it serves anything (takeover.sealVoters), and that write reaches
-// the coordinator before any write can reach this node, so before this
-// node's crash and before the read of the record that Start just made.
-// This node then lost nothing that counts, whatever memory it lost (its
-// own bootstrap whose answer was lost, a crash before the first leader
-// served), and it is reconciled by definition, like a bootstrapping node:
-// otherwise a one-node cluster in memory would wait for good for a leader
-// only it could be.
-func (n *Node) rejoinWithoutData(ctx context.Context, voters coord.Voters) error {
-	if voters.Unsealed && !(faultsOn && n.cfg.Faults.IgnoreVoterSeal) {
-		if err := n.bootstrapReconciled(ctx); err != nil {
-			return fmt.Errorf("node %s: %w", n.cfg.ID, err)
-		}
-		n.log.Info("restarted without data, but no leader has sealed the voter record: nothing was ever committed, so this node counts as reconciled", "voters", voters.IDs)
-		return nil
-	}
-	n.rep.setRecovering()
-	n.log.Warn("restarted without reconciled data: recovering until a leader reconciles this node")
-	return nil
-}
-
-// checkIncarnation is the fence of a data directory (DESIGN.md, Cluster
-// incarnation): one that belongs to another incarnation than inc, the
-// coordinator's, refuses to start with ErrOtherIncarnation, unless the
-// node runs the recovery command (which adopts inc). A directory with no
-// incarnation passes: adoptIncarnation records inc in it.
-func (n *Node) checkIncarnation(inc string) error {
-	if n.incarnation == "" || n.incarnation == inc || n.cfg.ForceNewCluster != "" || (faultsOn && n.cfg.Faults.SkipIncarnationCheck) {
-		return nil
-	}
-	n.log.Error("refusing to start: the data directory belongs to another cluster incarnation", "err", ErrOtherIncarnation,
-		"dir", n.cfg.DataDir, "dir_incarnation", n.incarnation, "cluster", n.cfg.Cluster, "coordinator_incarnation", inc, "applied", n.Applied())
-	return fmt.Errorf("node %s: %w (data directory %s: incarnation %s; cluster %q at the coordinator: incarnation %s)",
-		n.cfg.ID, ErrOtherIncarnation, n.cfg.DataDir, n.incarnation, n.cfg.Cluster, inc)
-}
-
-// adoptIncarnation durably records inc as the cluster incarnation the
-// data directory belongs to, if it records another or none. Start calls it
-// before the node counts toward anything (serves RPC, creates the voter
-// record); it writes nothing without a data directory.
-func (n *Node) adoptIncarnation(ctx context.Context, inc string) error {
-	if !n.rep.persistent() || n.incarnation == inc {
-		return nil
-	}
-	p := n.rep.setIncarnation(inc)
-	if err := n.waitDurable(ctx, p); err != nil {
-		return fmt.Errorf("node %s: record the cluster incarnation: %w", n.cfg.ID, err)
-	}
-	n.log.Info("recorded the cluster incarnation in the data directory", "incarnation", inc, "previous", n.incarnation)
-	n.incarnation = inc
 	return nil
 }
 

@@ -46,10 +46,6 @@ const RecoveryCommand = "kvstore node --force-new-cluster=<node-id>"
 // anything near 2^32.
 const forceEpochGap = 1 << 32
 
-// hasData reports whether the node restored data that counts: a position
-// or a promise. A node with none may bootstrap a new cluster.
-func (n *Node) hasData() bool { return n.rep.hasData() }
-
 // forceNewCluster is Config.ForceNewCluster's work before the node starts:
 // it refuses on a node with no data, and while a majority of the recorded
 // voters is alive; it raises the epoch base above every epoch this node
@@ -57,8 +53,9 @@ func (n *Node) hasData() bool { return n.rep.hasData() }
 // cluster incarnation inc (the explicit operator act that makes this
 // node's data the incarnation's), and writes a voter record naming only
 // this node.
-func (n *Node) forceNewCluster(ctx context.Context, inc string) error {
-	if !n.hasData() {
+func (b *boot) forceNewCluster(ctx context.Context, inc string) error {
+	n := b.n
+	if !n.rep.hasData() {
 		return fmt.Errorf("node %s: %w: this node holds no data (an empty or new data directory): forcing a new cluster from it would start the cluster empty; run it on the most up-to-date survivor", n.cfg.ID, ErrForceRefused)
 	}
 	co := n.cfg.Coordinator
@@ -67,7 +64,7 @@ func (n *Node) forceNewCluster(ctx context.Context, inc string) error {
 		return fmt.Errorf("node %s: force-new-cluster: read voters: %w", n.cfg.ID, err)
 	}
 	if voters.Version != 0 {
-		members, err := n.liveMembers(ctx)
+		members, err := b.liveMembers(ctx)
 		if err != nil {
 			return fmt.Errorf("node %s: force-new-cluster: read the live members: %w", n.cfg.ID, err)
 		}
@@ -91,8 +88,8 @@ func (n *Node) forceNewCluster(ctx context.Context, inc string) error {
 	}
 	// Before the voter record: restarted after a crash in between, the
 	// node must pass the fence to run the command again.
-	oldInc := n.incarnation
-	if err := n.adoptIncarnation(ctx, inc); err != nil {
+	oldInc := b.incarnation
+	if err := b.adoptIncarnation(ctx, inc); err != nil {
 		return fmt.Errorf("node %s: force-new-cluster: %w", n.cfg.ID, err)
 	}
 	if err := co.ReplaceVoters(ctx, voters, []string{n.cfg.ID}); err != nil {
@@ -106,7 +103,8 @@ func (n *Node) forceNewCluster(ctx context.Context, inc string) error {
 
 // liveMembers reads the registered members through a short session of its
 // own (the node has none yet).
-func (n *Node) liveMembers(ctx context.Context) (map[string]string, error) {
+func (b *boot) liveMembers(ctx context.Context) (map[string]string, error) {
+	n := b.n
 	sess, err := n.cfg.Coordinator.NewSession(ctx, n.cfg.SessionTTL)
 	if err != nil {
 		return nil, err
