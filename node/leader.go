@@ -253,17 +253,7 @@ func (l *leader) maybeAddVoter() {
 	l.changeMu.Lock()
 	defer l.changeMu.Unlock()
 	l.mu.Lock()
-	var cand string
-	if !l.voters.Contains(n.cfg.ID) {
-		// A leader that was not a voter (it joined, and won the election
-		// before it was added) holds everything committed: add it first.
-		cand = n.cfg.ID
-	}
-	for id, p := range l.peers {
-		if cand == "" && !l.voters.Contains(id) && !l.removed[id] && p.reachable && p.match >= l.commit && n.view.Load().members[id] != "" {
-			cand = id
-		}
-	}
+	cand := nextVoter(n.cfg.ID, l.voters.IDs, l.peers, l.removed, n.view.Load().members, l.commit)
 	prev := l.voters
 	l.mu.Unlock()
 	if cand == "" {
@@ -290,6 +280,25 @@ func (l *leader) maybeAddVoter() {
 	l.recomputeCommitLocked()
 	l.mu.Unlock()
 	n.log.Info("voters changed", "voters", v.IDs)
+}
+
+// nextVoter is the member the leader (self) adds to the voters next, or
+// "": itself first if it is no voter (it joined, and won the election
+// before it was added: it holds everything committed), else the lowest id
+// of the members (with an address) that are no voters, were not removed
+// by this leader, and whose last Append succeeded at a match of at least
+// commit: they hold everything committed. A pure function.
+func nextVoter(self string, voters []string, peers map[string]*progress, removed map[string]bool, members map[string]string, commit uint64) string {
+	if !slices.Contains(voters, self) {
+		return self
+	}
+	for _, id := range slices.Sorted(maps.Keys(peers)) {
+		p := peers[id]
+		if !slices.Contains(voters, id) && !removed[id] && p.reachable && p.match >= commit && members[id] != "" {
+			return id
+		}
+	}
+	return ""
 }
 
 // checkLive fails unless this node still leads with a live session.
