@@ -24,6 +24,13 @@ var errQuorumLost = errors.New("no majority of the voters answered within the qu
 
 // leader is the leader role of a node for one epoch. It lives from the
 // election until the session is in doubt or a newer epoch is seen.
+//
+// This file holds its life (runLeader, maintain, stepping down for want
+// of a majority: CheckQuorum); its parts live in files named for them:
+// takeover.go (from the election until it serves), replication.go and
+// entrylog.go (the followers' progress, the log, the commit rule),
+// holders.go (who holds a cached copy of which key until when),
+// write_leader.go and read_leader.go (its half of a put and a get).
 type leader struct {
 	n         *Node
 	epoch     int64
@@ -48,9 +55,9 @@ type leader struct {
 	commit      uint64
 	serving     bool
 	takeoverErr error
-	peers       map[string]*progress
-	holders     holdings      // key -> node id -> its copy
-	changedCh   chan struct{} // closed and replaced on progress
+	peers       map[string]*progress // each follower's replication
+	holders     holdings             // key -> node id -> its copy
+	changedCh   chan struct{}        // closed and replaced on progress
 	// removed are the ids this leader removed from the voter record while
 	// they were members: maybeAddVoter must not add them back, and
 	// maintain tells them to leave. An id is forgotten when it leaves the
