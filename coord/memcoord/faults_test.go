@@ -490,3 +490,80 @@ func TestSyncTestElection(t *testing.T) {
 		t.Fatalf("the bubble took %v of wall-clock time for a %v TTL expiry", wall, ttl)
 	}
 }
+
+// TestHooksByName: the hooks act on every connection of the name, and on
+// no other.
+func TestHooksByName(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(t)
+		a1, _ := w.connect("n1", 1)
+		a2, _ := w.connect("n1", 1) // a restarted node, the old one not yet closed
+		b, _ := w.connect("n2", 1)
+		sa1, sa2, sb := w.session(a1, ttl), w.session(a2, ttl), w.session(b, ttl)
+		a2.Cut()
+		synctest.Wait()
+		if sa1.Healthy() || sa2.Healthy() || !sb.Healthy() {
+			t.Fatalf("after Cut(n1): healthy n1 %v %v, n2 %v; want false false true", sa1.Healthy(), sa2.Healthy(), sb.Healthy())
+		}
+		if _, err := b.Voters(w.ctx); err != nil {
+			t.Fatalf("n2's call while n1 is cut: %v", err)
+		}
+		a1.Heal()
+		synctest.Wait()
+		if !sa1.Healthy() || !sa2.Healthy() {
+			t.Fatalf("after Heal(n1): healthy %v %v", sa1.Healthy(), sa2.Healthy())
+		}
+		if n := w.srv.ExpireSessions("n1"); n != 2 {
+			t.Fatalf("ExpireSessions(n1) = %d, want 2", n)
+		}
+		if n := w.srv.Sessions("n2"); n != 1 {
+			t.Fatalf("n2 has %d sessions after n1's expired, want 1", n)
+		}
+		// n1's next keep-alives find their sessions gone.
+		untilDone(t, sa1, ttl/3+time.Millisecond)
+		untilDone(t, sa2, ttl/3+time.Millisecond)
+		if !errors.Is(sa1.Err(), coord.ErrSessionExpired) || !errors.Is(sa2.Err(), coord.ErrSessionExpired) || sb.Err() != nil {
+			t.Fatalf("after ExpireSessions(n1): Err %v, %v, n2 %v", sa1.Err(), sa2.Err(), sb.Err())
+		}
+	})
+}
+
+// TestClosedCoordinator: Close ends the sessions as closed, leaves their
+// entries to expire by their TTL, and every later call fails at once.
+func TestClosedCoordinator(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(t)
+		c, clk := w.connect("n1", 1)
+		s, err := c.NewSession(w.ctx, ttl)
+		if err != nil {
+			t.Fatalf("NewSession: %v", err)
+		}
+		if err := s.Register(w.ctx, coord.Member{ID: "n1", Addr: "a1"}); err != nil {
+			t.Fatalf("Register: %v", err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if !errors.Is(s.Err(), coord.ErrSessionClosed) || s.Healthy() || clk.Now().Before(s.Deadline()) {
+			t.Fatalf("session after Close: Err=%v Healthy=%v deadline in %v", s.Err(), s.Healthy(), s.Deadline().Sub(clk.Now()))
+		}
+		if _, ok := w.viewNow().Members["n1"]; !ok {
+			t.Fatal("Close revoked the session: its member is gone at once")
+		}
+		if _, err := c.Voters(w.ctx); err == nil {
+			t.Fatal("Voters on a closed Coordinator succeeded")
+		}
+		if _, err := c.NewSession(w.ctx, ttl); err == nil {
+			t.Fatal("NewSession on a closed Coordinator succeeded")
+		}
+		if err := s.Close(w.ctx); err != nil {
+			t.Fatalf("Session.Close after Coordinator.Close: %v", err)
+		}
+		// Virtual time: the server's expiry timer fires meanwhile (a tie
+		// with it at exactly the TTL would be ordered at random).
+		time.Sleep(ttl + time.Millisecond)
+		if _, ok := w.viewNow().Members["n1"]; ok {
+			t.Fatalf("n1 still a member a TTL after its Coordinator closed: %+v", w.viewNow())
+		}
+	})
+}
