@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kvstore/kvstore/linearizability"
-	"github.com/kvstore/kvstore/nemesis"
+	"github.com/kvstore/kvstore/robustness/linearizability"
+	"github.com/kvstore/kvstore/robustness/nemesis"
 )
 
 // Window is a stretch of a history's clock (nanoseconds since the

@@ -17,9 +17,10 @@ import (
 
 	"github.com/kvstore/kvstore/cluster"
 	"github.com/kvstore/kvstore/internal/soon"
-	"github.com/kvstore/kvstore/linearizability"
-	"github.com/kvstore/kvstore/nemesis"
 	"github.com/kvstore/kvstore/node"
+	"github.com/kvstore/kvstore/robustness/linearizability"
+	"github.com/kvstore/kvstore/robustness/nemesis"
+	"github.com/kvstore/kvstore/robustness/workload"
 	"github.com/kvstore/kvstore/store"
 )
 
@@ -231,8 +232,8 @@ func play(t *testing.T, r *run) {
 	// 8 clients read, write and delete; one read-only client per node
 	// keeps reading even while a write of its node is stuck, so every
 	// follower holds cached copies of the keys.
-	w := Workload{Clients: 8 + r.nodes, Readers: r.nodes, Keys: keys, OpTimeout: 3 * time.Second, ReadTimeout: 300 * time.Millisecond, Pause: 10 * time.Millisecond, Seed: r.seed}
-	loadDone := make(chan Stats, 1)
+	w := workload.Workload{Clients: 8 + r.nodes, Readers: r.nodes, Keys: keys, OpTimeout: 3 * time.Second, ReadTimeout: 300 * time.Millisecond, Pause: 10 * time.Millisecond, Seed: r.seed}
+	loadDone := make(chan workload.Stats, 1)
 	go func() { loadDone <- w.Run(wctx, c, rec) }()
 
 	target := &powerLossCounter{Cluster: c}
