@@ -29,9 +29,9 @@ func history() []linearizability.Op {
 
 // span is a step of kind held from in to heal, healthy again at healthy
 // (never if negative), in milliseconds after t0.
-func span(t0 time.Time, kind nemesis.Kind, size int, in, heal, healthy int) nemesis.Span {
+func span(t0 time.Time, kind nemesis.Fault, size int, in, heal, healthy int) nemesis.Span {
 	at := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
-	sp := nemesis.Span{Step: nemesis.Step{Kind: kind}, Nodes: []int{0}, Size: size, Injected: at(in), Healing: at(heal)}
+	sp := nemesis.Span{Step: nemesis.Step{Fault: kind}, Nodes: []int{0}, Size: size, Injected: at(in), Healing: at(heal)}
 	if healthy >= 0 {
 		sp.Healthy = at(healthy)
 	}

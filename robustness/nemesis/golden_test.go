@@ -24,17 +24,17 @@ func goldenLine(st Step) string {
 // goldenSchedules are the schedules of a few seeds under each fault mix
 // the suite uses, with and without LeaderHold.
 func goldenSchedules() string {
-	everything := append(slices.Clone(AllKinds), HandOver, RmiDownFollower)
-	everything = append(everything, DurableKinds...)
+	everything := append(slices.Clone(AllFaults), HandOver, RmiDownFollower)
+	everything = append(everything, DurableFaults...)
 	mixes := []struct {
 		name  string
-		kinds []Kind
-	}{{"default", nil}, {"durable", DurableKinds}, {"everything", everything}}
+		kinds []Fault
+	}{{"default", nil}, {"durable", DurableFaults}, {"everything", everything}}
 	var b strings.Builder
 	for _, size := range []int{3, 5} {
 		for _, mix := range mixes {
 			for _, leaderHold := range []time.Duration{0, 4 * time.Second} {
-				o := Options{Size: size, Steps: 8, Kinds: mix.kinds, MinHold: 500 * time.Millisecond, MaxHold: 3 * time.Second, MaxGap: 500 * time.Millisecond, LeaderHold: leaderHold}
+				o := Options{Size: size, Steps: 8, Faults: mix.kinds, MinHold: 500 * time.Millisecond, MaxHold: 3 * time.Second, MaxGap: 500 * time.Millisecond, LeaderHold: leaderHold}
 				for _, seed := range []uint64{0, 1, 2, 7, 42, 123, 1 << 40, 0xdeadbeef} {
 					s := Generate(seed, o)
 					fmt.Fprintf(&b, "size %d mix %s leader hold %v seed %d\n", size, mix.name, leaderHold, seed)
@@ -53,15 +53,15 @@ func goldenSchedules() string {
 // describes what each step did: the log, the fault state the heal found and
 // the leader then.
 func playGolden() string {
-	everything := append(slices.Clone(AllKinds), HandOver, RmiDownFollower)
-	everything = append(everything, DurableKinds...)
+	everything := append(slices.Clone(AllFaults), HandOver, RmiDownFollower)
+	everything = append(everything, DurableFaults...)
 	var b strings.Builder
 	for _, size := range []int{2, 3, 5} { // 2: the faults that need more say so
 		for seed := range uint64(6) {
 			f := newFake(size)
 			o := quick(size)
 			o.Steps = 30
-			o.Kinds = everything
+			o.Faults = everything
 			s := Generate(seed, o)
 			fmt.Fprintf(&b, "size %d seed %d\n", size, seed)
 			n, err := Play(context.Background(), f, s, 5*time.Second, func(format string, args ...any) {

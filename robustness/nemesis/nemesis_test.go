@@ -57,11 +57,11 @@ func TestGenerateShapes(t *testing.T) {
 	for _, size := range []int{3, 5} {
 		o := opts(size)
 		minority := (size - 1) / 2
-		kinds := map[Kind]int{}
+		kinds := map[Fault]int{}
 		var allLinks, perNode, leaderBridges, followerBridges int
 		for seed := uint64(0); seed < 300; seed++ {
 			for _, st := range Generate(seed, o).Steps {
-				kinds[st.Kind]++
+				kinds[st.Fault]++
 				if st.Hold < o.MinHold || st.Hold >= o.MaxHold || st.Gap < 0 || st.Gap >= o.MaxGap {
 					t.Fatalf("size %d seed %d: %s: hold or gap out of bounds", size, seed, st)
 				}
@@ -71,7 +71,7 @@ func TestGenerateShapes(t *testing.T) {
 						t.Fatalf("size %d seed %d: %s: bad or repeated node %d", size, seed, st, n)
 					}
 				}
-				switch st.Kind {
+				switch st.Fault {
 				case Kill, RmiDown, ZkDown, ZkStall, Isolate:
 					if len(st.Nodes) != 1 {
 						t.Fatalf("size %d seed %d: %s: want one node", size, seed, st)
@@ -111,7 +111,7 @@ func TestGenerateShapes(t *testing.T) {
 				}
 			}
 		}
-		for _, k := range AllKinds {
+		for _, k := range AllFaults {
 			if kinds[k] == 0 {
 				t.Errorf("size %d: %s never generated in 300 schedules", size, k)
 			}
@@ -510,7 +510,7 @@ func TestPlayEndsHealed(t *testing.T) {
 		for seed := uint64(0); seed < 20; seed++ {
 			f := newFake(size)
 			o := quick(size)
-			o.Kinds = append(slices.Clone(AllKinds), HandOver, RmiDownFollower, CrashAll, RollingCrash, LoseDisk, LoseLastCopy, ReplaceNode, RemoveVoter)
+			o.Faults = append(slices.Clone(AllFaults), HandOver, RmiDownFollower, CrashAll, RollingCrash, LoseDisk, LoseLastCopy, ReplaceNode, RemoveVoter)
 			if seed == 1 {
 				f.refusals = 2 // the first removals are refused, and retried
 			}
@@ -555,7 +555,7 @@ func injected(st Step, seen string, leader int, active []int) error {
 		nodes[i] = active[p]
 	}
 	st.Nodes = nodes
-	switch st.Kind {
+	switch st.Fault {
 	case Kill, KillLeader:
 		want = "killed"
 	case CrashAll:
@@ -613,10 +613,10 @@ func injected(st Step, seen string, leader int, active []int) error {
 			return fmt.Errorf("fault state %q: a replaced node is retired, nothing killed", seen)
 		}
 		retired := listOf(seen, "retired")
-		if st.Kind == ReplaceNode && !slices.Contains(retired, st.Nodes[0]) {
+		if st.Fault == ReplaceNode && !slices.Contains(retired, st.Nodes[0]) {
 			return fmt.Errorf("fault state %q: node %d not retired", seen, st.Nodes[0])
 		}
-		if st.Kind == RemoveVoter && slices.Contains(retired, leader) {
+		if st.Fault == RemoveVoter && slices.Contains(retired, leader) {
 			return fmt.Errorf("fault state %q: the leader %d was removed, want a follower", seen, leader)
 		}
 	case Delay:
@@ -633,7 +633,7 @@ func injected(st Step, seen string, leader int, active []int) error {
 	if !strings.Contains(seen, want) {
 		return fmt.Errorf("fault state %q, want %q", seen, want)
 	}
-	if len(st.Nodes) > 0 && st.Kind != Delay && st.Kind != Partition && st.Kind != OneWay && st.Kind != ReplaceNode {
+	if len(st.Nodes) > 0 && st.Fault != Delay && st.Fault != Partition && st.Fault != OneWay && st.Fault != ReplaceNode {
 		ns := slices.Sorted(slices.Values(st.Nodes))
 		if !strings.Contains(seen, fmt.Sprint(ns)) {
 			return fmt.Errorf("fault state %q does not name nodes %v", seen, st.Nodes)
@@ -729,7 +729,7 @@ func TestPlayReportsNoRecovery(t *testing.T) {
 	if err == nil || n != 1 {
 		t.Fatalf("Play = %d, %v; want 1 fault and an error", n, err)
 	}
-	if !strings.Contains(err.Error(), string(s.Steps[0].Kind)) {
+	if !strings.Contains(err.Error(), s.Steps[0].Fault.Name()) {
 		t.Fatalf("error %q does not name the step %s", err, s.Steps[0])
 	}
 }
@@ -770,13 +770,13 @@ func TestPlayStopsOnCancel(t *testing.T) {
 func TestGenerateDurableShapes(t *testing.T) {
 	for _, size := range []int{3, 5} {
 		o := opts(size)
-		o.Kinds = DurableKinds
-		kinds := map[Kind]int{}
-		twice := map[Kind]map[bool]int{LoseDisk: {}, LoseLastCopy: {}}
+		o.Faults = DurableFaults
+		kinds := map[Fault]int{}
+		twice := map[Fault]map[bool]int{LoseDisk: {}, LoseLastCopy: {}}
 		for seed := uint64(0); seed < 200; seed++ {
 			for _, st := range Generate(seed, o).Steps {
-				kinds[st.Kind]++
-				switch st.Kind {
+				kinds[st.Fault]++
+				switch st.Fault {
 				case LoseDisk, ReplaceNode, Kill:
 					if len(st.Nodes) != 1 || st.Nodes[0] < 0 || st.Nodes[0] >= size {
 						t.Fatalf("size %d seed %d: %s: want one node", size, seed, st)
@@ -786,15 +786,15 @@ func TestGenerateDurableShapes(t *testing.T) {
 						t.Fatalf("size %d seed %d: %s: want no nodes named", size, seed, st)
 					}
 				}
-				if st.Twice && st.Kind != LoseDisk && st.Kind != LoseLastCopy {
+				if st.Twice && st.Fault != LoseDisk && st.Fault != LoseLastCopy {
 					t.Fatalf("size %d seed %d: %s: twice on a kind that restarts nothing twice", size, seed, st)
 				}
-				if m := twice[st.Kind]; m != nil {
+				if m := twice[st.Fault]; m != nil {
 					m[st.Twice]++
 				}
 			}
 		}
-		for _, k := range o.Kinds {
+		for _, k := range o.Faults {
 			if kinds[k] == 0 {
 				t.Errorf("size %d: %s never generated in 200 schedules", size, k)
 			}
@@ -811,7 +811,7 @@ func TestGenerateDurableShapes(t *testing.T) {
 func lostDisks(n int, twice bool) Schedule {
 	s := Schedule{Seed: 1}
 	for i := 0; i < n; i++ {
-		s.Steps = append(s.Steps, Step{Kind: LoseDisk, Nodes: []int{1}, Twice: twice})
+		s.Steps = append(s.Steps, Step{Fault: LoseDisk, Nodes: []int{1}, Twice: twice})
 	}
 	return s
 }
@@ -858,7 +858,7 @@ func TestPlayReportsDataLostToPowerLoss(t *testing.T) {
 	for _, setAside := range []int{0, 2} {
 		f := newFake(3)
 		f.setAside = setAside
-		s := Schedule{Steps: []Step{{Kind: CrashAll, Hold: time.Millisecond}}}
+		s := Schedule{Steps: []Step{{Fault: CrashAll, Hold: time.Millisecond}}}
 		_, err := Play(context.Background(), f, s, 5*time.Second, func(string, ...any) {})
 		if got := errors.Is(err, ErrLostData); got != (setAside != 0) {
 			t.Fatalf("node %d set aside: Play = %v; want ErrLostData %v", setAside-1, err, setAside != 0)
@@ -881,7 +881,7 @@ func TestReplaceGivesUpWhenRemovalRefused(t *testing.T) {
 	f := newFake(3)
 	f.refusals = 1 << 30
 	var log []string
-	s := Schedule{Seed: 1, Steps: []Step{{Kind: ReplaceNode, Nodes: []int{2}}}}
+	s := Schedule{Seed: 1, Steps: []Step{{Fault: ReplaceNode, Nodes: []int{2}}}}
 	n, err := Play(context.Background(), f, s, 5*time.Second, func(format string, args ...any) {
 		log = append(log, fmt.Sprintf(format, args...))
 	})
@@ -902,7 +902,7 @@ func TestReplaceGivesUpWhenRemovalRefused(t *testing.T) {
 func TestPlayObservedSpans(t *testing.T) {
 	f := newFake(3)
 	o := quick(3)
-	o.Steps, o.Kinds = 6, []Kind{PauseLeader, Bridge, Kill}
+	o.Steps, o.Faults = 6, []Fault{PauseLeader, Bridge, Kill}
 	s := Generate(3, o)
 	var spans []Span
 	if _, err := PlayObserved(context.Background(), f, s, 5*time.Second, func(string, ...any) {}, func(sp Span) { spans = append(spans, sp) }); err != nil {
@@ -937,18 +937,18 @@ func TestPlayObservedSpans(t *testing.T) {
 // hand-over with under 5 nodes) and the rolling crash; never the faults of
 // a single node, the leader's or a minority's.
 func TestLivenessExempt(t *testing.T) {
-	for _, k := range append(slices.Clone(AllKinds), DurableKinds...) {
+	for _, k := range append(slices.Clone(AllFaults), DurableFaults...) {
 		want := k == ZkDownMajority || k == CrashAll || k == LoseLastCopy || k == RollingCrash
-		if got := LivenessExempt(Step{Kind: k}, 3); got != want {
+		if got := LivenessExempt(Step{Fault: k}, 3); got != want {
 			t.Errorf("%s with 3 nodes: %v, want %v", k, got, want)
 		}
 	}
-	if !LivenessExempt(Step{Kind: HandOver}, 3) || LivenessExempt(Step{Kind: HandOver}, 5) {
+	if !LivenessExempt(Step{Fault: HandOver}, 3) || LivenessExempt(Step{Fault: HandOver}, 5) {
 		t.Errorf("hand-over: want no healthy majority with 3 nodes, one with 5")
 	}
 }
 
-// TestLeaderHold: with Options.LeaderHold the faults of LeaderKinds are
+// TestLeaderHold: with Options.LeaderHold the faults of LeaderFaults are
 // held at least that long, every other step is as without it.
 func TestLeaderHold(t *testing.T) {
 	o := opts(3)
@@ -959,7 +959,7 @@ func TestLeaderHold(t *testing.T) {
 		a, b := Generate(seed, o), Generate(seed, long)
 		for i, st := range b.Steps {
 			want := a.Steps[i]
-			if slices.Contains(LeaderKinds, st.Kind) {
+			if slices.Contains(LeaderFaults, st.Fault) {
 				held++
 				want.Hold = max(want.Hold, long.LeaderHold)
 			}
