@@ -25,7 +25,7 @@ import (
 
 // ErrNotRecovering reports a broken promise that a step checks itself: a
 // node restarted after it lost its data directory was not recovering
-// before any leader could reconcile it (DESIGN.md, Restarts).
+// before any leader could reconcile it (docs/design.md, Restarts).
 var ErrNotRecovering = errors.New("nemesis: a node that lost its disk is not recovering")
 
 // ErrLostData reports a broken promise that a step checks itself: a node
@@ -94,7 +94,7 @@ type Target interface {
 // Kind names a fault.
 type Kind string
 
-// The faults of DESIGN.md's fault model.
+// The faults of docs/design.md's fault model (Assumptions).
 const (
 	Kill            Kind = "kill"             // crash a node (memory lost), then restart it
 	KillLeader      Kind = "kill-leader"      // the same, on the current leader
