@@ -158,7 +158,7 @@ const (
 	// not, so no leader may serve until the heal restarts the crashed
 	// nodes with their data. Durable clusters only.
 	LoseLastCopy Kind = "lose-disk-last-copy"
-	// ReplaceNode replaces a node as README's procedure does: it crashes
+	// ReplaceNode replaces a node as docs/operations.md's procedure does: it crashes
 	// for good, is removed from the voters through another node (retried
 	// while the leader refuses, for up to removeBudget; then the step is
 	// given up and the heal restarts the node), is retired, and a new node
@@ -411,7 +411,7 @@ func PlayObserved(ctx context.Context, t Target, s Schedule, healTimeout time.Du
 }
 
 // LivenessExempt reports whether step st, held in a cluster of size
-// voters, is exempt from the liveness target (README: with a majority of
+// voters, is exempt from the liveness target (docs/guarantees.md: with a majority of
 // voters healthy, a new leader serves within about one session TTL plus
 // one lease): a stretch without acknowledged writes while it is held, and
 // during its heal until the cluster is healthy again, says nothing about
