@@ -197,7 +197,7 @@ func (l *leader) setTakeoverErr(err error) {
 	l.n.log.Debug("takeover attempt failed", "epoch", l.epoch, "err", err)
 }
 
-// takeover runs steps 1-5 of DESIGN.md's leader takeover.
+// takeover runs steps 1-5 of the takeover in docs/design.md.
 func (l *leader) takeover() error {
 	n := l.n
 	giveUp := n.now().Add(l.stepDownAfter())
@@ -706,7 +706,7 @@ func (l *leader) quorumLost() bool {
 }
 
 // maybeAddVoter adds one member that is not a voter, once it holds
-// everything committed (DESIGN.md, Voters).
+// everything committed (docs/design.md, Voters).
 func (l *leader) maybeAddVoter() {
 	n := l.n
 	l.changeMu.Lock()

@@ -43,7 +43,7 @@ const defaultSchedules = 10
 
 // checkWriteGap makes a schedule fail when its longest window without an
 // acknowledged write while a majority of voters was healthy
-// (HealthyWriteGap) is longer than the target (writeGapTarget): README's
+// (HealthyWriteGap) is longer than the target (writeGapTarget): docs/guarantees.md's
 // promise that a new leader serves within about one session TTL plus one
 // lease. KVSTORE_WRITE_GAP_CHECK=0 turns it off; the windows are measured
 // and reported either way.

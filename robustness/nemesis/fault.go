@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Fault is one fault of DESIGN.md's fault model: how a step of it is drawn
+// Fault is one fault of docs/design.md's fault model (Assumptions): how a step of it is drawn
 // for a schedule, put in place on a cluster and healed, and whether the
 // liveness target holds while it is. Each fault is a value (Kill,
 // PartitionLeader, ...), named by the string schedules print; Faults lists
@@ -146,7 +146,7 @@ type pickFollower struct{}
 
 func (pickFollower) Draw(d *Draw, st *Step) { st.Pick = d.IntN(d.Size) }
 
-// every lists every fault, in the order of DESIGN.md's fault model.
+// every lists every fault, in the order of docs/design.md's fault model (Assumptions).
 var every = []Fault{
 	Kill, KillLeader, RmiDown, ZkDown, ZkStall, ZkDownLeader, ZkDownMajority,
 	Partition, PartitionLeader, PauseLeader, Bridge, OneWay, Delay, Isolate,

@@ -11,7 +11,7 @@ import (
 
 // The membership changes: a crashed node replaced, a live voter removed.
 var (
-	// ReplaceNode replaces a node as README's procedure does: it crashes
+	// ReplaceNode replaces a node as docs/operations.md's procedure does: it crashes
 	// for good, is removed from the voters through another node (retried
 	// while the leader refuses, for up to removeBudget; then the step is
 	// given up and the heal restarts the node), is retired, and a new node

@@ -10,7 +10,7 @@ import (
 
 // ErrNotRecovering reports a broken promise that a step checks itself: a
 // node restarted after it lost its data directory was not recovering
-// before any leader could reconcile it (DESIGN.md, Restarts).
+// before any leader could reconcile it (docs/design.md, Restarts).
 var ErrNotRecovering = errors.New("nemesis: a node that lost its disk is not recovering")
 
 // ErrLostData reports a broken promise that a step checks itself: a node
@@ -104,7 +104,7 @@ func PlayObserved(ctx context.Context, t Target, s Schedule, healTimeout time.Du
 }
 
 // LivenessExempt reports whether step st, held in a cluster of size
-// voters, is exempt from the liveness target (README: with a majority of
+// voters, is exempt from the liveness target (docs/guarantees.md: with a majority of
 // voters healthy, a new leader serves within about one session TTL plus
 // one lease): a stretch without acknowledged writes while it is held, and
 // during its heal until the cluster is healthy again, says nothing about
