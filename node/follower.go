@@ -77,7 +77,7 @@ func (n *Node) promiseLocked(epoch int64, ld leadership) *durable.Pending {
 	return n.submittedLocked(n.disk.PromiseLeadership(epoch, ld.id, ld.nonce))
 }
 
-// Prepare implements the first step of a takeover (DESIGN.md).
+// Prepare implements the first step of a takeover (docs/design.md).
 func (s *peerServer) Prepare(ctx context.Context, req *kvpb.PrepareRequest) (*kvpb.PrepareResponse, error) {
 	if err := s.checkCluster(req.Cluster); err != nil {
 		return nil, err
@@ -559,7 +559,8 @@ func (n *Node) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID s
 			}
 		}
 		if err == nil {
-			// The writer's node caches the value it wrote (DESIGN.md, Writes).
+			// The writer's node caches the value it wrote (docs/design.md,
+			// Writes and visibility).
 			n.install(st, key, value, op == kvpb.Op_OP_SET, ver, epoch, lease, sent)
 			return nil
 		}

@@ -254,7 +254,7 @@ func quorumLost(self string, voters []string, heard map[string]clock.Instant, el
 }
 
 // maybeAddVoter adds one member that is not a voter, once it holds
-// everything committed (DESIGN.md, Voters).
+// everything committed (docs/design.md, Voters).
 func (l *leader) maybeAddVoter() {
 	n := l.n
 	l.changeMu.Lock()
