@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,8 @@ func TestEveryErrorNamesASentinel(t *testing.T) {
 		unknown *bool
 		// cancel cancels the call's context as soon as it starts.
 		cancel bool
+		// not are sentinels the error must not match.
+		not []error
 	}
 	yes, no := true, false
 	answering := func(f func(ctx context.Context) error) func(t *testing.T) string {
@@ -141,6 +144,23 @@ func TestEveryErrorNamesASentinel(t *testing.T) {
 		tc{name: "node timed out, write unknown", want: client.ErrTimeout, unknown: &yes, endpoint: answering(func(context.Context) error {
 			return rpc.ToStatus(fmt.Errorf("node n1: %w: %w", kvstore.ErrOutcomeUnknown, kvstore.ErrTimeout))
 		})},
+		// A node's answer quoting a key that holds every sentinel's text
+		// matches its own sentinel only.
+		tc{name: "node bad request quoting every sentinel", want: client.ErrBadRequest, unknown: &no, not: quotable(kvstore.ErrBadRequest),
+			endpoint: answering(func(context.Context) error {
+				return rpc.ToStatus(fmt.Errorf("node n1: key %q: %w", everySentinelText(), kvstore.ErrBadRequest))
+			})},
+		// A node older than the status details: its text names a
+		// sentinel, but only the code counts; a write may have been
+		// applied.
+		tc{name: "node without details, outcome unknown", want: client.ErrUnavailable, unknown: &yes, not: quotable(kvstore.ErrTimeout), // it fails over until the deadline
+			endpoint: answering(func(context.Context) error {
+				return status.Error(codes.Unknown, "node n1: "+kvstore.ErrOutcomeUnknown.Error()+": "+kvstore.ErrNoQuorum.Error())
+			})},
+		tc{name: "node without details, bad request", want: client.ErrBadRequest, unknown: &yes, not: quotable(kvstore.ErrBadRequest),
+			endpoint: answering(func(context.Context) error {
+				return status.Error(codes.InvalidArgument, "node n1: key \"k\": "+kvstore.ErrBadRequest.Error())
+			})},
 		// The node never answers: the call's deadline ends it.
 		tc{name: "no answer", want: client.ErrTimeout, unknown: &yes, endpoint: answering(func(ctx context.Context) error {
 			<-ctx.Done()
@@ -230,6 +250,11 @@ func TestEveryErrorNamesASentinel(t *testing.T) {
 					cl.Close()
 				}
 				checkSentinel(t, op.name, err, c.want)
+				for _, n := range c.not {
+					if errors.Is(err, n) && !(op.write && n == client.ErrOutcomeUnknown && c.unknown != nil) {
+						t.Errorf("%s: %v matches %v", op.name, err, n)
+					}
+				}
 				if op.write && c.unknown != nil && errors.Is(err, client.ErrOutcomeUnknown) != *c.unknown {
 					t.Errorf("%s: %v: outcome unknown %v, want %v", op.name, err, !*c.unknown, *c.unknown)
 				}
@@ -268,4 +293,32 @@ func checkSentinel(t *testing.T, op string, err, want error) {
 	if !errors.Is(err, want) {
 		t.Errorf("%s: %v, want it to match %v", op, err, want)
 	}
+}
+
+// nodeSentinels are the sentinels a node sends.
+var nodeSentinels = []error{
+	kvstore.ErrPartitioned, kvstore.ErrNoLeader, kvstore.ErrNoQuorum, kvstore.ErrNotLeader,
+	kvstore.ErrTimeout, kvstore.ErrOutcomeUnknown, kvstore.ErrStopped, kvstore.ErrStaleEpoch,
+	kvstore.ErrBadRequest, kvstore.ErrTooLarge, kvstore.ErrBusy, kvstore.ErrNotVoter,
+	kvstore.ErrUnsafeRemoval, kvstore.ErrRemoveLeader, kvstore.ErrRemoved,
+}
+
+// everySentinelText is a key that holds the text of every node sentinel.
+func everySentinelText() string {
+	var texts []string
+	for _, s := range nodeSentinels {
+		texts = append(texts, s.Error())
+	}
+	return strings.Join(texts, "|")
+}
+
+// quotable lists the node sentinels but those in except.
+func quotable(except ...error) []error {
+	var out []error
+	for _, s := range nodeSentinels {
+		if !slices.Contains(except, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

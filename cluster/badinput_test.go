@@ -29,7 +29,7 @@ import (
 )
 
 // Bad input sent straight to a node's RPC port: each message is refused
-// with a clear error, and the cluster stays consistent (README, Tests: bad
+// with a clear error, and the cluster stays consistent (docs/testing.md: bad
 // input).
 
 const peerService = "/kvstore.peer.v1.Peer/"

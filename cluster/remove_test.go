@@ -247,7 +247,7 @@ func TestRemovedNodeIsNotAddedBack(t *testing.T) {
 	})
 }
 
-// A node replaced as README's procedure says (crashed for good, removed
+// A node replaced as docs/operations.md's procedure says (crashed for good, removed
 // from the voters, a new node with a new id started) is retired: it leaves
 // Active, Heal does not start it again and WaitHealthy does not wait for
 // it, while the new node serves and holds what was written before.

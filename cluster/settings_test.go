@@ -209,7 +209,7 @@ func TestSuccessorWaitsOutTheLongestLeaseAnyNodeGranted(t *testing.T) {
 // changed does not come back with the old ones: its next session reads the
 // record, and it stops instead of registering. The others, whose sessions
 // lived on, keep serving (they are restarted with the new values by the
-// procedure of README: Change a timing setting).
+// procedure of docs/operations.md: Change a timing setting).
 func TestNodeAwayDuringASettingsChangeStops(t *testing.T) {
 	eachBackend(t, func(t *testing.T, b Backend) {
 		c := newCluster(t, b, 3)

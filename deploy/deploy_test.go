@@ -17,8 +17,8 @@ import (
 
 	"github.com/kvstore/kvstore/client"
 	"github.com/kvstore/kvstore/internal/soon"
-	"github.com/kvstore/kvstore/linearizability"
-	"github.com/kvstore/kvstore/robustness"
+	"github.com/kvstore/kvstore/robustness/linearizability"
+	"github.com/kvstore/kvstore/robustness/workload"
 )
 
 const (
@@ -212,7 +212,7 @@ func (cs *clients) Delete(ctx context.Context, n int, key string) error {
 	return cs.per[n].Delete(ctx, key)
 }
 
-var _ robustness.Client = (*clients)(nil)
+var _ workload.Client = (*clients)(nil)
 
 // leader asks the cluster which node leads.
 func leader(t *testing.T, cs *clients) string {
@@ -289,9 +289,9 @@ func TestComposeClusterUnderFaults(t *testing.T) {
 	}
 	rec := linearizability.NewRecorder(nil)
 	wctx, stopLoad := context.WithCancel(context.Background())
-	w := robustness.Workload{Clients: 10, Readers: nodes, Keys: keys, OpTimeout: 5 * time.Second,
+	w := workload.Workload{Clients: 10, Readers: nodes, Keys: keys, OpTimeout: 5 * time.Second,
 		ReadTimeout: time.Second, Pause: 20 * time.Millisecond, Seed: rand.Uint64()}
-	loadDone := make(chan robustness.Stats, 1)
+	loadDone := make(chan workload.Stats, 1)
 	go func() { loadDone <- w.Run(wctx, cs, rec) }()
 	defer stopLoad()
 

@@ -18,7 +18,7 @@ import (
 	"github.com/kvstore/kvstore/store"
 )
 
-// Fuzzing of what the durable package reads back (README, Tests: fuzzing).
+// Fuzzing of what the durable package reads back (docs/testing.md, Fuzzing).
 // Decoding arbitrary bytes never panics; what decodes encodes back to the
 // same bytes (item, request, digest) or to a record that decodes the same
 // (log records: varints have more than one encoding); damage to a log

@@ -1,6 +1,6 @@
 package node
 
-// What Start does before the node runs (DESIGN.md, Protocol): the
+// What Start does before the node runs (docs/design.md, Restarts): the
 // coordinator's records checked against the config and the data
 // directory, the recovery command, the bootstrap of the voter record, and
 // whether a returning voter is recovering. The steps of the recovery
@@ -104,7 +104,8 @@ func (b *boot) bootstrapReconciled(ctx context.Context) error {
 // without reconciled data (no data directory, a lost or set-aside one, or
 // one no leader reconciled since) is. Normally it is recovering: it must
 // not count toward any majority until a leader has reconciled it
-// (DESIGN.md, Restarts), since it may have lost writes it acknowledged.
+// (docs/design.md, Restarts), since it may have lost writes it
+// acknowledged.
 //
 // But a voter record that no leader has sealed (coord.Voters.Unsealed)
 // proves that nothing was ever acknowledged: the first leader seals it
@@ -130,8 +131,9 @@ func (b *boot) rejoinWithoutData(ctx context.Context, voters coord.Voters) error
 	return nil
 }
 
-// checkIncarnation is the fence of a data directory (DESIGN.md, Cluster
-// incarnation): one that belongs to another incarnation than inc, the
+// checkIncarnation is the fence of a data directory (docs/design.md,
+// Cluster identity and incarnation): one that belongs to another
+// incarnation than inc, the
 // coordinator's, refuses to start with ErrOtherIncarnation, unless the
 // node runs the recovery command (which adopts inc). A directory with no
 // incarnation passes: adoptIncarnation records inc in it.

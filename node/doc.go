@@ -44,19 +44,20 @@
 //
 // # Protocol
 //
-// DESIGN.md (shared with the project) states the protocol; the leader's
-// files (leader.go: the role's life; takeover.go; replication.go and
-// entrylog.go; holders.go: holdings and leases; write_leader.go and
+// docs/design.md states the protocol and why each rule is needed; the
+// leader's files (leader.go: the role's life; takeover.go; replication.go
+// and entrylog.go; holders.go: holdings and leases; write_leader.go and
 // read_leader.go: its half of a put and a get) and every node's side
 // (replica.go: the replicated state, its promise and its durable copy;
 // peer_follower.go: the leader's messages; read.go and write.go: the
-// paths of a get and a put; session.go: serving) implement it. These
-// choices go beyond its text:
+// paths of a get and a put; session.go: serving; boot.go: Start)
+// implement it. These choices go beyond the shared reference that file
+// supersedes:
 //
 //   - Reconciliation is by snapshot. A follower whose position is not on the
 //     leader's history (or is further behind than the leader's log) receives
-//     the leader's whole state; DESIGN.md's digest-and-diff is an
-//     optimisation left for later.
+//     the leader's whole state; the shared reference's digest-and-diff
+//     is an optimisation left for later.
 //   - The replication stream is the invalidation. Applying an entry drops the
 //     key's cached copy if it is older, so a write waits for each holder of
 //     the key to have applied it (or for the holder's lease to end) rather

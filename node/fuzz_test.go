@@ -22,7 +22,7 @@ import (
 	"github.com/kvstore/kvstore/store"
 )
 
-// Fuzzing of the node-to-node service (README, Tests: fuzzing).
+// Fuzzing of the node-to-node service (docs/testing.md, Fuzzing).
 //
 // FuzzPeerDecode: the wire bytes of any message of kvstore_peer.proto decode
 // without a panic, and what decodes encodes and decodes again to the same

@@ -24,6 +24,13 @@ var errQuorumLost = errors.New("no majority of the voters answered within the qu
 
 // leader is the leader role of a node for one epoch. It lives from the
 // election until the session is in doubt or a newer epoch is seen.
+//
+// This file holds its life (runLeader, maintain, stepping down for want
+// of a majority: CheckQuorum); its parts live in files named for them:
+// takeover.go (from the election until it serves), replication.go and
+// entrylog.go (the followers' progress, the log, the commit rule),
+// holders.go (who holds a cached copy of which key until when),
+// write_leader.go and read_leader.go (its half of a put and a get).
 type leader struct {
 	n         *Node
 	epoch     int64
@@ -48,9 +55,9 @@ type leader struct {
 	commit      uint64
 	serving     bool
 	takeoverErr error
-	peers       map[string]*progress
-	holders     holdings      // key -> node id -> its copy
-	changedCh   chan struct{} // closed and replaced on progress
+	peers       map[string]*progress // each follower's replication
+	holders     holdings             // key -> node id -> its copy
+	changedCh   chan struct{}        // closed and replaced on progress
 	// removed are the ids this leader removed from the voter record while
 	// they were members: maybeAddVoter must not add them back, and
 	// maintain tells them to leave. An id is forgotten when it leaves the
@@ -247,23 +254,13 @@ func quorumLost(self string, voters []string, heard map[string]clock.Instant, el
 }
 
 // maybeAddVoter adds one member that is not a voter, once it holds
-// everything committed (DESIGN.md, Voters).
+// everything committed (docs/design.md, Voters).
 func (l *leader) maybeAddVoter() {
 	n := l.n
 	l.changeMu.Lock()
 	defer l.changeMu.Unlock()
 	l.mu.Lock()
-	var cand string
-	if !l.voters.Contains(n.cfg.ID) {
-		// A leader that was not a voter (it joined, and won the election
-		// before it was added) holds everything committed: add it first.
-		cand = n.cfg.ID
-	}
-	for id, p := range l.peers {
-		if cand == "" && !l.voters.Contains(id) && !l.removed[id] && p.reachable && p.match >= l.commit && n.view.Load().members[id] != "" {
-			cand = id
-		}
-	}
+	cand := nextVoter(n.cfg.ID, l.voters.IDs, l.peers, l.removed, n.view.Load().members, l.commit)
 	prev := l.voters
 	l.mu.Unlock()
 	if cand == "" {
@@ -290,6 +287,25 @@ func (l *leader) maybeAddVoter() {
 	l.recomputeCommitLocked()
 	l.mu.Unlock()
 	n.log.Info("voters changed", "voters", v.IDs)
+}
+
+// nextVoter is the member the leader (self) adds to the voters next, or
+// "": itself first if it is no voter (it joined, and won the election
+// before it was added: it holds everything committed), else the lowest id
+// of the members (with an address) that are no voters, were not removed
+// by this leader, and whose last Append succeeded at a match of at least
+// commit: they hold everything committed. A pure function.
+func nextVoter(self string, voters []string, peers map[string]*progress, removed map[string]bool, members map[string]string, commit uint64) string {
+	if !slices.Contains(voters, self) {
+		return self
+	}
+	for _, id := range slices.Sorted(maps.Keys(peers)) {
+		p := peers[id]
+		if !slices.Contains(voters, id) && !removed[id] && p.reachable && p.match >= commit && members[id] != "" {
+			return id
+		}
+	}
+	return ""
 }
 
 // checkLive fails unless this node still leads with a live session.

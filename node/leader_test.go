@@ -40,3 +40,31 @@ func TestQuorumLost(t *testing.T) {
 		}
 	}
 }
+
+// TestNextVoter is the rule for growing the voter record, with no
+// network: a member joins the voters only once it holds everything
+// committed, and never one this leader removed.
+func TestNextVoter(t *testing.T) {
+	prog := func(match uint64, reachable bool) *progress { return &progress{match: match, reachable: reachable} }
+	members := map[string]string{"a": "a:1", "b": "b:1", "c": "c:1", "d": "d:1", "e": "e:1"}
+	for _, tc := range []struct {
+		name    string
+		voters  []string
+		peers   map[string]*progress
+		removed map[string]bool
+		want    string
+	}{
+		{"the leader itself first", []string{"b", "c"}, map[string]*progress{"d": prog(9, true)}, nil, "a"},
+		{"a caught-up member", []string{"a", "b"}, map[string]*progress{"b": prog(9, true), "c": prog(7, true)}, nil, "c"},
+		{"behind the commit: not yet", []string{"a", "b"}, map[string]*progress{"c": prog(6, true)}, nil, ""},
+		{"unreachable: not yet", []string{"a", "b"}, map[string]*progress{"c": prog(9, false)}, nil, ""},
+		{"removed by this leader: never", []string{"a", "b"}, map[string]*progress{"c": prog(9, true)}, map[string]bool{"c": true}, ""},
+		{"no longer a member: no", []string{"a", "b"}, map[string]*progress{"x": prog(9, true)}, nil, ""},
+		{"the lowest id of several", []string{"a"}, map[string]*progress{"e": prog(9, true), "c": prog(9, true), "d": prog(9, true)}, nil, "c"},
+		{"all voters: none", []string{"a", "b", "c"}, map[string]*progress{"b": prog(9, true), "c": prog(9, true)}, nil, ""},
+	} {
+		if got := nextVoter("a", tc.voters, tc.peers, tc.removed, members, 7); got != tc.want {
+			t.Errorf("%s: nextVoter = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}

@@ -13,7 +13,7 @@ import (
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
-// Removing a voter (DESIGN.md, Voters).
+// Removing a voter (docs/design.md, Voters).
 //
 // The leader removes one voter at a time, by compare-and-swap of the voter
 // record fenced by its election, and counts majorities of the new set only

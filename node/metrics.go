@@ -21,7 +21,7 @@ import (
 // the global registry, because several nodes run in one process (tests, the
 // shell). Collectors returns them; register them in a registry of the
 // node's own (one registry per node: the metric names carry no node label).
-// The names all start with kvstore_; README.md lists them.
+// The names all start with kvstore_; docs/metrics-and-containers.md lists them.
 //
 // The read path stays lock-free and allocation-free: the counter and
 // histogram children of every (operation, outcome) pair are resolved once

@@ -36,7 +36,7 @@ type leadership struct {
 	nonce uint64
 }
 
-// Prepare implements the first step of a takeover (DESIGN.md).
+// Prepare implements the first step of a takeover (docs/design.md).
 func (s *peerServer) Prepare(ctx context.Context, req *kvpb.PrepareRequest) (*kvpb.PrepareResponse, error) {
 	if err := s.checkCluster(req.Cluster); err != nil {
 		return nil, err

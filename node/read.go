@@ -1,9 +1,10 @@
 package node
 
-// The read path (DESIGN.md, Protocol): Get answers from the cache while the
-// key's lease and the node's session are live, and otherwise fetches the
-// key from the leader (or reads it as the leader: leader.read)
-// and caches the answer under the lease the leader granted.
+// The read path (docs/design.md, Cached reads and leases): Get answers
+// from the cache while the key's lease and the node's session are live,
+// and otherwise fetches the key from the leader (or reads it as the
+// leader: leader.read) and caches the answer under the lease the leader
+// granted.
 
 import (
 	"context"

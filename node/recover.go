@@ -10,7 +10,8 @@ import (
 	"github.com/kvstore/kvstore/quorum"
 )
 
-// Disaster recovery (DESIGN.md, Coordinator rebuild). The data lives on
+// Disaster recovery (docs/design.md, Coordinator rebuild and
+// ForceNewCluster). The data lives on
 // the nodes, but the voter record and the epochs live in the coordinator:
 // a node that holds data never bootstraps a voter record on its own, and
 // the recovery command (Config.ForceNewCluster) is the one explicit way to

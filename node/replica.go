@@ -1,8 +1,8 @@
 package node
 
-// The replicated state (DESIGN.md, Protocol): what a node has applied,
-// what it has promised, whether it must be reconciled, and the durable copy
-// of all of it.
+// The replicated state (docs/design.md, State per node and Durability):
+// what a node has applied, what it has promised, whether it must be
+// reconciled, and the durable copy of all of it.
 
 import (
 	"fmt"

@@ -1,8 +1,9 @@
 package node
 
-// The node's coordinator session and serving state (DESIGN.md, Protocol):
-// the session loop, the switch between serving and suspended, the cluster
-// view, the context of each operation, and waiting until the node serves.
+// The node's coordinator session and serving state (docs/design.md,
+// Sessions and suspension): the session loop, the switch between serving
+// and suspended, the cluster view, the context of each operation, and
+// waiting until the node serves.
 
 import (
 	"context"

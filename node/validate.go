@@ -14,7 +14,7 @@ import (
 // appends it. A node checks a message's shape before it acts on it, so that
 // a malformed or forged message is refused whole, changes nothing, and gets
 // an error matching kvstore.ErrBadRequest that names the problem. The rules
-// are what a real leader's messages always satisfy (DESIGN.md, Protocol):
+// are what a real leader's messages always satisfy (docs/design.md, Validation):
 //
 //   - epochs start at 1;
 //   - an Append carries entries or a snapshot, not both; its entries follow

@@ -1,9 +1,10 @@
 package node
 
-// The write path (DESIGN.md, Protocol): every client write enters here, is
-// checked against the node's limits, and is forwarded to the leader (or
-// written as the leader: leader.write) with one request id until it is
-// acknowledged or fails; the writer's node then caches the value it wrote.
+// The write path (docs/design.md, Writes and visibility): every client
+// write enters here, is checked against the node's limits, and is
+// forwarded to the leader (or written as the leader: leader.write) with
+// one request id until it is acknowledged or fails; the writer's node then
+// caches the value it wrote.
 
 import (
 	"context"
@@ -156,7 +157,8 @@ func (w *writer) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID
 			}
 		}
 		if err == nil {
-			// The writer's node caches the value it wrote (DESIGN.md, Writes).
+			// The writer's node caches the value it wrote (docs/design.md,
+			// Writes and visibility).
 			n.reader.install(st, key, value, op == kvpb.Op_OP_SET, ver, epoch, lease, sent)
 			return nil
 		}

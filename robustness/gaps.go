@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kvstore/kvstore/linearizability"
-	"github.com/kvstore/kvstore/nemesis"
+	"github.com/kvstore/kvstore/robustness/linearizability"
+	"github.com/kvstore/kvstore/robustness/nemesis"
 )
 
 // Window is a stretch of a history's clock (nanoseconds since the
@@ -151,7 +151,7 @@ func faultsDuring(w Window, spans []nemesis.Span, t0 time.Time) string {
 		if end != linearizability.Infinity {
 			healthy = fmt.Sprintf("healthy at %v", time.Duration(end).Round(time.Millisecond))
 		}
-		parts = append(parts, fmt.Sprintf("%s on %v (injected at %v, healed at %v, %s)", sp.Step.Kind, sp.Nodes,
+		parts = append(parts, fmt.Sprintf("%s on %v (injected at %v, healed at %v, %s)", sp.Step.Fault.Name(), sp.Nodes,
 			time.Duration(at(sp.Injected, t0)).Round(time.Millisecond), time.Duration(at(sp.Healing, t0)).Round(time.Millisecond), healthy))
 	}
 	if len(parts) == 0 {
@@ -189,12 +189,13 @@ func stepGaps(windows []Window, spans []nemesis.Span, t0 time.Time) []time.Durat
 	return out
 }
 
-// gapsByKind collects the step gaps (stepGaps) of many runs by fault kind.
-type gapsByKind map[nemesis.Kind][]time.Duration
+// gapsByKind collects the step gaps (stepGaps) of many runs by fault name.
+type gapsByKind map[string][]time.Duration
 
 func (g gapsByKind) add(spans []nemesis.Span, gaps []time.Duration) {
 	for i, sp := range spans {
-		g[sp.Step.Kind] = append(g[sp.Step.Kind], gaps[i])
+		k := sp.Step.Fault.Name()
+		g[k] = append(g[k], gaps[i])
 	}
 }
 

@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvstore/kvstore/linearizability"
-	"github.com/kvstore/kvstore/nemesis"
 	"github.com/kvstore/kvstore/node"
+	"github.com/kvstore/kvstore/robustness/linearizability"
+	"github.com/kvstore/kvstore/robustness/nemesis"
 )
 
 // history is writes acknowledged every 100 ms from 0 to 1 s and from 6 s
@@ -29,9 +29,9 @@ func history() []linearizability.Op {
 
 // span is a step of kind held from in to heal, healthy again at healthy
 // (never if negative), in milliseconds after t0.
-func span(t0 time.Time, kind nemesis.Kind, size int, in, heal, healthy int) nemesis.Span {
+func span(t0 time.Time, kind nemesis.Fault, size int, in, heal, healthy int) nemesis.Span {
 	at := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
-	sp := nemesis.Span{Step: nemesis.Step{Kind: kind}, Nodes: []int{0}, Size: size, Injected: at(in), Healing: at(heal)}
+	sp := nemesis.Span{Step: nemesis.Step{Fault: kind}, Nodes: []int{0}, Size: size, Injected: at(in), Healing: at(heal)}
 	if healthy >= 0 {
 		sp.Healthy = at(healthy)
 	}
@@ -114,5 +114,34 @@ func TestWriteGapTarget(t *testing.T) {
 	nodeConfig(&run{lease: 2 * time.Second})(&cfg)
 	if got := writeGapTarget(cfg); got != 5*time.Second {
 		t.Errorf("with 2 s sessions and leases: %v, want 5s", got)
+	}
+}
+
+// TestLongestWithoutWrite: the longest stretch without an acknowledged
+// write, reads and writes of unknown outcome not counting.
+func TestLongestWithoutWrite(t *testing.T) {
+	put := func(call, ret int64) linearizability.Op {
+		return linearizability.Op{Input: linearizability.Input{Kind: linearizability.Put, Key: "k", Value: "v"}, Call: call, Return: ret}
+	}
+	get := func(call, ret int64) linearizability.Op {
+		return linearizability.Op{Input: linearizability.Input{Kind: linearizability.Get, Key: "k"}, Call: call, Return: ret}
+	}
+	unknown := put(40, linearizability.Infinity)
+	unknown.Output.Unknown = true
+	for _, tc := range []struct {
+		name string
+		h    []linearizability.Op
+		gap  time.Duration
+		from int64
+	}{
+		{"empty", nil, 0, 0},
+		{"from the first call to the first write", []linearizability.Op{put(0, 30), put(10, 35)}, 30, 0},
+		{"between writes", []linearizability.Op{put(0, 10), put(5, 20), put(15, 90), get(0, 100)}, 70, 20},
+		{"after the last write, reads and unknown writes do not count", []linearizability.Op{put(0, 10), unknown, get(20, 200)}, 190, 10},
+	} {
+		gap, from := LongestWithoutWrite(tc.h)
+		if gap != tc.gap || from != tc.from {
+			t.Errorf("%s: %v from %d, want %v from %d", tc.name, gap, from, tc.gap, tc.from)
+		}
 	}
 }

@@ -2,10 +2,12 @@ package robustness
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/kvstore/kvstore/cluster"
+	"github.com/kvstore/kvstore/robustness/nemesis"
 	"github.com/kvstore/kvstore/store"
 )
 
@@ -126,5 +128,24 @@ func TestCompareReplicas(t *testing.T) {
 	}
 	if f := c.final(); f["k0"].Value != "y" || !f["k0"].Found || f["k1"].Found {
 		t.Fatalf("final %v", f)
+	}
+}
+
+// TestFaultsNamed: KVSTORE_KINDS names faults as printed schedules do,
+// comma-separated with spaces allowed; a fault that needs durable nodes,
+// or no fault at all, is refused with the list of those it may name.
+func TestFaultsNamed(t *testing.T) {
+	got, err := faultsNamed("kill-leader, bridge,hand-over,rmi-down-follower")
+	if want := []nemesis.Fault{nemesis.KillLeader, nemesis.Bridge, nemesis.HandOver, nemesis.RmiDownFollower}; err != nil || !slices.Equal(got, want) {
+		t.Fatalf("faults %v, %v; want %v", got, err, want)
+	}
+	if got, err := faultsNamed(""); got != nil || err != nil {
+		t.Fatalf("no faults named: %v, %v; want the default mix (nil)", got, err)
+	}
+	for _, s := range []string{"crash-all", "kill,no-such-fault"} {
+		_, err := faultsNamed(s)
+		if err == nil || !strings.Contains(err.Error(), "(known: [kill kill-leader rmi-down ") {
+			t.Errorf("%q: %v, want an unknown fault and the known ones", s, err)
+		}
 	}
 }

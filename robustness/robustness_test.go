@@ -17,9 +17,10 @@ import (
 
 	"github.com/kvstore/kvstore/cluster"
 	"github.com/kvstore/kvstore/internal/soon"
-	"github.com/kvstore/kvstore/linearizability"
-	"github.com/kvstore/kvstore/nemesis"
 	"github.com/kvstore/kvstore/node"
+	"github.com/kvstore/kvstore/robustness/linearizability"
+	"github.com/kvstore/kvstore/robustness/nemesis"
+	"github.com/kvstore/kvstore/robustness/workload"
 	"github.com/kvstore/kvstore/store"
 )
 
@@ -35,14 +36,14 @@ import (
 //	KVSTORE_SUMMARY=FILE  also append the summary lines to FILE (CI shows it)
 //	KVSTORE_TEST_LOG=info show the nodes' logs
 //	KVSTORE_KINDS=a,b     TestLinearizableUnderFaults plays only these
-//	                      faults (nemesis kinds; default nemesis.AllKinds)
+//	                      faults (by name; default nemesis.AllFaults)
 //	KVSTORE_WRITE_GAP_CHECK=0  report, but do not fail on, a write gap over
 //	                      the target (checkWriteGap)
 const defaultSchedules = 10
 
 // checkWriteGap makes a schedule fail when its longest window without an
 // acknowledged write while a majority of voters was healthy
-// (HealthyWriteGap) is longer than the target (writeGapTarget): README's
+// (HealthyWriteGap) is longer than the target (writeGapTarget): docs/guarantees.md's
 // promise that a new leader serves within about one session TTL plus one
 // lease. KVSTORE_WRITE_GAP_CHECK=0 turns it off; the windows are measured
 // and reported either way.
@@ -88,12 +89,12 @@ type run struct {
 	durable  bool // nodes keep their state in data directories
 	faults   node.Faults
 	lease    time.Duration // session TTL and read lease (default 1 s)
-	kinds    []nemesis.Kind
+	kinds    []nemesis.Fault
 	steps    int
 	minHold  time.Duration
 	maxHold  time.Duration
 	workload time.Duration // quiet time after the schedule, still under load
-	// holdLeader holds the faults of nemesis.LeaderKinds half a second past
+	// holdLeader holds the faults of nemesis.LeaderFaults half a second past
 	// the write-gap target (nemesis.Options.LeaderHold), so that the
 	// cluster must serve again before the heal for the target to be met.
 	holdLeader bool
@@ -210,7 +211,7 @@ func play(t *testing.T, r *run) {
 	nodeConfig(r)(&cfg)
 	r.gapTarget = writeGapTarget(cfg)
 	o := nemesis.Options{
-		Size: r.nodes, Steps: r.steps, Kinds: r.kinds,
+		Size: r.nodes, Steps: r.steps, Faults: r.kinds,
 		MinHold: r.minHold, MaxHold: r.maxHold, MaxGap: 500 * time.Millisecond,
 	}
 	if r.holdLeader {
@@ -231,8 +232,8 @@ func play(t *testing.T, r *run) {
 	// 8 clients read, write and delete; one read-only client per node
 	// keeps reading even while a write of its node is stuck, so every
 	// follower holds cached copies of the keys.
-	w := Workload{Clients: 8 + r.nodes, Readers: r.nodes, Keys: keys, OpTimeout: 3 * time.Second, ReadTimeout: 300 * time.Millisecond, Pause: 10 * time.Millisecond, Seed: r.seed}
-	loadDone := make(chan Stats, 1)
+	w := workload.Workload{Clients: 8 + r.nodes, Readers: r.nodes, Keys: keys, OpTimeout: 3 * time.Second, ReadTimeout: 300 * time.Millisecond, Pause: 10 * time.Millisecond, Seed: r.seed}
+	loadDone := make(chan workload.Stats, 1)
 	go func() { loadDone <- w.Run(wctx, c, rec) }()
 
 	target := &powerLossCounter{Cluster: c}
@@ -266,7 +267,7 @@ func play(t *testing.T, r *run) {
 	r.healthyGap = longest(windows)
 	r.stepGaps = stepGaps(windows, r.spans, start)
 	for i, sp := range r.spans {
-		logf("longest window without an acknowledged write around %s on %v: %v", sp.Step.Kind, sp.Nodes, r.stepGaps[i].Round(time.Millisecond))
+		logf("longest window without an acknowledged write around %s on %v: %v", sp.Step.Fault.Name(), sp.Nodes, r.stepGaps[i].Round(time.Millisecond))
 	}
 	logf("longest window without an acknowledged write while a majority was healthy: %v (target %v)", r.healthyGap, r.gapTarget)
 	if r.healthyGap.Len() > r.gapTarget {
@@ -656,6 +657,26 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	})
 }
 
+// faultsNamed is the fault mix KVSTORE_KINDS names, comma-separated: any
+// fault of nemesis.AllFaults, nemesis.HandOver and nemesis.RmiDownFollower
+// (the others need durable nodes); nil for "".
+func faultsNamed(s string) ([]nemesis.Fault, error) {
+	if s == "" {
+		return nil, nil
+	}
+	known := append(slices.Clone(nemesis.AllFaults), nemesis.HandOver, nemesis.RmiDownFollower)
+	var faults []nemesis.Fault
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		f, ok := nemesis.ByName(name)
+		if !ok || !slices.Contains(known, f) {
+			return nil, fmt.Errorf("unknown fault %q (known: %v)", name, known)
+		}
+		faults = append(faults, f)
+	}
+	return faults, nil
+}
+
 func testLinearizableUnderFaults(t *testing.T, b cluster.Backend, base uint64, x *tally) {
 	schedules := defaultSchedules
 	if s := os.Getenv("KVSTORE_SCHEDULES"); s != "" {
@@ -672,16 +693,9 @@ func testLinearizableUnderFaults(t *testing.T, b cluster.Backend, base uint64, x
 		}
 		soakUntil = time.Now().Add(d)
 	}
-	var kinds []nemesis.Kind
-	if s := os.Getenv("KVSTORE_KINDS"); s != "" {
-		known := append(slices.Clone(nemesis.AllKinds), nemesis.HandOver, nemesis.RmiDownFollower)
-		for _, k := range strings.Split(s, ",") {
-			k := nemesis.Kind(strings.TrimSpace(k))
-			if !slices.Contains(known, k) {
-				t.Fatalf("KVSTORE_KINDS: unknown fault %q (known: %v)", k, known)
-			}
-			kinds = append(kinds, k)
-		}
+	kinds, err := faultsNamed(os.Getenv("KVSTORE_KINDS"))
+	if err != nil {
+		t.Fatalf("KVSTORE_KINDS: %v", err)
 	}
 	defer func() {
 		summary(t, fmt.Sprintf("linearizability/%s: %v", b, *x))
@@ -701,7 +715,7 @@ func testLinearizableUnderFaults(t *testing.T, b cluster.Backend, base uint64, x
 }
 
 // TestDurableUnderCrashes is the suite for durable nodes (issues 7 and
-// 13): every node has a data directory, and the faults (nemesis.DurableKinds)
+// 13): every node has a data directory, and the faults (nemesis.DurableFaults)
 // crash every node at once (a power loss), crash them one after another,
 // and crash the leader, while the clients write; a node loses its disk and
 // restarts (once or twice) empty, also while it holds the last copy of
@@ -728,14 +742,14 @@ func TestDurableUnderCrashes(t *testing.T) {
 		var losses, groups, subs int
 		for i := 0; i < 3; i++ {
 			seed := base + uint64(i)
-			r := &run{backend: b, seed: seed, nodes: 3, durable: true, kinds: nemesis.DurableKinds,
+			r := &run{backend: b, seed: seed, nodes: 3, durable: true, kinds: nemesis.DurableFaults,
 				steps: 3, minHold: 200 * time.Millisecond, maxHold: time.Second, workload: time.Second,
 				replay: fmt.Sprintf("KVSTORE_SEED=%d go test -race ./robustness -run '^TestDurableUnderCrashes$/^%s$' -v", seed, b)}
 			if i == 2 {
 				// Power losses of every node only, each disk a little slow
 				// so that every node has a group in progress when the
 				// power goes: each log gets a torn final group.
-				r.kinds, r.steps, r.faults = []nemesis.Kind{nemesis.CrashAll}, 2, node.Faults{SlowDisk: 20 * time.Millisecond}
+				r.kinds, r.steps, r.faults = []nemesis.Fault{nemesis.CrashAll}, 2, node.Faults{SlowDisk: 20 * time.Millisecond}
 			}
 			play(t, r)
 			x.add(r)
@@ -776,7 +790,7 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 	cases := []struct {
 		name    string
 		faults  node.Faults
-		kinds   []nemesis.Kind
+		kinds   []nemesis.Fault
 		nodes   int
 		hold    time.Duration
 		steps   int
@@ -790,32 +804,32 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 		// fast to observe.) A reader on every node keeps both followers
 		// holding copies, so the skipped holder is sometimes the
 		// unreachable one.
-		{"skip-invalidation", node.Faults{SkipInvalidation: true}, []nemesis.Kind{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0, false},
+		{"skip-invalidation", node.Faults{SkipInvalidation: true}, []nemesis.Fault{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0, false},
 		// Values handed out by the leader once committed, before older
 		// cached copies end: while a write waits for an unreachable
 		// follower's lease, the leader already serves the new value and the
 		// follower still the old one.
-		{"skip-read-gate", node.Faults{SkipReadGate: true}, []nemesis.Kind{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0, false},
+		{"skip-read-gate", node.Faults{SkipReadGate: true}, []nemesis.Fault{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0, false},
 		// Cached copies served past their lease: a follower holding
 		// copies that cannot be reached keeps serving the old value after
 		// the write.
-		{"ignore-lease", node.Faults{IgnoreLease: true}, []nemesis.Kind{nemesis.RmiDownFollower}, 3, 3 * time.Second, 1, 0, false},
+		{"ignore-lease", node.Faults{IgnoreLease: true}, []nemesis.Fault{nemesis.RmiDownFollower}, 3, 3 * time.Second, 1, 0, false},
 		// A majority of reachable nodes instead of voters: a cut-off leader
 		// commits alone, and its writes vanish when the others elect.
 		// CheckQuorum is off: it would end the cut leader's lone
 		// commits within a second.
-		{"live-majority", node.Faults{LiveMajority: true, NoCheckQuorum: true}, []nemesis.Kind{nemesis.PartitionLeader}, 3, 7 * time.Second, 1, 0, false},
+		{"live-majority", node.Faults{LiveMajority: true, NoCheckQuorum: true}, []nemesis.Fault{nemesis.PartitionLeader}, 3, 7 * time.Second, 1, 0, false},
 		// A new leader serving before the leases of the old epoch end: the
 		// old leader hands over at once while an isolated follower still
 		// serves its cached copies (it cannot learn of the new epoch).
 		// Leases and sessions of 2 s leave the new leader time to take
 		// over within them (caught in 8 of 9 schedules, against 8 of 16
 		// with 1 s).
-		{"skip-takeover-wait", node.Faults{SkipTakeoverWait: true}, []nemesis.Kind{nemesis.HandOver}, 5, 2 * time.Second, 3, 2 * time.Second, false},
+		{"skip-takeover-wait", node.Faults{SkipTakeoverWait: true}, []nemesis.Fault{nemesis.HandOver}, 5, 2 * time.Second, 3, 2 * time.Second, false},
 		// Entries acknowledged before they are on disk (durable nodes, on a
 		// slow disk: 1.5 s per group commit): when every node crashes at
 		// once, what was acknowledged but not yet on disk is gone.
-		{"skip-durable-wait", node.Faults{SkipDurableWait: true, SlowDisk: 1500 * time.Millisecond}, []nemesis.Kind{nemesis.CrashAll}, 3, 200 * time.Millisecond, 5, 0, true},
+		{"skip-durable-wait", node.Faults{SkipDurableWait: true, SlowDisk: 1500 * time.Millisecond}, []nemesis.Fault{nemesis.CrashAll}, 3, 200 * time.Millisecond, 5, 0, true},
 		// A node that lost its disk counted as restored when it restarts a
 		// second time before any leader reconciled it: it holds the last
 		// copy of writes a lagging follower lacks, the leader crashes, and
@@ -827,7 +841,7 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 		// restarts twice, the leader hears from no majority and would
 		// step down, and the wiped node, elected while the old leader
 		// still answers, would take the old leader's state.
-		{"forget-unreconciled", node.Faults{ForgetUnreconciled: true, NoCheckQuorum: true}, []nemesis.Kind{nemesis.LoseLastCopy}, 3, 4 * time.Second, 2, 0, true},
+		{"forget-unreconciled", node.Faults{ForgetUnreconciled: true, NoCheckQuorum: true}, []nemesis.Fault{nemesis.LoseLastCopy}, 3, 4 * time.Second, 2, 0, true},
 	}
 	for ci, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

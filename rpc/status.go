@@ -6,39 +6,47 @@ package rpc
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/kvstore/kvstore"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
-// table maps each sentinel to the gRPC code it travels as. The status message
-// carries the sentinel's text, which is how FromStatus finds it again.
+// Domain is the ErrorInfo domain of every sentinel KVStore sends.
+const Domain = "kvstore"
+
+// table maps each sentinel to the gRPC code it travels as and to the reason
+// that names it on the wire: an errdetails.ErrorInfo{Reason, Domain} in the
+// status details. The reasons are part of the protocol: never rename or
+// reuse one. The message carries the error's text for people to read; it is
+// never searched for a sentinel.
 var table = []struct {
-	err  error
-	code codes.Code
+	err    error
+	code   codes.Code
+	reason string
 }{
-	{kvstore.ErrPartitioned, codes.Unavailable},
-	{kvstore.ErrNoLeader, codes.Unavailable},
-	{kvstore.ErrNoQuorum, codes.Unavailable},
-	{kvstore.ErrNotLeader, codes.FailedPrecondition},
-	{kvstore.ErrTimeout, codes.DeadlineExceeded},
-	{kvstore.ErrOutcomeUnknown, codes.Unknown},
-	{kvstore.ErrStopped, codes.Unavailable},
-	{kvstore.ErrStaleEpoch, codes.FailedPrecondition},
-	{kvstore.ErrBadRequest, codes.InvalidArgument},
-	{kvstore.ErrTooLarge, codes.InvalidArgument},
-	{kvstore.ErrBusy, codes.ResourceExhausted},
-	{kvstore.ErrNotVoter, codes.NotFound},
-	{kvstore.ErrUnsafeRemoval, codes.FailedPrecondition},
-	{kvstore.ErrRemoveLeader, codes.FailedPrecondition},
-	{kvstore.ErrRemoved, codes.Unavailable},
+	{kvstore.ErrPartitioned, codes.Unavailable, "PARTITIONED"},
+	{kvstore.ErrNoLeader, codes.Unavailable, "NO_LEADER"},
+	{kvstore.ErrNoQuorum, codes.Unavailable, "NO_QUORUM"},
+	{kvstore.ErrNotLeader, codes.FailedPrecondition, "NOT_LEADER"},
+	{kvstore.ErrTimeout, codes.DeadlineExceeded, "TIMEOUT"},
+	{kvstore.ErrOutcomeUnknown, codes.Unknown, "OUTCOME_UNKNOWN"},
+	{kvstore.ErrStopped, codes.Unavailable, "STOPPED"},
+	{kvstore.ErrStaleEpoch, codes.FailedPrecondition, "STALE_EPOCH"},
+	{kvstore.ErrBadRequest, codes.InvalidArgument, "BAD_REQUEST"},
+	{kvstore.ErrTooLarge, codes.InvalidArgument, "TOO_LARGE"},
+	{kvstore.ErrBusy, codes.ResourceExhausted, "BUSY"},
+	{kvstore.ErrNotVoter, codes.NotFound, "NOT_VOTER"},
+	{kvstore.ErrUnsafeRemoval, codes.FailedPrecondition, "UNSAFE_REMOVAL"},
+	{kvstore.ErrRemoveLeader, codes.FailedPrecondition, "REMOVE_LEADER"},
+	{kvstore.ErrRemoved, codes.Unavailable, "REMOVED"},
 }
 
 // ToStatus converts an error returned by a node into a gRPC status error.
-// Every sentinel the error matches is kept (joined in the message) so that,
-// for example, "outcome unknown" and "no quorum" both survive the trip.
+// Every sentinel the error matches is kept, as one ErrorInfo detail each, so
+// that, for example, "outcome unknown" and "no quorum" both survive the trip;
+// the code is the first matched sentinel's. The message is the error's text.
 func ToStatus(err error) error {
 	if err == nil {
 		return nil
@@ -47,23 +55,31 @@ func ToStatus(err error) error {
 		return err
 	}
 	code := codes.Unknown
-	found := false
+	var infos []*errdetails.ErrorInfo
 	for _, t := range table {
 		if errors.Is(err, t.err) {
-			if !found {
+			if infos == nil {
 				code = t.code
-				found = true
 			}
+			infos = append(infos, &errdetails.ErrorInfo{Reason: t.reason, Domain: Domain})
 		}
 	}
 	switch {
-	case found:
+	case infos != nil:
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	}
-	return status.Error(code, err.Error())
+	st := status.New(code, err.Error())
+	for _, info := range infos {
+		// WithDetails fails only if a detail cannot be marshaled,
+		// which an ErrorInfo always can.
+		if withInfo, derr := st.WithDetails(info); derr == nil {
+			st = withInfo
+		}
+	}
+	return st.Err()
 }
 
 func isSentinel(err error) bool {
@@ -76,8 +92,14 @@ func isSentinel(err error) bool {
 }
 
 // FromStatus converts a gRPC error back into an error matching every
-// sentinel named in its message. Transport errors that name no sentinel are
-// returned as they are (callers treat them as "outcome unknown" for writes).
+// sentinel its details name (an ErrorInfo of Domain with a reason of the
+// table). An error that names none is returned as it is, whatever its message
+// says: a failure of the transport or of the caller's deadline, an answer of
+// a server that is not a node, or a status from a node older than the
+// details. The caller judges those by their gRPC code alone (for a write,
+// that means outcome unknown unless the request never left), which may lose
+// precision but never reads a definite answer into one. A reason this
+// version does not know (a newer node's) is passed over likewise.
 func FromStatus(err error) error {
 	if err == nil {
 		return nil
@@ -86,37 +108,43 @@ func FromStatus(err error) error {
 	if !ok {
 		return err
 	}
-	msg := st.Message()
-	var matched []error
-	for _, t := range table {
-		if containsText(msg, t.err.Error()) {
-			matched = append(matched, t.err)
-		}
-	}
+	matched := sentinels(st)
 	if len(matched) == 0 {
 		return err
 	}
-	return &remoteError{msg: msg, sentinels: matched}
+	return &remoteError{msg: st.Message(), sentinels: matched}
 }
 
-// Typed reports whether err is a gRPC status whose message names a
-// sentinel: an answer the node itself gave, as opposed to a failure of the
-// transport or of the caller's own deadline, which name none.
+// Typed reports whether err is a gRPC status whose details name a sentinel:
+// an answer the node itself gave, as opposed to a failure of the transport or
+// of the caller's own deadline, which name none.
 func Typed(err error) bool {
-	st, ok := status.FromError(err)
-	if !ok || err == nil {
+	if err == nil {
 		return false
 	}
-	for _, t := range table {
-		if containsText(st.Message(), t.err.Error()) {
-			return true
+	st, ok := status.FromError(err)
+	return ok && len(sentinels(st)) > 0
+}
+
+// sentinels returns the sentinels st's details name, in the table's order.
+func sentinels(st *status.Status) []error {
+	reasons := map[string]bool{}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == Domain {
+			reasons[info.GetReason()] = true
 		}
 	}
-	return false
+	var matched []error
+	for _, t := range table {
+		if reasons[t.reason] {
+			matched = append(matched, t.err)
+		}
+	}
+	return matched
 }
 
 // remoteError is an error received from a peer: its text as sent, matching
-// (errors.Is) every sentinel the text names.
+// (errors.Is) every sentinel its status details name.
 type remoteError struct {
 	msg       string
 	sentinels []error
@@ -124,5 +152,3 @@ type remoteError struct {
 
 func (e *remoteError) Error() string   { return e.msg }
 func (e *remoteError) Unwrap() []error { return e.sentinels }
-
-func containsText(s, sub string) bool { return strings.Contains(s, sub) }

@@ -11,7 +11,7 @@ import (
 	"github.com/kvstore/kvstore/internal/soon"
 )
 
-// TestReplaceNodeThatLostItsDisk follows the README's procedure "Replace a
+// TestReplaceNodeThatLostItsDisk follows docs/operations.md's procedure "Replace a
 // node that lost its disk" with real node processes: a voter crashes and
 // its data directory is gone; the operator removes it (`kvstore members
 // remove`), starts a new node under a new id with an empty data directory,

@@ -31,7 +31,7 @@ type settingsFlags struct {
 
 // newClusterCmd is `kvstore cluster`: commands on the cluster's records in
 // the coordinator. `cluster settings` shows the safety settings, `cluster
-// settings set` changes them (README: Change a timing setting).
+// settings set` changes them (docs/operations.md: Change a timing setting).
 func newClusterCmd() *cobra.Command {
 	var f settingsFlags
 	coordFlags := func(cmd *cobra.Command) *cobra.Command {

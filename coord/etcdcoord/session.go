@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -16,48 +14,29 @@ import (
 
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/coord/internal/sessionstate"
 )
 
 // retryInterval is how soon a failed keep-alive is retried (never later than
 // the deadline).
 const retryInterval = 150 * time.Millisecond
 
-// session is a coord.Session on one etcd lease.
+// session is a coord.Session on one etcd lease. Its State (deadline on
+// c.cfg.Clock, health, end, leadership, campaign) is shared with zkcoord's.
 type session struct {
+	sessionstate.State[leadership]
+
 	c     *Coordinator
 	lease clientv3.LeaseID
 	cs    *concurrency.Session // wraps lease for the election; its own KeepAlive never moves deadline
 
-	// ctx is canceled when the session ends (expired or closed); it stops the
-	// keep-alive loop, campaigns in flight and watches.
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // this session's goroutines
-
-	mu       sync.Mutex    // guards the fields below
-	ttl      time.Duration // TTL etcd granted, from the latest response
-	deadline clock.Instant // on c.cfg.Clock
-	// published is deadline, readable without the lock.
-	published atomic.Pointer[clock.Instant]
-	healthy   bool
-	changed   chan struct{} // closed and replaced on every state change
-	done      chan struct{} // closed when err is set
-	err       error         // why the session ended; nil while live
-	closing   bool          // Close was called
-	leader    *leadership   // non-nil while this session leads
-	campaign  *campaignRun  // the campaign in flight, nil if none
+	ttl time.Duration // TTL etcd granted, from the latest response; guarded by the State's lock
 }
 
 // leadership is the election key this session won.
 type leadership struct {
 	key string
 	rev int64 // the key's create revision: the epoch
-}
-
-// campaignRun is one campaign goroutine.
-type campaignRun struct {
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the goroutine has finished, leadership settled
 }
 
 var _ coord.Session = (*session)(nil)
@@ -91,21 +70,12 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 		return nil, fmt.Errorf("etcdcoord: new session: %w", err)
 	}
 	granted := time.Duration(resp.TTL) * time.Second
-	s := &session{
-		c:        c,
-		lease:    resp.ID,
-		cs:       cs,
-		ctx:      sctx,
-		cancel:   cancel,
-		ttl:      granted,
-		deadline: sent.Add(c.liveFor(granted)),
-		healthy:  true,
-		changed:  make(chan struct{}),
-		done:     make(chan struct{}),
-	}
-	first := s.deadline
-	s.published.Store(&first)
-	if !c.goFunc(&s.wg, s.keepAlive) {
+	s := &session{c: c, lease: resp.ID, cs: cs, ttl: granted}
+	s.Init("etcdcoord", c.cfg.Clock, sctx, cancel, c.goFunc)
+	s.Lock()
+	s.SetDeadlineLocked(sent.Add(c.liveFor(granted)))
+	s.Unlock()
+	if !s.Go(s.keepAlive) {
 		cancel()
 		cs.Orphan()
 		c.revokeBestEffort(ctx, resp.ID)
@@ -123,88 +93,16 @@ func (c *Coordinator) revokeBestEffort(ctx context.Context, id clientv3.LeaseID)
 	_, _ = c.client.Revoke(ctx, id)
 }
 
-// Deadline implements coord.Session. It takes no lock: nodes call it on
-// every cached read.
-func (s *session) Deadline() clock.Instant { return *s.published.Load() }
-
-// setDeadlineLocked sets the deadline and publishes it to Deadline. s.mu
-// must be held.
-func (s *session) setDeadlineLocked(d clock.Instant) {
-	s.deadline = d
-	s.published.Store(&d)
-}
-
-// Changed implements coord.Session.
-func (s *session) Changed() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.changed
-}
-
-// Done implements coord.Session.
-func (s *session) Done() <-chan struct{} { return s.done }
-
-// Err implements coord.Session.
-func (s *session) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
-// Healthy implements coord.Session.
-func (s *session) Healthy() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.healthy && s.err == nil
-}
-
-// notifyLocked closes and replaces the Changed channel. s.mu must be held.
-func (s *session) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
-// end ends the session with err unless it has ended already, and reports
-// whether this call ended it. The deadline is pulled back to now: the
-// session is no longer known live.
-func (s *session) end(err error) bool {
-	s.mu.Lock()
-	first := s.err == nil
-	if first {
-		s.err = err
-		s.healthy = false
-		if now := s.c.cfg.Clock.Now(); s.deadline.After(now) {
-			s.setDeadlineLocked(now)
-		}
-		close(s.done)
-		s.notifyLocked()
-	}
-	s.mu.Unlock()
-	s.cancel()
-	return first
-}
-
-// setHealthy records a state change and signals Changed.
-func (s *session) setHealthy(healthy bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err == nil && s.healthy != healthy {
-		s.healthy = healthy
-		s.notifyLocked()
-	}
-}
-
 // renewed records a successful keep-alive sent at sent.
 func (s *session) renewed(sent clock.Instant, ttl time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
+	s.Lock()
+	defer s.Unlock()
+	if s.ErrLocked() != nil {
 		return
 	}
 	s.ttl = ttl
-	s.setDeadlineLocked(sent.Add(s.c.liveFor(ttl)))
-	s.healthy = true
-	s.notifyLocked()
+	s.SetDeadlineLocked(sent.Add(s.c.liveFor(ttl)))
+	s.KeptAliveLocked()
 }
 
 // keepAlive is the session's own keep-alive loop; the only writer of the
@@ -212,17 +110,17 @@ func (s *session) renewed(sent clock.Instant, ttl time.Duration) {
 func (s *session) keepAlive() {
 	timer := time.NewTimer(s.interval())
 	defer timer.Stop()
-	for s.ctx.Err() == nil {
+	for s.Context().Err() == nil {
 		_, connChanged := s.c.conn.get()
 		select {
-		case <-s.ctx.Done():
+		case <-s.Context().Done():
 			return
 		case <-s.c.client.Ctx().Done():
-			s.end(fmt.Errorf("%w: coordinator closed, lease left to expire by its TTL", coord.ErrSessionClosed))
+			s.End(fmt.Errorf("%w: coordinator closed, lease left to expire by its TTL", coord.ErrSessionClosed))
 			return
 		case <-connChanged:
 			if ready, _ := s.c.conn.get(); !ready {
-				s.setHealthy(false)
+				s.SetHealthy(false)
 				continue
 			}
 			// Reconnected: renew now rather than at the next tick.
@@ -234,8 +132,8 @@ func (s *session) keepAlive() {
 
 // interval is the keep-alive period: a third of the granted TTL.
 func (s *session) interval() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	return s.ttl / 3
 }
 
@@ -248,7 +146,7 @@ func (s *session) interval() time.Duration {
 func (s *session) renew() time.Duration {
 	interval := s.interval()
 	sent := s.c.cfg.Clock.Now()
-	ctx, cancel := context.WithTimeout(s.ctx, max(interval/2, attemptTimeout))
+	ctx, cancel := context.WithTimeout(s.Context(), max(interval/2, attemptTimeout))
 	resp, err := s.c.client.KeepAliveOnce(ctx, s.lease)
 	cancel()
 	switch {
@@ -256,12 +154,12 @@ func (s *session) renew() time.Duration {
 		s.renewed(sent, time.Duration(resp.TTL)*time.Second)
 		return s.interval()
 	case err == nil || errors.Is(err, rpctypes.ErrLeaseNotFound):
-		s.end(coord.ErrSessionExpired)
+		s.End(coord.ErrSessionExpired)
 		return 0
-	case s.ctx.Err() != nil:
+	case s.Context().Err() != nil:
 		return 0
 	}
-	s.setHealthy(false)
+	s.SetHealthy(false)
 	// At once after a keep-alive that went unanswered, retryInterval after
 	// one that failed fast.
 	wait := max(retryInterval-s.c.cfg.Clock.Now().Sub(sent), 0)
@@ -275,24 +173,13 @@ func (s *session) renew() time.Duration {
 // the lease, the session has expired: it ends, and the error says so.
 func (s *session) opErr(op string, err error) error {
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		s.end(coord.ErrSessionExpired)
+		s.End(coord.ErrSessionExpired)
 		return fmt.Errorf("etcdcoord: %s: %w: %w", op, coord.ErrSessionExpired, err)
 	}
-	if serr := s.Err(); serr != nil && s.ctx.Err() != nil && errors.Is(err, context.Canceled) {
+	if serr := s.Err(); serr != nil && s.Context().Err() != nil && errors.Is(err, context.Canceled) {
 		return fmt.Errorf("etcdcoord: %s: %w", op, serr)
 	}
 	return fmt.Errorf("etcdcoord: %s: %w", op, err)
-}
-
-// goFunc runs f as a goroutine owned by the session (and the Coordinator). It
-// reports false, running nothing, once the session has ended.
-func (s *session) goFunc(f func()) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return false
-	}
-	return s.c.goFunc(&s.wg, f)
 }
 
 // Register puts members/<id> -> addr, attached to the session's lease.
@@ -314,12 +201,6 @@ func (s *session) Register(ctx context.Context, m coord.Member) error {
 	return nil
 }
 
-// campaignResult is what a campaign goroutine hands to its caller.
-type campaignResult struct {
-	epoch int64
-	err   error
-}
-
 // Campaign enters the election as id and blocks until this session leads,
 // then returns the epoch (the election key's create revision). It returns
 // promptly when ctx ends or the session ends, whatever the connection does:
@@ -329,89 +210,20 @@ type campaignResult struct {
 // the first to finish, then returns at once with the same epoch if the
 // first won.
 func (s *session) Campaign(ctx context.Context, id string) (int64, error) {
-	if id == "" {
-		return 0, errors.New("etcdcoord: campaign: empty id")
-	}
-	run, cctx, err := s.startCampaign(ctx)
-	if err != nil {
-		return 0, err
-	}
-	result := make(chan campaignResult) // unbuffered: a result is taken by the caller or given back
-	if !s.goFunc(func() { s.runCampaign(cctx, run, id, result) }) {
-		run.cancel()
-		s.finishCampaign(run)
-		return 0, fmt.Errorf("etcdcoord: campaign: %w", s.Err())
-	}
-	select {
-	case r := <-result:
-		return r.epoch, r.err
-	case <-ctx.Done():
-		run.cancel()
-		// Return once the candidacy is withdrawn (its key deleted), so
-		// that no view after this shows the caller leading; bounded, for
-		// a coordinator that does not answer.
-		coord.AwaitWithdrawal(run.done, s.done, withdrawWait)
-		return 0, fmt.Errorf("etcdcoord: campaign: %w", ctx.Err())
-	case <-s.done:
-		return 0, fmt.Errorf("etcdcoord: campaign: %w", s.Err())
-	}
+	return s.State.Campaign(ctx, id, s.elect)
 }
 
-// withdrawWait bounds how long a canceled Campaign waits for its
-// candidacy's withdrawal.
-const withdrawWait = 2 * time.Second
-
-// startCampaign registers a new campaign run once no other is in flight.
-func (s *session) startCampaign(ctx context.Context) (*campaignRun, context.Context, error) {
-	for {
-		s.mu.Lock()
-		if s.err != nil {
-			err := s.err
-			s.mu.Unlock()
-			return nil, nil, fmt.Errorf("etcdcoord: campaign: %w", err)
-		}
-		prev := s.campaign
-		if prev == nil {
-			cctx, cancel := context.WithCancel(s.ctx)
-			run := &campaignRun{cancel: cancel, done: make(chan struct{})}
-			s.campaign = run
-			s.mu.Unlock()
-			return run, cctx, nil
-		}
-		s.mu.Unlock()
-		select {
-		case <-prev.done:
-		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("etcdcoord: campaign: %w", ctx.Err())
-		case <-s.done:
-		}
-	}
-}
-
-// finishCampaign unregisters run and marks it done.
-func (s *session) finishCampaign(run *campaignRun) {
-	s.mu.Lock()
-	if s.campaign == run {
-		s.campaign = nil
-	}
-	s.mu.Unlock()
-	run.cancel()
-	close(run.done)
-}
-
-// runCampaign runs one campaign and hands the result to the caller over
-// result. A key it leaves behind that was not handed over as a win (the
-// caller has gone, or the campaign failed after entering the election) is
-// given back.
-func (s *session) runCampaign(ctx context.Context, run *campaignRun, id string, result chan<- campaignResult) {
-	defer s.finishCampaign(run)
+// elect runs one campaign: it enters the election, waits for its turn and
+// claims the leadership. A key it leaves behind is given back unless the
+// win is handed over.
+func (s *session) elect(ctx context.Context, id string) sessionstate.Attempt[leadership] {
 	held, err := s.enterElection(ctx, id) // our election key, if the campaign left one
 	if err == nil {
 		err = s.waitTurn(ctx, held.rev)
 	}
-	var r campaignResult
+	var a sessionstate.Attempt[leadership]
 	if err != nil {
-		r.err = s.opErr("campaign", err)
+		a.Err = s.opErr("campaign", err)
 		if held == nil {
 			// Campaign fails without cleaning up when its put's answer is
 			// lost (ctx canceled while it was in flight, a connection
@@ -420,28 +232,15 @@ func (s *session) runCampaign(ctx context.Context, run *campaignRun, id string, 
 			// it go, for as long as this session lives. Delete it.
 			s.withdrawLost()
 		}
-	} else {
-		r.epoch, r.err = s.claim(ctx, held)
-	}
-	select {
-	case result <- r:
-		if r.err == nil {
-			return
-		}
-	case <-ctx.Done():
-		if r.err == nil {
-			s.mu.Lock()
-			if s.leader == held {
-				s.leader = nil
-			}
-			s.mu.Unlock()
-		}
+	} else if a.Err = s.claim(ctx, held); a.Err == nil {
+		a.Won, a.Epoch = held, held.rev
 	}
 	if held != nil {
 		// The client's context bounds this; the delete is conditional on
 		// the create revision, so running late is harmless.
-		_ = s.resignKey(s.c.client.Ctx(), held)
+		a.GiveBack = func() { _ = s.resignKey(s.c.client.Ctx(), held) }
 	}
+	return a
 }
 
 // enterElection puts this session's election key (the election prefix and
@@ -542,8 +341,8 @@ func (c *Coordinator) waitDelete(ctx context.Context, key string, rev int64) err
 // goes with the lease).
 func (s *session) withdrawLost() {
 	key := fmt.Sprintf("%s/%x", s.c.keys.election, s.cs.Lease())
-	for s.ctx.Err() == nil {
-		ctx, cancel := context.WithTimeout(s.ctx, attemptTimeout)
+	for s.Context().Err() == nil {
+		ctx, cancel := context.WithTimeout(s.Context(), attemptTimeout)
 		_, err := s.c.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.LeaseValue(key), "=", s.cs.Lease())).
 			Then(clientv3.OpDelete(key)).
@@ -553,7 +352,7 @@ func (s *session) withdrawLost() {
 			return
 		}
 		select {
-		case <-s.ctx.Done():
+		case <-s.Context().Done():
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -562,7 +361,7 @@ func (s *session) withdrawLost() {
 // claim records a won election as this session's leadership after checking
 // that the key still exists: Campaign also returns when the older candidates
 // are gone even if our own key vanished meanwhile (lease expired).
-func (s *session) claim(ctx context.Context, won *leadership) (int64, error) {
+func (s *session) claim(ctx context.Context, won *leadership) error {
 	var resp *clientv3.GetResponse
 	err := s.c.retry(ctx, func(ctx context.Context) error {
 		var err error
@@ -570,18 +369,15 @@ func (s *session) claim(ctx context.Context, won *leadership) (int64, error) {
 		return err
 	})
 	if err != nil {
-		return 0, s.opErr("campaign: check election key", err)
+		return s.opErr("campaign: check election key", err)
 	}
 	if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != won.rev {
-		return 0, fmt.Errorf("etcdcoord: campaign: election key %s vanished: %w", won.key, coord.ErrNotLeader)
+		return fmt.Errorf("etcdcoord: campaign: election key %s vanished: %w", won.key, coord.ErrNotLeader)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return 0, fmt.Errorf("etcdcoord: campaign: %w", s.err)
+	if err := s.Claim(won); err != nil {
+		return fmt.Errorf("etcdcoord: campaign: %w", err)
 	}
-	s.leader = won
-	return won.rev, nil
+	return nil
 }
 
 // resignKey deletes the election key if it still has the won create revision.
@@ -605,32 +401,7 @@ func (s *session) resignKey(ctx context.Context, l *leadership) error {
 // leads. If the delete fails the session still counts as leading, so Resign
 // can be retried.
 func (s *session) Resign(ctx context.Context) error {
-	s.mu.Lock()
-	run := s.campaign
-	s.mu.Unlock()
-	if run != nil {
-		run.cancel()
-		select {
-		case <-run.done:
-		case <-ctx.Done():
-			return fmt.Errorf("etcdcoord: resign: waiting for the campaign to stop: %w", ctx.Err())
-		}
-	}
-	s.mu.Lock()
-	l := s.leader
-	s.mu.Unlock()
-	if l == nil {
-		return nil
-	}
-	if err := s.resignKey(ctx, l); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	if s.leader == l {
-		s.leader = nil
-	}
-	s.mu.Unlock()
-	return nil
+	return s.State.Resign(ctx, s.resignKey)
 }
 
 // SetVoters writes the voter record in one transaction that requires this
@@ -642,9 +413,7 @@ func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters,
 	if err := s.Err(); err != nil {
 		return fmt.Errorf("etcdcoord: set voters: %w: %w", coord.ErrNotLeader, err)
 	}
-	s.mu.Lock()
-	l := s.leader
-	s.mu.Unlock()
+	l := s.Leader()
 	if epoch <= 0 || l == nil || l.rev != epoch {
 		// Without this check a zero epoch would match a missing key.
 		return fmt.Errorf("etcdcoord: set voters: session does not lead with epoch %d: %w", epoch, coord.ErrNotLeader)
@@ -684,9 +453,9 @@ func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters,
 func (s *session) Watch(ctx context.Context) <-chan coord.View {
 	out := make(chan coord.View, 1)
 	wctx, cancel := context.WithCancel(ctx)
-	stopS := context.AfterFunc(s.ctx, cancel)
+	stopS := context.AfterFunc(s.Context(), cancel)
 	stopC := context.AfterFunc(s.c.client.Ctx(), cancel)
-	ok := s.goFunc(func() {
+	ok := s.Go(func() {
 		defer close(out)
 		defer cancel()
 		defer stopS()
@@ -708,20 +477,12 @@ func (s *session) Watch(ctx context.Context) <-chan coord.View {
 // bounded by ctx. A session that had already expired deletes nothing. Close is
 // idempotent; later calls return nil.
 func (s *session) Close(ctx context.Context) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	if !s.BeginClose() {
 		return nil
 	}
-	s.closing = true
-	s.mu.Unlock()
-
 	var errs []error
-	ended := s.end(coord.ErrSessionClosed)
-	s.mu.Lock()
-	l := s.leader
-	s.leader = nil
-	s.mu.Unlock()
+	ended := s.End(coord.ErrSessionClosed)
+	l := s.TakeLeader()
 	s.cs.Orphan()
 	if ended {
 		// The revoke deletes the membership and the candidacy in one
@@ -742,19 +503,8 @@ func (s *session) Close(ctx context.Context) error {
 			}
 		}
 	}
-	waited := make(chan struct{})
-	waitAll := func() {
-		s.wg.Wait()
-		close(waited)
-	}
-	if !s.c.goFunc(nil, waitAll) {
-		waitAll() // the client is closed: nothing can block for long
-	}
-	select {
-	case <-waited:
-	case <-ctx.Done():
-		// What is left is blocked on the client; Coordinator.Close ends it.
-		errs = append(errs, fmt.Errorf("etcdcoord: close session: waiting for goroutines: %w", ctx.Err()))
+	if err := s.AwaitGoroutines(ctx, nil); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -160,12 +160,9 @@ func (c *candidacy) claim(ctx context.Context) (*leadership, error) {
 			return nil, fmt.Errorf("zkcoord: campaign: election znode %s vanished: %w", c.path, coord.ErrNotLeader)
 		}
 		won := &leadership{path: c.path, epoch: stat.Czxid}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.err != nil {
-			return nil, fmt.Errorf("zkcoord: campaign: %w", s.err)
+		if err := s.Claim(won); err != nil {
+			return nil, fmt.Errorf("zkcoord: campaign: %w", err)
 		}
-		s.leader = won
 		return won, nil
 	}
 }
@@ -267,15 +264,15 @@ func (c *candidacy) withdraw() {
 			} else if lostAnswer(r.err) {
 				c.uncertain = true
 			}
-		case <-s.ctx.Done():
+		case <-s.Context().Done():
 			return
 		}
 	}
-	for s.ctx.Err() == nil {
+	for s.Context().Err() == nil {
 		if c.path == "" && c.uncertain {
-			p, err := c.lookup(s.ctx)
+			p, err := c.lookup(s.Context())
 			if err != nil {
-				_ = c.retryable(s.ctx, err)
+				_ = c.retryable(s.Context(), err)
 				continue
 			}
 			c.path, c.uncertain = p, false
@@ -283,11 +280,11 @@ func (c *candidacy) withdraw() {
 		if c.path == "" {
 			return
 		}
-		err := s.call(s.ctx, "campaign: withdraw", func() error { return s.l.conn.Delete(c.path, -1) })
+		err := s.call(s.Context(), "campaign: withdraw", func() error { return s.l.conn.Delete(c.path, -1) })
 		if err == nil || errors.Is(err, zk.ErrNoNode) {
 			c.path = ""
 			return
 		}
-		_ = c.retryable(s.ctx, err)
+		_ = c.retryable(s.Context(), err)
 	}
 }

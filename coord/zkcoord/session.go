@@ -12,23 +12,22 @@ import (
 
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/coord/internal/sessionstate"
 )
 
 // retryInterval is how soon a failed keep-alive or ZooKeeper call is retried.
 const retryInterval = 100 * time.Millisecond
 
-// session is a coord.Session on one ZooKeeper session (one link).
+// session is a coord.Session on one ZooKeeper session (one link). Its State
+// (deadline on c.cfg.Clock, health, end, leadership, campaign) is shared
+// with etcdcoord's.
 type session struct {
-	c   *Coordinator
-	l   *link
-	sid int64 // the ZooKeeper session id; any other id means this one is gone
+	sessionstate.State[leadership]
 
-	// ctx is canceled when the session ends; it stops the keep-alive loop,
-	// campaigns and watches.
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // this session's goroutines
-	kick   chan struct{}  // 1-buffered: renew now (the connection came back)
+	c    *Coordinator
+	l    *link
+	sid  int64         // the ZooKeeper session id; any other id means this one is gone
+	kick chan struct{} // 1-buffered: renew now (the connection came back)
 
 	// started is set once l and sid are; events before it concern the
 	// session being set up.
@@ -38,20 +37,10 @@ type session struct {
 
 	linkOnce sync.Once // the link is closed or abandoned once
 
-	mu       sync.Mutex    // guards the fields below
-	tau      time.Duration // the session timeout negotiated on the current connection
-	gen      int           // connection generation: +1 on every loss and every new connection
-	last     *touch        // the latest answered keep-alive on this generation
-	deadline clock.Instant // on c.cfg.Clock
-	// published is deadline, readable without the lock.
-	published atomic.Pointer[clock.Instant]
-	healthy   bool
-	changed   chan struct{} // closed and replaced on every state change
-	done      chan struct{} // closed when err is set
-	err       error         // why the session ended; nil while live
-	closing   bool          // Close was called
-	leader    *leadership   // non-nil while this session leads
-	campaign  *campaignRun  // the campaign in flight, nil if none
+	// Guarded by the State's lock:
+	tau  time.Duration // the session timeout negotiated on the current connection
+	gen  int           // connection generation: +1 on every loss and every new connection
+	last *touch        // the latest answered keep-alive on this generation
 }
 
 // touch is one answered keep-alive.
@@ -64,12 +53,6 @@ type touch struct {
 type leadership struct {
 	path  string
 	epoch int64 // the znode's czxid
-}
-
-// campaignRun is one campaign goroutine.
-type campaignRun struct {
-	cancel context.CancelFunc
-	done   chan struct{} // closed when the goroutine has finished, leadership settled
 }
 
 var _ coord.Session = (*session)(nil)
@@ -87,39 +70,36 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 		c:          c,
 		kick:       make(chan struct{}, 1),
 		linkClosed: make(chan struct{}),
-		healthy:    true,
-		changed:    make(chan struct{}),
-		done:       make(chan struct{}),
 	}
-	s.published.Store(new(clock.Instant))
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+	sctx, scancel := context.WithCancel(context.Background())
+	s.Init("zkcoord", c.cfg.Clock, sctx, scancel, c.goFunc)
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
 	l, err := dial(cctx, c.cfg, ttl, s.onEvent)
 	if err != nil {
-		s.cancel()
+		scancel()
 		return nil, fmt.Errorf("zkcoord: new session: %w", err)
 	}
 	s.l = l
 	info := l.info()
 	s.sid = info.sid
-	s.mu.Lock()
+	s.Lock()
 	s.tau = info.timeout
-	s.setDeadlineLocked(info.sent.Add(c.liveFor(info.timeout)))
-	s.mu.Unlock()
+	s.SetDeadlineLocked(info.sent.Add(c.liveFor(info.timeout)))
+	s.Unlock()
 	s.started.Store(true)
 	s.kick <- struct{}{} // the first keep-alive goes out at once
 
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		s.end(coord.ErrSessionClosed)
+		s.End(coord.ErrSessionClosed)
 		l.abandon()
 		return nil, fmt.Errorf("zkcoord: new session: %w", errClosed)
 	}
 	c.sessions[s] = struct{}{}
 	c.mu.Unlock()
-	if !s.goFunc(s.keepAlive) {
+	if !s.Go(s.keepAlive) {
 		s.abandon()
 		return nil, fmt.Errorf("zkcoord: new session: %w", errClosed)
 	}
@@ -139,7 +119,7 @@ func (s *session) onEvent(ev zk.Event) {
 	}
 	if !s.started.Load() {
 		if ev.State == zk.StateDisconnected {
-			s.setHealthy(false)
+			s.SetHealthy(false)
 		}
 		return
 	}
@@ -165,14 +145,11 @@ func (s *session) onEvent(ev zk.Event) {
 
 // lost records a lost connection: the session is in doubt at once.
 func (s *session) lost() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	s.gen++
 	s.last = nil
-	if s.err == nil && s.healthy {
-		s.healthy = false
-		s.notifyLocked()
-	}
+	s.SetHealthyLocked(false)
 }
 
 // reconnected records a new connection on which the ensemble revalidated
@@ -180,17 +157,16 @@ func (s *session) lost() {
 // connection, after the connect request was written. That timeout applies
 // from now on, even if it is shorter than the last one.
 func (s *session) reconnected(info connInfo) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	s.gen++
 	s.last = nil
 	s.tau = info.timeout
-	if s.err != nil || !s.c.cfg.Clock.Now().Before(s.deadline) {
+	if s.ErrLocked() != nil || !s.c.cfg.Clock.Now().Before(s.Deadline()) {
 		return // ended, or about to end by its deadline: never resurrected
 	}
-	s.setDeadlineLocked(info.sent.Add(s.c.liveFor(info.timeout)))
-	s.healthy = true
-	s.notifyLocked()
+	s.SetDeadlineLocked(info.sent.Add(s.c.liveFor(info.timeout)))
+	s.KeptAliveLocked()
 }
 
 // expired ends the session as expired by the ensemble. It refuses further
@@ -198,7 +174,7 @@ func (s *session) reconnected(info connInfo) {
 // requests in it, then drops the connection.
 func (s *session) expired() {
 	s.l.refuse()
-	s.end(coord.ErrSessionExpired)
+	s.End(coord.ErrSessionExpired)
 	s.closeLink(false)
 }
 
@@ -226,7 +202,7 @@ func (s *session) closeLink(graceful bool) {
 // abandon ends the session as closed without telling the ensemble, so its
 // ephemeral znodes live until the session times out, as after a crash.
 func (s *session) abandon() {
-	s.end(coord.ErrSessionClosed)
+	s.End(coord.ErrSessionClosed)
 	s.linkOnce.Do(func() {
 		s.l.abandon()
 		close(s.linkClosed)
@@ -236,10 +212,6 @@ func (s *session) abandon() {
 	s.c.mu.Unlock()
 }
 
-// Deadline implements coord.Session. It takes no lock: nodes call it on
-// every cached read.
-func (s *session) Deadline() clock.Instant { return *s.published.Load() }
-
 // untilDeadline is how long until the deadline, on the session's clock.
 // A timer set for it fires late if the machine is suspended meanwhile
 // (timers run on the monotonic clock); whoever it wakes compares readings
@@ -248,78 +220,13 @@ func (s *session) untilDeadline() time.Duration {
 	return s.Deadline().Sub(s.c.cfg.Clock.Now())
 }
 
-// setDeadlineLocked sets the deadline and publishes it to Deadline. s.mu
-// must be held.
-func (s *session) setDeadlineLocked(d clock.Instant) {
-	s.deadline = d
-	s.published.Store(&d)
-}
-
-// Changed implements coord.Session.
-func (s *session) Changed() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.changed
-}
-
-// Done implements coord.Session.
-func (s *session) Done() <-chan struct{} { return s.done }
-
-// Err implements coord.Session.
-func (s *session) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
-// Healthy implements coord.Session.
-func (s *session) Healthy() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.healthy && s.err == nil
-}
-
-// notifyLocked closes and replaces the Changed channel. s.mu must be held.
-func (s *session) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
-// end ends the session with err unless it has ended already, and reports
-// whether this call ended it. The deadline is pulled back to now.
-func (s *session) end(err error) bool {
-	s.mu.Lock()
-	first := s.err == nil
-	if first {
-		s.err = err
-		s.healthy = false
-		if now := s.c.cfg.Clock.Now(); s.deadline.After(now) {
-			s.setDeadlineLocked(now)
-		}
-		close(s.done)
-		s.notifyLocked()
-	}
-	s.mu.Unlock()
-	s.cancel()
-	return first
-}
-
-func (s *session) setHealthy(healthy bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err == nil && s.healthy != healthy {
-		s.healthy = healthy
-		s.notifyLocked()
-	}
-}
-
 // interval is the keep-alive period, a quarter of the session timeout: at
 // least half a tick, the wait between the leader's pings, at which a
 // follower server reports the touches it saw (the pings come at least, not
 // at most, half a tick apart: see the package doc on the margin).
 func (s *session) interval() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.Lock()
+	defer s.Unlock()
 	return s.tau / 4
 }
 
@@ -339,23 +246,19 @@ func (s *session) interval() time.Duration {
 // reconnect proves a touch by itself: see reconnected.)
 func (s *session) answered(gen int, sent clock.Instant) bool {
 	now := s.c.cfg.Clock.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil || gen != s.gen || !now.Before(s.deadline) {
-		if s.err == nil && s.healthy {
-			s.healthy = false
-			s.notifyLocked()
-		}
+	s.Lock()
+	defer s.Unlock()
+	if s.ErrLocked() != nil || gen != s.gen || !now.Before(s.Deadline()) {
+		s.SetHealthyLocked(false)
 		return false
 	}
 	if p := s.last; p != nil && p.gen == gen && sent.Sub(p.answered) >= s.tau/4 {
-		if d := p.sent.Add(s.c.liveFor(s.tau)); d.After(s.deadline) {
-			s.setDeadlineLocked(d)
+		if d := p.sent.Add(s.c.liveFor(s.tau)); d.After(s.Deadline()) {
+			s.SetDeadlineLocked(d)
 		}
 	}
 	s.last = &touch{gen: gen, sent: sent, answered: now}
-	s.healthy = true
-	s.notifyLocked()
+	s.KeptAliveLocked()
 	return true
 }
 
@@ -372,14 +275,14 @@ func (s *session) keepAlive() {
 	defer expiry.Stop()
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-s.Context().Done():
 			return
 		case <-expiry.C:
 			if s.c.cfg.Clock.Now().Before(s.Deadline()) {
 				expiry.Reset(s.untilDeadline())
 				continue
 			}
-			s.end(coord.ErrSessionExpired)
+			s.End(coord.ErrSessionExpired)
 			// The ensemble may still hold the session: closeSession
 			// deletes its znodes now rather than a timeout later.
 			s.closeLink(true)
@@ -402,9 +305,9 @@ func (s *session) keepAlive() {
 // server while the deadline still allows; the wait goes on. It reports
 // whether the keep-alive counted.
 func (s *session) renew() bool {
-	s.mu.Lock()
+	s.Lock()
 	gen := s.gen
-	s.mu.Unlock()
+	s.Unlock()
 	sent := s.c.cfg.Clock.Now()
 	res := make(chan error, 1)
 	if !s.c.goFunc(nil, func() {
@@ -418,7 +321,7 @@ func (s *session) renew() bool {
 	for {
 		select {
 		case <-slow.C:
-			s.setHealthy(false)
+			s.SetHealthy(false)
 			s.l.drop()
 			continue
 		case err := <-res:
@@ -428,23 +331,12 @@ func (s *session) renew() bool {
 			case errors.Is(err, zk.ErrSessionExpired):
 				s.expired()
 			default:
-				s.setHealthy(false)
+				s.SetHealthy(false)
 			}
-		case <-s.ctx.Done():
+		case <-s.Context().Done():
 		}
 		return false
 	}
-}
-
-// goFunc runs f as a goroutine owned by the session (and the Coordinator).
-// It reports false, running nothing, once the session has ended.
-func (s *session) goFunc(f func()) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return false
-	}
-	return s.c.goFunc(&s.wg, f)
 }
 
 // call runs a blocking ZooKeeper call for op, bounded by ctx and by the
@@ -463,7 +355,7 @@ func (s *session) call(ctx context.Context, op string, f func() error) error {
 	case errors.Is(err, zk.ErrSessionExpired):
 		s.expired()
 		return fmt.Errorf("zkcoord: %s: %w: %w", op, coord.ErrSessionExpired, err)
-	case s.ctx.Err() != nil && errors.Is(err, context.Canceled):
+	case s.Context().Err() != nil && errors.Is(err, context.Canceled):
 		return fmt.Errorf("zkcoord: %s: %w", op, s.Err())
 	}
 	return fmt.Errorf("zkcoord: %s: %w", op, err)
@@ -472,7 +364,7 @@ func (s *session) call(ctx context.Context, op string, f func() error) error {
 // bound returns ctx, also canceled when the session ends.
 func (s *session) bound(ctx context.Context) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(s.ctx, cancel)
+	stop := context.AfterFunc(s.Context(), cancel)
 	return ctx, func() { stop(); cancel() }
 }
 
@@ -528,12 +420,6 @@ func containsSlash(s string) bool {
 	return false
 }
 
-// campaignResult is what a campaign goroutine hands to its caller.
-type campaignResult struct {
-	epoch int64
-	err   error
-}
-
 // Campaign enters the election as id and blocks until this session leads,
 // then returns the epoch (the czxid of its election znode). The ZooKeeper
 // calls run in a goroutine owned by the session, which withdraws the
@@ -541,111 +427,23 @@ type campaignResult struct {
 // the same session waits for the first to finish, then returns at once with
 // the same epoch if the first won.
 func (s *session) Campaign(ctx context.Context, id string) (int64, error) {
-	if id == "" {
-		return 0, errors.New("zkcoord: campaign: empty id")
-	}
-	run, cctx, err := s.startCampaign(ctx)
-	if err != nil {
-		return 0, err
-	}
-	result := make(chan campaignResult) // unbuffered: a result is taken by the caller or given back
-	if !s.goFunc(func() { s.runCampaign(cctx, run, id, result) }) {
-		s.finishCampaign(run)
-		return 0, fmt.Errorf("zkcoord: campaign: %w", s.Err())
-	}
-	select {
-	case r := <-result:
-		return r.epoch, r.err
-	case <-ctx.Done():
-		run.cancel()
-		// Return once the candidacy is withdrawn (its key deleted), so
-		// that no view after this shows the caller leading; bounded, for
-		// a coordinator that does not answer.
-		coord.AwaitWithdrawal(run.done, s.done, withdrawWait)
-		return 0, fmt.Errorf("zkcoord: campaign: %w", ctx.Err())
-	case <-s.done:
-		return 0, fmt.Errorf("zkcoord: campaign: %w", s.Err())
-	}
+	return s.State.Campaign(ctx, id, s.elect)
 }
 
-// withdrawWait bounds how long a canceled Campaign waits for its
-// candidacy's withdrawal.
-const withdrawWait = 2 * time.Second
-
-// startCampaign registers a new campaign run once no other is in flight.
-func (s *session) startCampaign(ctx context.Context) (*campaignRun, context.Context, error) {
-	for {
-		s.mu.Lock()
-		if s.err != nil {
-			err := s.err
-			s.mu.Unlock()
-			return nil, nil, fmt.Errorf("zkcoord: campaign: %w", err)
-		}
-		prev := s.campaign
-		if prev == nil {
-			cctx, cancel := context.WithCancel(s.ctx)
-			run := &campaignRun{cancel: cancel, done: make(chan struct{})}
-			s.campaign = run
-			s.mu.Unlock()
-			return run, cctx, nil
-		}
-		s.mu.Unlock()
-		select {
-		case <-prev.done:
-		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("zkcoord: campaign: %w", ctx.Err())
-		case <-s.done:
-		}
+// elect runs one campaign: a candidacy that enters the election, waits for
+// its turn and claims the leadership, which is withdrawn unless the win is
+// handed over. A session that leads already has won.
+func (s *session) elect(ctx context.Context, id string) sessionstate.Attempt[leadership] {
+	if held := s.Leader(); held != nil {
+		return sessionstate.Attempt[leadership]{Won: held, Epoch: held.epoch} // a second Campaign of a leading session
 	}
-}
-
-// finishCampaign unregisters run and marks it done.
-func (s *session) finishCampaign(run *campaignRun) {
-	s.mu.Lock()
-	if s.campaign == run {
-		s.campaign = nil
+	cand := newCandidacy(s, id)
+	held, err := cand.run(ctx)
+	a := sessionstate.Attempt[leadership]{Err: err, GiveBack: cand.withdraw}
+	if err == nil {
+		a.Won, a.Epoch = held, held.epoch
 	}
-	s.mu.Unlock()
-	run.cancel()
-	close(run.done)
-}
-
-// runCampaign runs one campaign and hands the result to the caller over
-// result. A candidate znode it leaves behind that was not handed over as a
-// win is deleted.
-func (s *session) runCampaign(ctx context.Context, run *campaignRun, id string, result chan<- campaignResult) {
-	defer s.finishCampaign(run)
-	s.mu.Lock()
-	held := s.leader
-	s.mu.Unlock()
-	var r campaignResult
-	var cand *candidacy
-	if held != nil {
-		r.epoch = held.epoch // a second Campaign of a leading session
-	} else {
-		cand = newCandidacy(s, id)
-		held, r.err = cand.run(ctx)
-		if r.err == nil {
-			r.epoch = held.epoch
-		}
-	}
-	select {
-	case result <- r:
-		if r.err == nil {
-			return
-		}
-	case <-ctx.Done():
-		if r.err == nil {
-			s.mu.Lock()
-			if s.leader == held {
-				s.leader = nil
-			}
-			s.mu.Unlock()
-		}
-	}
-	if cand != nil {
-		cand.withdraw()
-	}
+	return a
 }
 
 // Resign cancels a campaign in flight (whose goroutine then withdraws the
@@ -653,33 +451,13 @@ func (s *session) runCampaign(ctx context.Context, run *campaignRun, id string, 
 // session leads. If the delete fails the session still counts as leading,
 // so Resign can be retried.
 func (s *session) Resign(ctx context.Context) error {
-	s.mu.Lock()
-	run := s.campaign
-	s.mu.Unlock()
-	if run != nil {
-		run.cancel()
-		select {
-		case <-run.done:
-		case <-ctx.Done():
-			return fmt.Errorf("zkcoord: resign: waiting for the campaign to stop: %w", ctx.Err())
+	return s.State.Resign(ctx, func(ctx context.Context, l *leadership) error {
+		err := s.call(ctx, "resign", func() error { return s.l.conn.Delete(l.path, 0) })
+		if err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return err
 		}
-	}
-	s.mu.Lock()
-	l := s.leader
-	s.mu.Unlock()
-	if l == nil {
 		return nil
-	}
-	err := s.call(ctx, "resign", func() error { return s.l.conn.Delete(l.path, 0) })
-	if err != nil && !errors.Is(err, zk.ErrNoNode) {
-		return err
-	}
-	s.mu.Lock()
-	if s.leader == l {
-		s.leader = nil
-	}
-	s.mu.Unlock()
-	return nil
+	})
 }
 
 // SetVoters writes the voter record in one multi-op: a version check of this
@@ -691,9 +469,7 @@ func (s *session) SetVoters(ctx context.Context, epoch int64, prev coord.Voters,
 	if err := s.Err(); err != nil {
 		return fmt.Errorf("zkcoord: set voters: %w: %w", coord.ErrNotLeader, err)
 	}
-	s.mu.Lock()
-	l := s.leader
-	s.mu.Unlock()
+	l := s.Leader()
 	if epoch <= 0 || l == nil || l.epoch != epoch {
 		return fmt.Errorf("zkcoord: set voters: session does not lead with epoch %d: %w", epoch, coord.ErrNotLeader)
 	}
@@ -744,7 +520,7 @@ func (e *multiError) Unwrap() error { return e.err }
 func (s *session) Watch(ctx context.Context) <-chan coord.View {
 	out := make(chan coord.View, 1)
 	wctx, stop := s.bound(ctx)
-	if !s.goFunc(func() {
+	if !s.Go(func() {
 		defer close(out)
 		defer stop()
 		s.watchView(wctx, out)
@@ -761,38 +537,16 @@ func (s *session) Watch(ctx context.Context) <-chan coord.View {
 // all bounded by ctx. A session that had already ended deletes nothing.
 // Close is idempotent; later calls return nil.
 func (s *session) Close(ctx context.Context) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	if !s.BeginClose() {
 		return nil
 	}
-	s.closing = true
-	s.mu.Unlock()
-
-	var errs []error
 	// closeSession removes the election znode with every other ephemeral.
 	// After an expiry the link is closed already.
-	s.end(coord.ErrSessionClosed)
+	s.End(coord.ErrSessionClosed)
 	s.closeLink(true)
-	s.mu.Lock()
-	s.leader = nil
-	s.mu.Unlock()
+	s.TakeLeader()
 	s.c.mu.Lock()
 	delete(s.c.sessions, s)
 	s.c.mu.Unlock()
-	waited := make(chan struct{})
-	waitAll := func() {
-		s.wg.Wait()
-		<-s.linkClosed
-		close(waited)
-	}
-	if !s.c.goFunc(nil, waitAll) {
-		waitAll() // the Coordinator is closed: nothing can block for long
-	}
-	select {
-	case <-waited:
-	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("zkcoord: close session: waiting for goroutines: %w", ctx.Err()))
-	}
-	return errors.Join(errs...)
+	return s.AwaitGoroutines(ctx, s.linkClosed)
 }

@@ -36,8 +36,10 @@ const (
 //
 // KV is the client API. Every node serves it; reads of keys the node holds
 // in cache are answered from its memory, writes go through the leader.
-// Errors travel as gRPC status codes with KVStore's sentinel texts (see
-// rpc/status.go), so the Go client turns them back into kvstore errors.
+// Errors travel as gRPC status codes, each KVStore sentinel named by a
+// google.rpc.ErrorInfo detail (domain "kvstore", one reason per sentinel:
+// see rpc/status.go), so the Go client turns them back into kvstore errors;
+// the message is for people and is never searched.
 type KVClient interface {
 	// Get reads a key, linearizably.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
@@ -118,8 +120,10 @@ func (c *kVClient) RemoveMember(ctx context.Context, in *RemoveMemberRequest, op
 //
 // KV is the client API. Every node serves it; reads of keys the node holds
 // in cache are answered from its memory, writes go through the leader.
-// Errors travel as gRPC status codes with KVStore's sentinel texts (see
-// rpc/status.go), so the Go client turns them back into kvstore errors.
+// Errors travel as gRPC status codes, each KVStore sentinel named by a
+// google.rpc.ErrorInfo detail (domain "kvstore", one reason per sentinel:
+// see rpc/status.go), so the Go client turns them back into kvstore errors;
+// the message is for people and is never searched.
 type KVServer interface {
 	// Get reads a key, linearizably.
 	Get(context.Context, *GetRequest) (*GetResponse, error)

@@ -1,4 +1,4 @@
-// Node-to-node protocol of KVStore. See ../../../shared/DESIGN.md (Protocol)
+// Node-to-node protocol of KVStore. See docs/design.md (the protocol)
 // and node/doc.go. Regenerate the Go code with `go generate ./rpc/...`
 // (needs protoc from Debian's protobuf-compiler package and the plugins
 // listed in rpc/kvpb/gen.go).

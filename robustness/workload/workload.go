@@ -1,13 +1,10 @@
-// Package robustness runs KVStore under random faults and checks what
-// clients saw, in the style of Jepsen and etcd's robustness tests: a nemesis
-// plays a seeded fault schedule while concurrent clients spread over every
-// node read, write and delete a small key space; every operation is recorded
-// with its call and return times and the history is checked for
-// linearizability (Porcupine) and, after healing, for durability.
-//
-// The suite itself lives in robustness_test.go; this file holds the
-// workload.
-package robustness
+// Package workload drives concurrent clients against a cluster and records
+// every operation, with its call and return times, for the linearizability
+// and durability checks (robustness/linearizability): clients spread over
+// every node read, write and delete a small key space, so that their
+// operations overlap. The robustness suite and the container test
+// (deploy/) both run it.
+package workload
 
 import (
 	"context"
@@ -19,7 +16,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore"
-	"github.com/kvstore/kvstore/linearizability"
+	"github.com/kvstore/kvstore/robustness/linearizability"
 )
 
 // Client is what the workload drives; *cluster.Cluster implements it.
