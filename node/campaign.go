@@ -265,7 +265,7 @@ func (n *Node) probeRound(ctx context.Context, r *reach) {
 		v, err := n.cfg.Coordinator.Voters(rctx)
 		cancel()
 		if err == nil {
-			n.noteVoters(v)
+			n.recs.noteVoters(v)
 			r.mu.Lock()
 			r.voters, r.readAt = v.IDs, n.now()
 			r.mu.Unlock()

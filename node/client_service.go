@@ -91,21 +91,28 @@ type records struct {
 }
 
 // noteVoters keeps v as the voter record last read.
-func (n *Node) noteVoters(v coord.Voters) {
-	n.recs.mu.Lock()
-	defer n.recs.mu.Unlock()
-	n.recs.voters = &v
+func (r *records) noteVoters(v coord.Voters) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.voters = &v
 }
 
 // noteSettings keeps st (if recorded at all) as the settings record last
 // read.
-func (n *Node) noteSettings(st coord.Settings) {
+func (r *records) noteSettings(st coord.Settings) {
 	if st.Version == 0 {
 		return
 	}
-	n.recs.mu.Lock()
-	defer n.recs.mu.Unlock()
-	n.recs.settings = &st
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.settings = &st
+}
+
+// last returns the copies read last (nil: never read).
+func (r *records) last() (*coord.Voters, *coord.Settings) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.voters, r.settings
 }
 
 // coordRecords returns the voter and settings records for Status within
@@ -114,9 +121,8 @@ func (n *Node) noteSettings(st coord.Settings) {
 // than statusReadBudget, once copies exist), the copies read last. nil: never
 // read.
 func (n *Node) coordRecords(ctx context.Context) (*coord.Voters, *coord.Settings) {
-	n.recs.mu.Lock()
-	have := n.recs.voters != nil && n.recs.settings != nil
-	n.recs.mu.Unlock()
+	v, st := n.recs.last()
+	have := v != nil && st != nil
 	budget := n.cfg.RPCTimeout
 	if have {
 		budget = min(budget, statusReadBudget)
@@ -129,16 +135,14 @@ func (n *Node) coordRecords(ctx context.Context) (*coord.Voters, *coord.Settings
 	if n.State() == StateOK && budget > 0 {
 		rctx, cancel := context.WithTimeout(ctx, budget)
 		if v, err := n.cfg.Coordinator.Voters(rctx); err == nil {
-			n.noteVoters(v)
+			n.recs.noteVoters(v)
 		}
 		if st, err := n.cfg.Coordinator.Settings(rctx); err == nil {
-			n.noteSettings(st)
+			n.recs.noteSettings(st)
 		}
 		cancel()
 	}
-	n.recs.mu.Lock()
-	defer n.recs.mu.Unlock()
-	return n.recs.voters, n.recs.settings
+	return n.recs.last()
 }
 
 // peerMethod reports whether an RPC belongs to the node-to-node service,

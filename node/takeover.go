@@ -67,8 +67,8 @@ func (t *takeover) run() error {
 			t.setTakeoverErr(fmt.Errorf("read settings: %w", err))
 			continue
 		}
-		n.noteVoters(voters)
-		n.noteSettings(t.settings)
+		n.recs.noteVoters(voters)
+		n.recs.noteSettings(t.settings)
 		t.mu.Lock()
 		t.voters = voters // for quorumLost; start sets it again
 		t.mu.Unlock()
