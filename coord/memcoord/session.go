@@ -53,7 +53,7 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 	}
 	s := &session{c: c, sid: sid, ttl: ttl}
 	sctx, scancel := context.WithCancel(context.Background())
-	s.Init("memcoord", c.cfg.Clock, sctx, scancel, c.goFunc)
+	s.Init("memcoord", c.cfg.Clock, sctx, scancel, c.routines.Go)
 	s.Lock()
 	s.SetDeadlineLocked(sent.Add(c.liveFor(ttl)))
 	s.Unlock()
