@@ -2,18 +2,10 @@ package goroutines
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 )
-
-func closed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
-}
 
 // TestGoCountsAndClosedRefuses: Go counts its goroutine in the Group and
 // in the owner, and refuses once the Group is closed; Wait waits for what
@@ -37,17 +29,17 @@ func TestGoCountsAndClosedRefuses(t *testing.T) {
 			t.Fatal("Go ran a goroutine after Close")
 		}
 
-		waited, ownerWaited := make(chan struct{}), make(chan struct{})
-		go func() { g.Wait(); close(waited) }()
-		go func() { owner.Wait(); close(ownerWaited) }()
+		var waited, ownerWaited atomic.Bool
+		go func() { g.Wait(); waited.Store(true) }()
+		go func() { owner.Wait(); ownerWaited.Store(true) }()
 		synctest.Wait()
-		if closed(waited) || closed(ownerWaited) {
-			t.Fatalf("while the goroutine runs: Group waited %v, owner waited %v", closed(waited), closed(ownerWaited))
+		if waited.Load() || ownerWaited.Load() {
+			t.Fatalf("while the goroutine runs: Group waited %v, owner waited %v", waited.Load(), ownerWaited.Load())
 		}
 		close(release)
 		synctest.Wait()
-		if !closed(waited) || !closed(ownerWaited) {
-			t.Fatalf("after the goroutine ended: Group waited %v, owner waited %v", closed(waited), closed(ownerWaited))
+		if !waited.Load() || !ownerWaited.Load() {
+			t.Fatalf("after the goroutine ended: Group waited %v, owner waited %v", waited.Load(), ownerWaited.Load())
 		}
 	})
 }
