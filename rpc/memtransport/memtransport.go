@@ -73,15 +73,50 @@ type Network struct {
 	faults   map[link]Faults
 	rng      *rand.Rand
 	stats    Stats
+	closed   bool
+
+	ctx    context.Context // canceled by Close: duplicates on their way are lost
+	cancel context.CancelFunc
+	dups   sync.WaitGroup // duplicates on their way
 }
 
 // New returns an empty network whose random faults are drawn from seed.
 func New(seed uint64) *Network {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &Network{
 		services: make(map[string]kvpb.PeerServer),
 		faults:   make(map[link]Faults),
 		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		ctx:      ctx,
+		cancel:   cancel,
 	}
+}
+
+// Close loses the duplicated requests still on their way and waits for
+// those being delivered, so that no goroutine of the network outlives it
+// (a synctest bubble ends only when all its goroutines have). Later
+// duplicates are not sent.
+func (nw *Network) Close() {
+	nw.mu.Lock()
+	nw.closed = true
+	nw.mu.Unlock()
+	nw.cancel()
+	nw.dups.Wait()
+}
+
+// goDup runs f, a duplicate's delivery, unless the network is closed.
+func (nw *Network) goDup(f func()) bool {
+	nw.mu.Lock()
+	defer nw.mu.Unlock()
+	if nw.closed {
+		return false
+	}
+	nw.dups.Add(1)
+	go func() {
+		defer nw.dups.Done()
+		f()
+	}()
+	return true
 }
 
 // Register makes srv the service at addr (replacing one registered
@@ -305,13 +340,19 @@ func call[Req, Resp proto.Message](ctx context.Context, c *client, in Req, opts 
 	if req.dup {
 		// The copy runs on the call's deadline, not its cancellation: it
 		// is a message already on its way.
+		dup := proto.Clone(in).(Req)
 		dctx, dcancel := detached(ctx)
-		go func() {
+		sent := nw.goDup(func() {
 			defer dcancel()
+			stop := context.AfterFunc(nw.ctx, dcancel)
+			defer stop()
 			if wait(dctx, req.dupDelay) {
-				_, _ = method(srv, dctx, proto.Clone(in).(Req))
+				_, _ = method(srv, dctx, dup)
 			}
-		}()
+		})
+		if !sent {
+			dcancel()
+		}
 	}
 	if !wait(ctx, req.delay) {
 		return zero, ctxStatus(ctx, c)

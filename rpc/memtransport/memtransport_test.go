@@ -170,6 +170,25 @@ func TestDuplicate(t *testing.T) {
 	})
 }
 
+// TestCloseLosesDuplicates: closing the network loses the duplicates
+// still on their way, so none of its goroutines outlives it (the bubble
+// would not end).
+func TestCloseLosesDuplicates(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nw, r, c := setup(t)
+		nw.SetFaults("a", "b", Faults{Duplicate: 1, Jitter: time.Hour})
+		for range 10 {
+			if _, err := c.Write(t.Context(), &kvpb.WriteRequest{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nw.Close()
+		if n := len(r.keys()); n >= 20 {
+			t.Fatalf("%d deliveries: the duplicates arrived before Close", n)
+		}
+	})
+}
+
 // TestReorder: a request held back is overtaken by one sent after it.
 func TestReorder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
