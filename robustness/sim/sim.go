@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvstore/kvstore"
@@ -93,8 +94,8 @@ func Run(opts Options) (Result, error) {
 		srv:   memcoord.NewServer(),
 		net:   memtransport.New(s.Seed),
 		nodes: make([]*slot, s.Nodes),
-		start: time.Now(),
 	}
+	c.setStart(time.Now())
 	c.logger = slog.New(slog.NewTextHandler(&c.log, &slog.HandlerOptions{Level: slog.LevelInfo, ReplaceAttr: c.virtualTime}))
 	for i := range c.nodes {
 		c.nodes[i] = &slot{id: fmt.Sprintf("n%d", i+1), clk: clock.NewSkewed(1), start: make(chan struct{}, 1)}
@@ -119,7 +120,7 @@ func Run(opts Options) (Result, error) {
 	if err := c.waitVoters(30 * time.Second); err != nil {
 		return Result{Log: c.log.bytes()}, err
 	}
-	c.start = time.Now()
+	c.setStart(time.Now())
 	c.logf("cluster serving; faults begin")
 
 	rec := linearizability.NewRecorder(nil)
@@ -137,10 +138,10 @@ func Run(opts Options) (Result, error) {
 	}()
 
 	for _, e := range events {
-		time.Sleep(time.Until(c.start.Add(e.At)))
+		time.Sleep(time.Until(c.started().Add(e.At)))
 		c.play(e)
 	}
-	time.Sleep(time.Until(c.start.Add(s.Length)))
+	time.Sleep(time.Until(c.started().Add(s.Length)))
 	c.healAll()
 	<-done
 
@@ -159,7 +160,7 @@ type cluster struct {
 	net    *memtransport.Network
 	logger *slog.Logger
 	log    syncBuffer
-	start  time.Time
+	start  atomic.Pointer[time.Time] // when the faults began (before: the run)
 
 	mu      sync.Mutex // guards nodes' n and coord, and stopped
 	nodes   []*slot
@@ -182,16 +183,20 @@ type slot struct {
 	coord *memcoord.Coordinator
 }
 
+func (c *cluster) setStart(t time.Time) { c.start.Store(&t) }
+
+func (c *cluster) started() time.Time { return *c.start.Load() }
+
 // virtualTime shows log times as the time since the faults began.
 func (c *cluster) virtualTime(_ []string, a slog.Attr) slog.Attr {
 	if a.Key == slog.TimeKey {
-		return slog.String("t", time.Since(c.start).Round(time.Millisecond).String())
+		return slog.String("t", time.Since(c.started()).Round(time.Millisecond).String())
 	}
 	return a
 }
 
 func (c *cluster) logf(format string, args ...any) {
-	fmt.Fprintf(&c.log, "t=%v sim: %s\n", time.Since(c.start).Round(time.Millisecond), fmt.Sprintf(format, args...))
+	fmt.Fprintf(&c.log, "t=%v sim: %s\n", time.Since(c.started()).Round(time.Millisecond), fmt.Sprintf(format, args...))
 }
 
 // startNode starts node i, on its data directory or a new empty one.
@@ -267,7 +272,7 @@ func (c *cluster) restart(i int, withData bool) {
 			return
 		}
 		c.logf("restart n%d failed: %v", i+1, err)
-		if time.Since(c.start) > c.opts.Schedule.Length+c.opts.Converge {
+		if time.Since(c.started()) > c.opts.Schedule.Length+c.opts.Converge {
 			return
 		}
 		withData = true // the directory is the new one now
