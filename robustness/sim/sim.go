@@ -80,6 +80,9 @@ type Result struct {
 	ConvergeErr error
 	Workload    robustness.Stats
 	Net         memtransport.Stats
+	// CacheHits is how many reads the running nodes answered from their
+	// caches (a restarted node counts from its restart).
+	CacheHits uint64
 	// Log is what happened: the events played and the nodes' logs.
 	Log []byte
 }
@@ -148,6 +151,11 @@ func Run(opts Options) (Result, error) {
 	res := Result{History: rec.History(), Workload: stats}
 	res.Final, res.ConvergeErr = c.converge(opts.Converge)
 	res.Net = c.net.Stats()
+	for i := range c.nodes {
+		if n := c.node(i); n != nil {
+			res.CacheHits += n.Stats().CacheHits
+		}
+	}
 	c.stopAll()
 	res.Log = c.log.bytes()
 	return res, nil

@@ -114,7 +114,7 @@ func (o outcome) report(t *testing.T, test string) string {
 // state the history does not explain, and any cluster that did not catch
 // up once everything healed.
 func TestSimulation(t *testing.T) {
-	var ops, unknown, lost atomic.Int64
+	var ops, unknown, lost, hits atomic.Int64
 	start := time.Now()
 	list := seeds(t)
 	t.Run("seeds", func(t *testing.T) {
@@ -126,6 +126,7 @@ func TestSimulation(t *testing.T) {
 				ops.Add(o.res.Workload.Ops)
 				unknown.Add(o.res.Workload.Unknown)
 				lost.Add(int64(o.res.Net.Lost))
+				hits.Add(int64(o.res.CacheHits))
 				switch {
 				case o.runErr != nil:
 					t.Fatalf("run: %v\n%s", o.runErr, o.report(t, "TestSimulation$"))
@@ -139,8 +140,8 @@ func TestSimulation(t *testing.T) {
 			})
 		}
 	})
-	t.Logf("%d schedules in %v: %d operations (%d outcome unknown), %d messages lost",
-		len(list), time.Since(start).Round(time.Millisecond), ops.Load(), unknown.Load(), lost.Load())
+	t.Logf("%d schedules in %v: %d operations (%d outcome unknown), %d reads from caches, %d messages lost",
+		len(list), time.Since(start).Round(time.Millisecond), ops.Load(), unknown.Load(), hits.Load(), lost.Load())
 }
 
 // TestSimulationFindsSkewBeyondMargin is the proof that the simulation has
