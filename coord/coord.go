@@ -3,8 +3,9 @@
 // increasing epoch, and the persistent voter record. The KV data never lives in
 // the coordinator.
 //
-// Backends live in sub-packages (etcdcoord, zkcoord). Every backend must
-// pass the conformance suite in coordtest.
+// Backends live in sub-packages (etcdcoord, zkcoord, and memcoord, in
+// memory, for tests and simulations). Every backend must pass the
+// conformance suite in coordtest.
 package coord
 
 import (
