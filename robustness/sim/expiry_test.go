@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvstore/kvstore/linearizability"
+	"github.com/kvstore/kvstore/robustness/linearizability"
 )
 
 // TestSimulationFindsImmediateExpiry: a coordinator that ends sessions

@@ -36,9 +36,9 @@ import (
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord/memcoord"
-	"github.com/kvstore/kvstore/linearizability"
 	"github.com/kvstore/kvstore/node"
-	"github.com/kvstore/kvstore/robustness"
+	"github.com/kvstore/kvstore/robustness/linearizability"
+	"github.com/kvstore/kvstore/robustness/workload"
 	"github.com/kvstore/kvstore/rpc/memtransport"
 )
 
@@ -86,7 +86,7 @@ type Result struct {
 	// (ConvergeErr says why).
 	Final       []map[string]linearizability.FinalValue
 	ConvergeErr error
-	Workload    robustness.Stats
+	Workload    workload.Stats
 	Net         memtransport.Stats
 	// CacheHits is how many reads the running nodes answered from their
 	// caches (a restarted node counts from its restart).
@@ -137,11 +137,11 @@ func Run(opts Options) (Result, error) {
 	rec := linearizability.NewRecorder(nil)
 	wctx, stopWorkload := context.WithTimeout(context.Background(), s.Length+opts.Settle)
 	defer stopWorkload()
-	var stats robustness.Stats
+	var stats workload.Stats
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		w := robustness.Workload{
+		w := workload.Workload{
 			Clients: opts.Clients, Readers: opts.Readers, Keys: opts.Keys, OpTimeout: 3 * time.Second,
 			ReadTimeout: time.Second, Pause: 30 * time.Millisecond, Seed: s.Seed,
 		}
@@ -470,14 +470,14 @@ func (c *cluster) stopAll() {
 	c.net.Close()
 }
 
-// Size implements robustness.Client.
+// Size implements workload.Client.
 func (c *cluster) Size() int { return len(c.nodes) }
 
 // errDown is the answer of a node that is not running: definite (the
 // request went nowhere).
 var errDown = fmt.Errorf("sim: node down: %w", kvstore.ErrStopped)
 
-// Get implements robustness.Client.
+// Get implements workload.Client.
 func (c *cluster) Get(ctx context.Context, i int, key string) (string, bool, error) {
 	n := c.node(i)
 	if n == nil {
@@ -486,7 +486,7 @@ func (c *cluster) Get(ctx context.Context, i int, key string) (string, bool, err
 	return n.Get(ctx, key)
 }
 
-// Put implements robustness.Client.
+// Put implements workload.Client.
 func (c *cluster) Put(ctx context.Context, i int, key, value string) error {
 	n := c.node(i)
 	if n == nil {
@@ -495,7 +495,7 @@ func (c *cluster) Put(ctx context.Context, i int, key, value string) error {
 	return n.Set(ctx, key, value)
 }
 
-// Delete implements robustness.Client.
+// Delete implements workload.Client.
 func (c *cluster) Delete(ctx context.Context, i int, key string) error {
 	n := c.node(i)
 	if n == nil {

@@ -12,7 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/kvstore/kvstore/linearizability"
+	"github.com/kvstore/kvstore/robustness/linearizability"
 )
 
 // faultTime is how long each schedule's faults last, in virtual time.
