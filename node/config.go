@@ -98,6 +98,16 @@ type Config struct {
 	// Dial, if set, makes every outbound node-to-node connection; the test
 	// cluster routes them through fault-injecting proxies.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Transport, if set, carries the node's outbound node-to-node calls
+	// instead of gRPC connections (Dial and PeerTLS are then unused): an
+	// in-memory network in simulations (rpc/memtransport). The node
+	// closes it on Close or Kill, so give each New its own.
+	Transport Transport
+	// NoListen, with Transport, runs the node without a TCP listener: its
+	// node-to-node service is reached only through PeerService (an
+	// in-memory transport), its client service only through its methods,
+	// and AdvertiseAddr is the address other nodes' transports know it by.
+	NoListen bool
 
 	// ServerTLS, if set, makes the node's gRPC server (the node-to-node and
 	// the client service, on one port) mutual TLS: its ClientAuth must be
@@ -281,8 +291,10 @@ func (c Config) Validate() error {
 		return errors.New("node: config: Cluster is empty")
 	case c.Coordinator == nil:
 		return errors.New("node: config: Coordinator is nil")
-	case c.ListenAddr == "":
+	case c.ListenAddr == "" && !c.NoListen:
 		return errors.New("node: config: ListenAddr is empty")
+	case c.NoListen && (c.Transport == nil || c.AdvertiseAddr == ""):
+		return errors.New("node: config: NoListen needs a Transport and an AdvertiseAddr (the address its peers know it by)")
 	case (c.ServerTLS == nil) != (c.PeerTLS == nil):
 		return errors.New("node: config: ServerTLS and PeerTLS must be set together (mutual TLS) or not at all")
 	case c.ServerTLS != nil && c.ServerTLS.ClientAuth != tls.RequireAndVerifyClientCert:

@@ -51,10 +51,11 @@ type Node struct {
 	log *slog.Logger
 	clk clock.Clock // Config.Clock: leases and deadlines
 
-	lis  net.Listener
-	srv  *grpc.Server
-	addr string
-	pool *rpc.Pool
+	lis   net.Listener // nil with Config.NoListen
+	srv   *grpc.Server
+	addr  string
+	pool  Transport // Config.Transport, or gRPC connections (transport.go)
+	local localGate // in-memory calls in flight (PeerService)
 
 	ctx    context.Context // canceled by Close or Kill
 	cancel context.CancelCauseFunc
@@ -142,13 +143,20 @@ func New(cfg Config) (*Node, error) {
 	// epoch base (coord.WithEpochBase), so that epochs stay monotone
 	// across a coordinator rebuild.
 	cfg.Coordinator = coord.WithEpochBase(cfg.Coordinator)
-	lis, err := net.Listen("tcp", cfg.ListenAddr)
-	if err != nil {
-		return nil, fmt.Errorf("node %s: listen: %w", cfg.ID, err)
-	}
+	var lis net.Listener
 	addr := cfg.AdvertiseAddr
-	if addr == "" {
-		addr = lis.Addr().String()
+	if !cfg.NoListen {
+		var err error
+		if lis, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
+			return nil, fmt.Errorf("node %s: listen: %w", cfg.ID, err)
+		}
+		if addr == "" {
+			addr = lis.Addr().String()
+		}
+	}
+	var pool Transport = cfg.Transport
+	if pool == nil {
+		pool = rpc.NewPool(cfg.Dial, cfg.PeerTLS)
 	}
 	n := &Node{
 		cfg:     cfg,
@@ -156,7 +164,7 @@ func New(cfg Config) (*Node, error) {
 		clk:     cfg.Clock,
 		lis:     lis,
 		addr:    addr,
-		pool:    rpc.NewPool(cfg.Dial, cfg.PeerTLS),
+		pool:    pool,
 		viewCh:  make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
@@ -167,7 +175,9 @@ func New(cfg Config) (*Node, error) {
 	n.writer = newWriter(n)
 	n.sessions = &sessionKeeper{n: n}
 	if err := n.openDisk(); err != nil {
-		_ = lis.Close()
+		if lis != nil {
+			_ = lis.Close()
+		}
 		return nil, err
 	}
 	n.met = newMetrics(n)
@@ -216,11 +226,14 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.startedRecovering.Store(n.Recovering())
-	n.wg.Add(2)
-	go func() {
-		defer n.wg.Done()
-		_ = n.srv.Serve(n.lis)
-	}()
+	if n.lis != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			_ = n.srv.Serve(n.lis)
+		}()
+	}
+	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
 		n.sessions.run()
@@ -259,6 +272,7 @@ func (n *Node) closeWith(ctx context.Context, cause error) error {
 		n.srv.Stop()
 		<-done
 	}
+	n.local.close()
 	n.wg.Wait()
 	n.pool.Close()
 	n.closeDisk()
@@ -288,6 +302,7 @@ func (n *Node) kill(powerLoss bool) (torn int) {
 	n.crashDisk()
 	n.srv.Stop()
 	n.stop(fmt.Errorf("node %s: %w (killed)", n.cfg.ID, kvstore.ErrStopped))
+	n.local.close()
 	n.wg.Wait()
 	n.pool.Close()
 	n.closeDisk()

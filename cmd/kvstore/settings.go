@@ -81,8 +81,8 @@ out). A node started with another value refuses to start.`,
 	})
 	set := coordFlags(&cobra.Command{
 		Use:   "set",
-		Short: "Change the cluster's safety settings (see README: Change a timing setting)",
-		Long: `Changes the settings every node must run with. The procedure (README: Change a
+		Short: "Change the cluster's safety settings (see docs/operations.md: Change a timing setting)",
+		Long: `Changes the settings every node must run with. The procedure (docs/operations.md: Change a
 timing setting):
 
  1. kvstore cluster settings set --lease D [--clock-drift F]

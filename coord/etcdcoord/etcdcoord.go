@@ -20,6 +20,7 @@ import (
 
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/coord/internal/goroutines"
 )
 
 // Config configures a Coordinator. Zero fields take the defaults of
@@ -162,11 +163,9 @@ type Coordinator struct {
 	client *clientv3.Client
 	conn   connState
 
-	// wg counts every goroutine started by the Coordinator or its sessions.
-	wg sync.WaitGroup
-
-	mu     sync.Mutex // guards closed, and orders wg.Add before wg.Wait
-	closed bool
+	// routines counts every goroutine started by the Coordinator or its
+	// sessions.
+	routines goroutines.Group
 
 	closeOnce sync.Once
 	closeErr  error
@@ -204,7 +203,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 	}
 	c := &Coordinator{cfg: cfg, keys: newKeys(cfg.Prefix), client: client}
 	c.conn.changed = make(chan struct{})
-	c.goFunc(nil, c.watchConn)
+	c.routines.Go(nil, c.watchConn)
 
 	cctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
@@ -290,37 +289,13 @@ func probeTLS(ctx context.Context, cfg Config) error {
 // crash; its Done closes with coord.ErrSessionClosed. Close is idempotent.
 func (c *Coordinator) Close() error {
 	c.closeOnce.Do(func() {
-		c.mu.Lock()
-		c.closed = true
-		c.mu.Unlock()
+		c.routines.Close()
 		if err := c.client.Close(); err != nil && !errors.Is(err, context.Canceled) {
 			c.closeErr = fmt.Errorf("etcdcoord: close client: %w", err)
 		}
-		c.wg.Wait()
+		c.routines.Wait()
 	})
 	return c.closeErr
-}
-
-// goFunc runs f in a goroutine counted by c.wg and, if non-nil, by owner. It
-// reports false, and runs nothing, once the Coordinator is closed.
-func (c *Coordinator) goFunc(owner *sync.WaitGroup, f func()) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return false
-	}
-	c.wg.Add(1)
-	if owner != nil {
-		owner.Add(1)
-	}
-	go func() {
-		defer c.wg.Done()
-		if owner != nil {
-			defer owner.Done()
-		}
-		f()
-	}()
-	return true
 }
 
 // Voters reads the voter record; Version is the key's ModRevision. A record

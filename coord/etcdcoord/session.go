@@ -71,7 +71,7 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 	}
 	granted := time.Duration(resp.TTL) * time.Second
 	s := &session{c: c, lease: resp.ID, cs: cs, ttl: granted}
-	s.Init("etcdcoord", c.cfg.Clock, sctx, cancel, c.goFunc)
+	s.Init("etcdcoord", c.cfg.Clock, sctx, cancel, c.routines.Go)
 	s.Lock()
 	s.SetDeadlineLocked(sent.Add(c.liveFor(granted)))
 	s.Unlock()

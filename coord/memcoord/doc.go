@@ -63,11 +63,12 @@
 // # Goroutines and time
 //
 // A session runs one goroutine (its keep-alive loop), plus one per Watch
-// and, only while a canceled candidacy waits for a cut connection to heal,
-// one for its withdrawal; all end when the session ends, and
-// Coordinator.Close and Session.Close wait for them. Campaign waits in the
-// caller's goroutine. The Server starts none: session expiry is a timer
-// callback. Nothing polls: every wait is on a channel or a timer of the
+// and one per Campaign in flight (which, canceled while the connection is
+// cut, withdraws its candidacy once it heals); all end when the session
+// ends, and Coordinator.Close and Session.Close wait for them. The session
+// state and the campaign machinery are coord/internal/sessionstate's, as
+// etcdcoord's and zkcoord's. The Server starts none: session expiry is a
+// timer callback. Nothing polls: every wait is on a channel or a timer of the
 // time package, so inside a synctest bubble (create the Server and the
 // Coordinators inside it, with a Config.Clock that reads the time package)
 // a 2 s TTL expires in no wall-clock time.

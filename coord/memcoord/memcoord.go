@@ -10,6 +10,7 @@ import (
 
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/coord/internal/goroutines"
 )
 
 // errClosed is returned by calls on a closed Coordinator.
@@ -58,11 +59,8 @@ type Coordinator struct {
 	name string
 
 	done chan struct{} // closed by Close
-	// wg counts every goroutine of the Coordinator and its sessions.
-	wg sync.WaitGroup
-
-	mu     sync.Mutex // guards closed, and orders wg.Add before wg.Wait
-	closed bool
+	// routines counts every goroutine of the Coordinator's sessions.
+	routines goroutines.Group
 
 	closeOnce sync.Once
 }
@@ -122,35 +120,11 @@ func (c *Coordinator) ExpireSessions() int { return c.srv.ExpireSessions(c.name)
 // crash), stops their goroutines and waits for them. Close is idempotent.
 func (c *Coordinator) Close() error {
 	c.closeOnce.Do(func() {
-		c.mu.Lock()
-		c.closed = true
-		c.mu.Unlock()
+		c.routines.Close()
 		close(c.done)
-		c.wg.Wait()
+		c.routines.Wait()
 	})
 	return nil
-}
-
-// goFunc runs f in a goroutine counted by c.wg and, if non-nil, by owner. It
-// reports false, and runs nothing, once the Coordinator is closed.
-func (c *Coordinator) goFunc(owner *sync.WaitGroup, f func()) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return false
-	}
-	c.wg.Add(1)
-	if owner != nil {
-		owner.Add(1)
-	}
-	go func() {
-		defer c.wg.Done()
-		if owner != nil {
-			defer owner.Done()
-		}
-		f()
-	}()
-	return true
 }
 
 // call runs f on the server's state as a request of c, waiting while the

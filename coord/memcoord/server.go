@@ -184,10 +184,16 @@ func (s *Server) IsCut(name string) bool {
 }
 
 // ExpireSessions expires at once, on the server, every session opened by a
-// Coordinator named name, as a coordinator that stopped hearing from them
-// would: their membership and election entries vanish in one change, and
-// each client learns it at its next keep-alive or call (the session ends
-// with coord.ErrSessionExpired). It returns how many sessions expired.
+// Coordinator named name, before its TTL has run out: as an operator who
+// revokes a lease or deletes a session by hand would. That breaks
+// coord.Session's contract (a session the client still holds is live until
+// its local deadline), and KVStore's no-stale-read promise rests on it:
+// the simulation shows a node so expired serving a stale cached copy
+// (robustness/sim TestSimulationFindsImmediateExpiry). A coordinator that
+// merely stops hearing from a client is a Cut. Membership and election
+// entries vanish in one change, and each client learns it at its next
+// keep-alive or call (the session ends with coord.ErrSessionExpired). It
+// returns how many sessions expired.
 func (s *Server) ExpireSessions(name string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/coord/internal/sessionstate"
 )
 
 // minExpiryWait is the shortest wait for the local deadline: a clock
@@ -17,32 +16,20 @@ import (
 // closer to it.
 const minExpiryWait = time.Millisecond
 
-// session is a coord.Session on one server session.
+// session is a coord.Session on one server session. Its State (deadline
+// on c.cfg.Clock, health, end, leadership, campaign) is shared with
+// etcdcoord's and zkcoord's.
 type session struct {
+	sessionstate.State[leadership]
+
 	c   *Coordinator
 	sid int64 // the server's session id
 	ttl time.Duration
+}
 
-	// ctx is canceled when the session ends (expired or closed); it stops
-	// the keep-alive loop, campaigns and watches.
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // this session's goroutines
-	// turn is held by the Campaign in flight (1-buffered): one at a time.
-	turn chan struct{}
-
-	mu       sync.Mutex    // guards the fields below
-	deadline clock.Instant // on c.cfg.Clock
-	// published is deadline, readable without the lock.
-	published atomic.Pointer[clock.Instant]
-	healthy   bool
-	changed   chan struct{} // closed and replaced on every state change
-	done      chan struct{} // closed when err is set
-	err       error         // why the session ended; nil while live
-	closing   bool          // Close was called
-	leader    int64         // the epoch this session won; 0 if it does not lead
-	// stopCampaign cancels the Campaign in flight; nil if none.
-	stopCampaign context.CancelFunc
+// leadership is the election entry this session won.
+type leadership struct {
+	epoch int64 // the entry's epoch: the revision that created it
 }
 
 var _ coord.Session = (*session)(nil)
@@ -64,21 +51,14 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 	if err != nil {
 		return nil, fmt.Errorf("memcoord: new session: %w", err)
 	}
-	s := &session{
-		c:        c,
-		sid:      sid,
-		ttl:      ttl,
-		turn:     make(chan struct{}, 1),
-		deadline: sent.Add(c.liveFor(ttl)),
-		healthy:  true,
-		changed:  make(chan struct{}),
-		done:     make(chan struct{}),
-	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	first := s.deadline
-	s.published.Store(&first)
-	if !c.goFunc(&s.wg, s.keepAlive) {
-		s.cancel()
+	s := &session{c: c, sid: sid, ttl: ttl}
+	sctx, scancel := context.WithCancel(context.Background())
+	s.Init("memcoord", c.cfg.Clock, sctx, scancel, c.routines.Go)
+	s.Lock()
+	s.SetDeadlineLocked(sent.Add(c.liveFor(ttl)))
+	s.Unlock()
+	if !s.Go(s.keepAlive) {
+		scancel()
 		c.srv.mu.Lock()
 		c.srv.revokeLocked(sid)
 		c.srv.mu.Unlock()
@@ -87,93 +67,20 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 	return s, nil
 }
 
-// Deadline implements coord.Session. It takes no lock: nodes call it on
-// every cached read.
-func (s *session) Deadline() clock.Instant { return *s.published.Load() }
-
-// setDeadlineLocked sets the deadline and publishes it to Deadline. s.mu
-// must be held.
-func (s *session) setDeadlineLocked(d clock.Instant) {
-	s.deadline = d
-	s.published.Store(&d)
-}
-
 // untilDeadline is how long until the deadline, on the session's clock.
 func (s *session) untilDeadline() time.Duration {
 	return s.Deadline().Sub(s.c.cfg.Clock.Now())
 }
 
-// Changed implements coord.Session.
-func (s *session) Changed() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.changed
-}
-
-// Done implements coord.Session.
-func (s *session) Done() <-chan struct{} { return s.done }
-
-// Err implements coord.Session.
-func (s *session) Err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.err
-}
-
-// Healthy implements coord.Session.
-func (s *session) Healthy() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.healthy && s.err == nil
-}
-
-// notifyLocked closes and replaces the Changed channel. s.mu must be held.
-func (s *session) notifyLocked() {
-	close(s.changed)
-	s.changed = make(chan struct{})
-}
-
-// end ends the session with err unless it has ended already, and reports
-// whether this call ended it. The deadline is pulled back to now: the
-// session is no longer known live.
-func (s *session) end(err error) bool {
-	s.mu.Lock()
-	first := s.err == nil
-	if first {
-		s.err = err
-		s.healthy = false
-		s.leader = 0
-		if now := s.c.cfg.Clock.Now(); s.deadline.After(now) {
-			s.setDeadlineLocked(now)
-		}
-		close(s.done)
-		s.notifyLocked()
-	}
-	s.mu.Unlock()
-	s.cancel()
-	return first
-}
-
-// setHealthy records a state change and signals Changed.
-func (s *session) setHealthy(healthy bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err == nil && s.healthy != healthy {
-		s.healthy = healthy
-		s.notifyLocked()
-	}
-}
-
 // renewed records a successful keep-alive sent at sent.
 func (s *session) renewed(sent clock.Instant) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
+	s.Lock()
+	defer s.Unlock()
+	if s.ErrLocked() != nil {
 		return
 	}
-	s.setDeadlineLocked(sent.Add(s.c.liveFor(s.ttl)))
-	s.healthy = true
-	s.notifyLocked()
+	s.SetDeadlineLocked(sent.Add(s.c.liveFor(s.ttl)))
+	s.KeptAliveLocked()
 }
 
 // keepAlive is the session's keep-alive loop, the only writer of the
@@ -191,14 +98,14 @@ func (s *session) keepAlive() {
 	for {
 		up, linkChanged := s.c.srv.linkState(s.c.name)
 		if !up {
-			s.setHealthy(false)
+			s.SetHealthy(false)
 		}
 		renew := true
 		select {
-		case <-s.ctx.Done():
+		case <-s.Context().Done():
 			return
 		case <-s.c.done:
-			s.end(fmt.Errorf("%w: coordinator closed, session left to expire by its TTL", coord.ErrSessionClosed))
+			s.End(fmt.Errorf("%w: coordinator closed, session left to expire by its TTL", coord.ErrSessionClosed))
 			return
 		case <-linkChanged:
 			// Cut: the loop's top says so. Healed: renew at once.
@@ -209,7 +116,7 @@ func (s *session) keepAlive() {
 			renew = false
 		}
 		if !s.c.cfg.Clock.Now().Before(s.Deadline()) {
-			s.end(coord.ErrSessionExpired)
+			s.End(coord.ErrSessionExpired)
 			s.c.tryCall(func() { s.c.srv.revokeLocked(s.sid) })
 			return
 		}
@@ -229,25 +136,14 @@ func (s *session) renew() {
 		sent = s.c.cfg.Clock.Now()
 		err = s.c.srv.keepAliveLocked(s.sid)
 	}) {
-		s.setHealthy(false)
+		s.SetHealthy(false)
 		return
 	}
 	if err != nil {
-		s.end(coord.ErrSessionExpired)
+		s.End(coord.ErrSessionExpired)
 		return
 	}
 	s.renewed(sent)
-}
-
-// goFunc runs f as a goroutine owned by the session (and the Coordinator). It
-// reports false, running nothing, once the session has ended.
-func (s *session) goFunc(f func()) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.err != nil {
-		return false
-	}
-	return s.c.goFunc(&s.wg, f)
 }
 
 // call runs f on the server as the Coordinator's call does, and also stops
@@ -255,10 +151,10 @@ func (s *session) goFunc(f func()) bool {
 func (s *session) call(ctx context.Context, f func()) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop := context.AfterFunc(s.ctx, cancel)
+	stop := context.AfterFunc(s.Context(), cancel)
 	defer stop()
 	err := s.c.call(ctx, f)
-	if err != nil && s.ctx.Err() != nil {
+	if err != nil && s.Context().Err() != nil {
 		if serr := s.Err(); serr != nil {
 			return serr
 		}
@@ -270,7 +166,7 @@ func (s *session) call(ctx context.Context, f func()) error {
 // it has expired: it ends, and the error says so.
 func (s *session) opErr(op string, err error) error {
 	if errors.Is(err, errSessionGone) {
-		s.end(coord.ErrSessionExpired)
+		s.End(coord.ErrSessionExpired)
 		return fmt.Errorf("memcoord: %s: %w: %w", op, coord.ErrSessionExpired, err)
 	}
 	return fmt.Errorf("memcoord: %s: %w", op, err)
@@ -301,7 +197,7 @@ func (s *session) Register(ctx context.Context, m coord.Member) error {
 // when the session ends or the Coordinator closes.
 func (s *session) Watch(ctx context.Context) <-chan coord.View {
 	out := make(chan coord.View, 1)
-	if !s.goFunc(func() {
+	if !s.Go(func() {
 		defer close(out)
 		s.watch(ctx, out)
 	}) {
@@ -329,7 +225,7 @@ func (s *session) watch(ctx context.Context, out chan coord.View) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.ctx.Done():
+		case <-s.Context().Done():
 			return
 		case <-s.c.done:
 			return
@@ -345,25 +241,20 @@ func (s *session) watch(ctx context.Context, out chan coord.View) {
 // bounded by ctx. A session that had already ended deletes nothing. Close
 // is idempotent; later calls return nil.
 func (s *session) Close(ctx context.Context) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	if !s.BeginClose() {
 		return nil
 	}
-	s.closing = true
-	s.mu.Unlock()
-
 	var err error
-	if s.end(coord.ErrSessionClosed) {
+	if s.End(coord.ErrSessionClosed) {
 		err = s.c.call(ctx, func() { s.c.srv.revokeLocked(s.sid) })
 		if errors.Is(err, errClosed) {
 			err = nil // left to expire by its TTL, as Coordinator.Close does
 		}
 	}
-	// Every goroutine of the session stops when its ctx ends, at once.
-	s.wg.Wait()
 	if err != nil {
-		return fmt.Errorf("memcoord: close session: revoke: %w", err)
+		err = fmt.Errorf("memcoord: close session: revoke: %w", err)
 	}
-	return nil
+	// Every goroutine of the session stops at once when it ends: the wait
+	// is not bounded by ctx, so that none outlives Close.
+	return errors.Join(err, s.AwaitGoroutines(context.WithoutCancel(ctx), nil))
 }

@@ -189,7 +189,7 @@ func (c *candidacy) create(ctx context.Context) error {
 		}
 		res := make(chan createResult, 1)
 		c.pending = res
-		if !s.c.goFunc(nil, func() {
+		if !s.c.routines.Go(nil, func() {
 			p, err := s.l.conn.Create(prefix, []byte(c.id), zk.FlagEphemeral|zk.FlagSequence, s.c.acl)
 			res <- createResult{p, err}
 		}) {

@@ -72,7 +72,7 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 		linkClosed: make(chan struct{}),
 	}
 	sctx, scancel := context.WithCancel(context.Background())
-	s.Init("zkcoord", c.cfg.Clock, sctx, scancel, c.goFunc)
+	s.Init("zkcoord", c.cfg.Clock, sctx, scancel, c.routines.Go)
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
 	l, err := dial(cctx, c.cfg, ttl, s.onEvent)
@@ -91,7 +91,7 @@ func (c *Coordinator) NewSession(ctx context.Context, ttl time.Duration) (coord.
 	s.kick <- struct{}{} // the first keep-alive goes out at once
 
 	c.mu.Lock()
-	if c.closed {
+	if c.routines.Closed() {
 		c.mu.Unlock()
 		s.End(coord.ErrSessionClosed)
 		l.abandon()
@@ -192,7 +192,7 @@ func (s *session) closeLink(graceful bool) {
 			f()
 			close(s.linkClosed)
 		}
-		if !s.c.goFunc(nil, run) {
+		if !s.c.routines.Go(nil, run) {
 			f = s.l.abandon // the Coordinator is closing: nothing may linger
 			run()
 		}
@@ -310,7 +310,7 @@ func (s *session) renew() bool {
 	s.Unlock()
 	sent := s.c.cfg.Clock.Now()
 	res := make(chan error, 1)
-	if !s.c.goFunc(nil, func() {
+	if !s.c.routines.Go(nil, func() {
 		_, err := s.l.conn.Sync(s.c.paths.prefix)
 		res <- err
 	}) {

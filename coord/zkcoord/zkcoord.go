@@ -15,6 +15,7 @@ import (
 
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/coord/internal/goroutines"
 )
 
 // Config configures a Coordinator. Zero fields take the defaults of
@@ -204,11 +205,13 @@ type Coordinator struct {
 	acl       []zk.ACL // of every znode at or under the prefix
 	parentACL []zk.ACL // of the prefix's parents that ensure creates
 
-	// wg counts every goroutine started by the Coordinator or its sessions.
-	wg sync.WaitGroup
+	// routines counts every goroutine started by the Coordinator or its
+	// sessions.
+	routines goroutines.Group
 
-	mu       sync.Mutex // guards the fields below, and orders wg.Add before wg.Wait
-	closed   bool
+	// mu guards sessions, and orders routines.Close with the check of
+	// routines.Closed in NewSession.
+	mu       sync.Mutex
 	sessions map[*session]struct{}
 
 	closeOnce sync.Once
@@ -305,7 +308,7 @@ func (c *Coordinator) checkClosed(ctx context.Context) error {
 func (c *Coordinator) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
-		c.closed = true
+		c.routines.Close()
 		sessions := make([]*session, 0, len(c.sessions))
 		for s := range c.sessions {
 			sessions = append(sessions, s)
@@ -317,31 +320,9 @@ func (c *Coordinator) Close() error {
 		if c.admin != nil {
 			c.admin.close()
 		}
-		c.wg.Wait()
+		c.routines.Wait()
 	})
 	return nil
-}
-
-// goFunc runs f in a goroutine counted by c.wg and, if non-nil, by owner. It
-// reports false, and runs nothing, once the Coordinator is closed.
-func (c *Coordinator) goFunc(owner *sync.WaitGroup, f func()) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return false
-	}
-	c.wg.Add(1)
-	if owner != nil {
-		owner.Add(1)
-	}
-	go func() {
-		defer c.wg.Done()
-		if owner != nil {
-			defer owner.Done()
-		}
-		f()
-	}()
-	return true
 }
 
 // errClosed is returned by calls made after Close.
@@ -353,7 +334,7 @@ var errClosed = errors.New("zkcoord: coordinator closed")
 // after ctx ends.
 func do(ctx context.Context, c *Coordinator, f func() error) error {
 	res := make(chan error, 1)
-	if !c.goFunc(nil, func() { res <- f() }) {
+	if !c.routines.Go(nil, func() { res <- f() }) {
 		return errClosed
 	}
 	select {
