@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -86,7 +87,7 @@ func serveLocal[Resp proto.Message](ctx context.Context, n *Node, method string,
 		return zero, status.Errorf(codes.Unimplemented, "node %s: no peer method %s", n.cfg.ID, method)
 	}
 	if !n.local.enter() {
-		return zero, status.Error(codes.Unavailable, fmt.Sprintf("node %s: %v", n.cfg.ID, kvstore.ErrStopped))
+		return zero, rpc.ToStatus(fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrStopped))
 	}
 	defer n.local.leave()
 	cctx, cancel := context.WithCancelCause(ctx)
