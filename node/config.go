@@ -357,7 +357,7 @@ func (c Config) Settings() coord.Settings {
 // values and how to change a setting. The error matches
 // coord.ErrSettingsMismatch.
 func (c Config) checkSettings(rec coord.Settings) error {
-	const how = "every node must run with the cluster's recorded value: start this node with it, or change the setting for the whole cluster with `kvstore cluster settings set` (README: Change a timing setting)"
+	const how = "every node must run with the cluster's recorded value: start this node with it, or change the setting for the whole cluster with `kvstore cluster settings set` (docs/operations.md: Change a timing setting)"
 	switch {
 	case c.LeaseDuration != rec.LeaseDuration:
 		return fmt.Errorf("%w: LeaseDuration (--lease) is %v here, %v in the cluster's record; %s", coord.ErrSettingsMismatch, c.LeaseDuration, rec.LeaseDuration, how)

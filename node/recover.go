@@ -23,14 +23,14 @@ var (
 	// node's data directory holds data, so the coordinator was rebuilt or
 	// lost its data. Bootstrapping here could make a stale node the whole
 	// cluster and lose acknowledged writes; the node refuses to start.
-	ErrCoordinatorLost = errors.New("node: the coordinator has no voter record but this node holds data: the coordinator appears rebuilt or its data lost; restart the cluster from its most up-to-date node with `kvstore node --force-new-cluster=<its id>` (see the README)")
+	ErrCoordinatorLost = errors.New("node: the coordinator has no voter record but this node holds data: the coordinator appears rebuilt or its data lost; restart the cluster from its most up-to-date node with `kvstore node --force-new-cluster=<its id>` (see docs/durability.md: Disaster recovery)")
 	// ErrOtherIncarnation: this node's data directory belongs to another
 	// incarnation of the cluster record than the coordinator's: the
 	// coordinator was rebuilt (its data lost) or the node was pointed at
 	// another cluster (a mistyped --cluster) before. Joining could let an
 	// empty or foreign leader overwrite this node's data, or this node's
 	// foreign data win a takeover; the node refuses to start.
-	ErrOtherIncarnation = errors.New("node: this node's data directory belongs to another cluster incarnation than the coordinator's cluster record: the coordinator appears rebuilt (its data lost) or this node was pointed at another cluster; to restart the cluster from its data, stop every node and run `kvstore node --force-new-cluster=<its id>` on the most up-to-date node (see the README); to let this node join as a new node, move its data directory aside (or wipe it)")
+	ErrOtherIncarnation = errors.New("node: this node's data directory belongs to another cluster incarnation than the coordinator's cluster record: the coordinator appears rebuilt (its data lost) or this node was pointed at another cluster; to restart the cluster from its data, stop every node and run `kvstore node --force-new-cluster=<its id>` on the most up-to-date node (see docs/durability.md: Disaster recovery); to let this node join as a new node, move its data directory aside (or wipe it)")
 	// ErrForceRefused: ForceNewCluster was refused because a majority of
 	// the recorded voters is alive: the cluster can recover by itself.
 	ErrForceRefused = errors.New("node: force-new-cluster refused")
