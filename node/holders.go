@@ -131,7 +131,7 @@ func (l *leader) pendingHoldersLocked(key string, seq uint64, now clock.Instant,
 // appliedLocked is how far holder id has applied this epoch's history, as
 // far as the leader knows: its matched seq, or 0.
 func (l *leader) appliedLocked(id string) uint64 {
-	if p := l.peers[id]; p != nil {
+	if p := l.repl.peers[id]; p != nil {
 		return p.match
 	}
 	return 0
@@ -171,7 +171,7 @@ func (l *leader) grantLocked(key, id string, seq uint64) time.Duration {
 	if id == n.cfg.ID {
 		return n.cfg.LeaseDuration
 	}
-	if p := l.peers[id]; p == nil || !p.reachable {
+	if p := l.repl.peers[id]; p == nil || !p.reachable {
 		return 0
 	}
 	l.holders.grant(key, id, seq, n.now().Add(n.cfg.leaderLease()))

@@ -49,15 +49,14 @@ type leader struct {
 	mu          sync.Mutex
 	started     bool
 	voters      coord.Voters
-	entryLog           // this epoch's history, for the followers that lag
-	durable     uint64 // with a data directory: own entries durable up to here
+	entryLog    // this epoch's history, for the followers that lag
 	noopSeq     uint64
 	commit      uint64
 	serving     bool
 	takeoverErr error
-	peers       map[string]*progress // each follower's replication
-	holders     holdings             // key -> node id -> its copy
-	changedCh   chan struct{}        // closed and replaced on progress
+	repl        replication   // the followers' progress, the commit
+	holders     holdings      // key -> node id -> its copy
+	changedCh   chan struct{} // closed and replaced on progress
 	// removed are the ids this leader removed from the voter record while
 	// they were members: maybeAddVoter must not add them back, and
 	// maintain tells them to leave. An id is forgotten when it leaves the
@@ -88,14 +87,8 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) (
 	}
 	lctx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(st.ctx, func() { cancel(context.Cause(st.ctx)) })
-	l := &leader{
-		n: n, epoch: epoch, sess: sess, ctx: lctx, cancel: cancel,
-		ld:        leadership{id: n.cfg.ID, nonce: newLeadershipNonce()},
-		electedAt: n.now(),
-		peers:     make(map[string]*progress), holders: make(holdings),
-		changedCh: make(chan struct{}), removed: make(map[string]bool),
-		leaving: make(map[string]bool), heard: make(map[string]clock.Instant),
-	}
+	l := newLeader(n, epoch, sess, lctx, cancel)
+	l.electedAt = n.now()
 	n.lead.Store(l)
 	defer func() {
 		cancel(errLeadershipEnded)
@@ -121,6 +114,20 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) (
 	n.notify()
 	l.maintain()
 	return context.Cause(lctx)
+}
+
+// newLeader is the leader role of n for epoch, with its parts, before
+// the takeover: ctx ends with the leadership.
+func newLeader(n *Node, epoch int64, sess coord.Session, ctx context.Context, cancel context.CancelCauseFunc) *leader {
+	l := &leader{
+		n: n, epoch: epoch, sess: sess, ctx: ctx, cancel: cancel,
+		ld:        leadership{id: n.cfg.ID, nonce: newLeadershipNonce()},
+		holders:   make(holdings),
+		changedCh: make(chan struct{}), removed: make(map[string]bool),
+		leaving: make(map[string]bool), heard: make(map[string]clock.Instant),
+	}
+	l.repl = replication{l: l, peers: make(map[string]*progress)}
+	return l
 }
 
 // behind is the error that ends a leadership because node id promised a
@@ -198,7 +205,7 @@ func (l *leader) maintain() {
 		}
 		l.maybeAddVoter()
 		l.tellRemoved()
-		l.trimLog()
+		l.repl.trimLog()
 		if tick++; tick%sweepTicks == 0 {
 			l.sweepHolders()
 		}
@@ -260,7 +267,7 @@ func (l *leader) maybeAddVoter() {
 	l.changeMu.Lock()
 	defer l.changeMu.Unlock()
 	l.mu.Lock()
-	cand := nextVoter(n.cfg.ID, l.voters.IDs, l.peers, l.removed, n.view.Load().members, l.commit)
+	cand := nextVoter(n.cfg.ID, l.voters.IDs, l.repl.peers, l.removed, n.view.Load().members, l.commit)
 	prev := l.voters
 	l.mu.Unlock()
 	if cand == "" {
@@ -284,7 +291,7 @@ func (l *leader) maybeAddVoter() {
 	}
 	l.mu.Lock()
 	l.voters = v
-	l.recomputeCommitLocked()
+	l.repl.recomputeCommitLocked()
 	l.mu.Unlock()
 	n.log.Info("voters changed", "voters", v.IDs)
 }

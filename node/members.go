@@ -76,7 +76,7 @@ func (l *leader) removeVoter(ctx context.Context, id string) (coord.Voters, erro
 			if rerr == nil {
 				l.mu.Lock()
 				l.voters = v
-				l.recomputeCommitLocked()
+				l.repl.recomputeCommitLocked()
 				l.mu.Unlock()
 			}
 			return prev, fmt.Errorf("node %s: remove %s: %w", n.cfg.ID, id, err)
@@ -104,7 +104,7 @@ func (l *leader) removed1(id string, v coord.Voters) coord.Voters {
 	if _, member := n.view.Load().members[id]; member {
 		l.removed[id] = true
 	}
-	l.recomputeCommitLocked()
+	l.repl.recomputeCommitLocked()
 	l.mu.Unlock()
 	n.log.Info("voter removed", "id", id, "voters", v.IDs)
 	l.tellRemoved()
@@ -129,7 +129,7 @@ func (l *leader) checkRemovalLocked(id string) error {
 	// cannot yet make up a majority of the rest; one a few entries behind
 	// (the next Append is on its way) can.
 	live := map[string]bool{n.cfg.ID: true}
-	for pid, p := range l.peers {
+	for pid, p := range l.repl.peers {
 		live[pid] = p.reachable && !p.snapshot
 	}
 	if !quorum.HasMajority(rest, live) {

@@ -118,7 +118,7 @@ func (t *takeover) run() error {
 		if err := n.waitEntriesDurable(t.ctx, p); err != nil {
 			return fmt.Errorf("the epoch's no-op: %w", err)
 		}
-		t.markDurable(t.noopSeq)
+		t.repl.markDurable(t.noopSeq)
 		return t.awaitServing(unanswered, fresh)
 	}
 }

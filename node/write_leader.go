@@ -52,8 +52,8 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		l.add(e)
 		n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, ver.Seq, n.now())))
 	}
-	l.recomputeCommitLocked()
-	for _, p := range l.peers {
+	l.repl.recomputeCommitLocked()
+	for _, p := range l.repl.peers {
 		select {
 		case p.wake <- struct{}{}:
 		default:
@@ -67,7 +67,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 			l.cancel(fmt.Errorf("leader cannot persist: %w", err))
 			return writeResult{version: ver}, fmt.Errorf("%w: node %s: %w", kvstore.ErrOutcomeUnknown, n.cfg.ID, err)
 		}
-		l.markDurable(ver.Seq)
+		l.repl.markDurable(ver.Seq)
 	}
 	if err := l.awaitVisible(ctx, key, ver.Seq, true); err != nil {
 		return writeResult{version: ver}, err
