@@ -30,7 +30,7 @@ func TestNoLeaseAfterLivenessLost(t *testing.T) {
 	cancel(errors.New("leadership ended while the read waited"))
 	l := newLeader(n, 1, nil, ctx, cancel)
 	l.mu.Lock()
-	lease := l.grantLocked("k", n.cfg.ID, 0)
+	lease := l.leases.grantLocked("k", n.cfg.ID, 0)
 	l.mu.Unlock()
 	if lease != 0 {
 		t.Fatalf("lease %v granted by a leader whose epoch ended", lease)

@@ -55,7 +55,7 @@ type leader struct {
 	serving     bool
 	takeoverErr error
 	repl        replication   // the followers' progress, the commit
-	holders     holdings      // key -> node id -> its copy
+	leases      leaseTable    // who holds a cached copy until when
 	changedCh   chan struct{} // closed and replaced on progress
 	// removed are the ids this leader removed from the voter record while
 	// they were members: maybeAddVoter must not add them back, and
@@ -122,11 +122,11 @@ func newLeader(n *Node, epoch int64, sess coord.Session, ctx context.Context, ca
 	l := &leader{
 		n: n, epoch: epoch, sess: sess, ctx: ctx, cancel: cancel,
 		ld:        leadership{id: n.cfg.ID, nonce: newLeadershipNonce()},
-		holders:   make(holdings),
 		changedCh: make(chan struct{}), removed: make(map[string]bool),
 		leaving: make(map[string]bool), heard: make(map[string]clock.Instant),
 	}
 	l.repl = replication{l: l, peers: make(map[string]*progress)}
+	l.leases = leaseTable{l: l, held: make(holdings)}
 	return l
 }
 
@@ -207,7 +207,7 @@ func (l *leader) maintain() {
 		l.tellRemoved()
 		l.repl.trimLog()
 		if tick++; tick%sweepTicks == 0 {
-			l.sweepHolders()
+			l.leases.sweep()
 		}
 	}
 }

@@ -50,7 +50,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 	}
 	if !dup {
 		l.add(e)
-		n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, ver.Seq, n.now())))
+		n.met.invalidationsSent.Add(float64(l.leases.liveLocked(key, ver.Seq, n.now())))
 	}
 	l.repl.recomputeCommitLocked()
 	for _, p := range l.repl.peers {
@@ -69,7 +69,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		}
 		l.repl.markDurable(ver.Seq)
 	}
-	if err := l.awaitVisible(ctx, key, ver.Seq, true); err != nil {
+	if err := l.leases.awaitVisible(ctx, key, ver.Seq, true); err != nil {
 		return writeResult{version: ver}, err
 	}
 	if dup {
@@ -78,7 +78,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		return writeResult{version: ver}, nil
 	}
 	l.mu.Lock()
-	lease := l.grantLocked(key, from, ver.Seq)
+	lease := l.leases.grantLocked(key, from, ver.Seq)
 	l.mu.Unlock()
 	return writeResult{version: ver, lease: lease}, nil
 }
