@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -41,10 +40,6 @@ type leader struct {
 	wg        sync.WaitGroup // replicators
 	electedAt clock.Instant
 
-	// changeMu makes voter changes (maybeAddVoter, removeVoter) one at a
-	// time: each reads l.voters, writes the record, and installs the result.
-	changeMu sync.Mutex
-
 	// mu guards everything below. Lock order: mu, then the replica's.
 	mu          sync.Mutex
 	started     bool
@@ -56,14 +51,8 @@ type leader struct {
 	takeoverErr error
 	repl        replication   // the followers' progress, the commit
 	leases      leaseTable    // who holds a cached copy until when
+	voterCh     voterChanges  // adding and removing voters
 	changedCh   chan struct{} // closed and replaced on progress
-	// removed are the ids this leader removed from the voter record while
-	// they were members: maybeAddVoter must not add them back, and
-	// maintain tells them to leave. An id is forgotten when it leaves the
-	// membership: a node that joins again under it later (restarted by the
-	// operator) is a new member, added once caught up.
-	removed map[string]bool
-	leaving map[string]bool // removed ids with a Leave call in flight
 	// heard maps a voter to the send time of the last Prepare or Append
 	// it answered in this epoch (CheckQuorum).
 	heard map[string]clock.Instant
@@ -122,11 +111,11 @@ func newLeader(n *Node, epoch int64, sess coord.Session, ctx context.Context, ca
 	l := &leader{
 		n: n, epoch: epoch, sess: sess, ctx: ctx, cancel: cancel,
 		ld:        leadership{id: n.cfg.ID, nonce: newLeadershipNonce()},
-		changedCh: make(chan struct{}), removed: make(map[string]bool),
-		leaving: make(map[string]bool), heard: make(map[string]clock.Instant),
+		changedCh: make(chan struct{}), heard: make(map[string]clock.Instant),
 	}
 	l.repl = replication{l: l, peers: make(map[string]*progress)}
 	l.leases = leaseTable{l: l, held: make(holdings)}
+	l.voterCh = voterChanges{l: l, removed: make(map[string]bool), leaving: make(map[string]bool)}
 	return l
 }
 
@@ -203,8 +192,8 @@ func (l *leader) maintain() {
 			l.cancel(fmt.Errorf("%w: %w (%v)", kvstore.ErrNoQuorum, errQuorumLost, l.quorumWindow()))
 			return
 		}
-		l.maybeAddVoter()
-		l.tellRemoved()
+		l.voterCh.maybeAdd()
+		l.voterCh.tellRemoved()
 		l.repl.trimLog()
 		if tick++; tick%sweepTicks == 0 {
 			l.leases.sweep()
@@ -260,59 +249,9 @@ func quorumLost(self string, voters []string, heard map[string]clock.Instant, el
 	return !quorum.HeardSince(voters, heard, now.Add(-window))
 }
 
-// maybeAddVoter adds one member that is not a voter, once it holds
-// everything committed (docs/design.md, Voters).
-func (l *leader) maybeAddVoter() {
-	n := l.n
-	l.changeMu.Lock()
-	defer l.changeMu.Unlock()
-	l.mu.Lock()
-	cand := nextVoter(n.cfg.ID, l.voters.IDs, l.repl.peers, l.removed, n.view.Load().members, l.commit)
-	prev := l.voters
-	l.mu.Unlock()
-	if cand == "" {
-		return
-	}
-	ids := append(slices.Clone(prev.IDs), cand)
-	ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
-	defer cancel()
-	err := l.sess.SetVoters(ctx, l.epoch, prev, ids)
-	if errors.Is(err, coord.ErrNotLeader) {
-		l.cancel(fmt.Errorf("voter change refused: %w", err))
-		return
-	}
-	if err != nil && !errors.Is(err, coord.ErrConflict) {
-		n.log.Debug("add voter failed", "id", cand, "err", err)
-		return
-	}
-	v, err := n.cfg.Coordinator.Voters(ctx)
-	if err != nil {
-		return
-	}
-	l.mu.Lock()
-	l.voters = v
-	l.repl.recomputeCommitLocked()
-	l.mu.Unlock()
-	n.log.Info("voters changed", "voters", v.IDs)
-}
-
-// nextVoter is the member the leader (self) adds to the voters next, or
-// "": itself first if it is no voter (it joined, and won the election
-// before it was added: it holds everything committed), else the lowest id
-// of the members (with an address) that are no voters, were not removed
-// by this leader, and whose last Append succeeded at a match of at least
-// commit: they hold everything committed. A pure function.
-func nextVoter(self string, voters []string, peers map[string]*progress, removed map[string]bool, members map[string]string, commit uint64) string {
-	if !slices.Contains(voters, self) {
-		return self
-	}
-	for _, id := range slices.Sorted(maps.Keys(peers)) {
-		p := peers[id]
-		if !slices.Contains(voters, id) && !removed[id] && p.reachable && p.match >= commit && members[id] != "" {
-			return id
-		}
-	}
-	return ""
+// removeVoter removes id from the voter record (voterChanges.remove).
+func (l *leader) removeVoter(ctx context.Context, id string) (coord.Voters, error) {
+	return l.voterCh.remove(ctx, id)
 }
 
 // checkLive fails unless this node still leads with a live session.

@@ -282,9 +282,9 @@ func (l *leader) viewChanged(v coord.View) {
 	for id := range v.Members {
 		l.repl.addPeerLocked(id)
 	}
-	for id := range l.removed {
+	for id := range l.voterCh.removed {
 		if _, ok := v.Members[id]; !ok {
-			delete(l.removed, id)
+			delete(l.voterCh.removed, id)
 		}
 	}
 }
