@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -12,14 +11,9 @@ import (
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
-	"github.com/kvstore/kvstore/quorum"
 )
 
 var errLeadershipEnded = errors.New("leadership ended")
-
-// errQuorumLost ends a leadership that heard from no majority of the
-// voters within the quorum window (CheckQuorum).
-var errQuorumLost = errors.New("no majority of the voters answered within the quorum window")
 
 // leader is the leader role of a node for one epoch. It lives from the
 // election until the session is in doubt or a newer epoch is seen.
@@ -52,10 +46,8 @@ type leader struct {
 	repl        replication   // the followers' progress, the commit
 	leases      leaseTable    // who holds a cached copy until when
 	voterCh     voterChanges  // adding and removing voters
+	health      quorumCheck   // which voters answered lately (CheckQuorum)
 	changedCh   chan struct{} // closed and replaced on progress
-	// heard maps a voter to the send time of the last Prepare or Append
-	// it answered in this epoch (CheckQuorum).
-	heard map[string]clock.Instant
 }
 
 // runLeader leads for epoch until leadership ends.
@@ -111,10 +103,11 @@ func newLeader(n *Node, epoch int64, sess coord.Session, ctx context.Context, ca
 	l := &leader{
 		n: n, epoch: epoch, sess: sess, ctx: ctx, cancel: cancel,
 		ld:        leadership{id: n.cfg.ID, nonce: newLeadershipNonce()},
-		changedCh: make(chan struct{}), heard: make(map[string]clock.Instant),
+		changedCh: make(chan struct{}),
 	}
 	l.repl = replication{l: l, peers: make(map[string]*progress)}
 	l.leases = leaseTable{l: l, held: make(holdings)}
+	l.health = quorumCheck{l: l, heard: make(map[string]clock.Instant)}
 	l.voterCh = voterChanges{l: l, removed: make(map[string]bool), leaving: make(map[string]bool)}
 	return l
 }
@@ -181,15 +174,15 @@ func (l *leader) maintain() {
 			return
 		case <-t.C:
 		}
-		if l.quorumLost() {
+		if l.health.lost() {
 			// Cut off from the voters but not from the coordinator
 			// (CheckQuorum): give another node the chance to lead a
 			// majority. Stepping down ends this node's own copies and
 			// its serving at once; the next leader waits out the leases
 			// it granted (takeover step 4), as after any leader.
 			n.met.steppedDown()
-			n.log.Warn("stepping down: no majority of the voters answered within the quorum window (CheckQuorum)", "epoch", l.epoch, "window", l.quorumWindow())
-			l.cancel(fmt.Errorf("%w: %w (%v)", kvstore.ErrNoQuorum, errQuorumLost, l.quorumWindow()))
+			n.log.Warn("stepping down: no majority of the voters answered within the quorum window (CheckQuorum)", "epoch", l.epoch, "window", l.health.window())
+			l.cancel(fmt.Errorf("%w: %w (%v)", kvstore.ErrNoQuorum, errQuorumLost, l.health.window()))
 			return
 		}
 		l.voterCh.maybeAdd()
@@ -202,52 +195,8 @@ func (l *leader) maintain() {
 }
 
 // stepDownAfter bounds a takeover that keeps failing for other reasons
-// than a missing majority (quorumLost covers that).
+// than a missing majority (quorumCheck.lost covers that).
 func (l *leader) stepDownAfter() time.Duration { return 2 * l.n.cfg.QuorumTimeout }
-
-// quorumWindow is how long the leader leads on without hearing from a
-// majority of the voters (Config.quorumWindow; with Faults.NoCheckQuorum
-// the older rule's 2 x QuorumTimeout).
-func (l *leader) quorumWindow() time.Duration {
-	if faultsOn && l.n.cfg.Faults.NoCheckQuorum {
-		return 2 * l.n.cfg.QuorumTimeout
-	}
-	return l.n.cfg.quorumWindow()
-}
-
-// hear records that voter id answered a Prepare or Append sent at sent.
-func (l *leader) hear(id string, sent clock.Instant) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if sent.After(l.heard[id]) {
-		l.heard[id] = sent
-	}
-}
-
-// quorumLost reports whether the leader, elected more than a quorum
-// window ago, heard from no majority of the voters (itself included)
-// within the last window (CheckQuorum).
-func (l *leader) quorumLost() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return quorumLost(l.n.cfg.ID, l.voters.IDs, l.heard, l.electedAt, l.n.now(), l.quorumWindow())
-}
-
-// quorumLost is the CheckQuorum rule, a pure function: a leader (self)
-// elected at electedAt, more than window before now, steps down if the
-// voters it heard from within the last window (heard: the send time of
-// the last request each answered), itself included, are no majority.
-func quorumLost(self string, voters []string, heard map[string]clock.Instant, electedAt, now clock.Instant, window time.Duration) bool {
-	if now.Sub(electedAt) <= window {
-		return false
-	}
-	heard = maps.Clone(heard)
-	if heard == nil {
-		heard = make(map[string]clock.Instant)
-	}
-	heard[self] = now
-	return !quorum.HeardSince(voters, heard, now.Add(-window))
-}
 
 // removeVoter removes id from the voter record (voterChanges.remove).
 func (l *leader) removeVoter(ctx context.Context, id string) (coord.Voters, error) {

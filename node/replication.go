@@ -215,8 +215,8 @@ func (r *replication) handleAppend(p *progress, req *kvpb.AppendRequest, resp *k
 		l.cancel(l.behind(p.id, resp.AcceptedEpoch, resp.OtherLeadership))
 		return false
 	}
-	if !resp.Reconcile && sent.After(l.heard[p.id]) {
-		l.heard[p.id] = sent // a recovering voter cannot vouch for this epoch
+	if !resp.Reconcile {
+		l.health.hearLocked(p.id, sent) // a recovering voter cannot vouch for this epoch
 	}
 	p.answer(l.history(l.epoch), fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
 	r.recomputeCommitLocked()
