@@ -19,11 +19,14 @@ var errLeadershipEnded = errors.New("leadership ended")
 // election until the session is in doubt or a newer epoch is seen.
 //
 // This file holds its life (runLeader, maintain, stepping down for want
-// of a majority: CheckQuorum); its parts live in files named for them:
-// takeover.go (from the election until it serves), replication.go and
-// entrylog.go (the followers' progress, the log, the commit rule),
-// holders.go (who holds a cached copy of which key until when),
-// write_leader.go and read_leader.go (its half of a put and a get).
+// of a majority); its parts are types it holds as fields, in files named
+// for them: takeover.go (from the election until it serves),
+// replication.go and entrylog.go (replication: the followers' progress,
+// the replicators, the commit rule; the log), holders.go (leaseTable:
+// who holds a cached copy of which key until when), members.go
+// (voterChanges: adding and removing voters), checkquorum.go
+// (quorumCheck: CheckQuorum), write_leader.go and read_leader.go (its
+// half of a put and a get). The parts share the leader's mu.
 type leader struct {
 	n         *Node
 	epoch     int64
