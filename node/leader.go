@@ -18,7 +18,7 @@ var errLeadershipEnded = errors.New("leadership ended")
 // leader is the leader role of a node for one epoch. It lives from the
 // election until the session is in doubt or a newer epoch is seen.
 //
-// This file holds its life (runLeader, maintain, stepping down for want
+// This file holds its life (lead, maintain, stepping down for want
 // of a majority); its parts are types it holds as fields, in files named
 // for them: takeover.go (from the election until it serves),
 // replication.go and entrylog.go (replication: the followers' progress,
@@ -53,10 +53,16 @@ type leader struct {
 	changedCh   chan struct{} // closed and replaced on progress
 }
 
-// runLeader leads for epoch until leadership ends.
+// runLeader leads for epoch until leadership ends (lead).
+func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) error {
+	return lead(ctx, n, sess, epoch)
+}
+
+// lead is node n's leadership for epoch, from the election (once n serves
+// with session sess) to its end: the takeover, then the periodic duties.
 //
 // It returns why the leadership ended.
-func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) (ended error) {
+func lead(ctx context.Context, n *Node, sess coord.Session, epoch int64) (ended error) {
 	var st *servingState
 	for {
 		ch := n.changed()

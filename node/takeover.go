@@ -18,7 +18,7 @@ import (
 )
 
 // takeover is a new leader's first phase, from its election until it
-// serves: steps 1-5 of the takeover in docs/design.md. runLeader runs one,
+// serves: steps 1-5 of the takeover in docs/design.md. lead runs one,
 // then drops it.
 type takeover struct {
 	*leader
