@@ -46,8 +46,10 @@
 //
 // docs/design.md states the protocol and why each rule is needed; the
 // leader's files (leader.go: the role's life; takeover.go; replication.go
-// and entrylog.go; holders.go: holdings and leases; write_leader.go and
-// read_leader.go: its half of a put and a get) and every node's side
+// and entrylog.go: the replication type; holders.go: the leaseTable type,
+// holdings and leases; members.go: the voterChanges type; checkquorum.go:
+// the quorumCheck type; write_leader.go and read_leader.go: its half of a
+// put and a get) and every node's side
 // (replica.go: the replicated state, its promise and its durable copy;
 // peer_follower.go: the leader's messages; read.go and write.go: the
 // paths of a get and a put; session.go: serving; boot.go: Start)

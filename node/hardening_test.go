@@ -28,9 +28,9 @@ func TestNoLeaseAfterLivenessLost(t *testing.T) {
 	n := newUnstartedNode(t)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	cancel(errors.New("leadership ended while the read waited"))
-	l := &leader{n: n, epoch: 1, ctx: ctx, cancel: cancel, peers: map[string]*progress{}, holders: map[string]map[string]holding{}}
+	l := newLeader(n, 1, nil, ctx, cancel)
 	l.mu.Lock()
-	lease := l.grantLocked("k", n.cfg.ID, 0)
+	lease := l.leases.grantLocked("k", n.cfg.ID, 0)
 	l.mu.Unlock()
 	if lease != 0 {
 		t.Fatalf("lease %v granted by a leader whose epoch ended", lease)

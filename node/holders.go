@@ -1,8 +1,11 @@
 package node
 
 import (
+	"context"
+	"fmt"
 	"time"
 
+	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
 )
 
@@ -109,39 +112,49 @@ func (hs holdings) sweep(now clock.Instant) {
 // sweepTicks is how many heartbeats pass between sweeps of ended leases.
 const sweepTicks = 16
 
-// sweepHolders forgets holdings whose lease has ended, for keys no write or
-// read has looked at since.
-func (l *leader) sweepHolders() {
+// leaseTable is the leader's side of the cached copies: the holdings it
+// granted in this epoch, the grants, and the waits for a write to be
+// visible (committed, and no holder still reading an older copy). The
+// leader's l.mu guards it.
+type leaseTable struct {
+	l    *leader
+	held holdings // key -> node id -> its copy
+}
+
+// sweep forgets holdings whose lease has ended, for keys no write or read
+// has looked at since.
+func (t *leaseTable) sweep() {
+	l := t.l
 	now := l.n.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.holders.sweep(now)
+	t.held.sweep(now)
 }
 
-// pendingHoldersLocked is holdings.pending for key at the key's latest
-// write in the store, with the followers' matched positions.
-func (l *leader) pendingHoldersLocked(key string, seq uint64, now clock.Instant, skip *bool) (pending int, next clock.Instant, expired int) {
-	if len(l.holders[key]) == 0 {
+// pendingLocked is holdings.pending for key at the key's latest write in
+// the store, with the followers' matched positions.
+func (t *leaseTable) pendingLocked(key string, seq uint64, now clock.Instant, skip *bool) (pending int, next clock.Instant, expired int) {
+	if len(t.held[key]) == 0 {
 		return 0, next, 0
 	}
-	it, _ := l.n.rep.get(key)
-	return l.holders.pending(key, seq, it.Version.Seq, now, l.appliedLocked, skip)
+	it, _ := t.l.n.rep.get(key)
+	return t.held.pending(key, seq, it.Version.Seq, now, t.appliedLocked, skip)
 }
 
 // appliedLocked is how far holder id has applied this epoch's history, as
 // far as the leader knows: its matched seq, or 0.
-func (l *leader) appliedLocked(id string) uint64 {
-	if p := l.peers[id]; p != nil {
+func (t *leaseTable) appliedLocked(id string) uint64 {
+	if p := t.l.repl.peers[id]; p != nil {
 		return p.match
 	}
 	return 0
 }
 
-// liveHoldersLocked counts the nodes holding a lease on a copy of key older
-// than seq that has not ended at now: the cached copies the write at seq
-// must invalidate.
-func (l *leader) liveHoldersLocked(key string, seq uint64, now clock.Instant) int {
-	return l.holders.live(key, seq, now)
+// liveLocked counts the nodes holding a lease on a copy of key older than
+// seq that has not ended at now: the cached copies the write at seq must
+// invalidate.
+func (t *leaseTable) liveLocked(key string, seq uint64, now clock.Instant) int {
+	return t.held.live(key, seq, now)
 }
 
 // grantLocked records node id as a holder of key's copy at seq (the key's
@@ -154,7 +167,8 @@ func (l *leader) liveHoldersLocked(key string, seq uint64, now clock.Instant) in
 // drops its own copy when it applies the next write of key, and its copy is
 // readable only while it still leads in this epoch with a live session, like
 // any follower's.
-func (l *leader) grantLocked(key, id string, seq uint64) time.Duration {
+func (t *leaseTable) grantLocked(key, id string, seq uint64) time.Duration {
+	l := t.l
 	n := l.n
 	if id == "" {
 		return 0
@@ -171,9 +185,85 @@ func (l *leader) grantLocked(key, id string, seq uint64) time.Duration {
 	if id == n.cfg.ID {
 		return n.cfg.LeaseDuration
 	}
-	if p := l.peers[id]; p == nil || !p.reachable {
+	if p := l.repl.peers[id]; p == nil || !p.reachable {
 		return 0
 	}
-	l.holders.grant(key, id, seq, n.now().Add(n.cfg.leaderLease()))
+	t.held.grant(key, id, seq, n.now().Add(n.cfg.leaderLease()))
 	return n.cfg.LeaseDuration
+}
+
+// awaitVisible waits until the entry at seq (a write of key, or 0 for a key
+// never written) is visible: committed, and no holder can still read a copy
+// of key older than it. The commit wait is bounded by QuorumTimeout (then
+// ErrNoQuorum), the holder wait by their leases. For a write (write true)
+// every failure is outcome unknown.
+func (t *leaseTable) awaitVisible(ctx context.Context, key string, seq uint64, write bool) error {
+	l := t.l
+	n := l.n
+	qDeadline := n.now().Add(n.cfg.QuorumTimeout)
+	unknown := func(err error) error {
+		if write {
+			return fmt.Errorf("%w: %w", kvstore.ErrOutcomeUnknown, err)
+		}
+		return err
+	}
+	// For kvstore_lease_waits_total (writes): blocked is when only holders
+	// still kept the write waiting; leaseEnded is set when a holder that was
+	// pending then was forgotten because its lease ran out, not because it
+	// applied the write.
+	var blocked clock.Instant
+	leaseEnded := false
+	skip := write && (faultsOn && n.cfg.Faults.SkipInvalidation)
+	for {
+		now := n.now()
+		l.mu.Lock()
+		committed := l.commit >= seq
+		pending, next, expired := t.pendingLocked(key, seq, now, &skip)
+		if !write && (faultsOn && n.cfg.Faults.SkipReadGate) {
+			pending = 0 // the deliberate bug
+		}
+		ch := l.changedCh
+		l.mu.Unlock()
+		if expired > 0 && !blocked.IsZero() {
+			leaseEnded = true
+		}
+		if committed && pending == 0 {
+			if write && leaseEnded {
+				n.met.leaseWaits.Inc()
+				n.met.leaseWaitSeconds.Add(now.Sub(blocked).Seconds())
+			}
+			return nil
+		}
+		if l.ctx.Err() != nil {
+			// A new leader waits out every lease of this epoch.
+			return unknown(fmt.Errorf("node %s: %w (epoch %d ended: %v)", n.cfg.ID, kvstore.ErrNotLeader, l.epoch, context.Cause(l.ctx)))
+		}
+		if err := l.checkLive(); err != nil {
+			return unknown(err)
+		}
+		if ctx.Err() != nil {
+			return unknown(ctxErr(ctx))
+		}
+		if !committed && !now.Before(qDeadline) {
+			return unknown(fmt.Errorf("node %s: %w: entry %d not on a majority of voters after %v", n.cfg.ID, kvstore.ErrNoQuorum, seq, n.cfg.QuorumTimeout))
+		}
+		if committed && blocked.IsZero() {
+			blocked = now
+		}
+		wake := qDeadline.Sub(now)
+		if committed {
+			wake = time.Hour
+		}
+		if pending > 0 {
+			wake = min(wake, next.Sub(now))
+		}
+		t := time.NewTimer(max(wake, time.Millisecond))
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-l.ctx.Done():
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
 }

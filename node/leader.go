@@ -4,33 +4,29 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
-	"github.com/kvstore/kvstore/quorum"
 )
 
 var errLeadershipEnded = errors.New("leadership ended")
 
-// errQuorumLost ends a leadership that heard from no majority of the
-// voters within the quorum window (CheckQuorum).
-var errQuorumLost = errors.New("no majority of the voters answered within the quorum window")
-
 // leader is the leader role of a node for one epoch. It lives from the
 // election until the session is in doubt or a newer epoch is seen.
 //
-// This file holds its life (runLeader, maintain, stepping down for want
-// of a majority: CheckQuorum); its parts live in files named for them:
-// takeover.go (from the election until it serves), replication.go and
-// entrylog.go (the followers' progress, the log, the commit rule),
-// holders.go (who holds a cached copy of which key until when),
-// write_leader.go and read_leader.go (its half of a put and a get).
+// This file holds its life (lead, maintain, stepping down for want
+// of a majority); its parts are types it holds as fields, in files named
+// for them: takeover.go (from the election until it serves),
+// replication.go and entrylog.go (replication: the followers' progress,
+// the replicators, the commit rule; the log), holders.go (leaseTable:
+// who holds a cached copy of which key until when), members.go
+// (voterChanges: adding and removing voters), checkquorum.go
+// (quorumCheck: CheckQuorum), write_leader.go and read_leader.go (its
+// half of a put and a get). The parts share the leader's mu.
 type leader struct {
 	n         *Node
 	epoch     int64
@@ -41,39 +37,32 @@ type leader struct {
 	wg        sync.WaitGroup // replicators
 	electedAt clock.Instant
 
-	// changeMu makes voter changes (maybeAddVoter, removeVoter) one at a
-	// time: each reads l.voters, writes the record, and installs the result.
-	changeMu sync.Mutex
-
 	// mu guards everything below. Lock order: mu, then the replica's.
 	mu          sync.Mutex
 	started     bool
 	voters      coord.Voters
-	entryLog           // this epoch's history, for the followers that lag
-	durable     uint64 // with a data directory: own entries durable up to here
+	entryLog    // this epoch's history, for the followers that lag
 	noopSeq     uint64
 	commit      uint64
 	serving     bool
 	takeoverErr error
-	peers       map[string]*progress // each follower's replication
-	holders     holdings             // key -> node id -> its copy
-	changedCh   chan struct{}        // closed and replaced on progress
-	// removed are the ids this leader removed from the voter record while
-	// they were members: maybeAddVoter must not add them back, and
-	// maintain tells them to leave. An id is forgotten when it leaves the
-	// membership: a node that joins again under it later (restarted by the
-	// operator) is a new member, added once caught up.
-	removed map[string]bool
-	leaving map[string]bool // removed ids with a Leave call in flight
-	// heard maps a voter to the send time of the last Prepare or Append
-	// it answered in this epoch (CheckQuorum).
-	heard map[string]clock.Instant
+	repl        replication   // the followers' progress, the commit
+	leases      leaseTable    // who holds a cached copy until when
+	voterCh     voterChanges  // adding and removing voters
+	health      quorumCheck   // which voters answered lately (CheckQuorum)
+	changedCh   chan struct{} // closed and replaced on progress
 }
 
-// runLeader leads for epoch until leadership ends.
+// runLeader leads for epoch until leadership ends (lead).
+func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) error {
+	return lead(ctx, n, sess, epoch)
+}
+
+// lead is node n's leadership for epoch, from the election (once n serves
+// with session sess) to its end: the takeover, then the periodic duties.
 //
 // It returns why the leadership ended.
-func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) (ended error) {
+func lead(ctx context.Context, n *Node, sess coord.Session, epoch int64) (ended error) {
 	var st *servingState
 	for {
 		ch := n.changed()
@@ -88,14 +77,8 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) (
 	}
 	lctx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(st.ctx, func() { cancel(context.Cause(st.ctx)) })
-	l := &leader{
-		n: n, epoch: epoch, sess: sess, ctx: lctx, cancel: cancel,
-		ld:        leadership{id: n.cfg.ID, nonce: newLeadershipNonce()},
-		electedAt: n.now(),
-		peers:     make(map[string]*progress), holders: make(holdings),
-		changedCh: make(chan struct{}), removed: make(map[string]bool),
-		leaving: make(map[string]bool), heard: make(map[string]clock.Instant),
-	}
+	l := newLeader(n, epoch, sess, lctx, cancel)
+	l.electedAt = n.now()
 	n.lead.Store(l)
 	defer func() {
 		cancel(errLeadershipEnded)
@@ -121,6 +104,21 @@ func (n *Node) runLeader(ctx context.Context, sess coord.Session, epoch int64) (
 	n.notify()
 	l.maintain()
 	return context.Cause(lctx)
+}
+
+// newLeader is the leader role of n for epoch, with its parts, before
+// the takeover: ctx ends with the leadership.
+func newLeader(n *Node, epoch int64, sess coord.Session, ctx context.Context, cancel context.CancelCauseFunc) *leader {
+	l := &leader{
+		n: n, epoch: epoch, sess: sess, ctx: ctx, cancel: cancel,
+		ld:        leadership{id: n.cfg.ID, nonce: newLeadershipNonce()},
+		changedCh: make(chan struct{}),
+	}
+	l.repl = replication{l: l, peers: make(map[string]*progress)}
+	l.leases = leaseTable{l: l, held: make(holdings)}
+	l.health = quorumCheck{l: l, heard: make(map[string]clock.Instant)}
+	l.voterCh = voterChanges{l: l, removed: make(map[string]bool), leaving: make(map[string]bool)}
+	return l
 }
 
 // behind is the error that ends a leadership because node id promised a
@@ -185,127 +183,33 @@ func (l *leader) maintain() {
 			return
 		case <-t.C:
 		}
-		if l.quorumLost() {
+		if l.health.lost() {
 			// Cut off from the voters but not from the coordinator
 			// (CheckQuorum): give another node the chance to lead a
 			// majority. Stepping down ends this node's own copies and
 			// its serving at once; the next leader waits out the leases
 			// it granted (takeover step 4), as after any leader.
 			n.met.steppedDown()
-			n.log.Warn("stepping down: no majority of the voters answered within the quorum window (CheckQuorum)", "epoch", l.epoch, "window", l.quorumWindow())
-			l.cancel(fmt.Errorf("%w: %w (%v)", kvstore.ErrNoQuorum, errQuorumLost, l.quorumWindow()))
+			n.log.Warn("stepping down: no majority of the voters answered within the quorum window (CheckQuorum)", "epoch", l.epoch, "window", l.health.window())
+			l.cancel(fmt.Errorf("%w: %w (%v)", kvstore.ErrNoQuorum, errQuorumLost, l.health.window()))
 			return
 		}
-		l.maybeAddVoter()
-		l.tellRemoved()
-		l.trimLog()
+		l.voterCh.maybeAdd()
+		l.voterCh.tellRemoved()
+		l.repl.trimLog()
 		if tick++; tick%sweepTicks == 0 {
-			l.sweepHolders()
+			l.leases.sweep()
 		}
 	}
 }
 
 // stepDownAfter bounds a takeover that keeps failing for other reasons
-// than a missing majority (quorumLost covers that).
+// than a missing majority (quorumCheck.lost covers that).
 func (l *leader) stepDownAfter() time.Duration { return 2 * l.n.cfg.QuorumTimeout }
 
-// quorumWindow is how long the leader leads on without hearing from a
-// majority of the voters (Config.quorumWindow; with Faults.NoCheckQuorum
-// the older rule's 2 x QuorumTimeout).
-func (l *leader) quorumWindow() time.Duration {
-	if faultsOn && l.n.cfg.Faults.NoCheckQuorum {
-		return 2 * l.n.cfg.QuorumTimeout
-	}
-	return l.n.cfg.quorumWindow()
-}
-
-// hear records that voter id answered a Prepare or Append sent at sent.
-func (l *leader) hear(id string, sent clock.Instant) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if sent.After(l.heard[id]) {
-		l.heard[id] = sent
-	}
-}
-
-// quorumLost reports whether the leader, elected more than a quorum
-// window ago, heard from no majority of the voters (itself included)
-// within the last window (CheckQuorum).
-func (l *leader) quorumLost() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return quorumLost(l.n.cfg.ID, l.voters.IDs, l.heard, l.electedAt, l.n.now(), l.quorumWindow())
-}
-
-// quorumLost is the CheckQuorum rule, a pure function: a leader (self)
-// elected at electedAt, more than window before now, steps down if the
-// voters it heard from within the last window (heard: the send time of
-// the last request each answered), itself included, are no majority.
-func quorumLost(self string, voters []string, heard map[string]clock.Instant, electedAt, now clock.Instant, window time.Duration) bool {
-	if now.Sub(electedAt) <= window {
-		return false
-	}
-	heard = maps.Clone(heard)
-	if heard == nil {
-		heard = make(map[string]clock.Instant)
-	}
-	heard[self] = now
-	return !quorum.HeardSince(voters, heard, now.Add(-window))
-}
-
-// maybeAddVoter adds one member that is not a voter, once it holds
-// everything committed (docs/design.md, Voters).
-func (l *leader) maybeAddVoter() {
-	n := l.n
-	l.changeMu.Lock()
-	defer l.changeMu.Unlock()
-	l.mu.Lock()
-	cand := nextVoter(n.cfg.ID, l.voters.IDs, l.peers, l.removed, n.view.Load().members, l.commit)
-	prev := l.voters
-	l.mu.Unlock()
-	if cand == "" {
-		return
-	}
-	ids := append(slices.Clone(prev.IDs), cand)
-	ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
-	defer cancel()
-	err := l.sess.SetVoters(ctx, l.epoch, prev, ids)
-	if errors.Is(err, coord.ErrNotLeader) {
-		l.cancel(fmt.Errorf("voter change refused: %w", err))
-		return
-	}
-	if err != nil && !errors.Is(err, coord.ErrConflict) {
-		n.log.Debug("add voter failed", "id", cand, "err", err)
-		return
-	}
-	v, err := n.cfg.Coordinator.Voters(ctx)
-	if err != nil {
-		return
-	}
-	l.mu.Lock()
-	l.voters = v
-	l.recomputeCommitLocked()
-	l.mu.Unlock()
-	n.log.Info("voters changed", "voters", v.IDs)
-}
-
-// nextVoter is the member the leader (self) adds to the voters next, or
-// "": itself first if it is no voter (it joined, and won the election
-// before it was added: it holds everything committed), else the lowest id
-// of the members (with an address) that are no voters, were not removed
-// by this leader, and whose last Append succeeded at a match of at least
-// commit: they hold everything committed. A pure function.
-func nextVoter(self string, voters []string, peers map[string]*progress, removed map[string]bool, members map[string]string, commit uint64) string {
-	if !slices.Contains(voters, self) {
-		return self
-	}
-	for _, id := range slices.Sorted(maps.Keys(peers)) {
-		p := peers[id]
-		if !slices.Contains(voters, id) && !removed[id] && p.reachable && p.match >= commit && members[id] != "" {
-			return id
-		}
-	}
-	return ""
+// removeVoter removes id from the voter record (voterChanges.remove).
+func (l *leader) removeVoter(ctx context.Context, id string) (coord.Voters, error) {
+	return l.voterCh.remove(ctx, id)
 }
 
 // checkLive fails unless this node still leads with a live session.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"sync"
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/coord"
@@ -37,25 +39,44 @@ import (
 // the next leader.
 //
 // A removed node that still runs would be added back at once by
-// maybeAddVoter (it is a caught-up member). The leader keeps it out while
-// it is a member (leader.removed), and tells it to leave (Peer.Leave,
-// retried every heartbeat): it checks that the record no longer names it
-// and stops, which ends its membership.
+// voterChanges.maybeAdd (it is a caught-up member). The leader keeps it
+// out while it is a member (voterChanges.removed), and tells it to leave
+// (Peer.Leave, retried every heartbeat): it checks that the record no
+// longer names it and stops, which ends its membership.
 
-// removeVoter removes id from the voter record and returns the new record.
-func (l *leader) removeVoter(ctx context.Context, id string) (coord.Voters, error) {
+// voterChanges is the leader's changes of the voter record: adding
+// caught-up members (maybeAdd), removing voters (remove), and keeping the
+// removed ones out. Changes are made one at a time; the leader's l.mu
+// guards removed and leaving.
+type voterChanges struct {
+	l *leader
+	// mu makes voter changes (maybeAdd, remove) one at a time: each reads
+	// l.voters, writes the record, and installs the result.
+	mu sync.Mutex
+	// removed are the ids this leader removed from the voter record while
+	// they were members: maybeAdd must not add them back, and
+	// maintain tells them to leave. An id is forgotten when it leaves the
+	// membership: a node that joins again under it later (restarted by the
+	// operator) is a new member, added once caught up.
+	removed map[string]bool
+	leaving map[string]bool // removed ids with a Leave call in flight
+}
+
+// remove removes id from the voter record and returns the new record.
+func (c *voterChanges) remove(ctx context.Context, id string) (coord.Voters, error) {
+	l := c.l
 	n := l.n
 	if err := l.waitServing(ctx); err != nil {
 		return coord.Voters{}, err
 	}
-	l.changeMu.Lock()
-	defer l.changeMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if err := l.checkLive(); err != nil {
 		return coord.Voters{}, err
 	}
 	l.mu.Lock()
 	prev := l.voters
-	err := l.checkRemovalLocked(id)
+	err := c.checkRemovalLocked(id)
 	l.mu.Unlock()
 	if err != nil {
 		return prev, fmt.Errorf("node %s (leader, epoch %d): remove %s: %w", n.cfg.ID, l.epoch, id, err)
@@ -76,12 +97,12 @@ func (l *leader) removeVoter(ctx context.Context, id string) (coord.Voters, erro
 			if rerr == nil {
 				l.mu.Lock()
 				l.voters = v
-				l.recomputeCommitLocked()
+				l.repl.recomputeCommitLocked()
 				l.mu.Unlock()
 			}
 			return prev, fmt.Errorf("node %s: remove %s: %w", n.cfg.ID, id, err)
 		}
-		return l.removed1(id, v), nil
+		return c.removed1(id, v), nil
 	}
 	v, err := n.cfg.Coordinator.Voters(rctx)
 	if err != nil {
@@ -91,28 +112,30 @@ func (l *leader) removeVoter(ctx context.Context, id string) (coord.Voters, erro
 		// new one.
 		return coord.Voters{IDs: ids}, fmt.Errorf("%w: node %s: removed %s, then could not read the voters back: %w", kvstore.ErrOutcomeUnknown, n.cfg.ID, id, err)
 	}
-	return l.removed1(id, v), nil
+	return c.removed1(id, v), nil
 }
 
 // removed1 installs the voter record v, from which id was just removed:
 // majorities are counted in it from now on, and id, if still a member, is
 // kept out and told to leave.
-func (l *leader) removed1(id string, v coord.Voters) coord.Voters {
+func (c *voterChanges) removed1(id string, v coord.Voters) coord.Voters {
+	l := c.l
 	n := l.n
 	l.mu.Lock()
 	l.voters = v
 	if _, member := n.view.Load().members[id]; member {
-		l.removed[id] = true
+		c.removed[id] = true
 	}
-	l.recomputeCommitLocked()
+	l.repl.recomputeCommitLocked()
 	l.mu.Unlock()
 	n.log.Info("voter removed", "id", id, "voters", v.IDs)
-	l.tellRemoved()
+	c.tellRemoved()
 	return v
 }
 
 // checkRemovalLocked says why id may not be removed now, or nil.
-func (l *leader) checkRemovalLocked(id string) error {
+func (c *voterChanges) checkRemovalLocked(id string) error {
+	l := c.l
 	n := l.n
 	if !l.voters.Contains(id) {
 		return fmt.Errorf("%w: %s is not in the voter record %v", kvstore.ErrNotVoter, id, l.voters.IDs)
@@ -129,7 +152,7 @@ func (l *leader) checkRemovalLocked(id string) error {
 	// cannot yet make up a majority of the rest; one a few entries behind
 	// (the next Append is on its way) can.
 	live := map[string]bool{n.cfg.ID: true}
-	for pid, p := range l.peers {
+	for pid, p := range l.repl.peers {
 		live[pid] = p.reachable && !p.snapshot
 	}
 	if !quorum.HasMajority(rest, live) {
@@ -146,25 +169,26 @@ func (l *leader) checkRemovalLocked(id string) error {
 
 // tellRemoved tells every removed node that is still a member to leave,
 // one call in flight per node.
-func (l *leader) tellRemoved() {
+func (c *voterChanges) tellRemoved() {
+	l := c.l
 	n := l.n
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ctx.Err() != nil {
 		return
 	}
-	for id := range l.removed {
+	for id := range c.removed {
 		addr := n.view.Load().members[id]
-		if addr == "" || l.leaving[id] {
+		if addr == "" || c.leaving[id] {
 			continue
 		}
-		l.leaving[id] = true
+		c.leaving[id] = true
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			err := l.sendLeave(id, addr)
+			err := c.sendLeave(id, addr)
 			l.mu.Lock()
-			delete(l.leaving, id)
+			delete(c.leaving, id)
 			l.mu.Unlock()
 			if err != nil {
 				n.log.Debug("telling a removed node to leave failed", "id", id, "err", err)
@@ -173,16 +197,74 @@ func (l *leader) tellRemoved() {
 	}
 }
 
-func (l *leader) sendLeave(id, addr string) error {
+// sendLeave tells removed node id, at addr, to leave.
+func (c *voterChanges) sendLeave(id, addr string) error {
+	l := c.l
 	n := l.n
-	c, err := n.pool.Peer(addr)
+	pc, err := n.pool.Peer(addr)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
 	defer cancel()
-	_, err = c.Leave(ctx, &kvpb.LeaveRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: n.cfg.ID, Id: id})
+	_, err = pc.Leave(ctx, &kvpb.LeaveRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: n.cfg.ID, Id: id})
 	return rpc.FromStatus(err)
+}
+
+// maybeAdd adds one member that is not a voter, once it holds
+// everything committed (docs/design.md, Voters).
+func (c *voterChanges) maybeAdd() {
+	l := c.l
+	n := l.n
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l.mu.Lock()
+	cand := nextVoter(n.cfg.ID, l.voters.IDs, l.repl.peers, c.removed, n.view.Load().members, l.commit)
+	prev := l.voters
+	l.mu.Unlock()
+	if cand == "" {
+		return
+	}
+	ids := append(slices.Clone(prev.IDs), cand)
+	ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
+	defer cancel()
+	err := l.sess.SetVoters(ctx, l.epoch, prev, ids)
+	if errors.Is(err, coord.ErrNotLeader) {
+		l.cancel(fmt.Errorf("voter change refused: %w", err))
+		return
+	}
+	if err != nil && !errors.Is(err, coord.ErrConflict) {
+		n.log.Debug("add voter failed", "id", cand, "err", err)
+		return
+	}
+	v, err := n.cfg.Coordinator.Voters(ctx)
+	if err != nil {
+		return
+	}
+	l.mu.Lock()
+	l.voters = v
+	l.repl.recomputeCommitLocked()
+	l.mu.Unlock()
+	n.log.Info("voters changed", "voters", v.IDs)
+}
+
+// nextVoter is the member the leader (self) adds to the voters next, or
+// "": itself first if it is no voter (it joined, and won the election
+// before it was added: it holds everything committed), else the lowest id
+// of the members (with an address) that are no voters, were not removed
+// by this leader, and whose last Append succeeded at a match of at least
+// commit: they hold everything committed. A pure function.
+func nextVoter(self string, voters []string, peers map[string]*progress, removed map[string]bool, members map[string]string, commit uint64) string {
+	if !slices.Contains(voters, self) {
+		return self
+	}
+	for _, id := range slices.Sorted(maps.Keys(peers)) {
+		p := peers[id]
+		if !slices.Contains(voters, id) && !removed[id] && p.reachable && p.match >= commit && members[id] != "" {
+			return id
+		}
+	}
+	return ""
 }
 
 // RemoveVoter removes voter id from the cluster's voter record through the

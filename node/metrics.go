@@ -379,8 +379,8 @@ func (c *replicationCollector) Collect(ch chan<- prometheus.Metric) {
 			lag                 uint64
 			answered, reachable bool
 		}
-		rows := make([]row, 0, len(l.peers))
-		for id, p := range l.peers {
+		rows := make([]row, 0, len(l.repl.peers))
+		for id, p := range l.repl.peers {
 			rows = append(rows, row{id, l.lastSeq - min(p.match, l.lastSeq), p.answered, p.reachable})
 		}
 		l.mu.Unlock()

@@ -87,65 +87,63 @@ func commitRule(voters []string, match map[string]uint64, commit, start uint64) 
 	return commit
 }
 
+// replication is the leader's replication to its followers, as
+// hashicorp/raft's replication.go: the per-follower progress, one
+// replicator goroutine per follower, their answers and the commit rule
+// applied to them. The leader's l.mu guards its fields; the replicators
+// are counted in l.wg.
+type replication struct {
+	l       *leader
+	peers   map[string]*progress // each follower's replication
+	durable uint64               // with a data directory: own entries durable up to here
+}
+
 // markDurable records that this node's own log is durable up to seq.
-func (l *leader) markDurable(seq uint64) {
+func (r *replication) markDurable(seq uint64) {
+	l := r.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if seq > l.durable {
-		l.durable = seq
-		l.recomputeCommitLocked()
+	if seq > r.durable {
+		r.durable = seq
+		r.recomputeCommitLocked()
 	}
 }
 
 // addPeerLocked starts replicating to node id, unless it is this node or
 // already has a replicator.
-func (l *leader) addPeerLocked(id string) {
-	if id == l.n.cfg.ID || l.peers[id] != nil {
+func (r *replication) addPeerLocked(id string) {
+	l := r.l
+	if id == l.n.cfg.ID || r.peers[id] != nil {
 		return
 	}
 	p := newProgress(id, l.noopSeq)
-	l.peers[id] = p
+	r.peers[id] = p
 	l.wg.Add(1)
-	go l.replicate(p)
-}
-
-// viewChanged starts replicating to members that joined.
-func (l *leader) viewChanged(v coord.View) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.started || l.ctx.Err() != nil {
-		return
-	}
-	for id := range v.Members {
-		l.addPeerLocked(id)
-	}
-	for id := range l.removed {
-		if _, ok := v.Members[id]; !ok {
-			delete(l.removed, id)
-		}
-	}
+	go r.replicate(p)
 }
 
 // trimLog drops entries every peer has, and entries beyond MaxLog (peers
 // that lag that far get a snapshot).
-func (l *leader) trimLog() {
+func (r *replication) trimLog() {
+	l := r.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	matched := l.lastSeq
-	for _, p := range l.peers {
+	for _, p := range r.peers {
 		matched = min(matched, p.match)
 	}
 	l.trim(matched, l.n.cfg.MaxLog)
 }
 
 // replicate streams entries to one peer, in order, one call at a time.
-func (l *leader) replicate(p *progress) {
+func (r *replication) replicate(p *progress) {
+	l := r.l
 	defer l.wg.Done()
 	n := l.n
 	hb := time.NewTicker(n.cfg.Heartbeat)
 	defer hb.Stop()
 	for l.ctx.Err() == nil {
-		req := l.buildAppend(p)
+		req := r.buildAppend(p)
 		var resp *kvpb.AppendResponse
 		err := errors.New("no address")
 		sent := n.now()
@@ -157,7 +155,7 @@ func (l *leader) replicate(p *progress) {
 				cancel()
 			}
 		}
-		more := l.handleAppend(p, req, resp, err, sent)
+		more := r.handleAppend(p, req, resp, err, sent)
 		if err == nil && more {
 			continue
 		}
@@ -182,7 +180,8 @@ func (l *leader) replicate(p *progress) {
 // buildAppend is the next Append for p: the entries after p.next-1 (one
 // batch), or the whole state when p needs a snapshot or the log no longer
 // holds its position.
-func (l *leader) buildAppend(p *progress) *kvpb.AppendRequest {
+func (r *replication) buildAppend(p *progress) *kvpb.AppendRequest {
+	l := r.l
 	n := l.n
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -201,7 +200,8 @@ func (l *leader) buildAppend(p *progress) *kvpb.AppendRequest {
 
 // handleAppend records a peer's answer; more reports whether entries are
 // waiting to be sent to it.
-func (l *leader) handleAppend(p *progress, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, err error, sent clock.Instant) (more bool) {
+func (r *replication) handleAppend(p *progress, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, err error, sent clock.Instant) (more bool) {
+	l := r.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
@@ -215,28 +215,31 @@ func (l *leader) handleAppend(p *progress, req *kvpb.AppendRequest, resp *kvpb.A
 		l.cancel(l.behind(p.id, resp.AcceptedEpoch, resp.OtherLeadership))
 		return false
 	}
-	if !resp.Reconcile && sent.After(l.heard[p.id]) {
-		l.heard[p.id] = sent // a recovering voter cannot vouch for this epoch
+	if !resp.Reconcile {
+		l.health.hearLocked(p.id, sent) // a recovering voter cannot vouch for this epoch
 	}
 	p.answer(l.history(l.epoch), fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
-	l.recomputeCommitLocked()
+	r.recomputeCommitLocked()
 	return p.pending(l.lastSeq)
 }
 
-func (l *leader) recomputeCommitLocked() {
+// recomputeCommitLocked applies the commit rule to the followers' matches
+// and this node's own, and wakes the waiters. Callers hold l.mu.
+func (r *replication) recomputeCommitLocked() {
+	l := r.l
 	n := l.n
 	self := l.lastSeq
 	if n.rep.persistent() {
-		self = l.durable // an entry counts here once it is on disk
+		self = r.durable // an entry counts here once it is on disk
 	}
 	match := map[string]uint64{n.cfg.ID: self}
-	for id, p := range l.peers {
+	for id, p := range r.peers {
 		match[id] = p.match
 	}
 	voters := l.voters.IDs
 	if faultsOn && n.cfg.Faults.LiveMajority {
 		voters = []string{n.cfg.ID}
-		for id, p := range l.peers {
+		for id, p := range r.peers {
 			if p.reachable {
 				voters = append(voters, id)
 			}
@@ -258,13 +261,30 @@ func (l *leader) start(voters coord.Voters, targets map[string]string) *durable.
 	l.noopSeq = noop.Version.Seq
 	l.started = true
 	for id := range targets {
-		l.addPeerLocked(id)
+		l.repl.addPeerLocked(id)
 	}
 	// Members that joined while the takeover ran: viewChanged ignored them
 	// (not started yet), and the view it was given is the one read here.
 	for id := range n.view.Load().members {
-		l.addPeerLocked(id)
+		l.repl.addPeerLocked(id)
 	}
-	l.recomputeCommitLocked()
+	l.repl.recomputeCommitLocked()
 	return p
+}
+
+// viewChanged starts replicating to members that joined.
+func (l *leader) viewChanged(v coord.View) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.started || l.ctx.Err() != nil {
+		return
+	}
+	for id := range v.Members {
+		l.repl.addPeerLocked(id)
+	}
+	for id := range l.voterCh.removed {
+		if _, ok := v.Members[id]; !ok {
+			delete(l.voterCh.removed, id)
+		}
+	}
 }

@@ -21,7 +21,8 @@ func TestAppendBatchesStayUnderTheByteBudget(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxBatchBytes = 10_000
 	n := &Node{cfg: cfg}
-	l := &leader{n: n, epoch: 3, entryLog: entryLog{base: store.Version{Epoch: 2, Seq: 10}}}
+	l := newLeader(n, 3, nil, t.Context(), nil)
+	l.entryLog = entryLog{base: store.Version{Epoch: 2, Seq: 10}}
 	sizes := []int{100, 3000, 4000, 2500, 12_000, 1, 9000, 9000, 500}
 	for i, size := range sizes {
 		seq := l.base.Seq + uint64(i) + 1
@@ -32,7 +33,7 @@ func TestAppendBatchesStayUnderTheByteBudget(t *testing.T) {
 	p := &progress{next: l.base.Seq + 1}
 	var got []int
 	for p.next <= l.lastSeq {
-		req := l.buildAppend(p)
+		req := l.repl.buildAppend(p)
 		if req.Snapshot != nil || len(req.Entries) == 0 {
 			t.Fatalf("at seq %d: an Append with no entries (snapshot %v)", p.next, req.Snapshot != nil)
 		}

@@ -18,7 +18,7 @@ import (
 )
 
 // takeover is a new leader's first phase, from its election until it
-// serves: steps 1-5 of the takeover in docs/design.md. runLeader runs one,
+// serves: steps 1-5 of the takeover in docs/design.md. lead runs one,
 // then drops it.
 type takeover struct {
 	*leader
@@ -32,8 +32,8 @@ func (t *takeover) run() error {
 	n := t.n
 	giveUp := n.now().Add(t.stepDownAfter())
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 && (n.now().After(giveUp) || t.quorumLost()) {
-			if t.quorumLost() {
+		if attempt > 0 && (n.now().After(giveUp) || t.health.lost()) {
+			if t.health.lost() {
 				n.met.steppedDown()
 			}
 			t.mu.Lock()
@@ -70,7 +70,7 @@ func (t *takeover) run() error {
 		n.recs.noteVoters(voters)
 		n.recs.noteSettings(t.settings)
 		t.mu.Lock()
-		t.voters = voters // for quorumLost; start sets it again
+		t.voters = voters // for health.lost; start sets it again
 		t.mu.Unlock()
 		// The members of a view that shows this leadership: every node
 		// whose session outlived the predecessor's (coord.View).
@@ -118,7 +118,7 @@ func (t *takeover) run() error {
 		if err := n.waitEntriesDurable(t.ctx, p); err != nil {
 			return fmt.Errorf("the epoch's no-op: %w", err)
 		}
-		t.markDurable(t.noopSeq)
+		t.repl.markDurable(t.noopSeq)
 		return t.awaitServing(unanswered, fresh)
 	}
 }
@@ -267,7 +267,7 @@ func (t *takeover) prepareAll(targets map[string]string) map[string]*kvpb.Prepar
 			out[id] = r
 			mu.Unlock()
 			if r.Ok && !r.Recovering {
-				t.hear(id, sent)
+				t.health.hear(id, sent)
 			}
 		}()
 	}
@@ -318,9 +318,9 @@ func (t *takeover) awaitServing(unanswered []string, fresh bool) error {
 		if ok {
 			break
 		}
-		if t.quorumLost() {
+		if t.health.lost() {
 			n.met.steppedDown()
-			return fmt.Errorf("giving up leadership: %w: %w (%v)", kvstore.ErrNoQuorum, errQuorumLost, t.quorumWindow())
+			return fmt.Errorf("giving up leadership: %w: %w (%v)", kvstore.ErrNoQuorum, errQuorumLost, t.health.window())
 		}
 		if n.now().After(deadline) {
 			err := fmt.Errorf("%w: the epoch's no-op is not on a majority of voters", kvstore.ErrNoQuorum)

@@ -54,7 +54,7 @@ func TestTakeoverRefusesAMalformedSnapshot(t *testing.T) {
 
 			n := &Node{cfg: DefaultConfig(), pool: rpc.NewPool(nil, nil)}
 			defer n.pool.Close()
-			l := &leader{n: n, epoch: 3, ctx: t.Context()}
+			l := newLeader(n, 3, nil, t.Context(), nil)
 			snap, err := (&takeover{leader: l}).pullSnapshot(lis.Addr().String(), fromPos(pos(2, 5)))
 			if tc.want == "" {
 				if err != nil || len(snap.Items) != 1 {

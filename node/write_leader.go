@@ -50,10 +50,10 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 	}
 	if !dup {
 		l.add(e)
-		n.met.invalidationsSent.Add(float64(l.liveHoldersLocked(key, ver.Seq, n.now())))
+		n.met.invalidationsSent.Add(float64(l.leases.liveLocked(key, ver.Seq, n.now())))
 	}
-	l.recomputeCommitLocked()
-	for _, p := range l.peers {
+	l.repl.recomputeCommitLocked()
+	for _, p := range l.repl.peers {
 		select {
 		case p.wake <- struct{}{}:
 		default:
@@ -67,9 +67,9 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 			l.cancel(fmt.Errorf("leader cannot persist: %w", err))
 			return writeResult{version: ver}, fmt.Errorf("%w: node %s: %w", kvstore.ErrOutcomeUnknown, n.cfg.ID, err)
 		}
-		l.markDurable(ver.Seq)
+		l.repl.markDurable(ver.Seq)
 	}
-	if err := l.awaitVisible(ctx, key, ver.Seq, true); err != nil {
+	if err := l.leases.awaitVisible(ctx, key, ver.Seq, true); err != nil {
 		return writeResult{version: ver}, err
 	}
 	if dup {
@@ -78,7 +78,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		return writeResult{version: ver}, nil
 	}
 	l.mu.Lock()
-	lease := l.grantLocked(key, from, ver.Seq)
+	lease := l.leases.grantLocked(key, from, ver.Seq)
 	l.mu.Unlock()
 	return writeResult{version: ver, lease: lease}, nil
 }
