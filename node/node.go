@@ -69,10 +69,8 @@ type Node struct {
 
 	rpcDown atomic.Bool // inbound node-to-node RPC refused (rmi-down)
 
-	// candidate: the node stands for election (campaign.go); reach: what
-	// the current session's probes heard (nil before the first session).
-	candidate atomic.Bool
-	reach     atomic.Pointer[reach]
+	// camp is the candidacy: campaign, pre-vote probes (campaign.go).
+	camp *campaigner
 
 	// sessions keeps the coordinator session (session.go).
 	sessions *sessionKeeper
@@ -174,6 +172,7 @@ func New(cfg Config) (*Node, error) {
 	n.reader = newReader(n)
 	n.writer = newWriter(n)
 	n.sessions = &sessionKeeper{n: n}
+	n.camp = &campaigner{n: n}
 	if err := n.openDisk(); err != nil {
 		if lis != nil {
 			_ = lis.Close()

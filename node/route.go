@@ -22,7 +22,7 @@ import (
 // this node: no leader can come of its side (pre-vote), and waiting out
 // the deadline would only hide that.
 func (n *Node) leaderTarget(ctx context.Context) (*leader, string, coord.Leader, error) {
-	r := n.reach.Load()
+	r := n.camp.reach.Load()
 	var round uint64
 	if r != nil {
 		round = r.round() + 1 // a round in progress may have begun before
@@ -37,7 +37,7 @@ func (n *Node) leaderTarget(ctx context.Context) (*leader, string, coord.Leader,
 		} else if addr := v.members[v.leader.ID]; v.leader.ID != "" && addr != "" {
 			return nil, addr, v.leader, nil
 		}
-		if err := n.noQuorum(r, round); err != nil {
+		if err := n.camp.noQuorum(r, round); err != nil {
 			return nil, "", coord.Leader{}, err
 		}
 		var probed <-chan struct{}

@@ -139,7 +139,7 @@ func (k *sessionKeeper) serve(sess coord.Session, jumps *jumpWatch) {
 	}()
 	go func() {
 		defer wg.Done()
-		n.campaignLoop(sctx, sess)
+		n.camp.campaignLoop(sctx, sess)
 	}()
 	// After a suspend of the machine (jumps), the session is in doubt
 	// until its deadline moves past doubt: a keep-alive answered since.
