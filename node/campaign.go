@@ -94,7 +94,7 @@ func (c *campaigner) campaignLoop(ctx context.Context, sess coord.Session) {
 			if c.n.State() == StateOK {
 				c.n.met.suspended()
 			}
-			c.n.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w: stepped down as leader, no majority of the voters answers; rejoining with a new session", c.n.cfg.ID, kvstore.ErrNoQuorum))
+			c.n.sessions.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w: stepped down as leader, no majority of the voters answers; rejoining with a new session", c.n.cfg.ID, kvstore.ErrNoQuorum))
 			c.n.sessions.close(sess)
 			return
 		}

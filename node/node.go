@@ -75,22 +75,14 @@ type Node struct {
 	// sessions keeps the coordinator session (session.go).
 	sessions *sessionKeeper
 
-	// serving is the current serving state; its ctx is canceled (with cause
-	// ErrPartitioned or ErrStopped) the moment the node stops serving.
-	serving atomic.Pointer[servingState]
-
-	// view is the latest cluster view from the coordinator.
-	view atomic.Pointer[viewState]
+	// servingView is the serving state and the cluster view, and the
+	// signal of a change of either (serving.go).
+	*servingView
 
 	// rep is the replicated state: the store, the promise, recovering and
 	// the durable copy (replica.go). Its lock comes after leader.mu and
 	// before a cache shard's.
 	rep *replica
-
-	// viewMu guards viewCh, closed and replaced when the view or the
-	// serving state changes.
-	viewMu sync.Mutex
-	viewCh chan struct{}
 
 	// boot is what Start does before the node runs (boot.go).
 	boot *boot
@@ -111,18 +103,6 @@ type Node struct {
 	served atomic.Uint64 // reads this node answered for followers as leader
 
 	met *metrics // Prometheus instruments (metrics.go)
-}
-
-type servingState struct {
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	sess   coord.Session // nil before the first session
-	state  State
-}
-
-type viewState struct {
-	leader  coord.Leader
-	members map[string]string
 }
 
 // New validates cfg, binds the listener and returns a node that is not yet
@@ -157,14 +137,14 @@ func New(cfg Config) (*Node, error) {
 		pool = rpc.NewPool(cfg.Dial, cfg.PeerTLS)
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     cfg.Logger.With("node", cfg.ID),
-		clk:     cfg.Clock,
-		lis:     lis,
-		addr:    addr,
-		pool:    pool,
-		viewCh:  make(chan struct{}),
-		stopped: make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Logger.With("node", cfg.ID),
+		clk:         cfg.Clock,
+		lis:         lis,
+		addr:        addr,
+		pool:        pool,
+		servingView: newServingView(&cfg),
+		stopped:     make(chan struct{}),
 	}
 	n.limits = newLimiter(&n.cfg)
 	n.rep = newReplica(cfg.MaxRequests, nodeEvents{n})
@@ -191,10 +171,6 @@ func New(cfg Config) (*Node, error) {
 	)
 	kvpb.RegisterPeerServer(n.srv, &peerServer{n: n})
 	kvpb.RegisterKVServer(n.srv, &clientServer{n: n})
-	down, cancel := context.WithCancelCause(context.Background())
-	cancel(fmt.Errorf("node %s: %w (no session yet)", cfg.ID, kvstore.ErrPartitioned))
-	n.serving.Store(&servingState{ctx: down, cancel: cancel, state: StateStarting})
-	n.view.Store(&viewState{})
 	return n, nil
 }
 
@@ -310,7 +286,7 @@ func (n *Node) kill(powerLoss bool) (torn int) {
 
 func (n *Node) stop(cause error) {
 	n.cancel(cause)
-	n.setServing(nil, StateStopped, cause)
+	n.sessions.setServing(nil, StateStopped, cause)
 }
 
 // SetRPCDown stops (true) or resumes (false) the node's inbound
