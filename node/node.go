@@ -95,8 +95,10 @@ type Node struct {
 
 	lead atomic.Pointer[leader] // non-nil while this node leads
 
-	fwd  inflight // calls in flight to a remote leader (failover.go)
-	recs records  // the coordinator's records as last read, for Status (client_service.go)
+	// router finds the leader and retries there (route.go).
+	*router
+
+	recs records // the coordinator's records as last read, for Status (client_service.go)
 
 	limits *limiter // client API limits (limits.go)
 
@@ -153,6 +155,7 @@ func New(cfg Config) (*Node, error) {
 	n.writer = newWriter(n)
 	n.sessions = &sessionKeeper{n: n}
 	n.camp = &campaigner{n: n}
+	n.router = &router{n: n}
 	if err := n.openDisk(); err != nil {
 		if lis != nil {
 			_ = lis.Close()
