@@ -36,7 +36,7 @@ func (n *Node) Get(ctx context.Context, key string) (value string, found bool, e
 
 // doGet is Get without the metrics.
 func (n *Node) doGet(ctx context.Context, key string) (value string, found bool, err error) {
-	if err := checkKey("key", key, n.clientKeys()); err != nil {
+	if err := checkKey("key", key, n.limits.clientKeys()); err != nil {
 		return "", false, err
 	}
 	if v, f, ok, _ := n.reader.cachedGet(key, n.now()); ok {
