@@ -17,8 +17,6 @@ import (
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // State is a node's serving state.
@@ -101,6 +99,7 @@ type Node struct {
 	recs records // the coordinator's records as last read, for Status (client_service.go)
 
 	limits *limiter // client API limits (limits.go)
+	guard  *guard   // the gRPC server's interceptors (guard.go)
 
 	served atomic.Uint64 // reads this node answered for followers as leader
 
@@ -156,6 +155,7 @@ func New(cfg Config) (*Node, error) {
 	n.sessions = &sessionKeeper{n: n}
 	n.camp = &campaigner{n: n}
 	n.router = &router{n: n}
+	n.guard = &guard{n: n}
 	if err := n.openDisk(); err != nil {
 		if lis != nil {
 			_ = lis.Close()
@@ -165,8 +165,8 @@ func New(cfg Config) (*Node, error) {
 	n.met = newMetrics(n)
 	n.ctx, n.cancel = context.WithCancelCause(context.Background())
 	n.srv = grpc.NewServer(
-		grpc.InTapHandle(n.tap),
-		grpc.ChainUnaryInterceptor(n.authorize, n.intercept),
+		grpc.InTapHandle(n.guard.tap),
+		grpc.ChainUnaryInterceptor(n.guard.authorize, n.guard.intercept),
 		serverCreds(cfg.ServerTLS),
 		grpc.MaxRecvMsgSize(rpc.MaxMsgSize),
 		grpc.MaxSendMsgSize(rpc.MaxMsgSize),
@@ -299,22 +299,6 @@ func (n *Node) SetRPCDown(down bool) { n.rpcDown.Store(down) }
 
 // RPCDown reports whether inbound RPC is switched off.
 func (n *Node) RPCDown() bool { return n.rpcDown.Load() }
-
-func (n *Node) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if n.rpcDown.Load() && peerMethod(info) {
-		return nil, status.Error(codes.Unavailable, "node "+n.cfg.ID+": inbound RPC is down")
-	}
-	ctx, cancel := answerBefore(ctx, info.FullMethod)
-	defer cancel()
-	var resp any
-	var err error
-	if peerMethod(info) {
-		resp, err = h(ctx, req)
-	} else {
-		resp, err = n.limits.serve(ctx, req, h)
-	}
-	return resp, rpc.ToStatus(err)
-}
 
 // State is the node's serving state.
 func (n *Node) State() State { return n.serving.Load().state }
