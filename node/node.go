@@ -156,7 +156,7 @@ func New(cfg Config) (*Node, error) {
 	n.camp = &campaigner{n: n}
 	n.router = &router{n: n}
 	n.guard = &guard{n: n}
-	if err := n.openDisk(); err != nil {
+	if err := n.boot.openDisk(); err != nil {
 		if lis != nil {
 			_ = lis.Close()
 		}

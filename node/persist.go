@@ -26,7 +26,8 @@ import (
 // directory whose file is corrupt is set aside (renamed, never deleted) and
 // the node starts empty: as a voter it then rejoins as recovering, like a
 // node that lost its disk.
-func (n *Node) openDisk() error {
+func (b *boot) openDisk() error {
+	n := b.n
 	if n.cfg.DataDir == "" {
 		return nil
 	}
@@ -47,7 +48,7 @@ func (n *Node) openDisk() error {
 		st.Unreconciled = false
 	}
 	n.rep.open(db, st)
-	n.boot.incarnation = st.Incarnation
+	b.incarnation = st.Incarnation
 	if !st.Fresh {
 		n.log.Info("loaded the data directory", "dir", n.cfg.DataDir, "applied", st.Snapshot.Applied, "keys", len(st.Snapshot.Items), "accepted_epoch", st.AcceptedEpoch, "unreconciled", st.Unreconciled)
 	}

@@ -187,7 +187,7 @@ func (k *sessionKeeper) serve(sess coord.Session, jumps *jumpWatch) {
 		case <-timer.C:
 		case <-tick.C:
 			if d, ok := jumps.check(); ok {
-				n.clockJumped(d)
+				k.clockJumped(d)
 				doubt, inDoubt = deadline, true
 			}
 		case <-sess.Done():
