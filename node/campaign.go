@@ -121,6 +121,28 @@ func (c *campaigner) campaignLoop(ctx context.Context, sess coord.Session) {
 	}
 }
 
+// resign is Resign: it ends this node's leadership (the campaign loop
+// then gives up the election key) and waits until the view shows it.
+func (c *campaigner) resign(ctx context.Context) error {
+	n := c.n
+	l := n.lead.Load()
+	if l == nil {
+		return nil
+	}
+	l.cancel(errResigned)
+	for {
+		ch := n.changed()
+		if v := n.view.Load(); v.leader.ID != n.cfg.ID || v.leader.Epoch != l.epoch {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("node %s: resign: %w", n.cfg.ID, ctx.Err())
+		}
+	}
+}
+
 // reach is what a node's probes heard: when each voter last answered,
 // and the voter record they were sent to.
 type reach struct {

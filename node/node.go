@@ -253,7 +253,7 @@ func (n *Node) closeWith(ctx context.Context, cause error) error {
 	n.local.close()
 	n.wg.Wait()
 	n.pool.Close()
-	n.closeDisk()
+	n.rep.closeDisk(n.log)
 	return nil
 }
 
@@ -277,13 +277,13 @@ func (n *Node) kill(powerLoss bool) (torn int) {
 	if powerLoss && n.rep.disk != nil {
 		torn, _ = n.rep.disk.PowerLoss()
 	}
-	n.crashDisk()
+	n.rep.crashDisk()
 	n.srv.Stop()
 	n.stop(fmt.Errorf("node %s: %w (killed)", n.cfg.ID, kvstore.ErrStopped))
 	n.local.close()
 	n.wg.Wait()
 	n.pool.Close()
-	n.closeDisk()
+	n.rep.closeDisk(n.log)
 	return torn
 }
 

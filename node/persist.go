@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -104,19 +105,19 @@ var syncDir = func(dir string) error {
 
 // crashDisk closes the durable store at the moment of a crash (Kill): the
 // submissions not yet committed are dropped, as a real crash loses them.
-func (n *Node) crashDisk() {
-	if n.rep.disk != nil {
-		_ = n.rep.disk.Crash()
+func (r *replica) crashDisk() {
+	if r.disk != nil {
+		_ = r.disk.Crash()
 	}
 }
 
 // closeDisk closes the durable store after the node's goroutines ended.
-func (n *Node) closeDisk() {
-	if n.rep.disk == nil {
+func (r *replica) closeDisk(log *slog.Logger) {
+	if r.disk == nil {
 		return
 	}
-	if err := n.rep.disk.Close(); err != nil {
-		n.log.Warn("closing the data directory", "err", err)
+	if err := r.disk.Close(); err != nil {
+		log.Warn("closing the data directory", "err", err)
 	}
 }
 

@@ -265,22 +265,7 @@ var errResigned = errors.New("leadership handed over (resign)")
 // follower. It returns once the key is given up, or ctx ends. A rolling
 // restart calls it before stopping a leader.
 func (n *Node) Resign(ctx context.Context) error {
-	l := n.lead.Load()
-	if l == nil {
-		return nil
-	}
-	l.cancel(errResigned)
-	for {
-		ch := n.changed()
-		if v := n.view.Load(); v.leader.ID != n.cfg.ID || v.leader.Epoch != l.epoch {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("node %s: resign: %w", n.cfg.ID, ctx.Err())
-		}
-	}
+	return n.camp.resign(ctx)
 }
 
 // Ready reports whether the node serves: nil when it is in StateOK and
