@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvstore/kvstore"
@@ -13,6 +14,16 @@ import (
 	"github.com/kvstore/kvstore/quorum"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
+
+// campaigner is the node's candidacy: it runs the campaign for each
+// session, probes the voters (pre-vote) and keeps what they answered.
+type campaigner struct {
+	n *Node
+	// candidate: the node stands for election; reach: what the current
+	// session's probes heard (nil before the first session).
+	candidate atomic.Bool
+	reach     atomic.Pointer[reach]
+}
 
 // campaignLoop runs for one session: campaign, lead until leadership ends,
 // resign, and campaign again.
@@ -23,33 +34,33 @@ import (
 // true. A node cut off from its peers but not from the coordinator so
 // never wins an election it could not serve, and the election goes to one
 // that can.
-func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
+func (c *campaigner) campaignLoop(ctx context.Context, sess coord.Session) {
 	r := &reach{heard: make(map[string]clock.Instant)}
-	n.reach.Store(r)
+	c.reach.Store(r)
 	pctx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n.probeLoop(pctx, r)
+		c.probeLoop(pctx, r)
 	}()
 	defer func() {
 		stop()
 		wg.Wait()
 	}()
 	for ctx.Err() == nil {
-		if !n.awaitMajority(ctx, r) {
+		if !c.awaitMajority(ctx, r) {
 			return
 		}
 		cctx, withdraw := context.WithCancel(ctx)
 		watched := make(chan struct{})
 		go func() {
 			defer close(watched)
-			n.withdrawWhenCut(cctx, r, withdraw)
+			c.withdrawWhenCut(cctx, r, withdraw)
 		}()
-		n.candidate.Store(true)
-		epoch, err := sess.Campaign(cctx, n.cfg.ID)
-		n.candidate.Store(false)
+		c.candidate.Store(true)
+		epoch, err := sess.Campaign(cctx, c.n.cfg.ID)
+		c.candidate.Store(false)
 		withdraw()
 		<-watched
 		if err != nil {
@@ -58,14 +69,14 @@ func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
 				return
 			case <-sess.Done():
 				return
-			case <-time.After(n.cfg.Heartbeat):
+			case <-time.After(c.n.cfg.Heartbeat):
 				continue
 			}
 		}
-		n.log.Info("elected", "epoch", epoch)
-		n.met.elections.Inc()
-		ended := n.runLeader(ctx, sess, epoch)
-		if errors.Is(ended, errQuorumLost) && !(faultsOn && n.cfg.Faults.KeepSessionOnStepDown) {
+		c.n.log.Info("elected", "epoch", epoch)
+		c.n.met.elections.Inc()
+		ended := c.n.runLeader(ctx, sess, epoch)
+		if errors.Is(ended, errQuorumLost) && !(faultsOn && c.n.cfg.Faults.KeepSessionOnStepDown) {
 			// Stepped down for want of a majority: end the session too.
 			// Its membership goes with it, so the successor need not
 			// wait for this node's answer to Prepare nor, without it,
@@ -75,22 +86,22 @@ func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
 			// later: registered at once, its membership could reach
 			// the successor's view before the successor reads it, and
 			// bring the wait back.
-			hold := n.cfg.takeoverWait(coord.Settings{})
-			n.log.Warn("stepped down: closing the coordinator session so that the successor need not wait out leases", "epoch", epoch, "next_session_in", hold)
-			n.sessions.hold.Store(int64(hold))
+			hold := c.n.cfg.takeoverWait(coord.Settings{})
+			c.n.log.Warn("stepped down: closing the coordinator session so that the successor need not wait out leases", "epoch", epoch, "next_session_in", hold)
+			c.n.sessions.hold.Store(int64(hold))
 			// Operations pending here fail with why, not as partitioned
 			// (as the session's end would say).
-			if n.State() == StateOK {
-				n.met.suspended()
+			if c.n.State() == StateOK {
+				c.n.met.suspended()
 			}
-			n.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w: stepped down as leader, no majority of the voters answers; rejoining with a new session", n.cfg.ID, kvstore.ErrNoQuorum))
-			n.sessions.close(sess)
+			c.n.sessions.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w: stepped down as leader, no majority of the voters answers; rejoining with a new session", c.n.cfg.ID, kvstore.ErrNoQuorum))
+			c.n.sessions.close(sess)
 			return
 		}
 		// Leadership ended while the session may live on: give the key up
 		// so the next leader gets a fresh epoch.
 		for ctx.Err() == nil {
-			rctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
+			rctx, cancel := context.WithTimeout(ctx, c.n.cfg.RPCTimeout)
 			err := sess.Resign(rctx)
 			cancel()
 			if err == nil {
@@ -100,13 +111,35 @@ func (n *Node) campaignLoop(ctx context.Context, sess coord.Session) {
 			case <-ctx.Done():
 			case <-sess.Done():
 				return
-			case <-time.After(n.cfg.Heartbeat):
+			case <-time.After(c.n.cfg.Heartbeat):
 			}
 		}
 		// The probes stopped while this node led: what it heard before,
 		// and the voter record it read, are stale; a leader that stepped
 		// down for want of a majority must not stand again on them.
 		r.forget()
+	}
+}
+
+// resign is Resign: it ends this node's leadership (the campaign loop
+// then gives up the election key) and waits until the view shows it.
+func (c *campaigner) resign(ctx context.Context) error {
+	n := c.n
+	l := n.lead.Load()
+	if l == nil {
+		return nil
+	}
+	l.cancel(errResigned)
+	for {
+		ch := n.changed()
+		if v := n.view.Load(); v.leader.ID != n.cfg.ID || v.leader.Epoch != l.epoch {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("node %s: resign: %w", n.cfg.ID, ctx.Err())
+		}
 	}
 }
 
@@ -150,7 +183,7 @@ func (r *reach) wait() <-chan struct{} {
 // majority reports whether this node and the voters that answered a probe
 // sent at or after since make a majority of the voters, with how many did
 // and of how many voters.
-func (n *Node) majority(r *reach, since clock.Instant) (ok bool, yes, of int) {
+func (c *campaigner) majority(r *reach, since clock.Instant) (ok bool, yes, of int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	heard := make(map[string]clock.Instant, len(r.heard)+1)
@@ -160,8 +193,8 @@ func (n *Node) majority(r *reach, since clock.Instant) (ok bool, yes, of int) {
 		}
 	}
 	// A recovering node's own Prepare does not count for a takeover.
-	if !n.Recovering() {
-		heard[n.cfg.ID] = since
+	if !c.n.Recovering() {
+		heard[c.n.cfg.ID] = since
 	}
 	for _, v := range r.voters {
 		if _, ok := heard[v]; ok {
@@ -172,27 +205,27 @@ func (n *Node) majority(r *reach, since clock.Instant) (ok bool, yes, of int) {
 }
 
 // mayCampaign reports whether the node may stand for election now.
-func (n *Node) mayCampaign(r *reach) (ok bool, yes, of int) {
-	if faultsOn && n.cfg.Faults.NoPreVote {
+func (c *campaigner) mayCampaign(r *reach) (ok bool, yes, of int) {
+	if faultsOn && c.n.cfg.Faults.NoPreVote {
 		return true, 0, 0
 	}
-	return n.majority(r, n.now().Add(-n.cfg.quorumWindow()))
+	return c.majority(r, c.n.now().Add(-c.n.cfg.quorumWindow()))
 }
 
 // awaitMajority waits until the node may campaign; false if ctx ended.
-func (n *Node) awaitMajority(ctx context.Context, r *reach) bool {
+func (c *campaigner) awaitMajority(ctx context.Context, r *reach) bool {
 	logged := false
 	for {
 		ch := r.wait()
-		ok, yes, of := n.mayCampaign(r)
+		ok, yes, of := c.mayCampaign(r)
 		if ok {
 			if logged {
-				n.log.Info("a majority of the voters answers again: campaigning", "answered", yes, "voters", of)
+				c.n.log.Info("a majority of the voters answers again: campaigning", "answered", yes, "voters", of)
 			}
 			return true
 		}
 		if !logged && of > 0 {
-			n.log.Warn("not campaigning: no majority of the voters answers (pre-vote)", "answered", yes, "voters", of)
+			c.n.log.Warn("not campaigning: no majority of the voters answers (pre-vote)", "answered", yes, "voters", of)
 			logged = true
 		}
 		select {
@@ -205,11 +238,11 @@ func (n *Node) awaitMajority(ctx context.Context, r *reach) bool {
 
 // withdrawWhenCut cancels the candidacy (withdraw) once the node may no
 // longer campaign; it returns when ctx ends.
-func (n *Node) withdrawWhenCut(ctx context.Context, r *reach, withdraw func()) {
+func (c *campaigner) withdrawWhenCut(ctx context.Context, r *reach, withdraw func()) {
 	for {
 		ch := r.wait()
-		if ok, yes, of := n.mayCampaign(r); !ok {
-			n.log.Warn("withdrawing from the election: no majority of the voters answers (pre-vote)", "answered", yes, "voters", of)
+		if ok, yes, of := c.mayCampaign(r); !ok {
+			c.n.log.Warn("withdrawing from the election: no majority of the voters answers (pre-vote)", "answered", yes, "voters", of)
 			withdraw()
 			return
 		}
@@ -226,12 +259,12 @@ const votersRefresh = time.Second
 
 // probeLoop probes every other voter each heartbeat while this node does
 // not lead (a leader hears its voters through Append), until ctx ends.
-func (n *Node) probeLoop(ctx context.Context, r *reach) {
+func (c *campaigner) probeLoop(ctx context.Context, r *reach) {
 	// The first round waits for the first view: without the members'
 	// addresses it would probe nobody and hold the campaign a heartbeat.
-	for n.view.Load().members == nil {
-		ch := n.changed()
-		if n.view.Load().members != nil {
+	for c.n.view.Load().members == nil {
+		ch := c.n.changed()
+		if c.n.view.Load().members != nil {
 			break
 		}
 		select {
@@ -240,11 +273,11 @@ func (n *Node) probeLoop(ctx context.Context, r *reach) {
 		case <-ch:
 		}
 	}
-	t := time.NewTicker(n.cfg.Heartbeat)
+	t := time.NewTicker(c.n.cfg.Heartbeat)
 	defer t.Stop()
 	for {
-		if n.lead.Load() == nil {
-			n.probeRound(ctx, r)
+		if c.n.lead.Load() == nil {
+			c.probeRound(ctx, r)
 		}
 		select {
 		case <-ctx.Done():
@@ -256,37 +289,37 @@ func (n *Node) probeLoop(ctx context.Context, r *reach) {
 
 // probeRound re-reads the voter record if it is old, probes every other
 // voter the view has an address for, and records who answered.
-func (n *Node) probeRound(ctx context.Context, r *reach) {
+func (c *campaigner) probeRound(ctx context.Context, r *reach) {
 	r.mu.Lock()
-	stale := r.readAt.IsZero() || n.now().Sub(r.readAt) > votersRefresh
+	stale := r.readAt.IsZero() || c.n.now().Sub(r.readAt) > votersRefresh
 	r.mu.Unlock()
 	if stale {
-		rctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
-		v, err := n.cfg.Coordinator.Voters(rctx)
+		rctx, cancel := context.WithTimeout(ctx, c.n.cfg.RPCTimeout)
+		v, err := c.n.cfg.Coordinator.Voters(rctx)
 		cancel()
 		if err == nil {
-			n.recs.noteVoters(v)
+			c.n.recs.noteVoters(v)
 			r.mu.Lock()
-			r.voters, r.readAt = v.IDs, n.now()
+			r.voters, r.readAt = v.IDs, c.n.now()
 			r.mu.Unlock()
 		}
 	}
 	r.mu.Lock()
 	voters := r.voters
 	r.mu.Unlock()
-	members := n.view.Load().members
-	timeout := min(n.cfg.RPCTimeout, n.cfg.quorumWindow()/2)
+	members := c.n.view.Load().members
+	timeout := min(c.n.cfg.RPCTimeout, c.n.cfg.quorumWindow()/2)
 	var wg sync.WaitGroup
 	for _, id := range voters {
 		addr := members[id]
-		if id == n.cfg.ID || addr == "" {
+		if id == c.n.cfg.ID || addr == "" {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sent := n.now()
-			if n.probe(ctx, addr, timeout) {
+			sent := c.n.now()
+			if c.probe(ctx, addr, timeout) {
 				r.mu.Lock()
 				if sent.After(r.heard[id]) {
 					r.heard[id] = sent
@@ -310,27 +343,27 @@ func (n *Node) probeRound(ctx context.Context, r *reach) {
 // after round (when the operation began to wait) and no majority of the
 // voters answered. Nil while a majority answers, before such a round, or
 // without probes (a leading node, Faults.NoPreVote).
-func (n *Node) noQuorum(r *reach, round uint64) error {
-	if r == nil || (faultsOn && n.cfg.Faults.NoPreVote) || r.round() <= round {
+func (c *campaigner) noQuorum(r *reach, round uint64) error {
+	if r == nil || (faultsOn && c.n.cfg.Faults.NoPreVote) || r.round() <= round {
 		return nil
 	}
-	ok, yes, of := n.majority(r, n.now().Add(-n.cfg.quorumWindow()))
+	ok, yes, of := c.majority(r, c.n.now().Add(-c.n.cfg.quorumWindow()))
 	if ok || of == 0 {
 		return nil
 	}
-	return fmt.Errorf("node %s: %w: no leader, and %d of %d voters answer this node", n.cfg.ID, kvstore.ErrNoQuorum, yes, of)
+	return fmt.Errorf("node %s: %w: no leader, and %d of %d voters answer this node", c.n.cfg.ID, kvstore.ErrNoQuorum, yes, of)
 }
 
 // probe reports whether the node at addr answered a probe within timeout
 // and can vouch for a takeover (it is not recovering).
-func (n *Node) probe(ctx context.Context, addr string, timeout time.Duration) bool {
-	c, err := n.pool.Peer(addr)
+func (c *campaigner) probe(ctx context.Context, addr string, timeout time.Duration) bool {
+	peer, err := c.n.pool.Peer(addr)
 	if err != nil {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := c.Probe(ctx, &kvpb.ProbeRequest{Cluster: n.cfg.Cluster, From: n.cfg.ID})
+	resp, err := peer.Probe(ctx, &kvpb.ProbeRequest{Cluster: c.n.cfg.Cluster, From: c.n.cfg.ID})
 	return err == nil && !resp.Recovering
 }
 

@@ -65,7 +65,7 @@ func (s *clientServer) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb
 	// The voter and settings records live in the coordinator: a node cut
 	// off from it answers with the copies it read last (none if it never
 	// read them).
-	voters, st := n.coordRecords(ctx)
+	voters, st := s.coordRecords(ctx)
 	if voters != nil {
 		resp.Voters = voters.IDs
 	}
@@ -120,7 +120,8 @@ func (r *records) last() (*coord.Voters, *coord.Settings) {
 // otherwise, or when the reads take longer than half the time left (or
 // than statusReadBudget, once copies exist), the copies read last. nil: never
 // read.
-func (n *Node) coordRecords(ctx context.Context) (*coord.Voters, *coord.Settings) {
+func (s *clientServer) coordRecords(ctx context.Context) (*coord.Voters, *coord.Settings) {
+	n := s.n
 	v, st := n.recs.last()
 	have := v != nil && st != nil
 	budget := n.cfg.RPCTimeout

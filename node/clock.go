@@ -48,7 +48,8 @@ func (w *jumpWatch) check() (time.Duration, bool) {
 
 // clockJumped reports a suspend of the machine for d: in the log and the
 // metrics. The caller puts the session in doubt.
-func (n *Node) clockJumped(d time.Duration) {
+func (k *sessionKeeper) clockJumped(d time.Duration) {
+	n := k.n
 	n.log.Warn("clock jumped: the machine was suspended for "+d.Round(time.Millisecond).String()+
 		"; dropping cached copies and leadership until the coordinator renews the session", "suspended", d)
 	n.met.clockJumps.Inc()

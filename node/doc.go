@@ -52,8 +52,11 @@
 // put and a get) and every node's side
 // (replica.go: the replicated state, its promise and its durable copy;
 // peer_follower.go: the leader's messages; read.go and write.go: the
-// paths of a get and a put; session.go: serving; boot.go: Start)
-// implement it. These choices go beyond the shared reference that file
+// paths of a get and a put; session.go and serving.go: the session and
+// serving; campaign.go: the candidacy; route.go: finding the leader;
+// boot.go: Start) implement it. Node itself is a thin front over these
+// parts, each a type that owns its state (docs/design.md, Where it lives
+// in the code). These choices go beyond the shared reference that file
 // supersedes:
 //
 //   - Reconciliation is by snapshot. A follower whose position is not on the

@@ -37,28 +37,28 @@ type leaderCall struct {
 // context ends (cause errLeaderMoved) when this node sees a leader other
 // than target or promises an epoch above target's, at once if it already
 // does; done releases it.
-func (n *Node) toLeader(ctx context.Context, target coord.Leader) (context.Context, func()) {
+func (rt *router) toLeader(ctx context.Context, target coord.Leader) (context.Context, func()) {
 	cctx, cancel := context.WithCancelCause(ctx)
-	if faultsOn && n.cfg.Faults.KeepForwardsOnLeaderChange {
+	if faultsOn && rt.n.cfg.Faults.KeepForwardsOnLeaderChange {
 		return cctx, func() { cancel(nil) }
 	}
 	c := &leaderCall{target: target, cancel: cancel}
-	n.fwd.mu.Lock()
+	rt.fwd.mu.Lock()
 	// The view and the promised epoch are stored before leaderMoved takes
 	// the lock: a change is seen either here or by that scan.
-	if n.movedFrom(target) {
-		cancel(n.movedErr(target))
+	if rt.movedFrom(target) {
+		cancel(rt.movedErr(target))
 	} else {
-		if n.fwd.calls == nil {
-			n.fwd.calls = make(map[*leaderCall]struct{})
+		if rt.fwd.calls == nil {
+			rt.fwd.calls = make(map[*leaderCall]struct{})
 		}
-		n.fwd.calls[c] = struct{}{}
+		rt.fwd.calls[c] = struct{}{}
 	}
-	n.fwd.mu.Unlock()
+	rt.fwd.mu.Unlock()
 	return cctx, func() {
-		n.fwd.mu.Lock()
-		delete(n.fwd.calls, c)
-		n.fwd.mu.Unlock()
+		rt.fwd.mu.Lock()
+		delete(rt.fwd.calls, c)
+		rt.fwd.mu.Unlock()
 		cancel(nil)
 	}
 }
@@ -66,27 +66,27 @@ func (n *Node) toLeader(ctx context.Context, target coord.Leader) (context.Conte
 // movedFrom reports whether target is no longer the leader this node
 // should talk to: the view names another leader (or none), or the node
 // promised a later epoch (a newer leader's message came first).
-func (n *Node) movedFrom(target coord.Leader) bool {
-	v := n.view.Load().leader
-	return v.ID != target.ID || v.Epoch != target.Epoch || n.rep.epoch() > target.Epoch
+func (rt *router) movedFrom(target coord.Leader) bool {
+	v := rt.n.view.Load().leader
+	return v.ID != target.ID || v.Epoch != target.Epoch || rt.n.rep.epoch() > target.Epoch
 }
 
-func (n *Node) movedErr(target coord.Leader) error {
-	v := n.view.Load().leader
+func (rt *router) movedErr(target coord.Leader) error {
+	v := rt.n.view.Load().leader
 	return fmt.Errorf("node %s: call to leader %s (epoch %d) dropped: now leader %q (epoch %d), promised epoch %d: %w",
-		n.cfg.ID, target.ID, target.Epoch, v.ID, v.Epoch, n.rep.epoch(), errLeaderMoved)
+		rt.n.cfg.ID, target.ID, target.Epoch, v.ID, v.Epoch, rt.n.rep.epoch(), errLeaderMoved)
 }
 
 // leaderMoved ends every call in flight to a leader this node no longer
 // sees as the leader. setView calls it after storing a view, and
 // nodeEvents.promised after the promised epoch rose.
-func (n *Node) leaderMoved() {
-	n.fwd.mu.Lock()
-	defer n.fwd.mu.Unlock()
-	for c := range n.fwd.calls {
-		if n.movedFrom(c.target) {
-			c.cancel(n.movedErr(c.target))
-			delete(n.fwd.calls, c)
+func (rt *router) leaderMoved() {
+	rt.fwd.mu.Lock()
+	defer rt.fwd.mu.Unlock()
+	for c := range rt.fwd.calls {
+		if rt.movedFrom(c.target) {
+			c.cancel(rt.movedErr(c.target))
+			delete(rt.fwd.calls, c)
 		}
 	}
 }

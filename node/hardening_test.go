@@ -45,7 +45,7 @@ func TestNoInstallAfterSuspension(t *testing.T) {
 	n := newUnstartedNode(t)
 	st := n.serving.Load() // the state the fetch is sent under
 	sent := n.now()
-	n.setServing(nil, StateSuspended, errors.New("session in doubt"))
+	n.sessions.setServing(nil, StateSuspended, errors.New("session in doubt"))
 	n.reader.install(st, "k", "v", true, store.Version{Epoch: 0, Seq: 1}, 0, time.Minute, sent)
 	if cached(n, "k") {
 		t.Fatal("a reply to a fetch sent before the suspension was installed after it")

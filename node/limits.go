@@ -14,19 +14,19 @@ import (
 
 // clientKeys is the client API's key limit: MaxKeySize, a longer key is
 // ErrTooLarge.
-func (n *Node) clientKeys() keyLimit {
-	return keyLimit{max: n.cfg.MaxKeySize, name: "MaxKeySize", err: kvstore.ErrTooLarge}
+func (l *limiter) clientKeys() keyLimit {
+	return keyLimit{max: l.maxKey, name: "MaxKeySize", err: kvstore.ErrTooLarge}
 }
 
 // checkWrite refuses a write the client API must not take: a bad key or a
 // value longer than MaxValueSize. It runs before anything is sent, so a
 // refused write changes nothing.
-func (n *Node) checkWrite(key, value string) error {
-	if err := checkKey("key", key, n.clientKeys()); err != nil {
+func (l *limiter) checkWrite(key, value string) error {
+	if err := checkKey("key", key, l.clientKeys()); err != nil {
 		return err
 	}
-	if len(value) > n.cfg.MaxValueSize {
-		return fmt.Errorf("%w: value of %d bytes (MaxValueSize %d)", kvstore.ErrTooLarge, len(value), n.cfg.MaxValueSize)
+	if len(value) > l.maxValue {
+		return fmt.Errorf("%w: value of %d bytes (MaxValueSize %d)", kvstore.ErrTooLarge, len(value), l.maxValue)
 	}
 	return nil
 }
@@ -38,13 +38,15 @@ func (n *Node) checkWrite(key, value string) error {
 type limiter struct {
 	maxSize     int
 	maxInFlight int
+	maxKey      int // MaxKeySize (clientKeys)
+	maxValue    int // MaxValueSize (checkWrite)
 
 	mu       sync.Mutex
 	inFlight map[string]int // client connection (remote address) -> requests in flight
 }
 
 func newLimiter(cfg *Config) *limiter {
-	return &limiter{maxSize: cfg.MaxRequestSize, maxInFlight: cfg.MaxClientRequests, inFlight: make(map[string]int)}
+	return &limiter{maxSize: cfg.MaxRequestSize, maxInFlight: cfg.MaxClientRequests, maxKey: cfg.MaxKeySize, maxValue: cfg.MaxValueSize, inFlight: make(map[string]int)}
 }
 
 // serve runs the client API handler h for req within the limits, or

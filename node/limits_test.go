@@ -91,7 +91,7 @@ func TestLimiterRefusesLargeRequestsBeforeTheHandler(t *testing.T) {
 func TestCheckWriteBounds(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxKeySize, cfg.MaxValueSize = 4, 8
-	n := &Node{cfg: cfg}
+	l := newLimiter(&cfg)
 	for _, tc := range []struct {
 		key, value string
 		want       error
@@ -101,7 +101,7 @@ func TestCheckWriteBounds(t *testing.T) {
 		{"kkkkk", "v", kvstore.ErrTooLarge},
 		{"k", "vvvvvvvvv", kvstore.ErrTooLarge},
 	} {
-		err := n.checkWrite(tc.key, tc.value)
+		err := l.checkWrite(tc.key, tc.value)
 		if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
 			t.Errorf("checkWrite(%q, %q) = %v, want %v", tc.key, tc.value, err, tc.want)
 		}

@@ -248,7 +248,7 @@ func newMetrics(n *Node) *metrics {
 				return b2f(st.sess != nil && st.sess.Healthy())
 			}),
 		gauge("kvstore_candidate", "1 while this node stands for election (it withdraws while no majority of the voters answers it: pre-vote), else 0.",
-			func() float64 { return b2f(n.candidate.Load()) }),
+			func() float64 { return b2f(n.camp.candidate.Load()) }),
 		gauge("kvstore_serving", "1 if this node serves (its coordinator session is provably live), else 0.",
 			func() float64 { return b2f(n.State() == StateOK) }),
 		gauge("kvstore_recovering", "1 if this node restarted without its store and waits for a leader to reconcile it, else 0.",

@@ -17,8 +17,6 @@ import (
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 )
 
 // State is a node's serving state.
@@ -69,30 +67,20 @@ type Node struct {
 
 	rpcDown atomic.Bool // inbound node-to-node RPC refused (rmi-down)
 
-	// candidate: the node stands for election (campaign.go); reach: what
-	// the current session's probes heard (nil before the first session).
-	candidate atomic.Bool
-	reach     atomic.Pointer[reach]
+	// camp is the candidacy: campaign, pre-vote probes (campaign.go).
+	camp *campaigner
 
 	// sessions keeps the coordinator session (session.go).
 	sessions *sessionKeeper
 
-	// serving is the current serving state; its ctx is canceled (with cause
-	// ErrPartitioned or ErrStopped) the moment the node stops serving.
-	serving atomic.Pointer[servingState]
-
-	// view is the latest cluster view from the coordinator.
-	view atomic.Pointer[viewState]
+	// servingView is the serving state and the cluster view, and the
+	// signal of a change of either (serving.go).
+	*servingView
 
 	// rep is the replicated state: the store, the promise, recovering and
 	// the durable copy (replica.go). Its lock comes after leader.mu and
 	// before a cache shard's.
 	rep *replica
-
-	// viewMu guards viewCh, closed and replaced when the view or the
-	// serving state changes.
-	viewMu sync.Mutex
-	viewCh chan struct{}
 
 	// boot is what Start does before the node runs (boot.go).
 	boot *boot
@@ -105,26 +93,17 @@ type Node struct {
 
 	lead atomic.Pointer[leader] // non-nil while this node leads
 
-	fwd  inflight // calls in flight to a remote leader (failover.go)
-	recs records  // the coordinator's records as last read, for Status (client_service.go)
+	// router finds the leader and retries there (route.go).
+	*router
+
+	recs records // the coordinator's records as last read, for Status (client_service.go)
 
 	limits *limiter // client API limits (limits.go)
+	guard  *guard   // the gRPC server's interceptors (guard.go)
 
 	served atomic.Uint64 // reads this node answered for followers as leader
 
 	met *metrics // Prometheus instruments (metrics.go)
-}
-
-type servingState struct {
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	sess   coord.Session // nil before the first session
-	state  State
-}
-
-type viewState struct {
-	leader  coord.Leader
-	members map[string]string
 }
 
 // New validates cfg, binds the listener and returns a node that is not yet
@@ -159,14 +138,14 @@ func New(cfg Config) (*Node, error) {
 		pool = rpc.NewPool(cfg.Dial, cfg.PeerTLS)
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     cfg.Logger.With("node", cfg.ID),
-		clk:     cfg.Clock,
-		lis:     lis,
-		addr:    addr,
-		pool:    pool,
-		viewCh:  make(chan struct{}),
-		stopped: make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Logger.With("node", cfg.ID),
+		clk:         cfg.Clock,
+		lis:         lis,
+		addr:        addr,
+		pool:        pool,
+		servingView: newServingView(&cfg),
+		stopped:     make(chan struct{}),
 	}
 	n.limits = newLimiter(&n.cfg)
 	n.rep = newReplica(cfg.MaxRequests, nodeEvents{n})
@@ -174,7 +153,10 @@ func New(cfg Config) (*Node, error) {
 	n.reader = newReader(n)
 	n.writer = newWriter(n)
 	n.sessions = &sessionKeeper{n: n}
-	if err := n.openDisk(); err != nil {
+	n.camp = &campaigner{n: n}
+	n.router = &router{n: n}
+	n.guard = &guard{n: n}
+	if err := n.boot.openDisk(); err != nil {
 		if lis != nil {
 			_ = lis.Close()
 		}
@@ -183,8 +165,8 @@ func New(cfg Config) (*Node, error) {
 	n.met = newMetrics(n)
 	n.ctx, n.cancel = context.WithCancelCause(context.Background())
 	n.srv = grpc.NewServer(
-		grpc.InTapHandle(n.tap),
-		grpc.ChainUnaryInterceptor(n.authorize, n.intercept),
+		grpc.InTapHandle(n.guard.tap),
+		grpc.ChainUnaryInterceptor(n.guard.authorize, n.guard.intercept),
 		serverCreds(cfg.ServerTLS),
 		grpc.MaxRecvMsgSize(rpc.MaxMsgSize),
 		grpc.MaxSendMsgSize(rpc.MaxMsgSize),
@@ -192,10 +174,6 @@ func New(cfg Config) (*Node, error) {
 	)
 	kvpb.RegisterPeerServer(n.srv, &peerServer{n: n})
 	kvpb.RegisterKVServer(n.srv, &clientServer{n: n})
-	down, cancel := context.WithCancelCause(context.Background())
-	cancel(fmt.Errorf("node %s: %w (no session yet)", cfg.ID, kvstore.ErrPartitioned))
-	n.serving.Store(&servingState{ctx: down, cancel: cancel, state: StateStarting})
-	n.view.Store(&viewState{})
 	return n, nil
 }
 
@@ -275,7 +253,7 @@ func (n *Node) closeWith(ctx context.Context, cause error) error {
 	n.local.close()
 	n.wg.Wait()
 	n.pool.Close()
-	n.closeDisk()
+	n.rep.closeDisk(n.log)
 	return nil
 }
 
@@ -299,19 +277,19 @@ func (n *Node) kill(powerLoss bool) (torn int) {
 	if powerLoss && n.rep.disk != nil {
 		torn, _ = n.rep.disk.PowerLoss()
 	}
-	n.crashDisk()
+	n.rep.crashDisk()
 	n.srv.Stop()
 	n.stop(fmt.Errorf("node %s: %w (killed)", n.cfg.ID, kvstore.ErrStopped))
 	n.local.close()
 	n.wg.Wait()
 	n.pool.Close()
-	n.closeDisk()
+	n.rep.closeDisk(n.log)
 	return torn
 }
 
 func (n *Node) stop(cause error) {
 	n.cancel(cause)
-	n.setServing(nil, StateStopped, cause)
+	n.sessions.setServing(nil, StateStopped, cause)
 }
 
 // SetRPCDown stops (true) or resumes (false) the node's inbound
@@ -321,22 +299,6 @@ func (n *Node) SetRPCDown(down bool) { n.rpcDown.Store(down) }
 
 // RPCDown reports whether inbound RPC is switched off.
 func (n *Node) RPCDown() bool { return n.rpcDown.Load() }
-
-func (n *Node) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if n.rpcDown.Load() && peerMethod(info) {
-		return nil, status.Error(codes.Unavailable, "node "+n.cfg.ID+": inbound RPC is down")
-	}
-	ctx, cancel := answerBefore(ctx, info.FullMethod)
-	defer cancel()
-	var resp any
-	var err error
-	if peerMethod(info) {
-		resp, err = h(ctx, req)
-	} else {
-		resp, err = n.limits.serve(ctx, req, h)
-	}
-	return resp, rpc.ToStatus(err)
-}
 
 // State is the node's serving state.
 func (n *Node) State() State { return n.serving.Load().state }

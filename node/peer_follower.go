@@ -74,7 +74,7 @@ func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 	if err := validateAppend(req); err != nil {
 		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, err)
 	}
-	resp, p, err := s.n.append(req)
+	resp, p, err := s.append(req)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +92,8 @@ func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 // append applies req, which validateAppend accepted, and returns the answer
 // with the submission that must be durable before it is sent. A refused
 // request changes nothing but the promised epoch.
-func (n *Node) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, *durable.Pending, error) {
+func (s *peerServer) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, *durable.Pending, error) {
+	n := s.n
 	ld := leadership{req.LeaderId, req.Leadership}
 	var st standing
 	var p *durable.Pending

@@ -41,7 +41,7 @@ func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.W
 		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
 	}
 	// The leader's own limits hold whichever node the client reached.
-	if err := s.n.checkWrite(req.Key, req.Value); err != nil {
+	if err := s.n.limits.checkWrite(req.Key, req.Value); err != nil {
 		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
 	}
 	l := s.n.lead.Load()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -26,7 +27,8 @@ import (
 // directory whose file is corrupt is set aside (renamed, never deleted) and
 // the node starts empty: as a voter it then rejoins as recovering, like a
 // node that lost its disk.
-func (n *Node) openDisk() error {
+func (b *boot) openDisk() error {
+	n := b.n
 	if n.cfg.DataDir == "" {
 		return nil
 	}
@@ -47,7 +49,7 @@ func (n *Node) openDisk() error {
 		st.Unreconciled = false
 	}
 	n.rep.open(db, st)
-	n.boot.incarnation = st.Incarnation
+	b.incarnation = st.Incarnation
 	if !st.Fresh {
 		n.log.Info("loaded the data directory", "dir", n.cfg.DataDir, "applied", st.Snapshot.Applied, "keys", len(st.Snapshot.Items), "accepted_epoch", st.AcceptedEpoch, "unreconciled", st.Unreconciled)
 	}
@@ -103,19 +105,19 @@ var syncDir = func(dir string) error {
 
 // crashDisk closes the durable store at the moment of a crash (Kill): the
 // submissions not yet committed are dropped, as a real crash loses them.
-func (n *Node) crashDisk() {
-	if n.rep.disk != nil {
-		_ = n.rep.disk.Crash()
+func (r *replica) crashDisk() {
+	if r.disk != nil {
+		_ = r.disk.Crash()
 	}
 }
 
 // closeDisk closes the durable store after the node's goroutines ended.
-func (n *Node) closeDisk() {
-	if n.rep.disk == nil {
+func (r *replica) closeDisk(log *slog.Logger) {
+	if r.disk == nil {
 		return
 	}
-	if err := n.rep.disk.Close(); err != nil {
-		n.log.Warn("closing the data directory", "err", err)
+	if err := r.disk.Close(); err != nil {
+		log.Warn("closing the data directory", "err", err)
 	}
 }
 

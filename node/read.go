@@ -24,22 +24,29 @@ import (
 // Get returns key's value through this node. A key cached here under a
 // valid lease is answered from memory; otherwise the leader is asked.
 func (n *Node) Get(ctx context.Context, key string) (value string, found bool, err error) {
+	return n.reader.read(ctx, key)
+}
+
+// read is Get.
+func (rd *reader) read(ctx context.Context, key string) (value string, found bool, err error) {
+	n := rd.n
 	start := n.now()
-	if v, f, ok, hit := n.reader.cachedGet(key, start); ok {
+	if v, f, ok, hit := rd.cachedGet(key, start); ok {
 		n.met.cachedRead(start, hit)
 		return v, f, nil
 	}
-	value, found, err = n.doGet(ctx, key)
+	value, found, err = rd.doGet(ctx, key)
 	n.met.observe(opGet, start, err)
 	return value, found, err
 }
 
 // doGet is Get without the metrics.
-func (n *Node) doGet(ctx context.Context, key string) (value string, found bool, err error) {
-	if err := checkKey("key", key, n.clientKeys()); err != nil {
+func (rd *reader) doGet(ctx context.Context, key string) (value string, found bool, err error) {
+	n := rd.n
+	if err := checkKey("key", key, n.limits.clientKeys()); err != nil {
 		return "", false, err
 	}
-	if v, f, ok, _ := n.reader.cachedGet(key, n.now()); ok {
+	if v, f, ok, _ := rd.cachedGet(key, n.now()); ok {
 		return v, f, nil
 	}
 	octx, done, err := n.opContext(ctx)
@@ -47,7 +54,7 @@ func (n *Node) doGet(ctx context.Context, key string) (value string, found bool,
 		return "", false, err
 	}
 	defer done()
-	return n.reader.get(octx, key)
+	return rd.get(octx, key)
 }
 
 // reader is the node's read path below Get: the read cache, the fetches

@@ -13,6 +13,15 @@ import (
 	"github.com/kvstore/kvstore/coord"
 )
 
+// router finds the leader for an operation (this node's leader role or a
+// remote one), paces the retries, and ends the calls in flight to a
+// remote leader the moment it is no longer the leader (failover.go). Node
+// embeds it: the read, write and voter-removal paths call it directly.
+type router struct {
+	n   *Node
+	fwd inflight // calls in flight to a remote leader (failover.go)
+}
+
 // leaderTarget waits until a leader is known and returns it: this node's
 // leader role, or the address of another node and that leader (id and
 // epoch), for toLeader.
@@ -21,23 +30,23 @@ import (
 // that began after the wait shows no majority of the voters answering
 // this node: no leader can come of its side (pre-vote), and waiting out
 // the deadline would only hide that.
-func (n *Node) leaderTarget(ctx context.Context) (*leader, string, coord.Leader, error) {
-	r := n.reach.Load()
+func (rt *router) leaderTarget(ctx context.Context) (*leader, string, coord.Leader, error) {
+	r := rt.n.camp.reach.Load()
 	var round uint64
 	if r != nil {
 		round = r.round() + 1 // a round in progress may have begun before
 	}
 	for {
-		ch := n.changed()
-		v := n.view.Load()
-		if v.leader.ID == n.cfg.ID {
-			if l := n.lead.Load(); l != nil && l.epoch == v.leader.Epoch {
+		ch := rt.n.changed()
+		v := rt.n.view.Load()
+		if v.leader.ID == rt.n.cfg.ID {
+			if l := rt.n.lead.Load(); l != nil && l.epoch == v.leader.Epoch {
 				return l, "", v.leader, nil
 			}
 		} else if addr := v.members[v.leader.ID]; v.leader.ID != "" && addr != "" {
 			return nil, addr, v.leader, nil
 		}
-		if err := n.noQuorum(r, round); err != nil {
+		if err := rt.n.camp.noQuorum(r, round); err != nil {
 			return nil, "", coord.Leader{}, err
 		}
 		var probed <-chan struct{}
@@ -49,7 +58,7 @@ func (n *Node) leaderTarget(ctx context.Context) (*leader, string, coord.Leader,
 		case <-probed:
 		case <-ctx.Done():
 			if errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
-				return nil, "", coord.Leader{}, fmt.Errorf("node %s: %w: %w", n.cfg.ID, kvstore.ErrNoLeader, kvstore.ErrTimeout)
+				return nil, "", coord.Leader{}, fmt.Errorf("node %s: %w: %w", rt.n.cfg.ID, kvstore.ErrNoLeader, kvstore.ErrTimeout)
 			}
 			return nil, "", coord.Leader{}, ctxErr(ctx)
 		}
@@ -57,13 +66,13 @@ func (n *Node) leaderTarget(ctx context.Context) (*leader, string, coord.Leader,
 }
 
 // retryPause waits a little before the next attempt, or returns ctx's error.
-func (n *Node) retryPause(ctx context.Context) error {
+func (rt *router) retryPause(ctx context.Context) error {
 	select {
 	case <-ctx.Done():
 		return ctxErr(ctx)
-	case <-n.changed():
+	case <-rt.n.changed():
 		return nil
-	case <-time.After(n.cfg.Heartbeat / 2):
+	case <-time.After(rt.n.cfg.Heartbeat / 2):
 		return nil
 	}
 }
@@ -77,7 +86,7 @@ func retryable(err error) bool {
 }
 
 // leaderErr names the leader an attempt went to, for the error message.
-func (n *Node) leaderErr(ld coord.Leader, addr string, err error) error {
+func (rt *router) leaderErr(ld coord.Leader, addr string, err error) error {
 	return fmt.Errorf("leader %s (epoch %d) at %s: %w", ld.ID, ld.Epoch, addr, err)
 }
 

@@ -134,12 +134,12 @@ func (k *sessionKeeper) serve(sess coord.Session, jumps *jumpWatch) {
 	go func() {
 		defer wg.Done()
 		for v := range sess.Watch(sctx) {
-			n.setView(v)
+			k.setView(v)
 		}
 	}()
 	go func() {
 		defer wg.Done()
-		n.campaignLoop(sctx, sess)
+		n.camp.campaignLoop(sctx, sess)
 	}()
 	// After a suspend of the machine (jumps), the session is in doubt
 	// until its deadline moves past doubt: a keep-alive answered since.
@@ -164,12 +164,12 @@ func (k *sessionKeeper) serve(sess coord.Session, jumps *jumpWatch) {
 		if healthy && now.Before(deadline) && !inDoubt {
 			if n.State() != StateOK {
 				n.log.Info("serving", "deadline_in", deadline.Sub(now).Round(time.Millisecond))
-				n.setServing(sess, StateOK, nil)
+				k.setServing(sess, StateOK, nil)
 			}
 		} else if n.State() == StateOK {
 			n.log.Warn("suspended: coordinator session in doubt", "healthy", sess.Healthy(), "deadline_passed", !now.Before(deadline), "clock_jumped", inDoubt)
 			n.met.suspended()
-			n.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrPartitioned))
+			k.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrPartitioned))
 		}
 		if h := sess.Healthy(); h != wasHealthy {
 			wasHealthy = h
@@ -187,7 +187,7 @@ func (k *sessionKeeper) serve(sess coord.Session, jumps *jumpWatch) {
 		case <-timer.C:
 		case <-tick.C:
 			if d, ok := jumps.check(); ok {
-				n.clockJumped(d)
+				k.clockJumped(d)
 				doubt, inDoubt = deadline, true
 			}
 		case <-sess.Done():
@@ -196,7 +196,7 @@ func (k *sessionKeeper) serve(sess coord.Session, jumps *jumpWatch) {
 			if n.State() == StateOK {
 				n.met.suspended()
 			}
-			n.setServing(nil, StateSuspended, fmt.Errorf("node %s: %w (session expired)", n.cfg.ID, kvstore.ErrPartitioned))
+			k.setServing(nil, StateSuspended, fmt.Errorf("node %s: %w (session expired)", n.cfg.ID, kvstore.ErrPartitioned))
 			return
 		case <-n.ctx.Done():
 			timer.Stop()
@@ -213,7 +213,8 @@ func (k *sessionKeeper) serve(sess coord.Session, jumps *jumpWatch) {
 // state cannot change (replica.exclusive): install checks there too
 // (replica.whenCurrent) that the state its fetch was sent under is still
 // the current one, so no reply is installed after the drop.
-func (n *Node) setServing(sess coord.Session, st State, cause error) {
+func (k *sessionKeeper) setServing(sess coord.Session, st State, cause error) {
+	n := k.n
 	if st == StateOK {
 		ctx, cancel := context.WithCancelCause(n.ctx)
 		n.rep.exclusive(func() {
@@ -235,7 +236,8 @@ func (n *Node) setServing(sess coord.Session, st State, cause error) {
 	n.notify()
 }
 
-func (n *Node) setView(v coord.View) {
+func (k *sessionKeeper) setView(v coord.View) {
+	n := k.n
 	n.view.Store(&viewState{leader: v.Leader, members: v.Members})
 	n.leaderMoved()
 	n.met.sawLeader(v.Leader)
@@ -243,32 +245,6 @@ func (n *Node) setView(v coord.View) {
 		l.viewChanged(v)
 	}
 	n.notify()
-}
-
-// sessionLive reports whether the node may serve now: it is in StateOK and
-// its session is live by the local deadline.
-func (n *Node) sessionLive(st *servingState) bool {
-	return st.state == StateOK && st.sess != nil && n.now().Before(st.sess.Deadline())
-}
-
-// opContext derives the context of one operation: it has the node's
-// OpTimeout unless ctx has a deadline, and it is canceled with
-// ErrPartitioned / ErrStopped the moment the node stops serving.
-func (n *Node) opContext(ctx context.Context) (context.Context, func(), error) {
-	st := n.serving.Load()
-	if st.ctx.Err() != nil {
-		return nil, nil, context.Cause(st.ctx)
-	}
-	if !n.sessionLive(st) {
-		return nil, nil, fmt.Errorf("node %s: %w (session deadline passed)", n.cfg.ID, kvstore.ErrPartitioned)
-	}
-	var cancelT context.CancelFunc = func() {}
-	if _, ok := ctx.Deadline(); !ok {
-		ctx, cancelT = context.WithTimeout(ctx, n.cfg.OpTimeout)
-	}
-	octx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(st.ctx, func() { cancel(context.Cause(st.ctx)) })
-	return octx, func() { stop(); cancel(nil); cancelT() }, nil
 }
 
 // ctxErr turns the end of an operation's context into the error to return.
@@ -289,36 +265,7 @@ var errResigned = errors.New("leadership handed over (resign)")
 // follower. It returns once the key is given up, or ctx ends. A rolling
 // restart calls it before stopping a leader.
 func (n *Node) Resign(ctx context.Context) error {
-	l := n.lead.Load()
-	if l == nil {
-		return nil
-	}
-	l.cancel(errResigned)
-	for {
-		ch := n.changed()
-		if v := n.view.Load(); v.leader.ID != n.cfg.ID || v.leader.Epoch != l.epoch {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("node %s: resign: %w", n.cfg.ID, ctx.Err())
-		}
-	}
-}
-
-// changed returns the channel closed at the next view or serving change.
-func (n *Node) changed() <-chan struct{} {
-	n.viewMu.Lock()
-	defer n.viewMu.Unlock()
-	return n.viewCh
-}
-
-func (n *Node) notify() {
-	n.viewMu.Lock()
-	close(n.viewCh)
-	n.viewCh = make(chan struct{})
-	n.viewMu.Unlock()
+	return n.camp.resign(ctx)
 }
 
 // Ready reports whether the node serves: nil when it is in StateOK and

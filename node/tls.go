@@ -29,11 +29,11 @@ func serverCreds(cfg *tls.Config) grpc.ServerOption {
 // a client certificate cannot make the node buffer a Peer message (up to
 // rpc.MaxMsgSize). It runs on the connection's reader goroutine, so it
 // only looks at the handshake's result.
-func (n *Node) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	if n.cfg.ServerTLS == nil || !isPeerMethod(info.FullMethodName) {
+func (g *guard) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if g.n.cfg.ServerTLS == nil || !isPeerMethod(info.FullMethodName) {
 		return ctx, nil
 	}
-	return ctx, n.checkNodeRole(ctx, info.FullMethodName)
+	return ctx, g.checkNodeRole(ctx, info.FullMethodName)
 }
 
 // authorize is the first unary interceptor: with TLS on, a node-to-node
@@ -42,11 +42,11 @@ func (n *Node) tap(ctx context.Context, info *tap.Info) (context.Context, error)
 // certificate the handshake verified. Without TLS it lets every call
 // through. (tap refuses the same callers earlier; this is the second
 // line.)
-func (n *Node) authorize(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-	if n.cfg.ServerTLS == nil || !peerMethod(info) {
+func (g *guard) authorize(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	if g.n.cfg.ServerTLS == nil || !peerMethod(info) {
 		return h(ctx, req)
 	}
-	if err := n.checkNodeRole(ctx, info.FullMethod); err != nil {
+	if err := g.checkNodeRole(ctx, info.FullMethod); err != nil {
 		return nil, err
 	}
 	return h(ctx, req)
@@ -54,13 +54,13 @@ func (n *Node) authorize(ctx context.Context, req any, info *grpc.UnaryServerInf
 
 // checkNodeRole is nil if the caller's verified certificate names the node
 // role, else a PermissionDenied status naming what it showed.
-func (n *Node) checkNodeRole(ctx context.Context, method string) error {
+func (g *guard) checkNodeRole(ctx context.Context, method string) error {
 	name, ok := callerName(ctx)
 	if !ok {
-		return status.Errorf(codes.PermissionDenied, "node %s: peer RPC %s needs a node certificate (CN=%s); got no verified certificate", n.cfg.ID, method, certs.NodeName)
+		return status.Errorf(codes.PermissionDenied, "node %s: peer RPC %s needs a node certificate (CN=%s); got no verified certificate", g.n.cfg.ID, method, certs.NodeName)
 	}
 	if name != certs.NodeName {
-		return status.Errorf(codes.PermissionDenied, "node %s: peer RPC %s needs a node certificate (CN=%s); got CN=%s", n.cfg.ID, method, certs.NodeName, name)
+		return status.Errorf(codes.PermissionDenied, "node %s: peer RPC %s needs a node certificate (CN=%s); got CN=%s", g.n.cfg.ID, method, certs.NodeName, name)
 	}
 	return nil
 }

@@ -79,7 +79,7 @@ func (s *localPeer) Probe(ctx context.Context, req *kvpb.ProbeRequest) (*kvpb.Pr
 
 // serveLocal serves one in-memory call of method: the request (a copy of
 // req) is decoded as gRPC would, and the descriptor's handler runs it
-// through n.intercept into the node's peerServer.
+// through n.guard.intercept into the node's peerServer.
 func serveLocal[Resp proto.Message](ctx context.Context, n *Node, method string, req proto.Message) (Resp, error) {
 	var zero Resp
 	h := peerHandler(method)
@@ -98,7 +98,7 @@ func serveLocal[Resp proto.Message](ctx context.Context, n *Node, method string,
 		proto.Merge(v.(proto.Message), req)
 		return nil
 	}
-	resp, err := h(&peerServer{n: n}, cctx, dec, n.intercept)
+	resp, err := h(&peerServer{n: n}, cctx, dec, n.guard.intercept)
 	if err != nil {
 		return zero, err
 	}

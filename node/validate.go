@@ -75,7 +75,7 @@ var storedKeys = keyLimit{max: maxKeyLen, name: "at most", err: kvstore.ErrBadRe
 // checkKey is the node's one key validator: what (a "key", a "node id")
 // must be non-empty, at most lim.max bytes long, and valid UTF-8 (protobuf
 // strings must be). Every key a node takes passes it: the client API's
-// reads and writes with the node's own limit (Node.clientKeys), and every
+// reads and writes with the node's own limit (limiter.clientKeys), and every
 // message from another node (validateWrite, validateFetch,
 // validateSnapshot) with storedKeys.
 func checkKey(what, key string, lim keyLimit) error {

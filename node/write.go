@@ -77,7 +77,7 @@ func (w *writer) write(ctx context.Context, op kvpb.Op, clientID, key, value str
 	if len(clientID) > MaxRequestID {
 		return fmt.Errorf("%w: request id of %d bytes (at most %d)", kvstore.ErrBadRequest, len(clientID), MaxRequestID)
 	}
-	if err := n.checkWrite(key, value); err != nil {
+	if err := n.limits.checkWrite(key, value); err != nil {
 		return err
 	}
 	octx, done, err := n.opContext(ctx)

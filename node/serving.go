@@ -1,0 +1,102 @@
+package node
+
+// The node's serving state and its view of the cluster, and the signal of
+// a change of either (docs/design.md, Sessions and suspension). The
+// session keeper switches them (session.go); every role reads them.
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/clock"
+	"github.com/kvstore/kvstore/coord"
+)
+
+// servingView is the node's serving state and cluster view. Node embeds it:
+// n.serving, n.view, n.changed and n.opContext are read from every role.
+type servingView struct {
+	id        string        // Config.ID, for errors
+	opTimeout time.Duration // Config.OpTimeout
+	clk       clock.Clock   // Config.Clock: the session deadline
+
+	// serving is the current serving state; its ctx is canceled (with cause
+	// ErrPartitioned or ErrStopped) the moment the node stops serving.
+	serving atomic.Pointer[servingState]
+
+	// view is the latest cluster view from the coordinator.
+	view atomic.Pointer[viewState]
+
+	// viewMu guards viewCh, closed and replaced when the view or the
+	// serving state changes.
+	viewMu sync.Mutex
+	viewCh chan struct{}
+}
+
+type servingState struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	sess   coord.Session // nil before the first session
+	state  State
+}
+
+type viewState struct {
+	leader  coord.Leader
+	members map[string]string
+}
+
+// newStatus returns the servingView of a node that has no session yet: it does
+// not serve (its ctx is canceled with ErrPartitioned) and sees no leader.
+func newServingView(cfg *Config) *servingView {
+	s := &servingView{id: cfg.ID, opTimeout: cfg.OpTimeout, clk: cfg.Clock, viewCh: make(chan struct{})}
+	down, cancel := context.WithCancelCause(context.Background())
+	cancel(fmt.Errorf("node %s: %w (no session yet)", cfg.ID, kvstore.ErrPartitioned))
+	s.serving.Store(&servingState{ctx: down, cancel: cancel, state: StateStarting})
+	s.view.Store(&viewState{})
+	return s
+}
+
+// sessionLive reports whether the node may serve now: it is in StateOK and
+// its session is live by the local deadline.
+func (s *servingView) sessionLive(st *servingState) bool {
+	return st.state == StateOK && st.sess != nil && s.clk.Now().Before(st.sess.Deadline())
+}
+
+// opContext derives the context of one operation: it has the node's
+// OpTimeout unless ctx has a deadline, and it is canceled with
+// ErrPartitioned / ErrStopped the moment the node stops serving.
+func (s *servingView) opContext(ctx context.Context) (context.Context, func(), error) {
+	st := s.serving.Load()
+	if st.ctx.Err() != nil {
+		return nil, nil, context.Cause(st.ctx)
+	}
+	if !s.sessionLive(st) {
+		return nil, nil, fmt.Errorf("node %s: %w (session deadline passed)", s.id, kvstore.ErrPartitioned)
+	}
+	var cancelT context.CancelFunc = func() {}
+	if _, ok := ctx.Deadline(); !ok {
+		ctx, cancelT = context.WithTimeout(ctx, s.opTimeout)
+	}
+	octx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(st.ctx, func() { cancel(context.Cause(st.ctx)) })
+	return octx, func() { stop(); cancel(nil); cancelT() }, nil
+}
+
+// changed returns the channel closed at the next view or serving change.
+func (s *servingView) changed() <-chan struct{} {
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	return s.viewCh
+}
+
+// notify closes the channel changed returned: the view or the serving
+// state changed.
+func (s *servingView) notify() {
+	s.viewMu.Lock()
+	close(s.viewCh)
+	s.viewCh = make(chan struct{})
+	s.viewMu.Unlock()
+}
