@@ -283,6 +283,13 @@ func (n *Node) RemoveVoter(ctx context.Context, id string) ([]string, error) {
 		return nil, err
 	}
 	defer done()
+	return n.router.removeVoter(octx, id)
+}
+
+// removeVoter asks the leader, wherever it is, to remove voter id, and
+// retries at the next leader while the leader moves or cannot be reached.
+func (r *router) removeVoter(octx context.Context, id string) ([]string, error) {
+	n := r.n
 	var lastErr error
 	sentOnce := false
 	for {
