@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"time"
+	"unicode/utf8"
 
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
@@ -282,11 +283,18 @@ func DefaultConfig() Config {
 	}
 }
 
+// MaxIDLen is the longest node ID: with the nodes' request-id prefix, a
+// random incarnation and a counter, the ids of a node's own writes stay
+// within the request-id limit.
+const MaxIDLen = 256
+
 // Validate checks c and names the first bad field.
 func (c Config) Validate() error {
 	switch {
 	case c.ID == "":
 		return errors.New("node: config: ID is empty")
+	case len(c.ID) > MaxIDLen || !utf8.ValidString(c.ID):
+		return fmt.Errorf("node: config: ID must be valid UTF-8 of at most %d bytes (it names the node's own writes' request ids, of at most %d)", MaxIDLen, maxReqIDLen)
 	case c.Cluster == "":
 		return errors.New("node: config: Cluster is empty")
 	case c.Coordinator == nil:

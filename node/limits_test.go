@@ -120,6 +120,8 @@ func TestConfigRefusesBadLimits(t *testing.T) {
 		{"MaxBatchBytes", func(c *Config) { c.MaxBatchBytes = 0 }},
 		{"MaxValueSize", func(c *Config) { c.MaxValueSize = rpc.MaxMsgSize / 2 }},
 		{"MaxKeySize", func(c *Config) { c.MaxKeySize = durable.MaxKeyLen + 1 }},
+		{"ID", func(c *Config) { c.ID = strings.Repeat("n", MaxIDLen+1) }},
+		{"ID", func(c *Config) { c.ID = "n\xff" }},
 	} {
 		cfg := DefaultConfig()
 		cfg.ID, cfg.Coordinator = "n1", noCoord{}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -55,14 +56,15 @@ func (n *Node) DeleteWithID(ctx context.Context, reqID, key string) error {
 type writer struct {
 	n *Node
 	// incarn and reqSeq make the ids of the writes this node names: the
-	// node's id, its incarnation (when it started) and a counter.
+	// node's id, its incarnation (random, drawn when it is built) and a
+	// counter.
 	incarn string
 	reqSeq atomic.Uint64
 	writes atomic.Uint64 // writes acknowledged through this node
 }
 
 func newWriter(n *Node) *writer {
-	return &writer{n: n, incarn: strconv.FormatInt(time.Now().UnixNano(), 36)}
+	return &writer{n: n, incarn: strconv.FormatUint(rand.Uint64(), 36)}
 }
 
 // write is every client write's one path: Set, Delete and their WithID
@@ -93,15 +95,25 @@ func (w *writer) write(ctx context.Context, op kvpb.Op, clientID, key, value str
 }
 
 // requestID is the request id a write travels under: the client's, in a
-// namespace of its own (node-made ids never start with "c."), or a fresh
-// one made of the node's id, its incarnation and a counter.
+// namespace of its own ("c."), or a fresh one in the nodes' namespace
+// ("n."), made of the node's id, its incarnation and a counter. The two
+// namespaces never meet, whatever the node ids and client ids: a client
+// id equal to a node-made id's tail would otherwise be taken for that
+// write's retry and acknowledged without being applied. The incarnation
+// is random rather than the start time, which a clock stepped back (or a
+// simulation's virtual time) can repeat.
 func (w *writer) requestID(clientID string) string {
-	n := w.n
 	if clientID != "" {
-		return "c." + clientID
+		return clientReqPrefix + clientID
 	}
-	return n.cfg.ID + "." + w.incarn + "." + strconv.FormatUint(w.reqSeq.Add(1), 36)
+	return nodeReqPrefix + w.n.cfg.ID + "." + w.incarn + "." + strconv.FormatUint(w.reqSeq.Add(1), 36)
 }
+
+// The namespaces of request ids: those clients chose and those nodes make.
+const (
+	clientReqPrefix = "c."
+	nodeReqPrefix   = "n."
+)
 
 // forwardWrite sends a write to the leader (or applies it as the leader),
 // retrying with the same request id until it is acknowledged, fails
