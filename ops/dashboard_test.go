@@ -30,6 +30,9 @@ type dashboardPanel struct {
 	Datasource struct {
 		UID string `json:"uid"`
 	} `json:"datasource"`
+	GridPos struct {
+		X, Y, W, H int
+	} `json:"gridPos"`
 	Panels  []dashboardPanel `json:"panels"`
 	Targets []struct {
 		Expr string `json:"expr"`
@@ -88,6 +91,24 @@ func dashboardQueries(t *testing.T, path string) []query {
 		}
 	}
 	walk(d.Panels)
+	// The top-level panels tile Grafana's 24-column grid without overlap.
+	cells := map[[2]int]string{}
+	for _, p := range d.Panels {
+		g := p.GridPos
+		if g.W <= 0 || g.H <= 0 || g.X < 0 || g.X+g.W > 24 {
+			t.Errorf("%s: panel %q: gridPos %+v outside the 24-column grid", path, p.Title, g)
+		}
+		overlaps := map[string]bool{}
+		for x := g.X; x < g.X+g.W; x++ {
+			for y := g.Y; y < g.Y+g.H; y++ {
+				if other, ok := cells[[2]int{x, y}]; ok && !overlaps[other] {
+					overlaps[other] = true
+					t.Errorf("%s: panel %q overlaps panel %q at (%d, %d)", path, p.Title, other, x, y)
+				}
+				cells[[2]int{x, y}] = p.Title
+			}
+		}
+	}
 	labelValues := regexp.MustCompile(`label_values\(\s*([a-zA-Z_:][a-zA-Z0-9_:]*)`)
 	for _, v := range d.Templating.List {
 		if v.Type != "query" {
