@@ -35,6 +35,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -84,6 +85,9 @@ var (
 	// it, and ErrUnavailable, at once when every endpoint fails so twice in
 	// a row.
 	ErrTLS = errors.New("client: TLS handshake failed")
+	// ErrRefused: every endpoint refused the connection (nothing listens
+	// there); see Config.FailWhenRefused. It comes with ErrUnavailable.
+	ErrRefused = errors.New("client: connection refused by every endpoint")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("client: closed")
 )
@@ -116,6 +120,17 @@ type Config struct {
 	// goroutine, with the endpoint, how long the attempt took and its error
 	// (nil on success): for logs and tests.
 	OnAttempt func(endpoint string, took time.Duration, err error)
+	// DialTimeout, if set, bounds how long a call waits for a connection
+	// to any endpoint: a call none of whose attempts reached a node (no
+	// connection made: refused, unroutable, or a peer that never completes
+	// the gRPC handshake) fails with ErrUnavailable once DialTimeout has
+	// passed, instead of retrying until Timeout. 0: no bound of its own.
+	DialTimeout time.Duration
+	// FailWhenRefused makes a call fail at once, with ErrUnavailable and
+	// ErrRefused, when every endpoint refused the connection in one round
+	// (nothing listens at any of them), instead of retrying until the
+	// deadline: for a command-line client, which should answer at once.
+	FailWhenRefused bool
 	// TLS, if set, makes every connection mutual TLS, as nodes with TLS on
 	// require: the client's certificate and the CA that signed the nodes'
 	// certificates (certs.Files.ClientConfig builds it from PEM files).
@@ -147,8 +162,8 @@ func New(cfg Config) (*Client, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("client: Config.Endpoints is empty")
 	}
-	if cfg.Timeout < 0 || cfg.RetryPause < 0 || cfg.AttemptTimeout < 0 {
-		return nil, errors.New("client: Config.Timeout, AttemptTimeout and RetryPause must not be negative")
+	if cfg.Timeout < 0 || cfg.RetryPause < 0 || cfg.AttemptTimeout < 0 || cfg.DialTimeout < 0 {
+		return nil, errors.New("client: Config.Timeout, AttemptTimeout, DialTimeout and RetryPause must not be negative")
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 20 * time.Second
@@ -162,6 +177,10 @@ func New(cfg Config) (*Client, error) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	c := &Client{cfg: cfg, idPfx: hex.EncodeToString(b[:]) + ".", silent: make([]atomic.Int64, len(cfg.Endpoints))}
+	minConnect := time.Second
+	if cfg.DialTimeout > 0 && cfg.DialTimeout < minConnect {
+		minConnect = cfg.DialTimeout
+	}
 	creds := insecure.NewCredentials()
 	if cfg.TLS != nil {
 		creds = credentials.NewTLS(cfg.TLS)
@@ -175,7 +194,7 @@ func New(cfg Config) (*Client, error) {
 			grpc.WithTransportCredentials(creds),
 			grpc.WithConnectParams(grpc.ConnectParams{
 				Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-				MinConnectTimeout: time.Second,
+				MinConnectTimeout: minConnect,
 			}))
 		if err != nil {
 			c.Close()
@@ -369,8 +388,11 @@ func (c *Client) doAt(ctx context.Context, op string, write bool, call func(cont
 	unknown := false
 	prev := -1     // the endpoint of the previous attempt
 	tlsRounds := 0 // consecutive rounds in which every endpoint failed over TLS
+	start := time.Now()
+	connected := false // an attempt of this call reached a node
 	for {
 		tlsOnly := true
+		refusedOnly := true
 		for _, idx := range c.order(prev) {
 			if last != nil && tooLate(ctx) {
 				// An attempt begun now could only be cut short, and a
@@ -390,6 +412,12 @@ func (c *Client) doAt(ctx context.Context, op string, write bool, call func(cont
 			if !errors.Is(a.err, ErrTLS) {
 				tlsOnly = false
 			}
+			if a.sent || a.typed {
+				connected = true
+			}
+			if a.sent || !refused(a.err) {
+				refusedOnly = false
+			}
 			// An attempt the call's own end cut short says less than the
 			// answer before it, if there was one.
 			if cutShort := ended(ctx) && !a.typed; last == nil || !cutShort {
@@ -403,6 +431,13 @@ func (c *Client) doAt(ctx context.Context, op string, write bool, call func(cont
 			if ended(ctx) || !move {
 				return 0, c.fail(ctx, op, last, write && unknown)
 			}
+			if !connected && c.cfg.DialTimeout > 0 && time.Since(start) >= c.cfg.DialTimeout {
+				return 0, c.fail(ctx, op, unavailable(fmt.Errorf("no connection to %s within the dial timeout (%v): %w",
+					strings.Join(c.cfg.Endpoints, ","), c.cfg.DialTimeout, last)), write && unknown)
+			}
+		}
+		if refusedOnly && c.cfg.FailWhenRefused {
+			return 0, c.fail(ctx, op, unavailable(fmt.Errorf("%w (%s): %w", ErrRefused, strings.Join(c.cfg.Endpoints, ","), last)), write && unknown)
 		}
 		// A TLS mismatch is a matter of configuration: waiting will not
 		// cure it. Twice in a row, so that a connection that happened to
@@ -421,6 +456,20 @@ func (c *Client) doAt(ctx context.Context, op string, write bool, call func(cont
 		case <-time.After(c.cfg.RetryPause):
 		}
 	}
+}
+
+// unavailable makes err match ErrUnavailable, if it does not already.
+func unavailable(err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// refused reports whether err is a connection the endpoint refused
+// (nothing listens at its port). gRPC keeps only the text of the dial error.
+func refused(err error) bool {
+	return err != nil && (errors.Is(err, syscall.ECONNREFUSED) || strings.Contains(err.Error(), "connection refused"))
 }
 
 // ended reports whether the call's context is over: canceled, or past its

@@ -26,7 +26,7 @@ var sentinels = []error{
 	client.ErrOutcomeUnknown, client.ErrStopped, client.ErrBadRequest, client.ErrTooLarge,
 	client.ErrBusy, client.ErrNotVoter, client.ErrUnsafeRemoval, client.ErrRemoveLeader,
 	client.ErrNotLeader, client.ErrStaleEpoch, client.ErrRemoved, client.ErrCanceled,
-	client.ErrUnavailable, client.ErrTLS, client.ErrClosed,
+	client.ErrUnavailable, client.ErrTLS, client.ErrClosed, client.ErrRefused,
 }
 
 // fakeKV answers every call with answer's error (Get with a value too large

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,11 +50,13 @@ func exitCode(err error) int {
 }
 
 type ctlFlags struct {
-	endpoints []string
-	timeout   time.Duration
-	attempt   time.Duration
-	json      bool
-	tls       tlsFlags
+	endpoints  []string
+	timeout    time.Duration // --command-timeout
+	oldTimeout time.Duration // --timeout, its older name
+	dial       time.Duration // --dial-timeout
+	attempt    time.Duration
+	json       bool
+	tls        tlsFlags
 }
 
 // ctlCommands are the command-line client's commands, in the spirit of
@@ -63,22 +66,41 @@ func ctlCommands() []*cobra.Command {
 	withFlags := func(cmd *cobra.Command) *cobra.Command {
 		fl := cmd.Flags()
 		fl.StringSliceVar(&f.endpoints, "endpoints", []string{"127.0.0.1:7000"}, "nodes' addresses (host:port,...); the client moves to the next when one cannot serve")
-		fl.DurationVar(&f.timeout, "timeout", 20*time.Second, "how long the command may take")
+		fl.DurationVar(&f.timeout, "command-timeout", defaultCommandTimeout, "how long the command may take")
+		fl.DurationVar(&f.oldTimeout, "timeout", defaultCommandTimeout, "the older name of --command-timeout")
+		_ = fl.MarkHidden("timeout")
+		fl.DurationVar(&f.dial, "dial-timeout", defaultDialTimeout, "how long the command waits for a connection to any endpoint; it fails at once when every endpoint refuses the connection")
 		fl.DurationVar(&f.attempt, "attempt-timeout", client.DefaultAttemptTimeout, "how long one node may take to answer before the client moves on to the next endpoint")
 		fl.BoolVar(&f.json, "json", false, "print the result as JSON")
 		f.tls.add(fl, "this client (a client certificate of the nodes' CA)")
 		cmd.Args = exactArgs(len(argNames(cmd)))
 		cmd.SilenceUsage, cmd.SilenceErrors = true, true
-		cmd.PreRunE = func(cmd *cobra.Command, _ []string) error { return bindEnv(cmd) }
+		cmd.PreRunE = func(cmd *cobra.Command, _ []string) error {
+			fl := cmd.Flags()
+			given, oldGiven := fl.Changed("command-timeout"), fl.Changed("timeout")
+			if err := bindEnv(cmd); err != nil {
+				return err
+			}
+			// --timeout, the older name, counts unless --command-timeout
+			// was given: on the command line, or by the environment while
+			// --timeout was not on the command line.
+			if !given && fl.Changed("timeout") && (oldGiven || !fl.Changed("command-timeout")) {
+				f.timeout = f.oldTimeout
+			}
+			return nil
+		}
 		documentEnv(cmd)
 		return cmd
 	}
 	run := func(cmd *cobra.Command, do func(ctx context.Context, c *client.Client, out io.Writer) error) error {
+		if err := f.validate(); err != nil {
+			return &exitError{exitUsage, err}
+		}
 		tlsConfig, err := f.tls.clientConfig()
 		if err != nil {
 			return err
 		}
-		c, err := client.New(client.Config{Endpoints: f.endpoints, Timeout: f.timeout, AttemptTimeout: f.attempt, TLS: tlsConfig})
+		c, err := client.New(f.clientConfig(f.endpoints, tlsConfig))
 		if err != nil {
 			return &exitError{exitUsage, err}
 		}
@@ -86,6 +108,9 @@ func ctlCommands() []*cobra.Command {
 		ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 		defer cancel()
 		err = do(ctx, c, cmd.OutOrStdout())
+		if errors.Is(err, client.ErrRefused) {
+			return fmt.Errorf("%w [nothing listens at any endpoint: check --endpoints and that the nodes run]", err)
+		}
 		if errors.Is(err, client.ErrTLS) {
 			return fmt.Errorf("%w [TLS: check --cert, --key and --ca]", err)
 		}
@@ -237,6 +262,36 @@ have a majority of live voters. A removed node that still runs stops.`,
 	return []*cobra.Command{get, put, del, leader, members}
 }
 
+// The command-line client's default timeouts, as etcdctl's.
+const (
+	defaultDialTimeout    = 2 * time.Second
+	defaultCommandTimeout = 5 * time.Second
+)
+
+// validate checks the timeouts (--attempt-timeout 0: the client's default).
+func (f *ctlFlags) validate() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--command-timeout", f.timeout}, {"--dial-timeout", f.dial}} {
+		if d.v <= 0 {
+			return fmt.Errorf("%s must be positive, not %v", d.name, d.v)
+		}
+	}
+	if f.attempt < 0 {
+		return fmt.Errorf("--attempt-timeout must not be negative, not %v", f.attempt)
+	}
+	return nil
+}
+
+// clientConfig is the client configuration of a command against endpoints.
+func (f *ctlFlags) clientConfig(endpoints []string, tlsConfig *tls.Config) client.Config {
+	return client.Config{
+		Endpoints: endpoints, Timeout: f.timeout, AttemptTimeout: f.attempt,
+		DialTimeout: f.dial, FailWhenRefused: true, TLS: tlsConfig,
+	}
+}
+
 // memberStates asks each member for its own state ("ok", "recovering",
 // "suspended", ...; "unreachable" if it does not answer in time).
 func (f *ctlFlags) memberStates(ctx context.Context, members []client.Member) map[string]string {
@@ -249,7 +304,7 @@ func (f *ctlFlags) memberStates(ctx context.Context, members []client.Member) ma
 		go func() {
 			defer wg.Done()
 			state := "unreachable"
-			if c, err := client.New(client.Config{Endpoints: []string{m.Addr}, TLS: tlsConfig}); err == nil {
+			if c, err := client.New(f.clientConfig([]string{m.Addr}, tlsConfig)); err == nil {
 				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				if st, err := c.Status(sctx); err == nil {
 					state = strings.TrimPrefix(st.State, "ok,")
