@@ -16,16 +16,26 @@ import (
 // A build without it is "devel".
 var Version = "devel"
 
+// Commit is the VCS revision when the build information has none (a build
+// with -buildvcs=false, or from a git worktree, whose .git is a file the Go
+// tool does not stamp from); set it at link time like Version:
+//
+//	-ldflags "-X github.com/kvstore/kvstore/internal/buildinfo.Commit=$(git rev-parse HEAD)"
+var Commit = ""
+
 // Info describes a build.
 type Info struct {
 	Version   string // Version, "devel" unless set at link time
-	Commit    string // VCS revision ("unknown" if the build did not record it), "+dirty" if modified
+	Commit    string // VCS revision, "+dirty" if modified; else Commit; else "unknown"
 	GoVersion string // the Go toolchain that built the binary
 }
 
 // Get returns this binary's build information.
 func Get() Info {
 	info := Info{Version: Version, Commit: "unknown", GoVersion: runtime.Version()}
+	if Commit != "" {
+		info.Commit = Commit
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return info
