@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/kvstore/kvstore/client"
@@ -131,15 +132,16 @@ func (t *inProcess) Close() error {
 // client.Client lists every endpoint, its own first, so it fails over to
 // the others.
 type endpoints struct {
-	clients  []*client.Client
-	replicas int // voters, as one node reported them (0: unknown)
+	clients    []*client.Client
+	durability string // what the nodes said of themselves (describeNodes)
 }
 
 // NewEndpoints returns a Target named "kvstore" for the running cluster
 // whose nodes' client addresses (host:port) are given; tlsConfig, if not
-// nil, is the clients' TLS configuration (client.Config.TLS). It asks the
-// cluster for its voters, for the durability statement, and fails if no
-// endpoint answers within 10 s.
+// nil, is the clients' TLS configuration (client.Config.TLS). It asks each
+// endpoint for its Status, for the durability statement (the nodes' storage
+// and the number of voters, see describeNodes), and fails if no endpoint
+// answers within 10 s.
 func NewEndpoints(eps []string, tlsConfig *tls.Config) (Target, error) {
 	if len(eps) == 0 {
 		return nil, errors.New("bench: no KVStore endpoints")
@@ -156,23 +158,80 @@ func NewEndpoints(eps []string, tlsConfig *tls.Config) (Target, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := t.clients[0].Status(ctx)
-	if err != nil {
-		_ = t.Close()
-		return nil, fmt.Errorf("bench: KVStore status: %w", err)
+	// Each client asks its own endpoint first; one that fails over to
+	// another node reports that node, which describeNodes counts once.
+	var sts []client.Status
+	var firstErr error
+	for _, c := range t.clients {
+		st, err := c.Status(ctx)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		sts = append(sts, st)
 	}
-	t.replicas = len(st.Voters)
+	if len(sts) == 0 {
+		_ = t.Close()
+		return nil, fmt.Errorf("bench: KVStore status: %w", firstErr)
+	}
+	t.durability = describeNodes(sts)
 	return t, nil
+}
+
+// describeNodes states what an acknowledged write survives on the nodes
+// whose Status answered, as the targets' Durability does: the storage the
+// nodes report ("fsync", "disk without fsync" or "memory"; each node's when
+// they differ; "storage unknown" for a node too old to say) and the number
+// of voters, e.g. "fsync, 3 replicas (majority acknowledged)". When fewer
+// nodes answered than there are voters it says how many it saw.
+func describeNodes(sts []client.Status) string {
+	seen := map[string]bool{}
+	var kinds []string // per node, in the order they answered
+	var ids []string
+	voters := 0
+	for _, st := range sts {
+		voters = max(voters, len(st.Voters))
+		if seen[st.ID] {
+			continue
+		}
+		seen[st.ID] = true
+		kind := "storage unknown"
+		switch p := st.Storage; {
+		case p == nil:
+		case p.DataDir && p.Fsync:
+			kind = Fsync
+		case p.DataDir:
+			kind = "disk without fsync"
+		default:
+			kind = Memory
+		}
+		kinds, ids = append(kinds, kind), append(ids, st.ID)
+	}
+	storage := kinds[0]
+	for _, k := range kinds[1:] {
+		if k != kinds[0] {
+			var each []string
+			for i := range kinds {
+				each = append(each, ids[i]+" "+kinds[i])
+			}
+			storage = "mixed storage (" + strings.Join(each, ", ") + ")"
+			break
+		}
+	}
+	if voters > len(ids) {
+		storage += fmt.Sprintf(" (%d of %d voters reported)", len(ids), voters)
+	}
+	if voters == 0 {
+		return storage + ", majority of replicas acknowledged"
+	}
+	return fmt.Sprintf("%s, %d replicas (majority acknowledged)", storage, voters)
 }
 
 func (t *endpoints) Name() string { return "kvstore" }
 
-func (t *endpoints) Durability() string {
-	if t.replicas == 0 {
-		return "memory, majority of replicas acknowledged"
-	}
-	return fmt.Sprintf("memory, %d replicas (majority acknowledged)", t.replicas)
-}
+func (t *endpoints) Durability() string { return t.durability }
 
 func (t *endpoints) Get(ctx context.Context, c int, key string) error {
 	_, _, err := t.clients[c%len(t.clients)].Get(ctx, key)

@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/kvstore/kvstore/client"
 	"github.com/kvstore/kvstore/cluster"
 )
 
@@ -97,4 +98,60 @@ func deref(f *float64) float64 {
 		return -1
 	}
 	return *f
+}
+
+// TestEndpointsLabelFromStatus: `kvstore bench --endpoints` labels a
+// running cluster from what its nodes report in Status, not as memory
+// (FINDINGS): a cluster with data directories and fsync is "fsync", one
+// without fsync says so, each with its number of voters.
+func TestEndpointsLabelFromStatus(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for mode, want := range map[string]string{
+		Fsync:   "fsync, 3 replicas (majority acknowledged)",
+		NoFsync: "disk without fsync, 3 replicas (majority acknowledged)",
+	} {
+		t.Run(mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			tgt, err := NewInProcess(ctx, 3, "", mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = tgt.Close() }()
+			var eps []string
+			for _, n := range tgt.(*inProcess).c.List() {
+				eps = append(eps, n.Addr)
+			}
+			remote, err := NewEndpoints(eps, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = remote.Close() }()
+			if got := remote.Durability(); got != want {
+				t.Errorf("endpoints of a %s cluster: durability %q, want %q", mode, got, want)
+			}
+		})
+	}
+}
+
+func TestDescribeNodes(t *testing.T) {
+	voters := []string{"n0", "n1", "n2"}
+	fsync, disk, mem := &client.Storage{DataDir: true, Fsync: true}, &client.Storage{DataDir: true}, &client.Storage{}
+	for _, tc := range []struct {
+		sts  []client.Status
+		want string
+	}{
+		{[]client.Status{{ID: "n0", Voters: voters, Storage: fsync}, {ID: "n1", Voters: voters, Storage: fsync}, {ID: "n2", Voters: voters, Storage: fsync}},
+			"fsync, 3 replicas (majority acknowledged)"},
+		{[]client.Status{{ID: "n0", Voters: voters, Storage: mem}, {ID: "n0", Voters: voters, Storage: mem}},
+			"memory (1 of 3 voters reported), 3 replicas (majority acknowledged)"},
+		{[]client.Status{{ID: "n0", Voters: voters, Storage: fsync}, {ID: "n1", Voters: voters, Storage: disk}, {ID: "n2", Voters: voters}},
+			"mixed storage (n0 fsync, n1 disk without fsync, n2 storage unknown), 3 replicas (majority acknowledged)"},
+		{[]client.Status{{ID: "n0", Storage: mem}},
+			"memory, majority of replicas acknowledged"},
+	} {
+		if got := describeNodes(tc.sts); got != tc.want {
+			t.Errorf("describeNodes(%+v) = %q, want %q", tc.sts, got, tc.want)
+		}
+	}
 }

@@ -269,6 +269,24 @@ type Status struct {
 	// Settings are the cluster's safety settings (nil if the node could
 	// not read them).
 	Settings *Settings `json:"settings,omitempty"`
+	// Build is the build the node runs (zero from a node too old to say).
+	Build Build `json:"build"`
+	// Storage is where the node keeps its state (nil from a node too old
+	// to say).
+	Storage *Storage `json:"storage,omitempty"`
+}
+
+// Build is the build a node runs (kvstore version).
+type Build struct {
+	Version   string `json:"version"`    // release version, "devel" unless set at link time
+	Commit    string `json:"commit"`     // VCS revision
+	GoVersion string `json:"go_version"` // Go toolchain that built it
+}
+
+// Storage says what an acknowledged write survives on a node.
+type Storage struct {
+	DataDir bool `json:"data_dir"` // a durable copy in a data directory (false: memory only)
+	Fsync   bool `json:"fsync"`    // with DataDir: each group commit is fsynced
 }
 
 // Settings are the values every node of a cluster runs with (kvstore
@@ -302,6 +320,12 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 		}
 		for _, m := range resp.Members {
 			st.Members = append(st.Members, Member{ID: m.Id, Addr: m.Addr})
+		}
+		if b := resp.Build; b != nil {
+			st.Build = Build{Version: b.Version, Commit: b.Commit, GoVersion: b.GoVersion}
+		}
+		if p := resp.Storage; p != nil {
+			st.Storage = &Storage{DataDir: p.DataDir, Fsync: p.Fsync}
 		}
 		return nil
 	})

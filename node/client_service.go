@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/internal/buildinfo"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
@@ -48,6 +49,7 @@ func (s *clientServer) Delete(ctx context.Context, req *kvpb.DeleteRequest) (*kv
 func (s *clientServer) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb.StatusResponse, error) {
 	n := s.n
 	l := n.Leader()
+	bi := buildinfo.Get()
 	resp := &kvpb.StatusResponse{
 		Id:       n.cfg.ID,
 		Cluster:  n.cfg.Cluster,
@@ -55,6 +57,8 @@ func (s *clientServer) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb
 		IsLeader: n.IsLeader(),
 		LeaderId: l.ID,
 		Epoch:    l.Epoch,
+		Build:    &kvpb.Build{Version: bi.Version, Commit: bi.Commit, GoVersion: bi.GoVersion},
+		Storage:  &kvpb.Storage{DataDir: n.cfg.DataDir != "", Fsync: n.cfg.DataDir != "" && !n.cfg.NoFsync},
 	}
 	if n.Recovering() {
 		resp.State += ",recovering"

@@ -12,6 +12,7 @@ import (
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
+	"github.com/kvstore/kvstore/internal/buildinfo"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
@@ -256,8 +257,25 @@ func newMetrics(n *Node) *metrics {
 		gauge("kvstore_applied_seq", "Sequence number of the last entry this node applied (comparable across nodes: it grows across epochs).",
 			func() float64 { return float64(n.Applied().Seq) }),
 		&replicationCollector{n: n},
+		buildInfoCollector(),
 	}
 	return m
+}
+
+// buildInfoCollector exports kvstore_build_info, the constant 1 labelled
+// with the build this node runs (the usual Prometheus *_build_info shape:
+// join on it to tell a mixed-version cluster apart).
+func buildInfoCollector() prometheus.Collector {
+	bi := buildinfo.Get()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kvstore_build_info",
+		Help: "Always 1; the labels say which build this node runs: version (set at link time, \"devel\" otherwise), VCS commit and Go version.",
+		ConstLabels: prometheus.Labels{
+			"version": bi.Version, "commit": bi.Commit, "go_version": bi.GoVersion,
+		},
+	})
+	g.Set(1)
+	return g
 }
 
 // cachedSample is how often a cached read is timed for the latency

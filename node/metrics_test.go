@@ -12,6 +12,7 @@ import (
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/cluster"
+	"github.com/kvstore/kvstore/internal/buildinfo"
 	"github.com/kvstore/kvstore/internal/soon"
 	"github.com/kvstore/kvstore/node"
 )
@@ -141,6 +142,21 @@ func expectDelta(t *testing.T, before, after scrape, want float64, name string, 
 // TestOperationMetrics checks the client operation counters and latency
 // histograms, the cache counters and the invalidation counters on both
 // sides, against operations whose path is known.
+// TestBuildInfoMetric checks kvstore_build_info: 1, labelled with the
+// node's version, commit and Go version.
+func TestBuildInfoMetric(t *testing.T) {
+	c := newCluster(t, 1)
+	s := scrapeNode(t, nodeOf(t, c, 0))
+	bi := buildinfo.Get()
+	m, ok := s.find("kvstore_build_info", "version", bi.Version, "commit", bi.Commit, "go_version", bi.GoVersion)
+	if !ok {
+		t.Fatalf("no kvstore_build_info{version=%q,commit=%q,go_version=%q}; got %v", bi.Version, bi.Commit, bi.GoVersion, s["kvstore_build_info"])
+	}
+	if len(m.GetLabel()) != 3 || m.GetGauge().GetValue() != 1 {
+		t.Fatalf("kvstore_build_info = %v, want 1 with exactly the labels version, commit, go_version", m)
+	}
+}
+
 func TestOperationMetrics(t *testing.T) {
 	c := newCluster(t, 3)
 	ld, fs := roles(t, c)

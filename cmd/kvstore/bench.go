@@ -57,7 +57,8 @@ By default KVStore runs in this process: a --nodes node cluster with an
 embedded etcd coordinator, client i calling node i % nodes through its Go
 API (node.Get/node.Set, as a program embedding a node does). With
 --endpoints (or KVSTORE_ENDPOINTS) it benchmarks a running cluster through
-the Go client instead. --compare etcd,zookeeper also starts those systems
+the Go client instead, labelled with the storage and voters its nodes
+report in Status. --compare etcd,zookeeper also starts those systems
 (--peer-members servers each, fsync per --peer-fsync) and runs every
 workload against them with the same parameters and seed, then prints the
 ratios of KVStore's throughput to theirs.

@@ -185,9 +185,10 @@ func ctlCommands() []*cobra.Command {
 	})
 	members := withFlags(&cobra.Command{
 		Use:   "members",
-		Short: "List the nodes: live members (id, address, leader or follower, voter or non-voter, state if not ok) and voters that are down",
-		Long: `List the nodes, one line each: "<id> <addr> <leader|follower> <voter|non-voter>"
-for each live member, followed by its state when it is not ok (recovering: it
+		Short: "List the nodes: live members (id, address, leader or follower, voter or non-voter, version, state if not ok) and voters that are down",
+		Long: `List the nodes, one line each: "<id> <addr> <leader|follower> <voter|non-voter> <version>"
+for each live member (the version it runs, kvstore version; "-" if it did not
+answer), followed by its state when it is not ok (recovering: it
 restarted without its data and counts toward no majority until the leader has
 reconciled it; unreachable: it did not answer), and "<id> - down voter" for
 each voter with no live member, then one line "settings: ..." with the
@@ -212,9 +213,10 @@ cluster-wide settings every node runs with (kvstore cluster settings).`,
 					if slices.Contains(st.Voters, m.ID) {
 						voter = "voter"
 					}
-					line := fmt.Sprintf("%s %s %s %s", m.ID, m.Addr, role, voter)
-					if s := states[m.ID]; s != "ok" {
-						line += " " + s
+					info := states[m.ID]
+					line := fmt.Sprintf("%s %s %s %s %s", m.ID, m.Addr, role, voter, info.version)
+					if info.state != "ok" {
+						line += " " + info.state
 					}
 					if _, err := fmt.Fprintln(out, line); err != nil {
 						return err
@@ -292,28 +294,36 @@ func (f *ctlFlags) clientConfig(endpoints []string, tlsConfig *tls.Config) clien
 	}
 }
 
-// memberStates asks each member for its own state ("ok", "recovering",
-// "suspended", ...; "unreachable" if it does not answer in time).
-func (f *ctlFlags) memberStates(ctx context.Context, members []client.Member) map[string]string {
+// memberInfo is what a member says of itself, for kvstore members.
+type memberInfo struct {
+	state   string // "ok", "recovering", "suspended", ...; "unreachable" if it did not answer in time
+	version string // the version it runs; "-" if it did not answer, "?" if too old to say
+}
+
+// memberStates asks each member for its own state and version.
+func (f *ctlFlags) memberStates(ctx context.Context, members []client.Member) map[string]memberInfo {
 	tlsConfig, _ := f.tls.clientConfig() // checked by run already
-	out := make(map[string]string, len(members))
+	out := make(map[string]memberInfo, len(members))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, m := range members {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			state := "unreachable"
+			info := memberInfo{state: "unreachable", version: "-"}
 			if c, err := client.New(f.clientConfig([]string{m.Addr}, tlsConfig)); err == nil {
 				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				if st, err := c.Status(sctx); err == nil {
-					state = strings.TrimPrefix(st.State, "ok,")
+					info = memberInfo{state: strings.TrimPrefix(st.State, "ok,"), version: st.Build.Version}
+					if info.version == "" {
+						info.version = "?"
+					}
 				}
 				cancel()
 				_ = c.Close()
 			}
 			mu.Lock()
-			out[m.ID] = state
+			out[m.ID] = info
 			mu.Unlock()
 		}()
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kvstore/kvstore/cluster"
 	"github.com/kvstore/kvstore/coord/zkcoord"
+	"github.com/kvstore/kvstore/internal/buildinfo"
 	"github.com/kvstore/kvstore/node"
 	"github.com/kvstore/kvstore/shell"
 	"github.com/spf13/cobra"
@@ -87,6 +88,10 @@ Debian's zookeeper package.`,
 	cmd.AddCommand(ctlCommands()...)
 	cmd.AddCommand(newBenchCmd())
 	cmd.AddCommand(newCertsCmd())
+	cmd.AddCommand(newVersionCmd())
+	// --version prints what `kvstore version` prints.
+	cmd.Version = buildinfo.Get().Version
+	cmd.SetVersionTemplate(buildinfo.Get().String() + "\n")
 	usageErrors(cmd)
 	return cmd
 }

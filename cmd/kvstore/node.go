@@ -17,6 +17,7 @@ import (
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/coord/etcdcoord"
 	"github.com/kvstore/kvstore/coord/zkcoord"
+	"github.com/kvstore/kvstore/internal/buildinfo"
 	"github.com/kvstore/kvstore/node"
 	"github.com/kvstore/kvstore/ops"
 )
@@ -247,7 +248,9 @@ func runNode(ctx context.Context, f nodeFlags) error {
 		n.Kill()
 		return err
 	}
-	log.Info("node started", "id", f.id, "cluster", f.cluster, "addr", n.Addr())
+	bi := buildinfo.Get()
+	log.Info("node started", "id", f.id, "cluster", f.cluster, "addr", n.Addr(),
+		"version", bi.Version, "commit", bi.Commit, "go_version", bi.GoVersion)
 
 	select {
 	case <-ctx.Done():

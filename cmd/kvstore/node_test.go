@@ -195,7 +195,7 @@ func waitMembers(t *testing.T, bin string, nodes []*nodeProc, within time.Durati
 			return fmt.Errorf("members (exit %d):\n%s", code, out)
 		}
 		for _, n := range nodes {
-			if !strings.Contains(out, n.id+" "+n.addr+" ") || !regexp.MustCompile(`(?m)^`+n.id+` \S+ \S+ voter$`).MatchString(out) {
+			if !strings.Contains(out, n.id+" "+n.addr+" ") || !regexp.MustCompile(`(?m)^`+n.id+` \S+ \S+ voter devel$`).MatchString(out) {
 				return fmt.Errorf("members (exit %d) without voter %s at %s:\n%s", code, n.id, n.addr, out)
 			}
 		}

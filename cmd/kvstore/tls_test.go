@@ -162,7 +162,7 @@ func TestNodeProcessesTLS(t *testing.T) {
 	second := startNode(t, bin, "t1", env...)
 	soon.Succeeds(t, 30*time.Second, func() error {
 		out, errOut, code := ctlFull(t, bin, withTLS("members", "--endpoints", second.addr, "--timeout", "5s")...)
-		if code != 0 || !strings.Contains(out, "t0 "+first.addr+" leader voter\n") || !strings.Contains(out, "t1 "+second.addr+" follower voter\n") {
+		if code != 0 || !strings.Contains(out, "t0 "+first.addr+" leader voter devel\n") || !strings.Contains(out, "t1 "+second.addr+" follower voter devel\n") {
 			return fmt.Errorf("members (exit %d): %q %s", code, out, errOut)
 		}
 		return nil

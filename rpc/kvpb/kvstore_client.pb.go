@@ -406,6 +406,8 @@ type StatusResponse struct {
 	Members       []*Member              `protobuf:"bytes,7,rep,name=members,proto3" json:"members,omitempty"`                    // the live members this node sees
 	Voters        []string               `protobuf:"bytes,8,rep,name=voters,proto3" json:"voters,omitempty"`                      // the voter record, read from the coordinator (empty if it could not be read)
 	Settings      *Settings              `protobuf:"bytes,9,opt,name=settings,proto3" json:"settings,omitempty"`                  // the cluster's safety settings, read from the coordinator (unset if it could not be read)
+	Build         *Build                 `protobuf:"bytes,10,opt,name=build,proto3" json:"build,omitempty"`                       // the build this node runs
+	Storage       *Storage               `protobuf:"bytes,11,opt,name=storage,proto3" json:"storage,omitempty"`                   // where this node keeps its state
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -503,6 +505,134 @@ func (x *StatusResponse) GetSettings() *Settings {
 	return nil
 }
 
+func (x *StatusResponse) GetBuild() *Build {
+	if x != nil {
+		return x.Build
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetStorage() *Storage {
+	if x != nil {
+		return x.Storage
+	}
+	return nil
+}
+
+// Build is the build a node runs (kvstore version).
+type Build struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`                      // release version, "devel" unless set at link time
+	Commit        string                 `protobuf:"bytes,2,opt,name=commit,proto3" json:"commit,omitempty"`                        // VCS revision ("unknown" if not recorded)
+	GoVersion     string                 `protobuf:"bytes,3,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"` // Go toolchain that built it
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Build) Reset() {
+	*x = Build{}
+	mi := &file_kvstore_client_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Build) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Build) ProtoMessage() {}
+
+func (x *Build) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_client_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Build.ProtoReflect.Descriptor instead.
+func (*Build) Descriptor() ([]byte, []int) {
+	return file_kvstore_client_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Build) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Build) GetCommit() string {
+	if x != nil {
+		return x.Commit
+	}
+	return ""
+}
+
+func (x *Build) GetGoVersion() string {
+	if x != nil {
+		return x.GoVersion
+	}
+	return ""
+}
+
+// Storage says what an acknowledged write survives on this node.
+type Storage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DataDir       bool                   `protobuf:"varint,1,opt,name=data_dir,json=dataDir,proto3" json:"data_dir,omitempty"` // the node keeps a durable copy in a data directory (false: memory only)
+	Fsync         bool                   `protobuf:"varint,2,opt,name=fsync,proto3" json:"fsync,omitempty"`                    // with data_dir: each group commit is fsynced
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Storage) Reset() {
+	*x = Storage{}
+	mi := &file_kvstore_client_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Storage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Storage) ProtoMessage() {}
+
+func (x *Storage) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_client_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Storage.ProtoReflect.Descriptor instead.
+func (*Storage) Descriptor() ([]byte, []int) {
+	return file_kvstore_client_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Storage) GetDataDir() bool {
+	if x != nil {
+		return x.DataDir
+	}
+	return false
+}
+
+func (x *Storage) GetFsync() bool {
+	if x != nil {
+		return x.Fsync
+	}
+	return false
+}
+
 // Settings are the cluster-wide values every node runs with (kvstore cluster settings).
 type Settings struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -516,7 +646,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_kvstore_client_proto_msgTypes[9]
+	mi := &file_kvstore_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -528,7 +658,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[9]
+	mi := &file_kvstore_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -541,7 +671,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Settings) GetLeaseMs() int64 {
@@ -581,7 +711,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_kvstore_client_proto_msgTypes[10]
+	mi := &file_kvstore_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -593,7 +723,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[10]
+	mi := &file_kvstore_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -606,7 +736,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{10}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -625,7 +755,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_kvstore_client_proto_msgTypes[11]
+	mi := &file_kvstore_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +767,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[11]
+	mi := &file_kvstore_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +780,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{11}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RemoveMemberResponse) GetVoters() []string {
@@ -686,7 +816,7 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\rStatusRequest\",\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xa6\x02\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\x8c\x03\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x14\n" +
@@ -696,7 +826,18 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\x05epoch\x18\x06 \x01(\x03R\x05epoch\x123\n" +
 	"\amembers\x18\a \x03(\v2\x19.kvstore.client.v1.MemberR\amembers\x12\x16\n" +
 	"\x06voters\x18\b \x03(\tR\x06voters\x127\n" +
-	"\bsettings\x18\t \x01(\v2\x1b.kvstore.client.v1.SettingsR\bsettings\"\x8b\x01\n" +
+	"\bsettings\x18\t \x01(\v2\x1b.kvstore.client.v1.SettingsR\bsettings\x12.\n" +
+	"\x05build\x18\n" +
+	" \x01(\v2\x18.kvstore.client.v1.BuildR\x05build\x124\n" +
+	"\astorage\x18\v \x01(\v2\x1a.kvstore.client.v1.StorageR\astorage\"X\n" +
+	"\x05Build\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
+	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x1d\n" +
+	"\n" +
+	"go_version\x18\x03 \x01(\tR\tgoVersion\":\n" +
+	"\aStorage\x12\x19\n" +
+	"\bdata_dir\x18\x01 \x01(\bR\adataDir\x12\x14\n" +
+	"\x05fsync\x18\x02 \x01(\bR\x05fsync\"\x8b\x01\n" +
 	"\bSettings\x12\x19\n" +
 	"\blease_ms\x18\x01 \x01(\x03R\aleaseMs\x12\x1f\n" +
 	"\vclock_drift\x18\x02 \x01(\x01R\n" +
@@ -727,7 +868,7 @@ func file_kvstore_client_proto_rawDescGZIP() []byte {
 	return file_kvstore_client_proto_rawDescData
 }
 
-var file_kvstore_client_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_kvstore_client_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_kvstore_client_proto_goTypes = []any{
 	(*GetRequest)(nil),           // 0: kvstore.client.v1.GetRequest
 	(*GetResponse)(nil),          // 1: kvstore.client.v1.GetResponse
@@ -738,28 +879,32 @@ var file_kvstore_client_proto_goTypes = []any{
 	(*StatusRequest)(nil),        // 6: kvstore.client.v1.StatusRequest
 	(*Member)(nil),               // 7: kvstore.client.v1.Member
 	(*StatusResponse)(nil),       // 8: kvstore.client.v1.StatusResponse
-	(*Settings)(nil),             // 9: kvstore.client.v1.Settings
-	(*RemoveMemberRequest)(nil),  // 10: kvstore.client.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil), // 11: kvstore.client.v1.RemoveMemberResponse
+	(*Build)(nil),                // 9: kvstore.client.v1.Build
+	(*Storage)(nil),              // 10: kvstore.client.v1.Storage
+	(*Settings)(nil),             // 11: kvstore.client.v1.Settings
+	(*RemoveMemberRequest)(nil),  // 12: kvstore.client.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil), // 13: kvstore.client.v1.RemoveMemberResponse
 }
 var file_kvstore_client_proto_depIdxs = []int32{
 	7,  // 0: kvstore.client.v1.StatusResponse.members:type_name -> kvstore.client.v1.Member
-	9,  // 1: kvstore.client.v1.StatusResponse.settings:type_name -> kvstore.client.v1.Settings
-	0,  // 2: kvstore.client.v1.KV.Get:input_type -> kvstore.client.v1.GetRequest
-	2,  // 3: kvstore.client.v1.KV.Put:input_type -> kvstore.client.v1.PutRequest
-	4,  // 4: kvstore.client.v1.KV.Delete:input_type -> kvstore.client.v1.DeleteRequest
-	6,  // 5: kvstore.client.v1.KV.Status:input_type -> kvstore.client.v1.StatusRequest
-	10, // 6: kvstore.client.v1.KV.RemoveMember:input_type -> kvstore.client.v1.RemoveMemberRequest
-	1,  // 7: kvstore.client.v1.KV.Get:output_type -> kvstore.client.v1.GetResponse
-	3,  // 8: kvstore.client.v1.KV.Put:output_type -> kvstore.client.v1.PutResponse
-	5,  // 9: kvstore.client.v1.KV.Delete:output_type -> kvstore.client.v1.DeleteResponse
-	8,  // 10: kvstore.client.v1.KV.Status:output_type -> kvstore.client.v1.StatusResponse
-	11, // 11: kvstore.client.v1.KV.RemoveMember:output_type -> kvstore.client.v1.RemoveMemberResponse
-	7,  // [7:12] is the sub-list for method output_type
-	2,  // [2:7] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	11, // 1: kvstore.client.v1.StatusResponse.settings:type_name -> kvstore.client.v1.Settings
+	9,  // 2: kvstore.client.v1.StatusResponse.build:type_name -> kvstore.client.v1.Build
+	10, // 3: kvstore.client.v1.StatusResponse.storage:type_name -> kvstore.client.v1.Storage
+	0,  // 4: kvstore.client.v1.KV.Get:input_type -> kvstore.client.v1.GetRequest
+	2,  // 5: kvstore.client.v1.KV.Put:input_type -> kvstore.client.v1.PutRequest
+	4,  // 6: kvstore.client.v1.KV.Delete:input_type -> kvstore.client.v1.DeleteRequest
+	6,  // 7: kvstore.client.v1.KV.Status:input_type -> kvstore.client.v1.StatusRequest
+	12, // 8: kvstore.client.v1.KV.RemoveMember:input_type -> kvstore.client.v1.RemoveMemberRequest
+	1,  // 9: kvstore.client.v1.KV.Get:output_type -> kvstore.client.v1.GetResponse
+	3,  // 10: kvstore.client.v1.KV.Put:output_type -> kvstore.client.v1.PutResponse
+	5,  // 11: kvstore.client.v1.KV.Delete:output_type -> kvstore.client.v1.DeleteResponse
+	8,  // 12: kvstore.client.v1.KV.Status:output_type -> kvstore.client.v1.StatusResponse
+	13, // 13: kvstore.client.v1.KV.RemoveMember:output_type -> kvstore.client.v1.RemoveMemberResponse
+	9,  // [9:14] is the sub-list for method output_type
+	4,  // [4:9] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_client_proto_init() }
@@ -773,7 +918,7 @@ func file_kvstore_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_client_proto_rawDesc), len(file_kvstore_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
