@@ -188,7 +188,18 @@ func (k *sessionKeeper) serve(sess coord.Session, jumps *jumpWatch) {
 		case <-tick.C:
 			if d, ok := jumps.check(); ok {
 				k.clockJumped(d)
-				doubt, inDoubt = deadline, true
+				// In doubt until a keep-alive answered from now on moves
+				// the deadline: the one read now, not at the top of the
+				// loop (a keep-alive answered in between, before the
+				// watcher looked, proves nothing of the resume). The
+				// node suspends at once, so the cache is dropped even
+				// if such a keep-alive comes before the next turn.
+				doubt, inDoubt = sess.Deadline(), true
+				if n.State() == StateOK {
+					n.log.Warn("suspended: coordinator session in doubt", "healthy", sess.Healthy(), "deadline_passed", !n.now().Before(doubt), "clock_jumped", true)
+					n.met.suspended()
+					k.setServing(sess, StateSuspended, fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrPartitioned))
+				}
 			}
 		case <-sess.Done():
 			timer.Stop()
