@@ -89,6 +89,7 @@ Debian's zookeeper package.`,
 	cmd.AddCommand(newBenchCmd())
 	cmd.AddCommand(newCertsCmd())
 	cmd.AddCommand(newVersionCmd())
+	cmd.AddCommand(newHealthcheckCmd())
 	// --version prints what `kvstore version` prints.
 	cmd.Version = buildinfo.Get().Version
 	cmd.SetVersionTemplate(buildinfo.Get().String() + "\n")
