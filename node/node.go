@@ -39,6 +39,9 @@ type Stats struct {
 	// leader (their cache misses).
 	FetchesServed uint64
 	Writes        uint64 // writes acknowledged through this node
+	// SnapshotChunksSent counts the snapshot chunks this node sent as
+	// leader; SnapshotChunksTaken those it staged or installed as follower.
+	SnapshotChunksSent, SnapshotChunksTaken uint64
 }
 
 // Node is one KVStore replica. Create it with New, run it with Start, stop
@@ -102,6 +105,11 @@ type Node struct {
 	guard  *guard   // the gRPC server's interceptors (guard.go)
 
 	served atomic.Uint64 // reads this node answered for followers as leader
+
+	// recv stages a snapshot a leader sends in chunks (snapshot_recv.go).
+	recv snapshotReceiver
+	// chunksSent counts the snapshot chunks this node sent as leader.
+	chunksSent atomic.Uint64
 
 	met *metrics // Prometheus instruments (metrics.go)
 }
@@ -320,6 +328,9 @@ func (n *Node) Stats() Stats {
 		LeaderReads:   n.reader.leaderReads.Load(),
 		FetchesServed: n.served.Load(),
 		Writes:        n.writer.writes.Load(),
+
+		SnapshotChunksSent:  n.chunksSent.Load(),
+		SnapshotChunksTaken: n.recv.taken.Load(),
 	}
 }
 

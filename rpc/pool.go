@@ -16,8 +16,13 @@ import (
 	"google.golang.org/grpc/keepalive"
 )
 
-// MaxMsgSize bounds one node-to-node message (snapshots travel whole).
-const MaxMsgSize = 512 << 20
+// MaxMsgSize bounds one gRPC message a node sends or receives: node-to-node
+// messages (Appends of at most node.Config.MaxBatchBytes of entries,
+// snapshot chunks of about node.Config.SnapshotChunkBytes) and client
+// requests alike, so it is also what one request may cost a node in memory
+// before the node checks --max-request-size. Snapshots travel in chunks,
+// never whole.
+const MaxMsgSize = 16 << 20
 
 // Pool keeps one gRPC client connection per peer address. It is safe for
 // concurrent use; Close closes every connection.
