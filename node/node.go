@@ -42,6 +42,9 @@ type Stats struct {
 	// SnapshotChunksSent counts the snapshot chunks this node sent as
 	// leader; SnapshotChunksTaken those it staged or installed as follower.
 	SnapshotChunksSent, SnapshotChunksTaken uint64
+	// LogEntries is how many entries this node keeps, as leader, for
+	// followers that lag (at most about Config.MaxLog; 0 on a follower).
+	LogEntries int
 }
 
 // Node is one KVStore replica. Create it with New, run it with Start, stop
@@ -178,6 +181,7 @@ func New(cfg Config) (*Node, error) {
 		serverCreds(cfg.ServerTLS),
 		grpc.MaxRecvMsgSize(rpc.MaxMsgSize),
 		grpc.MaxSendMsgSize(rpc.MaxMsgSize),
+		grpc.InitialWindowSize(rpc.PeerWindow), grpc.InitialConnWindowSize(rpc.PeerWindow),
 		grpc.KeepaliveEnforcementPolicy(rpc.PeerKeepalivePolicy),
 	)
 	kvpb.RegisterPeerServer(n.srv, &peerServer{n: n})
@@ -331,7 +335,20 @@ func (n *Node) Stats() Stats {
 
 		SnapshotChunksSent:  n.chunksSent.Load(),
 		SnapshotChunksTaken: n.recv.taken.Load(),
+		LogEntries:          n.logEntries(),
 	}
+}
+
+// logEntries is how many entries the leader's log holds (0 on a
+// follower).
+func (n *Node) logEntries() int {
+	l := n.lead.Load()
+	if l == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.log)
 }
 
 // Applied is the position of the last entry this node applied.

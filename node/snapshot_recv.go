@@ -47,6 +47,11 @@ func (s *staging) follows(req *kvpb.SnapshotChunk) bool {
 type snapshotReceiver struct {
 	mu  sync.Mutex
 	cur *staging // nil: nothing staged
+	// done names the snapshot installed last: a chunk of it that comes
+	// again (the answer to the last chunk was lost, or came after the
+	// leader's timeout, as the install of a large state may) is answered
+	// "installed" rather than starting the transfer over.
+	done *staging
 
 	taken atomic.Uint64 // chunks staged or installed (Stats)
 }
@@ -89,7 +94,14 @@ func (n *Node) receiveChunk(req *kvpb.SnapshotChunk) (*kvpb.SnapshotChunkRespons
 	if rc.cur != nil && rc.cur.epoch < st.promised {
 		rc.cur = nil // a snapshot of a leadership that is over
 	}
+	if rc.done != nil && rc.done.epoch < st.promised {
+		rc.done = nil
+	}
 	switch cur := rc.cur; {
+	case rc.done.names(req, ld):
+		resp := chunkAnswer(st, false, nil)
+		resp.Installed = true
+		return resp, p, nil
 	case req.After == "" && req.RequestsFrom == 0:
 		rc.cur = &staging{epoch: req.Epoch, ld: ld, applied: fromPos(req.Applied), items: store.NewBuilder()}
 	case !cur.names(req, ld):
@@ -112,7 +124,11 @@ func (n *Node) receiveChunk(req *kvpb.SnapshotChunk) (*kvpb.SnapshotChunkRespons
 		return chunkAnswer(st, true, cur), p, nil
 	}
 	rc.cur = nil
-	return n.installStaged(cur, req.Count)
+	resp, p, err := n.installStaged(cur, req.Count)
+	if err == nil && resp.Installed {
+		rc.done = &staging{epoch: cur.epoch, ld: cur.ld, applied: cur.applied} // its name only
+	}
+	return resp, p, err
 }
 
 // installStaged checks the staged snapshot cur, whose last chunk said it
@@ -129,7 +145,9 @@ func (n *Node) installStaged(cur *staging, count uint64) (*kvpb.SnapshotChunkRes
 	if err != nil {
 		return nil, p, err
 	}
-	return chunkAnswer(st, !st.refused, nil), p, nil
+	resp := chunkAnswer(st, !st.refused, nil)
+	resp.Installed = resp.Taken
+	return resp, p, nil
 }
 
 // chunkAnswer is the answer to a chunk: taken or not, with st (the

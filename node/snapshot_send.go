@@ -151,15 +151,20 @@ func (r *replication) handleChunk(p *progress, s *snapshotSend, req *kvpb.Snapsh
 		l.health.hearLocked(p.id, sent) // a recovering voter cannot vouch for this epoch
 	}
 	switch {
+	case resp.Installed:
 	case !resp.Taken:
 		// Not the chunk the follower expects: go on from its staging
 		// (resume), or from the start if it stages nothing of this one.
 		if int(resp.StagedRequests) > len(s.view.Requests()) {
-			return true, false // not this snapshot's: start over next time
+			p.snap = nil // not this snapshot's: start over next time
+			return true, false
 		}
 		s.after, s.reqFrom = resp.Staged, int(resp.StagedRequests)
 		return false, false
-	case !req.Last:
+	case req.Last:
+		p.snap = nil // taken but not installed: start over next time
+		return true, false
+	default:
 		if k := len(req.Items); k > 0 {
 			s.after = req.Items[k-1].Key
 		}
@@ -167,9 +172,9 @@ func (r *replication) handleChunk(p *progress, s *snapshotSend, req *kvpb.Snapsh
 		return false, false
 	}
 	p.snap = nil
-	p.answer(l.history(l.epoch), fromPos(resp.Applied), resp.Ok, resp.Reconcile, true)
+	p.answer(l.history(l.epoch), fromPos(resp.Applied), true, resp.Reconcile, true)
 	r.recomputeCommitLocked()
-	return true, resp.Ok
+	return true, true
 }
 
 // GetSnapshot returns the chunk of the node's whole state after

@@ -24,6 +24,11 @@ import (
 // never whole.
 const MaxMsgSize = 16 << 20
 
+// PeerWindow is the gRPC flow-control window of node-to-node streams and
+// connections: a snapshot chunk or an Append of up to a few MiB goes out
+// without waiting for window updates (gRPC's window starts at 64 KiB).
+const PeerWindow = 4 << 20
+
 // Pool keeps one gRPC client connection per peer address. It is safe for
 // concurrent use; Close closes every connection.
 type Pool struct {
@@ -62,6 +67,7 @@ func (p *Pool) Peer(addr string) (kvpb.PeerClient, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize)),
+		grpc.WithInitialWindowSize(PeerWindow), grpc.WithInitialConnWindowSize(PeerWindow),
 		// Reconnect fast once a peer is back: the default backoff grows to 2 minutes.
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},

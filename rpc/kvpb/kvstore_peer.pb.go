@@ -557,8 +557,12 @@ type SnapshotChunkResponse struct {
 	Taken           bool                   `protobuf:"varint,6,opt,name=taken,proto3" json:"taken,omitempty"`
 	Staged          string                 `protobuf:"bytes,7,opt,name=staged,proto3" json:"staged,omitempty"`                                        // the last key staged of this snapshot ("": none)
 	StagedRequests  uint64                 `protobuf:"varint,8,opt,name=staged_requests,json=stagedRequests,proto3" json:"staged_requests,omitempty"` // how many request ids are staged
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// installed: the follower installed this snapshot (the answer to its
+	// last chunk, or to any chunk of it that comes again later): the
+	// transfer is over, applied is the follower's position.
+	Installed     bool `protobuf:"varint,9,opt,name=installed,proto3" json:"installed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotChunkResponse) Reset() {
@@ -645,6 +649,13 @@ func (x *SnapshotChunkResponse) GetStagedRequests() uint64 {
 		return x.StagedRequests
 	}
 	return 0
+}
+
+func (x *SnapshotChunkResponse) GetInstalled() bool {
+	if x != nil {
+		return x.Installed
+	}
+	return false
 }
 
 type PrepareRequest struct {
@@ -1688,7 +1699,7 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\brequests\x18\t \x03(\v2\x18.kvstore.peer.v1.RequestR\brequests\x12\x14\n" +
 	"\x05count\x18\n" +
 	" \x01(\x04R\x05count\x12#\n" +
-	"\rrequests_from\x18\v \x01(\x04R\frequestsFrom\"\xa3\x02\n" +
+	"\rrequests_from\x18\v \x01(\x04R\frequestsFrom\"\xc1\x02\n" +
 	"\x15SnapshotChunkResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
@@ -1697,7 +1708,8 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\x10other_leadership\x18\x05 \x01(\bR\x0fotherLeadership\x12\x14\n" +
 	"\x05taken\x18\x06 \x01(\bR\x05taken\x12\x16\n" +
 	"\x06staged\x18\a \x01(\tR\x06staged\x12'\n" +
-	"\x0fstaged_requests\x18\b \x01(\x04R\x0estagedRequests\"}\n" +
+	"\x0fstaged_requests\x18\b \x01(\x04R\x0estagedRequests\x12\x1c\n" +
+	"\tinstalled\x18\t \x01(\bR\tinstalled\"}\n" +
 	"\x0ePrepareRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
