@@ -68,7 +68,7 @@ func (p faultyPeer) InstallSnapshot(ctx context.Context, in *kvpb.SnapshotChunk,
 // it a snapshot, which goes to its disk too. Without, they keep their
 // state in memory and the leader keeps a log of one entry: once it trimmed
 // its log (waitTrimmed), a node that joins needs a snapshot.
-func joinCluster(t *testing.T, chunkBytes int, f *chunkFaults, durable bool) *cluster.Cluster {
+func joinCluster(t testing.TB, chunkBytes int, f *chunkFaults, durable bool) *cluster.Cluster {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
@@ -94,7 +94,7 @@ func joinCluster(t *testing.T, chunkBytes int, f *chunkFaults, durable bool) *cl
 }
 
 // waitTrimmed waits until node 0, the leader, keeps at most max entries.
-func waitTrimmed(t *testing.T, c *cluster.Cluster, max int) {
+func waitTrimmed(t testing.TB, c *cluster.Cluster, max int) {
 	t.Helper()
 	nd, err := c.Node(0)
 	if err != nil {

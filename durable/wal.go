@@ -29,7 +29,12 @@ import (
 //
 //	append:  count | count × (epoch | seq | op | key | value | request id)
 //	restore: epoch | seq | items | items × (key | flags | epoch | seq | value)
-//	         | requests | requests × (id | epoch | seq)
+//	         | requests | requests × (id | epoch | seq)   (older builds)
+//	restore begin: epoch | seq | requests | requests × (id | epoch | seq)
+//	restore items: items | items × (key | flags | epoch | seq | value)
+//
+// A Restore is written as a restore begin and restore items records of
+// about restoreChunkBytes each (appendSub), consecutive in one group.
 //	promise: epoch
 //	reconciled: (no body)
 //	promise with leadership: epoch | leader id | leadership number
