@@ -121,8 +121,8 @@ func (d *DB) logGroup(batch []*Pending) error {
 			return err
 		}
 	}
-	buf, recs := d.encodeGroup(buf, first, batch)
-	d.nextIdx += uint64(len(batch))
+	buf, recs, n := d.encodeGroup(buf, first, batch)
+	d.nextIdx += n
 	if err := d.wal.write(buf); err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func (d *DB) logGroup(batch []*Pending) error {
 // header and first record zeroed (only its header if it holds one record,
 // so that a whole record follows the damage), not synced.
 func (d *DB) writeTorn(batch []*Pending) {
-	b, recs := d.encodeGroup(nil, d.nextIdx, batch)
+	b, recs, _ := d.encodeGroup(nil, d.nextIdx, batch)
 	if len(batch) > 1 || recs == 0 {
 		_, n, _ := nextRecord(b[recs:])
 		recs += n
@@ -151,20 +151,22 @@ func (d *DB) writeTorn(batch []*Pending) {
 }
 
 // encodeGroup appends to b[:0] the group of batch's submissions, the first
-// with index first, sealed for the current log file; its records start at
-// recs.
-func (d *DB) encodeGroup(b []byte, first uint64, batch []*Pending) (_ []byte, recs int) {
+// record with index first, sealed for the current log file; its records
+// start at recs, and there are n of them (a Restore is several).
+func (d *DB) encodeGroup(b []byte, first uint64, batch []*Pending) (_ []byte, recs int, n uint64) {
 	if !writeBareRecords {
 		recs = groupHeaderLen
 	}
 	b = append(b[:0], make([]byte, recs)...)
-	for i, p := range batch {
-		b = appendRecord(b, first+uint64(i), &p.sub)
+	for _, p := range batch {
+		var k uint64
+		b, k = appendSub(b, first+n, &p.sub)
+		n += k
 	}
 	if !writeBareRecords {
 		sealGroup(b, d.wal.salt)
 	}
-	return b, recs
+	return b, recs, n
 }
 
 // writeBareRecords makes the committer write the older format, bare
@@ -429,6 +431,11 @@ func (g *group) apply(p *sub) error {
 	case kindRestore:
 		g.reconciled()
 		return g.restore(p.snap)
+	case kindRestoreBegin:
+		g.reconciled()
+		return g.restoreBegin(p.snap)
+	case kindRestoreItems:
+		return g.restoreItems(p.snap)
 	case kindReconciled:
 		g.reconciled()
 	case kindIncarnation:
@@ -495,6 +502,15 @@ func (g *group) addRequest(r store.Request) error {
 }
 
 func (g *group) restore(snap store.Snapshot) error {
+	if err := g.restoreBegin(store.Snapshot{Applied: snap.Applied, Requests: snap.Requests}); err != nil {
+		return err
+	}
+	return g.restoreItems(snap)
+}
+
+// restoreBegin starts a restore: no items, snap's request ids and
+// position.
+func (g *group) restoreBegin(snap store.Snapshot) error {
 	for _, name := range [][]byte{bucketItems, bucketRequests} {
 		if err := g.tx.DeleteBucket(name); err != nil {
 			return err
@@ -507,11 +523,6 @@ func (g *group) restore(snap store.Snapshot) error {
 	g.cs.dg = digest{}
 	g.cs.nextReq = 1
 	g.digestDirty = true
-	for _, k := range slices.Sorted(maps.Keys(snap.Items)) { // sorted: sequential inserts
-		if err := g.putItem(k, snap.Items[k]); err != nil {
-			return fmt.Errorf("restore of key %q: %w", k, err)
-		}
-	}
 	reqs := snap.Requests
 	if len(reqs) > g.maxReqs {
 		reqs = reqs[len(reqs)-g.maxReqs:]
@@ -523,6 +534,16 @@ func (g *group) restore(snap store.Snapshot) error {
 	}
 	g.cs.applied = snap.Applied
 	g.appliedDirty = true
+	return nil
+}
+
+// restoreItems adds snap's items to a restore under way.
+func (g *group) restoreItems(snap store.Snapshot) error {
+	for _, k := range slices.Sorted(maps.Keys(snap.Items)) { // sorted: sequential inserts
+		if err := g.putItem(k, snap.Items[k]); err != nil {
+			return fmt.Errorf("restore of key %q: %w", k, err)
+		}
+	}
 	return nil
 }
 

@@ -223,7 +223,9 @@ func recordCrashRun(t *testing.T, seed uint64, bursts int) crashRun {
 	tune(t, 16<<10, time.Hour)
 	cb, mx := checkpointBytes, maxUncheckpointed
 	checkpointBytes, maxUncheckpointed = 1<<40, 1<<40 // no checkpoint: state.db stays as it was
-	t.Cleanup(func() { checkpointBytes, maxUncheckpointed = cb, mx })
+	rc := restoreChunkBytes
+	restoreChunkBytes = 3000 // a Restore is a unit of several records
+	t.Cleanup(func() { checkpointBytes, maxUncheckpointed, restoreChunkBytes = cb, mx, rc })
 
 	dir := t.TempDir()
 	db, _ := mustOpen(t, dir, Options{})
@@ -260,6 +262,16 @@ func recordCrashRun(t *testing.T, seed uint64, bursts int) crashRun {
 			case 0:
 				epoch++
 				ps = append(ps, db.PromiseLeadership(epoch, fmt.Sprintf("n%d", rng.IntN(3)), uint64(b+1)))
+			case 1:
+				// A leader's snapshot: a unit of several records (of
+				// restoreChunkBytes, lowered here), one group.
+				seq++
+				snap := store.Snapshot{Applied: store.Version{Epoch: epoch, Seq: seq}, Items: map[string]store.Item{},
+					Requests: []store.Request{{ID: fmt.Sprintf("r%d", seq), Version: store.Version{Epoch: epoch, Seq: seq}}}}
+				for i := range 4 + rng.IntN(8) {
+					snap.Items[fmt.Sprintf("s%02d", rng.IntN(40))] = store.Item{Value: strings.Repeat("s", 50+rng.IntN(2000)), Version: store.Version{Epoch: epoch, Seq: uint64(i + 1)}}
+				}
+				ps = append(ps, db.Restore(snap))
 			default:
 				var es []store.Entry
 				for range 1 + rng.IntN(3) {
@@ -293,6 +305,8 @@ func recordCrashRun(t *testing.T, seed uint64, bursts int) crashRun {
 // order.
 type crashModel struct {
 	groups []crashGroup
+	// restoreRecs counts the records of Restore units (begin and items).
+	restoreRecs int
 }
 
 type crashGroup struct {
@@ -336,6 +350,14 @@ func modelOf(t *testing.T, events []walEvent) crashModel {
 				}
 			case kindPromiseLeadership:
 				epoch = max(epoch, s.epoch)
+			case kindRestoreBegin:
+				m.restoreRecs++
+				ref.Restore(store.Snapshot{Applied: s.snap.Applied, Requests: s.snap.Requests})
+			case kindRestoreItems:
+				m.restoreRecs++
+				snap := ref.Snapshot()
+				maps.Copy(snap.Items, s.snap.Items)
+				ref.Restore(snap)
 			}
 			last = idx
 			b = b[n:]
@@ -354,6 +376,9 @@ func modelOf(t *testing.T, events []walEvent) crashModel {
 // groups on disk).
 func checkCrashStates(t *testing.T, run crashRun, seed uint64, anyPrefix bool) (n int, failures []string) {
 	model := modelOf(t, run.events)
+	if !writeBareRecords && model.restoreRecs < 10 {
+		t.Fatalf("the workload logged %d records of Restore units: the states of a restore are not checked", model.restoreRecs)
+	}
 	disk := newCrashDisk(run.base)
 	rng := rand.New(rand.NewPCG(seed, 99))
 	dir := t.TempDir()

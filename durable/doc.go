@@ -43,15 +43,22 @@
 //	             records (4) | CRC-32C of the file's salt and the 12 bytes
 //	             before (4) | its records
 //
-// (integers little-endian). Each record is one submission:
+// (integers little-endian). Each record is one submission, but a Restore,
+// which is a unit of several records in one group (restore begin, then
+// restore items of about 1 MiB each; older builds wrote one restore
+// record, which Open still reads):
 //
 //	length (4, little-endian) | CRC-32C of length and payload (4) | payload
 //	payload: index (uvarint) | kind (1: 0 append, 1 restore, 2 promise,
-//	         3 reconciled, 4 promise with leadership, 5 incarnation) | body
+//	         3 reconciled, 4 promise with leadership, 5 incarnation,
+//	         6 restore begin, 7 restore items) | body
 //	append:  count, then per entry epoch | seq | op | key | value | request id
 //	restore: applied epoch | seq | count, then per item key | flags | epoch |
 //	         seq | value (not for a tombstone) | count, then per request
 //	         id | epoch | seq
+//	restore begin: applied epoch | seq | count, then per request id |
+//	         epoch | seq (empties the items; clears the unreconciled mark)
+//	restore items: count, then per item as in restore
 //	promise: epoch
 //	reconciled: nothing (clears the unreconciled mark; a restore clears it too)
 //	promise with leadership: epoch | leader id | leadership number

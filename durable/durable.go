@@ -182,7 +182,30 @@ const (
 	kindReconciled
 	kindPromiseLeadership // a promise naming the leadership (newer than kindPromise)
 	kindIncarnation       // the cluster incarnation the directory belongs to
+	// A Restore is logged as one unit, in one group: a kindRestoreBegin
+	// record (the position and the request ids; it empties the items),
+	// then kindRestoreItems records of about restoreChunkBytes of items
+	// each. No record is then bigger than about a chunk, whatever the
+	// state's size; the checkpointer may apply the unit in several
+	// transactions, and a crash between them leaves the rest of the unit
+	// in the log, which Open replays. (kindRestore, one record for the
+	// whole state, is still read from older logs.)
+	kindRestoreBegin
+	kindRestoreItems
 )
+
+// restoreChunkBytes is about how many bytes of items one kindRestoreItems
+// record holds (a variable for the tests, which make units of many
+// records out of small states).
+var restoreChunkBytes = 1 << 20
+
+// replayChunk is how many log records Open replays in one bbolt
+// transaction (a variable for the tests).
+var replayChunk = 4096
+
+// testHookReplayed, if set (tests only), runs after each transaction of
+// Open's replay; an error ends Open there, as a crash would.
+var testHookReplayed func(*DB) error
 
 // Pending is a submission on its way to disk.
 type Pending struct {
@@ -349,11 +372,16 @@ func (d *DB) open(o Options) (State, error) {
 	}
 	if len(recs) > 0 {
 		for rest := recs; len(rest) > 0; { // in chunks, as the checkpointer
-			n := min(len(rest), 4096)
+			n := min(len(rest), replayChunk)
 			if err := d.checkpoint(rest[:n]); err != nil {
 				return st, corrupt(d.path, "replaying the log (records %d to %d): %v", rest[0].idx, rest[n-1].idx, err)
 			}
 			rest = rest[n:]
+			if testHookReplayed != nil {
+				if err := testHookReplayed(d); err != nil {
+					return st, err
+				}
+			}
 		}
 		err = guard(d.path, func() error {
 			return d.bolt.View(func(tx *bolt.Tx) error {
@@ -662,8 +690,9 @@ func (d *DB) Append(entries []store.Entry) *Pending {
 }
 
 // Restore submits a replacement of the whole state (items, applied position,
-// remembered requests, keeping the newest MaxRequests) by snap, in one log
-// record (and, later, one checkpoint transaction). The snapshot is a
+// remembered requests, keeping the newest MaxRequests) by snap, as one unit
+// of log records of about 1 MiB each, written in one group (and, later,
+// checkpointed in as many transactions as the checkpointer needs). The snapshot is a
 // leader's state: the same record clears the unreconciled mark. The caller must not
 // modify snap until the Pending is done. A snapshot with an empty or too
 // long key, or an empty request id, fails the Pending and every later

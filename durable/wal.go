@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -28,7 +29,12 @@ import (
 //
 //	append:  count | count × (epoch | seq | op | key | value | request id)
 //	restore: epoch | seq | items | items × (key | flags | epoch | seq | value)
-//	         | requests | requests × (id | epoch | seq)
+//	         | requests | requests × (id | epoch | seq)   (older builds)
+//	restore begin: epoch | seq | requests | requests × (id | epoch | seq)
+//	restore items: items | items × (key | flags | epoch | seq | value)
+//
+// A Restore is written as a restore begin and restore items records of
+// about restoreChunkBytes each (appendSub), consecutive in one group.
 //	promise: epoch
 //	reconciled: (no body)
 //	promise with leadership: epoch | leader id | leadership number
@@ -90,6 +96,38 @@ func listWAL(dir string) ([]walFile, error) {
 	return fs, nil
 }
 
+// appendSub appends the records of submission s to b, the first with
+// index idx, and returns how many: one, or for a Restore a begin record
+// and records of about restoreChunkBytes of items each, in key order.
+func appendSub(b []byte, idx uint64, s *sub) ([]byte, uint64) {
+	if s.kind != kindRestore {
+		return appendRecord(b, idx, s), 1
+	}
+	begin := sub{kind: kindRestoreBegin, snap: store.Snapshot{Applied: s.snap.Applied, Requests: s.snap.Requests}}
+	b = appendRecord(b, idx, &begin)
+	n := uint64(1)
+	items := sub{kind: kindRestoreItems, snap: store.Snapshot{Items: map[string]store.Item{}}}
+	size := 0
+	flush := func() {
+		b = appendRecord(b, idx+n, &items)
+		n++
+		clear(items.snap.Items)
+		size = 0
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.snap.Items)) {
+		it := s.snap.Items[k]
+		if size > 0 && size+len(k)+len(it.Value) > restoreChunkBytes {
+			flush()
+		}
+		items.snap.Items[k] = it
+		size += len(k) + len(it.Value) + 1
+	}
+	if size > 0 {
+		flush()
+	}
+	return b, n
+}
+
 // appendRecord appends the record of submission s with index idx to b.
 func appendRecord(b []byte, idx uint64, s *sub) []byte {
 	start := len(b)
@@ -110,26 +148,14 @@ func appendRecord(b []byte, idx uint64, s *sub) []byte {
 	case kindRestore:
 		b = binary.AppendVarint(b, s.snap.Applied.Epoch)
 		b = binary.AppendUvarint(b, s.snap.Applied.Seq)
-		b = binary.AppendUvarint(b, uint64(len(s.snap.Items)))
-		for k, it := range s.snap.Items {
-			b = appendString(b, k)
-			var flags byte
-			if it.Deleted {
-				flags = itemDeleted
-			}
-			b = append(b, flags)
-			b = binary.AppendVarint(b, it.Version.Epoch)
-			b = binary.AppendUvarint(b, it.Version.Seq)
-			if !it.Deleted {
-				b = appendString(b, it.Value)
-			}
-		}
-		b = binary.AppendUvarint(b, uint64(len(s.snap.Requests)))
-		for _, r := range s.snap.Requests {
-			b = appendString(b, r.ID)
-			b = binary.AppendVarint(b, r.Version.Epoch)
-			b = binary.AppendUvarint(b, r.Version.Seq)
-		}
+		b = appendItems(b, s.snap.Items)
+		b = appendRequests(b, s.snap.Requests)
+	case kindRestoreBegin:
+		b = binary.AppendVarint(b, s.snap.Applied.Epoch)
+		b = binary.AppendUvarint(b, s.snap.Applied.Seq)
+		b = appendRequests(b, s.snap.Requests)
+	case kindRestoreItems:
+		b = appendItems(b, s.snap.Items)
 	case kindPromise:
 		b = binary.AppendVarint(b, s.epoch)
 	case kindPromiseLeadership:
@@ -144,6 +170,37 @@ func appendRecord(b []byte, idx uint64, s *sub) []byte {
 	c := crc32.Update(0, castagnoli, b[start:start+4])
 	c = crc32.Update(c, castagnoli, b[start+recHeaderLen:])
 	binary.LittleEndian.PutUint32(b[start+4:], c)
+	return b
+}
+
+// appendItems appends a count, then each item: key | flags | epoch | seq |
+// value (not for a tombstone).
+func appendItems(b []byte, items map[string]store.Item) []byte {
+	b = binary.AppendUvarint(b, uint64(len(items)))
+	for k, it := range items {
+		b = appendString(b, k)
+		var flags byte
+		if it.Deleted {
+			flags = itemDeleted
+		}
+		b = append(b, flags)
+		b = binary.AppendVarint(b, it.Version.Epoch)
+		b = binary.AppendUvarint(b, it.Version.Seq)
+		if !it.Deleted {
+			b = appendString(b, it.Value)
+		}
+	}
+	return b
+}
+
+// appendRequests appends a count, then each request: id | epoch | seq.
+func appendRequests(b []byte, reqs []store.Request) []byte {
+	b = binary.AppendUvarint(b, uint64(len(reqs)))
+	for _, r := range reqs {
+		b = appendString(b, r.ID)
+		b = binary.AppendVarint(b, r.Version.Epoch)
+		b = binary.AppendUvarint(b, r.Version.Seq)
+	}
 	return b
 }
 
@@ -269,34 +326,14 @@ func decodeRecord(p []byte) (uint64, sub, error) {
 	case kindRestore:
 		s.snap.Applied.Epoch = d.varint("applied epoch")
 		s.snap.Applied.Seq = d.uvarint("applied seq")
-		n := d.count("item count", 4)
-		s.snap.Items = make(map[string]store.Item, n)
-		for range n {
-			k := d.string("item key")
-			var it store.Item
-			switch d.byte("item flags") {
-			case 0:
-			case itemDeleted:
-				it.Deleted = true
-			default:
-				d.fail("item flags")
-			}
-			it.Version.Epoch = d.varint("item epoch")
-			it.Version.Seq = d.uvarint("item seq")
-			if !it.Deleted {
-				it.Value = d.string("item value")
-			}
-			s.snap.Items[k] = it
-		}
-		n = d.count("request count", 3)
-		s.snap.Requests = make([]store.Request, 0, n)
-		for range n {
-			var r store.Request
-			r.ID = d.string("request id")
-			r.Version.Epoch = d.varint("request epoch")
-			r.Version.Seq = d.uvarint("request seq")
-			s.snap.Requests = append(s.snap.Requests, r)
-		}
+		s.snap.Items = d.items()
+		s.snap.Requests = d.requests()
+	case kindRestoreBegin:
+		s.snap.Applied.Epoch = d.varint("applied epoch")
+		s.snap.Applied.Seq = d.uvarint("applied seq")
+		s.snap.Requests = d.requests()
+	case kindRestoreItems:
+		s.snap.Items = d.items()
 	case kindPromise:
 		s.epoch = d.varint("epoch")
 	case kindReconciled:
@@ -313,6 +350,44 @@ func decodeRecord(p []byte) (uint64, sub, error) {
 		d.err = fmt.Errorf("%d bytes after the submission", len(d.b))
 	}
 	return idx, s, d.err
+}
+
+// items decodes appendItems's encoding.
+func (d *decoder) items() map[string]store.Item {
+	n := d.count("item count", 4)
+	items := make(map[string]store.Item, n)
+	for range n {
+		k := d.string("item key")
+		var it store.Item
+		switch d.byte("item flags") {
+		case 0:
+		case itemDeleted:
+			it.Deleted = true
+		default:
+			d.fail("item flags")
+		}
+		it.Version.Epoch = d.varint("item epoch")
+		it.Version.Seq = d.uvarint("item seq")
+		if !it.Deleted {
+			it.Value = d.string("item value")
+		}
+		items[k] = it
+	}
+	return items
+}
+
+// requests decodes appendRequests's encoding.
+func (d *decoder) requests() []store.Request {
+	n := d.count("request count", 3)
+	reqs := make([]store.Request, 0, n)
+	for range n {
+		var r store.Request
+		r.ID = d.string("request id")
+		r.Version.Epoch = d.varint("request epoch")
+		r.Version.Seq = d.uvarint("request seq")
+		reqs = append(reqs, r)
+	}
+	return reqs
 }
 
 // logged is one record read back from the log.

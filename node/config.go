@@ -70,13 +70,18 @@ type Config struct {
 	// (default 1024).
 	MaxBatch int
 	// MaxBatchBytes bounds the keys, values and request ids of the entries
-	// in one Append, in bytes (default 64 MiB); an entry larger than that
-	// travels alone. With MaxBatch it keeps every Append under
+	// in one Append, in bytes (default 4 MiB, at most rpc.MaxMsgSize/2); an
+	// entry larger than that travels alone. With MaxBatch it keeps every Append under
 	// rpc.MaxMsgSize, so that a follower far behind catches up.
 	MaxBatchBytes int
 	// MaxLog is how many entries the leader keeps for followers that lag;
 	// a follower further behind gets a snapshot (default 100000).
 	MaxLog int
+	// SnapshotChunkBytes bounds the keys and values of the items in one
+	// snapshot chunk, in bytes (default 1 MiB, at most rpc.MaxMsgSize/2);
+	// an item larger than that travels alone. A snapshot travels in
+	// chunks, one in flight per follower (docs/design.md, Snapshots).
+	SnapshotChunkBytes int
 	// MaxRequests is how many request ids the store remembers to apply a
 	// retried write once (default 65536).
 	MaxRequests int
@@ -89,7 +94,8 @@ type Config struct {
 	MaxValueSize int
 	// MaxRequestSize bounds one client API request as encoded on the wire,
 	// in bytes (default 1.5 MiB). Node-to-node messages are bounded by
-	// rpc.MaxMsgSize instead: snapshots travel whole.
+	// rpc.MaxMsgSize (16 MiB) instead, which also bounds what a client
+	// request may cost before this limit is checked.
 	MaxRequestSize int
 	// MaxClientRequests is how many client API requests one client
 	// connection may have in flight at this node; more fail at once with
@@ -251,7 +257,9 @@ const (
 	DefaultMaxClientRequests = 1024
 
 	// DefaultMaxBatchBytes is Config.MaxBatchBytes's default.
-	DefaultMaxBatchBytes = 64 << 20
+	DefaultMaxBatchBytes = 4 << 20
+	// DefaultSnapshotChunkBytes is Config.SnapshotChunkBytes's default.
+	DefaultSnapshotChunkBytes = 1 << 20
 )
 
 // entryOverhead bounds what an entry costs on the wire besides its key,
@@ -275,6 +283,8 @@ func DefaultConfig() Config {
 		MaxBatchBytes: DefaultMaxBatchBytes,
 		MaxLog:        100000,
 		MaxRequests:   65536,
+
+		SnapshotChunkBytes: DefaultSnapshotChunkBytes,
 
 		MaxKeySize:        DefaultMaxKeySize,
 		MaxValueSize:      DefaultMaxValueSize,
@@ -331,6 +341,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: config: MaxBatchBytes %d must be in [1, %d]", c.MaxBatchBytes, rpc.MaxMsgSize/2)
 	case c.MaxLog <= 0:
 		return fmt.Errorf("node: config: MaxLog %d must be positive", c.MaxLog)
+	case c.SnapshotChunkBytes <= 0 || c.SnapshotChunkBytes > rpc.MaxMsgSize/2:
+		return fmt.Errorf("node: config: SnapshotChunkBytes %d must be in [1, %d]", c.SnapshotChunkBytes, rpc.MaxMsgSize/2)
 	case c.MaxKeySize <= 0 || c.MaxKeySize > durable.MaxKeyLen:
 		return fmt.Errorf("node: config: MaxKeySize %d must be in [1, %d] (the longest key any node stores)", c.MaxKeySize, durable.MaxKeyLen)
 	case c.MaxValueSize < 0:

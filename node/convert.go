@@ -43,17 +43,6 @@ func fromEntry(e *kvpb.Entry) store.Entry {
 	return store.Entry{Version: store.Version{Epoch: e.Epoch, Seq: e.Seq}, Op: storeOp(e.Op), Key: e.Key, Value: e.Value, ReqID: e.ReqId}
 }
 
-func toSnapshot(s store.Snapshot) *kvpb.Snapshot {
-	out := &kvpb.Snapshot{Applied: toPos(s.Applied), Items: make([]*kvpb.Item, 0, len(s.Items)), Requests: make([]*kvpb.Request, 0, len(s.Requests))}
-	for k, it := range s.Items {
-		out.Items = append(out.Items, &kvpb.Item{Key: k, Value: it.Value, Deleted: it.Deleted, Version: toPos(it.Version)})
-	}
-	for _, r := range s.Requests {
-		out.Requests = append(out.Requests, &kvpb.Request{Id: r.ID, Version: toPos(r.Version)})
-	}
-	return out
-}
-
 func fromSnapshot(p *kvpb.Snapshot) store.Snapshot {
 	s := store.Snapshot{Applied: fromPos(p.Applied), Items: make(map[string]store.Item, len(p.Items)), Requests: make([]store.Request, 0, len(p.Requests))}
 	for _, it := range p.Items {

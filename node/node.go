@@ -39,6 +39,12 @@ type Stats struct {
 	// leader (their cache misses).
 	FetchesServed uint64
 	Writes        uint64 // writes acknowledged through this node
+	// SnapshotChunksSent counts the snapshot chunks this node sent as
+	// leader; SnapshotChunksTaken those it staged or installed as follower.
+	SnapshotChunksSent, SnapshotChunksTaken uint64
+	// LogEntries is how many entries this node keeps, as leader, for
+	// followers that lag (at most about Config.MaxLog; 0 on a follower).
+	LogEntries int
 }
 
 // Node is one KVStore replica. Create it with New, run it with Start, stop
@@ -102,6 +108,11 @@ type Node struct {
 	guard  *guard   // the gRPC server's interceptors (guard.go)
 
 	served atomic.Uint64 // reads this node answered for followers as leader
+
+	// recv stages a snapshot a leader sends in chunks (snapshot_recv.go).
+	recv snapshotReceiver
+	// chunksSent counts the snapshot chunks this node sent as leader.
+	chunksSent atomic.Uint64
 
 	met *metrics // Prometheus instruments (metrics.go)
 }
@@ -170,6 +181,7 @@ func New(cfg Config) (*Node, error) {
 		serverCreds(cfg.ServerTLS),
 		grpc.MaxRecvMsgSize(rpc.MaxMsgSize),
 		grpc.MaxSendMsgSize(rpc.MaxMsgSize),
+		grpc.InitialWindowSize(rpc.PeerWindow), grpc.InitialConnWindowSize(rpc.PeerWindow),
 		grpc.KeepaliveEnforcementPolicy(rpc.PeerKeepalivePolicy),
 	)
 	kvpb.RegisterPeerServer(n.srv, &peerServer{n: n})
@@ -320,7 +332,23 @@ func (n *Node) Stats() Stats {
 		LeaderReads:   n.reader.leaderReads.Load(),
 		FetchesServed: n.served.Load(),
 		Writes:        n.writer.writes.Load(),
+
+		SnapshotChunksSent:  n.chunksSent.Load(),
+		SnapshotChunksTaken: n.recv.taken.Load(),
+		LogEntries:          n.logEntries(),
 	}
+}
+
+// logEntries is how many entries the leader's log holds (0 on a
+// follower).
+func (n *Node) logEntries() int {
+	l := n.lead.Load()
+	if l == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.log)
 }
 
 // Applied is the position of the last entry this node applied.

@@ -116,30 +116,6 @@ func (s *peerServer) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, *dur
 	return &kvpb.AppendResponse{Ok: st.ok, AcceptedEpoch: st.promised, Applied: toPos(st.applied), Reconcile: st.reconcile, OtherLeadership: st.other}, p, nil
 }
 
-// GetSnapshot returns the node's whole state to the leader of req.Epoch.
-func (s *peerServer) GetSnapshot(ctx context.Context, req *kvpb.GetSnapshotRequest) (*kvpb.Snapshot, error) {
-	if err := s.checkCluster(req.Cluster); err != nil {
-		return nil, err
-	}
-	n := s.n
-	if err := checkEpoch("snapshot request", req.Epoch); err != nil {
-		return nil, fmt.Errorf("node %s: %w", n.cfg.ID, err)
-	}
-	st, snap, p := n.rep.snapshotFor(req.Epoch, leadership{req.LeaderId, req.Leadership})
-	if st.other {
-		return nil, fmt.Errorf("node %s: snapshot for epoch %d, promised to another leadership (%s): %w", n.cfg.ID, req.Epoch, st.to.id, kvstore.ErrStaleEpoch)
-	}
-	if st.refused {
-		return nil, fmt.Errorf("node %s: snapshot for epoch %d, promised %d: %w", n.cfg.ID, req.Epoch, st.promised, kvstore.ErrStaleEpoch)
-	}
-	// The leader adopts this state as committed history: it must be
-	// durable here first.
-	if err := n.waitDurable(ctx, p); err != nil {
-		return nil, fmt.Errorf("node %s: snapshot: %w", n.cfg.ID, err)
-	}
-	return toSnapshot(snap), nil
-}
-
 // Leave serves the leader's word that this node was removed: if the voter
 // record no longer names it and the word comes from a leader of an epoch it
 // has not moved past, the node stops (in the background: the answer goes

@@ -125,11 +125,12 @@ func (r *replica) keys() []string {
 	return r.store.Keys()
 }
 
-// snapshot is the whole state, for a follower that needs it.
-func (r *replica) snapshot() store.Snapshot {
+// view freezes the whole state, for a follower that needs it: constant
+// time (store.View), readable while the store goes on changing.
+func (r *replica) view() *store.View {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.store.Snapshot()
+	return r.store.View()
 }
 
 // isRecovering reports whether the replica waits to be reconciled.
@@ -243,15 +244,27 @@ func (r *replica) prepare(epoch int64, ld leadership) (standing, *durable.Pendin
 	return r.standingLocked(true), r.last
 }
 
-// snapshotFor promises epoch to ld and returns the whole state: the
+// viewFor promises epoch to ld and returns the whole state, frozen: the
 // leader adopts it as committed history.
-func (r *replica) snapshotFor(epoch int64, ld leadership) (standing, store.Snapshot, *durable.Pending) {
+func (r *replica) viewFor(epoch int64, ld leadership) (standing, *store.View, *durable.Pending) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if st, ok := r.admitLocked(epoch, ld); !ok {
-		return st, store.Snapshot{}, nil
+		return st, nil, nil
 	}
-	return r.standingLocked(true), r.store.Snapshot(), r.last
+	return r.standingLocked(true), r.store.View(), r.last
+}
+
+// admit promises epoch to ld, for a message that changes nothing else (a
+// snapshot chunk being staged): refused, it returns the answer to send
+// and ok false.
+func (r *replica) admit(epoch int64, ld leadership) (st standing, p *durable.Pending, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st, ok := r.admitLocked(epoch, ld); !ok {
+		return st, nil, false
+	}
+	return r.standingLocked(true), r.last, true
 }
 
 // appendEntries applies entries from the leader of epoch (ld) that follow
@@ -297,38 +310,45 @@ func (r *replica) appendEntries(epoch int64, ld leadership, prev store.Version, 
 // never behind a position of an earlier epoch (its snapshot is at least at
 // its own no-op): such a snapshot is refused with ErrBadRequest.
 func (r *replica) installSnapshot(epoch int64, ld leadership, snap store.Snapshot) (standing, *durable.Pending, error) {
+	return r.installView(epoch, ld, snap.View())
+}
+
+// installView is installSnapshot of a frozen state (a snapshot received
+// in chunks and staged): the store is replaced at once, under the lock,
+// so no one sees a state part old and part new.
+func (r *replica) installView(epoch int64, ld leadership, v *store.View) (standing, *durable.Pending, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if st, ok := r.admitLocked(epoch, ld); !ok {
 		return st, nil, nil
 	}
-	if applied := r.store.Applied(); snap.Applied.Less(applied) {
+	if applied := r.store.Applied(); v.Applied().Less(applied) {
 		if applied.Epoch == epoch {
 			return r.standingLocked(true), r.last, nil
 		}
-		return r.standingLocked(false), r.last, badRequest("snapshot at %s (epoch %d) is behind this node's position %s of an earlier epoch", snap.Applied, epoch, applied)
+		return r.standingLocked(false), r.last, badRequest("snapshot at %s (epoch %d) is behind this node's position %s of an earlier epoch", v.Applied(), epoch, applied)
 	}
-	r.restoreLocked(snap)
+	r.restoreLocked(v)
 	r.recovering = false
 	return r.standingLocked(true), r.last, nil
 }
 
-// restore replaces the state with snap, the most up-to-date state of a
+// restore replaces the state with v, the most up-to-date state of a
 // majority that a new leader adopts.
-func (r *replica) restore(snap store.Snapshot) *durable.Pending {
+func (r *replica) restore(v *store.View) *durable.Pending {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.restoreLocked(snap)
+	r.restoreLocked(v)
 	return r.last
 }
 
-// restoreLocked replaces the store with snap; its durable record also
+// restoreLocked replaces the store with v; its durable record also
 // clears the unreconciled mark.
-func (r *replica) restoreLocked(snap store.Snapshot) {
-	r.store.Restore(snap)
+func (r *replica) restoreLocked(v *store.View) {
+	r.store.RestoreView(v)
 	if r.disk != nil {
 		r.unreconciled = false
-		r.submittedLocked(r.disk.Restore(snap))
+		r.submittedLocked(r.disk.Restore(v.Snapshot()))
 	}
 	r.events.restored()
 }

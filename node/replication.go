@@ -19,11 +19,12 @@ import (
 // next. The leader's l.mu guards it; only wake is used without the lock.
 type progress struct {
 	id        string
-	match     uint64 // highest seq of this epoch's history it has applied
-	next      uint64 // next seq to send
-	snapshot  bool   // it needs a snapshot
-	reachable bool   // its last Append succeeded
-	answered  bool   // it answered an Append in this epoch (match is known)
+	match     uint64        // highest seq of this epoch's history it has applied
+	next      uint64        // next seq to send
+	snapshot  bool          // it needs a snapshot
+	snap      *snapshotSend // the snapshot on its way to it (snapshot_send.go)
+	reachable bool          // its last Append succeeded
+	answered  bool          // it answered an Append in this epoch (match is known)
 	wake      chan struct{}
 }
 
@@ -144,6 +145,16 @@ func (r *replication) replicate(p *progress) {
 	defer hb.Stop()
 	for l.ctx.Err() == nil {
 		req := r.buildAppend(p)
+		if req == nil { // it needs the whole state (snapshot_send.go)
+			if !r.sendSnapshot(p) {
+				select { // retry (resume) at the heartbeat pace
+				case <-hb.C:
+				case <-l.ctx.Done():
+					return
+				}
+			}
+			continue
+		}
 		var resp *kvpb.AppendResponse
 		err := errors.New("no address")
 		sent := n.now()
@@ -178,8 +189,8 @@ func (r *replication) replicate(p *progress) {
 }
 
 // buildAppend is the next Append for p: the entries after p.next-1 (one
-// batch), or the whole state when p needs a snapshot or the log no longer
-// holds its position.
+// batch); nil when p needs a snapshot or the log no longer holds its
+// position (sendSnapshot sends the whole state).
 func (r *replication) buildAppend(p *progress) *kvpb.AppendRequest {
 	l := r.l
 	n := l.n
@@ -188,8 +199,8 @@ func (r *replication) buildAppend(p *progress) *kvpb.AppendRequest {
 	req := &kvpb.AppendRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce}
 	prev, ok := l.posAt(p.next - 1)
 	if p.snapshot || !ok {
-		req.Snapshot = toSnapshot(n.rep.snapshot())
-		return req
+		p.snapshot = true
+		return nil
 	}
 	req.Prev = toPos(prev)
 	for _, e := range l.batch(p.next, n.cfg.MaxBatch, n.cfg.MaxBatchBytes) {

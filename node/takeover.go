@@ -275,32 +275,65 @@ func (t *takeover) prepareAll(targets map[string]string) map[string]*kvpb.Prepar
 	return out
 }
 
-func (t *takeover) pullSnapshot(addr string, want store.Version) (store.Snapshot, error) {
+// pullSnapshot pulls the state of the voter at addr, prepared at want,
+// chunk by chunk (GetSnapshot), and checks it whole.
+func (t *takeover) pullSnapshot(addr string, want store.Version) (*store.View, error) {
 	n := t.n
 	if addr == "" {
-		return store.Snapshot{}, errors.New("no address")
+		return nil, errors.New("no address")
 	}
 	c, err := n.pool.Peer(addr)
 	if err != nil {
-		return store.Snapshot{}, err
+		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(t.ctx, 10*n.cfg.RPCTimeout)
-	defer cancel()
-	p, err := c.GetSnapshot(ctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce})
-	if err != nil {
-		return store.Snapshot{}, rpc.FromStatus(err)
+	b := store.NewBuilder()
+	var reqs []store.Request
+	for {
+		ctx, cancel := context.WithTimeout(t.ctx, n.cfg.RPCTimeout)
+		p, err := c.GetSnapshot(ctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce, After: b.Last(), RequestsFrom: uint64(len(reqs))})
+		cancel()
+		if err != nil {
+			return nil, rpc.FromStatus(err)
+		}
+		if err := t.addChunk(b, &reqs, p, want); err != nil {
+			return nil, err
+		}
+		if !p.More {
+			break
+		}
 	}
 	// The snapshot becomes this leader's state and every follower's: a
 	// malformed one (from a broken or forged peer) is refused here, as a
 	// follower would refuse it.
-	if err := validateSnapshot(p, t.epoch); err != nil {
-		return store.Snapshot{}, err
+	v := b.View(want, reqs)
+	if err := v.Check(); err != nil {
+		return nil, badRequest("snapshot at %s (epoch %d): %w", want, t.epoch, err)
 	}
-	snap := fromSnapshot(p)
-	if snap.Applied != want {
-		return store.Snapshot{}, fmt.Errorf("snapshot at %s, prepared at %s", snap.Applied, want)
+	return v, nil
+}
+
+// addChunk checks chunk p of the snapshot prepared at want and adds it to
+// b and reqs.
+func (t *takeover) addChunk(b *store.Builder, reqs *[]store.Request, p *kvpb.Snapshot, want store.Version) error {
+	if got := fromPos(p.Applied); got != want {
+		return fmt.Errorf("snapshot at %s, prepared at %s", got, want)
 	}
-	return snap, nil
+	chunk := &kvpb.SnapshotChunk{Epoch: t.epoch, Applied: p.Applied, After: b.Last(), Items: p.Items, Requests: p.Requests, RequestsFrom: uint64(len(*reqs))}
+	if err := validateChunk(chunk); err != nil {
+		return err
+	}
+	for _, it := range p.Items {
+		if err := b.Add(it.Key, store.Item{Value: it.Value, Deleted: it.Deleted, Version: fromPos(it.Version)}); err != nil {
+			return badRequest("%w", err)
+		}
+	}
+	for _, r := range p.Requests {
+		*reqs = append(*reqs, store.Request{ID: r.Id, Version: fromPos(r.Version)})
+	}
+	if len(p.Items) == 0 && len(p.Requests) == 0 && p.More {
+		return badRequest("snapshot at %s: an empty chunk with more to follow", want)
+	}
+	return nil
 }
 
 // awaitServing finishes the takeover: the no-op committed by a majority of

@@ -39,7 +39,7 @@ func TestTakeoverRefusesAMalformedSnapshot(t *testing.T) {
 		want string // "" means accepted
 	}{
 		{"well formed", &kvpb.Snapshot{Applied: pos(2, 5), Items: []*kvpb.Item{{Key: "a", Value: "1", Version: pos(2, 4)}}}, ""},
-		{"key twice", &kvpb.Snapshot{Applied: pos(2, 5), Items: []*kvpb.Item{{Key: "a", Value: "1", Version: pos(2, 3)}, {Key: "a", Value: "2", Version: pos(2, 4)}}}, `key "a" is listed twice`},
+		{"key twice", &kvpb.Snapshot{Applied: pos(2, 5), Items: []*kvpb.Item{{Key: "a", Value: "1", Version: pos(2, 3)}, {Key: "a", Value: "2", Version: pos(2, 4)}}}, `key "a" does not follow "a"`},
 		{"item beyond the position", &kvpb.Snapshot{Applied: pos(2, 5), Items: []*kvpb.Item{{Key: "a", Value: "1", Version: pos(2, 9)}}}, "beyond the applied position"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -57,8 +57,8 @@ func TestTakeoverRefusesAMalformedSnapshot(t *testing.T) {
 			l := newLeader(n, 3, nil, t.Context(), nil)
 			snap, err := (&takeover{leader: l}).pullSnapshot(lis.Addr().String(), fromPos(pos(2, 5)))
 			if tc.want == "" {
-				if err != nil || len(snap.Items) != 1 {
-					t.Fatalf("well-formed snapshot: %v, %d items", err, len(snap.Items))
+				if err != nil || snap.Len() != 1 {
+					t.Fatalf("well-formed snapshot: %v, %v", err, snap)
 				}
 				return
 			}

@@ -57,6 +57,10 @@ func (s *localPeer) GetSnapshot(ctx context.Context, req *kvpb.GetSnapshotReques
 	return serveLocal[*kvpb.Snapshot](ctx, s.n, "GetSnapshot", req)
 }
 
+func (s *localPeer) InstallSnapshot(ctx context.Context, req *kvpb.SnapshotChunk) (*kvpb.SnapshotChunkResponse, error) {
+	return serveLocal[*kvpb.SnapshotChunkResponse](ctx, s.n, "InstallSnapshot", req)
+}
+
 func (s *localPeer) Fetch(ctx context.Context, req *kvpb.FetchRequest) (*kvpb.FetchResponse, error) {
 	return serveLocal[*kvpb.FetchResponse](ctx, s.n, "Fetch", req)
 }

@@ -184,6 +184,54 @@ func validateAppend(req *kvpb.AppendRequest) error {
 	return nil
 }
 
+// validateChunk checks a snapshot chunk's shape: a position as a
+// snapshot's, items in ascending key order after the chunk's key, valid
+// request ids, and a count only with the last chunk. What only the whole
+// shows (store.View.Check) is checked when the last chunk arrives.
+func validateChunk(req *kvpb.SnapshotChunk) error {
+	if err := checkEpoch("snapshot chunk", req.Epoch); err != nil {
+		return err
+	}
+	applied := fromPos(req.Applied)
+	where := fmt.Sprintf("snapshot chunk at %s (epoch %d) after %q", applied, req.Epoch, req.After)
+	if err := checkPosition(where+": applied position", applied, req.Epoch); err != nil {
+		return err
+	}
+	if !req.Last && req.Count != 0 {
+		return badRequest("%s: a count (%d) in a chunk that is not the last", where, req.Count)
+	}
+	prev := req.After
+	for _, it := range req.Items {
+		if err := checkKey("key", it.Key, storedKeys); err != nil {
+			return fmt.Errorf("%s: item: %w", where, err)
+		}
+		if it.Key <= prev {
+			return badRequest("%s: key %q does not follow %q (keys ascend, each listed once)", where, it.Key, prev)
+		}
+		prev = it.Key
+		if err := checkPosition(fmt.Sprintf("%s: item %q: version", where, it.Key), fromPos(it.Version), req.Epoch); err != nil {
+			return err
+		}
+	}
+	if len(req.Items) > 0 && req.RequestsFrom > 0 {
+		return badRequest("%s: items after request ids (items come first)", where)
+	}
+	return checkRequests(where, req.Requests, req.Epoch)
+}
+
+// checkRequests checks the remembered request ids of a snapshot.
+func checkRequests(where string, reqs []*kvpb.Request, epoch int64) error {
+	for _, r := range reqs {
+		if err := checkReqID(r.Id); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		if err := checkPosition(fmt.Sprintf("%s: request %q: version", where, r.Id), fromPos(r.Version), epoch); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // validateSnapshot checks a snapshot sent by the leader of epoch.
 func validateSnapshot(p *kvpb.Snapshot, epoch int64) error {
 	applied := fromPos(p.Applied)
@@ -204,13 +252,8 @@ func validateSnapshot(p *kvpb.Snapshot, epoch int64) error {
 			return err
 		}
 	}
-	for _, r := range p.Requests {
-		if err := checkReqID(r.Id); err != nil {
-			return fmt.Errorf("%s: %w", where, err)
-		}
-		if err := checkPosition(fmt.Sprintf("%s: request %q: version", where, r.Id), fromPos(r.Version), epoch); err != nil {
-			return err
-		}
+	if err := checkRequests(where, p.Requests, epoch); err != nil {
+		return err
 	}
 	if err := fromSnapshot(p).Check(); err != nil {
 		return badRequest("%s: %w", where, err)

@@ -16,8 +16,18 @@ import (
 	"google.golang.org/grpc/keepalive"
 )
 
-// MaxMsgSize bounds one node-to-node message (snapshots travel whole).
-const MaxMsgSize = 512 << 20
+// MaxMsgSize bounds one gRPC message a node sends or receives: node-to-node
+// messages (Appends of at most node.Config.MaxBatchBytes of entries,
+// snapshot chunks of about node.Config.SnapshotChunkBytes) and client
+// requests alike, so it is also what one request may cost a node in memory
+// before the node checks --max-request-size. Snapshots travel in chunks,
+// never whole.
+const MaxMsgSize = 16 << 20
+
+// PeerWindow is the gRPC flow-control window of node-to-node streams and
+// connections: a snapshot chunk or an Append of up to a few MiB goes out
+// without waiting for window updates (gRPC's window starts at 64 KiB).
+const PeerWindow = 4 << 20
 
 // Pool keeps one gRPC client connection per peer address. It is safe for
 // concurrent use; Close closes every connection.
@@ -57,6 +67,7 @@ func (p *Pool) Peer(addr string) (kvpb.PeerClient, error) {
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize)),
+		grpc.WithInitialWindowSize(PeerWindow), grpc.WithInitialConnWindowSize(PeerWindow),
 		// Reconnect fast once a peer is back: the default backoff grows to 2 minutes.
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},

@@ -2,11 +2,17 @@
 // the table of recent request ids used to apply each client write once. It is
 // pure (no goroutines, clocks or I/O) and not safe for concurrent use: the
 // node guards it with its own mutex.
+//
+// The items are an ordered copy-on-write B-tree (github.com/google/btree, as
+// etcd's index): View freezes the state in constant time, and the view can
+// be read in key order, from any key on, while the store goes on changing
+// (a leader streams a snapshot in chunks this way, with no whole copy).
 package store
 
 import (
 	"fmt"
-	"sort"
+
+	"github.com/google/btree"
 )
 
 // Version orders states and values: the epoch of the leader that created an
@@ -71,9 +77,22 @@ type Snapshot struct {
 // DefaultMaxRequests is how many request ids a store remembers by default.
 const DefaultMaxRequests = 65536
 
+// kv is one key and its item, as the B-tree holds them.
+type kv struct {
+	key string
+	Item
+}
+
+func lessKV(a, b kv) bool { return a.key < b.key }
+
+// degree is the B-tree's degree: nodes of up to 63 items.
+const degree = 32
+
+func newTree() *btree.BTreeG[kv] { return btree.NewG(degree, lessKV) }
+
 // Store is the versioned map. The zero value is not usable; call New.
 type Store struct {
-	items   map[string]Item
+	items   *btree.BTreeG[kv]
 	applied Version
 
 	maxReqs  int
@@ -88,7 +107,7 @@ func New(maxRequests int) *Store {
 	if maxRequests <= 0 {
 		maxRequests = DefaultMaxRequests
 	}
-	return &Store{items: make(map[string]Item), maxReqs: maxRequests, reqs: make(map[string]Version)}
+	return &Store{items: newTree(), maxReqs: maxRequests, reqs: make(map[string]Version)}
 }
 
 // Applied is the position of the last applied entry.
@@ -96,12 +115,12 @@ func (s *Store) Applied() Version { return s.applied }
 
 // Get returns the key's item; ok is false if the key was never written.
 func (s *Store) Get(key string) (Item, bool) {
-	it, ok := s.items[key]
-	return it, ok
+	e, ok := s.items.Get(kv{key: key})
+	return e.Item, ok
 }
 
 // Len is the number of keys, tombstones included.
-func (s *Store) Len() int { return len(s.items) }
+func (s *Store) Len() int { return s.items.Len() }
 
 // Request returns the version produced by request id, if remembered.
 func (s *Store) Request(id string) (Version, bool) {
@@ -133,9 +152,9 @@ func (s *Store) Apply(e Entry) (dup bool, err error) {
 	}
 	switch e.Op {
 	case OpSet:
-		s.items[e.Key] = Item{Value: e.Value, Version: e.Version}
+		s.items.ReplaceOrInsert(kv{e.Key, Item{Value: e.Value, Version: e.Version}})
 	case OpDelete:
-		s.items[e.Key] = Item{Deleted: true, Version: e.Version}
+		s.items.ReplaceOrInsert(kv{e.Key, Item{Deleted: true, Version: e.Version}})
 	}
 	return false, nil
 }
@@ -151,18 +170,28 @@ func (s *Store) remember(id string, v Version) {
 	s.reqs[id] = v
 }
 
-// Snapshot returns a copy of the whole state.
-func (s *Store) Snapshot() Snapshot {
-	items := make(map[string]Item, len(s.items))
-	for k, v := range s.items {
-		items[k] = v
-	}
+// Snapshot returns a copy of the whole state. It copies every item (not
+// the bytes of keys and values): for tests and small states; View freezes
+// the state without a copy.
+func (s *Store) Snapshot() Snapshot { return s.View().Snapshot() }
+
+// View freezes the whole state: the items in constant time (the B-tree is
+// shared copy-on-write: later changes of the store copy the nodes they
+// touch), the remembered request ids in a copy (at most MaxRequests). The
+// view never changes and may be read from another goroutine while the
+// store goes on changing.
+func (s *Store) View() *View {
+	return &View{applied: s.applied, items: s.items.Clone(), reqs: s.requests()}
+}
+
+// requests lists the remembered request ids, oldest first.
+func (s *Store) requests() []Request {
 	reqs := make([]Request, 0, len(s.reqOrder))
 	for i := range s.reqOrder {
 		id := s.reqOrder[(s.reqHead+i)%len(s.reqOrder)]
 		reqs = append(reqs, Request{ID: id, Version: s.reqs[id]})
 	}
-	return Snapshot{Applied: s.applied, Items: items, Requests: reqs}
+	return reqs
 }
 
 // Restore replaces the whole state with snap. Of a request id listed twice
@@ -170,16 +199,24 @@ func (s *Store) Snapshot() Snapshot {
 // each once): the table must hold each id once, or evicting one copy would
 // forget an id the other still names.
 func (s *Store) Restore(snap Snapshot) {
-	s.items = make(map[string]Item, len(snap.Items))
-	for k, v := range snap.Items {
-		s.items[k] = v
-	}
-	s.applied = snap.Applied
+	v := snap.View()
+	s.restore(v.applied, v.items, v.reqs)
+}
+
+// RestoreView replaces the whole state with v's, sharing v's items
+// copy-on-write (constant time); request ids as Restore.
+func (s *Store) RestoreView(v *View) {
+	s.restore(v.applied, v.items.Clone(), v.reqs)
+}
+
+func (s *Store) restore(applied Version, items *btree.BTreeG[kv], reqs []Request) {
+	s.items = items
+	s.applied = applied
 	s.reqs = make(map[string]Version)
 	s.reqOrder = s.reqOrder[:0]
 	s.reqHead = 0
-	seen := make(map[string]bool, len(snap.Requests))
-	for _, r := range snap.Requests {
+	seen := make(map[string]bool, len(reqs))
+	for _, r := range reqs {
 		if seen[r.ID] {
 			continue
 		}
@@ -258,12 +295,12 @@ func (snap Snapshot) Check() error {
 
 // Keys returns every live (not deleted) key, sorted.
 func (s *Store) Keys() []string {
-	keys := make([]string, 0, len(s.items))
-	for k, it := range s.items {
-		if !it.Deleted {
-			keys = append(keys, k)
+	keys := make([]string, 0, s.items.Len())
+	s.items.Ascend(func(e kv) bool {
+		if !e.Deleted {
+			keys = append(keys, e.key)
 		}
-	}
-	sort.Strings(keys)
+		return true
+	})
 	return keys
 }

@@ -338,12 +338,16 @@ func (x *Request) GetVersion() *Position {
 	return nil
 }
 
-// Snapshot is a whole replicated state at a Position.
+// Snapshot is a replicated state at a Position, or one chunk of it: the
+// answer to GetSnapshot holds the items after the request's key, in key
+// order, then (once the items are done) the request ids from the request's
+// requests_from on, up to about a chunk's bytes; more says more follows.
 type Snapshot struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Applied       *Position              `protobuf:"bytes,1,opt,name=applied,proto3" json:"applied,omitempty"`
 	Items         []*Item                `protobuf:"bytes,2,rep,name=items,proto3" json:"items,omitempty"`
 	Requests      []*Request             `protobuf:"bytes,3,rep,name=requests,proto3" json:"requests,omitempty"` // oldest first
+	More          bool                   `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`        // GetSnapshot: further chunks follow
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -399,6 +403,261 @@ func (x *Snapshot) GetRequests() []*Request {
 	return nil
 }
 
+func (x *Snapshot) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+// SnapshotChunk is one chunk of a leader's snapshot on its way to a
+// follower (InstallSnapshot): items in key order, each after the key
+// after (after "" and requests_from 0: the first chunk, which starts the
+// snapshot), then, once the items are done, the remembered request ids
+// from index requests_from on. The snapshot is named by the leadership and
+// its applied position; the follower stages chunks and installs the whole
+// state at once when the last chunk arrives.
+type SnapshotChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LeaderId      string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Leadership    uint64                 `protobuf:"varint,4,opt,name=leadership,proto3" json:"leadership,omitempty"`                          // as in PrepareRequest
+	Applied       *Position              `protobuf:"bytes,5,opt,name=applied,proto3" json:"applied,omitempty"`                                 // the snapshot's position
+	After         string                 `protobuf:"bytes,6,opt,name=after,proto3" json:"after,omitempty"`                                     // the items follow this key ("": the first chunk)
+	Items         []*Item                `protobuf:"bytes,7,rep,name=items,proto3" json:"items,omitempty"`                                     // ascending keys, each after after
+	Last          bool                   `protobuf:"varint,8,opt,name=last,proto3" json:"last,omitempty"`                                      // the final chunk: install
+	Requests      []*Request             `protobuf:"bytes,9,rep,name=requests,proto3" json:"requests,omitempty"`                               // remembered request ids, oldest first, from requests_from on
+	Count         uint64                 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`                                   // with last: how many items the snapshot holds
+	RequestsFrom  uint64                 `protobuf:"varint,11,opt,name=requests_from,json=requestsFrom,proto3" json:"requests_from,omitempty"` // index of the first of requests
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_kvstore_peer_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SnapshotChunk) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *SnapshotChunk) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+func (x *SnapshotChunk) GetLeadership() uint64 {
+	if x != nil {
+		return x.Leadership
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetApplied() *Position {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *SnapshotChunk) GetItems() []*Item {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+func (x *SnapshotChunk) GetRequests() []*Request {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetRequestsFrom() uint64 {
+	if x != nil {
+		return x.RequestsFrom
+	}
+	return 0
+}
+
+// SnapshotChunkResponse answers one chunk. taken: the chunk was staged (or,
+// the last one, the snapshot installed or found a late copy); then, for the
+// last chunk, ok, applied and reconcile are as in AppendResponse. Not
+// taken, staged and staged_requests are where the follower's staging of
+// this snapshot ends ("" and 0: nothing staged): the leader goes on from
+// there (resume) or starts over.
+type SnapshotChunkResponse struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Ok              bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	AcceptedEpoch   int64                  `protobuf:"varint,2,opt,name=accepted_epoch,json=acceptedEpoch,proto3" json:"accepted_epoch,omitempty"`
+	Applied         *Position              `protobuf:"bytes,3,opt,name=applied,proto3" json:"applied,omitempty"`
+	Reconcile       bool                   `protobuf:"varint,4,opt,name=reconcile,proto3" json:"reconcile,omitempty"`
+	OtherLeadership bool                   `protobuf:"varint,5,opt,name=other_leadership,json=otherLeadership,proto3" json:"other_leadership,omitempty"`
+	Taken           bool                   `protobuf:"varint,6,opt,name=taken,proto3" json:"taken,omitempty"`
+	Staged          string                 `protobuf:"bytes,7,opt,name=staged,proto3" json:"staged,omitempty"`                                        // the last key staged of this snapshot ("": none)
+	StagedRequests  uint64                 `protobuf:"varint,8,opt,name=staged_requests,json=stagedRequests,proto3" json:"staged_requests,omitempty"` // how many request ids are staged
+	// installed: the follower installed this snapshot (the answer to its
+	// last chunk, or to any chunk of it that comes again later): the
+	// transfer is over, applied is the follower's position.
+	Installed     bool `protobuf:"varint,9,opt,name=installed,proto3" json:"installed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunkResponse) Reset() {
+	*x = SnapshotChunkResponse{}
+	mi := &file_kvstore_peer_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunkResponse) ProtoMessage() {}
+
+func (x *SnapshotChunkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunkResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotChunkResponse) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SnapshotChunkResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *SnapshotChunkResponse) GetAcceptedEpoch() int64 {
+	if x != nil {
+		return x.AcceptedEpoch
+	}
+	return 0
+}
+
+func (x *SnapshotChunkResponse) GetApplied() *Position {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
+func (x *SnapshotChunkResponse) GetReconcile() bool {
+	if x != nil {
+		return x.Reconcile
+	}
+	return false
+}
+
+func (x *SnapshotChunkResponse) GetOtherLeadership() bool {
+	if x != nil {
+		return x.OtherLeadership
+	}
+	return false
+}
+
+func (x *SnapshotChunkResponse) GetTaken() bool {
+	if x != nil {
+		return x.Taken
+	}
+	return false
+}
+
+func (x *SnapshotChunkResponse) GetStaged() string {
+	if x != nil {
+		return x.Staged
+	}
+	return ""
+}
+
+func (x *SnapshotChunkResponse) GetStagedRequests() uint64 {
+	if x != nil {
+		return x.StagedRequests
+	}
+	return 0
+}
+
+func (x *SnapshotChunkResponse) GetInstalled() bool {
+	if x != nil {
+		return x.Installed
+	}
+	return false
+}
+
 type PrepareRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Cluster  string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
@@ -415,7 +674,7 @@ type PrepareRequest struct {
 
 func (x *PrepareRequest) Reset() {
 	*x = PrepareRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[5]
+	mi := &file_kvstore_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +686,7 @@ func (x *PrepareRequest) String() string {
 func (*PrepareRequest) ProtoMessage() {}
 
 func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[5]
+	mi := &file_kvstore_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +699,7 @@ func (x *PrepareRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareRequest.ProtoReflect.Descriptor instead.
 func (*PrepareRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{5}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PrepareRequest) GetCluster() string {
@@ -487,7 +746,7 @@ type PrepareResponse struct {
 
 func (x *PrepareResponse) Reset() {
 	*x = PrepareResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[6]
+	mi := &file_kvstore_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +758,7 @@ func (x *PrepareResponse) String() string {
 func (*PrepareResponse) ProtoMessage() {}
 
 func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[6]
+	mi := &file_kvstore_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +771,7 @@ func (x *PrepareResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareResponse.ProtoReflect.Descriptor instead.
 func (*PrepareResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{6}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PrepareResponse) GetOk() bool {
@@ -572,7 +831,7 @@ type AppendRequest struct {
 
 func (x *AppendRequest) Reset() {
 	*x = AppendRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[7]
+	mi := &file_kvstore_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +843,7 @@ func (x *AppendRequest) String() string {
 func (*AppendRequest) ProtoMessage() {}
 
 func (x *AppendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[7]
+	mi := &file_kvstore_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +856,7 @@ func (x *AppendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendRequest.ProtoReflect.Descriptor instead.
 func (*AppendRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{7}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AppendRequest) GetCluster() string {
@@ -665,7 +924,7 @@ type AppendResponse struct {
 
 func (x *AppendResponse) Reset() {
 	*x = AppendResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[8]
+	mi := &file_kvstore_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +936,7 @@ func (x *AppendResponse) String() string {
 func (*AppendResponse) ProtoMessage() {}
 
 func (x *AppendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[8]
+	mi := &file_kvstore_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +949,7 @@ func (x *AppendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendResponse.ProtoReflect.Descriptor instead.
 func (*AppendResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{8}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AppendResponse) GetOk() bool {
@@ -733,14 +992,16 @@ type GetSnapshotRequest struct {
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	LeaderId      string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	Leadership    uint64                 `protobuf:"varint,4,opt,name=leadership,proto3" json:"leadership,omitempty"` // as in PrepareRequest
+	Leadership    uint64                 `protobuf:"varint,4,opt,name=leadership,proto3" json:"leadership,omitempty"`                         // as in PrepareRequest
+	After         string                 `protobuf:"bytes,5,opt,name=after,proto3" json:"after,omitempty"`                                    // the chunk of items after this key ("": the first)
+	RequestsFrom  uint64                 `protobuf:"varint,6,opt,name=requests_from,json=requestsFrom,proto3" json:"requests_from,omitempty"` // once the items are done: request ids from this index on
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetSnapshotRequest) Reset() {
 	*x = GetSnapshotRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[9]
+	mi := &file_kvstore_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -752,7 +1013,7 @@ func (x *GetSnapshotRequest) String() string {
 func (*GetSnapshotRequest) ProtoMessage() {}
 
 func (x *GetSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[9]
+	mi := &file_kvstore_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -765,7 +1026,7 @@ func (x *GetSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*GetSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetSnapshotRequest) GetCluster() string {
@@ -796,6 +1057,20 @@ func (x *GetSnapshotRequest) GetLeadership() uint64 {
 	return 0
 }
 
+func (x *GetSnapshotRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *GetSnapshotRequest) GetRequestsFrom() uint64 {
+	if x != nil {
+		return x.RequestsFrom
+	}
+	return 0
+}
+
 type FetchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
@@ -807,7 +1082,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[10]
+	mi := &file_kvstore_peer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +1094,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[10]
+	mi := &file_kvstore_peer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +1107,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{10}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FetchRequest) GetCluster() string {
@@ -869,7 +1144,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[11]
+	mi := &file_kvstore_peer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +1156,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[11]
+	mi := &file_kvstore_peer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +1169,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{11}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FetchResponse) GetValue() string {
@@ -946,7 +1221,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[12]
+	mi := &file_kvstore_peer_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1233,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[12]
+	mi := &file_kvstore_peer_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1246,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{12}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WriteRequest) GetCluster() string {
@@ -1027,7 +1302,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[13]
+	mi := &file_kvstore_peer_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1314,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[13]
+	mi := &file_kvstore_peer_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1327,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{13}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WriteResponse) GetVersion() *Position {
@@ -1087,7 +1362,7 @@ type RemoveVoterRequest struct {
 
 func (x *RemoveVoterRequest) Reset() {
 	*x = RemoveVoterRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[14]
+	mi := &file_kvstore_peer_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1374,7 @@ func (x *RemoveVoterRequest) String() string {
 func (*RemoveVoterRequest) ProtoMessage() {}
 
 func (x *RemoveVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[14]
+	mi := &file_kvstore_peer_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1387,7 @@ func (x *RemoveVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveVoterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveVoterRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{14}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveVoterRequest) GetCluster() string {
@@ -1145,7 +1420,7 @@ type RemoveVoterResponse struct {
 
 func (x *RemoveVoterResponse) Reset() {
 	*x = RemoveVoterResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[15]
+	mi := &file_kvstore_peer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1432,7 @@ func (x *RemoveVoterResponse) String() string {
 func (*RemoveVoterResponse) ProtoMessage() {}
 
 func (x *RemoveVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[15]
+	mi := &file_kvstore_peer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1445,7 @@ func (x *RemoveVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveVoterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveVoterResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{15}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RemoveVoterResponse) GetVoters() []string {
@@ -1192,7 +1467,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[16]
+	mi := &file_kvstore_peer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1479,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[16]
+	mi := &file_kvstore_peer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1492,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{16}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LeaveRequest) GetCluster() string {
@@ -1256,7 +1531,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[17]
+	mi := &file_kvstore_peer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1543,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[17]
+	mi := &file_kvstore_peer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1556,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{17}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{19}
 }
 
 type ProbeRequest struct {
@@ -1294,7 +1569,7 @@ type ProbeRequest struct {
 
 func (x *ProbeRequest) Reset() {
 	*x = ProbeRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[18]
+	mi := &file_kvstore_peer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1306,7 +1581,7 @@ func (x *ProbeRequest) String() string {
 func (*ProbeRequest) ProtoMessage() {}
 
 func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[18]
+	mi := &file_kvstore_peer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1319,7 +1594,7 @@ func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
 func (*ProbeRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{18}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ProbeRequest) GetCluster() string {
@@ -1347,7 +1622,7 @@ type ProbeResponse struct {
 
 func (x *ProbeResponse) Reset() {
 	*x = ProbeResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[19]
+	mi := &file_kvstore_peer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1359,7 +1634,7 @@ func (x *ProbeResponse) String() string {
 func (*ProbeResponse) ProtoMessage() {}
 
 func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[19]
+	mi := &file_kvstore_peer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1372,7 +1647,7 @@ func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeResponse.ProtoReflect.Descriptor instead.
 func (*ProbeResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{19}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ProbeResponse) GetRecovering() bool {
@@ -1404,11 +1679,37 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\v2\x19.kvstore.peer.v1.PositionR\aversion\"N\n" +
 	"\aRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x123\n" +
-	"\aversion\x18\x02 \x01(\v2\x19.kvstore.peer.v1.PositionR\aversion\"\xa2\x01\n" +
+	"\aversion\x18\x02 \x01(\v2\x19.kvstore.peer.v1.PositionR\aversion\"\xb6\x01\n" +
 	"\bSnapshot\x123\n" +
 	"\aapplied\x18\x01 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\x12+\n" +
 	"\x05items\x18\x02 \x03(\v2\x15.kvstore.peer.v1.ItemR\x05items\x124\n" +
-	"\brequests\x18\x03 \x03(\v2\x18.kvstore.peer.v1.RequestR\brequests\"}\n" +
+	"\brequests\x18\x03 \x03(\v2\x18.kvstore.peer.v1.RequestR\brequests\x12\x12\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\"\xf9\x02\n" +
+	"\rSnapshotChunk\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
+	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12\x1e\n" +
+	"\n" +
+	"leadership\x18\x04 \x01(\x04R\n" +
+	"leadership\x123\n" +
+	"\aapplied\x18\x05 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\x12\x14\n" +
+	"\x05after\x18\x06 \x01(\tR\x05after\x12+\n" +
+	"\x05items\x18\a \x03(\v2\x15.kvstore.peer.v1.ItemR\x05items\x12\x12\n" +
+	"\x04last\x18\b \x01(\bR\x04last\x124\n" +
+	"\brequests\x18\t \x03(\v2\x18.kvstore.peer.v1.RequestR\brequests\x12\x14\n" +
+	"\x05count\x18\n" +
+	" \x01(\x04R\x05count\x12#\n" +
+	"\rrequests_from\x18\v \x01(\x04R\frequestsFrom\"\xc1\x02\n" +
+	"\x15SnapshotChunkResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
+	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
+	"\aapplied\x18\x03 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\x12\x1c\n" +
+	"\treconcile\x18\x04 \x01(\bR\treconcile\x12)\n" +
+	"\x10other_leadership\x18\x05 \x01(\bR\x0fotherLeadership\x12\x14\n" +
+	"\x05taken\x18\x06 \x01(\bR\x05taken\x12\x16\n" +
+	"\x06staged\x18\a \x01(\tR\x06staged\x12'\n" +
+	"\x0fstaged_requests\x18\b \x01(\x04R\x0estagedRequests\x12\x1c\n" +
+	"\tinstalled\x18\t \x01(\bR\tinstalled\"}\n" +
 	"\x0ePrepareRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
@@ -1440,14 +1741,16 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
 	"\aapplied\x18\x03 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\x12\x1c\n" +
 	"\treconcile\x18\x04 \x01(\bR\treconcile\x12)\n" +
-	"\x10other_leadership\x18\x05 \x01(\bR\x0fotherLeadership\"\x81\x01\n" +
+	"\x10other_leadership\x18\x05 \x01(\bR\x0fotherLeadership\"\xbc\x01\n" +
 	"\x12GetSnapshotRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12\x1e\n" +
 	"\n" +
 	"leadership\x18\x04 \x01(\x04R\n" +
-	"leadership\"S\n" +
+	"leadership\x12\x14\n" +
+	"\x05after\x18\x05 \x01(\tR\x05after\x12#\n" +
+	"\rrequests_from\x18\x06 \x01(\x04R\frequestsFrom\"S\n" +
 	"\fFetchRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x17\n" +
@@ -1492,11 +1795,12 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\aOP_NOOP\x10\x00\x12\n" +
 	"\n" +
 	"\x06OP_SET\x10\x01\x12\r\n" +
-	"\tOP_DELETE\x10\x022\xe8\x04\n" +
+	"\tOP_DELETE\x10\x022\xc3\x05\n" +
 	"\x04Peer\x12L\n" +
 	"\aPrepare\x12\x1f.kvstore.peer.v1.PrepareRequest\x1a .kvstore.peer.v1.PrepareResponse\x12I\n" +
 	"\x06Append\x12\x1e.kvstore.peer.v1.AppendRequest\x1a\x1f.kvstore.peer.v1.AppendResponse\x12M\n" +
-	"\vGetSnapshot\x12#.kvstore.peer.v1.GetSnapshotRequest\x1a\x19.kvstore.peer.v1.Snapshot\x12F\n" +
+	"\vGetSnapshot\x12#.kvstore.peer.v1.GetSnapshotRequest\x1a\x19.kvstore.peer.v1.Snapshot\x12Y\n" +
+	"\x0fInstallSnapshot\x12\x1e.kvstore.peer.v1.SnapshotChunk\x1a&.kvstore.peer.v1.SnapshotChunkResponse\x12F\n" +
 	"\x05Fetch\x12\x1d.kvstore.peer.v1.FetchRequest\x1a\x1e.kvstore.peer.v1.FetchResponse\x12F\n" +
 	"\x05Write\x12\x1d.kvstore.peer.v1.WriteRequest\x1a\x1e.kvstore.peer.v1.WriteResponse\x12X\n" +
 	"\vRemoveVoter\x12#.kvstore.peer.v1.RemoveVoterRequest\x1a$.kvstore.peer.v1.RemoveVoterResponse\x12F\n" +
@@ -1516,29 +1820,31 @@ func file_kvstore_peer_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kvstore_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_kvstore_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_kvstore_peer_proto_goTypes = []any{
-	(Op)(0),                     // 0: kvstore.peer.v1.Op
-	(*Position)(nil),            // 1: kvstore.peer.v1.Position
-	(*Entry)(nil),               // 2: kvstore.peer.v1.Entry
-	(*Item)(nil),                // 3: kvstore.peer.v1.Item
-	(*Request)(nil),             // 4: kvstore.peer.v1.Request
-	(*Snapshot)(nil),            // 5: kvstore.peer.v1.Snapshot
-	(*PrepareRequest)(nil),      // 6: kvstore.peer.v1.PrepareRequest
-	(*PrepareResponse)(nil),     // 7: kvstore.peer.v1.PrepareResponse
-	(*AppendRequest)(nil),       // 8: kvstore.peer.v1.AppendRequest
-	(*AppendResponse)(nil),      // 9: kvstore.peer.v1.AppendResponse
-	(*GetSnapshotRequest)(nil),  // 10: kvstore.peer.v1.GetSnapshotRequest
-	(*FetchRequest)(nil),        // 11: kvstore.peer.v1.FetchRequest
-	(*FetchResponse)(nil),       // 12: kvstore.peer.v1.FetchResponse
-	(*WriteRequest)(nil),        // 13: kvstore.peer.v1.WriteRequest
-	(*WriteResponse)(nil),       // 14: kvstore.peer.v1.WriteResponse
-	(*RemoveVoterRequest)(nil),  // 15: kvstore.peer.v1.RemoveVoterRequest
-	(*RemoveVoterResponse)(nil), // 16: kvstore.peer.v1.RemoveVoterResponse
-	(*LeaveRequest)(nil),        // 17: kvstore.peer.v1.LeaveRequest
-	(*LeaveResponse)(nil),       // 18: kvstore.peer.v1.LeaveResponse
-	(*ProbeRequest)(nil),        // 19: kvstore.peer.v1.ProbeRequest
-	(*ProbeResponse)(nil),       // 20: kvstore.peer.v1.ProbeResponse
+	(Op)(0),                       // 0: kvstore.peer.v1.Op
+	(*Position)(nil),              // 1: kvstore.peer.v1.Position
+	(*Entry)(nil),                 // 2: kvstore.peer.v1.Entry
+	(*Item)(nil),                  // 3: kvstore.peer.v1.Item
+	(*Request)(nil),               // 4: kvstore.peer.v1.Request
+	(*Snapshot)(nil),              // 5: kvstore.peer.v1.Snapshot
+	(*SnapshotChunk)(nil),         // 6: kvstore.peer.v1.SnapshotChunk
+	(*SnapshotChunkResponse)(nil), // 7: kvstore.peer.v1.SnapshotChunkResponse
+	(*PrepareRequest)(nil),        // 8: kvstore.peer.v1.PrepareRequest
+	(*PrepareResponse)(nil),       // 9: kvstore.peer.v1.PrepareResponse
+	(*AppendRequest)(nil),         // 10: kvstore.peer.v1.AppendRequest
+	(*AppendResponse)(nil),        // 11: kvstore.peer.v1.AppendResponse
+	(*GetSnapshotRequest)(nil),    // 12: kvstore.peer.v1.GetSnapshotRequest
+	(*FetchRequest)(nil),          // 13: kvstore.peer.v1.FetchRequest
+	(*FetchResponse)(nil),         // 14: kvstore.peer.v1.FetchResponse
+	(*WriteRequest)(nil),          // 15: kvstore.peer.v1.WriteRequest
+	(*WriteResponse)(nil),         // 16: kvstore.peer.v1.WriteResponse
+	(*RemoveVoterRequest)(nil),    // 17: kvstore.peer.v1.RemoveVoterRequest
+	(*RemoveVoterResponse)(nil),   // 18: kvstore.peer.v1.RemoveVoterResponse
+	(*LeaveRequest)(nil),          // 19: kvstore.peer.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 20: kvstore.peer.v1.LeaveResponse
+	(*ProbeRequest)(nil),          // 21: kvstore.peer.v1.ProbeRequest
+	(*ProbeResponse)(nil),         // 22: kvstore.peer.v1.ProbeResponse
 }
 var file_kvstore_peer_proto_depIdxs = []int32{
 	0,  // 0: kvstore.peer.v1.Entry.op:type_name -> kvstore.peer.v1.Op
@@ -1547,35 +1853,41 @@ var file_kvstore_peer_proto_depIdxs = []int32{
 	1,  // 3: kvstore.peer.v1.Snapshot.applied:type_name -> kvstore.peer.v1.Position
 	3,  // 4: kvstore.peer.v1.Snapshot.items:type_name -> kvstore.peer.v1.Item
 	4,  // 5: kvstore.peer.v1.Snapshot.requests:type_name -> kvstore.peer.v1.Request
-	1,  // 6: kvstore.peer.v1.PrepareResponse.applied:type_name -> kvstore.peer.v1.Position
-	1,  // 7: kvstore.peer.v1.AppendRequest.prev:type_name -> kvstore.peer.v1.Position
-	2,  // 8: kvstore.peer.v1.AppendRequest.entries:type_name -> kvstore.peer.v1.Entry
-	5,  // 9: kvstore.peer.v1.AppendRequest.snapshot:type_name -> kvstore.peer.v1.Snapshot
-	1,  // 10: kvstore.peer.v1.AppendResponse.applied:type_name -> kvstore.peer.v1.Position
-	1,  // 11: kvstore.peer.v1.FetchResponse.version:type_name -> kvstore.peer.v1.Position
-	0,  // 12: kvstore.peer.v1.WriteRequest.op:type_name -> kvstore.peer.v1.Op
-	1,  // 13: kvstore.peer.v1.WriteResponse.version:type_name -> kvstore.peer.v1.Position
-	6,  // 14: kvstore.peer.v1.Peer.Prepare:input_type -> kvstore.peer.v1.PrepareRequest
-	8,  // 15: kvstore.peer.v1.Peer.Append:input_type -> kvstore.peer.v1.AppendRequest
-	10, // 16: kvstore.peer.v1.Peer.GetSnapshot:input_type -> kvstore.peer.v1.GetSnapshotRequest
-	11, // 17: kvstore.peer.v1.Peer.Fetch:input_type -> kvstore.peer.v1.FetchRequest
-	13, // 18: kvstore.peer.v1.Peer.Write:input_type -> kvstore.peer.v1.WriteRequest
-	15, // 19: kvstore.peer.v1.Peer.RemoveVoter:input_type -> kvstore.peer.v1.RemoveVoterRequest
-	17, // 20: kvstore.peer.v1.Peer.Leave:input_type -> kvstore.peer.v1.LeaveRequest
-	19, // 21: kvstore.peer.v1.Peer.Probe:input_type -> kvstore.peer.v1.ProbeRequest
-	7,  // 22: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
-	9,  // 23: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
-	5,  // 24: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
-	12, // 25: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
-	14, // 26: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
-	16, // 27: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
-	18, // 28: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
-	20, // 29: kvstore.peer.v1.Peer.Probe:output_type -> kvstore.peer.v1.ProbeResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	1,  // 6: kvstore.peer.v1.SnapshotChunk.applied:type_name -> kvstore.peer.v1.Position
+	3,  // 7: kvstore.peer.v1.SnapshotChunk.items:type_name -> kvstore.peer.v1.Item
+	4,  // 8: kvstore.peer.v1.SnapshotChunk.requests:type_name -> kvstore.peer.v1.Request
+	1,  // 9: kvstore.peer.v1.SnapshotChunkResponse.applied:type_name -> kvstore.peer.v1.Position
+	1,  // 10: kvstore.peer.v1.PrepareResponse.applied:type_name -> kvstore.peer.v1.Position
+	1,  // 11: kvstore.peer.v1.AppendRequest.prev:type_name -> kvstore.peer.v1.Position
+	2,  // 12: kvstore.peer.v1.AppendRequest.entries:type_name -> kvstore.peer.v1.Entry
+	5,  // 13: kvstore.peer.v1.AppendRequest.snapshot:type_name -> kvstore.peer.v1.Snapshot
+	1,  // 14: kvstore.peer.v1.AppendResponse.applied:type_name -> kvstore.peer.v1.Position
+	1,  // 15: kvstore.peer.v1.FetchResponse.version:type_name -> kvstore.peer.v1.Position
+	0,  // 16: kvstore.peer.v1.WriteRequest.op:type_name -> kvstore.peer.v1.Op
+	1,  // 17: kvstore.peer.v1.WriteResponse.version:type_name -> kvstore.peer.v1.Position
+	8,  // 18: kvstore.peer.v1.Peer.Prepare:input_type -> kvstore.peer.v1.PrepareRequest
+	10, // 19: kvstore.peer.v1.Peer.Append:input_type -> kvstore.peer.v1.AppendRequest
+	12, // 20: kvstore.peer.v1.Peer.GetSnapshot:input_type -> kvstore.peer.v1.GetSnapshotRequest
+	6,  // 21: kvstore.peer.v1.Peer.InstallSnapshot:input_type -> kvstore.peer.v1.SnapshotChunk
+	13, // 22: kvstore.peer.v1.Peer.Fetch:input_type -> kvstore.peer.v1.FetchRequest
+	15, // 23: kvstore.peer.v1.Peer.Write:input_type -> kvstore.peer.v1.WriteRequest
+	17, // 24: kvstore.peer.v1.Peer.RemoveVoter:input_type -> kvstore.peer.v1.RemoveVoterRequest
+	19, // 25: kvstore.peer.v1.Peer.Leave:input_type -> kvstore.peer.v1.LeaveRequest
+	21, // 26: kvstore.peer.v1.Peer.Probe:input_type -> kvstore.peer.v1.ProbeRequest
+	9,  // 27: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
+	11, // 28: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
+	5,  // 29: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
+	7,  // 30: kvstore.peer.v1.Peer.InstallSnapshot:output_type -> kvstore.peer.v1.SnapshotChunkResponse
+	14, // 31: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
+	16, // 32: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
+	18, // 33: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
+	20, // 34: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
+	22, // 35: kvstore.peer.v1.Peer.Probe:output_type -> kvstore.peer.v1.ProbeResponse
+	27, // [27:36] is the sub-list for method output_type
+	18, // [18:27] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_peer_proto_init() }
@@ -1589,7 +1901,7 @@ func file_kvstore_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_peer_proto_rawDesc), len(file_kvstore_peer_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,14 +24,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Peer_Prepare_FullMethodName     = "/kvstore.peer.v1.Peer/Prepare"
-	Peer_Append_FullMethodName      = "/kvstore.peer.v1.Peer/Append"
-	Peer_GetSnapshot_FullMethodName = "/kvstore.peer.v1.Peer/GetSnapshot"
-	Peer_Fetch_FullMethodName       = "/kvstore.peer.v1.Peer/Fetch"
-	Peer_Write_FullMethodName       = "/kvstore.peer.v1.Peer/Write"
-	Peer_RemoveVoter_FullMethodName = "/kvstore.peer.v1.Peer/RemoveVoter"
-	Peer_Leave_FullMethodName       = "/kvstore.peer.v1.Peer/Leave"
-	Peer_Probe_FullMethodName       = "/kvstore.peer.v1.Peer/Probe"
+	Peer_Prepare_FullMethodName         = "/kvstore.peer.v1.Peer/Prepare"
+	Peer_Append_FullMethodName          = "/kvstore.peer.v1.Peer/Append"
+	Peer_GetSnapshot_FullMethodName     = "/kvstore.peer.v1.Peer/GetSnapshot"
+	Peer_InstallSnapshot_FullMethodName = "/kvstore.peer.v1.Peer/InstallSnapshot"
+	Peer_Fetch_FullMethodName           = "/kvstore.peer.v1.Peer/Fetch"
+	Peer_Write_FullMethodName           = "/kvstore.peer.v1.Peer/Write"
+	Peer_RemoveVoter_FullMethodName     = "/kvstore.peer.v1.Peer/RemoveVoter"
+	Peer_Leave_FullMethodName           = "/kvstore.peer.v1.Peer/Leave"
+	Peer_Probe_FullMethodName           = "/kvstore.peer.v1.Peer/Probe"
 )
 
 // PeerClient is the client API for Peer service.
@@ -45,9 +46,12 @@ type PeerClient interface {
 	Prepare(ctx context.Context, in *PrepareRequest, opts ...grpc.CallOption) (*PrepareResponse, error)
 	// Append replicates entries, or a snapshot, from the leader.
 	Append(ctx context.Context, in *AppendRequest, opts ...grpc.CallOption) (*AppendResponse, error)
-	// GetSnapshot returns the node's whole state; a new leader pulls it from
-	// the most up-to-date voter.
+	// GetSnapshot returns one chunk of the node's whole state; a new leader
+	// pulls it, chunk by chunk, from the most up-to-date voter.
 	GetSnapshot(ctx context.Context, in *GetSnapshotRequest, opts ...grpc.CallOption) (*Snapshot, error)
+	// InstallSnapshot sends one chunk of the leader's snapshot to a follower
+	// whose position the leader's log no longer holds.
+	InstallSnapshot(ctx context.Context, in *SnapshotChunk, opts ...grpc.CallOption) (*SnapshotChunkResponse, error)
 	// Fetch reads a key at the leader and may grant a read lease.
 	Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (*FetchResponse, error)
 	// Write forwards a set or delete to the leader.
@@ -94,6 +98,16 @@ func (c *peerClient) GetSnapshot(ctx context.Context, in *GetSnapshotRequest, op
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(Snapshot)
 	err := c.cc.Invoke(ctx, Peer_GetSnapshot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) InstallSnapshot(ctx context.Context, in *SnapshotChunk, opts ...grpc.CallOption) (*SnapshotChunkResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SnapshotChunkResponse)
+	err := c.cc.Invoke(ctx, Peer_InstallSnapshot_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -161,9 +175,12 @@ type PeerServer interface {
 	Prepare(context.Context, *PrepareRequest) (*PrepareResponse, error)
 	// Append replicates entries, or a snapshot, from the leader.
 	Append(context.Context, *AppendRequest) (*AppendResponse, error)
-	// GetSnapshot returns the node's whole state; a new leader pulls it from
-	// the most up-to-date voter.
+	// GetSnapshot returns one chunk of the node's whole state; a new leader
+	// pulls it, chunk by chunk, from the most up-to-date voter.
 	GetSnapshot(context.Context, *GetSnapshotRequest) (*Snapshot, error)
+	// InstallSnapshot sends one chunk of the leader's snapshot to a follower
+	// whose position the leader's log no longer holds.
+	InstallSnapshot(context.Context, *SnapshotChunk) (*SnapshotChunkResponse, error)
 	// Fetch reads a key at the leader and may grant a read lease.
 	Fetch(context.Context, *FetchRequest) (*FetchResponse, error)
 	// Write forwards a set or delete to the leader.
@@ -194,6 +211,9 @@ func (UnimplementedPeerServer) Append(context.Context, *AppendRequest) (*AppendR
 }
 func (UnimplementedPeerServer) GetSnapshot(context.Context, *GetSnapshotRequest) (*Snapshot, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetSnapshot not implemented")
+}
+func (UnimplementedPeerServer) InstallSnapshot(context.Context, *SnapshotChunk) (*SnapshotChunkResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstallSnapshot not implemented")
 }
 func (UnimplementedPeerServer) Fetch(context.Context, *FetchRequest) (*FetchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Fetch not implemented")
@@ -281,6 +301,24 @@ func _Peer_GetSnapshot_Handler(srv interface{}, ctx context.Context, dec func(in
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(PeerServer).GetSnapshot(ctx, req.(*GetSnapshotRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_InstallSnapshot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SnapshotChunk)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).InstallSnapshot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_InstallSnapshot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).InstallSnapshot(ctx, req.(*SnapshotChunk))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -393,6 +431,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetSnapshot",
 			Handler:    _Peer_GetSnapshot_Handler,
+		},
+		{
+			MethodName: "InstallSnapshot",
+			Handler:    _Peer_InstallSnapshot_Handler,
 		},
 		{
 			MethodName: "Fetch",

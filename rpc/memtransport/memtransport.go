@@ -286,6 +286,10 @@ func (c *client) GetSnapshot(ctx context.Context, in *kvpb.GetSnapshotRequest, o
 	return call(ctx, c, in, opts, kvpb.PeerServer.GetSnapshot)
 }
 
+func (c *client) InstallSnapshot(ctx context.Context, in *kvpb.SnapshotChunk, opts ...grpc.CallOption) (*kvpb.SnapshotChunkResponse, error) {
+	return call(ctx, c, in, opts, kvpb.PeerServer.InstallSnapshot)
+}
+
 func (c *client) Fetch(ctx context.Context, in *kvpb.FetchRequest, opts ...grpc.CallOption) (*kvpb.FetchResponse, error) {
 	return call(ctx, c, in, opts, kvpb.PeerServer.Fetch)
 }

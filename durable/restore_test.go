@@ -1,0 +1,76 @@
+package durable
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvstore/kvstore/store"
+)
+
+// TestRestoreUnitAcrossTransactions: a Restore is logged as one unit of
+// many records, which the checkpointer (and Open's replay) may apply in
+// several bbolt transactions. A crash after some of them leaves state.db
+// with part of the unit; the next Open replays the rest from the log, and
+// holds the whole new state, never a mix of old and new.
+func TestRestoreUnitAcrossTransactions(t *testing.T) {
+	ci, cb, mx, rc, rp := checkpointInterval, checkpointBytes, maxUncheckpointed, restoreChunkBytes, replayChunk
+	t.Cleanup(func() {
+		checkpointInterval, checkpointBytes, maxUncheckpointed, restoreChunkBytes, replayChunk = ci, cb, mx, rc, rp
+		testHookReplayed = nil
+	})
+	dir := t.TempDir()
+	db, _ := mustOpen(t, dir, Options{NoSync: true})
+	var old []store.Entry
+	for i := range 20 {
+		old = append(old, store.Entry{Version: store.Version{Epoch: 1, Seq: uint64(i + 1)}, Op: store.OpSet, Key: fmt.Sprintf("old%02d", i), Value: "old"})
+	}
+	mustWait(t, db.Append(old))
+	mustClose(t, db) // checkpointed: state.db holds the old state
+
+	// The restore, logged and not checkpointed, then a crash.
+	checkpointInterval, checkpointBytes, maxUncheckpointed = time.Hour, 1<<40, 1<<40
+	restoreChunkBytes = 500
+	snap := store.Snapshot{Applied: store.Version{Epoch: 2, Seq: 100}, Items: map[string]store.Item{},
+		Requests: []store.Request{{ID: "r", Version: store.Version{Epoch: 2, Seq: 100}}}}
+	for i := range 60 {
+		snap.Items[fmt.Sprintf("new%02d", i)] = store.Item{Value: strings.Repeat("n", 200), Version: store.Version{Epoch: 2, Seq: uint64(i + 1)}}
+	}
+	db, _ = mustOpen(t, dir, Options{NoSync: true})
+	mustWait(t, db.Restore(snap))
+	if err := db.Crash(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Open replays the unit two records per transaction and "crashes"
+	// after the second: state.db holds the new position and part of the
+	// new items.
+	replayChunk = 2
+	errCrash := errors.New("test: crash during the replay")
+	txs := 0
+	var mid committed
+	testHookReplayed = func(d *DB) error {
+		if txs++; txs == 2 {
+			mid = d.cs
+			return errCrash
+		}
+		return nil
+	}
+	if _, _, err := Open(dir, Options{NoSync: true}); !errors.Is(err, errCrash) {
+		t.Fatalf("Open with the crash hook: %v", err)
+	}
+	if mid.applied != snap.Applied || mid.dg.Items == 0 || mid.dg.Items >= uint64(len(snap.Items)) {
+		t.Fatalf("after the crash state.db holds %d items at %s: not a part of the restore (the test checks nothing)", mid.dg.Items, mid.applied)
+	}
+	testHookReplayed = nil
+
+	db, st := mustOpen(t, dir, Options{NoSync: true})
+	defer mustClose(t, db)
+	if st.Snapshot.Applied != snap.Applied || !maps.Equal(st.Snapshot.Items, snap.Items) {
+		t.Fatalf("reopened at %s with %d items; want the restored state, %s with %d items", st.Snapshot.Applied, len(st.Snapshot.Items), snap.Applied, len(snap.Items))
+	}
+	t.Logf("a crash after %d of the %d items of the restore reopened whole", mid.dg.Items, len(snap.Items))
+}
