@@ -3,6 +3,10 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"io"
+	"net"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -21,7 +25,79 @@ func serverCreds(cfg *tls.Config) grpc.ServerOption {
 	if cfg == nil {
 		return grpc.Creds(insecure.NewCredentials())
 	}
-	return grpc.Creds(credentials.NewTLS(cfg))
+	return grpc.Creds(lingeringCreds{credentials.NewTLS(cfg)})
+}
+
+// rejectLinger bounds how long a node waits, after refusing a TLS
+// handshake, for the client to read the alert and close its end.
+const rejectLinger = time.Second
+
+// lingeringCreds are TLS server credentials that make sure a client whose
+// handshake the node refused reads the reason. With TLS 1.3 the client's
+// handshake ends before the node has checked its certificate, so the
+// client at once writes the HTTP/2 preface. Closing the socket with that
+// preface unread sends a TCP reset, which can reach the client before it
+// reads the node's alert ("unknown certificate authority"): it then sees
+// only "broken pipe" or "connection reset". Instead the node shuts its
+// side for writing (the alert is followed by a FIN, not a reset), reads
+// what the client still sends until it closes or rejectLinger passes,
+// and only then closes, as a lingering close in an HTTP server does.
+type lingeringCreds struct {
+	credentials.TransportCredentials
+}
+
+// ServerHandshake runs the TLS handshake over a connection whose Close is
+// held back until the handshake's outcome is known: a failed one closes
+// lingering, a successful one hands the connection over unchanged.
+func (c lingeringCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	lc := &lingerConn{Conn: raw}
+	conn, info, err := c.TransportCredentials.ServerHandshake(lc)
+	if err != nil {
+		lc.lingerClose()
+		return nil, nil, err
+	}
+	lc.handedOver.Store(true)
+	if lc.closeWanted.Load() {
+		lc.Conn.Close()
+	}
+	return conn, info, nil
+}
+
+// Clone keeps the lingering close in copies of the credentials.
+func (c lingeringCreds) Clone() credentials.TransportCredentials {
+	return lingeringCreds{c.TransportCredentials.Clone()}
+}
+
+// lingerConn is a server connection during its TLS handshake: a Close
+// asked for then is only noted, and done by ServerHandshake.
+type lingerConn struct {
+	net.Conn
+	handedOver  atomic.Bool // the handshake succeeded: Close closes
+	closeWanted atomic.Bool // Close was called during the handshake
+}
+
+// Close closes the connection once the handshake is over; before, it
+// notes the wish.
+func (c *lingerConn) Close() error {
+	if c.handedOver.Load() {
+		return c.Conn.Close()
+	}
+	c.closeWanted.Store(true)
+	return nil
+}
+
+// lingerClose ends a refused connection: FIN after the alert, read until
+// the client closes (or rejectLinger), then close.
+func (c *lingerConn) lingerClose() {
+	defer c.Conn.Close()
+	cw, ok := c.Conn.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	if c.Conn.SetReadDeadline(time.Now().Add(rejectLinger)) != nil {
+		return
+	}
+	io.Copy(io.Discard, io.LimitReader(c.Conn, 1<<20)) //nolint:errcheck // only waiting for the client's close
 }
 
 // tap refuses a node-to-node call from a caller without a node
