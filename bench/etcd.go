@@ -31,7 +31,7 @@ const (
 // etcdCluster is an in-process etcd cluster and the client connections the
 // etcd targets share.
 type etcdCluster struct {
-	members    []*etcdembed.Server
+	members    []etcdMember
 	clients    []*clientv3.Client // client i talks to member i % len(members)
 	durability string
 }
@@ -54,10 +54,14 @@ func newEtcdTargets(ctx context.Context, opts PeerOptions) ([]Target, error) {
 // once (each waits for a quorum), and connects the client pool.
 func startEtcdCluster(ctx context.Context, opts PeerOptions) (*etcdCluster, error) {
 	n := opts.members()
-	var members []*etcdembed.Server
+	var members []etcdMember
 	var err error
 	for attempt := 1; attempt <= etcdStartAttempts; attempt++ {
-		members, err = startEtcdMembersOnce(ctx, n, !opts.Fsync)
+		if opts.Binary != "" {
+			members, err = startEtcdProcessesOnce(ctx, n, opts.Binary)
+		} else {
+			members, err = startEtcdMembersOnce(ctx, n, !opts.Fsync)
+		}
 		if err == nil || !isPortTaken(err) || ctx.Err() != nil {
 			break
 		}
@@ -97,7 +101,7 @@ func startEtcdCluster(ctx context.Context, opts PeerOptions) (*etcdCluster, erro
 // startEtcdMembersOnce makes one attempt to start an n-member cluster on
 // freshly picked ports. A member that fails ends the attempt at once, so
 // that the others do not wait for it until ctx ends.
-func startEtcdMembersOnce(ctx context.Context, n int, noFsync bool) ([]*etcdembed.Server, error) {
+func startEtcdMembersOnce(ctx context.Context, n int, noFsync bool) ([]etcdMember, error) {
 	ports, err := pickLoopbackPorts(2 * n)
 	if err != nil {
 		return nil, fmt.Errorf("pick ports: %w", err)
@@ -145,7 +149,11 @@ func startEtcdMembersOnce(ctx context.Context, n int, noFsync bool) ([]*etcdembe
 		}
 		return nil, err
 	}
-	return members, nil
+	out := make([]etcdMember, n)
+	for i, m := range members {
+		out[i] = m
+	}
+	return out, nil
 }
 
 // close closes the clients, then the members: the followers first, so that
@@ -174,7 +182,7 @@ func (c *etcdCluster) close() error {
 	// Each member's Close takes about a second (etcd gives its peer
 	// connections that long to drain), so the followers close together.
 	var mu sync.Mutex
-	closeMember := func(m *etcdembed.Server) {
+	closeMember := func(m etcdMember) {
 		if err := m.Close(); err != nil {
 			mu.Lock()
 			errs = append(errs, err)
@@ -254,3 +262,7 @@ func pickLoopbackPorts(n int) ([]int, error) {
 func isPortTaken(err error) bool {
 	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
 }
+
+// Servers is the number of members: client i talks to member i % Servers
+// (with the default one connection per member).
+func (t *etcdTarget) Servers() int { return len(t.c.members) }

@@ -249,3 +249,10 @@ func (t *endpoints) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Servers is the number of endpoints: client i asks endpoint i % Servers
+// first.
+func (t *endpoints) Servers() int { return len(t.clients) }
+
+// Servers is the number of nodes: client i calls node i % Servers.
+func (t *inProcess) Servers() int { return len(t.nodes) }

@@ -25,6 +25,11 @@ type PeerOptions struct {
 	// clients on each), 8 for ZooKeeper (whose sessions are pipelined but
 	// served in order).
 	Conns int
+	// Binary, if set, is a kvstore executable: etcd's members then run as
+	// processes of their own (`kvstore coordinator`, always with fsync),
+	// so that their memory can be measured (NodeRSS). Empty: in this
+	// process.
+	Binary string
 }
 
 // members returns the cluster size, defaulted.

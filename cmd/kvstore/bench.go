@@ -24,11 +24,13 @@ type benchFlags struct {
 	workloads    []string
 	distribution string
 	keys         int
-	valueSize    int
-	clients      int
+	valueSizes   []int
+	clients      []int
 	duration     time.Duration
 	warmup       time.Duration
-	nodes        int
+	nodes        []int
+	targets      []string
+	memory       bool
 	backend      string
 	endpoints    []string
 	compare      []string
@@ -78,16 +80,18 @@ set with KVSTORE_<FLAG>.`,
 	fl.StringSliceVar(&f.workloads, "workload", bench.Workloads, "workloads to run, in order: A (50% read, 50% update), B (95/5), C (read only), W (update only)")
 	fl.StringVar(&f.distribution, "distribution", bench.Zipf, "key distribution: uniform or zipfian (scrambled, theta 0.99)")
 	fl.IntVar(&f.keys, "keys", bench.DefaultKeys, "number of distinct keys")
-	fl.IntVar(&f.valueSize, "value-size", bench.DefaultValueSize, "bytes per written value")
-	fl.IntVar(&f.clients, "clients", bench.DefaultClients, "concurrent clients")
+	fl.IntSliceVar(&f.valueSizes, "value-size", []int{bench.DefaultValueSize}, "bytes per written value; several (comma list) give one table each")
+	fl.IntSliceVar(&f.clients, "clients", []int{bench.DefaultClients}, "concurrent clients; several (comma list) give one table each")
 	fl.DurationVar(&f.duration, "duration", bench.DefaultDuration, "measured time per workload and target")
 	fl.DurationVar(&f.warmup, "warmup", bench.DefaultWarmup, "unrecorded time before each measurement")
-	fl.IntVar(&f.nodes, "nodes", 3, "nodes of the in-process cluster (without --endpoints)")
+	fl.IntSliceVar(&f.nodes, "nodes", []int{3}, "nodes of the started KVStore cluster (without --endpoints), and members of each --compare system unless --peer-members is set; several (comma list) give one table each")
+	fl.StringSliceVar(&f.targets, "targets", []string{targetInProcess}, `how KVStore runs (without --endpoints): "inprocess" (nodes in this process, called through their Go API) and "network" (a coordinator and --nodes `+"`kvstore node`"+` processes on loopback, called through the Go client over gRPC); both give one target each per --durability`)
+	fl.BoolVar(&f.memory, "memory", false, "instead of the workloads, measure memory: load --keys keys into the network target (and --compare etcd, run as processes), read every key through every node, and print the largest node's resident memory and bytes per key")
 	fl.StringSliceVar(&f.durability, "durability", []string{bench.Memory}, `durability of the in-process cluster: "memory", "fsync" (a data directory per node, fsync per group commit), "nofsync" (a data directory without fsync); several give one target each, side by side`)
 	fl.StringVar(&f.backend, "backend", string(cluster.Etcd), `coordinator of the in-process cluster: "etcd" (embedded) or "zookeeper" (a local server from Debian's package)`)
 	fl.StringSliceVar(&f.endpoints, "endpoints", nil, "benchmark the running cluster at these node addresses (host:port,...) through the Go client instead of an in-process cluster")
 	fl.StringSliceVar(&f.compare, "compare", nil, `peer systems to run the same workloads against: "etcd", "zookeeper" (comma list)`)
-	fl.IntVar(&f.peerMembers, "peer-members", 3, "servers of each --compare system")
+	fl.IntVar(&f.peerMembers, "peer-members", 0, "servers of each --compare system (default: as many as --nodes)")
 	fl.BoolVar(&f.peerFsync, "peer-fsync", true, "--compare systems fsync each write before acknowledging it (their default); false disables it")
 	fl.BoolVar(&f.json, "json", false, "print the results as a JSON array instead of tables")
 	fl.Uint64Var(&f.seed, "seed", 1, "seed of the clients' random operation and key sequences (the same for every target)")
@@ -98,45 +102,89 @@ set with KVSTORE_<FLAG>.`,
 	return cmd
 }
 
-// benchWorkloads turns the flags into the workloads to run, in order.
-func benchWorkloads(f benchFlags) ([]bench.Workload, error) {
-	if len(f.workloads) == 0 {
-		return nil, errors.New("--workload: none given")
-	}
+// The --targets values.
+const (
+	targetInProcess = "inprocess"
+	targetNetwork   = "network"
+)
+
+// benchWorkloads turns the flags into the workloads to run, in order, for
+// one cell of the matrix: clients clients writing values of valueSize
+// bytes.
+func benchWorkloads(f benchFlags, clients, valueSize int) []bench.Workload {
 	var ws []bench.Workload
 	for _, name := range f.workloads {
-		name = strings.ToUpper(strings.TrimSpace(name))
-		if _, err := bench.ReadProportion(name); err != nil {
-			return nil, fmt.Errorf("--workload %q: want A, B, C or W", name)
-		}
 		ws = append(ws, bench.Workload{
-			Name:         name,
+			Name:         strings.ToUpper(strings.TrimSpace(name)),
 			Distribution: f.distribution,
 			Keys:         f.keys,
-			ValueSize:    f.valueSize,
-			Clients:      f.clients,
+			ValueSize:    valueSize,
+			Clients:      clients,
 			Duration:     f.duration,
 			Warmup:       f.warmup,
 			Seed:         f.seed,
 		})
 	}
+	return ws
+}
+
+// checkBenchFlags checks the flags that shape the workloads and the
+// matrix, and normalises the --targets list.
+func checkBenchFlags(f *benchFlags) error {
+	if len(f.workloads) == 0 {
+		return errors.New("--workload: none given")
+	}
+	for _, name := range f.workloads {
+		name = strings.ToUpper(strings.TrimSpace(name))
+		if _, err := bench.ReadProportion(name); err != nil {
+			return fmt.Errorf("--workload %q: want A, B, C or W", name)
+		}
+	}
+	positive := func(flag string, vs []int) error {
+		if len(vs) == 0 {
+			return fmt.Errorf("--%s: none given", flag)
+		}
+		for _, v := range vs {
+			if v < 1 {
+				return fmt.Errorf("--%s %d: want at least 1", flag, v)
+			}
+		}
+		return nil
+	}
+	var targets []string
+	for _, t := range f.targets {
+		t = strings.ToLower(strings.TrimSpace(t))
+		if t != targetInProcess && t != targetNetwork {
+			return fmt.Errorf("--targets %q: want %s or %s", t, targetInProcess, targetNetwork)
+		}
+		if !slices.Contains(targets, t) {
+			targets = append(targets, t)
+		}
+	}
+	f.targets = targets
 	switch {
 	case f.distribution != bench.Uniform && f.distribution != bench.Zipf:
-		return nil, fmt.Errorf("--distribution %q: want %s or %s", f.distribution, bench.Uniform, bench.Zipf)
+		return fmt.Errorf("--distribution %q: want %s or %s", f.distribution, bench.Uniform, bench.Zipf)
 	case f.keys < 1:
-		return nil, fmt.Errorf("--keys %d: want at least 1", f.keys)
-	case f.valueSize < 1:
-		return nil, fmt.Errorf("--value-size %d: want at least 1", f.valueSize)
-	case f.clients < 1:
-		return nil, fmt.Errorf("--clients %d: want at least 1", f.clients)
+		return fmt.Errorf("--keys %d: want at least 1", f.keys)
 	case f.duration <= 0:
-		return nil, fmt.Errorf("--duration %v: want more than 0", f.duration)
+		return fmt.Errorf("--duration %v: want more than 0", f.duration)
 	case f.warmup < 0:
-		return nil, fmt.Errorf("--warmup %v: want 0 or more", f.warmup)
-	case f.nodes < 1:
-		return nil, fmt.Errorf("--nodes %d: want at least 1", f.nodes)
+		return fmt.Errorf("--warmup %v: want 0 or more", f.warmup)
+	case f.peerMembers < 0:
+		return fmt.Errorf("--peer-members %d: want 0 (as many as --nodes) or more", f.peerMembers)
+	case len(f.targets) == 0 && len(f.endpoints) == 0:
+		return errors.New("--targets: none given")
 	}
-	return ws, nil
+	for _, c := range []struct {
+		flag string
+		vs   []int
+	}{{"value-size", f.valueSizes}, {"clients", f.clients}, {"nodes", f.nodes}} {
+		if err := positive(c.flag, c.vs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // benchPeerNames checks the --compare list.
@@ -162,8 +210,28 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	workloads, err := benchWorkloads(f)
-	if err != nil {
+	if len(f.nodes) == 0 {
+		f.nodes = []int{3}
+	}
+	if len(f.clients) == 0 {
+		f.clients = []int{bench.DefaultClients}
+	}
+	if len(f.valueSizes) == 0 {
+		f.valueSizes = []int{bench.DefaultValueSize}
+	}
+	if len(f.targets) == 0 {
+		f.targets = []string{targetInProcess}
+	}
+	if f.distribution == "" {
+		f.distribution = bench.Zipf
+	}
+	if f.keys == 0 {
+		f.keys = bench.DefaultKeys
+	}
+	if f.duration == 0 {
+		f.duration = bench.DefaultDuration
+	}
+	if err := checkBenchFlags(&f); err != nil {
 		return &exitError{exitUsage, err}
 	}
 	peerNames, err := benchPeerNames(f.compare)
@@ -179,7 +247,10 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 		}
 	}
 	if len(f.endpoints) > 0 && (len(f.durability) > 1 || f.durability[0] != bench.Memory) {
-		return &exitError{exitUsage, errors.New("--durability is for the in-process cluster; a running cluster's nodes have their own --data-dir")}
+		return &exitError{exitUsage, errors.New("--durability is for the started cluster; a running cluster's nodes have their own --data-dir")}
+	}
+	if len(f.endpoints) > 0 && len(f.nodes) > 1 {
+		return &exitError{exitUsage, errors.New("--nodes is for the started cluster; a running cluster has the nodes it has")}
 	}
 	if f.backend != string(cluster.Etcd) && f.backend != string(cluster.ZooKeeper) {
 		return &exitError{exitUsage, fmt.Errorf("--backend %q: want %s or %s", f.backend, cluster.Etcd, cluster.ZooKeeper)}
@@ -187,7 +258,17 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 	if _, on, err := f.tls.files(); err != nil {
 		return err
 	} else if on && len(f.endpoints) == 0 {
-		return &exitError{exitUsage, errors.New("--cert, --key and --ca are for --endpoints (the in-process cluster needs none)")}
+		return &exitError{exitUsage, errors.New("--cert, --key and --ca are for --endpoints (the started cluster needs none)")}
+	}
+	if f.memory {
+		switch {
+		case len(f.endpoints) > 0:
+			return &exitError{exitUsage, errors.New("--memory measures the nodes it starts itself, not --endpoints")}
+		case slices.Contains(peerNames, "zookeeper"):
+			return &exitError{exitUsage, errors.New("--memory compares with etcd only (ZooKeeper's memory is the JVM's heap setting)")}
+		case len(peerNames) > 0 && !f.peerFsync:
+			return &exitError{exitUsage, errors.New("--memory runs etcd as processes, always with fsync: drop --peer-fsync=false")}
+		}
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -211,10 +292,86 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 			}
 		}()
 	}
+	var binary string
+	if f.memory || slices.Contains(f.targets, targetNetwork) {
+		if binary, err = os.Executable(); err != nil {
+			return fmt.Errorf("the network target runs this binary: %w", err)
+		}
+	}
+	if f.memory {
+		return runMemory(ctx, f, binary, peerNames, stdout, stderr)
+	}
 
-	// The targets: KVStore first (one per durability mode), then the peers.
-	var targets []bench.Target
-	ours := map[bench.Target]bool{}
+	matrix := len(f.nodes) > 1 || len(f.clients) > 1 || len(f.valueSizes) > 1
+	var all []bench.Result
+	for _, nodes := range f.nodes {
+		res, err := benchNodes(ctx, f, nodes, binary, peerNames, matrix, stdout, stderr)
+		all = append(all, res...)
+		if err != nil {
+			return err
+		}
+	}
+	if f.json {
+		return printJSON(stdout, all)
+	}
+	return nil
+}
+
+// startOurs starts KVStore's targets for one --nodes value: the running
+// cluster at --endpoints, or one target per --targets and --durability.
+func startOurs(ctx context.Context, f benchFlags, nodes int, binary string) ([]bench.Target, error) {
+	if len(f.endpoints) > 0 {
+		tlsConfig, err := f.tls.clientConfig()
+		if err != nil {
+			return nil, err
+		}
+		t, err := bench.NewEndpoints(f.endpoints, tlsConfig)
+		if err != nil {
+			return nil, err
+		}
+		return []bench.Target{t}, nil
+	}
+	var out []bench.Target
+	for _, kind := range f.targets {
+		for _, mode := range f.durability {
+			startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			var t bench.Target
+			var err error
+			if kind == targetNetwork {
+				t, err = bench.NewProcesses(startCtx, bench.ProcessOptions{Binary: binary, Nodes: nodes, Durability: mode})
+			} else {
+				t, err = bench.NewInProcess(startCtx, nodes, cluster.Backend(f.backend), mode)
+			}
+			cancel()
+			if err != nil {
+				for _, o := range out {
+					_ = o.Close()
+				}
+				return nil, err
+			}
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// peerMembers is the size of each --compare system for a cluster of nodes.
+func (f benchFlags) peerMembersFor(nodes int) int {
+	if f.peerMembers > 0 {
+		return f.peerMembers
+	}
+	return nodes
+}
+
+// benchNodes runs every cell of the matrix with nodes nodes: it starts the
+// targets once, runs the workloads for every --clients and --value-size,
+// prints each cell's tables (unless --json) and returns the results.
+func benchNodes(ctx context.Context, f benchFlags, nodes int, binary string, peerNames []string, matrix bool, stdout, stderr io.Writer) (all []bench.Result, err error) {
+	ours, err := startOurs(ctx, f, nodes, binary)
+	if err != nil {
+		return nil, err
+	}
+	targets := ours
 	defer func() {
 		for _, t := range targets {
 			if cerr := t.Close(); cerr != nil && err == nil {
@@ -222,69 +379,77 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 			}
 		}
 	}()
-	if len(f.endpoints) > 0 {
-		tlsConfig, err := f.tls.clientConfig()
-		if err != nil {
-			return err
-		}
-		t, err := bench.NewEndpoints(f.endpoints, tlsConfig)
-		if err != nil {
-			return err
-		}
-		targets = append(targets, t)
-		ours[t] = true
-	} else {
-		for _, mode := range f.durability {
-			startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
-			t, err := bench.NewInProcess(startCtx, f.nodes, cluster.Backend(f.backend), mode)
-			cancel()
-			if err != nil {
-				return err
-			}
-			targets = append(targets, t)
-			ours[t] = true
-		}
-	}
 	if len(peerNames) > 0 {
-		peers, err := startPeers(ctx, peerNames, bench.PeerOptions{Members: f.peerMembers, Fsync: f.peerFsync})
+		peers, err := startPeers(ctx, peerNames, bench.PeerOptions{Members: f.peerMembersFor(nodes), Fsync: f.peerFsync})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		targets = append(targets, peers...)
 	}
-
-	var oursRes, peerRes []bench.Result
-	loaded := map[bench.Target]bool{}
-	for _, w := range workloads {
-		for _, t := range targets {
-			w := w
-			// Every workload writes the same keys with values of the same
-			// size: one load per target is enough.
-			w.SkipLoad = loaded[t]
-			res, err := bench.Run(ctx, t, w, stderr)
-			if err != nil {
-				return err
+	isOurs := func(t bench.Target) bool { return slices.Contains(ours, t) }
+	loaded := map[bench.Target]int{} // the value size each target holds
+	for _, clients := range f.clients {
+		for _, valueSize := range f.valueSizes {
+			var oursRes, peerRes []bench.Result
+			for _, w := range benchWorkloads(f, clients, valueSize) {
+				for _, t := range targets {
+					// Every workload writes the same keys with values of
+					// the same size: one load per target and size.
+					w.SkipLoad = loaded[t] == valueSize
+					res, err := bench.Run(ctx, t, w, stderr)
+					if err != nil {
+						return all, err
+					}
+					loaded[t] = valueSize
+					if isOurs(t) {
+						oursRes = append(oursRes, res)
+					} else {
+						peerRes = append(peerRes, res)
+					}
+				}
 			}
-			loaded[t] = true
-			if ours[t] {
-				oursRes = append(oursRes, res)
-			} else {
-				peerRes = append(peerRes, res)
+			all = append(all, oursRes...)
+			all = append(all, peerRes...)
+			if f.json {
+				continue
+			}
+			if matrix {
+				fmt.Fprintf(stdout, "\n## %d nodes (peers: %d members), %d clients, %d-byte values\n\n", nodes, f.peerMembersFor(nodes), clients, valueSize)
+			}
+			if err := bench.WriteTable(stdout, append(append([]bench.Result(nil), oursRes...), peerRes...)); err != nil {
+				return all, err
+			}
+			if len(peerRes) > 0 {
+				fmt.Fprintln(stdout)
+				if err := bench.WriteRatios(stdout, oursRes, peerRes); err != nil {
+					return all, err
+				}
 			}
 		}
 	}
-	all := append(append([]bench.Result(nil), oursRes...), peerRes...)
+	return all, nil
+}
+
+// runMemory is --memory: for every --nodes and --value-size, the network
+// target (one per --durability) and etcd (with --compare etcd, as
+// processes) load --keys keys and read them all back; it prints the
+// resident memory table.
+func runMemory(ctx context.Context, f benchFlags, binary string, peerNames []string, stdout, stderr io.Writer) error {
+	var all []bench.MemoryResult
+	for _, nodes := range f.nodes {
+		for _, valueSize := range f.valueSizes {
+			w := benchWorkloads(f, f.clients[0], valueSize)[0]
+			res, err := measureMemory(ctx, f, nodes, w, binary, peerNames, stderr)
+			all = append(all, res...)
+			if err != nil {
+				return err
+			}
+		}
+	}
 	if f.json {
 		return printJSON(stdout, all)
 	}
-	if err := bench.WriteTable(stdout, all); err != nil {
-		return err
-	}
-	if len(peerRes) > 0 {
-		fmt.Fprintln(stdout)
-		return bench.WriteRatios(stdout, oursRes, peerRes)
-	}
-	return nil
+	return bench.WriteMemory(stdout, all)
 }
 
 // startPeers starts the --compare systems (bench.NewPeers, in
@@ -307,4 +472,42 @@ func runFailover(ctx context.Context, f benchFlags, stdout, stderr io.Writer) er
 	_, err = fmt.Fprintf(stdout, "failover over %d runs (%s coordinator, session TTL and lease 2s):\n  leader killed -> first acknowledged write: %v\n  write while a holder is rmi-down:          %v\n",
 		res.Runs, res.Backend, res.KillToWrite, res.HolderDownWrite)
 	return err
+}
+
+// measureMemory is one --memory cell: it starts the targets, measures
+// each and stops it.
+func measureMemory(ctx context.Context, f benchFlags, nodes int, w bench.Workload, binary string, peerNames []string, stderr io.Writer) (all []bench.MemoryResult, err error) {
+	var targets, extra []bench.Target
+	defer func() {
+		for _, t := range append(targets, extra...) {
+			if cerr := t.Close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}
+	}()
+	for _, mode := range f.durability {
+		startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		t, err := bench.NewProcesses(startCtx, bench.ProcessOptions{Binary: binary, Nodes: nodes, Durability: mode})
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, t)
+	}
+	if slices.Contains(peerNames, "etcd") {
+		peers, err := startPeers(ctx, []string{"etcd"}, bench.PeerOptions{Members: f.peerMembersFor(nodes), Fsync: true, Binary: binary})
+		if err != nil {
+			return nil, err
+		}
+		// One etcd target is enough: both share the members.
+		targets, extra = append(targets, peers[0]), peers[1:]
+	}
+	for _, t := range targets {
+		res, err := bench.MeasureMemory(ctx, t, w, stderr)
+		if err != nil {
+			return all, err
+		}
+		all = append(all, res)
+	}
+	return all, nil
 }

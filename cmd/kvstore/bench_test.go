@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -50,6 +51,97 @@ func TestBenchCommand(t *testing.T) {
 	}
 }
 
+// benchJSON runs `kvstore bench args... --json` and decodes its output
+// into out.
+func benchJSON(t *testing.T, bin string, out any, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(bin, append(append([]string{"bench"}, args...), "--json")...)
+	cmd.Env = coordEnv()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("kvstore bench %v: %v\nstdout:\n%s\nstderr:\n%s", args, err, stdout.String(), stderr.String())
+		}
+	case <-time.After(3 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("kvstore bench %v did not exit\nstdout:\n%s\nstderr:\n%s", args, stdout.String(), stderr.String())
+	}
+	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
+		t.Fatalf("kvstore bench %v: stdout is not the JSON wanted: %v\n%s", args, err, stdout.String())
+	}
+	return stderr.String()
+}
+
+// TestBenchNetworkTarget: --targets network starts a coordinator and node
+// processes with the asked durability and drives them over gRPC; the
+// result says what the nodes reported of themselves.
+func TestBenchNetworkTarget(t *testing.T) {
+	bin := buildBinary(t)
+	var results []bench.Result
+	benchJSON(t, bin, &results, "--targets", "network", "--durability", "fsync", "--workload", "W", "--duration", "1s", "--warmup", "200ms", "--clients", "4", "--keys", "50")
+	if len(results) != 1 {
+		t.Fatalf("%d results, want 1: %+v", len(results), results)
+	}
+	r := results[0]
+	if r.Target != "kvstore (network, fsync)" || r.Ops == 0 || r.Errors != 0 || r.Durability != "fsync, 3 replicas (majority acknowledged)" {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+// TestBenchMatrix: lists of --nodes, --clients and --value-size run every
+// combination, each against a cluster of that many nodes.
+func TestBenchMatrix(t *testing.T) {
+	bin := buildBinary(t)
+	var results []bench.Result
+	benchJSON(t, bin, &results, "--nodes", "1,3", "--clients", "2,5", "--value-size", "16,64", "--workload", "C", "--duration", "300ms", "--warmup", "0s", "--keys", "20")
+	type cell struct{ clients, size int }
+	want := map[string][]cell{}
+	for _, d := range []string{"memory, 1 replicas (majority acknowledged)", "memory, 3 replicas (majority acknowledged)"} {
+		want[d] = []cell{{2, 16}, {2, 64}, {5, 16}, {5, 64}}
+	}
+	got := map[string][]cell{}
+	for _, r := range results {
+		if r.Ops == 0 || r.Errors != 0 {
+			t.Errorf("result %+v", r)
+		}
+		got[r.Durability] = append(got[r.Durability], cell{r.Clients, r.ValueSize})
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("cells %v, want %v", got, want)
+	}
+}
+
+// TestBenchMemory: --memory loads the keys into node processes and etcd
+// processes, reads them all back, and reports each one's resident memory
+// growing with the data.
+func TestBenchMemory(t *testing.T) {
+	bin := buildBinary(t)
+	var results []bench.MemoryResult
+	stderr := benchJSON(t, bin, &results, "--memory", "--keys", "3000", "--value-size", "1024", "--compare", "etcd", "--clients", "8")
+	if len(results) != 2 || results[0].Target != "kvstore (network)" || !strings.HasPrefix(results[1].Target, "etcd") {
+		t.Fatalf("results %+v, want kvstore (network) and etcd", results)
+	}
+	for _, r := range results {
+		// 3,000 values of 1 KiB: about 3 MiB of data on every server.
+		if r.Servers != 3 || r.Keys != 3000 || r.Empty == 0 || r.Loaded < r.Empty+2<<20 || r.Read == 0 || r.PerKey() < 512 {
+			t.Errorf("%+v (%.0f bytes/key)", r, r.PerKey())
+		}
+	}
+	for i := range 3 {
+		if !strings.Contains(stderr, fmt.Sprintf("kvstore (network): server %d read every key", i)) {
+			t.Errorf("no read pass through node %d:\n%s", i, stderr)
+		}
+	}
+}
+
 // TestBenchFlags checks the command line's validation (exit code 2) and the
 // environment binding, without running anything.
 func TestBenchFlags(t *testing.T) {
@@ -61,6 +153,12 @@ func TestBenchFlags(t *testing.T) {
 		{[]string{"--workload", "A,X"}, nil, `--workload "X"`},
 		{[]string{"--distribution", "latest"}, nil, "--distribution"},
 		{[]string{"--clients", "0"}, nil, "--clients"},
+		{[]string{"--nodes", "3,0"}, nil, "--nodes 0"},
+		{[]string{"--value-size", "x"}, nil, "--value-size"},
+		{[]string{"--targets", "cloud"}, nil, `--targets "cloud"`},
+		{[]string{"--memory", "--endpoints", "127.0.0.1:1"}, nil, "--memory"},
+		{[]string{"--memory", "--compare", "zookeeper"}, nil, "etcd only"},
+		{[]string{"--endpoints", "127.0.0.1:1", "--nodes", "3,5"}, nil, "--nodes is for the started cluster"},
 		{[]string{"--compare", "consul"}, nil, "--compare"},
 		{nil, []string{"KVSTORE_KEYS=many"}, "KVSTORE_KEYS"},
 		{nil, []string{"KVSTORE_WORKLOAD=Q"}, `--workload "Q"`},
