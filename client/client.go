@@ -146,6 +146,9 @@ type Client struct {
 	conns []*grpc.ClientConn
 	kvs   []kvpb.KVClient
 	next  atomic.Uint32 // the endpoint to try first
+	// leader is the endpoint of the leader, as the last write's node
+	// named it (PutResponse.leader_addr), or -1: writes try it first.
+	leader atomic.Int32
 	// silent[i] is when endpoint i last left an attempt unanswered (unix
 	// nanoseconds; 0 once it answers again).
 	silent []atomic.Int64
@@ -177,6 +180,7 @@ func New(cfg Config) (*Client, error) {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	c := &Client{cfg: cfg, idPfx: hex.EncodeToString(b[:]) + ".", silent: make([]atomic.Int64, len(cfg.Endpoints))}
+	c.leader.Store(-1)
 	minConnect := time.Second
 	if cfg.DialTimeout > 0 && cfg.DialTimeout < minConnect {
 		minConnect = cfg.DialTimeout
@@ -234,7 +238,10 @@ func (c *Client) Get(ctx context.Context, key string) (value string, found bool,
 func (c *Client) Put(ctx context.Context, key, value string) error {
 	id := c.requestID()
 	return c.do(ctx, "put "+key, true, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
-		_, err := kv.Put(ctx, &kvpb.PutRequest{Key: key, Value: value, RequestId: id}, o)
+		resp, err := kv.Put(ctx, &kvpb.PutRequest{Key: key, Value: value, RequestId: id}, o)
+		if err == nil {
+			c.noteLeader(resp.LeaderAddr)
+		}
 		return err
 	})
 }
@@ -243,7 +250,10 @@ func (c *Client) Put(ctx context.Context, key, value string) error {
 func (c *Client) Delete(ctx context.Context, key string) error {
 	id := c.requestID()
 	return c.do(ctx, "delete "+key, true, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
-		_, err := kv.Delete(ctx, &kvpb.DeleteRequest{Key: key, RequestId: id}, o)
+		resp, err := kv.Delete(ctx, &kvpb.DeleteRequest{Key: key, RequestId: id}, o)
+		if err == nil {
+			c.noteLeader(resp.LeaderAddr)
+		}
 		return err
 	})
 }
@@ -353,6 +363,19 @@ func (c *Client) RemoveMember(ctx context.Context, id string) ([]string, error) 
 	return voters, err
 }
 
+// noteLeader records the leader's address a write's answer named: the
+// endpoint with exactly that address, if the client has one, takes the
+// next writes first.
+func (c *Client) noteLeader(addr string) {
+	idx := int32(-1)
+	if addr != "" {
+		if i := slices.Index(c.cfg.Endpoints, addr); i >= 0 {
+			idx = int32(i)
+		}
+	}
+	c.leader.Store(idx)
+}
+
 func (c *Client) requestID() string {
 	return c.idPfx + strconv.FormatUint(c.seq.Add(1), 36)
 }
@@ -366,9 +389,14 @@ func (c *Client) current() int { return int(c.next.Load()) % len(c.kvs) }
 // one around, those that answered their last attempt first, then the
 // unresponsive ones, the one silent longest ago first; never prev (the
 // endpoint of the call's previous attempt) first while another is left.
-func (c *Client) order(prev int) []int {
+func (c *Client) order(prev int, write bool) []int {
 	n := len(c.kvs)
 	start := c.current()
+	if l := int(c.leader.Load()); write && l >= 0 && l < n && c.silent[l].Load() == 0 {
+		// A write goes to the leader first: through a follower it would
+		// take one more hop.
+		start = l
+	}
 	out := make([]int, 0, n)
 	var quiet []int
 	for i := range n {
@@ -417,7 +445,7 @@ func (c *Client) doAt(ctx context.Context, op string, write bool, call func(cont
 	for {
 		tlsOnly := true
 		refusedOnly := true
-		for _, idx := range c.order(prev) {
+		for _, idx := range c.order(prev, write) {
 			if last != nil && tooLate(ctx) {
 				// An attempt begun now could only be cut short, and a
 				// write's then says less than the answer the call has.
@@ -427,7 +455,11 @@ func (c *Client) doAt(ctx context.Context, op string, write bool, call func(cont
 			prev = idx
 			a := c.attempt(ctx, idx, call)
 			if a.err == nil {
-				c.next.Store(uint32(idx))
+				// A write steered to the leader leaves the preference of
+				// reads (which any node serves, from its cache) alone.
+				if !write || idx != int(c.leader.Load()) {
+					c.next.Store(uint32(idx))
+				}
 				return idx, nil
 			}
 			if write && a.sent && maybeApplied(a.err, a.typed) {
@@ -448,6 +480,11 @@ func (c *Client) doAt(ctx context.Context, op string, write bool, call func(cont
 				last = fmt.Errorf("%s: %w", c.cfg.Endpoints[idx], a.err)
 			}
 			move := failover(a.err)
+			if move {
+				// The leader may have moved: the next write's answer
+				// will say where.
+				c.leader.CompareAndSwap(int32(idx), -1)
+			}
 			if move || c.silent[idx].Load() != 0 {
 				// The next call starts elsewhere.
 				c.next.CompareAndSwap(uint32(idx), uint32(idx+1)%uint32(len(c.kvs)))

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -214,4 +216,74 @@ func (d *droppingKV) Put(ctx context.Context, _ *kvpb.PutRequest) (*kvpb.PutResp
 	}
 	<-ctx.Done()
 	return nil, ctx.Err()
+}
+
+// TestWritesGoToTheLeader: a write's answer names the leader, and the
+// client sends its next writes there directly (no hop through a follower)
+// while its reads stay on the endpoint it prefers. When that leader
+// resigns, the next write finds the new one the same way.
+func TestWritesGoToTheLeader(t *testing.T) {
+	c := newCluster(t, 3)
+	lead, _, err := c.Leader(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var eps []string
+	for i := range 3 {
+		if i != lead {
+			eps = append(eps, addr(t, c, i))
+		}
+	}
+	eps = append(eps, addr(t, c, lead)) // the leader last
+	var mu sync.Mutex
+	var tried []string
+	cl, err := client.New(client.Config{Endpoints: eps, Timeout: 10 * time.Second, OnAttempt: func(ep string, _ time.Duration, _ error) {
+		mu.Lock()
+		tried = append(tried, ep)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	attempts := func(what string, op func() error) []string {
+		t.Helper()
+		mu.Lock()
+		tried = nil
+		mu.Unlock()
+		if err := op(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), tried...)
+	}
+	put := func(k string) func() error {
+		return func() error { return cl.Put(ctxT(t, 10*time.Second), k, "v") }
+	}
+	get := func() error { _, _, err := cl.Get(ctxT(t, 10*time.Second), "k1"); return err }
+	if got := attempts("first put", put("k1")); !slices.Equal(got, eps[:1]) {
+		t.Fatalf("first put tried %v, want the first endpoint %v", got, eps[:1])
+	}
+	leaderEp := eps[2]
+	for i := range 3 {
+		if got := attempts("put", put(fmt.Sprint("k", i+2))); !slices.Equal(got, []string{leaderEp}) {
+			t.Fatalf("put %d after the leader was named tried %v, want the leader %s", i, got, leaderEp)
+		}
+		if got := attempts("get", get); !slices.Equal(got, eps[:1]) {
+			t.Fatalf("get tried %v, want the preferred endpoint %v", got, eps[:1])
+		}
+	}
+	if err := c.Resign(ctxT(t, 10*time.Second), lead); err != nil {
+		t.Fatal(err)
+	}
+	newLead, _, err := c.Leader(ctxT(t, 10*time.Second))
+	if err != nil || newLead == lead {
+		t.Fatalf("leader after resigning: %d %v", newLead, err)
+	}
+	// The old leader forwards the next write and names the new one.
+	attempts("put after resign", put("k9"))
+	if got := attempts("put", put("k10")); !slices.Equal(got, []string{addr(t, c, newLead)}) {
+		t.Fatalf("put after the leader moved tried %v, want the new leader %s", got, addr(t, c, newLead))
+	}
 }

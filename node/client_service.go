@@ -36,14 +36,22 @@ func (s *clientServer) Put(ctx context.Context, req *kvpb.PutRequest) (*kvpb.Put
 	if err := s.n.SetWithID(ctx, req.RequestId, req.Key, req.Value); err != nil {
 		return nil, err
 	}
-	return &kvpb.PutResponse{}, nil
+	return &kvpb.PutResponse{LeaderAddr: s.n.leaderAddr()}, nil
 }
 
 func (s *clientServer) Delete(ctx context.Context, req *kvpb.DeleteRequest) (*kvpb.DeleteResponse, error) {
 	if err := s.n.DeleteWithID(ctx, req.RequestId, req.Key); err != nil {
 		return nil, err
 	}
-	return &kvpb.DeleteResponse{}, nil
+	return &kvpb.DeleteResponse{LeaderAddr: s.n.leaderAddr()}, nil
+}
+
+// leaderAddr is the advertised address of the leader this node follows
+// (or its own, if it leads), "" if it knows none: a hint for clients,
+// which send their writes there.
+func (n *Node) leaderAddr() string {
+	v := n.view.Load()
+	return v.members[v.leader.ID]
 }
 
 func (s *clientServer) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb.StatusResponse, error) {

@@ -183,8 +183,12 @@ func (x *PutRequest) GetRequestId() string {
 	return ""
 }
 
+// A write's response names the leader as the node that served it sees it
+// (its advertised address; empty if unknown), so that a client can send
+// its next writes there directly instead of through a follower.
 type PutResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaderAddr    string                 `protobuf:"bytes,1,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -217,6 +221,13 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
 	return file_kvstore_client_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PutResponse) GetLeaderAddr() string {
+	if x != nil {
+		return x.LeaderAddr
+	}
+	return ""
 }
 
 type DeleteRequest struct {
@@ -273,6 +284,7 @@ func (x *DeleteRequest) GetRequestId() string {
 
 type DeleteResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaderAddr    string                 `protobuf:"bytes,1,opt,name=leader_addr,json=leaderAddr,proto3" json:"leader_addr,omitempty"` // as in PutResponse
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -305,6 +317,13 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
 	return file_kvstore_client_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeleteResponse) GetLeaderAddr() string {
+	if x != nil {
+		return x.LeaderAddr
+	}
+	return ""
 }
 
 type StatusRequest struct {
@@ -806,13 +825,17 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x03 \x01(\tR\trequestId\"\r\n" +
-	"\vPutResponse\"@\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\".\n" +
+	"\vPutResponse\x12\x1f\n" +
+	"\vleader_addr\x18\x01 \x01(\tR\n" +
+	"leaderAddr\"@\n" +
 	"\rDeleteRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"\x10\n" +
-	"\x0eDeleteResponse\"\x0f\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"1\n" +
+	"\x0eDeleteResponse\x12\x1f\n" +
+	"\vleader_addr\x18\x01 \x01(\tR\n" +
+	"leaderAddr\"\x0f\n" +
 	"\rStatusRequest\",\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
