@@ -3,8 +3,10 @@ package node
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/kvstore/kvstore/store"
 )
@@ -64,4 +66,42 @@ func cached(n *Node, key string) bool {
 	defer s.mu.RUnlock()
 	_, ok := s.m[key]
 	return ok
+}
+
+// TestCachedCopySharesTheStoresValue: a fetched value of the version the
+// node's own store holds is cached as the store's copy, not as a second
+// one (memory per key on a follower); a version the store does not hold
+// yet is cached as it came.
+func TestCachedCopySharesTheStoresValue(t *testing.T) {
+	n := newUnstartedNode(t)
+	value := strings.Repeat("v", 256)
+	v1 := store.Version{Epoch: 0, Seq: 1}
+	if _, err := n.rep.store.Apply(store.Entry{Version: v1, Op: store.OpSet, Key: "k", Value: value}); err != nil {
+		t.Fatal(err)
+	}
+	held, _ := n.rep.store.Get("k")
+	fetched := strings.Clone(value) // as decoded from a Fetch reply
+	n.reader.install(n.serving.Load(), "k", fetched, true, v1, 0, time.Minute, n.now())
+	e := cacheEntryOf(t, n, "k")
+	if e.value != value || unsafe.StringData(e.value) != unsafe.StringData(held.Value) {
+		t.Fatal("the cached copy of the version the store holds is a second copy of the value")
+	}
+	v2 := store.Version{Epoch: 0, Seq: 2}
+	newer := strings.Repeat("w", 256)
+	n.reader.install(n.serving.Load(), "k", newer, true, v2, 0, time.Minute, n.now())
+	if e := cacheEntryOf(t, n, "k"); e.value != newer || e.version != v2 {
+		t.Fatalf("a version newer than the store's was cached as %q at %v", e.value, e.version)
+	}
+}
+
+func cacheEntryOf(t *testing.T, n *Node, key string) cacheEntry {
+	t.Helper()
+	s := n.reader.cache.shard(key)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.m[key]
+	if !ok {
+		t.Fatalf("%s not cached", key)
+	}
+	return e
 }

@@ -133,9 +133,15 @@ func (rd *reader) install(st *servingState, key, value string, found bool, v sto
 	if lease <= 0 {
 		return
 	}
-	n.rep.whenCurrent(epoch, key, v, func() {
+	n.rep.whenCurrent(epoch, key, v, func(held store.Item, ok bool) {
 		if n.serving.Load() != st {
 			return
+		}
+		if ok && held.Version == v && !held.Deleted && held.Value == value {
+			// The store holds this very version: share its copy of the
+			// value instead of keeping a second one (a fetched value
+			// arrives in a buffer of its own).
+			value = held.Value
 		}
 		rd.cache.put(key, cacheEntry{value: value, found: found, version: v, expiry: sent.Add(lease)})
 	})

@@ -150,18 +150,20 @@ func (r *replica) hasData() bool {
 
 // whenCurrent runs f, under the lock, if epoch is still the epoch promised
 // and the store holds no later version of key than v: no change of the
-// state comes between the check and f. The read cache installs a copy
-// this way, so that no invalidation can overtake it.
-func (r *replica) whenCurrent(epoch int64, key string, v store.Version, f func()) {
+// state comes between the check and f, which is given what the store
+// holds of key. The read cache installs a copy this way, so that no
+// invalidation can overtake it.
+func (r *replica) whenCurrent(epoch int64, key string, v store.Version, f func(held store.Item, ok bool)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if epoch != r.promised {
 		return
 	}
-	if it, ok := r.store.Get(key); ok && v.Less(it.Version) {
+	it, ok := r.store.Get(key)
+	if ok && v.Less(it.Version) {
 		return
 	}
-	f()
+	f(it, ok)
 }
 
 // exclusive runs f, under the lock, between two changes of the state: the
