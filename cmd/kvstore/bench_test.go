@@ -16,38 +16,17 @@ import (
 // against its in-process cluster and checks the JSON it prints.
 func TestBenchCommand(t *testing.T) {
 	bin := buildBinary(t)
-	cmd := exec.Command(bin, "bench", "--workload", "C", "--duration", "1s", "--warmup", "200ms", "--clients", "4", "--keys", "100", "--json")
-	cmd.Env = coordEnv()
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("kvstore bench: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
-		}
-	case <-time.After(90 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("kvstore bench did not exit\nstdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
-	}
 	var results []bench.Result
-	if err := json.Unmarshal(out.Bytes(), &results); err != nil {
-		t.Fatalf("stdout is not a JSON array of results: %v\n%s", err, out.String())
-	}
+	stderr := benchJSON(t, bin, &results, "--workload", "C", "--duration", "1s", "--warmup", "200ms", "--clients", "4", "--keys", "100")
 	if len(results) != 1 {
-		t.Fatalf("%d results, want 1:\n%s", len(results), out.String())
+		t.Fatalf("%d results, want 1: %+v", len(results), results)
 	}
 	r := results[0]
 	if r.Ops == 0 || r.Errors != 0 || r.Workload != "C" || r.Clients != 4 || r.Keys != 100 || r.Distribution != "zipfian" || !strings.HasPrefix(r.Target, "kvstore") {
 		t.Fatalf("result %+v", r)
 	}
-	if !strings.Contains(errOut.String(), "loaded 100 keys") {
-		t.Errorf("no load progress on stderr:\n%s", errOut.String())
+	if !strings.Contains(stderr, "loaded 100 keys") {
+		t.Errorf("no load progress on stderr:\n%s", stderr)
 	}
 }
 
