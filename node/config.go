@@ -175,6 +175,10 @@ type Faults struct {
 	// SkipReadGate lets the leader hand out a key's value once its write is
 	// committed, without waiting until no older cached copy is readable.
 	SkipReadGate bool
+	// StalePrior answers reads of a key from the value it had before its
+	// first write in flight, for good: the record of the latest visible
+	// value (prior.go) never moves on.
+	StalePrior bool
 	// SkipDurableWait acknowledges entries (a follower's Append of
 	// entries, the leader's own count of its entries) before they are on
 	// disk. Snapshots, promises and reconcile records are still waited for.

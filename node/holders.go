@@ -129,6 +129,7 @@ func (t *leaseTable) sweep() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	t.held.sweep(now)
+	l.sweepPriorLocked()
 }
 
 // pendingLocked is holdings.pending for key at the key's latest write in

@@ -48,6 +48,7 @@ type leader struct {
 	takeoverErr error
 	repl        replication   // the followers' progress, the commit
 	leases      leaseTable    // who holds a cached copy until when
+	prior       priorTable    // the latest visible value of keys with writes in flight
 	voterCh     voterChanges  // adding and removing voters
 	health      quorumCheck   // which voters answered lately (CheckQuorum)
 	changedCh   chan struct{} // closed and replaced on progress
@@ -116,6 +117,7 @@ func newLeader(n *Node, epoch int64, sess coord.Session, ctx context.Context, ca
 	}
 	l.repl = replication{l: l, peers: make(map[string]*progress)}
 	l.leases = leaseTable{l: l, held: make(holdings)}
+	l.prior = make(priorTable)
 	l.health = quorumCheck{l: l, heard: make(map[string]clock.Instant)}
 	l.voterCh = voterChanges{l: l, removed: make(map[string]bool), leaving: make(map[string]bool)}
 	return l

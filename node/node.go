@@ -35,6 +35,10 @@ type Stats struct {
 	CacheHits   uint64 // reads served from the local cache
 	CacheMisses uint64 // reads that went to the leader
 	LeaderReads uint64 // reads served by this node as leader, not from its cache
+	// PriorReads counts the reads this node answered as leader with a
+	// key's latest visible value while a newer write of the key was not
+	// visible yet.
+	PriorReads uint64
 	// FetchesServed counts the reads this node answered for followers as
 	// leader (their cache misses).
 	FetchesServed uint64
@@ -330,6 +334,7 @@ func (n *Node) Stats() Stats {
 		CacheHits:     n.reader.cache.hits(),
 		CacheMisses:   n.reader.misses.Load(),
 		LeaderReads:   n.reader.leaderReads.Load(),
+		PriorReads:    n.reader.priorReads.Load(),
 		FetchesServed: n.served.Load(),
 		Writes:        n.writer.writes.Load(),
 

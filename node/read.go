@@ -71,6 +71,9 @@ type reader struct {
 
 	misses      atomic.Uint64 // reads fetched from the leader
 	leaderReads atomic.Uint64 // reads this node answered as the leader
+	// priorReads counts the reads this node answered as the leader with a
+	// key's latest visible value while a newer write was in flight.
+	priorReads atomic.Uint64
 }
 
 func newReader(n *Node) *reader {

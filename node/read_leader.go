@@ -29,7 +29,30 @@ func (l *leader) read(ctx context.Context, key, from string) (readResult, error)
 	if err := l.checkLive(); err != nil {
 		return readResult{}, err
 	}
+	l.mu.Lock()
 	it, ok := n.rep.get(key)
+	if stale := faultsOn && n.cfg.Faults.StalePrior; stale || !l.visibleNowLocked(key, it.Version.Seq) {
+		// The key's latest write is not visible yet: answer with the
+		// latest value that is, without a lease (prior.go), if the
+		// leader knows it.
+		if p, use := l.priorLocked(key, it.Version.Seq); use {
+			// As below: the store must still be this leadership's, and
+			// the leader live.
+			_, err := n.rep.current(key, l.tenureLocked())
+			if err != nil {
+				err = fmt.Errorf("node %s: %w", n.cfg.ID, err)
+			} else {
+				err = l.checkLive()
+			}
+			l.mu.Unlock()
+			if err != nil {
+				return readResult{}, err
+			}
+			n.reader.priorReads.Add(1)
+			return readResult{value: p.item.Value, found: p.found, version: p.item.Version}, nil
+		}
+	}
+	l.mu.Unlock()
 	// The value may come from a write that is not visible yet (not on
 	// a majority, or older copies still readable): serve it only once
 	// it is.

@@ -43,12 +43,14 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 	}
 	l.mu.Lock()
 	e := store.Entry{Version: store.Version{Epoch: l.epoch, Seq: l.lastSeq + 1}, Op: op, Key: key, Value: value, ReqID: reqID}
+	cur, had := n.rep.get(key)
 	ver, dup, p, err := n.rep.lead(l.tenureLocked(), e)
 	if err != nil {
 		l.mu.Unlock()
 		return writeResult{}, fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
 	if !dup {
+		l.appendingLocked(key, cur, had, ver.Seq)
 		l.add(e)
 		n.met.invalidationsSent.Add(float64(l.leases.liveLocked(key, ver.Seq, n.now())))
 	}
@@ -75,9 +77,13 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 	if dup {
 		// A retry of a write that was already applied: the value may have
 		// been overwritten since, so the writer may not cache it.
+		l.mu.Lock()
+		l.visibleLocked(key, ver, nil)
+		l.mu.Unlock()
 		return writeResult{version: ver}, nil
 	}
 	l.mu.Lock()
+	l.visibleLocked(key, ver, &e)
 	lease := l.leases.grantLocked(key, from, ver.Seq)
 	l.mu.Unlock()
 	return writeResult{version: ver, lease: lease}, nil
