@@ -29,6 +29,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -409,11 +410,16 @@ func (c *cluster) converge(d time.Duration) ([]map[string]linearizability.FinalV
 	for i := range c.nodes {
 		n := c.node(i)
 		final[i] = make(map[string]linearizability.FinalValue)
+		var b strings.Builder
 		for k := range c.opts.Keys {
 			key := fmt.Sprint("k", k)
-			v, found, _ := n.LocalItem(key)
+			v, found, ver := n.LocalItem(key)
 			final[i][key] = linearizability.FinalValue{Value: v, Found: found}
+			fmt.Fprintf(&b, " %s=%q@%v", key, v, ver)
 		}
+		// What the durability check reads, with the positions, for a
+		// failure to be read from the log.
+		c.logf("final n%d: applied %v leader %v recovering %v:%s", i+1, n.Applied(), n.IsLeader(), n.Recovering(), b.String())
 	}
 	return final, nil
 }
