@@ -31,7 +31,11 @@ func (l *leader) read(ctx context.Context, key, from string) (readResult, error)
 	}
 	l.mu.Lock()
 	it, ok := n.rep.get(key)
-	if stale := faultsOn && n.cfg.Faults.StalePrior; stale || !l.visibleNowLocked(key, it.Version.Seq) {
+	visible := l.visibleNowLocked(key, it.Version.Seq)
+	if faultsOn && n.cfg.Faults.SkipReadGate && l.commit >= it.Version.Seq {
+		visible = true // the deliberate bug: committed is enough (awaitVisible)
+	}
+	if stale := faultsOn && n.cfg.Faults.StalePrior; stale || !visible {
 		// The key's latest write is not visible yet: answer with the
 		// latest value that is, without a lease (prior.go), if the
 		// leader knows it.
