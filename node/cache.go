@@ -89,3 +89,21 @@ func (c *cache) put(key string, e cacheEntry) {
 	}
 	s.mu.Unlock()
 }
+
+// extend moves the expiry of key's copy at version v to expiry, if the
+// cache still holds that copy and its lease ends sooner. It reports whether
+// the copy is there.
+func (c *cache) extend(key string, v store.Version, expiry clock.Instant) bool {
+	s := c.shard(key)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.m[key]
+	if !ok || e.version != v {
+		return false
+	}
+	if e.expiry.Before(expiry) {
+		e.expiry = expiry
+		s.m[key] = e
+	}
+	return true
+}

@@ -179,6 +179,10 @@ type Faults struct {
 	// first write in flight, for good: the record of the latest visible
 	// value (prior.go) never moves on.
 	StalePrior bool
+	// RenewWithoutHolding renews a follower's cached copies (Renew)
+	// without recording it as their holder: the next write of such a key
+	// is acknowledged without waiting for the follower to drop its copy.
+	RenewWithoutHolding bool
 	// SkipDurableWait acknowledges entries (a follower's Append of
 	// entries, the leader's own count of its entries) before they are on
 	// disk. Snapshots, promises and reconcile records are still waited for.

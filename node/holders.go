@@ -7,6 +7,7 @@ import (
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
+	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
 // holding is a cached copy a holder may read: the version of the key it
@@ -191,6 +192,46 @@ func (t *leaseTable) grantLocked(key, id string, seq uint64) time.Duration {
 	}
 	t.held.grant(key, id, seq, n.now().Add(n.cfg.leaderLease()))
 	return n.cfg.LeaseDuration
+}
+
+// renew grants node id a new lease on each of its copies of keys whose
+// version is still the key's latest and visible: the rule of a read
+// (leader.read) without the wait, so a copy of a version that is not
+// visible, or no longer the latest, is not renewed (its lease in the
+// answer is 0) and simply ends. The holder measures the renewed lease from
+// when it sent the request, before this grant, as for a Fetch. It fails
+// only when this node no longer leads; before the takeover ends it renews
+// nothing.
+func (t *leaseTable) renew(id string, keys []*kvpb.RenewKey) ([]int64, error) {
+	l := t.l
+	n := l.n
+	if err := l.checkLive(); err != nil {
+		return nil, err
+	}
+	leases := make([]int64, len(keys))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.serving {
+		return leases, nil
+	}
+	for i, k := range keys {
+		v := fromPos(k.Version)
+		cur, err := n.rep.current(k.Key, l.tenureLocked())
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", n.cfg.ID, err)
+		}
+		if cur.Version != v || !l.visibleNowLocked(k.Key, v.Seq) {
+			continue
+		}
+		lease := t.grantLocked(k.Key, id, v.Seq)
+		if faultsOn && n.cfg.Faults.RenewWithoutHolding && lease > 0 {
+			// The deliberate bug: renew the copy but forget its holder,
+			// so that the next write of the key does not wait for it.
+			delete(t.held[k.Key], id)
+		}
+		leases[i] = lease.Milliseconds()
+	}
+	return leases, nil
 }
 
 // awaitVisible waits until the entry at seq (a write of key, or 0 for a key

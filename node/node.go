@@ -39,6 +39,9 @@ type Stats struct {
 	// key's latest visible value while a newer write of the key was not
 	// visible yet.
 	PriorReads uint64
+	// Renewals counts this node's cached copies whose lease the leader
+	// renewed (Renew) instead of a fetch of the key.
+	Renewals uint64
 	// FetchesServed counts the reads this node answered for followers as
 	// leader (their cache misses).
 	FetchesServed uint64
@@ -232,6 +235,11 @@ func (n *Node) Start(ctx context.Context) error {
 		defer n.wg.Done()
 		n.sessions.run()
 	}()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.reader.renewLoop(n.ctx)
+	}()
 	return nil
 }
 
@@ -335,6 +343,7 @@ func (n *Node) Stats() Stats {
 		CacheMisses:   n.reader.misses.Load(),
 		LeaderReads:   n.reader.leaderReads.Load(),
 		PriorReads:    n.reader.priorReads.Load(),
+		Renewals:      n.reader.renewals.Load(),
 		FetchesServed: n.served.Load(),
 		Writes:        n.writer.writes.Load(),
 

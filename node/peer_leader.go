@@ -32,6 +32,26 @@ func (s *peerServer) Fetch(ctx context.Context, req *kvpb.FetchRequest) (*kvpb.F
 	return &kvpb.FetchResponse{Value: r.value, Found: r.found, Version: toPos(r.version), Epoch: l.epoch, LeaseMs: r.lease.Milliseconds()}, nil
 }
 
+// Renew renews, at the leader, the leases of a follower's cached copies
+// that are still the visible latest version of their key.
+func (s *peerServer) Renew(ctx context.Context, req *kvpb.RenewRequest) (*kvpb.RenewResponse, error) {
+	if err := s.checkCluster(req.Cluster); err != nil {
+		return nil, err
+	}
+	if err := validateRenew(req); err != nil {
+		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, err)
+	}
+	l := s.n.lead.Load()
+	if l == nil {
+		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
+	}
+	leases, err := l.leases.renew(req.FromId, req.Keys)
+	if err != nil {
+		return nil, err
+	}
+	return &kvpb.RenewResponse{Epoch: l.epoch, LeaseMs: leases}, nil
+}
+
 // Write serves a forwarded write at the leader.
 func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteResponse, error) {
 	if err := s.checkCluster(req.Cluster); err != nil {

@@ -74,10 +74,19 @@ type reader struct {
 	// priorReads counts the reads this node answered as the leader with a
 	// key's latest visible value while a newer write was in flight.
 	priorReads atomic.Uint64
+
+	// renewing holds the keys whose copies were read in the last half of
+	// their lease (renewWithin before it ends), with their versions, until
+	// renewLoop renewed them at the leader (renew.go); renewKick wakes it.
+	renewing    sync.Map
+	renewKick   chan struct{}
+	renewWithin time.Duration
+	renewals    atomic.Uint64 // copies whose lease was renewed
 }
 
 func newReader(n *Node) *reader {
-	return &reader{n: n, cache: newCache(), flights: make(map[string]*flight)}
+	return &reader{n: n, cache: newCache(), flights: make(map[string]*flight),
+		renewKick: make(chan struct{}, 1), renewWithin: n.cfg.LeaseDuration / 2}
 }
 
 // cachedGet is the local read path: no allocation, one read lock of one
@@ -103,6 +112,9 @@ func (rd *reader) cachedGet(key string, now clock.Instant) (value string, found,
 	s.mu.RUnlock()
 	if !in || (!(faultsOn && n.cfg.Faults.IgnoreLease) && !now.Before(e.expiry)) {
 		return "", false, false, 0
+	}
+	if e.expiry.Sub(now) < rd.renewWithin {
+		rd.wantRenew(key, e.version)
 	}
 	return e.value, e.found, true, s.hits.Add(1)
 }

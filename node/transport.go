@@ -65,6 +65,10 @@ func (s *localPeer) Fetch(ctx context.Context, req *kvpb.FetchRequest) (*kvpb.Fe
 	return serveLocal[*kvpb.FetchResponse](ctx, s.n, "Fetch", req)
 }
 
+func (s *localPeer) Renew(ctx context.Context, req *kvpb.RenewRequest) (*kvpb.RenewResponse, error) {
+	return serveLocal[*kvpb.RenewResponse](ctx, s.n, "Renew", req)
+}
+
 func (s *localPeer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteResponse, error) {
 	return serveLocal[*kvpb.WriteResponse](ctx, s.n, "Write", req)
 }

@@ -129,6 +129,23 @@ func validateFetch(req *kvpb.FetchRequest) error {
 	return nil
 }
 
+// maxRenewKeys is the most keys one Renew may name: a renewal of the
+// longest keys stays far below the message limit.
+const maxRenewKeys = 1024
+
+// validateRenew checks a renewal of cached copies sent to the leader.
+func validateRenew(req *kvpb.RenewRequest) error {
+	if len(req.Keys) > maxRenewKeys {
+		return badRequest("renew of %d keys: at most %d", len(req.Keys), maxRenewKeys)
+	}
+	for _, k := range req.Keys {
+		if err := checkKey("key", k.Key, storedKeys); err != nil {
+			return fmt.Errorf("renew: %w", err)
+		}
+	}
+	return nil
+}
+
 // checkPosition checks a position that names a replicated state: 0.0 (the
 // empty state) or an epoch in [1, epoch] with a seq of at least 1.
 func checkPosition(what string, p store.Version, epoch int64) error {

@@ -1207,6 +1207,172 @@ func (x *FetchResponse) GetLeaseMs() int64 {
 	return 0
 }
 
+// RenewRequest asks the leader to renew the leases of cached copies the
+// sender still holds and reads: each key with the version of its copy.
+type RenewRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	FromId        string                 `protobuf:"bytes,2,opt,name=from_id,json=fromId,proto3" json:"from_id,omitempty"`
+	Keys          []*RenewKey            `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRequest) Reset() {
+	*x = RenewRequest{}
+	mi := &file_kvstore_peer_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRequest) ProtoMessage() {}
+
+func (x *RenewRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
+func (*RenewRequest) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RenewRequest) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *RenewRequest) GetFromId() string {
+	if x != nil {
+		return x.FromId
+	}
+	return ""
+}
+
+func (x *RenewRequest) GetKeys() []*RenewKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type RenewKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Version       *Position              `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"` // the version of the sender's copy
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewKey) Reset() {
+	*x = RenewKey{}
+	mi := &file_kvstore_peer_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewKey) ProtoMessage() {}
+
+func (x *RenewKey) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewKey.ProtoReflect.Descriptor instead.
+func (*RenewKey) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RenewKey) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *RenewKey) GetVersion() *Position {
+	if x != nil {
+		return x.Version
+	}
+	return nil
+}
+
+type RenewResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         int64                  `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`                           // the leader's epoch
+	LeaseMs       []int64                `protobuf:"varint,2,rep,packed,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"` // per key, in order: 0 means not renewed
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewResponse) Reset() {
+	*x = RenewResponse{}
+	mi := &file_kvstore_peer_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewResponse) ProtoMessage() {}
+
+func (x *RenewResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
+func (*RenewResponse) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RenewResponse) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *RenewResponse) GetLeaseMs() []int64 {
+	if x != nil {
+		return x.LeaseMs
+	}
+	return nil
+}
+
 type WriteRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
@@ -1221,7 +1387,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[14]
+	mi := &file_kvstore_peer_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1399,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[14]
+	mi := &file_kvstore_peer_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1412,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{14}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WriteRequest) GetCluster() string {
@@ -1302,7 +1468,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[15]
+	mi := &file_kvstore_peer_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1480,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[15]
+	mi := &file_kvstore_peer_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1493,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{15}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WriteResponse) GetVersion() *Position {
@@ -1362,7 +1528,7 @@ type RemoveVoterRequest struct {
 
 func (x *RemoveVoterRequest) Reset() {
 	*x = RemoveVoterRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[16]
+	mi := &file_kvstore_peer_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1374,7 +1540,7 @@ func (x *RemoveVoterRequest) String() string {
 func (*RemoveVoterRequest) ProtoMessage() {}
 
 func (x *RemoveVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[16]
+	mi := &file_kvstore_peer_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1387,7 +1553,7 @@ func (x *RemoveVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveVoterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveVoterRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{16}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RemoveVoterRequest) GetCluster() string {
@@ -1420,7 +1586,7 @@ type RemoveVoterResponse struct {
 
 func (x *RemoveVoterResponse) Reset() {
 	*x = RemoveVoterResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[17]
+	mi := &file_kvstore_peer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1432,7 +1598,7 @@ func (x *RemoveVoterResponse) String() string {
 func (*RemoveVoterResponse) ProtoMessage() {}
 
 func (x *RemoveVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[17]
+	mi := &file_kvstore_peer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1445,7 +1611,7 @@ func (x *RemoveVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveVoterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveVoterResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{17}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveVoterResponse) GetVoters() []string {
@@ -1467,7 +1633,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[18]
+	mi := &file_kvstore_peer_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1645,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[18]
+	mi := &file_kvstore_peer_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1658,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{18}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LeaveRequest) GetCluster() string {
@@ -1531,7 +1697,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[19]
+	mi := &file_kvstore_peer_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +1709,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[19]
+	mi := &file_kvstore_peer_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +1722,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{19}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{22}
 }
 
 type ProbeRequest struct {
@@ -1569,7 +1735,7 @@ type ProbeRequest struct {
 
 func (x *ProbeRequest) Reset() {
 	*x = ProbeRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[20]
+	mi := &file_kvstore_peer_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +1747,7 @@ func (x *ProbeRequest) String() string {
 func (*ProbeRequest) ProtoMessage() {}
 
 func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[20]
+	mi := &file_kvstore_peer_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +1760,7 @@ func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
 func (*ProbeRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{20}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ProbeRequest) GetCluster() string {
@@ -1622,7 +1788,7 @@ type ProbeResponse struct {
 
 func (x *ProbeResponse) Reset() {
 	*x = ProbeResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[21]
+	mi := &file_kvstore_peer_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +1800,7 @@ func (x *ProbeResponse) String() string {
 func (*ProbeResponse) ProtoMessage() {}
 
 func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[21]
+	mi := &file_kvstore_peer_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +1813,7 @@ func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeResponse.ProtoReflect.Descriptor instead.
 func (*ProbeResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{21}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ProbeResponse) GetRecovering() bool {
@@ -1760,7 +1926,17 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x123\n" +
 	"\aversion\x18\x03 \x01(\v2\x19.kvstore.peer.v1.PositionR\aversion\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x03R\x05epoch\x12\x19\n" +
-	"\blease_ms\x18\x05 \x01(\x03R\aleaseMs\"\xa5\x01\n" +
+	"\blease_ms\x18\x05 \x01(\x03R\aleaseMs\"p\n" +
+	"\fRenewRequest\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x17\n" +
+	"\afrom_id\x18\x02 \x01(\tR\x06fromId\x12-\n" +
+	"\x04keys\x18\x03 \x03(\v2\x19.kvstore.peer.v1.RenewKeyR\x04keys\"Q\n" +
+	"\bRenewKey\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
+	"\aversion\x18\x02 \x01(\v2\x19.kvstore.peer.v1.PositionR\aversion\"@\n" +
+	"\rRenewResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\x12\x19\n" +
+	"\blease_ms\x18\x02 \x03(\x03R\aleaseMs\"\xa5\x01\n" +
 	"\fWriteRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12#\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x13.kvstore.peer.v1.OpR\x02op\x12\x10\n" +
@@ -1795,13 +1971,14 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\aOP_NOOP\x10\x00\x12\n" +
 	"\n" +
 	"\x06OP_SET\x10\x01\x12\r\n" +
-	"\tOP_DELETE\x10\x022\xc3\x05\n" +
+	"\tOP_DELETE\x10\x022\x8b\x06\n" +
 	"\x04Peer\x12L\n" +
 	"\aPrepare\x12\x1f.kvstore.peer.v1.PrepareRequest\x1a .kvstore.peer.v1.PrepareResponse\x12I\n" +
 	"\x06Append\x12\x1e.kvstore.peer.v1.AppendRequest\x1a\x1f.kvstore.peer.v1.AppendResponse\x12M\n" +
 	"\vGetSnapshot\x12#.kvstore.peer.v1.GetSnapshotRequest\x1a\x19.kvstore.peer.v1.Snapshot\x12Y\n" +
 	"\x0fInstallSnapshot\x12\x1e.kvstore.peer.v1.SnapshotChunk\x1a&.kvstore.peer.v1.SnapshotChunkResponse\x12F\n" +
 	"\x05Fetch\x12\x1d.kvstore.peer.v1.FetchRequest\x1a\x1e.kvstore.peer.v1.FetchResponse\x12F\n" +
+	"\x05Renew\x12\x1d.kvstore.peer.v1.RenewRequest\x1a\x1e.kvstore.peer.v1.RenewResponse\x12F\n" +
 	"\x05Write\x12\x1d.kvstore.peer.v1.WriteRequest\x1a\x1e.kvstore.peer.v1.WriteResponse\x12X\n" +
 	"\vRemoveVoter\x12#.kvstore.peer.v1.RemoveVoterRequest\x1a$.kvstore.peer.v1.RemoveVoterResponse\x12F\n" +
 	"\x05Leave\x12\x1d.kvstore.peer.v1.LeaveRequest\x1a\x1e.kvstore.peer.v1.LeaveResponse\x12F\n" +
@@ -1820,7 +1997,7 @@ func file_kvstore_peer_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kvstore_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_kvstore_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_kvstore_peer_proto_goTypes = []any{
 	(Op)(0),                       // 0: kvstore.peer.v1.Op
 	(*Position)(nil),              // 1: kvstore.peer.v1.Position
@@ -1837,14 +2014,17 @@ var file_kvstore_peer_proto_goTypes = []any{
 	(*GetSnapshotRequest)(nil),    // 12: kvstore.peer.v1.GetSnapshotRequest
 	(*FetchRequest)(nil),          // 13: kvstore.peer.v1.FetchRequest
 	(*FetchResponse)(nil),         // 14: kvstore.peer.v1.FetchResponse
-	(*WriteRequest)(nil),          // 15: kvstore.peer.v1.WriteRequest
-	(*WriteResponse)(nil),         // 16: kvstore.peer.v1.WriteResponse
-	(*RemoveVoterRequest)(nil),    // 17: kvstore.peer.v1.RemoveVoterRequest
-	(*RemoveVoterResponse)(nil),   // 18: kvstore.peer.v1.RemoveVoterResponse
-	(*LeaveRequest)(nil),          // 19: kvstore.peer.v1.LeaveRequest
-	(*LeaveResponse)(nil),         // 20: kvstore.peer.v1.LeaveResponse
-	(*ProbeRequest)(nil),          // 21: kvstore.peer.v1.ProbeRequest
-	(*ProbeResponse)(nil),         // 22: kvstore.peer.v1.ProbeResponse
+	(*RenewRequest)(nil),          // 15: kvstore.peer.v1.RenewRequest
+	(*RenewKey)(nil),              // 16: kvstore.peer.v1.RenewKey
+	(*RenewResponse)(nil),         // 17: kvstore.peer.v1.RenewResponse
+	(*WriteRequest)(nil),          // 18: kvstore.peer.v1.WriteRequest
+	(*WriteResponse)(nil),         // 19: kvstore.peer.v1.WriteResponse
+	(*RemoveVoterRequest)(nil),    // 20: kvstore.peer.v1.RemoveVoterRequest
+	(*RemoveVoterResponse)(nil),   // 21: kvstore.peer.v1.RemoveVoterResponse
+	(*LeaveRequest)(nil),          // 22: kvstore.peer.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 23: kvstore.peer.v1.LeaveResponse
+	(*ProbeRequest)(nil),          // 24: kvstore.peer.v1.ProbeRequest
+	(*ProbeResponse)(nil),         // 25: kvstore.peer.v1.ProbeResponse
 }
 var file_kvstore_peer_proto_depIdxs = []int32{
 	0,  // 0: kvstore.peer.v1.Entry.op:type_name -> kvstore.peer.v1.Op
@@ -1863,31 +2043,35 @@ var file_kvstore_peer_proto_depIdxs = []int32{
 	5,  // 13: kvstore.peer.v1.AppendRequest.snapshot:type_name -> kvstore.peer.v1.Snapshot
 	1,  // 14: kvstore.peer.v1.AppendResponse.applied:type_name -> kvstore.peer.v1.Position
 	1,  // 15: kvstore.peer.v1.FetchResponse.version:type_name -> kvstore.peer.v1.Position
-	0,  // 16: kvstore.peer.v1.WriteRequest.op:type_name -> kvstore.peer.v1.Op
-	1,  // 17: kvstore.peer.v1.WriteResponse.version:type_name -> kvstore.peer.v1.Position
-	8,  // 18: kvstore.peer.v1.Peer.Prepare:input_type -> kvstore.peer.v1.PrepareRequest
-	10, // 19: kvstore.peer.v1.Peer.Append:input_type -> kvstore.peer.v1.AppendRequest
-	12, // 20: kvstore.peer.v1.Peer.GetSnapshot:input_type -> kvstore.peer.v1.GetSnapshotRequest
-	6,  // 21: kvstore.peer.v1.Peer.InstallSnapshot:input_type -> kvstore.peer.v1.SnapshotChunk
-	13, // 22: kvstore.peer.v1.Peer.Fetch:input_type -> kvstore.peer.v1.FetchRequest
-	15, // 23: kvstore.peer.v1.Peer.Write:input_type -> kvstore.peer.v1.WriteRequest
-	17, // 24: kvstore.peer.v1.Peer.RemoveVoter:input_type -> kvstore.peer.v1.RemoveVoterRequest
-	19, // 25: kvstore.peer.v1.Peer.Leave:input_type -> kvstore.peer.v1.LeaveRequest
-	21, // 26: kvstore.peer.v1.Peer.Probe:input_type -> kvstore.peer.v1.ProbeRequest
-	9,  // 27: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
-	11, // 28: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
-	5,  // 29: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
-	7,  // 30: kvstore.peer.v1.Peer.InstallSnapshot:output_type -> kvstore.peer.v1.SnapshotChunkResponse
-	14, // 31: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
-	16, // 32: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
-	18, // 33: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
-	20, // 34: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
-	22, // 35: kvstore.peer.v1.Peer.Probe:output_type -> kvstore.peer.v1.ProbeResponse
-	27, // [27:36] is the sub-list for method output_type
-	18, // [18:27] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	16, // 16: kvstore.peer.v1.RenewRequest.keys:type_name -> kvstore.peer.v1.RenewKey
+	1,  // 17: kvstore.peer.v1.RenewKey.version:type_name -> kvstore.peer.v1.Position
+	0,  // 18: kvstore.peer.v1.WriteRequest.op:type_name -> kvstore.peer.v1.Op
+	1,  // 19: kvstore.peer.v1.WriteResponse.version:type_name -> kvstore.peer.v1.Position
+	8,  // 20: kvstore.peer.v1.Peer.Prepare:input_type -> kvstore.peer.v1.PrepareRequest
+	10, // 21: kvstore.peer.v1.Peer.Append:input_type -> kvstore.peer.v1.AppendRequest
+	12, // 22: kvstore.peer.v1.Peer.GetSnapshot:input_type -> kvstore.peer.v1.GetSnapshotRequest
+	6,  // 23: kvstore.peer.v1.Peer.InstallSnapshot:input_type -> kvstore.peer.v1.SnapshotChunk
+	13, // 24: kvstore.peer.v1.Peer.Fetch:input_type -> kvstore.peer.v1.FetchRequest
+	15, // 25: kvstore.peer.v1.Peer.Renew:input_type -> kvstore.peer.v1.RenewRequest
+	18, // 26: kvstore.peer.v1.Peer.Write:input_type -> kvstore.peer.v1.WriteRequest
+	20, // 27: kvstore.peer.v1.Peer.RemoveVoter:input_type -> kvstore.peer.v1.RemoveVoterRequest
+	22, // 28: kvstore.peer.v1.Peer.Leave:input_type -> kvstore.peer.v1.LeaveRequest
+	24, // 29: kvstore.peer.v1.Peer.Probe:input_type -> kvstore.peer.v1.ProbeRequest
+	9,  // 30: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
+	11, // 31: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
+	5,  // 32: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
+	7,  // 33: kvstore.peer.v1.Peer.InstallSnapshot:output_type -> kvstore.peer.v1.SnapshotChunkResponse
+	14, // 34: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
+	17, // 35: kvstore.peer.v1.Peer.Renew:output_type -> kvstore.peer.v1.RenewResponse
+	19, // 36: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
+	21, // 37: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
+	23, // 38: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
+	25, // 39: kvstore.peer.v1.Peer.Probe:output_type -> kvstore.peer.v1.ProbeResponse
+	30, // [30:40] is the sub-list for method output_type
+	20, // [20:30] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_peer_proto_init() }
@@ -1901,7 +2085,7 @@ func file_kvstore_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_peer_proto_rawDesc), len(file_kvstore_peer_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

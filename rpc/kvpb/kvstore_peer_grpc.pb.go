@@ -29,6 +29,7 @@ const (
 	Peer_GetSnapshot_FullMethodName     = "/kvstore.peer.v1.Peer/GetSnapshot"
 	Peer_InstallSnapshot_FullMethodName = "/kvstore.peer.v1.Peer/InstallSnapshot"
 	Peer_Fetch_FullMethodName           = "/kvstore.peer.v1.Peer/Fetch"
+	Peer_Renew_FullMethodName           = "/kvstore.peer.v1.Peer/Renew"
 	Peer_Write_FullMethodName           = "/kvstore.peer.v1.Peer/Write"
 	Peer_RemoveVoter_FullMethodName     = "/kvstore.peer.v1.Peer/RemoveVoter"
 	Peer_Leave_FullMethodName           = "/kvstore.peer.v1.Peer/Leave"
@@ -54,6 +55,9 @@ type PeerClient interface {
 	InstallSnapshot(ctx context.Context, in *SnapshotChunk, opts ...grpc.CallOption) (*SnapshotChunkResponse, error)
 	// Fetch reads a key at the leader and may grant a read lease.
 	Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (*FetchResponse, error)
+	// Renew renews the leases of cached copies whose version is still the
+	// key's latest visible one, many keys in one call, without their values.
+	Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*RenewResponse, error)
 	// Write forwards a set or delete to the leader.
 	Write(ctx context.Context, in *WriteRequest, opts ...grpc.CallOption) (*WriteResponse, error)
 	// RemoveVoter forwards a voter removal to the leader.
@@ -124,6 +128,16 @@ func (c *peerClient) Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *peerClient) Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*RenewResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RenewResponse)
+	err := c.cc.Invoke(ctx, Peer_Renew_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *peerClient) Write(ctx context.Context, in *WriteRequest, opts ...grpc.CallOption) (*WriteResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(WriteResponse)
@@ -183,6 +197,9 @@ type PeerServer interface {
 	InstallSnapshot(context.Context, *SnapshotChunk) (*SnapshotChunkResponse, error)
 	// Fetch reads a key at the leader and may grant a read lease.
 	Fetch(context.Context, *FetchRequest) (*FetchResponse, error)
+	// Renew renews the leases of cached copies whose version is still the
+	// key's latest visible one, many keys in one call, without their values.
+	Renew(context.Context, *RenewRequest) (*RenewResponse, error)
 	// Write forwards a set or delete to the leader.
 	Write(context.Context, *WriteRequest) (*WriteResponse, error)
 	// RemoveVoter forwards a voter removal to the leader.
@@ -217,6 +234,9 @@ func (UnimplementedPeerServer) InstallSnapshot(context.Context, *SnapshotChunk) 
 }
 func (UnimplementedPeerServer) Fetch(context.Context, *FetchRequest) (*FetchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Fetch not implemented")
+}
+func (UnimplementedPeerServer) Renew(context.Context, *RenewRequest) (*RenewResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Renew not implemented")
 }
 func (UnimplementedPeerServer) Write(context.Context, *WriteRequest) (*WriteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Write not implemented")
@@ -341,6 +361,24 @@ func _Peer_Fetch_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_Renew_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).Renew(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_Renew_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).Renew(ctx, req.(*RenewRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Peer_Write_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(WriteRequest)
 	if err := dec(in); err != nil {
@@ -439,6 +477,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Fetch",
 			Handler:    _Peer_Fetch_Handler,
+		},
+		{
+			MethodName: "Renew",
+			Handler:    _Peer_Renew_Handler,
 		},
 		{
 			MethodName: "Write",

@@ -294,6 +294,10 @@ func (c *client) Fetch(ctx context.Context, in *kvpb.FetchRequest, opts ...grpc.
 	return call(ctx, c, in, opts, kvpb.PeerServer.Fetch)
 }
 
+func (c *client) Renew(ctx context.Context, in *kvpb.RenewRequest, opts ...grpc.CallOption) (*kvpb.RenewResponse, error) {
+	return call(ctx, c, in, opts, kvpb.PeerServer.Renew)
+}
+
 func (c *client) Write(ctx context.Context, in *kvpb.WriteRequest, opts ...grpc.CallOption) (*kvpb.WriteResponse, error) {
 	return call(ctx, c, in, opts, kvpb.PeerServer.Write)
 }

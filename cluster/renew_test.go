@@ -1,0 +1,89 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kvstore/kvstore/node"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+	"github.com/kvstore/kvstore/store"
+)
+
+// TestSteadyReadsRenewTheLease: a follower that keeps reading a key keeps
+// its copy cached across many leases: each copy read in the last half of
+// its lease is renewed at the leader (Renew) instead of expiring and being
+// fetched again. Without renewal every lease would end in a miss: over 8
+// leases at least 8 fetches.
+func TestSteadyReadsRenewTheLease(t *testing.T) {
+	const lease = 500 * time.Millisecond
+	c := newCluster(t, Etcd, 3, func(o *Options) {
+		o.Node = func(cfg *node.Config) { cfg.LeaseDuration = lease }
+	})
+	ld := leaderOf(t, c)
+	f := followers(t, c)[0]
+	mustPut(t, c, ld, "k", "v")
+	expectGet(t, c, f, "k", "v") // the first read fetches
+	fnd, err := c.Node(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s0 := fnd.Stats()
+	start := time.Now()
+	reads := 0
+	// 8 leases, and up to 20 while fewer than 4 renewals came (a loaded
+	// machine).
+	for time.Since(start) < 8*lease || (time.Since(start) < 20*lease && fnd.Stats().Renewals-s0.Renewals < 4) {
+		expectGet(t, c, f, "k", "v")
+		reads++
+		time.Sleep(lease / 25) // a steady reader, not a busy loop
+	}
+	s1 := fnd.Stats()
+	// One lapse is allowed (a renewal answered late on a loaded machine);
+	// without renewal there would be one miss per lease.
+	if misses := s1.CacheMisses - s0.CacheMisses; misses > 2 {
+		t.Fatalf("%d reads over %v cost %d fetches, %d renewals: the copy was not kept (stats %+v)", reads, time.Since(start), misses, s1.Renewals-s0.Renewals, s1)
+	}
+	t.Logf("%d reads over %v: %d fetches, %d renewals", reads, time.Since(start).Round(time.Millisecond), s1.CacheMisses-s0.CacheMisses, s1.Renewals-s0.Renewals)
+}
+
+// TestRenewOnlyTheLatestVisibleVersion: the leader renews a copy only while
+// its version is the key's latest write, and only for a follower it
+// replicates to. A copy a newer write replaced, however recently it was
+// granted, must end with its lease.
+func TestRenewOnlyTheLatestVisibleVersion(t *testing.T) {
+	c := newCluster(t, Etcd, 3)
+	ld := leaderOf(t, c)
+	f := followers(t, c)[0]
+	lnd, err := c.Node(ld)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fnd, err := c.Node(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, c, ld, "k", "v1")
+	_, _, v1 := lnd.LocalItem("k")
+	mustPut(t, c, ld, "k", "v2")
+	_, _, v2 := lnd.LocalItem("k")
+	renew := func(from string, v store.Version) int64 {
+		t.Helper()
+		resp, err := lnd.PeerService().Renew(ctxT(t, 10*time.Second), &kvpb.RenewRequest{
+			Cluster: node.DefaultConfig().Cluster, FromId: from,
+			Keys: []*kvpb.RenewKey{{Key: "k", Version: &kvpb.Position{Epoch: v.Epoch, Seq: v.Seq}}},
+		})
+		if err != nil {
+			t.Fatalf("renew: %v", err)
+		}
+		return resp.LeaseMs[0]
+	}
+	if got := renew(fnd.ID(), v1); got != 0 {
+		t.Errorf("renewal of the replaced version %v: lease %d ms, want 0", v1, got)
+	}
+	if got := renew(fnd.ID(), v2); got <= 0 {
+		t.Errorf("renewal of the latest version %v: lease %d ms, want one", v2, got)
+	}
+	if got := renew("stranger", v2); got != 0 {
+		t.Errorf("renewal for a node the leader does not replicate to: lease %d ms, want 0", got)
+	}
+}
