@@ -94,6 +94,10 @@ type run struct {
 	minHold  time.Duration
 	maxHold  time.Duration
 	workload time.Duration // quiet time after the schedule, still under load
+	// writePause, if set, is the mean think time of the clients that
+	// write (the read-only ones keep the default): keys then go unwritten
+	// for longer than half a lease, long enough for copies to be renewed.
+	writePause time.Duration
 	// holdLeader holds the faults of nemesis.LeaderFaults half a second past
 	// the write-gap target (nemesis.Options.LeaderHold), so that the
 	// cluster must serve again before the heal for the target to be met.
@@ -233,6 +237,9 @@ func play(t *testing.T, r *run) {
 	// keeps reading even while a write of its node is stuck, so every
 	// follower holds cached copies of the keys.
 	w := workload.Workload{Clients: 8 + r.nodes, Readers: r.nodes, Keys: keys, OpTimeout: 3 * time.Second, ReadTimeout: 300 * time.Millisecond, Pause: 10 * time.Millisecond, Seed: r.seed}
+	if r.writePause > 0 {
+		w.Pause, w.ReaderPause = r.writePause, w.Pause
+	}
 	loadDone := make(chan workload.Stats, 1)
 	go func() { loadDone <- w.Run(wctx, c, rec) }()
 
@@ -677,6 +684,17 @@ func faultsNamed(s string) ([]nemesis.Fault, error) {
 	return faults, nil
 }
 
+// writePauseFor is the writers' think time of schedule seed: one schedule
+// in four has slow writers, so that keys go unwritten for more than half a
+// lease and the followers' copies are renewed (Renew) under the faults;
+// with the default, every key is written long before that.
+func writePauseFor(seed uint64) time.Duration {
+	if seed%4 == 3 {
+		return 400 * time.Millisecond
+	}
+	return 0
+}
+
 func testLinearizableUnderFaults(t *testing.T, b cluster.Backend, base uint64, x *tally) {
 	schedules := defaultSchedules
 	if s := os.Getenv("KVSTORE_SCHEDULES"); s != "" {
@@ -704,7 +722,7 @@ func testLinearizableUnderFaults(t *testing.T, b cluster.Backend, base uint64, x
 	for i := 0; i < schedules || time.Now().Before(soakUntil); i++ {
 		seed := base + uint64(i)
 		r := &run{backend: b, seed: seed, nodes: nodesFor(seed), kinds: kinds, holdLeader: true, steps: 2, minHold: 500 * time.Millisecond, maxHold: 3 * time.Second, workload: time.Second,
-			replay: replaySchedule(seed, b)}
+			writePause: writePauseFor(seed), replay: replaySchedule(seed, b)}
 		play(t, r)
 		x.add(r)
 		if r.violated() {
@@ -796,6 +814,9 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 		steps   int
 		lease   time.Duration // 0: the suite's default
 		durable bool          // the nodes keep their state in data directories
+		// writePause: the writers' mean think time (0: the suite's
+		// default).
+		writePause time.Duration
 	}{
 		// Writes acknowledged without waiting for one holder of a cached
 		// copy: a follower holding copies that cannot be reached serves
@@ -804,37 +825,37 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 		// fast to observe.) A reader on every node keeps both followers
 		// holding copies, so the skipped holder is sometimes the
 		// unreachable one.
-		{"skip-invalidation", node.Faults{SkipInvalidation: true}, []nemesis.Fault{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0, false},
+		{"skip-invalidation", node.Faults{SkipInvalidation: true}, []nemesis.Fault{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0, false, 0},
 		// Values handed out by the leader once committed, before older
 		// cached copies end: while a write waits for an unreachable
 		// follower's lease, the leader already serves the new value and the
 		// follower still the old one.
-		{"skip-read-gate", node.Faults{SkipReadGate: true}, []nemesis.Fault{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0, false},
+		{"skip-read-gate", node.Faults{SkipReadGate: true}, []nemesis.Fault{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0, false, 0},
 		// Reads answered from the value a key had before its first write
 		// in flight, for good (the record of the latest visible value
 		// never moves on): once a write of the key is acknowledged, the
 		// leader still hands out the value before it.
-		{"stale-prior", node.Faults{StalePrior: true}, []nemesis.Fault{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0, false},
+		{"stale-prior", node.Faults{StalePrior: true}, []nemesis.Fault{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0, false, 0},
 		// Cached copies served past their lease: a follower holding
 		// copies that cannot be reached keeps serving the old value after
 		// the write.
-		{"ignore-lease", node.Faults{IgnoreLease: true}, []nemesis.Fault{nemesis.RmiDownFollower}, 3, 3 * time.Second, 1, 0, false},
+		{"ignore-lease", node.Faults{IgnoreLease: true}, []nemesis.Fault{nemesis.RmiDownFollower}, 3, 3 * time.Second, 1, 0, false, 0},
 		// A majority of reachable nodes instead of voters: a cut-off leader
 		// commits alone, and its writes vanish when the others elect.
 		// CheckQuorum is off: it would end the cut leader's lone
 		// commits within a second.
-		{"live-majority", node.Faults{LiveMajority: true, NoCheckQuorum: true}, []nemesis.Fault{nemesis.PartitionLeader}, 3, 7 * time.Second, 1, 0, false},
+		{"live-majority", node.Faults{LiveMajority: true, NoCheckQuorum: true}, []nemesis.Fault{nemesis.PartitionLeader}, 3, 7 * time.Second, 1, 0, false, 0},
 		// A new leader serving before the leases of the old epoch end: the
 		// old leader hands over at once while an isolated follower still
 		// serves its cached copies (it cannot learn of the new epoch).
 		// Leases and sessions of 2 s leave the new leader time to take
 		// over within them (caught in 8 of 9 schedules, against 8 of 16
 		// with 1 s).
-		{"skip-takeover-wait", node.Faults{SkipTakeoverWait: true}, []nemesis.Fault{nemesis.HandOver}, 5, 2 * time.Second, 3, 2 * time.Second, false},
+		{"skip-takeover-wait", node.Faults{SkipTakeoverWait: true}, []nemesis.Fault{nemesis.HandOver}, 5, 2 * time.Second, 3, 2 * time.Second, false, 0},
 		// Entries acknowledged before they are on disk (durable nodes, on a
 		// slow disk: 1.5 s per group commit): when every node crashes at
 		// once, what was acknowledged but not yet on disk is gone.
-		{"skip-durable-wait", node.Faults{SkipDurableWait: true, SlowDisk: 1500 * time.Millisecond}, []nemesis.Fault{nemesis.CrashAll}, 3, 200 * time.Millisecond, 5, 0, true},
+		{"skip-durable-wait", node.Faults{SkipDurableWait: true, SlowDisk: 1500 * time.Millisecond}, []nemesis.Fault{nemesis.CrashAll}, 3, 200 * time.Millisecond, 5, 0, true, 0},
 		// A node that lost its disk counted as restored when it restarts a
 		// second time before any leader reconciled it: it holds the last
 		// copy of writes a lagging follower lacks, the leader crashes, and
@@ -846,7 +867,13 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 		// restarts twice, the leader hears from no majority and would
 		// step down, and the wiped node, elected while the old leader
 		// still answers, would take the old leader's state.
-		{"forget-unreconciled", node.Faults{ForgetUnreconciled: true, NoCheckQuorum: true}, []nemesis.Fault{nemesis.LoseLastCopy}, 3, 4 * time.Second, 2, 0, true},
+		{"forget-unreconciled", node.Faults{ForgetUnreconciled: true, NoCheckQuorum: true}, []nemesis.Fault{nemesis.LoseLastCopy}, 3, 4 * time.Second, 2, 0, true, 0},
+		// Copies renewed (Renew) without their holder recorded: a write of
+		// such a key is acknowledged without waiting for the follower, which
+		// serves its renewed old copy until it applies the write or, cut
+		// off, until the lease ends. Readers on every node keep copies in
+		// the last half of their lease, so renewals run all the time.
+		{"renew-without-holding", node.Faults{RenewWithoutHolding: true}, []nemesis.Fault{nemesis.RmiDownFollower}, 3, 1500 * time.Millisecond, 3, 0, false, 400 * time.Millisecond},
 	}
 	for ci, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -856,7 +883,7 @@ func testCheckerCatchesBrokenProtocol(t *testing.T, b cluster.Backend, base uint
 				// replay seed below makes the first attempt this one.
 				seed := base + uint64(100*ci+attempt)
 				replaySeed := seed - uint64(100*ci)
-				r := &run{backend: b, seed: seed, nodes: tc.nodes, faults: tc.faults, lease: tc.lease, kinds: tc.kinds, durable: tc.durable,
+				r := &run{backend: b, seed: seed, nodes: tc.nodes, faults: tc.faults, lease: tc.lease, kinds: tc.kinds, durable: tc.durable, writePause: tc.writePause,
 					steps: tc.steps, minHold: tc.hold, maxHold: tc.hold + time.Millisecond, workload: time.Second, dir: t.TempDir(),
 					replay: replayBug(replaySeed, b, tc.name)}
 				play(t, r)

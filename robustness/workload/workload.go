@@ -37,6 +37,10 @@ type Workload struct {
 	// so a short one keeps clients sampling while a fetch is stuck.
 	ReadTimeout time.Duration
 	Pause       time.Duration // mean think time between a client's operations
+	// ReaderPause, if set, is the read-only clients' mean think time
+	// instead of Pause: slow writers and fast readers keep cached copies
+	// alive long enough for their leases to be renewed.
+	ReaderPause time.Duration
 	Seed        uint64
 }
 
@@ -77,8 +81,12 @@ func (w Workload) Run(ctx context.Context, c Client, rec *linearizability.Record
 				case outcomeUnknown:
 					st.unknown.Add(1)
 				}
-				if w.Pause > 0 {
-					t := time.NewTimer(time.Duration(r.Int64N(int64(2 * w.Pause))))
+				pause := w.Pause
+				if w.ReaderPause > 0 && i >= w.Clients-w.Readers {
+					pause = w.ReaderPause
+				}
+				if pause > 0 {
+					t := time.NewTimer(time.Duration(r.Int64N(int64(2 * pause))))
 					select {
 					case <-ctx.Done():
 					case <-t.C:
