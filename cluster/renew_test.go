@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -86,4 +87,44 @@ func TestRenewOnlyTheLatestVisibleVersion(t *testing.T) {
 	if got := renew("stranger", v2); got != 0 {
 		t.Errorf("renewal for a node the leader does not replicate to: lease %d ms, want 0", got)
 	}
+}
+
+// TestRenewalsBackOffFromAnUnreachableLeader: while the leader cannot be
+// reached, a follower reading a copy in the last half of its lease asks
+// for its renewal about once every twentieth of a lease, not once per
+// read: each failed renewal unqueues the key and the next read queues it
+// again, so without the pause after a failure the renewals would spin
+// (hundreds of calls in half a lease).
+func TestRenewalsBackOffFromAnUnreachableLeader(t *testing.T) {
+	const lease = time.Second
+	c := newCluster(t, Etcd, 3, func(o *Options) {
+		o.Node = func(cfg *node.Config) { cfg.LeaseDuration = lease }
+	})
+	ld := leaderOf(t, c)
+	f := followers(t, c)[0]
+	mustPut(t, c, ld, "k", "v")
+	expectGet(t, c, f, "k", "v")
+	fnd, err := c.Node(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RmiDown(ld); err != nil {
+		t.Fatal(err)
+	}
+	s0 := fnd.Stats()
+	start := time.Now()
+	reads := 0
+	for time.Since(start) < lease {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		_, _, _ = c.Get(ctx, f, "k") // from the cache, until the lease ends
+		cancel()
+		reads++
+	}
+	s1 := fnd.Stats()
+	// At most one call per lease/20 (50 ms) over one lease, with room for
+	// the call in flight at each pause.
+	if calls := s1.RenewCalls - s0.RenewCalls; calls > 40 {
+		t.Fatalf("%d reads over one lease with the leader out of reach sent %d renewals: want at most 40 (stats %+v)", reads, calls, s1)
+	}
+	t.Logf("%d reads, %d renewals asked, %d hits", reads, s1.RenewCalls-s0.RenewCalls, s1.CacheHits-s0.CacheHits)
 }

@@ -42,6 +42,9 @@ type Stats struct {
 	// Renewals counts this node's cached copies whose lease the leader
 	// renewed (Renew) instead of a fetch of the key.
 	Renewals uint64
+	// RenewCalls counts the renewals this node asked of the leader, each
+	// for many copies (Renew calls, or local renewals as the leader).
+	RenewCalls uint64
 	// FetchesServed counts the reads this node answered for followers as
 	// leader (their cache misses).
 	FetchesServed uint64
@@ -344,6 +347,7 @@ func (n *Node) Stats() Stats {
 		LeaderReads:   n.reader.leaderReads.Load(),
 		PriorReads:    n.reader.priorReads.Load(),
 		Renewals:      n.reader.renewals.Load(),
+		RenewCalls:    n.reader.renewCalls.Load(),
 		FetchesServed: n.served.Load(),
 		Writes:        n.writer.writes.Load(),
 

@@ -82,6 +82,7 @@ type reader struct {
 	renewKick   chan struct{}
 	renewWithin time.Duration
 	renewals    atomic.Uint64 // copies whose lease was renewed
+	renewCalls  atomic.Uint64 // renewals asked of the leader (calls of Renew)
 }
 
 func newReader(n *Node) *reader {

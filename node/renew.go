@@ -7,6 +7,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/kvstore/kvstore/clock"
@@ -39,14 +40,31 @@ func (rd *reader) renewLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		for rd.renewBatch(ctx) && ctx.Err() == nil {
+		for ctx.Err() == nil {
+			more, failed := rd.renewBatch(ctx)
+			if failed {
+				// A leader out of reach, or copies it would not renew
+				// (a newer write in flight, a takeover running): the
+				// reads of those copies queue them again at once, so
+				// wait before the next call rather than spin.
+				t := time.NewTimer(rd.renewWithin / 10)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+				}
+				t.Stop()
+			}
+			if !more {
+				break
+			}
 		}
 	}
 }
 
 // renewBatch renews up to maxRenewKeys queued copies and unqueues them; it
-// reports whether more were queued than it took.
-func (rd *reader) renewBatch(ctx context.Context) (more bool) {
+// reports whether more were queued than it took, and whether the call
+// failed or a copy was not renewed.
+func (rd *reader) renewBatch(ctx context.Context) (more, failed bool) {
 	n := rd.n
 	var keys []*kvpb.RenewKey
 	rd.renewing.Range(func(k, v any) bool {
@@ -58,7 +76,7 @@ func (rd *reader) renewBatch(ctx context.Context) (more bool) {
 		return true
 	})
 	if len(keys) == 0 {
-		return false
+		return false, false
 	}
 	defer func() {
 		for _, k := range keys {
@@ -66,15 +84,17 @@ func (rd *reader) renewBatch(ctx context.Context) (more bool) {
 		}
 	}()
 	st, sent := n.serving.Load(), n.now()
+	rd.renewCalls.Add(1)
 	epoch, leases, err := rd.renewAtLeader(ctx, keys)
 	if err != nil {
 		// The copies end with their leases; a read then fetches anew.
 		n.log.Debug("lease renewal failed", "keys", len(keys), "err", err)
-		return more
+		return more, true
 	}
 	renewed := 0
 	for i, k := range keys {
 		if i >= len(leases) || leases[i] <= 0 {
+			failed = true
 			continue
 		}
 		if rd.extend(st, k.Key, fromPos(k.Version), epoch, time.Duration(leases[i])*time.Millisecond, sent) {
@@ -82,8 +102,11 @@ func (rd *reader) renewBatch(ctx context.Context) (more bool) {
 		}
 	}
 	rd.renewals.Add(uint64(renewed))
-	return more
+	return more, failed
 }
+
+// errNoRenewer: this node knows no leader to renew copies at.
+var errNoRenewer = errors.New("no leader in view")
 
 // renewAtLeader asks the leader in this node's view to renew keys: over
 // Renew, or directly when this node leads. It returns the leader's epoch and
@@ -94,14 +117,14 @@ func (rd *reader) renewAtLeader(ctx context.Context, keys []*kvpb.RenewKey) (int
 	if v.leader.ID == n.cfg.ID {
 		l := n.lead.Load()
 		if l == nil || l.epoch != v.leader.Epoch {
-			return 0, nil, nil
+			return 0, nil, errNoRenewer
 		}
 		leases, err := l.leases.renew(n.cfg.ID, keys)
 		return l.epoch, leases, err
 	}
 	addr := v.members[v.leader.ID]
 	if v.leader.ID == "" || addr == "" {
-		return 0, nil, nil
+		return 0, nil, errNoRenewer
 	}
 	c, err := n.pool.Peer(addr)
 	if err != nil {
