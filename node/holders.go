@@ -203,22 +203,37 @@ func (t *leaseTable) grantLocked(key, id string, seq uint64) time.Duration {
 // only when this node no longer leads; before the takeover ends it renews
 // nothing.
 func (t *leaseTable) renew(id string, keys []*kvpb.RenewKey) ([]int64, error) {
-	l := t.l
-	n := l.n
-	if err := l.checkLive(); err != nil {
+	if err := t.l.checkLive(); err != nil {
 		return nil, err
 	}
 	leases := make([]int64, len(keys))
+	for start := 0; start < len(keys); start += renewChunk {
+		if err := t.renewSome(id, keys[start:min(start+renewChunk, len(keys))], leases[start:]); err != nil {
+			return nil, err
+		}
+	}
+	return leases, nil
+}
+
+// renewChunk is how many keys renew handles per hold of l.mu: writes
+// wait behind it, so it lets go between chunks of a long renewal.
+const renewChunk = 64
+
+// renewSome is renew for one chunk of keys, writing each key's
+// lease in milliseconds to leases (0: not renewed). It takes l.mu.
+func (t *leaseTable) renewSome(id string, keys []*kvpb.RenewKey, leases []int64) error {
+	l := t.l
+	n := l.n
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.serving {
-		return leases, nil
+		return nil
 	}
 	for i, k := range keys {
 		v := fromPos(k.Version)
 		cur, err := n.rep.current(k.Key, l.tenureLocked())
 		if err != nil {
-			return nil, fmt.Errorf("node %s: %w", n.cfg.ID, err)
+			return fmt.Errorf("node %s: %w", n.cfg.ID, err)
 		}
 		if cur.Version != v || !l.visibleNowLocked(k.Key, v.Seq) {
 			continue
@@ -231,7 +246,7 @@ func (t *leaseTable) renew(id string, keys []*kvpb.RenewKey) ([]int64, error) {
 		}
 		leases[i] = lease.Milliseconds()
 	}
-	return leases, nil
+	return nil
 }
 
 // awaitVisible waits until the entry at seq (a write of key, or 0 for a key
