@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/kvstore/kvstore/internal/soon"
 	"github.com/kvstore/kvstore/node"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
@@ -90,11 +92,8 @@ func TestRenewOnlyTheLatestVisibleVersion(t *testing.T) {
 }
 
 // TestRenewalsBackOffFromAnUnreachableLeader: while the leader cannot be
-// reached, a follower reading a copy in the last half of its lease asks
-// for its renewal about once every twentieth of a lease, not once per
-// read: each failed renewal unqueues the key and the next read queues it
-// again, so without the pause after a failure the renewals would spin
-// (hundreds of calls in half a lease).
+// reached, a follower reading a copy asks for its renewal at most once per
+// look (eight per lease), not once per read.
 func TestRenewalsBackOffFromAnUnreachableLeader(t *testing.T) {
 	const lease = time.Second
 	c := newCluster(t, Etcd, 3, func(o *Options) {
@@ -121,10 +120,63 @@ func TestRenewalsBackOffFromAnUnreachableLeader(t *testing.T) {
 		reads++
 	}
 	s1 := fnd.Stats()
-	// At most one call per lease/20 (50 ms) over one lease, with room for
-	// the call in flight at each pause.
+	// Eight looks per lease, half of them with the copy due; room for
+	// a slow machine's late ticks.
 	if calls := s1.RenewCalls - s0.RenewCalls; calls > 40 {
 		t.Fatalf("%d reads over one lease with the leader out of reach sent %d renewals: want at most 40 (stats %+v)", reads, calls, s1)
 	}
 	t.Logf("%d reads, %d renewals asked, %d hits", reads, s1.RenewCalls-s0.RenewCalls, s1.CacheHits-s0.CacheHits)
+}
+
+// TestUnreadCopiesStayCachedThenGo: a copy read once is renewed while
+// nobody reads it, so the next read, several leases later, is still
+// answered from the cache; after renewIdle renewals in a row unread it is
+// let go with its lease, and a read fetches it again. Without renewal of
+// unread copies the second read would be a fetch; without the idle bound
+// the renewals would never stop.
+func TestUnreadCopiesStayCachedThenGo(t *testing.T) {
+	const lease = 400 * time.Millisecond
+	c := newCluster(t, Etcd, 3, func(o *Options) {
+		o.Node = func(cfg *node.Config) { cfg.LeaseDuration = lease }
+	})
+	ld := leaderOf(t, c)
+	f := followers(t, c)[0]
+	mustPut(t, c, ld, "k", "v")
+	fnd, err := c.Node(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expectGet(t, c, f, "k", "v") // a fetch
+	s0 := fnd.Stats()
+	soon.Succeeds(t, 30*time.Second, func() error {
+		if r := fnd.Stats().Renewals - s0.Renewals; r < 4 {
+			return fmt.Errorf("%d renewals of the unread copy", r)
+		}
+		return nil
+	})
+	expectGet(t, c, f, "k", "v")
+	s1 := fnd.Stats()
+	if s1.CacheMisses != s0.CacheMisses {
+		t.Fatalf("a read after %d renewals, over 2 leases unread, was a fetch: the copy was not kept (stats %+v)", s1.Renewals-s0.Renewals, s1)
+	}
+	// Unread from now on: the renewals stop, and the copy goes.
+	last, since := fnd.Stats().Renewals, time.Now()
+	soon.Succeeds(t, 60*time.Second, func() error {
+		r := fnd.Stats().Renewals
+		if r != last {
+			last, since = r, time.Now()
+		}
+		if time.Since(since) < 3*lease {
+			return fmt.Errorf("renewals still running: %d", r-s1.Renewals)
+		}
+		return nil
+	})
+	if r := last - s1.Renewals; r < 8 {
+		t.Fatalf("the unread copy got %d renewals before it went, want about 16", r)
+	}
+	expectGet(t, c, f, "k", "v")
+	if s2 := fnd.Stats(); s2.CacheMisses != s1.CacheMisses+1 {
+		t.Fatalf("a read after the copy was let go: %d fetches, want 1 (stats %+v)", s2.CacheMisses-s1.CacheMisses, s2)
+	}
+	t.Logf("unread copy: %d renewals, then let go", last-s1.Renewals)
 }

@@ -4,8 +4,10 @@ import (
 	"hash/maphash"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/kvstore/kvstore/clock"
+	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
 )
 
@@ -34,6 +36,10 @@ type cacheEntry struct {
 	found   bool
 	version store.Version
 	expiry  clock.Instant // on the node's clock
+	// used: read since it was installed or last picked for renewal;
+	// idle: picked for renewal that many times in a row unread.
+	used bool
+	idle uint8
 }
 
 func newCache() *cache {
@@ -106,4 +112,47 @@ func (c *cache) extend(key string, v store.Version, expiry clock.Instant) bool {
 		s.m[key] = e
 	}
 	return true
+}
+
+// markUsed records that key's copy at version v was read.
+func (c *cache) markUsed(key string, v store.Version) {
+	s := c.shard(key)
+	s.mu.Lock()
+	if e, ok := s.m[key]; ok && e.version == v && !e.used {
+		e.used, e.idle = true, 0
+		s.m[key] = e
+	}
+	s.mu.Unlock()
+}
+
+// due picks the copies to renew at now: live, with less than within of
+// their lease left, and read since their last renewal or picked fewer
+// than maxIdle times in a row unread; at most budget of them. It forgets
+// the copies whose lease has ended.
+func (c *cache) due(now clock.Instant, within time.Duration, maxIdle uint8, budget int) []*kvpb.RenewKey {
+	var keys []*kvpb.RenewKey
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		for k, e := range s.m {
+			if !now.Before(e.expiry) {
+				delete(s.m, k)
+				continue
+			}
+			if len(keys) == budget || e.expiry.Sub(now) >= within {
+				continue
+			}
+			if e.used {
+				e.used, e.idle = false, 0
+			} else if e.idle >= maxIdle {
+				continue
+			} else {
+				e.idle++
+			}
+			s.m[k] = e
+			keys = append(keys, &kvpb.RenewKey{Key: k, Version: toPos(e.version)})
+		}
+		s.mu.Unlock()
+	}
+	return keys
 }

@@ -235,7 +235,7 @@ func newMetrics(n *Node) *metrics {
 			func() float64 { return float64(n.reader.cache.hits()) }),
 		counter("kvstore_cache_misses_total", "Reads this node fetched from the leader (and cached if granted a lease).", &n.reader.misses),
 		counter("kvstore_leader_reads_total", "Reads through this node answered by it as the leader.", &n.reader.leaderReads),
-		counter("kvstore_lease_renewals_total", "Cached copies whose lease the leader renewed (read in the last half of their lease, renewed in batches instead of fetched again).", &n.reader.renewals),
+		counter("kvstore_lease_renewals_total", "Cached copies whose lease the leader renewed (in batches, before the lease ends, instead of a fetch after it).", &n.reader.renewals),
 		counter("kvstore_prior_reads_total", "Leader: reads answered with a key's latest visible value while a newer write of it was not visible yet (instead of waiting for that write).", &n.reader.priorReads),
 		m.invalidationsSent, m.invalidationsApplied, m.leaseWaits, m.leaseWaitSeconds, m.leaderChanges,
 		m.clockJumps, m.clockSuspended, m.suspensions, m.stepDowns, m.elections, m.takeoverWaits,

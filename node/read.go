@@ -75,11 +75,8 @@ type reader struct {
 	// key's latest visible value while a newer write was in flight.
 	priorReads atomic.Uint64
 
-	// renewing holds the keys whose copies were read in the last half of
-	// their lease (renewWithin before it ends), with their versions, until
-	// renewLoop renewed them at the leader (renew.go); renewKick wakes it.
-	renewing    sync.Map
-	renewKick   chan struct{}
+	// renewWithin: copies with less of their lease left are renewed
+	// (renew.go).
 	renewWithin time.Duration
 	renewals    atomic.Uint64 // copies whose lease was renewed
 	renewCalls  atomic.Uint64 // renewals asked of the leader (calls of Renew)
@@ -87,7 +84,7 @@ type reader struct {
 
 func newReader(n *Node) *reader {
 	return &reader{n: n, cache: newCache(), flights: make(map[string]*flight),
-		renewKick: make(chan struct{}, 1), renewWithin: n.cfg.LeaseDuration / 2}
+		renewWithin: n.cfg.LeaseDuration / 2}
 }
 
 // cachedGet is the local read path: no allocation, one read lock of one
@@ -114,8 +111,10 @@ func (rd *reader) cachedGet(key string, now clock.Instant) (value string, found,
 	if !in || (!(faultsOn && n.cfg.Faults.IgnoreLease) && !now.Before(e.expiry)) {
 		return "", false, false, 0
 	}
-	if e.expiry.Sub(now) < rd.renewWithin {
-		rd.wantRenew(key, e.version)
+	if !e.used {
+		// The first read since the copy's last renewal: it stays worth
+		// renewing (renew.go).
+		rd.cache.markUsed(key, e.version)
 	}
 	return e.value, e.found, true, s.hits.Add(1)
 }

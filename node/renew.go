@@ -1,9 +1,12 @@
 package node
 
-// Lease renewal (docs/design.md, Cached reads and leases): a copy that is
-// read in the last half of its lease is renewed at the leader, many keys in
-// one Renew, without its value, so that a key read steadily stays cached
-// instead of costing a Fetch every lease.
+// Lease renewal (docs/design.md, Cached reads and leases): every eighth
+// of a lease the node looks through its cache for copies with less than
+// half their lease left and renews them at the leader, many keys in one
+// Renew, without their values, so that a key read now and then stays
+// cached instead of costing a Fetch every lease. A copy nobody read since
+// its last renewal is renewed at most renewIdle times in a row, then let
+// go with its lease.
 
 import (
 	"context"
@@ -16,85 +19,67 @@ import (
 	"github.com/kvstore/kvstore/store"
 )
 
-// wantRenew queues key's copy at version v for renewal. A key already
-// queued costs one lock-free lookup: hot keys are read many times while
-// their renewal is in flight.
-func (rd *reader) wantRenew(key string, v store.Version) {
-	if _, ok := rd.renewing.Load(key); ok {
-		return
-	}
-	if _, loaded := rd.renewing.LoadOrStore(key, v); !loaded {
-		select {
-		case rd.renewKick <- struct{}{}:
-		default:
-		}
-	}
-}
+const (
+	// renewTicks is how many times per lease the node looks for copies
+	// to renew. A copy is renewed once less than half its lease is left,
+	// so its renewal has at least 3/8 of a lease to come back.
+	renewTicks = 8
+	// renewIdle is how many renewals in a row a copy nobody reads gets
+	// (about renewIdle/2 leases) before it is let go.
+	renewIdle = 16
+	// renewBudget bounds the copies renewed per look (16 Renews): a node
+	// with more due copies lets the rest end with their leases.
+	renewBudget = 16 * maxRenewKeys
+)
 
-// renewLoop renews the queued copies until ctx ends: one Renew at a time,
-// each carrying every key queued meanwhile (up to maxRenewKeys).
+// renewLoop renews due copies until ctx ends.
 func (rd *reader) renewLoop(ctx context.Context) {
+	n := rd.n
+	t := time.NewTicker(max(n.cfg.LeaseDuration/renewTicks, time.Millisecond))
+	defer t.Stop()
 	for {
 		select {
-		case <-rd.renewKick:
+		case <-t.C:
 		case <-ctx.Done():
 			return
 		}
-		for ctx.Err() == nil {
-			more, failed := rd.renewBatch(ctx)
-			if failed {
-				// A leader out of reach, or copies it would not renew
-				// (a newer write in flight, a takeover running): the
-				// reads of those copies queue them again at once, so
-				// wait before the next call rather than spin.
-				t := time.NewTimer(rd.renewWithin / 10)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-				}
-				t.Stop()
-			}
-			if !more {
-				break
-			}
+		rd.renewDue(ctx)
+	}
+}
+
+// renewDue renews the copies due for renewal (cache.due), in batches of
+// maxRenewKeys, and stops at the first batch that fails: the next look
+// tries again.
+func (rd *reader) renewDue(ctx context.Context) {
+	n := rd.n
+	if n.serving.Load().state != StateOK {
+		return // the copies are not readable, and go when it serves again
+	}
+	due := rd.cache.due(n.now(), rd.renewWithin, renewIdle, renewBudget)
+	for len(due) > 0 && ctx.Err() == nil {
+		batch := due[:min(len(due), maxRenewKeys)]
+		due = due[len(batch):]
+		if !rd.renewBatch(ctx, batch) {
+			return
 		}
 	}
 }
 
-// renewBatch renews up to maxRenewKeys queued copies and unqueues them; it
-// reports whether more were queued than it took, and whether the call
-// failed or a copy was not renewed.
-func (rd *reader) renewBatch(ctx context.Context) (more, failed bool) {
+// renewBatch renews keys (at most maxRenewKeys) at the leader; it reports
+// whether the call succeeded.
+func (rd *reader) renewBatch(ctx context.Context, keys []*kvpb.RenewKey) bool {
 	n := rd.n
-	var keys []*kvpb.RenewKey
-	rd.renewing.Range(func(k, v any) bool {
-		if len(keys) == maxRenewKeys {
-			more = true
-			return false
-		}
-		keys = append(keys, &kvpb.RenewKey{Key: k.(string), Version: toPos(v.(store.Version))})
-		return true
-	})
-	if len(keys) == 0 {
-		return false, false
-	}
-	defer func() {
-		for _, k := range keys {
-			rd.renewing.CompareAndDelete(k.Key, fromPos(k.Version))
-		}
-	}()
 	st, sent := n.serving.Load(), n.now()
 	rd.renewCalls.Add(1)
 	epoch, leases, err := rd.renewAtLeader(ctx, keys)
 	if err != nil {
 		// The copies end with their leases; a read then fetches anew.
 		n.log.Debug("lease renewal failed", "keys", len(keys), "err", err)
-		return more, true
+		return false
 	}
 	renewed := 0
 	for i, k := range keys {
 		if i >= len(leases) || leases[i] <= 0 {
-			failed = true
 			continue
 		}
 		if rd.extend(st, k.Key, fromPos(k.Version), epoch, time.Duration(leases[i])*time.Millisecond, sent) {
@@ -102,7 +87,7 @@ func (rd *reader) renewBatch(ctx context.Context) (more, failed bool) {
 		}
 	}
 	rd.renewals.Add(uint64(renewed))
-	return more, failed
+	return true
 }
 
 // errNoRenewer: this node knows no leader to renew copies at.
