@@ -193,11 +193,19 @@ func New(cfg Config) (*Node, error) {
 		grpc.MaxSendMsgSize(rpc.MaxMsgSize),
 		grpc.InitialWindowSize(rpc.PeerWindow), grpc.InitialConnWindowSize(rpc.PeerWindow),
 		grpc.KeepaliveEnforcementPolicy(rpc.PeerKeepalivePolicy),
+		// Calls run on a pool of goroutines whose stacks have already
+		// grown, instead of a new goroutine per call: a node's profile
+		// under read load spent 12% of its CPU growing fresh stacks.
+		grpc.NumStreamWorkers(streamWorkers),
 	)
 	kvpb.RegisterPeerServer(n.srv, &peerServer{n: n})
 	kvpb.RegisterKVServer(n.srv, &clientServer{n: n})
 	return n, nil
 }
+
+// streamWorkers is how many goroutines of the node's gRPC server serve
+// calls; a call that finds them all busy gets a goroutine of its own.
+const streamWorkers = 64
 
 // ID is the node's id.
 func (n *Node) ID() string { return n.cfg.ID }
