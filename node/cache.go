@@ -127,16 +127,18 @@ func (c *cache) markUsed(key string, v store.Version) {
 
 // due picks the copies to renew at now: live, with less than within of
 // their lease left, and read since their last renewal or picked fewer
-// than maxIdle times in a row unread; at most budget of them. It forgets
-// the copies whose lease has ended.
-func (c *cache) due(now clock.Instant, within time.Duration, maxIdle uint8, budget int) []*kvpb.RenewKey {
+// than maxIdle times in a row unread; at most budget of them. If forget
+// is set it forgets the copies whose lease has ended.
+func (c *cache) due(now clock.Instant, within time.Duration, maxIdle uint8, budget int, forget bool) []*kvpb.RenewKey {
 	var keys []*kvpb.RenewKey
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
 		for k, e := range s.m {
 			if !now.Before(e.expiry) {
-				delete(s.m, k)
+				if forget {
+					delete(s.m, k)
+				}
 				continue
 			}
 			if len(keys) == budget || e.expiry.Sub(now) >= within {

@@ -88,7 +88,8 @@ func newReader(n *Node) *reader {
 }
 
 // cachedGet is the local read path: no allocation, one read lock of one
-// cache shard. ok is false when the key must be fetched from the leader;
+// cache shard (and, once per renewal of a copy, a write lock to mark it
+// read). ok is false when the key must be fetched from the leader;
 // hit numbers the reads answered by that shard (for sampling).
 func (rd *reader) cachedGet(key string, now clock.Instant) (value string, found, ok bool, hit uint64) {
 	n := rd.n

@@ -55,7 +55,9 @@ func (rd *reader) renewDue(ctx context.Context) {
 	if n.serving.Load().state != StateOK {
 		return // the copies are not readable, and go when it serves again
 	}
-	due := rd.cache.due(n.now(), rd.renewWithin, renewIdle, renewBudget)
+	// Faults.IgnoreLease serves copies past their lease: keep them.
+	forget := !(faultsOn && n.cfg.Faults.IgnoreLease)
+	due := rd.cache.due(n.now(), rd.renewWithin, renewIdle, renewBudget, forget)
 	for len(due) > 0 && ctx.Err() == nil {
 		batch := due[:min(len(due), maxRenewKeys)]
 		due = due[len(batch):]
