@@ -12,24 +12,33 @@ import (
 	"github.com/kvstore/kvstore/store"
 )
 
-// TestSteadyReadsRenewTheLease: a follower that keeps reading a key keeps
-// its copy cached across many leases: each copy read in the last half of
-// its lease is renewed at the leader (Renew) instead of expiring and being
-// fetched again. Without renewal every lease would end in a miss: over 8
-// leases at least 8 fetches.
-func TestSteadyReadsRenewTheLease(t *testing.T) {
-	const lease = 500 * time.Millisecond
-	c := newCluster(t, Etcd, 3, func(o *Options) {
+// cachedOnFollower starts a 3-node cluster with leases of lease, writes
+// k=v and reads it once through a follower (a fetch). It returns the
+// cluster, the leader's and the follower's numbers and the follower.
+func cachedOnFollower(t *testing.T, lease time.Duration) (c *Cluster, ld, f int, fnd *node.Node) {
+	t.Helper()
+	c = newCluster(t, Etcd, 3, func(o *Options) {
 		o.Node = func(cfg *node.Config) { cfg.LeaseDuration = lease }
 	})
-	ld := leaderOf(t, c)
-	f := followers(t, c)[0]
+	ld = leaderOf(t, c)
+	f = followers(t, c)[0]
 	mustPut(t, c, ld, "k", "v")
-	expectGet(t, c, f, "k", "v") // the first read fetches
+	expectGet(t, c, f, "k", "v")
 	fnd, err := c.Node(f)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, ld, f, fnd
+}
+
+// TestSteadyReadsRenewTheLease: a follower that keeps reading a key keeps
+// its copy cached across many leases: the copy is renewed at the leader
+// (Renew) before its lease ends instead of expiring and being fetched
+// again. Without renewal every lease would end in a miss: over 8 leases
+// at least 8 fetches.
+func TestSteadyReadsRenewTheLease(t *testing.T) {
+	const lease = 500 * time.Millisecond
+	c, _, f, fnd := cachedOnFollower(t, lease)
 	s0 := fnd.Stats()
 	start := time.Now()
 	reads := 0
@@ -96,17 +105,7 @@ func TestRenewOnlyTheLatestVisibleVersion(t *testing.T) {
 // look (eight per lease), not once per read.
 func TestRenewalsBackOffFromAnUnreachableLeader(t *testing.T) {
 	const lease = time.Second
-	c := newCluster(t, Etcd, 3, func(o *Options) {
-		o.Node = func(cfg *node.Config) { cfg.LeaseDuration = lease }
-	})
-	ld := leaderOf(t, c)
-	f := followers(t, c)[0]
-	mustPut(t, c, ld, "k", "v")
-	expectGet(t, c, f, "k", "v")
-	fnd, err := c.Node(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, ld, f, fnd := cachedOnFollower(t, lease)
 	if err := c.RmiDown(ld); err != nil {
 		t.Fatal(err)
 	}
@@ -136,17 +135,7 @@ func TestRenewalsBackOffFromAnUnreachableLeader(t *testing.T) {
 // the renewals would never stop.
 func TestUnreadCopiesStayCachedThenGo(t *testing.T) {
 	const lease = 400 * time.Millisecond
-	c := newCluster(t, Etcd, 3, func(o *Options) {
-		o.Node = func(cfg *node.Config) { cfg.LeaseDuration = lease }
-	})
-	ld := leaderOf(t, c)
-	f := followers(t, c)[0]
-	mustPut(t, c, ld, "k", "v")
-	fnd, err := c.Node(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	expectGet(t, c, f, "k", "v") // a fetch
+	c, _, f, fnd := cachedOnFollower(t, lease)
 	s0 := fnd.Stats()
 	soon.Succeeds(t, 30*time.Second, func() error {
 		if r := fnd.Stats().Renewals - s0.Renewals; r < 4 {
