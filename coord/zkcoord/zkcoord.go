@@ -263,7 +263,9 @@ func (c *Coordinator) ensure(ctx context.Context, p string) error {
 		if len(part) < len(c.paths.prefix) {
 			acl = c.parentACL
 		}
-		err := do(ctx, c, func() error {
+		// Retried on a lost answer: a create that went through then
+		// reports ErrNodeExists, which is what we want anyway.
+		err := doIdempotent(ctx, c, func() error {
 			_, err := c.admin.conn.Create(part, nil, 0, acl)
 			return err
 		})
@@ -281,7 +283,7 @@ func (c *Coordinator) ensure(ctx context.Context, p string) error {
 func (c *Coordinator) checkClosed(ctx context.Context) error {
 	for _, p := range []string{c.paths.prefix, c.paths.members, c.paths.election, c.paths.voters, c.paths.cluster, c.paths.incarnation, c.paths.settings, c.paths.base} {
 		var acl []zk.ACL
-		err := do(ctx, c, func() (err error) {
+		err := doIdempotent(ctx, c, func() (err error) {
 			acl, _, err = c.admin.conn.GetACL(p)
 			return err
 		})
@@ -345,6 +347,24 @@ func do(ctx context.Context, c *Coordinator, f func() error) error {
 	}
 }
 
+// doIdempotent is do for a call that is safe to repeat (a read, or a
+// create whose "already exists" the caller accepts): while the connection
+// breaks under it (lostAnswer), it is retried every retryInterval until it
+// gets an answer or ctx ends, so that a ZooKeeper server going away, or
+// the ensemble electing a leader, costs time and not the call.
+func doIdempotent(ctx context.Context, c *Coordinator, f func() error) error {
+	err := do(ctx, c, f)
+	for lostAnswer(err) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (after %w)", ctx.Err(), err)
+		case <-time.After(retryInterval):
+		}
+		err = do(ctx, c, f)
+	}
+	return err
+}
+
 // Voters reads the voter record, linearizably (sync, then get). Version is
 // the znode's data version plus one, so that 0 still means "never written".
 // A record never written is Voters{} with no error.
@@ -360,16 +380,8 @@ func (c *Coordinator) Voters(ctx context.Context) (coord.Voters, error) {
 		data, stat, err = c.admin.conn.Get(c.paths.voters)
 		return err
 	}
-	err := do(ctx, c, read)
-	for lostAnswer(err) {
-		// A read is safe to retry while the client finds another server.
-		select {
-		case <-ctx.Done():
-			return coord.Voters{}, fmt.Errorf("zkcoord: read voters: %w (after %w)", ctx.Err(), err)
-		case <-time.After(retryInterval):
-		}
-		err = do(ctx, c, read)
-	}
+	// A read is safe to retry while the client finds another server.
+	err := doIdempotent(ctx, c, read)
 	if errors.Is(err, zk.ErrNoNode) {
 		return coord.Voters{}, nil
 	}
@@ -511,15 +523,7 @@ func (c *Coordinator) Settings(ctx context.Context) (coord.Settings, error) {
 		data, stat, err = c.admin.conn.Get(c.paths.settings)
 		return err
 	}
-	err := do(ctx, c, read)
-	for lostAnswer(err) {
-		select {
-		case <-ctx.Done():
-			return coord.Settings{}, fmt.Errorf("zkcoord: read settings: %w (after %w)", ctx.Err(), err)
-		case <-time.After(retryInterval):
-		}
-		err = do(ctx, c, read)
-	}
+	err := doIdempotent(ctx, c, read)
 	if errors.Is(err, zk.ErrNoNode) {
 		return coord.Settings{}, nil
 	}
@@ -630,15 +634,7 @@ func (c *Coordinator) epochBase(ctx context.Context) (base int64, version int32,
 		data, stat, err = c.admin.conn.Get(c.paths.base)
 		return err
 	}
-	err = do(ctx, c, read)
-	for lostAnswer(err) {
-		select {
-		case <-ctx.Done():
-			return 0, 0, fmt.Errorf("zkcoord: read the epoch base: %w (after %w)", ctx.Err(), err)
-		case <-time.After(retryInterval):
-		}
-		err = do(ctx, c, read)
-	}
+	err = doIdempotent(ctx, c, read)
 	if errors.Is(err, zk.ErrNoNode) {
 		return 0, -1, nil
 	}
