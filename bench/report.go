@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,20 +14,39 @@ import (
 // WriteTable writes results as an aligned text table, one row per result:
 // target, workload, distribution, clients, ops/s, overall p50/p99/p99.9
 // latency, cache hit ratio ("-" where the target reports none), errors and
-// durability.
+// durability. When some result ran in rounds, a "spread" column after
+// ops/s gives half the range of its rounds' ops/s as a share of the median.
 func WriteTable(w io.Writer, results []Result) error {
-	t := table{header: []string{"target", "workload", "dist", "clients", "ops/s", "p50", "p99", "p99.9", "hit ratio", "errors", "durability"},
-		right: []bool{false, false, false, true, true, true, true, true, true, true, false}}
+	rounds := slices.ContainsFunc(results, func(r Result) bool { return len(r.RoundOpsPerSec) > 1 })
+	t := table{header: []string{"target", "workload", "dist", "clients", "ops/s"}, right: []bool{false, false, false, true, true}}
+	if rounds {
+		t.header, t.right = append(t.header, "spread"), append(t.right, true)
+	}
+	t.header = append(t.header, "p50", "p99", "p99.9", "hit ratio", "errors", "durability")
+	t.right = append(t.right, true, true, true, true, true, false)
 	for _, r := range results {
 		hit := "-"
 		if r.CacheHitRatio != nil {
 			hit = fmt.Sprintf("%.1f%%", 100**r.CacheHitRatio)
 		}
-		t.rows = append(t.rows, []string{r.Target, r.Workload, r.Distribution, strconv.Itoa(r.Clients), fmtCount(r.OpsPerSec),
-			FormatLatency(r.Latency.P50), FormatLatency(r.Latency.P99), FormatLatency(r.Latency.P999),
-			hit, strconv.FormatUint(r.Errors, 10), r.Durability})
+		row := []string{r.Target, r.Workload, r.Distribution, strconv.Itoa(r.Clients), fmtCount(r.OpsPerSec)}
+		if rounds {
+			row = append(row, roundSpread(r))
+		}
+		t.rows = append(t.rows, append(row, FormatLatency(r.Latency.P50), FormatLatency(r.Latency.P99), FormatLatency(r.Latency.P999),
+			hit, strconv.FormatUint(r.Errors, 10), r.Durability))
 	}
 	return t.write(w)
+}
+
+// roundSpread is half the range of r's rounds' ops/s over its median, as
+// "±12%"; "-" for a result of one round.
+func roundSpread(r Result) string {
+	if len(r.RoundOpsPerSec) < 2 || r.OpsPerSec <= 0 {
+		return "-"
+	}
+	lo, hi := slices.Min(r.RoundOpsPerSec), slices.Max(r.RoundOpsPerSec)
+	return fmt.Sprintf("±%.0f%%", 100*(hi-lo)/2/r.OpsPerSec)
 }
 
 // table is a text table with columns aligned left or right.
@@ -68,7 +88,10 @@ func (t table) write(w io.Writer) error {
 // ops/s of each peer target on the same workload and distribution: one row
 // per workload, one column per peer target name (in order of first
 // appearance), "-" where the peer has no such result or did no operation,
-// and a "*" (explained below the table) where either run had errors.
+// and a "*" (explained below the table) where either run had errors. When
+// both ran the same number of rounds (Result.RoundOpsPerSec), the ratio is
+// the median of the rounds' ratios: each round ran the two back to back,
+// so a machine that slows down between rounds moves both.
 func WriteRatios(w io.Writer, ours []Result, peers []Result) error {
 	var names []string
 	byPeer := map[string]map[string]Result{}
@@ -85,7 +108,7 @@ func WriteRatios(w io.Writer, ours []Result, peers []Result) error {
 		return err
 	}
 	t := table{header: []string{"target", "workload", "dist", "ops/s"}, right: []bool{false, false, false, true}}
-	flagged := false
+	flagged, paired := false, false
 	for _, n := range names {
 		t.header = append(t.header, "÷ "+n)
 		t.right = append(t.right, true)
@@ -98,7 +121,9 @@ func WriteRatios(w io.Writer, ours []Result, peers []Result) error {
 				row = append(row, "-")
 				continue
 			}
-			ratio := fmtRatio(o.OpsPerSec / p.OpsPerSec)
+			r, isPaired := Ratio(o, p)
+			paired = paired || isPaired
+			ratio := fmtRatio(r)
 			if o.Errors > 0 || p.Errors > 0 {
 				ratio += " *"
 				flagged = true
@@ -110,11 +135,39 @@ func WriteRatios(w io.Writer, ours []Result, peers []Result) error {
 	if err := t.write(w); err != nil {
 		return err
 	}
+	if paired {
+		if _, err := fmt.Fprintln(w, "ratios are the median of each round's ratio (the two ran back to back in every round)"); err != nil {
+			return err
+		}
+	}
 	if flagged {
 		_, err := fmt.Fprintln(w, "* one of the two runs had errors (see the errors column): its ops/s counts successful operations only")
 		return err
 	}
 	return nil
+}
+
+// Ratio is ours' ops/s over peer's: the median of the per-round ratios
+// when both ran the same rounds (paired true), else the plain ratio.
+func Ratio(ours, peer Result) (ratio float64, paired bool) {
+	n := len(ours.RoundOpsPerSec)
+	if n < 2 || n != len(peer.RoundOpsPerSec) {
+		return ours.OpsPerSec / peer.OpsPerSec, false
+	}
+	var rs []float64
+	for i := range n {
+		if peer.RoundOpsPerSec[i] > 0 {
+			rs = append(rs, ours.RoundOpsPerSec[i]/peer.RoundOpsPerSec[i])
+		}
+	}
+	if len(rs) == 0 {
+		return ours.OpsPerSec / peer.OpsPerSec, false
+	}
+	slices.Sort(rs)
+	if len(rs)%2 == 1 {
+		return rs[len(rs)/2], true
+	}
+	return (rs[len(rs)/2-1] + rs[len(rs)/2]) / 2, true
 }
 
 // fmtRatio prints a ratio with three significant digits and a "×".

@@ -67,6 +67,54 @@ func TestWriteTableAndRatios(t *testing.T) {
 	}
 }
 
+// TestRounds: Median keeps the median round whole, and paired ratios are
+// the median of the rounds' ratios, not the ratio of the medians; the
+// table shows the rounds' spread.
+func TestRounds(t *testing.T) {
+	// Ours and the peer ran back to back in three rounds; the machine
+	// was twice as fast in round 2 for both.
+	ours := Median([]Result{
+		{Target: "kvstore", Workload: "C", OpsPerSec: 100, Latency: Latency{P99: 1}},
+		{Target: "kvstore", Workload: "C", OpsPerSec: 300, Latency: Latency{P99: 3}},
+		{Target: "kvstore", Workload: "C", OpsPerSec: 120, Latency: Latency{P99: 2}},
+	})
+	if ours.OpsPerSec != 120 || ours.Latency.P99 != 2 || len(ours.RoundOpsPerSec) != 3 || ours.RoundOpsPerSec[1] != 300 {
+		t.Fatalf("median round %+v, want the 120 ops/s one with every round's ops/s", ours)
+	}
+	peer := Median([]Result{
+		{Target: "etcd", Workload: "C", OpsPerSec: 50},
+		{Target: "etcd", Workload: "C", OpsPerSec: 150},
+		{Target: "etcd", Workload: "C", OpsPerSec: 100},
+	})
+	// Per round: 2, 2, 1.2 -> median 2. The medians' ratio, 120/100,
+	// would be 1.2.
+	if r, paired := Ratio(ours, peer); !paired || r != 2 {
+		t.Fatalf("Ratio = %v (paired %v), want 2 (paired)", r, paired)
+	}
+	one := Median([]Result{{Target: "x", OpsPerSec: 7}})
+	if one.OpsPerSec != 7 || one.RoundOpsPerSec != nil {
+		t.Fatalf("one round: %+v", one)
+	}
+	if r, paired := Ratio(one, Result{OpsPerSec: 14}); paired || r != 0.5 {
+		t.Fatalf("unpaired Ratio = %v (paired %v), want 0.5", r, paired)
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, []Result{ours, peer}); err != nil {
+		t.Fatal(err)
+	}
+	// kvstore: (300-100)/2/120 = 83%; etcd: (150-50)/2/100 = 50%.
+	if out := b.String(); !strings.Contains(out, "spread") || !strings.Contains(out, "±83%") || !strings.Contains(out, "±50%") {
+		t.Errorf("table without the rounds' spread:\n%s", out)
+	}
+	b.Reset()
+	if err := WriteRatios(&b, []Result{ours}, []Result{peer}); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); !strings.Contains(out, "2.00×") || !strings.Contains(out, "median of each round's ratio") {
+		t.Errorf("ratios:\n%s", out)
+	}
+}
+
 // lineWith returns the line of s containing sub.
 func lineWith(s, sub string) string {
 	for _, l := range strings.Split(s, "\n") {

@@ -1,10 +1,12 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +45,32 @@ type Result struct {
 	CacheMisses   uint64   `json:"cache_misses,omitempty"`
 	// Durability is the target's statement of what a write survives.
 	Durability string `json:"durability"`
+	// RoundOpsPerSec is, when the workload ran in several rounds (Median),
+	// every round's ops/s in the order they ran; the rest of the result is
+	// the median round's.
+	RoundOpsPerSec []float64 `json:"round_ops_per_sec,omitempty"`
+}
+
+// Median returns the round of rounds (one target's runs of one workload)
+// whose ops/s is the median (the lower middle of an even count), with
+// RoundOpsPerSec set to every round's ops/s. A real run, not an average:
+// its latencies and errors belong together.
+func Median(rounds []Result) Result {
+	if len(rounds) == 0 {
+		return Result{}
+	}
+	ops := make([]float64, len(rounds))
+	order := make([]int, len(rounds))
+	for i, r := range rounds {
+		ops[i] = r.OpsPerSec
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(ops[a], ops[b]) })
+	m := rounds[order[(len(order)-1)/2]]
+	if len(rounds) > 1 {
+		m.RoundOpsPerSec = ops
+	}
+	return m
 }
 
 // Latency summarizes a histogram.

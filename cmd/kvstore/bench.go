@@ -40,6 +40,7 @@ type benchFlags struct {
 	seed         uint64
 	cpuProfile   string
 	failover     int
+	rounds       int
 	tls          tlsFlags
 }
 
@@ -83,6 +84,7 @@ set with KVSTORE_<FLAG>.`,
 	fl.IntSliceVar(&f.valueSizes, "value-size", []int{bench.DefaultValueSize}, "bytes per written value; several (comma list) give one table each")
 	fl.IntSliceVar(&f.clients, "clients", []int{bench.DefaultClients}, "concurrent clients; several (comma list) give one table each")
 	fl.DurationVar(&f.duration, "duration", bench.DefaultDuration, "measured time per workload and target")
+	fl.IntVar(&f.rounds, "rounds", 1, "run each workload this many times on every target, the targets taking turns (their order reversed every other round); report each target's median round and the median of the rounds' ratios, which hold on a machine whose speed drifts")
 	fl.DurationVar(&f.warmup, "warmup", bench.DefaultWarmup, "unrecorded time before each measurement")
 	fl.IntSliceVar(&f.nodes, "nodes", []int{3}, "nodes of the started KVStore cluster (without --endpoints), and members of each --compare system unless --peer-members is set; several (comma list) give one table each")
 	fl.StringSliceVar(&f.targets, "targets", []string{targetInProcess}, `how KVStore runs (without --endpoints): "inprocess" (nodes in this process, called through their Go API) and "network" (a coordinator and --nodes `+"`kvstore node`"+` processes on loopback, called through the Go client over gRPC); both give one target each per --durability`)
@@ -169,6 +171,8 @@ func checkBenchFlags(f *benchFlags) error {
 		return fmt.Errorf("--keys %d: want at least 1", f.keys)
 	case f.duration <= 0:
 		return fmt.Errorf("--duration %v: want more than 0", f.duration)
+	case f.rounds < 1:
+		return fmt.Errorf("--rounds %d: want at least 1", f.rounds)
 	case f.warmup < 0:
 		return fmt.Errorf("--warmup %v: want 0 or more", f.warmup)
 	case f.peerMembers < 0:
@@ -392,16 +396,32 @@ func benchNodes(ctx context.Context, f benchFlags, nodes int, binary string, pee
 		for _, valueSize := range f.valueSizes {
 			var oursRes, peerRes []bench.Result
 			for _, w := range benchWorkloads(f, clients, valueSize) {
-				for _, t := range targets {
-					// Every workload writes the same keys with values of
-					// the same size: one load per target and size.
-					w.SkipLoad = loaded[t] == valueSize
-					res, err := bench.Run(ctx, t, w, stderr)
-					if err != nil {
-						return all, err
+				rounds := map[bench.Target][]bench.Result{}
+				for r := range f.rounds {
+					order := slices.Clone(targets)
+					if r%2 == 1 {
+						// The targets take turns in both orders, so
+						// that none always runs first or last.
+						slices.Reverse(order)
 					}
-					loaded[t] = valueSize
-					if isOurs(t) {
+					if f.rounds > 1 {
+						fmt.Fprintf(stderr, "workload %s: round %d of %d\n", w.Name, r+1, f.rounds)
+					}
+					for _, t := range order {
+						// Every workload writes the same keys with
+						// values of the same size: one load per target
+						// and size.
+						w.SkipLoad = loaded[t] == valueSize
+						res, err := bench.Run(ctx, t, w, stderr)
+						if err != nil {
+							return all, err
+						}
+						loaded[t] = valueSize
+						rounds[t] = append(rounds[t], res)
+					}
+				}
+				for _, t := range targets {
+					if res := bench.Median(rounds[t]); isOurs(t) {
 						oursRes = append(oursRes, res)
 					} else {
 						peerRes = append(peerRes, res)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +76,27 @@ func TestBenchNetworkTarget(t *testing.T) {
 	}
 }
 
+// TestBenchRounds: --rounds runs every workload that many times on every
+// target and reports the median round with every round's ops/s.
+func TestBenchRounds(t *testing.T) {
+	bin := buildBinary(t)
+	var results []bench.Result
+	stderr := benchJSON(t, bin, &results, "--rounds", "3", "--workload", "C", "--duration", "300ms", "--warmup", "0s", "--clients", "2", "--keys", "20")
+	if len(results) != 1 {
+		t.Fatalf("%d results, want 1: %+v", len(results), results)
+	}
+	r := results[0]
+	if len(r.RoundOpsPerSec) != 3 || r.Ops == 0 || r.Errors != 0 {
+		t.Fatalf("result %+v, want 3 rounds", r)
+	}
+	if !slices.Contains(r.RoundOpsPerSec, r.OpsPerSec) {
+		t.Errorf("ops/s %v is none of the rounds' %v", r.OpsPerSec, r.RoundOpsPerSec)
+	}
+	if !strings.Contains(stderr, "round 3 of 3") {
+		t.Errorf("no round progress on stderr:\n%s", stderr)
+	}
+}
+
 // TestBenchMatrix: lists of --nodes, --clients and --value-size run every
 // combination, each against a cluster of that many nodes.
 func TestBenchMatrix(t *testing.T) {
@@ -132,6 +154,7 @@ func TestBenchFlags(t *testing.T) {
 		{[]string{"--workload", "A,X"}, nil, `--workload "X"`},
 		{[]string{"--distribution", "latest"}, nil, "--distribution"},
 		{[]string{"--clients", "0"}, nil, "--clients"},
+		{[]string{"--rounds", "0"}, nil, "--rounds 0"},
 		{[]string{"--nodes", "3,0"}, nil, "--nodes 0"},
 		{[]string{"--value-size", "x"}, nil, "--value-size"},
 		{[]string{"--targets", "cloud"}, nil, `--targets "cloud"`},
