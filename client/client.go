@@ -145,7 +145,9 @@ type Client struct {
 	cfg   Config
 	conns []*grpc.ClientConn
 	kvs   []kvpb.KVClient
-	next  atomic.Uint32 // the endpoint to try first
+	// batchers[i] queue endpoint i's reads and writes (batch.go).
+	batchers []struct{ reads, writes batcher }
+	next     atomic.Uint32 // the endpoint to try first
 	// leader is the endpoint of the leader, as the last write's node
 	// named it (PutResponse.leader_addr), or -1: writes try it first.
 	leader atomic.Int32
@@ -207,6 +209,10 @@ func New(cfg Config) (*Client, error) {
 		c.conns = append(c.conns, cc)
 		c.kvs = append(c.kvs, kvpb.NewKVClient(cc))
 	}
+	c.batchers = make([]struct{ reads, writes batcher }, len(c.kvs))
+	for i, kv := range c.kvs {
+		c.batchers[i].reads.kv, c.batchers[i].writes.kv = kv, kv
+	}
 	return c, nil
 }
 
@@ -224,10 +230,14 @@ func (c *Client) Close() error {
 
 // Get reads key: its value and whether it has one.
 func (c *Client) Get(ctx context.Context, key string) (value string, found bool, err error) {
-	err = c.do(ctx, "get "+key, false, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
-		resp, err := kv.Get(ctx, &kvpb.GetRequest{Key: key}, o)
+	op := &kvpb.BatchOp{Op: &kvpb.BatchOp_Get{Get: &kvpb.GetRequest{Key: key}}}
+	err = c.do(ctx, "get "+key, false, func(ctx context.Context, idx int, p *peer.Peer) error {
+		r, err := c.batchers[idx].reads.run(ctx, op, p)
 		if err == nil {
-			value, found = resp.Value, resp.Found
+			err = opError(r)
+		}
+		if err == nil {
+			value, found = r.GetGet().GetValue(), r.GetGet().GetFound()
 		}
 		return err
 	})
@@ -236,23 +246,26 @@ func (c *Client) Get(ctx context.Context, key string) (value string, found bool,
 
 // Put sets key to value.
 func (c *Client) Put(ctx context.Context, key, value string) error {
-	id := c.requestID()
-	return c.do(ctx, "put "+key, true, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
-		resp, err := kv.Put(ctx, &kvpb.PutRequest{Key: key, Value: value, RequestId: id}, o)
-		if err == nil {
-			c.noteLeader(resp.LeaderAddr)
-		}
-		return err
-	})
+	op := &kvpb.BatchOp{Op: &kvpb.BatchOp_Put{Put: &kvpb.PutRequest{Key: key, Value: value, RequestId: c.requestID()}}}
+	return c.write(ctx, "put "+key, op)
 }
 
 // Delete removes key.
 func (c *Client) Delete(ctx context.Context, key string) error {
-	id := c.requestID()
-	return c.do(ctx, "delete "+key, true, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
-		resp, err := kv.Delete(ctx, &kvpb.DeleteRequest{Key: key, RequestId: id}, o)
+	op := &kvpb.BatchOp{Op: &kvpb.BatchOp_Delete{Delete: &kvpb.DeleteRequest{Key: key, RequestId: c.requestID()}}}
+	return c.write(ctx, "delete "+key, op)
+}
+
+// write runs a Put or Delete op, whose request id stays the same across
+// attempts, and notes the leader its answer names.
+func (c *Client) write(ctx context.Context, what string, op *kvpb.BatchOp) error {
+	return c.do(ctx, what, true, func(ctx context.Context, idx int, p *peer.Peer) error {
+		r, err := c.batchers[idx].writes.run(ctx, op, p)
 		if err == nil {
-			c.noteLeader(resp.LeaderAddr)
+			err = opError(r)
+		}
+		if err == nil {
+			c.noteLeader(cmp.Or(r.GetPut().GetLeaderAddr(), r.GetDelete().GetLeaderAddr()))
 		}
 		return err
 	})
@@ -316,8 +329,8 @@ func (s Settings) String() string {
 // Status asks the first endpoint that answers for its status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status
-	idx, err := c.doAt(ctx, "status", false, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
-		resp, err := kv.Status(ctx, &kvpb.StatusRequest{}, o)
+	idx, err := c.doAt(ctx, "status", false, func(ctx context.Context, idx int, p *peer.Peer) error {
+		resp, err := c.kvs[idx].Status(ctx, &kvpb.StatusRequest{}, grpc.Peer(p))
 		if err != nil {
 			return err
 		}
@@ -353,8 +366,8 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 // runs stops.
 func (c *Client) RemoveMember(ctx context.Context, id string) ([]string, error) {
 	var voters []string
-	err := c.do(ctx, "remove "+id, false, func(ctx context.Context, kv kvpb.KVClient, o grpc.CallOption) error {
-		resp, err := kv.RemoveMember(ctx, &kvpb.RemoveMemberRequest{Id: id}, o)
+	err := c.do(ctx, "remove "+id, false, func(ctx context.Context, idx int, p *peer.Peer) error {
+		resp, err := c.kvs[idx].RemoveMember(ctx, &kvpb.RemoveMemberRequest{Id: id}, grpc.Peer(p))
 		if err == nil {
 			voters = resp.Voters
 		}
@@ -416,18 +429,19 @@ func (c *Client) order(prev int, write bool) []int {
 }
 
 // do runs call on one endpoint after another until it succeeds, fails for
-// good, or ctx ends. call passes its grpc.CallOption to the RPC: it tells
-// whether the request left this process. For a write, an attempt that may
+// good, or ctx ends. call makes one attempt on endpoint idx and sets
+// p.Addr when the request may have left this process (grpc.Peer(p) does
+// that for one RPC). For a write, an attempt that may
 // have been applied (it left, and ended without an answer proving it was
 // not) makes a later failure outcome-unknown; an attempt that never got a
 // connection (refused, no route) sent nothing.
-func (c *Client) do(ctx context.Context, op string, write bool, call func(context.Context, kvpb.KVClient, grpc.CallOption) error) error {
+func (c *Client) do(ctx context.Context, op string, write bool, call func(ctx context.Context, idx int, p *peer.Peer) error) error {
 	_, err := c.doAt(ctx, op, write, call)
 	return err
 }
 
 // doAt is do, returning the endpoint that answered.
-func (c *Client) doAt(ctx context.Context, op string, write bool, call func(context.Context, kvpb.KVClient, grpc.CallOption) error) (int, error) {
+func (c *Client) doAt(ctx context.Context, op string, write bool, call func(ctx context.Context, idx int, p *peer.Peer) error) (int, error) {
 	if c.closed.Load() {
 		return 0, fmt.Errorf("client: %s: %w", op, ErrClosed)
 	}
@@ -563,12 +577,12 @@ type attemptResult struct {
 
 // attempt runs call once on endpoint idx, bounded by AttemptTimeout, and
 // records whether the endpoint answered.
-func (c *Client) attempt(ctx context.Context, idx int, call func(context.Context, kvpb.KVClient, grpc.CallOption) error) attemptResult {
+func (c *Client) attempt(ctx context.Context, idx int, call func(ctx context.Context, idx int, p *peer.Peer) error) attemptResult {
 	actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
 	defer cancel()
 	start := time.Now()
 	var p peer.Peer
-	raw := call(actx, c.kvs[idx], grpc.Peer(&p))
+	raw := call(actx, idx, &p)
 	// gRPC fills p in only for an attempt that got a stream on a
 	// connection: without one the request never left.
 	r := attemptResult{typed: rpc.Typed(raw), sent: raw == nil || p.Addr != nil}

@@ -6,14 +6,17 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/internal/buildinfo"
+	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
@@ -44,6 +47,45 @@ func (s *clientServer) Delete(ctx context.Context, req *kvpb.DeleteRequest) (*kv
 		return nil, err
 	}
 	return &kvpb.DeleteResponse{LeaderAddr: s.n.leaderAddr()}, nil
+}
+
+// Batch runs a batch's operations concurrently, each through the handler
+// it would have had alone, and answers each in order with its response or
+// the status it would have failed with.
+func (s *clientServer) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.BatchResponse, error) {
+	results := make([]*kvpb.BatchResult, len(req.Ops))
+	one := func(i int) {
+		results[i] = s.batchOp(ctx, req.Ops[i])
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < len(req.Ops); i++ {
+		wg.Go(func() { one(i) })
+	}
+	if len(req.Ops) > 0 {
+		one(0)
+	}
+	wg.Wait()
+	return &kvpb.BatchResponse{Results: results}, nil
+}
+
+// batchOp runs one operation of a batch.
+func (s *clientServer) batchOp(ctx context.Context, op *kvpb.BatchOp) *kvpb.BatchResult {
+	var r kvpb.BatchResult
+	var err error
+	switch o := op.GetOp().(type) {
+	case *kvpb.BatchOp_Get:
+		r.Get, err = s.Get(ctx, o.Get)
+	case *kvpb.BatchOp_Put:
+		r.Put, err = s.Put(ctx, o.Put)
+	case *kvpb.BatchOp_Delete:
+		r.Delete, err = s.Delete(ctx, o.Delete)
+	default:
+		err = fmt.Errorf("%w: a batch operation with no Get, Put or Delete", kvstore.ErrBadRequest)
+	}
+	if err != nil {
+		r = kvpb.BatchResult{Error: rpc.MarshalStatus(err)}
+	}
+	return &r
 }
 
 // leaderAddr is the advertised address of the leader this node follows

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
 // clientKeys is the client API's key limit: MaxKeySize, a longer key is
@@ -61,29 +62,37 @@ func (l *limiter) serve(ctx context.Context, req any, h grpc.UnaryHandler) (any,
 	if p, ok := grpcpeer.FromContext(ctx); ok && p.Addr != nil {
 		who = p.Addr.String()
 	}
-	if !l.acquire(who) {
-		return nil, fmt.Errorf("%w: client %s already has %d requests in flight (MaxClientRequests %d)", kvstore.ErrBusy, who, l.maxInFlight, l.maxInFlight)
+	// A batch is as many requests as it carries operations.
+	n := 1
+	if b, ok := req.(*kvpb.BatchRequest); ok {
+		n = max(1, len(b.Ops))
 	}
-	defer l.release(who)
+	if !l.acquire(who, n) {
+		return nil, fmt.Errorf("%w: client %s would have more than %d requests in flight (MaxClientRequests %d) with %d more", kvstore.ErrBusy, who, l.maxInFlight, l.maxInFlight, n)
+	}
+	defer l.release(who, n)
 	return h(ctx, req)
 }
 
-func (l *limiter) acquire(who string) bool {
+// acquire counts n more requests in flight for who, unless that would
+// take it over maxInFlight.
+func (l *limiter) acquire(who string, n int) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.inFlight[who] >= l.maxInFlight {
+	if l.inFlight[who]+n > l.maxInFlight {
 		return false
 	}
-	l.inFlight[who]++
+	l.inFlight[who] += n
 	return true
 }
 
-func (l *limiter) release(who string) {
+// release ends n of who's requests in flight.
+func (l *limiter) release(who string, n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.inFlight[who] <= 1 {
+	if l.inFlight[who] <= n {
 		delete(l.inFlight, who)
 		return
 	}
-	l.inFlight[who]--
+	l.inFlight[who] -= n
 }

@@ -70,6 +70,37 @@ func TestLimiterCountsRequestsPerConnection(t *testing.T) {
 	}
 }
 
+// TestLimiterCountsABatchAsItsOperations: a batch takes one place per
+// operation, so batching cannot carry a connection past its limit.
+func TestLimiterCountsABatchAsItsOperations(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxClientRequests = 3
+	l := newLimiter(&cfg)
+	get := &kvpb.BatchOp{Op: &kvpb.BatchOp_Get{Get: &kvpb.GetRequest{Key: "k"}}}
+	called := false
+	h := func(context.Context, any) (any, error) { called = true; return "ok", nil }
+	if _, err := l.serve(fromClient(1000), &kvpb.BatchRequest{Ops: []*kvpb.BatchOp{get, get, get, get}}, h); !errors.Is(err, kvstore.ErrBusy) || called {
+		t.Fatalf("a batch of 4 with a limit of 3: err %v, handler called %v; want ErrBusy", err, called)
+	}
+	release := make(chan struct{})
+	entered := make(chan struct{})
+	go func() {
+		_, _ = l.serve(fromClient(1000), &kvpb.BatchRequest{Ops: []*kvpb.BatchOp{get, get}}, func(context.Context, any) (any, error) {
+			close(entered)
+			<-release
+			return "ok", nil
+		})
+	}()
+	<-entered
+	if _, err := l.serve(fromClient(1000), &kvpb.BatchRequest{Ops: []*kvpb.BatchOp{get, get}}, h); !errors.Is(err, kvstore.ErrBusy) || called {
+		t.Fatalf("2 more with 2 of 3 in flight: err %v, handler called %v; want ErrBusy", err, called)
+	}
+	if _, err := l.serve(fromClient(1000), &kvpb.GetRequest{Key: "k"}, h); err != nil || !called {
+		t.Fatalf("1 more with 2 of 3 in flight: err %v, handler called %v", err, called)
+	}
+	close(release)
+}
+
 // TestLimiterRefusesLargeRequestsBeforeTheHandler checks the encoded size
 // bound, exactly at and just over the limit.
 func TestLimiterRefusesLargeRequestsBeforeTheHandler(t *testing.T) {

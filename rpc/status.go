@@ -9,8 +9,10 @@ import (
 
 	"github.com/kvstore/kvstore"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // Domain is the ErrorInfo domain of every sentinel KVStore sends.
@@ -80,6 +82,40 @@ func ToStatus(err error) error {
 		}
 	}
 	return st.Err()
+}
+
+// MarshalStatus is ToStatus(err) serialized as a google.rpc.Status, for
+// an error that travels inside a message (kvpb.BatchResult) rather than as
+// a call's status; UnmarshalStatus undoes it. nil for a nil err.
+func MarshalStatus(err error) []byte {
+	if err == nil {
+		return nil
+	}
+	st, _ := status.FromError(ToStatus(err))
+	b, merr := proto.Marshal(st.Proto())
+	if merr != nil {
+		// A status of a code, a message and ErrorInfo details always
+		// marshals; keep the code and the text if it ever does not.
+		b, _ = proto.Marshal(status.New(st.Code(), st.Message()).Proto())
+	}
+	return b
+}
+
+// UnmarshalStatus turns MarshalStatus's bytes back into the error the call
+// would have returned (a gRPC status error: FromStatus and Typed apply);
+// nil for empty b.
+func UnmarshalStatus(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	var p spb.Status
+	if err := proto.Unmarshal(b, &p); err != nil {
+		return status.Errorf(codes.Internal, "undecodable error status in a batch answer: %v", err)
+	}
+	if p.Code == int32(codes.OK) {
+		return status.Error(codes.Internal, "a batch answer's error status has code OK")
+	}
+	return status.FromProto(&p).Err()
 }
 
 func isSentinel(err error) bool {

@@ -25,6 +25,265 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type BatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ops           []*BatchOp             `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchRequest) Reset() {
+	*x = BatchRequest{}
+	mi := &file_kvstore_client_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchRequest) ProtoMessage() {}
+
+func (x *BatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_client_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
+func (*BatchRequest) Descriptor() ([]byte, []int) {
+	return file_kvstore_client_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BatchRequest) GetOps() []*BatchOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+// BatchOp is one operation of a batch: exactly one field is set.
+type BatchOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*BatchOp_Get
+	//	*BatchOp_Put
+	//	*BatchOp_Delete
+	Op            isBatchOp_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchOp) Reset() {
+	*x = BatchOp{}
+	mi := &file_kvstore_client_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchOp) ProtoMessage() {}
+
+func (x *BatchOp) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_client_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchOp.ProtoReflect.Descriptor instead.
+func (*BatchOp) Descriptor() ([]byte, []int) {
+	return file_kvstore_client_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BatchOp) GetOp() isBatchOp_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *BatchOp) GetGet() *GetRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *BatchOp) GetPut() *PutRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *BatchOp) GetDelete() *DeleteRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+type isBatchOp_Op interface {
+	isBatchOp_Op()
+}
+
+type BatchOp_Get struct {
+	Get *GetRequest `protobuf:"bytes,1,opt,name=get,proto3,oneof"`
+}
+
+type BatchOp_Put struct {
+	Put *PutRequest `protobuf:"bytes,2,opt,name=put,proto3,oneof"`
+}
+
+type BatchOp_Delete struct {
+	Delete *DeleteRequest `protobuf:"bytes,3,opt,name=delete,proto3,oneof"`
+}
+
+func (*BatchOp_Get) isBatchOp_Op() {}
+
+func (*BatchOp_Put) isBatchOp_Op() {}
+
+func (*BatchOp_Delete) isBatchOp_Op() {}
+
+type BatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*BatchResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"` // one per op, in order
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResponse) Reset() {
+	*x = BatchResponse{}
+	mi := &file_kvstore_client_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResponse) ProtoMessage() {}
+
+func (x *BatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_client_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
+func (*BatchResponse) Descriptor() ([]byte, []int) {
+	return file_kvstore_client_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BatchResponse) GetResults() []*BatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// BatchResult is one operation's answer: error, or the response of its
+// kind.
+type BatchResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The error, as the google.rpc.Status (serialized) that the operation
+	// alone would have failed with; empty on success.
+	Error         []byte          `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	Get           *GetResponse    `protobuf:"bytes,2,opt,name=get,proto3" json:"get,omitempty"`
+	Put           *PutResponse    `protobuf:"bytes,3,opt,name=put,proto3" json:"put,omitempty"`
+	Delete        *DeleteResponse `protobuf:"bytes,4,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResult) Reset() {
+	*x = BatchResult{}
+	mi := &file_kvstore_client_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResult) ProtoMessage() {}
+
+func (x *BatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_client_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
+func (*BatchResult) Descriptor() ([]byte, []int) {
+	return file_kvstore_client_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BatchResult) GetError() []byte {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *BatchResult) GetGet() *GetResponse {
+	if x != nil {
+		return x.Get
+	}
+	return nil
+}
+
+func (x *BatchResult) GetPut() *PutResponse {
+	if x != nil {
+		return x.Put
+	}
+	return nil
+}
+
+func (x *BatchResult) GetDelete() *DeleteResponse {
+	if x != nil {
+		return x.Delete
+	}
+	return nil
+}
+
 type GetRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -34,7 +293,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_kvstore_client_proto_msgTypes[0]
+	mi := &file_kvstore_client_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +305,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[0]
+	mi := &file_kvstore_client_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +318,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{0}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetRequest) GetKey() string {
@@ -79,7 +338,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_kvstore_client_proto_msgTypes[1]
+	mi := &file_kvstore_client_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -91,7 +350,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[1]
+	mi := &file_kvstore_client_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -104,7 +363,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{1}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetResponse) GetValue() string {
@@ -134,7 +393,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_kvstore_client_proto_msgTypes[2]
+	mi := &file_kvstore_client_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -146,7 +405,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[2]
+	mi := &file_kvstore_client_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -159,7 +418,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{2}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PutRequest) GetKey() string {
@@ -195,7 +454,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_kvstore_client_proto_msgTypes[3]
+	mi := &file_kvstore_client_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -207,7 +466,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[3]
+	mi := &file_kvstore_client_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -220,7 +479,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{3}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PutResponse) GetLeaderAddr() string {
@@ -240,7 +499,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_kvstore_client_proto_msgTypes[4]
+	mi := &file_kvstore_client_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -252,7 +511,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[4]
+	mi := &file_kvstore_client_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -265,7 +524,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{4}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteRequest) GetKey() string {
@@ -291,7 +550,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_kvstore_client_proto_msgTypes[5]
+	mi := &file_kvstore_client_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +562,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[5]
+	mi := &file_kvstore_client_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +575,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{5}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteResponse) GetLeaderAddr() string {
@@ -334,7 +593,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_kvstore_client_proto_msgTypes[6]
+	mi := &file_kvstore_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +605,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[6]
+	mi := &file_kvstore_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +618,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{6}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{10}
 }
 
 type Member struct {
@@ -372,7 +631,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_kvstore_client_proto_msgTypes[7]
+	mi := &file_kvstore_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +643,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[7]
+	mi := &file_kvstore_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +656,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{7}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Member) GetId() string {
@@ -433,7 +692,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_kvstore_client_proto_msgTypes[8]
+	mi := &file_kvstore_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +704,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[8]
+	mi := &file_kvstore_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +717,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{8}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StatusResponse) GetId() string {
@@ -550,7 +809,7 @@ type Build struct {
 
 func (x *Build) Reset() {
 	*x = Build{}
-	mi := &file_kvstore_client_proto_msgTypes[9]
+	mi := &file_kvstore_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +821,7 @@ func (x *Build) String() string {
 func (*Build) ProtoMessage() {}
 
 func (x *Build) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[9]
+	mi := &file_kvstore_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +834,7 @@ func (x *Build) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Build.ProtoReflect.Descriptor instead.
 func (*Build) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{9}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Build) GetVersion() string {
@@ -610,7 +869,7 @@ type Storage struct {
 
 func (x *Storage) Reset() {
 	*x = Storage{}
-	mi := &file_kvstore_client_proto_msgTypes[10]
+	mi := &file_kvstore_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -622,7 +881,7 @@ func (x *Storage) String() string {
 func (*Storage) ProtoMessage() {}
 
 func (x *Storage) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[10]
+	mi := &file_kvstore_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -635,7 +894,7 @@ func (x *Storage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Storage.ProtoReflect.Descriptor instead.
 func (*Storage) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{10}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Storage) GetDataDir() bool {
@@ -665,7 +924,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_kvstore_client_proto_msgTypes[11]
+	mi := &file_kvstore_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +936,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[11]
+	mi := &file_kvstore_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +949,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{11}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Settings) GetLeaseMs() int64 {
@@ -730,7 +989,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_kvstore_client_proto_msgTypes[12]
+	mi := &file_kvstore_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +1001,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[12]
+	mi := &file_kvstore_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +1014,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{12}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -774,7 +1033,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_kvstore_client_proto_msgTypes[13]
+	mi := &file_kvstore_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +1045,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[13]
+	mi := &file_kvstore_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +1058,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{13}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RemoveMemberResponse) GetVoters() []string {
@@ -813,7 +1072,21 @@ var File_kvstore_client_proto protoreflect.FileDescriptor
 
 const file_kvstore_client_proto_rawDesc = "" +
 	"\n" +
-	"\x14kvstore_client.proto\x12\x11kvstore.client.v1\"\x1e\n" +
+	"\x14kvstore_client.proto\x12\x11kvstore.client.v1\"<\n" +
+	"\fBatchRequest\x12,\n" +
+	"\x03ops\x18\x01 \x03(\v2\x1a.kvstore.client.v1.BatchOpR\x03ops\"\xb1\x01\n" +
+	"\aBatchOp\x121\n" +
+	"\x03get\x18\x01 \x01(\v2\x1d.kvstore.client.v1.GetRequestH\x00R\x03get\x121\n" +
+	"\x03put\x18\x02 \x01(\v2\x1d.kvstore.client.v1.PutRequestH\x00R\x03put\x12:\n" +
+	"\x06delete\x18\x03 \x01(\v2 .kvstore.client.v1.DeleteRequestH\x00R\x06deleteB\x04\n" +
+	"\x02op\"I\n" +
+	"\rBatchResponse\x128\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.kvstore.client.v1.BatchResultR\aresults\"\xc2\x01\n" +
+	"\vBatchResult\x12\x14\n" +
+	"\x05error\x18\x01 \x01(\fR\x05error\x120\n" +
+	"\x03get\x18\x02 \x01(\v2\x1e.kvstore.client.v1.GetResponseR\x03get\x120\n" +
+	"\x03put\x18\x03 \x01(\v2\x1e.kvstore.client.v1.PutResponseR\x03put\x129\n" +
+	"\x06delete\x18\x04 \x01(\v2!.kvstore.client.v1.DeleteResponseR\x06delete\"\x1e\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\"9\n" +
@@ -871,13 +1144,14 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\".\n" +
 	"\x14RemoveMemberResponse\x12\x16\n" +
-	"\x06voters\x18\x01 \x03(\tR\x06voters2\x8f\x03\n" +
+	"\x06voters\x18\x01 \x03(\tR\x06voters2\xdb\x03\n" +
 	"\x02KV\x12D\n" +
 	"\x03Get\x12\x1d.kvstore.client.v1.GetRequest\x1a\x1e.kvstore.client.v1.GetResponse\x12D\n" +
 	"\x03Put\x12\x1d.kvstore.client.v1.PutRequest\x1a\x1e.kvstore.client.v1.PutResponse\x12M\n" +
 	"\x06Delete\x12 .kvstore.client.v1.DeleteRequest\x1a!.kvstore.client.v1.DeleteResponse\x12M\n" +
 	"\x06Status\x12 .kvstore.client.v1.StatusRequest\x1a!.kvstore.client.v1.StatusResponse\x12_\n" +
-	"\fRemoveMember\x12&.kvstore.client.v1.RemoveMemberRequest\x1a'.kvstore.client.v1.RemoveMemberResponseB%Z#github.com/kvstore/kvstore/rpc/kvpbb\x06proto3"
+	"\fRemoveMember\x12&.kvstore.client.v1.RemoveMemberRequest\x1a'.kvstore.client.v1.RemoveMemberResponse\x12J\n" +
+	"\x05Batch\x12\x1f.kvstore.client.v1.BatchRequest\x1a .kvstore.client.v1.BatchResponseB%Z#github.com/kvstore/kvstore/rpc/kvpbb\x06proto3"
 
 var (
 	file_kvstore_client_proto_rawDescOnce sync.Once
@@ -891,43 +1165,57 @@ func file_kvstore_client_proto_rawDescGZIP() []byte {
 	return file_kvstore_client_proto_rawDescData
 }
 
-var file_kvstore_client_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_kvstore_client_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_kvstore_client_proto_goTypes = []any{
-	(*GetRequest)(nil),           // 0: kvstore.client.v1.GetRequest
-	(*GetResponse)(nil),          // 1: kvstore.client.v1.GetResponse
-	(*PutRequest)(nil),           // 2: kvstore.client.v1.PutRequest
-	(*PutResponse)(nil),          // 3: kvstore.client.v1.PutResponse
-	(*DeleteRequest)(nil),        // 4: kvstore.client.v1.DeleteRequest
-	(*DeleteResponse)(nil),       // 5: kvstore.client.v1.DeleteResponse
-	(*StatusRequest)(nil),        // 6: kvstore.client.v1.StatusRequest
-	(*Member)(nil),               // 7: kvstore.client.v1.Member
-	(*StatusResponse)(nil),       // 8: kvstore.client.v1.StatusResponse
-	(*Build)(nil),                // 9: kvstore.client.v1.Build
-	(*Storage)(nil),              // 10: kvstore.client.v1.Storage
-	(*Settings)(nil),             // 11: kvstore.client.v1.Settings
-	(*RemoveMemberRequest)(nil),  // 12: kvstore.client.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil), // 13: kvstore.client.v1.RemoveMemberResponse
+	(*BatchRequest)(nil),         // 0: kvstore.client.v1.BatchRequest
+	(*BatchOp)(nil),              // 1: kvstore.client.v1.BatchOp
+	(*BatchResponse)(nil),        // 2: kvstore.client.v1.BatchResponse
+	(*BatchResult)(nil),          // 3: kvstore.client.v1.BatchResult
+	(*GetRequest)(nil),           // 4: kvstore.client.v1.GetRequest
+	(*GetResponse)(nil),          // 5: kvstore.client.v1.GetResponse
+	(*PutRequest)(nil),           // 6: kvstore.client.v1.PutRequest
+	(*PutResponse)(nil),          // 7: kvstore.client.v1.PutResponse
+	(*DeleteRequest)(nil),        // 8: kvstore.client.v1.DeleteRequest
+	(*DeleteResponse)(nil),       // 9: kvstore.client.v1.DeleteResponse
+	(*StatusRequest)(nil),        // 10: kvstore.client.v1.StatusRequest
+	(*Member)(nil),               // 11: kvstore.client.v1.Member
+	(*StatusResponse)(nil),       // 12: kvstore.client.v1.StatusResponse
+	(*Build)(nil),                // 13: kvstore.client.v1.Build
+	(*Storage)(nil),              // 14: kvstore.client.v1.Storage
+	(*Settings)(nil),             // 15: kvstore.client.v1.Settings
+	(*RemoveMemberRequest)(nil),  // 16: kvstore.client.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil), // 17: kvstore.client.v1.RemoveMemberResponse
 }
 var file_kvstore_client_proto_depIdxs = []int32{
-	7,  // 0: kvstore.client.v1.StatusResponse.members:type_name -> kvstore.client.v1.Member
-	11, // 1: kvstore.client.v1.StatusResponse.settings:type_name -> kvstore.client.v1.Settings
-	9,  // 2: kvstore.client.v1.StatusResponse.build:type_name -> kvstore.client.v1.Build
-	10, // 3: kvstore.client.v1.StatusResponse.storage:type_name -> kvstore.client.v1.Storage
-	0,  // 4: kvstore.client.v1.KV.Get:input_type -> kvstore.client.v1.GetRequest
-	2,  // 5: kvstore.client.v1.KV.Put:input_type -> kvstore.client.v1.PutRequest
-	4,  // 6: kvstore.client.v1.KV.Delete:input_type -> kvstore.client.v1.DeleteRequest
-	6,  // 7: kvstore.client.v1.KV.Status:input_type -> kvstore.client.v1.StatusRequest
-	12, // 8: kvstore.client.v1.KV.RemoveMember:input_type -> kvstore.client.v1.RemoveMemberRequest
-	1,  // 9: kvstore.client.v1.KV.Get:output_type -> kvstore.client.v1.GetResponse
-	3,  // 10: kvstore.client.v1.KV.Put:output_type -> kvstore.client.v1.PutResponse
-	5,  // 11: kvstore.client.v1.KV.Delete:output_type -> kvstore.client.v1.DeleteResponse
-	8,  // 12: kvstore.client.v1.KV.Status:output_type -> kvstore.client.v1.StatusResponse
-	13, // 13: kvstore.client.v1.KV.RemoveMember:output_type -> kvstore.client.v1.RemoveMemberResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	1,  // 0: kvstore.client.v1.BatchRequest.ops:type_name -> kvstore.client.v1.BatchOp
+	4,  // 1: kvstore.client.v1.BatchOp.get:type_name -> kvstore.client.v1.GetRequest
+	6,  // 2: kvstore.client.v1.BatchOp.put:type_name -> kvstore.client.v1.PutRequest
+	8,  // 3: kvstore.client.v1.BatchOp.delete:type_name -> kvstore.client.v1.DeleteRequest
+	3,  // 4: kvstore.client.v1.BatchResponse.results:type_name -> kvstore.client.v1.BatchResult
+	5,  // 5: kvstore.client.v1.BatchResult.get:type_name -> kvstore.client.v1.GetResponse
+	7,  // 6: kvstore.client.v1.BatchResult.put:type_name -> kvstore.client.v1.PutResponse
+	9,  // 7: kvstore.client.v1.BatchResult.delete:type_name -> kvstore.client.v1.DeleteResponse
+	11, // 8: kvstore.client.v1.StatusResponse.members:type_name -> kvstore.client.v1.Member
+	15, // 9: kvstore.client.v1.StatusResponse.settings:type_name -> kvstore.client.v1.Settings
+	13, // 10: kvstore.client.v1.StatusResponse.build:type_name -> kvstore.client.v1.Build
+	14, // 11: kvstore.client.v1.StatusResponse.storage:type_name -> kvstore.client.v1.Storage
+	4,  // 12: kvstore.client.v1.KV.Get:input_type -> kvstore.client.v1.GetRequest
+	6,  // 13: kvstore.client.v1.KV.Put:input_type -> kvstore.client.v1.PutRequest
+	8,  // 14: kvstore.client.v1.KV.Delete:input_type -> kvstore.client.v1.DeleteRequest
+	10, // 15: kvstore.client.v1.KV.Status:input_type -> kvstore.client.v1.StatusRequest
+	16, // 16: kvstore.client.v1.KV.RemoveMember:input_type -> kvstore.client.v1.RemoveMemberRequest
+	0,  // 17: kvstore.client.v1.KV.Batch:input_type -> kvstore.client.v1.BatchRequest
+	5,  // 18: kvstore.client.v1.KV.Get:output_type -> kvstore.client.v1.GetResponse
+	7,  // 19: kvstore.client.v1.KV.Put:output_type -> kvstore.client.v1.PutResponse
+	9,  // 20: kvstore.client.v1.KV.Delete:output_type -> kvstore.client.v1.DeleteResponse
+	12, // 21: kvstore.client.v1.KV.Status:output_type -> kvstore.client.v1.StatusResponse
+	17, // 22: kvstore.client.v1.KV.RemoveMember:output_type -> kvstore.client.v1.RemoveMemberResponse
+	2,  // 23: kvstore.client.v1.KV.Batch:output_type -> kvstore.client.v1.BatchResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_client_proto_init() }
@@ -935,13 +1223,18 @@ func file_kvstore_client_proto_init() {
 	if File_kvstore_client_proto != nil {
 		return
 	}
+	file_kvstore_client_proto_msgTypes[1].OneofWrappers = []any{
+		(*BatchOp_Get)(nil),
+		(*BatchOp_Put)(nil),
+		(*BatchOp_Delete)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_client_proto_rawDesc), len(file_kvstore_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

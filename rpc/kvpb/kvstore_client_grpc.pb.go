@@ -28,6 +28,7 @@ const (
 	KV_Delete_FullMethodName       = "/kvstore.client.v1.KV/Delete"
 	KV_Status_FullMethodName       = "/kvstore.client.v1.KV/Status"
 	KV_RemoveMember_FullMethodName = "/kvstore.client.v1.KV/RemoveMember"
+	KV_Batch_FullMethodName        = "/kvstore.client.v1.KV/Batch"
 )
 
 // KVClient is the client API for KV service.
@@ -54,6 +55,13 @@ type KVClient interface {
 	// the leader, or if the remaining voters would not have a majority of
 	// live voters. A removed node that still runs is told to stop.
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
+	// Batch carries several independent Gets, Puts and Deletes in one call,
+	// as one client's concurrent calls to one node: the node runs them
+	// concurrently, each exactly as if it had come alone, and answers each
+	// in order. Nothing is atomic across them. The batch counts as one
+	// request per operation against the node's in-flight limit, and as one
+	// request against its size limit.
+	Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error)
 }
 
 type kVClient struct {
@@ -114,6 +122,16 @@ func (c *kVClient) RemoveMember(ctx context.Context, in *RemoveMemberRequest, op
 	return out, nil
 }
 
+func (c *kVClient) Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BatchResponse)
+	err := c.cc.Invoke(ctx, KV_Batch_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -138,6 +156,13 @@ type KVServer interface {
 	// the leader, or if the remaining voters would not have a majority of
 	// live voters. A removed node that still runs is told to stop.
 	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
+	// Batch carries several independent Gets, Puts and Deletes in one call,
+	// as one client's concurrent calls to one node: the node runs them
+	// concurrently, each exactly as if it had come alone, and answers each
+	// in order. Nothing is atomic across them. The batch counts as one
+	// request per operation against the node's in-flight limit, and as one
+	// request against its size limit.
+	Batch(context.Context, *BatchRequest) (*BatchResponse, error)
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -162,6 +187,9 @@ func (UnimplementedKVServer) Status(context.Context, *StatusRequest) (*StatusRes
 }
 func (UnimplementedKVServer) RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveMember not implemented")
+}
+func (UnimplementedKVServer) Batch(context.Context, *BatchRequest) (*BatchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Batch not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -274,6 +302,24 @@ func _KV_RemoveMember_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_Batch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BatchRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KVServer).Batch(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KV_Batch_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KVServer).Batch(ctx, req.(*BatchRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -300,6 +346,10 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveMember",
 			Handler:    _KV_RemoveMember_Handler,
+		},
+		{
+			MethodName: "Batch",
+			Handler:    _KV_Batch_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
