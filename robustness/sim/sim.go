@@ -430,11 +430,15 @@ func (c *cluster) caughtUp() error {
 	var leader *node.Node
 	for i := range c.nodes {
 		n := c.node(i)
-		switch {
-		case n == nil:
+		if n == nil {
 			return fmt.Errorf("n%d is down", i+1)
-		case n.Ready() != nil:
-			return n.Ready()
+		}
+		// Asked once: a node that begins to serve between two calls
+		// would otherwise pass as caught up (an error, then nil).
+		if err := n.Ready(); err != nil {
+			return err
+		}
+		switch {
 		case n.Recovering():
 			return fmt.Errorf("n%d is recovering", i+1)
 		case n.IsLeader():
