@@ -45,6 +45,9 @@ const (
 	// MaxRequestSize 1.5 MiB).
 	maxBatchOps   = 128
 	maxBatchBytes = 256 << 10
+	// minBatchedTime: an operation with less time left than this goes
+	// alone, at once.
+	minBatchedTime = 500 * time.Millisecond
 )
 
 // batcher queues one kind of operation (reads or writes) to one endpoint.
@@ -87,16 +90,18 @@ var queuedAddr net.Addr = &net.UnixAddr{Name: "queued in a batch", Net: "unix"}
 // grpc.Peer does for a single call.
 func (b *batcher) run(ctx context.Context, op *kvpb.BatchOp, p *peer.Peer) (*kvpb.BatchResult, error) {
 	size := proto.Size(op)
+	deadline, ok := ctx.Deadline()
 	b.mu.Lock()
-	if b.off || b.inFlight < batchDepth || size > maxBatchBytes {
+	// An operation near its deadline goes alone, so that a batch's
+	// deadline (its earliest operation's) leaves the node time to answer.
+	if b.off || b.inFlight < batchDepth || size > maxBatchBytes || !ok || time.Until(deadline) < minBatchedTime {
 		b.inFlight++
 		b.mu.Unlock()
 		res, err := single(ctx, b.kv, op, p)
 		b.finish()
 		return res, err
 	}
-	pd := &pending{op: op, size: size, done: make(chan struct{})}
-	pd.deadline, _ = ctx.Deadline()
+	pd := &pending{op: op, size: size, deadline: deadline, done: make(chan struct{})}
 	b.queue = append(b.queue, pd)
 	b.mu.Unlock()
 	select {
@@ -133,22 +138,17 @@ func (b *batcher) finish() {
 // send makes one Batch call for batch and hands every operation its answer.
 func (b *batcher) send(batch []*pending) {
 	defer b.finish()
-	// The call lasts as long as the operation that may wait longest: one
-	// whose caller gives up sooner stops waiting at its own deadline.
-	var deadline time.Time
-	for _, pd := range batch {
-		if pd.deadline.IsZero() {
-			deadline = time.Time{}
-			break
-		}
-		if pd.deadline.After(deadline) {
+	// The call ends with its earliest operation's deadline (each has at
+	// least minBatchedTime left when queued): the node answers every
+	// operation before any caller gives up on it, as it would have alone,
+	// and stops working for callers that are gone.
+	deadline := batch[0].deadline
+	for _, pd := range batch[1:] {
+		if pd.deadline.Before(deadline) {
 			deadline = pd.deadline
 		}
 	}
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
-	if !deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(ctx, deadline)
-	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	req := &kvpb.BatchRequest{Ops: make([]*kvpb.BatchOp, len(batch))}
 	for i, pd := range batch {
@@ -164,10 +164,14 @@ func (b *batcher) send(batch []*pending) {
 	if err == nil && len(resp.Results) != len(batch) {
 		err = status.Errorf(codes.Internal, "a batch of %d operations answered with %d results", len(batch), len(resp.Results))
 	}
-	// A node without Batch, or one whose request size limit is below the
-	// batch's, takes the operations one by one.
+	// A node without Batch takes the operations one by one from now on;
+	// a batch too large for the node's request limit, for a message size
+	// limit of gRPC's (the answers of many large values), or for the
+	// node's in-flight limit, is split into single calls, each of which
+	// gets the answer it would have had alone. A write sent again keeps
+	// its request id, so it is applied once.
 	unknown := status.Code(err) == codes.Unimplemented
-	if unknown || (len(batch) > 1 && rpc.Typed(err) && errors.Is(rpc.FromStatus(err), kvstore.ErrTooLarge)) {
+	if unknown || (len(batch) > 1 && splitOn(err)) {
 		if unknown {
 			b.mu.Lock()
 			b.off = true
@@ -196,6 +200,16 @@ func (b *batcher) send(batch []*pending) {
 	}
 }
 
+// splitOn reports whether a batch that failed with err should be sent
+// again one operation at a time.
+func splitOn(err error) bool {
+	if rpc.Typed(err) {
+		err = rpc.FromStatus(err)
+		return errors.Is(err, kvstore.ErrTooLarge) || errors.Is(err, kvstore.ErrBusy)
+	}
+	return status.Code(err) == codes.ResourceExhausted // gRPC's message size limits
+}
+
 // single sends op alone, as the RPC of its kind, and returns its answer as
 // a batch result (the call's error apart, as for a batch).
 func single(ctx context.Context, kv kvpb.KVClient, op *kvpb.BatchOp, p *peer.Peer) (*kvpb.BatchResult, error) {
@@ -218,5 +232,23 @@ func single(ctx context.Context, kv kvpb.KVClient, op *kvpb.BatchOp, p *peer.Pee
 }
 
 // opError is the error of one operation of an answered call: the status it
-// would have failed with alone.
-func opError(r *kvpb.BatchResult) error { return rpc.UnmarshalStatus(r.GetError()) }
+// would have failed with alone, or an Internal status if the answer has
+// neither an error nor a response of op's kind.
+func opError(op *kvpb.BatchOp, r *kvpb.BatchResult) error {
+	if err := rpc.UnmarshalStatus(r.GetError()); err != nil {
+		return err
+	}
+	var ok bool
+	switch op.GetOp().(type) {
+	case *kvpb.BatchOp_Get:
+		ok = r.GetGet() != nil
+	case *kvpb.BatchOp_Put:
+		ok = r.GetPut() != nil
+	case *kvpb.BatchOp_Delete:
+		ok = r.GetDelete() != nil
+	}
+	if !ok {
+		return status.Error(codes.Internal, "client: a batch answer without a response of its operation's kind")
+	}
+	return nil
+}

@@ -119,6 +119,9 @@ func (f *batchNode) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.Ba
 		return nil, status.Error(codes.Unimplemented, "unknown method Batch")
 	}
 	if f.batchErr != nil {
+		if _, ok := status.FromError(f.batchErr); ok {
+			return nil, f.batchErr
+		}
 		return nil, rpc.ToStatus(f.batchErr)
 	}
 	f.batchOps.Add(int64(len(req.Ops)))
@@ -213,12 +216,17 @@ func TestBatchCarriesQueuedCallsAndTheirOwnErrors(t *testing.T) {
 }
 
 // TestBatchFallsBackToSingleCalls: a node that does not know Batch (an
-// older version) and one whose request limit a batch exceeds get the
-// operations one by one, and every call succeeds.
+// older version), and a batch over the node's request or in-flight limit
+// or over gRPC's message size limit, get the operations one by one, and
+// every call succeeds.
 func TestBatchFallsBackToSingleCalls(t *testing.T) {
 	for name, f := range map[string]*batchNode{
 		"unimplemented": {noBatch: true},
 		"too large":     {batchErr: fmt.Errorf("%w: request of 2000000 bytes", kvstore.ErrTooLarge)},
+		"busy":          {batchErr: fmt.Errorf("%w: too many requests in flight", kvstore.ErrBusy)},
+		// gRPC's own message size limit, as for the answers of many
+		// large values: no sentinel of the node's.
+		"answer too large": {batchErr: status.Error(codes.ResourceExhausted, "received message larger than max")},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f.release = make(chan struct{})
@@ -281,5 +289,37 @@ func TestNodeAnswersEachBatchOperation(t *testing.T) {
 	}
 	if v, found, err := cl.Get(ctxT(t, 10*time.Second), "new"); err != nil || !found || v != "w" {
 		t.Errorf("the batch's put: get new = %q %v %v", v, found, err)
+	}
+}
+
+// TestOpNearItsDeadlineGoesAlone: an operation with little time left is
+// not queued behind the calls in flight (a batch ends with its earliest
+// operation's deadline): it goes out at once, alone.
+func TestOpNearItsDeadlineGoesAlone(t *testing.T) {
+	f := &batchNode{release: make(chan struct{})}
+	cl := newClient(t, startBatchNode(t, f))
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(f.release)
+	for _, k := range []string{"first", "second"} {
+		wg.Go(func() { _, _, _ = cl.Get(ctxT(t, 10*time.Second), k) })
+	}
+	soon.Succeeds(t, 10*time.Second, func() error {
+		if n := f.gets.Load(); n < 2 {
+			return fmt.Errorf("the node has %d of the first two Gets", n)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	wg.Go(func() { _, _, _ = cl.Get(ctx, "hurried") })
+	soon.Succeeds(t, 10*time.Second, func() error {
+		if n := f.gets.Load(); n != 3 {
+			return fmt.Errorf("the node has %d single Gets, want 3", n)
+		}
+		return nil
+	})
+	if q := client.Queued(cl); q != 0 {
+		t.Errorf("%d operations queued, want none", q)
 	}
 }

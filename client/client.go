@@ -198,6 +198,9 @@ func New(cfg Config) (*Client, error) {
 		}
 		cc, err := grpc.NewClient("passthrough:///"+ep,
 			grpc.WithTransportCredentials(creds),
+			// A batch's answer carries several values: accept what a
+			// node may send (larger answers are split, batch.go).
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(rpc.MaxMsgSize)),
 			grpc.WithConnectParams(grpc.ConnectParams{
 				Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 				MinConnectTimeout: minConnect,
@@ -234,7 +237,7 @@ func (c *Client) Get(ctx context.Context, key string) (value string, found bool,
 	err = c.do(ctx, "get "+key, false, func(ctx context.Context, idx int, p *peer.Peer) error {
 		r, err := c.batchers[idx].reads.run(ctx, op, p)
 		if err == nil {
-			err = opError(r)
+			err = opError(op, r)
 		}
 		if err == nil {
 			value, found = r.GetGet().GetValue(), r.GetGet().GetFound()
@@ -262,7 +265,7 @@ func (c *Client) write(ctx context.Context, what string, op *kvpb.BatchOp) error
 	return c.do(ctx, what, true, func(ctx context.Context, idx int, p *peer.Peer) error {
 		r, err := c.batchers[idx].writes.run(ctx, op, p)
 		if err == nil {
-			err = opError(r)
+			err = opError(op, r)
 		}
 		if err == nil {
 			c.noteLeader(cmp.Or(r.GetPut().GetLeaderAddr(), r.GetDelete().GetLeaderAddr()))

@@ -4,6 +4,7 @@
 package rpc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 
@@ -93,10 +94,10 @@ func MarshalStatus(err error) []byte {
 	}
 	st, _ := status.FromError(ToStatus(err))
 	b, merr := proto.Marshal(st.Proto())
-	if merr != nil {
-		// A status of a code, a message and ErrorInfo details always
-		// marshals; keep the code and the text if it ever does not.
-		b, _ = proto.Marshal(status.New(st.Code(), st.Message()).Proto())
+	if merr != nil || len(b) == 0 {
+		// A message that is not UTF-8 does not marshal: keep the code
+		// alone, never nothing (which would read as success).
+		b, _ = proto.Marshal(&spb.Status{Code: int32(cmp.Or(st.Code(), codes.Unknown))})
 	}
 	return b
 }

@@ -201,3 +201,19 @@ func TestEverySentinelOverGRPC(t *testing.T) {
 		}
 	}
 }
+
+// TestMarshalStatusNeverReadsAsSuccess: an error whose text does not
+// marshal (not UTF-8) still travels as an error, with its code.
+func TestMarshalStatusNeverReadsAsSuccess(t *testing.T) {
+	err := UnmarshalStatus(MarshalStatus(fmt.Errorf("%w: key \xff\xfe", kvstore.ErrBadRequest)))
+	if err == nil || status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("round trip of a non-UTF-8 error: %v (code %v), want an InvalidArgument error", err, status.Code(err))
+	}
+	err = UnmarshalStatus(MarshalStatus(fmt.Errorf("%w: fine", kvstore.ErrNoQuorum)))
+	if !errors.Is(FromStatus(err), kvstore.ErrNoQuorum) || !Typed(err) {
+		t.Fatalf("round trip: %v, want ErrNoQuorum, typed", err)
+	}
+	if MarshalStatus(nil) != nil || UnmarshalStatus(nil) != nil {
+		t.Fatal("nil did not stay nil")
+	}
+}

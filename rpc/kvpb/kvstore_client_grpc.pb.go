@@ -57,8 +57,9 @@ type KVClient interface {
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
 	// Batch carries several independent Gets, Puts and Deletes in one call,
 	// as one client's concurrent calls to one node: the node runs them
-	// concurrently, each exactly as if it had come alone, and answers each
-	// in order. Nothing is atomic across them. The batch counts as one
+	// concurrently, each through the handler it would have had alone (under
+	// the batch's deadline), and answers each in order, when all are done.
+	// Nothing is atomic across them. The batch counts as one
 	// request per operation against the node's in-flight limit, and as one
 	// request against its size limit.
 	Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error)
@@ -158,8 +159,9 @@ type KVServer interface {
 	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
 	// Batch carries several independent Gets, Puts and Deletes in one call,
 	// as one client's concurrent calls to one node: the node runs them
-	// concurrently, each exactly as if it had come alone, and answers each
-	// in order. Nothing is atomic across them. The batch counts as one
+	// concurrently, each through the handler it would have had alone (under
+	// the batch's deadline), and answers each in order, when all are done.
+	// Nothing is atomic across them. The batch counts as one
 	// request per operation against the node's in-flight limit, and as one
 	// request against its size limit.
 	Batch(context.Context, *BatchRequest) (*BatchResponse, error)
