@@ -250,6 +250,25 @@ func (t *endpoints) Close() error {
 	return errors.Join(errs...)
 }
 
+// CacheCounts sums the cache counters the nodes report in Status, each
+// node once; a node that does not answer within 2 s is left out (the
+// runner then reports no ratio if the sums went back).
+func (t *endpoints) CacheCounts() (hits, misses uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	seen := map[string]bool{}
+	for _, c := range t.clients {
+		st, err := c.Status(ctx)
+		if err != nil || st.Cache == nil || seen[st.ID] {
+			continue
+		}
+		seen[st.ID] = true
+		hits += st.Cache.Hits
+		misses += st.Cache.Misses
+	}
+	return hits, misses
+}
+
 // Servers is the number of endpoints: client i asks endpoint i % Servers
 // first.
 func (t *endpoints) Servers() int { return len(t.clients) }

@@ -216,7 +216,9 @@ func Run(ctx context.Context, target Target, w Workload, progress io.Writer) (Re
 		res.OpsPerSec = float64(res.Ops) / elapsed.Seconds()
 	}
 	res.Latency, res.ReadLatency, res.UpdateLatency = summarize(&all), summarize(&reads), summarize(&updates)
-	if hasCS {
+	// Counters that went back (a node restarted, or one that answered
+	// only at the start) say nothing about the phase.
+	if hasCS && hits1 >= hits0 && misses1 >= misses0 {
 		res.CacheHits, res.CacheMisses = hits1-hits0, misses1-misses0
 		if n := res.CacheHits + res.CacheMisses; n > 0 {
 			r := float64(res.CacheHits) / float64(n)

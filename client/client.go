@@ -300,6 +300,16 @@ type Status struct {
 	// Storage is where the node keeps its state (nil from a node too old
 	// to say).
 	Storage *Storage `json:"storage,omitempty"`
+	// Cache counts the node's cache hits and misses since it started (nil
+	// from a node too old to say).
+	Cache *Cache `json:"cache,omitempty"`
+}
+
+// Cache counts the reads a node answered from its cache under a valid
+// lease (Hits) and those that asked the leader (Misses).
+type Cache struct {
+	Hits   uint64 `json:"hits"`
+	Misses uint64 `json:"misses"`
 }
 
 // Build is the build a node runs (kvstore version).
@@ -352,6 +362,9 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 		}
 		if p := resp.Storage; p != nil {
 			st.Storage = &Storage{DataDir: p.DataDir, Fsync: p.Fsync}
+		}
+		if p := resp.Cache; p != nil {
+			st.Cache = &Cache{Hits: p.Hits, Misses: p.Misses}
 		}
 		return nil
 	})

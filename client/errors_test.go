@@ -39,7 +39,7 @@ type fakeKV struct {
 
 func (f *fakeKV) Get(ctx context.Context, _ *kvpb.GetRequest) (*kvpb.GetResponse, error) {
 	if f.big {
-		return &kvpb.GetResponse{Value: strings.Repeat("x", 5<<20), Found: true}, nil
+		return &kvpb.GetResponse{Value: strings.Repeat("x", rpc.MaxMsgSize+1<<20), Found: true}, nil
 	}
 	return nil, f.answer(ctx)
 }

@@ -110,6 +110,8 @@ func (s *clientServer) Status(ctx context.Context, _ *kvpb.StatusRequest) (*kvpb
 		Build:    &kvpb.Build{Version: bi.Version, Commit: bi.Commit, GoVersion: bi.GoVersion},
 		Storage:  &kvpb.Storage{DataDir: n.cfg.DataDir != "", Fsync: n.cfg.DataDir != "" && !n.cfg.NoFsync},
 	}
+	stats := n.Stats()
+	resp.Cache = &kvpb.Cache{Hits: stats.CacheHits, Misses: stats.CacheMisses}
 	if n.Recovering() {
 		resp.State += ",recovering"
 	}

@@ -66,13 +66,18 @@ func benchJSON(t *testing.T, bin string, out any, args ...string) string {
 func TestBenchNetworkTarget(t *testing.T) {
 	bin := buildBinary(t)
 	var results []bench.Result
-	benchJSON(t, bin, &results, "--targets", "network", "--durability", "fsync", "--workload", "W", "--duration", "1s", "--warmup", "200ms", "--clients", "4", "--keys", "50")
-	if len(results) != 1 {
-		t.Fatalf("%d results, want 1: %+v", len(results), results)
+	benchJSON(t, bin, &results, "--targets", "network", "--durability", "fsync", "--workload", "W,C", "--duration", "1s", "--warmup", "200ms", "--clients", "4", "--keys", "50")
+	if len(results) != 2 {
+		t.Fatalf("%d results, want 2: %+v", len(results), results)
 	}
-	r := results[0]
-	if r.Target != "kvstore (network, fsync)" || r.Ops == 0 || r.Errors != 0 || r.Durability != "fsync, 3 replicas (majority acknowledged)" {
-		t.Fatalf("result %+v", r)
+	for _, r := range results {
+		if r.Target != "kvstore (network, fsync)" || r.Ops == 0 || r.Errors != 0 || r.Durability != "fsync, 3 replicas (majority acknowledged)" {
+			t.Fatalf("result %+v", r)
+		}
+	}
+	// The nodes' cache counters, from their Status, give C a hit ratio.
+	if c := results[1]; c.CacheHitRatio == nil || c.CacheHits+c.CacheMisses == 0 {
+		t.Fatalf("C: hit ratio %v from %d hits and %d misses for %d reads", c.CacheHitRatio, c.CacheHits, c.CacheMisses, c.Reads)
 	}
 }
 

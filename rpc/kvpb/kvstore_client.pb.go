@@ -686,6 +686,7 @@ type StatusResponse struct {
 	Settings      *Settings              `protobuf:"bytes,9,opt,name=settings,proto3" json:"settings,omitempty"`                  // the cluster's safety settings, read from the coordinator (unset if it could not be read)
 	Build         *Build                 `protobuf:"bytes,10,opt,name=build,proto3" json:"build,omitempty"`                       // the build this node runs
 	Storage       *Storage               `protobuf:"bytes,11,opt,name=storage,proto3" json:"storage,omitempty"`                   // where this node keeps its state
+	Cache         *Cache                 `protobuf:"bytes,12,opt,name=cache,proto3" json:"cache,omitempty"`                       // this node's cache counters since it started
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -797,6 +798,67 @@ func (x *StatusResponse) GetStorage() *Storage {
 	return nil
 }
 
+func (x *StatusResponse) GetCache() *Cache {
+	if x != nil {
+		return x.Cache
+	}
+	return nil
+}
+
+// Cache counts the reads a node answered from its cache under a valid
+// lease (hits) and those that asked the leader (misses).
+type Cache struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hits          uint64                 `protobuf:"varint,1,opt,name=hits,proto3" json:"hits,omitempty"`
+	Misses        uint64                 `protobuf:"varint,2,opt,name=misses,proto3" json:"misses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Cache) Reset() {
+	*x = Cache{}
+	mi := &file_kvstore_client_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cache) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cache) ProtoMessage() {}
+
+func (x *Cache) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_client_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cache.ProtoReflect.Descriptor instead.
+func (*Cache) Descriptor() ([]byte, []int) {
+	return file_kvstore_client_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Cache) GetHits() uint64 {
+	if x != nil {
+		return x.Hits
+	}
+	return 0
+}
+
+func (x *Cache) GetMisses() uint64 {
+	if x != nil {
+		return x.Misses
+	}
+	return 0
+}
+
 // Build is the build a node runs (kvstore version).
 type Build struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -809,7 +871,7 @@ type Build struct {
 
 func (x *Build) Reset() {
 	*x = Build{}
-	mi := &file_kvstore_client_proto_msgTypes[13]
+	mi := &file_kvstore_client_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -821,7 +883,7 @@ func (x *Build) String() string {
 func (*Build) ProtoMessage() {}
 
 func (x *Build) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[13]
+	mi := &file_kvstore_client_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -834,7 +896,7 @@ func (x *Build) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Build.ProtoReflect.Descriptor instead.
 func (*Build) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{13}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Build) GetVersion() string {
@@ -869,7 +931,7 @@ type Storage struct {
 
 func (x *Storage) Reset() {
 	*x = Storage{}
-	mi := &file_kvstore_client_proto_msgTypes[14]
+	mi := &file_kvstore_client_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +943,7 @@ func (x *Storage) String() string {
 func (*Storage) ProtoMessage() {}
 
 func (x *Storage) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[14]
+	mi := &file_kvstore_client_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +956,7 @@ func (x *Storage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Storage.ProtoReflect.Descriptor instead.
 func (*Storage) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{14}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Storage) GetDataDir() bool {
@@ -924,7 +986,7 @@ type Settings struct {
 
 func (x *Settings) Reset() {
 	*x = Settings{}
-	mi := &file_kvstore_client_proto_msgTypes[15]
+	mi := &file_kvstore_client_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +998,7 @@ func (x *Settings) String() string {
 func (*Settings) ProtoMessage() {}
 
 func (x *Settings) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[15]
+	mi := &file_kvstore_client_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1011,7 @@ func (x *Settings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Settings.ProtoReflect.Descriptor instead.
 func (*Settings) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{15}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Settings) GetLeaseMs() int64 {
@@ -989,7 +1051,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_kvstore_client_proto_msgTypes[16]
+	mi := &file_kvstore_client_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1001,7 +1063,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[16]
+	mi := &file_kvstore_client_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1014,7 +1076,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{16}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -1033,7 +1095,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_kvstore_client_proto_msgTypes[17]
+	mi := &file_kvstore_client_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1045,7 +1107,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_client_proto_msgTypes[17]
+	mi := &file_kvstore_client_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1058,7 +1120,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_client_proto_rawDescGZIP(), []int{17}
+	return file_kvstore_client_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveMemberResponse) GetVoters() []string {
@@ -1112,7 +1174,7 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\rStatusRequest\",\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\x8c\x03\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xbc\x03\n" +
 	"\x0eStatusResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x14\n" +
@@ -1125,7 +1187,11 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\bsettings\x18\t \x01(\v2\x1b.kvstore.client.v1.SettingsR\bsettings\x12.\n" +
 	"\x05build\x18\n" +
 	" \x01(\v2\x18.kvstore.client.v1.BuildR\x05build\x124\n" +
-	"\astorage\x18\v \x01(\v2\x1a.kvstore.client.v1.StorageR\astorage\"X\n" +
+	"\astorage\x18\v \x01(\v2\x1a.kvstore.client.v1.StorageR\astorage\x12.\n" +
+	"\x05cache\x18\f \x01(\v2\x18.kvstore.client.v1.CacheR\x05cache\"3\n" +
+	"\x05Cache\x12\x12\n" +
+	"\x04hits\x18\x01 \x01(\x04R\x04hits\x12\x16\n" +
+	"\x06misses\x18\x02 \x01(\x04R\x06misses\"X\n" +
 	"\x05Build\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06commit\x18\x02 \x01(\tR\x06commit\x12\x1d\n" +
@@ -1165,7 +1231,7 @@ func file_kvstore_client_proto_rawDescGZIP() []byte {
 	return file_kvstore_client_proto_rawDescData
 }
 
-var file_kvstore_client_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_kvstore_client_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_kvstore_client_proto_goTypes = []any{
 	(*BatchRequest)(nil),         // 0: kvstore.client.v1.BatchRequest
 	(*BatchOp)(nil),              // 1: kvstore.client.v1.BatchOp
@@ -1180,11 +1246,12 @@ var file_kvstore_client_proto_goTypes = []any{
 	(*StatusRequest)(nil),        // 10: kvstore.client.v1.StatusRequest
 	(*Member)(nil),               // 11: kvstore.client.v1.Member
 	(*StatusResponse)(nil),       // 12: kvstore.client.v1.StatusResponse
-	(*Build)(nil),                // 13: kvstore.client.v1.Build
-	(*Storage)(nil),              // 14: kvstore.client.v1.Storage
-	(*Settings)(nil),             // 15: kvstore.client.v1.Settings
-	(*RemoveMemberRequest)(nil),  // 16: kvstore.client.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil), // 17: kvstore.client.v1.RemoveMemberResponse
+	(*Cache)(nil),                // 13: kvstore.client.v1.Cache
+	(*Build)(nil),                // 14: kvstore.client.v1.Build
+	(*Storage)(nil),              // 15: kvstore.client.v1.Storage
+	(*Settings)(nil),             // 16: kvstore.client.v1.Settings
+	(*RemoveMemberRequest)(nil),  // 17: kvstore.client.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil), // 18: kvstore.client.v1.RemoveMemberResponse
 }
 var file_kvstore_client_proto_depIdxs = []int32{
 	1,  // 0: kvstore.client.v1.BatchRequest.ops:type_name -> kvstore.client.v1.BatchOp
@@ -1196,26 +1263,27 @@ var file_kvstore_client_proto_depIdxs = []int32{
 	7,  // 6: kvstore.client.v1.BatchResult.put:type_name -> kvstore.client.v1.PutResponse
 	9,  // 7: kvstore.client.v1.BatchResult.delete:type_name -> kvstore.client.v1.DeleteResponse
 	11, // 8: kvstore.client.v1.StatusResponse.members:type_name -> kvstore.client.v1.Member
-	15, // 9: kvstore.client.v1.StatusResponse.settings:type_name -> kvstore.client.v1.Settings
-	13, // 10: kvstore.client.v1.StatusResponse.build:type_name -> kvstore.client.v1.Build
-	14, // 11: kvstore.client.v1.StatusResponse.storage:type_name -> kvstore.client.v1.Storage
-	4,  // 12: kvstore.client.v1.KV.Get:input_type -> kvstore.client.v1.GetRequest
-	6,  // 13: kvstore.client.v1.KV.Put:input_type -> kvstore.client.v1.PutRequest
-	8,  // 14: kvstore.client.v1.KV.Delete:input_type -> kvstore.client.v1.DeleteRequest
-	10, // 15: kvstore.client.v1.KV.Status:input_type -> kvstore.client.v1.StatusRequest
-	16, // 16: kvstore.client.v1.KV.RemoveMember:input_type -> kvstore.client.v1.RemoveMemberRequest
-	0,  // 17: kvstore.client.v1.KV.Batch:input_type -> kvstore.client.v1.BatchRequest
-	5,  // 18: kvstore.client.v1.KV.Get:output_type -> kvstore.client.v1.GetResponse
-	7,  // 19: kvstore.client.v1.KV.Put:output_type -> kvstore.client.v1.PutResponse
-	9,  // 20: kvstore.client.v1.KV.Delete:output_type -> kvstore.client.v1.DeleteResponse
-	12, // 21: kvstore.client.v1.KV.Status:output_type -> kvstore.client.v1.StatusResponse
-	17, // 22: kvstore.client.v1.KV.RemoveMember:output_type -> kvstore.client.v1.RemoveMemberResponse
-	2,  // 23: kvstore.client.v1.KV.Batch:output_type -> kvstore.client.v1.BatchResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	16, // 9: kvstore.client.v1.StatusResponse.settings:type_name -> kvstore.client.v1.Settings
+	14, // 10: kvstore.client.v1.StatusResponse.build:type_name -> kvstore.client.v1.Build
+	15, // 11: kvstore.client.v1.StatusResponse.storage:type_name -> kvstore.client.v1.Storage
+	13, // 12: kvstore.client.v1.StatusResponse.cache:type_name -> kvstore.client.v1.Cache
+	4,  // 13: kvstore.client.v1.KV.Get:input_type -> kvstore.client.v1.GetRequest
+	6,  // 14: kvstore.client.v1.KV.Put:input_type -> kvstore.client.v1.PutRequest
+	8,  // 15: kvstore.client.v1.KV.Delete:input_type -> kvstore.client.v1.DeleteRequest
+	10, // 16: kvstore.client.v1.KV.Status:input_type -> kvstore.client.v1.StatusRequest
+	17, // 17: kvstore.client.v1.KV.RemoveMember:input_type -> kvstore.client.v1.RemoveMemberRequest
+	0,  // 18: kvstore.client.v1.KV.Batch:input_type -> kvstore.client.v1.BatchRequest
+	5,  // 19: kvstore.client.v1.KV.Get:output_type -> kvstore.client.v1.GetResponse
+	7,  // 20: kvstore.client.v1.KV.Put:output_type -> kvstore.client.v1.PutResponse
+	9,  // 21: kvstore.client.v1.KV.Delete:output_type -> kvstore.client.v1.DeleteResponse
+	12, // 22: kvstore.client.v1.KV.Status:output_type -> kvstore.client.v1.StatusResponse
+	18, // 23: kvstore.client.v1.KV.RemoveMember:output_type -> kvstore.client.v1.RemoveMemberResponse
+	2,  // 24: kvstore.client.v1.KV.Batch:output_type -> kvstore.client.v1.BatchResponse
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_client_proto_init() }
@@ -1234,7 +1302,7 @@ func file_kvstore_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_client_proto_rawDesc), len(file_kvstore_client_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
