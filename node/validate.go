@@ -149,14 +149,24 @@ func validateRenew(req *kvpb.RenewRequest) error {
 // checkPosition checks a position that names a replicated state: 0.0 (the
 // empty state) or an epoch in [1, epoch] with a seq of at least 1.
 func checkPosition(what string, p store.Version, epoch int64) error {
+	if bad := positionProblem(p, epoch); bad != "" {
+		return badRequest("%s %s", what, bad)
+	}
+	return nil
+}
+
+// positionProblem is what is wrong with p as checkPosition sees it ("" if
+// nothing). Loops over many items call it and describe where only on a
+// failure, so that a valid message costs no formatting.
+func positionProblem(p store.Version, epoch int64) string {
 	switch {
 	case p == store.Version{}:
 	case p.Seq == 0 || p.Epoch < 1:
-		return badRequest("%s %s is no position (epochs and seqs start at 1)", what, p)
+		return fmt.Sprintf("%s is no position (epochs and seqs start at 1)", p)
 	case p.Epoch > epoch:
-		return badRequest("%s %s is of an epoch after the sender's %d", what, p, epoch)
+		return fmt.Sprintf("%s is of an epoch after the sender's %d", p, epoch)
 	}
-	return nil
+	return ""
 }
 
 // validateAppend checks an Append's shape (see the rules above).
@@ -171,30 +181,32 @@ func validateAppend(req *kvpb.AppendRequest) error {
 		return validateSnapshot(req.Snapshot, req.Epoch)
 	}
 	prev := fromPos(req.Prev)
-	if err := checkPosition(fmt.Sprintf("append (epoch %d): prev", req.Epoch), prev, req.Epoch); err != nil {
-		return err
+	if bad := positionProblem(prev, req.Epoch); bad != "" {
+		return badRequest("append (epoch %d): prev %s", req.Epoch, bad)
 	}
 	last := prev
 	for i, pe := range req.Entries {
 		e := fromEntry(pe)
-		where := fmt.Sprintf("append (epoch %d): entry %d of %d at %s", req.Epoch, i+1, len(req.Entries), e.Version)
+		where := func() string {
+			return fmt.Sprintf("append (epoch %d): entry %d of %d at %s", req.Epoch, i+1, len(req.Entries), e.Version)
+		}
 		switch {
 		case e.Version.Epoch != req.Epoch:
-			return badRequest("%s is not of the leader's epoch %d", where, req.Epoch)
+			return badRequest("%s is not of the leader's epoch %d", where(), req.Epoch)
 		case e.Version.Seq != last.Seq+1 || e.Version.Seq == 0:
-			return badRequest("%s does not follow %s (entries must be contiguous, in seq order)", where, last)
+			return badRequest("%s does not follow %s (entries must be contiguous, in seq order)", where(), last)
 		}
 		switch pe.Op {
 		case kvpb.Op_OP_NOOP:
 			if pe.Key != "" || pe.Value != "" || pe.ReqId != "" {
-				return badRequest("%s is a no-op with a key, value or request id", where)
+				return badRequest("%s is a no-op with a key, value or request id", where())
 			}
 		case kvpb.Op_OP_SET, kvpb.Op_OP_DELETE:
 			if err := validateWrite(pe.Op, pe.Key, pe.Value, pe.ReqId); err != nil {
-				return fmt.Errorf("%s: %w", where, err)
+				return fmt.Errorf("%s: %w", where(), err)
 			}
 		default:
-			return badRequest("%s has unknown op %d", where, pe.Op)
+			return badRequest("%s has unknown op %d", where(), pe.Op)
 		}
 		last = e.Version
 	}
@@ -226,8 +238,8 @@ func validateChunk(req *kvpb.SnapshotChunk) error {
 			return badRequest("%s: key %q does not follow %q (keys ascend, each listed once)", where, it.Key, prev)
 		}
 		prev = it.Key
-		if err := checkPosition(fmt.Sprintf("%s: item %q: version", where, it.Key), fromPos(it.Version), req.Epoch); err != nil {
-			return err
+		if bad := positionProblem(fromPos(it.Version), req.Epoch); bad != "" {
+			return badRequest("%s: item %q: version %s", where, it.Key, bad)
 		}
 	}
 	if len(req.Items) > 0 && req.RequestsFrom > 0 {
@@ -242,8 +254,8 @@ func checkRequests(where string, reqs []*kvpb.Request, epoch int64) error {
 		if err := checkReqID(r.Id); err != nil {
 			return fmt.Errorf("%s: %w", where, err)
 		}
-		if err := checkPosition(fmt.Sprintf("%s: request %q: version", where, r.Id), fromPos(r.Version), epoch); err != nil {
-			return err
+		if bad := positionProblem(fromPos(r.Version), epoch); bad != "" {
+			return badRequest("%s: request %q: version %s", where, r.Id, bad)
 		}
 	}
 	return nil
@@ -265,8 +277,8 @@ func validateSnapshot(p *kvpb.Snapshot, epoch int64) error {
 			return badRequest("%s: key %q is listed twice", where, it.Key)
 		}
 		keys[it.Key] = true
-		if err := checkPosition(fmt.Sprintf("%s: item %q: version", where, it.Key), fromPos(it.Version), epoch); err != nil {
-			return err
+		if bad := positionProblem(fromPos(it.Version), epoch); bad != "" {
+			return badRequest("%s: item %q: version %s", where, it.Key, bad)
 		}
 	}
 	if err := checkRequests(where, p.Requests, epoch); err != nil {
