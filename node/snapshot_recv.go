@@ -6,9 +6,10 @@ package node
 // installs the state at once, under the replica's lock, when the last
 // chunk arrived and the whole checks out. Until then its store, position
 // and answers are those of the state it had: a half-received snapshot
-// never counts toward anything. A transfer that breaks resumes where the
-// staging ends, as long as the next chunk names the same snapshot (same
-// leadership, same position).
+// never counts toward anything. Chunks are staged in order: one that
+// overtook its predecessor (the leader keeps several in flight) waits for
+// it. A transfer that breaks resumes where the staging ends, as long as
+// the next chunk names the same snapshot (same leadership, same position).
 
 import (
 	"context"
@@ -42,6 +43,16 @@ func (s *staging) follows(req *kvpb.SnapshotChunk) bool {
 	return s.items.Last() == req.After && uint64(len(s.reqs)) == req.RequestsFrom
 }
 
+// ahead reports whether req starts beyond the end of s: a later chunk of
+// the same transfer that overtook the one continuing s (the leader keeps
+// several in flight, and a server runs calls concurrently). Chunks start
+// after a key (the items, in key order) and then after a number of
+// request ids (the items all sent), so positions compare in that order.
+func (s *staging) ahead(req *kvpb.SnapshotChunk) bool {
+	last := s.items.Last()
+	return req.After > last || req.After == last && req.RequestsFrom > uint64(len(s.reqs))
+}
+
 // snapshotReceiver stages the snapshot a leader sends this node. mu
 // serializes the chunks and guards cur; lock order: mu, then replica.mu.
 type snapshotReceiver struct {
@@ -53,7 +64,29 @@ type snapshotReceiver struct {
 	// "installed" rather than starting the transfer over.
 	done *staging
 
+	// changed is closed, and replaced, whenever cur changes: a chunk that
+	// overtook its predecessor waits on it.
+	changed chan struct{}
+
 	taken atomic.Uint64 // chunks staged or installed (Stats)
+}
+
+// changedLocked wakes the chunks waiting for the staging to change.
+// Callers hold mu.
+func (rc *snapshotReceiver) changedLocked() {
+	if rc.changed != nil {
+		close(rc.changed)
+		rc.changed = nil
+	}
+}
+
+// waitLocked is the channel closed when the staging next changes. Callers
+// hold mu.
+func (rc *snapshotReceiver) waitLocked() <-chan struct{} {
+	if rc.changed == nil {
+		rc.changed = make(chan struct{})
+	}
+	return rc.changed
 }
 
 // InstallSnapshot stages one chunk of the leader's snapshot, or installs
@@ -66,9 +99,26 @@ func (s *peerServer) InstallSnapshot(ctx context.Context, req *kvpb.SnapshotChun
 	if err := validateChunk(req); err != nil {
 		return nil, fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
-	resp, p, err := n.receiveChunk(req)
-	if err != nil {
-		return nil, fmt.Errorf("node %s: %w", n.cfg.ID, err)
+	var resp *kvpb.SnapshotChunkResponse
+	var p *durable.Pending
+	for {
+		var wait <-chan struct{}
+		var err error
+		resp, p, wait, err = n.receiveChunk(req)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: %w", n.cfg.ID, err)
+		}
+		if wait == nil {
+			break
+		}
+		// It overtook the chunk before it, which is on its way: wait for
+		// that one, within this call's deadline (if it never comes, the
+		// leader's call of it failed, and the leader gives this one up).
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("node %s: snapshot chunk after %q: the chunk before it never came: %w", n.cfg.ID, req.After, ctx.Err())
+		}
 	}
 	// The promise, and with the last chunk the position answered, must be
 	// durable before the answer: the position counts toward majorities.
@@ -80,15 +130,29 @@ func (s *peerServer) InstallSnapshot(ctx context.Context, req *kvpb.SnapshotChun
 
 // receiveChunk admits req (validateChunk accepted it) and stages it, or
 // installs the snapshot if it is the last; it returns the answer and the
-// submission that must be durable first.
-func (n *Node) receiveChunk(req *kvpb.SnapshotChunk) (*kvpb.SnapshotChunkResponse, *durable.Pending, error) {
+// submission that must be durable first. If req is a later chunk of the
+// snapshot being staged than the one that continues it, it returns
+// instead a channel closed when the staging changes: call again then.
+func (n *Node) receiveChunk(req *kvpb.SnapshotChunk) (*kvpb.SnapshotChunkResponse, *durable.Pending, <-chan struct{}, error) {
 	rc := &n.recv
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
+	resp, p, wait, err := n.receiveChunkLocked(req)
+	if wait {
+		return nil, nil, rc.waitLocked(), nil
+	}
+	rc.changedLocked() // the staging may have changed
+	return resp, p, nil, err
+}
+
+// receiveChunkLocked is receiveChunk under rc.mu; wait reports that req
+// overtook the chunk that continues the staging.
+func (n *Node) receiveChunkLocked(req *kvpb.SnapshotChunk) (resp *kvpb.SnapshotChunkResponse, p *durable.Pending, wait bool, err error) {
+	rc := &n.recv
 	ld := leadership{req.LeaderId, req.Leadership}
 	st, p, ok := n.rep.admit(req.Epoch, ld)
 	if !ok {
-		return chunkAnswer(st, false, nil), nil, nil
+		return chunkAnswer(st, false, nil), nil, false, nil
 	}
 	n.met.appended(n.now())
 	if rc.cur != nil && rc.cur.epoch < st.promised {
@@ -101,19 +165,21 @@ func (n *Node) receiveChunk(req *kvpb.SnapshotChunk) (*kvpb.SnapshotChunkRespons
 	case rc.done.names(req, ld):
 		resp := chunkAnswer(st, false, nil)
 		resp.Installed = true
-		return resp, p, nil
+		return resp, p, false, nil
 	case req.After == "" && req.RequestsFrom == 0:
 		rc.cur = &staging{epoch: req.Epoch, ld: ld, applied: fromPos(req.Applied), items: store.NewBuilder()}
 	case !cur.names(req, ld):
-		return chunkAnswer(st, false, nil), p, nil // start over
+		return chunkAnswer(st, false, nil), p, false, nil // start over
+	case cur.ahead(req):
+		return nil, nil, true, nil
 	case !cur.follows(req):
-		return chunkAnswer(st, false, cur), p, nil // go on from what is staged
+		return chunkAnswer(st, false, cur), p, false, nil // go on from what is staged
 	}
 	cur := rc.cur
 	for _, it := range req.Items {
 		if err := cur.items.Add(it.Key, store.Item{Value: it.Value, Deleted: it.Deleted, Version: fromPos(it.Version)}); err != nil {
 			rc.cur = nil
-			return nil, p, badRequest("%w", err)
+			return nil, p, false, badRequest("%w", err)
 		}
 	}
 	for _, r := range req.Requests {
@@ -121,14 +187,14 @@ func (n *Node) receiveChunk(req *kvpb.SnapshotChunk) (*kvpb.SnapshotChunkRespons
 	}
 	rc.taken.Add(1)
 	if !req.Last {
-		return chunkAnswer(st, true, cur), p, nil
+		return chunkAnswer(st, true, cur), p, false, nil
 	}
 	rc.cur = nil
-	resp, p, err := n.installStaged(cur, req.Count)
+	resp, p, err = n.installStaged(cur, req.Count)
 	if err == nil && resp.Installed {
 		rc.done = &staging{epoch: cur.epoch, ld: cur.ld, applied: cur.applied} // its name only
 	}
-	return resp, p, err
+	return resp, p, false, err
 }
 
 // installStaged checks the staged snapshot cur, whose last chunk said it

@@ -4,8 +4,8 @@ package node
 // follower whose position the leader's log no longer holds (or that asks
 // to be reconciled) gets the leader's whole state: a frozen view of the
 // store (store.View, constant time, no copy) read in key order and sent in
-// chunks of about Config.SnapshotChunkBytes, one chunk in flight at a time,
-// while writes go on. If a call fails, the replicate loop tries again at
+// chunks of about Config.SnapshotChunkBytes, up to SnapshotChunksInFlight
+// of them in flight, while writes go on. If a call fails, the replicate loop tries again at
 // the heartbeat pace with the same view: the follower answers where its
 // staging of that snapshot ends, and the transfer resumes there.
 //
@@ -69,10 +69,51 @@ func chunk(v *store.View, after string, reqFrom, max int) (items []*kvpb.Item, r
 	return items, reqs, true
 }
 
+// SnapshotChunksInFlight is how many chunks of a snapshot the leader
+// keeps in flight to one follower, once the follower took the first: the
+// leader reads and encodes the next chunks while the follower decodes and
+// stages one (with one at a time, each side waited for the other).
+const SnapshotChunksInFlight = 4
+
+// chunkWindow is the InstallSnapshot calls in flight to one follower,
+// oldest first, under a context that ends them all.
+type chunkWindow struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	calls  []*chunkCall
+}
+
+// open starts an empty window under parent.
+func (w *chunkWindow) open(parent context.Context) {
+	w.ctx, w.cancel = context.WithCancel(parent)
+}
+
+// close ends the calls in flight and waits for them.
+func (w *chunkWindow) close() {
+	w.cancel()
+	for _, c := range w.calls {
+		<-c.done
+	}
+	w.calls = nil
+}
+
+// chunkCall is one InstallSnapshot call in flight.
+type chunkCall struct {
+	req  *kvpb.SnapshotChunk
+	sent clock.Instant
+	resp *kvpb.SnapshotChunkResponse
+	err  error
+	done chan struct{}
+}
+
 // sendSnapshot sends the leader's state to the follower of p, chunk after
-// chunk, until the follower installed it (true), a call fails or the
-// follower refuses (false: the replicate loop waits a heartbeat and calls
-// again, and the transfer resumes), or the leadership ends.
+// chunk with up to SnapshotChunksInFlight calls in flight, until the
+// follower installed it (true), a call fails or the follower refuses
+// (false: the replicate loop waits a heartbeat and calls again, and the
+// transfer resumes), or the leadership ends. The answers are handled in
+// the order the chunks were sent; the first that is not "taken" ends the
+// calls behind it (the follower holds a chunk that overtook its
+// predecessor until that one is staged, so they would wait in vain).
 func (r *replication) sendSnapshot(p *progress) bool {
 	l := r.l
 	n := l.n
@@ -87,24 +128,61 @@ func (r *replication) sendSnapshot(p *progress) bool {
 		r.chunkFailed(p, err)
 		return false
 	}
+	var w chunkWindow
+	w.open(l.ctx)
+	defer w.close()
+	// Where the next chunk starts: the follower's staging as last known
+	// (s), moved on by the chunks in flight.
+	after, reqFrom, lastSent := s.after, s.reqFrom, false
+	// probing: until the follower took a chunk of this call, one goes at
+	// a time (as etcd-io/raft's Progress probes before it replicates): the
+	// first chunk starts the staging, and after a break the leader does
+	// not know where the staging ends.
+	probing := true
 	for l.ctx.Err() == nil {
-		items, reqs, last := chunk(s.view, s.after, s.reqFrom, n.cfg.SnapshotChunkBytes)
-		req := &kvpb.SnapshotChunk{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce,
-			Applied: toPos(s.view.Applied()), After: s.after, Items: items, Last: last, Requests: reqs, RequestsFrom: uint64(s.reqFrom)}
-		if last {
-			req.Count = uint64(s.view.Len())
+		limit := SnapshotChunksInFlight
+		if probing {
+			limit = 1
 		}
-		sent := n.now()
-		ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
-		resp, err := c.InstallSnapshot(ctx, req)
-		cancel()
-		n.chunksSent.Add(1)
-		if err != nil {
-			r.chunkFailed(p, rpc.FromStatus(err))
+		for !lastSent && len(w.calls) < limit {
+			items, reqs, last := chunk(s.view, after, reqFrom, n.cfg.SnapshotChunkBytes)
+			req := &kvpb.SnapshotChunk{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce,
+				Applied: toPos(s.view.Applied()), After: after, Items: items, Last: last, Requests: reqs, RequestsFrom: uint64(reqFrom)}
+			if last {
+				req.Count = uint64(s.view.Len())
+			}
+			call := &chunkCall{req: req, sent: n.now(), done: make(chan struct{})}
+			go func() {
+				defer close(call.done)
+				cctx, ccancel := context.WithTimeout(w.ctx, n.cfg.RPCTimeout)
+				defer ccancel()
+				call.resp, call.err = c.InstallSnapshot(cctx, req)
+			}()
+			n.chunksSent.Add(1)
+			w.calls = append(w.calls, call)
+			if k := len(items); k > 0 {
+				after = items[k-1].Key
+			}
+			reqFrom += len(reqs)
+			lastSent = last
+		}
+		call := w.calls[0]
+		<-call.done
+		w.calls = w.calls[1:]
+		if call.err != nil {
+			r.chunkFailed(p, rpc.FromStatus(call.err))
 			return false
 		}
-		if done, installed := r.handleChunk(p, s, req, resp, sent); done {
+		if done, installed := r.handleChunk(p, s, call.req, call.resp, call.sent); done {
 			return installed
+		}
+		probing = !call.resp.Taken
+		if probing {
+			// Go on from the follower's staging (handleChunk moved s
+			// there): the calls behind this one are void.
+			w.close()
+			w.open(l.ctx)
+			after, reqFrom, lastSent = s.after, s.reqFrom, false
 		}
 	}
 	return false

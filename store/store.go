@@ -11,6 +11,7 @@ package store
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/google/btree"
 )
@@ -212,8 +213,8 @@ func (s *Store) RestoreView(v *View) {
 func (s *Store) restore(applied Version, items *btree.BTreeG[kv], reqs []Request) {
 	s.items = items
 	s.applied = applied
-	s.reqs = make(map[string]Version)
-	s.reqOrder = s.reqOrder[:0]
+	s.reqs = make(map[string]Version, min(len(reqs), s.maxReqs))
+	s.reqOrder = slices.Grow(s.reqOrder[:0], min(len(reqs), s.maxReqs))
 	s.reqHead = 0
 	seen := make(map[string]bool, len(reqs))
 	for _, r := range reqs {
