@@ -169,3 +169,46 @@ func TestUnreadCopiesStayCachedThenGo(t *testing.T) {
 	}
 	t.Logf("unread copy: %d renewals, then let go", last-s1.Renewals)
 }
+
+// TestWrittenCopiesAreRenewedOnlyOnceRead: the copy a node keeps of its
+// own write is renewed only once something reads it there. A write-heavy
+// node would otherwise renew every key it wrote for many leases, and every
+// write of such a key would wait for the holder to apply it. The follower
+// writes two keys and reads one of them; once that one was renewed four
+// times (two leases), the unread one is gone (a read fetches it) and the
+// read one is still cached.
+func TestWrittenCopiesAreRenewedOnlyOnceRead(t *testing.T) {
+	const lease = 400 * time.Millisecond
+	c := newCluster(t, Etcd, 3, func(o *Options) {
+		o.Node = func(cfg *node.Config) { cfg.LeaseDuration = lease }
+	})
+	f := followers(t, c)[0]
+	fnd, err := c.Node(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s0 := fnd.Stats()
+	mustPut(t, c, f, "read", "v1")
+	mustPut(t, c, f, "unread", "v2")
+	expectGet(t, c, f, "read", "v1")
+	if s := fnd.Stats(); s.CacheMisses != s0.CacheMisses {
+		// On a machine so slow that a lease passed between the write and
+		// the read, the test shows nothing: say so rather than pass.
+		t.Fatalf("the read right after the write was a fetch (a lease passed?): %+v", s)
+	}
+	soon.Succeeds(t, 30*time.Second, func() error {
+		if r := fnd.Stats().Renewals - s0.Renewals; r < 4 {
+			return fmt.Errorf("%d renewals", r)
+		}
+		return nil
+	})
+	s1 := fnd.Stats()
+	expectGet(t, c, f, "read", "v1")
+	if s2 := fnd.Stats(); s2.CacheMisses != s1.CacheMisses {
+		t.Fatalf("the written copy that was read was not kept by renewals (stats %+v)", s2)
+	}
+	expectGet(t, c, f, "unread", "v2")
+	if s3 := fnd.Stats(); s3.CacheMisses != s1.CacheMisses+1 {
+		t.Fatalf("after %d renewals the unread written copy was still cached: it was renewed (stats %+v)", s1.Renewals-s0.Renewals, s3)
+	}
+}

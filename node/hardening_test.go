@@ -48,13 +48,13 @@ func TestNoInstallAfterSuspension(t *testing.T) {
 	st := n.serving.Load() // the state the fetch is sent under
 	sent := n.now()
 	n.sessions.setServing(nil, StateSuspended, errors.New("session in doubt"))
-	n.reader.install(st, "k", "v", true, store.Version{Epoch: 0, Seq: 1}, 0, time.Minute, sent)
+	n.reader.install(st, "k", "v", true, store.Version{Epoch: 0, Seq: 1}, 0, time.Minute, sent, false)
 	if cached(n, "k") {
 		t.Fatal("a reply to a fetch sent before the suspension was installed after it")
 	}
 	// Under the current state it is installed (the test would pass for a
 	// node that never installs).
-	n.reader.install(n.serving.Load(), "k", "v", true, store.Version{Epoch: 0, Seq: 1}, 0, time.Minute, sent)
+	n.reader.install(n.serving.Load(), "k", "v", true, store.Version{Epoch: 0, Seq: 1}, 0, time.Minute, sent, false)
 	if !cached(n, "k") {
 		t.Fatal("a reply under the current serving state was not installed")
 	}
@@ -81,14 +81,14 @@ func TestCachedCopySharesTheStoresValue(t *testing.T) {
 	}
 	held, _ := n.rep.store.Get("k")
 	fetched := strings.Clone(value) // as decoded from a Fetch reply
-	n.reader.install(n.serving.Load(), "k", fetched, true, v1, 0, time.Minute, n.now())
+	n.reader.install(n.serving.Load(), "k", fetched, true, v1, 0, time.Minute, n.now(), false)
 	e := cacheEntryOf(t, n, "k")
 	if e.value != value || unsafe.StringData(e.value) != unsafe.StringData(held.Value) {
 		t.Fatal("the cached copy of the version the store holds is a second copy of the value")
 	}
 	v2 := store.Version{Epoch: 0, Seq: 2}
 	newer := strings.Repeat("w", 256)
-	n.reader.install(n.serving.Load(), "k", newer, true, v2, 0, time.Minute, n.now())
+	n.reader.install(n.serving.Load(), "k", newer, true, v2, 0, time.Minute, n.now(), false)
 	if e := cacheEntryOf(t, n, "k"); e.value != newer || e.version != v2 {
 		t.Fatalf("a version newer than the store's was cached as %q at %v", e.value, e.version)
 	}

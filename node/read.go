@@ -143,8 +143,9 @@ func (rd *reader) invalidate(key string, v store.Version) {
 // request was sent under (leaving it dropped the cache between two changes
 // of the replicated state, as here: a reply installed after that drop
 // would outlive it). sent is when the request left this node: the lease
-// runs from then.
-func (rd *reader) install(st *servingState, key, value string, found bool, v store.Version, epoch int64, lease time.Duration, sent clock.Instant) {
+// runs from then. written marks the copy of a write this node made: it is
+// renewed only once it is read (renew.go).
+func (rd *reader) install(st *servingState, key, value string, found bool, v store.Version, epoch int64, lease time.Duration, sent clock.Instant, written bool) {
 	n := rd.n
 	if lease <= 0 {
 		return
@@ -159,7 +160,11 @@ func (rd *reader) install(st *servingState, key, value string, found bool, v sto
 			// arrives in a buffer of its own).
 			value = held.Value
 		}
-		rd.cache.put(key, cacheEntry{value: value, found: found, version: v, expiry: sent.Add(lease)})
+		e := cacheEntry{value: value, found: found, version: v, expiry: sent.Add(lease)}
+		if written {
+			e.idle = renewIdle // not renewed until read
+		}
+		rd.cache.put(key, e)
 	})
 }
 
@@ -208,7 +213,7 @@ func (rd *reader) get(ctx context.Context, key string) (string, bool, error) {
 			r, err := l.read(ctx, key, n.cfg.ID)
 			if err == nil {
 				rd.leaderReads.Add(1)
-				rd.install(st, key, r.value, r.found, r.version, l.epoch, r.lease, sent)
+				rd.install(st, key, r.value, r.found, r.version, l.epoch, r.lease, sent, false)
 				return r.value, r.found, nil
 			}
 			if !retryable(err) {
@@ -257,7 +262,7 @@ func (rd *reader) fetchMerged(ctx context.Context, addr string, target coord.Lea
 		st, sent := n.serving.Load(), n.now()
 		f.resp, f.err = rd.fetch(ctx, addr, target, key)
 		if f.err == nil {
-			rd.install(st, key, f.resp.Value, f.resp.Found, fromPos(f.resp.Version), f.resp.Epoch, time.Duration(f.resp.LeaseMs)*time.Millisecond, sent)
+			rd.install(st, key, f.resp.Value, f.resp.Found, fromPos(f.resp.Version), f.resp.Epoch, time.Duration(f.resp.LeaseMs)*time.Millisecond, sent, false)
 		}
 		rd.flightMu.Lock()
 		delete(rd.flights, key)

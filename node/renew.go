@@ -6,7 +6,8 @@ package node
 // Renew, without their values, so that a key read now and then stays
 // cached instead of costing a Fetch every lease. A copy nobody read since
 // its last renewal is renewed at most renewIdle times in a row, then let
-// go with its lease.
+// go with its lease; the copy of a write this node made is renewed only
+// once something read it (reader.install).
 
 import (
 	"context"

@@ -171,7 +171,7 @@ func (w *writer) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID
 		if err == nil {
 			// The writer's node caches the value it wrote (docs/design.md,
 			// Writes and visibility).
-			n.reader.install(st, key, value, op == kvpb.Op_OP_SET, ver, epoch, lease, sent)
+			n.reader.install(st, key, value, op == kvpb.Op_OP_SET, ver, epoch, lease, sent, true)
 			return nil
 		}
 		if !retryable(err) {
