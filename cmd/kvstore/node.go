@@ -18,6 +18,7 @@ import (
 	"github.com/kvstore/kvstore/coord/etcdcoord"
 	"github.com/kvstore/kvstore/coord/zkcoord"
 	"github.com/kvstore/kvstore/internal/buildinfo"
+	"github.com/kvstore/kvstore/internal/gctune"
 	"github.com/kvstore/kvstore/node"
 	"github.com/kvstore/kvstore/ops"
 )
@@ -209,6 +210,10 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// Bound the collector's headroom: a big store would otherwise reside
+	// at twice its live heap (internal/gctune; GOGC in the environment
+	// turns this off).
+	go gctune.Tune(ctx, gctune.DefaultPolicy, 100*time.Millisecond)
 
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
