@@ -290,6 +290,33 @@ func TestNodeAnswersEachBatchOperation(t *testing.T) {
 	if v, found, err := cl.Get(ctxT(t, 10*time.Second), "new"); err != nil || !found || v != "w" {
 		t.Errorf("the batch's put: get new = %q %v %v", v, found, err)
 	}
+
+	// A read the node's cache answers is answered in place, beside one
+	// that must fetch: both right, and the first counted as a hit.
+	nd, err := c.Node(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	soon.Succeeds(t, 30*time.Second, func() error {
+		if _, _, err := cl.Get(ctxT(t, 10*time.Second), "there"); err != nil { // cache it at node 1
+			return err
+		}
+		hits := nd.Stats().CacheHits
+		resp, err := kvpb.NewKVClient(cc).Batch(ctxT(t, 10*time.Second), &kvpb.BatchRequest{Ops: []*kvpb.BatchOp{
+			get("there"), get(fmt.Sprintf("uncached-%d", hits)),
+		}})
+		if err != nil {
+			return err
+		}
+		r := resp.Results
+		if r[0].GetGet().GetValue() != "v" || !r[0].GetGet().GetFound() || r[1].GetGet().GetFound() || r[0].Error != nil || r[1].Error != nil {
+			t.Fatalf("a cached and an uncached read in one batch: %v", r)
+		}
+		if nd.Stats().CacheHits == hits {
+			return errors.New("the batch's cached read was no hit (the copy's lease ended first?)")
+		}
+		return nil
+	})
 }
 
 // TestOpNearItsDeadlineGoesAlone: an operation with little time left is
