@@ -58,8 +58,8 @@ func (p faultyPeer) InstallSnapshot(ctx context.Context, in *kvpb.SnapshotChunk,
 	if n == p.f.cut.Load() {
 		return nil, errChunk
 	}
-	if k := p.f.inFlight.Add(1); k > p.f.mostInFlight.Load() {
-		p.f.mostInFlight.Store(k) // only a lower bound if racing: enough
+	k := p.f.inFlight.Add(1)
+	for m := p.f.mostInFlight.Load(); k > m && !p.f.mostInFlight.CompareAndSwap(m, k); m = p.f.mostInFlight.Load() {
 	}
 	defer p.f.inFlight.Add(-1)
 	if n == p.f.hold.Load() {
@@ -154,6 +154,21 @@ func checkServes(t *testing.T, c *cluster.Cluster, n int, want map[string]string
 	}
 }
 
+// putKeys writes n keys with values of about 50 bytes at node 0 and
+// returns them.
+func putKeys(ctx context.Context, t *testing.T, c *cluster.Cluster, n int) map[string]string {
+	t.Helper()
+	want := make(map[string]string, n)
+	for i := range n {
+		k, v := fmt.Sprintf("key-%03d", i), fmt.Sprintf("value-%03d-%s", i, strings.Repeat("x", 40))
+		if err := c.Put(ctx, 0, k, v); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = v
+	}
+	return want
+}
+
 // TestSnapshotResumesAfterABrokenChunk: a node that joins gets the
 // leader's state in many chunks (tiny chunks here); when a chunk's answer
 // is lost, and later a chunk never arrives, the transfer goes on from
@@ -166,14 +181,7 @@ func TestSnapshotResumesAfterABrokenChunk(t *testing.T) {
 	c := joinCluster(t, 64, f, true)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	want := map[string]string{}
-	for i := range 200 {
-		k, v := fmt.Sprintf("key-%03d", i), fmt.Sprintf("value-%03d-%s", i, strings.Repeat("x", 40))
-		if err := c.Put(ctx, 0, k, v); err != nil {
-			t.Fatal(err)
-		}
-		want[k] = v
-	}
+	want := putKeys(ctx, t, c, 200)
 	leader, err := c.Node(0)
 	if err != nil {
 		t.Fatal(err)
@@ -230,14 +238,7 @@ func TestSnapshotChunksInFlightStageInOrder(t *testing.T) {
 	c := joinCluster(t, 64, f, true)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	want := map[string]string{}
-	for i := range 100 {
-		k, v := fmt.Sprintf("key-%03d", i), fmt.Sprintf("value-%03d-%s", i, strings.Repeat("x", 40))
-		if err := c.Put(ctx, 0, k, v); err != nil {
-			t.Fatal(err)
-		}
-		want[k] = v
-	}
+	want := putKeys(ctx, t, c, 100)
 	leader, err := c.Node(0)
 	if err != nil {
 		t.Fatal(err)
