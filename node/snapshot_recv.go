@@ -101,6 +101,10 @@ func (s *peerServer) InstallSnapshot(ctx context.Context, req *kvpb.SnapshotChun
 	}
 	var resp *kvpb.SnapshotChunkResponse
 	var p *durable.Pending
+	// A chunk waits for its predecessor at most an RPC timeout, whatever
+	// deadline its caller set (or none).
+	wctx, cancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
+	defer cancel()
 	for {
 		var wait <-chan struct{}
 		var err error
@@ -116,8 +120,8 @@ func (s *peerServer) InstallSnapshot(ctx context.Context, req *kvpb.SnapshotChun
 		// leader's call of it failed, and the leader gives this one up).
 		select {
 		case <-wait:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("node %s: snapshot chunk after %q: the chunk before it never came: %w", n.cfg.ID, req.After, ctx.Err())
+		case <-wctx.Done():
+			return nil, fmt.Errorf("node %s: snapshot chunk after %q: the chunk before it never came: %w", n.cfg.ID, req.After, wctx.Err())
 		}
 	}
 	// The promise, and with the last chunk the position answered, must be

@@ -5,9 +5,10 @@ package node
 // to be reconciled) gets the leader's whole state: a frozen view of the
 // store (store.View, constant time, no copy) read in key order and sent in
 // chunks of about Config.SnapshotChunkBytes, up to SnapshotChunksInFlight
-// of them in flight, while writes go on. If a call fails, the replicate loop tries again at
-// the heartbeat pace with the same view: the follower answers where its
-// staging of that snapshot ends, and the transfer resumes there.
+// of them in flight, while writes go on. If a call fails, the replicate
+// loop tries again at the heartbeat pace with the same view: the follower
+// answers where its staging of that snapshot ends, and the transfer
+// resumes there.
 //
 // The same chunking serves GetSnapshot, a new leader's pull of the most
 // up-to-date voter's state (takeover.go).
@@ -152,9 +153,10 @@ func (r *replication) sendSnapshot(p *progress) bool {
 				req.Count = uint64(s.view.Len())
 			}
 			call := &chunkCall{req: req, sent: n.now(), done: make(chan struct{})}
+			wctx := w.ctx
 			go func() {
 				defer close(call.done)
-				cctx, ccancel := context.WithTimeout(w.ctx, n.cfg.RPCTimeout)
+				cctx, ccancel := context.WithTimeout(wctx, n.cfg.RPCTimeout)
 				defer ccancel()
 				call.resp, call.err = c.InstallSnapshot(cctx, req)
 			}()
