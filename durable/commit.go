@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"time"
@@ -174,18 +176,61 @@ func (d *DB) encodeGroup(b []byte, first uint64, batch []*Pending) (_ []byte, re
 // the crash-state enumeration catches what groups fix.
 var writeBareRecords = false
 
-// rotate starts a new log file whose first record has index first.
+// rotate starts a new log file whose first record has index first: the
+// one prepareNext prepared (waiting for it if it is not ready yet), and
+// prepares the one after it.
 func (d *DB) rotate(first uint64) error {
-	f, err := createWAL(d.dir, first, d.noSync, d.trace)
-	if err != nil {
+	p := <-d.prep
+	d.preparing = false
+	if p.err != nil {
+		return p.err
+	}
+	if err := installWAL(p.l, d.dir, first, d.noSync); err != nil {
+		p.l.f.Close()
 		return err
 	}
 	old := d.wal
-	d.wal = f
+	d.wal = p.l
 	if err := old.f.Close(); err != nil {
-		d.log.Warn("durable: closing a log file", "file", old.f.Name(), "err", err)
+		d.log.Warn("durable: closing a log file", "file", old.name, "err", err)
 	}
+	d.prepareNext()
 	return nil
+}
+
+// prepared is the outcome of prepareNext.
+type prepared struct {
+	l   *logFile
+	err error
+}
+
+// prepareNext prepares the next log file (prepareWAL) in the background,
+// so that a rotation does not wait for its zeros to be written. Called by
+// Open, then by the committer.
+func (d *DB) prepareNext() {
+	d.preparing = true
+	go func() {
+		l, err := prepareWAL(d.dir, d.prealloc, d.noSync, d.trace)
+		d.prep <- prepared{l, err}
+	}()
+}
+
+// dropPrepared closes the prepared next log file once the committer has
+// stopped, and removes it unless the DB crashed (a crash leaves it; Open
+// removes it).
+func (d *DB) dropPrepared() {
+	if !d.preparing {
+		return
+	}
+	d.preparing = false
+	p := <-d.prep
+	if p.err != nil {
+		return
+	}
+	p.l.f.Close()
+	if !d.crashed.Load() {
+		_ = os.Remove(filepath.Join(d.dir, p.l.name))
+	}
 }
 
 // ckGroup is a logged group awaiting its checkpoint: its records as written.

@@ -63,9 +63,14 @@ func (d *crashDisk) apply(ev walEvent) {
 		d.pending = append(d.pending, ev)
 	case walRemove:
 		d.pending = append(d.pending, ev)
+	case walRename:
+		// The file is reachable by both names until the rename is
+		// durable: a crash may keep either.
+		d.files[ev.to] = d.files[ev.name]
+		d.pending = append(d.pending, ev)
 	case walDirSync:
 		for _, p := range d.pending {
-			d.durableNames[p.name] = p.op == walCreate
+			renameIn(d.durableNames, p)
 		}
 		d.pending = nil
 	case walWrite:
@@ -86,17 +91,27 @@ type crashState struct {
 	how   string
 }
 
-// states returns the states a crash now can leave (rng picks among the
-// page subsets of a write spanning many pages).
-func (d *crashDisk) states(rng *rand.Rand) []crashState {
+// states returns the states a crash after ev can leave (rng picks among
+// the page subsets of a write spanning many pages): for each prefix of
+// the namespace operations not yet made durable, each variant of the
+// file with unsynced data. Only after a namespace operation are all
+// prefixes taken, and after a step of preparing the next log file (which
+// Open removes) only two variants: otherwise the pending creation of
+// wal-next.tmp, in the background, would multiply the states that check
+// nothing new.
+func (d *crashDisk) states(rng *rand.Rand, ev walEvent) []crashState {
 	var out []crashState
-	for np := 0; np <= len(d.pending); np++ {
+	from := 0
+	if (ev.op == walWrite || ev.op == walSync) && ev.name != walNextName {
+		from = len(d.pending)
+	}
+	for np := from; np <= len(d.pending); np++ {
 		names := maps.Clone(d.durableNames)
 		for _, p := range d.pending[:np] {
-			names[p.name] = p.op == walCreate
+			renameIn(names, p)
 		}
 		base := map[string][]byte{}
-		var dirty string // the file with unsynced data, if present
+		var dirty string // the log file with unsynced data, if present
 		for name, in := range names {
 			if !in {
 				continue
@@ -107,6 +122,12 @@ func (d *crashDisk) states(rng *rand.Rand) []crashState {
 			}
 			base[name] = f.synced
 			if len(f.cur) != len(f.synced) || string(f.cur) != string(f.synced) {
+				if name == walNextName {
+					// Being prepared (its zeros unsynced): Open removes
+					// it whatever it holds; try what the process wrote.
+					base[name] = f.cur
+					continue
+				}
 				dirty = name
 			}
 		}
@@ -115,13 +136,28 @@ func (d *crashDisk) states(rng *rand.Rand) []crashState {
 			out = append(out, crashState{files: base, how: how})
 			continue
 		}
-		for _, v := range tornVariants(d.files[dirty], rng) {
+		vs := []variant{{d.files[dirty].synced, "old size"}, {d.files[dirty].cur, "all landed"}}
+		if ev.name != walNextName {
+			vs = tornVariants(d.files[dirty], rng)
+		}
+		for _, v := range vs {
 			fs := maps.Clone(base)
 			fs[dirty] = v.data
 			out = append(out, crashState{files: fs, how: how + "; " + dirty + ": " + v.how})
 		}
 	}
 	return out
+}
+
+// renameIn applies namespace operation p (a creation, removal or rename)
+// to names, the files in the directory.
+func renameIn(names map[string]bool, p walEvent) {
+	switch p.op {
+	case walRename:
+		names[p.name], names[p.to] = false, true
+	default:
+		names[p.name] = p.op == walCreate
+	}
 }
 
 type variant struct {
@@ -383,15 +419,19 @@ func checkCrashStates(t *testing.T, run crashRun, seed uint64, anyPrefix bool) (
 	rng := rand.New(rand.NewPCG(seed, 99))
 	dir := t.TempDir()
 	acked, written := 0, 0 // groups synced, groups written
+	var writtenTo string   // the file of the last group written
 	for i, ev := range run.events {
 		disk.apply(ev)
 		switch {
 		case ev.op == walWrite && !isFileHeader(ev):
 			written++
-		case ev.op == walSync && written > acked:
+			writtenTo = ev.name
+		case ev.op == walSync && ev.name == writtenTo && written > acked:
+			// Only its own file's sync makes a group durable, not that
+			// of the next file, prepared meanwhile.
 			acked = written
 		}
-		for _, st := range disk.states(rng) {
+		for _, st := range disk.states(rng, ev) {
 			n++
 			if err := openCrashState(dir, run.stateDB, st, model, acked, written, anyPrefix); err != nil {
 				failures = append(failures, fmt.Sprintf("after event %d of %d (%d groups acknowledged, %d written), %s: %v", i+1, len(run.events), acked, written, st.how, err))

@@ -33,9 +33,15 @@
 //
 // dir/wal-<i>.log are the log files, <i> (16 hex digits) the index of the
 // file's first record; their records' indexes run on from file to file
-// without a gap. A file starts with a header, written and synced when the
-// file is created, before anything else; then come groups, one per write
-// of the committer (each followed by one fdatasync):
+// without a gap. A file starts with a header; then come groups, one per
+// write of the committer (each followed by one fdatasync), then zeros to
+// the end of the file. A file is prepared before it is needed, in the
+// background, as dir/wal-next.tmp: its header, zeros up to 5 MiB (a
+// quarter more than the rotation size), synced; the rotation renames it
+// and syncs the directory. Groups overwrite the zeros, so their
+// fdatasync flushes data only, never the file's size or block map (half
+// the time of appending on ext4); a group that passes the zeros extends
+// the file. Open removes a wal-next.tmp left by a crash.
 //
 //	file header: "kvstore-wal" 0 (12) | salt (8, random per file) |
 //	             CRC-32C of the 20 bytes before (4)
@@ -43,7 +49,8 @@
 //	             records (4) | CRC-32C of the file's salt and the 12 bytes
 //	             before (4) | its records
 //
-// (integers little-endian). Each record is one submission, but a Restore,
+// (integers little-endian). Where a group would start, zeros to the end of
+// the file end the file's groups. Each record is one submission, but a Restore,
 // which is a unit of several records in one group (restore begin, then
 // restore items of about 1 MiB each; older builds wrote one restore
 // record, which Open still reads):
@@ -72,7 +79,8 @@
 //
 // Epochs are varints, other integers uvarints, strings a uvarint length and
 // the bytes. The committer starts a new file once the current one holds
-// 4 MiB (creating it and fsyncing the directory before writing to it). The
+// 4 MiB (renaming the prepared file and fsyncing the directory before
+// writing to it). The
 // checkpointer runs 100 ms after the first group it does not cover was
 // logged, or at once when 1 MiB awaits it (the committer stops taking groups
 // while 16 MiB await it), and applies the groups in bbolt transactions of at
@@ -126,7 +134,8 @@
 // before that. A power loss during the write of the final group can keep
 // any part of it: a later page and not an earlier one (ext4's rewritten
 // tail page of the old end of the file, reordered pages, a page torn at a
-// sector), the file's new size with zeros where data did not land. So
+// sector), the file's new size with zeros where data did not land (or
+// the preallocated zeros still there). So
 // damage anywhere from the start of the newest file's final group to its
 // end is a torn write: a group whose header is intact but whose records
 // fail its checksum, with nothing but zeros after its end; or a group

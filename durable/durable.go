@@ -120,10 +120,13 @@ type DB struct {
 	torn    []*Pending // PowerLoss: written as a torn group by the committer as it stops
 
 	// Owned by the committer goroutine.
-	spare   []*Pending
-	failed  error    // a group failed: everything after it fails too
-	wal     *logFile // the log file being written
-	nextIdx uint64   // index of the next submission logged
+	spare     []*Pending
+	failed    error         // a group failed: everything after it fails too
+	wal       *logFile      // the log file being written
+	nextIdx   uint64        // index of the next submission logged
+	prealloc  int64         // walPreallocBytes when opened
+	prep      chan prepared // the next log file, once prepared (prepareNext)
+	preparing bool          // prep will deliver one
 
 	// Owned by the checkpointer goroutine (by Open before it starts).
 	cs    committed // what the last checkpoint left
@@ -281,7 +284,7 @@ func Open(dir string, o Options) (*DB, State, error) {
 		return nil, State{}, fmt.Errorf("%w: %s is locked by another DB (waited %v for %s): %v", ErrLocked, dir, lockTimeout, lockPath, err)
 	}
 	d := &DB{dir: dir, path: filepath.Join(dir, fileName), lock: lock, maxReqs: maxReqs, delay: o.CommitDelay, noSync: o.NoSync, log: log, trace: o.trace,
-		stopped: make(chan struct{}), crashNow: make(chan struct{}), ckKick: make(chan struct{}, 1), ckUrgent: make(chan struct{}, 1), ckQuit: make(chan struct{}), ckDone: make(chan struct{})}
+		stopped: make(chan struct{}), prealloc: walPreallocBytes(), prep: make(chan prepared, 1), crashNow: make(chan struct{}), ckKick: make(chan struct{}, 1), ckUrgent: make(chan struct{}, 1), ckQuit: make(chan struct{}), ckDone: make(chan struct{})}
 	st, err := d.open(o)
 	if err != nil {
 		if d.bolt != nil {
@@ -299,6 +302,7 @@ func Open(dir string, o Options) (*DB, State, error) {
 	d.next = d.cs.applied
 	d.nextIdx = d.cs.logged + 1
 	d.ckIdx, d.ckLast = d.cs.logged, d.cs.logged
+	d.prepareNext()
 	go d.run()
 	go d.checkpointer()
 	log.Info("durable: opened", "file", d.path, "fresh", st.Fresh, "items", len(st.Snapshot.Items),
@@ -397,7 +401,7 @@ func (d *DB) open(o Options) (State, error) {
 	if err := removeWAL(d.dir, files, o.NoSync, d.trace); err != nil {
 		return st, fmt.Errorf("durable: removing replayed log files: %w", err)
 	}
-	if d.wal, err = createWAL(d.dir, d.cs.logged+1, o.NoSync, d.trace); err != nil {
+	if d.wal, err = createWAL(d.dir, d.cs.logged+1, d.prealloc, o.NoSync, d.trace); err != nil {
 		return st, fmt.Errorf("durable: creating a log file: %w", err)
 	}
 	st.Fresh = fresh && len(recs) == 0
@@ -880,6 +884,7 @@ func (d *DB) Close() error {
 		d.cond.Signal()
 		d.mu.Unlock()
 		<-d.stopped
+		d.dropPrepared()
 		close(d.ckQuit)
 		<-d.ckDone
 		d.ckMu.Lock()

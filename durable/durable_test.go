@@ -822,9 +822,28 @@ func TestReplayAfterCrash(t *testing.T) {
 	sameSnapshot(t, "second replay", st.Snapshot, ref.Snapshot())
 }
 
-// crashedDir writes n groups, remembers the state and the log size, writes
-// one more group and crashes; it returns the state before the last group
-// and the log file with the offset of the last record.
+// groupsEnd is where the groups of log file data end (its preallocated
+// zeros start).
+func groupsEnd(t *testing.T, data []byte) int64 {
+	t.Helper()
+	salt, ok := fileHeader(data)
+	if !ok {
+		t.Fatal("no file header")
+	}
+	off := fileHeaderLen
+	for {
+		n, _, ok := groupHeader(data[off:], salt)
+		if !ok {
+			return int64(off)
+		}
+		off += groupHeaderLen + int(n)
+	}
+}
+
+// crashedDir writes n groups, remembers the state and where the log's
+// groups end, writes one more group and crashes; it returns the state
+// before the last group and the log file with the offset of the last
+// record.
 func crashedDir(t *testing.T, dir string, n int) (before store.Snapshot, epoch int64, log string, last int64) {
 	t.Helper()
 	db, _ := mustOpen(t, dir, Options{})
@@ -834,7 +853,7 @@ func crashedDir(t *testing.T, dir string, n int) (before store.Snapshot, epoch i
 	before = ref.Snapshot()
 	fs := walFiles(t, dir)
 	log = filepath.Join(dir, fs[len(fs)-1].name)
-	fi, err := os.Stat(log)
+	data, err := os.ReadFile(log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -842,19 +861,24 @@ func crashedDir(t *testing.T, dir string, n int) (before store.Snapshot, epoch i
 	if err := db.Crash(); err != nil {
 		t.Fatal(err)
 	}
-	return before, epoch, log, fi.Size()
+	return before, epoch, log, groupsEnd(t, data)
 }
 
 func TestTornFinalRecord(t *testing.T) {
 	tune(t, walRotateBytes, time.Hour)
 	for _, tc := range []struct {
-		name   string
-		damage func(data []byte, last int) []byte
+		name string
+		// damage gets the whole file, whose groups end at end (the last
+		// starting at last), then preallocated zeros. Truncated files are
+		// what a crash leaves of a file that grew; damage with the zeros
+		// kept, what it leaves of a preallocated one.
+		damage func(data []byte, last, end int) []byte
 	}{
-		{"truncated", func(data []byte, last int) []byte { return data[:len(data)-3] }},
-		{"header-only", func(data []byte, last int) []byte { return data[:last+5] }},
-		{"flipped", func(data []byte, last int) []byte { data[last+(len(data)-last)/2] ^= 0x10; return data }},
-		{"length-flipped", func(data []byte, last int) []byte { data[last+1] ^= 0x40; return data }},
+		{"truncated", func(data []byte, last, end int) []byte { return data[:end-3] }},
+		{"header-only", func(data []byte, last, end int) []byte { return data[:last+5] }},
+		{"zeroed-tail", func(data []byte, last, end int) []byte { clear(data[end-3 : end]); return data }},
+		{"flipped", func(data []byte, last, end int) []byte { data[last+(end-last)/2] ^= 0x10; return data }},
+		{"length-flipped", func(data []byte, last, end int) []byte { data[last+1] ^= 0x40; return data }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -863,7 +887,7 @@ func TestTornFinalRecord(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(log, tc.damage(data, int(last)), 0o600); err != nil {
+			if err := os.WriteFile(log, tc.damage(data, int(last), int(groupsEnd(t, data))), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			// The log alone: the torn record is cut off.

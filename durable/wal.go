@@ -517,8 +517,12 @@ func scanLog(data []byte, newest bool) (recs []rawRecord, torn int, err error) {
 }
 
 // scanGroups reads a file of groups after its header. A group that is
-// whole and matches its checksum gives its records. The first one that
-// does not must be the final write, torn by a crash before its fdatasync:
+// whole and matches its checksum gives its records. Nothing but zeros
+// where a group would start is the end of the file's groups (the rest of
+// a preallocated file, prepareWAL), in any file: zeros lost from an older
+// file are a gap between its last index and the next file's first, which
+// readWAL reports. The first group that is neither must be the final
+// write, torn by a crash before its fdatasync:
 // in the newest file, with an intact group header, nothing but zeros after
 // the group's end (a file system may extend a file before its data lands);
 // with a damaged group header, no valid group header after it (one group
@@ -530,6 +534,9 @@ func scanGroups(data []byte, salt uint64, newest bool) (recs []rawRecord, torn i
 	for off < len(data) {
 		n, sum, ok := groupHeader(data[off:], salt)
 		if !ok {
+			if allZero(data[off:]) {
+				return recs, -1, nil
+			}
 			if !newest {
 				return nil, -1, fmt.Errorf("the group header at offset %d is damaged (%d bytes follow it, in a file that is not the newest)", off, len(data)-off)
 			}
