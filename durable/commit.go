@@ -129,8 +129,12 @@ func (d *DB) logGroup(batch []*Pending) error {
 		return err
 	}
 	if !d.noSync {
+		start := time.Now()
 		if err := d.wal.sync(); err != nil {
 			return err
+		}
+		if d.observe != nil {
+			d.observe(time.Since(start))
 		}
 	}
 	d.handOff(buf[recs:], d.nextIdx-1)

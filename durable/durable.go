@@ -32,6 +32,9 @@ type Options struct {
 	MaxRequests int
 	// Logger receives open, close and failure reports (nil: discard).
 	Logger *slog.Logger
+	// ObserveSync, if set, is called by the committer with the time each
+	// group's fdatasync took (kvstore_disk_wal_fsync_duration_seconds).
+	ObserveSync func(time.Duration)
 	// CommitDelay makes the committer wait this long before it takes each
 	// group, as a slow disk would: submissions queue up meanwhile (and a
 	// Crash drops them). For tests; 0 in production.
@@ -109,6 +112,7 @@ type DB struct {
 	maxReqs   int
 	delay     time.Duration // Options.CommitDelay
 	noSync    bool
+	observe   func(time.Duration) // Options.ObserveSync
 	log       *slog.Logger
 
 	mu      sync.Mutex
@@ -283,7 +287,7 @@ func Open(dir string, o Options) (*DB, State, error) {
 		lock.Close()
 		return nil, State{}, fmt.Errorf("%w: %s is locked by another DB (waited %v for %s): %v", ErrLocked, dir, lockTimeout, lockPath, err)
 	}
-	d := &DB{dir: dir, path: filepath.Join(dir, fileName), lock: lock, maxReqs: maxReqs, delay: o.CommitDelay, noSync: o.NoSync, log: log, trace: o.trace,
+	d := &DB{dir: dir, path: filepath.Join(dir, fileName), lock: lock, maxReqs: maxReqs, delay: o.CommitDelay, noSync: o.NoSync, observe: o.ObserveSync, log: log, trace: o.trace,
 		stopped: make(chan struct{}), prealloc: walPreallocBytes(), prep: make(chan prepared, 1), crashNow: make(chan struct{}), ckKick: make(chan struct{}, 1), ckUrgent: make(chan struct{}, 1), ckQuit: make(chan struct{}), ckDone: make(chan struct{})}
 	st, err := d.open(o)
 	if err != nil {

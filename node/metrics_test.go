@@ -406,3 +406,37 @@ func TestCachedGetDoesNotAllocate(t *testing.T) {
 		t.Errorf("a cached read allocates %v times", allocs)
 	}
 }
+
+// TestWALFsyncMetric: a node with a data directory and fsync times every
+// group's fdatasync in kvstore_disk_wal_fsync_duration_seconds; a write
+// adds at least one; without fsync nothing is timed.
+func TestWALFsyncMetric(t *testing.T) {
+	for _, noFsync := range []bool{false, true} {
+		t.Run(fmt.Sprintf("nofsync=%v", noFsync), func(t *testing.T) {
+			dir := t.TempDir()
+			c := cluster.StartTest(t, cluster.Options{Nodes: 1, Node: func(cfg *node.Config) {
+				cfg.DataDir, cfg.NoFsync = dir, noFsync
+			}})
+			if err := c.WaitHealthy(ctxT(t, 30*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			nd := nodeOf(t, c, 0)
+			before := scrapeNode(t, nd)
+			if err := nd.Set(ctxT(t, 30*time.Second), "k", "v"); err != nil {
+				t.Fatal(err)
+			}
+			after := scrapeNode(t, nd)
+			const name = "kvstore_disk_wal_fsync_duration_seconds"
+			if _, ok := after.find(name); !ok {
+				t.Fatalf("no %s", name)
+			}
+			grew := after.value(name) - before.value(name)
+			switch {
+			case noFsync && grew != 0:
+				t.Errorf("without fsync %s counted %v syncs", name, grew)
+			case !noFsync && (grew < 1 || after.histSum(name) <= before.histSum(name)):
+				t.Errorf("a write with fsync: %s count grew by %v, sum from %v to %v; want at least one sync timed", name, grew, before.histSum(name), after.histSum(name))
+			}
+		})
+	}
+}

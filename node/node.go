@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
@@ -125,6 +127,9 @@ type Node struct {
 	chunksSent atomic.Uint64
 
 	met *metrics // Prometheus instruments (metrics.go)
+	// walFsync is kvstore_disk_wal_fsync_duration_seconds, made before the
+	// data directory is opened (its committer observes it from the start).
+	walFsync prometheus.Histogram
 }
 
 // New validates cfg, binds the listener and returns a node that is not yet
@@ -177,6 +182,7 @@ func New(cfg Config) (*Node, error) {
 	n.camp = &campaigner{n: n}
 	n.router = &router{n: n}
 	n.guard = &guard{n: n}
+	n.walFsync = newWALFsyncHistogram()
 	if err := n.boot.openDisk(); err != nil {
 		if lis != nil {
 			_ = lis.Close()

@@ -32,7 +32,8 @@ func (b *boot) openDisk() error {
 	if n.cfg.DataDir == "" {
 		return nil
 	}
-	o := durable.Options{NoSync: n.cfg.NoFsync, MaxRequests: n.cfg.MaxRequests, Logger: n.log, CommitDelay: n.cfg.slowDisk()}
+	o := durable.Options{NoSync: n.cfg.NoFsync, MaxRequests: n.cfg.MaxRequests, Logger: n.log, CommitDelay: n.cfg.slowDisk(),
+		ObserveSync: func(d time.Duration) { n.walFsync.Observe(d.Seconds()) }}
 	db, st, err := durable.Open(n.cfg.DataDir, o)
 	if errors.Is(err, durable.ErrCorrupt) {
 		aside := filepath.Join(n.cfg.DataDir, fmt.Sprintf("corrupt-%d", time.Now().Unix()))
