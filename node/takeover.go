@@ -276,7 +276,11 @@ func (t *takeover) prepareAll(targets map[string]string) map[string]*kvpb.Prepar
 }
 
 // pullSnapshot pulls the state of the voter at addr, prepared at want,
-// chunk by chunk (GetSnapshot), and checks it whole.
+// chunk by chunk (GetSnapshot), and checks it whole. The call for the
+// next chunk leaves as soon as a chunk arrives (it starts after the
+// chunk's last key), before the chunk is checked and added, so that the
+// voter reads and sends the next chunk while this node adds this one; a
+// chunk that fails its check cancels the call ahead of it.
 func (t *takeover) pullSnapshot(addr string, want store.Version) (*store.View, error) {
 	n := t.n
 	if addr == "" {
@@ -286,14 +290,37 @@ func (t *takeover) pullSnapshot(addr string, want store.Version) (*store.View, e
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithCancel(t.ctx)
+	defer cancel() // the call ahead, if this returns early
+	type answer struct {
+		p   *kvpb.Snapshot
+		err error
+	}
+	fetch := func(after string, reqsFrom uint64) <-chan answer {
+		ch := make(chan answer, 1)
+		go func() {
+			cctx, ccancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
+			defer ccancel()
+			p, err := c.GetSnapshot(cctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce, After: after, RequestsFrom: reqsFrom})
+			ch <- answer{p, err}
+		}()
+		return ch
+	}
 	b := store.NewBuilder()
 	var reqs []store.Request
+	next := fetch(b.Last(), 0)
 	for {
-		ctx, cancel := context.WithTimeout(t.ctx, n.cfg.RPCTimeout)
-		p, err := c.GetSnapshot(ctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce, After: b.Last(), RequestsFrom: uint64(len(reqs))})
-		cancel()
-		if err != nil {
-			return nil, rpc.FromStatus(err)
+		a := <-next
+		if a.err != nil {
+			return nil, rpc.FromStatus(a.err)
+		}
+		p := a.p
+		if p.More {
+			after := b.Last()
+			if len(p.Items) > 0 {
+				after = p.Items[len(p.Items)-1].Key
+			}
+			next = fetch(after, uint64(len(reqs)+len(p.Requests)))
 		}
 		if err := t.addChunk(b, &reqs, p, want); err != nil {
 			return nil, err

@@ -4,8 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -66,6 +71,100 @@ func TestTakeoverRefusesAMalformedSnapshot(t *testing.T) {
 				t.Fatalf("pullSnapshot = %v; want ErrBadRequest naming %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// chunkPeer answers GetSnapshot from a store's view in chunks of max
+// bytes, as a voter does, and counts the calls.
+type chunkPeer struct {
+	kvpb.UnimplementedPeerServer
+	view  *store.View
+	max   int
+	calls atomic.Int64
+}
+
+func (p *chunkPeer) GetSnapshot(_ context.Context, req *kvpb.GetSnapshotRequest) (*kvpb.Snapshot, error) {
+	p.calls.Add(1)
+	items, reqs, last := chunk(p.view, req.After, int(req.RequestsFrom), p.max)
+	return &kvpb.Snapshot{Applied: toPos(p.view.Applied()), Items: items, Requests: reqs, More: !last}, nil
+}
+
+// servePeer serves srv over real gRPC on loopback for the test.
+func servePeer(t testing.TB, srv kvpb.PeerServer) string {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(grpc.MaxRecvMsgSize(rpc.MaxMsgSize), grpc.MaxSendMsgSize(rpc.MaxMsgSize))
+	kvpb.RegisterPeerServer(g, srv)
+	go func() { _ = g.Serve(lis) }()
+	t.Cleanup(g.Stop)
+	return lis.Addr().String()
+}
+
+// chunkedStore is a store of keys items (values of varied sizes, some
+// deleted) and every request id of its writes.
+func chunkedStore(t testing.TB, keys, valueBytes int) *store.Store {
+	s := store.New(keys)
+	for i := range keys {
+		e := store.Entry{Version: store.Version{Epoch: 2, Seq: uint64(i + 1)}, Op: store.OpSet,
+			Key: fmt.Sprintf("k%06d", i*7919%keys), Value: strings.Repeat("v", valueBytes/2+i%valueBytes), ReqID: fmt.Sprintf("c.r%d", i)}
+		if i%11 == 0 {
+			e.Op, e.Value = store.OpDelete, ""
+		}
+		if _, err := s.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s
+}
+
+// TestTakeoverPullsInChunks: a new leader pulls a voter's state of many
+// chunks (items, then request ids across chunk boundaries) and gets
+// exactly that state: each call, sent ahead before the chunk before it is
+// checked and added, asks for what follows that chunk. (Its speed is
+// BenchmarkTakeoverPull's.)
+func TestTakeoverPullsInChunks(t *testing.T) {
+	src := chunkedStore(t, 500, 40)
+	peer := &chunkPeer{view: src.View(), max: 700}
+	addr := servePeer(t, peer)
+	n := &Node{cfg: DefaultConfig(), pool: rpc.NewPool(nil, nil)}
+	defer n.pool.Close()
+	l := newLeader(n, 3, nil, t.Context(), nil)
+	got, err := (&takeover{leader: l}).pullSnapshot(addr, src.View().Applied())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls := peer.calls.Load(); calls < 20 {
+		t.Fatalf("%d GetSnapshot calls: the state did not span many chunks", calls)
+	}
+	want := src.Snapshot()
+	have := got.Snapshot()
+	if have.Applied != want.Applied || !maps.Equal(have.Items, want.Items) || !slices.Equal(have.Requests, want.Requests) {
+		t.Fatalf("pulled %d items, %d request ids at %s; want %d, %d at %s", len(have.Items), len(have.Requests), have.Applied, len(want.Items), len(want.Requests), want.Applied)
+	}
+	t.Logf("%d items and %d request ids in %d chunks", len(have.Items), len(have.Requests), peer.calls.Load())
+}
+
+// BenchmarkTakeoverPull is a new leader's pull of a voter's state of
+// KVSTORE_PULL_KEYS keys (default 20,000) of 1 KiB over loopback gRPC, in
+// chunks of DefaultSnapshotChunkBytes.
+func BenchmarkTakeoverPull(b *testing.B) {
+	keys := 20000
+	if v, err := strconv.Atoi(os.Getenv("KVSTORE_PULL_KEYS")); err == nil {
+		keys = v
+	}
+	src := chunkedStore(b, keys, 1024)
+	peer := &chunkPeer{view: src.View(), max: DefaultSnapshotChunkBytes}
+	addr := servePeer(b, peer)
+	n := &Node{cfg: DefaultConfig(), pool: rpc.NewPool(nil, nil)}
+	defer n.pool.Close()
+	l := newLeader(n, 3, nil, b.Context(), nil)
+	b.SetBytes(int64(keys) * 1024)
+	for b.Loop() {
+		if _, err := (&takeover{leader: l}).pullSnapshot(addr, src.View().Applied()); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
