@@ -126,12 +126,20 @@ func TestSecondReadOnFollowerIsACacheHit(t *testing.T) {
 		if after.CacheHits != mid.CacheHits+1 || after.CacheMisses != mid.CacheMisses {
 			t.Fatalf("second read: want one hit, stats %+v -> %+v", mid, after)
 		}
-		// The writer's own node caches what it wrote.
-		mustPut(t, c, f, "w", "mine")
+		// A node that held a copy of the key keeps it fresh through its
+		// own write.
+		mustPut(t, c, f, "k", "mine")
 		s0 := nd.Stats()
-		expectGet(t, c, f, "w", "mine")
+		expectGet(t, c, f, "k", "mine")
 		if s1 := nd.Stats(); s1.CacheHits != s0.CacheHits+1 {
-			t.Fatalf("read after own write was not a cache hit: %+v -> %+v", s0, s1)
+			t.Fatalf("read after own write of a held key was not a cache hit: %+v -> %+v", s0, s1)
+		}
+		// One that did not hold it takes no copy of what it wrote.
+		mustPut(t, c, f, "w", "mine")
+		s0 = nd.Stats()
+		expectGet(t, c, f, "w", "mine")
+		if s1 := nd.Stats(); s1.CacheMisses != s0.CacheMisses+1 {
+			t.Fatalf("read after own write of a key not held here was not a fetch: %+v -> %+v", s0, s1)
 		}
 	})
 }

@@ -171,12 +171,13 @@ func TestUnreadCopiesStayCachedThenGo(t *testing.T) {
 }
 
 // TestWrittenCopiesAreRenewedOnlyOnceRead: the copy a node keeps of its
-// own write is renewed only once something reads it there. A write-heavy
-// node would otherwise renew every key it wrote for many leases, and every
-// write of such a key would wait for the holder to apply it. The follower
-// writes two keys and reads one of them; once that one was renewed four
-// times (two leases), the unread one is gone (a read fetches it) and the
-// read one is still cached.
+// own write (of a key it held) is renewed only once something reads it
+// there. A write-heavy node would otherwise renew every key it wrote for
+// many leases, and every write of such a key would wait for the holder to
+// apply it. The follower reads two keys (it holds them), writes both and
+// reads one of them; once that one was renewed four times (two leases),
+// the unread one is gone (a read fetches it) and the read one is still
+// cached.
 func TestWrittenCopiesAreRenewedOnlyOnceRead(t *testing.T) {
 	const lease = 400 * time.Millisecond
 	c := newCluster(t, Etcd, 3, func(o *Options) {
@@ -187,6 +188,10 @@ func TestWrittenCopiesAreRenewedOnlyOnceRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mustPut(t, c, leaderOf(t, c), "read", "v0")
+	mustPut(t, c, leaderOf(t, c), "unread", "v0")
+	expectGet(t, c, f, "read", "v0")
+	expectGet(t, c, f, "unread", "v0")
 	s0 := fnd.Stats()
 	mustPut(t, c, f, "read", "v1")
 	mustPut(t, c, f, "unread", "v2")

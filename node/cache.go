@@ -86,6 +86,15 @@ func (c *cache) dropOlder(key string, v store.Version) bool {
 	return false
 }
 
+// holds reports whether the cache has a copy of key, live or not.
+func (c *cache) holds(key string) bool {
+	s := c.shard(key)
+	s.mu.RLock()
+	_, ok := s.m[key]
+	s.mu.RUnlock()
+	return ok
+}
+
 // put stores e unless the cache holds a newer copy of key.
 func (c *cache) put(key string, e cacheEntry) {
 	s := c.shard(key)

@@ -440,3 +440,39 @@ func TestWALFsyncMetric(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteThroughANodeThatDoesNotHoldTheKey: a follower that writes a key
+// it holds no copy of asks for none, so the key's next write has no copy
+// there to invalidate (the leader counts none); once it read the key (a
+// copy, a holding), its write invalidates that copy and keeps the new
+// value, which the next read there answers from the cache.
+func TestWriteThroughANodeThatDoesNotHoldTheKey(t *testing.T) {
+	c := newCluster(t, 3)
+	ld, fs := roles(t, c)
+	lead, f := nodeOf(t, c, ld), nodeOf(t, c, fs[0])
+	ctx := ctxT(t, 30*time.Second)
+	const inv = "kvstore_invalidations_sent_total"
+	if err := f.Set(ctx, "w", "1"); err != nil {
+		t.Fatal(err)
+	}
+	b := scrapeNode(t, lead)
+	if err := f.Set(ctx, "w", "2"); err != nil {
+		t.Fatal(err)
+	}
+	expectDelta(t, b, scrapeNode(t, lead), 0, inv)
+	if v, _, err := f.Get(ctx, "w"); err != nil || v != "2" {
+		t.Fatalf("get = %q, %v", v, err)
+	}
+	b = scrapeNode(t, lead)
+	if err := f.Set(ctx, "w", "3"); err != nil {
+		t.Fatal(err)
+	}
+	expectDelta(t, b, scrapeNode(t, lead), 1, inv)
+	s0 := f.Stats()
+	if v, _, err := f.Get(ctx, "w"); err != nil || v != "3" {
+		t.Fatalf("get = %q, %v", v, err)
+	}
+	if s1 := f.Stats(); s1.CacheHits != s0.CacheHits+1 {
+		t.Fatalf("read after its own write of a key it held: not a cache hit (%+v -> %+v)", s0, s1)
+	}
+}

@@ -135,6 +135,15 @@ func (w *writer) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID
 	}
 	var lastErr error
 	mayApplied := false // some attempt may have been applied
+	// Through a follower, ask for a lease on the written value only if
+	// this node held a copy of the key (it is read here): a holding makes
+	// every later write of the key wait for this node, so a node that
+	// only writes a key should not hold it (docs/design.md, Writes and
+	// visibility). The leader's own copy costs its writes nothing.
+	from := ""
+	if n.reader.cache.holds(key) {
+		from = n.cfg.ID
+	}
 	fail := func(err error) error {
 		err = joinLast(err, lastErr)
 		if mayApplied && !errors.Is(err, kvstore.ErrOutcomeUnknown) {
@@ -161,7 +170,7 @@ func (w *writer) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID
 		} else {
 			var resp *kvpb.WriteResponse
 			var reached bool
-			resp, reached, err = w.sendWrite(ctx, addr, target, &kvpb.WriteRequest{Cluster: n.cfg.Cluster, Op: op, Key: key, Value: value, ReqId: reqID, FromId: n.cfg.ID})
+			resp, reached, err = w.sendWrite(ctx, addr, target, &kvpb.WriteRequest{Cluster: n.cfg.Cluster, Op: op, Key: key, Value: value, ReqId: reqID, FromId: from})
 			if err == nil {
 				ver, epoch, lease = fromPos(resp.Version), resp.Epoch, time.Duration(resp.LeaseMs)*time.Millisecond
 			} else if reached && !definite(err) {

@@ -1380,7 +1380,7 @@ type WriteRequest struct {
 	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	Value         string                 `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
 	ReqId         string                 `protobuf:"bytes,5,opt,name=req_id,json=reqId,proto3" json:"req_id,omitempty"`
-	FromId        string                 `protobuf:"bytes,6,opt,name=from_id,json=fromId,proto3" json:"from_id,omitempty"`
+	FromId        string                 `protobuf:"bytes,6,opt,name=from_id,json=fromId,proto3" json:"from_id,omitempty"` // the node to grant a lease on the written value ("": none)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
