@@ -187,7 +187,12 @@ func (d *DB) rotate(first uint64) error {
 	p := <-d.prep
 	d.preparing = false
 	if p.err != nil {
-		return p.err
+		// Prepared long ago, perhaps while the disk was full: try once
+		// more before the group (and every later one) fails.
+		d.log.Warn("durable: preparing the next log file failed; retrying", "err", p.err)
+		if p.l, p.err = prepareWAL(d.dir, d.prealloc, d.noSync, d.trace); p.err != nil {
+			return p.err
+		}
 	}
 	if err := installWAL(p.l, d.dir, first, d.noSync); err != nil {
 		p.l.f.Close()
@@ -214,10 +219,20 @@ type prepared struct {
 func (d *DB) prepareNext() {
 	d.preparing = true
 	go func() {
+		if h := testHookPrepare; h != nil {
+			if err := h(); err != nil {
+				d.prep <- prepared{nil, err}
+				return
+			}
+		}
 		l, err := prepareWAL(d.dir, d.prealloc, d.noSync, d.trace)
 		d.prep <- prepared{l, err}
 	}()
 }
+
+// testHookPrepare, if set (tests only), runs before each background
+// preparation of the next log file; an error fails that preparation.
+var testHookPrepare func() error
 
 // dropPrepared closes the prepared next log file once the committer has
 // stopped, and removes it unless the DB crashed (a crash leaves it; Open

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -960,6 +962,50 @@ func TestCorruptLogRecord(t *testing.T) {
 			}
 			t.Logf("error: %v", err)
 		})
+	}
+}
+
+// TestPreparedLogFiles: log files are made ahead, full of zeros (the
+// prepared next one waits as wal-next.tmp, removed by Close); a failed
+// background preparation is retried at the rotation rather than failing
+// the group; and what was written reads back after a crash.
+func TestPreparedLogFiles(t *testing.T) {
+	tune(t, 4<<10, time.Hour)
+	var fails atomic.Int64
+	fails.Store(2) // the first two background preparations fail
+	testHookPrepare = func() error {
+		if fails.Add(-1) >= 0 {
+			return errors.New("test: no space left on device")
+		}
+		return nil
+	}
+	t.Cleanup(func() { testHookPrepare = nil })
+	dir := t.TempDir()
+	db, _ := mustOpen(t, dir, Options{})
+	ref := store.New(0)
+	w := newWriter(t, db, ref)
+	workload(t, w, 200, "p")
+	files := walFiles(t, dir)
+	if len(files) < 3 {
+		t.Fatalf("log files %v: the workload did not rotate twice", files)
+	}
+	for _, f := range files {
+		fi, err := os.Stat(filepath.Join(dir, f.name))
+		if err != nil || fi.Size() < walPreallocBytes() {
+			t.Fatalf("log file %s: %v bytes (%v), want at least the %d preallocated", f.name, fi.Size(), err, walPreallocBytes())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, walNextName)); err != nil {
+		t.Fatalf("no prepared next log file: %v", err)
+	}
+	if err := db.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	db, st := mustOpen(t, dir, Options{})
+	sameSnapshot(t, "after rotations into prepared files and a crash", st.Snapshot, ref.Snapshot())
+	mustClose(t, db)
+	if _, err := os.Stat(filepath.Join(dir, walNextName)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Close left the prepared next log file: %v", err)
 	}
 }
 
