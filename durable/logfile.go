@@ -63,19 +63,22 @@ var zeros = make([]byte, 1<<20)
 // installWAL.
 func createWAL(dir string, first uint64, prealloc int64, noSync bool, trace func(walEvent)) (*logFile, error) {
 	l, err := prepareWAL(dir, prealloc, noSync, trace)
-	if err == nil {
-		if err = installWAL(l, dir, first, noSync); err != nil {
-			l.f.Close()
-		}
+	if err != nil {
+		return nil, err
 	}
-	return l, err
+	if err := installWAL(l, dir, first, noSync); err != nil {
+		l.f.Close()
+		return nil, err
+	}
+	return l, nil
 }
 
 // prepareWAL creates walNextName (replacing one left there), writes its
-// header and zeros up to prealloc bytes (walPreallocBytes) and, unless noSync, syncs it, so
-// that the header is on disk before any group (scanLog relies on it). The
-// committer prepares the next file in the background while it writes the
-// current one (DB.prepareNext), as etcd's filePipeline does.
+// header and zeros up to prealloc bytes (walPreallocBytes) and, unless
+// noSync, syncs it, so that the header is on disk before any group
+// (scanLog relies on it). The committer prepares the next file in the
+// background while it writes the current one (DB.prepareNext), as etcd's
+// filePipeline does.
 func prepareWAL(dir string, prealloc int64, noSync bool, trace func(walEvent)) (*logFile, error) {
 	path := filepath.Join(dir, walNextName)
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
