@@ -30,14 +30,25 @@ func (n *Node) Get(ctx context.Context, key string) (value string, found bool, e
 // read is Get.
 func (rd *reader) read(ctx context.Context, key string) (value string, found bool, err error) {
 	n := rd.n
-	start := n.now()
-	if v, f, ok, hit := rd.cachedGet(key, start); ok {
-		n.met.cachedRead(start, hit)
+	if v, f, ok := rd.readCached(key); ok {
 		return v, f, nil
 	}
+	start := n.now()
 	value, found, err = rd.doGet(ctx, key)
 	n.met.observe(opGet, start, err)
 	return value, found, err
+}
+
+// readCached is read's first step alone: key's value if this node answers
+// it from its cache now (ok), counted as read counts it; it never blocks.
+func (rd *reader) readCached(key string) (value string, found, ok bool) {
+	n := rd.n
+	start := n.now()
+	v, f, ok, hit := rd.cachedGet(key, start)
+	if ok {
+		n.met.cachedRead(start, hit)
+	}
+	return v, f, ok
 }
 
 // doGet is Get without the metrics.
