@@ -461,16 +461,22 @@ func (c *Client) doAt(ctx context.Context, op string, write bool, call func(ctx 
 	if c.closed.Load() {
 		return 0, fmt.Errorf("client: %s: %w", op, ErrClosed)
 	}
-	if _, ok := ctx.Deadline(); !ok {
+	start := time.Now()
+	// A call whose ctx has no deadline ends after Timeout. Its first
+	// attempt ends sooner (AttemptTimeout) and most calls take one: the
+	// call's own context, a timer more per call, is made only once an
+	// attempt failed.
+	_, bounded := ctx.Deadline()
+	lazy := !bounded && c.cfg.AttemptTimeout < c.cfg.Timeout
+	if !bounded && !lazy {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+		ctx, cancel = context.WithDeadline(ctx, start.Add(c.cfg.Timeout))
 		defer cancel()
 	}
 	var last error
 	unknown := false
-	prev := -1     // the endpoint of the previous attempt
-	tlsRounds := 0 // consecutive rounds in which every endpoint failed over TLS
-	start := time.Now()
+	prev := -1         // the endpoint of the previous attempt
+	tlsRounds := 0     // consecutive rounds in which every endpoint failed over TLS
 	connected := false // an attempt of this call reached a node
 	for {
 		tlsOnly := true
@@ -491,6 +497,12 @@ func (c *Client) doAt(ctx context.Context, op string, write bool, call func(ctx 
 					c.next.Store(uint32(idx))
 				}
 				return idx, nil
+			}
+			if lazy {
+				lazy = false
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithDeadline(ctx, start.Add(c.cfg.Timeout))
+				defer cancel()
 			}
 			if write && a.sent && maybeApplied(a.err, a.typed) {
 				unknown = true
