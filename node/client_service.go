@@ -70,7 +70,11 @@ func (s *clientServer) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb
 	}
 	var wg sync.WaitGroup
 	for _, i := range rest[min(1, len(rest)):] {
-		wg.Go(func() { one(i) })
+		wg.Add(1)
+		s.n.workers.do(func() {
+			defer wg.Done()
+			one(i)
+		})
 	}
 	if len(rest) > 0 {
 		one(rest[0])

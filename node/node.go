@@ -67,11 +67,13 @@ type Node struct {
 	log *slog.Logger
 	clk clock.Clock // Config.Clock: leases and deadlines
 
-	lis   net.Listener // nil with Config.NoListen
-	srv   *grpc.Server
-	addr  string
-	pool  Transport // Config.Transport, or gRPC connections (transport.go)
-	local localGate // in-memory calls in flight (PeerService)
+	lis  net.Listener // nil with Config.NoListen
+	srv  *grpc.Server
+	addr string
+	pool Transport // Config.Transport, or gRPC connections (transport.go)
+	// workers run the blocking operations of client batches (workers.go).
+	workers *workers
+	local   localGate // in-memory calls in flight (PeerService)
 
 	ctx    context.Context // canceled by Close or Kill
 	cancel context.CancelCauseFunc
@@ -191,6 +193,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.met = newMetrics(n)
 	n.ctx, n.cancel = context.WithCancelCause(context.Background())
+	n.workers = newWorkers()
 	n.srv = grpc.NewServer(
 		grpc.InTapHandle(n.guard.tap),
 		grpc.ChainUnaryInterceptor(n.guard.authorize, n.guard.intercept),
@@ -293,6 +296,7 @@ func (n *Node) closeWith(ctx context.Context, cause error) error {
 	}
 	n.local.close()
 	n.wg.Wait()
+	n.workers.close()
 	n.pool.Close()
 	n.rep.closeDisk(n.log)
 	return nil
@@ -323,6 +327,7 @@ func (n *Node) kill(powerLoss bool) (torn int) {
 	n.stop(fmt.Errorf("node %s: %w (killed)", n.cfg.ID, kvstore.ErrStopped))
 	n.local.close()
 	n.wg.Wait()
+	n.workers.close()
 	n.pool.Close()
 	n.rep.closeDisk(n.log)
 	return torn
