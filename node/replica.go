@@ -439,24 +439,35 @@ func (r *replica) openEpoch(epoch int64) (base store.Version, noop store.Entry, 
 // lead applies the leader's write e (t: the leader's tenure, e at the
 // position after t.last), unless the replica is no longer the leader's
 // own, or e's request id was applied already (dup, at ver): then nothing
-// changes. p is e's submission.
-func (r *replica) lead(t tenure, e store.Entry) (ver store.Version, dup bool, p *durable.Pending, err error) {
+// changes. p is e's submission; prev (had: there was one) is the key's
+// item that e replaced.
+func (r *replica) lead(t tenure, e store.Entry) (res leadResult, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.heldLocked(t); err != nil {
-		return store.Version{}, false, nil, err
+		return leadResult{}, err
 	}
 	if ver, dup := r.store.Request(e.ReqID); dup && e.ReqID != "" {
-		return ver, true, nil, nil
+		return leadResult{ver: ver, dup: true}, nil
 	}
-	if _, err := r.store.Apply(e); err != nil {
+	prev, had, _, err := r.store.ApplyReplacing(e)
+	if err != nil {
 		panic(err) // cannot happen: the leader's store is at t.last
 	}
-	p = r.persistEntriesLocked([]store.Entry{e}, nil)
+	p := r.persistEntriesLocked([]store.Entry{e}, nil)
 	// The leader's own cached copy goes first, as on a follower that
 	// applies the entry: the new value is readable only once visible.
 	r.events.applied(e)
-	return e.Version, false, p, nil
+	return leadResult{ver: e.Version, prev: prev, had: had, p: p}, nil
+}
+
+// leadResult is what lead did.
+type leadResult struct {
+	ver  store.Version
+	dup  bool       // e's request id was applied already, at ver
+	prev store.Item // the key's item before e (had: the store held one)
+	had  bool
+	p    *durable.Pending
 }
 
 // submittedLocked records p as the latest submission and returns it.

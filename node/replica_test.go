@@ -199,21 +199,21 @@ func TestReplicaLead(t *testing.T) {
 		t.Fatalf("openEpoch: base %s noop %s submission %v", base, noop.Version, p != nil)
 	}
 	own := tenure{epoch: 4, ld: ld, started: true, last: pos(4, 1)}
-	ver, dup, p, err := r.lead(own, setEntry(pos(4, 2), "k", "1", "r1"))
-	if err != nil || dup || ver != pos(4, 2) || p == nil {
-		t.Fatalf("lead: %s dup %v submission %v, %v", ver, dup, p != nil, err)
+	res, err := r.lead(own, setEntry(pos(4, 2), "k", "1", "r1"))
+	if err != nil || res.dup || res.ver != pos(4, 2) || res.p == nil || res.had {
+		t.Fatalf("lead: %+v, %v; want 4.2 applied, a submission, no item replaced", res, err)
 	}
 	own.last = pos(4, 2)
-	ver, dup, p, err = r.lead(own, setEntry(pos(4, 3), "k", "2", "r1"))
-	if err != nil || !dup || ver != pos(4, 2) || p != nil || r.applied() != pos(4, 2) {
-		t.Errorf("a retried request id: %s dup %v submission %v, %v at %s; want dup at 4.2, nothing applied", ver, dup, p != nil, err, r.applied())
+	res, err = r.lead(own, setEntry(pos(4, 3), "k", "2", "r1"))
+	if err != nil || !res.dup || res.ver != pos(4, 2) || res.p != nil || r.applied() != pos(4, 2) {
+		t.Errorf("a retried request id: %+v, %v at %s; want dup at 4.2, nothing applied", res, err, r.applied())
 	}
 	for _, bad := range []tenure{
 		{epoch: 3, ld: ld, started: true, last: pos(4, 2)},                  // an older epoch
 		{epoch: 4, ld: leadership{"n2", 2}, started: true, last: pos(4, 2)}, // another leadership
 		{epoch: 4, ld: ld, started: true, last: pos(4, 1)},                  // the store moved
 	} {
-		if _, _, _, err := r.lead(bad, setEntry(pos(4, 3), "k", "x", "")); !errors.Is(err, kvstore.ErrNotLeader) {
+		if _, err := r.lead(bad, setEntry(pos(4, 3), "k", "x", "")); !errors.Is(err, kvstore.ErrNotLeader) {
 			t.Errorf("lead with tenure %+v: %v, want ErrNotLeader", bad, err)
 		}
 		if _, err := r.current("k", bad); !errors.Is(err, kvstore.ErrNotLeader) {

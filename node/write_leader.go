@@ -43,14 +43,14 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 	}
 	l.mu.Lock()
 	e := store.Entry{Version: store.Version{Epoch: l.epoch, Seq: l.lastSeq + 1}, Op: op, Key: key, Value: value, ReqID: reqID}
-	cur, had := n.rep.get(key)
-	ver, dup, p, err := n.rep.lead(l.tenureLocked(), e)
+	res, err := n.rep.lead(l.tenureLocked(), e)
 	if err != nil {
 		l.mu.Unlock()
 		return writeResult{}, fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
+	ver, dup, p := res.ver, res.dup, res.p
 	if !dup {
-		l.appendingLocked(key, cur, had, ver.Seq)
+		l.appendingLocked(key, res.prev, res.had, ver.Seq)
 		l.add(e)
 		n.met.invalidationsSent.Add(float64(l.leases.liveLocked(key, ver.Seq, n.now())))
 	}

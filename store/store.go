@@ -136,28 +136,37 @@ func (s *Store) Request(id string) (Version, bool) {
 // never go back), has an unknown op, or sets or deletes the empty key is
 // refused and changes nothing.
 func (s *Store) Apply(e Entry) (dup bool, err error) {
+	_, _, dup, err = s.ApplyReplacing(e)
+	return dup, err
+}
+
+// ApplyReplacing is Apply, also returning the item e replaced (had: the
+// store held one for e's key): the key's item before e, as Get would have
+// returned it, without a second lookup.
+func (s *Store) ApplyReplacing(e Entry) (prev Item, had, dup bool, err error) {
 	switch {
 	case e.Version.Seq != s.applied.Seq+1 || e.Version.Seq == 0 || e.Version.Epoch < s.applied.Epoch:
-		return false, fmt.Errorf("store: entry %s does not follow %s", e.Version, s.applied)
+		return Item{}, false, false, fmt.Errorf("store: entry %s does not follow %s", e.Version, s.applied)
 	case e.Op != OpNoop && e.Op != OpSet && e.Op != OpDelete:
-		return false, fmt.Errorf("store: entry %s has unknown op %d", e.Version, e.Op)
+		return Item{}, false, false, fmt.Errorf("store: entry %s has unknown op %d", e.Version, e.Op)
 	case e.Op != OpNoop && e.Key == "":
-		return false, fmt.Errorf("store: entry %s writes the empty key", e.Version)
+		return Item{}, false, false, fmt.Errorf("store: entry %s writes the empty key", e.Version)
 	}
 	s.applied = e.Version
 	if e.ReqID != "" {
 		if _, seen := s.reqs[e.ReqID]; seen {
-			return true, nil
+			return Item{}, false, true, nil
 		}
 		s.remember(e.ReqID, e.Version)
 	}
+	var old kv
 	switch e.Op {
 	case OpSet:
-		s.items.ReplaceOrInsert(kv{e.Key, Item{Value: e.Value, Version: e.Version}})
+		old, had = s.items.ReplaceOrInsert(kv{e.Key, Item{Value: e.Value, Version: e.Version}})
 	case OpDelete:
-		s.items.ReplaceOrInsert(kv{e.Key, Item{Deleted: true, Version: e.Version}})
+		old, had = s.items.ReplaceOrInsert(kv{e.Key, Item{Deleted: true, Version: e.Version}})
 	}
-	return false, nil
+	return old.Item, had, false, nil
 }
 
 func (s *Store) remember(id string, v Version) {

@@ -27,6 +27,26 @@ func TestApplyInOrder(t *testing.T) {
 	}
 }
 
+// TestApplyReplacingReturnsThePreviousItem: ApplyReplacing returns what
+// Get returned for the key just before (a tombstone included), and
+// nothing for a new key.
+func TestApplyReplacingReturnsThePreviousItem(t *testing.T) {
+	s := New(0)
+	for i, e := range []Entry{
+		{Version: v(1, 1), Op: OpSet, Key: "a", Value: "x"},
+		{Version: v(1, 2), Op: OpSet, Key: "a", Value: "y"},
+		{Version: v(1, 3), Op: OpDelete, Key: "a"},
+		{Version: v(1, 4), Op: OpSet, Key: "a", Value: "z"},
+		{Version: v(1, 5), Op: OpSet, Key: "b", Value: "w"},
+	} {
+		want, wantHad := s.Get(e.Key)
+		prev, had, dup, err := s.ApplyReplacing(e)
+		if err != nil || dup || prev != want || had != wantHad {
+			t.Fatalf("entry %d: prev %+v had %v dup %v err %v; want %+v %v", i, prev, had, dup, err, want, wantHad)
+		}
+	}
+}
+
 func TestDuplicateRequestAppliedOnce(t *testing.T) {
 	s := New(0)
 	mustApply(t, s, Entry{Version: v(1, 1), Op: OpSet, Key: "k", Value: "1", ReqID: "c1"})
