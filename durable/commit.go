@@ -48,11 +48,11 @@ func (d *DB) run() {
 		for len(d.queue) == 0 && !d.closing {
 			d.cond.Wait()
 		}
-		if d.delay > 0 && !d.closing {
+		if delay := d.delay; delay > 0 && !d.closing {
 			// A slow disk (Options.CommitDelay, tests only); a crash does
 			// not wait for it.
 			d.mu.Unlock()
-			t := time.NewTimer(d.delay)
+			t := time.NewTimer(delay)
 			select {
 			case <-t.C:
 			case <-d.crashNow:

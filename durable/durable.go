@@ -250,6 +250,17 @@ func (p *Pending) Wait(ctx context.Context) error {
 	}
 }
 
+// Durable reports, without waiting, whether the submission is durable: its
+// group was written and synced without error.
+func (p *Pending) Durable() bool {
+	select {
+	case <-p.done:
+		return p.err == nil
+	default:
+		return false
+	}
+}
+
 func (p *Pending) finish(err error) *Pending {
 	p.err = err
 	p.entries, p.snap = nil, store.Snapshot{}
@@ -821,6 +832,15 @@ func (d *DB) enqueue(p *Pending) {
 // Stats returns the DB's counters.
 func (d *DB) Stats() Stats {
 	return Stats{Submissions: d.submissions.Load(), Commits: d.commits.Load(), Checkpoints: d.checkpoints.Load()}
+}
+
+// SetCommitDelay changes Options.CommitDelay from the next group on: a disk
+// that turns slow, for tests. A committer already waiting out the old
+// delay keeps it; Crash ends the wait at once.
+func (d *DB) SetCommitDelay(delay time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.delay = delay
 }
 
 // Crash closes the DB the way a crash of the process leaves it: the
