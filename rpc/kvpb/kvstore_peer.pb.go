@@ -817,14 +817,19 @@ func (x *PrepareResponse) GetOtherLeadership() bool {
 }
 
 type AppendRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	LeaderId      string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	Prev          *Position              `protobuf:"bytes,4,opt,name=prev,proto3" json:"prev,omitempty"`              // position the follower must be at
-	Entries       []*Entry               `protobuf:"bytes,5,rep,name=entries,proto3" json:"entries,omitempty"`        // in seq order, contiguous after prev
-	Snapshot      *Snapshot              `protobuf:"bytes,6,opt,name=snapshot,proto3" json:"snapshot,omitempty"`      // when set, replaces the follower's state (entries empty)
-	Leadership    uint64                 `protobuf:"varint,7,opt,name=leadership,proto3" json:"leadership,omitempty"` // as in PrepareRequest
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Cluster    string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Epoch      int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	LeaderId   string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	Prev       *Position              `protobuf:"bytes,4,opt,name=prev,proto3" json:"prev,omitempty"`              // position the follower must be at
+	Entries    []*Entry               `protobuf:"bytes,5,rep,name=entries,proto3" json:"entries,omitempty"`        // in seq order, contiguous after prev
+	Snapshot   *Snapshot              `protobuf:"bytes,6,opt,name=snapshot,proto3" json:"snapshot,omitempty"`      // when set, replaces the follower's state (entries empty)
+	Leadership uint64                 `protobuf:"varint,7,opt,name=leadership,proto3" json:"leadership,omitempty"` // as in PrepareRequest
+	// The leader takes an early answer: a follower with a data directory
+	// may answer entries it applied before they are on disk, setting
+	// received (docs/design.md, Writes and visibility). Older followers
+	// ignore it and answer once the entries are on disk.
+	AnswerEarly   bool `protobuf:"varint,8,opt,name=answer_early,json=answerEarly,proto3" json:"answer_early,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -908,6 +913,13 @@ func (x *AppendRequest) GetLeadership() uint64 {
 	return 0
 }
 
+func (x *AppendRequest) GetAnswerEarly() bool {
+	if x != nil {
+		return x.AnswerEarly
+	}
+	return false
+}
+
 type AppendResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
@@ -918,8 +930,13 @@ type AppendResponse struct {
 	// only that clears the state; entries alone do not.
 	Reconcile       bool `protobuf:"varint,4,opt,name=reconcile,proto3" json:"reconcile,omitempty"`
 	OtherLeadership bool `protobuf:"varint,5,opt,name=other_leadership,json=otherLeadership,proto3" json:"other_leadership,omitempty"` // as in PrepareResponse
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Set only in an early answer (AppendRequest.answer_early): the position
+	// the follower applied in memory, every cached copy the entries make
+	// stale dropped. applied is then the position it knows is on disk, which
+	// may be behind received (and may be of an older epoch).
+	Received      *Position `protobuf:"bytes,6,opt,name=received,proto3" json:"received,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AppendResponse) Reset() {
@@ -985,6 +1002,13 @@ func (x *AppendResponse) GetOtherLeadership() bool {
 		return x.OtherLeadership
 	}
 	return false
+}
+
+func (x *AppendResponse) GetReceived() *Position {
+	if x != nil {
+		return x.Received
+	}
+	return nil
 }
 
 type GetSnapshotRequest struct {
@@ -1891,7 +1915,7 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"recovering\x18\x04 \x01(\bR\n" +
 	"recovering\x12\x17\n" +
 	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12)\n" +
-	"\x10other_leadership\x18\x06 \x01(\bR\x0fotherLeadership\"\x94\x02\n" +
+	"\x10other_leadership\x18\x06 \x01(\bR\x0fotherLeadership\"\xb7\x02\n" +
 	"\rAppendRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
@@ -1901,13 +1925,15 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\bsnapshot\x18\x06 \x01(\v2\x19.kvstore.peer.v1.SnapshotR\bsnapshot\x12\x1e\n" +
 	"\n" +
 	"leadership\x18\a \x01(\x04R\n" +
-	"leadership\"\xc5\x01\n" +
+	"leadership\x12!\n" +
+	"\fanswer_early\x18\b \x01(\bR\vanswerEarly\"\xfc\x01\n" +
 	"\x0eAppendResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
 	"\aapplied\x18\x03 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\x12\x1c\n" +
 	"\treconcile\x18\x04 \x01(\bR\treconcile\x12)\n" +
-	"\x10other_leadership\x18\x05 \x01(\bR\x0fotherLeadership\"\xbc\x01\n" +
+	"\x10other_leadership\x18\x05 \x01(\bR\x0fotherLeadership\x125\n" +
+	"\breceived\x18\x06 \x01(\v2\x19.kvstore.peer.v1.PositionR\breceived\"\xbc\x01\n" +
 	"\x12GetSnapshotRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
@@ -2042,36 +2068,37 @@ var file_kvstore_peer_proto_depIdxs = []int32{
 	2,  // 12: kvstore.peer.v1.AppendRequest.entries:type_name -> kvstore.peer.v1.Entry
 	5,  // 13: kvstore.peer.v1.AppendRequest.snapshot:type_name -> kvstore.peer.v1.Snapshot
 	1,  // 14: kvstore.peer.v1.AppendResponse.applied:type_name -> kvstore.peer.v1.Position
-	1,  // 15: kvstore.peer.v1.FetchResponse.version:type_name -> kvstore.peer.v1.Position
-	16, // 16: kvstore.peer.v1.RenewRequest.keys:type_name -> kvstore.peer.v1.RenewKey
-	1,  // 17: kvstore.peer.v1.RenewKey.version:type_name -> kvstore.peer.v1.Position
-	0,  // 18: kvstore.peer.v1.WriteRequest.op:type_name -> kvstore.peer.v1.Op
-	1,  // 19: kvstore.peer.v1.WriteResponse.version:type_name -> kvstore.peer.v1.Position
-	8,  // 20: kvstore.peer.v1.Peer.Prepare:input_type -> kvstore.peer.v1.PrepareRequest
-	10, // 21: kvstore.peer.v1.Peer.Append:input_type -> kvstore.peer.v1.AppendRequest
-	12, // 22: kvstore.peer.v1.Peer.GetSnapshot:input_type -> kvstore.peer.v1.GetSnapshotRequest
-	6,  // 23: kvstore.peer.v1.Peer.InstallSnapshot:input_type -> kvstore.peer.v1.SnapshotChunk
-	13, // 24: kvstore.peer.v1.Peer.Fetch:input_type -> kvstore.peer.v1.FetchRequest
-	15, // 25: kvstore.peer.v1.Peer.Renew:input_type -> kvstore.peer.v1.RenewRequest
-	18, // 26: kvstore.peer.v1.Peer.Write:input_type -> kvstore.peer.v1.WriteRequest
-	20, // 27: kvstore.peer.v1.Peer.RemoveVoter:input_type -> kvstore.peer.v1.RemoveVoterRequest
-	22, // 28: kvstore.peer.v1.Peer.Leave:input_type -> kvstore.peer.v1.LeaveRequest
-	24, // 29: kvstore.peer.v1.Peer.Probe:input_type -> kvstore.peer.v1.ProbeRequest
-	9,  // 30: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
-	11, // 31: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
-	5,  // 32: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
-	7,  // 33: kvstore.peer.v1.Peer.InstallSnapshot:output_type -> kvstore.peer.v1.SnapshotChunkResponse
-	14, // 34: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
-	17, // 35: kvstore.peer.v1.Peer.Renew:output_type -> kvstore.peer.v1.RenewResponse
-	19, // 36: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
-	21, // 37: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
-	23, // 38: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
-	25, // 39: kvstore.peer.v1.Peer.Probe:output_type -> kvstore.peer.v1.ProbeResponse
-	30, // [30:40] is the sub-list for method output_type
-	20, // [20:30] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	1,  // 15: kvstore.peer.v1.AppendResponse.received:type_name -> kvstore.peer.v1.Position
+	1,  // 16: kvstore.peer.v1.FetchResponse.version:type_name -> kvstore.peer.v1.Position
+	16, // 17: kvstore.peer.v1.RenewRequest.keys:type_name -> kvstore.peer.v1.RenewKey
+	1,  // 18: kvstore.peer.v1.RenewKey.version:type_name -> kvstore.peer.v1.Position
+	0,  // 19: kvstore.peer.v1.WriteRequest.op:type_name -> kvstore.peer.v1.Op
+	1,  // 20: kvstore.peer.v1.WriteResponse.version:type_name -> kvstore.peer.v1.Position
+	8,  // 21: kvstore.peer.v1.Peer.Prepare:input_type -> kvstore.peer.v1.PrepareRequest
+	10, // 22: kvstore.peer.v1.Peer.Append:input_type -> kvstore.peer.v1.AppendRequest
+	12, // 23: kvstore.peer.v1.Peer.GetSnapshot:input_type -> kvstore.peer.v1.GetSnapshotRequest
+	6,  // 24: kvstore.peer.v1.Peer.InstallSnapshot:input_type -> kvstore.peer.v1.SnapshotChunk
+	13, // 25: kvstore.peer.v1.Peer.Fetch:input_type -> kvstore.peer.v1.FetchRequest
+	15, // 26: kvstore.peer.v1.Peer.Renew:input_type -> kvstore.peer.v1.RenewRequest
+	18, // 27: kvstore.peer.v1.Peer.Write:input_type -> kvstore.peer.v1.WriteRequest
+	20, // 28: kvstore.peer.v1.Peer.RemoveVoter:input_type -> kvstore.peer.v1.RemoveVoterRequest
+	22, // 29: kvstore.peer.v1.Peer.Leave:input_type -> kvstore.peer.v1.LeaveRequest
+	24, // 30: kvstore.peer.v1.Peer.Probe:input_type -> kvstore.peer.v1.ProbeRequest
+	9,  // 31: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
+	11, // 32: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
+	5,  // 33: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
+	7,  // 34: kvstore.peer.v1.Peer.InstallSnapshot:output_type -> kvstore.peer.v1.SnapshotChunkResponse
+	14, // 35: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
+	17, // 36: kvstore.peer.v1.Peer.Renew:output_type -> kvstore.peer.v1.RenewResponse
+	19, // 37: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
+	21, // 38: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
+	23, // 39: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
+	25, // 40: kvstore.peer.v1.Peer.Probe:output_type -> kvstore.peer.v1.ProbeResponse
+	31, // [31:41] is the sub-list for method output_type
+	21, // [21:31] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_peer_proto_init() }
