@@ -218,3 +218,67 @@ func BenchmarkBatchOfCachedReads(b *testing.B) {
 	after := f.Stats()
 	b.ReportMetric(float64(after.CacheHits-before.CacheHits)/float64(16*b.N), "hits/read")
 }
+
+// BenchmarkWriteOfAHeldKey writes, at the leader, keys that both
+// followers hold a cached copy of, on nodes with data directories (fsync
+// on): each write waits until a majority has it on disk and both holders
+// dropped their copies. early: the holders say so as soon as they applied
+// the write (an early answer); no-early (Faults.NoEarlyAnswers): only once
+// it is on their disks, so each write waits for the slower follower's
+// disk. even: the disks as they are; slow-follower: one follower's disk
+// takes 20 ms more per write (as a failing or overloaded disk would).
+// write-ms is the write alone; the holders read each key again (untimed)
+// before it is written.
+func BenchmarkWriteOfAHeldKey(b *testing.B) {
+	for _, slow := range []bool{false, true} {
+		for _, noEarly := range []bool{false, true} {
+			name := map[bool]string{false: "even", true: "slow-follower"}[slow] + "/" + map[bool]string{false: "early", true: "no-early"}[noEarly]
+			b.Run(name, func(b *testing.B) { benchWriteOfAHeldKey(b, noEarly, slow) })
+		}
+	}
+}
+
+func benchWriteOfAHeldKey(b *testing.B, noEarly, slow bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := cluster.New(ctx, cluster.Options{Nodes: 3, DataDir: b.TempDir(), DirectLinks: true, Node: func(cfg *node.Config) {
+		cfg.Faults.NoEarlyAnswers = noEarly
+	}})
+	if err != nil {
+		b.Fatalf("start cluster: %v", err)
+	}
+	b.Cleanup(func() { c.Close() })
+	if err := c.WaitHealthy(ctx); err != nil {
+		b.Fatal(err)
+	}
+	leader, followers := benchRoles(b, c)
+	if slow {
+		followers[0].SetDiskDelay(20 * time.Millisecond)
+	}
+	bg := context.Background()
+	keys := make([]string, 64)
+	for i := range keys {
+		keys[i] = fmt.Sprint("k", i)
+		if err := leader.Set(bg, keys[i], value256); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var writes time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		k := keys[i%len(keys)]
+		b.StopTimer()
+		for _, f := range followers {
+			if _, _, err := f.Get(bg, k); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		start := time.Now()
+		if err := leader.Set(bg, k, value256); err != nil {
+			b.Fatal(err)
+		}
+		writes += time.Since(start)
+	}
+	b.ReportMetric(float64(writes.Microseconds())/1e3/float64(b.N), "write-ms")
+}

@@ -246,6 +246,14 @@ type Faults struct {
 	// directory waits this long first (durable.Options.CommitDelay), so that
 	// entries spend time between submission and disk.
 	SlowDisk time.Duration
+	// CountEarlyAnswers makes the leader count an early answer's received
+	// position (entries a follower applied, maybe not yet on disk) toward
+	// the commit, as if it were on disk.
+	CountEarlyAnswers bool
+	// NoEarlyAnswers is not a bug but the older replication: the leader
+	// does not ask followers to answer entries before they are on disk,
+	// so a write waits for the disk of every holder of its key.
+	NoEarlyAnswers bool
 }
 
 // slowDisk is Faults.SlowDisk, or 0 in a build without faults.

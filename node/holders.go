@@ -144,12 +144,21 @@ func (t *leaseTable) pendingLocked(key string, seq uint64, now clock.Instant, sk
 }
 
 // appliedLocked is how far holder id has applied this epoch's history, as
-// far as the leader knows: its matched seq, or 0.
+// far as the leader knows: the seq its latest answer said it applied (in
+// memory: an early answer's received), or 0. Applying an entry drops the
+// holder's older copy of its key; the disk has nothing to do with it.
 func (t *leaseTable) appliedLocked(id string) uint64 {
 	if p := t.l.repl.peers[id]; p != nil {
-		return p.match
+		return max(p.match, p.received)
 	}
 	return 0
+}
+
+// heldBy reports whether holder id has a holding of key recorded (live or
+// not yet swept). Callers hold l.mu.
+func (t *leaseTable) heldBy(key, id string) bool {
+	_, ok := t.held[key][id]
+	return ok
 }
 
 // liveLocked counts the nodes holding a lease on a copy of key older than

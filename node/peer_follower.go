@@ -78,6 +78,17 @@ func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 	if err != nil {
 		return nil, err
 	}
+	if resp.Received != nil {
+		// An early answer: applied is what is on disk. With no entries it
+		// waits for the oldest entries not known to be on disk.
+		if p != nil && !(faultsOn && s.n.cfg.Faults.SkipDurableWait) {
+			if err := s.n.waitDurable(ctx, p); err != nil {
+				return nil, fmt.Errorf("node %s: append: %w", s.n.cfg.ID, err)
+			}
+			resp.Applied = toPos(s.n.rep.onDiskNow())
+		}
+		return resp, nil
+	}
 	// The position answered counts toward majorities: it must be durable.
 	wait := s.n.waitDurable
 	if req.Snapshot == nil {
@@ -105,7 +116,7 @@ func (s *peerServer) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, *dur
 		for i, pe := range req.Entries {
 			entries[i] = fromEntry(pe)
 		}
-		st, p, err = n.rep.appendEntries(req.Epoch, ld, fromPos(req.Prev), entries)
+		st, p, err = n.rep.appendEntries(req.Epoch, ld, fromPos(req.Prev), entries, req.AnswerEarly)
 	}
 	if !st.refused {
 		n.met.appended(n.now())
@@ -113,7 +124,17 @@ func (s *peerServer) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, *dur
 	if err != nil {
 		return nil, p, fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
-	return &kvpb.AppendResponse{Ok: st.ok, AcceptedEpoch: st.promised, Applied: toPos(st.applied), Reconcile: st.reconcile, OtherLeadership: st.other}, p, nil
+	resp := &kvpb.AppendResponse{Ok: st.ok, AcceptedEpoch: st.promised, Applied: toPos(st.applied), Reconcile: st.reconcile, OtherLeadership: st.other}
+	if st.early {
+		// Answered before the entries are on disk: received is what the
+		// leader may take as invalidated, applied only what is on disk
+		// (all of it under the deliberate bug, as if it had waited).
+		resp.Received = resp.Applied
+		if !(faultsOn && n.cfg.Faults.SkipDurableWait) {
+			resp.Applied = toPos(st.onDisk)
+		}
+	}
+	return resp, p, nil
 }
 
 // Leave serves the leader's word that this node was removed: if the voter

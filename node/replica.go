@@ -56,6 +56,16 @@ type replica struct {
 	// the data directory since it was created.
 	unreconciled bool
 	last         *durable.Pending // the latest submission, nil if none
+	// promise is the latest submission of a promise (nil if none): a
+	// follower answers early only once it is durable.
+	promise *durable.Pending
+	// flushing are the entries a follower applied, as submissions not yet
+	// known durable, oldest first, each with the store's position once
+	// they were applied; onDisk is the position of the latest one found
+	// durable (zero: none since the store was last replaced). An early
+	// answer reports onDisk (durableLocked).
+	flushing []flushMark
+	onDisk   store.Version
 
 	// promisedA mirrors promised for lock-free reads (the read path).
 	promisedA atomic.Int64
@@ -191,6 +201,38 @@ type standing struct {
 	// recovering, or its data directory still carries the mark).
 	applied   store.Version
 	reconcile bool
+	// early: the answer may go before the message's entries are on disk
+	// (appendEntries with early); onDisk is then the position known to be
+	// on disk.
+	early  bool
+	onDisk store.Version
+}
+
+// flushMark is a submission of entries and the store's position once they
+// were applied: when it is durable, so is the state at pos.
+type flushMark struct {
+	p   *durable.Pending
+	pos store.Version
+}
+
+// maxFlushMarks bounds flushing (a disk that stalls while entries keep
+// coming): the oldest mark goes, which only delays what onDisk learns,
+// since submissions become durable in order.
+const maxFlushMarks = 64
+
+// durableLocked is the latest position of the store known to be on disk:
+// onDisk, moved on past every mark found durable. Callers hold r.mu.
+func (r *replica) durableLocked() store.Version {
+	i := 0
+	for ; i < len(r.flushing) && r.flushing[i].p.Durable(); i++ {
+		r.onDisk = r.flushing[i].pos
+	}
+	if i > 0 {
+		n := copy(r.flushing, r.flushing[i:])
+		clear(r.flushing[n:])
+		r.flushing = r.flushing[:n]
+	}
+	return r.onDisk
 }
 
 // standingLocked is the answer with the replica's current state.
@@ -230,7 +272,7 @@ func (r *replica) admitLocked(epoch int64, ld leadership) (standing, bool) {
 		return standing{}, true
 	}
 	if r.disk != nil {
-		r.submittedLocked(r.disk.PromiseLeadership(epoch, ld.id, ld.nonce))
+		r.promise = r.submittedLocked(r.disk.PromiseLeadership(epoch, ld.id, ld.nonce))
 	}
 	return standing{}, true
 }
@@ -280,7 +322,15 @@ func (r *replica) admit(epoch int64, ld leadership) (st standing, p *durable.Pen
 // store and the leader already counted as committed (with base 0 the
 // prefix starts from an empty store). Reconcile asks for the snapshot,
 // which holds them.
-func (r *replica) appendEntries(epoch int64, ld leadership, prev store.Version, entries []store.Entry) (standing, *durable.Pending, error) {
+//
+// With early (the leader takes an early answer), a replica with a data
+// directory whose promise is on disk and that needs no reconciling answers
+// early (standing.early, with the position known on disk): entries at
+// once, their cached copies dropped by then (events.applied); no entries
+// (the leader waits for the disk) once the oldest entries not known on
+// disk are, the submission returned, after which onDiskNow is the position
+// to report. Otherwise the answer waits for the submission returned.
+func (r *replica) appendEntries(epoch int64, ld leadership, prev store.Version, entries []store.Entry, early bool) (standing, *durable.Pending, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if st, ok := r.admitLocked(epoch, ld); !ok {
@@ -293,14 +343,45 @@ func (r *replica) appendEntries(epoch int64, ld leadership, prev store.Version, 
 	for i, e := range entries {
 		dup, err := r.store.Apply(e)
 		if err != nil {
-			r.persistEntriesLocked(entries[:i], dups)
+			r.markLocked(r.persistEntriesLocked(entries[:i], dups))
 			return r.standingLocked(false), r.last, fmt.Errorf("%w: %w", kvstore.ErrBadRequest, err)
 		}
 		dups = append(dups, dup)
 		r.events.applied(e)
 	}
-	r.persistEntriesLocked(entries, dups)
-	return r.standingLocked(true), r.last, nil
+	r.markLocked(r.persistEntriesLocked(entries, dups))
+	st := r.standingLocked(true)
+	if early && r.disk != nil && !st.reconcile && (r.promise == nil || r.promise.Durable()) {
+		st.onDisk = r.durableLocked()
+		if len(entries) > 0 {
+			st.early = true
+			return st, nil, nil
+		}
+		if len(r.flushing) > 0 {
+			st.early = true
+			return st, r.flushing[0].p, nil
+		}
+	}
+	return st, r.last, nil
+}
+
+// onDiskNow is durableLocked, taking the lock.
+func (r *replica) onDiskNow() store.Version {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.durableLocked()
+}
+
+// markLocked records p, the submission of entries just applied, with the
+// store's position (nil p: nothing was submitted).
+func (r *replica) markLocked(p *durable.Pending) {
+	if p == nil {
+		return
+	}
+	if len(r.flushing) == maxFlushMarks {
+		r.flushing = append(r.flushing[:0], r.flushing[1:]...)
+	}
+	r.flushing = append(r.flushing, flushMark{p: p, pos: r.store.Applied()})
 }
 
 // installSnapshot restores the state of the leader of epoch (ld) at its
@@ -348,6 +429,8 @@ func (r *replica) restore(v *store.View) *durable.Pending {
 // clears the unreconciled mark.
 func (r *replica) restoreLocked(v *store.View) {
 	r.store.RestoreView(v)
+	clear(r.flushing)
+	r.flushing, r.onDisk = r.flushing[:0], store.Version{}
 	if r.disk != nil {
 		r.unreconciled = false
 		r.submittedLocked(r.disk.Restore(v.Snapshot()))

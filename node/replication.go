@@ -19,7 +19,8 @@ import (
 // next. The leader's l.mu guards it; only wake is used without the lock.
 type progress struct {
 	id        string
-	match     uint64        // highest seq of this epoch's history it has applied
+	match     uint64        // highest seq of this epoch's history it has on disk (applied, without one)
+	received  uint64        // highest seq it applied in memory, as its latest answer said
 	next      uint64        // next seq to send
 	snapshot  bool          // it needs a snapshot
 	snap      *snapshotSend // the snapshot on its way to it (snapshot_send.go)
@@ -54,7 +55,30 @@ func (p *progress) answer(h history, applied store.Version, ok, reconcile, snaps
 		// Not on this epoch's history (or lost its memory): start over.
 		p.match, p.snapshot = 0, true
 	}
+	p.received = p.match
 }
+
+// answerEarly records an early answer to an Append, which the follower
+// took: received is the position it applied in memory, onDisk the
+// position it knows is on disk (possibly of an older epoch, or behind what
+// an earlier answer reported).
+func (p *progress) answerEarly(h history, received, onDisk store.Version) {
+	p.reachable, p.answered = true, true
+	if !h.holds(received) {
+		// Cannot happen for entries it took; start over, as answer does.
+		p.match, p.received, p.snapshot = 0, 0, true
+		return
+	}
+	p.next, p.received, p.snapshot = received.Seq+1, received.Seq, false
+	if h.holds(onDisk) && onDisk.Seq > p.match {
+		p.match = onDisk.Seq
+	}
+}
+
+// unflushed reports whether the follower applied entries it has not
+// reported on disk: an Append with no entries (which it answers once
+// everything it took is on disk) would move match on.
+func (p *progress) unflushed() bool { return p.received > p.match }
 
 // pending reports whether something waits to be sent to the follower: a
 // snapshot, or entries up to last.
@@ -137,15 +161,21 @@ func (r *replication) trimLog() {
 }
 
 // replicate streams entries to one peer, in order, one call at a time.
+// Entries are answered early (AppendRequest.answer_early), so the next
+// call goes as soon as the follower applied them; when nothing is left to
+// send but the follower's disk is behind, an Append with no entries waits
+// for its disk, and gives way (is cancelled) as soon as new entries come.
 func (r *replication) replicate(p *progress) {
 	l := r.l
 	defer l.wg.Done()
 	n := l.n
 	hb := time.NewTicker(n.cfg.Heartbeat)
 	defer hb.Stop()
+	flush := false // the next call, if it carries no entries, waits for the follower's disk
 	for l.ctx.Err() == nil {
 		req := r.buildAppend(p)
 		if req == nil { // it needs the whole state (snapshot_send.go)
+			flush = false
 			if !r.sendSnapshot(p) {
 				select { // retry (resume) at the heartbeat pace
 				case <-hb.C:
@@ -158,16 +188,25 @@ func (r *replication) replicate(p *progress) {
 		var resp *kvpb.AppendResponse
 		err := errors.New("no address")
 		sent := n.now()
+		yielded := false
 		if addr := n.view.Load().members[p.id]; addr != "" {
 			var c kvpb.PeerClient
 			if c, err = n.pool.Peer(addr); err == nil {
 				ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
-				resp, err = c.Append(ctx, req)
+				if flush && len(req.Entries) == 0 {
+					resp, err, yielded = appendOrYield(ctx, cancel, c, req, p.wake)
+				} else {
+					resp, err = c.Append(ctx, req)
+				}
 				cancel()
 			}
 		}
+		if yielded && err != nil {
+			continue // new entries came: send them, the disk's answer can wait
+		}
 		more := r.handleAppend(p, req, resp, err, sent)
-		if err == nil && more {
+		flush = err == nil && more.unflushed
+		if err == nil && (more.entries || more.unflushed || yielded) {
 			continue
 		}
 		if err == nil {
@@ -203,15 +242,51 @@ func (r *replication) buildAppend(p *progress) *kvpb.AppendRequest {
 		return nil
 	}
 	req.Prev = toPos(prev)
+	// Ask for an early answer where a write waits for this follower to
+	// apply, not for its disk: an entry of a key it holds a copy of (a
+	// majority's disks commit the entry, but every holder must drop its
+	// copy), or, with no entries, entries it answered early and has not
+	// reported on disk. Elsewhere one answer per disk write keeps the
+	// batches large.
+	early := false
 	for _, e := range l.batch(p.next, n.cfg.MaxBatch, n.cfg.MaxBatchBytes) {
 		req.Entries = append(req.Entries, toEntry(e))
+		if e.Key != "" && !early {
+			early = l.leases.heldBy(e.Key, p.id)
+		}
 	}
+	if len(req.Entries) == 0 {
+		early = p.unflushed()
+	}
+	req.AnswerEarly = early && !(faultsOn && n.cfg.Faults.NoEarlyAnswers)
 	return req
 }
 
-// handleAppend records a peer's answer; more reports whether entries are
-// waiting to be sent to it.
-func (r *replication) handleAppend(p *progress, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, err error, sent clock.Instant) (more bool) {
+// appendOrYield sends req, an Append with no entries that the follower
+// answers once its disk holds everything it took, and cancels it (yielded)
+// if wake fires first: new entries should not wait behind a disk.
+func appendOrYield(ctx context.Context, cancel context.CancelFunc, c kvpb.PeerClient, req *kvpb.AppendRequest, wake chan struct{}) (resp *kvpb.AppendResponse, err error, yielded bool) {
+	stop, woke := make(chan struct{}), make(chan bool, 1)
+	go func() {
+		select {
+		case <-wake:
+			cancel()
+			woke <- true
+		case <-stop:
+			woke <- false
+		}
+	}()
+	resp, err = c.Append(ctx, req)
+	close(stop)
+	return resp, err, <-woke
+}
+
+// afterAppend is what handleAppend leaves to do: entries wait to be sent,
+// or the follower's disk is behind what it applied.
+type afterAppend struct{ entries, unflushed bool }
+
+// handleAppend records a peer's answer and reports what is left to send.
+func (r *replication) handleAppend(p *progress, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, err error, sent clock.Instant) afterAppend {
 	l := r.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -220,18 +295,28 @@ func (r *replication) handleAppend(p *progress, req *kvpb.AppendRequest, resp *k
 			l.n.log.Debug("peer unreachable", "peer", p.id, "err", err)
 		}
 		p.failed()
-		return false
+		return afterAppend{}
 	}
 	if resp.AcceptedEpoch > l.epoch || resp.OtherLeadership {
 		l.cancel(l.behind(p.id, resp.AcceptedEpoch, resp.OtherLeadership))
-		return false
+		return afterAppend{}
 	}
 	if !resp.Reconcile {
-		l.health.hearLocked(p.id, sent) // a recovering voter cannot vouch for this epoch
+		// A recovering voter cannot vouch for this epoch. An early answer
+		// comes only from a follower whose promise is on disk.
+		l.health.hearLocked(p.id, sent)
 	}
-	p.answer(l.history(l.epoch), fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
+	if resp.Received != nil && resp.Ok && !resp.Reconcile && req.Snapshot == nil {
+		onDisk := fromPos(resp.Applied)
+		if faultsOn && l.n.cfg.Faults.CountEarlyAnswers {
+			onDisk = fromPos(resp.Received)
+		}
+		p.answerEarly(l.history(l.epoch), fromPos(resp.Received), onDisk)
+	} else {
+		p.answer(l.history(l.epoch), fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
+	}
 	r.recomputeCommitLocked()
-	return p.pending(l.lastSeq)
+	return afterAppend{entries: p.pending(l.lastSeq), unflushed: p.unflushed()}
 }
 
 // recomputeCommitLocked applies the commit rule to the followers' matches

@@ -1,0 +1,21 @@
+package node
+
+import (
+	"time"
+
+	"github.com/kvstore/kvstore/store"
+)
+
+// What the tests of package node_test reach inside a node.
+
+// SetDiskDelay makes the node's data directory a slow disk from its next
+// group commit on (durable.DB.SetCommitDelay). Kill ends a commit waiting.
+func (n *Node) SetDiskDelay(d time.Duration) { n.rep.disk.SetCommitDelay(d) }
+
+// OnDisk is the position of the node's store it knows is on disk, as an
+// early answer reports it.
+func (n *Node) OnDisk() store.Version {
+	n.rep.mu.Lock()
+	defer n.rep.mu.Unlock()
+	return n.rep.durableLocked()
+}
