@@ -20,12 +20,15 @@ const noEarlyAnswers = false
 // applies the write in memory, which drops its copy, and says so at once
 // (an early answer); the write commits on the disks of the leader and the
 // other follower. The stalled follower then reads the new value, and its
-// disk still lacks the write: nothing waited for it. Leases last a minute,
-// longer than the write's deadline, so that without early answers the
-// write would wait for the stalled disk and fail.
+// disk still lacks the write: nothing waited for it. Writes of a key it
+// does not hold, between writes of k, do not make the next write of k
+// wait behind the disk either. Leases and node-to-node calls last a
+// minute, longer than a write's deadline, so that a write that waited for
+// the stalled disk would fail rather than outlast it.
 func TestAWriteDoesNotWaitForAHoldersDisk(t *testing.T) {
 	c := cluster.StartTest(t, cluster.Options{Nodes: 3, DataDir: t.TempDir(), Node: func(cfg *node.Config) {
 		cfg.LeaseDuration = time.Minute
+		cfg.RPCTimeout = time.Minute
 		cfg.Faults.NoEarlyAnswers = noEarlyAnswers
 	}})
 	ld, fs := roles(t, c)
@@ -54,6 +57,14 @@ func TestAWriteDoesNotWaitForAHoldersDisk(t *testing.T) {
 	}
 	if on := sn.OnDisk(); !on.Less(ver) {
 		t.Fatalf("the stalled follower has the write (%s) on disk (%s): the disk did not stall", ver, on)
+	}
+	for i := range 2 {
+		if err := c.Put(ctxT(t, 20*time.Second), ld, "other", fmt.Sprint(i)); err != nil {
+			t.Fatalf("write of a key the stalled follower does not hold: %v", err)
+		}
+		if err := c.Put(ctxT(t, 20*time.Second), ld, "k", fmt.Sprint("v", i+3)); err != nil {
+			t.Fatalf("write of k after a write of another key: %v", err)
+		}
 	}
 }
 

@@ -102,19 +102,19 @@ func TestOnDiskFollowsDurableSubmissions(t *testing.T) {
 func TestEarlyAnswersMoveReceivedNotMatch(t *testing.T) {
 	h := history{epoch: 5, base: pos(4, 10), last: 20}
 	p := newProgress("f", 11)
-	p.answerEarly(h, pos(5, 15), pos(4, 10))
+	p.answerEarly(h, pos(5, 15), pos(4, 10), 100)
 	if p.received != 15 || p.next != 16 || p.match != 10 || !p.unflushed() {
 		t.Fatalf("early answer 5.15 with the base on disk: received %d next %d match %d; want 15, 16, 10", p.received, p.next, p.match)
 	}
-	p.answerEarly(h, pos(5, 18), pos(3, 40)) // on disk: of another history
+	p.answerEarly(h, pos(5, 18), pos(3, 40), 100) // on disk: of another history
 	if p.received != 18 || p.match != 10 {
 		t.Fatalf("on disk of another history: received %d match %d; want 18, 10", p.received, p.match)
 	}
-	p.answerEarly(h, pos(5, 19), pos(5, 17))
+	p.answerEarly(h, pos(5, 19), pos(5, 17), 100)
 	if p.match != 17 || p.received != 19 {
 		t.Fatalf("on disk 5.17: match %d received %d; want 17, 19", p.match, p.received)
 	}
-	p.answerEarly(h, pos(5, 20), pos(5, 12)) // an older report never lowers match
+	p.answerEarly(h, pos(5, 20), pos(5, 12), 100) // an older report never lowers match
 	if p.match != 17 {
 		t.Fatalf("on disk 5.12 after 5.17: match %d, want 17", p.match)
 	}
@@ -125,5 +125,42 @@ func TestEarlyAnswersMoveReceivedNotMatch(t *testing.T) {
 	p.answer(h, pos(5, 12), true, true, false) // reconcile: lost its store
 	if p.match != 0 || p.received != 0 || !p.snapshot {
 		t.Fatalf("reconcile answer: match %d received %d snapshot %v; want 0, 0, true", p.match, p.received, p.snapshot)
+	}
+}
+
+// TestWhenTheLeaderAsksEarly: an Append asks for an early answer when it
+// carries a key the follower holds, or when the follower has entries it
+// answered early that it has not reported on disk (so that they do not
+// queue behind its disk; an empty Append then waits for that disk), but
+// not past maxEarlyBytes of such entries while the follower's disk reports
+// no progress: a stalled disk then holds replication back rather than
+// letting its queue grow.
+func TestWhenTheLeaderAsksEarly(t *testing.T) {
+	h := history{epoch: 5, base: pos(4, 10), last: 1000}
+	p := newProgress("f", 11)
+	if p.asksEarly(false, true) || !p.asksEarly(true, true) || p.asksEarly(false, false) {
+		t.Fatal("flushed follower: want early only for a held key")
+	}
+	p.answerEarly(h, pos(5, 15), pos(4, 10), maxEarlyBytes/2)
+	if !p.asksEarly(false, true) || !p.asksEarly(false, false) {
+		t.Fatal("with entries answered early and not on disk: every Append should ask early")
+	}
+	p.answerEarly(h, pos(5, 20), pos(4, 10), maxEarlyBytes/2)
+	if p.early != maxEarlyBytes || !p.unflushed() {
+		t.Fatalf("early %d unflushed %v, want %d, true", p.early, p.unflushed(), maxEarlyBytes)
+	}
+	if p.asksEarly(true, true) || p.asksEarly(false, true) {
+		t.Fatal("past maxEarlyBytes an Append of entries should wait for the disk")
+	}
+	if !p.asksEarly(false, false) {
+		t.Fatal("an empty Append should still wait for the disk early (it adds nothing to the queue)")
+	}
+	p.answerEarly(h, pos(5, 25), pos(5, 12), 100) // the disk moved on: slow, not stalled
+	if p.early != 100 || !p.asksEarly(false, true) {
+		t.Fatalf("after the disk moved on: early %d; want 100, asking early again", p.early)
+	}
+	p.answerEarly(h, pos(5, 25), pos(5, 25), 0) // the disk caught up
+	if p.early != 0 || p.unflushed() || p.asksEarly(false, true) {
+		t.Fatalf("after the disk caught up: early %d unflushed %v; want 0, false", p.early, p.unflushed())
 	}
 }

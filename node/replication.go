@@ -21,6 +21,7 @@ type progress struct {
 	id        string
 	match     uint64        // highest seq of this epoch's history it has on disk (applied, without one)
 	received  uint64        // highest seq it applied in memory, as its latest answer said
+	early     int           // bytes of entries it answered early since match last moved
 	next      uint64        // next seq to send
 	snapshot  bool          // it needs a snapshot
 	snap      *snapshotSend // the snapshot on its way to it (snapshot_send.go)
@@ -55,14 +56,14 @@ func (p *progress) answer(h history, applied store.Version, ok, reconcile, snaps
 		// Not on this epoch's history (or lost its memory): start over.
 		p.match, p.snapshot = 0, true
 	}
-	p.received = p.match
+	p.received, p.early = p.match, 0
 }
 
 // answerEarly records an early answer to an Append, which the follower
 // took: received is the position it applied in memory, onDisk the
 // position it knows is on disk (possibly of an older epoch, or behind what
-// an earlier answer reported).
-func (p *progress) answerEarly(h history, received, onDisk store.Version) {
+// an earlier answer reported), bytes the size of the Append's entries.
+func (p *progress) answerEarly(h history, received, onDisk store.Version, bytes int) {
 	p.reachable, p.answered = true, true
 	if !h.holds(received) {
 		// Cannot happen for entries it took; start over, as answer does.
@@ -71,7 +72,44 @@ func (p *progress) answerEarly(h history, received, onDisk store.Version) {
 	}
 	p.next, p.received, p.snapshot = received.Seq+1, received.Seq, false
 	if h.holds(onDisk) && onDisk.Seq > p.match {
-		p.match = onDisk.Seq
+		// The disk moves on: it is slow at worst (each group commit takes
+		// all that waits), not stalled, so the count starts over.
+		p.match, p.early = onDisk.Seq, 0
+	}
+	if p.match < p.received {
+		p.early += bytes
+	}
+}
+
+// maxEarlyBytes bounds what a follower may apply while its disk reports no
+// progress: past this many bytes of entries (keys, values and request
+// ids) answered early since match last moved, the leader asks for answers
+// from the disk again, so a stalled disk holds replication back as it did
+// before early answers, rather than letting its queue grow.
+const maxEarlyBytes = 8 << 20
+
+// entryBytes is the size of entries' keys, values and request ids.
+func entryBytes(entries []*kvpb.Entry) int {
+	n := 0
+	for _, e := range entries {
+		n += len(e.Key) + len(e.Value) + len(e.ReqId)
+	}
+	return n
+}
+
+// asksEarly reports whether the next Append to the follower asks for an
+// early answer, given whether it carries an entry of a key the follower
+// holds: while the follower has entries it answered early and has not
+// reported on disk, every Append does (so that one whose keys it does not
+// hold does not wait behind its disk), unless too many are queued there.
+func (p *progress) asksEarly(held, entries bool) bool {
+	switch {
+	case !entries:
+		return p.unflushed()
+	case p.early >= maxEarlyBytes:
+		return false
+	default:
+		return held || p.unflushed()
 	}
 }
 
@@ -171,11 +209,9 @@ func (r *replication) replicate(p *progress) {
 	n := l.n
 	hb := time.NewTicker(n.cfg.Heartbeat)
 	defer hb.Stop()
-	flush := false // the next call, if it carries no entries, waits for the follower's disk
 	for l.ctx.Err() == nil {
 		req := r.buildAppend(p)
 		if req == nil { // it needs the whole state (snapshot_send.go)
-			flush = false
 			if !r.sendSnapshot(p) {
 				select { // retry (resume) at the heartbeat pace
 				case <-hb.C:
@@ -193,7 +229,7 @@ func (r *replication) replicate(p *progress) {
 			var c kvpb.PeerClient
 			if c, err = n.pool.Peer(addr); err == nil {
 				ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
-				if flush && len(req.Entries) == 0 {
+				if req.AnswerEarly && len(req.Entries) == 0 {
 					resp, err, yielded = appendOrYield(ctx, cancel, c, req, p.wake)
 				} else {
 					resp, err = c.Append(ctx, req)
@@ -205,7 +241,6 @@ func (r *replication) replicate(p *progress) {
 			continue // new entries came: send them, the disk's answer can wait
 		}
 		more := r.handleAppend(p, req, resp, err, sent)
-		flush = err == nil && more.unflushed
 		if err == nil && (more.entries || more.unflushed || yielded) {
 			continue
 		}
@@ -248,17 +283,14 @@ func (r *replication) buildAppend(p *progress) *kvpb.AppendRequest {
 	// copy), or, with no entries, entries it answered early and has not
 	// reported on disk. Elsewhere one answer per disk write keeps the
 	// batches large.
-	early := false
+	held := false
 	for _, e := range l.batch(p.next, n.cfg.MaxBatch, n.cfg.MaxBatchBytes) {
 		req.Entries = append(req.Entries, toEntry(e))
-		if e.Key != "" && !early {
-			early = l.leases.heldBy(e.Key, p.id)
+		if e.Key != "" && !held {
+			held = l.leases.heldBy(e.Key, p.id)
 		}
 	}
-	if len(req.Entries) == 0 {
-		early = p.unflushed()
-	}
-	req.AnswerEarly = early && !(faultsOn && n.cfg.Faults.NoEarlyAnswers)
+	req.AnswerEarly = p.asksEarly(held, len(req.Entries) > 0) && !(faultsOn && n.cfg.Faults.NoEarlyAnswers)
 	return req
 }
 
@@ -311,7 +343,7 @@ func (r *replication) handleAppend(p *progress, req *kvpb.AppendRequest, resp *k
 		if faultsOn && l.n.cfg.Faults.CountEarlyAnswers {
 			onDisk = fromPos(resp.Received)
 		}
-		p.answerEarly(l.history(l.epoch), fromPos(resp.Received), onDisk)
+		p.answerEarly(l.history(l.epoch), fromPos(resp.Received), onDisk, entryBytes(req.Entries))
 	} else {
 		p.answer(l.history(l.epoch), fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
 	}

@@ -55,10 +55,14 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		n.met.invalidationsSent.Add(float64(l.leases.liveLocked(key, ver.Seq, n.now())))
 	}
 	l.repl.recomputeCommitLocked()
-	for _, p := range l.repl.peers {
-		select {
-		case p.wake <- struct{}{}:
-		default:
+	if !dup {
+		// A retry appends nothing: waking the replicators would only
+		// cancel their waits for the followers' disks (replicate).
+		for _, p := range l.repl.peers {
+			select {
+			case p.wake <- struct{}{}:
+			default:
+			}
 		}
 	}
 	l.mu.Unlock()

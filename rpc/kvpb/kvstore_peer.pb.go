@@ -827,7 +827,7 @@ type AppendRequest struct {
 	Leadership uint64                 `protobuf:"varint,7,opt,name=leadership,proto3" json:"leadership,omitempty"` // as in PrepareRequest
 	// The leader takes an early answer: a follower with a data directory
 	// may answer entries it applied before they are on disk, setting
-	// received (docs/design.md, Writes and visibility). Older followers
+	// received (docs/design.md, Replication: Early answers). Older followers
 	// ignore it and answer once the entries are on disk.
 	AnswerEarly   bool `protobuf:"varint,8,opt,name=answer_early,json=answerEarly,proto3" json:"answer_early,omitempty"`
 	unknownFields protoimpl.UnknownFields
