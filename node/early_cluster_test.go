@@ -8,6 +8,7 @@ import (
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/cluster"
+	"github.com/kvstore/kvstore/internal/soon"
 	"github.com/kvstore/kvstore/node"
 )
 
@@ -46,6 +47,7 @@ func TestAWriteDoesNotWaitForAHoldersDisk(t *testing.T) {
 		t.Fatalf("the follower did not cache k: %+v", st)
 	}
 
+	waitOnDisk(t, c, ld, sn)
 	sn.SetDiskDelay(time.Hour)
 	t.Cleanup(func() { _ = c.Kill(slow) }) // ends the stalled commit before Close
 	if err := c.Put(ctxT(t, 20*time.Second), ld, "k", "v2"); err != nil {
@@ -93,6 +95,9 @@ func TestEarlyAnswersDoNotCountTowardTheCommit(t *testing.T) {
 				}
 			}
 			for _, f := range fs {
+				waitOnDisk(t, c, ld, nodeOf(t, c, f))
+			}
+			for _, f := range fs {
 				nodeOf(t, c, f).SetDiskDelay(time.Hour)
 				t.Cleanup(func() { _ = c.Kill(f) }) // ends the stalled commit before Close
 			}
@@ -123,4 +128,17 @@ func TestEarlyAnswersDoNotCountTowardTheCommit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// waitOnDisk waits until follower f has on disk everything the leader ld
+// applied, so that a stall of its disk starts with nothing in flight.
+func waitOnDisk(t *testing.T, c *cluster.Cluster, ld int, f *node.Node) {
+	t.Helper()
+	ldn := nodeOf(t, c, ld)
+	soon.Succeeds(t, 30*time.Second, func() error {
+		if want, on := ldn.Applied(), f.OnDisk(); on.Less(want) {
+			return fmt.Errorf("the follower has %s on disk, the leader is at %s", on, want)
+		}
+		return nil
+	})
 }

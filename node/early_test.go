@@ -53,9 +53,13 @@ func TestEarlyAnswerOnlyOnceThePromiseIsOnDisk(t *testing.T) {
 	if st, p, _ = r.appendEntries(5, ld, pos(5, 3), nil, true); !st.early || p != oldest || p == r.last {
 		t.Fatalf("heartbeat asked early: early %v; want early, waiting for the oldest submission not on disk", st.early)
 	}
-	// Entries that do not follow: refused, never early.
-	if st, _, _ = r.appendEntries(5, ld, pos(5, 9), []store.Entry{setEntry(pos(5, 10), "k", "x", "")}, true); st.ok || st.early {
-		t.Fatalf("append after a gap: ok %v early %v; want refused", st.ok, st.early)
+	// Entries that do not follow: refused, at once when asked early (the
+	// leader learns the position without waiting for the disk).
+	if st, p, _ = r.appendEntries(5, ld, pos(5, 9), []store.Entry{setEntry(pos(5, 10), "k", "x", "")}, true); st.ok || !st.early || p != nil || st.applied != pos(5, 3) {
+		t.Fatalf("append after a gap, asked early: ok %v early %v applied %s; want refused at once at 5.3", st.ok, st.early, st.applied)
+	}
+	if st, p, _ = r.appendEntries(5, ld, pos(5, 9), []store.Entry{setEntry(pos(5, 10), "k", "x", "")}, false); st.ok || st.early || p != r.last {
+		t.Fatalf("append after a gap: ok %v early %v; want refused after the disk", st.ok, st.early)
 	}
 	if err := r.disk.Crash(); err != nil { // ends the stalled commit
 		t.Log(err)

@@ -326,10 +326,11 @@ func (r *replica) admit(epoch int64, ld leadership) (st standing, p *durable.Pen
 // With early (the leader takes an early answer), a replica with a data
 // directory whose promise is on disk and that needs no reconciling answers
 // early (standing.early, with the position known on disk): entries at
-// once, their cached copies dropped by then (events.applied); no entries
-// (the leader waits for the disk) once the oldest entries not known on
-// disk are, the submission returned, after which onDiskNow is the position
-// to report. Otherwise the answer waits for the submission returned.
+// once, their cached copies dropped by then (events.applied), and entries
+// that do not follow its position (ok false) at once too; no entries (the
+// leader waits for the disk) once the oldest entries not known on disk
+// are, the submission returned, after which onDiskNow is the position to
+// report. Otherwise the answer waits for the submission returned.
 func (r *replica) appendEntries(epoch int64, ld leadership, prev store.Version, entries []store.Entry, early bool) (standing, *durable.Pending, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -337,7 +338,15 @@ func (r *replica) appendEntries(epoch int64, ld leadership, prev store.Version, 
 		return st, nil, nil
 	}
 	if prev != r.store.Applied() {
-		return r.standingLocked(false), r.last, nil
+		st := r.standingLocked(false)
+		if r.answersEarlyLocked(early, st) {
+			// Its position, at once: a leader whose Append to it timed
+			// out on its disk resends from the last position it heard of,
+			// which this replica applied past.
+			st.early, st.onDisk = true, r.durableLocked()
+			return st, nil, nil
+		}
+		return st, r.last, nil
 	}
 	dups := make([]bool, 0, len(entries))
 	for i, e := range entries {
@@ -351,7 +360,7 @@ func (r *replica) appendEntries(epoch int64, ld leadership, prev store.Version, 
 	}
 	r.markLocked(r.persistEntriesLocked(entries, dups))
 	st := r.standingLocked(true)
-	if early && r.disk != nil && !st.reconcile && (r.promise == nil || r.promise.Durable()) {
+	if r.answersEarlyLocked(early, st) {
 		st.onDisk = r.durableLocked()
 		if len(entries) > 0 {
 			st.early = true
@@ -363,6 +372,13 @@ func (r *replica) appendEntries(epoch int64, ld leadership, prev store.Version, 
 		}
 	}
 	return st, r.last, nil
+}
+
+// answersEarlyLocked reports whether an Append the leader asked an early
+// answer of (early) may have one: the replica has a data directory, its
+// promise is on disk and it needs no reconciling. Callers hold r.mu.
+func (r *replica) answersEarlyLocked(early bool, st standing) bool {
+	return early && r.disk != nil && !st.reconcile && (r.promise == nil || r.promise.Durable())
 }
 
 // onDiskNow is durableLocked, taking the lock.

@@ -59,14 +59,15 @@ func (p *progress) answer(h history, applied store.Version, ok, reconcile, snaps
 	p.received, p.early = p.match, 0
 }
 
-// answerEarly records an early answer to an Append, which the follower
-// took: received is the position it applied in memory, onDisk the
+// answerEarly records an early answer to an Append (taken, or not
+// following the follower's position, which received then names):
+// received is the position it applied in memory, onDisk the
 // position it knows is on disk (possibly of an older epoch, or behind what
 // an earlier answer reported), bytes the size of the Append's entries.
 func (p *progress) answerEarly(h history, received, onDisk store.Version, bytes int) {
 	p.reachable, p.answered = true, true
 	if !h.holds(received) {
-		// Cannot happen for entries it took; start over, as answer does.
+		// Not on this epoch's history: start over, as answer does.
 		p.match, p.received, p.snapshot = 0, 0, true
 		return
 	}
@@ -338,7 +339,7 @@ func (r *replication) handleAppend(p *progress, req *kvpb.AppendRequest, resp *k
 		// comes only from a follower whose promise is on disk.
 		l.health.hearLocked(p.id, sent)
 	}
-	if resp.Received != nil && resp.Ok && !resp.Reconcile && req.Snapshot == nil {
+	if resp.Received != nil && !resp.Reconcile && req.Snapshot == nil {
 		onDisk := fromPos(resp.Applied)
 		if faultsOn && l.n.cfg.Faults.CountEarlyAnswers {
 			onDisk = fromPos(resp.Received)
