@@ -829,7 +829,14 @@ type AppendRequest struct {
 	// may answer entries it applied before they are on disk, setting
 	// received (docs/design.md, Replication: Early answers). Older followers
 	// ignore it and answer once the entries are on disk.
-	AnswerEarly   bool `protobuf:"varint,8,opt,name=answer_early,json=answerEarly,proto3" json:"answer_early,omitempty"`
+	AnswerEarly bool `protobuf:"varint,8,opt,name=answer_early,json=answerEarly,proto3" json:"answer_early,omitempty"`
+	// Earlier Appends of this leadership may still be in flight to the
+	// follower (the leader pipelines them): if prev is past the follower's
+	// position, it waits, within the call's deadline, for its position to
+	// move before it answers, rather than refusing at once (docs/design.md,
+	// Replication: Pipelining). Older followers ignore it and refuse; the
+	// leader then sends one at a time again.
+	Pipelined     bool `protobuf:"varint,9,opt,name=pipelined,proto3" json:"pipelined,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -916,6 +923,13 @@ func (x *AppendRequest) GetLeadership() uint64 {
 func (x *AppendRequest) GetAnswerEarly() bool {
 	if x != nil {
 		return x.AnswerEarly
+	}
+	return false
+}
+
+func (x *AppendRequest) GetPipelined() bool {
+	if x != nil {
+		return x.Pipelined
 	}
 	return false
 }
@@ -1915,7 +1929,7 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"recovering\x18\x04 \x01(\bR\n" +
 	"recovering\x12\x17\n" +
 	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12)\n" +
-	"\x10other_leadership\x18\x06 \x01(\bR\x0fotherLeadership\"\xb7\x02\n" +
+	"\x10other_leadership\x18\x06 \x01(\bR\x0fotherLeadership\"\xd5\x02\n" +
 	"\rAppendRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
@@ -1926,7 +1940,8 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\n" +
 	"leadership\x18\a \x01(\x04R\n" +
 	"leadership\x12!\n" +
-	"\fanswer_early\x18\b \x01(\bR\vanswerEarly\"\xfc\x01\n" +
+	"\fanswer_early\x18\b \x01(\bR\vanswerEarly\x12\x1c\n" +
+	"\tpipelined\x18\t \x01(\bR\tpipelined\"\xfc\x01\n" +
 	"\x0eAppendResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
