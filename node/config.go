@@ -74,6 +74,11 @@ type Config struct {
 	// entry larger than that travels alone. With MaxBatch it keeps every Append under
 	// rpc.MaxMsgSize, so that a follower far behind catches up.
 	MaxBatchBytes int
+	// AppendsInFlight is how many Appends carrying entries the leader keeps
+	// in flight to one follower once it took one (0: the default,
+	// DefaultAppendsInFlight; 1: one at a time), besides one that waits for
+	// the follower's disk (docs/design.md, Replication: Pipelining).
+	AppendsInFlight int
 	// MaxLog is how many entries the leader keeps for followers that lag;
 	// a follower further behind gets a snapshot (default 100000).
 	MaxLog int
@@ -286,19 +291,20 @@ const entryOverhead = maxReqIDLen + 64
 // Coordinator.
 func DefaultConfig() Config {
 	return Config{
-		Cluster:       "default",
-		ListenAddr:    "127.0.0.1:0",
-		SessionTTL:    2 * time.Second,
-		LeaseDuration: 2 * time.Second,
-		ClockDrift:    0.05,
-		OpTimeout:     15 * time.Second,
-		QuorumTimeout: 5 * time.Second,
-		RPCTimeout:    time.Second,
-		Heartbeat:     200 * time.Millisecond,
-		MaxBatch:      1024,
-		MaxBatchBytes: DefaultMaxBatchBytes,
-		MaxLog:        100000,
-		MaxRequests:   65536,
+		Cluster:         "default",
+		ListenAddr:      "127.0.0.1:0",
+		SessionTTL:      2 * time.Second,
+		LeaseDuration:   2 * time.Second,
+		ClockDrift:      0.05,
+		OpTimeout:       15 * time.Second,
+		QuorumTimeout:   5 * time.Second,
+		RPCTimeout:      time.Second,
+		Heartbeat:       200 * time.Millisecond,
+		MaxBatch:        1024,
+		MaxBatchBytes:   DefaultMaxBatchBytes,
+		MaxLog:          100000,
+		AppendsInFlight: DefaultAppendsInFlight,
+		MaxRequests:     65536,
 
 		SnapshotChunkBytes: DefaultSnapshotChunkBytes,
 
@@ -355,6 +361,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("node: config: MaxBatch %d must be positive", c.MaxBatch)
 	case c.MaxBatchBytes <= 0 || c.MaxBatchBytes > rpc.MaxMsgSize/2:
 		return fmt.Errorf("node: config: MaxBatchBytes %d must be in [1, %d]", c.MaxBatchBytes, rpc.MaxMsgSize/2)
+	case c.AppendsInFlight < 0:
+		return fmt.Errorf("node: config: AppendsInFlight %d must not be negative", c.AppendsInFlight)
 	case c.MaxLog <= 0:
 		return fmt.Errorf("node: config: MaxLog %d must be positive", c.MaxLog)
 	case c.SnapshotChunkBytes <= 0 || c.SnapshotChunkBytes > rpc.MaxMsgSize/2:

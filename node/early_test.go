@@ -21,7 +21,7 @@ func TestEarlyAnswerOnlyOnceThePromiseIsOnDisk(t *testing.T) {
 
 	// The promise to epoch 5 is submitted by this Append, not durable: no
 	// early answer, the caller waits for the submission.
-	st, p, err := r.appendEntries(5, ld, pos(0, 0), []store.Entry{{Version: pos(5, 1), Op: store.OpNoop}}, true)
+	st, p, err := r.appendAt(5, ld, pos(0, 0), []store.Entry{{Version: pos(5, 1), Op: store.OpNoop}}, true)
 	if err != nil || !st.ok || st.early || p == nil {
 		t.Fatalf("first append of epoch 5: ok %v early %v pending %v, %v; want ok, not early, a submission", st.ok, st.early, p != nil, err)
 	}
@@ -34,31 +34,31 @@ func TestEarlyAnswerOnlyOnceThePromiseIsOnDisk(t *testing.T) {
 
 	// Asked early, promise durable: answered at once, with nothing known on
 	// disk since the store was opened.
-	st, p, err = r.appendEntries(5, ld, pos(5, 1), []store.Entry{setEntry(pos(5, 2), "k", "v", "")}, true)
+	st, p, err = r.appendAt(5, ld, pos(5, 1), []store.Entry{setEntry(pos(5, 2), "k", "v", "")}, true)
 	if err != nil || !st.ok || !st.early || p != nil || st.applied != pos(5, 2) || st.onDisk != (store.Version{}) {
 		t.Fatalf("early append: ok %v early %v pending %v applied %s on disk %s, %v; want early at 5.2, nothing on disk", st.ok, st.early, p != nil, st.applied, st.onDisk, err)
 	}
 	// Not asked: the answer waits.
-	if st, p, _ = r.appendEntries(5, ld, pos(5, 2), []store.Entry{setEntry(pos(5, 3), "k", "w", "")}, false); st.early || p == nil {
+	if st, p, _ = r.appendAt(5, ld, pos(5, 2), []store.Entry{setEntry(pos(5, 3), "k", "w", "")}, false); st.early || p == nil {
 		t.Fatalf("append not asked early: early %v pending %v; want a wait", st.early, p != nil)
 	}
 	// A heartbeat not asked early waits for everything taken so far; asked
 	// early, for the oldest entries not known on disk.
-	if st, p, _ = r.appendEntries(5, ld, pos(5, 3), nil, false); st.early || p != r.last {
+	if st, p, _ = r.appendAt(5, ld, pos(5, 3), nil, false); st.early || p != r.last {
 		t.Fatalf("heartbeat: early %v; want a wait for the latest submission", st.early)
 	}
 	r.mu.Lock()
 	oldest := r.flushing[0].p
 	r.mu.Unlock()
-	if st, p, _ = r.appendEntries(5, ld, pos(5, 3), nil, true); !st.early || p != oldest || p == r.last {
+	if st, p, _ = r.appendAt(5, ld, pos(5, 3), nil, true); !st.early || p != oldest || p == r.last {
 		t.Fatalf("heartbeat asked early: early %v; want early, waiting for the oldest submission not on disk", st.early)
 	}
 	// Entries that do not follow: refused, at once when asked early (the
 	// leader learns the position without waiting for the disk).
-	if st, p, _ = r.appendEntries(5, ld, pos(5, 9), []store.Entry{setEntry(pos(5, 10), "k", "x", "")}, true); st.ok || !st.early || p != nil || st.applied != pos(5, 3) {
+	if st, p, _ = r.appendAt(5, ld, pos(5, 9), []store.Entry{setEntry(pos(5, 10), "k", "x", "")}, true); st.ok || !st.early || p != nil || st.applied != pos(5, 3) {
 		t.Fatalf("append after a gap, asked early: ok %v early %v applied %s; want refused at once at 5.3", st.ok, st.early, st.applied)
 	}
-	if st, p, _ = r.appendEntries(5, ld, pos(5, 9), []store.Entry{setEntry(pos(5, 10), "k", "x", "")}, false); st.ok || st.early || p != r.last {
+	if st, p, _ = r.appendAt(5, ld, pos(5, 9), []store.Entry{setEntry(pos(5, 10), "k", "x", "")}, false); st.ok || st.early || p != r.last {
 		t.Fatalf("append after a gap: ok %v early %v; want refused after the disk", st.ok, st.early)
 	}
 	if err := r.disk.Crash(); err != nil { // ends the stalled commit
@@ -73,9 +73,9 @@ func TestOnDiskFollowsDurableSubmissions(t *testing.T) {
 	r, _ := testReplica(t, t.TempDir())
 	waitSubmitted(t, r.reconciled())
 	ld := leadership{"n1", 1}
-	st, p, _ := r.appendEntries(5, ld, pos(0, 0), []store.Entry{{Version: pos(5, 1), Op: store.OpNoop}}, true)
+	st, p, _ := r.appendAt(5, ld, pos(0, 0), []store.Entry{{Version: pos(5, 1), Op: store.OpNoop}}, true)
 	waitSubmitted(t, p)
-	st, _, _ = r.appendEntries(5, ld, pos(5, 1), []store.Entry{setEntry(pos(5, 2), "a", "1", "")}, true)
+	st, _, _ = r.appendAt(5, ld, pos(5, 1), []store.Entry{setEntry(pos(5, 2), "a", "1", "")}, true)
 	if !st.early {
 		t.Fatalf("append with the promise on disk: early %v, want true", st.early)
 	}
@@ -106,19 +106,19 @@ func TestOnDiskFollowsDurableSubmissions(t *testing.T) {
 func TestEarlyAnswersMoveReceivedNotMatch(t *testing.T) {
 	h := history{epoch: 5, base: pos(4, 10), last: 20}
 	p := newProgress("f", 11)
-	p.answerEarly(h, pos(5, 15), pos(4, 10), 100)
+	p.answerEarly(h, pos(5, 15), pos(4, 10), true, 100)
 	if p.received != 15 || p.next != 16 || p.match != 10 || !p.unflushed() {
 		t.Fatalf("early answer 5.15 with the base on disk: received %d next %d match %d; want 15, 16, 10", p.received, p.next, p.match)
 	}
-	p.answerEarly(h, pos(5, 18), pos(3, 40), 100) // on disk: of another history
+	p.answerEarly(h, pos(5, 18), pos(3, 40), true, 100) // on disk: of another history
 	if p.received != 18 || p.match != 10 {
 		t.Fatalf("on disk of another history: received %d match %d; want 18, 10", p.received, p.match)
 	}
-	p.answerEarly(h, pos(5, 19), pos(5, 17), 100)
+	p.answerEarly(h, pos(5, 19), pos(5, 17), true, 100)
 	if p.match != 17 || p.received != 19 {
 		t.Fatalf("on disk 5.17: match %d received %d; want 17, 19", p.match, p.received)
 	}
-	p.answerEarly(h, pos(5, 20), pos(5, 12), 100) // an older report never lowers match
+	p.answerEarly(h, pos(5, 20), pos(5, 12), true, 100) // an older report never lowers match
 	if p.match != 17 {
 		t.Fatalf("on disk 5.12 after 5.17: match %d, want 17", p.match)
 	}
@@ -145,11 +145,11 @@ func TestWhenTheLeaderAsksEarly(t *testing.T) {
 	if p.asksEarly(false, true) || !p.asksEarly(true, true) || p.asksEarly(false, false) {
 		t.Fatal("flushed follower: want early only for a held key")
 	}
-	p.answerEarly(h, pos(5, 15), pos(4, 10), maxEarlyBytes/2)
+	p.answerEarly(h, pos(5, 15), pos(4, 10), true, maxEarlyBytes/2)
 	if !p.asksEarly(false, true) || !p.asksEarly(false, false) {
 		t.Fatal("with entries answered early and not on disk: every Append should ask early")
 	}
-	p.answerEarly(h, pos(5, 20), pos(4, 10), maxEarlyBytes/2)
+	p.answerEarly(h, pos(5, 20), pos(4, 10), true, maxEarlyBytes/2)
 	if p.early != maxEarlyBytes || !p.unflushed() {
 		t.Fatalf("early %d unflushed %v, want %d, true", p.early, p.unflushed(), maxEarlyBytes)
 	}
@@ -159,11 +159,11 @@ func TestWhenTheLeaderAsksEarly(t *testing.T) {
 	if !p.asksEarly(false, false) {
 		t.Fatal("an empty Append should still wait for the disk early (it adds nothing to the queue)")
 	}
-	p.answerEarly(h, pos(5, 25), pos(5, 12), 100) // the disk moved on: slow, not stalled
+	p.answerEarly(h, pos(5, 25), pos(5, 12), true, 100) // the disk moved on: slow, not stalled
 	if p.early != 100 || !p.asksEarly(false, true) {
 		t.Fatalf("after the disk moved on: early %d; want 100, asking early again", p.early)
 	}
-	p.answerEarly(h, pos(5, 25), pos(5, 25), 0) // the disk caught up
+	p.answerEarly(h, pos(5, 25), pos(5, 25), true, 0) // the disk caught up
 	if p.early != 0 || p.unflushed() || p.asksEarly(false, true) {
 		t.Fatalf("after the disk caught up: early %d unflushed %v; want 0, false", p.early, p.unflushed())
 	}

@@ -1,8 +1,10 @@
 package node
 
 import (
+	"context"
 	"time"
 
+	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/store"
 )
 
@@ -18,4 +20,9 @@ func (n *Node) OnDisk() store.Version {
 	n.rep.mu.Lock()
 	defer n.rep.mu.Unlock()
 	return n.rep.durableLocked()
+}
+
+// appendAt is appendEntries without a deadline, not pipelined.
+func (r *replica) appendAt(epoch int64, ld leadership, prev store.Version, entries []store.Entry, early bool) (standing, *durable.Pending, error) {
+	return r.appendEntries(context.Background(), epoch, ld, prev, entries, early, false)
 }

@@ -146,6 +146,9 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.AppendsInFlight == 0 {
+		cfg.AppendsInFlight = DefaultAppendsInFlight
+	}
 	// Every epoch the node sees is the coordinator's raw epoch plus its
 	// epoch base (coord.WithEpochBase), so that epochs stay monotone
 	// across a coordinator rebuild.

@@ -74,7 +74,7 @@ func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 	if err := validateAppend(req); err != nil {
 		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, err)
 	}
-	resp, p, err := s.append(req)
+	resp, p, err := s.append(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 // append applies req, which validateAppend accepted, and returns the answer
 // with the submission that must be durable before it is sent. A refused
 // request changes nothing but the promised epoch.
-func (s *peerServer) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, *durable.Pending, error) {
+func (s *peerServer) append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb.AppendResponse, *durable.Pending, error) {
 	n := s.n
 	ld := leadership{req.LeaderId, req.Leadership}
 	var st standing
@@ -116,7 +116,7 @@ func (s *peerServer) append(req *kvpb.AppendRequest) (*kvpb.AppendResponse, *dur
 		for i, pe := range req.Entries {
 			entries[i] = fromEntry(pe)
 		}
-		st, p, err = n.rep.appendEntries(req.Epoch, ld, fromPos(req.Prev), entries, req.AnswerEarly)
+		st, p, err = n.rep.appendEntries(ctx, req.Epoch, ld, fromPos(req.Prev), entries, req.AnswerEarly, req.Pipelined)
 	}
 	if !st.refused {
 		n.met.appended(n.now())

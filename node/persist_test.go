@@ -142,7 +142,7 @@ func TestEntriesDoNotReconcileARecoveringNode(t *testing.T) {
 		if err := validateAppend(req); err != nil {
 			t.Fatal(err)
 		}
-		resp, p, err := (&peerServer{n: n}).append(req)
+		resp, p, err := (&peerServer{n: n}).append(context.Background(), req)
 		if err != nil || !resp.Ok {
 			t.Fatalf("append: %v %v", resp, err)
 		}

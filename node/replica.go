@@ -5,6 +5,7 @@ package node
 // reconciled, and the durable copy of all of it.
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -66,6 +67,10 @@ type replica struct {
 	// answer reports onDisk (durableLocked).
 	flushing []flushMark
 	onDisk   store.Version
+	// moved is closed, and replaced, whenever the store's position or
+	// the promise changes: a pipelined Append that arrived before its
+	// predecessor waits on it (appendEntries).
+	moved chan struct{}
 
 	// promisedA mirrors promised for lock-free reads (the read path).
 	promisedA atomic.Int64
@@ -85,7 +90,14 @@ type stateEvents interface {
 }
 
 func newReplica(maxRequests int, events stateEvents) *replica {
-	return &replica{events: events, store: store.New(maxRequests)}
+	return &replica{events: events, store: store.New(maxRequests), moved: make(chan struct{})}
+}
+
+// movedLocked wakes the Appends waiting for the position or the promise
+// to change. Callers hold r.mu.
+func (r *replica) movedLocked() {
+	close(r.moved)
+	r.moved = make(chan struct{})
 }
 
 // open adopts db, the durable copy, and st, the state it held (with the
@@ -266,6 +278,7 @@ func (r *replica) admitLocked(epoch int64, ld leadership) (standing, bool) {
 		r.promised, r.ld = epoch, ld
 		r.promisedA.Store(epoch)
 		r.events.promised(epoch)
+		r.movedLocked()
 	case epoch == r.promised && r.ld.nonce == 0 && ld.nonce != 0:
 		r.ld = ld
 	default:
@@ -331,11 +344,30 @@ func (r *replica) admit(epoch int64, ld leadership) (st standing, p *durable.Pen
 // leader waits for the disk) once the oldest entries not known on disk
 // are, the submission returned, after which onDiskNow is the position to
 // report. Otherwise the answer waits for the submission returned.
-func (r *replica) appendEntries(epoch int64, ld leadership, prev store.Version, entries []store.Entry, early bool) (standing, *durable.Pending, error) {
+//
+// With pipelined (the leader sent earlier Appends that may still be in
+// flight), entries whose prev is past the position wait, until ctx ends,
+// for the position to move, and are looked at again: the server runs
+// calls concurrently, so an Append may overtake its predecessor.
+func (r *replica) appendEntries(ctx context.Context, epoch int64, ld leadership, prev store.Version, entries []store.Entry, early, pipelined bool) (standing, *durable.Pending, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if st, ok := r.admitLocked(epoch, ld); !ok {
-		return st, nil, nil
+	for {
+		if st, ok := r.admitLocked(epoch, ld); !ok {
+			return st, nil, nil
+		}
+		if !pipelined || prev.Seq <= r.store.Applied().Seq {
+			break
+		}
+		moved := r.moved
+		r.mu.Unlock()
+		select {
+		case <-moved:
+			r.mu.Lock()
+		case <-ctx.Done():
+			r.mu.Lock()
+			return standing{}, nil, fmt.Errorf("waiting for the Appends before %s (at %s): %w", prev, r.store.Applied(), ctx.Err())
+		}
 	}
 	if prev != r.store.Applied() {
 		st := r.standingLocked(false)
@@ -359,6 +391,9 @@ func (r *replica) appendEntries(epoch int64, ld leadership, prev store.Version, 
 		r.events.applied(e)
 	}
 	r.markLocked(r.persistEntriesLocked(entries, dups))
+	if len(entries) > 0 {
+		r.movedLocked()
+	}
 	st := r.standingLocked(true)
 	if r.answersEarlyLocked(early, st) {
 		st.onDisk = r.durableLocked()
@@ -445,6 +480,7 @@ func (r *replica) restore(v *store.View) *durable.Pending {
 // clears the unreconciled mark.
 func (r *replica) restoreLocked(v *store.View) {
 	r.store.RestoreView(v)
+	r.movedLocked()
 	clear(r.flushing)
 	r.flushing, r.onDisk = r.flushing[:0], store.Version{}
 	if r.disk != nil {

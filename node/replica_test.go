@@ -118,7 +118,7 @@ func TestReplicaAppendEntries(t *testing.T) {
 	ld := leadership{"n1", 1}
 	r, ev := testReplica(t, "")
 	r.setRecovering()
-	st, _, err := r.appendEntries(5, ld, pos(0, 0), []store.Entry{
+	st, _, err := r.appendAt(5, ld, pos(0, 0), []store.Entry{
 		{Version: pos(5, 1), Op: store.OpNoop},
 		setEntry(pos(5, 2), "a", "1", "r1"),
 	}, false)
@@ -129,21 +129,21 @@ func TestReplicaAppendEntries(t *testing.T) {
 	if !reflect.DeepEqual(ev.got, want) {
 		t.Errorf("events %q, want %q", ev.got, want)
 	}
-	st, _, err = r.appendEntries(5, ld, pos(5, 7), []store.Entry{setEntry(pos(5, 8), "b", "2", "")}, false)
+	st, _, err = r.appendAt(5, ld, pos(5, 7), []store.Entry{setEntry(pos(5, 8), "b", "2", "")}, false)
 	if err != nil || st.ok || st.refused || st.applied != pos(5, 2) {
 		t.Errorf("append after a gap: ok %v refused %v applied %s, %v; want not ok at 5.2", st.ok, st.refused, st.applied, err)
 	}
-	st, _, err = r.appendEntries(6, leadership{"n2", 2}, pos(5, 7), nil, false)
+	st, _, err = r.appendAt(6, leadership{"n2", 2}, pos(5, 7), nil, false)
 	if err != nil || st.ok || st.promised != 6 || r.epoch() != 6 {
 		t.Errorf("a later leader's Append after a gap: ok %v promised %d, %v; want not ok, the promise made", st.ok, st.promised, err)
 	}
-	st, _, err = r.appendEntries(5, ld, pos(5, 2), []store.Entry{setEntry(pos(5, 3), "c", "3", "")}, false)
+	st, _, err = r.appendAt(5, ld, pos(5, 2), []store.Entry{setEntry(pos(5, 3), "c", "3", "")}, false)
 	if err != nil || !st.refused || st.applied != pos(5, 2) {
 		t.Errorf("a stale leader's Append: refused %v applied %s, %v; want refused at 5.2", st.refused, st.applied, err)
 	}
 	// An entry the store refuses (validateAppend would have caught it):
 	// the ones before it stay applied.
-	st, _, err = r.appendEntries(6, leadership{"n2", 2}, pos(5, 2), []store.Entry{
+	st, _, err = r.appendAt(6, leadership{"n2", 2}, pos(5, 2), []store.Entry{
 		{Version: pos(6, 3), Op: store.OpNoop},
 		setEntry(pos(6, 4), "", "x", ""),
 	}, false)
@@ -171,7 +171,7 @@ func TestReplicaInstallSnapshot(t *testing.T) {
 	if want := []string{"promised 5", "restored"}; !reflect.DeepEqual(ev.got, want) {
 		t.Errorf("events %q, want %q", ev.got, want)
 	}
-	if _, _, err := r.appendEntries(5, ld, pos(5, 3), []store.Entry{setEntry(pos(5, 4), "b", "2", "")}, false); err != nil {
+	if _, _, err := r.appendAt(5, ld, pos(5, 3), []store.Entry{setEntry(pos(5, 4), "b", "2", "")}, false); err != nil {
 		t.Fatal(err)
 	}
 	st, _, err = r.installSnapshot(5, ld, snap)

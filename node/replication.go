@@ -1,11 +1,9 @@
 package node
 
 import (
-	"context"
 	"errors"
 	"time"
 
-	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/durable"
 	"github.com/kvstore/kvstore/quorum"
@@ -22,10 +20,12 @@ type progress struct {
 	match     uint64        // highest seq of this epoch's history it has on disk (applied, without one)
 	received  uint64        // highest seq it applied in memory, as its latest answer said
 	early     int           // bytes of entries it answered early since match last moved
-	next      uint64        // next seq to send
+	next      uint64        // next seq to send (past the Appends in flight)
+	start     uint64        // the first seq sent, before any answer
 	snapshot  bool          // it needs a snapshot
 	snap      *snapshotSend // the snapshot on its way to it (snapshot_send.go)
 	reachable bool          // its last Append succeeded
+	probing   bool          // one Append at a time: no answer taken since the start or the last failure
 	answered  bool          // it answered an Append in this epoch (match is known)
 	wake      chan struct{}
 }
@@ -33,23 +33,41 @@ type progress struct {
 // newProgress is a follower's progress at the start: nothing known, the
 // epoch's no-op (seq next) the first entry to send.
 func newProgress(id string, next uint64) *progress {
-	return &progress{id: id, next: next, wake: make(chan struct{}, 1)}
+	return &progress{id: id, next: next, start: next, probing: true, wake: make(chan struct{}, 1)}
 }
 
-// failed records an Append that got no answer.
-func (p *progress) failed() { p.reachable = false }
+// failed records an Append that got no answer. The Appends that follow it
+// are voided, and the next goes from the last position answered.
+func (p *progress) failed() {
+	p.reachable, p.probing = false, true
+	if p.answered {
+		p.next = p.received + 1
+	} else {
+		p.next = p.start
+	}
+}
 
 // answer records the follower's answer to an Append: applied is the
 // position it reports, ok whether it took the Append, reconcile whether it
 // asks for the whole state (it lost its store, or was never reconciled),
 // and snapshot whether the Append carried a snapshot. h is the history the
-// leader's log holds.
-func (p *progress) answer(h history, applied store.Version, ok, reconcile, snapshot bool) {
+// leader's log holds. It reports whether the answer took the Append
+// (taken): then the Appends behind it go on, and since they may be answered
+// in any order, positions only move forward; otherwise they are voided and
+// the follower's position is what it answered.
+func (p *progress) answer(h history, applied store.Version, ok, reconcile, snapshot bool) (taken bool) {
 	p.reachable, p.answered = true, true
 	switch {
 	case reconcile:
 		// Only the whole state reconciles it, entries alone do not.
 		p.match, p.snapshot = 0, true
+	case ok && !snapshot && h.holds(applied):
+		if applied.Seq > p.match {
+			p.match, p.early = applied.Seq, 0
+		}
+		p.next, p.received = max(p.next, applied.Seq+1), max(p.received, p.match)
+		p.probing = false
+		return true
 	case h.holds(applied) || (ok && snapshot):
 		p.match, p.next, p.snapshot = applied.Seq, applied.Seq+1, false
 	default:
@@ -57,29 +75,40 @@ func (p *progress) answer(h history, applied store.Version, ok, reconcile, snaps
 		p.match, p.snapshot = 0, true
 	}
 	p.received, p.early = p.match, 0
+	taken = ok && !reconcile && !p.snapshot
+	p.probing = !taken
+	return taken
 }
 
-// answerEarly records an early answer to an Append (taken, or not
+// answerEarly records an early answer to an Append (taken, ok, or not
 // following the follower's position, which received then names):
 // received is the position it applied in memory, onDisk the
 // position it knows is on disk (possibly of an older epoch, or behind what
-// an earlier answer reported), bytes the size of the Append's entries.
-func (p *progress) answerEarly(h history, received, onDisk store.Version, bytes int) {
+// an earlier answer reported), bytes the size of the Append's entries. It
+// reports whether the answer took the Append, as answer does.
+func (p *progress) answerEarly(h history, received, onDisk store.Version, ok bool, bytes int) (taken bool) {
 	p.reachable, p.answered = true, true
 	if !h.holds(received) {
 		// Not on this epoch's history: start over, as answer does.
-		p.match, p.received, p.snapshot = 0, 0, true
-		return
+		p.match, p.received, p.early, p.snapshot = 0, 0, 0, true
+		return false
 	}
-	p.next, p.received, p.snapshot = received.Seq+1, received.Seq, false
+	if ok {
+		p.next, p.received = max(p.next, received.Seq+1), max(p.received, received.Seq)
+	} else {
+		p.next, p.received = received.Seq+1, received.Seq
+	}
+	p.snapshot, p.probing = false, !ok
 	if h.holds(onDisk) && onDisk.Seq > p.match {
 		// The disk moves on: it is slow at worst (each group commit takes
 		// all that waits), not stalled, so the count starts over.
 		p.match, p.early = onDisk.Seq, 0
 	}
+	p.received = max(p.received, p.match)
 	if p.match < p.received {
 		p.early += bytes
 	}
+	return ok
 }
 
 // maxEarlyBytes bounds what a follower may apply while its disk reports no
@@ -199,85 +228,112 @@ func (r *replication) trimLog() {
 	l.trim(matched, l.n.cfg.MaxLog)
 }
 
-// replicate streams entries to one peer, in order, one call at a time.
-// Entries are answered early (AppendRequest.answer_early), so the next
-// call goes as soon as the follower applied them; when nothing is left to
-// send but the follower's disk is behind, an Append with no entries waits
-// for its disk, and gives way (is cancelled) as soon as new entries come.
+// replicate streams entries to one peer, in order, with up to
+// Config.AppendsInFlight Appends in flight once the follower took one
+// (pipeline.go), one while it probes. Entries a follower holds a key of are
+// answered early (AppendRequest.answer_early), and when nothing is left to
+// send but the follower's disk is behind what it applied, an Append with no
+// entries (the barrier) waits for its disk beside the Appends that follow.
+// An idle follower gets an Append each heartbeat; after a failure the next
+// goes at the heartbeat pace.
 func (r *replication) replicate(p *progress) {
 	l := r.l
 	defer l.wg.Done()
 	n := l.n
 	hb := time.NewTicker(n.cfg.Heartbeat)
 	defer hb.Stop()
+	w := newAppendWindow(l.ctx, n.cfg.AppendsInFlight)
+	defer w.reset(l.ctx)
+	beat, pause := true, false
 	for l.ctx.Err() == nil {
-		req := r.buildAppend(p)
-		if req == nil { // it needs the whole state (snapshot_send.go)
-			if !r.sendSnapshot(p) {
-				select { // retry (resume) at the heartbeat pace
-				case <-hb.C:
-				case <-l.ctx.Done():
-					return
-				}
-			}
-			continue
-		}
-		var resp *kvpb.AppendResponse
-		err := errors.New("no address")
-		sent := n.now()
-		yielded := false
-		if addr := n.view.Load().members[p.id]; addr != "" {
-			var c kvpb.PeerClient
-			if c, err = n.pool.Peer(addr); err == nil {
-				ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
-				if req.AnswerEarly && len(req.Entries) == 0 {
-					resp, err, yielded = appendOrYield(ctx, cancel, c, req, p.wake)
-				} else {
-					resp, err = c.Append(ctx, req)
-				}
-				cancel()
-			}
-		}
-		if yielded && err != nil {
-			continue // new entries came: send them, the disk's answer can wait
-		}
-		more := r.handleAppend(p, req, resp, err, sent)
-		if err == nil && (more.entries || more.unflushed || yielded) {
-			continue
-		}
-		if err == nil {
-			select {
-			case <-p.wake:
+		if !pause {
+			snapshot, sent := r.fill(p, w, beat)
+			beat = beat && !sent
+			if snapshot { // it needs the whole state (snapshot_send.go)
+				w.reset(l.ctx)
+				pause = !r.sendSnapshot(p) // resume at the heartbeat pace
 				continue
-			case <-hb.C:
-				continue
-			case <-l.ctx.Done():
-				return
 			}
 		}
-		select { // after an error, retry at the heartbeat pace only
+		select {
+		case call := <-w.done:
+			w.finished(call)
+			switch r.handleAppend(p, call) {
+			case appendTaken:
+				beat = false
+			case appendRefused: // what is in flight follows a wrong position
+				w.reset(l.ctx)
+			case appendFailed:
+				w.reset(l.ctx)
+				pause = true
+			}
+		case <-p.wake:
 		case <-hb.C:
+			beat, pause = true, false
 		case <-l.ctx.Done():
 			return
 		}
 	}
 }
 
-// buildAppend is the next Append for p: the entries after p.next-1 (one
-// batch); nil when p needs a snapshot or the log no longer holds its
-// position (sendSnapshot sends the whole state).
-func (r *replication) buildAppend(p *progress) *kvpb.AppendRequest {
+// fill sends the Appends p's window has room for (buildAppend), and
+// reports whether it sent any, or p needs a snapshot instead. beat asks
+// for an Append even with nothing to send, if none is in flight.
+func (r *replication) fill(p *progress, w *appendWindow, beat bool) (snapshot, sent bool) {
+	n := r.l.n
+	for {
+		req, snap := r.buildAppend(p, w, beat && !sent)
+		if snap {
+			return true, sent
+		}
+		if req == nil {
+			return false, sent
+		}
+		sentAt := n.now()
+		var c kvpb.PeerClient
+		err := errors.New("no address")
+		if addr := n.view.Load().members[p.id]; addr != "" {
+			c, err = n.pool.Peer(addr)
+		}
+		if err != nil {
+			w.calls++ // answered at once, as a failed call
+			w.done <- &appendCall{req: req, sent: sentAt, err: err}
+			return false, true
+		}
+		w.send(c, req, sentAt, n.cfg.RPCTimeout)
+		sent = true
+	}
+}
+
+// buildAppend is the next Append for p that its window w has room for, nil
+// if none: entries after p.next-1 (one batch; p.next moves past them), or,
+// with nothing to send, the barrier when the follower's disk is behind
+// what it applied, or an empty Append when beat asks for one and nothing
+// is in flight. snapshot reports that p needs the whole state instead (it
+// asks for it, or the log no longer holds its position).
+func (r *replication) buildAppend(p *progress, w *appendWindow, beat bool) (req *kvpb.AppendRequest, snapshot bool) {
 	l := r.l
 	n := l.n
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	req := &kvpb.AppendRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce}
 	prev, ok := l.posAt(p.next - 1)
 	if p.snapshot || !ok {
 		p.snapshot = true
-		return nil
+		return nil, true
 	}
-	req.Prev = toPos(prev)
+	limit := n.cfg.AppendsInFlight
+	if p.probing {
+		limit = 1
+	}
+	entries := p.next <= l.lastSeq
+	switch {
+	case entries && w.room(limit):
+	case !entries && p.unflushed() && !w.barrier:
+	case !entries && beat && w.calls == 0:
+	default:
+		return nil, false
+	}
+	req = &kvpb.AppendRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce, Prev: toPos(prev), Pipelined: w.calls > 0}
 	// Ask for an early answer where a write waits for this follower to
 	// apply, not for its disk: an entry of a key it holds a copy of (a
 	// majority's disks commit the entry, but every holder must drop its
@@ -291,65 +347,63 @@ func (r *replication) buildAppend(p *progress) *kvpb.AppendRequest {
 			held = l.leases.heldBy(e.Key, p.id)
 		}
 	}
+	p.next += uint64(len(req.Entries))
 	req.AnswerEarly = p.asksEarly(held, len(req.Entries) > 0) && !(faultsOn && n.cfg.Faults.NoEarlyAnswers)
-	return req
+	return req, false
 }
 
-// appendOrYield sends req, an Append with no entries that the follower
-// answers once its disk holds everything it took, and cancels it (yielded)
-// if wake fires first: new entries should not wait behind a disk.
-func appendOrYield(ctx context.Context, cancel context.CancelFunc, c kvpb.PeerClient, req *kvpb.AppendRequest, wake chan struct{}) (resp *kvpb.AppendResponse, err error, yielded bool) {
-	stop, woke := make(chan struct{}), make(chan bool, 1)
-	go func() {
-		select {
-		case <-wake:
-			cancel()
-			woke <- true
-		case <-stop:
-			woke <- false
-		}
-	}()
-	resp, err = c.Append(ctx, req)
-	close(stop)
-	return resp, err, <-woke
-}
+// appendOutcome is what an Append's answer leaves the replicator to do
+// with the calls behind it.
+type appendOutcome int
 
-// afterAppend is what handleAppend leaves to do: entries wait to be sent,
-// or the follower's disk is behind what it applied.
-type afterAppend struct{ entries, unflushed bool }
+const (
+	appendTaken   appendOutcome = iota // go on
+	appendRefused                      // start again from the position answered
+	appendFailed                       // no answer: start again at the heartbeat pace
+)
 
-// handleAppend records a peer's answer and reports what is left to send.
-func (r *replication) handleAppend(p *progress, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, err error, sent clock.Instant) afterAppend {
+// handleAppend records a peer's answer to call.
+func (r *replication) handleAppend(p *progress, call *appendCall) appendOutcome {
 	l := r.l
+	req, resp := call.req, call.resp
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err != nil {
+	if call.err != nil {
 		if p.reachable {
-			l.n.log.Debug("peer unreachable", "peer", p.id, "err", err)
+			l.n.log.Debug("peer unreachable", "peer", p.id, "err", call.err)
 		}
 		p.failed()
-		return afterAppend{}
+		return appendFailed
 	}
 	if resp.AcceptedEpoch > l.epoch || resp.OtherLeadership {
 		l.cancel(l.behind(p.id, resp.AcceptedEpoch, resp.OtherLeadership))
-		return afterAppend{}
+		p.failed()
+		return appendFailed
 	}
 	if !resp.Reconcile {
 		// A recovering voter cannot vouch for this epoch. An early answer
 		// comes only from a follower whose promise is on disk.
-		l.health.hearLocked(p.id, sent)
+		l.health.hearLocked(p.id, call.sent)
 	}
+	var taken bool
 	if resp.Received != nil && !resp.Reconcile && req.Snapshot == nil {
 		onDisk := fromPos(resp.Applied)
 		if faultsOn && l.n.cfg.Faults.CountEarlyAnswers {
 			onDisk = fromPos(resp.Received)
 		}
-		p.answerEarly(l.history(l.epoch), fromPos(resp.Received), onDisk, entryBytes(req.Entries))
+		h, received := l.history(l.epoch), fromPos(resp.Received)
+		// A barrier overtaken by the entries sent after it finds the
+		// follower past its prev; on this history, that is progress.
+		ok := resp.Ok || (len(req.Entries) == 0 && h.holds(received) && received.Seq >= req.Prev.GetSeq())
+		taken = p.answerEarly(h, received, onDisk, ok, entryBytes(req.Entries))
 	} else {
-		p.answer(l.history(l.epoch), fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
+		taken = p.answer(l.history(l.epoch), fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
 	}
 	r.recomputeCommitLocked()
-	return afterAppend{entries: p.pending(l.lastSeq), unflushed: p.unflushed()}
+	if !taken {
+		return appendRefused
+	}
+	return appendTaken
 }
 
 // recomputeCommitLocked applies the commit rule to the followers' matches

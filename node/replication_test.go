@@ -33,12 +33,13 @@ func TestAppendBatchesStayUnderTheByteBudget(t *testing.T) {
 	p := &progress{next: l.base.Seq + 1}
 	var got []int
 	for p.next <= l.lastSeq {
-		req := l.repl.buildAppend(p)
+		from := p.next
+		req, _ := l.repl.buildAppend(p, newAppendWindow(t.Context(), 1), false)
 		if req.Snapshot != nil || len(req.Entries) == 0 {
-			t.Fatalf("at seq %d: an Append with no entries (snapshot %v)", p.next, req.Snapshot != nil)
+			t.Fatalf("at seq %d: an Append with no entries (snapshot %v)", from, req.Snapshot != nil)
 		}
-		if req.Prev.Seq != p.next-1 {
-			t.Fatalf("Append after %d, want after %d", req.Prev.Seq, p.next-1)
+		if req.Prev.Seq != from-1 {
+			t.Fatalf("Append after %d, want after %d", req.Prev.Seq, from-1)
 		}
 		bytes := 0
 		for _, e := range req.Entries {
@@ -51,7 +52,9 @@ func TestAppendBatchesStayUnderTheByteBudget(t *testing.T) {
 			t.Errorf("an Append of %d bytes, over rpc.MaxMsgSize", size)
 		}
 		got = append(got, len(req.Entries))
-		p.next = req.Entries[len(req.Entries)-1].Seq + 1
+		if p.next != req.Entries[len(req.Entries)-1].Seq+1 {
+			t.Fatalf("after an Append up to %d, next %d", req.Entries[len(req.Entries)-1].Seq, p.next)
+		}
 	}
 	// With 4 bytes of key and request id each: 104+3004+4004+2504 fit in
 	// 10 000; 12 004 travels alone; then 5+9004, then 9004+504.

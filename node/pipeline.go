@@ -1,0 +1,93 @@
+package node
+
+// The Append calls a leader keeps in flight to one follower
+// (docs/design.md, Replication: Pipelining), as etcd-io/raft's Progress in
+// its replicate state keeps several MsgApp in flight: the next batch of
+// entries goes while the follower still applies, or writes to its disk,
+// the one before, so neither the follower's disk nor the leader waits for
+// the other.
+
+import (
+	"context"
+	"time"
+
+	"github.com/kvstore/kvstore/clock"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+)
+
+// DefaultAppendsInFlight is Config.AppendsInFlight's default.
+const DefaultAppendsInFlight = 4
+
+// appendCall is one Append call in flight to a follower.
+type appendCall struct {
+	req     *kvpb.AppendRequest
+	sent    clock.Instant
+	barrier bool // it carries no entries and waits for the follower's disk
+	resp    *kvpb.AppendResponse
+	err     error
+}
+
+// appendWindow is the Append calls in flight to one follower, owned by its
+// replicator, under a context that ends them all: at most
+// Config.AppendsInFlight calls that carry entries (or a heartbeat), plus at
+// most one barrier (an Append with no entries asking for an early answer,
+// which the follower answers once its disk holds what it applied), so
+// that new entries never wait behind a disk.
+type appendWindow struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	calls   int  // calls in flight, the barrier included
+	barrier bool // the barrier is in flight
+	done    chan *appendCall
+}
+
+// newAppendWindow is an empty window under parent for up to max calls
+// besides the barrier.
+func newAppendWindow(parent context.Context, max int) *appendWindow {
+	w := &appendWindow{done: make(chan *appendCall, max+1)}
+	w.ctx, w.cancel = context.WithCancel(parent)
+	return w
+}
+
+// room reports whether a call that carries entries (or a heartbeat) may
+// go, with limit such calls in flight at most.
+func (w *appendWindow) room(limit int) bool {
+	n := w.calls
+	if w.barrier {
+		n--
+	}
+	return n < limit
+}
+
+// send starts req on c, bounded by timeout; its answer arrives on w.done.
+func (w *appendWindow) send(c kvpb.PeerClient, req *kvpb.AppendRequest, sent clock.Instant, timeout time.Duration) {
+	call := &appendCall{req: req, sent: sent, barrier: req.AnswerEarly && len(req.Entries) == 0}
+	w.calls++
+	w.barrier = w.barrier || call.barrier
+	parent := w.ctx
+	go func() {
+		ctx, cancel := context.WithTimeout(parent, timeout)
+		call.resp, call.err = c.Append(ctx, req)
+		cancel()
+		w.done <- call // never blocks: the channel holds every call
+	}()
+}
+
+// finished records that call, taken from w.done, is over.
+func (w *appendWindow) finished(call *appendCall) {
+	w.calls--
+	if call.barrier {
+		w.barrier = false
+	}
+}
+
+// reset ends the calls in flight and waits for them, dropping their
+// answers (they were sent on what the leader no longer believes of the
+// follower), and opens the window again under parent.
+func (w *appendWindow) reset(parent context.Context) {
+	w.cancel()
+	for w.calls > 0 {
+		w.finished(<-w.done)
+	}
+	w.ctx, w.cancel = context.WithCancel(parent)
+}
