@@ -9,7 +9,6 @@ package faultproxy
 
 import (
 	"errors"
-	"io"
 	"net"
 	"sync"
 	"time"
@@ -226,7 +225,27 @@ func (p *Proxy) serve(l *link) {
 }
 
 // pipe copies src to dst chunk by chunk, honouring blackhole and delay.
+// A delay is latency, not a slower link: each chunk is forwarded delay
+// after it was read, while the chunks behind it are read meanwhile (a
+// delay line, as netem's), in order.
 func (p *Proxy) pipe(l *link, dst, src net.Conn) {
+	line := make(chan delayed, 256)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for c := range line {
+			if wait := time.Until(c.due); wait > 0 {
+				time.Sleep(wait)
+			}
+			if _, err := dst.Write(c.data); err != nil {
+				l.close() // the reader sees its source closed and stops
+				for range line {
+				}
+				return
+			}
+		}
+	}()
+	defer func() { close(line); <-done }()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -234,20 +253,18 @@ func (p *Proxy) pipe(l *link, dst, src net.Conn) {
 			p.mu.Lock()
 			hole, delay := p.blackhole, p.delay
 			p.mu.Unlock()
-			if delay > 0 {
-				time.Sleep(delay)
-			}
 			if !hole {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
+				line <- delayed{data: append([]byte(nil), buf[:n]...), due: time.Now().Add(delay)}
 			}
 		}
 		if err != nil {
-			if err != io.EOF {
-				return
-			}
 			return
 		}
 	}
+}
+
+// delayed is a chunk on its way, and when it is due.
+type delayed struct {
+	data []byte
+	due  time.Time
 }
