@@ -3,7 +3,9 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -281,4 +283,52 @@ func benchWriteOfAHeldKey(b *testing.B, noEarly, slow bool) {
 		writes += time.Since(start)
 	}
 	b.ReportMetric(float64(writes.Microseconds())/1e3/float64(b.N), "write-ms")
+}
+
+// BenchmarkConcurrentWrites is 64 writers at once through the leader of a
+// 3-node cluster whose nodes fsync (as workload W of kvstore bench, in
+// process), with 1, 2 and 4 Appends in flight to each follower
+// (docs/design.md, Replication: Pipelining). loopback: the nodes dial each
+// other directly; link-1ms: through the cluster's proxies, each adding 1
+// ms of latency each way (as between zones of one region).
+func BenchmarkConcurrentWrites(b *testing.B) {
+	for _, delay := range []time.Duration{0, time.Millisecond} {
+		for _, inFlight := range []int{1, 2, 4} {
+			link := "loopback"
+			if delay > 0 {
+				link = fmt.Sprintf("link-%v", delay)
+			}
+			b.Run(fmt.Sprintf("%s/appends-in-flight=%d", link, inFlight), func(b *testing.B) {
+				benchConcurrentWrites(b, delay, inFlight)
+			})
+		}
+	}
+}
+
+func benchConcurrentWrites(b *testing.B, delay time.Duration, inFlight int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := cluster.New(ctx, cluster.Options{Nodes: 3, DataDir: b.TempDir(), DirectLinks: delay == 0, Node: func(cfg *node.Config) {
+		cfg.AppendsInFlight = inFlight
+	}})
+	if err != nil {
+		b.Fatalf("start cluster: %v", err)
+	}
+	b.Cleanup(func() { c.Close() })
+	if err := c.WaitHealthy(ctx); err != nil {
+		b.Fatal(err)
+	}
+	c.SetLinkDelay(delay)
+	leader, _ := benchRoles(b, c)
+	var next atomic.Int64
+	b.SetParallelism(64 / runtime.GOMAXPROCS(0))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := leader.Set(context.Background(), fmt.Sprint("w", next.Add(1)%10000), value256); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

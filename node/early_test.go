@@ -142,29 +142,34 @@ func TestEarlyAnswersMoveReceivedNotMatch(t *testing.T) {
 func TestWhenTheLeaderAsksEarly(t *testing.T) {
 	h := history{epoch: 5, base: pos(4, 10), last: 1000}
 	p := newProgress("f", 11)
-	if p.asksEarly(false, true) || !p.asksEarly(true, true) || p.asksEarly(false, false) {
+	if p.asksEarly(false, true, 0) || !p.asksEarly(true, true, 0) || p.asksEarly(false, false, 0) {
 		t.Fatal("flushed follower: want early only for a held key")
 	}
 	p.answerEarly(h, pos(5, 15), pos(4, 10), true, maxEarlyBytes/2)
-	if !p.asksEarly(false, true) || !p.asksEarly(false, false) {
+	if !p.asksEarly(false, true, 0) || !p.asksEarly(false, false, 0) {
 		t.Fatal("with entries answered early and not on disk: every Append should ask early")
 	}
 	p.answerEarly(h, pos(5, 20), pos(4, 10), true, maxEarlyBytes/2)
 	if p.early != maxEarlyBytes || !p.unflushed() {
 		t.Fatalf("early %d unflushed %v, want %d, true", p.early, p.unflushed(), maxEarlyBytes)
 	}
-	if p.asksEarly(true, true) || p.asksEarly(false, true) {
+	if p.asksEarly(true, true, 0) || p.asksEarly(false, true, 0) {
 		t.Fatal("past maxEarlyBytes an Append of entries should wait for the disk")
 	}
-	if !p.asksEarly(false, false) {
+	if !p.asksEarly(false, false, 0) {
 		t.Fatal("an empty Append should still wait for the disk early (it adds nothing to the queue)")
 	}
+	q := newProgress("g", 11)
+	q.answerEarly(h, pos(5, 15), pos(4, 10), true, maxEarlyBytes/2)
+	if q.asksEarly(true, true, maxEarlyBytes/2) || !q.asksEarly(true, true, maxEarlyBytes/4) {
+		t.Fatal("the bytes asked early and still in flight should count toward maxEarlyBytes")
+	}
 	p.answerEarly(h, pos(5, 25), pos(5, 12), true, 100) // the disk moved on: slow, not stalled
-	if p.early != 100 || !p.asksEarly(false, true) {
+	if p.early != 100 || !p.asksEarly(false, true, 0) {
 		t.Fatalf("after the disk moved on: early %d; want 100, asking early again", p.early)
 	}
 	p.answerEarly(h, pos(5, 25), pos(5, 25), true, 0) // the disk caught up
-	if p.early != 0 || p.unflushed() || p.asksEarly(false, true) {
+	if p.early != 0 || p.unflushed() || p.asksEarly(false, true, 0) {
 		t.Fatalf("after the disk caught up: early %d unflushed %v; want 0, false", p.early, p.unflushed())
 	}
 }

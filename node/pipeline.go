@@ -15,14 +15,17 @@ import (
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
-// DefaultAppendsInFlight is Config.AppendsInFlight's default.
+// DefaultAppendsInFlight is Config.AppendsInFlight's default (the best
+// of 1, 2 and 4 in BenchmarkConcurrentWrites).
 const DefaultAppendsInFlight = 4
 
 // appendCall is one Append call in flight to a follower.
 type appendCall struct {
 	req     *kvpb.AppendRequest
+	id      uint64 // its place in the order the window sent its calls
 	sent    clock.Instant
 	barrier bool // it carries no entries and waits for the follower's disk
+	early   int  // the bytes of its entries, if it asks for an early answer
 	resp    *kvpb.AppendResponse
 	err     error
 }
@@ -33,12 +36,20 @@ type appendCall struct {
 // most one barrier (an Append with no entries asking for an early answer,
 // which the follower answers once its disk holds what it applied), so
 // that new entries never wait behind a disk.
+//
+// At most limit+1 calls are in flight (room), and done holds as many, so a
+// call's answer never waits to be delivered.
 type appendWindow struct {
-	ctx     context.Context
-	cancel  context.CancelFunc
-	calls   int  // calls in flight, the barrier included
-	barrier bool // the barrier is in flight
-	done    chan *appendCall
+	ctx       context.Context
+	cancel    context.CancelFunc
+	calls     int    // calls in flight, the barrier included
+	carrying  int    // calls in flight that carry entries
+	lastBatch int    // the entries of the last call sent that carried some
+	barrier   bool   // the barrier is in flight
+	early     int    // bytes of entries in flight asked for an early answer
+	sent      uint64 // calls sent so far (the last one's id)
+	taken     uint64 // the highest id of a call whose answer took its Append
+	done      chan *appendCall
 }
 
 // newAppendWindow is an empty window under parent for up to max calls
@@ -59,11 +70,34 @@ func (w *appendWindow) room(limit int) bool {
 	return n < limit
 }
 
+// add counts req, sent at sent, as a call in flight.
+func (w *appendWindow) add(req *kvpb.AppendRequest, sent clock.Instant) *appendCall {
+	w.sent++
+	call := &appendCall{req: req, id: w.sent, sent: sent, barrier: req.AnswerEarly && len(req.Entries) == 0}
+	if req.AnswerEarly {
+		call.early = entryBytes(req.Entries)
+	}
+	w.calls++
+	if len(req.Entries) > 0 {
+		w.carrying++
+		w.lastBatch = len(req.Entries)
+	}
+	w.early += call.early
+	w.barrier = w.barrier || call.barrier
+	return call
+}
+
+// fail counts req as a call that failed with err before it went out; its
+// answer arrives on w.done.
+func (w *appendWindow) fail(req *kvpb.AppendRequest, sent clock.Instant, err error) {
+	call := w.add(req, sent)
+	call.err = err
+	w.done <- call
+}
+
 // send starts req on c, bounded by timeout; its answer arrives on w.done.
 func (w *appendWindow) send(c kvpb.PeerClient, req *kvpb.AppendRequest, sent clock.Instant, timeout time.Duration) {
-	call := &appendCall{req: req, sent: sent, barrier: req.AnswerEarly && len(req.Entries) == 0}
-	w.calls++
-	w.barrier = w.barrier || call.barrier
+	call := w.add(req, sent)
 	parent := w.ctx
 	go func() {
 		ctx, cancel := context.WithTimeout(parent, timeout)
@@ -76,9 +110,21 @@ func (w *appendWindow) send(c kvpb.PeerClient, req *kvpb.AppendRequest, sent clo
 // finished records that call, taken from w.done, is over.
 func (w *appendWindow) finished(call *appendCall) {
 	w.calls--
+	if len(call.req.Entries) > 0 {
+		w.carrying--
+	}
+	w.early -= call.early
 	if call.barrier {
 		w.barrier = false
 	}
+}
+
+// overtaken reports whether call failed after a call sent later took its
+// Append: that one followed the position call left, so the follower has
+// what call carried, and its failure (a barrier that timed out on a slow
+// disk while entries went on beside it, an answer lost) says nothing.
+func (w *appendWindow) overtaken(call *appendCall) bool {
+	return call.err != nil && call.id < w.taken
 }
 
 // reset ends the calls in flight and waits for them, dropping their

@@ -34,7 +34,7 @@ func TestAppendsArePipelined(t *testing.T) {
 			waitOnDisk(t, c, ld, sn)
 			sn.SetDiskDelay(time.Hour)
 			t.Cleanup(func() { _ = c.Kill(fs[0]) }) // ends the stalled commit before Close
-			const writes = 3                        // under DefaultAppendsInFlight
+			const writes = node.DefaultAppendsInFlight
 			for i := range writes {
 				if err := c.Put(ctxT(t, 10*time.Second), ld, fmt.Sprint("p", i), "v"); err != nil {
 					t.Fatalf("write %d with one follower's disk stalled: %v", i, err)

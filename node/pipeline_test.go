@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvstore/kvstore/clock"
+	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
 )
 
@@ -18,6 +20,11 @@ import (
 func TestAPipelinedAppendWaitsForItsPredecessor(t *testing.T) {
 	r, _ := testReplica(t, "")
 	ld := leadership{"n1", 1}
+	// A process that took no Append of this leadership yet (a follower
+	// that restarted) has nothing in flight to wait for: it answers at once.
+	if st, _, err := r.appendEntries(t.Context(), 5, ld, pos(5, 3), nil, false, true); err != nil || st.ok || st.applied != pos(0, 0) {
+		t.Fatalf("pipelined, before any Append of the leadership: ok %v applied %s, %v; want refused at once at 0.0", st.ok, st.applied, err)
+	}
 	if st, _, err := r.appendAt(5, ld, pos(0, 0), []store.Entry{{Version: pos(5, 1), Op: store.OpNoop}}, false); err != nil || !st.ok {
 		t.Fatalf("first append: ok %v, %v", st.ok, err)
 	}
@@ -115,4 +122,73 @@ func TestPipelinedAnswersOnlyMoveForward(t *testing.T) {
 	if q.next != 11 {
 		t.Fatalf("a call failed before any answer: next %d, want the first seq sent, 11", q.next)
 	}
+}
+
+// TestAFailureOvertakenByATakenAppendIsHarmless: a call that failed after
+// one sent later took its Append (a barrier that timed out on a slow disk
+// while entries went beside it) voids nothing; a failure with nothing
+// taken after it does.
+func TestAFailureOvertakenByATakenAppendIsHarmless(t *testing.T) {
+	w := newAppendWindow(t.Context(), 2)
+	first := w.add(&kvpb.AppendRequest{AnswerEarly: true}, clock.Instant{})
+	second := w.add(&kvpb.AppendRequest{Entries: []*kvpb.Entry{{Key: "k"}}, AnswerEarly: true}, clock.Instant{})
+	if !w.barrier || !w.room(2) || w.room(1) || w.early != 1 {
+		t.Fatalf("a barrier and one Append in flight: barrier %v, room for 2 %v, for 1 %v, early bytes %d; want true, true, false, 1", w.barrier, w.room(2), w.room(1), w.early)
+	}
+	first.err, second.err = context.DeadlineExceeded, context.DeadlineExceeded
+	if w.overtaken(first) {
+		t.Fatal("a failure with nothing taken after it was taken as harmless")
+	}
+	w.taken = second.id
+	if !w.overtaken(first) || w.overtaken(second) {
+		t.Fatalf("after the second call took its Append: first overtaken %v, second %v; want true, false", w.overtaken(first), w.overtaken(second))
+	}
+	w.finished(first)
+	w.finished(second)
+	if w.barrier || w.calls != 0 || w.early != 0 {
+		t.Fatalf("all finished: barrier %v calls %d early %d", w.barrier, w.calls, w.early)
+	}
+}
+
+// TestBesideAppendsInFlightOnlyFullBatchesGo: with an Append in flight,
+// the next goes only once as many entries wait as the last one carried,
+// or when one of them is of a key the follower holds (a write waits for
+// that follower to apply it): a small Append beside one in flight would
+// cost the follower a disk write of its own.
+func TestBesideAppendsInFlightOnlyFullBatchesGo(t *testing.T) {
+	n := &Node{cfg: DefaultConfig()}
+	l := newLeader(n, 3, nil, t.Context(), nil)
+	l.entryLog = entryLog{base: store.Version{Epoch: 2, Seq: 10}}
+	l.lastSeq = l.base.Seq
+	add := func(keys ...string) {
+		for _, k := range keys {
+			l.lastSeq++
+			l.log = append(l.log, setEntry(pos(3, l.lastSeq), k, "v", ""))
+		}
+	}
+	p := &progress{id: "f", next: l.base.Seq + 1}
+	w := newAppendWindow(t.Context(), DefaultAppendsInFlight)
+	send := func(want int, pipelined bool) {
+		t.Helper()
+		req, _ := l.repl.buildAppend(p, w, false)
+		if req == nil || len(req.Entries) != want || req.Pipelined != pipelined {
+			t.Fatalf("want an Append of %d entries (pipelined %v), got %v", want, pipelined, req)
+		}
+		w.add(req, clock.Instant{})
+	}
+	add("a", "b", "c")
+	send(3, false)
+	add("d", "e")
+	if req, _ := l.repl.buildAppend(p, w, false); req != nil {
+		t.Fatalf("2 entries went beside an Append of 3 in flight: %v", req)
+	}
+	add("f")
+	send(3, true)
+	add("g")
+	l.leases.held.grant("h", "f", 1, clock.Instant{})
+	if req, _ := l.repl.buildAppend(p, w, false); req != nil {
+		t.Fatalf("1 entry of a key the follower does not hold went beside Appends in flight: %v", req)
+	}
+	add("h")
+	send(2, true)
 }

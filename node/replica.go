@@ -69,8 +69,10 @@ type replica struct {
 	onDisk   store.Version
 	// moved is closed, and replaced, whenever the store's position or
 	// the promise changes: a pipelined Append that arrived before its
-	// predecessor waits on it (appendEntries).
+	// predecessor waits on it (appendEntries), if this process took an
+	// Append of its leadership already (took).
 	moved chan struct{}
+	took  leadership
 
 	// promisedA mirrors promised for lock-free reads (the read path).
 	promisedA atomic.Int64
@@ -356,7 +358,10 @@ func (r *replica) appendEntries(ctx context.Context, epoch int64, ld leadership,
 		if st, ok := r.admitLocked(epoch, ld); !ok {
 			return st, nil, nil
 		}
-		if !pipelined || prev.Seq <= r.store.Applied().Seq {
+		if !pipelined || prev.Seq <= r.store.Applied().Seq || r.took != ld || r.recovering || r.unreconciled {
+			// Not behind an Append in flight: a process that took none of
+			// this leadership (it restarted, say) or must be reconciled
+			// answers at once.
 			break
 		}
 		moved := r.moved
@@ -385,12 +390,16 @@ func (r *replica) appendEntries(ctx context.Context, epoch int64, ld leadership,
 		dup, err := r.store.Apply(e)
 		if err != nil {
 			r.markLocked(r.persistEntriesLocked(entries[:i], dups))
+			if i > 0 {
+				r.movedLocked()
+			}
 			return r.standingLocked(false), r.last, fmt.Errorf("%w: %w", kvstore.ErrBadRequest, err)
 		}
 		dups = append(dups, dup)
 		r.events.applied(e)
 	}
 	r.markLocked(r.persistEntriesLocked(entries, dups))
+	r.took = ld
 	if len(entries) > 0 {
 		r.movedLocked()
 	}

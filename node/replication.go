@@ -26,6 +26,7 @@ type progress struct {
 	snap      *snapshotSend // the snapshot on its way to it (snapshot_send.go)
 	reachable bool          // its last Append succeeded
 	probing   bool          // one Append at a time: no answer taken since the start or the last failure
+	unordered int           // pipelined Appends it refused at once, having not waited for their predecessors
 	answered  bool          // it answered an Append in this epoch (match is known)
 	wake      chan struct{}
 }
@@ -111,6 +112,12 @@ func (p *progress) answerEarly(h history, received, onDisk store.Version, ok boo
 	return ok
 }
 
+// maxUnordered is how many pipelined Appends a follower may refuse at once
+// (not waiting for the ones before them) before the leader sends it one
+// Append at a time for the rest of its leadership: an older follower
+// ignores the pipelined mark, and each refusal costs the calls in flight.
+const maxUnordered = 3
+
 // maxEarlyBytes bounds what a follower may apply while its disk reports no
 // progress: past this many bytes of entries (keys, values and request
 // ids) answered early since match last moved, the leader asks for answers
@@ -129,14 +136,15 @@ func entryBytes(entries []*kvpb.Entry) int {
 
 // asksEarly reports whether the next Append to the follower asks for an
 // early answer, given whether it carries an entry of a key the follower
-// holds: while the follower has entries it answered early and has not
-// reported on disk, every Append does (so that one whose keys it does not
-// hold does not wait behind its disk), unless too many are queued there.
-func (p *progress) asksEarly(held, entries bool) bool {
+// holds and the bytes of entries in flight asked early: while the follower
+// has entries it answered early and has not reported on disk, every Append
+// does (so that one whose keys it does not hold does not wait behind its
+// disk), unless too many are queued there or on their way.
+func (p *progress) asksEarly(held, entries bool, inFlight int) bool {
 	switch {
 	case !entries:
 		return p.unflushed()
-	case p.early >= maxEarlyBytes:
+	case p.early+inFlight >= maxEarlyBytes:
 		return false
 	default:
 		return held || p.unflushed()
@@ -258,8 +266,12 @@ func (r *replication) replicate(p *progress) {
 		select {
 		case call := <-w.done:
 			w.finished(call)
+			if w.overtaken(call) {
+				continue
+			}
 			switch r.handleAppend(p, call) {
 			case appendTaken:
+				w.taken = max(w.taken, call.id)
 				beat = false
 			case appendRefused: // what is in flight follows a wrong position
 				w.reset(l.ctx)
@@ -296,8 +308,7 @@ func (r *replication) fill(p *progress, w *appendWindow, beat bool) (snapshot, s
 			c, err = n.pool.Peer(addr)
 		}
 		if err != nil {
-			w.calls++ // answered at once, as a failed call
-			w.done <- &appendCall{req: req, sent: sentAt, err: err}
+			w.fail(req, sentAt, err)
 			return false, true
 		}
 		w.send(c, req, sentAt, n.cfg.RPCTimeout)
@@ -322,14 +333,28 @@ func (r *replication) buildAppend(p *progress, w *appendWindow, beat bool) (req 
 		return nil, true
 	}
 	limit := n.cfg.AppendsInFlight
-	if p.probing {
+	if p.probing || p.unordered >= maxUnordered {
 		limit = 1
 	}
-	entries := p.next <= l.lastSeq
+	var batch []store.Entry
+	held := false // an entry of a key the follower holds a copy of
+	if p.next <= l.lastSeq {
+		batch = l.batch(p.next, n.cfg.MaxBatch, n.cfg.MaxBatchBytes)
+		for _, e := range batch {
+			if e.Key != "" && l.leases.heldBy(e.Key, p.id) {
+				held = true
+				break
+			}
+		}
+	}
 	switch {
-	case entries && w.room(limit):
-	case !entries && p.unflushed() && !w.barrier:
-	case !entries && beat && w.calls == 0:
+	case len(batch) > 0 && w.room(limit) && (w.carrying == 0 || held || len(batch) >= min(w.lastBatch, n.cfg.MaxBatch)):
+		// Beside Appends in flight only a batch as large as the last one,
+		// or one a holder's write waits for: small Appends would each
+		// cost the follower a disk write of its own (as Nagle's
+		// algorithm holds back small segments while one is unanswered).
+	case len(batch) == 0 && p.unflushed() && !w.barrier:
+	case len(batch) == 0 && beat && w.calls == 0:
 	default:
 		return nil, false
 	}
@@ -340,15 +365,12 @@ func (r *replication) buildAppend(p *progress, w *appendWindow, beat bool) (req 
 	// copy), or, with no entries, entries it answered early and has not
 	// reported on disk. Elsewhere one answer per disk write keeps the
 	// batches large.
-	held := false
-	for _, e := range l.batch(p.next, n.cfg.MaxBatch, n.cfg.MaxBatchBytes) {
-		req.Entries = append(req.Entries, toEntry(e))
-		if e.Key != "" && !held {
-			held = l.leases.heldBy(e.Key, p.id)
-		}
+	req.Entries = make([]*kvpb.Entry, len(batch))
+	for i, e := range batch {
+		req.Entries[i] = toEntry(e)
 	}
 	p.next += uint64(len(req.Entries))
-	req.AnswerEarly = p.asksEarly(held, len(req.Entries) > 0) && !(faultsOn && n.cfg.Faults.NoEarlyAnswers)
+	req.AnswerEarly = p.asksEarly(held, len(req.Entries) > 0, w.early) && !(faultsOn && n.cfg.Faults.NoEarlyAnswers)
 	return req, false
 }
 
@@ -401,6 +423,16 @@ func (r *replication) handleAppend(p *progress, call *appendCall) appendOutcome 
 	}
 	r.recomputeCommitLocked()
 	if !taken {
+		answered := resp.Applied
+		if resp.Received != nil {
+			answered = resp.Received
+		}
+		if req.Pipelined && !resp.Reconcile && answered.GetSeq() < req.Prev.GetSeq() {
+			// It refused at once an Append that overtook its predecessor
+			// rather than wait for it: an older follower, which ignores
+			// the pipelined mark, or a new process.
+			p.unordered++
+		}
 		return appendRefused
 	}
 	return appendTaken
