@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -233,6 +234,12 @@ func (c *cluster) startNode(i int, withData bool) error {
 		return err
 	}
 	cfg := Config()
+	// Each node keeps its own number of Appends in flight when it leads,
+	// from 1 (one at a time) to 4, as the seed and its id pick: every
+	// setting, and nodes that differ, run across the seeds.
+	h := fnv.New64a()
+	fmt.Fprint(h, c.opts.Schedule.Seed, sl.id)
+	cfg.AppendsInFlight = 1 + int(h.Sum64()%4)
 	if c.opts.Config != nil {
 		c.opts.Config(&cfg)
 	}
