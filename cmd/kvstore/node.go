@@ -42,6 +42,7 @@ type nodeFlags struct {
 	dataDir   string
 	tls       tlsFlags
 	noFsync   bool
+	inFlight  int
 	limits    limitFlags
 	forceNew  string // --force-new-cluster: must repeat --id
 
@@ -113,6 +114,7 @@ it has no environment variable: it cannot be left on by accident.`,
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory of the node's durable state (created if missing); a node restarted with it rejoins with its data and counts toward majorities at once (default: memory only; a voter restarted without data rejoins as recovering)")
 	f.limits.add(fl)
 	fl.BoolVar(&f.noFsync, "no-fsync", false, "with --data-dir: skip the fsync of each group commit (faster; a machine crash may lose acknowledged writes)")
+	fl.IntVar(&f.inFlight, "appends-in-flight", node.DefaultAppendsInFlight, "as leader, how many Appends of entries to keep in flight to each follower (1: one at a time)")
 	fl.StringVar(&f.forceNew, "force-new-cluster", "", "DISASTER RECOVERY, see above: restart the cluster from this node's data alone; the value must repeat --id; writes acknowledged only by lost nodes are lost")
 	noEnv(fl, "force-new-cluster")
 	fl.StringVar(&f.metrics, "metrics-listen", "", "address of the HTTP server for /metrics, /healthz, /readyz and /debug/pprof/ (default: none); HTTPS with mutual TLS under --cert, --key and --ca")
@@ -204,6 +206,9 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	case f.forceNew != "" && f.dataDir == "":
 		return &exitError{exitUsage, errors.New("--force-new-cluster needs --data-dir: it restarts the cluster from this node's data")}
 	}
+	if f.inFlight < 1 {
+		return &exitError{exitUsage, fmt.Errorf("--appends-in-flight %d: want at least 1", f.inFlight)}
+	}
 	serverTLS, peerTLS, err := f.tls.nodeConfigs()
 	if err != nil {
 		return err
@@ -235,6 +240,7 @@ func runNode(ctx context.Context, f nodeFlags) error {
 	cfg.OpTimeout = f.opTimeout
 	cfg.DataDir = f.dataDir
 	cfg.NoFsync = f.noFsync
+	cfg.AppendsInFlight = f.inFlight
 	cfg.ForceNewCluster = f.forceNew
 	cfg.ServerTLS, cfg.PeerTLS = serverTLS, peerTLS
 	f.limits.apply(&cfg)
