@@ -3,10 +3,12 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/kvstore/kvstore/clock"
+	"github.com/kvstore/kvstore/internal/soon"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
 )
@@ -41,10 +43,11 @@ func TestAPipelinedAppendWaitsForItsPredecessor(t *testing.T) {
 		st, _, err := r.appendEntries(t.Context(), 5, ld, pos(5, 2), []store.Entry{setEntry(pos(5, 3), "b", "2", "")}, false, true)
 		second <- result{st, err}
 	}()
+	waitWaiting(t, r)
 	select {
 	case res := <-second:
 		t.Fatalf("a pipelined Append answered before its predecessor came: ok %v applied %s, %v", res.st.ok, res.st.applied, res.err)
-	case <-time.After(50 * time.Millisecond): // it should still wait; it must not answer
+	default:
 	}
 	if st, _, err := r.appendAt(5, ld, pos(5, 1), []store.Entry{setEntry(pos(5, 2), "a", "1", "")}, false); err != nil || !st.ok {
 		t.Fatalf("the predecessor: ok %v, %v", st.ok, err)
@@ -70,7 +73,7 @@ func TestAPipelinedAppendWaitsForItsPredecessor(t *testing.T) {
 		st, _, err := r.appendEntries(t.Context(), 5, ld, pos(5, 9), []store.Entry{setEntry(pos(5, 10), "c", "3", "")}, false, true)
 		second <- result{st, err}
 	}()
-	time.Sleep(10 * time.Millisecond) // let it wait (if it has not yet, it is refused at once: the same outcome)
+	waitWaiting(t, r)
 	if st, _ := r.prepare(6, leadership{"n2", 2}); st.refused {
 		t.Fatal("prepare of epoch 6 refused")
 	}
@@ -191,4 +194,66 @@ func TestBesideAppendsInFlightOnlyFullBatchesGo(t *testing.T) {
 	}
 	add("h")
 	send(2, true)
+}
+
+// waitWaiting waits until an Append waits in r for its predecessor.
+func waitWaiting(t *testing.T, r *replica) {
+	t.Helper()
+	soon.Succeeds(t, 10*time.Second, func() error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.waiting != 1 {
+			return fmt.Errorf("%d Appends waiting, want 1", r.waiting)
+		}
+		return nil
+	})
+}
+
+// TestAnOlderFollowerGetsOneAppendAtATime: a follower that refuses at once
+// the pipelined Appends that overtook their predecessors (an older one,
+// which ignores the mark) gets one Append at a time after maxUnordered
+// such refusals, for the rest of the leadership; a refusal naming a
+// position at or past prev (a retry it applied already) does not count.
+func TestAnOlderFollowerGetsOneAppendAtATime(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxBatch = 10 // 40 entries wait: four batches
+	n := &Node{cfg: cfg, rep: newReplica(16, nil)}
+	l := newLeader(n, 3, nil, t.Context(), nil)
+	l.entryLog = entryLog{base: store.Version{Epoch: 2, Seq: 10}}
+	l.lastSeq = l.base.Seq
+	for i := range 40 {
+		l.lastSeq++
+		l.log = append(l.log, setEntry(pos(3, l.lastSeq), fmt.Sprint("k", i), "v", ""))
+	}
+	refuse := func(p *progress, prev, at uint64) appendOutcome {
+		req := &kvpb.AppendRequest{Epoch: 3, Prev: toPos(pos(3, prev)), Pipelined: true}
+		resp := &kvpb.AppendResponse{Ok: false, AcceptedEpoch: 3, Applied: toPos(pos(3, at))}
+		return l.repl.handleAppend(p, &appendCall{req: req, resp: resp})
+	}
+	p := &progress{id: "f", next: 21, received: 20, match: 20}
+	for i := range maxUnordered {
+		if refuse(p, 25, 20) != appendRefused {
+			t.Fatal("a refused Append was not taken as refused")
+		}
+		if i < maxUnordered-1 && refuse(p, 20, 22) != appendRefused {
+			t.Fatal("a refused Append was not taken as refused")
+		}
+	}
+	if p.unordered != maxUnordered {
+		t.Fatalf("unordered %d after %d refusals below prev, want %d", p.unordered, maxUnordered, maxUnordered)
+	}
+	p.probing = false
+	w := newAppendWindow(t.Context(), DefaultAppendsInFlight)
+	req, _ := l.repl.buildAppend(p, w, false)
+	if req == nil {
+		t.Fatal("no Append with nothing in flight")
+	}
+	w.add(req, clock.Instant{})
+	if req, _ := l.repl.buildAppend(p, w, false); req != nil {
+		t.Fatalf("a second Append in flight to a follower that refuses overtaking ones: %v", req)
+	}
+	p.unordered = 0
+	if req, _ := l.repl.buildAppend(p, w, false); req == nil || !req.Pipelined {
+		t.Fatalf("to a follower that waits for overtaken Appends a second should go, pipelined: %v", req)
+	}
 }

@@ -71,8 +71,9 @@ type replica struct {
 	// the promise changes: a pipelined Append that arrived before its
 	// predecessor waits on it (appendEntries), if this process took an
 	// Append of its leadership already (took).
-	moved chan struct{}
-	took  leadership
+	moved   chan struct{}
+	took    leadership
+	waiting int // Appends waiting on moved
 
 	// promisedA mirrors promised for lock-free reads (the read path).
 	promisedA atomic.Int64
@@ -365,12 +366,15 @@ func (r *replica) appendEntries(ctx context.Context, epoch int64, ld leadership,
 			break
 		}
 		moved := r.moved
+		r.waiting++
 		r.mu.Unlock()
 		select {
 		case <-moved:
 			r.mu.Lock()
+			r.waiting--
 		case <-ctx.Done():
 			r.mu.Lock()
+			r.waiting--
 			return standing{}, nil, fmt.Errorf("waiting for the Appends before %s (at %s): %w", prev, r.store.Applied(), ctx.Err())
 		}
 	}
