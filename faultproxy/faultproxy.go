@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,8 @@ type Proxy struct {
 	delay     time.Duration
 	conns     map[*link]struct{}
 	closed    bool
+
+	chunks atomic.Int64 // chunks read to forward (not blackholed), for tests
 }
 
 // link is one proxied connection pair.
@@ -36,6 +39,7 @@ type link struct {
 	mu     sync.Mutex // guards server and closed
 	server net.Conn   // nil until dialed
 	closed bool
+	done   chan struct{} // closed by close: delayed chunks stop waiting
 }
 
 // close closes both sides, once; it may run while serve is still dialing.
@@ -46,6 +50,7 @@ func (l *link) close() {
 		return
 	}
 	l.closed = true
+	close(l.done)
 	s := l.server
 	l.mu.Unlock()
 	_ = l.client.Close()
@@ -183,7 +188,7 @@ func (p *Proxy) accept() {
 			_ = c.Close()
 			continue
 		}
-		l := &link{client: c}
+		l := &link{client: c, done: make(chan struct{})}
 		p.conns[l] = struct{}{}
 		p.wg.Add(1)
 		p.mu.Unlock()
@@ -235,7 +240,12 @@ func (p *Proxy) pipe(l *link, dst, src net.Conn) {
 		defer close(done)
 		for c := range line {
 			if wait := time.Until(c.due); wait > 0 {
-				time.Sleep(wait)
+				t := time.NewTimer(wait)
+				select {
+				case <-t.C:
+				case <-l.done:
+					t.Stop()
+				}
 			}
 			if _, err := dst.Write(c.data); err != nil {
 				l.close() // the reader sees its source closed and stops
@@ -254,6 +264,7 @@ func (p *Proxy) pipe(l *link, dst, src net.Conn) {
 			hole, delay := p.blackhole, p.delay
 			p.mu.Unlock()
 			if !hole {
+				p.chunks.Add(1)
 				line <- delayed{data: append([]byte(nil), buf[:n]...), due: time.Now().Add(delay)}
 			}
 		}

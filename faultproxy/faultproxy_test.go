@@ -2,6 +2,7 @@ package faultproxy
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -155,6 +156,36 @@ func TestDelay(t *testing.T) {
 	// Both directions are delayed: at least 200ms (a lower bound only).
 	if d := time.Since(start); d < 200*time.Millisecond {
 		t.Fatalf("round trip took %v with 100ms delay each way", d)
+	}
+}
+
+// TestDelayIsLatencyNotALimit: a delay holds each chunk back for its own
+// delay while the proxy reads on (a delay line), so calls in flight
+// together are not made to take turns; Close ends chunks' waits at once.
+// An hour's delay: the second chunk is read only if the first does not
+// block the reader.
+func TestDelayIsLatencyNotALimit(t *testing.T) {
+	p := newProxy(t)
+	c := dial(t, p)
+	if err := roundTrip(c, "a", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.SetDelay(time.Hour)
+	read := p.chunks.Load()
+	for i, msg := range []string{"b", "c"} {
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		want := read + int64(i) + 1
+		soon.Succeeds(t, 10*time.Second, func() error {
+			if got := p.chunks.Load(); got != want {
+				return fmt.Errorf("the proxy read %d chunks, want %d: a delayed chunk blocks the ones behind it", got-read, want-read)
+			}
+			return nil
+		})
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
