@@ -15,9 +15,11 @@ import (
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
-// DefaultAppendsInFlight is Config.AppendsInFlight's default (the best
-// of 1, 2 and 4 in BenchmarkConcurrentWrites).
-const DefaultAppendsInFlight = 4
+// DefaultAppendsInFlight is Config.AppendsInFlight's default. Of 1, 2
+// and 4, 4 did best in process (BenchmarkConcurrentWrites), 2 through the
+// Go client on node processes sharing two cores, where 4 lost to 1; 2
+// gained in both.
+const DefaultAppendsInFlight = 2
 
 // appendCall is one Append call in flight to a follower.
 type appendCall struct {

@@ -159,7 +159,9 @@ func TestAFailureOvertakenByATakenAppendIsHarmless(t *testing.T) {
 // that follower to apply it): a small Append beside one in flight would
 // cost the follower a disk write of its own.
 func TestBesideAppendsInFlightOnlyFullBatchesGo(t *testing.T) {
-	n := &Node{cfg: DefaultConfig()}
+	cfg := DefaultConfig()
+	cfg.AppendsInFlight = 4
+	n := &Node{cfg: cfg}
 	l := newLeader(n, 3, nil, t.Context(), nil)
 	l.entryLog = entryLog{base: store.Version{Epoch: 2, Seq: 10}}
 	l.lastSeq = l.base.Seq
@@ -170,7 +172,7 @@ func TestBesideAppendsInFlightOnlyFullBatchesGo(t *testing.T) {
 		}
 	}
 	p := &progress{id: "f", next: l.base.Seq + 1}
-	w := newAppendWindow(t.Context(), DefaultAppendsInFlight)
+	w := newAppendWindow(t.Context(), cfg.AppendsInFlight)
 	send := func(want int, pipelined bool) {
 		t.Helper()
 		req, _ := l.repl.buildAppend(p, w, false)
