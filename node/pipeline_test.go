@@ -161,16 +161,8 @@ func TestAFailureOvertakenByATakenAppendIsHarmless(t *testing.T) {
 func TestBesideAppendsInFlightOnlyFullBatchesGo(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.AppendsInFlight = 4
-	n := &Node{cfg: cfg}
-	l := newLeader(n, 3, nil, t.Context(), nil)
-	l.entryLog = entryLog{base: store.Version{Epoch: 2, Seq: 10}}
-	l.lastSeq = l.base.Seq
-	add := func(keys ...string) {
-		for _, k := range keys {
-			l.lastSeq++
-			l.log = append(l.log, setEntry(pos(3, l.lastSeq), k, "v", ""))
-		}
-	}
+	l := logLeader(t, &Node{cfg: cfg})
+	add := func(keys ...string) { appendSets(l, keys...) }
 	p := &progress{id: "f", next: l.base.Seq + 1}
 	w := newAppendWindow(t.Context(), cfg.AppendsInFlight)
 	send := func(want int, pipelined bool) {
@@ -219,13 +211,9 @@ func waitWaiting(t *testing.T, r *replica) {
 func TestAnOlderFollowerGetsOneAppendAtATime(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MaxBatch = 10 // 40 entries wait: four batches
-	n := &Node{cfg: cfg, rep: newReplica(16, nil)}
-	l := newLeader(n, 3, nil, t.Context(), nil)
-	l.entryLog = entryLog{base: store.Version{Epoch: 2, Seq: 10}}
-	l.lastSeq = l.base.Seq
+	l := logLeader(t, &Node{cfg: cfg, rep: newReplica(16, nil)})
 	for i := range 40 {
-		l.lastSeq++
-		l.log = append(l.log, setEntry(pos(3, l.lastSeq), fmt.Sprint("k", i), "v", ""))
+		appendSets(l, fmt.Sprint("k", i))
 	}
 	refuse := func(p *progress, prev, at uint64) appendOutcome {
 		req := &kvpb.AppendRequest{Epoch: 3, Prev: toPos(pos(3, prev)), Pipelined: true}
@@ -257,5 +245,22 @@ func TestAnOlderFollowerGetsOneAppendAtATime(t *testing.T) {
 	p.unordered = 0
 	if req, _ := l.repl.buildAppend(p, w, false); req == nil || !req.Pipelined {
 		t.Fatalf("to a follower that waits for overtaken Appends a second should go, pipelined: %v", req)
+	}
+}
+
+// logLeader is a leader of epoch 3 on n with no peers, its log empty after
+// position 2.10.
+func logLeader(t *testing.T, n *Node) *leader {
+	l := newLeader(n, 3, nil, t.Context(), nil)
+	l.entryLog = entryLog{base: store.Version{Epoch: 2, Seq: 10}}
+	l.lastSeq = l.base.Seq
+	return l
+}
+
+// appendSets adds to l's log an entry setting each key, in order.
+func appendSets(l *leader, keys ...string) {
+	for _, k := range keys {
+		l.lastSeq++
+		l.log = append(l.log, setEntry(pos(3, l.lastSeq), k, "v", ""))
 	}
 }
