@@ -41,7 +41,7 @@ type Config struct {
 	// KeepAliveTime is the gRPC transport ping interval that detects a
 	// black-holed connection. grpc-go raises anything below 10 s to 10 s (with
 	// a warning), so that is the default and the minimum. Session liveness
-	// does not depend on it: the keep-alive loop notices within TTL/3.
+	// does not depend on it: the keep-alive loop notices within TTL/6.
 	KeepAliveTime time.Duration
 	// KeepAliveTimeout is how long a transport ping may go unanswered before
 	// the connection is closed and redialed. Default 1 s.
