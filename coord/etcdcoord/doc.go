@@ -36,13 +36,13 @@
 // its own keep-alive loop: every TTL/6 it records the send time and calls
 // KeepAliveOnce, which gets TTL/6 (at least 500 ms) to be answered. (etcd's
 // own client renews every TTL/3; a sixth leaves a 2 s session 1.47 s rather
-// than 1.13 s, in the worst case, to ride out an etcd leader election.) On success Deadline becomes
-// send time + TTL*(1-DriftMargin), with the TTL from the response; on
-// ErrLeaseNotFound the session is expired (Done closes, Err is
-// coord.ErrSessionExpired); on any other failure Healthy turns false,
-// Deadline stays, and the loop retries 150 ms after the failed send (at once
-// after one that went unanswered: the client sends it to the next member). A lost gRPC
-// connection also turns Healthy false at once, and a restored one triggers an
+// than 1.13 s, in the worst case, to ride out an etcd leader election.) On
+// success Deadline becomes send time + TTL*(1-DriftMargin), with the TTL
+// from the response; on ErrLeaseNotFound the session is expired (Done
+// closes, Err is coord.ErrSessionExpired); on any other failure Healthy
+// turns false, Deadline stays, and the loop retries 150 ms after the failed
+// send (at once after one that went unanswered: the client sends it to the
+// next member). A lost gRPC connection also turns Healthy false at once, and a restored one triggers an
 // immediate keep-alive. The concurrency.Session wrapped around the lease (the
 // election needs one) runs the client's own KeepAlive stream as well; that only
 // helps keep the lease, it never moves Deadline.

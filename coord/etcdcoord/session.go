@@ -131,7 +131,8 @@ func (s *session) keepAlive() {
 }
 
 // keepAlivesPerTTL is how many keep-alives are sent per granted TTL. The
-// deadline is the last answered one's send time plus 0.9 TTL, so after the
+// deadline is the last answered one's send time plus 0.9 TTL (with the
+// default DriftMargin of 0.1), so after the
 // coordinator stops answering (its leader paused or killed: nothing renews
 // a lease until the other members elect another) the session is known
 // live for at least 0.9 TTL - TTL/keepAlivesPerTTL more: with a third of
