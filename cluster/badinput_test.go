@@ -157,6 +157,14 @@ func badCalls() []badCall {
 			r.Cluster = "other"
 			return r
 		}, code: codes.InvalidArgument, msg: `message for cluster "other" reached cluster "default"`},
+		{name: "Prepare of another incarnation", to: "leader", method: "Prepare", req: func(e int64, a *kvpb.Position) proto.Message {
+			return &kvpb.PrepareRequest{Cluster: "default", Incarnation: "another", Epoch: e + 1000}
+		}, code: codes.InvalidArgument, msg: "incarnation another reached incarnation"},
+		{name: "Append of another incarnation", to: "follower", method: "Append", req: func(e int64, a *kvpb.Position) proto.Message {
+			r := app(e, a, set(e, a.Seq+1, "x"))
+			r.Incarnation = "another"
+			return r
+		}, code: codes.InvalidArgument, msg: "incarnation another reached incarnation"},
 		{name: "Prepare for another cluster", to: "leader", method: "Prepare", req: func(e int64, a *kvpb.Position) proto.Message {
 			return &kvpb.PrepareRequest{Cluster: "other", Epoch: e + 1000}
 		}, code: codes.InvalidArgument, msg: `message for cluster "other"`},

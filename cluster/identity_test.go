@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/coord/etcdcoord"
 	"github.com/kvstore/kvstore/coord/zkcoord"
+	"github.com/kvstore/kvstore/internal/soon"
 	"github.com/kvstore/kvstore/node"
 )
 
@@ -91,4 +93,106 @@ func TestRestartedNodeReclaimsItsCluster(t *testing.T) {
 	if err := c.Put(ctx, 0, "k", "w"); err != nil {
 		t.Fatalf("put after restart: %v", err)
 	}
+}
+
+// A node of another cluster with the same name, at an address this
+// cluster still lists for one of its voters (an address reused after the
+// voter died, as the robustness suite once saw two test clusters do), is
+// refused: its incarnation is not this cluster's. Without the fence
+// (Faults.AcceptOtherIncarnation on the foreign node) the survivor of a
+// leader crash counts it toward its takeover majority under the dead
+// voter's id: the foreign node promises this cluster's epoch, which ends
+// its own leadership, and its store, being at a later epoch, is adopted,
+// so this cluster's acknowledged write is lost.
+func TestNodeOfAnotherIncarnationIsRefused(t *testing.T) {
+	t.Run("fenced", func(t *testing.T) {
+		if breach := otherIncarnationBreach(t, false); breach != "" {
+			t.Fatalf("a node of another incarnation was acted on: %s", breach)
+		}
+	})
+	t.Run("fault caught", func(t *testing.T) {
+		breach := otherIncarnationBreach(t, true)
+		if breach == "" {
+			t.Fatal("with Faults.AcceptOtherIncarnation the foreign node was never acted on: the test cannot fail")
+		}
+		t.Logf("with the fence off: %s", breach)
+	})
+}
+
+// otherIncarnationBreach plays the scenario and returns what broke (""
+// for nothing): cluster a (three durable voters) loses voter n0, whose
+// member entry then names the address of the one node of cluster b (same
+// name "default", same etcd, another prefix, so another incarnation and
+// later epochs); then a's leader crashes. With accept, b's node runs with
+// the fence off.
+func otherIncarnationBreach(t *testing.T, accept bool) string {
+	ctx := ctxT(t, 90*time.Second)
+	a := newCluster(t, Etcd, 3, func(o *Options) { o.DataDir = t.TempDir() })
+	mustPut(t, a, 1, "k", "a1")
+	if err := a.Kill(0); err != nil {
+		t.Fatal(err)
+	}
+	ld, _, err := a.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, a, ld, "k", "a2") // a serves without n0, at an epoch before b's
+
+	b := newCluster(t, Etcd, 1, func(o *Options) {
+		o.Etcd, o.Prefix = a.Endpoints(), "/kvstore/other-b/"
+		o.Node = func(cfg *node.Config) { cfg.Faults.AcceptOtherIncarnation = accept }
+	})
+	mustPut(t, b, 0, "k", "b1")
+	bn, err := b.Node(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bEpoch := bn.AcceptedEpoch()
+
+	// n0's entry in a's membership now names b's node.
+	co, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: a.Endpoints(), Prefix: a.prefix(a.nodeConfig(&slot{id: "n0"}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+	sess, err := co.NewSession(ctx, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close(context.Background())
+	if err := sess.Register(ctx, coord.Member{ID: "n0", Addr: bn.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Kill(ld); err != nil {
+		t.Fatal(err)
+	}
+	survivor := 3 - ld // the voter of a still running (n1 or n2)
+
+	// Wait until b's node has heard from a's survivor: refused (fenced),
+	// or promised a's epoch (the fence off).
+	refused := func() float64 { return metric(t, bn, "kvstore_peer_other_incarnation_total") }
+	soon.Succeeds(t, 30*time.Second, func() error {
+		if refused() > 0 || bn.AcceptedEpoch() != bEpoch {
+			return nil
+		}
+		return fmt.Errorf("b's node heard nothing from a's survivor n%d yet", survivor)
+	})
+	var breach []string
+	if got := bn.AcceptedEpoch(); got != bEpoch {
+		breach = append(breach, fmt.Sprintf("b's node promised epoch %d of cluster a (it had promised %d)", got, bEpoch))
+	}
+	// a comes back once its crashed leader does, with a's data.
+	if err := a.Restart(ctx, ld); err != nil {
+		t.Fatal(err)
+	}
+	if err := soon.Within(15*time.Second, func() error { return checkGet(ctx, a, survivor, "k", "a2") }); err != nil {
+		breach = append(breach, fmt.Sprintf("cluster a: %v", err))
+	}
+	if err := soon.Within(15*time.Second, func() error { return checkGet(ctx, b, 0, "k", "b1") }); err != nil {
+		breach = append(breach, fmt.Sprintf("cluster b: %v", err))
+	}
+	if !accept && refused() == 0 {
+		t.Error("kvstore_peer_other_incarnation_total stayed 0")
+	}
+	return strings.Join(breach, "; ")
 }

@@ -32,6 +32,7 @@ func (b *boot) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("node %s: %w", n.cfg.ID, err)
 	}
+	n.incarnation.Store(&inc)
 	rec, err := n.cfg.Coordinator.ClaimSettings(ctx, n.cfg.Settings())
 	if err != nil {
 		return fmt.Errorf("node %s: claim settings: %w", n.cfg.ID, err)

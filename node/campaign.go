@@ -363,13 +363,13 @@ func (c *campaigner) probe(ctx context.Context, addr string, timeout time.Durati
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := peer.Probe(ctx, &kvpb.ProbeRequest{Cluster: c.n.cfg.Cluster, From: c.n.cfg.ID})
+	resp, err := peer.Probe(ctx, &kvpb.ProbeRequest{Cluster: c.n.cfg.Cluster, Incarnation: c.n.incarnationSent(), From: c.n.cfg.ID})
 	return err == nil && !resp.Recovering
 }
 
 // Probe answers a candidate's probe (pre-vote).
 func (s *peerServer) Probe(ctx context.Context, req *kvpb.ProbeRequest) (*kvpb.ProbeResponse, error) {
-	if err := s.checkCluster(req.Cluster); err != nil {
+	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, fmt.Errorf("probe: %w", err)
 	}
 	return &kvpb.ProbeResponse{Recovering: s.n.Recovering()}, nil

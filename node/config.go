@@ -211,6 +211,11 @@ type Faults struct {
 	// coordinator, another cluster) start anyway, and records the
 	// coordinator's: the fence of ErrOtherIncarnation switched off.
 	SkipIncarnationCheck bool
+	// AcceptOtherIncarnation makes a node act on node-to-node messages
+	// of another cluster incarnation (a node of another cluster with the
+	// same name at an address this cluster still knows): the message
+	// fence of Cluster identity and incarnation switched off.
+	AcceptOtherIncarnation bool
 	// IgnoreVoterSeal makes Start read every voter record as sealed
 	// (coord.Voters.Unsealed ignored): a voter that restarts without its
 	// data is recovering even when no leader ever served, so a new

@@ -207,7 +207,7 @@ func (c *voterChanges) sendLeave(id, addr string) error {
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, n.cfg.RPCTimeout)
 	defer cancel()
-	_, err = pc.Leave(ctx, &kvpb.LeaveRequest{Cluster: n.cfg.Cluster, Epoch: l.epoch, LeaderId: n.cfg.ID, Id: id})
+	_, err = pc.Leave(ctx, &kvpb.LeaveRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Epoch: l.epoch, LeaderId: n.cfg.ID, Id: id})
 	return rpc.FromStatus(err)
 }
 
@@ -308,7 +308,7 @@ func (r *router) removeVoter(octx context.Context, id string) ([]string, error) 
 				// Dropped if another leader is seen meanwhile, and retried there.
 				cctx, done := n.toLeader(octx, target)
 				var resp *kvpb.RemoveVoterResponse
-				resp, err = c.RemoveVoter(cctx, &kvpb.RemoveVoterRequest{Cluster: n.cfg.Cluster, Id: id, FromId: n.cfg.ID})
+				resp, err = c.RemoveVoter(cctx, &kvpb.RemoveVoterRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Id: id, FromId: n.cfg.ID})
 				if err = callErr(cctx, rpc.FromStatus(err)); err == nil {
 					voters = resp.Voters
 				}

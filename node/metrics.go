@@ -153,6 +153,7 @@ type metrics struct {
 	stepDowns            prometheus.Counter
 	elections            prometheus.Counter
 	takeoverWaits        prometheus.Counter
+	otherIncarnation     prometheus.Counter
 
 	// born is the origin of lastAppend (on the node's clock).
 	born clock.Instant
@@ -229,6 +230,10 @@ func newMetrics(n *Node) *metrics {
 		Name: "kvstore_takeover_lease_waits_total",
 		Help: "Takeovers of this node that waited out the leases of older epochs because a member with a live session did not answer Prepare.",
 	})
+	m.otherIncarnation = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "kvstore_peer_other_incarnation_total",
+		Help: "Node-to-node messages refused because they came from another incarnation of this cluster: a node of another cluster with the same name, at an address this cluster's nodes still know.",
+	})
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
@@ -250,7 +255,7 @@ func newMetrics(n *Node) *metrics {
 		counter("kvstore_lease_renewals_total", "Cached copies whose lease the leader renewed (in batches, before the lease ends, instead of a fetch after it).", &n.reader.renewals),
 		counter("kvstore_prior_reads_total", "Leader: reads answered with a key's latest visible value while a newer write of it was not visible yet (instead of waiting for that write).", &n.reader.priorReads),
 		m.invalidationsSent, m.invalidationsApplied, m.leaseWaits, m.leaseWaitSeconds, m.leaderChanges,
-		m.clockJumps, m.clockSuspended, m.suspensions, m.stepDowns, m.elections, m.takeoverWaits,
+		m.clockJumps, m.clockSuspended, m.suspensions, m.stepDowns, m.elections, m.takeoverWaits, m.otherIncarnation,
 		gauge("kvstore_epoch", "Epoch of the leader this node currently sees (0: none seen yet).",
 			func() float64 { return float64(n.Leader().Epoch) }),
 		gauge("kvstore_accepted_epoch", "Highest epoch this node has promised to a leader.",

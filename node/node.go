@@ -85,6 +85,14 @@ type Node struct {
 	stopped           chan struct{} // closed once Close or Kill has finished
 	removed           atomic.Bool   // told to leave by the leader (members.go)
 
+	// incarnation is the cluster incarnation the coordinator's cluster
+	// record names, set by Start (nil before): sent in every
+	// node-to-node message, and required of every one received.
+	incarnation atomic.Pointer[string]
+	// otherIncLogged is when (Unix ns) a message of another incarnation
+	// was last logged: at most one warning a minute.
+	otherIncLogged atomic.Int64
+
 	rpcDown atomic.Bool // inbound node-to-node RPC refused (rmi-down)
 
 	// camp is the candidacy: campaign, pre-vote probes (campaign.go).

@@ -8,6 +8,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/durable"
@@ -21,11 +22,35 @@ type peerServer struct {
 	n *Node
 }
 
-func (s *peerServer) checkCluster(c string) error {
+// checkCluster refuses a message for another cluster (name c) or of
+// another incarnation of it (inc; "" from builds before incarnations
+// were sent is not checked) (docs/design.md, Cluster identity and
+// incarnation). The node serves RPC only once Start has read its own
+// incarnation; a node driven directly in tests before that checks none.
+func (s *peerServer) checkCluster(c, inc string) error {
 	if c != s.n.cfg.Cluster {
 		return fmt.Errorf("%w: message for cluster %q reached cluster %q", kvstore.ErrBadRequest, c, s.n.cfg.Cluster)
 	}
+	own := s.n.incarnation.Load()
+	if own != nil && inc != "" && inc != *own && !(faultsOn && s.n.cfg.Faults.AcceptOtherIncarnation) {
+		s.n.met.otherIncarnation.Inc()
+		if now := time.Now().UnixNano(); now-s.n.otherIncLogged.Load() > int64(time.Minute) {
+			s.n.otherIncLogged.Store(now)
+			s.n.log.Warn("refusing node-to-node messages of another cluster incarnation: a node of another cluster with this name reaches this node, likely at an address this cluster's nodes still know (a reused address)",
+				"cluster", c, "incarnation", *own, "their_incarnation", inc)
+		}
+		return fmt.Errorf("%w: message of cluster %q incarnation %s reached incarnation %s: a node of another cluster of that name", kvstore.ErrBadRequest, c, inc, *own)
+	}
 	return nil
+}
+
+// incarnationSent is the incarnation this node's messages carry ("" before
+// Start has read it: such a message is not checked).
+func (n *Node) incarnationSent() string {
+	if p := n.incarnation.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // leadership names one leadership: the leader's id and the random number
@@ -38,7 +63,7 @@ type leadership struct {
 
 // Prepare implements the first step of a takeover (docs/design.md).
 func (s *peerServer) Prepare(ctx context.Context, req *kvpb.PrepareRequest) (*kvpb.PrepareResponse, error) {
-	if err := s.checkCluster(req.Cluster); err != nil {
+	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, err
 	}
 	if err := checkEpoch("prepare", req.Epoch); err != nil {
@@ -68,7 +93,7 @@ func (n *Node) prepare(ctx context.Context, epoch int64, ld leadership) (*kvpb.P
 
 // Append applies entries or a snapshot from the leader of req.Epoch.
 func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb.AppendResponse, error) {
-	if err := s.checkCluster(req.Cluster); err != nil {
+	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, err
 	}
 	if err := validateAppend(req); err != nil {
@@ -143,7 +168,7 @@ func (s *peerServer) append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb
 // out first), which ends its membership.
 func (s *peerServer) Leave(ctx context.Context, req *kvpb.LeaveRequest) (*kvpb.LeaveResponse, error) {
 	n := s.n
-	if err := s.checkCluster(req.Cluster); err != nil {
+	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, err
 	}
 	if faultsOn && n.cfg.Faults.IgnoreLeave {

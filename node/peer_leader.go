@@ -14,7 +14,7 @@ import (
 
 // Fetch serves a read at the leader.
 func (s *peerServer) Fetch(ctx context.Context, req *kvpb.FetchRequest) (*kvpb.FetchResponse, error) {
-	if err := s.checkCluster(req.Cluster); err != nil {
+	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, err
 	}
 	if err := validateFetch(req); err != nil {
@@ -35,7 +35,7 @@ func (s *peerServer) Fetch(ctx context.Context, req *kvpb.FetchRequest) (*kvpb.F
 // Renew renews, at the leader, the leases of a follower's cached copies
 // that are still the visible latest version of their key.
 func (s *peerServer) Renew(ctx context.Context, req *kvpb.RenewRequest) (*kvpb.RenewResponse, error) {
-	if err := s.checkCluster(req.Cluster); err != nil {
+	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, err
 	}
 	if err := validateRenew(req); err != nil {
@@ -54,7 +54,7 @@ func (s *peerServer) Renew(ctx context.Context, req *kvpb.RenewRequest) (*kvpb.R
 
 // Write serves a forwarded write at the leader.
 func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteResponse, error) {
-	if err := s.checkCluster(req.Cluster); err != nil {
+	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, err
 	}
 	if err := validateWrite(req.Op, req.Key, req.Value, req.ReqId); err != nil {
@@ -77,7 +77,7 @@ func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.W
 
 // RemoveVoter serves a forwarded removal at the leader.
 func (s *peerServer) RemoveVoter(ctx context.Context, req *kvpb.RemoveVoterRequest) (*kvpb.RemoveVoterResponse, error) {
-	if err := s.checkCluster(req.Cluster); err != nil {
+	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, err
 	}
 	if err := checkKey("node id", req.Id, storedKeys); err != nil {

@@ -316,7 +316,7 @@ func (rd *reader) fetch(ctx context.Context, addr string, target coord.Leader, k
 	if cctx.Err() != nil {
 		return nil, callErr(cctx, ctxErr(cctx))
 	}
-	resp, err := c.Fetch(cctx, &kvpb.FetchRequest{Cluster: n.cfg.Cluster, Key: key, FromId: n.cfg.ID})
+	resp, err := c.Fetch(cctx, &kvpb.FetchRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Key: key, FromId: n.cfg.ID})
 	if err != nil {
 		return nil, callErr(cctx, rpc.FromStatus(err))
 	}

@@ -122,7 +122,7 @@ func (rd *reader) renewAtLeader(ctx context.Context, keys []*kvpb.RenewKey) (int
 	defer cancel()
 	cctx, done := n.toLeader(tctx, v.leader)
 	defer done()
-	resp, err := c.Renew(cctx, &kvpb.RenewRequest{Cluster: n.cfg.Cluster, FromId: n.cfg.ID, Keys: keys})
+	resp, err := c.Renew(cctx, &kvpb.RenewRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), FromId: n.cfg.ID, Keys: keys})
 	if err != nil {
 		return 0, nil, callErr(cctx, rpc.FromStatus(err))
 	}

@@ -92,7 +92,7 @@ func (rc *snapshotReceiver) waitLocked() <-chan struct{} {
 // InstallSnapshot stages one chunk of the leader's snapshot, or installs
 // the snapshot with its last chunk.
 func (s *peerServer) InstallSnapshot(ctx context.Context, req *kvpb.SnapshotChunk) (*kvpb.SnapshotChunkResponse, error) {
-	if err := s.checkCluster(req.Cluster); err != nil {
+	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, err
 	}
 	n := s.n

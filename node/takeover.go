@@ -259,7 +259,7 @@ func (t *takeover) prepareAll(targets map[string]string) map[string]*kvpb.Prepar
 			ctx, cancel := context.WithTimeout(t.ctx, n.cfg.RPCTimeout)
 			defer cancel()
 			sent := n.now()
-			r, err := c.Prepare(ctx, &kvpb.PrepareRequest{Cluster: n.cfg.Cluster, Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce})
+			r, err := c.Prepare(ctx, &kvpb.PrepareRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce})
 			if err != nil || r.NodeId != id {
 				return
 			}
@@ -301,7 +301,7 @@ func (t *takeover) pullSnapshot(addr string, want store.Version) (*store.View, e
 		go func() {
 			cctx, ccancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
 			defer ccancel()
-			p, err := c.GetSnapshot(cctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce, After: after, RequestsFrom: reqsFrom})
+			p, err := c.GetSnapshot(cctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce, After: after, RequestsFrom: reqsFrom})
 			ch <- answer{p, err}
 		}()
 		return ch

@@ -170,7 +170,7 @@ func (w *writer) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID
 		} else {
 			var resp *kvpb.WriteResponse
 			var reached bool
-			resp, reached, err = w.sendWrite(ctx, addr, target, &kvpb.WriteRequest{Cluster: n.cfg.Cluster, Op: op, Key: key, Value: value, ReqId: reqID, FromId: from})
+			resp, reached, err = w.sendWrite(ctx, addr, target, &kvpb.WriteRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Op: op, Key: key, Value: value, ReqId: reqID, FromId: from})
 			if err == nil {
 				ver, epoch, lease = fromPos(resp.Version), resp.Epoch, time.Duration(resp.LeaseMs)*time.Millisecond
 			} else if reached && !definite(err) {

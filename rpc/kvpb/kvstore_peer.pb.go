@@ -430,6 +430,7 @@ type SnapshotChunk struct {
 	Requests      []*Request             `protobuf:"bytes,9,rep,name=requests,proto3" json:"requests,omitempty"`                               // remembered request ids, oldest first, from requests_from on
 	Count         uint64                 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`                                   // with last: how many items the snapshot holds
 	RequestsFrom  uint64                 `protobuf:"varint,11,opt,name=requests_from,json=requestsFrom,proto3" json:"requests_from,omitempty"` // index of the first of requests
+	Incarnation   string                 `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"`                        // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -539,6 +540,13 @@ func (x *SnapshotChunk) GetRequestsFrom() uint64 {
 		return x.RequestsFrom
 	}
 	return 0
+}
+
+func (x *SnapshotChunk) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
 }
 
 // SnapshotChunkResponse answers one chunk. taken: the chunk was staged (or,
@@ -667,7 +675,11 @@ type PrepareRequest struct {
 	// with leader_id it names the leadership, so that a coordinator that
 	// hands the same epoch out twice (restored from an older backup) cannot
 	// make two leaders of it. 0: unknown (an older leader), epoch alone.
-	Leadership    uint64 `protobuf:"varint,4,opt,name=leadership,proto3" json:"leadership,omitempty"`
+	Leadership uint64 `protobuf:"varint,4,opt,name=leadership,proto3" json:"leadership,omitempty"`
+	// incarnation is the sender's cluster incarnation (docs/design.md,
+	// Cluster identity and incarnation): a node of another incarnation
+	// refuses the message. Builds before it send none: not checked.
+	Incarnation   string `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -728,6 +740,13 @@ func (x *PrepareRequest) GetLeadership() uint64 {
 		return x.Leadership
 	}
 	return 0
+}
+
+func (x *PrepareRequest) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
 }
 
 type PrepareResponse struct {
@@ -836,7 +855,8 @@ type AppendRequest struct {
 	// move before it answers, rather than refusing at once (docs/design.md,
 	// Replication: Pipelining). Older followers ignore it and refuse; the
 	// leader then sends one at a time again.
-	Pipelined     bool `protobuf:"varint,9,opt,name=pipelined,proto3" json:"pipelined,omitempty"`
+	Pipelined     bool   `protobuf:"varint,9,opt,name=pipelined,proto3" json:"pipelined,omitempty"`
+	Incarnation   string `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -932,6 +952,13 @@ func (x *AppendRequest) GetPipelined() bool {
 		return x.Pipelined
 	}
 	return false
+}
+
+func (x *AppendRequest) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
 }
 
 type AppendResponse struct {
@@ -1033,6 +1060,7 @@ type GetSnapshotRequest struct {
 	Leadership    uint64                 `protobuf:"varint,4,opt,name=leadership,proto3" json:"leadership,omitempty"`                         // as in PrepareRequest
 	After         string                 `protobuf:"bytes,5,opt,name=after,proto3" json:"after,omitempty"`                                    // the chunk of items after this key ("": the first)
 	RequestsFrom  uint64                 `protobuf:"varint,6,opt,name=requests_from,json=requestsFrom,proto3" json:"requests_from,omitempty"` // once the items are done: request ids from this index on
+	Incarnation   string                 `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"`                       // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1109,11 +1137,19 @@ func (x *GetSnapshotRequest) GetRequestsFrom() uint64 {
 	return 0
 }
 
+func (x *GetSnapshotRequest) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
 type FetchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	FromId        string                 `protobuf:"bytes,3,opt,name=from_id,json=fromId,proto3" json:"from_id,omitempty"`
+	Incarnation   string                 `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1165,6 +1201,13 @@ func (x *FetchRequest) GetKey() string {
 func (x *FetchRequest) GetFromId() string {
 	if x != nil {
 		return x.FromId
+	}
+	return ""
+}
+
+func (x *FetchRequest) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
 	}
 	return ""
 }
@@ -1252,6 +1295,7 @@ type RenewRequest struct {
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	FromId        string                 `protobuf:"bytes,2,opt,name=from_id,json=fromId,proto3" json:"from_id,omitempty"`
 	Keys          []*RenewKey            `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
+	Incarnation   string                 `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1305,6 +1349,13 @@ func (x *RenewRequest) GetKeys() []*RenewKey {
 		return x.Keys
 	}
 	return nil
+}
+
+func (x *RenewRequest) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
 }
 
 type RenewKey struct {
@@ -1419,6 +1470,7 @@ type WriteRequest struct {
 	Value         string                 `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
 	ReqId         string                 `protobuf:"bytes,5,opt,name=req_id,json=reqId,proto3" json:"req_id,omitempty"`
 	FromId        string                 `protobuf:"bytes,6,opt,name=from_id,json=fromId,proto3" json:"from_id,omitempty"` // the node to grant a lease on the written value ("": none)
+	Incarnation   string                 `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"`    // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1495,6 +1547,13 @@ func (x *WriteRequest) GetFromId() string {
 	return ""
 }
 
+func (x *WriteRequest) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
 type WriteResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Version       *Position              `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
@@ -1560,6 +1619,7 @@ type RemoveVoterRequest struct {
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	Id            string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`                       // the voter to remove
 	FromId        string                 `protobuf:"bytes,3,opt,name=from_id,json=fromId,proto3" json:"from_id,omitempty"` // the node the request entered
+	Incarnation   string                 `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"`    // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1615,6 +1675,13 @@ func (x *RemoveVoterRequest) GetFromId() string {
 	return ""
 }
 
+func (x *RemoveVoterRequest) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
 type RemoveVoterResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Voters        []string               `protobuf:"bytes,1,rep,name=voters,proto3" json:"voters,omitempty"` // the voter record after the change
@@ -1664,7 +1731,8 @@ type LeaveRequest struct {
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	Epoch         int64                  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"` // the leader's epoch
 	LeaderId      string                 `protobuf:"bytes,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
-	Id            string                 `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"` // the node told to leave: the receiver
+	Id            string                 `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"`                    // the node told to leave: the receiver
+	Incarnation   string                 `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1727,6 +1795,13 @@ func (x *LeaveRequest) GetId() string {
 	return ""
 }
 
+func (x *LeaveRequest) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
 type LeaveResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1766,7 +1841,8 @@ func (*LeaveResponse) Descriptor() ([]byte, []int) {
 type ProbeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"` // the prober's id
+	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`                // the prober's id
+	Incarnation   string                 `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1811,6 +1887,13 @@ func (x *ProbeRequest) GetCluster() string {
 func (x *ProbeRequest) GetFrom() string {
 	if x != nil {
 		return x.From
+	}
+	return ""
+}
+
+func (x *ProbeRequest) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
 	}
 	return ""
 }
@@ -1888,7 +1971,7 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\aapplied\x18\x01 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\x12+\n" +
 	"\x05items\x18\x02 \x03(\v2\x15.kvstore.peer.v1.ItemR\x05items\x124\n" +
 	"\brequests\x18\x03 \x03(\v2\x18.kvstore.peer.v1.RequestR\brequests\x12\x12\n" +
-	"\x04more\x18\x04 \x01(\bR\x04more\"\xf9\x02\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\"\x9b\x03\n" +
 	"\rSnapshotChunk\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
@@ -1903,7 +1986,8 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\brequests\x18\t \x03(\v2\x18.kvstore.peer.v1.RequestR\brequests\x12\x14\n" +
 	"\x05count\x18\n" +
 	" \x01(\x04R\x05count\x12#\n" +
-	"\rrequests_from\x18\v \x01(\x04R\frequestsFrom\"\xc1\x02\n" +
+	"\rrequests_from\x18\v \x01(\x04R\frequestsFrom\x12 \n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"\xc1\x02\n" +
 	"\x15SnapshotChunkResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
@@ -1913,14 +1997,15 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\x05taken\x18\x06 \x01(\bR\x05taken\x12\x16\n" +
 	"\x06staged\x18\a \x01(\tR\x06staged\x12'\n" +
 	"\x0fstaged_requests\x18\b \x01(\x04R\x0estagedRequests\x12\x1c\n" +
-	"\tinstalled\x18\t \x01(\bR\tinstalled\"}\n" +
+	"\tinstalled\x18\t \x01(\bR\tinstalled\"\x9f\x01\n" +
 	"\x0ePrepareRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12\x1e\n" +
 	"\n" +
 	"leadership\x18\x04 \x01(\x04R\n" +
-	"leadership\"\xe1\x01\n" +
+	"leadership\x12 \n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"\xe1\x01\n" +
 	"\x0fPrepareResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
@@ -1929,7 +2014,7 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"recovering\x18\x04 \x01(\bR\n" +
 	"recovering\x12\x17\n" +
 	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12)\n" +
-	"\x10other_leadership\x18\x06 \x01(\bR\x0fotherLeadership\"\xd5\x02\n" +
+	"\x10other_leadership\x18\x06 \x01(\bR\x0fotherLeadership\"\xf7\x02\n" +
 	"\rAppendRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
@@ -1941,14 +2026,15 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"leadership\x18\a \x01(\x04R\n" +
 	"leadership\x12!\n" +
 	"\fanswer_early\x18\b \x01(\bR\vanswerEarly\x12\x1c\n" +
-	"\tpipelined\x18\t \x01(\bR\tpipelined\"\xfc\x01\n" +
+	"\tpipelined\x18\t \x01(\bR\tpipelined\x12 \n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"\xfc\x01\n" +
 	"\x0eAppendResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
 	"\aapplied\x18\x03 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\x12\x1c\n" +
 	"\treconcile\x18\x04 \x01(\bR\treconcile\x12)\n" +
 	"\x10other_leadership\x18\x05 \x01(\bR\x0fotherLeadership\x125\n" +
-	"\breceived\x18\x06 \x01(\v2\x19.kvstore.peer.v1.PositionR\breceived\"\xbc\x01\n" +
+	"\breceived\x18\x06 \x01(\v2\x19.kvstore.peer.v1.PositionR\breceived\"\xde\x01\n" +
 	"\x12GetSnapshotRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
@@ -1957,53 +2043,60 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"leadership\x18\x04 \x01(\x04R\n" +
 	"leadership\x12\x14\n" +
 	"\x05after\x18\x05 \x01(\tR\x05after\x12#\n" +
-	"\rrequests_from\x18\x06 \x01(\x04R\frequestsFrom\"S\n" +
+	"\rrequests_from\x18\x06 \x01(\x04R\frequestsFrom\x12 \n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"u\n" +
 	"\fFetchRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x17\n" +
-	"\afrom_id\x18\x03 \x01(\tR\x06fromId\"\xa1\x01\n" +
+	"\afrom_id\x18\x03 \x01(\tR\x06fromId\x12 \n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"\xa1\x01\n" +
 	"\rFetchResponse\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\tR\x05value\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x123\n" +
 	"\aversion\x18\x03 \x01(\v2\x19.kvstore.peer.v1.PositionR\aversion\x12\x14\n" +
 	"\x05epoch\x18\x04 \x01(\x03R\x05epoch\x12\x19\n" +
-	"\blease_ms\x18\x05 \x01(\x03R\aleaseMs\"p\n" +
+	"\blease_ms\x18\x05 \x01(\x03R\aleaseMs\"\x92\x01\n" +
 	"\fRenewRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x17\n" +
 	"\afrom_id\x18\x02 \x01(\tR\x06fromId\x12-\n" +
-	"\x04keys\x18\x03 \x03(\v2\x19.kvstore.peer.v1.RenewKeyR\x04keys\"Q\n" +
+	"\x04keys\x18\x03 \x03(\v2\x19.kvstore.peer.v1.RenewKeyR\x04keys\x12 \n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"Q\n" +
 	"\bRenewKey\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
 	"\aversion\x18\x02 \x01(\v2\x19.kvstore.peer.v1.PositionR\aversion\"@\n" +
 	"\rRenewResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\x12\x19\n" +
-	"\blease_ms\x18\x02 \x03(\x03R\aleaseMs\"\xa5\x01\n" +
+	"\blease_ms\x18\x02 \x03(\x03R\aleaseMs\"\xc7\x01\n" +
 	"\fWriteRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12#\n" +
 	"\x02op\x18\x02 \x01(\x0e2\x13.kvstore.peer.v1.OpR\x02op\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x04 \x01(\tR\x05value\x12\x15\n" +
 	"\x06req_id\x18\x05 \x01(\tR\x05reqId\x12\x17\n" +
-	"\afrom_id\x18\x06 \x01(\tR\x06fromId\"u\n" +
+	"\afrom_id\x18\x06 \x01(\tR\x06fromId\x12 \n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"u\n" +
 	"\rWriteResponse\x123\n" +
 	"\aversion\x18\x01 \x01(\v2\x19.kvstore.peer.v1.PositionR\aversion\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x19\n" +
-	"\blease_ms\x18\x03 \x01(\x03R\aleaseMs\"W\n" +
+	"\blease_ms\x18\x03 \x01(\x03R\aleaseMs\"y\n" +
 	"\x12RemoveVoterRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x17\n" +
-	"\afrom_id\x18\x03 \x01(\tR\x06fromId\"-\n" +
+	"\afrom_id\x18\x03 \x01(\tR\x06fromId\x12 \n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"-\n" +
 	"\x13RemoveVoterResponse\x12\x16\n" +
-	"\x06voters\x18\x01 \x03(\tR\x06voters\"k\n" +
+	"\x06voters\x18\x01 \x03(\tR\x06voters\"\x8d\x01\n" +
 	"\fLeaveRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12\x0e\n" +
-	"\x02id\x18\x04 \x01(\tR\x02id\"\x0f\n" +
-	"\rLeaveResponse\"<\n" +
+	"\x02id\x18\x04 \x01(\tR\x02id\x12 \n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"\x0f\n" +
+	"\rLeaveResponse\"^\n" +
 	"\fProbeRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
-	"\x04from\x18\x02 \x01(\tR\x04from\"/\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12 \n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"/\n" +
 	"\rProbeResponse\x12\x1e\n" +
 	"\n" +
 	"recovering\x18\x01 \x01(\bR\n" +
