@@ -138,6 +138,8 @@ type slot struct {
 	rmiDown bool
 	zkDown  bool
 	retired bool // left the cluster for good (Retire)
+	// killedRecovering: the node was recovering when last killed.
+	killedRecovering bool
 	// paused is open while the node is paused (Pause): client calls
 	// through the cluster wait on it.
 	paused chan struct{}
@@ -749,7 +751,27 @@ func (c *Cluster) kill(n int, powerLoss bool) (torn int, err error) {
 		nd.Kill()
 	}
 	_ = co.Close()
+	rec := nd.Recovering() // final: its goroutines have ended
+	s.mu.Lock()
+	s.killedRecovering = rec
+	s.mu.Unlock()
 	return torn, nil
+}
+
+// RecoveringWhenKilled reports whether killed node n was still recovering
+// when it was last killed: restarted without reconciled data, and not
+// reconciled by any leader (its own takeover included) since.
+func (c *Cluster) RecoveringWhenKilled(n int) (bool, error) {
+	s, err := c.slot(n)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.node != nil {
+		return false, fmt.Errorf("cluster: node %d runs", n)
+	}
+	return s.killedRecovering, nil
 }
 
 // WipeData deletes killed node n's data directory, as a lost disk would:

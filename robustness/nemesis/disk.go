@@ -102,10 +102,15 @@ func (f loseLastCopy) Inject(ctx context.Context, a Aimed, st Step) (Hit, error)
 func (loseLastCopy) LivenessExempt(int) bool { return true }
 
 // wipe crashes node n, deletes its data directory and restarts it, twice
-// if twice, with its inbound RPC off (until the heal) so that no leader
-// reconciles it meanwhile. After each restart the node must be
-// recovering: the error then matches ErrNotRecovering, and the step goes
-// on (the schedule's checks judge what the broken node did).
+// if twice, with its inbound RPC off (until the heal) so that no other
+// leader reconciles it meanwhile. After each restart the node must have
+// started recovering, or the error matches ErrNotRecovering and the step
+// goes on (the schedule's checks judge what the broken node did). One
+// exception: its outbound calls still work, so the node may win an
+// election and reconcile itself in its own takeover (a majority of the
+// others answering, its state pulled from the most up to date); killed
+// after that, it rightly restarts with reconciled data. What the node
+// was when killed (Target.RecoveringWhenKilled) tells.
 func wipe(ctx context.Context, t Target, n int, twice bool) error {
 	if err := t.RmiDown(n); err != nil {
 		return err
@@ -117,20 +122,26 @@ func wipe(ctx context.Context, t Target, n int, twice bool) error {
 		return err
 	}
 	var broken []error
+	unreconciled := true // as far as the node knew when last killed
 	for i := 1; i <= 1+boolInt(twice); i++ {
 		if i > 1 {
 			if err := t.Kill(n); err != nil {
 				return errors.Join(append(broken, err)...)
 			}
+			rec, err := t.RecoveringWhenKilled(n)
+			if err != nil {
+				return errors.Join(append(broken, err)...)
+			}
+			unreconciled = rec
 		}
 		if err := t.Restart(ctx, n); err != nil {
 			return errors.Join(append(broken, err)...)
 		}
-		rec, err := t.Recovering(n)
+		rec, err := t.StartedRecovering(n)
 		if err != nil {
 			return errors.Join(append(broken, err)...)
 		}
-		if !rec {
+		if unreconciled && !rec {
 			broken = append(broken, fmt.Errorf("%w: node %d, restart %d after its data directory was deleted, before any leader could reach it", ErrNotRecovering, n, i))
 		}
 	}

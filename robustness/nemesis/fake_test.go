@@ -35,10 +35,15 @@ type fake struct {
 	retired    map[int]bool
 	restarts   map[int]int // restarts since the wipe
 	forget     bool        // a wiped node restarted twice is not recovering (the bug)
-	setAside   int         // this node + 1 comes back recovering after a power loss (the bug of issue 17)
-	powerLost  map[int]bool
-	refusals   int
-	actives    [][]int // what each Active call returned
+	// selfReconcile: a wiped node's own takeover reconciles it after its
+	// first restart (its inbound RPC is off, its outbound calls are not),
+	// so its second restart rightly finds reconciled data.
+	selfReconcile bool
+	killedRec     map[int]bool // recovering when last killed
+	setAside      int          // this node + 1 comes back recovering after a power loss (the bug of issue 17)
+	powerLost     map[int]bool
+	refusals      int
+	actives       [][]int // what each Active call returned
 
 	faults      []string // the fault state seen at each Heal
 	leaders     []int    // the leader at each Heal
@@ -84,7 +89,24 @@ func (f *fake) set(m map[int]bool, n int, v bool) error {
 	return nil
 }
 
-func (f *fake) Kill(n int) error { return f.set(f.killed, n, true) }
+func (f *fake) Kill(n int) error {
+	f.mu.Lock()
+	if f.killedRec == nil {
+		f.killedRec = map[int]bool{}
+	}
+	f.killedRec[n] = f.recovering[n] && !(f.selfReconcile && f.restarts[n] == 1)
+	f.mu.Unlock()
+	return f.set(f.killed, n, true)
+}
+
+func (f *fake) RecoveringWhenKilled(n int) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.killed[n] {
+		return false, fmt.Errorf("node %d runs", n)
+	}
+	return f.killedRec[n], nil
+}
 func (f *fake) Stop(n int) error { return f.set(f.killed, n, true) }
 func (f *fake) PowerLoss(n int) (int, error) {
 	f.mu.Lock()
@@ -104,7 +126,8 @@ func (f *fake) Restart(_ context.Context, n int) error {
 	defer f.mu.Unlock()
 	if f.wiped[n] {
 		f.restarts[n]++
-		f.recovering[n] = !f.forget || f.restarts[n] == 1
+		reconciled := f.selfReconcile && f.restarts[n] == 2
+		f.recovering[n] = (!f.forget || f.restarts[n] == 1) && !reconciled
 	}
 	return nil
 }
@@ -112,7 +135,7 @@ func (f *fake) Restart(_ context.Context, n int) error {
 func (f *fake) StartedRecovering(n int) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.powerLost[n] && f.setAside == n+1, nil
+	return (f.powerLost[n] && f.setAside == n+1) || f.recovering[n], nil
 }
 
 func (f *fake) Active() []int {

@@ -291,18 +291,23 @@ func lostDisks(n int, twice bool) Schedule {
 // TestPlayReportsNodeNotRecovering: a node that counts as restored when it
 // restarts a second time after losing its disk (forget) is reported as
 // ErrNotRecovering, the schedule still runs to its end and heals, and the
-// error does not say the cluster failed to heal. Restarted once, or with
-// the mark kept, nothing is reported.
+// error does not say the cluster failed to heal. Restarted once, with
+// the mark kept, or reconciled by its own takeover between the restarts
+// (it can lead: only its inbound RPC is off), nothing is reported.
 func TestPlayReportsNodeNotRecovering(t *testing.T) {
 	for _, tc := range []struct {
-		forget, twice, broken bool
+		forget, twice, self, broken bool
 	}{
 		{forget: true, twice: true, broken: true},
 		{forget: true, twice: false},
 		{forget: false, twice: true},
+		// Reconciled by its own takeover between the restarts: the
+		// second restart rightly comes back with its data.
+		{self: true, twice: true},
+		{forget: true, self: true, twice: true},
 	} {
 		f := newFake(3)
-		f.forget = tc.forget
+		f.forget, f.selfReconcile = tc.forget, tc.self
 		var log []string
 		n, err := Play(context.Background(), f, lostDisks(2, tc.twice), 5*time.Second, func(format string, args ...any) {
 			log = append(log, fmt.Sprintf(format, args...))
