@@ -196,3 +196,112 @@ func otherIncarnationBreach(t *testing.T, accept bool) string {
 	}
 	return strings.Join(breach, "; ")
 }
+
+// A node that answers for another voter, because the leader still has
+// that voter's address and the node now listens there, is refused: every
+// Append names its addressee. Without the check (Faults.IgnoreAddressee
+// on that node) its answers count twice, a write is acknowledged by two
+// of five voters, and the three others, restarted with their data after
+// the two crash, elect a leader without it.
+func TestAnswerForAnotherVoterIsRefused(t *testing.T) {
+	t.Run("checked", func(t *testing.T) {
+		if breach := doubleCountBreach(t, false); breach != "" {
+			t.Fatal(breach)
+		}
+	})
+	t.Run("fault caught", func(t *testing.T) {
+		breach := doubleCountBreach(t, true)
+		if breach == "" {
+			t.Fatal("with Faults.IgnoreAddressee no write was acknowledged by a minority: the test cannot fail")
+		}
+		t.Logf("with the check off: %s", breach)
+	})
+}
+
+// doubleCountBreach: five durable voters; three followers crash, and the
+// member entry of one of them names the address of the last follower f.
+// With ignore, f answers for it. A write is then tried; if it is
+// acknowledged, the leader and f crash, the three restart, and the write
+// must still be there. It returns what broke ("" for nothing).
+func doubleCountBreach(t *testing.T, ignore bool) string {
+	ctx := ctxT(t, 90*time.Second)
+	c := newCluster(t, Etcd, 5, func(o *Options) {
+		o.DataDir = t.TempDir()
+		o.Node = func(cfg *node.Config) {
+			cfg.Faults.IgnoreAddressee = ignore
+			// A quorum window (one lease) well past the setup below, so
+			// that a slow machine does not make the leader step down
+			// before the write is tried.
+			cfg.LeaseDuration = 8 * time.Second
+		}
+	})
+	mustPut(t, c, 0, "k", "v1")
+	ld, _, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fs []int
+	for i := range 5 {
+		if i != ld {
+			fs = append(fs, i)
+		}
+	}
+	f, down := fs[0], fs[1:]
+	fn, err := c.Node(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range down {
+		if err := c.Kill(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	co, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: c.Endpoints(), Prefix: c.prefix(c.nodeConfig(&slot{id: "probe"}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+	sess, err := co.NewSession(ctx, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	impersonated := fmt.Sprintf("n%d", down[0])
+	if err := sess.Register(ctx, coord.Member{ID: impersonated, Addr: fn.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close(context.Background())
+	lnode, err := c.Node(ld)
+	if err != nil {
+		t.Fatal(err)
+	}
+	soon.Succeeds(t, 20*time.Second, func() error {
+		if got := lnode.Members()[impersonated]; got != fn.Addr() {
+			return fmt.Errorf("the leader sees %s at %q, not yet at n%d's %s", impersonated, got, f, fn.Addr())
+		}
+		return nil
+	})
+
+	// Two of five voters run: no write may be acknowledged.
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = c.Put(wctx, ld, "k", "v2")
+	cancel()
+	if err != nil {
+		t.Logf("write with 2 of 5 voters up: %v", err)
+		return ""
+	}
+	// Acknowledged: it must survive the loss of the two that have it.
+	for _, i := range []int{ld, f} {
+		if err := c.Kill(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range down {
+		if err := c.Restart(ctx, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := soon.Within(15*time.Second, func() error { return checkGet(ctx, c, down[0], "k", "v2") }); err != nil {
+		return fmt.Sprintf("a write acknowledged with voters n%d and n%d up (n%d answering for %s) is lost: %v", ld, f, f, impersonated, err)
+	}
+	return ""
+}

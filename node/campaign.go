@@ -319,7 +319,7 @@ func (c *campaigner) probeRound(ctx context.Context, r *reach) {
 		go func() {
 			defer wg.Done()
 			sent := c.n.now()
-			if c.probe(ctx, addr, timeout) {
+			if c.probe(ctx, id, addr, timeout) {
 				r.mu.Lock()
 				if sent.After(r.heard[id]) {
 					r.heard[id] = sent
@@ -354,22 +354,25 @@ func (c *campaigner) noQuorum(r *reach, round uint64) error {
 	return fmt.Errorf("node %s: %w: no leader, and %d of %d voters answer this node", c.n.cfg.ID, kvstore.ErrNoQuorum, yes, of)
 }
 
-// probe reports whether the node at addr answered a probe within timeout
+// probe reports whether node id, at addr, answered a probe within timeout
 // and can vouch for a takeover (it is not recovering).
-func (c *campaigner) probe(ctx context.Context, addr string, timeout time.Duration) bool {
+func (c *campaigner) probe(ctx context.Context, id, addr string, timeout time.Duration) bool {
 	peer, err := c.n.pool.Peer(addr)
 	if err != nil {
 		return false
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	resp, err := peer.Probe(ctx, &kvpb.ProbeRequest{Cluster: c.n.cfg.Cluster, Incarnation: c.n.incarnationSent(), From: c.n.cfg.ID})
+	resp, err := peer.Probe(ctx, &kvpb.ProbeRequest{Cluster: c.n.cfg.Cluster, Incarnation: c.n.incarnationSent(), To: id, From: c.n.cfg.ID})
 	return err == nil && !resp.Recovering
 }
 
 // Probe answers a candidate's probe (pre-vote).
 func (s *peerServer) Probe(ctx context.Context, req *kvpb.ProbeRequest) (*kvpb.ProbeResponse, error) {
 	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
+	}
+	if err := s.checkAddressee(req.To); err != nil {
 		return nil, fmt.Errorf("probe: %w", err)
 	}
 	return &kvpb.ProbeResponse{Recovering: s.n.Recovering()}, nil

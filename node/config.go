@@ -216,6 +216,11 @@ type Faults struct {
 	// same name at an address this cluster still knows): the message
 	// fence of Cluster identity and incarnation switched off.
 	AcceptOtherIncarnation bool
+	// IgnoreAddressee makes a node act on Prepare, Append, GetSnapshot,
+	// snapshot chunks and probes meant for another node id (sent to an
+	// address the sender still knows for that node): its answer then
+	// counts as that node's too.
+	IgnoreAddressee bool
 	// IgnoreVoterSeal makes Start read every voter record as sealed
 	// (coord.Voters.Unsealed ignored): a voter that restarts without its
 	// data is recovering even when no leader ever served, so a new

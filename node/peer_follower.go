@@ -44,6 +44,18 @@ func (s *peerServer) checkCluster(c, inc string) error {
 	return nil
 }
 
+// checkAddressee refuses a message meant for another node (to, its id; ""
+// from builds before it was sent is not checked): sent to an address the
+// sender still knows for that node, which this node now has. Counted as
+// the other node's answer, this node's would count twice toward a
+// majority (docs/design.md, Cluster identity and incarnation).
+func (s *peerServer) checkAddressee(to string) error {
+	if to != "" && to != s.n.cfg.ID && !(faultsOn && s.n.cfg.Faults.IgnoreAddressee) {
+		return fmt.Errorf("%w: message for node %q reached node %q", kvstore.ErrBadRequest, to, s.n.cfg.ID)
+	}
+	return nil
+}
+
 // incarnationSent is the incarnation this node's messages carry ("" before
 // Start has read it: such a message is not checked).
 func (n *Node) incarnationSent() string {
@@ -64,6 +76,9 @@ type leadership struct {
 // Prepare implements the first step of a takeover (docs/design.md).
 func (s *peerServer) Prepare(ctx context.Context, req *kvpb.PrepareRequest) (*kvpb.PrepareResponse, error) {
 	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
+		return nil, err
+	}
+	if err := s.checkAddressee(req.To); err != nil {
 		return nil, err
 	}
 	if err := checkEpoch("prepare", req.Epoch); err != nil {
@@ -94,6 +109,9 @@ func (n *Node) prepare(ctx context.Context, epoch int64, ld leadership) (*kvpb.P
 // Append applies entries or a snapshot from the leader of req.Epoch.
 func (s *peerServer) Append(ctx context.Context, req *kvpb.AppendRequest) (*kvpb.AppendResponse, error) {
 	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
+		return nil, err
+	}
+	if err := s.checkAddressee(req.To); err != nil {
 		return nil, err
 	}
 	if err := validateAppend(req); err != nil {

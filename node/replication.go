@@ -358,7 +358,7 @@ func (r *replication) buildAppend(p *progress, w *appendWindow, beat bool) (req 
 	default:
 		return nil, false
 	}
-	req = &kvpb.AppendRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce, Prev: toPos(prev), Pipelined: w.calls > 0}
+	req = &kvpb.AppendRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), To: p.id, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce, Prev: toPos(prev), Pipelined: w.calls > 0}
 	// Ask for an early answer where a write waits for this follower to
 	// apply, not for its disk: an entry of a key it holds a copy of (a
 	// majority's disks commit the entry, but every holder must drop its

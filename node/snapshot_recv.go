@@ -95,6 +95,9 @@ func (s *peerServer) InstallSnapshot(ctx context.Context, req *kvpb.SnapshotChun
 	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, err
 	}
+	if err := s.checkAddressee(req.To); err != nil {
+		return nil, err
+	}
 	n := s.n
 	if err := validateChunk(req); err != nil {
 		return nil, fmt.Errorf("node %s: %w", n.cfg.ID, err)

@@ -147,7 +147,7 @@ func (r *replication) sendSnapshot(p *progress) bool {
 		}
 		for !lastSent && len(w.calls) < limit {
 			items, reqs, last := chunk(s.view, after, reqFrom, n.cfg.SnapshotChunkBytes)
-			req := &kvpb.SnapshotChunk{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce,
+			req := &kvpb.SnapshotChunk{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), To: p.id, Epoch: l.epoch, LeaderId: l.ld.id, Leadership: l.ld.nonce,
 				Applied: toPos(s.view.Applied()), After: after, Items: items, Last: last, Requests: reqs, RequestsFrom: uint64(reqFrom)}
 			if last {
 				req.Count = uint64(s.view.Len())
@@ -262,6 +262,9 @@ func (r *replication) handleChunk(p *progress, s *snapshotSend, req *kvpb.Snapsh
 // lists the request ids).
 func (s *peerServer) GetSnapshot(ctx context.Context, req *kvpb.GetSnapshotRequest) (*kvpb.Snapshot, error) {
 	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
+		return nil, err
+	}
+	if err := s.checkAddressee(req.To); err != nil {
 		return nil, err
 	}
 	n := s.n

@@ -98,7 +98,7 @@ func (t *takeover) run() error {
 		// Step 2: adopt the most up-to-date voter's state.
 		n.log.Debug("takeover: adopting", "epoch", t.epoch, "from", a.from, "at", a.at, "why", a.why)
 		if n.Applied() != a.at {
-			snap, err := t.pullSnapshot(targets[a.from], a.at)
+			snap, err := t.pullSnapshot(a.from, targets[a.from], a.at)
 			if err != nil {
 				t.setTakeoverErr(fmt.Errorf("pull snapshot from %s: %w", a.from, err))
 				continue
@@ -259,7 +259,7 @@ func (t *takeover) prepareAll(targets map[string]string) map[string]*kvpb.Prepar
 			ctx, cancel := context.WithTimeout(t.ctx, n.cfg.RPCTimeout)
 			defer cancel()
 			sent := n.now()
-			r, err := c.Prepare(ctx, &kvpb.PrepareRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce})
+			r, err := c.Prepare(ctx, &kvpb.PrepareRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), To: id, Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce})
 			if err != nil || r.NodeId != id {
 				return
 			}
@@ -281,7 +281,7 @@ func (t *takeover) prepareAll(targets map[string]string) map[string]*kvpb.Prepar
 // chunk's last key), before the chunk is checked and added, so that the
 // voter reads and sends the next chunk while this node adds this one; a
 // chunk that fails its check cancels the call ahead of it.
-func (t *takeover) pullSnapshot(addr string, want store.Version) (*store.View, error) {
+func (t *takeover) pullSnapshot(id, addr string, want store.Version) (*store.View, error) {
 	n := t.n
 	if addr == "" {
 		return nil, errors.New("no address")
@@ -301,7 +301,7 @@ func (t *takeover) pullSnapshot(addr string, want store.Version) (*store.View, e
 		go func() {
 			cctx, ccancel := context.WithTimeout(ctx, n.cfg.RPCTimeout)
 			defer ccancel()
-			p, err := c.GetSnapshot(cctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce, After: after, RequestsFrom: reqsFrom})
+			p, err := c.GetSnapshot(cctx, &kvpb.GetSnapshotRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), To: id, Epoch: t.epoch, LeaderId: t.ld.id, Leadership: t.ld.nonce, After: after, RequestsFrom: reqsFrom})
 			ch <- answer{p, err}
 		}()
 		return ch

@@ -60,7 +60,7 @@ func TestTakeoverRefusesAMalformedSnapshot(t *testing.T) {
 			n := &Node{cfg: DefaultConfig(), pool: rpc.NewPool(nil, nil)}
 			defer n.pool.Close()
 			l := newLeader(n, 3, nil, t.Context(), nil)
-			snap, err := (&takeover{leader: l}).pullSnapshot(lis.Addr().String(), fromPos(pos(2, 5)))
+			snap, err := (&takeover{leader: l}).pullSnapshot("", lis.Addr().String(), fromPos(pos(2, 5)))
 			if tc.want == "" {
 				if err != nil || snap.Len() != 1 {
 					t.Fatalf("well-formed snapshot: %v, %v", err, snap)
@@ -131,7 +131,7 @@ func TestTakeoverPullsInChunks(t *testing.T) {
 	n := &Node{cfg: DefaultConfig(), pool: rpc.NewPool(nil, nil)}
 	defer n.pool.Close()
 	l := newLeader(n, 3, nil, t.Context(), nil)
-	got, err := (&takeover{leader: l}).pullSnapshot(addr, src.View().Applied())
+	got, err := (&takeover{leader: l}).pullSnapshot("", addr, src.View().Applied())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ func BenchmarkTakeoverPull(b *testing.B) {
 	l := newLeader(n, 3, nil, b.Context(), nil)
 	b.SetBytes(int64(keys) * 1024)
 	for b.Loop() {
-		if _, err := (&takeover{leader: l}).pullSnapshot(addr, src.View().Applied()); err != nil {
+		if _, err := (&takeover{leader: l}).pullSnapshot("", addr, src.View().Applied()); err != nil {
 			b.Fatal(err)
 		}
 	}

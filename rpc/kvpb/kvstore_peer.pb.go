@@ -431,6 +431,7 @@ type SnapshotChunk struct {
 	Count         uint64                 `protobuf:"varint,10,opt,name=count,proto3" json:"count,omitempty"`                                   // with last: how many items the snapshot holds
 	RequestsFrom  uint64                 `protobuf:"varint,11,opt,name=requests_from,json=requestsFrom,proto3" json:"requests_from,omitempty"` // index of the first of requests
 	Incarnation   string                 `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"`                        // as in PrepareRequest
+	To            string                 `protobuf:"bytes,16,opt,name=to,proto3" json:"to,omitempty"`                                          // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -545,6 +546,13 @@ func (x *SnapshotChunk) GetRequestsFrom() uint64 {
 func (x *SnapshotChunk) GetIncarnation() string {
 	if x != nil {
 		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *SnapshotChunk) GetTo() string {
+	if x != nil {
+		return x.To
 	}
 	return ""
 }
@@ -679,7 +687,11 @@ type PrepareRequest struct {
 	// incarnation is the sender's cluster incarnation (docs/design.md,
 	// Cluster identity and incarnation): a node of another incarnation
 	// refuses the message. Builds before it send none: not checked.
-	Incarnation   string `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Incarnation string `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	// to is the id of the node the message is meant for: a node with
+	// another id (at an address the sender still knows for that one)
+	// refuses it. Builds before it send none: not checked.
+	To            string `protobuf:"bytes,16,opt,name=to,proto3" json:"to,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -745,6 +757,13 @@ func (x *PrepareRequest) GetLeadership() uint64 {
 func (x *PrepareRequest) GetIncarnation() string {
 	if x != nil {
 		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *PrepareRequest) GetTo() string {
+	if x != nil {
+		return x.To
 	}
 	return ""
 }
@@ -857,6 +876,7 @@ type AppendRequest struct {
 	// leader then sends one at a time again.
 	Pipelined     bool   `protobuf:"varint,9,opt,name=pipelined,proto3" json:"pipelined,omitempty"`
 	Incarnation   string `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // as in PrepareRequest
+	To            string `protobuf:"bytes,16,opt,name=to,proto3" json:"to,omitempty"`                   // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -961,6 +981,13 @@ func (x *AppendRequest) GetIncarnation() string {
 	return ""
 }
 
+func (x *AppendRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
 type AppendResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ok            bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
@@ -1061,6 +1088,7 @@ type GetSnapshotRequest struct {
 	After         string                 `protobuf:"bytes,5,opt,name=after,proto3" json:"after,omitempty"`                                    // the chunk of items after this key ("": the first)
 	RequestsFrom  uint64                 `protobuf:"varint,6,opt,name=requests_from,json=requestsFrom,proto3" json:"requests_from,omitempty"` // once the items are done: request ids from this index on
 	Incarnation   string                 `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"`                       // as in PrepareRequest
+	To            string                 `protobuf:"bytes,16,opt,name=to,proto3" json:"to,omitempty"`                                         // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1140,6 +1168,13 @@ func (x *GetSnapshotRequest) GetRequestsFrom() uint64 {
 func (x *GetSnapshotRequest) GetIncarnation() string {
 	if x != nil {
 		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *GetSnapshotRequest) GetTo() string {
+	if x != nil {
+		return x.To
 	}
 	return ""
 }
@@ -1843,6 +1878,7 @@ type ProbeRequest struct {
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	From          string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`                // the prober's id
 	Incarnation   string                 `protobuf:"bytes,15,opt,name=incarnation,proto3" json:"incarnation,omitempty"` // as in PrepareRequest
+	To            string                 `protobuf:"bytes,16,opt,name=to,proto3" json:"to,omitempty"`                   // as in PrepareRequest
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1894,6 +1930,13 @@ func (x *ProbeRequest) GetFrom() string {
 func (x *ProbeRequest) GetIncarnation() string {
 	if x != nil {
 		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *ProbeRequest) GetTo() string {
+	if x != nil {
+		return x.To
 	}
 	return ""
 }
@@ -1971,7 +2014,7 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\aapplied\x18\x01 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\x12+\n" +
 	"\x05items\x18\x02 \x03(\v2\x15.kvstore.peer.v1.ItemR\x05items\x124\n" +
 	"\brequests\x18\x03 \x03(\v2\x18.kvstore.peer.v1.RequestR\brequests\x12\x12\n" +
-	"\x04more\x18\x04 \x01(\bR\x04more\"\x9b\x03\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\"\xab\x03\n" +
 	"\rSnapshotChunk\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
@@ -1987,7 +2030,8 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\x05count\x18\n" +
 	" \x01(\x04R\x05count\x12#\n" +
 	"\rrequests_from\x18\v \x01(\x04R\frequestsFrom\x12 \n" +
-	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"\xc1\x02\n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\x12\x0e\n" +
+	"\x02to\x18\x10 \x01(\tR\x02to\"\xc1\x02\n" +
 	"\x15SnapshotChunkResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
@@ -1997,7 +2041,7 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\x05taken\x18\x06 \x01(\bR\x05taken\x12\x16\n" +
 	"\x06staged\x18\a \x01(\tR\x06staged\x12'\n" +
 	"\x0fstaged_requests\x18\b \x01(\x04R\x0estagedRequests\x12\x1c\n" +
-	"\tinstalled\x18\t \x01(\bR\tinstalled\"\x9f\x01\n" +
+	"\tinstalled\x18\t \x01(\bR\tinstalled\"\xaf\x01\n" +
 	"\x0ePrepareRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
@@ -2005,7 +2049,8 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\n" +
 	"leadership\x18\x04 \x01(\x04R\n" +
 	"leadership\x12 \n" +
-	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"\xe1\x01\n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\x12\x0e\n" +
+	"\x02to\x18\x10 \x01(\tR\x02to\"\xe1\x01\n" +
 	"\x0fPrepareResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
@@ -2014,7 +2059,7 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"recovering\x18\x04 \x01(\bR\n" +
 	"recovering\x12\x17\n" +
 	"\anode_id\x18\x05 \x01(\tR\x06nodeId\x12)\n" +
-	"\x10other_leadership\x18\x06 \x01(\bR\x0fotherLeadership\"\xf7\x02\n" +
+	"\x10other_leadership\x18\x06 \x01(\bR\x0fotherLeadership\"\x87\x03\n" +
 	"\rAppendRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
@@ -2027,14 +2072,15 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"leadership\x12!\n" +
 	"\fanswer_early\x18\b \x01(\bR\vanswerEarly\x12\x1c\n" +
 	"\tpipelined\x18\t \x01(\bR\tpipelined\x12 \n" +
-	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"\xfc\x01\n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\x12\x0e\n" +
+	"\x02to\x18\x10 \x01(\tR\x02to\"\xfc\x01\n" +
 	"\x0eAppendResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12%\n" +
 	"\x0eaccepted_epoch\x18\x02 \x01(\x03R\racceptedEpoch\x123\n" +
 	"\aapplied\x18\x03 \x01(\v2\x19.kvstore.peer.v1.PositionR\aapplied\x12\x1c\n" +
 	"\treconcile\x18\x04 \x01(\bR\treconcile\x12)\n" +
 	"\x10other_leadership\x18\x05 \x01(\bR\x0fotherLeadership\x125\n" +
-	"\breceived\x18\x06 \x01(\v2\x19.kvstore.peer.v1.PositionR\breceived\"\xde\x01\n" +
+	"\breceived\x18\x06 \x01(\v2\x19.kvstore.peer.v1.PositionR\breceived\"\xee\x01\n" +
 	"\x12GetSnapshotRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x1b\n" +
@@ -2044,7 +2090,8 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"leadership\x12\x14\n" +
 	"\x05after\x18\x05 \x01(\tR\x05after\x12#\n" +
 	"\rrequests_from\x18\x06 \x01(\x04R\frequestsFrom\x12 \n" +
-	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"u\n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\x12\x0e\n" +
+	"\x02to\x18\x10 \x01(\tR\x02to\"u\n" +
 	"\fFetchRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x17\n" +
@@ -2092,11 +2139,12 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\tleader_id\x18\x03 \x01(\tR\bleaderId\x12\x0e\n" +
 	"\x02id\x18\x04 \x01(\tR\x02id\x12 \n" +
 	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"\x0f\n" +
-	"\rLeaveResponse\"^\n" +
+	"\rLeaveResponse\"n\n" +
 	"\fProbeRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\tR\x04from\x12 \n" +
-	"\vincarnation\x18\x0f \x01(\tR\vincarnation\"/\n" +
+	"\vincarnation\x18\x0f \x01(\tR\vincarnation\x12\x0e\n" +
+	"\x02to\x18\x10 \x01(\tR\x02to\"/\n" +
 	"\rProbeResponse\x12\x1e\n" +
 	"\n" +
 	"recovering\x18\x01 \x01(\bR\n" +
