@@ -34,3 +34,35 @@ func TestFewerRecordsThanSize(t *testing.T) {
 		t.Errorf("Lines() = %q", got)
 	}
 }
+
+// Warnings and errors are tallied over the whole run, by message, with the
+// first record of each, even once the ring no longer holds them.
+func TestTalliesWarningsAndErrorsSinceTheStart(t *testing.T) {
+	r := New(2)
+	log := r.Logger()
+	log.Error("cannot lead", "promised", 748)
+	for i := range 3 {
+		log.Warn("takeover failed", "epoch", 560+i)
+	}
+	log.Info("elected")
+	log.Error("cannot lead", "promised", 749)
+	log.Debug("quiet")
+	got := r.Notable()
+	for _, want := range []string{"     2x ", "ERROR cannot lead promised=748", "     3x ", "WARN  takeover failed epoch=560"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Notable() = %q, want it to contain %q", got, want)
+		}
+	}
+	if strings.Index(got, "cannot lead") > strings.Index(got, "takeover failed") {
+		t.Errorf("Notable() = %q: not in the order first logged", got)
+	}
+	if strings.Contains(got, "elected") || strings.Contains(got, "quiet") {
+		t.Errorf("Notable() = %q holds records below WARN", got)
+	}
+	if s := r.String(); !strings.HasPrefix(s, got) || !strings.Contains(s, "last 2 log records") {
+		t.Errorf("String() = %q, want Notable, then the last records", s)
+	}
+	if New(1).Notable() != "" {
+		t.Error("Notable of a fresh ring is not empty")
+	}
+}
