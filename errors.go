@@ -51,4 +51,11 @@ var (
 	// ErrRemoved: the node was removed from the voter record and left the
 	// cluster; it stopped.
 	ErrRemoved = errors.New("kvstore: node removed from the cluster")
+	// ErrWrongNode: a node-to-node message reached another node than the
+	// one it was meant for: a node of another cluster incarnation (another
+	// cluster of the same name), or a node with another id, now at an
+	// address the sender still knows for the one it meant. The sender
+	// treats the address as unreachable and tries again once its view of
+	// the members moves on. Nothing changed.
+	ErrWrongNode = errors.New("kvstore: message reached another node than meant")
 )

@@ -159,20 +159,20 @@ func badCalls() []badCall {
 		}, code: codes.InvalidArgument, msg: `message for cluster "other" reached cluster "default"`},
 		{name: "Prepare of another incarnation", to: "leader", method: "Prepare", req: func(e int64, a *kvpb.Position) proto.Message {
 			return &kvpb.PrepareRequest{Cluster: "default", Incarnation: "another", Epoch: e + 1000}
-		}, code: codes.InvalidArgument, msg: "incarnation another reached incarnation"},
+		}, code: codes.Unavailable, msg: "incarnation another reached incarnation"},
 		{name: "Append of another incarnation", to: "follower", method: "Append", req: func(e int64, a *kvpb.Position) proto.Message {
 			r := app(e, a, set(e, a.Seq+1, "x"))
 			r.Incarnation = "another"
 			return r
-		}, code: codes.InvalidArgument, msg: "incarnation another reached incarnation"},
+		}, code: codes.Unavailable, msg: "incarnation another reached incarnation"},
 		{name: "Append for another node", to: "follower", method: "Append", req: func(e int64, a *kvpb.Position) proto.Message {
 			r := app(e, a, set(e, a.Seq+1, "x"))
 			r.To = "n9"
 			return r
-		}, code: codes.InvalidArgument, msg: `message for node "n9" reached node`},
+		}, code: codes.Unavailable, msg: `message for node "n9" reached node`},
 		{name: "Prepare for another node", to: "follower", method: "Prepare", req: func(e int64, a *kvpb.Position) proto.Message {
 			return &kvpb.PrepareRequest{Cluster: "default", To: "n9", Epoch: e + 1000}
-		}, code: codes.InvalidArgument, msg: `message for node "n9" reached node`},
+		}, code: codes.Unavailable, msg: `message for node "n9" reached node`},
 		{name: "Prepare for another cluster", to: "leader", method: "Prepare", req: func(e int64, a *kvpb.Position) proto.Message {
 			return &kvpb.PrepareRequest{Cluster: "other", Epoch: e + 1000}
 		}, code: codes.InvalidArgument, msg: `message for cluster "other"`},

@@ -22,10 +22,10 @@ type peerServer struct {
 	n *Node
 }
 
-// checkCluster refuses a message for another cluster (name c) or of
-// another incarnation of it (inc; "" from builds before incarnations
-// were sent is not checked) (docs/design.md, Cluster identity and
-// incarnation). The node serves RPC only once Start has read its own
+// checkCluster refuses a message for another cluster (name c:
+// ErrBadRequest) or of another incarnation of it (inc; "" from builds
+// before incarnations were sent is not checked: ErrWrongNode)
+// (docs/design.md, Cluster identity and incarnation). The node serves RPC only once Start has read its own
 // incarnation; a node driven directly in tests before that checks none.
 func (s *peerServer) checkCluster(c, inc string) error {
 	if c != s.n.cfg.Cluster {
@@ -39,19 +39,19 @@ func (s *peerServer) checkCluster(c, inc string) error {
 			s.n.log.Warn("refusing node-to-node messages of another cluster incarnation: a node of another cluster with this name reaches this node, likely at an address this cluster's nodes still know (a reused address)",
 				"cluster", c, "incarnation", *own, "their_incarnation", inc)
 		}
-		return fmt.Errorf("%w: message of cluster %q incarnation %s reached incarnation %s: a node of another cluster of that name", kvstore.ErrBadRequest, c, inc, *own)
+		return fmt.Errorf("%w: message of cluster %q incarnation %s reached incarnation %s: a node of another cluster of that name", kvstore.ErrWrongNode, c, inc, *own)
 	}
 	return nil
 }
 
-// checkAddressee refuses a message meant for another node (to, its id; ""
-// from builds before it was sent is not checked): sent to an address the
+// checkAddressee refuses, with ErrWrongNode, a message meant for another
+// node (to, its id; "" from builds before it was sent is not checked): sent to an address the
 // sender still knows for that node, which this node now has. Counted as
 // the other node's answer, this node's would count twice toward a
 // majority (docs/design.md, Cluster identity and incarnation).
 func (s *peerServer) checkAddressee(to string) error {
 	if to != "" && to != s.n.cfg.ID && !(faultsOn && s.n.cfg.Faults.IgnoreAddressee) {
-		return fmt.Errorf("%w: message for node %q reached node %q", kvstore.ErrBadRequest, to, s.n.cfg.ID)
+		return fmt.Errorf("%w: message for node %q reached node %q", kvstore.ErrWrongNode, to, s.n.cfg.ID)
 	}
 	return nil
 }

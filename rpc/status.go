@@ -44,6 +44,7 @@ var table = []struct {
 	{kvstore.ErrUnsafeRemoval, codes.FailedPrecondition, "UNSAFE_REMOVAL"},
 	{kvstore.ErrRemoveLeader, codes.FailedPrecondition, "REMOVE_LEADER"},
 	{kvstore.ErrRemoved, codes.Unavailable, "REMOVED"},
+	{kvstore.ErrWrongNode, codes.Unavailable, "WRONG_NODE"},
 }
 
 // ToStatus converts an error returned by a node into a gRPC status error.
