@@ -138,8 +138,10 @@ type slot struct {
 	rmiDown bool
 	zkDown  bool
 	retired bool // left the cluster for good (Retire)
-	// killedRecovering: the node was recovering when last killed.
-	killedRecovering bool
+	// killedUnreconciled: whether the node's data directory kept its
+	// unreconciled mark when it was last killed (node.Node.Unreconciled);
+	// nil once it started again.
+	killedUnreconciled *bool
 	// paused is open while the node is paused (Pause): client calls
 	// through the cluster wait on it.
 	paused chan struct{}
@@ -442,7 +444,7 @@ func (c *Cluster) startWith(ctx context.Context, s *slot, adjust func(*node.Conf
 		return fmt.Errorf("cluster: node %d: %w", s.num, err)
 	}
 	s.mu.Lock()
-	s.coord, s.node = co, n
+	s.coord, s.node, s.killedUnreconciled = co, n, nil
 	s.mu.Unlock()
 	if err := n.WaitServing(ctx); err != nil {
 		return fmt.Errorf("cluster: node %d: %w", s.num, err)
@@ -751,27 +753,29 @@ func (c *Cluster) kill(n int, powerLoss bool) (torn int, err error) {
 		nd.Kill()
 	}
 	_ = co.Close()
-	rec := nd.Recovering() // final: its goroutines have ended
+	unrec := nd.Unreconciled() // final: its goroutines have ended
 	s.mu.Lock()
-	s.killedRecovering = rec
+	s.killedUnreconciled = &unrec
 	s.mu.Unlock()
 	return torn, nil
 }
 
-// RecoveringWhenKilled reports whether killed node n was still recovering
-// when it was last killed: restarted without reconciled data, and not
-// reconciled by any leader (its own takeover included) since.
-func (c *Cluster) RecoveringWhenKilled(n int) (bool, error) {
+// UnreconciledWhenKilled reports whether node n's data directory surely
+// kept its unreconciled mark when the node was killed last (Kill or
+// PowerLoss): no leader, its own takeover included, had reconciled it
+// since the directory was created. Call it after the kill returned and
+// before the node starts again.
+func (c *Cluster) UnreconciledWhenKilled(n int) (bool, error) {
 	s, err := c.slot(n)
 	if err != nil {
 		return false, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.node != nil {
-		return false, fmt.Errorf("cluster: node %d runs", n)
+	if s.node != nil || s.killedUnreconciled == nil {
+		return false, fmt.Errorf("cluster: node %d was not killed since it last started", n)
 	}
-	return s.killedRecovering, nil
+	return *s.killedUnreconciled, nil
 }
 
 // WipeData deletes killed node n's data directory, as a lost disk would:

@@ -427,6 +427,14 @@ func (n *Node) Recovering() bool { return n.rep.isRecovering() }
 // returned (a leader may have reconciled it since).
 func (n *Node) StartedRecovering() bool { return n.startedRecovering.Load() }
 
+// Unreconciled reports whether the data directory's unreconciled mark is
+// still set, as far as the node has asked for it to be cleared: no leader
+// (the node's own takeover included) has reconciled it since the
+// directory was created. A restart after a clear was asked for may still
+// find the mark, if the crash came before it was on disk; while this is
+// true, a restart surely finds it. False without a data directory.
+func (n *Node) Unreconciled() bool { return n.rep.isUnreconciled() }
+
 // StopCause is why the node stopped (nil while it runs): ErrStopped for
 // Close or Kill, with ErrRemoved when the leader removed it, or with
 // coord.ErrSettingsMismatch when the cluster's settings changed.

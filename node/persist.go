@@ -46,10 +46,12 @@ func (b *boot) openDisk() error {
 	if err != nil {
 		return fmt.Errorf("node %s: data directory: %w", n.cfg.ID, err)
 	}
+	ignored := false
 	if faultsOn && n.cfg.Faults.ForgetUnreconciled {
-		st.Unreconciled = false
+		ignored, st.Unreconciled = st.Unreconciled, false
 	}
 	n.rep.open(db, st)
+	n.rep.ignoredMark = ignored // before the node's goroutines
 	b.incarnation = st.Incarnation
 	if !st.Fresh {
 		n.log.Info("loaded the data directory", "dir", n.cfg.DataDir, "applied", st.Snapshot.Applied, "keys", len(st.Snapshot.Items), "accepted_epoch", st.AcceptedEpoch, "unreconciled", st.Unreconciled)

@@ -53,6 +53,10 @@ type replica struct {
 	// recovering: a voter that lost its store waits for a leader to
 	// reconcile it (a snapshot, or its own takeover).
 	recovering bool
+	// ignoredMark: the durable unreconciled mark was set when the
+	// directory was opened, and Faults.ForgetUnreconciled made the node
+	// ignore it; it stays on disk until a restore clears it (tests only).
+	ignoredMark bool
 	// unreconciled is the durable mark as submitted: no leader reconciled
 	// the data directory since it was created.
 	unreconciled bool
@@ -163,6 +167,15 @@ func (r *replica) isRecovering() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.recovering
+}
+
+// isUnreconciled reports whether the durable unreconciled mark is set as
+// far as the replica has submitted (a submitted clear may not be on disk
+// yet), whether the node heeds it or not.
+func (r *replica) isUnreconciled() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.unreconciled || r.ignoredMark
 }
 
 // hasData reports whether the replica restored data that counts: a
@@ -497,7 +510,7 @@ func (r *replica) restoreLocked(v *store.View) {
 	clear(r.flushing)
 	r.flushing, r.onDisk = r.flushing[:0], store.Version{}
 	if r.disk != nil {
-		r.unreconciled = false
+		r.unreconciled, r.ignoredMark = false, false
 		r.submittedLocked(r.disk.Restore(v.Snapshot()))
 	}
 	r.events.restored()

@@ -14,9 +14,10 @@ var (
 	// LoseDisk crashes a node, deletes its data directory (a lost disk)
 	// and restarts it; with Step.Twice it crashes and restarts it once
 	// more. Its inbound RPC is off from before the crash until the heal,
-	// so that no leader reconciles it sooner: it must be recovering after
-	// each restart, or Play reports ErrNotRecovering. Durable clusters
-	// only.
+	// so that no other leader reconciles it sooner: it must start
+	// recovering after each restart, or Play reports ErrNotRecovering,
+	// unless its own takeover reconciled it in between (see wipe).
+	// Durable clusters only.
 	LoseDisk Fault = loseDisk{base{"lose-disk", AtNodes}}
 	// LoseLastCopy is LoseDisk on a follower (Pick, counted from the
 	// leader) that holds the last copy of acknowledged writes: a minority
@@ -109,8 +110,9 @@ func (loseLastCopy) LivenessExempt(int) bool { return true }
 // exception: its outbound calls still work, so the node may win an
 // election and reconcile itself in its own takeover (a majority of the
 // others answering, its state pulled from the most up to date); killed
-// after that, it rightly restarts with reconciled data. What the node
-// was when killed (Target.RecoveringWhenKilled) tells.
+// after that, it rightly restarts with reconciled data. Whether its
+// directory surely kept the mark when it was killed
+// (Target.UnreconciledWhenKilled) tells.
 func wipe(ctx context.Context, t Target, n int, twice bool) error {
 	if err := t.RmiDown(n); err != nil {
 		return err
@@ -128,7 +130,7 @@ func wipe(ctx context.Context, t Target, n int, twice bool) error {
 			if err := t.Kill(n); err != nil {
 				return errors.Join(append(broken, err)...)
 			}
-			rec, err := t.RecoveringWhenKilled(n)
+			rec, err := t.UnreconciledWhenKilled(n)
 			if err != nil {
 				return errors.Join(append(broken, err)...)
 			}

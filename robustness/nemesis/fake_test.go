@@ -99,7 +99,7 @@ func (f *fake) Kill(n int) error {
 	return f.set(f.killed, n, true)
 }
 
-func (f *fake) RecoveringWhenKilled(n int) (bool, error) {
+func (f *fake) UnreconciledWhenKilled(n int) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.killed[n] {

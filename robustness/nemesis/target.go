@@ -44,10 +44,10 @@ type Target interface {
 	// StartedRecovering reports whether running node n was recovering
 	// when it last started (a leader may have reconciled it since).
 	StartedRecovering(n int) (bool, error)
-	// RecoveringWhenKilled reports whether killed node n was still
-	// recovering when it was last killed (a leader may have reconciled
-	// it since it started).
-	RecoveringWhenKilled(n int) (bool, error)
+	// UnreconciledWhenKilled reports whether node n's data directory
+	// surely kept its unreconciled mark when the node was last killed:
+	// no leader, its own takeover included, had reconciled it.
+	UnreconciledWhenKilled(n int) (bool, error)
 	// Remove removes node n from the voters through another node.
 	Remove(ctx context.Context, n int) error
 	// Retire takes node n out of the cluster for good (it is crashed if
