@@ -106,18 +106,45 @@ func TestRestartedNodeReclaimsItsCluster(t *testing.T) {
 // its own leadership, and its store, being at a later epoch, is adopted,
 // so this cluster's acknowledged write is lost.
 func TestNodeOfAnotherIncarnationIsRefused(t *testing.T) {
-	t.Run("fenced", func(t *testing.T) {
-		if breach := otherIncarnationBreach(t, false); breach != "" {
-			t.Fatalf("a node of another incarnation was acted on: %s", breach)
+	ruleAndFault(t, "Faults.AcceptOtherIncarnation", otherIncarnationBreach)
+}
+
+// ruleAndFault plays scenario, which returns what broke ("" for nothing),
+// with the rule on (nothing may break) and with fault switching it off
+// (something must, or the test could not fail).
+func ruleAndFault(t *testing.T, fault string, scenario func(t *testing.T, faultOn bool) string) {
+	t.Run("rule on", func(t *testing.T) {
+		if breach := scenario(t, false); breach != "" {
+			t.Fatal(breach)
 		}
 	})
 	t.Run("fault caught", func(t *testing.T) {
-		breach := otherIncarnationBreach(t, true)
+		breach := scenario(t, true)
 		if breach == "" {
-			t.Fatal("with Faults.AcceptOtherIncarnation the foreign node was never acted on: the test cannot fail")
+			t.Fatalf("with %s nothing broke: the test cannot fail", fault)
 		}
-		t.Logf("with the fence off: %s", breach)
+		t.Logf("with %s: %s", fault, breach)
 	})
+}
+
+// registerAs puts a member entry for id at addr into c's membership, as
+// the voter id's own session would, for the rest of the test: a stale
+// address that now belongs to another node.
+func registerAs(ctx context.Context, t *testing.T, c *Cluster, id, addr string) {
+	t.Helper()
+	co, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: c.Endpoints(), Prefix: c.prefix(c.nodeConfig(&slot{id: id}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = co.Close() })
+	sess, err := co.NewSession(ctx, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sess.Close(context.Background()) })
+	if err := sess.Register(ctx, coord.Member{ID: id, Addr: addr}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // otherIncarnationBreach plays the scenario and returns what broke (""
@@ -150,20 +177,7 @@ func otherIncarnationBreach(t *testing.T, accept bool) string {
 	}
 	bEpoch := bn.AcceptedEpoch()
 
-	// n0's entry in a's membership now names b's node.
-	co, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: a.Endpoints(), Prefix: a.prefix(a.nodeConfig(&slot{id: "n0"}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer co.Close()
-	sess, err := co.NewSession(ctx, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close(context.Background())
-	if err := sess.Register(ctx, coord.Member{ID: "n0", Addr: bn.Addr()}); err != nil {
-		t.Fatal(err)
-	}
+	registerAs(ctx, t, a, "n0", bn.Addr()) // n0's entry names b's node
 	if err := a.Kill(ld); err != nil {
 		t.Fatal(err)
 	}
@@ -205,18 +219,7 @@ func otherIncarnationBreach(t *testing.T, accept bool) string {
 // of five voters, and the three others, restarted with their data after
 // the two crash, elect a leader without it.
 func TestAnswerForAnotherVoterIsRefused(t *testing.T) {
-	t.Run("checked", func(t *testing.T) {
-		if breach := doubleCountBreach(t, false); breach != "" {
-			t.Fatal(breach)
-		}
-	})
-	t.Run("fault caught", func(t *testing.T) {
-		breach := doubleCountBreach(t, true)
-		if breach == "" {
-			t.Fatal("with Faults.IgnoreAddressee no write was acknowledged by a minority: the test cannot fail")
-		}
-		t.Logf("with the check off: %s", breach)
-	})
+	ruleAndFault(t, "Faults.IgnoreAddressee", doubleCountBreach)
 }
 
 // doubleCountBreach: five durable voters; three followers crash, and the
@@ -257,20 +260,8 @@ func doubleCountBreach(t *testing.T, ignore bool) string {
 			t.Fatal(err)
 		}
 	}
-	co, err := etcdcoord.New(ctx, etcdcoord.Config{Endpoints: c.Endpoints(), Prefix: c.prefix(c.nodeConfig(&slot{id: "probe"}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer co.Close()
-	sess, err := co.NewSession(ctx, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
 	impersonated := fmt.Sprintf("n%d", down[0])
-	if err := sess.Register(ctx, coord.Member{ID: impersonated, Addr: fn.Addr()}); err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Close(context.Background())
+	registerAs(ctx, t, c, impersonated, fn.Addr())
 	lnode, err := c.Node(ld)
 	if err != nil {
 		t.Fatal(err)
