@@ -23,10 +23,11 @@ type peerServer struct {
 }
 
 // checkCluster refuses a message for another cluster (name c:
-// ErrBadRequest) or of another incarnation of it (inc; "" from builds
-// before incarnations were sent is not checked: ErrWrongNode)
-// (docs/design.md, Cluster identity and incarnation). The node serves RPC only once Start has read its own
-// incarnation; a node driven directly in tests before that checks none.
+// ErrBadRequest) or of another incarnation of it (inc: ErrWrongNode; ""
+// from builds before incarnations were sent is not checked)
+// (docs/design.md, Cluster identity and incarnation). The node serves
+// RPC only once Start has read its own incarnation; a node driven
+// directly in tests before that checks none.
 func (s *peerServer) checkCluster(c, inc string) error {
 	if c != s.n.cfg.Cluster {
 		return fmt.Errorf("%w: message for cluster %q reached cluster %q", kvstore.ErrBadRequest, c, s.n.cfg.Cluster)
@@ -45,10 +46,11 @@ func (s *peerServer) checkCluster(c, inc string) error {
 }
 
 // checkAddressee refuses, with ErrWrongNode, a message meant for another
-// node (to, its id; "" from builds before it was sent is not checked): sent to an address the
-// sender still knows for that node, which this node now has. Counted as
-// the other node's answer, this node's would count twice toward a
-// majority (docs/design.md, Cluster identity and incarnation).
+// node (to, its id; "" from builds before it was sent is not checked),
+// sent to an address the sender still knows for that node, which this
+// node now has. Counted as the other node's answer, this node's would
+// count twice toward a majority (docs/design.md, Cluster identity and
+// incarnation).
 func (s *peerServer) checkAddressee(to string) error {
 	if to != "" && to != s.n.cfg.ID && !(faultsOn && s.n.cfg.Faults.IgnoreAddressee) {
 		return fmt.Errorf("%w: message for node %q reached node %q", kvstore.ErrWrongNode, to, s.n.cfg.ID)
