@@ -77,7 +77,12 @@ type BatchOp struct {
 	//	*BatchOp_Get
 	//	*BatchOp_Put
 	//	*BatchOp_Delete
-	Op            isBatchOp_Op `protobuf_oneof:"op"`
+	Op isBatchOp_Op `protobuf_oneof:"op"`
+	// On a Stream only: the operation's id, unique on its stream, which its
+	// answer names; and how long its caller still waits, in microseconds
+	// (the node gives up on it then; 0: as long as the stream lasts).
+	Id            uint64 `protobuf:"varint,4,opt,name=id,proto3" json:"id,omitempty"`
+	TimeoutUs     int64  `protobuf:"varint,5,opt,name=timeout_us,json=timeoutUs,proto3" json:"timeout_us,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -146,6 +151,20 @@ func (x *BatchOp) GetDelete() *DeleteRequest {
 	return nil
 }
 
+func (x *BatchOp) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *BatchOp) GetTimeoutUs() int64 {
+	if x != nil {
+		return x.TimeoutUs
+	}
+	return 0
+}
+
 type isBatchOp_Op interface {
 	isBatchOp_Op()
 }
@@ -169,8 +188,10 @@ func (*BatchOp_Put) isBatchOp_Op() {}
 func (*BatchOp_Delete) isBatchOp_Op() {}
 
 type BatchResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Results       []*BatchResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"` // one per op, in order
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Batch: one per op, in order. Stream: answers of operations that are
+	// done, in any order, each naming its operation's id.
+	Results       []*BatchResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -222,6 +243,7 @@ type BatchResult struct {
 	Get           *GetResponse    `protobuf:"bytes,2,opt,name=get,proto3" json:"get,omitempty"`
 	Put           *PutResponse    `protobuf:"bytes,3,opt,name=put,proto3" json:"put,omitempty"`
 	Delete        *DeleteResponse `protobuf:"bytes,4,opt,name=delete,proto3" json:"delete,omitempty"`
+	Id            uint64          `protobuf:"varint,5,opt,name=id,proto3" json:"id,omitempty"` // on a Stream only: the operation's id
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -282,6 +304,13 @@ func (x *BatchResult) GetDelete() *DeleteResponse {
 		return x.Delete
 	}
 	return nil
+}
+
+func (x *BatchResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
 }
 
 type GetRequest struct {
@@ -1136,19 +1165,23 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\n" +
 	"\x14kvstore_client.proto\x12\x11kvstore.client.v1\"<\n" +
 	"\fBatchRequest\x12,\n" +
-	"\x03ops\x18\x01 \x03(\v2\x1a.kvstore.client.v1.BatchOpR\x03ops\"\xb1\x01\n" +
+	"\x03ops\x18\x01 \x03(\v2\x1a.kvstore.client.v1.BatchOpR\x03ops\"\xe0\x01\n" +
 	"\aBatchOp\x121\n" +
 	"\x03get\x18\x01 \x01(\v2\x1d.kvstore.client.v1.GetRequestH\x00R\x03get\x121\n" +
 	"\x03put\x18\x02 \x01(\v2\x1d.kvstore.client.v1.PutRequestH\x00R\x03put\x12:\n" +
-	"\x06delete\x18\x03 \x01(\v2 .kvstore.client.v1.DeleteRequestH\x00R\x06deleteB\x04\n" +
+	"\x06delete\x18\x03 \x01(\v2 .kvstore.client.v1.DeleteRequestH\x00R\x06delete\x12\x0e\n" +
+	"\x02id\x18\x04 \x01(\x04R\x02id\x12\x1d\n" +
+	"\n" +
+	"timeout_us\x18\x05 \x01(\x03R\ttimeoutUsB\x04\n" +
 	"\x02op\"I\n" +
 	"\rBatchResponse\x128\n" +
-	"\aresults\x18\x01 \x03(\v2\x1e.kvstore.client.v1.BatchResultR\aresults\"\xc2\x01\n" +
+	"\aresults\x18\x01 \x03(\v2\x1e.kvstore.client.v1.BatchResultR\aresults\"\xd2\x01\n" +
 	"\vBatchResult\x12\x14\n" +
 	"\x05error\x18\x01 \x01(\fR\x05error\x120\n" +
 	"\x03get\x18\x02 \x01(\v2\x1e.kvstore.client.v1.GetResponseR\x03get\x120\n" +
 	"\x03put\x18\x03 \x01(\v2\x1e.kvstore.client.v1.PutResponseR\x03put\x129\n" +
-	"\x06delete\x18\x04 \x01(\v2!.kvstore.client.v1.DeleteResponseR\x06delete\"\x1e\n" +
+	"\x06delete\x18\x04 \x01(\v2!.kvstore.client.v1.DeleteResponseR\x06delete\x12\x0e\n" +
+	"\x02id\x18\x05 \x01(\x04R\x02id\"\x1e\n" +
 	"\n" +
 	"GetRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\"9\n" +
@@ -1210,14 +1243,15 @@ const file_kvstore_client_proto_rawDesc = "" +
 	"\x13RemoveMemberRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\".\n" +
 	"\x14RemoveMemberResponse\x12\x16\n" +
-	"\x06voters\x18\x01 \x03(\tR\x06voters2\xdb\x03\n" +
+	"\x06voters\x18\x01 \x03(\tR\x06voters2\xac\x04\n" +
 	"\x02KV\x12D\n" +
 	"\x03Get\x12\x1d.kvstore.client.v1.GetRequest\x1a\x1e.kvstore.client.v1.GetResponse\x12D\n" +
 	"\x03Put\x12\x1d.kvstore.client.v1.PutRequest\x1a\x1e.kvstore.client.v1.PutResponse\x12M\n" +
 	"\x06Delete\x12 .kvstore.client.v1.DeleteRequest\x1a!.kvstore.client.v1.DeleteResponse\x12M\n" +
 	"\x06Status\x12 .kvstore.client.v1.StatusRequest\x1a!.kvstore.client.v1.StatusResponse\x12_\n" +
 	"\fRemoveMember\x12&.kvstore.client.v1.RemoveMemberRequest\x1a'.kvstore.client.v1.RemoveMemberResponse\x12J\n" +
-	"\x05Batch\x12\x1f.kvstore.client.v1.BatchRequest\x1a .kvstore.client.v1.BatchResponseB%Z#github.com/kvstore/kvstore/rpc/kvpbb\x06proto3"
+	"\x05Batch\x12\x1f.kvstore.client.v1.BatchRequest\x1a .kvstore.client.v1.BatchResponse\x12O\n" +
+	"\x06Stream\x12\x1f.kvstore.client.v1.BatchRequest\x1a .kvstore.client.v1.BatchResponse(\x010\x01B%Z#github.com/kvstore/kvstore/rpc/kvpbb\x06proto3"
 
 var (
 	file_kvstore_client_proto_rawDescOnce sync.Once
@@ -1273,14 +1307,16 @@ var file_kvstore_client_proto_depIdxs = []int32{
 	10, // 16: kvstore.client.v1.KV.Status:input_type -> kvstore.client.v1.StatusRequest
 	17, // 17: kvstore.client.v1.KV.RemoveMember:input_type -> kvstore.client.v1.RemoveMemberRequest
 	0,  // 18: kvstore.client.v1.KV.Batch:input_type -> kvstore.client.v1.BatchRequest
-	5,  // 19: kvstore.client.v1.KV.Get:output_type -> kvstore.client.v1.GetResponse
-	7,  // 20: kvstore.client.v1.KV.Put:output_type -> kvstore.client.v1.PutResponse
-	9,  // 21: kvstore.client.v1.KV.Delete:output_type -> kvstore.client.v1.DeleteResponse
-	12, // 22: kvstore.client.v1.KV.Status:output_type -> kvstore.client.v1.StatusResponse
-	18, // 23: kvstore.client.v1.KV.RemoveMember:output_type -> kvstore.client.v1.RemoveMemberResponse
-	2,  // 24: kvstore.client.v1.KV.Batch:output_type -> kvstore.client.v1.BatchResponse
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
+	0,  // 19: kvstore.client.v1.KV.Stream:input_type -> kvstore.client.v1.BatchRequest
+	5,  // 20: kvstore.client.v1.KV.Get:output_type -> kvstore.client.v1.GetResponse
+	7,  // 21: kvstore.client.v1.KV.Put:output_type -> kvstore.client.v1.PutResponse
+	9,  // 22: kvstore.client.v1.KV.Delete:output_type -> kvstore.client.v1.DeleteResponse
+	12, // 23: kvstore.client.v1.KV.Status:output_type -> kvstore.client.v1.StatusResponse
+	18, // 24: kvstore.client.v1.KV.RemoveMember:output_type -> kvstore.client.v1.RemoveMemberResponse
+	2,  // 25: kvstore.client.v1.KV.Batch:output_type -> kvstore.client.v1.BatchResponse
+	2,  // 26: kvstore.client.v1.KV.Stream:output_type -> kvstore.client.v1.BatchResponse
+	20, // [20:27] is the sub-list for method output_type
+	13, // [13:20] is the sub-list for method input_type
 	13, // [13:13] is the sub-list for extension type_name
 	13, // [13:13] is the sub-list for extension extendee
 	0,  // [0:13] is the sub-list for field type_name

@@ -29,6 +29,7 @@ const (
 	KV_Status_FullMethodName       = "/kvstore.client.v1.KV/Status"
 	KV_RemoveMember_FullMethodName = "/kvstore.client.v1.KV/RemoveMember"
 	KV_Batch_FullMethodName        = "/kvstore.client.v1.KV/Batch"
+	KV_Stream_FullMethodName       = "/kvstore.client.v1.KV/Stream"
 )
 
 // KVClient is the client API for KV service.
@@ -63,6 +64,20 @@ type KVClient interface {
 	// request per operation against the node's in-flight limit, and as one
 	// request against its size limit.
 	Batch(ctx context.Context, in *BatchRequest, opts ...grpc.CallOption) (*BatchResponse, error)
+	// Stream carries one client's operations to this node for as long as
+	// the client keeps it open: each request message holds operations, each
+	// with an id unique on the stream and the time its caller still waits
+	// (timeout_us), and the node answers every operation as soon as it is
+	// done, in any order, several answers to a response message, each
+	// naming its operation's id. Each operation runs through the handler it
+	// would have had alone, with the status it alone would have failed
+	// with; nothing is atomic across them. Every operation counts as one
+	// request against the node's size limit and, while it runs, against
+	// its in-flight limit; an operation over a limit is answered with the
+	// error, and the stream goes on. A stream has at most the in-flight
+	// limit of operations started and not yet answered: beyond it, the node
+	// reads no more of the stream until answers went out.
+	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[BatchRequest, BatchResponse], error)
 }
 
 type kVClient struct {
@@ -133,6 +148,19 @@ func (c *kVClient) Batch(ctx context.Context, in *BatchRequest, opts ...grpc.Cal
 	return out, nil
 }
 
+func (c *kVClient) Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[BatchRequest, BatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KV_ServiceDesc.Streams[0], KV_Stream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BatchRequest, BatchResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_StreamClient = grpc.BidiStreamingClient[BatchRequest, BatchResponse]
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -165,6 +193,20 @@ type KVServer interface {
 	// request per operation against the node's in-flight limit, and as one
 	// request against its size limit.
 	Batch(context.Context, *BatchRequest) (*BatchResponse, error)
+	// Stream carries one client's operations to this node for as long as
+	// the client keeps it open: each request message holds operations, each
+	// with an id unique on the stream and the time its caller still waits
+	// (timeout_us), and the node answers every operation as soon as it is
+	// done, in any order, several answers to a response message, each
+	// naming its operation's id. Each operation runs through the handler it
+	// would have had alone, with the status it alone would have failed
+	// with; nothing is atomic across them. Every operation counts as one
+	// request against the node's size limit and, while it runs, against
+	// its in-flight limit; an operation over a limit is answered with the
+	// error, and the stream goes on. A stream has at most the in-flight
+	// limit of operations started and not yet answered: beyond it, the node
+	// reads no more of the stream until answers went out.
+	Stream(grpc.BidiStreamingServer[BatchRequest, BatchResponse]) error
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -192,6 +234,9 @@ func (UnimplementedKVServer) RemoveMember(context.Context, *RemoveMemberRequest)
 }
 func (UnimplementedKVServer) Batch(context.Context, *BatchRequest) (*BatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Batch not implemented")
+}
+func (UnimplementedKVServer) Stream(grpc.BidiStreamingServer[BatchRequest, BatchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Stream not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -322,6 +367,13 @@ func _KV_Batch_Handler(srv interface{}, ctx context.Context, dec func(interface{
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_Stream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(KVServer).Stream(&grpc.GenericServerStream[BatchRequest, BatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_StreamServer = grpc.BidiStreamingServer[BatchRequest, BatchResponse]
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -354,6 +406,13 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _KV_Batch_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Stream",
+			Handler:       _KV_Stream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "kvstore_client.proto",
 }
