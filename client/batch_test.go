@@ -40,12 +40,20 @@ func (o oneClient) Delete(ctx context.Context, _ int, key string) error {
 	return o.c.Delete(ctx, key)
 }
 
+// carried counts how one client's operations travelled: Batch calls (its
+// writes) and stream messages (its reads), and the operations they carried.
+type carried struct{ batches, batched, messages, streamed int64 }
+
 // batchedHistory runs 24 workers through one client on a 3-node cluster
-// for d and returns their history and the client's batch counts.
-func batchedHistory(t *testing.T, d time.Duration, seed uint64) ([]linearizability.Op, int64, int64) {
+// for d and returns their history and how the client's calls travelled;
+// without streams, the client's reads go in batches too.
+func batchedHistory(t *testing.T, d time.Duration, seed uint64, streams bool) ([]linearizability.Op, carried) {
 	t.Helper()
 	c := newCluster(t, 3)
 	cl := newClient(t, addr(t, c, 0), addr(t, c, 1), addr(t, c, 2))
+	if !streams {
+		client.NoStreams(cl)
+	}
 	// Warm up: a leader serves, and the client knows it.
 	if err := cl.Put(ctxT(t, 10*time.Second), "warm-up", "x"); err != nil {
 		t.Fatal(err)
@@ -56,39 +64,60 @@ func batchedHistory(t *testing.T, d time.Duration, seed uint64) ([]linearizabili
 	defer cancel()
 	w := workload.Workload{Clients: 24, Keys: 16, OpTimeout: 5 * time.Second, Pause: time.Millisecond, Seed: seed}
 	st := w.Run(ctx, oneClient{cl}, rec)
-	batches, ops := client.BatchStats(cl)
-	t.Logf("%d ops (%d failed, %d unknown); %d batches carried %d of them", st.Ops, st.Failed, st.Unknown, batches, ops)
-	return rec.History(), batches, ops
+	var n carried
+	n.batches, n.batched = client.BatchStats(cl)
+	n.messages, n.streamed = client.StreamStats(cl)
+	t.Logf("%d ops (%d failed, %d unknown); %d batches carried %d of them, %d stream messages %d", st.Ops, st.Failed, st.Unknown, n.batches, n.batched, n.messages, n.streamed)
+	return rec.History(), n
 }
 
-// TestBatchedCallsAreLinearizable: one client's concurrent calls travel in
-// batches, and what its callers see is still linearizable.
+// TestBatchedCallsAreLinearizable: one client's concurrent writes travel in
+// batches and its reads on streams, answered out of order (or in batches,
+// to a node without streams), and what its callers see is still
+// linearizable.
 func TestBatchedCallsAreLinearizable(t *testing.T) {
-	h, batches, ops := batchedHistory(t, 2*time.Second, 1)
-	if batches == 0 || ops < 2*batches {
-		t.Fatalf("%d batches carried %d operations: the test did not batch", batches, ops)
-	}
-	res := linearizability.Check(context.Background(), h, time.Minute)
-	if !res.Ok {
-		t.Fatalf("%v", res)
+	for _, streams := range []bool{true, false} {
+		t.Run(fmt.Sprintf("streams=%v", streams), func(t *testing.T) {
+			h, n := batchedHistory(t, 2*time.Second, 1, streams)
+			if n.batches == 0 || n.batched < 2*n.batches {
+				t.Fatalf("%d batches carried %d operations: the test did not batch", n.batches, n.batched)
+			}
+			if streams && (n.messages == 0 || n.streamed <= n.messages) {
+				t.Fatalf("%d stream messages carried %d operations: the test did not stream several at once", n.messages, n.streamed)
+			}
+			if !streams && n.messages != 0 {
+				t.Fatalf("%d stream messages without streams", n.messages)
+			}
+			res := linearizability.Check(context.Background(), h, time.Minute)
+			if !res.Ok {
+				t.Fatalf("%v", res)
+			}
+		})
 	}
 }
 
 // TestBatchingCheckerCatchesMixedAnswers is the proof that the test above
-// has teeth: with each batch's answers handed to the wrong callers, the
-// history is not linearizable.
+// has teeth: with each batch's answers, or each stream message's, handed
+// to the wrong callers, the history is not linearizable.
 func TestBatchingCheckerCatchesMixedAnswers(t *testing.T) {
-	client.SetFaultRotateAnswers(true)
-	defer client.SetFaultRotateAnswers(false)
-	for attempt := 1; attempt <= 3; attempt++ {
-		h, _, _ := batchedHistory(t, 2*time.Second, uint64(attempt))
-		res := linearizability.Check(context.Background(), h, time.Minute)
-		if !res.Ok && !res.Unknown {
-			t.Logf("caught at attempt %d: %v", attempt, res)
-			return
-		}
+	for name, fault := range map[string]func(bool){
+		"batch":  client.SetFaultRotateAnswers,
+		"stream": client.SetFaultRotateStreamAnswers,
+	} {
+		t.Run(name, func(t *testing.T) {
+			fault(true)
+			defer fault(false)
+			for attempt := 1; attempt <= 3; attempt++ {
+				h, _ := batchedHistory(t, 2*time.Second, uint64(attempt), name == "stream")
+				res := linearizability.Check(context.Background(), h, time.Minute)
+				if !res.Ok && !res.Unknown {
+					t.Logf("caught at attempt %d: %v", attempt, res)
+					return
+				}
+			}
+			t.Fatal("answers given to the wrong callers went unnoticed in 3 attempts")
+		})
 	}
-	t.Fatal("answers given to the wrong callers went unnoticed in 3 attempts")
 }
 
 // batchNode is a node stand-in whose Gets wait until released, so that calls
@@ -137,14 +166,18 @@ func (f *batchNode) Batch(ctx context.Context, req *kvpb.BatchRequest) (*kvpb.Ba
 	return resp, nil
 }
 
-func startBatchNode(t *testing.T, f *batchNode) string {
+func startBatchNode(t *testing.T, f *batchNode) string { return serveKV(t, f) }
+
+// serveKV serves kv as a node's client service on a loopback port and
+// returns its address.
+func serveKV(t *testing.T, kv kvpb.KVServer) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	kvpb.RegisterKVServer(srv, f)
+	kvpb.RegisterKVServer(srv, kv)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return lis.Addr().String()

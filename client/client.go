@@ -145,8 +145,10 @@ type Client struct {
 	cfg   Config
 	conns []*grpc.ClientConn
 	kvs   []kvpb.KVClient
-	// batchers[i] queue endpoint i's reads and writes (batch.go).
+	// batchers[i] queue endpoint i's reads and writes (batch.go); the
+	// reads go on streams[i] (stream.go) unless the node has no Stream.
 	batchers []struct{ reads, writes batcher }
+	streams  []streamer
 	next     atomic.Uint32 // the endpoint to try first
 	// leader is the endpoint of the leader, as the last write's node
 	// named it (PutResponse.leader_addr), or -1: writes try it first.
@@ -216,6 +218,10 @@ func New(cfg Config) (*Client, error) {
 	for i, kv := range c.kvs {
 		c.batchers[i].reads.kv, c.batchers[i].writes.kv = kv, kv
 	}
+	c.streams = make([]streamer, len(c.kvs))
+	for i, kv := range c.kvs {
+		c.streams[i].kv, c.streams[i].fallback = kv, &c.batchers[i].reads
+	}
 	return c, nil
 }
 
@@ -235,7 +241,7 @@ func (c *Client) Close() error {
 func (c *Client) Get(ctx context.Context, key string) (value string, found bool, err error) {
 	op := &kvpb.BatchOp{Op: &kvpb.BatchOp_Get{Get: &kvpb.GetRequest{Key: key}}}
 	err = c.do(ctx, "get "+key, false, func(ctx context.Context, idx int, p *peer.Peer) error {
-		r, err := c.batchers[idx].reads.run(ctx, op, p)
+		r, err := c.streams[idx].run(ctx, op, p)
 		if err == nil {
 			err = opError(op, r)
 		}

@@ -3,6 +3,43 @@ package client
 // SetFaultRotateAnswers switches the deliberate batching bug on or off.
 func SetFaultRotateAnswers(on bool) { faultRotateAnswers.Store(on) }
 
+// SetFaultRotateStreamAnswers switches the deliberate stream bug on or off.
+func SetFaultRotateStreamAnswers(on bool) { faultRotateStreamAnswers.Store(on) }
+
+// StreamStats returns how many request messages c sent on streams and how
+// many operations they carried, over every endpoint.
+func StreamStats(c *Client) (messages, ops int64) {
+	for i := range c.streams {
+		messages += c.streams[i].sent.Load()
+		ops += c.streams[i].carried.Load()
+	}
+	return messages, ops
+}
+
+// NoStreams makes c send its reads in batches, as to nodes without
+// Stream.
+func NoStreams(c *Client) {
+	for i := range c.streams {
+		c.streams[i].mu.Lock()
+		c.streams[i].off = true
+		c.streams[i].mu.Unlock()
+	}
+}
+
+// Streams returns how many streams c has open.
+func Streams(c *Client) int {
+	n := 0
+	for i := range c.streams {
+		s := &c.streams[i]
+		s.mu.Lock()
+		if s.cur != nil {
+			n++
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
 // BatchStats returns how many Batch calls c made and how many operations
 // they carried, over every endpoint.
 func BatchStats(c *Client) (batches, ops int64) {

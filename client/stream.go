@@ -1,0 +1,305 @@
+package client
+
+// Streams: a client's reads of one node travel on one long-lived gRPC
+// stream (KV.Stream) and each comes back as soon as the node is done with
+// it. In a Batch, a read the node answered from its cache waited for the
+// batch's slowest operation: a read of a key whose copy a write had just
+// dropped, which asks the leader. Operations that arrive together still
+// leave together, in one message, and answers done together come back
+// together; a stream also spares the per-call work (stream setup,
+// headers) that a Batch call pays.
+//
+// Each operation is still a call of its own: the node runs it as if it
+// came alone, under the time its caller has left, and answers it with the
+// status it alone would have had, so the retry, failover and
+// outcome-unknown rules of Client.do apply unchanged. A node without
+// Stream (an older version) gets batches (batch.go).
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kvstore/kvstore/rpc/kvpb"
+)
+
+// streamer sends one kind of operation to one endpoint on a stream, which
+// it opens on first use and again after one breaks.
+type streamer struct {
+	kv kvpb.KVClient
+	// fallback takes the operations when the node has no Stream, and those
+	// too large for a stream's message.
+	fallback *batcher
+
+	mu      sync.Mutex
+	cur     *opStream     // the open stream; nil: none
+	opening chan struct{} // closed once the stream being opened is open or failed
+	off     bool          // the node has no Stream
+
+	sent, carried atomic.Int64 // request messages sent, operations they carried
+}
+
+// faultRotateStreamAnswers, when set, hands each message of answers with
+// several in it to the wrong calls: a deliberate bug, for the test that
+// proves the linearizability check catches it.
+var faultRotateStreamAnswers atomic.Bool
+
+// opStream is one open stream and its operations in flight.
+type opStream struct {
+	s      kvpb.KV_StreamClient
+	cancel context.CancelFunc
+	addr   net.Addr // the connection it runs on
+
+	mu      sync.Mutex
+	calls   map[uint64]*pending // sent or queued, not answered
+	queue   []*pending          // not sent yet
+	next    uint64
+	err     error // set once the stream broke; nil while it works
+	wake    chan struct{}
+	streams *streamer
+}
+
+// run sends op to the streamer's node and returns its answer. It sets
+// p.Addr when the request may have left this process, as grpc.Peer does
+// for a single call.
+func (s *streamer) run(ctx context.Context, op *kvpb.BatchOp, p *peer.Peer) (*kvpb.BatchResult, error) {
+	size := proto.Size(op)
+	if size > maxBatchBytes {
+		return s.fallback.run(ctx, op, p)
+	}
+	st, err := s.stream(ctx)
+	if errors.Is(err, errNoStream) {
+		return s.fallback.run(ctx, op, p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	pd := st.enqueue(ctx, op)
+	select {
+	case <-pd.done:
+	case <-ctx.Done():
+		if st.forget(pd) {
+			p.Addr = queuedAddr // it may have left
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		<-pd.done // answered meanwhile
+	}
+	if status.Code(pd.err) == codes.Unimplemented && pd.res == nil {
+		// The node has no Stream: it ran nothing of it.
+		s.mu.Lock()
+		s.off = true
+		s.mu.Unlock()
+		return s.fallback.run(ctx, op, p)
+	}
+	p.Addr = pd.addr
+	return pd.res, pd.err
+}
+
+// errNoStream: the node has no Stream.
+var errNoStream = errors.New("client: the node has no Stream")
+
+// stream returns the open stream, opening one if none is.
+func (s *streamer) stream(ctx context.Context) (*opStream, error) {
+	s.mu.Lock()
+	for {
+		if s.off {
+			s.mu.Unlock()
+			return nil, errNoStream
+		}
+		if s.cur != nil {
+			st := s.cur
+			s.mu.Unlock()
+			return st, nil
+		}
+		if s.opening == nil {
+			break
+		}
+		ch := s.opening
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		s.mu.Lock()
+	}
+	ch := make(chan struct{})
+	s.opening = ch
+	s.mu.Unlock()
+	st, err := s.open(ctx)
+	s.mu.Lock()
+	s.opening = nil
+	close(ch)
+	if err == nil {
+		s.cur = st
+	}
+	s.mu.Unlock()
+	return st, err
+}
+
+// open opens a stream; ctx bounds the opening only.
+func (s *streamer) open(ctx context.Context) (*opStream, error) {
+	sctx, cancel := context.WithCancel(context.Background())
+	stop := context.AfterFunc(ctx, cancel)
+	cs, err := s.kv.Stream(sctx)
+	if !stop() {
+		// ctx ended while the stream was opened: the stream is canceled.
+		cancel()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	st := &opStream{s: cs, cancel: cancel, calls: make(map[uint64]*pending), wake: make(chan struct{}, 1), streams: s, addr: queuedAddr}
+	if pr, ok := peer.FromContext(cs.Context()); ok && pr.Addr != nil {
+		st.addr = pr.Addr
+	}
+	go st.sendLoop(sctx)
+	go st.recvLoop()
+	return st, nil
+}
+
+// enqueue queues op (a copy with its id and timeout set) for the next
+// message. If the stream broke already, the returned call is done, with
+// the stream's error and nothing sent.
+func (st *opStream) enqueue(ctx context.Context, op *kvpb.BatchOp) *pending {
+	pd := &pending{done: make(chan struct{})}
+	o := &kvpb.BatchOp{Op: op.Op}
+	if dl, ok := ctx.Deadline(); ok {
+		o.TimeoutUs = max(1, time.Until(dl).Microseconds())
+	}
+	st.mu.Lock()
+	if st.err != nil {
+		pd.err = st.err
+		st.mu.Unlock()
+		close(pd.done)
+		return pd
+	}
+	st.next++
+	o.Id = st.next
+	pd.op = o
+	st.calls[o.Id] = pd
+	st.queue = append(st.queue, pd)
+	st.mu.Unlock()
+	select {
+	case st.wake <- struct{}{}:
+	default:
+	}
+	return pd
+}
+
+// forget drops a call its caller gave up on; false if it was answered.
+func (st *opStream) forget(pd *pending) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if _, ok := st.calls[pd.op.Id]; !ok {
+		return false
+	}
+	delete(st.calls, pd.op.Id)
+	return true
+}
+
+// sendLoop sends the queued operations, those queued together in one
+// message (up to maxBatchOps and maxBatchBytes), until the stream ends.
+func (st *opStream) sendLoop(ctx context.Context) {
+	for {
+		select {
+		case <-st.wake:
+		case <-ctx.Done():
+			return
+		}
+		st.mu.Lock()
+		queued := st.queue
+		st.queue = nil
+		for _, pd := range queued {
+			pd.addr = st.addr // from here on it may have left
+		}
+		st.mu.Unlock()
+		for len(queued) > 0 {
+			k, bytes := 0, 0
+			for k < len(queued) && k < maxBatchOps && (k == 0 || bytes+proto.Size(queued[k].op) <= maxBatchBytes) {
+				bytes += proto.Size(queued[k].op)
+				k++
+			}
+			req := &kvpb.BatchRequest{Ops: make([]*kvpb.BatchOp, k)}
+			for i, pd := range queued[:k] {
+				req.Ops[i] = pd.op
+			}
+			if err := st.s.Send(req); err != nil {
+				// The stream is over; recvLoop learns why.
+				return
+			}
+			st.streams.sent.Add(1)
+			st.streams.carried.Add(int64(k))
+			queued = queued[k:]
+		}
+	}
+}
+
+// recvLoop hands every answer to its call until the stream ends, then
+// fails the calls left with the stream's error.
+func (st *opStream) recvLoop() {
+	for {
+		resp, err := st.s.Recv()
+		if err != nil {
+			st.fail(err)
+			return
+		}
+		if len(resp.Results) > 1 && faultRotateStreamAnswers.Load() {
+			first := resp.Results[0].Id
+			for i := range len(resp.Results) - 1 {
+				resp.Results[i].Id = resp.Results[i+1].Id
+			}
+			resp.Results[len(resp.Results)-1].Id = first
+		}
+		st.mu.Lock()
+		for _, r := range resp.Results {
+			pd, ok := st.calls[r.Id]
+			if !ok {
+				continue // its caller gave up
+			}
+			delete(st.calls, r.Id)
+			pd.res = r
+			close(pd.done)
+		}
+		st.mu.Unlock()
+	}
+}
+
+// fail ends the stream: every call not answered fails with err (one not
+// sent yet says so by its nil addr), and the next call opens a new stream.
+func (st *opStream) fail(err error) {
+	if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
+		err = status.Error(codes.Unavailable, "client: the stream to the node ended")
+	}
+	st.mu.Lock()
+	st.err = err
+	calls := st.calls
+	st.calls = nil
+	for _, pd := range st.queue {
+		pd.addr = nil
+	}
+	st.queue = nil
+	st.mu.Unlock()
+	st.cancel()
+	s := st.streams
+	s.mu.Lock()
+	if s.cur == st {
+		s.cur = nil
+	}
+	s.mu.Unlock()
+	for _, pd := range calls {
+		pd.err = err
+		close(pd.done)
+	}
+}

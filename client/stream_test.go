@@ -1,0 +1,341 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/client"
+	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/rpc"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+)
+
+// rawConn is a plain gRPC connection to a node, for calls the Go client
+// would not make.
+func rawConn(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func openStream(t *testing.T, cc *grpc.ClientConn) kvpb.KV_StreamClient {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s, err := kvpb.NewKVClient(cc).Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func getOp(id uint64, key string) *kvpb.BatchOp {
+	return &kvpb.BatchOp{Id: id, TimeoutUs: 10e6, Op: &kvpb.BatchOp_Get{Get: &kvpb.GetRequest{Key: key}}}
+}
+
+// answers reads response messages until every id in want is answered,
+// and returns the answers by id and the messages' ids in arrival order.
+func answers(t *testing.T, s kvpb.KV_StreamClient, want ...uint64) (map[uint64]*kvpb.BatchResult, [][]uint64) {
+	t.Helper()
+	got := map[uint64]*kvpb.BatchResult{}
+	var msgs [][]uint64
+	for len(got) < len(want) {
+		resp, err := s.Recv()
+		if err != nil {
+			t.Fatalf("after %v: %v", msgs, err)
+		}
+		var ids []uint64
+		for _, r := range resp.Results {
+			if _, dup := got[r.Id]; dup {
+				t.Fatalf("operation %d answered twice", r.Id)
+			}
+			got[r.Id] = r
+			ids = append(ids, r.Id)
+		}
+		msgs = append(msgs, ids)
+	}
+	for _, id := range want {
+		if got[id] == nil {
+			t.Fatalf("no answer for operation %d; answers came as %v", id, msgs)
+		}
+	}
+	return got, msgs
+}
+
+func resultErr(r *kvpb.BatchResult) error { return rpc.FromStatus(rpc.UnmarshalStatus(r.GetError())) }
+
+// TestNodeAnswersEachStreamOperation: a node runs every operation of a
+// stream as if it came alone and answers each under its id: values, the
+// leader's address for a write, the error only that operation had; and a
+// read its cache answers is answered at once, before one sent with it
+// that waits for the leader.
+func TestNodeAnswersEachStreamOperation(t *testing.T) {
+	c := newCluster(t, 3)
+	ldr, _, err := c.Leader(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := (ldr + 1) % 3
+	cl := newClient(t, addr(t, c, f))
+	if err := cl.Put(ctxT(t, 10*time.Second), "there", "v"); err != nil {
+		t.Fatal(err)
+	}
+	s := openStream(t, rawConn(t, addr(t, c, f)))
+	if err := s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{
+		getOp(7, "there"),
+		{Id: 8, Op: &kvpb.BatchOp_Put{Put: &kvpb.PutRequest{Key: "new", Value: "w", RequestId: "stream-test.1"}}},
+		getOp(9, strings.Repeat("k", 5000)), // over MaxKeySize
+		{Id: 10},                            // no operation
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{getOp(11, "absent")}}); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := answers(t, s, 7, 8, 9, 10, 11)
+	switch {
+	case resultErr(r[7]) != nil || r[7].GetGet().GetValue() != "v" || !r[7].GetGet().GetFound():
+		t.Errorf("get there: %v %v", r[7], resultErr(r[7]))
+	case resultErr(r[8]) != nil || r[8].GetPut().GetLeaderAddr() != addr(t, c, ldr):
+		t.Errorf("put new: %v %v, want the leader's address %s", r[8], resultErr(r[8]), addr(t, c, ldr))
+	case !errors.Is(resultErr(r[9]), kvstore.ErrTooLarge):
+		t.Errorf("get of a long key: %v, want ErrTooLarge", resultErr(r[9]))
+	case !errors.Is(resultErr(r[10]), kvstore.ErrBadRequest):
+		t.Errorf("empty operation: %v, want ErrBadRequest", resultErr(r[10]))
+	case resultErr(r[11]) != nil || r[11].GetGet().GetFound():
+		t.Errorf("get absent: %v %v", r[11], resultErr(r[11]))
+	}
+	if v, found, err := cl.Get(ctxT(t, 10*time.Second), "new"); err != nil || !found || v != "w" {
+		t.Errorf("the stream's put: get new = %q %v %v", v, found, err)
+	}
+
+	// With the leader's links slow, a read the follower must fetch takes
+	// a round trip of them; a read of a key it holds, sent after it in the
+	// same message, is answered first, in a message of its own.
+	nd, err := c.Node(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetNodeDelay(ldr, 150*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	id := uint64(100)
+	soon.Succeeds(t, 30*time.Second, func() error {
+		if _, _, err := cl.Get(ctxT(t, 10*time.Second), "there"); err != nil { // cache it at f
+			return err
+		}
+		hits := nd.Stats().CacheHits
+		id += 2
+		if err := s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{getOp(id, fmt.Sprintf("uncached-%d", id)), getOp(id+1, "there")}}); err != nil {
+			t.Fatal(err)
+		}
+		r, msgs := answers(t, s, id, id+1)
+		if resultErr(r[id]) != nil || r[id].GetGet().GetFound() || resultErr(r[id+1]) != nil || r[id+1].GetGet().GetValue() != "v" {
+			t.Fatalf("an uncached and a cached read: %v", r)
+		}
+		if nd.Stats().CacheHits == hits {
+			return errors.New("the cached read was no hit (the copy's lease ended first?)")
+		}
+		if len(msgs[0]) != 1 || msgs[0][0] != id+1 {
+			return fmt.Errorf("answers came as %v: the cached read (%d) waited for the uncached one (%d)", msgs, id+1, id)
+		}
+		return nil
+	})
+}
+
+// TestStreamOperationsOverLimits: on a stream, an operation over the
+// node's request size limit is answered with ErrTooLarge and the stream
+// goes on; a stream holding its connection's whole allowance of requests
+// in flight makes a call beside it on that connection fail with ErrBusy,
+// while its own next operation waits for a place instead of failing.
+func TestStreamOperationsOverLimits(t *testing.T) {
+	const allowed = 2
+	c := newLimitedCluster(t, 3, allowed)
+	ldr, _, err := c.Leader(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := newClient(t, addr(t, c, ldr))
+	if err := cl.Put(ctxT(t, 10*time.Second), "k", "v0"); err != nil {
+		t.Fatal(err)
+	}
+	cc := rawConn(t, addr(t, c, ldr))
+	s := openStream(t, cc)
+	if err := s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{getOp(1, strings.Repeat("k", testMaxRequest)), getOp(2, "k")}}); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := answers(t, s, 1, 2)
+	if err := resultErr(r[1]); !errors.Is(err, kvstore.ErrTooLarge) || !strings.Contains(err.Error(), "MaxRequestSize") {
+		t.Errorf("operation over MaxRequestSize: %v, want ErrTooLarge naming MaxRequestSize", err)
+	}
+	if resultErr(r[2]) != nil || r[2].GetGet().GetValue() != "v0" {
+		t.Errorf("get k after it: %v %v", r[2], resultErr(r[2]))
+	}
+
+	// Slow writes (under the node-to-node timeout, 1 s) hold the
+	// allowance.
+	if err := c.SetNodeDelay(ldr, 400*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	put := func(id uint64, key string) *kvpb.BatchOp {
+		return &kvpb.BatchOp{Id: id, TimeoutUs: 20e6, Op: &kvpb.BatchOp_Put{Put: &kvpb.PutRequest{Key: key, Value: "v", RequestId: fmt.Sprintf("limits.%d", id)}}}
+	}
+	if err := s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{put(3, "slow3"), put(4, "slow4"), getOp(5, "k")}}); err != nil {
+		t.Fatal(err)
+	}
+	kv := kvpb.NewKVClient(cc)
+	soon.Succeeds(t, 5*time.Second, func() error {
+		_, err := kv.Get(ctxT(t, 5*time.Second), &kvpb.GetRequest{Key: "k"})
+		if err := rpc.FromStatus(err); !errors.Is(err, kvstore.ErrBusy) {
+			return fmt.Errorf("a call beside the stream's slow writes: %v, want ErrBusy", err)
+		}
+		return nil
+	})
+	r, _ = answers(t, s, 3, 4, 5)
+	for id, res := range r {
+		if err := resultErr(res); err != nil {
+			t.Errorf("operation %d: %v", id, err)
+		}
+	}
+	if err := c.SetNodeDelay(ldr, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Get(ctxT(t, 5*time.Second), &kvpb.GetRequest{Key: "k"}); err != nil {
+		t.Errorf("a call once the stream's writes are done: %v", err)
+	}
+}
+
+// TestNodeStopEndsItsStreams: a node that stops ends its open streams
+// with Unavailable (the Go client then retries elsewhere) instead of
+// waiting for their clients to close them; the client's next read goes to
+// another node.
+func TestNodeStopEndsItsStreams(t *testing.T) {
+	c := newCluster(t, 3)
+	s := openStream(t, rawConn(t, addr(t, c, 2)))
+	if err := s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{getOp(1, "k")}}); err != nil {
+		t.Fatal(err)
+	}
+	answers(t, s, 1)
+	cl := newClient(t, addr(t, c, 2), addr(t, c, 1))
+	if _, _, err := cl.Get(ctxT(t, 10*time.Second), "k"); err != nil {
+		t.Fatal(err)
+	}
+	if client.Streams(cl) != 1 {
+		t.Fatalf("%d streams open, want 1", client.Streams(cl))
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Stop(2) }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the node did not stop within 30 s with a stream open")
+	}
+	for {
+		_, err := s.Recv()
+		if err == nil {
+			continue
+		}
+		if status.Code(err) != codes.Unavailable {
+			t.Errorf("the stream ended with %v, want Unavailable", err)
+		}
+		break
+	}
+	if _, _, err := cl.Get(ctxT(t, 10*time.Second), "k"); err != nil {
+		t.Errorf("a read after the node stopped: %v", err)
+	}
+}
+
+// streamNode is a node stand-in that serves Stream: it answers each Get
+// with "v-<key>" at once, never answers a key starting with "hang", and
+// breaks its first stream (Unavailable) at the first key "break".
+type streamNode struct {
+	kvpb.UnimplementedKVServer
+	opened atomic.Int64
+	broke  atomic.Bool
+}
+
+func (f *streamNode) Stream(s kvpb.KV_StreamServer) error {
+	f.opened.Add(1)
+	for {
+		req, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		resp := &kvpb.BatchResponse{}
+		for _, op := range req.Ops {
+			key := op.GetGet().GetKey()
+			switch {
+			case strings.HasPrefix(key, "hang"):
+				continue
+			case key == "break" && f.broke.CompareAndSwap(false, true):
+				return status.Error(codes.Unavailable, "stream broken on purpose")
+			}
+			resp.Results = append(resp.Results, &kvpb.BatchResult{Id: op.Id, Get: &kvpb.GetResponse{Value: "v-" + key, Found: true}})
+		}
+		if err := s.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// TestStreamCallsEndOnTheirOwn: a read whose caller gives up returns at
+// its deadline while the stream goes on serving the others; a stream that
+// breaks fails its calls, which the client retries on a new stream.
+func TestStreamCallsEndOnTheirOwn(t *testing.T) {
+	f := &streamNode{}
+	cl := newClient(t, serveKV(t, f))
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	hung := make(chan error, 1)
+	wg.Go(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		_, _, err := cl.Get(ctx, "hang")
+		hung <- err
+	})
+	for i := range 20 {
+		k := fmt.Sprint("a", i)
+		if v, _, err := cl.Get(ctxT(t, 10*time.Second), k); err != nil || v != "v-"+k {
+			t.Fatalf("get %s = %q %v beside a read that hangs", k, v, err)
+		}
+	}
+	select {
+	case err := <-hung:
+		if !errors.Is(err, client.ErrTimeout) {
+			t.Errorf("the read that hangs: %v, want ErrTimeout", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the read that hangs did not end at its deadline")
+	}
+
+	if v, _, err := cl.Get(ctxT(t, 10*time.Second), "break"); err != nil || v != "v-break" {
+		t.Errorf("a read whose stream broke: %q %v, want it retried on a new stream", v, err)
+	}
+	if n := f.opened.Load(); n != 2 {
+		t.Errorf("%d streams opened, want 2", n)
+	}
+}
