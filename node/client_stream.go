@@ -29,6 +29,10 @@ import (
 // are done together go together up to it; a larger answer goes alone).
 const maxAnswerBytes = 1 << 20
 
+// stopFlush bounds how long a stopping node tries to send a stream's last
+// answers.
+const stopFlush = time.Second
+
 // Stream serves one client's stream. Each operation runs as it would in a
 // Batch (a read the cache answers at once, the rest on the node's
 // workers), under its own deadline (its timeout_us, pulled in as
@@ -53,7 +57,7 @@ func (s *clientServer) Stream(st kvpb.KV_StreamServer) error {
 	go func() { received <- ss.recvLoop(st) }()
 
 	var err error
-	sendDone := false
+	sendDone, stopping := false, false
 	select {
 	case err = <-received:
 		if errors.Is(err, io.EOF) {
@@ -61,6 +65,7 @@ func (s *clientServer) Stream(st kvpb.KV_StreamServer) error {
 		}
 	case <-n.ctx.Done():
 		stopOps()
+		stopping = true
 		err = status.Errorf(codes.Unavailable, "node %s: stopping", n.cfg.ID)
 	case err = <-sent:
 		sendDone = true
@@ -72,11 +77,22 @@ func (s *clientServer) Stream(st kvpb.KV_StreamServer) error {
 	ss.mu.Unlock()
 	ss.ops.Wait()
 	if !sendDone {
-		// The answers go out; a client that does not read them holds the
-		// handler until the server stops (Node.Close's deadline).
+		// The answers go out. A stopping node waits for a client that
+		// does not read them at most stopFlush: its calls count as sent,
+		// and the client asks another node.
 		ss.flush()
-		if e := <-sent; err == nil && e != nil && !errors.Is(e, context.Canceled) {
-			err = e
+		var limit <-chan time.Time
+		if stopping {
+			t := time.NewTimer(stopFlush)
+			defer t.Stop()
+			limit = t.C
+		}
+		select {
+		case e := <-sent:
+			if err == nil && e != nil && !errors.Is(e, context.Canceled) {
+				err = e
+			}
+		case <-limit:
 		}
 	}
 	return err
@@ -109,7 +125,12 @@ func (ss *serverStream) recvLoop(st kvpb.KV_StreamServer) error {
 		if err != nil {
 			return err
 		}
+		// An operation's time runs from its arrival, not from its start:
+		// one that waited here for a slot until its caller gave up is not
+		// run.
+		now := time.Now()
 		for _, op := range req.Ops {
+			deadline := opDeadline(now, op.TimeoutUs)
 			select {
 			case ss.slots <- struct{}{}:
 			case <-ss.ctx.Done():
@@ -122,16 +143,21 @@ func (ss *serverStream) recvLoop(st kvpb.KV_StreamServer) error {
 			}
 			ss.ops.Add(1)
 			ss.mu.Unlock()
-			ss.start(op)
+			ss.start(op, deadline)
 		}
 	}
 }
 
-// start runs op and queues its answer.
-func (ss *serverStream) start(op *kvpb.BatchOp) {
+// start runs op, to be answered by deadline (none if zero), and queues
+// its answer.
+func (ss *serverStream) start(op *kvpb.BatchOp, deadline time.Time) {
 	n := ss.s.n
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		ss.answer(op.Id, errResult(fmt.Errorf("%w: node %s: the operation's time (timeout_us) ran out before it started", kvstore.ErrTimeout, n.cfg.ID)))
+		return
+	}
 	l := n.limits
-	if size := proto.Size(op); size > l.maxSize {
+	if size := opSize(op); size > l.maxSize {
 		ss.answer(op.Id, errResult(fmt.Errorf("%w: operation of %d bytes (MaxRequestSize %d)", kvstore.ErrTooLarge, size, l.maxSize)))
 		return
 	}
@@ -146,22 +172,49 @@ func (ss *serverStream) start(op *kvpb.BatchOp) {
 	}
 	n.workers.do(func() {
 		defer l.release(ss.who, 1)
-		ctx, cancel := opContext(ss.ctx, op.TimeoutUs)
+		ctx, cancel := opContext(ss.ctx, deadline)
 		defer cancel()
 		ss.answer(op.Id, ss.s.batchOp(ctx, op))
 	})
 }
 
-// opContext is the context an operation of a stream runs under: its
-// caller's remaining time, less the margin answerBefore leaves a call for
-// its answer to arrive; without a timeout, the stream's.
-func opContext(ctx context.Context, timeoutUs int64) (context.Context, context.CancelFunc) {
+// maxOpTimeout bounds an operation's timeout_us (a larger one counts as
+// this long rather than overflowing).
+const maxOpTimeout = 24 * time.Hour
+
+// opDeadline is when an operation that arrived at now with timeoutUs must
+// be done: its caller's time less the margin answerBefore leaves a call
+// for its answer to arrive; zero (none) without a timeout.
+func opDeadline(now time.Time, timeoutUs int64) time.Time {
 	if timeoutUs <= 0 {
+		return time.Time{}
+	}
+	d := time.Duration(min(timeoutUs, maxOpTimeout.Microseconds())) * time.Microsecond
+	margin := min(max(d/10, 5*time.Millisecond), 250*time.Millisecond)
+	return now.Add(d - margin)
+}
+
+// opContext is the context an operation of a stream runs under: until its
+// deadline, or, without one, as long as the stream.
+func opContext(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
+	if deadline.IsZero() {
 		return context.WithCancel(ctx)
 	}
-	d := time.Duration(timeoutUs) * time.Microsecond
-	margin := min(max(d/10, 5*time.Millisecond), 250*time.Millisecond)
-	return context.WithTimeout(ctx, d-margin)
+	return context.WithDeadline(ctx, deadline)
+}
+
+// opSize is the size of op's request as it would travel alone, which the
+// node's MaxRequestSize bounds.
+func opSize(op *kvpb.BatchOp) int {
+	switch o := op.GetOp().(type) {
+	case *kvpb.BatchOp_Get:
+		return proto.Size(o.Get)
+	case *kvpb.BatchOp_Put:
+		return proto.Size(o.Put)
+	case *kvpb.BatchOp_Delete:
+		return proto.Size(o.Delete)
+	}
+	return 0
 }
 
 // errResult is the answer of an operation that failed with err.

@@ -79,8 +79,10 @@ type BatchOp struct {
 	//	*BatchOp_Delete
 	Op isBatchOp_Op `protobuf_oneof:"op"`
 	// On a Stream only: the operation's id, unique on its stream, which its
-	// answer names; and how long its caller still waits, in microseconds
-	// (the node gives up on it then; 0: as long as the stream lasts).
+	// answer names; and how long its caller still waits, in microseconds,
+	// from the message's arrival (the node gives up on it then, and does
+	// not start it if that time ran out first; 0: as long as the stream
+	// lasts).
 	Id            uint64 `protobuf:"varint,4,opt,name=id,proto3" json:"id,omitempty"`
 	TimeoutUs     int64  `protobuf:"varint,5,opt,name=timeout_us,json=timeoutUs,proto3" json:"timeout_us,omitempty"`
 	unknownFields protoimpl.UnknownFields
