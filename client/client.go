@@ -145,10 +145,12 @@ type Client struct {
 	cfg   Config
 	conns []*grpc.ClientConn
 	kvs   []kvpb.KVClient
-	// batchers[i] queue endpoint i's reads and writes (batch.go); the
-	// reads go on streams[i] (stream.go) unless the node has no Stream.
+	// streams[i] and wstreams[i] carry endpoint i's reads and writes
+	// (stream.go); batchers[i] queue them instead for a node without
+	// Stream, and take those too large for a stream's message (batch.go).
 	batchers []struct{ reads, writes batcher }
 	streams  []streamer
+	wstreams []streamer
 	next     atomic.Uint32 // the endpoint to try first
 	// leader is the endpoint of the leader, as the last write's node
 	// named it (PutResponse.leader_addr), or -1: writes try it first.
@@ -219,8 +221,10 @@ func New(cfg Config) (*Client, error) {
 		c.batchers[i].reads.kv, c.batchers[i].writes.kv = kv, kv
 	}
 	c.streams = make([]streamer, len(c.kvs))
+	c.wstreams = make([]streamer, len(c.kvs))
 	for i, kv := range c.kvs {
 		c.streams[i].kv, c.streams[i].fallback = kv, &c.batchers[i].reads
+		c.wstreams[i].kv, c.wstreams[i].fallback = kv, &c.batchers[i].writes
 	}
 	return c, nil
 }
@@ -269,7 +273,7 @@ func (c *Client) Delete(ctx context.Context, key string) error {
 // attempts, and notes the leader its answer names.
 func (c *Client) write(ctx context.Context, what string, op *kvpb.BatchOp) error {
 	return c.do(ctx, what, true, func(ctx context.Context, idx int, p *peer.Peer) error {
-		r, err := c.batchers[idx].writes.run(ctx, op, p)
+		r, err := c.wstreams[idx].run(ctx, op, p)
 		if err == nil {
 			err = opError(op, r)
 		}

@@ -9,9 +9,11 @@ func SetFaultRotateStreamAnswers(on bool) { faultRotateStreamAnswers.Store(on) }
 // StreamStats returns how many request messages c sent on streams and how
 // many operations they carried, over every endpoint.
 func StreamStats(c *Client) (messages, ops int64) {
-	for i := range c.streams {
-		messages += c.streams[i].sent.Load()
-		ops += c.streams[i].carried.Load()
+	for _, ss := range [][]streamer{c.streams, c.wstreams} {
+		for i := range ss {
+			messages += ss[i].sent.Load()
+			ops += ss[i].carried.Load()
+		}
 	}
 	return messages, ops
 }
@@ -19,23 +21,49 @@ func StreamStats(c *Client) (messages, ops int64) {
 // NoStreams makes c send its reads in batches, as to nodes without
 // Stream.
 func NoStreams(c *Client) {
-	for i := range c.streams {
-		c.streams[i].mu.Lock()
-		c.streams[i].off = true
-		c.streams[i].mu.Unlock()
+	for _, ss := range [][]streamer{c.streams, c.wstreams} {
+		for i := range ss {
+			ss[i].mu.Lock()
+			ss[i].off = true
+			ss[i].mu.Unlock()
+		}
 	}
 }
+
+// StreamQueued returns how many operations wait in c's stream queues
+// (not sent).
+func StreamQueued(c *Client) int {
+	n := 0
+	for _, ss := range [][]streamer{c.streams, c.wstreams} {
+		for i := range ss {
+			s := &ss[i]
+			s.mu.Lock()
+			if st := s.cur; st != nil {
+				st.mu.Lock()
+				n += len(st.queue)
+				st.mu.Unlock()
+			}
+			s.mu.Unlock()
+		}
+	}
+	return n
+}
+
+// MaxStreamOps is maxStreamOps.
+const MaxStreamOps = maxStreamOps
 
 // Streams returns how many streams c has open.
 func Streams(c *Client) int {
 	n := 0
-	for i := range c.streams {
-		s := &c.streams[i]
-		s.mu.Lock()
-		if s.cur != nil {
-			n++
+	for _, ss := range [][]streamer{c.streams, c.wstreams} {
+		for i := range ss {
+			s := &ss[i]
+			s.mu.Lock()
+			if s.cur != nil {
+				n++
+			}
+			s.mu.Unlock()
 		}
-		s.mu.Unlock()
 	}
 	return n
 }

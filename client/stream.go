@@ -1,13 +1,18 @@
 package client
 
 // Streams: a client's reads of one node travel on one long-lived gRPC
-// stream (KV.Stream) and each comes back as soon as the node is done with
-// it. In a Batch, a read the node answered from its cache waited for the
-// batch's slowest operation: a read of a key whose copy a write had just
-// dropped, which asks the leader. Operations that arrive together still
-// leave together, in one message, and answers done together come back
-// together; a stream also spares the per-call work (stream setup,
-// headers) that a Batch call pays.
+// stream (KV.Stream), its writes on another, and each comes back as soon
+// as the node is done with it. In a Batch, a read the node answered from
+// its cache waited for the batch's slowest operation: a read of a key
+// whose copy a write had just dropped, which asks the leader. Operations
+// that arrive together still leave together, in one message, and answers
+// done together come back together; a stream also spares the per-call
+// work (stream setup, headers) that a Batch call pays, and writes no
+// longer wait for one of two batches in flight to return before they
+// leave, so the leader sees them sooner and commits them in larger
+// groups. Reads and writes keep separate streams because the node bounds
+// what a stream has unanswered (MaxClientRequests) and a stream shares one
+// flow-control window: slow writes must not hold reads back.
 //
 // Each operation is still a call of its own: the node runs it as if it
 // came alone, under the time its caller has left, and answers it with the
@@ -48,6 +53,15 @@ type streamer struct {
 	sent, carried atomic.Int64 // request messages sent, operations they carried
 }
 
+// maxStreamOps bounds the operations a stream has sent, not had answered
+// and whose callers still wait; more wait in the client. A node counts
+// each against the connection's MaxClientRequests (1024 by default), which
+// the client's other calls on that connection share: a burst of reads must
+// not leave its writes refused as busy. Calls given up on do not count, so
+// a node that never answers some cannot wedge the stream; the node drops
+// those whose time ran out before it reached them.
+const maxStreamOps = 256
+
 // faultRotateStreamAnswers, when set, hands each message of answers with
 // several in it to the wrong calls: a deliberate bug, for the test that
 // proves the linearizability check catches it.
@@ -59,13 +73,14 @@ type opStream struct {
 	cancel context.CancelFunc
 	addr   net.Addr // the connection it runs on
 
-	mu      sync.Mutex
-	calls   map[uint64]*pending // sent or queued, not answered
-	queue   []*pending          // not sent yet
-	next    uint64
-	err     error // set once the stream broke; nil while it works
-	wake    chan struct{}
-	streams *streamer
+	mu         sync.Mutex
+	calls      map[uint64]*pending // sent or queued, not answered
+	queue      []*pending          // not sent yet
+	unanswered int                 // sent, not answered, not given up
+	next       uint64
+	err        error // set once the stream broke; nil while it works
+	wake       chan struct{}
+	streams    *streamer
 }
 
 // run sends op to the streamer's node and returns its answer. It sets
@@ -87,8 +102,8 @@ func (s *streamer) run(ctx context.Context, op *kvpb.BatchOp, p *peer.Peer) (*kv
 	select {
 	case <-pd.done:
 	case <-ctx.Done():
-		if st.forget(pd) {
-			p.Addr = queuedAddr // it may have left
+		if forgotten, addr := st.forget(pd); forgotten {
+			p.Addr = addr // nil: it never left
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
 		<-pd.done // answered meanwhile
@@ -169,15 +184,13 @@ func (s *streamer) open(ctx context.Context) (*opStream, error) {
 	return st, nil
 }
 
-// enqueue queues op (a copy with its id and timeout set) for the next
-// message. If the stream broke already, the returned call is done, with
-// the stream's error and nothing sent.
+// enqueue queues op (a copy, with its id set, and its timeout once it is
+// sent) for the next message. If the stream broke already, the returned
+// call is done, with the stream's error and nothing sent.
 func (st *opStream) enqueue(ctx context.Context, op *kvpb.BatchOp) *pending {
-	pd := &pending{done: make(chan struct{})}
 	o := &kvpb.BatchOp{Op: op.Op}
-	if dl, ok := ctx.Deadline(); ok {
-		o.TimeoutUs = max(1, time.Until(dl).Microseconds())
-	}
+	pd := &pending{op: o, done: make(chan struct{})}
+	pd.deadline, _ = ctx.Deadline()
 	st.mu.Lock()
 	if st.err != nil {
 		pd.err = st.err
@@ -187,7 +200,7 @@ func (st *opStream) enqueue(ctx context.Context, op *kvpb.BatchOp) *pending {
 	}
 	st.next++
 	o.Id = st.next
-	pd.op = o
+	pd.size = proto.Size(o)
 	st.calls[o.Id] = pd
 	st.queue = append(st.queue, pd)
 	st.mu.Unlock()
@@ -198,19 +211,33 @@ func (st *opStream) enqueue(ctx context.Context, op *kvpb.BatchOp) *pending {
 	return pd
 }
 
-// forget drops a call its caller gave up on; false if it was answered.
-func (st *opStream) forget(pd *pending) bool {
+// forget drops a call its caller gave up on: false if it was answered (or
+// failed) already. addr is the connection it may have left on, or nil if
+// it was still queued: then it never leaves.
+func (st *opStream) forget(pd *pending) (forgotten bool, addr net.Addr) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if _, ok := st.calls[pd.op.Id]; !ok {
-		return false
+		return false, nil
 	}
 	delete(st.calls, pd.op.Id)
-	return true
+	if pd.addr != nil {
+		st.unanswered--
+		st.wakeLocked()
+		return true, pd.addr
+	}
+	for i, q := range st.queue {
+		if q == pd {
+			st.queue = append(st.queue[:i], st.queue[i+1:]...)
+			break
+		}
+	}
+	return true, nil
 }
 
 // sendLoop sends the queued operations, those queued together in one
-// message (up to maxBatchOps and maxBatchBytes), until the stream ends.
+// message (up to maxBatchOps and maxBatchBytes), while fewer than
+// maxStreamOps are unanswered, until the stream ends.
 func (st *opStream) sendLoop(ctx context.Context) {
 	for {
 		select {
@@ -218,31 +245,67 @@ func (st *opStream) sendLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		st.mu.Lock()
-		queued := st.queue
-		st.queue = nil
-		for _, pd := range queued {
-			pd.addr = st.addr // from here on it may have left
+		for {
+			queued := st.take()
+			if len(queued) == 0 {
+				break
+			}
+			for len(queued) > 0 {
+				k, bytes := 0, 0
+				for k < len(queued) && k < maxBatchOps && (k == 0 || bytes+queued[k].size <= maxBatchBytes) {
+					bytes += queued[k].size
+					k++
+				}
+				req := &kvpb.BatchRequest{Ops: make([]*kvpb.BatchOp, k)}
+				for i, pd := range queued[:k] {
+					req.Ops[i] = pd.op
+				}
+				if err := st.s.Send(req); err != nil {
+					// A failed Send need not end the stream: end it, so
+					// that recvLoop fails its calls and the next call
+					// opens another.
+					st.cancel()
+					return
+				}
+				st.streams.sent.Add(1)
+				st.streams.carried.Add(int64(k))
+				queued = queued[k:]
+			}
 		}
-		st.mu.Unlock()
-		for len(queued) > 0 {
-			k, bytes := 0, 0
-			for k < len(queued) && k < maxBatchOps && (k == 0 || bytes+proto.Size(queued[k].op) <= maxBatchBytes) {
-				bytes += proto.Size(queued[k].op)
-				k++
-			}
-			req := &kvpb.BatchRequest{Ops: make([]*kvpb.BatchOp, k)}
-			for i, pd := range queued[:k] {
-				req.Ops[i] = pd.op
-			}
-			if err := st.s.Send(req); err != nil {
-				// The stream is over; recvLoop learns why.
-				return
-			}
-			st.streams.sent.Add(1)
-			st.streams.carried.Add(int64(k))
-			queued = queued[k:]
+	}
+}
+
+// take removes from the queue the operations that may be sent now (as
+// many as keep maxStreamOps unanswered) and sets their timeouts: the time
+// their callers have left now.
+func (st *opStream) take() []*pending {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	k := min(len(st.queue), maxStreamOps-st.unanswered)
+	if k <= 0 {
+		return nil
+	}
+	queued := st.queue[:k:k]
+	st.queue = append([]*pending(nil), st.queue[k:]...)
+	st.unanswered += k
+	now := time.Now()
+	for _, pd := range queued {
+		pd.addr = st.addr // from here on it may have left
+		if !pd.deadline.IsZero() {
+			pd.op.TimeoutUs = max(1, pd.deadline.Sub(now).Microseconds())
 		}
+	}
+	return queued
+}
+
+// wakeLocked wakes sendLoop if calls wait in the queue.
+func (st *opStream) wakeLocked() {
+	if len(st.queue) == 0 {
+		return
+	}
+	select {
+	case st.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -265,13 +328,15 @@ func (st *opStream) recvLoop() {
 		st.mu.Lock()
 		for _, r := range resp.Results {
 			pd, ok := st.calls[r.Id]
-			if !ok {
-				continue // its caller gave up
+			if !ok || pd.addr == nil {
+				continue // its caller gave up (or a node answered what it was not sent)
 			}
 			delete(st.calls, r.Id)
+			st.unanswered--
 			pd.res = r
 			close(pd.done)
 		}
+		st.wakeLocked()
 		st.mu.Unlock()
 	}
 }

@@ -164,7 +164,8 @@ func TestNodeAnswersEachStreamOperation(t *testing.T) {
 // node's request size limit is answered with ErrTooLarge and the stream
 // goes on; a stream holding its connection's whole allowance of requests
 // in flight makes a call beside it on that connection fail with ErrBusy,
-// while its own next operation waits for a place instead of failing.
+// while its own next operation waits for a place instead of failing,
+// unless its time runs out while it waits.
 func TestStreamOperationsOverLimits(t *testing.T) {
 	const allowed = 2
 	c := newLimitedCluster(t, 3, allowed)
@@ -197,7 +198,9 @@ func TestStreamOperationsOverLimits(t *testing.T) {
 	put := func(id uint64, key string) *kvpb.BatchOp {
 		return &kvpb.BatchOp{Id: id, TimeoutUs: 20e6, Op: &kvpb.BatchOp_Put{Put: &kvpb.PutRequest{Key: key, Value: "v", RequestId: fmt.Sprintf("limits.%d", id)}}}
 	}
-	if err := s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{put(3, "slow3"), put(4, "slow4"), getOp(5, "k")}}); err != nil {
+	late := put(6, "late")
+	late.TimeoutUs = 100e3
+	if err := s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{put(3, "slow3"), put(4, "slow4"), getOp(5, "k"), late}}); err != nil {
 		t.Fatal(err)
 	}
 	kv := kvpb.NewKVClient(cc)
@@ -208,17 +211,25 @@ func TestStreamOperationsOverLimits(t *testing.T) {
 		}
 		return nil
 	})
-	r, _ = answers(t, s, 3, 4, 5)
+	r, _ = answers(t, s, 3, 4, 5, 6)
 	for id, res := range r {
-		if err := resultErr(res); err != nil {
+		if err := resultErr(res); err != nil && id != 6 {
 			t.Errorf("operation %d: %v", id, err)
 		}
+	}
+	// The last waited for a place longer than its caller would wait: it
+	// is answered so, and not run.
+	if err := resultErr(r[6]); !errors.Is(err, kvstore.ErrTimeout) {
+		t.Errorf("a write whose time ran out while it waited: %v, want ErrTimeout", err)
 	}
 	if err := c.SetNodeDelay(ldr, 0); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kv.Get(ctxT(t, 5*time.Second), &kvpb.GetRequest{Key: "k"}); err != nil {
 		t.Errorf("a call once the stream's writes are done: %v", err)
+	}
+	if v, found, err := cl.Get(ctxT(t, 10*time.Second), "late"); err != nil || found {
+		t.Errorf("get late = %q %v %v: the write that timed out before it started was run", v, found, err)
 	}
 }
 
@@ -266,12 +277,14 @@ func TestNodeStopEndsItsStreams(t *testing.T) {
 }
 
 // streamNode is a node stand-in that serves Stream: it answers each Get
-// with "v-<key>" at once, never answers a key starting with "hang", and
-// breaks its first stream (Unavailable) at the first key "break".
+// with "v-<key>" and each Put with success at once, never answers an
+// operation on a key starting with "hang", and breaks its first stream
+// (Unavailable) at the first key "break".
 type streamNode struct {
 	kvpb.UnimplementedKVServer
 	opened atomic.Int64
 	broke  atomic.Bool
+	seen   atomic.Int64 // operations received
 }
 
 func (f *streamNode) Stream(s kvpb.KV_StreamServer) error {
@@ -284,8 +297,15 @@ func (f *streamNode) Stream(s kvpb.KV_StreamServer) error {
 		if err != nil {
 			return err
 		}
+		f.seen.Add(int64(len(req.Ops)))
 		resp := &kvpb.BatchResponse{}
 		for _, op := range req.Ops {
+			if put := op.GetPut(); put != nil {
+				if !strings.HasPrefix(put.Key, "hang") {
+					resp.Results = append(resp.Results, &kvpb.BatchResult{Id: op.Id, Put: &kvpb.PutResponse{}})
+				}
+				continue
+			}
 			key := op.GetGet().GetKey()
 			switch {
 			case strings.HasPrefix(key, "hang"):
@@ -302,7 +322,8 @@ func (f *streamNode) Stream(s kvpb.KV_StreamServer) error {
 }
 
 // TestStreamCallsEndOnTheirOwn: a read whose caller gives up returns at
-// its deadline while the stream goes on serving the others; a stream that
+// its deadline while the stream goes on serving the others, and a write
+// sent on a stream whose caller gives up is outcome unknown; a stream that
 // breaks fails its calls, which the client retries on a new stream.
 func TestStreamCallsEndOnTheirOwn(t *testing.T) {
 	f := &streamNode{}
@@ -332,10 +353,49 @@ func TestStreamCallsEndOnTheirOwn(t *testing.T) {
 		t.Fatal("the read that hangs did not end at its deadline")
 	}
 
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := cl.Put(ctx, "hang", "v"); !errors.Is(err, client.ErrOutcomeUnknown) {
+		t.Errorf("a write sent and never answered: %v, want ErrOutcomeUnknown", err)
+	}
+	if err := cl.Put(ctxT(t, 10*time.Second), "k", "v"); err != nil {
+		t.Errorf("a write beside it: %v", err)
+	}
+
 	if v, _, err := cl.Get(ctxT(t, 10*time.Second), "break"); err != nil || v != "v-break" {
 		t.Errorf("a read whose stream broke: %q %v, want it retried on a new stream", v, err)
 	}
-	if n := f.opened.Load(); n != 2 {
-		t.Errorf("%d streams opened, want 2", n)
+	if n := f.opened.Load(); n != 3 {
+		t.Errorf("%d streams opened, want 3 (reads, writes, reads again)", n)
+	}
+}
+
+// TestStreamBoundsItsUnansweredCalls: a stream has at most MaxStreamOps
+// calls sent and unanswered; more wait in the client, and go out once
+// callers give up on the ones the node does not answer, so a node that
+// never answers some cannot wedge the stream.
+func TestStreamBoundsItsUnansweredCalls(t *testing.T) {
+	f := &streamNode{}
+	cl, err := client.New(client.Config{Endpoints: []string{serveKV(t, f)}, Timeout: time.Minute, AttemptTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	const extra = 10
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range client.MaxStreamOps + extra {
+		wg.Go(func() { _, _, _ = cl.Get(ctx, fmt.Sprint("hang-", i)) })
+	}
+	soon.Succeeds(t, 30*time.Second, func() error {
+		if q, n := client.StreamQueued(cl), f.seen.Load(); q != extra || n != client.MaxStreamOps {
+			return fmt.Errorf("%d calls queued in the client and %d received by the node, want %d and %d", q, n, extra, client.MaxStreamOps)
+		}
+		return nil
+	})
+	cancel()
+	wg.Wait()
+	if v, _, err := cl.Get(ctxT(t, 10*time.Second), "a"); err != nil || v != "v-a" {
+		t.Errorf("a read after %d calls gave up: %q %v", client.MaxStreamOps+extra, v, err)
 	}
 }
