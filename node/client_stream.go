@@ -171,10 +171,14 @@ func (ss *serverStream) start(op *kvpb.BatchOp, deadline time.Time) {
 		return
 	}
 	n.workers.do(func() {
-		defer l.release(ss.who, 1)
 		ctx, cancel := opContext(ss.ctx, deadline)
-		defer cancel()
-		ss.answer(op.Id, ss.s.batchOp(ctx, op))
+		r := ss.s.batchOp(ctx, op)
+		cancel()
+		// Released before the answer is queued, as a call's is before its
+		// answer leaves: a client that sends its next operation once it
+		// has this answer must find the place free.
+		l.release(ss.who, 1)
+		ss.answer(op.Id, r)
 	})
 }
 
