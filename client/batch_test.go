@@ -13,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/kvstore/kvstore"
@@ -284,11 +283,7 @@ func TestNodeAnswersEachBatchOperation(t *testing.T) {
 	if err := cl.Put(ctxT(t, 10*time.Second), "there", "v"); err != nil {
 		t.Fatal(err)
 	}
-	cc, err := grpc.NewClient("passthrough:///"+addr(t, c, 1), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
+	cc := rawConn(t, addr(t, c, 1))
 	get := func(k string) *kvpb.BatchOp {
 		return &kvpb.BatchOp{Op: &kvpb.BatchOp_Get{Get: &kvpb.GetRequest{Key: k}}}
 	}

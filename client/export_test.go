@@ -6,46 +6,48 @@ func SetFaultRotateAnswers(on bool) { faultRotateAnswers.Store(on) }
 // SetFaultRotateStreamAnswers switches the deliberate stream bug on or off.
 func SetFaultRotateStreamAnswers(on bool) { faultRotateStreamAnswers.Store(on) }
 
+// eachStreamer calls f with each of c's streamers, reads' and writes'.
+func eachStreamer(c *Client, f func(s *streamer)) {
+	for _, ss := range [][]streamer{c.streams, c.wstreams} {
+		for i := range ss {
+			f(&ss[i])
+		}
+	}
+}
+
 // StreamStats returns how many request messages c sent on streams and how
 // many operations they carried, over every endpoint.
 func StreamStats(c *Client) (messages, ops int64) {
-	for _, ss := range [][]streamer{c.streams, c.wstreams} {
-		for i := range ss {
-			messages += ss[i].sent.Load()
-			ops += ss[i].carried.Load()
-		}
-	}
+	eachStreamer(c, func(s *streamer) {
+		messages += s.sent.Load()
+		ops += s.carried.Load()
+	})
 	return messages, ops
 }
 
-// NoStreams makes c send its reads in batches, as to nodes without
+// NoStreams makes c send its calls in batches, as to nodes without
 // Stream.
 func NoStreams(c *Client) {
-	for _, ss := range [][]streamer{c.streams, c.wstreams} {
-		for i := range ss {
-			ss[i].mu.Lock()
-			ss[i].off = true
-			ss[i].mu.Unlock()
-		}
-	}
+	eachStreamer(c, func(s *streamer) {
+		s.mu.Lock()
+		s.off = true
+		s.mu.Unlock()
+	})
 }
 
 // StreamQueued returns how many operations wait in c's stream queues
 // (not sent).
 func StreamQueued(c *Client) int {
 	n := 0
-	for _, ss := range [][]streamer{c.streams, c.wstreams} {
-		for i := range ss {
-			s := &ss[i]
-			s.mu.Lock()
-			if st := s.cur; st != nil {
-				st.mu.Lock()
-				n += len(st.queue)
-				st.mu.Unlock()
-			}
-			s.mu.Unlock()
+	eachStreamer(c, func(s *streamer) {
+		s.mu.Lock()
+		if st := s.cur; st != nil {
+			st.mu.Lock()
+			n += len(st.queue)
+			st.mu.Unlock()
 		}
-	}
+		s.mu.Unlock()
+	})
 	return n
 }
 
@@ -55,16 +57,13 @@ const MaxStreamOps = maxStreamOps
 // Streams returns how many streams c has open.
 func Streams(c *Client) int {
 	n := 0
-	for _, ss := range [][]streamer{c.streams, c.wstreams} {
-		for i := range ss {
-			s := &ss[i]
-			s.mu.Lock()
-			if s.cur != nil {
-				n++
-			}
-			s.mu.Unlock()
+	eachStreamer(c, func(s *streamer) {
+		s.mu.Lock()
+		if s.cur != nil {
+			n++
 		}
-	}
+		s.mu.Unlock()
+	})
 	return n
 }
 

@@ -8,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/kvstore/kvstore/client"
@@ -128,12 +126,8 @@ func TestOverLimitRequestsAreRefusedAndChangeNothing(t *testing.T) {
 		}
 	}
 	// The same through the raw gRPC API: the status code, and the Node API.
-	cc, err := grpc.NewClient("passthrough:///"+addr(t, c, 1), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.Close()
-	_, err = kvpb.NewKVClient(cc).Put(ctxT(t, 10*time.Second), &kvpb.PutRequest{Key: "ok", Value: long(testMaxValue + 1)})
+	cc := rawConn(t, addr(t, c, 1))
+	_, err := kvpb.NewKVClient(cc).Put(ctxT(t, 10*time.Second), &kvpb.PutRequest{Key: "ok", Value: long(testMaxValue + 1)})
 	if status.Code(err) != codes.InvalidArgument {
 		t.Errorf("raw put over MaxValueSize: code %v (%v), want InvalidArgument", status.Code(err), err)
 	}
@@ -149,6 +143,23 @@ func TestOverLimitRequestsAreRefusedAndChangeNothing(t *testing.T) {
 	}
 }
 
+// limitedLeader starts a 3-node cluster whose nodes allow each client
+// connection maxClientRequests in flight, and returns it, its leader and a
+// client of the leader that wrote k = v0.
+func limitedLeader(t *testing.T, maxClientRequests int) (*cluster.Cluster, int, *client.Client) {
+	t.Helper()
+	c := newLimitedCluster(t, 3, maxClientRequests)
+	ldr, _, err := c.Leader(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := newClient(t, addr(t, c, ldr))
+	if err := cl.Put(ctxT(t, 10*time.Second), "k", "v0"); err != nil {
+		t.Fatal(err)
+	}
+	return c, ldr, cl
+}
+
 // TestClientOverMaxClientRequestsIsBusy saturates one client connection's
 // allowance at the leader with writes slowed by a delayed link: the next
 // request on that connection fails at once with ErrBusy (gRPC code
@@ -156,15 +167,7 @@ func TestOverLimitRequestsAreRefusedAndChangeNothing(t *testing.T) {
 // slow writes end the first connection is served again.
 func TestClientOverMaxClientRequestsIsBusy(t *testing.T) {
 	const allowed = 2
-	c := newLimitedCluster(t, 3, allowed)
-	ldr, _, err := c.Leader(ctxT(t, 10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	busy := newClient(t, addr(t, c, ldr))
-	if err := busy.Put(ctxT(t, 10*time.Second), "k", "v0"); err != nil {
-		t.Fatal(err)
-	}
+	c, ldr, busy := limitedLeader(t, allowed)
 	// Under the node-to-node call timeout (1 s), so that the slow writes
 	// succeed, slowly.
 	if err := c.SetNodeDelay(ldr, 400*time.Millisecond); err != nil {

@@ -168,15 +168,7 @@ func TestNodeAnswersEachStreamOperation(t *testing.T) {
 // unless its time runs out while it waits.
 func TestStreamOperationsOverLimits(t *testing.T) {
 	const allowed = 2
-	c := newLimitedCluster(t, 3, allowed)
-	ldr, _, err := c.Leader(ctxT(t, 10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl := newClient(t, addr(t, c, ldr))
-	if err := cl.Put(ctxT(t, 10*time.Second), "k", "v0"); err != nil {
-		t.Fatal(err)
-	}
+	c, ldr, cl := limitedLeader(t, allowed)
 	cc := rawConn(t, addr(t, c, ldr))
 	s := openStream(t, cc)
 	if err := s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{getOp(1, strings.Repeat("k", testMaxRequest)), getOp(2, "k")}}); err != nil {
