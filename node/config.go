@@ -192,6 +192,11 @@ type Faults struct {
 	// entries, the leader's own count of its entries) before they are on
 	// disk. Snapshots, promises and reconcile records are still waited for.
 	SkipDurableWait bool
+	// RotateForwardAnswers hands the answers of each message of a Forward
+	// stream with several in it to the wrong writes (forward.go): a
+	// write is acknowledged with another's answer, possibly before it
+	// is visible.
+	RotateForwardAnswers bool
 	// IgnoreLeave makes a removed node refuse the leader's word to leave
 	// (as a node the word cannot reach would), so that only the leader
 	// keeps it out of the voter record.

@@ -26,3 +26,9 @@ func (n *Node) OnDisk() store.Version {
 func (r *replica) appendAt(epoch int64, ld leadership, prev store.Version, entries []store.Entry, early bool) (standing, *durable.Pending, error) {
 	return r.appendEntries(context.Background(), epoch, ld, prev, entries, early, false)
 }
+
+// ForwardStats returns how many messages the node sent on its Forward
+// streams and how many writes they carried.
+func (n *Node) ForwardStats() (messages, writes int64) {
+	return n.forwarder.sent.Load(), n.forwarder.carried.Load()
+}

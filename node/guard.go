@@ -37,3 +37,23 @@ func (g *guard) intercept(ctx context.Context, req any, info *grpc.UnaryServerIn
 	}
 	return resp, rpc.ToStatus(err)
 }
+
+// interceptStream is the stream interceptor: with TLS on, a node-to-node
+// stream opens only for a caller with a node certificate (tap refuses
+// others earlier; this is the second line, as authorize is for calls),
+// and rmi-down refuses node-to-node streams as it refuses calls. Each
+// operation of a stream is answered with its own status (opstream.go).
+func (g *guard) interceptStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	n := g.n
+	if isPeerMethod(info.FullMethod) {
+		if n.cfg.ServerTLS != nil {
+			if err := g.checkNodeRole(ss.Context(), info.FullMethod); err != nil {
+				return err
+			}
+		}
+		if n.rpcDown.Load() {
+			return status.Error(codes.Unavailable, "node "+n.cfg.ID+": inbound RPC is down")
+		}
+	}
+	return rpc.ToStatus(h(srv, ss))
+}

@@ -72,8 +72,9 @@ type Node struct {
 	addr string
 	pool Transport // Config.Transport, or gRPC connections (transport.go)
 	// workers run the blocking operations of client batches (workers.go).
-	workers *workers
-	local   localGate // in-memory calls in flight (PeerService)
+	workers   *workers
+	forwarder *forwarder // Forward streams to the leader (forward.go)
+	local     localGate  // in-memory calls in flight (PeerService)
 
 	ctx    context.Context // canceled by Close or Kill
 	cancel context.CancelCauseFunc
@@ -205,9 +206,11 @@ func New(cfg Config) (*Node, error) {
 	n.met = newMetrics(n)
 	n.ctx, n.cancel = context.WithCancelCause(context.Background())
 	n.workers = newWorkers()
+	n.forwarder = newForwarder(n)
 	n.srv = grpc.NewServer(
 		grpc.InTapHandle(n.guard.tap),
 		grpc.ChainUnaryInterceptor(n.guard.authorize, n.guard.intercept),
+		grpc.ChainStreamInterceptor(n.guard.interceptStream),
 		serverCreds(cfg.ServerTLS),
 		grpc.MaxRecvMsgSize(rpc.MaxMsgSize),
 		grpc.MaxSendMsgSize(rpc.MaxMsgSize),
@@ -307,6 +310,7 @@ func (n *Node) closeWith(ctx context.Context, cause error) error {
 	}
 	n.local.close()
 	n.wg.Wait()
+	n.forwarder.wait()
 	n.workers.close()
 	n.pool.Close()
 	n.rep.closeDisk(n.log)
@@ -338,6 +342,7 @@ func (n *Node) kill(powerLoss bool) (torn int) {
 	n.stop(fmt.Errorf("node %s: %w (killed)", n.cfg.ID, kvstore.ErrStopped))
 	n.local.close()
 	n.wg.Wait()
+	n.forwarder.wait()
 	n.workers.close()
 	n.pool.Close()
 	n.rep.closeDisk(n.log)

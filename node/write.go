@@ -196,10 +196,13 @@ func (w *writer) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID
 	}
 }
 
-// sendWrite sends one forwarded write to the leader target at addr. reached
-// reports whether the request may have left this node: gRPC reports the
-// peer only for an attempt that got a stream on a connection, and without
-// one the request never left. The call ends as soon as this node sees
+// sendWrite sends one forwarded write to the leader target at addr, on
+// the node's Forward stream to addr (forward.go), or in a Write call of
+// its own to a leader without Forward. reached reports whether the
+// request may have left this node: gRPC reports the peer only for an
+// attempt that got a stream on a connection, and without one the request
+// never left; a write on a stream may have left once it was handed to the
+// stream's sender. The call ends as soon as this node sees
 // another leader (toLeader).
 func (w *writer) sendWrite(ctx context.Context, addr string, target coord.Leader, req *kvpb.WriteRequest) (resp *kvpb.WriteResponse, reached bool, err error) {
 	n := w.n
@@ -211,6 +214,13 @@ func (w *writer) sendWrite(ctx context.Context, addr string, target coord.Leader
 	defer done()
 	if cctx.Err() != nil {
 		return nil, false, callErr(cctx, ctxErr(cctx))
+	}
+	resp, reached, err = n.forwarder.write(cctx, c, addr, req)
+	if !errors.Is(err, errNoForward) {
+		if err != nil {
+			return nil, reached, callErr(cctx, rpc.FromStatus(err))
+		}
+		return resp, true, nil
 	}
 	var p grpcpeer.Peer
 	resp, err = c.Write(cctx, req, grpc.Peer(&p))

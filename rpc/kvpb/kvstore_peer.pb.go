@@ -1649,6 +1649,221 @@ func (x *WriteResponse) GetLeaseMs() int64 {
 	return 0
 }
 
+// ForwardRequest is one message of a Forward stream: writes sent together.
+type ForwardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Writes        []*ForwardedWrite      `protobuf:"bytes,1,rep,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardRequest) Reset() {
+	*x = ForwardRequest{}
+	mi := &file_kvstore_peer_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardRequest) ProtoMessage() {}
+
+func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
+func (*ForwardRequest) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ForwardRequest) GetWrites() []*ForwardedWrite {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+type ForwardedWrite struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"` // unique on its stream; its answer names it
+	// How long the sender still waits, in microseconds, from the message's
+	// arrival: the leader gives up on the write then, and does not start it
+	// if that time ran out first (0: as long as the stream lasts).
+	TimeoutUs     int64         `protobuf:"varint,2,opt,name=timeout_us,json=timeoutUs,proto3" json:"timeout_us,omitempty"`
+	Write         *WriteRequest `protobuf:"bytes,3,opt,name=write,proto3" json:"write,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardedWrite) Reset() {
+	*x = ForwardedWrite{}
+	mi := &file_kvstore_peer_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardedWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardedWrite) ProtoMessage() {}
+
+func (x *ForwardedWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardedWrite.ProtoReflect.Descriptor instead.
+func (*ForwardedWrite) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ForwardedWrite) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ForwardedWrite) GetTimeoutUs() int64 {
+	if x != nil {
+		return x.TimeoutUs
+	}
+	return 0
+}
+
+func (x *ForwardedWrite) GetWrite() *WriteRequest {
+	if x != nil {
+		return x.Write
+	}
+	return nil
+}
+
+// ForwardResponse carries answers of writes that are done, in any order.
+type ForwardResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*ForwardedResult     `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardResponse) Reset() {
+	*x = ForwardResponse{}
+	mi := &file_kvstore_peer_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardResponse) ProtoMessage() {}
+
+func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
+func (*ForwardResponse) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ForwardResponse) GetResults() []*ForwardedResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type ForwardedResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The error, as the google.rpc.Status (serialized) Write would have
+	// failed with; empty on success.
+	Error         []byte         `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	Write         *WriteResponse `protobuf:"bytes,3,opt,name=write,proto3" json:"write,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardedResult) Reset() {
+	*x = ForwardedResult{}
+	mi := &file_kvstore_peer_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardedResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardedResult) ProtoMessage() {}
+
+func (x *ForwardedResult) ProtoReflect() protoreflect.Message {
+	mi := &file_kvstore_peer_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardedResult.ProtoReflect.Descriptor instead.
+func (*ForwardedResult) Descriptor() ([]byte, []int) {
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ForwardedResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ForwardedResult) GetError() []byte {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *ForwardedResult) GetWrite() *WriteResponse {
+	if x != nil {
+		return x.Write
+	}
+	return nil
+}
+
 type RemoveVoterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
@@ -1661,7 +1876,7 @@ type RemoveVoterRequest struct {
 
 func (x *RemoveVoterRequest) Reset() {
 	*x = RemoveVoterRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[19]
+	mi := &file_kvstore_peer_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1888,7 @@ func (x *RemoveVoterRequest) String() string {
 func (*RemoveVoterRequest) ProtoMessage() {}
 
 func (x *RemoveVoterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[19]
+	mi := &file_kvstore_peer_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1901,7 @@ func (x *RemoveVoterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveVoterRequest.ProtoReflect.Descriptor instead.
 func (*RemoveVoterRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{19}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RemoveVoterRequest) GetCluster() string {
@@ -1726,7 +1941,7 @@ type RemoveVoterResponse struct {
 
 func (x *RemoveVoterResponse) Reset() {
 	*x = RemoveVoterResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[20]
+	mi := &file_kvstore_peer_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1738,7 +1953,7 @@ func (x *RemoveVoterResponse) String() string {
 func (*RemoveVoterResponse) ProtoMessage() {}
 
 func (x *RemoveVoterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[20]
+	mi := &file_kvstore_peer_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1751,7 +1966,7 @@ func (x *RemoveVoterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveVoterResponse.ProtoReflect.Descriptor instead.
 func (*RemoveVoterResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{20}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RemoveVoterResponse) GetVoters() []string {
@@ -1774,7 +1989,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[21]
+	mi := &file_kvstore_peer_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1786,7 +2001,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[21]
+	mi := &file_kvstore_peer_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1799,7 +2014,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{21}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *LeaveRequest) GetCluster() string {
@@ -1845,7 +2060,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[22]
+	mi := &file_kvstore_peer_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1857,7 +2072,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[22]
+	mi := &file_kvstore_peer_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1870,7 +2085,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{22}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{26}
 }
 
 type ProbeRequest struct {
@@ -1885,7 +2100,7 @@ type ProbeRequest struct {
 
 func (x *ProbeRequest) Reset() {
 	*x = ProbeRequest{}
-	mi := &file_kvstore_peer_proto_msgTypes[23]
+	mi := &file_kvstore_peer_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +2112,7 @@ func (x *ProbeRequest) String() string {
 func (*ProbeRequest) ProtoMessage() {}
 
 func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[23]
+	mi := &file_kvstore_peer_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2125,7 @@ func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
 func (*ProbeRequest) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{23}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ProbeRequest) GetCluster() string {
@@ -1952,7 +2167,7 @@ type ProbeResponse struct {
 
 func (x *ProbeResponse) Reset() {
 	*x = ProbeResponse{}
-	mi := &file_kvstore_peer_proto_msgTypes[24]
+	mi := &file_kvstore_peer_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1964,7 +2179,7 @@ func (x *ProbeResponse) String() string {
 func (*ProbeResponse) ProtoMessage() {}
 
 func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kvstore_peer_proto_msgTypes[24]
+	mi := &file_kvstore_peer_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1977,7 +2192,7 @@ func (x *ProbeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeResponse.ProtoReflect.Descriptor instead.
 func (*ProbeResponse) Descriptor() ([]byte, []int) {
-	return file_kvstore_peer_proto_rawDescGZIP(), []int{24}
+	return file_kvstore_peer_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ProbeResponse) GetRecovering() bool {
@@ -2125,7 +2340,20 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\rWriteResponse\x123\n" +
 	"\aversion\x18\x01 \x01(\v2\x19.kvstore.peer.v1.PositionR\aversion\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x19\n" +
-	"\blease_ms\x18\x03 \x01(\x03R\aleaseMs\"y\n" +
+	"\blease_ms\x18\x03 \x01(\x03R\aleaseMs\"I\n" +
+	"\x0eForwardRequest\x127\n" +
+	"\x06writes\x18\x01 \x03(\v2\x1f.kvstore.peer.v1.ForwardedWriteR\x06writes\"t\n" +
+	"\x0eForwardedWrite\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1d\n" +
+	"\n" +
+	"timeout_us\x18\x02 \x01(\x03R\ttimeoutUs\x123\n" +
+	"\x05write\x18\x03 \x01(\v2\x1d.kvstore.peer.v1.WriteRequestR\x05write\"M\n" +
+	"\x0fForwardResponse\x12:\n" +
+	"\aresults\x18\x01 \x03(\v2 .kvstore.peer.v1.ForwardedResultR\aresults\"m\n" +
+	"\x0fForwardedResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\fR\x05error\x124\n" +
+	"\x05write\x18\x03 \x01(\v2\x1e.kvstore.peer.v1.WriteResponseR\x05write\"y\n" +
 	"\x12RemoveVoterRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x17\n" +
@@ -2153,7 +2381,7 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\aOP_NOOP\x10\x00\x12\n" +
 	"\n" +
 	"\x06OP_SET\x10\x01\x12\r\n" +
-	"\tOP_DELETE\x10\x022\x8b\x06\n" +
+	"\tOP_DELETE\x10\x022\xdd\x06\n" +
 	"\x04Peer\x12L\n" +
 	"\aPrepare\x12\x1f.kvstore.peer.v1.PrepareRequest\x1a .kvstore.peer.v1.PrepareResponse\x12I\n" +
 	"\x06Append\x12\x1e.kvstore.peer.v1.AppendRequest\x1a\x1f.kvstore.peer.v1.AppendResponse\x12M\n" +
@@ -2161,7 +2389,8 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\x0fInstallSnapshot\x12\x1e.kvstore.peer.v1.SnapshotChunk\x1a&.kvstore.peer.v1.SnapshotChunkResponse\x12F\n" +
 	"\x05Fetch\x12\x1d.kvstore.peer.v1.FetchRequest\x1a\x1e.kvstore.peer.v1.FetchResponse\x12F\n" +
 	"\x05Renew\x12\x1d.kvstore.peer.v1.RenewRequest\x1a\x1e.kvstore.peer.v1.RenewResponse\x12F\n" +
-	"\x05Write\x12\x1d.kvstore.peer.v1.WriteRequest\x1a\x1e.kvstore.peer.v1.WriteResponse\x12X\n" +
+	"\x05Write\x12\x1d.kvstore.peer.v1.WriteRequest\x1a\x1e.kvstore.peer.v1.WriteResponse\x12P\n" +
+	"\aForward\x12\x1f.kvstore.peer.v1.ForwardRequest\x1a .kvstore.peer.v1.ForwardResponse(\x010\x01\x12X\n" +
 	"\vRemoveVoter\x12#.kvstore.peer.v1.RemoveVoterRequest\x1a$.kvstore.peer.v1.RemoveVoterResponse\x12F\n" +
 	"\x05Leave\x12\x1d.kvstore.peer.v1.LeaveRequest\x1a\x1e.kvstore.peer.v1.LeaveResponse\x12F\n" +
 	"\x05Probe\x12\x1d.kvstore.peer.v1.ProbeRequest\x1a\x1e.kvstore.peer.v1.ProbeResponseB%Z#github.com/kvstore/kvstore/rpc/kvpbb\x06proto3"
@@ -2179,7 +2408,7 @@ func file_kvstore_peer_proto_rawDescGZIP() []byte {
 }
 
 var file_kvstore_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kvstore_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_kvstore_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_kvstore_peer_proto_goTypes = []any{
 	(Op)(0),                       // 0: kvstore.peer.v1.Op
 	(*Position)(nil),              // 1: kvstore.peer.v1.Position
@@ -2201,12 +2430,16 @@ var file_kvstore_peer_proto_goTypes = []any{
 	(*RenewResponse)(nil),         // 17: kvstore.peer.v1.RenewResponse
 	(*WriteRequest)(nil),          // 18: kvstore.peer.v1.WriteRequest
 	(*WriteResponse)(nil),         // 19: kvstore.peer.v1.WriteResponse
-	(*RemoveVoterRequest)(nil),    // 20: kvstore.peer.v1.RemoveVoterRequest
-	(*RemoveVoterResponse)(nil),   // 21: kvstore.peer.v1.RemoveVoterResponse
-	(*LeaveRequest)(nil),          // 22: kvstore.peer.v1.LeaveRequest
-	(*LeaveResponse)(nil),         // 23: kvstore.peer.v1.LeaveResponse
-	(*ProbeRequest)(nil),          // 24: kvstore.peer.v1.ProbeRequest
-	(*ProbeResponse)(nil),         // 25: kvstore.peer.v1.ProbeResponse
+	(*ForwardRequest)(nil),        // 20: kvstore.peer.v1.ForwardRequest
+	(*ForwardedWrite)(nil),        // 21: kvstore.peer.v1.ForwardedWrite
+	(*ForwardResponse)(nil),       // 22: kvstore.peer.v1.ForwardResponse
+	(*ForwardedResult)(nil),       // 23: kvstore.peer.v1.ForwardedResult
+	(*RemoveVoterRequest)(nil),    // 24: kvstore.peer.v1.RemoveVoterRequest
+	(*RemoveVoterResponse)(nil),   // 25: kvstore.peer.v1.RemoveVoterResponse
+	(*LeaveRequest)(nil),          // 26: kvstore.peer.v1.LeaveRequest
+	(*LeaveResponse)(nil),         // 27: kvstore.peer.v1.LeaveResponse
+	(*ProbeRequest)(nil),          // 28: kvstore.peer.v1.ProbeRequest
+	(*ProbeResponse)(nil),         // 29: kvstore.peer.v1.ProbeResponse
 }
 var file_kvstore_peer_proto_depIdxs = []int32{
 	0,  // 0: kvstore.peer.v1.Entry.op:type_name -> kvstore.peer.v1.Op
@@ -2230,31 +2463,37 @@ var file_kvstore_peer_proto_depIdxs = []int32{
 	1,  // 18: kvstore.peer.v1.RenewKey.version:type_name -> kvstore.peer.v1.Position
 	0,  // 19: kvstore.peer.v1.WriteRequest.op:type_name -> kvstore.peer.v1.Op
 	1,  // 20: kvstore.peer.v1.WriteResponse.version:type_name -> kvstore.peer.v1.Position
-	8,  // 21: kvstore.peer.v1.Peer.Prepare:input_type -> kvstore.peer.v1.PrepareRequest
-	10, // 22: kvstore.peer.v1.Peer.Append:input_type -> kvstore.peer.v1.AppendRequest
-	12, // 23: kvstore.peer.v1.Peer.GetSnapshot:input_type -> kvstore.peer.v1.GetSnapshotRequest
-	6,  // 24: kvstore.peer.v1.Peer.InstallSnapshot:input_type -> kvstore.peer.v1.SnapshotChunk
-	13, // 25: kvstore.peer.v1.Peer.Fetch:input_type -> kvstore.peer.v1.FetchRequest
-	15, // 26: kvstore.peer.v1.Peer.Renew:input_type -> kvstore.peer.v1.RenewRequest
-	18, // 27: kvstore.peer.v1.Peer.Write:input_type -> kvstore.peer.v1.WriteRequest
-	20, // 28: kvstore.peer.v1.Peer.RemoveVoter:input_type -> kvstore.peer.v1.RemoveVoterRequest
-	22, // 29: kvstore.peer.v1.Peer.Leave:input_type -> kvstore.peer.v1.LeaveRequest
-	24, // 30: kvstore.peer.v1.Peer.Probe:input_type -> kvstore.peer.v1.ProbeRequest
-	9,  // 31: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
-	11, // 32: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
-	5,  // 33: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
-	7,  // 34: kvstore.peer.v1.Peer.InstallSnapshot:output_type -> kvstore.peer.v1.SnapshotChunkResponse
-	14, // 35: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
-	17, // 36: kvstore.peer.v1.Peer.Renew:output_type -> kvstore.peer.v1.RenewResponse
-	19, // 37: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
-	21, // 38: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
-	23, // 39: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
-	25, // 40: kvstore.peer.v1.Peer.Probe:output_type -> kvstore.peer.v1.ProbeResponse
-	31, // [31:41] is the sub-list for method output_type
-	21, // [21:31] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	21, // 21: kvstore.peer.v1.ForwardRequest.writes:type_name -> kvstore.peer.v1.ForwardedWrite
+	18, // 22: kvstore.peer.v1.ForwardedWrite.write:type_name -> kvstore.peer.v1.WriteRequest
+	23, // 23: kvstore.peer.v1.ForwardResponse.results:type_name -> kvstore.peer.v1.ForwardedResult
+	19, // 24: kvstore.peer.v1.ForwardedResult.write:type_name -> kvstore.peer.v1.WriteResponse
+	8,  // 25: kvstore.peer.v1.Peer.Prepare:input_type -> kvstore.peer.v1.PrepareRequest
+	10, // 26: kvstore.peer.v1.Peer.Append:input_type -> kvstore.peer.v1.AppendRequest
+	12, // 27: kvstore.peer.v1.Peer.GetSnapshot:input_type -> kvstore.peer.v1.GetSnapshotRequest
+	6,  // 28: kvstore.peer.v1.Peer.InstallSnapshot:input_type -> kvstore.peer.v1.SnapshotChunk
+	13, // 29: kvstore.peer.v1.Peer.Fetch:input_type -> kvstore.peer.v1.FetchRequest
+	15, // 30: kvstore.peer.v1.Peer.Renew:input_type -> kvstore.peer.v1.RenewRequest
+	18, // 31: kvstore.peer.v1.Peer.Write:input_type -> kvstore.peer.v1.WriteRequest
+	20, // 32: kvstore.peer.v1.Peer.Forward:input_type -> kvstore.peer.v1.ForwardRequest
+	24, // 33: kvstore.peer.v1.Peer.RemoveVoter:input_type -> kvstore.peer.v1.RemoveVoterRequest
+	26, // 34: kvstore.peer.v1.Peer.Leave:input_type -> kvstore.peer.v1.LeaveRequest
+	28, // 35: kvstore.peer.v1.Peer.Probe:input_type -> kvstore.peer.v1.ProbeRequest
+	9,  // 36: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
+	11, // 37: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
+	5,  // 38: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
+	7,  // 39: kvstore.peer.v1.Peer.InstallSnapshot:output_type -> kvstore.peer.v1.SnapshotChunkResponse
+	14, // 40: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
+	17, // 41: kvstore.peer.v1.Peer.Renew:output_type -> kvstore.peer.v1.RenewResponse
+	19, // 42: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
+	22, // 43: kvstore.peer.v1.Peer.Forward:output_type -> kvstore.peer.v1.ForwardResponse
+	25, // 44: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
+	27, // 45: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
+	29, // 46: kvstore.peer.v1.Peer.Probe:output_type -> kvstore.peer.v1.ProbeResponse
+	36, // [36:47] is the sub-list for method output_type
+	25, // [25:36] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_peer_proto_init() }
@@ -2268,7 +2507,7 @@ func file_kvstore_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kvstore_peer_proto_rawDesc), len(file_kvstore_peer_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   25,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	Peer_Fetch_FullMethodName           = "/kvstore.peer.v1.Peer/Fetch"
 	Peer_Renew_FullMethodName           = "/kvstore.peer.v1.Peer/Renew"
 	Peer_Write_FullMethodName           = "/kvstore.peer.v1.Peer/Write"
+	Peer_Forward_FullMethodName         = "/kvstore.peer.v1.Peer/Forward"
 	Peer_RemoveVoter_FullMethodName     = "/kvstore.peer.v1.Peer/RemoveVoter"
 	Peer_Leave_FullMethodName           = "/kvstore.peer.v1.Peer/Leave"
 	Peer_Probe_FullMethodName           = "/kvstore.peer.v1.Peer/Probe"
@@ -60,6 +61,11 @@ type PeerClient interface {
 	Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*RenewResponse, error)
 	// Write forwards a set or delete to the leader.
 	Write(ctx context.Context, in *WriteRequest, opts ...grpc.CallOption) (*WriteResponse, error)
+	// Forward carries a node's forwarded writes to the leader on one
+	// long-lived stream: each is served as Write would serve it alone and
+	// answered as soon as it is done, naming its id. A node without Forward
+	// (an older build) answers Unimplemented, and the sender uses Write.
+	Forward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardRequest, ForwardResponse], error)
 	// RemoveVoter forwards a voter removal to the leader.
 	RemoveVoter(ctx context.Context, in *RemoveVoterRequest, opts ...grpc.CallOption) (*RemoveVoterResponse, error)
 	// Leave tells a node the leader removed from the voter record to stop:
@@ -148,6 +154,19 @@ func (c *peerClient) Write(ctx context.Context, in *WriteRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *peerClient) Forward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardRequest, ForwardResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[0], Peer_Forward_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ForwardRequest, ForwardResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_ForwardClient = grpc.BidiStreamingClient[ForwardRequest, ForwardResponse]
+
 func (c *peerClient) RemoveVoter(ctx context.Context, in *RemoveVoterRequest, opts ...grpc.CallOption) (*RemoveVoterResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RemoveVoterResponse)
@@ -202,6 +221,11 @@ type PeerServer interface {
 	Renew(context.Context, *RenewRequest) (*RenewResponse, error)
 	// Write forwards a set or delete to the leader.
 	Write(context.Context, *WriteRequest) (*WriteResponse, error)
+	// Forward carries a node's forwarded writes to the leader on one
+	// long-lived stream: each is served as Write would serve it alone and
+	// answered as soon as it is done, naming its id. A node without Forward
+	// (an older build) answers Unimplemented, and the sender uses Write.
+	Forward(grpc.BidiStreamingServer[ForwardRequest, ForwardResponse]) error
 	// RemoveVoter forwards a voter removal to the leader.
 	RemoveVoter(context.Context, *RemoveVoterRequest) (*RemoveVoterResponse, error)
 	// Leave tells a node the leader removed from the voter record to stop:
@@ -240,6 +264,9 @@ func (UnimplementedPeerServer) Renew(context.Context, *RenewRequest) (*RenewResp
 }
 func (UnimplementedPeerServer) Write(context.Context, *WriteRequest) (*WriteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Write not implemented")
+}
+func (UnimplementedPeerServer) Forward(grpc.BidiStreamingServer[ForwardRequest, ForwardResponse]) error {
+	return status.Error(codes.Unimplemented, "method Forward not implemented")
 }
 func (UnimplementedPeerServer) RemoveVoter(context.Context, *RemoveVoterRequest) (*RemoveVoterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveVoter not implemented")
@@ -397,6 +424,13 @@ func _Peer_Write_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_Forward_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PeerServer).Forward(&grpc.GenericServerStream[ForwardRequest, ForwardResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_ForwardServer = grpc.BidiStreamingServer[ForwardRequest, ForwardResponse]
+
 func _Peer_RemoveVoter_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RemoveVoterRequest)
 	if err := dec(in); err != nil {
@@ -499,6 +533,13 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Peer_Probe_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Forward",
+			Handler:       _Peer_Forward_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "kvstore_peer.proto",
 }

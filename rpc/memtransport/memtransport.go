@@ -314,6 +314,12 @@ func (c *client) Probe(ctx context.Context, in *kvpb.ProbeRequest, opts ...grpc.
 	return call(ctx, c, in, opts, kvpb.PeerServer.Probe)
 }
 
+// Forward is a stream, which the network does not carry: it fails as a
+// node without Forward does, and the node forwards its writes with Write.
+func (c *client) Forward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[kvpb.ForwardRequest, kvpb.ForwardResponse], error) {
+	return nil, status.Error(codes.Unimplemented, "memtransport: streams are not carried")
+}
+
 // result is a handler's answer.
 type result[Resp proto.Message] struct {
 	resp Resp
