@@ -1,23 +1,26 @@
 package node
 
-// Forwarded writes on streams (Peer.Forward): a follower sends the writes
-// its clients give it to the leader on one long-lived stream per leader
-// address instead of one Write call each. A unary call costs each side a
-// new HTTP/2 stream, its headers and several goroutine hand-offs; on two
-// shared cores, a write through a follower took about 1.2 ms more than one
-// given to the leader (in-process W: 14,100 writes/s against 20,700 with
-// every write given to the leader). Writes that are sent together travel
-// in one message, and answers done together come back in one.
+// Forwarded operations on streams (Peer.Forward): a follower sends the
+// writes its clients give it, and the reads its cache misses (fetches), to
+// the leader on long-lived streams (one for writes, one for fetches) per
+// leader address instead of one Write or Fetch call each. A unary call
+// costs each side a new HTTP/2 stream, its headers and several goroutine
+// hand-offs; on two shared cores, a write through a follower took about
+// 1.2 ms more than one given to the leader (in-process W: 14,100 writes/s
+// against 20,700 with every write given to the leader). Operations sent
+// together travel in one message, and answers done together come back in
+// one.
 //
-// Each write is still a call of its own: the leader serves it as Write
-// would serve it alone (peerServer.Write: the cluster and incarnation
-// checks, validation, the leader's limits), under the time its sender has
-// left, and answers it with the status Write would have had, so
-// forwardWrite's retry, failover and outcome-unknown rules hold
-// unchanged. A write still queued when its sender gives up never leaves;
-// one handed to the stream may have. A leader without Forward (an older
-// build, or an in-memory transport) answers Unimplemented, and its writes
-// go by Write for a while (forwardRetry).
+// Each operation is still a call of its own: the leader serves it as
+// Write or Fetch would serve it alone (peerServer.Write and Fetch: the
+// cluster and incarnation checks, validation, the leader's limits), under
+// the time its sender has left, and answers it with the status that call
+// would have had, so forwardWrite's retry, failover and outcome-unknown
+// rules, and get's, hold unchanged. A write still queued when its sender
+// gives up never leaves; one handed to the stream may have. A leader
+// without Forward (an older build, or an in-memory transport) answers
+// Unimplemented, and its operations go by Write and Fetch for a while
+// (forwardRetry).
 
 import (
 	"context"
@@ -38,38 +41,50 @@ import (
 )
 
 const (
-	// maxForwardOps bounds the writes a Forward stream has unanswered at
-	// the leader; past it the leader reads no more of the stream.
+	// maxForwardOps bounds the operations a Forward stream has
+	// unanswered at the leader; past it the leader reads no more of the
+	// stream.
 	maxForwardOps = 1024
-	// maxForwardBytes bounds one message of writes (one larger write goes
-	// alone, up to the node's message limit).
+	// maxForwardBytes bounds one message of operations (one larger
+	// operation goes alone, up to the node's message limit).
 	maxForwardBytes = 1 << 20
-	// forwardRetry is how long writes to a leader without Forward go by
-	// Write before a stream is tried again (the node may be upgraded).
+	// forwardRetry is how long operations for a leader without Forward go
+	// by Write and Fetch before a stream is tried again (the node may be
+	// upgraded).
 	forwardRetry = time.Minute
 )
 
-// forwarder holds this node's Forward streams, one per leader address.
+// forwarder holds this node's Forward streams: two per leader address, one
+// for writes and one for fetches. A leader bounds what one stream has
+// unanswered (maxForwardOps) and a stream shares one flow-control window,
+// so writes waiting for the disks must not hold reads back.
 type forwarder struct {
 	n *Node
 
 	mu      sync.Mutex
-	streams map[string]*fwdStream
+	streams map[fwdKey]*fwdStream
 	off     map[string]time.Time // addresses without Forward, and since when
 	closed  bool                 // wait began: no stream opens any more
 	wg      sync.WaitGroup       // the streams' goroutines
 
-	sent, carried atomic.Int64 // messages sent on the streams, writes they carried
+	sent, carried atomic.Int64 // messages sent on the streams, operations they carried
 }
 
 func newForwarder(n *Node) *forwarder {
-	return &forwarder{n: n, streams: make(map[string]*fwdStream), off: make(map[string]time.Time)}
+	return &forwarder{n: n, streams: make(map[fwdKey]*fwdStream), off: make(map[string]time.Time)}
 }
 
-// fwdStream is one Forward stream and its writes in flight.
+// fwdKey names a stream: its leader's address, and whether it carries
+// fetches (or writes).
+type fwdKey struct {
+	addr  string
+	fetch bool
+}
+
+// fwdStream is one Forward stream and its operations in flight.
 type fwdStream struct {
 	f      *forwarder
-	addr   string
+	key    fwdKey
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -81,9 +96,9 @@ type fwdStream struct {
 	wake  chan struct{}
 }
 
-// fwdCall is one forwarded write on a stream.
+// fwdCall is one forwarded operation on a stream.
 type fwdCall struct {
-	w        *kvpb.ForwardedWrite
+	op       *kvpb.ForwardedOp
 	deadline time.Time
 	sent     bool // taken by the sender: it may have left
 	done     chan struct{}
@@ -95,16 +110,43 @@ type fwdCall struct {
 // errNoForward: the leader at the address has no Forward.
 var errNoForward = errors.New("node: the leader has no Forward")
 
-// write sends req to the leader at addr on its stream (c is the node's
-// client of addr) and returns its answer, as sendWrite's unary call does:
-// reached reports whether the write may have left this node. It fails
-// with errNoForward, having sent nothing, if the leader has no Forward.
+// write forwards req to the leader at addr on its stream (c is the
+// node's client of addr) and returns its answer as sendWrite's Write call
+// does: reached reports whether the write may have left this node. It
+// fails with errNoForward, having sent nothing, if the leader has no
+// Forward.
 func (f *forwarder) write(ctx context.Context, c kvpb.PeerClient, addr string, req *kvpb.WriteRequest) (resp *kvpb.WriteResponse, reached bool, err error) {
-	st, err := f.stream(c, addr)
+	r, reached, err := f.call(ctx, c, addr, &kvpb.ForwardedOp{Op: &kvpb.ForwardedOp_Write{Write: req}})
+	if err != nil {
+		return nil, reached, err
+	}
+	if r.GetWrite() == nil {
+		return nil, true, status.Error(codes.Internal, "node: a forwarded write answered with neither a result nor an error")
+	}
+	return r.GetWrite(), true, nil
+}
+
+// fetch forwards req to the leader at addr on its stream, as write does.
+func (f *forwarder) fetch(ctx context.Context, c kvpb.PeerClient, addr string, req *kvpb.FetchRequest) (*kvpb.FetchResponse, error) {
+	r, _, err := f.call(ctx, c, addr, &kvpb.ForwardedOp{Op: &kvpb.ForwardedOp_Fetch{Fetch: req}})
+	if err != nil {
+		return nil, err
+	}
+	if r.GetFetch() == nil {
+		return nil, status.Error(codes.Internal, "node: a forwarded fetch answered with neither a result nor an error")
+	}
+	return r.GetFetch(), nil
+}
+
+// call sends op on the stream to addr and returns its answer; reached
+// reports whether op may have left this node. Errors are gRPC statuses,
+// as a call's are.
+func (f *forwarder) call(ctx context.Context, c kvpb.PeerClient, addr string, op *kvpb.ForwardedOp) (r *kvpb.ForwardedResult, reached bool, err error) {
+	st, err := f.stream(c, fwdKey{addr: addr, fetch: op.GetFetch() != nil})
 	if err != nil {
 		return nil, false, err
 	}
-	call := st.enqueue(ctx, req)
+	call := st.enqueue(ctx, op)
 	select {
 	case <-call.done:
 	case <-ctx.Done():
@@ -126,31 +168,28 @@ func (f *forwarder) write(ctx context.Context, c kvpb.PeerClient, addr string, r
 	if err := rpc.UnmarshalStatus(call.res.Error); err != nil {
 		return nil, true, err
 	}
-	if call.res.Write == nil {
-		return nil, true, status.Error(codes.Internal, "node: a forwarded write answered with neither a result nor an error")
-	}
-	return call.res.Write, true, nil
+	return call.res, true, nil
 }
 
-// stream returns the open stream to addr, opening one if none is.
-func (f *forwarder) stream(c kvpb.PeerClient, addr string) (*fwdStream, error) {
+// stream returns the open stream k, opening one if none is.
+func (f *forwarder) stream(c kvpb.PeerClient, k fwdKey) (*fwdStream, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if since, ok := f.off[addr]; ok {
+	if since, ok := f.off[k.addr]; ok {
 		if time.Since(since) < forwardRetry {
 			return nil, errNoForward
 		}
-		delete(f.off, addr)
+		delete(f.off, k.addr)
 	}
-	if st := f.streams[addr]; st != nil {
+	if st := f.streams[k]; st != nil {
 		return st, nil
 	}
 	if f.closed || f.n.ctx.Err() != nil {
 		return nil, fmt.Errorf("node %s: %w", f.n.cfg.ID, kvstore.ErrStopped)
 	}
 	ctx, cancel := context.WithCancel(f.n.ctx)
-	st := &fwdStream{f: f, addr: addr, ctx: ctx, cancel: cancel, calls: make(map[uint64]*fwdCall), wake: make(chan struct{}, 1)}
-	f.streams[addr] = st
+	st := &fwdStream{f: f, key: k, ctx: ctx, cancel: cancel, calls: make(map[uint64]*fwdCall), wake: make(chan struct{}, 1)}
+	f.streams[k] = st
 	f.wg.Add(1)
 	go st.run(c)
 	return st, nil
@@ -165,10 +204,10 @@ func (f *forwarder) wait() {
 	f.wg.Wait()
 }
 
-// enqueue queues req for the next message. If the stream broke already,
+// enqueue queues op for the next message. If the stream broke already,
 // the returned call is done, with the stream's error and nothing sent.
-func (st *fwdStream) enqueue(ctx context.Context, req *kvpb.WriteRequest) *fwdCall {
-	call := &fwdCall{w: &kvpb.ForwardedWrite{Write: req}, done: make(chan struct{})}
+func (st *fwdStream) enqueue(ctx context.Context, op *kvpb.ForwardedOp) *fwdCall {
+	call := &fwdCall{op: op, done: make(chan struct{})}
 	call.deadline, _ = ctx.Deadline()
 	st.mu.Lock()
 	if st.err != nil {
@@ -178,8 +217,8 @@ func (st *fwdStream) enqueue(ctx context.Context, req *kvpb.WriteRequest) *fwdCa
 		return call
 	}
 	st.next++
-	call.w.Id = st.next
-	st.calls[call.w.Id] = call
+	call.op.Id = st.next
+	st.calls[call.op.Id] = call
 	st.queue = append(st.queue, call)
 	st.mu.Unlock()
 	select {
@@ -194,10 +233,10 @@ func (st *fwdStream) enqueue(ctx context.Context, req *kvpb.WriteRequest) *fwdCa
 func (st *fwdStream) forget(call *fwdCall) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if _, ok := st.calls[call.w.Id]; !ok {
+	if _, ok := st.calls[call.op.Id]; !ok {
 		return false
 	}
-	delete(st.calls, call.w.Id)
+	delete(st.calls, call.op.Id)
 	if !call.sent {
 		for i, q := range st.queue {
 			if q == call {
@@ -209,7 +248,7 @@ func (st *fwdStream) forget(call *fwdCall) bool {
 	return true
 }
 
-// run opens the stream, then sends the queued writes, those queued
+// run opens the stream, then sends the queued operations, those queued
 // together in one message, until the stream ends.
 func (st *fwdStream) run(c kvpb.PeerClient) {
 	defer st.f.wg.Done()
@@ -233,17 +272,17 @@ func (st *fwdStream) run(c kvpb.PeerClient) {
 			}
 			for len(queued) > 0 {
 				k, bytes := 0, 0
-				for k < len(queued) && (k == 0 || bytes+proto.Size(queued[k].w) <= maxForwardBytes) {
-					bytes += proto.Size(queued[k].w)
+				for k < len(queued) && (k == 0 || bytes+proto.Size(queued[k].op) <= maxForwardBytes) {
+					bytes += proto.Size(queued[k].op)
 					k++
 				}
-				msg := &kvpb.ForwardRequest{Writes: make([]*kvpb.ForwardedWrite, k)}
+				msg := &kvpb.ForwardRequest{Ops: make([]*kvpb.ForwardedOp, k)}
 				for i, call := range queued[:k] {
-					msg.Writes[i] = call.w
+					msg.Ops[i] = call.op
 				}
 				if err := cs.Send(msg); err != nil {
 					// End the stream, so that recvLoop fails its calls
-					// and the next write opens another.
+					// and the next operation opens another.
 					st.cancel()
 					return
 				}
@@ -255,7 +294,7 @@ func (st *fwdStream) run(c kvpb.PeerClient) {
 	}
 }
 
-// take removes every queued write from the queue and sets its timeout:
+// take removes every queued operation from the queue and sets its timeout:
 // the time its sender has left now.
 func (st *fwdStream) take() []*fwdCall {
 	st.mu.Lock()
@@ -266,7 +305,7 @@ func (st *fwdStream) take() []*fwdCall {
 	for _, call := range queued {
 		call.sent = true
 		if !call.deadline.IsZero() {
-			call.w.TimeoutUs = max(1, call.deadline.Sub(now).Microseconds())
+			call.op.TimeoutUs = max(1, call.deadline.Sub(now).Microseconds())
 		}
 	}
 	return queued
@@ -304,10 +343,10 @@ func (st *fwdStream) recvLoop(cs kvpb.Peer_ForwardClient) {
 }
 
 // fail ends the stream: every call not answered fails with err, and the
-// next write opens a new stream.
+// next operation opens a new stream.
 func (st *fwdStream) fail(err error) {
 	if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
-		err = status.Errorf(codes.Unavailable, "node %s: the stream to the leader at %s ended", st.f.n.cfg.ID, st.addr)
+		err = status.Errorf(codes.Unavailable, "node %s: the stream to the leader at %s ended", st.f.n.cfg.ID, st.key.addr)
 	}
 	st.mu.Lock()
 	st.err = err
@@ -318,8 +357,8 @@ func (st *fwdStream) fail(err error) {
 	st.cancel()
 	f := st.f
 	f.mu.Lock()
-	if f.streams[st.addr] == st {
-		delete(f.streams, st.addr)
+	if f.streams[st.key] == st {
+		delete(f.streams, st.key)
 	}
 	f.mu.Unlock()
 	for _, call := range calls {
@@ -328,10 +367,10 @@ func (st *fwdStream) fail(err error) {
 	}
 }
 
-// Forward serves a follower's stream of forwarded writes at the leader:
-// each runs as Write would run it alone, on the node's workers, under its
-// own deadline (its timeout_us, pulled in as answerBefore pulls in a
-// call's), and is answered as soon as it is done.
+// Forward serves a follower's stream of forwarded operations at the
+// leader: each runs as Write or Fetch would run it alone, on the node's
+// workers, under its own deadline (its timeout_us, pulled in as
+// answerBefore pulls in a call's), and is answered as soon as it is done.
 func (s *peerServer) Forward(st kvpb.Peer_ForwardServer) error {
 	n := s.n
 	recv := func(os *opServer[*kvpb.ForwardedResult]) error {
@@ -341,12 +380,12 @@ func (s *peerServer) Forward(st kvpb.Peer_ForwardServer) error {
 				return err
 			}
 			now := time.Now()
-			for _, w := range req.Writes {
-				deadline := opDeadline(now, w.TimeoutUs)
+			for _, op := range req.Ops {
+				deadline := opDeadline(now, op.TimeoutUs)
 				if err := os.admit(); err != nil {
 					return err
 				}
-				n.workers.do(func() { os.answer(s.forwarded(os.ctx, w, deadline)) })
+				n.workers.do(func() { os.answer(s.forwarded(os.ctx, op, deadline)) })
 			}
 		}
 	}
@@ -354,23 +393,36 @@ func (s *peerServer) Forward(st kvpb.Peer_ForwardServer) error {
 	return serveOps(n, st.Context(), maxForwardOps, recv, send)
 }
 
-// forwarded serves one write of a Forward stream.
-func (s *peerServer) forwarded(ctx context.Context, w *kvpb.ForwardedWrite, deadline time.Time) *kvpb.ForwardedResult {
+// forwarded serves one operation of a Forward stream.
+func (s *peerServer) forwarded(ctx context.Context, op *kvpb.ForwardedOp, deadline time.Time) *kvpb.ForwardedResult {
 	n := s.n
-	r := &kvpb.ForwardedResult{Id: w.Id}
-	switch {
-	case n.rpcDown.Load():
-		// As the interceptor refuses a Write call (rmi-down).
+	r := &kvpb.ForwardedResult{Id: op.Id}
+	if n.rpcDown.Load() {
+		// As the interceptor refuses a Write or Fetch call (rmi-down).
 		r.Error = rpc.MarshalStatus(status.Error(codes.Unavailable, "node "+n.cfg.ID+": inbound RPC is down"))
-	case w.Write == nil:
-		r.Error = rpc.MarshalStatus(fmt.Errorf("%w: node %s: a forwarded write without its request", kvstore.ErrBadRequest, n.cfg.ID))
-	case !deadline.IsZero() && !time.Now().Before(deadline):
-		r.Error = rpc.MarshalStatus(fmt.Errorf("%w: node %s: the write's time (timeout_us) ran out before it started", kvstore.ErrTimeout, n.cfg.ID))
-	default:
-		octx, cancel := opContext(ctx, deadline)
-		resp, err := s.Write(octx, w.Write)
-		cancel()
-		r.Write, r.Error = resp, rpc.MarshalStatus(err)
+		return r
 	}
+	if !deadline.IsZero() && !time.Now().Before(deadline) {
+		r.Error = rpc.MarshalStatus(fmt.Errorf("%w: node %s: the operation's time (timeout_us) ran out before it started", kvstore.ErrTimeout, n.cfg.ID))
+		return r
+	}
+	octx, cancel := opContext(ctx, deadline)
+	defer cancel()
+	var err error
+	switch o := op.GetOp().(type) {
+	case *kvpb.ForwardedOp_Write:
+		var resp *kvpb.WriteResponse
+		if resp, err = s.Write(octx, o.Write); err == nil {
+			r.Result = &kvpb.ForwardedResult_Write{Write: resp}
+		}
+	case *kvpb.ForwardedOp_Fetch:
+		var resp *kvpb.FetchResponse
+		if resp, err = s.Fetch(octx, o.Fetch); err == nil {
+			r.Result = &kvpb.ForwardedResult_Fetch{Fetch: resp}
+		}
+	default:
+		err = fmt.Errorf("%w: node %s: a forwarded operation of no known kind", kvstore.ErrBadRequest, n.cfg.ID)
+	}
+	r.Error = rpc.MarshalStatus(err)
 	return r
 }

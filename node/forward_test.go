@@ -33,7 +33,7 @@ func forwardedHistory(t *testing.T, d time.Duration, seed uint64, faults node.Fa
 		messages += m
 		writes += n
 	}
-	t.Logf("%d ops (%d failed, %d unknown); %d Forward messages carried %d writes", st.Ops, st.Failed, st.Unknown, messages, writes)
+	t.Logf("%d ops (%d failed, %d unknown); %d Forward messages carried %d operations", st.Ops, st.Failed, st.Unknown, messages, writes)
 	return rec.History(), messages, writes
 }
 
@@ -43,7 +43,7 @@ func forwardedHistory(t *testing.T, d time.Duration, seed uint64, faults node.Fa
 func TestForwardedWritesAreLinearizable(t *testing.T) {
 	h, messages, writes := forwardedHistory(t, 2*time.Second, 1, node.Faults{})
 	if messages == 0 || writes <= messages {
-		t.Fatalf("%d Forward messages carried %d writes: the test did not forward several at once", messages, writes)
+		t.Fatalf("%d Forward messages carried %d operations: the test did not forward several at once", messages, writes)
 	}
 	if res := linearizability.Check(context.Background(), h, time.Minute); !res.Ok {
 		t.Fatalf("%v", res)

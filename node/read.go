@@ -8,6 +8,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -303,8 +304,10 @@ type flight struct {
 	err  error
 }
 
-// fetch reads key at the leader target (at addr). The call ends as soon as
-// this node sees another leader (toLeader): get then reads at the new one.
+// fetch reads key at the leader target (at addr), on the node's Forward
+// stream to addr (forward.go) or, to a leader without Forward, in a Fetch
+// call of its own. The call ends as soon as this node sees another leader
+// (toLeader): get then reads at the new one.
 func (rd *reader) fetch(ctx context.Context, addr string, target coord.Leader, key string) (*kvpb.FetchResponse, error) {
 	n := rd.n
 	c, err := n.pool.Peer(addr)
@@ -316,7 +319,11 @@ func (rd *reader) fetch(ctx context.Context, addr string, target coord.Leader, k
 	if cctx.Err() != nil {
 		return nil, callErr(cctx, ctxErr(cctx))
 	}
-	resp, err := c.Fetch(cctx, &kvpb.FetchRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Key: key, FromId: n.cfg.ID})
+	req := &kvpb.FetchRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Key: key, FromId: n.cfg.ID}
+	resp, err := n.forwarder.fetch(cctx, c, addr, req)
+	if errors.Is(err, errNoForward) {
+		resp, err = c.Fetch(cctx, req)
+	}
 	if err != nil {
 		return nil, callErr(cctx, rpc.FromStatus(err))
 	}

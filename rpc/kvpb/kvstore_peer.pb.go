@@ -1649,10 +1649,11 @@ func (x *WriteResponse) GetLeaseMs() int64 {
 	return 0
 }
 
-// ForwardRequest is one message of a Forward stream: writes sent together.
+// ForwardRequest is one message of a Forward stream: operations sent
+// together.
 type ForwardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Writes        []*ForwardedWrite      `protobuf:"bytes,1,rep,name=writes,proto3" json:"writes,omitempty"`
+	Ops           []*ForwardedOp         `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1687,39 +1688,45 @@ func (*ForwardRequest) Descriptor() ([]byte, []int) {
 	return file_kvstore_peer_proto_rawDescGZIP(), []int{19}
 }
 
-func (x *ForwardRequest) GetWrites() []*ForwardedWrite {
+func (x *ForwardRequest) GetOps() []*ForwardedOp {
 	if x != nil {
-		return x.Writes
+		return x.Ops
 	}
 	return nil
 }
 
-type ForwardedWrite struct {
+// ForwardedOp is a write or a fetch that a follower forwards to the
+// leader.
+type ForwardedOp struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"` // unique on its stream; its answer names it
 	// How long the sender still waits, in microseconds, from the message's
-	// arrival: the leader gives up on the write then, and does not start it
-	// if that time ran out first (0: as long as the stream lasts).
-	TimeoutUs     int64         `protobuf:"varint,2,opt,name=timeout_us,json=timeoutUs,proto3" json:"timeout_us,omitempty"`
-	Write         *WriteRequest `protobuf:"bytes,3,opt,name=write,proto3" json:"write,omitempty"`
+	// arrival: the leader gives up on the operation then, and does not start
+	// it if that time ran out first (0: as long as the stream lasts).
+	TimeoutUs int64 `protobuf:"varint,2,opt,name=timeout_us,json=timeoutUs,proto3" json:"timeout_us,omitempty"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*ForwardedOp_Write
+	//	*ForwardedOp_Fetch
+	Op            isForwardedOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *ForwardedWrite) Reset() {
-	*x = ForwardedWrite{}
+func (x *ForwardedOp) Reset() {
+	*x = ForwardedOp{}
 	mi := &file_kvstore_peer_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *ForwardedWrite) String() string {
+func (x *ForwardedOp) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*ForwardedWrite) ProtoMessage() {}
+func (*ForwardedOp) ProtoMessage() {}
 
-func (x *ForwardedWrite) ProtoReflect() protoreflect.Message {
+func (x *ForwardedOp) ProtoReflect() protoreflect.Message {
 	mi := &file_kvstore_peer_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -1731,33 +1738,68 @@ func (x *ForwardedWrite) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use ForwardedWrite.ProtoReflect.Descriptor instead.
-func (*ForwardedWrite) Descriptor() ([]byte, []int) {
+// Deprecated: Use ForwardedOp.ProtoReflect.Descriptor instead.
+func (*ForwardedOp) Descriptor() ([]byte, []int) {
 	return file_kvstore_peer_proto_rawDescGZIP(), []int{20}
 }
 
-func (x *ForwardedWrite) GetId() uint64 {
+func (x *ForwardedOp) GetId() uint64 {
 	if x != nil {
 		return x.Id
 	}
 	return 0
 }
 
-func (x *ForwardedWrite) GetTimeoutUs() int64 {
+func (x *ForwardedOp) GetTimeoutUs() int64 {
 	if x != nil {
 		return x.TimeoutUs
 	}
 	return 0
 }
 
-func (x *ForwardedWrite) GetWrite() *WriteRequest {
+func (x *ForwardedOp) GetOp() isForwardedOp_Op {
 	if x != nil {
-		return x.Write
+		return x.Op
 	}
 	return nil
 }
 
-// ForwardResponse carries answers of writes that are done, in any order.
+func (x *ForwardedOp) GetWrite() *WriteRequest {
+	if x != nil {
+		if x, ok := x.Op.(*ForwardedOp_Write); ok {
+			return x.Write
+		}
+	}
+	return nil
+}
+
+func (x *ForwardedOp) GetFetch() *FetchRequest {
+	if x != nil {
+		if x, ok := x.Op.(*ForwardedOp_Fetch); ok {
+			return x.Fetch
+		}
+	}
+	return nil
+}
+
+type isForwardedOp_Op interface {
+	isForwardedOp_Op()
+}
+
+type ForwardedOp_Write struct {
+	Write *WriteRequest `protobuf:"bytes,3,opt,name=write,proto3,oneof"`
+}
+
+type ForwardedOp_Fetch struct {
+	Fetch *FetchRequest `protobuf:"bytes,4,opt,name=fetch,proto3,oneof"`
+}
+
+func (*ForwardedOp_Write) isForwardedOp_Op() {}
+
+func (*ForwardedOp_Fetch) isForwardedOp_Op() {}
+
+// ForwardResponse carries answers of operations that are done, in any
+// order.
 type ForwardResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Results       []*ForwardedResult     `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
@@ -1805,10 +1847,14 @@ func (x *ForwardResponse) GetResults() []*ForwardedResult {
 type ForwardedResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	// The error, as the google.rpc.Status (serialized) Write would have
-	// failed with; empty on success.
-	Error         []byte         `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
-	Write         *WriteResponse `protobuf:"bytes,3,opt,name=write,proto3" json:"write,omitempty"`
+	// The error, as the google.rpc.Status (serialized) that Write or Fetch
+	// would have failed with; empty on success.
+	Error []byte `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*ForwardedResult_Write
+	//	*ForwardedResult_Fetch
+	Result        isForwardedResult_Result `protobuf_oneof:"result"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1857,12 +1903,46 @@ func (x *ForwardedResult) GetError() []byte {
 	return nil
 }
 
-func (x *ForwardedResult) GetWrite() *WriteResponse {
+func (x *ForwardedResult) GetResult() isForwardedResult_Result {
 	if x != nil {
-		return x.Write
+		return x.Result
 	}
 	return nil
 }
+
+func (x *ForwardedResult) GetWrite() *WriteResponse {
+	if x != nil {
+		if x, ok := x.Result.(*ForwardedResult_Write); ok {
+			return x.Write
+		}
+	}
+	return nil
+}
+
+func (x *ForwardedResult) GetFetch() *FetchResponse {
+	if x != nil {
+		if x, ok := x.Result.(*ForwardedResult_Fetch); ok {
+			return x.Fetch
+		}
+	}
+	return nil
+}
+
+type isForwardedResult_Result interface {
+	isForwardedResult_Result()
+}
+
+type ForwardedResult_Write struct {
+	Write *WriteResponse `protobuf:"bytes,3,opt,name=write,proto3,oneof"`
+}
+
+type ForwardedResult_Fetch struct {
+	Fetch *FetchResponse `protobuf:"bytes,4,opt,name=fetch,proto3,oneof"`
+}
+
+func (*ForwardedResult_Write) isForwardedResult_Result() {}
+
+func (*ForwardedResult_Fetch) isForwardedResult_Result() {}
 
 type RemoveVoterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2340,20 +2420,24 @@ const file_kvstore_peer_proto_rawDesc = "" +
 	"\rWriteResponse\x123\n" +
 	"\aversion\x18\x01 \x01(\v2\x19.kvstore.peer.v1.PositionR\aversion\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\x12\x19\n" +
-	"\blease_ms\x18\x03 \x01(\x03R\aleaseMs\"I\n" +
-	"\x0eForwardRequest\x127\n" +
-	"\x06writes\x18\x01 \x03(\v2\x1f.kvstore.peer.v1.ForwardedWriteR\x06writes\"t\n" +
-	"\x0eForwardedWrite\x12\x0e\n" +
+	"\blease_ms\x18\x03 \x01(\x03R\aleaseMs\"@\n" +
+	"\x0eForwardRequest\x12.\n" +
+	"\x03ops\x18\x01 \x03(\v2\x1c.kvstore.peer.v1.ForwardedOpR\x03ops\"\xb0\x01\n" +
+	"\vForwardedOp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1d\n" +
 	"\n" +
-	"timeout_us\x18\x02 \x01(\x03R\ttimeoutUs\x123\n" +
-	"\x05write\x18\x03 \x01(\v2\x1d.kvstore.peer.v1.WriteRequestR\x05write\"M\n" +
+	"timeout_us\x18\x02 \x01(\x03R\ttimeoutUs\x125\n" +
+	"\x05write\x18\x03 \x01(\v2\x1d.kvstore.peer.v1.WriteRequestH\x00R\x05write\x125\n" +
+	"\x05fetch\x18\x04 \x01(\v2\x1d.kvstore.peer.v1.FetchRequestH\x00R\x05fetchB\x04\n" +
+	"\x02op\"M\n" +
 	"\x0fForwardResponse\x12:\n" +
-	"\aresults\x18\x01 \x03(\v2 .kvstore.peer.v1.ForwardedResultR\aresults\"m\n" +
+	"\aresults\x18\x01 \x03(\v2 .kvstore.peer.v1.ForwardedResultR\aresults\"\xb1\x01\n" +
 	"\x0fForwardedResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\fR\x05error\x124\n" +
-	"\x05write\x18\x03 \x01(\v2\x1e.kvstore.peer.v1.WriteResponseR\x05write\"y\n" +
+	"\x05error\x18\x02 \x01(\fR\x05error\x126\n" +
+	"\x05write\x18\x03 \x01(\v2\x1e.kvstore.peer.v1.WriteResponseH\x00R\x05write\x126\n" +
+	"\x05fetch\x18\x04 \x01(\v2\x1e.kvstore.peer.v1.FetchResponseH\x00R\x05fetchB\b\n" +
+	"\x06result\"y\n" +
 	"\x12RemoveVoterRequest\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x17\n" +
@@ -2431,7 +2515,7 @@ var file_kvstore_peer_proto_goTypes = []any{
 	(*WriteRequest)(nil),          // 18: kvstore.peer.v1.WriteRequest
 	(*WriteResponse)(nil),         // 19: kvstore.peer.v1.WriteResponse
 	(*ForwardRequest)(nil),        // 20: kvstore.peer.v1.ForwardRequest
-	(*ForwardedWrite)(nil),        // 21: kvstore.peer.v1.ForwardedWrite
+	(*ForwardedOp)(nil),           // 21: kvstore.peer.v1.ForwardedOp
 	(*ForwardResponse)(nil),       // 22: kvstore.peer.v1.ForwardResponse
 	(*ForwardedResult)(nil),       // 23: kvstore.peer.v1.ForwardedResult
 	(*RemoveVoterRequest)(nil),    // 24: kvstore.peer.v1.RemoveVoterRequest
@@ -2463,43 +2547,53 @@ var file_kvstore_peer_proto_depIdxs = []int32{
 	1,  // 18: kvstore.peer.v1.RenewKey.version:type_name -> kvstore.peer.v1.Position
 	0,  // 19: kvstore.peer.v1.WriteRequest.op:type_name -> kvstore.peer.v1.Op
 	1,  // 20: kvstore.peer.v1.WriteResponse.version:type_name -> kvstore.peer.v1.Position
-	21, // 21: kvstore.peer.v1.ForwardRequest.writes:type_name -> kvstore.peer.v1.ForwardedWrite
-	18, // 22: kvstore.peer.v1.ForwardedWrite.write:type_name -> kvstore.peer.v1.WriteRequest
-	23, // 23: kvstore.peer.v1.ForwardResponse.results:type_name -> kvstore.peer.v1.ForwardedResult
-	19, // 24: kvstore.peer.v1.ForwardedResult.write:type_name -> kvstore.peer.v1.WriteResponse
-	8,  // 25: kvstore.peer.v1.Peer.Prepare:input_type -> kvstore.peer.v1.PrepareRequest
-	10, // 26: kvstore.peer.v1.Peer.Append:input_type -> kvstore.peer.v1.AppendRequest
-	12, // 27: kvstore.peer.v1.Peer.GetSnapshot:input_type -> kvstore.peer.v1.GetSnapshotRequest
-	6,  // 28: kvstore.peer.v1.Peer.InstallSnapshot:input_type -> kvstore.peer.v1.SnapshotChunk
-	13, // 29: kvstore.peer.v1.Peer.Fetch:input_type -> kvstore.peer.v1.FetchRequest
-	15, // 30: kvstore.peer.v1.Peer.Renew:input_type -> kvstore.peer.v1.RenewRequest
-	18, // 31: kvstore.peer.v1.Peer.Write:input_type -> kvstore.peer.v1.WriteRequest
-	20, // 32: kvstore.peer.v1.Peer.Forward:input_type -> kvstore.peer.v1.ForwardRequest
-	24, // 33: kvstore.peer.v1.Peer.RemoveVoter:input_type -> kvstore.peer.v1.RemoveVoterRequest
-	26, // 34: kvstore.peer.v1.Peer.Leave:input_type -> kvstore.peer.v1.LeaveRequest
-	28, // 35: kvstore.peer.v1.Peer.Probe:input_type -> kvstore.peer.v1.ProbeRequest
-	9,  // 36: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
-	11, // 37: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
-	5,  // 38: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
-	7,  // 39: kvstore.peer.v1.Peer.InstallSnapshot:output_type -> kvstore.peer.v1.SnapshotChunkResponse
-	14, // 40: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
-	17, // 41: kvstore.peer.v1.Peer.Renew:output_type -> kvstore.peer.v1.RenewResponse
-	19, // 42: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
-	22, // 43: kvstore.peer.v1.Peer.Forward:output_type -> kvstore.peer.v1.ForwardResponse
-	25, // 44: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
-	27, // 45: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
-	29, // 46: kvstore.peer.v1.Peer.Probe:output_type -> kvstore.peer.v1.ProbeResponse
-	36, // [36:47] is the sub-list for method output_type
-	25, // [25:36] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	21, // 21: kvstore.peer.v1.ForwardRequest.ops:type_name -> kvstore.peer.v1.ForwardedOp
+	18, // 22: kvstore.peer.v1.ForwardedOp.write:type_name -> kvstore.peer.v1.WriteRequest
+	13, // 23: kvstore.peer.v1.ForwardedOp.fetch:type_name -> kvstore.peer.v1.FetchRequest
+	23, // 24: kvstore.peer.v1.ForwardResponse.results:type_name -> kvstore.peer.v1.ForwardedResult
+	19, // 25: kvstore.peer.v1.ForwardedResult.write:type_name -> kvstore.peer.v1.WriteResponse
+	14, // 26: kvstore.peer.v1.ForwardedResult.fetch:type_name -> kvstore.peer.v1.FetchResponse
+	8,  // 27: kvstore.peer.v1.Peer.Prepare:input_type -> kvstore.peer.v1.PrepareRequest
+	10, // 28: kvstore.peer.v1.Peer.Append:input_type -> kvstore.peer.v1.AppendRequest
+	12, // 29: kvstore.peer.v1.Peer.GetSnapshot:input_type -> kvstore.peer.v1.GetSnapshotRequest
+	6,  // 30: kvstore.peer.v1.Peer.InstallSnapshot:input_type -> kvstore.peer.v1.SnapshotChunk
+	13, // 31: kvstore.peer.v1.Peer.Fetch:input_type -> kvstore.peer.v1.FetchRequest
+	15, // 32: kvstore.peer.v1.Peer.Renew:input_type -> kvstore.peer.v1.RenewRequest
+	18, // 33: kvstore.peer.v1.Peer.Write:input_type -> kvstore.peer.v1.WriteRequest
+	20, // 34: kvstore.peer.v1.Peer.Forward:input_type -> kvstore.peer.v1.ForwardRequest
+	24, // 35: kvstore.peer.v1.Peer.RemoveVoter:input_type -> kvstore.peer.v1.RemoveVoterRequest
+	26, // 36: kvstore.peer.v1.Peer.Leave:input_type -> kvstore.peer.v1.LeaveRequest
+	28, // 37: kvstore.peer.v1.Peer.Probe:input_type -> kvstore.peer.v1.ProbeRequest
+	9,  // 38: kvstore.peer.v1.Peer.Prepare:output_type -> kvstore.peer.v1.PrepareResponse
+	11, // 39: kvstore.peer.v1.Peer.Append:output_type -> kvstore.peer.v1.AppendResponse
+	5,  // 40: kvstore.peer.v1.Peer.GetSnapshot:output_type -> kvstore.peer.v1.Snapshot
+	7,  // 41: kvstore.peer.v1.Peer.InstallSnapshot:output_type -> kvstore.peer.v1.SnapshotChunkResponse
+	14, // 42: kvstore.peer.v1.Peer.Fetch:output_type -> kvstore.peer.v1.FetchResponse
+	17, // 43: kvstore.peer.v1.Peer.Renew:output_type -> kvstore.peer.v1.RenewResponse
+	19, // 44: kvstore.peer.v1.Peer.Write:output_type -> kvstore.peer.v1.WriteResponse
+	22, // 45: kvstore.peer.v1.Peer.Forward:output_type -> kvstore.peer.v1.ForwardResponse
+	25, // 46: kvstore.peer.v1.Peer.RemoveVoter:output_type -> kvstore.peer.v1.RemoveVoterResponse
+	27, // 47: kvstore.peer.v1.Peer.Leave:output_type -> kvstore.peer.v1.LeaveResponse
+	29, // 48: kvstore.peer.v1.Peer.Probe:output_type -> kvstore.peer.v1.ProbeResponse
+	38, // [38:49] is the sub-list for method output_type
+	27, // [27:38] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_kvstore_peer_proto_init() }
 func file_kvstore_peer_proto_init() {
 	if File_kvstore_peer_proto != nil {
 		return
+	}
+	file_kvstore_peer_proto_msgTypes[20].OneofWrappers = []any{
+		(*ForwardedOp_Write)(nil),
+		(*ForwardedOp_Fetch)(nil),
+	}
+	file_kvstore_peer_proto_msgTypes[22].OneofWrappers = []any{
+		(*ForwardedResult_Write)(nil),
+		(*ForwardedResult_Fetch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -61,10 +61,11 @@ type PeerClient interface {
 	Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*RenewResponse, error)
 	// Write forwards a set or delete to the leader.
 	Write(ctx context.Context, in *WriteRequest, opts ...grpc.CallOption) (*WriteResponse, error)
-	// Forward carries a node's forwarded writes to the leader on one
-	// long-lived stream: each is served as Write would serve it alone and
-	// answered as soon as it is done, naming its id. A node without Forward
-	// (an older build) answers Unimplemented, and the sender uses Write.
+	// Forward carries a node's forwarded writes and fetches to the leader on
+	// one long-lived stream: each is served as Write or Fetch would serve it
+	// alone and answered as soon as it is done, naming its id. A node
+	// without Forward (an older build) answers Unimplemented, and the sender
+	// uses Write and Fetch.
 	Forward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardRequest, ForwardResponse], error)
 	// RemoveVoter forwards a voter removal to the leader.
 	RemoveVoter(ctx context.Context, in *RemoveVoterRequest, opts ...grpc.CallOption) (*RemoveVoterResponse, error)
@@ -221,10 +222,11 @@ type PeerServer interface {
 	Renew(context.Context, *RenewRequest) (*RenewResponse, error)
 	// Write forwards a set or delete to the leader.
 	Write(context.Context, *WriteRequest) (*WriteResponse, error)
-	// Forward carries a node's forwarded writes to the leader on one
-	// long-lived stream: each is served as Write would serve it alone and
-	// answered as soon as it is done, naming its id. A node without Forward
-	// (an older build) answers Unimplemented, and the sender uses Write.
+	// Forward carries a node's forwarded writes and fetches to the leader on
+	// one long-lived stream: each is served as Write or Fetch would serve it
+	// alone and answered as soon as it is done, naming its id. A node
+	// without Forward (an older build) answers Unimplemented, and the sender
+	// uses Write and Fetch.
 	Forward(grpc.BidiStreamingServer[ForwardRequest, ForwardResponse]) error
 	// RemoveVoter forwards a voter removal to the leader.
 	RemoveVoter(context.Context, *RemoveVoterRequest) (*RemoveVoterResponse, error)

@@ -1,0 +1,195 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/rpc/kvpb"
+)
+
+// fakeForward is a leader's end of Forward streams, in memory: each
+// stream's messages arrive on sent, and answers go back through answers;
+// refuse, if set, fails the stream's Recv at once (an older leader
+// answers Unimplemented).
+type fakeForward struct {
+	kvpb.PeerClient // only Forward is called
+	refuse          error
+	sent            chan *kvpb.ForwardRequest
+	answers         chan *kvpb.ForwardResponse
+	opened          int
+}
+
+func (f *fakeForward) Forward(ctx context.Context, _ ...grpc.CallOption) (grpc.BidiStreamingClient[kvpb.ForwardRequest, kvpb.ForwardResponse], error) {
+	f.opened++
+	return &fakeStream{f: f, ctx: ctx}, nil
+}
+
+type fakeStream struct {
+	grpc.ClientStream
+	f   *fakeForward
+	ctx context.Context
+}
+
+func (s *fakeStream) Send(m *kvpb.ForwardRequest) error {
+	select {
+	case s.f.sent <- m:
+		return nil
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+}
+
+func (s *fakeStream) Recv() (*kvpb.ForwardResponse, error) {
+	if s.f.refuse != nil {
+		return nil, s.f.refuse
+	}
+	select {
+	case m := <-s.f.answers:
+		return m, nil
+	case <-s.ctx.Done():
+		return nil, status.FromContextError(s.ctx.Err()).Err()
+	}
+}
+
+func testForwarder(t *testing.T) *forwarder {
+	t.Helper()
+	n := &Node{cfg: Config{ID: "n1"}}
+	n.ctx, n.cancel = context.WithCancelCause(context.Background())
+	f := newForwarder(n)
+	t.Cleanup(func() {
+		n.cancel(errors.New("test over"))
+		f.wait()
+	})
+	return f
+}
+
+func writeReq(key string) *kvpb.WriteRequest {
+	return &kvpb.WriteRequest{Op: kvpb.Op_OP_SET, Key: key, Value: "v"}
+}
+
+// TestForwardAnswersEachWriteByID: writes on one stream are answered in
+// any order, each by its id, and carry their callers' remaining time.
+func TestForwardAnswersEachWriteByID(t *testing.T) {
+	f := testForwarder(t)
+	leader := &fakeForward{sent: make(chan *kvpb.ForwardRequest, 8), answers: make(chan *kvpb.ForwardResponse, 8)}
+	type answer struct {
+		resp    *kvpb.WriteResponse
+		reached bool
+		err     error
+	}
+	done := make(chan answer, 2)
+	for _, key := range []string{"a", "b"} {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			r, reached, err := f.write(ctx, leader, "leader:1", writeReq(key))
+			done <- answer{r, reached, err}
+		}()
+	}
+	ids := map[string]uint64{}
+	for len(ids) < 2 {
+		m := <-leader.sent
+		for _, op := range m.Ops {
+			if op.TimeoutUs <= 0 || op.TimeoutUs > 10_000_000 {
+				t.Errorf("write %q carries timeout_us %d, want its caller's remaining time (at most 10 s)", op.GetWrite().Key, op.TimeoutUs)
+			}
+			ids[op.GetWrite().Key] = op.Id
+		}
+	}
+	// b first, with a version that names it; a fails.
+	leader.answers <- &kvpb.ForwardResponse{Results: []*kvpb.ForwardedResult{
+		{Id: ids["b"], Result: &kvpb.ForwardedResult_Write{Write: &kvpb.WriteResponse{Epoch: 7}}},
+		{Id: ids["a"], Error: []byte{}},
+	}}
+	var got []answer
+	for range 2 {
+		got = append(got, <-done)
+	}
+	var sawB, sawA bool
+	for _, a := range got {
+		switch {
+		case a.err == nil && a.resp.Epoch == 7:
+			sawB = true
+		case a.err != nil && status.Code(a.err) == codes.Internal && a.reached:
+			sawA = true
+		default:
+			t.Errorf("unexpected answer %+v", a)
+		}
+	}
+	if !sawA || !sawB {
+		t.Fatalf("answers %+v: want b's result and a's error, each to its own caller", got)
+	}
+	if f.sent.Load() == 0 || f.carried.Load() != 2 {
+		t.Fatalf("%d messages carried %d writes, want 2 writes", f.sent.Load(), f.carried.Load())
+	}
+}
+
+// TestForwardGivenUpWriteReachedOnlyIfSent: a write given up while its
+// stream has not sent it never left (reached false: definite); one given
+// up after it was sent may have (reached true: outcome unknown).
+func TestForwardGivenUpWriteReachedOnlyIfSent(t *testing.T) {
+	f := testForwarder(t)
+	// Nothing takes the stream's messages: the first write is taken by
+	// the sender, which blocks in Send; the second stays queued.
+	leader := &fakeForward{sent: make(chan *kvpb.ForwardRequest), answers: make(chan *kvpb.ForwardResponse)}
+	first := make(chan bool, 1)
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	go func() {
+		_, reached, _ := f.write(ctx1, leader, "leader:1", writeReq("a"))
+		first <- reached
+	}()
+	soon.Succeeds(t, 10*time.Second, func() error {
+		f.mu.Lock()
+		st := f.streams[fwdKey{addr: "leader:1"}]
+		f.mu.Unlock()
+		if st == nil {
+			return errors.New("no stream open")
+		}
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if len(st.calls) != 1 || len(st.queue) != 0 {
+			return fmt.Errorf("%d calls, %d queued: the sender has not taken the first write", len(st.calls), len(st.queue))
+		}
+		return nil
+	})
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	_, reached, err := f.write(ctx2, leader, "leader:1", writeReq("b"))
+	if err == nil || reached {
+		t.Fatalf("a write given up while queued: reached %v, err %v; want reached false and an error", reached, err)
+	}
+	cancel1()
+	if !<-first {
+		t.Fatal("a write given up after its stream took it reported reached false: it may have left")
+	}
+}
+
+// TestForwardFallsBackForALeaderWithoutForward: a leader that answers
+// Unimplemented ran nothing; the write reports errNoForward, reached
+// false, and later writes to that address go by Write without a stream.
+func TestForwardFallsBackForALeaderWithoutForward(t *testing.T) {
+	f := testForwarder(t)
+	leader := &fakeForward{refuse: status.Error(codes.Unimplemented, "unknown method Forward"), sent: make(chan *kvpb.ForwardRequest, 8), answers: make(chan *kvpb.ForwardResponse)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 2 {
+		_, reached, err := f.write(ctx, leader, "old:1", writeReq("a"))
+		if !errors.Is(err, errNoForward) || reached {
+			t.Fatalf("write %d to a leader without Forward: reached %v, err %v; want errNoForward and reached false", i, reached, err)
+		}
+	}
+	if leader.opened != 1 {
+		t.Fatalf("%d streams opened to a leader without Forward, want 1", leader.opened)
+	}
+	if _, err := f.fetch(ctx, leader, "old:1", &kvpb.FetchRequest{Key: "a"}); !errors.Is(err, errNoForward) {
+		t.Fatalf("fetch from a leader without Forward: %v, want errNoForward", err)
+	}
+}
