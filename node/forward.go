@@ -93,7 +93,10 @@ type fwdStream struct {
 	queue []*fwdCall          // not sent yet
 	next  uint64
 	err   error // set once the stream broke
-	wake  chan struct{}
+	// answered: an answer came; the leader serves Forward, so an
+	// Unimplemented end is no proof that it ran nothing.
+	answered bool
+	wake     chan struct{}
 }
 
 // fwdCall is one forwarded operation on a stream.
@@ -103,17 +106,20 @@ type fwdCall struct {
 	sent     bool // taken by the sender: it may have left
 	done     chan struct{}
 	// Set before done is closed.
-	res *kvpb.ForwardedResult
-	err error // the stream's error
+	res       *kvpb.ForwardedResult
+	err       error // the stream's error
+	noForward bool  // the stream ended Unimplemented before any answer
 }
 
-// errNoForward: the leader at the address has no Forward.
-var errNoForward = errors.New("node: the leader has no Forward")
+// errUseCall: the operation was not sent and goes in a call of its own
+// (Write, Fetch): the leader at the address has no Forward, or its stream
+// has maxForwardOps unanswered.
+var errUseCall = errors.New("node: the operation goes in a call of its own")
 
 // write forwards req to the leader at addr on its stream (c is the
 // node's client of addr) and returns its answer as sendWrite's Write call
 // does: reached reports whether the write may have left this node. It
-// fails with errNoForward, having sent nothing, if the leader has no
+// fails with errUseCall, having sent nothing, if the leader has no
 // Forward.
 func (f *forwarder) write(ctx context.Context, c kvpb.PeerClient, addr string, req *kvpb.WriteRequest) (resp *kvpb.WriteResponse, reached bool, err error) {
 	r, reached, err := f.call(ctx, c, addr, &kvpb.ForwardedOp{Op: &kvpb.ForwardedOp_Write{Write: req}})
@@ -147,6 +153,9 @@ func (f *forwarder) call(ctx context.Context, c kvpb.PeerClient, addr string, op
 		return nil, false, err
 	}
 	call := st.enqueue(ctx, op)
+	if call == nil {
+		return nil, false, errUseCall // the stream is full
+	}
 	select {
 	case <-call.done:
 	case <-ctx.Done():
@@ -156,12 +165,12 @@ func (f *forwarder) call(ctx context.Context, c kvpb.PeerClient, addr string, op
 		<-call.done // answered meanwhile
 	}
 	if call.res == nil {
-		if status.Code(call.err) == codes.Unimplemented {
+		if call.noForward {
 			// The leader has no Forward: it ran nothing of the stream.
 			f.mu.Lock()
 			f.off[addr] = time.Now()
 			f.mu.Unlock()
-			return nil, false, errNoForward
+			return nil, false, errUseCall
 		}
 		return nil, call.sent, call.err
 	}
@@ -177,7 +186,7 @@ func (f *forwarder) stream(c kvpb.PeerClient, k fwdKey) (*fwdStream, error) {
 	defer f.mu.Unlock()
 	if since, ok := f.off[k.addr]; ok {
 		if time.Since(since) < forwardRetry {
-			return nil, errNoForward
+			return nil, errUseCall
 		}
 		delete(f.off, k.addr)
 	}
@@ -205,7 +214,11 @@ func (f *forwarder) wait() {
 }
 
 // enqueue queues op for the next message. If the stream broke already,
-// the returned call is done, with the stream's error and nothing sent.
+// the returned call is done, with the stream's error and nothing sent; if
+// maxForwardOps of its callers wait for answers already, it returns nil:
+// the leader would read no more of the stream, and writes held by the
+// disks or by a lease would hold every later operation back, so op goes
+// in a call of its own.
 func (st *fwdStream) enqueue(ctx context.Context, op *kvpb.ForwardedOp) *fwdCall {
 	call := &fwdCall{op: op, done: make(chan struct{})}
 	call.deadline, _ = ctx.Deadline()
@@ -215,6 +228,10 @@ func (st *fwdStream) enqueue(ctx context.Context, op *kvpb.ForwardedOp) *fwdCall
 		st.mu.Unlock()
 		close(call.done)
 		return call
+	}
+	if len(st.calls) >= maxForwardOps {
+		st.mu.Unlock()
+		return nil
 	}
 	st.next++
 	call.op.Id = st.next
@@ -266,49 +283,53 @@ func (st *fwdStream) run(c kvpb.PeerClient) {
 			return
 		}
 		for {
-			queued := st.take()
-			if len(queued) == 0 {
+			msg := st.take()
+			if msg == nil {
 				break
 			}
-			for len(queued) > 0 {
-				k, bytes := 0, 0
-				for k < len(queued) && (k == 0 || bytes+proto.Size(queued[k].op) <= maxForwardBytes) {
-					bytes += proto.Size(queued[k].op)
-					k++
-				}
-				msg := &kvpb.ForwardRequest{Ops: make([]*kvpb.ForwardedOp, k)}
-				for i, call := range queued[:k] {
-					msg.Ops[i] = call.op
-				}
-				if err := cs.Send(msg); err != nil {
-					// End the stream, so that recvLoop fails its calls
-					// and the next operation opens another.
-					st.cancel()
-					return
-				}
-				st.f.sent.Add(1)
-				st.f.carried.Add(int64(k))
-				queued = queued[k:]
+			if err := cs.Send(msg); err != nil {
+				// End the stream, so that recvLoop fails its calls and
+				// the next operation opens another.
+				st.cancel()
+				return
 			}
+			st.f.sent.Add(1)
+			st.f.carried.Add(int64(len(msg.Ops)))
 		}
 	}
 }
 
-// take removes every queued operation from the queue and sets its timeout:
-// the time its sender has left now.
-func (st *fwdStream) take() []*fwdCall {
+// take removes one message's worth of operations from the queue (up to
+// maxForwardBytes; a larger one alone), marks them sent and sets their
+// timeouts: the time their senders have left now. Only what goes out in
+// the next Send is marked: a sender that gives up on a call still queued
+// behind a Send that blocks knows it never left. nil: nothing is queued.
+func (st *fwdStream) take() *kvpb.ForwardRequest {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	queued := st.queue
-	st.queue = nil
+	k, bytes := 0, 0
+	for k < len(st.queue) {
+		size := proto.Size(st.queue[k].op)
+		if k > 0 && bytes+size > maxForwardBytes {
+			break
+		}
+		bytes += size
+		k++
+	}
+	if k == 0 {
+		return nil
+	}
+	msg := &kvpb.ForwardRequest{Ops: make([]*kvpb.ForwardedOp, k)}
 	now := time.Now()
-	for _, call := range queued {
+	for i, call := range st.queue[:k] {
 		call.sent = true
 		if !call.deadline.IsZero() {
 			call.op.TimeoutUs = max(1, call.deadline.Sub(now).Microseconds())
 		}
+		msg.Ops[i] = call.op
 	}
-	return queued
+	st.queue = append(st.queue[:0:0], st.queue[k:]...)
+	return msg
 }
 
 // recvLoop hands every answer to its call until the stream ends, then
@@ -329,6 +350,7 @@ func (st *fwdStream) recvLoop(cs kvpb.Peer_ForwardClient) {
 			resp.Results[len(resp.Results)-1].Id = first
 		}
 		st.mu.Lock()
+		st.answered = true
 		for _, r := range resp.Results {
 			call, ok := st.calls[r.Id]
 			if !ok || !call.sent {
@@ -350,6 +372,7 @@ func (st *fwdStream) fail(err error) {
 	}
 	st.mu.Lock()
 	st.err = err
+	noForward := status.Code(err) == codes.Unimplemented && !st.answered
 	calls := st.calls
 	st.calls = nil
 	st.queue = nil
@@ -362,7 +385,7 @@ func (st *fwdStream) fail(err error) {
 	}
 	f.mu.Unlock()
 	for _, call := range calls {
-		call.err = err
+		call.err, call.noForward = err, noForward
 		close(call.done)
 	}
 }

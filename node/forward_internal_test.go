@@ -24,6 +24,7 @@ type fakeForward struct {
 	refuse          error
 	sent            chan *kvpb.ForwardRequest
 	answers         chan *kvpb.ForwardResponse
+	ends            chan error // an error here ends the stream's Recv
 	opened          int
 }
 
@@ -54,6 +55,8 @@ func (s *fakeStream) Recv() (*kvpb.ForwardResponse, error) {
 	select {
 	case m := <-s.f.answers:
 		return m, nil
+	case err := <-s.f.ends:
+		return nil, err
 	case <-s.ctx.Done():
 		return nil, status.FromContextError(s.ctx.Err()).Err()
 	}
@@ -173,7 +176,7 @@ func TestForwardGivenUpWriteReachedOnlyIfSent(t *testing.T) {
 }
 
 // TestForwardFallsBackForALeaderWithoutForward: a leader that answers
-// Unimplemented ran nothing; the write reports errNoForward, reached
+// Unimplemented ran nothing; the write reports errUseCall, reached
 // false, and later writes to that address go by Write without a stream.
 func TestForwardFallsBackForALeaderWithoutForward(t *testing.T) {
 	f := testForwarder(t)
@@ -182,14 +185,97 @@ func TestForwardFallsBackForALeaderWithoutForward(t *testing.T) {
 	defer cancel()
 	for i := range 2 {
 		_, reached, err := f.write(ctx, leader, "old:1", writeReq("a"))
-		if !errors.Is(err, errNoForward) || reached {
-			t.Fatalf("write %d to a leader without Forward: reached %v, err %v; want errNoForward and reached false", i, reached, err)
+		if !errors.Is(err, errUseCall) || reached {
+			t.Fatalf("write %d to a leader without Forward: reached %v, err %v; want errUseCall and reached false", i, reached, err)
 		}
 	}
 	if leader.opened != 1 {
 		t.Fatalf("%d streams opened to a leader without Forward, want 1", leader.opened)
 	}
-	if _, err := f.fetch(ctx, leader, "old:1", &kvpb.FetchRequest{Key: "a"}); !errors.Is(err, errNoForward) {
-		t.Fatalf("fetch from a leader without Forward: %v, want errNoForward", err)
+	if _, err := f.fetch(ctx, leader, "old:1", &kvpb.FetchRequest{Key: "a"}); !errors.Is(err, errUseCall) {
+		t.Fatalf("fetch from a leader without Forward: %v, want errUseCall", err)
+	}
+}
+
+// TestForwardUnimplementedAfterAnAnswerIsNoFallback: a stream that ends
+// Unimplemented after the leader answered on it proves nothing about the
+// writes it was sent (the leader serves Forward): a sent write reports it
+// may have been applied, and later writes still use streams.
+func TestForwardUnimplementedAfterAnAnswerIsNoFallback(t *testing.T) {
+	f := testForwarder(t)
+	leader := &fakeForward{sent: make(chan *kvpb.ForwardRequest, 8), answers: make(chan *kvpb.ForwardResponse, 8), ends: make(chan error, 1)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first := make(chan error, 1)
+	go func() {
+		_, _, err := f.write(ctx, leader, "leader:1", writeReq("a"))
+		first <- err
+	}()
+	m := <-leader.sent
+	leader.answers <- &kvpb.ForwardResponse{Results: []*kvpb.ForwardedResult{{Id: m.Ops[0].Id, Result: &kvpb.ForwardedResult_Write{Write: &kvpb.WriteResponse{}}}}}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	second := make(chan error, 1)
+	var reached bool
+	go func() {
+		var err error
+		_, reached, err = f.write(ctx, leader, "leader:1", writeReq("b"))
+		second <- err
+	}()
+	<-leader.sent
+	leader.ends <- status.Error(codes.Unimplemented, "grpc: Decompressor is not installed")
+	err := <-second
+	if errors.Is(err, errUseCall) || !reached || status.Code(err) != codes.Unimplemented {
+		t.Fatalf("a sent write on a stream that ended Unimplemented after an answer: reached %v, err %v; want reached true and the stream's error", reached, err)
+	}
+	f.mu.Lock()
+	_, off := f.off["leader:1"]
+	f.mu.Unlock()
+	if off {
+		t.Fatal("a leader that answered on Forward was taken for one without it")
+	}
+}
+
+// TestForwardFullStreamSendsACall: with maxForwardOps writes waiting for
+// answers on a stream, the next one is not queued behind them: it goes
+// in a call of its own (errUseCall, not sent).
+func TestForwardFullStreamSendsACall(t *testing.T) {
+	f := testForwarder(t)
+	// The leader takes no message: the first is held in Send, the rest
+	// stay queued.
+	leader := &fakeForward{sent: make(chan *kvpb.ForwardRequest), answers: make(chan *kvpb.ForwardResponse)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{}, maxForwardOps)
+	for i := range maxForwardOps {
+		go func() {
+			_, _, _ = f.write(ctx, leader, "leader:1", writeReq(fmt.Sprint("k", i)))
+			done <- struct{}{}
+		}()
+	}
+	defer func() {
+		cancel()
+		for range maxForwardOps {
+			<-done
+		}
+	}()
+	soon.Succeeds(t, 10*time.Second, func() error {
+		f.mu.Lock()
+		st := f.streams[fwdKey{addr: "leader:1"}]
+		f.mu.Unlock()
+		if st == nil {
+			return errors.New("no stream open")
+		}
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if len(st.calls) < maxForwardOps {
+			return fmt.Errorf("%d writes wait, want %d", len(st.calls), maxForwardOps)
+		}
+		return nil
+	})
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if _, reached, err := f.write(wctx, leader, "leader:1", writeReq("one more")); !errors.Is(err, errUseCall) || reached {
+		t.Fatalf("a write on a full stream: reached %v, err %v; want errUseCall and reached false", reached, err)
 	}
 }

@@ -321,7 +321,7 @@ func (rd *reader) fetch(ctx context.Context, addr string, target coord.Leader, k
 	}
 	req := &kvpb.FetchRequest{Cluster: n.cfg.Cluster, Incarnation: n.incarnationSent(), Key: key, FromId: n.cfg.ID}
 	resp, err := n.forwarder.fetch(cctx, c, addr, req)
-	if errors.Is(err, errNoForward) {
+	if errors.Is(err, errUseCall) {
 		resp, err = c.Fetch(cctx, req)
 	}
 	if err != nil {

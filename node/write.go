@@ -216,7 +216,7 @@ func (w *writer) sendWrite(ctx context.Context, addr string, target coord.Leader
 		return nil, false, callErr(cctx, ctxErr(cctx))
 	}
 	resp, reached, err = n.forwarder.write(cctx, c, addr, req)
-	if !errors.Is(err, errNoForward) {
+	if !errors.Is(err, errUseCall) {
 		if err != nil {
 			return nil, reached, callErr(cctx, rpc.FromStatus(err))
 		}
