@@ -95,8 +95,9 @@ type fwdStream struct {
 	err   error // set once the stream broke
 	// answered: an answer came; the leader serves Forward, so an
 	// Unimplemented end is no proof that it ran nothing.
-	answered bool
-	wake     chan struct{}
+	answered  bool
+	noForward bool // it ended Unimplemented before any answer
+	wake      chan struct{}
 }
 
 // fwdCall is one forwarded operation on a stream.
@@ -224,7 +225,7 @@ func (st *fwdStream) enqueue(ctx context.Context, op *kvpb.ForwardedOp) *fwdCall
 	call.deadline, _ = ctx.Deadline()
 	st.mu.Lock()
 	if st.err != nil {
-		call.err = st.err
+		call.err, call.noForward = st.err, st.noForward
 		st.mu.Unlock()
 		close(call.done)
 		return call
@@ -372,7 +373,8 @@ func (st *fwdStream) fail(err error) {
 	}
 	st.mu.Lock()
 	st.err = err
-	noForward := status.Code(err) == codes.Unimplemented && !st.answered
+	st.noForward = status.Code(err) == codes.Unimplemented && !st.answered
+	noForward := st.noForward
 	calls := st.calls
 	st.calls = nil
 	st.queue = nil
