@@ -268,6 +268,54 @@ func TestNodeStopEndsItsStreams(t *testing.T) {
 	}
 }
 
+// TestStoppingNodeDoesNotWaitForAClientThatDoesNotRead: a client that
+// sends reads on a stream and never reads the answers fills its
+// connection's flow-control window; a node that stops gives up sending
+// the rest after stopFlush (1 s) instead of waiting for that client
+// forever. Close has no deadline here, so without the bound it would not
+// return at all.
+func TestStoppingNodeDoesNotWaitForAClientThatDoesNotRead(t *testing.T) {
+	c := newCluster(t, 3)
+	cl := newClient(t, addr(t, c, 2))
+	big := strings.Repeat("v", 200<<10)
+	if err := cl.Put(ctxT(t, 10*time.Second), "big", big); err != nil {
+		t.Fatal(err)
+	}
+	s := openStream(t, rawConn(t, addr(t, c, 2)))
+	// 40 answers of 200 KiB: far more than the window of a connection
+	// that reads nothing (64 KiB by default).
+	req := &kvpb.BatchRequest{}
+	for i := range 40 {
+		req.Ops = append(req.Ops, getOp(uint64(i+1), "big"))
+	}
+	nd, err := c.Node(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := func() uint64 { st := nd.Stats(); return st.CacheHits + st.CacheMisses + st.LeaderReads }
+	before := reads()
+	if err := s.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	// Every read ran, so the answers wait on the client.
+	soon.Succeeds(t, 10*time.Second, func() error {
+		if got := reads() - before; got < 40 {
+			return fmt.Errorf("%d of 40 reads ran", got)
+		}
+		return nil
+	})
+	stopped := make(chan error, 1)
+	go func() { stopped <- nd.Close(context.Background()) }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("the node did not stop within 60 s: it waited for a client that does not read")
+	}
+}
+
 // streamNode is a node stand-in that serves Stream: it answers each Get
 // with "v-<key>" and each Put with success at once, never answers an
 // operation on a key starting with "hang", and breaks its first stream

@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -226,6 +227,14 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// stopGrace bounds how long Close waits for the gRPC server to finish its
+// calls and streams before it closes their connections: pending
+// operations fail at once when the node stops, and a stream gives a
+// client that does not read its last answers stopFlush, but a stream's
+// end is queued behind the data its client does not read, so only closing
+// the connection ends it.
+const stopGrace = stopFlush + time.Second
+
 // streamWorkers is how many goroutines of the node's gRPC server serve
 // calls; a call that finds them all busy gets a goroutine of its own.
 const streamWorkers = 64
@@ -302,9 +311,19 @@ func (n *Node) closeWith(ctx context.Context, cause error) error {
 	n.stop(cause)
 	done := make(chan struct{})
 	go func() { n.srv.GracefulStop(); close(done) }()
+	grace := time.NewTimer(stopGrace)
+	defer grace.Stop()
 	select {
 	case <-done:
 	case <-ctx.Done():
+		n.srv.Stop()
+		<-done
+	case <-grace.C:
+		// Pending operations failed at n.stop, and streams gave up on
+		// clients that do not read after stopFlush; what is left waits on
+		// a peer's flow-control window (an answer, or a stream's end,
+		// queued behind data the peer does not read).
+		n.log.Warn("node: connections still busy after the grace period; closing them", "id", n.cfg.ID, "grace", stopGrace)
 		n.srv.Stop()
 		<-done
 	}
