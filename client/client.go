@@ -43,6 +43,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -131,6 +132,13 @@ type Config struct {
 	// (nothing listens at any of them), instead of retrying until the
 	// deadline: for a command-line client, which should answer at once.
 	FailWhenRefused bool
+	// KeepaliveTimeout is how long a connection that was quiet for 10 s
+	// may leave a ping unanswered before the client closes it (default
+	// 5 s): a node that died without closing its connections (a lost
+	// network, a powered-off machine) would otherwise keep the client's
+	// streams to it open, and every call sent there would wait out its
+	// attempt. Nodes accept pings every 5 s or more.
+	KeepaliveTimeout time.Duration
 	// TLS, if set, makes every connection mutual TLS, as nodes with TLS on
 	// require: the client's certificate and the CA that signed the nodes'
 	// certificates (certs.Files.ClientConfig builds it from PEM files).
@@ -191,6 +199,10 @@ func New(cfg Config) (*Client, error) {
 	if cfg.DialTimeout > 0 && cfg.DialTimeout < minConnect {
 		minConnect = cfg.DialTimeout
 	}
+	keepaliveTimeout := cfg.KeepaliveTimeout
+	if keepaliveTimeout <= 0 {
+		keepaliveTimeout = defaultKeepaliveTimeout
+	}
 	creds := insecure.NewCredentials()
 	if cfg.TLS != nil {
 		creds = credentials.NewTLS(cfg.TLS)
@@ -208,7 +220,8 @@ func New(cfg Config) (*Client, error) {
 			grpc.WithConnectParams(grpc.ConnectParams{
 				Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 				MinConnectTimeout: minConnect,
-			}))
+			}),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}))
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("client: endpoint %q: %w", ep, err)
@@ -421,6 +434,14 @@ func (c *Client) requestID() string {
 
 // DefaultAttemptTimeout is Config.AttemptTimeout's default.
 const DefaultAttemptTimeout = 2 * time.Second
+
+// The connections' keepalive: a ping after keepaliveTime without traffic
+// (gRPC's minimum; a node's server accepts one every 5 s), answered within
+// KeepaliveTimeout (default defaultKeepaliveTimeout).
+const (
+	keepaliveTime           = 10 * time.Second
+	defaultKeepaliveTimeout = 5 * time.Second
+)
 
 func (c *Client) current() int { return int(c.next.Load()) % len(c.kvs) }
 

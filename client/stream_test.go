@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kvstore/kvstore/faultproxy"
 	"io"
 	"strings"
 	"sync"
@@ -314,6 +315,38 @@ func TestStoppingNodeDoesNotWaitForAClientThatDoesNotRead(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the node did not stop within 60 s: it waited for a client that does not read")
 	}
+}
+
+// TestStreamToASilentlyDeadNodeBreaks: when a node's connection stops
+// carrying anything without being closed (a lost network, a powered-off
+// machine), the client's keepalive closes it, and the streams on it end,
+// instead of taking calls that can only wait out their attempts.
+func TestStreamToASilentlyDeadNodeBreaks(t *testing.T) {
+	c := newCluster(t, 3)
+	p, err := faultproxy.New(addr(t, c, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	cl, err := client.New(client.Config{Endpoints: []string{p.Addr()}, KeepaliveTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cl.Close() })
+	if _, _, err := cl.Get(ctxT(t, 10*time.Second), "k"); err != nil {
+		t.Fatal(err)
+	}
+	if n := client.Streams(cl); n != 1 {
+		t.Fatalf("%d streams open, want 1", n)
+	}
+	p.SetBlackhole(true)
+	// A ping after 10 s without traffic, unanswered for 1 s.
+	soon.Succeeds(t, 40*time.Second, func() error {
+		if n := client.Streams(cl); n != 0 {
+			return fmt.Errorf("%d streams still open on a connection that carries nothing", n)
+		}
+		return nil
+	})
 }
 
 // streamNode is a node stand-in that serves Stream: it answers each Get
