@@ -120,8 +120,8 @@ var errUseCall = errors.New("node: the operation goes in a call of its own")
 // write forwards req to the leader at addr on its stream (c is the
 // node's client of addr) and returns its answer as sendWrite's Write call
 // does: reached reports whether the write may have left this node. It
-// fails with errUseCall, having sent nothing, if the leader has no
-// Forward.
+// fails with errUseCall, having sent nothing, if the write must go in a
+// call of its own.
 func (f *forwarder) write(ctx context.Context, c kvpb.PeerClient, addr string, req *kvpb.WriteRequest) (resp *kvpb.WriteResponse, reached bool, err error) {
 	r, reached, err := f.call(ctx, c, addr, &kvpb.ForwardedOp{Op: &kvpb.ForwardedOp_Write{Write: req}})
 	if err != nil {
