@@ -68,3 +68,32 @@ func TestForwardCheckerCatchesMixedAnswers(t *testing.T) {
 	}
 	t.Fatalf("forwarded writes' answers given to the wrong writes went unnoticed in %d attempts", attempts)
 }
+
+// TestForwardStreamHonoursRmiDown: rmi-down refuses a leader's inbound
+// node-to-node calls, and with them the writes a follower sends on a
+// Forward stream it opened before: such a write is not applied, as a
+// Write call would not be.
+func TestForwardStreamHonoursRmiDown(t *testing.T) {
+	c := cluster.StartTest(t, cluster.Options{Nodes: 3})
+	ld, fs := roles(t, c)
+	f := fs[0]
+	// Through the follower: its Forward stream to the leader opens.
+	if err := c.Put(ctxT(t, 10*time.Second), f, "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := nodeOf(t, c, f).ForwardStats(); m == 0 {
+		t.Fatal("the follower sent no Forward message: the test proves nothing")
+	}
+	if err := c.RmiDown(ld); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Put(ctxT(t, 1500*time.Millisecond), f, "k", "during"); err == nil {
+		t.Fatal("a write through a follower was acknowledged while the leader's inbound RPC was down")
+	}
+	if err := c.RmiUp(ld); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, _ := nodeOf(t, c, ld).LocalItem("k"); v != "before" {
+		t.Fatalf("the leader holds k = %q after a write refused by rmi-down, want %q", v, "before")
+	}
+}
