@@ -32,23 +32,7 @@ func (s *clientServer) Stream(st kvpb.KV_StreamServer) error {
 		who = p.Addr.String()
 	}
 	recv := func(os *opServer[*kvpb.BatchResult]) error {
-		for {
-			req, err := st.Recv()
-			if err != nil {
-				return err
-			}
-			// An operation's time runs from its arrival, not from its
-			// start: one that waited here for a slot until its caller
-			// gave up is not run.
-			now := time.Now()
-			for _, op := range req.Ops {
-				deadline := opDeadline(now, op.TimeoutUs)
-				if err := os.admit(); err != nil {
-					return err
-				}
-				s.start(os, who, op, deadline)
-			}
-		}
+		return receive(os, st.Recv, func(op *kvpb.BatchOp, deadline time.Time) { s.start(os, who, op, deadline) })
 	}
 	send := func(rs []*kvpb.BatchResult) error { return st.Send(&kvpb.BatchResponse{Results: rs}) }
 	return serveOps(s.n, st.Context(), s.n.limits.maxInFlight, recv, send)

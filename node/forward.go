@@ -399,20 +399,9 @@ func (st *fwdStream) fail(err error) {
 func (s *peerServer) Forward(st kvpb.Peer_ForwardServer) error {
 	n := s.n
 	recv := func(os *opServer[*kvpb.ForwardedResult]) error {
-		for {
-			req, err := st.Recv()
-			if err != nil {
-				return err
-			}
-			now := time.Now()
-			for _, op := range req.Ops {
-				deadline := opDeadline(now, op.TimeoutUs)
-				if err := os.admit(); err != nil {
-					return err
-				}
-				n.workers.do(func() { os.answer(s.forwarded(os.ctx, op, deadline)) })
-			}
-		}
+		return receive(os, st.Recv, func(op *kvpb.ForwardedOp, deadline time.Time) {
+			n.workers.do(func() { os.answer(s.forwarded(os.ctx, op, deadline)) })
+		})
 	}
 	send := func(rs []*kvpb.ForwardedResult) error { return st.Send(&kvpb.ForwardResponse{Results: rs}) }
 	return serveOps(n, st.Context(), maxForwardOps, recv, send)

@@ -74,6 +74,21 @@ func testForwarder(t *testing.T) *forwarder {
 	return f
 }
 
+// streamCalls returns how many calls the stream to addr holds (queued or
+// sent, not answered) and how many of them are queued; an error if no
+// stream is open.
+func streamCalls(f *forwarder, addr string) (calls, queued int, err error) {
+	f.mu.Lock()
+	st := f.streams[fwdKey{addr: addr}]
+	f.mu.Unlock()
+	if st == nil {
+		return 0, 0, errors.New("no stream open")
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.calls), len(st.queue), nil
+}
+
 func writeReq(key string) *kvpb.WriteRequest {
 	return &kvpb.WriteRequest{Op: kvpb.Op_OP_SET, Key: key, Value: "v"}
 }
@@ -150,18 +165,11 @@ func TestForwardGivenUpWriteReachedOnlyIfSent(t *testing.T) {
 		first <- reached
 	}()
 	soon.Succeeds(t, 10*time.Second, func() error {
-		f.mu.Lock()
-		st := f.streams[fwdKey{addr: "leader:1"}]
-		f.mu.Unlock()
-		if st == nil {
-			return errors.New("no stream open")
+		calls, queued, err := streamCalls(f, "leader:1")
+		if err == nil && (calls != 1 || queued != 0) {
+			err = fmt.Errorf("%d calls, %d queued: the sender has not taken the first write", calls, queued)
 		}
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		if len(st.calls) != 1 || len(st.queue) != 0 {
-			return fmt.Errorf("%d calls, %d queued: the sender has not taken the first write", len(st.calls), len(st.queue))
-		}
-		return nil
+		return err
 	})
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel2()
@@ -260,18 +268,11 @@ func TestForwardFullStreamSendsACall(t *testing.T) {
 		}
 	}()
 	soon.Succeeds(t, 10*time.Second, func() error {
-		f.mu.Lock()
-		st := f.streams[fwdKey{addr: "leader:1"}]
-		f.mu.Unlock()
-		if st == nil {
-			return errors.New("no stream open")
+		calls, _, err := streamCalls(f, "leader:1")
+		if err == nil && calls < maxForwardOps {
+			err = fmt.Errorf("%d writes wait, want %d", calls, maxForwardOps)
 		}
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		if len(st.calls) < maxForwardOps {
-			return fmt.Errorf("%d writes wait, want %d", len(st.calls), maxForwardOps)
-		}
-		return nil
+		return err
 	})
 	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer wcancel()

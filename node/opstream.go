@@ -103,6 +103,27 @@ func serveOps[R proto.Message](n *Node, ctx context.Context, slots int, recv fun
 	return err
 }
 
+// receive reads a stream's request messages with recv until it ends, and
+// admits and starts each of their operations with its deadline. An
+// operation's time runs from its message's arrival, not from its start:
+// one that waited here for a slot until its caller gave up is not run.
+func receive[Op interface{ GetTimeoutUs() int64 }, Req interface{ GetOps() []Op }, R proto.Message](os *opServer[R], recv func() (Req, error), start func(op Op, deadline time.Time)) error {
+	for {
+		req, err := recv()
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		for _, op := range req.GetOps() {
+			deadline := opDeadline(now, op.GetTimeoutUs())
+			if err := os.admit(); err != nil {
+				return err
+			}
+			start(op, deadline)
+		}
+	}
+}
+
 // errClosing: the stream takes no more operations.
 var errClosing = errors.New("node: the stream is closing")
 
