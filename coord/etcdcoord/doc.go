@@ -74,14 +74,22 @@
 // # A member that stops answering
 //
 // A paused or frozen etcd member keeps its connections open, and grpc-go
-// pings a connection no more often than every 10 s. The client sends each
-// call to the next member in turn, but a stream stays where it was opened.
-// So every call that is safe to repeat (reads, the grant, the
-// registration, the election's put and deletes, the revoke) is made in
-// attempts of at most 500 ms, each watch gets a gRPC stream of its own
-// (distinct metadata), and the watches check their progress as above.
-// Calls that are not safe to repeat (SetVoters and the other
-// compare-and-swaps) are bounded only by their caller's context. The channel holds one View
+// pings a connection no more often than every 10 s. So every call that is
+// safe to repeat (reads, the grant, the registration, the election's put
+// and deletes, the revoke) is made in attempts of at most 500 ms, each
+// watch gets a gRPC stream of its own (distinct metadata), and the watches
+// check their progress as above. Calls that are not safe to repeat
+// (SetVoters and the other compare-and-swaps) are bounded only by their
+// caller's context.
+//
+// Each attempt and each new stream goes to the next member in turn, but
+// not to a member marked stalled (stall.go): one to which a call ended at
+// its deadline having received nothing. Plain round robin, the etcd
+// client's own policy, kept sending such a member every third call, and a
+// caller that calls at a steady pace could land on it every time. A
+// marked member is asked for its Status every 250 ms and unmarked when it
+// answers, or when any call to it succeeds. If every member is marked,
+// calls go to all of them in turn. The channel holds one View
 // and a newer View replaces an unread one, so a slow reader never blocks the
 // watch and always gets the latest. A watch also stops when its session ends.
 //

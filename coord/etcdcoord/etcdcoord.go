@@ -162,6 +162,7 @@ type Coordinator struct {
 	keys   keys
 	client *clientv3.Client
 	conn   connState
+	stalls *stalls // members that stopped answering: calls skip them (stall.go)
 
 	// routines counts every goroutine started by the Coordinator or its
 	// sessions.
@@ -181,12 +182,13 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	st := newStalls()
 	client, err := clientv3.New(clientv3.Config{
 		Endpoints:            cfg.Endpoints,
 		DialTimeout:          cfg.DialTimeout,
 		DialKeepAliveTime:    cfg.KeepAliveTime,
 		DialKeepAliveTimeout: cfg.KeepAliveTimeout,
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		DialOptions: append([]grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff: backoff.Config{
 				BaseDelay:  100 * time.Millisecond,
 				Multiplier: 1.6,
@@ -194,16 +196,17 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 				MaxDelay:   time.Second,
 			},
 			MinConnectTimeout: time.Second,
-		})},
+		})}, st.dialOptions()...),
 		TLS:    cfg.TLS,
 		Logger: zap.NewNop(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcdcoord: dial %v: %w", cfg.Endpoints, err)
 	}
-	c := &Coordinator{cfg: cfg, keys: newKeys(cfg.Prefix), client: client}
+	c := &Coordinator{cfg: cfg, keys: newKeys(cfg.Prefix), client: client, stalls: st}
 	c.conn.changed = make(chan struct{})
 	c.routines.Go(nil, c.watchConn)
+	c.routines.Go(nil, c.probeStalled)
 
 	cctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()

@@ -1,0 +1,252 @@
+package etcdcoord
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/base"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// A member that stops answering (paused, frozen) keeps its connection
+// ready, so gRPC's round robin, which the etcd client uses, keeps sending
+// it every third call, and a caller that calls periodically can land on it
+// every time (seen: a node's keep-alives, and a new leader's reads, timing
+// out again and again while the two other members answered). So the
+// client's calls are balanced by skipStalledPolicy instead: round robin
+// over the ready members that are not marked stalled. A member is marked
+// when a call to it ends at its deadline with nothing received, and
+// unmarked when a call to it succeeds; while a member is marked, a probe
+// (a Status call pinned to it) asks it every stallProbeEvery, so a member
+// that answers again is back within about that time. If every ready
+// member is marked, calls go round robin over all of them.
+
+// skipStalledPolicy is the name of the load-balancing policy.
+const skipStalledPolicy = "kvstore_skip_stalled"
+
+const (
+	// stallProbeEvery is how often a marked member is probed.
+	stallProbeEvery = 250 * time.Millisecond
+	// stallProbeTimeout bounds one probe: Status is answered by the
+	// member itself, without its cluster.
+	stallProbeTimeout = 250 * time.Millisecond
+)
+
+func init() {
+	balancer.Register(builder{base.NewBalancerBuilder(skipStalledPolicy, pickerBuilder{}, base.Config{HealthCheck: false})})
+}
+
+// builder builds gRPC's base balancer, which connects to every address the
+// resolver gives and asks pickerBuilder for a picker over the ready ones.
+// The etcd client's resolver gives endpoints, not the addresses the base
+// balancer reads: addressesOfEndpoints passes them on as addresses.
+type builder struct{ balancer.Builder }
+
+func (b builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
+	return addressesOfEndpoints{b.Builder.Build(cc, opts)}
+}
+
+type addressesOfEndpoints struct{ balancer.Balancer }
+
+func (a addressesOfEndpoints) UpdateClientConnState(s balancer.ClientConnState) error {
+	if len(s.ResolverState.Addresses) == 0 {
+		for _, e := range s.ResolverState.Endpoints {
+			s.ResolverState.Addresses = append(s.ResolverState.Addresses, e.Addresses...)
+		}
+	}
+	return a.Balancer.UpdateClientConnState(s)
+}
+
+// stalls is one client's set of members (by address) marked stalled.
+type stalls struct {
+	mu     sync.Mutex
+	marked map[string]bool
+	wake   chan struct{} // closed and replaced when a member is marked
+}
+
+func newStalls() *stalls {
+	return &stalls{marked: make(map[string]bool), wake: make(chan struct{})}
+}
+
+// mark marks addr stalled.
+func (s *stalls) mark(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.marked[addr] {
+		s.marked[addr] = true
+		close(s.wake)
+		s.wake = make(chan struct{})
+	}
+}
+
+// unmark unmarks addr.
+func (s *stalls) unmark(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.marked, addr)
+}
+
+// stalled reports whether addr is marked.
+func (s *stalls) stalled(addr string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.marked[addr]
+}
+
+// list returns the marked members, sorted, and a channel closed when
+// another is marked.
+func (s *stalls) list() ([]string, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.marked))
+	for a := range s.marked {
+		out = append(out, a)
+	}
+	slices.Sort(out)
+	return out, s.wake
+}
+
+// done records how a call to addr ended.
+func (s *stalls) done(addr string, di balancer.DoneInfo) {
+	switch {
+	case di.Err == nil:
+		s.unmark(addr)
+	case !di.BytesReceived && deadlineErr(di.Err):
+		s.mark(addr)
+	}
+}
+
+// deadlineErr reports whether err is a call's deadline passing.
+func deadlineErr(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded
+}
+
+// stallsKey carries a call's *stalls in its context (callContext);
+// pinKey an address the call must go to (a probe).
+type (
+	stallsKey struct{}
+	pinKey    struct{}
+)
+
+// dialOptions are the options that make the client's calls use the
+// policy with s. The resolver's service config (round robin) is ignored.
+func (s *stalls) dialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDisableServiceConfig(),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingPolicy":"` + skipStalledPolicy + `"}`),
+		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			return invoker(context.WithValue(ctx, stallsKey{}, s), method, req, reply, cc, opts...)
+		}),
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			return streamer(context.WithValue(ctx, stallsKey{}, s), desc, cc, method, opts...)
+		}),
+	}
+}
+
+type pickerBuilder struct{}
+
+// readySC is a ready SubConn and the member address it connects to.
+type readySC struct {
+	sc   balancer.SubConn
+	addr string
+}
+
+func (pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
+	if len(info.ReadySCs) == 0 {
+		return base.NewErrPicker(balancer.ErrNoSubConnAvailable)
+	}
+	p := &picker{}
+	for sc, i := range info.ReadySCs {
+		p.scs = append(p.scs, readySC{sc: sc, addr: i.Address.Addr})
+	}
+	slices.SortFunc(p.scs, func(a, b readySC) int {
+		switch {
+		case a.addr < b.addr:
+			return -1
+		case a.addr > b.addr:
+			return 1
+		}
+		return 0
+	})
+	p.next.Store(rand.Uint32()) // clients do not all start on the same member
+	return p
+}
+
+// picker picks round robin over the ready members not marked stalled in
+// the call's stalls, or over all of them if all are marked; a call with a
+// pinned address goes there or fails Unavailable.
+type picker struct {
+	scs  []readySC
+	next atomic.Uint32
+}
+
+func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	s, _ := info.Ctx.Value(stallsKey{}).(*stalls)
+	if pin, ok := info.Ctx.Value(pinKey{}).(string); ok {
+		for _, r := range p.scs {
+			if r.addr == pin {
+				return p.result(r, s), nil
+			}
+		}
+		return balancer.PickResult{}, status.Errorf(codes.Unavailable, "etcdcoord: no ready connection to %s", pin)
+	}
+	n := uint32(len(p.scs))
+	start := p.next.Add(1)
+	if s != nil {
+		for i := range n {
+			if r := p.scs[(start+i)%n]; !s.stalled(r.addr) {
+				return p.result(r, s), nil
+			}
+		}
+	}
+	return p.result(p.scs[start%n], s), nil
+}
+
+func (p *picker) result(r readySC, s *stalls) balancer.PickResult {
+	res := balancer.PickResult{SubConn: r.sc}
+	if s != nil {
+		res.Done = func(di balancer.DoneInfo) { s.done(r.addr, di) }
+	}
+	return res
+}
+
+// probeStalled probes the members marked stalled every stallProbeEvery
+// (a marked member is unmarked by the Done of its answered probe), until
+// the client closes.
+func (c *Coordinator) probeStalled() {
+	maint := pb.NewMaintenanceClient(c.client.ActiveConnection())
+	for {
+		marked, wake := c.stalls.list()
+		if len(marked) == 0 {
+			select {
+			case <-c.client.Ctx().Done():
+				return
+			case <-wake:
+				continue
+			}
+		}
+		var wg sync.WaitGroup
+		for _, addr := range marked {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.WithValue(c.client.Ctx(), pinKey{}, addr), stallProbeTimeout)
+				defer cancel()
+				_, _ = maint.Status(ctx, &pb.StatusRequest{})
+			})
+		}
+		wg.Wait()
+		select {
+		case <-c.client.Ctx().Done():
+			return
+		case <-time.After(stallProbeEvery):
+		}
+	}
+}
