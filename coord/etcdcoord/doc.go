@@ -84,7 +84,8 @@
 //
 // Each attempt and each new stream goes to the next member in turn, but
 // not to a member marked stalled (stall.go): one to which a call ended at
-// its deadline having received nothing. Plain round robin, the etcd
+// its deadline having received nothing, on which a watch stopped making
+// progress, or on which a campaign's watch was not even created in 500 ms. Plain round robin, the etcd
 // client's own policy, kept sending such a member every third call, and a
 // caller that calls at a steady pace could land on it every time. A
 // marked member is asked for its Status every 250 ms and unmarked when it

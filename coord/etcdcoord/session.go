@@ -326,19 +326,27 @@ func (s *session) waitTurn(ctx context.Context, rev int64) error {
 const turnRecheck = 500 * time.Millisecond
 
 // waitDelete waits until key is deleted at rev or later, the watch breaks,
-// turnRecheck passes, or ctx ends; only the last is an error.
+// turnRecheck passes, or ctx ends; only the last is an error. A watch not
+// even created within turnRecheck marks its member stalled.
 func (c *Coordinator) waitDelete(ctx context.Context, key string, rev int64) error {
 	wctx, cancel := context.WithTimeout(ctx, turnRecheck)
 	defer cancel()
-	for wr := range c.client.Watch(ownStream(wctx), key, clientv3.WithRev(rev)) {
+	wctx, note := withPickNote(wctx)
+	created := false
+	for wr := range c.client.Watch(ownStream(wctx), key, clientv3.WithRev(rev), clientv3.WithCreatedNotify()) {
 		if wr.Err() != nil {
 			break
 		}
+		created = created || wr.Created
 		for _, ev := range wr.Events {
 			if ev.Type == mvccpb.DELETE {
 				return nil
 			}
 		}
+	}
+	if !created && ctx.Err() == nil && errors.Is(wctx.Err(), context.DeadlineExceeded) {
+		// Not even created in turnRecheck: its member does not answer.
+		c.markStalled(note)
 	}
 	return ctx.Err()
 }

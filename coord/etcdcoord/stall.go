@@ -25,7 +25,8 @@ import (
 // client's calls are balanced by skipStalledPolicy instead: round robin
 // over the ready members that are not marked stalled. A member is marked
 // when a call to it ends at its deadline with nothing received, and
-// unmarked when a call to it succeeds; while a member is marked, a probe
+// unmarked when a call to it succeeds; a watch whose stream makes no
+// progress marks the member the stream is on. While a member is marked, a probe
 // (a Status call pinned to it) asks it every stallProbeEvery, so a member
 // that answers again is back within about that time. If every ready
 // member is marked, calls go round robin over all of them.
@@ -131,11 +132,33 @@ func deadlineErr(err error) bool {
 }
 
 // stallsKey carries a call's *stalls in its context (callContext);
-// pinKey an address the call must go to (a probe).
+// pinKey an address the call must go to (a probe); pickNoteKey a
+// *pickNote.
 type (
-	stallsKey struct{}
-	pinKey    struct{}
+	stallsKey   struct{}
+	pinKey      struct{}
+	pickNoteKey struct{}
 )
+
+// pickNote records the member a stream was last opened on. A watch's
+// stream ends canceled, not at a deadline, when the watch finds it stuck,
+// so the watch marks the member itself (markStalled).
+type pickNote struct{ addr atomic.Pointer[string] }
+
+// withPickNote returns ctx carrying a new pickNote, and the note. The
+// etcd client opens a watch's stream with a context that keeps the
+// values of the watch's.
+func withPickNote(ctx context.Context) (context.Context, *pickNote) {
+	n := &pickNote{}
+	return context.WithValue(ctx, pickNoteKey{}, n), n
+}
+
+// markStalled marks the member n's stream was last opened on, if any.
+func (c *Coordinator) markStalled(n *pickNote) {
+	if a := n.addr.Load(); a != nil {
+		c.stalls.mark(*a)
+	}
+}
 
 // dialOptions are the options that make the client's calls use the
 // policy with s. The resolver's service config (round robin) is ignored.
@@ -201,14 +224,19 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	}
 	n := uint32(len(p.scs))
 	start := p.next.Add(1)
+	r := p.scs[start%n]
 	if s != nil {
 		for i := range n {
-			if r := p.scs[(start+i)%n]; !s.stalled(r.addr) {
-				return p.result(r, s), nil
+			if c := p.scs[(start+i)%n]; !s.stalled(c.addr) {
+				r = c
+				break
 			}
 		}
 	}
-	return p.result(p.scs[start%n], s), nil
+	if note, ok := info.Ctx.Value(pickNoteKey{}).(*pickNote); ok {
+		note.addr.Store(&r.addr)
+	}
+	return p.result(r, s), nil
 }
 
 func (p *picker) result(r readySC, s *stalls) balancer.PickResult {

@@ -123,6 +123,7 @@ func (c *Coordinator) watchOnce(ctx context.Context, send func(coord.View)) bool
 	// applying them again changes nothing.
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	wctx, note := withPickNote(wctx)
 	wctx = ownStream(clientv3.WithRequireLeader(wctx))
 	wch := c.client.Watch(wctx, c.keys.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision))
 	tick := time.NewTicker(progressEvery)
@@ -158,7 +159,10 @@ func (c *Coordinator) watchOnce(ctx context.Context, send func(coord.View)) bool
 				pcancel()
 			}
 			if time.Since(asked) > progressWait {
-				return true // stuck: watch again, on a new stream
+				// Stuck: watch again, on a new stream, and not on
+				// this member until it answers.
+				c.markStalled(note)
+				return true
 			}
 		}
 	}
