@@ -131,6 +131,9 @@ func startCoordinators(t *testing.T, bin string, n int) []*coordProc {
 				_ = p.cmd.Process.Kill()
 				<-p.exited
 			}
+			if t.Failed() {
+				t.Logf("coordinator %s:\n%s", p.name, p.output())
+			}
 		})
 	}
 	return procs
