@@ -24,12 +24,12 @@ import (
 // out again and again while the two other members answered). So the
 // client's calls are balanced by skipStalledPolicy instead: round robin
 // over the ready members that are not marked stalled. A member is marked
-// when a call to it ends at its deadline with nothing received, and
-// unmarked when a call to it succeeds; a watch whose stream makes no
-// progress marks the member the stream is on. While a member is marked, a probe
-// (a Status call pinned to it) asks it every stallProbeEvery, so a member
-// that answers again is back within about that time. If every ready
-// member is marked, calls go round robin over all of them.
+// when a call to it that ran at least stallAfter ends at its deadline with
+// nothing received, and when a watch on it stops making progress; it is
+// unmarked when a call to it is answered, or when it answers a probe (a
+// Status call pinned to it, every stallProbeEvery while it is marked) that
+// it sees a leader. If every ready member is marked, calls go round robin
+// over all of them.
 
 // skipStalledPolicy is the name of the load-balancing policy.
 const skipStalledPolicy = "kvstore_skip_stalled"
@@ -37,9 +37,13 @@ const skipStalledPolicy = "kvstore_skip_stalled"
 const (
 	// stallProbeEvery is how often a marked member is probed.
 	stallProbeEvery = 250 * time.Millisecond
-	// stallProbeTimeout bounds one probe: Status is answered by the
-	// member itself, without its cluster.
-	stallProbeTimeout = 250 * time.Millisecond
+	// stallProbeTimeout bounds one probe: an attempt's time, so that a
+	// member slow but within it is not kept out.
+	stallProbeTimeout = attemptTimeout
+	// stallAfter is how long a call that ends at its deadline must have
+	// run for its member to be marked: a call whose caller gave it less
+	// time proves nothing of the member.
+	stallAfter = attemptTimeout / 2
 )
 
 func init() {
@@ -116,12 +120,15 @@ func (s *stalls) list() ([]string, <-chan struct{}) {
 	return out, s.wake
 }
 
-// done records how a call to addr ended.
-func (s *stalls) done(addr string, di balancer.DoneInfo) {
+// done records how a call to addr, picked at picked, ended: answered, it
+// unmarks the member; at its deadline with nothing received after at
+// least stallAfter, it marks it. (gRPC reports a pick whose connection
+// was no longer ready as done with no error and nothing received.)
+func (s *stalls) done(addr string, picked time.Time, di balancer.DoneInfo) {
 	switch {
-	case di.Err == nil:
+	case di.Err == nil && di.BytesReceived:
 		s.unmark(addr)
-	case !di.BytesReceived && deadlineErr(di.Err):
+	case di.Err != nil && !di.BytesReceived && deadlineErr(di.Err) && time.Since(picked) >= stallAfter:
 		s.mark(addr)
 	}
 }
@@ -215,22 +222,28 @@ type picker struct {
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	s, _ := info.Ctx.Value(stallsKey{}).(*stalls)
 	if pin, ok := info.Ctx.Value(pinKey{}).(string); ok {
+		// A probe: probeStalled judges its answer.
 		for _, r := range p.scs {
 			if r.addr == pin {
-				return p.result(r, s), nil
+				return balancer.PickResult{SubConn: r.sc}, nil
 			}
 		}
 		return balancer.PickResult{}, status.Errorf(codes.Unavailable, "etcdcoord: no ready connection to %s", pin)
 	}
-	n := uint32(len(p.scs))
+	// Round robin over the members not marked, each taking an equal
+	// share; over all of them if all are marked.
 	start := p.next.Add(1)
-	r := p.scs[start%n]
+	r := p.scs[start%uint32(len(p.scs))]
 	if s != nil {
-		for i := range n {
-			if c := p.scs[(start+i)%n]; !s.stalled(c.addr) {
-				r = c
-				break
+		var live [8]readySC
+		ok := live[:0]
+		for _, c := range p.scs {
+			if !s.stalled(c.addr) {
+				ok = append(ok, c)
 			}
+		}
+		if len(ok) > 0 {
+			r = ok[start%uint32(len(ok))]
 		}
 	}
 	if note, ok := info.Ctx.Value(pickNoteKey{}).(*pickNote); ok {
@@ -242,39 +255,50 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 func (p *picker) result(r readySC, s *stalls) balancer.PickResult {
 	res := balancer.PickResult{SubConn: r.sc}
 	if s != nil {
-		res.Done = func(di balancer.DoneInfo) { s.done(r.addr, di) }
+		picked := time.Now()
+		res.Done = func(di balancer.DoneInfo) { s.done(r.addr, picked, di) }
 	}
 	return res
 }
 
-// probeStalled probes the members marked stalled every stallProbeEvery
-// (a marked member is unmarked by the Done of its answered probe), until
-// the client closes.
+// probeStalled probes the members marked stalled every stallProbeEvery,
+// and at once when another is marked, until the client closes. A member
+// is unmarked once it answers that it sees a leader, without errors: etcd
+// answers Status from the member itself, so a member cut from its peers
+// or stuck applying answers it too, and would fail the calls sent to it.
 func (c *Coordinator) probeStalled() {
 	maint := pb.NewMaintenanceClient(c.client.ActiveConnection())
 	for {
 		marked, wake := c.stalls.list()
-		if len(marked) == 0 {
-			select {
-			case <-c.client.Ctx().Done():
-				return
-			case <-wake:
-				continue
+		if len(marked) > 0 {
+			var wg sync.WaitGroup
+			for _, addr := range marked {
+				wg.Go(func() {
+					ctx, cancel := context.WithTimeout(context.WithValue(c.client.Ctx(), pinKey{}, addr), stallProbeTimeout)
+					defer cancel()
+					if st, err := maint.Status(ctx, &pb.StatusRequest{}); err == nil && st.Leader != 0 && len(st.Errors) == 0 {
+						c.stalls.unmark(addr)
+					}
+				})
 			}
+			wg.Wait()
 		}
-		var wg sync.WaitGroup
-		for _, addr := range marked {
-			wg.Go(func() {
-				ctx, cancel := context.WithTimeout(context.WithValue(c.client.Ctx(), pinKey{}, addr), stallProbeTimeout)
-				defer cancel()
-				_, _ = maint.Status(ctx, &pb.StatusRequest{})
-			})
+		var next <-chan time.Time
+		var t *time.Timer
+		if len(marked) > 0 {
+			t = time.NewTimer(stallProbeEvery)
+			next = t.C
 		}
-		wg.Wait()
 		select {
 		case <-c.client.Ctx().Done():
+		case <-wake:
+		case <-next:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if c.client.Ctx().Err() != nil {
 			return
-		case <-time.After(stallProbeEvery):
 		}
 	}
 }

@@ -125,7 +125,24 @@ func (c *Coordinator) watchOnce(ctx context.Context, send func(coord.View)) bool
 	defer cancel()
 	wctx, note := withPickNote(wctx)
 	wctx = ownStream(clientv3.WithRequireLeader(wctx))
-	wch := c.client.Watch(wctx, c.keys.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision))
+	// Watch returns once the watch is registered on its stream, which
+	// waits, as long as wctx lasts, for a stream that a member that stops
+	// answering never opens: it gets progressWait.
+	opened := make(chan clientv3.WatchChan, 1)
+	go func() {
+		opened <- c.client.Watch(wctx, c.keys.prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision))
+	}()
+	var wch clientv3.WatchChan
+	openWait := time.NewTimer(progressWait)
+	select {
+	case wch = <-opened:
+		openWait.Stop()
+	case <-openWait.C:
+		c.markStalled(note)
+		cancel()
+		<-opened
+		return true
+	}
 	tick := time.NewTicker(progressEvery)
 	defer tick.Stop()
 	var asked time.Time // when the unanswered progress request was sent; zero if none
