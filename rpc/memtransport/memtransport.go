@@ -18,6 +18,9 @@
 // with Unavailable and reports no peer: like a refused connection, the
 // request never left.
 //
+// A stream (Forward) is an ordered connection: its messages keep their
+// order, are not duplicated, and a lost one breaks the stream (stream.go).
+//
 // Everything runs in goroutines and timers, with no real I/O, so a whole
 // cluster on a Network runs inside a testing/synctest bubble.
 package memtransport
@@ -312,12 +315,6 @@ func (c *client) Leave(ctx context.Context, in *kvpb.LeaveRequest, opts ...grpc.
 
 func (c *client) Probe(ctx context.Context, in *kvpb.ProbeRequest, opts ...grpc.CallOption) (*kvpb.ProbeResponse, error) {
 	return call(ctx, c, in, opts, kvpb.PeerServer.Probe)
-}
-
-// Forward is a stream, which the network does not carry: it fails as a
-// node without Forward does, and the node forwards its writes with Write.
-func (c *client) Forward(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[kvpb.ForwardRequest, kvpb.ForwardResponse], error) {
-	return nil, status.Error(codes.Unimplemented, "memtransport: streams are not carried")
 }
 
 // result is a handler's answer.
