@@ -18,9 +18,8 @@ package node
 // would have had, so forwardWrite's retry, failover and outcome-unknown
 // rules, and get's, hold unchanged. A write still queued when its sender
 // gives up never leaves; one handed to the stream may have. A leader
-// without Forward (an older build, or an in-memory transport) answers
-// Unimplemented, and its operations go by Write and Fetch for a while
-// (forwardRetry).
+// without Forward (an older build) answers Unimplemented, and its
+// operations go by Write and Fetch for a while (forwardRetry).
 
 import (
 	"context"

@@ -58,6 +58,9 @@ type Stats struct {
 	// LogEntries is how many entries this node keeps, as leader, for
 	// followers that lag (at most about Config.MaxLog; 0 on a follower).
 	LogEntries int
+	// Forwarded counts the writes and fetches this node sent to the
+	// leader on Forward streams (not those sent as calls of their own).
+	Forwarded uint64
 }
 
 // Node is one KVStore replica. Create it with New, run it with Start, stop
@@ -407,6 +410,7 @@ func (n *Node) Stats() Stats {
 
 		SnapshotChunksSent:  n.chunksSent.Load(),
 		SnapshotChunksTaken: n.recv.taken.Load(),
+		Forwarded:           uint64(n.forwarder.carried.Load()),
 		LogEntries:          n.logEntries(),
 	}
 }

@@ -85,6 +85,48 @@ func (s *localPeer) Probe(ctx context.Context, req *kvpb.ProbeRequest) (*kvpb.Pr
 	return serveLocal[*kvpb.ProbeResponse](ctx, s.n, "Probe", req)
 }
 
+// Forward serves an in-memory Forward stream.
+func (s *localPeer) Forward(st grpc.BidiStreamingServer[kvpb.ForwardRequest, kvpb.ForwardResponse]) error {
+	return serveLocalStream(s.n, "Forward", st)
+}
+
+// serveLocalStream serves one in-memory stream of method through
+// n.guard.interceptStream into the node's peerServer, as serveLocal does
+// a call: its context ends when the node stops.
+func serveLocalStream(n *Node, method string, ss grpc.ServerStream) error {
+	var desc *grpc.StreamDesc
+	for i := range kvpb.Peer_ServiceDesc.Streams {
+		if d := &kvpb.Peer_ServiceDesc.Streams[i]; d.StreamName == method {
+			desc = d
+		}
+	}
+	if desc == nil {
+		return status.Errorf(codes.Unimplemented, "node %s: no peer stream %s", n.cfg.ID, method)
+	}
+	if !n.local.enter() {
+		return rpc.ToStatus(fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrStopped))
+	}
+	defer n.local.leave()
+	cctx, cancel := context.WithCancelCause(ss.Context())
+	defer cancel(nil)
+	stop := context.AfterFunc(n.ctx, func() { cancel(context.Cause(n.ctx)) })
+	defer stop()
+	info := &grpc.StreamServerInfo{
+		FullMethod:     "/" + kvpb.Peer_ServiceDesc.ServiceName + "/" + method,
+		IsClientStream: desc.ClientStreams,
+		IsServerStream: desc.ServerStreams,
+	}
+	return n.guard.interceptStream(&peerServer{n: n}, localStream{ServerStream: ss, ctx: cctx}, info, desc.Handler)
+}
+
+// localStream is a server stream with the node's context for it.
+type localStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s localStream) Context() context.Context { return s.ctx }
+
 // serveLocal serves one in-memory call of method: the request (a copy of
 // req) is decoded as gRPC would, and the descriptor's handler runs it
 // through n.guard.intercept into the node's peerServer.

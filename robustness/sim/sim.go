@@ -93,6 +93,9 @@ type Result struct {
 	// CacheHits is how many reads the running nodes answered from their
 	// caches (a restarted node counts from its restart).
 	CacheHits uint64
+	// Forwarded is how many writes and fetches the running nodes sent to
+	// their leader on Forward streams (counted as CacheHits is).
+	Forwarded uint64
 	// Log is what happened: the events played and the nodes' logs.
 	Log []byte
 }
@@ -163,7 +166,9 @@ func Run(opts Options) (Result, error) {
 	res.Net = c.net.Stats()
 	for i := range c.nodes {
 		if n := c.node(i); n != nil {
-			res.CacheHits += n.Stats().CacheHits
+			st := n.Stats()
+			res.CacheHits += st.CacheHits
+			res.Forwarded += st.Forwarded
 		}
 	}
 	c.stopAll()

@@ -12,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/kvstore/kvstore/node"
 	"github.com/kvstore/kvstore/robustness/linearizability"
 )
 
@@ -67,9 +68,16 @@ func (o outcome) violation() bool { return o.illegal != "" || o.durable != nil }
 // runSchedule runs one schedule in a synctest bubble and checks what it
 // saw, outside the bubble (with opts: where a counter-example is drawn).
 func runSchedule(t *testing.T, sched Schedule, opts ...linearizability.CheckOption) outcome {
+	return runScheduleWith(t, sched, nil, opts...)
+}
+
+// runScheduleWith is runSchedule with config adjusting every node's config.
+func runScheduleWith(t *testing.T, sched Schedule, config func(*node.Config), opts ...linearizability.CheckOption) outcome {
 	o := outcome{sched: sched}
 	synctest.Test(t, func(t *testing.T) {
-		o.res, o.runErr = Run(DefaultOptions(sched, t.TempDir()))
+		so := DefaultOptions(sched, t.TempDir())
+		so.Config = config
+		o.res, o.runErr = Run(so)
 	})
 	if o.runErr != nil {
 		return o
@@ -114,7 +122,7 @@ func (o outcome) report(t *testing.T, test string) string {
 // state the history does not explain, and any cluster that did not catch
 // up once everything healed.
 func TestSimulation(t *testing.T) {
-	var ops, unknown, lost, hits atomic.Int64
+	var ops, unknown, lost, hits, forwarded atomic.Int64
 	start := time.Now()
 	list := seeds(t)
 	t.Run("seeds", func(t *testing.T) {
@@ -127,6 +135,7 @@ func TestSimulation(t *testing.T) {
 				unknown.Add(o.res.Workload.Unknown)
 				lost.Add(int64(o.res.Net.Lost))
 				hits.Add(int64(o.res.CacheHits))
+				forwarded.Add(int64(o.res.Forwarded))
 				switch {
 				case o.runErr != nil:
 					t.Fatalf("run: %v\n%s", o.runErr, o.report(t, "TestSimulation$"))
@@ -140,8 +149,13 @@ func TestSimulation(t *testing.T) {
 			})
 		}
 	})
-	t.Logf("%d schedules in %v: %d operations (%d outcome unknown), %d reads from caches, %d messages lost",
-		len(list), time.Since(start).Round(time.Millisecond), ops.Load(), unknown.Load(), hits.Load(), lost.Load())
+	t.Logf("%d schedules in %v: %d operations (%d outcome unknown), %d reads from caches, %d forwarded on streams, %d messages lost",
+		len(list), time.Since(start).Round(time.Millisecond), ops.Load(), unknown.Load(), hits.Load(), forwarded.Load(), lost.Load())
+	// The followers' writes and fetches go to the leader on Forward
+	// streams: a simulation that never used them would not test them.
+	if ops.Load() > 0 && forwarded.Load() == 0 {
+		t.Errorf("no write or fetch was forwarded on a stream in %d schedules", len(list))
+	}
 }
 
 // TestSimulationFindsSkewBeyondMargin is the proof that the simulation has
