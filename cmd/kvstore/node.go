@@ -142,8 +142,8 @@ func newLogger(level, format string) (*slog.Logger, error) {
 
 // openCoordinator connects to the coordinator named by the flags: etcd
 // endpoints or a ZooKeeper connect string (exactly one), secured by access.
-// Bad flag combinations are usage errors.
-func openCoordinator(ctx context.Context, etcd []string, zookeeper, cluster string, access coordAccessFlags) (coord.Coordinator, error) {
+// Bad flag combinations are usage errors. The etcd client logs to log.
+func openCoordinator(ctx context.Context, etcd []string, zookeeper, cluster string, access coordAccessFlags, log *slog.Logger) (coord.Coordinator, error) {
 	usage := func(err error) error { return &exitError{exitUsage, err} }
 	switch {
 	case len(etcd) > 0 && zookeeper != "":
@@ -176,7 +176,7 @@ func openCoordinator(ctx context.Context, etcd []string, zookeeper, cluster stri
 	if err != nil {
 		return nil, err
 	}
-	cfg := etcdcoord.Config{Endpoints: etcd, Prefix: "/kvstore/" + cluster + "/", TLS: tlsCfg}
+	cfg := etcdcoord.Config{Endpoints: etcd, Prefix: "/kvstore/" + cluster + "/", TLS: tlsCfg, Logger: log}
 	if err := cfg.Validate(); err != nil {
 		return nil, usage(fmt.Errorf("--etcd: %w", err))
 	}
@@ -222,7 +222,7 @@ func runNode(ctx context.Context, f nodeFlags) error {
 
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	co, err := openCoordinator(startCtx, f.etcd, f.zookeeper, f.cluster, f.access)
+	co, err := openCoordinator(startCtx, f.etcd, f.zookeeper, f.cluster, f.access, log)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -51,7 +52,7 @@ func newClusterCmd() *cobra.Command {
 	run := func(cmd *cobra.Command, do func(ctx context.Context, co coord.Coordinator, out io.Writer) error) error {
 		ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 		defer cancel()
-		co, err := openCoordinator(ctx, f.etcd, f.zookeeper, f.cluster, f.access)
+		co, err := openCoordinator(ctx, f.etcd, f.zookeeper, f.cluster, f.access, slog.New(slog.DiscardHandler))
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"strconv"
@@ -46,6 +47,9 @@ type Config struct {
 	// KeepAliveTimeout is how long a transport ping may go unanswered before
 	// the connection is closed and redialed. Default 1 s.
 	KeepAliveTimeout time.Duration
+	// Logger receives the client's notices: a member marked stalled
+	// (calls skip it) and back. Nil: discarded.
+	Logger *slog.Logger
 	// Clock is the clock session deadlines are measured on; nil means
 	// clock.System() (CLOCK_BOOTTIME on Linux: it counts the time the
 	// machine spends suspended). A node must read the same clock when it
@@ -95,6 +99,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.System()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return cfg
 }
@@ -182,7 +189,7 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	st := newStalls()
+	st := newStalls(cfg.Logger)
 	client, err := clientv3.New(clientv3.Config{
 		Endpoints:            cfg.Endpoints,
 		DialTimeout:          cfg.DialTimeout,

@@ -3,6 +3,7 @@ package etcdcoord
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -73,13 +74,14 @@ func (a addressesOfEndpoints) UpdateClientConnState(s balancer.ClientConnState) 
 
 // stalls is one client's set of members (by address) marked stalled.
 type stalls struct {
+	log    *slog.Logger
 	mu     sync.Mutex
 	marked map[string]bool
 	wake   chan struct{} // closed and replaced when a member is marked
 }
 
-func newStalls() *stalls {
-	return &stalls{marked: make(map[string]bool), wake: make(chan struct{})}
+func newStalls(log *slog.Logger) *stalls {
+	return &stalls{log: log, marked: make(map[string]bool), wake: make(chan struct{})}
 }
 
 // mark marks addr stalled.
@@ -90,6 +92,7 @@ func (s *stalls) mark(addr string) {
 		s.marked[addr] = true
 		close(s.wake)
 		s.wake = make(chan struct{})
+		s.log.Warn("etcd member stopped answering: calls skip it until it answers", "member", addr)
 	}
 }
 
@@ -97,7 +100,10 @@ func (s *stalls) mark(addr string) {
 func (s *stalls) unmark(addr string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.marked, addr)
+	if s.marked[addr] {
+		delete(s.marked, addr)
+		s.log.Info("etcd member answers again", "member", addr)
+	}
 }
 
 // stalled reports whether addr is marked.

@@ -3,6 +3,7 @@ package etcdcoord
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -15,12 +16,19 @@ import (
 	"github.com/kvstore/kvstore/etcdembed"
 	"github.com/kvstore/kvstore/faultproxy"
 	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/internal/syncbuf"
 )
 
 // newProxied starts an etcd and a Coordinator that reaches it only
 // through n proxies (n endpoints), which the test can black-hole, and
 // waits until the client's connection through each is ready.
 func newProxied(t *testing.T, n int) (*Coordinator, []*faultproxy.Proxy) {
+	c, proxies, _ := newProxiedLog(t, n)
+	return c, proxies
+}
+
+// newProxiedLog is newProxied, also returning what the client logged.
+func newProxiedLog(t *testing.T, n int) (*Coordinator, []*faultproxy.Proxy, *syncbuf.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -42,7 +50,8 @@ func newProxied(t *testing.T, n int) (*Coordinator, []*faultproxy.Proxy) {
 		proxies = append(proxies, p)
 		eps = append(eps, "http://"+p.Addr())
 	}
-	c, err := New(ctx, Config{Endpoints: eps, Prefix: "/stall/"})
+	logs := &syncbuf.Buffer{}
+	c, err := New(ctx, Config{Endpoints: eps, Prefix: "/stall/", Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +70,7 @@ func newProxied(t *testing.T, n int) (*Coordinator, []*faultproxy.Proxy) {
 			return err
 		})
 	}
-	return c, proxies
+	return c, proxies, logs
 }
 
 // TestCallsSkipAMemberThatStopsAnswering gives the client three endpoints,
@@ -71,7 +80,7 @@ func newProxied(t *testing.T, n int) (*Coordinator, []*faultproxy.Proxy) {
 // the client marks the member after one such call and skips it until it
 // answers again.
 func TestCallsSkipAMemberThatStopsAnswering(t *testing.T) {
-	c, proxies := newProxied(t, 3)
+	c, proxies, logs := newProxiedLog(t, 3)
 	stopped := proxies[1]
 	stopped.SetBlackhole(true)
 	const reads = 30
@@ -97,7 +106,8 @@ func TestCallsSkipAMemberThatStopsAnswering(t *testing.T) {
 		t.Errorf("marked stalled: %v, want %v", m, []string{stopped.Addr()})
 	}
 
-	// Answering again, the member is unmarked within a few probes.
+	// Answering again, the member is unmarked within a few probes; the
+	// client says both.
 	stopped.SetBlackhole(false)
 	soon.Succeeds(t, 10*time.Second, func() error {
 		if m, _ := c.stalls.list(); len(m) != 0 {
@@ -105,6 +115,11 @@ func TestCallsSkipAMemberThatStopsAnswering(t *testing.T) {
 		}
 		return nil
 	})
+	for _, want := range []string{"etcd member stopped answering: calls skip it until it answers\" member=" + stopped.Addr(), "etcd member answers again\" member=" + stopped.Addr()} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
 }
 
 // marked reports whether c's calls skip addr.
