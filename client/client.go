@@ -44,6 +44,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -70,6 +71,11 @@ var (
 	ErrNotLeader      = kvstore.ErrNotLeader
 	ErrStaleEpoch     = kvstore.ErrStaleEpoch
 	ErrRemoved        = kvstore.ErrRemoved
+	// ErrWrongNode: an endpoint is a node of another cluster than
+	// Config.Cluster; it refused the call and changed nothing. The client
+	// moves on to the next endpoint, as from one that cannot serve, and
+	// fails at once if every endpoint refused so.
+	ErrWrongNode = kvstore.ErrWrongNode
 	// ErrCanceled: the caller canceled the call's context. It is
 	// context.Canceled.
 	ErrCanceled = context.Canceled
@@ -145,6 +151,12 @@ type Config struct {
 	// Leave its ServerName empty: each connection checks that the node's
 	// certificate names the host of its endpoint. nil: plaintext.
 	TLS *tls.Config
+	// Cluster, if set, is the name of the cluster the endpoints must
+	// belong to (the nodes' --cluster). Every call names it, and a node of
+	// another cluster refuses it with ErrWrongNode, so a list of endpoints
+	// that mixes up two clusters never reads or writes the wrong one.
+	// Empty: no check (nodes of any cluster answer).
+	Cluster string
 }
 
 // Client is a connection to a KVStore cluster. It is safe for concurrent
@@ -221,7 +233,9 @@ func New(cfg Config) (*Client, error) {
 				Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 				MinConnectTimeout: minConnect,
 			}),
-			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}))
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
+			grpc.WithChainUnaryInterceptor(clusterUnary(cfg.Cluster)),
+			grpc.WithChainStreamInterceptor(clusterStream(cfg.Cluster)))
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("client: endpoint %q: %w", ep, err)
@@ -240,6 +254,26 @@ func New(cfg Config) (*Client, error) {
 		c.wstreams[i].kv, c.wstreams[i].fallback = kv, &c.batchers[i].writes
 	}
 	return c, nil
+}
+
+// clusterUnary names cluster (if set) in every call's metadata.
+func clusterUnary(cluster string) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if cluster != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, rpc.ClusterHeader, cluster)
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// clusterStream names cluster (if set) in every stream's metadata.
+func clusterStream(cluster string) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if cluster != "" {
+			ctx = metadata.AppendToOutgoingContext(ctx, rpc.ClusterHeader, cluster)
+		}
+		return streamer(ctx, desc, cc, method, opts...)
+	}
 }
 
 // Close closes every connection. Calls in flight fail.
@@ -512,6 +546,7 @@ func (c *Client) doAt(ctx context.Context, op string, write bool, call func(ctx 
 	for {
 		tlsOnly := true
 		refusedOnly := true
+		wrongOnly := true // every endpoint is of another cluster (Config.Cluster)
 		for _, idx := range c.order(prev, write) {
 			if last != nil && tooLate(ctx) {
 				// An attempt begun now could only be cut short, and a
@@ -540,6 +575,9 @@ func (c *Client) doAt(ctx context.Context, op string, write bool, call func(ctx 
 			}
 			if !errors.Is(a.err, ErrTLS) {
 				tlsOnly = false
+			}
+			if !errors.Is(a.err, ErrWrongNode) {
+				wrongOnly = false
 			}
 			if a.sent || a.typed {
 				connected = true
@@ -572,6 +610,11 @@ func (c *Client) doAt(ctx context.Context, op string, write bool, call func(ctx 
 		}
 		if refusedOnly && c.cfg.FailWhenRefused {
 			return 0, c.fail(ctx, op, unavailable(fmt.Errorf("%w (%s): %w", ErrRefused, strings.Join(c.cfg.Endpoints, ","), last)), write && unknown)
+		}
+		// Nodes of another cluster, all of them: a matter of
+		// configuration, which waiting will not cure.
+		if wrongOnly {
+			return 0, c.fail(ctx, op, last, write && unknown)
 		}
 		// A TLS mismatch is a matter of configuration: waiting will not
 		// cure it. Twice in a row, so that a connection that happened to
@@ -772,7 +815,7 @@ func failover(err error) bool {
 	case errors.Is(err, ErrNoQuorum):
 		return false
 	case errors.Is(err, ErrPartitioned), errors.Is(err, ErrStopped), errors.Is(err, ErrOutcomeUnknown),
-		errors.Is(err, ErrNotLeader), errors.Is(err, ErrUnavailable), errors.Is(err, ErrTLS):
+		errors.Is(err, ErrNotLeader), errors.Is(err, ErrUnavailable), errors.Is(err, ErrTLS), errors.Is(err, ErrWrongNode):
 		return true
 	}
 	return false
@@ -784,7 +827,7 @@ func failover(err error) bool {
 var definite = []error{
 	ErrBadRequest, ErrTooLarge, ErrBusy, ErrPartitioned, ErrStopped, ErrNoLeader,
 	ErrNoQuorum, ErrTimeout, ErrNotLeader, ErrStaleEpoch, ErrRemoved,
-	ErrNotVoter, ErrUnsafeRemoval, ErrRemoveLeader,
+	ErrNotVoter, ErrUnsafeRemoval, ErrRemoveLeader, ErrWrongNode,
 }
 
 // maybeApplied reports whether a write attempt that failed with err (typed:

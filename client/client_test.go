@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/kvstore/kvstore/client"
 	"github.com/kvstore/kvstore/cluster"
 	"github.com/kvstore/kvstore/internal/soon"
+	"github.com/kvstore/kvstore/node"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
@@ -285,5 +288,61 @@ func TestWritesGoToTheLeader(t *testing.T) {
 	attempts("put after resign", put("k9"))
 	if got := attempts("put", put("k10")); !slices.Equal(got, []string{addr(t, c, newLead)}) {
 		t.Fatalf("put after the leader moved tried %v, want the new leader %s", got, addr(t, c, newLead))
+	}
+}
+
+// TestClientRefusesAnEndpointOfAnotherCluster: a client given its cluster
+// (Config.Cluster) whose endpoints mix in a node of another cluster never
+// reads or writes that cluster: the node refuses every call (ErrWrongNode,
+// naming both clusters) and the client moves on to the next endpoint.
+func TestClientRefusesAnEndpointOfAnotherCluster(t *testing.T) {
+	ours := newCluster(t, 1)
+	other := cluster.StartTest(t, cluster.Options{Nodes: 1, Node: func(cfg *node.Config) { cfg.Cluster = "other" }})
+	name := node.DefaultConfig().Cluster
+	mixed, err := client.New(client.Config{Endpoints: []string{addr(t, other, 0), addr(t, ours, 0)}, Cluster: name, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mixed.Close()
+	for i := range 3 {
+		if err := mixed.Put(ctxT(t, 10*time.Second), fmt.Sprint("k", i), "v"); err != nil {
+			t.Fatalf("put %d through endpoints that mix two clusters: %v", i, err)
+		}
+	}
+	if v, found, err := mixed.Get(ctxT(t, 10*time.Second), "k0"); err != nil || !found || v != "v" {
+		t.Fatalf("get k0 = %q %v %v", v, found, err)
+	}
+	// The other cluster saw none of it (a client without Cluster checks
+	// nothing, as before).
+	if _, found, err := newClient(t, addr(t, other, 0)).Get(ctxT(t, 10*time.Second), "k0"); err != nil || found {
+		t.Fatalf("the other cluster has k0: found %v, %v", found, err)
+	}
+
+	// Only the other cluster's node: every kind of call fails, definitely,
+	// and at once (waiting would not cure it): one attempt each.
+	var attempts atomic.Int32
+	wrong, err := client.New(client.Config{Endpoints: []string{addr(t, other, 0)}, Cluster: name, Timeout: 30 * time.Second,
+		OnAttempt: func(string, time.Duration, error) { attempts.Add(1) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wrong.Close()
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, client.ErrWrongNode) || errors.Is(err, client.ErrOutcomeUnknown) ||
+			!strings.Contains(err.Error(), `cluster "other"`) || !strings.Contains(err.Error(), fmt.Sprintf("%q", name)) {
+			t.Errorf("%s on a node of another cluster: %v, want ErrWrongNode naming both clusters, not outcome unknown", what, err)
+		}
+	}
+	check("put", wrong.Put(ctxT(t, 10*time.Second), "k9", "v"))
+	_, _, err = wrong.Get(ctxT(t, 10*time.Second), "k0")
+	check("get", err)
+	_, err = wrong.Status(ctxT(t, 10*time.Second))
+	check("status", err)
+	if n := attempts.Load(); n != 3 {
+		t.Errorf("%d attempts for 3 calls to a node of another cluster, want one each", n)
+	}
+	if _, found, err := newClient(t, addr(t, other, 0)).Get(ctxT(t, 10*time.Second), "k9"); err != nil || found {
+		t.Fatalf("the other cluster has k9: found %v, %v", found, err)
 	}
 }

@@ -2,11 +2,14 @@ package node
 
 import (
 	"context"
+	"fmt"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/rpc"
 )
 
@@ -23,8 +26,10 @@ type guard struct {
 // and errors become gRPC statuses.
 func (g *guard) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	n := g.n
-	if n.rpcDown.Load() && peerMethod(info) {
-		return nil, status.Error(codes.Unavailable, "node "+n.cfg.ID+": inbound RPC is down")
+	if peerMethod(info) {
+		if err := g.peerDown(); err != nil {
+			return nil, err
+		}
 	}
 	ctx, cancel := answerBefore(ctx, info.FullMethod)
 	defer cancel()
@@ -32,10 +37,33 @@ func (g *guard) intercept(ctx context.Context, req any, info *grpc.UnaryServerIn
 	var err error
 	if peerMethod(info) {
 		resp, err = h(ctx, req)
-	} else {
+	} else if err = g.checkClientCluster(ctx); err == nil {
 		resp, err = n.limits.serve(ctx, req, h)
 	}
 	return resp, rpc.ToStatus(err)
+}
+
+// peerDown is the refusal of a node-to-node call or stream while inbound
+// RPC is down (rmi-down), or nil.
+func (g *guard) peerDown() error {
+	if g.n.rpcDown.Load() {
+		return status.Error(codes.Unavailable, "node "+g.n.cfg.ID+": inbound RPC is down")
+	}
+	return nil
+}
+
+// checkClientCluster refuses, with ErrWrongNode, a client call that names
+// another cluster than this node's (rpc.ClusterHeader, set by a client
+// given its cluster): a client whose endpoints mix up two clusters must
+// not read or write the wrong one. A call that names none passes.
+func (g *guard) checkClientCluster(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, c := range md.Get(rpc.ClusterHeader) {
+		if c != g.n.cfg.Cluster {
+			return fmt.Errorf("%w: node %s is of cluster %q, not the client's cluster %q", kvstore.ErrWrongNode, g.n.cfg.ID, g.n.cfg.Cluster, c)
+		}
+	}
+	return nil
 }
 
 // interceptStream is the stream interceptor: with TLS on, a node-to-node
@@ -51,9 +79,11 @@ func (g *guard) interceptStream(srv any, ss grpc.ServerStream, info *grpc.Stream
 				return err
 			}
 		}
-		if n.rpcDown.Load() {
-			return status.Error(codes.Unavailable, "node "+n.cfg.ID+": inbound RPC is down")
+		if err := g.peerDown(); err != nil {
+			return err
 		}
+	} else if err := g.checkClientCluster(ss.Context()); err != nil {
+		return rpc.ToStatus(err)
 	}
 	return rpc.ToStatus(h(srv, ss))
 }

@@ -19,6 +19,11 @@ import (
 // Domain is the ErrorInfo domain of every sentinel KVStore sends.
 const Domain = "kvstore"
 
+// ClusterHeader is the gRPC metadata key under which a client names the
+// cluster it means (client.Config.Cluster); a node of another cluster
+// refuses the call with kvstore.ErrWrongNode.
+const ClusterHeader = "kvstore-cluster"
+
 // table maps each sentinel to the gRPC code it travels as and to the reason
 // that names it on the wire: an errdetails.ErrorInfo{Reason, Domain} in the
 // status details. The reasons are part of the protocol: never rename or

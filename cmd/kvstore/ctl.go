@@ -56,6 +56,7 @@ type ctlFlags struct {
 	dial       time.Duration // --dial-timeout
 	attempt    time.Duration
 	json       bool
+	cluster    string
 	tls        tlsFlags
 }
 
@@ -72,6 +73,7 @@ func ctlCommands() []*cobra.Command {
 		fl.DurationVar(&f.dial, "dial-timeout", defaultDialTimeout, "how long the command waits for a connection to any endpoint; it fails at once when every endpoint refuses the connection")
 		fl.DurationVar(&f.attempt, "attempt-timeout", client.DefaultAttemptTimeout, "how long one node may take to answer before the client moves on to the next endpoint")
 		fl.BoolVar(&f.json, "json", false, "print the result as JSON")
+		fl.StringVar(&f.cluster, "cluster", "", "the cluster the endpoints must belong to (the nodes' --cluster): a node of another cluster refuses the command's calls; empty: no check")
 		f.tls.add(fl, "this client (a client certificate of the nodes' CA)")
 		cmd.Args = exactArgs(len(argNames(cmd)))
 		cmd.SilenceUsage, cmd.SilenceErrors = true, true
@@ -290,7 +292,7 @@ func (f *ctlFlags) validate() error {
 func (f *ctlFlags) clientConfig(endpoints []string, tlsConfig *tls.Config) client.Config {
 	return client.Config{
 		Endpoints: endpoints, Timeout: f.timeout, AttemptTimeout: f.attempt,
-		DialTimeout: f.dial, FailWhenRefused: true, TLS: tlsConfig,
+		DialTimeout: f.dial, FailWhenRefused: true, TLS: tlsConfig, Cluster: f.cluster,
 	}
 }
 

@@ -329,6 +329,18 @@ func TestNodeProcessesAndClient(t *testing.T) {
 	if out, code := ctl(t, bin, "get", "--endpoints", nodes[2].addr, "j"); code != exitNotFound {
 		t.Fatalf("get after delete --json: exit %d, %q; want %d", code, out, exitNotFound)
 	}
+	// --cluster names the cluster the endpoints must belong to: these
+	// nodes are of "proc", so they refuse a command for another, which
+	// writes nothing.
+	if out, code := ctl(t, bin, "put", "--endpoints", nodes[0].addr, "--cluster", "proc", "c", "1"); code != 0 || out != "OK\n" {
+		t.Fatalf("put --cluster proc: exit %d, %q", code, out)
+	}
+	if out, code := ctl(t, bin, "put", "--endpoints", nodes[0].addr, "--cluster", "prod", "c", "2"); code != exitFailed {
+		t.Fatalf("put --cluster prod to nodes of proc: exit %d, %q; want %d", code, out, exitFailed)
+	}
+	if out, code := ctl(t, bin, "get", "--endpoints", nodes[0].addr, "c"); code != 0 || out != "1\n" {
+		t.Fatalf("get after a refused put: exit %d, %q; want 1", code, out)
+	}
 	if out, code := ctl(t, bin, "delete", "--endpoints", nodes[2].addr, "k"); code != 0 || out != "OK\n" {
 		t.Fatalf("delete: exit %d, %q", code, out)
 	}
