@@ -287,14 +287,17 @@ func (st *fwdStream) run(c kvpb.PeerClient) {
 			if msg == nil {
 				break
 			}
-			if err := cs.Send(msg); err != nil {
-				// End the stream, so that recvLoop fails its calls and
-				// the next operation opens another.
-				st.cancel()
-				return
-			}
+			// Counted before it leaves: a test that waits for an
+			// answer then finds it counted.
 			st.f.sent.Add(1)
 			st.f.carried.Add(int64(len(msg.Ops)))
+			if err := cs.Send(msg); err != nil {
+				// The stream ended: Recv returns its status once the
+				// answers that came before it are read, and recvLoop
+				// then fails the calls left (those still queued as not
+				// sent). Canceling here would drop those answers.
+				return
+			}
 		}
 	}
 }
@@ -410,9 +413,9 @@ func (s *peerServer) Forward(st kvpb.Peer_ForwardServer) error {
 func (s *peerServer) forwarded(ctx context.Context, op *kvpb.ForwardedOp, deadline time.Time) *kvpb.ForwardedResult {
 	n := s.n
 	r := &kvpb.ForwardedResult{Id: op.Id}
-	if n.rpcDown.Load() {
+	if err := n.guard.peerDown(); err != nil {
 		// As the interceptor refuses a Write or Fetch call (rmi-down).
-		r.Error = rpc.MarshalStatus(status.Error(codes.Unavailable, "node "+n.cfg.ID+": inbound RPC is down"))
+		r.Error = rpc.MarshalStatus(err)
 		return r
 	}
 	if !deadline.IsZero() && !time.Now().Before(deadline) {

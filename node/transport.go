@@ -90,9 +90,11 @@ func (s *localPeer) Forward(st grpc.BidiStreamingServer[kvpb.ForwardRequest, kvp
 	return serveLocalStream(s.n, "Forward", st)
 }
 
-// serveLocalStream serves one in-memory stream of method through
-// n.guard.interceptStream into the node's peerServer, as serveLocal does
-// a call: its context ends when the node stops.
+// serveLocalStream serves one in-memory stream of method into the node's
+// peerServer as the gRPC server would, without TLS (as serveLocal): rmi-down
+// refuses it, errors become gRPC statuses, and a stopping node ends it as
+// it ends a stream over gRPC (serveOps sends the last answers, within
+// stopFlush).
 func serveLocalStream(n *Node, method string, ss grpc.ServerStream) error {
 	var desc *grpc.StreamDesc
 	for i := range kvpb.Peer_ServiceDesc.Streams {
@@ -107,25 +109,11 @@ func serveLocalStream(n *Node, method string, ss grpc.ServerStream) error {
 		return rpc.ToStatus(fmt.Errorf("node %s: %w", n.cfg.ID, kvstore.ErrStopped))
 	}
 	defer n.local.leave()
-	cctx, cancel := context.WithCancelCause(ss.Context())
-	defer cancel(nil)
-	stop := context.AfterFunc(n.ctx, func() { cancel(context.Cause(n.ctx)) })
-	defer stop()
-	info := &grpc.StreamServerInfo{
-		FullMethod:     "/" + kvpb.Peer_ServiceDesc.ServiceName + "/" + method,
-		IsClientStream: desc.ClientStreams,
-		IsServerStream: desc.ServerStreams,
+	if err := n.guard.peerDown(); err != nil {
+		return err
 	}
-	return n.guard.interceptStream(&peerServer{n: n}, localStream{ServerStream: ss, ctx: cctx}, info, desc.Handler)
+	return rpc.ToStatus(desc.Handler(&peerServer{n: n}, ss))
 }
-
-// localStream is a server stream with the node's context for it.
-type localStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (s localStream) Context() context.Context { return s.ctx }
 
 // serveLocal serves one in-memory call of method: the request (a copy of
 // req) is decoded as gRPC would, and the descriptor's handler runs it

@@ -1,10 +1,14 @@
 package node
 
 import (
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/certs"
+	"github.com/kvstore/kvstore/internal/testpki"
 	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/rpc/memtransport"
@@ -84,4 +88,64 @@ func TestNoListenNeedsTransportAndAddress(t *testing.T) {
 	}
 	var _ Transport = (*rpc.Pool)(nil)
 	var _ Transport = (*memtransport.Endpoint)(nil)
+}
+
+// TestForwardStreamOverMemoryTransport: the in-memory Peer service serves
+// Forward streams as the gRPC server does, without TLS (an in-memory
+// caller shows no certificate, as for calls): each operation answered by
+// id, rmi-down refusing the stream, a stopped node too.
+func TestForwardStreamOverMemoryTransport(t *testing.T) {
+	nw := memtransport.New(1)
+	pki := testpki.New(t, "memory CA")
+	serverCert, err := tls.LoadX509KeyPair(pki.ServerCert, pki.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Coordinator = "n1", noCoord{}
+	cfg.NoListen, cfg.AdvertiseAddr, cfg.Transport = true, "n1", nw.Endpoint("n1")
+	cfg.ServerTLS = certs.ServerConfig(serverCert, pki.CA.Pool())
+	cfg.PeerTLS = certs.ClientConfig(serverCert, pki.CA.Pool())
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw.Register("n1", n.PeerService())
+	c, err := nw.Endpoint("n2").Peer("n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	forward := func() error {
+		st, err := c.Forward(ctx)
+		if err != nil {
+			return err
+		}
+		req := &kvpb.ForwardRequest{Ops: []*kvpb.ForwardedOp{{Id: 7, Op: &kvpb.ForwardedOp_Fetch{Fetch: &kvpb.FetchRequest{Cluster: cfg.Cluster, Key: "k"}}}}}
+		if err := st.Send(req); err != nil {
+			return err
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		if len(resp.Results) != 1 || resp.Results[0].Id != 7 {
+			return fmt.Errorf("answers %v, want one for operation 7", resp.Results)
+		}
+		return nil
+	}
+	if err := forward(); err != nil {
+		t.Fatalf("Forward on a node with ServerTLS, in memory: %v", err)
+	}
+	n.SetRPCDown(true)
+	if err := forward(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("Forward with rmi-down = %v, want Unavailable", err)
+	}
+	n.SetRPCDown(false)
+	if err := n.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := forward(); status.Code(err) != codes.Unavailable || !errors.Is(rpc.FromStatus(err), kvstore.ErrStopped) {
+		t.Fatalf("Forward to a closed node = %v, want Unavailable, ErrStopped", err)
+	}
 }

@@ -78,9 +78,9 @@ type Network struct {
 	stats    Stats
 	closed   bool
 
-	ctx    context.Context // canceled by Close: duplicates on their way are lost
-	cancel context.CancelFunc
-	dups   sync.WaitGroup // duplicates on their way
+	ctx     context.Context // canceled by Close: duplicates on their way are lost, streams end
+	cancel  context.CancelFunc
+	spawned sync.WaitGroup // duplicates on their way, streams' servers
 }
 
 // New returns an empty network whose random faults are drawn from seed.
@@ -95,28 +95,30 @@ func New(seed uint64) *Network {
 	}
 }
 
-// Close loses the duplicated requests still on their way and waits for
-// those being delivered, so that no goroutine of the network outlives it
-// (a synctest bubble ends only when all its goroutines have). Later
-// duplicates are not sent.
+// Close loses the duplicated requests still on their way, ends the
+// streams, and waits for the duplicates being delivered and the streams'
+// servers, so that no goroutine of the network outlives it (a synctest
+// bubble ends only when all its goroutines have). Later duplicates are
+// not sent and later streams are refused.
 func (nw *Network) Close() {
 	nw.mu.Lock()
 	nw.closed = true
 	nw.mu.Unlock()
 	nw.cancel()
-	nw.dups.Wait()
+	nw.spawned.Wait()
 }
 
-// goDup runs f, a duplicate's delivery, unless the network is closed.
-func (nw *Network) goDup(f func()) bool {
+// spawn runs f (a duplicate's delivery, a stream's server) in a goroutine
+// Close waits for, unless the network is closed.
+func (nw *Network) spawn(f func()) bool {
 	nw.mu.Lock()
 	defer nw.mu.Unlock()
 	if nw.closed {
 		return false
 	}
-	nw.dups.Add(1)
+	nw.spawned.Add(1)
 	go func() {
-		defer nw.dups.Done()
+		defer nw.spawned.Done()
 		f()
 	}()
 	return true
@@ -353,7 +355,7 @@ func call[Req, Resp proto.Message](ctx context.Context, c *client, in Req, opts 
 		// is a message already on its way.
 		dup := proto.Clone(in).(Req)
 		dctx, dcancel := detached(ctx)
-		sent := nw.goDup(func() {
+		sent := nw.spawn(func() {
 			defer dcancel()
 			stop := context.AfterFunc(nw.ctx, dcancel)
 			defer stop()

@@ -4,14 +4,16 @@ package memtransport
 // messages each way go through their direction's link faults one by one,
 // arrive in the order sent (a delay holds back the messages behind it,
 // as on a TCP connection), and are never duplicated. A lost message
-// breaks the stream, as a connection reset: the receiver gets the
-// messages before it, then Unavailable, and the other side's messages
-// stop too. The caller's context bounds the stream, reaches the server,
-// and its end ends both sides at once.
+// resets the stream: each side gets the messages on their way before it,
+// then Unavailable. (TCP would retransmit, and over a cut link stall until
+// a keep-alive gives up; the reset is that end, come at once.) The
+// caller's context bounds the stream and reaches the server; its end, or
+// the network's Close, ends both sides at once. The caller's Send reports
+// io.EOF once the server's end has arrived, as gRPC's does once the
+// trailers have.
 
 import (
 	"context"
-	"errors"
 	"io"
 	"sync"
 	"time"
@@ -50,13 +52,13 @@ type arrival struct {
 type pipe struct {
 	nw       *Network
 	from, to string
-
-	rev *pipe // the other direction: a lost message breaks both
+	rev      *pipe // the other direction: a lost message resets both
 
 	mu      sync.Mutex
 	msgs    []arrival // sent, not read yet, in order
 	lastAt  time.Time // when the latest message sent arrives
 	end     *arrival  // set once: closed, or broken
+	gone    bool      // the reader is gone (the server returned): what is sent is dropped
 	changed chan struct{}
 }
 
@@ -70,21 +72,21 @@ func (p *pipe) notifyLocked() {
 	p.changed = make(chan struct{})
 }
 
-// send sends a copy of m; io.EOF once the pipe ended (the status comes
-// to the other direction's reader, as gRPC's SendMsg says).
-func (p *pipe) send(m proto.Message) error {
-	f := p.nw.fate(p.from, p.to)
+// send sends a copy of m. It reports nothing of what becomes of it: a
+// lost message, or the stream's end, shows on the other direction.
+func (p *pipe) send(m proto.Message) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.end != nil {
-		return io.EOF
+	if p.end != nil || p.gone {
+		p.mu.Unlock()
+		return
 	}
+	f := p.nw.fate(p.from, p.to)
 	now := time.Now()
 	if f.lost {
-		// A reset: both directions end after what is on its way.
 		p.endLocked(errBroken, now)
-		go p.rev.closeNow(errBroken)
-		return nil // the sender cannot tell
+		p.mu.Unlock()
+		p.rev.closeNow(errBroken)
+		return
 	}
 	at := now.Add(f.delay)
 	if at.Before(p.lastAt) {
@@ -93,21 +95,26 @@ func (p *pipe) send(m proto.Message) error {
 	p.lastAt = at
 	p.msgs = append(p.msgs, arrival{msg: proto.Clone(m), at: at})
 	p.notifyLocked()
-	return nil
+	p.mu.Unlock()
 }
 
 // close ends the pipe with err after the messages sent: the end is a
-// message too, and if it is lost the pipe breaks.
+// message too, and if it is lost the stream resets.
 func (p *pipe) close(err error) {
-	f := p.nw.fate(p.from, p.to)
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	if p.end != nil {
+		p.mu.Unlock()
+		return
+	}
+	f := p.nw.fate(p.from, p.to)
 	if f.lost {
 		p.endLocked(errBroken, time.Now())
-		go p.rev.closeNow(errBroken)
+		p.mu.Unlock()
+		p.rev.closeNow(errBroken)
 		return
 	}
 	p.endLocked(err, time.Now().Add(f.delay))
+	p.mu.Unlock()
 }
 
 // closeNow ends the pipe with err after what is on its way.
@@ -117,14 +124,38 @@ func (p *pipe) closeNow(err error) {
 	p.endLocked(err, time.Now())
 }
 
-// breakNow ends the pipe with err at once, dropping what is on its way.
+// breakNow ends the pipe with err at once; what is on its way is lost.
 func (p *pipe) breakNow(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.end == nil {
+		if n := len(p.msgs); n > 0 {
+			p.nw.count(func(s *Stats) { s.Lost += uint64(n) })
+		}
 		p.msgs = nil
+		p.lastAt = time.Time{}
 		p.endLocked(err, time.Now())
 	}
+}
+
+// readerGone drops what the pipe holds and what is sent on it from now on:
+// its reader (a server's handler) returned.
+func (p *pipe) readerGone() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.gone = true
+	p.msgs = nil
+}
+
+// ended returns the pipe's end once it has arrived: io.EOF (closed) or a
+// status; nil before.
+func (p *pipe) ended() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.end != nil && !p.end.at.After(time.Now()) {
+		return p.end.err
+	}
+	return nil
 }
 
 func (p *pipe) endLocked(err error, at time.Time) {
@@ -202,22 +233,25 @@ func openStream(ctx context.Context, c *client, opts []grpc.CallOption, serve fu
 	setPeer(opts, c.to)
 	sctx, cancel := context.WithCancel(ctx)
 	stopE := context.AfterFunc(c.e.ctx, cancel)
+	stopN := context.AfterFunc(nw.ctx, cancel)
 	cs := &clientStream{ctx: sctx, c: c, up: newPipe(nw, c.e.from, c.to), down: newPipe(nw, c.to, c.e.from)}
 	cs.up.rev, cs.down.rev = cs.down, cs.up
-	// Either side's end, or the caller's, ends the other direction too.
+	// The caller's end (or the endpoint's, or the network's) ends both
+	// directions at once.
 	context.AfterFunc(sctx, func() {
 		stopE()
+		stopN()
 		err := ctxStatus(sctx, c)
 		cs.up.breakNow(err)
 		cs.down.breakNow(err)
 	})
-	// The stream's opening is a message: lost, the stream is broken.
+	// The stream's opening is a message: lost, the stream resets.
 	open := nw.fate(c.e.from, c.to)
 	if open.lost {
-		cs.down.breakNow(errBroken)
+		cs.down.closeNow(errBroken)
 		return cs, nil
 	}
-	go func() {
+	started := nw.spawn(func() {
 		if !wait(sctx, open.delay) {
 			return
 		}
@@ -227,10 +261,13 @@ func openStream(ctx context.Context, c *client, opts []grpc.CallOption, serve fu
 		} else if _, ok := status.FromError(err); !ok {
 			err = status.Error(codes.Unknown, err.Error())
 		}
+		cs.up.readerGone()
 		cs.down.close(err)
-		// The handler is done: what the client still sends goes nowhere.
-		cs.up.breakNow(io.EOF)
-	}()
+	})
+	if !started {
+		cancel()
+		return nil, status.Error(codes.Unavailable, "memtransport: network closed")
+	}
 	return cs, nil
 }
 
@@ -251,10 +288,11 @@ func (s *clientStream) CloseSend() error {
 }
 
 func (s *clientStream) SendMsg(m any) error {
-	if s.ctx.Err() != nil {
+	if s.ctx.Err() != nil || s.down.ended() != nil {
 		return io.EOF
 	}
-	return s.up.send(m.(proto.Message))
+	s.up.send(m.(proto.Message))
+	return nil
 }
 
 func (s *clientStream) RecvMsg(m any) error {
@@ -285,9 +323,12 @@ func (s *serverStream) SendMsg(m any) error {
 	if err := s.ctx.Err(); err != nil {
 		return status.FromContextError(err).Err()
 	}
-	if err := s.down.send(m.(proto.Message)); err != nil {
-		return errors.New("memtransport: stream ended")
+	if err := s.up.ended(); err != nil && err != io.EOF {
+		// The stream reset (a lost message). (After the caller closed
+		// its side, io.EOF, answers still go.)
+		return err
 	}
+	s.down.send(m.(proto.Message))
 	return nil
 }
 

@@ -21,12 +21,20 @@ import (
 // closed its side) or when its context ends, reporting how it ended.
 type echo struct {
 	kvpb.UnimplementedPeerServer
-	end   error
-	after int        // with end: end after this many operations
-	ended chan error // how Forward ended
+	end     error
+	after   int           // with end: end after this many operations
+	ended   chan error    // how Forward ended
+	started chan struct{} // closed when Forward starts (if not nil)
+	hold    chan struct{} // if not nil, Forward reads nothing until it is closed
 }
 
 func (e *echo) Forward(st grpc.BidiStreamingServer[kvpb.ForwardRequest, kvpb.ForwardResponse]) error {
+	if e.started != nil {
+		close(e.started)
+	}
+	if e.hold != nil {
+		<-e.hold
+	}
 	n := 0
 	for {
 		req, err := st.Recv()
@@ -102,6 +110,32 @@ func TestStreamKeepsOrder(t *testing.T) {
 		}
 		if _, err := st.Recv(); !errors.Is(err, io.EOF) {
 			t.Fatalf("after the server's clean end: %v, want io.EOF", err)
+		}
+	})
+}
+
+// TestAnswersFollowTheCallersClose: after the caller closed its side, the
+// server still answers what it was sent, then ends cleanly.
+func TestAnswersFollowTheCallersClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, st, cancel := openEcho(t, &echo{}, Faults{Delay: 5 * time.Millisecond})
+		defer cancel()
+		for i := range uint64(3) {
+			if err := st.Send(op(i + 1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		for want := uint64(1); want <= 3; want++ {
+			resp, err := st.Recv()
+			if err != nil || resp.Results[0].Id != want {
+				t.Fatalf("answer %d after the caller's close: %v, %v", want, resp, err)
+			}
+		}
+		if _, err := st.Recv(); !errors.Is(err, io.EOF) {
+			t.Fatalf("end: %v, want io.EOF", err)
 		}
 	})
 }
@@ -204,6 +238,70 @@ func TestStreamToNobodyIsRefused(t *testing.T) {
 		}
 		if got := fmt.Sprint(nw.Stats().Refused); got != "1" {
 			t.Fatalf("refused %s, want 1", got)
+		}
+	})
+}
+
+// TestResetReachesACallerWhoseServerDoesNotRead: a lost message resets
+// both directions, so the caller learns of it even while the server reads
+// nothing.
+func TestResetReachesACallerWhoseServerDoesNotRead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := &echo{hold: make(chan struct{})}
+		nw, st, cancel := openEcho(t, e, Faults{Delay: time.Millisecond})
+		defer cancel()
+		defer close(e.hold)
+		nw.SetFaults("a", "b", Faults{Cut: true})
+		if err := st.Send(op(1)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); status.Code(err) != codes.Unavailable {
+			t.Fatalf("after a lost message: %v, want Unavailable", err)
+		}
+	})
+}
+
+// TestLostOpeningNeverStartsTheServer: a stream whose opening is lost
+// resets, and its server never runs.
+func TestLostOpeningNeverStartsTheServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nw := New(1)
+		e := &echo{ended: make(chan error, 1), started: make(chan struct{})}
+		nw.Register("b", e)
+		nw.SetFaults("a", "b", Faults{Cut: true})
+		c, err := nw.Endpoint("a").Peer("b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := c.Forward(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); status.Code(err) != codes.Unavailable {
+			t.Fatalf("after a lost opening: %v, want Unavailable", err)
+		}
+		synctest.Wait()
+		select {
+		case <-e.started:
+			t.Fatal("the server ran a stream whose opening was lost")
+		default:
+		}
+	})
+}
+
+// TestStreamCarriesCopies: what the receiver gets does not change when the
+// sender reuses its message.
+func TestStreamCarriesCopies(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, st, cancel := openEcho(t, &echo{}, Faults{Delay: time.Millisecond})
+		defer cancel()
+		m := op(1)
+		if err := st.Send(m); err != nil {
+			t.Fatal(err)
+		}
+		m.Ops[0].Id = 99
+		if resp, err := st.Recv(); err != nil || resp.Results[0].Id != 1 {
+			t.Fatalf("answer: %v, %v; want id 1 (the message as sent)", resp, err)
 		}
 	})
 }
