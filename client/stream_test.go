@@ -472,3 +472,48 @@ func TestStreamBoundsItsUnansweredCalls(t *testing.T) {
 		t.Errorf("a read after %d calls gave up: %q %v", client.MaxStreamOps+extra, v, err)
 	}
 }
+
+// TestStreamsPerConnectionAreBounded: one client connection may have 64
+// Streams open (each may hold up to MaxClientRequests answers its client
+// has not read); the next is refused with ErrBusy, and one is allowed again
+// once another closed.
+func TestStreamsPerConnectionAreBounded(t *testing.T) {
+	c := newCluster(t, 1)
+	cc := rawConn(t, addr(t, c, 0))
+	const most = 64
+	var open []kvpb.KV_StreamClient
+	for i := range most {
+		s := openStream(t, cc)
+		if err := s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{getOp(1, "k")}}); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+		answers(t, s, 1)
+		open = append(open, s)
+	}
+	refused := func() error {
+		s := openStream(t, cc)
+		_ = s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{getOp(1, "k")}})
+		_, err := s.Recv()
+		return err
+	}
+	err := refused()
+	if status.Code(err) != codes.ResourceExhausted || !errors.Is(rpc.FromStatus(err), kvstore.ErrBusy) {
+		t.Fatalf("stream %d on one connection: %v, want ResourceExhausted, ErrBusy", most+1, err)
+	}
+	if err := open[0].CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := open[0].Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("closing a stream: %v, want io.EOF", err)
+	}
+	soon.Succeeds(t, 10*time.Second, func() error {
+		s := openStream(t, cc)
+		if err := s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{getOp(1, "k")}}); err != nil {
+			return err
+		}
+		if _, err := s.Recv(); err != nil {
+			return fmt.Errorf("a stream once another closed: %w", err)
+		}
+		return nil
+	})
+}

@@ -24,13 +24,20 @@ import (
 // Batch (a read the cache answers at once, the rest on the node's
 // workers), under its own deadline (its timeout_us, pulled in as
 // answerBefore pulls in a call's) and the node's limits, counted per
-// operation. The stream ends when the client closes it, when it breaks,
-// or when the node stops (Unavailable: the client retries elsewhere).
+// operation. One client connection may have maxClientStreams open (more
+// are refused with ErrBusy). The stream ends when the client closes it,
+// when it breaks, or when the node stops (Unavailable: the client retries
+// elsewhere).
 func (s *clientServer) Stream(st kvpb.KV_StreamServer) error {
 	who := "unknown client"
 	if p, ok := grpcpeer.FromContext(st.Context()); ok && p.Addr != nil {
 		who = p.Addr.String()
 	}
+	done, err := s.n.limits.openStream(who)
+	if err != nil {
+		return err
+	}
+	defer done()
 	recv := func(os *opServer[*kvpb.BatchResult]) error {
 		return receive(os, st.Recv, func(op *kvpb.BatchOp, deadline time.Time) { s.start(os, who, op, deadline) })
 	}

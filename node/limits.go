@@ -44,10 +44,36 @@ type limiter struct {
 
 	mu       sync.Mutex
 	inFlight map[string]int // client connection (remote address) -> requests in flight
+	streams  map[string]int // client connection -> Streams open
 }
 
+// maxClientStreams bounds the Streams one client connection has open. Each
+// holds at most MaxClientRequests answers its client has not read, so the
+// bound caps what one connection can make a node hold; the Go client opens
+// two per node it calls (reads, writes).
+const maxClientStreams = 64
+
 func newLimiter(cfg *Config) *limiter {
-	return &limiter{maxSize: cfg.MaxRequestSize, maxInFlight: cfg.MaxClientRequests, maxKey: cfg.MaxKeySize, maxValue: cfg.MaxValueSize, inFlight: make(map[string]int)}
+	return &limiter{maxSize: cfg.MaxRequestSize, maxInFlight: cfg.MaxClientRequests, maxKey: cfg.MaxKeySize, maxValue: cfg.MaxValueSize,
+		inFlight: make(map[string]int), streams: make(map[string]int)}
+}
+
+// openStream counts one more Stream open for who, or refuses it with
+// ErrBusy if who has maxClientStreams open; done ends it.
+func (l *limiter) openStream(who string) (done func(), err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.streams[who] >= maxClientStreams {
+		return nil, fmt.Errorf("%w: client %s has %d streams open, the most one connection may", kvstore.ErrBusy, who, maxClientStreams)
+	}
+	l.streams[who]++
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.streams[who]--; l.streams[who] <= 0 {
+			delete(l.streams, who)
+		}
+	}, nil
 }
 
 // serve runs the client API handler h for req within the limits, or
