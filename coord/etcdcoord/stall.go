@@ -1,6 +1,7 @@
 package etcdcoord
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -204,15 +205,7 @@ func (pickerBuilder) Build(info base.PickerBuildInfo) balancer.Picker {
 	for sc, i := range info.ReadySCs {
 		p.scs = append(p.scs, readySC{sc: sc, addr: i.Address.Addr})
 	}
-	slices.SortFunc(p.scs, func(a, b readySC) int {
-		switch {
-		case a.addr < b.addr:
-			return -1
-		case a.addr > b.addr:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(p.scs, func(a, b readySC) int { return cmp.Compare(a.addr, b.addr) })
 	p.next.Store(rand.Uint32()) // clients do not all start on the same member
 	return p
 }
