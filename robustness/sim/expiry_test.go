@@ -1,11 +1,8 @@
 package sim
 
 import (
-	"strconv"
 	"testing"
 	"time"
-
-	"github.com/kvstore/kvstore/robustness/linearizability"
 )
 
 // TestSimulationFindsImmediateExpiry: a coordinator that ends sessions
@@ -17,7 +14,7 @@ import (
 // the simulation must find stale reads. It is why NewSchedule never draws
 // Expire.
 func TestSimulationFindsImmediateExpiry(t *testing.T) {
-	for seed := uint64(1); seed <= maxExpirySeeds; seed++ {
+	findViolation(t, maxExpirySeeds, "whose coordinator expires sessions at once", func(seed uint64) Schedule {
 		s := Schedule{Seed: seed, Nodes: 3, Skew: WithinMargin, Length: 5 * time.Second}
 		for n := range 3 {
 			s.Events = append(s.Events, Event{Kind: Rate, Node: n, Rate: 1})
@@ -31,19 +28,8 @@ func TestSimulationFindsImmediateExpiry(t *testing.T) {
 				Event{At: at + 900*time.Millisecond, Kind: CoordHeal, Node: 2},
 			)
 		}
-		var o outcome
-		t.Run(strconv.FormatUint(seed, 10), func(t *testing.T) {
-			o = runSchedule(t, s, linearizability.VisualizationDir(t.TempDir()))
-		})
-		if o.runErr != nil {
-			t.Fatalf("seed %d: run: %v", seed, o.runErr)
-		}
-		if o.violation() {
-			t.Logf("seed %d found a violation: %s %v", seed, o.illegal, o.durable)
-			return
-		}
-	}
-	t.Fatalf("no violation in %d schedules whose coordinator expires sessions at once", maxExpirySeeds)
+		return s
+	}, nil)
 }
 
 // maxExpirySeeds bounds the schedules TestSimulationFindsImmediateExpiry

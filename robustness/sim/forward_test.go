@@ -1,11 +1,9 @@
 package sim
 
 import (
-	"strconv"
 	"testing"
 
 	"github.com/kvstore/kvstore/node"
-	"github.com/kvstore/kvstore/robustness/linearizability"
 )
 
 // TestSimulationFindsMixedForwardAnswers is the proof that the simulation
@@ -14,23 +12,12 @@ import (
 // operation, and some schedule among the first maxForwardSeeds shows a
 // history that is not linearizable.
 func TestSimulationFindsMixedForwardAnswers(t *testing.T) {
-	for seed := uint64(1); seed <= maxForwardSeeds; seed++ {
-		sched := NewSchedule(seed, nodesFor(seed), WithinMargin, faultTime, Config().ClockDrift)
-		var o outcome
-		t.Run(strconv.FormatUint(seed, 10), func(t *testing.T) {
-			o = runScheduleWith(t, sched, func(cfg *node.Config) { cfg.Faults.RotateForwardAnswers = true }, linearizability.VisualizationDir(t.TempDir()))
-		})
-		if o.runErr != nil {
-			t.Fatalf("seed %d: run: %v", seed, o.runErr)
-		}
-		if o.violation() {
-			t.Logf("seed %d found a violation: %s %v", seed, o.illegal, o.durable)
-			return
-		}
-	}
-	t.Fatalf("no violation in %d schedules whose followers mix up the answers of their Forward streams", maxForwardSeeds)
+	findViolation(t, maxForwardSeeds, "whose followers mix up the answers of their Forward streams", func(seed uint64) Schedule {
+		return NewSchedule(seed, nodesFor(seed), WithinMargin, faultTime, Config().ClockDrift)
+	}, func(cfg *node.Config) { cfg.Faults.RotateForwardAnswers = true })
 }
 
 // maxForwardSeeds bounds the schedules TestSimulationFindsMixedForwardAnswers
-// tries.
-const maxForwardSeeds = 20
+// tries. The first violation came at seeds 1 to 18 in 14 runs, so a miss
+// in 100 is a simulation that no longer runs the streams, not bad luck.
+const maxForwardSeeds = 100

@@ -164,21 +164,32 @@ func TestSimulation(t *testing.T) {
 // counts it, and some schedule among the first maxTeethSeeds shows a stale
 // read (or a lost write).
 func TestSimulationFindsSkewBeyondMargin(t *testing.T) {
-	for seed := uint64(1); seed <= maxTeethSeeds; seed++ {
-		sched := NewSchedule(seed, 3, BeyondMargin, faultTime, Config().ClockDrift)
+	findViolation(t, maxTeethSeeds, "with clock rates beyond the drift margin", func(seed uint64) Schedule {
+		return NewSchedule(seed, 3, BeyondMargin, faultTime, Config().ClockDrift)
+	}, nil)
+}
+
+// findViolation is the body of a test that the simulation has teeth: it
+// runs the schedules of seeds 1 to most (sched draws each; config adjusts
+// every node's config, nil for none) until one shows a violation, and
+// fails if none does. what says what the schedules do wrong.
+func findViolation(t *testing.T, most uint64, what string, sched func(seed uint64) Schedule, config func(*node.Config)) {
+	t.Helper()
+	for seed := uint64(1); seed <= most; seed++ {
+		s := sched(seed)
 		var o outcome
 		t.Run(strconv.FormatUint(seed, 10), func(t *testing.T) {
-			o = runSchedule(t, sched, linearizability.VisualizationDir(t.TempDir()))
+			o = runScheduleWith(t, s, config, linearizability.VisualizationDir(t.TempDir()))
 		})
 		if o.runErr != nil {
 			t.Fatalf("seed %d: run: %v", seed, o.runErr)
 		}
 		if o.violation() {
-			t.Logf("seed %d found a violation beyond the margin: %s %v", seed, o.illegal, o.durable)
+			t.Logf("seed %d found a violation (schedules %s): %s %v", seed, what, o.illegal, o.durable)
 			return
 		}
 	}
-	t.Fatalf("no violation in %d schedules with clock rates beyond the drift margin", maxTeethSeeds)
+	t.Fatalf("no violation in %d schedules %s", most, what)
 }
 
 // maxTeethSeeds bounds the schedules TestSimulationFindsSkewBeyondMargin
