@@ -224,7 +224,7 @@ func New(cfg Config) (*Client, error) {
 			c.Close()
 			return nil, errors.New("client: empty endpoint")
 		}
-		cc, err := grpc.NewClient("passthrough:///"+ep,
+		opts := []grpc.DialOption{
 			grpc.WithTransportCredentials(creds),
 			// A batch's answer carries several values: accept what a
 			// node may send (larger answers are split, batch.go).
@@ -234,8 +234,12 @@ func New(cfg Config) (*Client, error) {
 				MinConnectTimeout: minConnect,
 			}),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout, PermitWithoutStream: true}),
-			grpc.WithChainUnaryInterceptor(clusterUnary(cfg.Cluster)),
-			grpc.WithChainStreamInterceptor(clusterStream(cfg.Cluster)))
+		}
+		if cfg.Cluster != "" {
+			// Only a client given its cluster pays for naming it.
+			opts = append(opts, grpc.WithChainUnaryInterceptor(clusterUnary(cfg.Cluster)), grpc.WithChainStreamInterceptor(clusterStream(cfg.Cluster)))
+		}
+		cc, err := grpc.NewClient("passthrough:///"+ep, opts...)
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("client: endpoint %q: %w", ep, err)
@@ -256,23 +260,17 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// clusterUnary names cluster (if set) in every call's metadata.
+// clusterUnary names cluster in every call's metadata.
 func clusterUnary(cluster string) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		if cluster != "" {
-			ctx = metadata.AppendToOutgoingContext(ctx, rpc.ClusterHeader, cluster)
-		}
-		return invoker(ctx, method, req, reply, cc, opts...)
+		return invoker(metadata.AppendToOutgoingContext(ctx, rpc.ClusterHeader, cluster), method, req, reply, cc, opts...)
 	}
 }
 
-// clusterStream names cluster (if set) in every stream's metadata.
+// clusterStream names cluster in every stream's metadata.
 func clusterStream(cluster string) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		if cluster != "" {
-			ctx = metadata.AppendToOutgoingContext(ctx, rpc.ClusterHeader, cluster)
-		}
-		return streamer(ctx, desc, cc, method, opts...)
+		return streamer(metadata.AppendToOutgoingContext(ctx, rpc.ClusterHeader, cluster), desc, cc, method, opts...)
 	}
 }
 

@@ -57,8 +57,9 @@ func (g *guard) peerDown() error {
 // given its cluster): a client whose endpoints mix up two clusters must
 // not read or write the wrong one. A call that names none passes.
 func (g *guard) checkClientCluster(ctx context.Context) error {
-	md, _ := metadata.FromIncomingContext(ctx)
-	for _, c := range md.Get(rpc.ClusterHeader) {
+	// ValueFromIncomingContext copies only this key's values, not the
+	// whole metadata, on every client call.
+	for _, c := range metadata.ValueFromIncomingContext(ctx, rpc.ClusterHeader) {
 		if c != g.n.cfg.Cluster {
 			return fmt.Errorf("%w: node %s is of cluster %q, not the client's cluster %q", kvstore.ErrWrongNode, g.n.cfg.ID, g.n.cfg.Cluster, c)
 		}
