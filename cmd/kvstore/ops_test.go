@@ -35,16 +35,36 @@ func httpGet(url string) (int, string, error) {
 func TestNodeMetricsListen(t *testing.T) {
 	bin := buildBinary(t)
 	etcd := startEtcd(t)
-	metrics := freeAddr(t)
-	p := startNode(t, bin, "m0", "KVSTORE_ETCD="+etcd.Endpoint(), "KVSTORE_CLUSTER=opsproc", "KVSTORE_METRICS_LISTEN="+metrics)
-	base := "http://" + metrics
-	soon.Succeeds(t, 30*time.Second, func() error {
-		code, body, err := httpGet(base + "/readyz")
-		if err != nil || code != 200 {
-			return fmt.Errorf("/readyz: %d %q %v", code, body, err)
+	// A port found free may be taken by another process before the node
+	// binds it (seen in CI): the node then exits, and the test starts
+	// another on new ports, at most three times.
+	var p *nodeProc
+	var metrics, base string
+	for attempt := 1; ; attempt++ {
+		metrics = freeAddr(t)
+		p = startNode(t, bin, "m0", "KVSTORE_ETCD="+etcd.Endpoint(), "KVSTORE_CLUSTER=opsproc", "KVSTORE_METRICS_LISTEN="+metrics)
+		base = "http://" + metrics
+		taken := false
+		soon.Succeeds(t, 30*time.Second, func() error {
+			select {
+			case <-p.exited:
+				if attempt < 3 && strings.Contains(p.log.String(), "address already in use") {
+					taken = true
+					return nil
+				}
+				return fmt.Errorf("node exited:\n%s", p.log.String())
+			default:
+			}
+			code, body, err := httpGet(base + "/readyz")
+			if err != nil || code != 200 {
+				return fmt.Errorf("/readyz: %d %q %v", code, body, err)
+			}
+			return nil
+		})
+		if !taken {
+			break
 		}
-		return nil
-	})
+	}
 	if code, body, err := httpGet(base + "/healthz"); err != nil || code != 200 {
 		t.Errorf("/healthz: %d %q %v", code, body, err)
 	}
