@@ -262,8 +262,16 @@ func (t *leaseTable) renewSome(id string, keys []*kvpb.RenewKey, leases []int64)
 // never written) is visible: committed, and no holder can still read a copy
 // of key older than it. The commit wait is bounded by QuorumTimeout (then
 // ErrNoQuorum), the holder wait by their leases. For a write (write true)
-// every failure is outcome unknown.
-func (t *leaseTable) awaitVisible(ctx context.Context, key string, seq uint64, write bool) error {
+// every failure is outcome unknown. then, unless nil, runs under l.mu at
+// the moment the entry is found visible (what the caller does with a
+// visible entry, without taking the lock again) and its error is
+// returned.
+//
+// A wait for the commit index wakes only when the index reaches seq
+// (commitWaiters), at the latest every Heartbeat to look at the leader's
+// liveness; a wait for holders wakes at every step of the replication,
+// since any answer may say a holder applied seq.
+func (t *leaseTable) awaitVisible(ctx context.Context, key string, seq uint64, write bool, then func() error) error {
 	l := t.l
 	n := l.n
 	qDeadline := n.now().Add(n.cfg.QuorumTimeout)
@@ -280,6 +288,12 @@ func (t *leaseTable) awaitVisible(ctx context.Context, key string, seq uint64, w
 	var blocked clock.Instant
 	leaseEnded := false
 	skip := write && (faultsOn && n.cfg.Faults.SkipInvalidation)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		now := n.now()
 		l.mu.Lock()
@@ -288,18 +302,26 @@ func (t *leaseTable) awaitVisible(ctx context.Context, key string, seq uint64, w
 		if !write && (faultsOn && n.cfg.Faults.SkipReadGate) {
 			pending = 0 // the deliberate bug
 		}
-		ch := l.changedCh
-		l.mu.Unlock()
 		if expired > 0 && !blocked.IsZero() {
 			leaseEnded = true
 		}
 		if committed && pending == 0 {
+			var err error
+			if then != nil {
+				err = then()
+			}
+			l.mu.Unlock()
 			if write && leaseEnded {
 				n.met.leaseWaits.Inc()
 				n.met.leaseWaitSeconds.Add(now.Sub(blocked).Seconds())
 			}
-			return nil
+			return err
 		}
+		var ch <-chan struct{} = l.changedCh
+		if !committed {
+			ch = l.committing.wait(seq)
+		}
+		l.mu.Unlock()
 		if l.ctx.Err() != nil {
 			// A new leader waits out every lease of this epoch.
 			return unknown(fmt.Errorf("node %s: %w (epoch %d ended: %v)", n.cfg.ID, kvstore.ErrNotLeader, l.epoch, context.Cause(l.ctx)))
@@ -316,20 +338,23 @@ func (t *leaseTable) awaitVisible(ctx context.Context, key string, seq uint64, w
 		if committed && blocked.IsZero() {
 			blocked = now
 		}
-		wake := qDeadline.Sub(now)
+		wake := min(qDeadline.Sub(now), n.cfg.Heartbeat)
 		if committed {
 			wake = time.Hour
 		}
 		if pending > 0 {
 			wake = min(wake, next.Sub(now))
 		}
-		t := time.NewTimer(max(wake, time.Millisecond))
+		if timer == nil {
+			timer = time.NewTimer(max(wake, time.Millisecond))
+		} else {
+			timer.Reset(max(wake, time.Millisecond))
+		}
 		select {
 		case <-ch:
-		case <-t.C:
+		case <-timer.C:
 		case <-l.ctx.Done():
 		case <-ctx.Done():
 		}
-		t.Stop()
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvstore/kvstore"
@@ -52,6 +53,11 @@ type leader struct {
 	voterCh     voterChanges  // adding and removing voters
 	health      quorumCheck   // which voters answered lately (CheckQuorum)
 	changedCh   chan struct{} // closed and replaced on progress
+	committing  commitWaiters // waits for the commit index to reach a seq
+
+	// servingNow is serving, read without l.mu by every write and read
+	// (waitServing): serving never goes back to false in a leadership.
+	servingNow atomic.Bool
 }
 
 // runLeader leads for epoch until leadership ends (lead).
@@ -228,6 +234,9 @@ func (l *leader) checkLive() error {
 // waitServing waits for the takeover to finish. If a majority stays out of
 // reach for QuorumTimeout it fails with ErrNoQuorum (nothing was applied).
 func (l *leader) waitServing(ctx context.Context) error {
+	if l.servingNow.Load() {
+		return l.checkLive()
+	}
 	start := l.n.now()
 	for {
 		l.mu.Lock()

@@ -29,11 +29,46 @@ func (l *leader) read(ctx context.Context, key, from string) (readResult, error)
 	if err := l.checkLive(); err != nil {
 		return readResult{}, err
 	}
+	var res readResult
+	var it store.Item
+	var ok bool
+	// serve answers with it, the visible value: under l.mu, right where
+	// it was found visible.
+	serve := func() error {
+		cur, err := n.rep.current(key, l.tenureLocked())
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n.cfg.ID, err)
+		}
+		// Liveness may have been lost while this read waited: no value
+		// and no lease from a leader that cannot prove it still leads.
+		if err := l.checkLive(); err != nil {
+			return err
+		}
+		res = readResult{value: it.Value, found: ok && !it.Deleted, version: it.Version}
+		if cur.Version == it.Version {
+			res.lease = l.leases.grantLocked(key, from, it.Version.Seq)
+		}
+		// Otherwise a newer write came while this read waited (and may
+		// be acknowledged already): the value read is still a
+		// linearizable answer (it was the latest write of key when the
+		// read looked, after the read began, and visible before it
+		// returns), but no copy of it may be cached. Reading again
+		// instead would starve a reader of a key written continuously.
+		return nil
+	}
 	l.mu.Lock()
-	it, ok := n.rep.get(key)
+	it, ok = n.rep.get(key)
 	visible := l.visibleNowLocked(key, it.Version.Seq)
 	if faultsOn && n.cfg.Faults.SkipReadGate && l.commit >= it.Version.Seq {
 		visible = true // the deliberate bug: committed is enough (awaitVisible)
+	}
+	if visible && !(faultsOn && n.cfg.Faults.StalePrior) {
+		err := serve()
+		l.mu.Unlock()
+		if err != nil {
+			return readResult{}, err
+		}
+		return res, nil
 	}
 	if stale := faultsOn && n.cfg.Faults.StalePrior; stale || !visible {
 		// The key's latest write is not visible yet: answer with the
@@ -57,34 +92,11 @@ func (l *leader) read(ctx context.Context, key, from string) (readResult, error)
 		}
 	}
 	l.mu.Unlock()
-	// The value may come from a write that is not visible yet (not on
-	// a majority, or older copies still readable): serve it only once
-	// it is.
-	if err := l.leases.awaitVisible(ctx, key, it.Version.Seq, false); err != nil {
+	// The value comes from a write that is not visible yet (not on a
+	// majority, or older copies still readable): serve it only once it
+	// is.
+	if err := l.leases.awaitVisible(ctx, key, it.Version.Seq, false, serve); err != nil {
 		return readResult{}, err
 	}
-	l.mu.Lock()
-	cur, err := n.rep.current(key, l.tenureLocked())
-	if err != nil {
-		l.mu.Unlock()
-		return readResult{}, fmt.Errorf("node %s: %w", n.cfg.ID, err)
-	}
-	// Liveness may have been lost while this read waited: no value and
-	// no lease from a leader that cannot prove it still leads.
-	if err := l.checkLive(); err != nil {
-		l.mu.Unlock()
-		return readResult{}, err
-	}
-	res := readResult{value: it.Value, found: ok && !it.Deleted, version: it.Version}
-	if cur.Version == it.Version {
-		res.lease = l.leases.grantLocked(key, from, it.Version.Seq)
-	}
-	// Otherwise a newer write came while this read waited (and may be
-	// acknowledged already): the value read is still a linearizable
-	// answer (it was the latest write of key when the read looked,
-	// after the read began, and visible before it returns), but no
-	// copy of it may be cached. Reading again instead would starve a
-	// reader of a key written continuously.
-	l.mu.Unlock()
 	return res, nil
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvstore/kvstore/coord"
@@ -194,19 +195,27 @@ func commitRule(voters []string, match map[string]uint64, commit, start uint64) 
 // applied to them. The leader's l.mu guards its fields; the replicators
 // are counted in l.wg.
 type replication struct {
-	l       *leader
-	peers   map[string]*progress // each follower's replication
-	durable uint64               // with a data directory: own entries durable up to here
+	l           *leader
+	peers       map[string]*progress // each follower's replication
+	durable     uint64               // with a data directory: own entries durable up to here
+	durableSeen atomic.Uint64        // durable, read without l.mu (markDurable)
+	match       map[string]uint64    // the commit rule's input, kept to spare an allocation
 }
 
 // markDurable records that this node's own log is durable up to seq.
+// The writes of one group find it durable together, each with its own
+// seq: those whose seq a later one already recorded skip the lock.
 func (r *replication) markDurable(seq uint64) {
+	if seq <= r.durableSeen.Load() {
+		return
+	}
 	l := r.l
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if seq > r.durable {
 		r.durable = seq
-		r.recomputeCommitLocked()
+		r.durableSeen.Store(seq)
+		r.advanceCommitLocked()
 	}
 }
 
@@ -439,17 +448,34 @@ func (r *replication) handleAppend(p *progress, call *appendCall) appendOutcome 
 }
 
 // recomputeCommitLocked applies the commit rule to the followers' matches
-// and this node's own, and wakes the waiters. Callers hold l.mu.
+// and this node's own, and wakes every waiter: callers have changed what
+// a follower is known to hold or apply (an answer), or the voters, which
+// waits for holders to drop their copies look at too. Callers hold l.mu.
 func (r *replication) recomputeCommitLocked() {
+	if !r.advanceCommitLocked() {
+		r.l.broadcastLocked()
+	}
+}
+
+// advanceCommitLocked applies the commit rule and wakes the waiters only
+// if the commit index moved: when nothing but this node's own log
+// changed, a waiter has nothing new to see, and waking every writer on
+// every write cost the leader a wake-up per waiter per write. It reports
+// whether the commit index moved. Callers hold l.mu.
+func (r *replication) advanceCommitLocked() bool {
 	l := r.l
 	n := l.n
 	self := l.lastSeq
 	if n.rep.persistent() {
 		self = r.durable // an entry counts here once it is on disk
 	}
-	match := map[string]uint64{n.cfg.ID: self}
+	if r.match == nil {
+		r.match = make(map[string]uint64, len(r.peers)+1)
+	}
+	clear(r.match)
+	r.match[n.cfg.ID] = self
 	for id, p := range r.peers {
-		match[id] = p.match
+		r.match[id] = p.match
 	}
 	voters := l.voters.IDs
 	if faultsOn && n.cfg.Faults.LiveMajority {
@@ -460,8 +486,14 @@ func (r *replication) recomputeCommitLocked() {
 			}
 		}
 	}
-	l.commit = commitRule(voters, match, l.commit, l.noopSeq)
+	prev := l.commit
+	l.commit = commitRule(voters, r.match, l.commit, l.noopSeq)
+	if l.commit == prev {
+		return false
+	}
+	l.committing.release(l.commit)
 	l.broadcastLocked()
+	return true
 }
 
 // start appends the epoch's no-op entry and starts one replicator per peer.

@@ -414,6 +414,7 @@ func (t *takeover) awaitServing(unanswered []string, fresh bool) error {
 	}
 	t.mu.Lock()
 	t.serving = true
+	t.servingNow.Store(true)
 	t.takeoverErr = nil
 	t.broadcastLocked()
 	t.mu.Unlock()

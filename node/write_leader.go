@@ -54,7 +54,7 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		l.add(e)
 		n.met.invalidationsSent.Add(float64(l.leases.liveLocked(key, ver.Seq, n.now())))
 	}
-	l.repl.recomputeCommitLocked()
+	l.repl.advanceCommitLocked()
 	if !dup {
 		// A retry appends nothing: waking the replicators would only
 		// cancel their waits for the followers' disks (replicate).
@@ -75,20 +75,17 @@ func (l *leader) write(ctx context.Context, op store.Op, key, value, reqID, from
 		}
 		l.repl.markDurable(ver.Seq)
 	}
-	if err := l.leases.awaitVisible(ctx, key, ver.Seq, true); err != nil {
-		return writeResult{version: ver}, err
-	}
-	if dup {
-		// A retry of a write that was already applied: the value may have
-		// been overwritten since, so the writer may not cache it.
-		l.mu.Lock()
-		l.visibleLocked(key, ver, nil)
-		l.mu.Unlock()
-		return writeResult{version: ver}, nil
-	}
-	l.mu.Lock()
-	l.visibleLocked(key, ver, &e)
-	lease := l.leases.grantLocked(key, from, ver.Seq)
-	l.mu.Unlock()
-	return writeResult{version: ver, lease: lease}, nil
+	var lease time.Duration
+	err = l.leases.awaitVisible(ctx, key, ver.Seq, true, func() error {
+		if dup {
+			// A retry of a write that was already applied: the value may
+			// have been overwritten since, so the writer may not cache it.
+			l.visibleLocked(key, ver, nil)
+			return nil
+		}
+		l.visibleLocked(key, ver, &e)
+		lease = l.leases.grantLocked(key, from, ver.Seq)
+		return nil
+	})
+	return writeResult{version: ver, lease: lease}, err
 }
