@@ -67,6 +67,7 @@ type forwarder struct {
 	wg      sync.WaitGroup       // the streams' goroutines
 
 	sent, carried atomic.Int64 // messages sent on the streams, operations they carried
+	retired       atomic.Int64 // streams ended because the leader moved (retireLocked)
 }
 
 func newForwarder(n *Node) *forwarder {
@@ -190,6 +191,7 @@ func (f *forwarder) stream(c kvpb.PeerClient, k fwdKey) (*fwdStream, error) {
 		}
 		delete(f.off, k.addr)
 	}
+	f.retireLocked(k)
 	if st := f.streams[k]; st != nil {
 		return st, nil
 	}
@@ -202,6 +204,32 @@ func (f *forwarder) stream(c kvpb.PeerClient, k fwdKey) (*fwdStream, error) {
 	f.wg.Add(1)
 	go st.run(c)
 	return st, nil
+}
+
+// retireLocked ends the streams of k's kind to other addresses that have
+// no operation in flight: the leader moved on from them, and each would
+// otherwise hold a stream, and two goroutines at both ends, for the
+// node's life. A stream still carrying operations is left to finish
+// them; the next operation after that ends it. Callers hold f.mu.
+func (f *forwarder) retireLocked(k fwdKey) {
+	for key, st := range f.streams {
+		if key.fetch != k.fetch || key.addr == k.addr {
+			continue
+		}
+		st.mu.Lock()
+		idle := len(st.calls) == 0 && st.err == nil
+		if idle {
+			// An operation still routed there fails at once (Unavailable)
+			// rather than reopen the stream.
+			st.err = status.Errorf(codes.Unavailable, "node %s: the stream to %s ended: the leader is at another address", f.n.cfg.ID, key.addr)
+		}
+		st.mu.Unlock()
+		if idle {
+			delete(f.streams, key)
+			st.cancel()
+			f.retired.Add(1)
+		}
+	}
 }
 
 // wait waits for the streams' goroutines, which end with the node's

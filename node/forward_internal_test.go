@@ -280,3 +280,76 @@ func TestForwardFullStreamSendsACall(t *testing.T) {
 		t.Fatalf("a write on a full stream: reached %v, err %v; want errUseCall and reached false", reached, err)
 	}
 }
+
+// TestForwardEndsIdleStreamsToAFormerLeader: once operations go to a new
+// leader's address, the stream to the old one ends, but only when no
+// operation is in flight on it.
+func TestForwardEndsIdleStreamsToAFormerLeader(t *testing.T) {
+	f := testForwarder(t)
+	old := &fakeForward{sent: make(chan *kvpb.ForwardRequest, 8), answers: make(chan *kvpb.ForwardResponse, 8)}
+	next := &fakeForward{sent: make(chan *kvpb.ForwardRequest, 8), answers: make(chan *kvpb.ForwardResponse, 8)}
+	stop := make(chan struct{})
+	answered := make(chan struct{})
+	t.Cleanup(func() { close(stop); <-answered })
+	answerAll := func(leader *fakeForward) {
+		go func() {
+			defer close(answered)
+			for {
+				select {
+				case m := <-leader.sent:
+					var rs []*kvpb.ForwardedResult
+					for _, op := range m.Ops {
+						rs = append(rs, &kvpb.ForwardedResult{Id: op.Id, Result: &kvpb.ForwardedResult_Write{Write: &kvpb.WriteResponse{Epoch: 1}}})
+					}
+					leader.answers <- &kvpb.ForwardResponse{Results: rs}
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	write := func(leader *fakeForward, addr, key string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _, err := f.write(ctx, leader, addr, writeReq(key))
+		return err
+	}
+
+	// One write to the old leader stays unanswered while the leader moves.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pending := make(chan error, 1)
+	go func() {
+		_, _, err := f.write(ctx, old, "old:1", writeReq("a"))
+		pending <- err
+	}()
+	first := <-old.sent
+	answerAll(next)
+	if err := write(next, "new:1", "b"); err != nil {
+		t.Fatalf("write to the new leader: %v", err)
+	}
+	if calls, _, err := streamCalls(f, "old:1"); err != nil || calls != 1 {
+		t.Fatalf("the old leader's stream with a write in flight: %d calls, %v; want it open with 1", calls, err)
+	}
+	old.answers <- &kvpb.ForwardResponse{Results: []*kvpb.ForwardedResult{{Id: first.Ops[0].Id, Result: &kvpb.ForwardedResult_Write{Write: &kvpb.WriteResponse{Epoch: 1}}}}}
+	if err := <-pending; err != nil {
+		t.Fatalf("the write in flight to the old leader: %v; want its answer", err)
+	}
+
+	// Idle now: the next operation to the new leader ends it.
+	if err := write(next, "new:1", "c"); err != nil {
+		t.Fatalf("write to the new leader: %v", err)
+	}
+	if _, _, err := streamCalls(f, "old:1"); err == nil {
+		t.Fatal("the idle stream to the old leader is still open after a write went to the new one")
+	}
+	if got := f.retired.Load(); got != 1 {
+		t.Fatalf("%d streams retired, want 1", got)
+	}
+	if _, _, err := streamCalls(f, "new:1"); err != nil {
+		t.Fatalf("the new leader's stream: %v", err)
+	}
+	if old.opened != 1 || next.opened != 1 {
+		t.Fatalf("streams opened: %d to the old leader, %d to the new; want 1 each", old.opened, next.opened)
+	}
+}
