@@ -41,3 +41,36 @@ func TestCommitWaitersReleaseUpToTheCommitIndex(t *testing.T) {
 		t.Fatal("a wait after the releases was not recorded")
 	}
 }
+
+// TestCommitAdvanceReleasesItsWaiters: the commit rule wakes the writes
+// waiting for the seqs it commits, and only those; a write whose majority
+// came would otherwise sleep until its next liveness look.
+func TestCommitAdvanceReleasesItsWaiters(t *testing.T) {
+	n := newUnstartedNode(t)
+	l := newLeader(n, 1, nil, t.Context(), nil)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.voters.IDs = []string{n.cfg.ID, "n2", "n3"}
+	l.lastSeq = 6 // without a data directory, this node's own match
+	l.repl.peers["n2"] = &progress{}
+	l.repl.peers["n3"] = &progress{}
+	five, six := l.committing.wait(5), l.committing.wait(6)
+	if l.repl.advanceCommitLocked() || closed(five) {
+		t.Fatalf("no follower holds anything, yet commit %d released a wait", l.commit)
+	}
+	l.repl.peers["n2"].match = 5
+	if !l.repl.advanceCommitLocked() || l.commit != 5 {
+		t.Fatalf("commit %d after a follower took seq 5; want 5, moved", l.commit)
+	}
+	if !closed(five) {
+		t.Fatal("commit 5 left the write at seq 5 waiting")
+	}
+	if closed(six) {
+		t.Fatal("commit 5 released the write at seq 6")
+	}
+	l.repl.peers["n3"].match = 6
+	l.repl.recomputeCommitLocked()
+	if !closed(six) {
+		t.Fatalf("commit %d left the write at seq 6 waiting", l.commit)
+	}
+}
