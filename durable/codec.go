@@ -97,14 +97,23 @@ func open(bucket, key, rec []byte) ([]byte, error) {
 // arena hands out byte slices for one transaction: bbolt keeps the slices
 // given to Put until the transaction ends, so they must not be reused. A
 // slice handed out stays valid when the arena grows (the old backing array
-// is kept alive by the slice).
-type arena struct{ buf []byte }
+// is kept alive by the slice). It also holds the transaction's staged
+// items (group.stage), reused from one transaction to the next.
+type arena struct {
+	buf    []byte
+	staged map[string]store.Item
+	keys   []string
+}
 
 func (a *arena) reset() {
 	if cap(a.buf) > 8<<20 {
 		a.buf = nil // do not keep a huge buffer after a Restore
 	}
 	a.buf = a.buf[:0]
+	if len(a.staged) > 1<<16 {
+		a.staged, a.keys = nil, nil // nor a huge map
+	}
+	clear(a.staged)
 }
 
 // bytes copies s into the arena.

@@ -476,18 +476,16 @@ func (g *group) apply(p *sub) error {
 			if e.Version.Seq != g.cs.applied.Seq+1 {
 				return fmt.Errorf("entry %s does not follow %s", e.Version, g.cs.applied)
 			}
-			var err error
 			switch e.Op {
 			case store.OpSet:
-				err = g.putItem(e.Key, store.Item{Value: e.Value, Version: e.Version})
+				g.stage(e.Key, store.Item{Value: e.Value, Version: e.Version})
 			case store.OpDelete:
-				err = g.putItem(e.Key, store.Item{Deleted: true, Version: e.Version})
+				g.stage(e.Key, store.Item{Deleted: true, Version: e.Version})
 			}
-			if err == nil && e.ReqID != "" {
-				err = g.addRequest(store.Request{ID: e.ReqID, Version: e.Version})
-			}
-			if err != nil {
-				return fmt.Errorf("entry %s: %w", e.Version, err)
+			if e.ReqID != "" {
+				if err := g.addRequest(store.Request{ID: e.ReqID, Version: e.Version}); err != nil {
+					return fmt.Errorf("entry %s: %w", e.Version, err)
+				}
 			}
 			g.cs.applied = e.Version
 			g.appliedDirty = true
@@ -499,6 +497,9 @@ func (g *group) apply(p *sub) error {
 		g.reconciled()
 		return g.restoreBegin(p.snap)
 	case kindRestoreItems:
+		if err := g.flush(); err != nil {
+			return err
+		}
 		return g.restoreItems(p.snap)
 	case kindReconciled:
 		g.reconciled()
@@ -526,6 +527,38 @@ func (g *group) reconciled() {
 		g.cs.unreconciled = false
 		g.unreconciledDirty = true
 	}
+}
+
+// stage records that key's item is it as of the end of the transaction:
+// a key written many times in one checkpoint (a hot key) is put once, by
+// flush, instead of once for each write.
+func (g *group) stage(key string, it store.Item) {
+	if g.a.staged == nil {
+		g.a.staged = make(map[string]store.Item)
+	}
+	g.a.staged[key] = it
+}
+
+// flush puts the staged items, in key order (sequential inserts), and
+// empties the stage.
+func (g *group) flush() error {
+	if len(g.a.staged) == 0 {
+		return nil
+	}
+	keys := g.a.keys[:0]
+	for k := range g.a.staged {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if err := g.putItem(k, g.a.staged[k]); err != nil {
+			return fmt.Errorf("key %q: %w", k, err)
+		}
+	}
+	clear(keys) // do not keep the strings alive
+	g.a.keys = keys[:0]
+	clear(g.a.staged)
+	return nil
 }
 
 func (g *group) putItem(key string, it store.Item) error {
@@ -575,6 +608,7 @@ func (g *group) restore(snap store.Snapshot) error {
 // restoreBegin starts a restore: no items, snap's request ids and
 // position.
 func (g *group) restoreBegin(snap store.Snapshot) error {
+	clear(g.a.staged) // items the restore replaces
 	for _, name := range [][]byte{bucketItems, bucketRequests} {
 		if err := g.tx.DeleteBucket(name); err != nil {
 			return err
@@ -618,8 +652,12 @@ func (g *group) restoreItems(snap store.Snapshot) error {
 // so long that the log writer stalled behind it, for 300 ms and more.)
 const evictSlack = 64
 
-// finish evicts old requests and writes the meta records that changed.
+// finish puts the staged items, evicts old requests and writes the meta
+// records that changed.
 func (g *group) finish() error {
+	if err := g.flush(); err != nil {
+		return err
+	}
 	if g.maxReqs > 0 && g.cs.dg.Reqs > uint64(g.maxReqs+g.maxReqs/evictSlack) {
 		c := g.reqs.Cursor()
 		for g.cs.dg.Reqs > uint64(g.maxReqs) {
