@@ -88,8 +88,10 @@
 // progress, or on which a campaign's watch was not even created in 500 ms. Plain round robin, the etcd
 // client's own policy, kept sending such a member every third call, and a
 // caller that calls at a steady pace could land on it every time. A
-// marked member is asked for its Status every 250 ms and unmarked when it
-// answers, or when any call to it succeeds. If every member is marked,
+// marked member is probed with a linearizable read every 250 ms and
+// unmarked when it answers (a Status, which the member answers alone,
+// would take back a member whose reads hang), or when any call to it
+// succeeds. If every member is marked,
 // calls go to all of them in turn. The channel holds one View
 // and a newer View replaces an unread one, so a slow reader never blocks the
 // watch and always gets the latest. A watch also stops when its session ends.

@@ -146,6 +146,7 @@ type keys struct {
 	incarnation string
 	settings    string // the cluster's safety settings (coord.Settings)
 	base        string // the epoch base (coord.Coordinator.EpochBase)
+	probe       string // read, never written, to probe a member (probeStalled)
 }
 
 func newKeys(prefix string) keys {
@@ -159,6 +160,7 @@ func newKeys(prefix string) keys {
 		incarnation: prefix + "incarnation",
 		settings:    prefix + "settings",
 		base:        prefix + "epoch_base",
+		probe:       prefix + "probe",
 	}
 }
 
@@ -217,7 +219,13 @@ func New(ctx context.Context, cfg Config) (*Coordinator, error) {
 
 	cctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	if _, err := client.Get(cctx, c.keys.voters); err != nil {
+	// In attempts, as every repeatable call: a first attempt that lands
+	// on a member that stopped answering marks it, and the next goes to
+	// another (one such member of three failed New at its deadline).
+	if err := c.retry(cctx, func(ctx context.Context) error {
+		_, err := client.Get(ctx, c.keys.voters)
+		return err
+	}); err != nil {
 		c.Close()
 		// The client only says that the deadline passed: a TLS problem
 		// is found by a handshake of our own.

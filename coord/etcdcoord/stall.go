@@ -29,9 +29,9 @@ import (
 // when a call to it that ran at least stallAfter ends at its deadline with
 // nothing received, and when a watch on it stops making progress; it is
 // unmarked when a call to it is answered, or when it answers a probe (a
-// Status call pinned to it, every stallProbeEvery while it is marked) that
-// it sees a leader. If every ready member is marked, calls go round robin
-// over all of them.
+// linearizable read pinned to it, every stallProbeEvery while it is
+// marked). If every ready member is marked, calls go round robin over all
+// of them.
 
 // skipStalledPolicy is the name of the load-balancing policy.
 const skipStalledPolicy = "kvstore_skip_stalled"
@@ -262,11 +262,16 @@ func (p *picker) result(r readySC, s *stalls) balancer.PickResult {
 
 // probeStalled probes the members marked stalled every stallProbeEvery,
 // and at once when another is marked, until the client closes. A member
-// is unmarked once it answers that it sees a leader, without errors: etcd
-// answers Status from the member itself, so a member cut from its peers
-// or stuck applying answers it too, and would fail the calls sent to it.
+// is unmarked once it answers a linearizable read (of c.keys.probe, which
+// is never written), as etcd's own /health does: the read needs the
+// member to reach the leader and to have applied up to the leader's
+// commit, which the node's calls need too. A Status call, answered by
+// the member alone, would unmark a member whose reads hang (its apply
+// stuck, or cut from the leader before it notices), and every call sent
+// there would wait out its attempt again.
 func (c *Coordinator) probeStalled() {
-	maint := pb.NewMaintenanceClient(c.client.ActiveConnection())
+	kv := pb.NewKVClient(c.client.ActiveConnection())
+	probe := &pb.RangeRequest{Key: []byte(c.keys.probe), Limit: 1, CountOnly: true}
 	for {
 		marked, wake := c.stalls.list()
 		if len(marked) > 0 {
@@ -275,7 +280,7 @@ func (c *Coordinator) probeStalled() {
 				wg.Go(func() {
 					ctx, cancel := context.WithTimeout(context.WithValue(c.client.Ctx(), pinKey{}, addr), stallProbeTimeout)
 					defer cancel()
-					if st, err := maint.Status(ctx, &pb.StatusRequest{}); err == nil && st.Leader != 0 && len(st.Errors) == 0 {
+					if _, err := kv.Range(ctx, probe); err == nil {
 						c.stalls.unmark(addr)
 					}
 				})

@@ -4,13 +4,16 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/etcdembed"
@@ -27,8 +30,9 @@ func newProxied(t *testing.T, n int) (*Coordinator, []*faultproxy.Proxy) {
 	return c, proxies
 }
 
-// newProxiedLog is newProxied, also returning what the client logged.
-func newProxiedLog(t *testing.T, n int) (*Coordinator, []*faultproxy.Proxy, *syncbuf.Buffer) {
+// newProxiedLog is newProxied, also returning what the client logged; the
+// client also gets the extra endpoints (host:port), after the proxies'.
+func newProxiedLog(t *testing.T, n int, extra ...string) (*Coordinator, []*faultproxy.Proxy, *syncbuf.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -50,6 +54,14 @@ func newProxiedLog(t *testing.T, n int) (*Coordinator, []*faultproxy.Proxy, *syn
 		proxies = append(proxies, p)
 		eps = append(eps, "http://"+p.Addr())
 	}
+	addrs := make([]string, 0, n+len(extra))
+	for _, p := range proxies {
+		addrs = append(addrs, p.Addr())
+	}
+	for _, a := range extra {
+		eps = append(eps, "http://"+a)
+		addrs = append(addrs, a)
+	}
 	logs := &syncbuf.Buffer{}
 	c, err := New(ctx, Config{Endpoints: eps, Prefix: "/stall/", Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
@@ -62,9 +74,9 @@ func newProxiedLog(t *testing.T, n int) (*Coordinator, []*faultproxy.Proxy, *syn
 		_ = c.Close()
 	})
 	maint := pb.NewMaintenanceClient(c.client.ActiveConnection())
-	for _, p := range proxies {
+	for _, a := range addrs {
 		soon.Succeeds(t, 10*time.Second, func() error {
-			pctx, cancel := context.WithTimeout(context.WithValue(ctx, pinKey{}, p.Addr()), time.Second)
+			pctx, cancel := context.WithTimeout(context.WithValue(ctx, pinKey{}, a), time.Second)
 			defer cancel()
 			_, err := maint.Status(pctx, &pb.StatusRequest{})
 			return err
@@ -120,6 +132,104 @@ func TestCallsSkipAMemberThatStopsAnswering(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}
 	}
+}
+
+// stuckMember is a gRPC server that passes for an etcd member whose
+// reads hang (its apply stuck, or cut from its leader before it notices):
+// it answers Status, with a leader and no errors, as such a member does,
+// and holds every other call until the caller gives up. It counts the
+// calls that reach it.
+type stuckMember struct {
+	pb.UnimplementedMaintenanceServer
+	addr  string
+	calls atomic.Int64
+}
+
+func newStuckMember(t *testing.T) *stuckMember {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &stuckMember{addr: lis.Addr().String()}
+	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+		m.calls.Add(1)
+		<-stream.Context().Done()
+		return stream.Context().Err()
+	}))
+	pb.RegisterMaintenanceServer(srv, m)
+	go func() { _ = srv.Serve(lis) }()
+	t.Cleanup(srv.Stop)
+	return m
+}
+
+func (m *stuckMember) Status(context.Context, *pb.StatusRequest) (*pb.StatusResponse, error) {
+	m.calls.Add(1)
+	return &pb.StatusResponse{Header: &pb.ResponseHeader{MemberId: 2}, Leader: 1, RaftTerm: 2}, nil
+}
+
+// TestProbeKeepsAMemberWhoseReadsHangMarked: a member that answers
+// Status but whose reads hang stays marked through its probes, so calls
+// keep skipping it. (Probed with Status, as before, it was unmarked at
+// the first probe, and the next call sent there waited out its attempt.)
+func TestProbeKeepsAMemberWhoseReadsHangMarked(t *testing.T) {
+	stuck := newStuckMember(t)
+	c, _, logs := newProxiedLog(t, 2, stuck.addr)
+	// Calls go round robin: within a few, one lands on the stuck member,
+	// waits out its attempt and marks it.
+	soon.Succeeds(t, 20*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		if _, err := c.Voters(ctx); err != nil {
+			t.Fatalf("a read failed instead of moving on: %v", err)
+		}
+		if !marked(c, stuck.addr) {
+			return fmt.Errorf("%s not marked yet", stuck.addr)
+		}
+		return nil
+	})
+	// Calls now skip it, so what reaches it is the probes: wait for
+	// three, each given its time.
+	probed := stuck.calls.Load()
+	soon.Succeeds(t, 20*time.Second, func() error {
+		n := stuck.calls.Load() - probed
+		if !marked(c, stuck.addr) {
+			t.Fatalf("%s unmarked after %d probes though its reads hang", stuck.addr, n)
+		}
+		if n < 3 {
+			return fmt.Errorf("%d probes so far", n)
+		}
+		return nil
+	})
+	if !marked(c, stuck.addr) {
+		t.Errorf("%s unmarked though its reads hang", stuck.addr)
+	}
+	if l := logs.String(); strings.Contains(l, "etcd member answers again") {
+		t.Errorf("the client took the stuck member back:\n%s", l)
+	}
+}
+
+// TestNewMovesOffAMemberWhoseReadsHang: New's first read, landing on a
+// member that does not answer, moves on to another within an attempt
+// instead of failing at DialTimeout. Which member the first read goes to
+// is random, so New runs until one did land on a stuck member.
+func TestNewMovesOffAMemberWhoseReadsHang(t *testing.T) {
+	_, proxies := newProxied(t, 1)
+	stuck := []*stuckMember{newStuckMember(t), newStuckMember(t)}
+	eps := []string{"http://" + stuck[0].addr, "http://" + stuck[1].addr, "http://" + proxies[0].Addr()}
+	for try := range 10 {
+		before := stuck[0].calls.Load() + stuck[1].calls.Load()
+		start := time.Now()
+		c, err := New(t.Context(), Config{Endpoints: eps, Prefix: "/stall/", DialTimeout: 5 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatalf("New, try %d, after %v: %v", try, time.Since(start), err)
+		}
+		_ = c.Close()
+		if stuck[0].calls.Load()+stuck[1].calls.Load() > before {
+			return // a read landed on a stuck member, and New moved on
+		}
+	}
+	t.Fatal("no try of New sent its first read to a stuck member")
 }
 
 // marked reports whether c's calls skip addr.
