@@ -110,10 +110,24 @@ func (a *arena) reset() {
 		a.buf = nil // do not keep a huge buffer after a Restore
 	}
 	a.buf = a.buf[:0]
-	if len(a.staged) > 1<<16 {
-		a.staged, a.keys = nil, nil // nor a huge map
+	a.unstage() // left by a transaction that failed
+}
+
+// maxStaged is the most staged keys whose map (and key slice) the arena
+// keeps for the next transaction: a cleared map keeps its size, and
+// clearing it costs that size each time.
+const maxStaged = 1 << 16
+
+// unstage empties the stage, dropping a map that grew huge (a replay of a
+// long log after a crash).
+func (a *arena) unstage() {
+	if len(a.staged) > maxStaged {
+		a.staged, a.keys = nil, nil
+		return
 	}
 	clear(a.staged)
+	clear(a.keys) // do not keep the strings alive
+	a.keys = a.keys[:0]
 }
 
 // bytes copies s into the arena.

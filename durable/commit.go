@@ -555,9 +555,8 @@ func (g *group) flush() error {
 			return fmt.Errorf("key %q: %w", k, err)
 		}
 	}
-	clear(keys) // do not keep the strings alive
-	g.a.keys = keys[:0]
-	clear(g.a.staged)
+	g.a.keys = keys
+	g.a.unstage()
 	return nil
 }
 
@@ -608,7 +607,7 @@ func (g *group) restore(snap store.Snapshot) error {
 // restoreBegin starts a restore: no items, snap's request ids and
 // position.
 func (g *group) restoreBegin(snap store.Snapshot) error {
-	clear(g.a.staged) // items the restore replaces
+	g.a.unstage() // items the restore replaces
 	for _, name := range [][]byte{bucketItems, bucketRequests} {
 		if err := g.tx.DeleteBucket(name); err != nil {
 			return err

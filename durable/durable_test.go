@@ -1183,3 +1183,26 @@ func TestLogStartsAfterCheckpoint(t *testing.T) {
 		t.Fatalf("readWAL after 6 of a log from 7: %v", err)
 	}
 }
+
+// TestCheckpointKeepsNoHugeStage: a checkpoint stages its items by key
+// (group.stage) in a map it keeps for the next one, but not a map that
+// grew past maxStaged keys (a cleared map keeps its size, and clearing it
+// costs that size every time).
+func TestCheckpointKeepsNoHugeStage(t *testing.T) {
+	for _, tc := range []struct {
+		keys int
+		kept bool
+	}{{10, true}, {maxStaged + 1, false}} {
+		db, _ := mustOpen(t, t.TempDir(), Options{NoSync: true})
+		w := newWriter(t, db, store.New(0))
+		es := make([]store.Entry, tc.keys)
+		for i := range es {
+			es[i] = w.next(i, store.OpSet, fmt.Sprintf("k%06d", i), "v", "")
+		}
+		w.append(es...)
+		mustClose(t, db) // checkpoints everything; the checkpointer is done
+		if kept := db.arena.staged != nil; kept != tc.kept || len(db.arena.staged) != 0 || len(db.arena.keys) != 0 {
+			t.Errorf("%d keys staged: map kept %v (len %d, keys %d), want kept %v and empty", tc.keys, kept, len(db.arena.staged), len(db.arena.keys), tc.kept)
+		}
+	}
+}
