@@ -218,7 +218,7 @@ func TestAnOlderFollowerGetsOneAppendAtATime(t *testing.T) {
 	refuse := func(p *progress, prev, at uint64) appendOutcome {
 		req := &kvpb.AppendRequest{Epoch: 3, Prev: toPos(pos(3, prev)), Pipelined: true}
 		resp := &kvpb.AppendResponse{Ok: false, AcceptedEpoch: 3, Applied: toPos(pos(3, at))}
-		return l.repl.handleAppend(p, &appendCall{req: req, resp: resp})
+		return l.repl.handleAppend(p, &appendCall{req: req, resp: resp}, false)
 	}
 	p := &progress{id: "f", next: 21, received: 20, match: 20}
 	for i := range maxUnordered {
@@ -262,5 +262,45 @@ func appendSets(l *leader, keys ...string) {
 	for _, k := range keys {
 		l.lastSeq++
 		l.log = append(l.log, setEntry(pos(3, l.lastSeq), k, "v", ""))
+	}
+}
+
+// TestALateAnswerBelowTheLogSendsNoSnapshot: the Appends of a window are
+// answered in any order, and the log is trimmed once every follower has
+// its start on disk. An answer that comes after a later Append's, naming a
+// position the log has trimmed since, is old news: the follower is not
+// sent a whole snapshot for it. A fresh answer below the log, or one from
+// a follower not known to hold the log's start, still gets a snapshot.
+func TestALateAnswerBelowTheLogSendsNoSnapshot(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		late, early  bool
+		match        uint64
+		wantSnapshot bool
+	}{
+		{"late early answer", true, true, 40, false},
+		{"late answer from the disk", true, false, 40, false},
+		{"fresh answer below the log", false, true, 40, true},
+		{"late answer from a follower behind the log", true, true, 25, true},
+	} {
+		l := logLeader(t, &Node{cfg: DefaultConfig(), rep: newReplica(16, nil)})
+		for i := range 40 {
+			appendSets(l, fmt.Sprint("k", i)) // seqs 11 to 50
+		}
+		// Trimmed to 30, the lowest position every follower has on disk.
+		l.entryLog.base, l.entryLog.log = pos(3, 30), l.entryLog.log[20:]
+		p := &progress{id: "f", next: 51, received: 45, match: tc.match, answered: true, reachable: true}
+		req := &kvpb.AppendRequest{Epoch: 3, Prev: toPos(pos(3, 22)), Pipelined: true, AnswerEarly: tc.early}
+		resp := &kvpb.AppendResponse{Ok: true, AcceptedEpoch: 3, Applied: toPos(pos(3, 25))}
+		if tc.early {
+			resp.Applied, resp.Received = toPos(pos(3, 22)), toPos(pos(3, 25))
+		}
+		got := l.repl.handleAppend(p, &appendCall{req: req, resp: resp}, tc.late)
+		if p.snapshot != tc.wantSnapshot {
+			t.Errorf("%s: snapshot %v, want %v (progress %+v)", tc.name, p.snapshot, tc.wantSnapshot, *p)
+		}
+		if !tc.wantSnapshot && (got != appendTaken || p.match != tc.match || p.next != 51 || p.received != 45) {
+			t.Errorf("%s: outcome %v, progress %+v; want taken and unchanged", tc.name, got, *p)
+		}
 	}
 }

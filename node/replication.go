@@ -113,6 +113,40 @@ func (p *progress) answerEarly(h history, received, onDisk store.Version, ok boo
 	return ok
 }
 
+// take records the follower's answer resp to req, in history h, and
+// reports whether it took the Append (answer, answerEarly). late reports
+// that an answer to an Append sent after req was taken already: the
+// Appends of a window are answered in any order. A late answer naming a
+// position the log has trimmed since, from a follower known to hold the
+// log's base on disk, is older than what the leader knows and changes
+// nothing: taken for the follower's position, it would find that position
+// off the log and send a whole snapshot to a follower that is up to date
+// (seen under load, in-process A at fsync: the writes of keys the
+// follower held waited 80 to 250 ms for it). countEarly is
+// Faults.CountEarlyAnswers.
+func (p *progress) take(h history, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, late, countEarly bool) bool {
+	early := resp.Received != nil && !resp.Reconcile && req.Snapshot == nil
+	pos := fromPos(resp.Applied)
+	if early {
+		pos = fromPos(resp.Received)
+	}
+	if late && !resp.Reconcile && req.Snapshot == nil && pos.Seq < h.base.Seq && p.match >= h.base.Seq {
+		p.reachable, p.answered = true, true
+		return true
+	}
+	if !early {
+		return p.answer(h, fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
+	}
+	onDisk := fromPos(resp.Applied)
+	if countEarly {
+		onDisk = pos
+	}
+	// A barrier overtaken by the entries sent after it finds the
+	// follower past its prev; on this history, that is progress.
+	ok := resp.Ok || (len(req.Entries) == 0 && h.holds(pos) && pos.Seq >= req.Prev.GetSeq())
+	return p.answerEarly(h, pos, onDisk, ok, entryBytes(req.Entries))
+}
+
 // maxUnordered is how many pipelined Appends a follower may refuse at once
 // (not waiting for the ones before them) before the leader sends it one
 // Append at a time for the rest of its leadership: an older follower
@@ -278,7 +312,7 @@ func (r *replication) replicate(p *progress) {
 			if w.overtaken(call) {
 				continue
 			}
-			switch r.handleAppend(p, call) {
+			switch r.handleAppend(p, call, call.id < w.taken) {
 			case appendTaken:
 				w.taken = max(w.taken, call.id)
 				beat = false
@@ -393,8 +427,9 @@ const (
 	appendFailed                       // no answer: start again at the heartbeat pace
 )
 
-// handleAppend records a peer's answer to call.
-func (r *replication) handleAppend(p *progress, call *appendCall) appendOutcome {
+// handleAppend records a peer's answer to call; late reports that an
+// answer to an Append sent after call was taken already.
+func (r *replication) handleAppend(p *progress, call *appendCall, late bool) appendOutcome {
 	l := r.l
 	req, resp := call.req, call.resp
 	l.mu.Lock()
@@ -416,20 +451,7 @@ func (r *replication) handleAppend(p *progress, call *appendCall) appendOutcome 
 		// comes only from a follower whose promise is on disk.
 		l.health.hearLocked(p.id, call.sent)
 	}
-	var taken bool
-	if resp.Received != nil && !resp.Reconcile && req.Snapshot == nil {
-		onDisk := fromPos(resp.Applied)
-		if faultsOn && l.n.cfg.Faults.CountEarlyAnswers {
-			onDisk = fromPos(resp.Received)
-		}
-		h, received := l.history(l.epoch), fromPos(resp.Received)
-		// A barrier overtaken by the entries sent after it finds the
-		// follower past its prev; on this history, that is progress.
-		ok := resp.Ok || (len(req.Entries) == 0 && h.holds(received) && received.Seq >= req.Prev.GetSeq())
-		taken = p.answerEarly(h, received, onDisk, ok, entryBytes(req.Entries))
-	} else {
-		taken = p.answer(l.history(l.epoch), fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
-	}
+	taken := p.take(l.history(l.epoch), req, resp, late, faultsOn && l.n.cfg.Faults.CountEarlyAnswers)
 	r.recomputeCommitLocked()
 	if !taken {
 		answered := resp.Applied
