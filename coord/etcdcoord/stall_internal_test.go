@@ -135,14 +135,25 @@ func TestCallsSkipAMemberThatStopsAnswering(t *testing.T) {
 }
 
 // stuckMember is a gRPC server that passes for an etcd member whose
-// reads hang (its apply stuck, or cut from its leader before it notices):
-// it answers Status, with a leader and no errors, as such a member does,
-// and holds every other call until the caller gives up. It counts the
-// calls that reach it.
+// linearizable reads hang (its apply stuck, or cut from its leader before
+// it notices): it answers what such a member answers by itself, Status
+// (with a leader and no errors) and serializable reads, and holds every
+// other call until the caller gives up. It counts the calls that reach
+// it.
 type stuckMember struct {
 	pb.UnimplementedMaintenanceServer
+	pb.UnimplementedKVServer
 	addr  string
 	calls atomic.Int64
+}
+
+func (m *stuckMember) Range(ctx context.Context, req *pb.RangeRequest) (*pb.RangeResponse, error) {
+	m.calls.Add(1)
+	if req.Serializable {
+		return &pb.RangeResponse{Header: &pb.ResponseHeader{MemberId: 2, RaftTerm: 2}}, nil
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
 }
 
 func newStuckMember(t *testing.T) *stuckMember {
@@ -158,6 +169,7 @@ func newStuckMember(t *testing.T) *stuckMember {
 		return stream.Context().Err()
 	}))
 	pb.RegisterMaintenanceServer(srv, m)
+	pb.RegisterKVServer(srv, m)
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	return m
@@ -169,9 +181,11 @@ func (m *stuckMember) Status(context.Context, *pb.StatusRequest) (*pb.StatusResp
 }
 
 // TestProbeKeepsAMemberWhoseReadsHangMarked: a member that answers
-// Status but whose reads hang stays marked through its probes, so calls
-// keep skipping it. (Probed with Status, as before, it was unmarked at
-// the first probe, and the next call sent there waited out its attempt.)
+// Status and serializable reads but whose linearizable reads hang stays
+// marked through its probes, so calls keep skipping it. (Probed with
+// Status, as before, it was unmarked at the first probe, and the next
+// call sent there waited out its attempt; a serializable read would do
+// the same.)
 func TestProbeKeepsAMemberWhoseReadsHangMarked(t *testing.T) {
 	stuck := newStuckMember(t)
 	c, _, logs := newProxiedLog(t, 2, stuck.addr)
@@ -224,9 +238,20 @@ func TestNewMovesOffAMemberWhoseReadsHang(t *testing.T) {
 		if err != nil {
 			t.Fatalf("New, try %d, after %v: %v", try, time.Since(start), err)
 		}
+		landed := ""
+		for _, m := range stuck {
+			if m.calls.Load() > 0 && marked(c, m.addr) {
+				landed = m.addr
+			}
+		}
 		_ = c.Close()
 		if stuck[0].calls.Load()+stuck[1].calls.Load() > before {
-			return // a read landed on a stuck member, and New moved on
+			// A read landed on a stuck member, and New moved on; the
+			// member is marked, so later calls skip it.
+			if landed == "" {
+				t.Fatalf("try %d: a read landed on a stuck member, which is not marked", try)
+			}
+			return
 		}
 	}
 	t.Fatal("no try of New sent its first read to a stuck member")
