@@ -126,8 +126,12 @@ func (w *appendWindow) finished(call *appendCall) {
 // what call carried, and its failure (a barrier that timed out on a slow
 // disk while entries went on beside it, an answer lost) says nothing.
 func (w *appendWindow) overtaken(call *appendCall) bool {
-	return call.err != nil && call.id < w.taken
+	return call.err != nil && w.late(call)
 }
+
+// late reports whether call, taken from w.done, was answered after a
+// call sent later had its answer taken.
+func (w *appendWindow) late(call *appendCall) bool { return call.id < w.taken }
 
 // reset ends the calls in flight and waits for them, dropping their
 // answers (they were sent on what the leader no longer believes of the

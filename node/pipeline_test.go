@@ -265,23 +265,36 @@ func appendSets(l *leader, keys ...string) {
 	}
 }
 
-// TestALateAnswerBelowTheLogSendsNoSnapshot: the Appends of a window are
+// TestAnOldAnswerBelowTheLogSendsNoSnapshot: the Appends of a window are
 // answered in any order, and the log is trimmed once every follower has
-// its start on disk. An answer that comes after a later Append's, naming a
-// position the log has trimmed since, is old news: the follower is not
-// sent a whole snapshot for it. A fresh answer below the log, or one from
-// a follower not known to hold the log's start, still gets a snapshot.
-func TestALateAnswerBelowTheLogSendsNoSnapshot(t *testing.T) {
+// its start on disk. An answer naming a position the log has trimmed
+// since, from a follower known to hold the log's start, is old news if it
+// took its Append or came after a later Append's answer: the follower is
+// not sent a whole snapshot for it, and what it says is on disk still
+// counts. A fresh refusal below the log, an answer asking to be
+// reconciled, or one from a follower not known to hold the log's start,
+// still gets a snapshot.
+func TestAnOldAnswerBelowTheLogSendsNoSnapshot(t *testing.T) {
+	type answer struct {
+		ok, early, barrier, reconcile bool
+		received, applied             uint64
+	}
 	for _, tc := range []struct {
 		name         string
-		late, early  bool
+		late         bool
+		a            answer
 		match        uint64
 		wantSnapshot bool
+		wantMatch    uint64
 	}{
-		{"late early answer", true, true, 40, false},
-		{"late answer from the disk", true, false, 40, false},
-		{"fresh answer below the log", false, true, 40, true},
-		{"late answer from a follower behind the log", true, true, 25, true},
+		{"late early answer", true, answer{ok: true, early: true, received: 25, applied: 22}, 40, false, 40},
+		{"early answer that took its Append", false, answer{ok: true, early: true, received: 25, applied: 22}, 40, false, 40},
+		{"late answer from the disk", true, answer{ok: true, applied: 25}, 40, false, 40},
+		{"late refusal", true, answer{applied: 25}, 40, false, 40},
+		{"late barrier whose disk moved on", true, answer{ok: true, early: true, barrier: true, received: 25, applied: 42}, 40, false, 42},
+		{"fresh refusal below the log", false, answer{applied: 25}, 40, true, 0},
+		{"late answer asking to be reconciled", true, answer{ok: true, reconcile: true, applied: 25}, 40, true, 0},
+		{"late answer from a follower behind the log", true, answer{ok: true, early: true, received: 25, applied: 22}, 25, true, 0},
 	} {
 		l := logLeader(t, &Node{cfg: DefaultConfig(), rep: newReplica(16, nil)})
 		for i := range 40 {
@@ -290,17 +303,40 @@ func TestALateAnswerBelowTheLogSendsNoSnapshot(t *testing.T) {
 		// Trimmed to 30, the lowest position every follower has on disk.
 		l.entryLog.base, l.entryLog.log = pos(3, 30), l.entryLog.log[20:]
 		p := &progress{id: "f", next: 51, received: 45, match: tc.match, answered: true, reachable: true}
-		req := &kvpb.AppendRequest{Epoch: 3, Prev: toPos(pos(3, 22)), Pipelined: true, AnswerEarly: tc.early}
-		resp := &kvpb.AppendResponse{Ok: true, AcceptedEpoch: 3, Applied: toPos(pos(3, 25))}
-		if tc.early {
-			resp.Applied, resp.Received = toPos(pos(3, 22)), toPos(pos(3, 25))
+		req := &kvpb.AppendRequest{Epoch: 3, Prev: toPos(pos(3, 22)), Pipelined: true, AnswerEarly: tc.a.early}
+		if !tc.a.barrier {
+			req.Entries = []*kvpb.Entry{toEntry(l.entryLog.log[0])}
+		}
+		resp := &kvpb.AppendResponse{Ok: tc.a.ok, Reconcile: tc.a.reconcile, AcceptedEpoch: 3, Applied: toPos(pos(3, tc.a.applied))}
+		if tc.a.early {
+			resp.Received = toPos(pos(3, tc.a.received))
 		}
 		got := l.repl.handleAppend(p, &appendCall{req: req, resp: resp}, tc.late)
 		if p.snapshot != tc.wantSnapshot {
 			t.Errorf("%s: snapshot %v, want %v (progress %+v)", tc.name, p.snapshot, tc.wantSnapshot, *p)
 		}
-		if !tc.wantSnapshot && (got != appendTaken || p.match != tc.match || p.next != 51 || p.received != 45) {
-			t.Errorf("%s: outcome %v, progress %+v; want taken and unchanged", tc.name, got, *p)
+		if !tc.wantSnapshot && (got != appendTaken || p.match != tc.wantMatch || p.next != 51 || p.received != 45) {
+			t.Errorf("%s: outcome %v, progress %+v; want taken, match %d, next 51, received 45", tc.name, got, *p, tc.wantMatch)
 		}
+	}
+}
+
+// TestAnAnswerIsLateAfterALaterCallsWasTaken: the replicator tells
+// handleAppend an answer is late when a call sent after it had its answer
+// taken, and only then.
+func TestAnAnswerIsLateAfterALaterCallsWasTaken(t *testing.T) {
+	w := newAppendWindow(t.Context(), 4)
+	var calls []*appendCall
+	for range 3 {
+		calls = append(calls, w.add(&kvpb.AppendRequest{Entries: []*kvpb.Entry{{}}}, clock.Instant{}))
+	}
+	for _, c := range calls {
+		if w.late(c) {
+			t.Fatalf("call %d late with no answer taken", c.id)
+		}
+	}
+	w.taken = calls[1].id
+	if !w.late(calls[0]) || w.late(calls[1]) || w.late(calls[2]) {
+		t.Errorf("after call %d was taken: late %v %v %v, want true false false", calls[1].id, w.late(calls[0]), w.late(calls[1]), w.late(calls[2]))
 	}
 }

@@ -116,30 +116,37 @@ func (p *progress) answerEarly(h history, received, onDisk store.Version, ok boo
 // take records the follower's answer resp to req, in history h, and
 // reports whether it took the Append (answer, answerEarly). late reports
 // that an answer to an Append sent after req was taken already: the
-// Appends of a window are answered in any order. A late answer naming a
+// Appends of a window are answered in any order. An answer naming a
 // position the log has trimmed since, from a follower known to hold the
-// log's base on disk, is older than what the leader knows and changes
-// nothing: taken for the follower's position, it would find that position
-// off the log and send a whole snapshot to a follower that is up to date
-// (seen under load, in-process A at fsync: the writes of keys the
-// follower held waited 80 to 250 ms for it). countEarly is
-// Faults.CountEarlyAnswers.
+// log's start on disk, is older than what the leader knows if it took
+// its Append (a follower's position on this epoch's history only moves
+// forward, and one that lost its store asks to be reconciled) or if it is
+// late. It changes nothing, but what it says is on disk: taken for the
+// follower's position, it would find that position off the log and send
+// a whole snapshot to a follower that is up to date (seen under load,
+// in-process A at fsync: the writes of keys the follower held waited 80
+// to 250 ms for it). countEarly is Faults.CountEarlyAnswers.
 func (p *progress) take(h history, req *kvpb.AppendRequest, resp *kvpb.AppendResponse, late, countEarly bool) bool {
 	early := resp.Received != nil && !resp.Reconcile && req.Snapshot == nil
 	pos := fromPos(resp.Applied)
+	onDisk := pos
 	if early {
 		pos = fromPos(resp.Received)
+		if countEarly {
+			onDisk = pos
+		}
 	}
-	if late && !resp.Reconcile && req.Snapshot == nil && pos.Seq < h.base.Seq && p.match >= h.base.Seq {
+	if (late || resp.Ok) && !resp.Reconcile && req.Snapshot == nil && pos.Seq < h.base.Seq && p.match >= h.base.Seq {
 		p.reachable, p.answered = true, true
+		if h.holds(onDisk) && onDisk.Seq > p.match {
+			// A barrier's answer reads the disk after its wait.
+			p.match, p.early = onDisk.Seq, 0
+			p.next, p.received = max(p.next, p.match+1), max(p.received, p.match)
+		}
 		return true
 	}
 	if !early {
-		return p.answer(h, fromPos(resp.Applied), resp.Ok, resp.Reconcile, req.Snapshot != nil)
-	}
-	onDisk := fromPos(resp.Applied)
-	if countEarly {
-		onDisk = pos
+		return p.answer(h, pos, resp.Ok, resp.Reconcile, req.Snapshot != nil)
 	}
 	// A barrier overtaken by the entries sent after it finds the
 	// follower past its prev; on this history, that is progress.
@@ -312,7 +319,7 @@ func (r *replication) replicate(p *progress) {
 			if w.overtaken(call) {
 				continue
 			}
-			switch r.handleAppend(p, call, call.id < w.taken) {
+			switch r.handleAppend(p, call, w.late(call)) {
 			case appendTaken:
 				w.taken = max(w.taken, call.id)
 				beat = false
