@@ -74,8 +74,11 @@
 // Keep-alives go every tau/4, and at once after a reconnect; one unanswered
 // for tau/4 turns Healthy false and drops the connection, so the client moves
 // to another server while the deadline still allows. After a lost
-// connection the client tries every server twice at once, and pauses a
-// second only before each further round.
+// connection the client tries every server twice at once, then each further
+// round after a pause of 50 ms doubling to 800 ms, and only then a second
+// before each round (hostProvider): every server refuses clients while the
+// ensemble elects a leader, and a client that paused a second came back
+// after its deadline, ending a session the ensemble had kept.
 //
 // The connection's states map onto the session as the design requires:
 // Disconnected turns Healthy false at once (the node serves on until the

@@ -25,6 +25,7 @@ import (
 // negotiated read off the wire.
 type link struct {
 	conn *zk.Conn
+	hp   *hostProvider
 	// handshake bounds the wait for a connect response, so that a server
 	// that accepts connections but does not answer is given up on in time to
 	// try another (the client itself waits 20 session timeouts/3).
@@ -93,8 +94,9 @@ func dial(ctx context.Context, cfg Config, timeout time.Duration, onEvent func(z
 			onEvent(ev)
 		}
 	}
+	l.hp = &hostProvider{quit: make(chan struct{})}
 	conn, _, err := zk.Connect(servers, timeout,
-		zk.WithDialer(l.dialRaw), zk.WithHostProvider(&hostProvider{}), zk.WithLogger(nopLogger{}), zk.WithLogInfo(false), zk.WithEventCallback(cb))
+		zk.WithDialer(l.dialRaw), zk.WithHostProvider(l.hp), zk.WithLogger(nopLogger{}), zk.WithLogInfo(false), zk.WithEventCallback(cb))
 	if err != nil {
 		return nil, err
 	}
@@ -207,12 +209,16 @@ func (l *link) connect(network, addr string, timeout time.Duration) (raw, conn n
 // close ends the session gracefully: the client sends closeSession, so the
 // ensemble deletes its ephemeral znodes at once. It may take a second when
 // the connection is down.
-func (l *link) close() { l.conn.Close() }
+func (l *link) close() {
+	l.hp.stop()
+	l.conn.Close()
+}
 
 // abandon drops the TCP connections without ending the session, as a crash
 // would: the ensemble keeps its ephemeral znodes until the session times out.
 func (l *link) abandon() {
 	l.refuse()
+	l.hp.stop()
 	l.conn.Close()
 }
 
@@ -312,15 +318,32 @@ func (nopLogger) Printf(string, ...any) {}
 // client's default, but with a retry budget that suits short session
 // timeouts: after a connection is lost every server is tried twice at once
 // (the first try may have been spent on a stalled server that has just come
-// back), and only then does the client pause, a second, before each further
-// round. The default pauses before the first reconnect when there is one
-// server, which alone can eat half of a two-second session timeout.
+// back), then each further round after a pause of its own, 50 ms doubling
+// up to 800 ms, and only then does the client pause, a second, before each
+// further round (failing the requests queued meanwhile). The default
+// pauses a second before the first reconnect when there is one server, and
+// after one round otherwise: when the ensemble's leader dies, every server
+// refuses clients during the election (about 0.4 s), so a node's client
+// came back a second later, by when its own deadline had passed and it
+// had ended its session, and the cluster elected a new leader (1.7 s
+// without a write; FINDINGS). The ensemble keeps a session through its
+// election: reconnecting within the deadline, the node keeps it.
 type hostProvider struct {
 	mu       sync.Mutex
 	servers  []string
 	curr     int
 	attempts int // since the last successful connection
+
+	quit     chan struct{} // closed by stop: pause no more
+	quitOnce sync.Once
 }
+
+// firstRetryPause is the pause before the third round of attempts; each
+// further round doubles it, until it would reach the client's own second.
+const firstRetryPause = 50 * time.Millisecond
+
+// stop ends the pauses: the link is closing.
+func (hp *hostProvider) stop() { hp.quitOnce.Do(func() { close(hp.quit) }) }
 
 func (hp *hostProvider) Init(servers []string) error {
 	if len(servers) == 0 {
@@ -338,13 +361,49 @@ func (hp *hostProvider) Len() int {
 	return len(hp.servers)
 }
 
-// Next returns the next server; retryStart asks the client to pause first.
+// Next returns the next server, after the round's pause if it starts a
+// round past the second; retryStart asks the client to pause a second
+// first.
 func (hp *hostProvider) Next() (server string, retryStart bool) {
 	hp.mu.Lock()
-	defer hp.mu.Unlock()
 	hp.curr = (hp.curr + 1) % len(hp.servers)
 	hp.attempts++
-	return hp.servers[hp.curr], hp.attempts > 2*len(hp.servers)
+	server, n, a := hp.servers[hp.curr], len(hp.servers), hp.attempts
+	hp.mu.Unlock()
+	pause, retryStart := retryPause(a, n)
+	if pause > 0 {
+		t := time.NewTimer(pause)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-hp.quit:
+		}
+	}
+	return server, retryStart
+}
+
+// retryPause is the pause before attempt a (counted from 1 since the last
+// connection) among n servers: none within the first two rounds, or
+// within a round; then firstRetryPause doubling each round, until it
+// would reach a second, from when the client pauses a second itself
+// (retryStart).
+func retryPause(a, n int) (pause time.Duration, retryStart bool) {
+	round := (a - 1) / n // 0 for the first round
+	if round < 2 || (a-1)%n != 0 {
+		return 0, false
+	}
+	if p := retryPauseAt(round); p < time.Second {
+		return p, false
+	}
+	return 0, true
+}
+
+// retryPauseAt is the pause before round r (r >= 2).
+func retryPauseAt(r int) time.Duration {
+	if r-2 >= 5 {
+		return time.Second
+	}
+	return firstRetryPause << (r - 2)
 }
 
 func (hp *hostProvider) Connected() {
