@@ -634,6 +634,23 @@ func TestOneWayPartitionKeepsReadsFresh(t *testing.T) {
 	})
 }
 
+// startEnsemble starts a 3-server ZooKeeper ensemble for one test (or
+// skips the test without ZooKeeper) and closes it at the end.
+func startEnsemble(t *testing.T, ctx context.Context) *zkserver.Ensemble {
+	t.Helper()
+	zkserver.SkipIfUnavailable(t)
+	ens, err := zkserver.StartEnsemble(ctx, zkserver.DefaultConfig(), 3)
+	if err != nil {
+		t.Fatalf("start ZooKeeper ensemble: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := ens.Close(); err != nil {
+			t.Errorf("close ensemble: %v", err)
+		}
+	})
+	return ens
+}
+
 // TestZooKeeperLeaderKillKeepsTheSessions kills the ZooKeeper ensemble's
 // leader under writes through every node. The ensemble elects another and
 // keeps every session through its election (about 0.4 s), during which
@@ -644,17 +661,8 @@ func TestOneWayPartitionKeepsReadsFresh(t *testing.T) {
 // write in every run (FINDINGS); now the leader keeps its epoch and writes
 // go on.
 func TestZooKeeperLeaderKillKeepsTheSessions(t *testing.T) {
-	zkserver.SkipIfUnavailable(t)
 	ctx := ctxT(t, 2*time.Minute)
-	ens, err := zkserver.StartEnsemble(ctx, zkserver.DefaultConfig(), 3)
-	if err != nil {
-		t.Fatalf("start ZooKeeper ensemble: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := ens.Close(); err != nil {
-			t.Errorf("close ensemble: %v", err)
-		}
-	})
+	ens := startEnsemble(t, ctx)
 	c := newCluster(t, ZooKeeper, 3, func(o *Options) { o.ZooKeeper = ens.Servers() })
 	mustPut(t, c, 0, "k", "v")
 	n0, err := c.Node(0)
@@ -746,17 +754,8 @@ func TestZooKeeperLeaderKillKeepsTheSessions(t *testing.T) {
 // nodes reconnect to the other servers and serve again, and no write is
 // lost, before or after the ZooKeeper server comes back.
 func TestZooKeeperEnsembleMemberLoss(t *testing.T) {
-	zkserver.SkipIfUnavailable(t)
 	ctx := ctxT(t, 2*time.Minute)
-	ens, err := zkserver.StartEnsemble(ctx, zkserver.DefaultConfig(), 3)
-	if err != nil {
-		t.Fatalf("start ZooKeeper ensemble: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := ens.Close(); err != nil {
-			t.Errorf("close ensemble: %v", err)
-		}
-	})
+	ens := startEnsemble(t, ctx)
 	c := newCluster(t, ZooKeeper, 3, func(o *Options) {
 		o.ZooKeeper = ens.Servers()
 	})
