@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"syscall"
@@ -39,6 +40,7 @@ type benchFlags struct {
 	json         bool
 	seed         uint64
 	cpuProfile   string
+	trace        string
 	failover     int
 	rounds       int
 	tls          tlsFlags
@@ -98,6 +100,7 @@ set with KVSTORE_<FLAG>.`,
 	fl.BoolVar(&f.json, "json", false, "print the results as a JSON array instead of tables")
 	fl.Uint64Var(&f.seed, "seed", 1, "seed of the clients' random operation and key sequences (the same for every target)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	fl.StringVar(&f.trace, "trace", "", "write an execution trace of the whole run to this file (`go tool trace`; `go tool trace -pprof=sched` shows where goroutines waited to run)")
 	f.tls.add(fl, "the benchmark's clients, with --endpoints (a client certificate of the nodes' CA)")
 	fl.IntVar(&f.failover, "failover", 0, "instead of the workloads, measure failover this many times on an in-process 3-node cluster: leader killed to first acknowledged write, and a write while a holder of the key is rmi-down")
 	documentEnv(cmd)
@@ -292,6 +295,22 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 		defer func() {
 			pprof.StopCPUProfile()
 			if cerr := pf.Close(); err == nil {
+				err = cerr
+			}
+		}()
+	}
+	if f.trace != "" {
+		tf, err := os.Create(f.trace)
+		if err != nil {
+			return err
+		}
+		if err := trace.Start(tf); err != nil {
+			tf.Close()
+			return err
+		}
+		defer func() {
+			trace.Stop()
+			if cerr := tf.Close(); err == nil {
 				err = cerr
 			}
 		}()
