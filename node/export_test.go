@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore/durable"
+	"github.com/kvstore/kvstore/rpc/kvpb"
 	"github.com/kvstore/kvstore/store"
 )
 
@@ -32,3 +33,14 @@ func (r *replica) appendAt(epoch int64, ld leadership, prev store.Version, entri
 func (n *Node) ForwardStats() (messages, writes int64) {
 	return n.forwarder.sent.Load(), n.forwarder.carried.Load()
 }
+
+// ServeForwarded serves op at the node as its Forward stream serves an
+// operation that arrived with the given deadline, and returns the answer.
+func (n *Node) ServeForwarded(ctx context.Context, op *kvpb.ForwardedOp, deadline time.Time) *kvpb.ForwardedResult {
+	got := make(chan *kvpb.ForwardedResult, 1)
+	(&peerServer{n: n}).startForwarded(ctx, op, deadline, func(r *kvpb.ForwardedResult) { got <- r })
+	return <-got
+}
+
+// ClusterName is the cluster name the node's messages carry.
+func (n *Node) ClusterName() string { return n.cfg.Cluster }

@@ -2,13 +2,17 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/cluster"
 	"github.com/kvstore/kvstore/node"
 	"github.com/kvstore/kvstore/robustness/linearizability"
 	"github.com/kvstore/kvstore/robustness/workload"
+	"github.com/kvstore/kvstore/rpc"
+	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
 // forwardedHistory runs concurrent readers and writers on every node of a
@@ -70,9 +74,9 @@ func TestForwardCheckerCatchesMixedAnswers(t *testing.T) {
 }
 
 // TestForwardStreamHonoursRmiDown: rmi-down refuses a leader's inbound
-// node-to-node calls, and with them the writes a follower sends on a
-// Forward stream it opened before: such a write is not applied, as a
-// Write call would not be.
+// node-to-node calls, and with them the writes and fetches a follower
+// sends on Forward streams it opened before: such a write is not applied,
+// as a Write call would not be, and such a read is not answered.
 func TestForwardStreamHonoursRmiDown(t *testing.T) {
 	c := cluster.StartTest(t, cluster.Options{Nodes: 3})
 	ld, fs := roles(t, c)
@@ -84,16 +88,65 @@ func TestForwardStreamHonoursRmiDown(t *testing.T) {
 	if m, _ := nodeOf(t, c, f).ForwardStats(); m == 0 {
 		t.Fatal("the follower sent no Forward message: the test proves nothing")
 	}
+	// Its fetch stream too: r is written at the leader, and read at the
+	// follower only once rmi-down is on, so that it is not cached there.
+	if _, _, err := c.Get(ctxT(t, 10*time.Second), f, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Put(ctxT(t, 10*time.Second), ld, "r", "1"); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.RmiDown(ld); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Put(ctxT(t, 1500*time.Millisecond), f, "k", "during"); err == nil {
 		t.Fatal("a write through a follower was acknowledged while the leader's inbound RPC was down")
 	}
+	if v, _, err := c.Get(ctxT(t, 1500*time.Millisecond), f, "r"); err == nil {
+		t.Fatalf("a read through a follower was answered (%q) from the leader while its inbound RPC was down", v)
+	}
 	if err := c.RmiUp(ld); err != nil {
 		t.Fatal(err)
 	}
 	if v, _, _ := nodeOf(t, c, ld).LocalItem("k"); v != "before" {
 		t.Fatalf("the leader holds k = %q after a write refused by rmi-down, want %q", v, "before")
+	}
+}
+
+// TestForwardedOperationsPastTheirTimeRunNot: an operation of a Forward
+// stream whose time (timeout_us) ran out before it started is answered
+// with a timeout and not run: a write is not applied, a read not answered.
+// One that arrives in time runs, as a write the leader appends on arrival.
+func TestForwardedOperationsPastTheirTimeRunNot(t *testing.T) {
+	c := cluster.StartTest(t, cluster.Options{Nodes: 3})
+	ld, fs := roles(t, c)
+	leader := nodeOf(t, c, ld)
+	if err := c.Put(ctxT(t, 10*time.Second), ld, "read", "1"); err != nil {
+		t.Fatal(err)
+	}
+	write := func(key string) *kvpb.ForwardedOp {
+		return &kvpb.ForwardedOp{Id: 1, Op: &kvpb.ForwardedOp_Write{Write: &kvpb.WriteRequest{
+			Cluster: leader.ClusterName(), Op: kvpb.Op_OP_SET, Key: key, Value: "v", ReqId: "c." + key, FromId: nodeOf(t, c, fs[0]).ID()}}}
+	}
+	fetch := &kvpb.ForwardedOp{Id: 2, Op: &kvpb.ForwardedOp_Fetch{Fetch: &kvpb.FetchRequest{
+		Cluster: leader.ClusterName(), Key: "read", FromId: nodeOf(t, c, fs[0]).ID()}}}
+	past := time.Now().Add(-time.Millisecond)
+	for _, op := range []*kvpb.ForwardedOp{write("late"), fetch} {
+		r := leader.ServeForwarded(ctxT(t, 10*time.Second), op, past)
+		if err := rpc.UnmarshalStatus(r.Error); !errors.Is(rpc.FromStatus(err), kvstore.ErrTimeout) || r.Result != nil {
+			t.Errorf("%v past its time: result %v, error %v; want a timeout and no result", op, r.Result, err)
+		}
+	}
+	if _, found, _ := leader.LocalItem("late"); found {
+		t.Error("a forwarded write past its time was applied")
+	}
+	for _, op := range []*kvpb.ForwardedOp{write("timely"), fetch} {
+		r := leader.ServeForwarded(ctxT(t, 10*time.Second), op, time.Now().Add(10*time.Second))
+		if r.Error != nil || r.Result == nil {
+			t.Fatalf("%v in time: result %v, error %v", op, r.Result, rpc.UnmarshalStatus(r.Error))
+		}
+	}
+	if v, _, _ := leader.LocalItem("timely"); v != "v" {
+		t.Errorf("a forwarded write in time left %q, want %q", v, "v")
 	}
 }

@@ -14,6 +14,17 @@ import (
 
 // Fetch serves a read at the leader.
 func (s *peerServer) Fetch(ctx context.Context, req *kvpb.FetchRequest) (*kvpb.FetchResponse, error) {
+	l, err := s.checkFetch(req)
+	if err != nil {
+		return nil, err
+	}
+	r, err := l.read(ctx, req.Key, req.FromId)
+	return s.fetchResponse(l, r, err)
+}
+
+// checkFetch is what Fetch checks before it reads: the request's cluster
+// and the read itself. It returns this node's leadership.
+func (s *peerServer) checkFetch(req *kvpb.FetchRequest) (*leader, error) {
 	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, err
 	}
@@ -24,7 +35,11 @@ func (s *peerServer) Fetch(ctx context.Context, req *kvpb.FetchRequest) (*kvpb.F
 	if l == nil {
 		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
 	}
-	r, err := l.read(ctx, req.Key, req.FromId)
+	return l, nil
+}
+
+// fetchResponse is Fetch's answer for l's result r, counted as served.
+func (s *peerServer) fetchResponse(l *leader, r readResult, err error) (*kvpb.FetchResponse, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -54,13 +69,24 @@ func (s *peerServer) Renew(ctx context.Context, req *kvpb.RenewRequest) (*kvpb.R
 
 // Write serves a forwarded write at the leader.
 func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.WriteResponse, error) {
+	l, err := s.checkWrite(req)
+	if err != nil {
+		return nil, err
+	}
+	r, err := l.write(ctx, storeOp(req.Op), req.Key, req.Value, req.ReqId, req.FromId)
+	return writeResponse(l, r, err)
+}
+
+// checkWrite is what Write checks before it writes: the request's cluster,
+// the write itself and the leader's own limits (which hold whichever node
+// the client reached). It returns this node's leadership.
+func (s *peerServer) checkWrite(req *kvpb.WriteRequest) (*leader, error) {
 	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, err
 	}
 	if err := validateWrite(req.Op, req.Key, req.Value, req.ReqId); err != nil {
 		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
 	}
-	// The leader's own limits hold whichever node the client reached.
 	if err := s.n.limits.checkWrite(req.Key, req.Value); err != nil {
 		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
 	}
@@ -68,7 +94,11 @@ func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.W
 	if l == nil {
 		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
 	}
-	r, err := l.write(ctx, storeOp(req.Op), req.Key, req.Value, req.ReqId, req.FromId)
+	return l, nil
+}
+
+// writeResponse is Write's answer for l's result r.
+func writeResponse(l *leader, r writeResult, err error) (*kvpb.WriteResponse, error) {
 	if err != nil {
 		return nil, err
 	}

@@ -22,14 +22,27 @@ type readResult struct {
 // unless a newer write of key arrived while the read waited for visibility:
 // then the value is returned with no lease (0).
 func (l *leader) read(ctx context.Context, key, from string) (readResult, error) {
-	n := l.n
 	if err := l.waitServing(ctx); err != nil {
 		return readResult{}, err
 	}
 	if err := l.checkLive(); err != nil {
 		return readResult{}, err
 	}
-	var res readResult
+	res, wait, err := l.readNow(key, from)
+	if err != nil || wait == nil {
+		return res, err
+	}
+	return wait(ctx)
+}
+
+// readNow is read once the leader serves, up to its wait: it answers at
+// once if key's latest write is visible, or, while it is not, with the
+// latest value that is (no lease) if the leader knows it. Otherwise it
+// returns wait, which waits until that write is visible and answers; it
+// changed nothing then, so a caller that must not block (a forwarded
+// fetch, forward.go) may drop wait and read again later.
+func (l *leader) readNow(key, from string) (res readResult, wait func(context.Context) (readResult, error), err error) {
+	n := l.n
 	var it store.Item
 	var ok bool
 	// serve answers with it, the visible value: under l.mu, right where
@@ -66,9 +79,9 @@ func (l *leader) read(ctx context.Context, key, from string) (readResult, error)
 		err := serve()
 		l.mu.Unlock()
 		if err != nil {
-			return readResult{}, err
+			return readResult{}, nil, err
 		}
-		return res, nil
+		return res, nil, nil
 	}
 	if stale := faultsOn && n.cfg.Faults.StalePrior; stale || !visible {
 		// The key's latest write is not visible yet: answer with the
@@ -85,18 +98,20 @@ func (l *leader) read(ctx context.Context, key, from string) (readResult, error)
 			}
 			l.mu.Unlock()
 			if err != nil {
-				return readResult{}, err
+				return readResult{}, nil, err
 			}
 			n.reader.priorReads.Add(1)
-			return readResult{value: p.item.Value, found: p.found, version: p.item.Version}, nil
+			return readResult{value: p.item.Value, found: p.found, version: p.item.Version}, nil, nil
 		}
 	}
 	l.mu.Unlock()
 	// The value comes from a write that is not visible yet (not on a
 	// majority, or older copies still readable): serve it only once it
 	// is.
-	if err := l.leases.awaitVisible(ctx, key, it.Version.Seq, false, serve); err != nil {
-		return readResult{}, err
-	}
-	return res, nil
+	return readResult{}, func(ctx context.Context) (readResult, error) {
+		if err := l.leases.awaitVisible(ctx, key, it.Version.Seq, false, serve); err != nil {
+			return readResult{}, err
+		}
+		return res, nil
+	}, nil
 }
