@@ -446,7 +446,10 @@ func (s *peerServer) Forward(st kvpb.Peer_ForwardServer) error {
 // When the leader serves, a write is appended at once and only its wait
 // goes to a worker, and a read answered without a wait is answered at
 // once, each exactly as Write or Fetch would answer it; everything else
-// runs on a worker (forwarded).
+// runs on a worker (forwarded). The receiver then takes the leader's
+// locks (l.mu, the replica's, the disk queue's) for as long as an append
+// or a read holds them: a long holder (the lease sweep) holds back the
+// stream's next operations as it would have held back their workers.
 func (s *peerServer) startForwarded(ctx context.Context, op *kvpb.ForwardedOp, deadline time.Time, answer func(*kvpb.ForwardedResult)) {
 	if err := s.refuseForwarded(deadline); err != nil {
 		answer(&kvpb.ForwardedResult{Id: op.Id, Error: rpc.MarshalStatus(err)})
@@ -488,7 +491,14 @@ func (s *peerServer) startForwarded(ctx context.Context, op *kvpb.ForwardedOp, d
 			return
 		}
 	}
-	s.n.workers.do(func() { answer(s.forwarded(ctx, op, deadline)) })
+	s.n.workers.do(func() {
+		// Checked again: the op may have waited for the worker.
+		if err := s.refuseForwarded(deadline); err != nil {
+			answer(&kvpb.ForwardedResult{Id: op.Id, Error: rpc.MarshalStatus(err)})
+			return
+		}
+		answer(s.forwarded(ctx, op, deadline))
+	})
 }
 
 // refuseForwarded is the refusal of an operation of a Forward stream that

@@ -39,8 +39,9 @@ func (l *leader) read(ctx context.Context, key, from string) (readResult, error)
 // once if key's latest write is visible, or, while it is not, with the
 // latest value that is (no lease) if the leader knows it. Otherwise it
 // returns wait, which waits until that write is visible and answers; it
-// changed nothing then, so a caller that must not block (a forwarded
-// fetch, forward.go) may drop wait and read again later.
+// changed nothing a reader can observe then (it may have forgotten ended
+// leases), so a caller that must not block (a forwarded fetch,
+// forward.go) may drop wait and read again later.
 func (l *leader) readNow(key, from string) (res readResult, wait func(context.Context) (readResult, error), err error) {
 	n := l.n
 	var it store.Item

@@ -59,7 +59,8 @@ type appended struct {
 
 // appendWrite is write's first step, once the leader serves: it appends
 // the write with the next seq and wakes the replicators, unless its
-// request id was applied already (dup). It never blocks, so a forwarded
+// request id was applied already (dup). It waits for no disk and no other
+// node, only for the leader's and the replica's locks, so a forwarded
 // write can take it as soon as it arrives (forward.go).
 func (l *leader) appendWrite(op store.Op, key, value, reqID string) (appended, error) {
 	n := l.n
