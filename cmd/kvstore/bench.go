@@ -283,35 +283,21 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 		return runFailover(ctx, f, stdout, stderr)
 	}
 
-	if f.cpuProfile != "" {
-		pf, err := os.Create(f.cpuProfile)
-		if err != nil {
-			return err
+	for _, rec := range []struct {
+		path  string
+		start func(io.Writer) error
+		stop  func()
+	}{{f.cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile}, {f.trace, trace.Start, trace.Stop}} {
+		if rec.path == "" {
+			continue
 		}
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			pf.Close()
-			return err
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			if cerr := pf.Close(); err == nil {
-				err = cerr
-			}
-		}()
-	}
-	if f.trace != "" {
-		tf, err := os.Create(f.trace)
-		if err != nil {
-			return err
-		}
-		if err := trace.Start(tf); err != nil {
-			tf.Close()
-			return err
+		done, rerr := record(rec.path, rec.start, rec.stop)
+		if rerr != nil {
+			return rerr
 		}
 		defer func() {
-			trace.Stop()
-			if cerr := tf.Close(); err == nil {
-				err = cerr
+			if derr := done(); err == nil {
+				err = derr
 			}
 		}()
 	}
@@ -549,4 +535,21 @@ func measureMemory(ctx context.Context, f benchFlags, nodes int, w bench.Workloa
 		all = append(all, res)
 	}
 	return all, nil
+}
+
+// record starts a recording of the run (a CPU profile, an execution
+// trace) into a new file at path; done stops it and closes the file.
+func record(path string, start func(io.Writer) error, stop func()) (done func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() error {
+		stop()
+		return f.Close()
+	}, nil
 }
