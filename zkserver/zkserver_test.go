@@ -68,6 +68,42 @@ func connect(ctx context.Context, t *testing.T, servers []string) *zk.Conn {
 	}
 }
 
+// whoHas logs, after a failure, which servers hold path, each one's
+// mode and last zxid, and what each one's log says of how it synced
+// with its leader.
+func whoHas(ctx context.Context, t *testing.T, e *Ensemble, path string) {
+	t.Helper()
+	for i, addr := range e.Servers() {
+		srvr, err := FourLetterWord(ctx, addr, "srvr")
+		var state []string
+		for _, line := range strings.Split(srvr, "\n") {
+			if strings.HasPrefix(line, "Zxid:") || strings.HasPrefix(line, "Mode:") {
+				state = append(state, strings.TrimSpace(line))
+			}
+		}
+		has := "unknown"
+		if c, _, cerr := zk.Connect([]string{addr}, 4*time.Second, zk.WithLogInfo(false), zk.WithLogger(quietLogger{})); cerr == nil {
+			if _, serr := c.Sync(path); serr != nil {
+				has = fmt.Sprintf("sync: %v", serr)
+			} else {
+				ok, _, xerr := c.Exists(path)
+				has = fmt.Sprintf("%v, %v", ok, xerr)
+			}
+			c.Close()
+		}
+		t.Logf("server %d (%s): exists(%s) = %s; %v (srvr: %v)", i, addr, path, has, state, err)
+		data, _ := os.ReadFile(e.LogFile(i))
+		for _, line := range strings.Split(string(data), "\n") {
+			for _, s := range []string{"LEADER ELECTION TOOK", "Getting a diff", "Getting a snapshot", "Truncating log", "Synchronizing with Learner", "Sending DIFF", "Sending SNAP", "Sending TRUNC"} {
+				if strings.Contains(line, s) {
+					t.Logf("  server %d log: %s", i, line)
+					break
+				}
+			}
+		}
+	}
+}
+
 type quietLogger struct{}
 
 func (quietLogger) Printf(string, ...any) {}
@@ -245,6 +281,7 @@ func TestEnsembleSurvivesLeaderCrash(t *testing.T) {
 		return nil
 	})
 	if err != nil {
+		whoHas(ctx, t, e, "/during")
 		t.Fatal(err)
 	}
 	solo.Close()
