@@ -653,7 +653,7 @@ func startEnsemble(t *testing.T, ctx context.Context) *zkserver.Ensemble {
 
 // TestZooKeeperLeaderKillKeepsTheSessions kills the ZooKeeper ensemble's
 // leader under writes through every node. The ensemble elects another and
-// keeps every session through its election (about 0.4 s), during which
+// keeps every session through its election (0.4 to 0.7 s), during which
 // every server refuses clients; each node's client must connect again
 // before the node's own session deadline passes, or the node ends its
 // session and the cluster elects a new leader. With the client pausing a
@@ -719,10 +719,20 @@ func TestZooKeeperLeaderKillKeepsTheSessions(t *testing.T) {
 	if err := ens.Stop(zl); err != nil {
 		t.Fatal(err)
 	}
+	// How long the ensemble took to elect: the sessions can only ride
+	// through an election that ends well before the nodes' deadlines.
+	ttl := node.DefaultConfig().SessionTTL
+	var elected time.Duration
+	soon.Succeeds(t, 30*time.Second, func() error {
+		if _, err := ens.Leader(ctx); err != nil {
+			return err
+		}
+		elected = time.Since(kill)
+		return nil
+	})
 	// Every node's session deadline as of the kill has passed a session
 	// timeout after it, however late its last keep-alive: by then a node
 	// that did not reconnect in time has ended its session.
-	ttl := node.DefaultConfig().SessionTTL
 	soon.Succeeds(t, ttl+30*time.Second, func() error {
 		if d := time.Since(kill); d < ttl+500*time.Millisecond {
 			return fmt.Errorf("%v since the kill", d)
@@ -739,13 +749,27 @@ func TestZooKeeperLeaderKillKeepsTheSessions(t *testing.T) {
 	defer mu.Unlock()
 	gap = max(gap, end.Sub(last))
 	after := n0.Leader()
-	t.Logf("ZooKeeper's leader (server %d) killed: longest time without an acknowledged write %v; KVStore's leader %+v, then %+v",
-		zl, gap.Round(time.Millisecond), before, after)
-	if after != before {
-		t.Errorf("KVStore's leader changed from %+v to %+v: a node's session ended while ZooKeeper elected a leader", before, after)
+	t.Logf("ZooKeeper's leader (server %d) killed: a new one after %v; longest time without an acknowledged write %v; KVStore's leader %+v, then %+v",
+		zl, elected.Round(time.Millisecond), gap.Round(time.Millisecond), before, after)
+	// At the kill a node has at least its deadline (about 1.7 s after a
+	// keep-alive) less one keep-alive interval (0.5 s) left, and its
+	// client tries again every 100 ms: an election over within half the
+	// TTL (0.7 s on an idle machine here) leaves every node time to
+	// connect again. A slower one (1.2 s on a loaded machine) may end
+	// sessions; then the cluster must still come back within the
+	// liveness bound (guarantee 4: TTL, lease, 1 s).
+	if elected <= ttl/2 {
+		if after != before {
+			t.Errorf("KVStore's leader changed from %+v to %+v: a node's session ended while ZooKeeper elected a leader in %v", before, after, elected)
+		}
+		if gap >= ttl/2 {
+			t.Errorf("no write acknowledged for %v after ZooKeeper's leader was killed", gap)
+		}
+		return
 	}
-	if gap >= ttl/2 {
-		t.Errorf("no write acknowledged for %v after ZooKeeper's leader was killed", gap)
+	t.Logf("ZooKeeper took %v to elect, more than the %v the sessions are sure to outlast: only the liveness bound is checked", elected, ttl/2)
+	if bound := ttl + node.DefaultConfig().LeaseDuration + time.Second; gap >= bound {
+		t.Errorf("no write acknowledged for %v after ZooKeeper's leader was killed (bound %v)", gap, bound)
 	}
 }
 

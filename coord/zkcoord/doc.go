@@ -75,8 +75,8 @@
 // for tau/4 turns Healthy false and drops the connection, so the client moves
 // to another server while the deadline still allows. After a lost
 // connection the client tries every server twice at once, then each further
-// round after a pause of 50 ms doubling to 800 ms, and only then a second
-// before each round (hostProvider): every server refuses clients while the
+// round after a pause of 50 ms, then 100 ms for about 2 s, and only then a
+// second before each round (hostProvider): every server refuses clients while the
 // ensemble elects a leader, and a client that paused a second came back
 // after its deadline, ending a session the ensemble had kept.
 //
