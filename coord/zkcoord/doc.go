@@ -76,8 +76,8 @@
 // to another server while the deadline still allows. After a lost
 // connection the client tries every server twice at once, then each further
 // round after a pause of 50 ms, then 100 ms for about 2 s, and only then a
-// second before each round (hostProvider): every server refuses clients while the
-// ensemble elects a leader, and a client that paused a second came back
+// second before each round (hostProvider): every server refuses clients
+// while the ensemble elects a leader, and a client that paused a second came back
 // after its deadline, ending a session the ensemble had kept.
 //
 // The connection's states map onto the session as the design requires:

@@ -320,10 +320,10 @@ func (nopLogger) Printf(string, ...any) {}
 // (the first try may have been spent on a stalled server that has just come
 // back), then each further round after a pause of its own, 50 ms, then
 // 100 ms for about 2 s, and only then does the client pause, a second,
-// before each further round (failing the requests queued meanwhile). The default
-// pauses a second before the first reconnect when there is one server, and
-// after one round otherwise: when the ensemble's leader dies, every server
-// refuses clients during the election (about 0.4 s), so a node's client
+// before each further round (failing the requests queued meanwhile). The
+// default pauses a second before the first reconnect when there is one
+// server, and after one round otherwise: when the ensemble's leader dies, every server
+// refuses clients during the election (0.4 s to 1 s), so a node's client
 // came back a second later, by when its own deadline had passed and it
 // had ended its session, and the cluster elected a new leader (1.7 s
 // without a write; FINDINGS). The ensemble keeps a session through its
@@ -343,9 +343,9 @@ type hostProvider struct {
 // (about 2 s, a default session timeout), after which the client pauses a
 // second itself. An ensemble's election took 0.4 to 0.7 s on an idle
 // machine and up to 1.2 s on a loaded one, and a node's deadline is 1.2
-// to 1.7 s after the ensemble's leader died: pauses doubling to 800 ms left no attempt
-// between 0.75 and 1.55 s, so an election that ended in that window cost
-// every node its session.
+// to 1.7 s after the ensemble's leader died: pauses doubling to 800 ms
+// left no attempt between 0.75 and 1.55 s, so an election that ended in
+// that window cost every node its session.
 const (
 	firstRetryPause  = 50 * time.Millisecond
 	maxRetryPause    = 100 * time.Millisecond
