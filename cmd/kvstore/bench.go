@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
@@ -40,6 +41,7 @@ type benchFlags struct {
 	json         bool
 	seed         uint64
 	cpuProfile   string
+	memProfile   string
 	trace        string
 	failover     int
 	rounds       int
@@ -100,6 +102,7 @@ set with KVSTORE_<FLAG>.`,
 	fl.BoolVar(&f.json, "json", false, "print the results as a JSON array instead of tables")
 	fl.Uint64Var(&f.seed, "seed", 1, "seed of the clients' random operation and key sequences (the same for every target)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	fl.StringVar(&f.memProfile, "memprofile", "", "write a profile of the whole run's allocations to this file (`go tool pprof -sample_index=alloc_space`)")
 	fl.StringVar(&f.trace, "trace", "", "write an execution trace of the whole run to this file (`go tool trace`; `go tool trace -pprof=sched` shows where goroutines waited to run)")
 	f.tls.add(fl, "the benchmark's clients, with --endpoints (a client certificate of the nodes' CA)")
 	fl.IntVar(&f.failover, "failover", 0, "instead of the workloads, measure failover this many times on an in-process 3-node cluster: leader killed to first acknowledged write, and a write while a holder of the key is rmi-down")
@@ -287,7 +290,7 @@ func runBench(ctx context.Context, f benchFlags, stdout, stderr io.Writer) (err 
 		path  string
 		start func(io.Writer) error
 		stop  func()
-	}{{f.cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile}, {f.trace, trace.Start, trace.Stop}} {
+	}{{f.cpuProfile, pprof.StartCPUProfile, pprof.StopCPUProfile}, {f.memProfile, startAllocs, stopAllocs}, {f.trace, trace.Start, trace.Stop}} {
 		if rec.path == "" {
 			continue
 		}
@@ -539,6 +542,26 @@ func measureMemory(ctx context.Context, f benchFlags, nodes int, w bench.Workloa
 
 // record starts a recording of the run (a CPU profile, an execution
 // trace) into a new file at path; done stops it and closes the file.
+// allocsTo is where stopAllocs writes the allocation profile that
+// startAllocs asked for (one --memprofile a process).
+var allocsTo io.Writer
+
+// startAllocs and stopAllocs record the allocations of the run between
+// them: Go samples every allocation from the process's start, so stopping
+// writes the "allocs" profile, whose alloc_space counts what the run made
+// the collector chase.
+func startAllocs(w io.Writer) error {
+	allocsTo = w
+	return nil
+}
+
+func stopAllocs() {
+	runtime.GC() // the profile is as of the last collection
+	if err := pprof.Lookup("allocs").WriteTo(allocsTo, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "kvstore bench: writing the allocation profile: %v\n", err)
+	}
+}
+
 func record(path string, start func(io.Writer) error, stop func()) (done func() error, err error) {
 	f, err := os.Create(path)
 	if err != nil {

@@ -21,10 +21,10 @@ func TestBenchCommand(t *testing.T) {
 	bin := buildBinary(t)
 	var results []bench.Result
 	dir := t.TempDir()
-	cpu, tr := filepath.Join(dir, "cpu.pprof"), filepath.Join(dir, "run.trace")
-	stderr := benchJSON(t, bin, &results, "--workload", "C", "--duration", "1s", "--warmup", "200ms", "--clients", "4", "--keys", "100", "--cpuprofile", cpu, "--trace", tr)
-	for _, f := range []struct{ path, head string }{{cpu, "\x1f\x8b"}, {tr, "go 1."}} {
-		// A CPU profile is gzipped; a trace starts with its format's version.
+	cpu, mem, tr := filepath.Join(dir, "cpu.pprof"), filepath.Join(dir, "mem.pprof"), filepath.Join(dir, "run.trace")
+	stderr := benchJSON(t, bin, &results, "--workload", "C", "--duration", "1s", "--warmup", "200ms", "--clients", "4", "--keys", "100", "--cpuprofile", cpu, "--memprofile", mem, "--trace", tr)
+	for _, f := range []struct{ path, head string }{{cpu, "\x1f\x8b"}, {mem, "\x1f\x8b"}, {tr, "go 1."}} {
+		// A profile is gzipped; a trace starts with its format's version.
 		b, err := os.ReadFile(f.path)
 		if err != nil || !bytes.HasPrefix(b, []byte(f.head)) {
 			t.Errorf("%s: %d bytes, err %v: not a profile or trace", f.path, len(b), err)
