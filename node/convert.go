@@ -36,7 +36,13 @@ func fromPos(p *kvpb.Position) store.Version {
 }
 
 func toEntry(e store.Entry) *kvpb.Entry {
-	return &kvpb.Entry{Epoch: e.Version.Epoch, Seq: e.Version.Seq, Op: pbOp(e.Op), Key: e.Key, Value: e.Value, ReqId: e.ReqID}
+	return fillEntry(new(kvpb.Entry), &e)
+}
+
+// fillEntry fills p, a zero message, with e and returns it.
+func fillEntry(p *kvpb.Entry, e *store.Entry) *kvpb.Entry {
+	p.Epoch, p.Seq, p.Op, p.Key, p.Value, p.ReqId = e.Version.Epoch, e.Version.Seq, pbOp(e.Op), e.Key, e.Value, e.ReqID
+	return p
 }
 
 func fromEntry(e *kvpb.Entry) store.Entry {

@@ -45,20 +45,24 @@ func (g *entryLog) posAt(seq uint64) (store.Version, bool) {
 // batch returns the entries from seq next on for one Append: at most
 // maxN, with at most maxBytes of keys, values and request ids (an entry
 // larger than that travels alone). next must be in the log (posAt(next-1)).
+// The entries are the log's own, not a copy: read them only under the lock
+// that guards the log (the slice's capacity ends at its length, so an
+// append to it cannot write into the log).
 func (g *entryLog) batch(next uint64, maxN, maxBytes int) []store.Entry {
 	last := min(g.lastSeq, next-1+uint64(maxN))
-	var out []store.Entry
+	from := int(next - g.base.Seq - 1)
+	to := from
 	budget := maxBytes
 	for s := next; s <= last; s++ {
-		e := g.log[s-g.base.Seq-1]
+		e := &g.log[to]
 		size := len(e.Key) + len(e.Value) + len(e.ReqID)
-		if len(out) > 0 && size > budget {
+		if to > from && size > budget {
 			break // the rest goes in the next Append
 		}
 		budget -= size
-		out = append(out, e)
+		to++
 	}
-	return out
+	return g.log[from:to:to]
 }
 
 // trimSlack is how many entries every follower has that the log keeps

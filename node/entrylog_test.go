@@ -1,6 +1,7 @@
 package node
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/kvstore/kvstore/store"
@@ -43,6 +44,38 @@ func TestEntryLogPosAt(t *testing.T) {
 	}
 	if b := g.batch(15, 10, 1<<20); len(b) != 1 || b[0].Version.Seq != 15 {
 		t.Errorf("batch(15, 10 entries) = %v, want seq 15 alone", b)
+	}
+}
+
+// TestEntryLogBatchLimits: a batch stops at maxN entries and at maxBytes
+// (an entry larger than that travels alone), and, being the log's own
+// entries, cannot be appended to in place.
+func TestEntryLogBatchLimits(t *testing.T) {
+	g := logOf(10, 20) // entries 12 to 20 carry 2 bytes each ("k", "v")
+	for _, tc := range []struct {
+		next           uint64
+		maxN, maxBytes int
+		want           []uint64
+	}{
+		{12, 3, 1 << 20, []uint64{12, 13, 14}},
+		{12, 100, 5, []uint64{12, 13}},
+		{12, 100, 1, []uint64{12}}, // larger than maxBytes: alone
+		{19, 100, 1 << 20, []uint64{19, 20}},
+		{11, 2, 1 << 20, []uint64{11, 12}}, // the no-op, 0 bytes
+	} {
+		b := g.batch(tc.next, tc.maxN, tc.maxBytes)
+		var got []uint64
+		for _, e := range b {
+			got = append(got, e.Version.Seq)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("batch(%d, %d, %d) = seqs %v, want %v", tc.next, tc.maxN, tc.maxBytes, got, tc.want)
+		}
+	}
+	b := g.batch(12, 2, 1<<20)
+	_ = append(b, store.Entry{Key: "overwritten"})
+	if at, _ := g.posAt(14); at.Seq != 14 || g.log[14-g.base.Seq-1].Key != "k" {
+		t.Errorf("appending to a batch wrote into the log: entry 14 is %+v", g.log[14-g.base.Seq-1])
 	}
 }
 

@@ -416,8 +416,9 @@ func (r *replication) buildAppend(p *progress, w *appendWindow, beat bool) (req 
 	// reported on disk. Elsewhere one answer per disk write keeps the
 	// batches large.
 	req.Entries = make([]*kvpb.Entry, len(batch))
-	for i, e := range batch {
-		req.Entries[i] = toEntry(e)
+	slab := make([]kvpb.Entry, len(batch)) // one allocation for the batch
+	for i := range batch {
+		req.Entries[i] = fillEntry(&slab[i], &batch[i])
 	}
 	p.next += uint64(len(req.Entries))
 	req.AnswerEarly = p.asksEarly(held, len(req.Entries) > 0, w.early) && !(faultsOn && n.cfg.Faults.NoEarlyAnswers)
