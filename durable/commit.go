@@ -106,8 +106,12 @@ func (d *DB) fail(err error) {
 func (d *DB) logGroup(batch []*Pending) error {
 	d.ckMu.Lock()
 	ckErr := d.ckErr
-	buf := d.freeBuf
-	d.freeBuf = nil
+	var buf []byte
+	if n := len(d.freeBufs); n > 0 {
+		buf = d.freeBufs[n-1]
+		d.freeBufs[n-1] = nil
+		d.freeBufs = d.freeBufs[:n-1]
+	}
 	d.ckMu.Unlock()
 	if ckErr != nil {
 		return fmt.Errorf("an earlier checkpoint failed: %w", ckErr)
@@ -252,6 +256,13 @@ func (d *DB) dropPrepared() {
 	}
 }
 
+// The committer's spare group buffers: at most maxFreeBufs of them, none
+// larger than maxFreeBuf (a Restore's group is not kept).
+const (
+	maxFreeBufs = 256
+	maxFreeBuf  = 1 << 20
+)
+
 // ckGroup is a logged group awaiting its checkpoint: its records as written.
 type ckGroup struct {
 	buf  []byte
@@ -337,7 +348,7 @@ func (d *DB) checkpointQueued() {
 	if len(q) == 0 || failed != nil {
 		return
 	}
-	var recs []logged
+	recs := d.recs[:0]
 	var err error
 	size, chunk := 0, 0
 	for _, g := range q {
@@ -361,11 +372,18 @@ func (d *DB) checkpointQueued() {
 	if err == nil {
 		err = d.checkpoint(recs)
 	}
+	clear(recs) // keep the slice for the next checkpoint, not what it held
+	d.recs = recs[:0]
 	last := q[len(q)-1].last
 	d.ckMu.Lock()
 	d.ckBytes -= size
-	if b := q[len(q)-1].buf; cap(b) <= 1<<20 {
-		d.freeBuf = b[:0]
+	for _, g := range q {
+		// The checkpointer is done with the group's bytes: the committer
+		// may encode later groups into them, rather than into new memory
+		// the collector would have to chase (a group a write).
+		if cap(g.buf) <= maxFreeBuf && len(d.freeBufs) < maxFreeBufs {
+			d.freeBufs = append(d.freeBufs, g.buf[:0])
+		}
 	}
 	if err != nil {
 		err = fmt.Errorf("durable: checkpoint of the log up to index %d into %s failed: %w", last, d.path, err)

@@ -135,16 +135,17 @@ type DB struct {
 	// Owned by the checkpointer goroutine (by Open before it starts).
 	cs    committed // what the last checkpoint left
 	arena arena
+	recs  []logged // a checkpoint's decoded records, kept for the next one
 
 	// Between the committer and the checkpointer.
 	ckMu     sync.Mutex
 	ckCond   sync.Cond
-	ckq      []ckGroup // logged, not yet checkpointed
-	ckBytes  int       // bytes in ckq
-	ckLast   uint64    // index of the last record handed to the checkpointer
-	ckIdx    uint64    // index of the last record checkpointed
-	ckErr    error     // sticky: a checkpoint failed
-	freeBuf  []byte
+	ckq      []ckGroup     // logged, not yet checkpointed
+	ckBytes  int           // bytes in ckq
+	ckLast   uint64        // index of the last record handed to the checkpointer
+	ckIdx    uint64        // index of the last record checkpointed
+	ckErr    error         // sticky: a checkpoint failed
+	freeBufs [][]byte      // group buffers checkpointed, for the committer to reuse
 	ckKick   chan struct{} // ckq became non-empty
 	ckUrgent chan struct{} // checkpoint now
 	ckQuit   chan struct{} // closed once the committer stopped
