@@ -111,6 +111,7 @@ func (d *DB) logGroup(batch []*Pending) error {
 		buf = d.freeBufs[n-1]
 		d.freeBufs[n-1] = nil
 		d.freeBufs = d.freeBufs[:n-1]
+		d.freeBytes -= cap(buf)
 	}
 	d.ckMu.Unlock()
 	if ckErr != nil {
@@ -256,11 +257,13 @@ func (d *DB) dropPrepared() {
 	}
 }
 
-// The committer's spare group buffers: at most maxFreeBufs of them, none
-// larger than maxFreeBuf (a Restore's group is not kept).
+// The committer's spare group buffers: at most maxFreeBytes of them in
+// all, none larger than maxFreeBuf (a Restore's group is not kept). A
+// checkpoint returns about one buffer a group, each a few KiB with small
+// values.
 const (
-	maxFreeBufs = 256
-	maxFreeBuf  = 1 << 20
+	maxFreeBytes = 4 << 20
+	maxFreeBuf   = 1 << 20
 )
 
 // ckGroup is a logged group awaiting its checkpoint: its records as written.
@@ -381,8 +384,9 @@ func (d *DB) checkpointQueued() {
 		// The checkpointer is done with the group's bytes: the committer
 		// may encode later groups into them, rather than into new memory
 		// the collector would have to chase (a group a write).
-		if cap(g.buf) <= maxFreeBuf && len(d.freeBufs) < maxFreeBufs {
+		if c := cap(g.buf); c <= maxFreeBuf && d.freeBytes+c <= maxFreeBytes {
 			d.freeBufs = append(d.freeBufs, g.buf[:0])
+			d.freeBytes += c
 		}
 	}
 	if err != nil {

@@ -138,19 +138,20 @@ type DB struct {
 	recs  []logged // a checkpoint's decoded records, kept for the next one
 
 	// Between the committer and the checkpointer.
-	ckMu     sync.Mutex
-	ckCond   sync.Cond
-	ckq      []ckGroup     // logged, not yet checkpointed
-	ckBytes  int           // bytes in ckq
-	ckLast   uint64        // index of the last record handed to the checkpointer
-	ckIdx    uint64        // index of the last record checkpointed
-	ckErr    error         // sticky: a checkpoint failed
-	freeBufs [][]byte      // group buffers checkpointed, for the committer to reuse
-	ckKick   chan struct{} // ckq became non-empty
-	ckUrgent chan struct{} // checkpoint now
-	ckQuit   chan struct{} // closed once the committer stopped
-	ckDone   chan struct{}
-	crashed  atomic.Bool
+	ckMu      sync.Mutex
+	ckCond    sync.Cond
+	ckq       []ckGroup     // logged, not yet checkpointed
+	ckBytes   int           // bytes in ckq
+	ckLast    uint64        // index of the last record handed to the checkpointer
+	ckIdx     uint64        // index of the last record checkpointed
+	ckErr     error         // sticky: a checkpoint failed
+	freeBufs  [][]byte      // group buffers checkpointed, for the committer to reuse
+	freeBytes int           // their capacity in all
+	ckKick    chan struct{} // ckq became non-empty
+	ckUrgent  chan struct{} // checkpoint now
+	ckQuit    chan struct{} // closed once the committer stopped
+	ckDone    chan struct{}
+	crashed   atomic.Bool
 
 	submissions, commits, checkpoints atomic.Uint64
 	stopped                           chan struct{}

@@ -1206,3 +1206,41 @@ func TestCheckpointKeepsNoHugeStage(t *testing.T) {
 		}
 	}
 }
+
+// TestFreeBuffersBounded: checkpointed group buffers come back for the
+// committer to reuse, at most maxFreeBytes of them, whatever the size of
+// the groups.
+func TestFreeBuffersBounded(t *testing.T) {
+	tune(t, walRotateBytes, time.Hour) // checkpoints only when urgent or asked for
+	db, _ := mustOpen(t, t.TempDir(), Options{})
+	w := newWriter(t, db, store.New(100))
+	big := strings.Repeat("v", 300<<10)
+	for i := range 40 { // 12 MB of groups, each its own buffer
+		w.append(w.next(0, store.OpSet, fmt.Sprint("big", i), big, ""))
+	}
+	checkpointNow(t, db)
+	free := func() (n, bytes int) {
+		db.ckMu.Lock()
+		defer db.ckMu.Unlock()
+		sum := 0
+		for _, b := range db.freeBufs {
+			sum += cap(b)
+		}
+		if sum != db.freeBytes {
+			t.Errorf("free buffers hold %d bytes, counted %d", sum, db.freeBytes)
+		}
+		return len(db.freeBufs), db.freeBytes
+	}
+	n, bytes := free()
+	if n == 0 || bytes > maxFreeBytes {
+		t.Fatalf("%d free buffers of %d bytes after a checkpoint of 40 groups, want some, at most %d bytes", n, bytes, maxFreeBytes)
+	}
+	cps := db.Stats().Checkpoints
+	w.append(w.next(0, store.OpSet, "small", "v", ""))
+	n2, _ := free()
+	// The committer took a buffer; a checkpoint that ran meanwhile (a
+	// signal left from the big groups) may have given it back.
+	if db.Stats().Checkpoints == cps && n2 != n-1 || n2 > n {
+		t.Errorf("%d free buffers after one more group (%d before, checkpoints %d to %d): the committer did not reuse one", n2, n, cps, db.Stats().Checkpoints)
+	}
+}
