@@ -106,13 +106,6 @@ func (d *DB) fail(err error) {
 func (d *DB) logGroup(batch []*Pending) error {
 	d.ckMu.Lock()
 	ckErr := d.ckErr
-	var buf []byte
-	if n := len(d.freeBufs); n > 0 {
-		buf = d.freeBufs[n-1]
-		d.freeBufs[n-1] = nil
-		d.freeBufs = d.freeBufs[:n-1]
-		d.freeBytes -= cap(buf)
-	}
 	d.ckMu.Unlock()
 	if ckErr != nil {
 		return fmt.Errorf("an earlier checkpoint failed: %w", ckErr)
@@ -128,7 +121,7 @@ func (d *DB) logGroup(batch []*Pending) error {
 			return err
 		}
 	}
-	buf, recs, n := d.encodeGroup(buf, first, batch)
+	buf, recs, n := d.encodeGroup(d.buf, first, batch)
 	d.nextIdx += n
 	if err := d.wal.write(buf); err != nil {
 		return err
@@ -142,9 +135,35 @@ func (d *DB) logGroup(batch []*Pending) error {
 			d.observe(time.Since(start))
 		}
 	}
-	d.handOff(buf[recs:], d.nextIdx-1)
+	g := ckGroup{first: first, last: d.nextIdx - 1, size: len(buf) - recs}
+	if !slices.ContainsFunc(batch, func(p *Pending) bool { return p.kind == kindRestore }) {
+		// One record a submission (no Restore): the checkpointer applies
+		// the submissions themselves, which are what the records encode,
+		// and the buffer is the committer's again.
+		g.subs = make([]sub, len(batch))
+		for i, p := range batch {
+			g.subs[i] = p.sub
+		}
+		if cap(buf) <= maxKeptBuf {
+			d.buf = buf[:0]
+		}
+	} else {
+		// A Restore's records are chunked by size: the checkpointer
+		// decodes them from the bytes, which are its own from now on.
+		g.buf = buf[recs:]
+		d.buf = nil
+	}
+	d.handOff(g)
 	return nil
 }
+
+// maxKeptRecs is the most decoded records the checkpointer keeps room for
+// between checkpoints.
+const maxKeptRecs = 1 << 14
+
+// maxKeptBuf is the largest group buffer the committer keeps for the next
+// group.
+const maxKeptBuf = 1 << 20
 
 // writeTorn writes batch as a group torn by a power loss (PowerLoss): its
 // header and first record zeroed (only its header if it holds one record,
@@ -257,28 +276,23 @@ func (d *DB) dropPrepared() {
 	}
 }
 
-// The committer's spare group buffers: at most maxFreeBytes of them in
-// all, none larger than maxFreeBuf (a Restore's group is not kept). A
-// checkpoint returns about one buffer a group, each a few KiB with small
-// values.
-const (
-	maxFreeBytes = 4 << 20
-	maxFreeBuf   = 1 << 20
-)
-
-// ckGroup is a logged group awaiting its checkpoint: its records as written.
+// ckGroup is a logged group awaiting its checkpoint: its submissions, one
+// record each from index first on, or (a group with a Restore, which is
+// several records) its records as written.
 type ckGroup struct {
-	buf  []byte
-	last uint64 // index of its last record
+	subs        []sub
+	buf         []byte
+	first, last uint64 // indexes of its first and last records
+	size        int    // bytes of its records
 }
 
 // handOff queues a logged group for the checkpointer.
-func (d *DB) handOff(buf []byte, last uint64) {
+func (d *DB) handOff(g ckGroup) {
 	d.ckMu.Lock()
 	wasEmpty := len(d.ckq) == 0
-	d.ckq = append(d.ckq, ckGroup{buf: buf, last: last})
-	d.ckBytes += len(buf)
-	d.ckLast = last
+	d.ckq = append(d.ckq, g)
+	d.ckBytes += g.size
+	d.ckLast = g.last
 	urgent := d.ckBytes >= checkpointBytes
 	d.ckMu.Unlock()
 	if wasEmpty {
@@ -355,7 +369,18 @@ func (d *DB) checkpointQueued() {
 	var err error
 	size, chunk := 0, 0
 	for _, g := range q {
-		size += len(g.buf)
+		size += g.size
+		if g.subs != nil {
+			for i := range g.subs {
+				recs = append(recs, logged{idx: g.first + uint64(i), sub: g.subs[i]})
+			}
+			if chunk += g.size; err == nil && chunk >= checkpointChunk {
+				err = d.checkpoint(recs)
+				clear(recs)
+				recs, chunk = recs[:0], 0
+			}
+			continue
+		}
 		for off := 0; off < len(g.buf) && err == nil; {
 			p, n, ok := nextRecord(g.buf[off:])
 			if !ok {
@@ -368,6 +393,7 @@ func (d *DB) checkpointQueued() {
 			off += n
 			if chunk += n; err == nil && chunk >= checkpointChunk {
 				err = d.checkpoint(recs)
+				clear(recs)
 				recs, chunk = recs[:0], 0
 			}
 		}
@@ -375,20 +401,15 @@ func (d *DB) checkpointQueued() {
 	if err == nil {
 		err = d.checkpoint(recs)
 	}
-	clear(recs) // keep the slice for the next checkpoint, not what it held
-	d.recs = recs[:0]
+	// Keep the slice for the next checkpoint (unless a large one grew it),
+	// not what it held.
+	clear(recs)
+	if d.recs = recs[:0]; cap(recs) > maxKeptRecs {
+		d.recs = nil
+	}
 	last := q[len(q)-1].last
 	d.ckMu.Lock()
 	d.ckBytes -= size
-	for _, g := range q {
-		// The checkpointer is done with the group's bytes: the committer
-		// may encode later groups into them, rather than into new memory
-		// the collector would have to chase (a group a write).
-		if c := cap(g.buf); c <= maxFreeBuf && d.freeBytes+c <= maxFreeBytes {
-			d.freeBufs = append(d.freeBufs, g.buf[:0])
-			d.freeBytes += c
-		}
-	}
 	if err != nil {
 		err = fmt.Errorf("durable: checkpoint of the log up to index %d into %s failed: %w", last, d.path, err)
 		d.ckErr = err

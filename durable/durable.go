@@ -131,6 +131,7 @@ type DB struct {
 	prealloc  int64         // walPreallocBytes when opened
 	prep      chan prepared // the next log file, once prepared (prepareNext)
 	preparing bool          // prep will deliver one
+	buf       []byte        // the last group's buffer, for the next one
 
 	// Owned by the checkpointer goroutine (by Open before it starts).
 	cs    committed // what the last checkpoint left
@@ -138,20 +139,18 @@ type DB struct {
 	recs  []logged // a checkpoint's decoded records, kept for the next one
 
 	// Between the committer and the checkpointer.
-	ckMu      sync.Mutex
-	ckCond    sync.Cond
-	ckq       []ckGroup     // logged, not yet checkpointed
-	ckBytes   int           // bytes in ckq
-	ckLast    uint64        // index of the last record handed to the checkpointer
-	ckIdx     uint64        // index of the last record checkpointed
-	ckErr     error         // sticky: a checkpoint failed
-	freeBufs  [][]byte      // group buffers checkpointed, for the committer to reuse
-	freeBytes int           // their capacity in all
-	ckKick    chan struct{} // ckq became non-empty
-	ckUrgent  chan struct{} // checkpoint now
-	ckQuit    chan struct{} // closed once the committer stopped
-	ckDone    chan struct{}
-	crashed   atomic.Bool
+	ckMu     sync.Mutex
+	ckCond   sync.Cond
+	ckq      []ckGroup     // logged, not yet checkpointed
+	ckBytes  int           // bytes in ckq
+	ckLast   uint64        // index of the last record handed to the checkpointer
+	ckIdx    uint64        // index of the last record checkpointed
+	ckErr    error         // sticky: a checkpoint failed
+	ckKick   chan struct{} // ckq became non-empty
+	ckUrgent chan struct{} // checkpoint now
+	ckQuit   chan struct{} // closed once the committer stopped
+	ckDone   chan struct{}
+	crashed  atomic.Bool
 
 	submissions, commits, checkpoints atomic.Uint64
 	stopped                           chan struct{}

@@ -1207,40 +1207,18 @@ func TestCheckpointKeepsNoHugeStage(t *testing.T) {
 	}
 }
 
-// TestFreeBuffersBounded: checkpointed group buffers come back for the
-// committer to reuse, at most maxFreeBytes of them, whatever the size of
-// the groups.
-func TestFreeBuffersBounded(t *testing.T) {
-	tune(t, walRotateBytes, time.Hour) // checkpoints only when urgent or asked for
+// TestCommitterKeepsItsBuffer: the committer encodes the next group into
+// the last one's buffer, unless that grew past maxKeptBuf.
+func TestCommitterKeepsItsBuffer(t *testing.T) {
 	db, _ := mustOpen(t, t.TempDir(), Options{})
 	w := newWriter(t, db, store.New(100))
-	big := strings.Repeat("v", 300<<10)
-	for i := range 40 { // 12 MB of groups, each its own buffer
-		w.append(w.next(0, store.OpSet, fmt.Sprint("big", i), big, ""))
-	}
-	checkpointNow(t, db)
-	free := func() (n, bytes int) {
-		db.ckMu.Lock()
-		defer db.ckMu.Unlock()
-		sum := 0
-		for _, b := range db.freeBufs {
-			sum += cap(b)
-		}
-		if sum != db.freeBytes {
-			t.Errorf("free buffers hold %d bytes, counted %d", sum, db.freeBytes)
-		}
-		return len(db.freeBufs), db.freeBytes
-	}
-	n, bytes := free()
-	if n == 0 || bytes > maxFreeBytes {
-		t.Fatalf("%d free buffers of %d bytes after a checkpoint of 40 groups, want some, at most %d bytes", n, bytes, maxFreeBytes)
-	}
-	cps := db.Stats().Checkpoints
 	w.append(w.next(0, store.OpSet, "small", "v", ""))
-	n2, _ := free()
-	// The committer took a buffer; a checkpoint that ran meanwhile (a
-	// signal left from the big groups) may have given it back.
-	if db.Stats().Checkpoints == cps && n2 != n-1 || n2 > n {
-		t.Errorf("%d free buffers after one more group (%d before, checkpoints %d to %d): the committer did not reuse one", n2, n, cps, db.Stats().Checkpoints)
+	// Wait returned after the committer's last use of db.buf.
+	if cap(db.buf) == 0 {
+		t.Error("the committer kept no buffer after a group")
+	}
+	w.append(w.next(0, store.OpSet, "big", strings.Repeat("v", 2*maxKeptBuf), ""))
+	if c := cap(db.buf); c > maxKeptBuf {
+		t.Errorf("the committer kept a buffer of %d bytes, want at most %d", c, maxKeptBuf)
 	}
 }

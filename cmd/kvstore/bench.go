@@ -540,16 +540,15 @@ func measureMemory(ctx context.Context, f benchFlags, nodes int, w bench.Workloa
 	return all, nil
 }
 
-// record starts a recording of the run (a CPU profile, an execution
-// trace) into a new file at path; done stops it and closes the file.
 // allocsTo is where stopAllocs writes the allocation profile that
 // startAllocs asked for (one --memprofile a process).
 var allocsTo io.Writer
 
-// startAllocs and stopAllocs record the allocations of the run between
-// them: Go samples every allocation from the process's start, so stopping
-// writes the "allocs" profile, whose alloc_space counts what the run made
-// the collector chase.
+// startAllocs and stopAllocs record the allocation profile for --memprofile.
+// Go samples allocations from the process's start, so the profile covers
+// everything up to the end of the run (starting the clusters and loading
+// the keys too); its alloc_space is what the process made the collector
+// chase.
 func startAllocs(w io.Writer) error {
 	allocsTo = w
 	return nil
@@ -562,6 +561,9 @@ func stopAllocs() {
 	}
 }
 
+// record starts a recording of the run (a CPU profile, an execution
+// trace, the allocations) into a new file at path; done stops it and
+// closes the file.
 func record(path string, start func(io.Writer) error, stop func()) (done func() error, err error) {
 	f, err := os.Create(path)
 	if err != nil {
