@@ -84,7 +84,9 @@
 // checkpointer runs 100 ms after the first group it does not cover was
 // logged, or at once when 1 MiB awaits it (the committer stops taking groups
 // while 16 MiB await it), and applies the groups in bbolt transactions of at
-// most about 1 MiB of records, each fsynced and recording the index of the
+// most about 1 MiB of records (a group's submissions as the committer logged
+// them; a group holding a Restore decoded again from its records, which
+// are chunked), each fsynced and recording the index of the
 // last record applied; then it deletes every log file whose records that
 // index covers (never the newest). Open replays the log, checkpoints it,
 // deletes the old files and starts a new one; Close checkpoints everything
