@@ -157,10 +157,6 @@ func (d *DB) logGroup(batch []*Pending) error {
 	return nil
 }
 
-// maxKeptRecs is the most decoded records the checkpointer keeps room for
-// between checkpoints.
-const maxKeptRecs = 1 << 14
-
 // maxKeptBuf is the largest group buffer the committer keeps for the next
 // group.
 const maxKeptBuf = 1 << 20
@@ -355,6 +351,10 @@ func (d *DB) finalCheckpoint() {
 		d.checkpointQueued()
 	}
 }
+
+// maxKeptRecs is the most records the checkpointer keeps room for between
+// checkpoints.
+const maxKeptRecs = 1 << 14
 
 // checkpointQueued checkpoints every queued group.
 func (d *DB) checkpointQueued() {

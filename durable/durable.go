@@ -136,7 +136,7 @@ type DB struct {
 	// Owned by the checkpointer goroutine (by Open before it starts).
 	cs    committed // what the last checkpoint left
 	arena arena
-	recs  []logged // a checkpoint's decoded records, kept for the next one
+	recs  []logged // a checkpoint's records, the slice kept for the next one
 
 	// Between the committer and the checkpointer.
 	ckMu     sync.Mutex
