@@ -72,6 +72,7 @@ var faultRotateAnswers atomic.Bool
 // pending is one queued operation and, once done is closed, its answer.
 type pending struct {
 	op       *kvpb.BatchOp
+	inline   kvpb.BatchOp // op on a stream: a copy of the caller's, with its own id
 	size     int
 	deadline time.Time
 	done     chan struct{}

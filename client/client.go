@@ -289,8 +289,8 @@ func (c *Client) Close() error {
 // Get reads key: its value and whether it has one.
 func (c *Client) Get(ctx context.Context, key string) (value string, found bool, err error) {
 	op := &kvpb.BatchOp{Op: &kvpb.BatchOp_Get{Get: &kvpb.GetRequest{Key: key}}}
-	err = c.do(ctx, "get "+key, false, func(ctx context.Context, idx int, p *peer.Peer) error {
-		r, err := c.streams[idx].run(ctx, op, p)
+	err = c.do(ctx, opName{"get", key}, false, func(ctx context.Context, end time.Time, idx int, p *peer.Peer) error {
+		r, err := c.streams[idx].run(ctx, end, op, p)
 		if err == nil {
 			err = opError(op, r)
 		}
@@ -305,20 +305,20 @@ func (c *Client) Get(ctx context.Context, key string) (value string, found bool,
 // Put sets key to value.
 func (c *Client) Put(ctx context.Context, key, value string) error {
 	op := &kvpb.BatchOp{Op: &kvpb.BatchOp_Put{Put: &kvpb.PutRequest{Key: key, Value: value, RequestId: c.requestID()}}}
-	return c.write(ctx, "put "+key, op)
+	return c.write(ctx, opName{"put", key}, op)
 }
 
 // Delete removes key.
 func (c *Client) Delete(ctx context.Context, key string) error {
 	op := &kvpb.BatchOp{Op: &kvpb.BatchOp_Delete{Delete: &kvpb.DeleteRequest{Key: key, RequestId: c.requestID()}}}
-	return c.write(ctx, "delete "+key, op)
+	return c.write(ctx, opName{"delete", key}, op)
 }
 
 // write runs a Put or Delete op, whose request id stays the same across
 // attempts, and notes the leader its answer names.
-func (c *Client) write(ctx context.Context, what string, op *kvpb.BatchOp) error {
-	return c.do(ctx, what, true, func(ctx context.Context, idx int, p *peer.Peer) error {
-		r, err := c.wstreams[idx].run(ctx, op, p)
+func (c *Client) write(ctx context.Context, what opName, op *kvpb.BatchOp) error {
+	return c.do(ctx, what, true, func(ctx context.Context, end time.Time, idx int, p *peer.Peer) error {
+		r, err := c.wstreams[idx].run(ctx, end, op, p)
 		if err == nil {
 			err = opError(op, r)
 		}
@@ -397,7 +397,9 @@ func (s Settings) String() string {
 // Status asks the first endpoint that answers for its status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
 	var st Status
-	idx, err := c.doAt(ctx, "status", false, func(ctx context.Context, idx int, p *peer.Peer) error {
+	idx, err := c.doAt(ctx, opName{verb: "status"}, false, func(ctx context.Context, end time.Time, idx int, p *peer.Peer) error {
+		ctx, cancel := context.WithDeadline(ctx, end)
+		defer cancel()
 		resp, err := c.kvs[idx].Status(ctx, &kvpb.StatusRequest{}, grpc.Peer(p))
 		if err != nil {
 			return err
@@ -437,7 +439,9 @@ func (c *Client) Status(ctx context.Context) (Status, error) {
 // runs stops.
 func (c *Client) RemoveMember(ctx context.Context, id string) ([]string, error) {
 	var voters []string
-	err := c.do(ctx, "remove "+id, false, func(ctx context.Context, idx int, p *peer.Peer) error {
+	err := c.do(ctx, opName{"remove", id}, false, func(ctx context.Context, end time.Time, idx int, p *peer.Peer) error {
+		ctx, cancel := context.WithDeadline(ctx, end)
+		defer cancel()
 		resp, err := c.kvs[idx].RemoveMember(ctx, &kvpb.RemoveMemberRequest{Id: id}, grpc.Peer(p))
 		if err == nil {
 			voters = resp.Voters
@@ -507,20 +511,38 @@ func (c *Client) order(prev int, write bool) []int {
 	return out
 }
 
+// attemptFunc makes one attempt of a call on endpoint idx, which must end
+// by end (the attempt's timeout, or ctx's deadline if that is sooner), and
+// sets p.Addr when the request may have left this process (grpc.Peer(p)
+// does that for one RPC). ctx is the call's own context: an attempt that
+// makes a gRPC call bounds it with context.WithDeadline(ctx, end); one that
+// waits on a stream waits for end itself, with no context of its own (a
+// context per operation, with its timer and its place among the parent's
+// children, was a fifth of what a cached read allocated in the client).
+type attemptFunc func(ctx context.Context, end time.Time, idx int, p *peer.Peer) error
+
+// opName names a call in its errors ("get k"), built only for an error.
+type opName struct{ verb, key string }
+
+func (o opName) String() string {
+	if o.key == "" {
+		return o.verb
+	}
+	return o.verb + " " + o.key
+}
+
 // do runs call on one endpoint after another until it succeeds, fails for
-// good, or ctx ends. call makes one attempt on endpoint idx and sets
-// p.Addr when the request may have left this process (grpc.Peer(p) does
-// that for one RPC). For a write, an attempt that may
+// good, or ctx ends. For a write, an attempt that may
 // have been applied (it left, and ended without an answer proving it was
 // not) makes a later failure outcome-unknown; an attempt that never got a
 // connection (refused, no route) sent nothing.
-func (c *Client) do(ctx context.Context, op string, write bool, call func(ctx context.Context, idx int, p *peer.Peer) error) error {
+func (c *Client) do(ctx context.Context, op opName, write bool, call attemptFunc) error {
 	_, err := c.doAt(ctx, op, write, call)
 	return err
 }
 
 // doAt is do, returning the endpoint that answered.
-func (c *Client) doAt(ctx context.Context, op string, write bool, call func(ctx context.Context, idx int, p *peer.Peer) error) (int, error) {
+func (c *Client) doAt(ctx context.Context, op opName, write bool, call attemptFunc) (int, error) {
 	if c.closed.Load() {
 		return 0, fmt.Errorf("client: %s: %w", op, ErrClosed)
 	}
@@ -677,12 +699,15 @@ type attemptResult struct {
 
 // attempt runs call once on endpoint idx, bounded by AttemptTimeout, and
 // records whether the endpoint answered.
-func (c *Client) attempt(ctx context.Context, idx int, call func(ctx context.Context, idx int, p *peer.Peer) error) attemptResult {
-	actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
-	defer cancel()
+func (c *Client) attempt(ctx context.Context, idx int, call attemptFunc) attemptResult {
 	start := time.Now()
+	end := start.Add(c.cfg.AttemptTimeout)
+	own := true // end is the attempt's timeout, not the call's deadline
+	if dl, ok := ctx.Deadline(); ok && dl.Before(end) {
+		end, own = dl, false
+	}
 	var p peer.Peer
-	raw := call(actx, idx, &p)
+	raw := call(ctx, end, idx, &p)
 	// gRPC fills p in only for an attempt that got a stream on a
 	// connection: without one the request never left.
 	r := attemptResult{typed: rpc.Typed(raw), sent: raw == nil || p.Addr != nil}
@@ -695,7 +720,7 @@ func (c *Client) attempt(ctx context.Context, idx int, call func(ctx context.Con
 	default:
 		code := status.Code(raw)
 		silent := code == codes.Unavailable || code == codes.DeadlineExceeded ||
-			(actx.Err() != nil && ctx.Err() == nil) // the attempt's own timeout
+			(own && !time.Now().Before(end) && ctx.Err() == nil) // the attempt's own timeout
 		if silent {
 			c.silent[idx].Store(time.Now().UnixNano())
 		} else if code != codes.Canceled {
@@ -781,7 +806,7 @@ func (c *Client) explainTLS(err error) error {
 // ErrUnavailable) if the call's deadline ended before an answer, the
 // context's error if the caller canceled it, and ErrOutcomeUnknown if a
 // write may have been applied.
-func (c *Client) fail(ctx context.Context, op string, last error, unknown bool) error {
+func (c *Client) fail(ctx context.Context, op opName, last error, unknown bool) error {
 	err := last
 	if ended(ctx) && !errors.Is(err, ErrTimeout) && !errors.Is(err, context.Canceled) {
 		if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {

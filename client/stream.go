@@ -22,6 +22,7 @@ package client
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -83,28 +84,36 @@ type opStream struct {
 	streams    *streamer
 }
 
-// run sends op to the streamer's node and returns its answer. It sets
-// p.Addr when the request may have left this process, as grpc.Peer does
-// for a single call.
-func (s *streamer) run(ctx context.Context, op *kvpb.BatchOp, p *peer.Peer) (*kvpb.BatchResult, error) {
+// run sends op to the streamer's node and returns its answer, or gives up
+// on it at end or when ctx ends. It sets p.Addr when the request may have
+// left this process, as grpc.Peer does for a single call.
+func (s *streamer) run(ctx context.Context, end time.Time, op *kvpb.BatchOp, p *peer.Peer) (*kvpb.BatchResult, error) {
 	size := proto.Size(op)
 	if size > maxBatchBytes {
-		return s.fallback.run(ctx, op, p)
+		return s.runAlone(ctx, end, op, p)
 	}
-	st, err := s.stream(ctx)
+	st, err := s.stream(ctx, end)
 	if errors.Is(err, errNoStream) {
-		return s.fallback.run(ctx, op, p)
+		return s.runAlone(ctx, end, op, p)
 	}
 	if err != nil {
 		return nil, err
 	}
-	pd := st.enqueue(ctx, op)
+	pd := st.enqueue(end, size, op)
+	t := startTimer(time.Until(end))
+	defer stopTimer(t)
+	var gaveUp error
 	select {
 	case <-pd.done:
 	case <-ctx.Done():
+		gaveUp = ctx.Err()
+	case <-t.C:
+		gaveUp = context.DeadlineExceeded
+	}
+	if gaveUp != nil {
 		if forgotten, addr := st.forget(pd); forgotten {
 			p.Addr = addr // nil: it never left
-			return nil, status.FromContextError(ctx.Err()).Err()
+			return nil, status.FromContextError(gaveUp).Err()
 		}
 		<-pd.done // answered meanwhile
 	}
@@ -113,17 +122,58 @@ func (s *streamer) run(ctx context.Context, op *kvpb.BatchOp, p *peer.Peer) (*kv
 		s.mu.Lock()
 		s.off = true
 		s.mu.Unlock()
-		return s.fallback.run(ctx, op, p)
+		return s.runAlone(ctx, end, op, p)
 	}
 	p.Addr = pd.addr
 	return pd.res, pd.err
 }
 
+// runAlone sends op in a Batch call (alone or batched with others), for a
+// node without Stream or an operation too large for a stream's message.
+func (s *streamer) runAlone(ctx context.Context, end time.Time, op *kvpb.BatchOp, p *peer.Peer) (*kvpb.BatchResult, error) {
+	ctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
+	return s.fallback.run(ctx, op, p)
+}
+
+// timers holds stopped timers for reuse: a wait on a stream needs one for
+// its deadline, and a reused one allocates nothing. (Since Go 1.23, Stop
+// and Reset leave no stale tick in a timer's channel.)
+var timers sync.Pool
+
+// startTimer returns a timer that fires after d.
+func startTimer(d time.Duration) *time.Timer {
+	if t, ok := timers.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+// stopTimer stops t and keeps it for reuse; t must not be used after.
+func stopTimer(t *time.Timer) {
+	t.Stop()
+	timers.Put(t)
+}
+
+// idAndTimeoutMax bounds what an operation's id and timeout add to its
+// encoded size: two varint fields.
+const idAndTimeoutMax = 2 * (1 + binary.MaxVarintLen64)
+
 // errNoStream: the node has no Stream.
 var errNoStream = errors.New("client: the node has no Stream")
 
-// stream returns the open stream, opening one if none is.
-func (s *streamer) stream(ctx context.Context) (*opStream, error) {
+// stream returns the open stream, opening one by end if none is.
+func (s *streamer) stream(ctx context.Context, end time.Time) (*opStream, error) {
+	s.mu.Lock()
+	if s.cur != nil && !s.off {
+		st := s.cur
+		s.mu.Unlock()
+		return st, nil
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
 	s.mu.Lock()
 	for {
 		if s.off {
@@ -184,13 +234,15 @@ func (s *streamer) open(ctx context.Context) (*opStream, error) {
 	return st, nil
 }
 
-// enqueue queues op (a copy, with its id set, and its timeout once it is
-// sent) for the next message. If the stream broke already, the returned
+// enqueue queues op for the next message: a copy of it in the returned
+// call, with its id set, and its timeout (the time left until deadline)
+// once it is sent; size is op's encoded size. If the stream broke already, the returned
 // call is done, with the stream's error and nothing sent.
-func (st *opStream) enqueue(ctx context.Context, op *kvpb.BatchOp) *pending {
-	o := &kvpb.BatchOp{Op: op.Op}
-	pd := &pending{op: o, done: make(chan struct{})}
-	pd.deadline, _ = ctx.Deadline()
+func (st *opStream) enqueue(deadline time.Time, size int, op *kvpb.BatchOp) *pending {
+	pd := &pending{deadline: deadline, done: make(chan struct{})}
+	pd.inline.Op = op.Op
+	o := &pd.inline
+	pd.op = o
 	st.mu.Lock()
 	if st.err != nil {
 		pd.err = st.err
@@ -200,7 +252,7 @@ func (st *opStream) enqueue(ctx context.Context, op *kvpb.BatchOp) *pending {
 	}
 	st.next++
 	o.Id = st.next
-	pd.size = proto.Size(o)
+	pd.size = size + idAndTimeoutMax
 	st.calls[o.Id] = pd
 	st.queue = append(st.queue, pd)
 	st.mu.Unlock()

@@ -355,9 +355,10 @@ func TestStreamToASilentlyDeadNodeBreaks(t *testing.T) {
 // (Unavailable) at the first key "break".
 type streamNode struct {
 	kvpb.UnimplementedKVServer
-	opened atomic.Int64
-	broke  atomic.Bool
-	seen   atomic.Int64 // operations received
+	opened  atomic.Int64
+	broke   atomic.Bool
+	seen    atomic.Int64 // operations received
+	hangAll bool         // answer nothing
 }
 
 func (f *streamNode) Stream(s kvpb.KV_StreamServer) error {
@@ -371,6 +372,9 @@ func (f *streamNode) Stream(s kvpb.KV_StreamServer) error {
 			return err
 		}
 		f.seen.Add(int64(len(req.Ops)))
+		if f.hangAll {
+			continue
+		}
 		resp := &kvpb.BatchResponse{}
 		for _, op := range req.Ops {
 			if put := op.GetPut(); put != nil {
@@ -440,6 +444,51 @@ func TestStreamCallsEndOnTheirOwn(t *testing.T) {
 	}
 	if n := f.opened.Load(); n != 3 {
 		t.Errorf("%d streams opened, want 3 (reads, writes, reads again)", n)
+	}
+}
+
+// TestStreamAttemptEndsAtItsTimeout: an operation on a stream that its
+// node never answers is given up at the attempt's timeout, with no deadline
+// of the caller's, and the call moves to the next endpoint; the next call
+// starts there.
+func TestStreamAttemptEndsAtItsTimeout(t *testing.T) {
+	silent, live := &streamNode{hangAll: true}, &streamNode{}
+	const attempt = 300 * time.Millisecond
+	cl, err := client.New(client.Config{Endpoints: []string{serveKV(t, silent), serveKV(t, live)}, Timeout: time.Minute, AttemptTimeout: attempt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	type answer struct {
+		v   string
+		err error
+		d   time.Duration
+	}
+	got := make(chan answer, 1)
+	go func() {
+		start := time.Now()
+		v, _, err := cl.Get(context.Background(), "a")
+		got <- answer{v, err, time.Since(start)}
+	}()
+	select {
+	case a := <-got:
+		if a.err != nil || a.v != "v-a" {
+			t.Fatalf("get = %q, %v; want the second endpoint's answer", a.v, a.err)
+		}
+		if a.d < attempt {
+			t.Errorf("answered after %v, before the first attempt's timeout %v", a.d, attempt)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a read sent to a node that never answers did not move on at the attempt's timeout")
+	}
+	if n := silent.seen.Load(); n != 1 {
+		t.Errorf("the silent node received %d operations, want 1", n)
+	}
+	if v, _, err := cl.Get(ctxT(t, 10*time.Second), "b"); err != nil || v != "v-b" {
+		t.Fatalf("next get = %q, %v", v, err)
+	}
+	if n := silent.seen.Load(); n != 1 {
+		t.Errorf("the next call went to the silent node first (%d operations received)", n)
 	}
 }
 
