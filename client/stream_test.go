@@ -492,6 +492,74 @@ func TestStreamAttemptEndsAtItsTimeout(t *testing.T) {
 	}
 }
 
+// TestStreamOperationEndsWhenItsNodeStopsServing: an operation a node runs
+// for a stream ends with ErrPartitioned the moment the node stops serving
+// (its session is cut), not at its deadline: the stream's operations share
+// one binding to the node's serving state (node.servingBinding).
+func TestStreamOperationEndsWhenItsNodeStopsServing(t *testing.T) {
+	c := newCluster(t, 3)
+	ld, _, err := c.Leader(ctxT(t, 20*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := (ld + 1) % 3
+	attempts := make(chan error, 100)
+	cl, err := client.New(client.Config{Endpoints: []string{addr(t, c, f)}, Timeout: time.Minute, AttemptTimeout: time.Minute,
+		OnAttempt: func(_ string, _ time.Duration, err error) {
+			select {
+			case attempts <- err:
+			default:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.Put(ctxT(t, 10*time.Second), "k", "before"); err != nil {
+		t.Fatal(err)
+	}
+	nd, err := c.Node(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With the leader's inbound RPC down, a write through f waits for the
+	// leader, sending it again and again.
+	if err := c.RmiDown(ld); err != nil {
+		t.Fatal(err)
+	}
+	sent := nd.Stats().Forwarded
+	for len(attempts) > 0 {
+		<-attempts
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = cl.Put(ctx, "k", "pending") }() // retried after the cut, until canceled
+	soon.Succeeds(t, 10*time.Second, func() error {
+		if nd.Stats().Forwarded < sent+2 {
+			return errors.New("the write has not reached the leader twice yet")
+		}
+		return nil
+	})
+	if err := c.ZkDown(f); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	// The node's answer to the attempt under way (the client's attempt
+	// timeout and the call's are a minute).
+	select {
+	case err := <-attempts:
+		if !errors.Is(err, client.ErrPartitioned) {
+			t.Fatalf("the pending write's attempt: %v, want ErrPartitioned", err)
+		}
+		t.Logf("the pending write's attempt ended %v after the cut", time.Since(cut).Round(time.Millisecond))
+	case <-time.After(20 * time.Second):
+		t.Fatal("the pending write still waits 20 s after its node stopped serving")
+	}
+	if err := c.RmiUp(ld); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestStreamBoundsItsUnansweredCalls: a stream has at most MaxStreamOps
 // calls sent and unanswered; more wait in the client, and go out once
 // callers give up on the ones the node does not answer, so a node that
