@@ -72,7 +72,7 @@ func (s *clientServer) start(os *opServer[*kvpb.BatchResult], who string, op *kv
 		return
 	}
 	n.workers.do(func() {
-		ctx, cancel := opContext(os.ctx, deadline)
+		ctx, cancel := opContext(os.serving.current(), deadline)
 		r := s.batchOp(ctx, op)
 		cancel()
 		// Released before the answer is queued, as a call's is before its

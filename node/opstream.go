@@ -32,6 +32,9 @@ type opServer[R proto.Message] struct {
 	// ctx is the operations' context: it ends with the stream, and at
 	// once when the node stops.
 	ctx context.Context
+	// serving is ctx bound to the node's serving state, shared by the
+	// operations that need it (client operations, servingView.opContext).
+	serving servingBinding
 
 	mu      sync.Mutex
 	closing bool // no operation starts any more
@@ -56,6 +59,7 @@ func serveOps[R proto.Message](n *Node, ctx context.Context, slots int, recv fun
 	opsCtx, stopOps := context.WithCancel(ctx)
 	defer stopOps()
 	os := &opServer[R]{ctx: opsCtx, wake: make(chan struct{}, 1), slots: make(chan struct{}, slots)}
+	os.serving.sv, os.serving.ctx = n.servingView, opsCtx
 	sent := make(chan error, 1)
 	go func() { sent <- os.sendLoop(ctx, send) }()
 	received := make(chan error, 1)
@@ -81,6 +85,7 @@ func serveOps[R proto.Message](n *Node, ctx context.Context, slots int, recv fun
 	os.closing = true
 	os.mu.Unlock()
 	os.ops.Wait()
+	os.serving.release()
 	if !sendDone {
 		// The answers go out. A stopping node waits for a caller that
 		// does not read them at most stopFlush: its calls count as sent,

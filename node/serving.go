@@ -67,7 +67,9 @@ func (s *servingView) sessionLive(st *servingState) bool {
 
 // opContext derives the context of one operation: it has the node's
 // OpTimeout unless ctx has a deadline, and it is canceled with
-// ErrPartitioned / ErrStopped the moment the node stops serving.
+// ErrPartitioned / ErrStopped the moment the node stops serving. A ctx
+// with a deadline that is bound to the current serving state already
+// (bindServing: a stream's operations share one binding) is used as it is.
 func (s *servingView) opContext(ctx context.Context) (context.Context, func(), error) {
 	st := s.serving.Load()
 	if st.ctx.Err() != nil {
@@ -76,13 +78,73 @@ func (s *servingView) opContext(ctx context.Context) (context.Context, func(), e
 	if !s.sessionLive(st) {
 		return nil, nil, fmt.Errorf("node %s: %w (session deadline passed)", s.id, kvstore.ErrPartitioned)
 	}
+	if _, ok := ctx.Deadline(); ok && ctx.Value(servingKey{}) == st {
+		return ctx, func() {}, nil
+	}
 	var cancelT context.CancelFunc = func() {}
 	if _, ok := ctx.Deadline(); !ok {
 		ctx, cancelT = context.WithTimeout(ctx, s.opTimeout)
 	}
-	octx, cancel := context.WithCancelCause(ctx)
+	octx, release := bindServing(ctx, st)
+	return octx, func() { release(); cancelT() }, nil
+}
+
+// servingKey is the context key of the serving state a context is bound to.
+type servingKey struct{}
+
+// bindServing returns ctx canceled with st's cause the moment st ends
+// (the node stops serving), and the function that releases it.
+func bindServing(ctx context.Context, st *servingState) (context.Context, context.CancelFunc) {
+	bctx, cancel := context.WithCancelCause(context.WithValue(ctx, servingKey{}, st))
 	stop := context.AfterFunc(st.ctx, func() { cancel(context.Cause(st.ctx)) })
-	return octx, func() { stop(); cancel(nil); cancelT() }, nil
+	return bctx, func() { stop(); cancel(nil) }
+}
+
+// boundCtx is a context bound to one serving state (bindServing).
+type boundCtx struct {
+	st      *servingState
+	ctx     context.Context
+	release context.CancelFunc
+}
+
+// servingBinding shares one binding to the serving state among the
+// operations of one stream: binding each operation took a cancel context,
+// its done channel and an AfterFunc registered with the serving state's
+// context, which every operation of the node contends on.
+type servingBinding struct {
+	sv    *servingView
+	ctx   context.Context // the stream's
+	bound atomic.Pointer[boundCtx]
+}
+
+// current returns the stream's context bound to the current serving state,
+// binding it once per serving state. A binding of an earlier state is left
+// to end with that state or the stream (release), not canceled here: its
+// operations may still run.
+func (b *servingBinding) current() context.Context {
+	st := b.sv.serving.Load()
+	if c := b.bound.Load(); c != nil && c.st == st {
+		return c.ctx
+	}
+	ctx, release := bindServing(b.ctx, st)
+	nb := &boundCtx{st: st, ctx: ctx, release: release}
+	for {
+		c := b.bound.Load()
+		if c != nil && c.st == st {
+			release() // bound meanwhile by another operation
+			return c.ctx
+		}
+		if b.bound.CompareAndSwap(c, nb) {
+			return ctx
+		}
+	}
+}
+
+// release ends the current binding, once the stream's operations are done.
+func (b *servingBinding) release() {
+	if c := b.bound.Swap(nil); c != nil {
+		c.release()
+	}
 }
 
 // changed returns the channel closed at the next view or serving change.
