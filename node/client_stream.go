@@ -71,6 +71,16 @@ func (s *clientServer) start(os *opServer[*kvpb.BatchResult], who string, op *kv
 		answer(r)
 		return
 	}
+	if aw := s.appendNow(op); aw != nil {
+		n.workers.do(func() {
+			ctx, cancel := opContext(os.serving.current(), deadline)
+			r := s.finishWrite(ctx, aw)
+			cancel()
+			l.release(who, 1)
+			answer(r)
+		})
+		return
+	}
 	n.workers.do(func() {
 		ctx, cancel := opContext(os.serving.current(), deadline)
 		r := s.batchOp(ctx, op)
@@ -81,6 +91,31 @@ func (s *clientServer) start(os *opServer[*kvpb.BatchResult], who string, op *kv
 		l.release(who, 1)
 		answer(r)
 	})
+}
+
+// appendNow appends op now if it is a write this node can append as
+// leader at once (writer.appendNow); nil otherwise.
+func (s *clientServer) appendNow(op *kvpb.BatchOp) *appendedWrite {
+	w := s.n.writer
+	switch o := op.GetOp().(type) {
+	case *kvpb.BatchOp_Put:
+		return w.appendNow(kvpb.Op_OP_SET, o.Put.RequestId, o.Put.Key, o.Put.Value)
+	case *kvpb.BatchOp_Delete:
+		return w.appendNow(kvpb.Op_OP_DELETE, o.Delete.RequestId, o.Delete.Key, "")
+	}
+	return nil
+}
+
+// finishWrite finishes a write appendNow appended and answers it as Put
+// or Delete would.
+func (s *clientServer) finishWrite(ctx context.Context, aw *appendedWrite) *kvpb.BatchResult {
+	if err := s.n.writer.finish(ctx, aw); err != nil {
+		return &kvpb.BatchResult{Error: rpc.MarshalStatus(err)}
+	}
+	if aw.op == kvpb.Op_OP_DELETE {
+		return &kvpb.BatchResult{Delete: &kvpb.DeleteResponse{LeaderAddr: s.n.leaderAddr()}}
+	}
+	return &kvpb.BatchResult{Put: &kvpb.PutResponse{LeaderAddr: s.n.leaderAddr()}}
 }
 
 // maxOpTimeout bounds an operation's timeout_us (a larger one counts as

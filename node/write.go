@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kvstore/kvstore"
+	"github.com/kvstore/kvstore/clock"
 	"github.com/kvstore/kvstore/coord"
 	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
@@ -76,10 +77,7 @@ func (w *writer) write(ctx context.Context, op kvpb.Op, clientID, key, value str
 	n := w.n
 	start := n.now()
 	defer func() { n.met.observe(writeKind(op), start, err) }()
-	if len(clientID) > MaxRequestID {
-		return fmt.Errorf("%w: request id of %d bytes (at most %d)", kvstore.ErrBadRequest, len(clientID), MaxRequestID)
-	}
-	if err := n.limits.checkWrite(key, value); err != nil {
+	if err := w.check(clientID, key, value); err != nil {
 		return err
 	}
 	octx, done, err := n.opContext(ctx)
@@ -87,7 +85,85 @@ func (w *writer) write(ctx context.Context, op kvpb.Op, clientID, key, value str
 		return err
 	}
 	defer done()
-	if err := w.forwardWrite(octx, op, key, value, w.requestID(clientID)); err != nil {
+	if err := w.forwardWrite(octx, op, key, value, w.requestID(clientID), nil); err != nil {
+		return err
+	}
+	w.writes.Add(1)
+	return nil
+}
+
+// check refuses a write whose request id or size the node's limits
+// refuse.
+func (w *writer) check(clientID, key, value string) error {
+	if len(clientID) > MaxRequestID {
+		return fmt.Errorf("%w: request id of %d bytes (at most %d)", kvstore.ErrBadRequest, len(clientID), MaxRequestID)
+	}
+	return w.n.limits.checkWrite(key, value)
+}
+
+// appendedWrite is a client write this node appended to its log as
+// leader on the goroutine it arrived on (appendNow), to be finished by
+// finish on another.
+type appendedWrite struct {
+	l                 *leader
+	a                 appended
+	op                kvpb.Op
+	key, value, reqID string
+	// start is when the write arrived, for its metrics; st and sent are
+	// the serving state and the time before the append, which the
+	// writer's copy of the value is installed under, as write's attempt
+	// takes them before it writes.
+	start, sent clock.Instant
+	st          *servingState
+}
+
+// appendNow is the first part of write for a write that arrived on a
+// client stream of the leader: if this node leads and serves, and the
+// write passes every check, it is appended now, on the stream's receiver,
+// and only its wait goes to a worker (finish), as a forwarded write is
+// (forward.go): the write reaches the log a hand-off sooner. nil: write
+// takes write's whole path instead (this node does not lead or serve, or
+// a check fails, which write then reports).
+func (w *writer) appendNow(op kvpb.Op, clientID, key, value string) *appendedWrite {
+	n := w.n
+	start := n.now()
+	if w.check(clientID, key, value) != nil {
+		return nil
+	}
+	st := n.serving.Load()
+	if st.ctx.Err() != nil || !n.sessionLive(st) {
+		return nil
+	}
+	v := n.view.Load()
+	l := n.lead.Load()
+	if v.leader.ID != n.cfg.ID || l == nil || l.epoch != v.leader.Epoch || !l.servingNow.Load() || l.checkLive() != nil {
+		return nil
+	}
+	reqID := w.requestID(clientID)
+	if validateWrite(op, key, value, reqID) != nil {
+		return nil
+	}
+	sent := n.now()
+	a, err := l.appendWrite(storeOp(op), key, value, reqID)
+	if err != nil {
+		return nil // nothing appended: write tries again and reports
+	}
+	return &appendedWrite{l: l, a: a, op: op, key: key, value: value, reqID: reqID, start: start, sent: sent, st: st}
+}
+
+// finish is the rest of write for a write appendNow appended: it waits
+// for it under ctx (and the node's serving state), and, if that attempt
+// fails in a way another may not, goes on as write would.
+func (w *writer) finish(ctx context.Context, aw *appendedWrite) (err error) {
+	n := w.n
+	defer func() { n.met.observe(writeKind(aw.op), aw.start, err) }()
+	octx, done, err := n.opContext(ctx)
+	if err != nil {
+		// Appended already: it may be applied.
+		return fmt.Errorf("%w: %w", kvstore.ErrOutcomeUnknown, err)
+	}
+	defer done()
+	if err := w.forwardWrite(octx, aw.op, aw.key, aw.value, aw.reqID, aw); err != nil {
 		return err
 	}
 	w.writes.Add(1)
@@ -125,7 +201,7 @@ const (
 // failure is reported as outcome unknown only if an attempt may have been
 // applied: one that reached a leader and got no answer that proves it
 // applied nothing (definite).
-func (w *writer) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID string) error {
+func (w *writer) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID string, first *appendedWrite) error {
 	n := w.n
 	// Every write passes here first, on the node it entered: one the leader
 	// would refuse, or that would make an entry no follower can take (or no
@@ -152,17 +228,33 @@ func (w *writer) forwardWrite(ctx context.Context, op kvpb.Op, key, value, reqID
 		return err
 	}
 	for {
-		l, addr, target, err := n.leaderTarget(ctx)
-		if err != nil {
-			return fail(err)
+		var l *leader
+		var addr string
+		var target coord.Leader
+		var err error
+		var st *servingState
+		var sent clock.Instant
+		if first != nil {
+			l, st, sent = first.l, first.st, first.sent
+		} else {
+			l, addr, target, err = n.leaderTarget(ctx)
+			if err != nil {
+				return fail(err)
+			}
+			st, sent = n.serving.Load(), n.now()
 		}
-		st, sent := n.serving.Load(), n.now()
 		var ver store.Version
 		var epoch int64
 		var lease time.Duration
 		if l != nil {
 			var r writeResult
-			r, err = l.write(ctx, storeOp(op), key, value, reqID, n.cfg.ID)
+			if first != nil {
+				// Appended already (appendNow): this attempt waits for it.
+				r, err = l.awaitWrite(ctx, first.a, n.cfg.ID)
+				first = nil
+			} else {
+				r, err = l.write(ctx, storeOp(op), key, value, reqID, n.cfg.ID)
+			}
 			ver, epoch, lease = r.version, l.epoch, r.lease
 			if err != nil && !definite(err) {
 				mayApplied = true
