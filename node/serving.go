@@ -78,15 +78,23 @@ func (s *servingView) opContext(ctx context.Context) (context.Context, func(), e
 	if !s.sessionLive(st) {
 		return nil, nil, fmt.Errorf("node %s: %w (session deadline passed)", s.id, kvstore.ErrPartitioned)
 	}
+	octx, done := s.bound(ctx, st)
+	return octx, done, nil
+}
+
+// bound is opContext without its checks, for an operation admitted under
+// st already: ctx with the node's OpTimeout unless it has a deadline,
+// canceled with st's cause the moment st ends.
+func (s *servingView) bound(ctx context.Context, st *servingState) (context.Context, func()) {
 	if _, ok := ctx.Deadline(); ok && ctx.Value(servingKey{}) == st {
-		return ctx, func() {}, nil
+		return ctx, func() {}
 	}
 	var cancelT context.CancelFunc = func() {}
 	if _, ok := ctx.Deadline(); !ok {
 		ctx, cancelT = context.WithTimeout(ctx, s.opTimeout)
 	}
 	octx, release := bindServing(ctx, st)
-	return octx, func() { release(); cancelT() }, nil
+	return octx, func() { release(); cancelT() }
 }
 
 // servingKey is the context key of the serving state a context is bound to.
@@ -122,21 +130,20 @@ type servingBinding struct {
 // to end with that state or the stream (release), not canceled here: its
 // operations may still run.
 func (b *servingBinding) current() context.Context {
-	st := b.sv.serving.Load()
-	if c := b.bound.Load(); c != nil && c.st == st {
-		return c.ctx
-	}
-	ctx, release := bindServing(b.ctx, st)
-	nb := &boundCtx{st: st, ctx: ctx, release: release}
 	for {
+		st := b.sv.serving.Load()
 		c := b.bound.Load()
 		if c != nil && c.st == st {
-			release() // bound meanwhile by another operation
 			return c.ctx
 		}
-		if b.bound.CompareAndSwap(c, nb) {
+		ctx, release := bindServing(b.ctx, st)
+		// Installed only if the state is still st and no other operation
+		// bound meanwhile: a binding of a newer state is never replaced by
+		// one of an older state.
+		if b.sv.serving.Load() == st && b.bound.CompareAndSwap(c, &boundCtx{st: st, ctx: ctx, release: release}) {
 			return ctx
 		}
+		release()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/kvstore/kvstore"
 )
@@ -51,5 +52,45 @@ func TestServingBindingIsSharedAndFollowsTheState(t *testing.T) {
 	}
 	if stream.Err() != nil {
 		t.Fatal("release ended the stream's own context")
+	}
+}
+
+// TestBoundUsesOnlyABindingOfItsState: bound uses a context with a
+// deadline that is bound to the given state as it is, and binds any other
+// (one bound to an earlier state, one without a deadline) again; bound to
+// a state that ended, the context is over, with that state's cause.
+func TestBoundUsesOnlyABindingOfItsState(t *testing.T) {
+	sv := newServingView(&Config{ID: "n1", OpTimeout: time.Minute})
+	okCtx, cancelOK := context.WithCancelCause(context.Background())
+	defer cancelOK(nil)
+	st := &servingState{ctx: okCtx, cancel: cancelOK, state: StateOK}
+	sv.serving.Store(st)
+	b := &servingBinding{sv: sv, ctx: context.Background()}
+	defer b.release()
+
+	withDeadline, cancel := context.WithTimeout(b.current(), time.Minute)
+	defer cancel()
+	if got, done := sv.bound(withDeadline, st); got != withDeadline {
+		t.Error("a context with a deadline bound to the state was bound again")
+	} else {
+		done()
+	}
+	noDeadline, done := sv.bound(b.current(), st)
+	if _, ok := noDeadline.Deadline(); !ok {
+		t.Error("a context without a deadline did not get the node's OpTimeout")
+	}
+	done()
+
+	down, cancelDown := context.WithCancelCause(context.Background())
+	cancelDown(kvstore.ErrPartitioned)
+	ended := &servingState{ctx: down, cancel: cancelDown, state: StateSuspended}
+	got, done := sv.bound(withDeadline, ended)
+	defer done()
+	if got == withDeadline {
+		t.Fatal("a context bound to another state was used as it is")
+	}
+	<-got.Done()
+	if err := context.Cause(got); !errors.Is(err, kvstore.ErrPartitioned) {
+		t.Errorf("bound to a state that ended: cause %v, want ErrPartitioned", err)
 	}
 }

@@ -152,16 +152,16 @@ func (w *writer) appendNow(op kvpb.Op, clientID, key, value string) *appendedWri
 }
 
 // finish is the rest of write for a write appendNow appended: it waits
-// for it under ctx (and the node's serving state), and, if that attempt
-// fails in a way another may not, goes on as write would.
+// for it under ctx and the serving state it was appended under, and, if
+// that attempt fails in a way another may not, goes on as write would.
+// Nothing is checked again: write checks the serving state once, before
+// its append, too, and an append is always followed by its wait (which
+// marks the leader's own entry on disk, even for an operation that is
+// over, so that it counts toward the majority).
 func (w *writer) finish(ctx context.Context, aw *appendedWrite) (err error) {
 	n := w.n
 	defer func() { n.met.observe(writeKind(aw.op), aw.start, err) }()
-	octx, done, err := n.opContext(ctx)
-	if err != nil {
-		// Appended already: it may be applied.
-		return fmt.Errorf("%w: %w", kvstore.ErrOutcomeUnknown, err)
-	}
+	octx, done := n.bound(ctx, aw.st)
 	defer done()
 	if err := w.forwardWrite(octx, aw.op, aw.key, aw.value, aw.reqID, aw); err != nil {
 		return err
