@@ -137,8 +137,7 @@ func (s *streamer) runAlone(ctx context.Context, end time.Time, op *kvpb.BatchOp
 }
 
 // timers holds stopped timers for reuse: a wait on a stream needs one for
-// its deadline, and a reused one allocates nothing. (Since Go 1.23, Stop
-// and Reset leave no stale tick in a timer's channel.)
+// its deadline, and a reused one allocates nothing.
 var timers sync.Pool
 
 // startTimer returns a timer that fires after d.
@@ -152,7 +151,14 @@ func startTimer(d time.Duration) *time.Timer {
 
 // stopTimer stops t and keeps it for reuse; t must not be used after.
 func stopTimer(t *time.Timer) {
-	t.Stop()
+	if !t.Stop() {
+		// A tick left in the channel, under the timers of Go before 1.23
+		// (GODEBUG=asynctimerchan=1), would end the next user's wait at once.
+		select {
+		case <-t.C:
+		default:
+		}
+	}
 	timers.Put(t)
 }
 
