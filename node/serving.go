@@ -93,7 +93,7 @@ func (s *servingView) bound(ctx context.Context, st *servingState) (context.Cont
 	if _, ok := ctx.Deadline(); !ok {
 		ctx, cancelT = context.WithTimeout(ctx, s.opTimeout)
 	}
-	octx, release := bindServing(ctx, st)
+	octx, release := bindServing(ctx, st, false)
 	return octx, func() { release(); cancelT() }
 }
 
@@ -101,9 +101,15 @@ func (s *servingView) bound(ctx context.Context, st *servingState) (context.Cont
 type servingKey struct{}
 
 // bindServing returns ctx canceled with st's cause the moment st ends
-// (the node stops serving), and the function that releases it.
-func bindServing(ctx context.Context, st *servingState) (context.Context, context.CancelFunc) {
-	bctx, cancel := context.WithCancelCause(context.WithValue(ctx, servingKey{}, st))
+// (the node stops serving), and the function that releases it. named
+// also records st in it (servingKey), for opContext to recognize: only a
+// stream's shared binding is named, so that an operation bound on its
+// own takes no more than the cancel context.
+func bindServing(ctx context.Context, st *servingState, named bool) (context.Context, context.CancelFunc) {
+	if named {
+		ctx = context.WithValue(ctx, servingKey{}, st)
+	}
+	bctx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(st.ctx, func() { cancel(context.Cause(st.ctx)) })
 	return bctx, func() { stop(); cancel(nil) }
 }
@@ -136,7 +142,7 @@ func (b *servingBinding) current() context.Context {
 		if c != nil && c.st == st {
 			return c.ctx
 		}
-		ctx, release := bindServing(b.ctx, st)
+		ctx, release := bindServing(b.ctx, st, true)
 		// Installed only if the state is still st and no other operation
 		// bound meanwhile: a binding of a newer state is never replaced by
 		// one of an older state.
