@@ -242,8 +242,9 @@ func (s *streamer) open(ctx context.Context) (*opStream, error) {
 
 // enqueue queues op for the next message: a copy of it in the returned
 // call, with its id set, and its timeout (the time left until deadline)
-// once it is sent; size is op's encoded size. If the stream broke already, the returned
-// call is done, with the stream's error and nothing sent.
+// once it is sent; size is op's encoded size. If the stream broke
+// already, the returned call is done, with the stream's error and
+// nothing sent.
 func (st *opStream) enqueue(deadline time.Time, size int, op *kvpb.BatchOp) *pending {
 	pd := &pending{deadline: deadline, done: make(chan struct{})}
 	pd.inline.Op = op.Op

@@ -71,19 +71,17 @@ func (s *clientServer) start(os *opServer[*kvpb.BatchResult], who string, op *kv
 		answer(r)
 		return
 	}
-	if aw := s.appendNow(op); aw != nil {
-		n.workers.do(func() {
-			ctx, cancel := opContext(os.serving.current(), deadline)
-			r := s.finishWrite(ctx, aw)
-			cancel()
-			l.release(who, 1)
-			answer(r)
-		})
-		return
-	}
+	// A write the leader can append at once is appended here, on the
+	// receiver; the worker then only waits for it.
+	aw := s.appendNow(op)
 	n.workers.do(func() {
 		ctx, cancel := opContext(os.serving.current(), deadline)
-		r := s.batchOp(ctx, op)
+		var r *kvpb.BatchResult
+		if aw != nil {
+			r = s.finishWrite(ctx, aw)
+		} else {
+			r = s.batchOp(ctx, op)
+		}
 		cancel()
 		// Released before the answer is queued, as a call's is before its
 		// answer leaves: a client that sends its next operation once it
