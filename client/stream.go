@@ -149,17 +149,17 @@ func startTimer(d time.Duration) *time.Timer {
 	return time.NewTimer(d)
 }
 
-// stopTimer stops t and keeps it for reuse; t must not be used after.
+// stopTimer stops t and keeps it for reuse if it never fired; t must not
+// be used after. A timer that fired is left to the collector: under the
+// timers of Go before 1.23 (GODEBUG=asynctimerchan=1, the default of a
+// program whose go.mod names an older Go) its tick may reach the channel
+// after Stop returns, and would end the next user's wait at once. Under
+// today's timers Stop reports false only once the tick was received, so
+// only waits that timed out give up their timer.
 func stopTimer(t *time.Timer) {
-	if !t.Stop() {
-		// A tick left in the channel, under the timers of Go before 1.23
-		// (GODEBUG=asynctimerchan=1), would end the next user's wait at once.
-		select {
-		case <-t.C:
-		default:
-		}
+	if t.Stop() {
+		timers.Put(t)
 	}
-	timers.Put(t)
 }
 
 // idAndTimeoutMax bounds what an operation's id and timeout add to its
