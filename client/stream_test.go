@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/kvstore/kvstore/faultproxy"
 	"io"
 	"strings"
 	"sync"
@@ -19,6 +18,8 @@ import (
 
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/client"
+	"github.com/kvstore/kvstore/cluster"
+	"github.com/kvstore/kvstore/faultproxy"
 	"github.com/kvstore/kvstore/internal/soon"
 	"github.com/kvstore/kvstore/rpc"
 	"github.com/kvstore/kvstore/rpc/kvpb"
@@ -634,3 +635,56 @@ func TestStreamsPerConnectionAreBounded(t *testing.T) {
 		return nil
 	})
 }
+
+// TestStreamWriteGivenUpStillCommits: a write the leader appends as it
+// arrives on a stream is waited for even if its time ran out before a
+// worker took it up: that wait marks the leader's own entry on disk,
+// which a lone voter's commit needs. A finish that gave up first (as one
+// that checked the session again once could) would leave the write
+// appended and never visible, until a later write marked its entry too;
+// so each write here is checked before the next is sent. The node ends
+// an operation 5 ms before its timeout (answerBefore's margin); past that
+// the writes' time grows from 0 in steps of 50 µs, so that some end
+// before their append, some between it and the wait, and some after.
+func TestStreamWriteGivenUpStillCommits(t *testing.T) {
+	c := cluster.StartTest(t, cluster.Options{Nodes: 1, DataDir: t.TempDir()})
+	nd, err := c.Node(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openStream(t, rawConn(t, nd.Addr()))
+	cl := newClient(t, nd.Addr())
+	const writes = 60
+	appended, late := 0, 0 // late: appended, and answered with an error
+	for i := range writes {
+		key := fmt.Sprintf("given-up-%d", i)
+		id := uint64(i + 1)
+		if err := s.Send(&kvpb.BatchRequest{Ops: []*kvpb.BatchOp{{Id: id, TimeoutUs: timeoutUs(i), Op: &kvpb.BatchOp_Put{Put: &kvpb.PutRequest{Key: key, Value: "v", RequestId: "given-up." + key}}}}}); err != nil {
+			t.Fatal(err)
+		}
+		r, _ := answers(t, s, id)
+		// Answered: appended by now, or never.
+		if _, found, _ := nd.LocalItem(key); !found {
+			continue
+		}
+		appended++
+		if resultErr(r[id]) != nil {
+			late++
+		}
+		soon.Succeeds(t, 10*time.Second, func() error {
+			v, found, err := cl.Get(ctxT(t, 5*time.Second), key)
+			if err != nil || !found || v != "v" {
+				return fmt.Errorf("write %d (timeout %d µs), appended, is not visible: get %s = %q, %v, %v", i, timeoutUs(i), key, v, found, err)
+			}
+			return nil
+		})
+	}
+	t.Logf("of %d writes, %d were appended, %d of them answered with an error", writes, appended, late)
+	if appended == 0 {
+		t.Fatal("no write was appended: the test tested nothing")
+	}
+}
+
+// timeoutUs is the timeout of TestStreamWriteGivenUpStillCommits's i-th
+// write, in µs.
+func timeoutUs(i int) int64 { return 5000 + 50*int64(i) }
