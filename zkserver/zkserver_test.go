@@ -94,9 +94,8 @@ func whoHas(ctx context.Context, t *testing.T, e *Ensemble, path string) {
 		t.Logf("server %d (%s): exists(%s) = %s; %v (srvr: %v)", i, addr, path, has, state, err)
 		data, _ := os.ReadFile(e.LogFile(i))
 		for _, line := range strings.Split(string(data), "\n") {
-			// How it synchronised, and what it warned of: ZooKeeper's known
-			// losses of a synchronised transaction (ZOOKEEPER-4785 and
-			// others) warn of a commit "without seeing txn" or out of order.
+			// How it synchronised, and what it warned of: a server that
+			// dropped a transaction it was sent may have said so.
 			for _, s := range []string{"LEADER ELECTION TOOK", "Getting a diff", "Getting a snapshot", "Truncating log", "Synchronizing with Learner", "Sending DIFF", "Sending SNAP", "Sending TRUNC", "WARN", "ERROR"} {
 				if strings.Contains(line, s) {
 					t.Logf("  server %d log: %s", i, line)
