@@ -387,6 +387,18 @@ func (n *Node) RPCDown() bool { return n.rpcDown.Load() }
 // State is the node's serving state.
 func (n *Node) State() State { return n.serving.Load().state }
 
+// SessionLeft is how long this node's coordinator session has left by its
+// own deadline (measured from the send of the last keep-alive the
+// coordinator answered): 0 once it passed, or with no session yet. A
+// node serves only while it is positive; it is for diagnostics and tests.
+func (n *Node) SessionLeft() time.Duration {
+	st := n.serving.Load()
+	if st.sess == nil {
+		return 0
+	}
+	return max(0, st.sess.Deadline().Sub(n.now()))
+}
+
 // IsLeader reports whether this node currently leads and serves.
 func (n *Node) IsLeader() bool {
 	l := n.lead.Load()
