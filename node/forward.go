@@ -458,7 +458,7 @@ func (s *peerServer) startForwarded(ctx context.Context, op *kvpb.ForwardedOp, d
 	switch o := op.GetOp().(type) {
 	case *kvpb.ForwardedOp_Write:
 		l, err := s.checkWrite(o.Write)
-		if err == nil && l.servingNow.Load() && l.checkLive() == nil {
+		if err == nil && l.servesNow() {
 			a, err := l.appendWrite(storeOp(o.Write.Op), o.Write.Key, o.Write.Value, o.Write.ReqId)
 			if err != nil {
 				answer(forwardedWrite(op.Id, nil, err))
@@ -479,7 +479,7 @@ func (s *peerServer) startForwarded(ctx context.Context, op *kvpb.ForwardedOp, d
 		}
 	case *kvpb.ForwardedOp_Fetch:
 		l, err := s.checkFetch(o.Fetch)
-		if err == nil && l.servingNow.Load() && l.checkLive() == nil {
+		if err == nil && l.servesNow() {
 			if r, wait, err := l.readNow(o.Fetch.Key, o.Fetch.FromId); wait == nil {
 				resp, err := s.fetchResponse(l, r, err)
 				answer(forwardedFetch(op.Id, resp, err))

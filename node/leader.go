@@ -231,6 +231,12 @@ func (l *leader) checkLive() error {
 	return nil
 }
 
+// servesNow reports whether l takes operations at once, without the
+// wait of waitServing: its takeover is over and it leads with a live
+// session. Operations that arrive on a stream's receiver are appended
+// (or answered) there only then.
+func (l *leader) servesNow() bool { return l.servingNow.Load() && l.checkLive() == nil }
+
 // waitServing waits for the takeover to finish. If a majority stays out of
 // reach for QuorumTimeout it fails with ErrNoQuorum (nothing was applied).
 func (l *leader) waitServing(ctx context.Context) error {

@@ -136,7 +136,7 @@ func (w *writer) appendNow(op kvpb.Op, clientID, key, value string) *appendedWri
 	}
 	v := n.view.Load()
 	l := n.lead.Load()
-	if v.leader.ID != n.cfg.ID || l == nil || l.epoch != v.leader.Epoch || !l.servingNow.Load() || l.checkLive() != nil {
+	if v.leader.ID != n.cfg.ID || l == nil || l.epoch != v.leader.Epoch || !l.servesNow() {
 		return nil
 	}
 	reqID := w.requestID(clientID)
