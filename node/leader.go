@@ -92,7 +92,14 @@ func lead(ctx context.Context, n *Node, sess coord.Session, epoch int64) (ended 
 		stop()
 		l.wg.Wait()
 		n.lead.CompareAndSwap(l, nil)
-		// Copies this node granted itself as leader end with the role.
+		// Copies this node granted itself as leader go with the role. A
+		// read answered just before may still install its copy after
+		// this drop (install checks the epoch and the serving state,
+		// which a resignation leaves as they were). That copy is as
+		// safe as any holder's: a successor serves only once this node
+		// promised it (which drops the cache and stops installs), or
+		// older leases ran out, or this node's session ended (then it
+		// answers nothing from its cache); takeover.go.
 		n.reader.dropCache()
 		l.mu.Lock()
 		l.broadcastLocked()
