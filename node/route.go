@@ -80,9 +80,12 @@ func (rt *router) retryPause(ctx context.Context) error {
 // retryable reports whether an attempt may be retried (with the same
 // request id): the leader moved, is electing, or could not be reached. This
 // node's own partition or stop ends the operation's context, which the
-// retry loop checks.
+// retry loop checks. A leader's refusal of the request itself is final:
+// ErrBadRequest, and ErrTooLarge from a leader whose limits are smaller
+// than this node's (limits are per node); every retry would be refused
+// alike, and the caller would get ErrTimeout instead of the cause.
 func retryable(err error) bool {
-	return !errors.Is(err, kvstore.ErrBadRequest) && !errors.Is(err, kvstore.ErrNoQuorum)
+	return !errors.Is(err, kvstore.ErrBadRequest) && !errors.Is(err, kvstore.ErrTooLarge) && !errors.Is(err, kvstore.ErrNoQuorum)
 }
 
 // leaderErr names the leader an attempt went to, for the error message.
