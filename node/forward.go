@@ -274,20 +274,26 @@ func (st *fwdStream) enqueue(ctx context.Context, op *kvpb.ForwardedOp) *fwdCall
 }
 
 // forget drops a call its sender gave up on: false if it was answered (or
-// failed) already. A call still queued never leaves.
+// failed) already. A call still queued never leaves. A sent one stays
+// among the stream's calls until its answer comes (recvLoop drops it
+// then, with no one to hand it to) or the stream ends: the leader holds
+// its place among the stream's maxForwardOps until it answered it, so
+// enqueue must count it, or a follower whose writers give up would keep
+// queueing behind a stream the leader no longer reads.
 func (st *fwdStream) forget(call *fwdCall) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if _, ok := st.calls[call.op.Id]; !ok {
 		return false
 	}
+	if call.sent {
+		return true
+	}
 	delete(st.calls, call.op.Id)
-	if !call.sent {
-		for i, q := range st.queue {
-			if q == call {
-				st.queue = append(st.queue[:i], st.queue[i+1:]...)
-				break
-			}
+	for i, q := range st.queue {
+		if q == call {
+			st.queue = append(st.queue[:i], st.queue[i+1:]...)
+			break
 		}
 	}
 	return true
@@ -385,8 +391,10 @@ func (st *fwdStream) recvLoop(cs kvpb.Peer_ForwardClient) {
 		for _, r := range resp.Results {
 			call, ok := st.calls[r.Id]
 			if !ok || !call.sent {
-				continue // its sender gave up (or the leader answered what it was not sent)
+				continue // the leader answered what it was not sent
 			}
+			// Its sender may have given up (forget): then the answer
+			// only frees its place.
 			delete(st.calls, r.Id)
 			call.res = r
 			close(call.done)

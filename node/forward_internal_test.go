@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -352,4 +353,86 @@ func TestForwardEndsIdleStreamsToAFormerLeader(t *testing.T) {
 	if old.opened != 1 || next.opened != 1 {
 		t.Fatalf("streams opened: %d to the old leader, %d to the new; want 1 each", old.opened, next.opened)
 	}
+}
+
+// TestForwardGivenUpSentWritesHoldTheirPlace: a write whose sender gave
+// up after the stream sent it still holds its place at the leader, which
+// reads no more of a stream with maxForwardOps unanswered; so it counts
+// toward the follower's bound until the leader answers it. With
+// maxForwardOps such writes unanswered the next write goes in a call of
+// its own; an answer to one of them frees a place on the stream.
+func TestForwardGivenUpSentWritesHoldTheirPlace(t *testing.T) {
+	f := testForwarder(t)
+	// The leader takes every message and answers none until told to.
+	leader := &fakeForward{sent: make(chan *kvpb.ForwardRequest), answers: make(chan *kvpb.ForwardResponse, 1)}
+	var taken atomic.Int64
+	var lastID atomic.Uint64
+	stop := make(chan struct{})
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for {
+			select {
+			case m := <-leader.sent:
+				for _, op := range m.Ops {
+					lastID.Store(op.Id)
+				}
+				taken.Add(int64(len(m.Ops)))
+			case <-stop:
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-drained }()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan bool, maxForwardOps)
+	for i := range maxForwardOps {
+		go func() {
+			_, reached, _ := f.write(ctx, leader, "leader:1", writeReq(fmt.Sprint("k", i)))
+			done <- reached
+		}()
+	}
+	soon.Succeeds(t, 10*time.Second, func() error {
+		if n := taken.Load(); n < maxForwardOps {
+			return fmt.Errorf("the leader took %d writes, want %d", n, maxForwardOps)
+		}
+		return nil
+	})
+	cancel() // every writer gives up; each write was sent
+	for range maxForwardOps {
+		if !<-done {
+			t.Fatal("a write given up after it was sent reported reached false")
+		}
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if _, reached, err := f.write(wctx, leader, "leader:1", writeReq("one more")); !errors.Is(err, errUseCall) || reached {
+		t.Fatalf("a write behind %d given-up writes the leader has not answered: reached %v, err %v; want errUseCall and reached false", maxForwardOps, reached, err)
+	}
+
+	// The leader answers one: a place is free again.
+	leader.answers <- &kvpb.ForwardResponse{Results: []*kvpb.ForwardedResult{{Id: lastID.Load(), Result: &kvpb.ForwardedResult_Write{Write: &kvpb.WriteResponse{}}}}}
+	soon.Succeeds(t, 10*time.Second, func() error {
+		calls, _, err := streamCalls(f, "leader:1")
+		if err == nil && calls != maxForwardOps-1 {
+			err = fmt.Errorf("%d calls held after one answer, want %d", calls, maxForwardOps-1)
+		}
+		return err
+	})
+	before := taken.Load()
+	sctx, scancel := context.WithCancel(context.Background())
+	sent := make(chan bool, 1)
+	go func() {
+		_, reached, _ := f.write(sctx, leader, "leader:1", writeReq("after an answer"))
+		sent <- reached
+	}()
+	soon.Succeeds(t, 10*time.Second, func() error {
+		if taken.Load() == before {
+			return errors.New("the write after an answer was not sent on the stream")
+		}
+		return nil
+	})
+	scancel()
+	<-sent
 }
