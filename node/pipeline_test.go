@@ -82,6 +82,26 @@ func TestAPipelinedAppendWaitsForItsPredecessor(t *testing.T) {
 	}
 }
 
+// TestAPipelinedAppendAfterASnapshotWaits: a process whose first message
+// of a leadership was a snapshot (a new or recovering follower) took that
+// leadership's state, so a pipelined Append that overtook its predecessor
+// waits for it there too, rather than being refused at once, which the
+// leader counts toward sending one Append at a time (maxUnordered).
+func TestAPipelinedAppendAfterASnapshotWaits(t *testing.T) {
+	r, _ := testReplica(t, "")
+	ld := leadership{"n1", 1}
+	snap := store.Snapshot{Applied: pos(5, 3), Items: map[string]store.Item{"a": {Value: "1", Version: pos(5, 2)}}}
+	if st, _, err := r.installSnapshot(5, ld, snap); err != nil || !st.ok {
+		t.Fatalf("install: ok %v, %v", st.ok, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	st, _, err := r.appendEntries(ctx, 5, ld, pos(5, 4), []store.Entry{setEntry(pos(5, 5), "c", "3", "")}, false, true)
+	if !errors.Is(err, context.DeadlineExceeded) || st.ok {
+		t.Fatalf("a pipelined Append past the snapshot's position: ok %v applied %s, %v; want it to wait for its predecessor until its deadline", st.ok, st.applied, err)
+	}
+}
+
 // TestPipelinedAnswersOnlyMoveForward: with several Appends in flight their
 // answers come in any order; a taken one never moves match, received or
 // next back, and a refused one sets them to what it names (the Appends

@@ -490,6 +490,12 @@ func (r *replica) installView(epoch int64, ld leadership, v *store.View) (standi
 	}
 	r.restoreLocked(v)
 	r.recovering = false
+	// The leadership's Appends follow the snapshot, several in flight:
+	// one that overtakes its predecessor waits for it, as after an Append
+	// this process took (else each would be refused, and the leader, after
+	// a few such refusals, would send one Append at a time for the rest
+	// of its leadership).
+	r.took = ld
 	return r.standingLocked(true), r.last, nil
 }
 
