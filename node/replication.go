@@ -71,6 +71,13 @@ func (p *progress) answer(h history, applied store.Version, ok, reconcile, snaps
 		p.probing = false
 		return true
 	case h.holds(applied) || (ok && snapshot):
+		// A refusal sets the position it names, even below match: a
+		// refusal written before a later Append's answer that was taken
+		// first costs a resend of what the follower holds, but a
+		// follower whose disk lost what it had acknowledged (no fsync,
+		// then a power loss) would otherwise be sent, forever, Appends
+		// that follow a position it no longer has. Commits never move
+		// back (recomputeCommitLocked).
 		p.match, p.next, p.snapshot = applied.Seq, applied.Seq+1, false
 	default:
 		// Not on this epoch's history (or lost its memory): start over.
