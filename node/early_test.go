@@ -90,7 +90,13 @@ func TestOnDiskFollowsDurableSubmissions(t *testing.T) {
 	if _, err := v.Apply(store.Entry{Version: pos(6, 1), Op: store.OpNoop}); err != nil {
 		t.Fatal(err)
 	}
-	waitSubmitted(t, r.restore(v.View()))
+	next := leadership{"n2", 2}
+	r.prepare(6, next)
+	restored, err := r.restore(6, next, v.View())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSubmitted(t, restored)
 	r.mu.Lock()
 	got, marks := r.durableLocked(), len(r.flushing)
 	r.mu.Unlock()

@@ -500,12 +500,31 @@ func (r *replica) installView(epoch int64, ld leadership, v *store.View) (standi
 }
 
 // restore replaces the state with v, the most up-to-date state of a
-// majority that a new leader adopts.
-func (r *replica) restore(v *store.View) *durable.Pending {
+// majority that a new leader (epoch, ld) adopts, if the replica still
+// promises that leadership (ownedLocked).
+func (r *replica) restore(epoch int64, ld leadership, v *store.View) (*durable.Pending, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.ownedLocked(epoch, ld); err != nil {
+		return nil, err
+	}
 	r.restoreLocked(v)
-	return r.last
+	return r.last, nil
+}
+
+// ownedLocked fails with ErrNotLeader unless the replica promises epoch to
+// ld: what a taking-over leader checks, under the lock, before it changes
+// the store as its own (restore, adopted, openEpoch). A takeover runs for
+// a while (it may pull a whole state), and meanwhile this node may
+// promise a later leader and take, and acknowledge, its entries; the
+// takeover must then change nothing, or it would replace entries a
+// majority counted on. (The leader's context ends with such a promise,
+// but a step already past its last look at the context would go on.)
+func (r *replica) ownedLocked(epoch int64, ld leadership) error {
+	if r.promised != epoch || r.ld != ld {
+		return fmt.Errorf("%w (taking over epoch %d as %s: promised epoch %d to %s)", kvstore.ErrNotLeader, epoch, ld.id, r.promised, r.ld.id)
+	}
+	return nil
 }
 
 // restoreLocked replaces the store with v; its durable record also
@@ -528,6 +547,23 @@ func (r *replica) restoreLocked(v *store.View) {
 func (r *replica) reconciled() *durable.Pending {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.reconciledLocked()
+}
+
+// adopted is reconciled for a taking-over leader (epoch, ld), whose
+// adopted state holds everything committed, if the replica still
+// promises that leadership (ownedLocked).
+func (r *replica) adopted(epoch int64, ld leadership) (*durable.Pending, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.ownedLocked(epoch, ld); err != nil {
+		return nil, err
+	}
+	return r.reconciledLocked(), nil
+}
+
+// reconciledLocked is reconciled with the lock held.
+func (r *replica) reconciledLocked() *durable.Pending {
 	r.recovering = false
 	if r.disk == nil || !r.unreconciled {
 		return nil
@@ -589,18 +625,23 @@ func (r *replica) current(key string, t tenure) (store.Item, error) {
 	return it, nil
 }
 
-// openEpoch applies the no-op that opens the leader's epoch after the
-// adopted state (base, the store's position).
-func (r *replica) openEpoch(epoch int64) (base store.Version, noop store.Entry, p *durable.Pending) {
+// openEpoch applies the no-op that opens the leader's epoch (ld's) after
+// the adopted state (base, the store's position), if the replica still
+// promises that leadership (ownedLocked).
+func (r *replica) openEpoch(epoch int64, ld leadership) (base store.Version, noop store.Entry, p *durable.Pending, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.ownedLocked(epoch, ld); err != nil {
+		return base, noop, nil, err
+	}
 	base = r.store.Applied()
 	noop = store.Entry{Version: store.Version{Epoch: epoch, Seq: base.Seq + 1}, Op: store.OpNoop}
 	if _, err := r.store.Apply(noop); err != nil {
-		panic(err) // cannot happen: the no-op follows the store's own position
+		// The promise holds, so no later leader changed the store.
+		return base, noop, nil, fmt.Errorf("the no-op of epoch %d after %s: %w", epoch, base, err)
 	}
 	r.events.applied(noop)
-	return base, noop, r.persistEntriesLocked([]store.Entry{noop}, nil)
+	return base, noop, r.persistEntriesLocked([]store.Entry{noop}, nil), nil
 }
 
 // lead applies the leader's write e (t: the leader's tenure, e at the

@@ -184,6 +184,46 @@ func TestReplicaInstallSnapshot(t *testing.T) {
 	}
 }
 
+// TestATakeoverChangesNothingAfterALaterPromise: a takeover (epoch 5,
+// leadership b) pulls a voter's state for a while; meanwhile this node
+// promises a later leader (epoch 6, c) and takes its no-op and a write,
+// which c counts toward their commit. The takeover's later steps, which
+// its ended context no longer stops once past their look at it, change
+// nothing: restoring the pulled state would drop c's write from a node
+// that acknowledged it (found by a review of takeover.go), and opening
+// epoch 5 after epoch 6's entries used to panic.
+func TestATakeoverChangesNothingAfterALaterPromise(t *testing.T) {
+	r, _ := testReplica(t, t.TempDir())
+	b, c := leadership{"n2", 2}, leadership{"n3", 3}
+	if st, _ := r.prepare(5, b); st.refused {
+		t.Fatal("prepare(5) refused")
+	}
+	if st, _, err := r.appendAt(6, c, pos(0, 0), []store.Entry{{Version: pos(6, 1), Op: store.OpNoop}, setEntry(pos(6, 2), "k", "w", "")}, false); err != nil || !st.ok {
+		t.Fatalf("the later leader's Append: ok %v, %v", st.ok, err)
+	}
+	pulled := store.New(0)
+	for _, e := range []store.Entry{{Version: pos(4, 1), Op: store.OpNoop}, setEntry(pos(4, 2), "k", "old", "")} {
+		if _, err := pulled.Apply(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unchanged := func(step string, err error) {
+		t.Helper()
+		if !errors.Is(err, kvstore.ErrNotLeader) {
+			t.Errorf("%s after a promise of epoch 6: %v, want ErrNotLeader", step, err)
+		}
+		if it, _ := r.get("k"); r.applied() != pos(6, 2) || it.Value != "w" {
+			t.Fatalf("after %s: at %s, k = %q; want 6.2 and the later leader's write", step, r.applied(), it.Value)
+		}
+	}
+	_, err := r.restore(5, b, pulled.View())
+	unchanged("restore", err)
+	_, err = r.adopted(5, b)
+	unchanged("adopted", err)
+	_, _, _, err = r.openEpoch(5, b)
+	unchanged("openEpoch", err)
+}
+
 // TestReplicaLead: the leader applies its writes only while the replica
 // is its own (tenure), a repeated request id is answered with its first
 // version, and every change survives a restart from the data directory.
@@ -194,9 +234,9 @@ func TestReplicaLead(t *testing.T) {
 	if _, p := r.prepare(4, ld); p == nil {
 		t.Fatal("a promise with a data directory submitted nothing")
 	}
-	base, noop, p := r.openEpoch(4)
-	if base != pos(0, 0) || noop.Version != pos(4, 1) || p == nil {
-		t.Fatalf("openEpoch: base %s noop %s submission %v", base, noop.Version, p != nil)
+	base, noop, p, err := r.openEpoch(4, ld)
+	if err != nil || base != pos(0, 0) || noop.Version != pos(4, 1) || p == nil {
+		t.Fatalf("openEpoch: base %s noop %s submission %v, %v", base, noop.Version, p != nil, err)
 	}
 	own := tenure{epoch: 4, ld: ld, started: true, last: pos(4, 1)}
 	res, err := r.lead(own, setEntry(pos(4, 2), "k", "1", "r1"))

@@ -534,13 +534,17 @@ func (r *replication) advanceCommitLocked() bool {
 }
 
 // start appends the epoch's no-op entry and starts one replicator per peer.
-// It returns the submission that makes the no-op durable here.
-func (l *leader) start(voters coord.Voters, targets map[string]string) *durable.Pending {
+// It returns the submission that makes the no-op durable here, or an
+// error if the replica no longer promises this leadership.
+func (l *leader) start(voters coord.Voters, targets map[string]string) (*durable.Pending, error) {
 	n := l.n
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	base, noop, p, err := n.rep.openEpoch(l.epoch, l.ld)
+	if err != nil {
+		return nil, err
+	}
 	l.voters = voters
-	base, noop, p := n.rep.openEpoch(l.epoch)
 	l.restart(base, noop)
 	l.noopSeq = noop.Version.Seq
 	l.started = true
@@ -553,7 +557,7 @@ func (l *leader) start(voters coord.Voters, targets map[string]string) *durable.
 		l.repl.addPeerLocked(id)
 	}
 	l.repl.recomputeCommitLocked()
-	return p
+	return p, nil
 }
 
 // viewChanged starts replicating to members that joined.

@@ -103,18 +103,34 @@ func (t *takeover) run() error {
 				t.setTakeoverErr(fmt.Errorf("pull snapshot from %s: %w", a.from, err))
 				continue
 			}
-			if err := n.waitDurable(t.ctx, n.rep.restore(snap)); err != nil {
+			// restore, adopted and start change the store only while
+			// the replica still promises this leadership: this node may
+			// have promised a later leader meanwhile (its Prepare ends
+			// this context, but not a step already past it) and taken
+			// entries that leader counts on.
+			p, err := n.rep.restore(t.epoch, t.ld, snap)
+			if err != nil {
+				return fmt.Errorf("adopting %s's state: %w", a.from, err)
+			}
+			if err := n.waitDurable(t.ctx, p); err != nil {
 				return fmt.Errorf("adopting %s's state: %w", a.from, err)
 			}
 		}
 		// This node's store is now the most up-to-date state of a majority
 		// of reconciled voters: it holds everything committed.
-		if err := n.waitDurable(t.ctx, n.rep.reconciled()); err != nil {
+		p, err := n.rep.adopted(t.epoch, t.ld)
+		if err != nil {
+			return fmt.Errorf("recording the reconcile: %w", err)
+		}
+		if err := n.waitDurable(t.ctx, p); err != nil {
 			return fmt.Errorf("recording the reconcile: %w", err)
 		}
 		unanswered := unansweredTargets(targets, resps, fresh && !(faultsOn && n.cfg.Faults.WaitForGoneVoters))
 		// Step 3: seal the epoch with a no-op and replicate it.
-		p := t.start(voters, targets)
+		p, err = t.start(voters, targets)
+		if err != nil {
+			return fmt.Errorf("the epoch's no-op: %w", err)
+		}
 		if err := n.waitEntriesDurable(t.ctx, p); err != nil {
 			return fmt.Errorf("the epoch's no-op: %w", err)
 		}
