@@ -454,7 +454,7 @@ func (d *DB) removeCovered(last uint64) {
 func (d *DB) checkpoint(recs []logged) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("bbolt panicked: %v", r)
+			err = contentError{fmt.Errorf("bbolt panicked: %v", r)}
 		}
 	}()
 	if len(recs) == 0 {
@@ -465,26 +465,47 @@ func (d *DB) checkpoint(recs []logged) (err error) {
 	err = d.bolt.Update(func(tx *bolt.Tx) error {
 		var g group
 		if err := g.init(tx, &cs, &d.arena, d.maxReqs); err != nil {
-			return err
+			return contentError{err}
 		}
 		for i := range recs {
 			r := &recs[i]
 			if r.idx != cs.logged+1 {
-				return fmt.Errorf("log record %d does not follow the checkpoint at %d", r.idx, cs.logged)
+				return contentError{fmt.Errorf("log record %d does not follow the checkpoint at %d", r.idx, cs.logged)}
 			}
 			if err := g.apply(&r.sub); err != nil {
-				return fmt.Errorf("log record %d: %w", r.idx, err)
+				return contentError{fmt.Errorf("log record %d: %w", r.idx, err)}
 			}
 			cs.logged = r.idx
 		}
 		g.loggedDirty = true
-		return g.finish()
+		if err := g.finish(); err != nil {
+			return contentError{err}
+		}
+		if testHookCheckpointCommit != nil {
+			return testHookCheckpointCommit()
+		}
+		return nil
 	})
 	if err == nil {
 		d.cs = cs
 	}
 	return err
 }
+
+// contentError is a checkpoint's failure that comes from what it holds
+// (records that do not follow or apply, a missing bucket, a fault on the
+// file's mapping), not from writing it (bbolt's commit: a full disk, an
+// I/O error). Open's replay reports the first as corruption and the
+// second as it is: a node must not set aside a directory it merely could
+// not write.
+type contentError struct{ err error }
+
+func (e contentError) Error() string { return e.err.Error() }
+func (e contentError) Unwrap() error { return e.err }
+
+// testHookCheckpointCommit, if set (tests only), is the error of a
+// checkpoint's commit, as bbolt's would be if the disk refused it.
+var testHookCheckpointCommit func() error
 
 // group applies submissions inside one transaction.
 type group struct {

@@ -394,7 +394,12 @@ func (d *DB) open(o Options) (State, error) {
 		for rest := recs; len(rest) > 0; { // in chunks, as the checkpointer
 			n := min(len(rest), replayChunk)
 			if err := d.checkpoint(rest[:n]); err != nil {
-				return st, corrupt(d.path, "replaying the log (records %d to %d): %v", rest[0].idx, rest[n-1].idx, err)
+				if errors.As(err, new(contentError)) {
+					return st, corrupt(d.path, "replaying the log (records %d to %d): %v", rest[0].idx, rest[n-1].idx, err)
+				}
+				// The records are sound; the disk refused the write (full,
+				// failing). The next Open replays what is left of them.
+				return st, fmt.Errorf("durable: replaying the log into %s (records %d to %d): %w", d.path, rest[0].idx, rest[n-1].idx, err)
 			}
 			rest = rest[n:]
 			if testHookReplayed != nil {

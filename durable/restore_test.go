@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,4 +74,42 @@ func TestRestoreUnitAcrossTransactions(t *testing.T) {
 		t.Fatalf("reopened at %s with %d items; want the restored state, %s with %d items", st.Snapshot.Applied, len(st.Snapshot.Items), snap.Applied, len(snap.Items))
 	}
 	t.Logf("a crash after %d of the %d items of the restore reopened whole", mid.dg.Items, len(snap.Items))
+}
+
+// TestReplayOnAFullDiskIsNotCorruption: Open replays the log into
+// state.db; when the disk refuses that write (full, failing) the records
+// are sound, so Open fails with the disk's error and not ErrCorrupt
+// (a node sets aside a corrupt directory and rejoins as recovering; a
+// majority doing so at once after a shared disk filled up could elect no
+// one). Once the disk takes writes again, Open replays everything.
+func TestReplayOnAFullDiskIsNotCorruption(t *testing.T) {
+	ci, cb, mx := checkpointInterval, checkpointBytes, maxUncheckpointed
+	t.Cleanup(func() {
+		checkpointInterval, checkpointBytes, maxUncheckpointed = ci, cb, mx
+		testHookCheckpointCommit = nil
+	})
+	checkpointInterval, checkpointBytes, maxUncheckpointed = time.Hour, 1<<40, 1<<40
+	dir := t.TempDir()
+	db, _ := mustOpen(t, dir, Options{NoSync: true})
+	var entries []store.Entry
+	for i := range 20 {
+		entries = append(entries, store.Entry{Version: store.Version{Epoch: 1, Seq: uint64(i + 1)}, Op: store.OpSet, Key: fmt.Sprintf("k%02d", i), Value: "v"})
+	}
+	mustWait(t, db.Append(entries))
+	if err := db.Crash(); err != nil { // logged, not checkpointed
+		t.Fatal(err)
+	}
+
+	testHookCheckpointCommit = func() error { return fmt.Errorf("write state.db: %w", syscall.ENOSPC) }
+	_, _, err := Open(dir, Options{NoSync: true})
+	if err == nil || errors.Is(err, ErrCorrupt) || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Open whose replay the disk refuses: %v; want the disk's error (ENOSPC), not ErrCorrupt", err)
+	}
+	testHookCheckpointCommit = nil
+
+	db, st := mustOpen(t, dir, Options{NoSync: true})
+	defer mustClose(t, db)
+	if st.Snapshot.Applied != entries[len(entries)-1].Version || len(st.Snapshot.Items) != len(entries) {
+		t.Fatalf("reopened at %s with %d items; want %s with %d", st.Snapshot.Applied, len(st.Snapshot.Items), entries[len(entries)-1].Version, len(entries))
+	}
 }
