@@ -492,10 +492,10 @@ func (d *DB) checkpoint(recs []logged) (err error) {
 	return err
 }
 
-// contentError is a checkpoint's failure that comes from what it holds
-// (records that do not follow or apply, a missing bucket, a fault on the
-// file's mapping), not from writing it (bbolt's commit: a full disk, an
-// I/O error). Open's replay reports the first as corruption and the
+// contentError is a checkpoint's failure that comes from what it reads
+// (records that do not follow or apply, a missing bucket, bbolt
+// panicking on the file), not from writing it (bbolt's commit: a full
+// disk, an I/O error). Open's replay reports the first as corruption and the
 // second as it is: a node must not set aside a directory it merely could
 // not write.
 type contentError struct{ err error }

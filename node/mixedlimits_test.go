@@ -9,6 +9,8 @@ import (
 	"github.com/kvstore/kvstore"
 	"github.com/kvstore/kvstore/cluster"
 	"github.com/kvstore/kvstore/node"
+	"github.com/kvstore/kvstore/rpc"
+	"github.com/kvstore/kvstore/rpc/kvpb"
 )
 
 // TestALeadersSmallerLimitIsFinal: nodes may run with different limits (a
@@ -26,7 +28,7 @@ func TestALeadersSmallerLimitIsFinal(t *testing.T) {
 			cfg.MaxValueSize = 100
 		}
 	}})
-	ld, _ := roles(t, c)
+	ld, fs := roles(t, c)
 	wide, err := c.NewNode(ctxT(t, 30*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -42,5 +44,14 @@ func TestALeadersSmallerLimitIsFinal(t *testing.T) {
 	}
 	if _, found, err := c.Get(ctxT(t, 10*time.Second), ld, "big"); err != nil || found {
 		t.Fatalf("the refused write: found %v, %v; want not found", found, err)
+	}
+
+	// Only the leader's refusal is final: a node that does not lead
+	// answers a forwarded write over its own limits ErrNotLeader (the
+	// sender, whose view is behind, tries again at the real leader, whose
+	// limits may be larger), not ErrTooLarge.
+	_, err = nodeOf(t, c, fs[0]).PeerService().Write(ctxT(t, 10*time.Second), &kvpb.WriteRequest{Cluster: "default", Op: kvpb.Op_OP_SET, Key: "big", Value: strings.Repeat("v", 500), ReqId: "c.big"})
+	if err = rpc.FromStatus(err); !errors.Is(err, kvstore.ErrNotLeader) {
+		t.Fatalf("a write over its limits given to follower %d: %v; want ErrNotLeader", fs[0], err)
 	}
 }

@@ -78,8 +78,12 @@ func (s *peerServer) Write(ctx context.Context, req *kvpb.WriteRequest) (*kvpb.W
 }
 
 // checkWrite is what Write checks before it writes: the request's cluster,
-// the write itself and the leader's own limits (which hold whichever node
-// the client reached). It returns this node's leadership.
+// the write itself, that this node leads, and the leader's own limits
+// (which hold whichever node the client reached). It returns this node's
+// leadership. Leadership comes before the limits: the sender takes a
+// leader's ErrTooLarge as final (retryable), and a node that does not
+// lead must not refuse a write another leader, with larger limits, would
+// take.
 func (s *peerServer) checkWrite(req *kvpb.WriteRequest) (*leader, error) {
 	if err := s.checkCluster(req.Cluster, req.Incarnation); err != nil {
 		return nil, err
@@ -87,12 +91,12 @@ func (s *peerServer) checkWrite(req *kvpb.WriteRequest) (*leader, error) {
 	if err := validateWrite(req.Op, req.Key, req.Value, req.ReqId); err != nil {
 		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
 	}
-	if err := s.n.limits.checkWrite(req.Key, req.Value); err != nil {
-		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
-	}
 	l := s.n.lead.Load()
 	if l == nil {
 		return nil, fmt.Errorf("node %s: %w", s.n.cfg.ID, kvstore.ErrNotLeader)
+	}
+	if err := s.n.limits.checkWrite(req.Key, req.Value); err != nil {
+		return nil, fmt.Errorf("node %s: write: %w", s.n.cfg.ID, err)
 	}
 	return l, nil
 }
