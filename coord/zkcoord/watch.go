@@ -23,6 +23,14 @@ const (
 // after every election change; ZooKeeper watches
 // survive reconnects (the client sets them again), so a change made while
 // the connection was down still fires.
+//
+// A new session's first reads may reach a server that is behind the one
+// an earlier session read from (ZooKeeper orders reads only within a
+// session), so a watch opened before anything else on a new session
+// could show a view older than the last one its caller saw. A node
+// registers first (Register's create is a write, and a server answers
+// it only after it applied every transaction before it), so its first
+// view is never older than what its previous session showed.
 func (s *session) watchView(ctx context.Context, out chan coord.View) {
 	var (
 		last           *coord.View
