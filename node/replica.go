@@ -520,6 +520,9 @@ func (r *replica) restore(epoch int64, ld leadership, v *store.View) (*durable.P
 // takeover must then change nothing, or it would replace entries a
 // majority counted on. (The leader's context ends with such a promise,
 // but a step already past its last look at the context would go on.)
+// Today no later leader reaches a node while its takeover runs: a leader
+// reaches members only, and the node opens no new session until its
+// leadership ended (session.go, serve). The fence does not rest on that.
 func (r *replica) ownedLocked(epoch int64, ld leadership) error {
 	if r.promised != epoch || r.ld != ld {
 		return fmt.Errorf("%w (taking over epoch %d as %s: promised epoch %d to %s)", kvstore.ErrNotLeader, epoch, ld.id, r.promised, r.ld.id)
