@@ -18,22 +18,18 @@ import (
 // with part of the unit; the next Open replays the rest from the log, and
 // holds the whole new state, never a mix of old and new.
 func TestRestoreUnitAcrossTransactions(t *testing.T) {
-	ci, cb, mx, rc, rp := checkpointInterval, checkpointBytes, maxUncheckpointed, restoreChunkBytes, replayChunk
+	rc, rp := restoreChunkBytes, replayChunk
 	t.Cleanup(func() {
-		checkpointInterval, checkpointBytes, maxUncheckpointed, restoreChunkBytes, replayChunk = ci, cb, mx, rc, rp
+		restoreChunkBytes, replayChunk = rc, rp
 		testHookReplayed = nil
 	})
 	dir := t.TempDir()
 	db, _ := mustOpen(t, dir, Options{NoSync: true})
-	var old []store.Entry
-	for i := range 20 {
-		old = append(old, store.Entry{Version: store.Version{Epoch: 1, Seq: uint64(i + 1)}, Op: store.OpSet, Key: fmt.Sprintf("old%02d", i), Value: "old"})
-	}
-	mustWait(t, db.Append(old))
+	mustWait(t, db.Append(sets(20, "old", "old")))
 	mustClose(t, db) // checkpointed: state.db holds the old state
 
 	// The restore, logged and not checkpointed, then a crash.
-	checkpointInterval, checkpointBytes, maxUncheckpointed = time.Hour, 1<<40, 1<<40
+	holdCheckpoints(t)
 	restoreChunkBytes = 500
 	snap := store.Snapshot{Applied: store.Version{Epoch: 2, Seq: 100}, Items: map[string]store.Item{},
 		Requests: []store.Request{{ID: "r", Version: store.Version{Epoch: 2, Seq: 100}}}}
@@ -83,18 +79,11 @@ func TestRestoreUnitAcrossTransactions(t *testing.T) {
 // majority doing so at once after a shared disk filled up could elect no
 // one). Once the disk takes writes again, Open replays everything.
 func TestReplayOnAFullDiskIsNotCorruption(t *testing.T) {
-	ci, cb, mx := checkpointInterval, checkpointBytes, maxUncheckpointed
-	t.Cleanup(func() {
-		checkpointInterval, checkpointBytes, maxUncheckpointed = ci, cb, mx
-		testHookCheckpointCommit = nil
-	})
-	checkpointInterval, checkpointBytes, maxUncheckpointed = time.Hour, 1<<40, 1<<40
+	t.Cleanup(func() { testHookCheckpointCommit = nil })
+	holdCheckpoints(t)
 	dir := t.TempDir()
 	db, _ := mustOpen(t, dir, Options{NoSync: true})
-	var entries []store.Entry
-	for i := range 20 {
-		entries = append(entries, store.Entry{Version: store.Version{Epoch: 1, Seq: uint64(i + 1)}, Op: store.OpSet, Key: fmt.Sprintf("k%02d", i), Value: "v"})
-	}
+	entries := sets(20, "k", "v")
 	mustWait(t, db.Append(entries))
 	if err := db.Crash(); err != nil { // logged, not checkpointed
 		t.Fatal(err)
@@ -112,4 +101,23 @@ func TestReplayOnAFullDiskIsNotCorruption(t *testing.T) {
 	if st.Snapshot.Applied != entries[len(entries)-1].Version || len(st.Snapshot.Items) != len(entries) {
 		t.Fatalf("reopened at %s with %d items; want %s with %d", st.Snapshot.Applied, len(st.Snapshot.Items), entries[len(entries)-1].Version, len(entries))
 	}
+}
+
+// holdCheckpoints stops the checkpointer from checkpointing on its own
+// (by time or size) until the test ends: what is appended stays in the
+// log only.
+func holdCheckpoints(t *testing.T) {
+	ci, cb, mx := checkpointInterval, checkpointBytes, maxUncheckpointed
+	t.Cleanup(func() { checkpointInterval, checkpointBytes, maxUncheckpointed = ci, cb, mx })
+	checkpointInterval, checkpointBytes, maxUncheckpointed = time.Hour, 1<<40, 1<<40
+}
+
+// sets returns n sets of keys prefix00, prefix01, ... to value, at
+// positions 1.1 to 1.n.
+func sets(n int, prefix, value string) []store.Entry {
+	var es []store.Entry
+	for i := range n {
+		es = append(es, store.Entry{Version: store.Version{Epoch: 1, Seq: uint64(i + 1)}, Op: store.OpSet, Key: fmt.Sprintf("%s%02d", prefix, i), Value: value})
+	}
+	return es
 }
